@@ -1,0 +1,129 @@
+"""The ``healthscore`` command line.
+
+Each subcommand is a pair of small functions: ``_add_<name>`` declares its arguments and
+``_cmd_<name>`` runs it by calling the library. Library errors that carry a message for the user
+(bad input, bad model) are printed without a traceback and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+EPILOG = """\
+typical session:
+  healthscore sample --out data/                  # a sample portfolio with a known truth
+  healthscore validate data/snapshots.parquet     # check a snapshot file before scoring it
+  healthscore demo                                # every step end to end on the bundled sample
+"""
+
+
+class UserError(Exception):
+    """An error whose message tells the user what to fix; printed without a traceback."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UserError, FileNotFoundError]
+    for module, name in [("healthscore.snapshots", "ValidationError"), ("healthscore.model", "ModelError")]:
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+# ---------------------------------------------------------------- sample
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate a sample portfolio with a known truth",
+                       description="Generate a synthetic B2B SaaS portfolio (snapshots, events, truth).")
+    p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
+    p.add_argument("--accounts", type=int, default=2000, help="number of accounts (default 2000)")
+    p.add_argument("--weeks", type=int, default=52, help="weekly snapshots per account (default 52)")
+    p.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    raise UserError("'healthscore sample' is being built (issue 2)")
+
+
+# ---------------------------------------------------------------- validate
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a snapshot file and list its problems",
+                       description="Read a snapshot file (CSV, Parquet, Excel, DuckDB or SQL URI) and "
+                                   "validate it. Exit 0 when clean, 1 with the list of problems otherwise.")
+    p.add_argument("file", help="path or URI of the snapshots")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    raise UserError("'healthscore validate' is being built (issue 2)")
+
+
+# ---------------------------------------------------------------- demo
+# Each step takes the output folder and returns a one-line summary of what it wrote.
+DemoStep = Callable[[Path], str]
+
+
+def _demo_steps() -> list[tuple[str, DemoStep]]:
+    return []
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run every step end to end on the bundled sample data",
+                       description="Load the bundled sample portfolio and run each step of healthscore on it, "
+                                   "printing where the outputs are.")
+    p.add_argument("--out", type=Path, default=Path("build/demo"), help="output folder (default build/demo)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    for title, step in _demo_steps():
+        t0 = time.perf_counter()
+        print(f"== {title}", flush=True)
+        print(step(args.out), flush=True)
+        print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(f"\nAll outputs are in {args.out}/")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+_COMMANDS = [_add_sample, _add_validate, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healthscore",
+        description="Customer health scores that predict churn and expansion: calibrate each signal, "
+                    "fit and test the weights, compare cohorts, tune interactively, share scorecards.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from healthscore import __version__
+    parser.add_argument("--version", action="version", version=f"healthscore {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except _user_error_types() as exc:
+        print(f"healthscore: error: {exc}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
