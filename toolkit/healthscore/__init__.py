@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = {
     "datasets", "snapshots", "calibration", "model", "scoring", "fitting", "evaluation",
-    "cohorts", "widgets", "reports", "charts", "cli",
+    "cohorts", "widgets", "reports", "charts", "files", "cli",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,62 @@
+"""Atomic file output: a reader never sees a half-written file, and a failure leaves the old one.
+
+Everything healthscore writes (models, scores, reports, sample data) goes through here.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> write_text(d / "a.txt", "hello")
+>>> (d / "a.txt").read_text()
+'hello'
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    The parent folder is created when missing. On an exception the temporary file is removed and
+    ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_parquet(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``frame`` as Parquet atomically (zstd; statistics on, so readers can skip row groups)."""
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+
+
+def write_csv(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``frame`` as CSV atomically."""
+    with atomic_path(path) as tmp:
+        frame.write_csv(tmp)
