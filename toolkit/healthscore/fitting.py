@@ -1,0 +1,157 @@
+"""Point-in-time outcome labels and weight fitting with logistic regression.
+
+A training row is one snapshot (an account as it looked on ``as_of``) and a label saying whether
+the outcome happened in the following ``horizon``. Features only ever come from the snapshot
+itself; the events table contributes the label and nothing else.
+
+>>> import datetime as dt, polars as pl
+>>> snaps = pl.DataFrame({"account_id": ["a", "a", "a"],
+...                       "as_of": [dt.date(2024, 1, 1), dt.date(2024, 2, 1), dt.date(2024, 3, 1)]})
+>>> events = pl.DataFrame({"account_id": ["a"], "date": [dt.date(2024, 1, 20)], "event": ["expanded"]})
+>>> label_outcomes(snaps, events, outcome="expanded", horizon="28d")["expanded"].to_list()
+[True, False]
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from datetime import date
+from typing import Literal
+
+import polars as pl
+
+__all__ = ["label_outcomes", "parse_horizon", "TERMINAL_OUTCOMES"]
+
+# Outcomes after which an account leaves the book: no snapshot after the first one is labellable.
+TERMINAL_OUTCOMES = frozenset({"churned"})
+
+_HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
+
+
+def _input_error(message: str) -> Exception:
+    """The library's ValidationError when the snapshots module provides it, else ValueError."""
+    try:
+        from healthscore.snapshots import ValidationError
+    except ImportError:  # pragma: no cover - only while the module is being written
+        return ValueError(message)
+    try:
+        return ValidationError(message)
+    except TypeError:  # pragma: no cover - a richer constructor
+        return ValueError(message)
+
+
+def parse_horizon(horizon: str) -> str:
+    """Check a horizon such as ``"90d"``, ``"13w"`` or ``"3mo"`` and return it normalised.
+
+    >>> parse_horizon(" 13w ")
+    '13w'
+    """
+    m = _HORIZON.match(str(horizon))
+    if not m or int(m.group(1)) == 0:
+        raise _input_error(
+            f"horizon {horizon!r} is not understood: write a positive number of days, weeks or "
+            "calendar months, e.g. '90d', '13w' or '3mo'")
+    return f"{int(m.group(1))}{m.group(2)}"
+
+
+def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise _input_error(
+            f"{what} lacks column(s) {missing}; it has {frame.columns[:12]}. "
+            f"Rename the columns or pass a {what} table with {columns}.")
+
+
+def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
+    dtype = frame.schema[column]
+    if dtype == pl.Date:
+        return frame
+    if isinstance(dtype, pl.Datetime):
+        return frame.with_columns(pl.col(column).dt.date())
+    raise _input_error(f"{what} column {column!r} must be a date, not {dtype}; parse it first "
+                       f"(e.g. pl.col({column!r}).str.to_date()).")
+
+
+def label_outcomes(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    cadence: Literal["weekly", "monthly"] = "weekly",
+    data_end: date | None = None,
+    terminal: bool | None = None,
+) -> pl.DataFrame:
+    """Label each snapshot by whether ``outcome`` happens in ``(as_of, as_of + horizon]``.
+
+    Rules, so the labels are point-in-time and unbiased:
+
+    * the event must fall strictly after ``as_of`` and on or before ``as_of + horizon``;
+    * terminal outcomes (``churned`` by default, see ``terminal``): snapshots on or after the
+      account's first such event are dropped; non-terminal outcomes (``expanded``) label each
+      snapshot by the next event after it and keep going;
+    * censored rows are dropped: those with ``as_of + horizon`` past the end of the data, which
+      is the last snapshot ``as_of`` unless ``data_end`` is given;
+    * ``cadence="monthly"`` keeps one snapshot per account and calendar month (the last one),
+      for fits that want fewer, less dependent rows.
+
+    The result holds the snapshot columns unchanged plus one Boolean column named ``outcome``,
+    sorted by ``account_id`` and ``as_of``. Nothing else from the future is joined on.
+
+    >>> import datetime as dt, polars as pl
+    >>> snaps = pl.DataFrame({"account_id": ["a"] * 4,
+    ...     "as_of": [dt.date(2024, 1, 1) + dt.timedelta(weeks=k) for k in range(4)]})
+    >>> ev = pl.DataFrame({"account_id": ["a"], "date": [dt.date(2024, 1, 10)], "event": ["churned"]})
+    >>> label_outcomes(snaps, ev, horizon="7d", data_end=dt.date(2024, 3, 1))["churned"].to_list()
+    [False, True]
+    """
+    if cadence not in ("weekly", "monthly"):
+        raise _input_error(f"cadence {cadence!r} is not known: use 'weekly' (every snapshot) or 'monthly'.")
+    horizon = parse_horizon(horizon)
+    if terminal is None:
+        terminal = outcome in TERMINAL_OUTCOMES
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    ev = events.collect() if isinstance(events, pl.LazyFrame) else events
+    _require(snaps, ["account_id", "as_of"], "snapshots")
+    _require(ev, ["account_id", "date", "event"], "events")
+    if outcome in snaps.columns:
+        raise _input_error(
+            f"snapshots already have a column {outcome!r}; outcomes come from the events table only. "
+            "Drop or rename that column so no label can leak into the features.")
+    snaps = _as_date(snaps, "as_of", "snapshots")
+    ev = _as_date(ev, "date", "events")
+    if snaps.is_empty():
+        return snaps.with_columns(pl.lit(None, pl.Boolean).alias(outcome)).clear()
+
+    if data_end is None:
+        data_end = snaps["as_of"].max()
+    ev = (ev.lazy()
+          .filter(pl.col("event") == outcome)
+          .select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("date"))
+          .drop_nulls()
+          .unique()
+          .sort("account_id", "date")
+          .collect())
+    if ev.is_empty():
+        warnings.warn(f"the events table holds no {outcome!r} event: every label is False", stacklevel=2)
+
+    rows = snaps.lazy()
+    if cadence == "monthly":
+        rows = (rows.sort("account_id", "as_of")
+                .filter(pl.col("as_of") == pl.col("as_of").max()
+                        .over("account_id", pl.col("as_of").dt.truncate("1mo"))))
+    end = pl.col("as_of").dt.offset_by(horizon)
+    rows = rows.with_columns(_next_after=pl.col("as_of").dt.offset_by("1d")).sort("account_id", "_next_after")
+    # forward as-of join on as_of + 1 day: the first event strictly after as_of
+    labelled = rows.join_asof(ev.lazy().rename({"date": "_event"}), left_on="_next_after", right_on="_event",
+                              by="account_id", strategy="forward", check_sortedness=False)
+    if terminal:
+        first = ev.group_by("account_id").agg(_first=pl.col("date").min()).lazy()
+        labelled = (labelled.join(first, on="account_id", how="left")
+                    .filter(pl.col("_first").is_null() | (pl.col("as_of") < pl.col("_first"))))
+    out = (labelled
+           .filter(end <= pl.lit(data_end))
+           .with_columns(pl.col("_event").is_not_null().and_(pl.col("_event") <= end).alias(outcome))
+           .select(*snaps.columns, outcome)
+           .sort("account_id", "as_of")
+           .collect())
+    return out
