@@ -54,12 +54,30 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a snapshot file and list its problems",
                        description="Read a snapshot file (CSV, Parquet, Excel, DuckDB or SQL URI) and "
                                    "validate it. Exit 0 when clean, 1 with the list of problems otherwise.")
-    p.add_argument("file", help="path or URI of the snapshots")
+    p.add_argument("file", help="path or URI of the snapshots (or of the events, with --events)")
+    p.add_argument("--events", action="store_true", help="the file is an events table (account_id, date, event)")
+    p.add_argument("--table", help="table name inside a DuckDB/SQLite file or database")
+    p.add_argument("--nonnegative", help="comma-separated columns that can never be negative "
+                                         "(default: known metric names and count-like names)")
     p.set_defaults(func=_cmd_validate)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    raise UserError("'healthscore validate' is being built (issue 2)")
+    from healthscore import snapshots
+
+    try:
+        if args.events:
+            frame = snapshots.read_events(args.file, table=args.table)
+            print(f"{args.file}: OK, {frame.height:,} events of {frame['account_id'].n_unique():,} accounts "
+                  f"({', '.join(f'{e} {n}' for e, n in frame['event'].value_counts(sort=True).iter_rows())})")
+        else:
+            nonneg = [c.strip() for c in args.nonnegative.split(",")] if args.nonnegative else None
+            frame = snapshots.read_snapshots(args.file, table=args.table, nonnegative=nonneg)
+            print(f"{args.file}: OK\n{snapshots.describe(frame)}")
+    except snapshots.ValidationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------- demo
