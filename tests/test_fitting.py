@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from healthscore.fitting import label_outcomes, parse_horizon
+from healthscore.snapshots import ValidationError
 
 MON = dt.date(2024, 1, 1)  # a Monday
 
@@ -114,13 +115,13 @@ def test_monthly_cadence_keeps_last_snapshot_of_each_month():
 
 def test_bad_input_is_named():
     snaps = _weekly("A", 5)
-    with pytest.raises(ValueError, match="horizon '90 days'"):
+    with pytest.raises(ValidationError, match="horizon '90 days'"):
         label_outcomes(snaps, _events([]), horizon="90 days")
-    with pytest.raises(ValueError, match=r"events lacks column\(s\) \['event'\]"):
+    with pytest.raises(ValidationError, match=r"lacks column\(s\) \[.event.\]"):
         label_outcomes(snaps, pl.DataFrame({"account_id": ["A"], "date": [MON]}))
-    with pytest.raises(ValueError, match="already have a column 'churned'"):
+    with pytest.raises(ValidationError, match="already has a column named after the outcome .churned."):
         label_outcomes(snaps.with_columns(churned=pl.lit(True)), _events([]))
-    with pytest.raises(ValueError, match="cadence"):
+    with pytest.raises(ValidationError, match="cadence"):
         label_outcomes(snaps, _events([]), cadence="daily")  # type: ignore[arg-type]
     assert parse_horizon("3mo") == "3mo" and parse_horizon("013w") == "13w"
 

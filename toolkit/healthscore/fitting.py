@@ -28,16 +28,10 @@ TERMINAL_OUTCOMES = frozenset({"churned"})
 _HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
 
 
-def _input_error(message: str) -> Exception:
-    """The library's ValidationError when the snapshots module provides it, else ValueError."""
-    try:
-        from healthscore.snapshots import ValidationError
-    except ImportError:  # pragma: no cover - only while the module is being written
-        return ValueError(message)
-    try:
-        return ValidationError(message)
-    except TypeError:  # pragma: no cover - a richer constructor
-        return ValueError(message)
+def _input_error(source: str, message: str, fix: str, column: str | None = None) -> Exception:
+    """A ValidationError naming the table (and column) at fault and what to do about it."""
+    from healthscore.snapshots import Problem, ValidationError
+    return ValidationError(source, [Problem("fitting", column, message, fix)])
 
 
 def parse_horizon(horizon: str) -> str:
@@ -48,18 +42,16 @@ def parse_horizon(horizon: str) -> str:
     """
     m = _HORIZON.match(str(horizon))
     if not m or int(m.group(1)) == 0:
-        raise _input_error(
-            f"horizon {horizon!r} is not understood: write a positive number of days, weeks or "
-            "calendar months, e.g. '90d', '13w' or '3mo'")
+        raise _input_error("horizon", f"horizon {horizon!r} is not understood",
+                           "Write a positive number of days, weeks or calendar months, e.g. '90d', '13w' or '3mo'")
     return f"{int(m.group(1))}{m.group(2)}"
 
 
 def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise _input_error(
-            f"{what} lacks column(s) {missing}; it has {frame.columns[:12]}. "
-            f"Rename the columns or pass a {what} table with {columns}.")
+        raise _input_error(what, f"lacks column(s) {missing}; it has {frame.columns[:12]}",
+                           f"Rename the columns or pass a {what} table with {columns}", column=missing[0])
 
 
 def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
@@ -68,8 +60,8 @@ def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
         return frame
     if isinstance(dtype, pl.Datetime):
         return frame.with_columns(pl.col(column).dt.date())
-    raise _input_error(f"{what} column {column!r} must be a date, not {dtype}; parse it first "
-                       f"(e.g. pl.col({column!r}).str.to_date()).")
+    raise _input_error(what, f"must be a date, not {dtype}",
+                       f"Parse it first, e.g. pl.col({column!r}).str.to_date()", column=column)
 
 
 def label_outcomes(
@@ -105,7 +97,8 @@ def label_outcomes(
     [False, True]
     """
     if cadence not in ("weekly", "monthly"):
-        raise _input_error(f"cadence {cadence!r} is not known: use 'weekly' (every snapshot) or 'monthly'.")
+        raise _input_error("cadence", f"cadence {cadence!r} is not known",
+                           "Use 'weekly' (every snapshot) or 'monthly' (the last snapshot of each month)")
     horizon = parse_horizon(horizon)
     if terminal is None:
         terminal = outcome in TERMINAL_OUTCOMES
@@ -114,9 +107,9 @@ def label_outcomes(
     _require(snaps, ["account_id", "as_of"], "snapshots")
     _require(ev, ["account_id", "date", "event"], "events")
     if outcome in snaps.columns:
-        raise _input_error(
-            f"snapshots already have a column {outcome!r}; outcomes come from the events table only. "
-            "Drop or rename that column so no label can leak into the features.")
+        raise _input_error("snapshots", f"already has a column named after the outcome {outcome!r}",
+                           "Outcomes come from the events table only: drop or rename that column so no "
+                           "label can leak into the features", column=outcome)
     snaps = _as_date(snaps, "as_of", "snapshots")
     ev = _as_date(ev, "date", "events")
     if snaps.is_empty():
