@@ -74,24 +74,24 @@ METRICS: dict[str, tuple[str, str, float, float, str]] = {
 # Reference mean and SD used to standardise each metric inside the hazards. They are fixed
 # constants (measured once on a large portfolio) so the truth does not depend on the sample size.
 _REFERENCE: dict[str, tuple[float, float]] = {
-    "active_users": (50.0, 150.0),
-    "seat_utilization": (0.55, 0.25),
-    "login_days": (4.0, 2.0),
-    "key_feature_adoption": (0.45, 0.2),
-    "api_calls": (7.0, 2.0),
-    "tickets_opened": (0.5, 1.0),
-    "high_sev_tickets": (0.1, 0.35),
-    "csat": (4.0, 0.7),
-    "nps": (7.0, 2.0),
-    "exec_sponsor_engaged": (0.4, 0.5),
-    "champion_left": (0.05, 0.22),
-    "csm_assessment": (3.0, 1.0),
-    "days_invoice_overdue": (3.0, 10.0),
-    "seats_deployed_ratio": (0.75, 0.2),
-    "goal_progress": (0.5, 0.35),
-    "email_ctr": (0.12, 0.06),
-    "community_posts": (0.35, 0.6),
-    "training_completions": (0.6, 0.9),
+    "active_users": (55.0, 126.0),
+    "seat_utilization": (0.44, 0.22),
+    "login_days": (3.8, 1.8),
+    "key_feature_adoption": (0.45, 0.22),
+    "api_calls": (6.1, 1.7),
+    "tickets_opened": (0.36, 0.68),
+    "high_sev_tickets": (0.057, 0.25),
+    "csat": (3.96, 0.69),
+    "nps": (6.9, 1.8),
+    "exec_sponsor_engaged": (0.43, 0.5),
+    "champion_left": (0.044, 0.21),
+    "csm_assessment": (3.2, 0.94),
+    "days_invoice_overdue": (0.94, 5.2),
+    "seats_deployed_ratio": (0.74, 0.19),
+    "goal_progress": (0.69, 0.37),
+    "email_ctr": (0.11, 0.058),
+    "community_posts": (0.3, 0.56),
+    "training_completions": (0.6, 0.84),
 }
 
 STAGES = ("onboarding", "adoption", "mature", "renewal")
@@ -99,12 +99,12 @@ SEGMENTS = ("enterprise", "mid_market", "smb")
 TOUCH = ("high", "digital")
 # base annual churn / expansion at reference signals, per (segment, touch model)
 _BASE_RATES: dict[tuple[str, str], tuple[float, float]] = {
-    ("enterprise", "high"): (0.04, 0.16),
-    ("enterprise", "digital"): (0.06, 0.12),
-    ("mid_market", "high"): (0.06, 0.14),
-    ("mid_market", "digital"): (0.08, 0.11),
-    ("smb", "high"): (0.08, 0.10),
-    ("smb", "digital"): (0.12, 0.08),
+    ("enterprise", "high"): (0.014, 0.08),
+    ("enterprise", "digital"): (0.02, 0.08),
+    ("mid_market", "high"): (0.02, 0.09),
+    ("mid_market", "digital"): (0.028, 0.09),
+    ("smb", "high"): (0.028, 0.09),
+    ("smb", "digital"): (0.042, 0.09),
 }
 # latent health mean per (segment, touch model)
 _HEALTH_MEAN = {
@@ -544,7 +544,7 @@ def _assemble(n, seg, touch, industry, region, start, names, csm_names, weeks_ou
     snaps = snaps.select(
         "account_id", "as_of", "company_name", "segment", "touch_model", "industry", "region", "csm",
         "lifecycle_stage", "arr", "seats_purchased", "contract_start", "renewal_date", "goal_start",
-        "goal_due", *[pl.col(m).cast(pl.Float64) for m in metric_cols],
+        "goal_due", *[pl.col(m).cast(pl.Float64).round(4) for m in metric_cols],
     ).sort("account_id", "as_of")
 
     lat = np.concatenate(latent, axis=1)
