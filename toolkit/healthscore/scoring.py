@@ -1,0 +1,455 @@
+"""The scoring engine: snapshots + score model -> one score row per account and ``as_of``.
+
+Two steps, so the tuner can change weights without recalibrating:
+
+* :func:`calibrate` turns each raw metric into a 0..100 sub-score (``sub_<metric>``) with the
+  metric's calibration method, picking each account's variant from its attributes;
+* :func:`combine` turns sub-scores into category scores, the overall score, band, coverage,
+  null reason, trend, drivers, variant, override audit and the model stamp.
+
+:func:`score` runs both. The rules:
+
+* a null sub-score is N/A: it is left out and the weights of the metrics that are present are
+  renormalised within their category, then across the categories that still have a metric;
+* ``coverage`` is the share of the model's (variant's) nominal weight whose metric is present;
+  below ``min_coverage`` the score and band are null and ``null_reason`` says why;
+* ``drv_<m>`` is the metric's effective weight times its sub-score, so the drivers add up to the
+  score; ``drvchg_<m>`` is the change of a driver since the account's previous snapshot, so those
+  add up to the change of the computed score;
+* overrides apply on top (see :func:`read_overrides`). A metric override replaces that sub-score
+  before the score is combined, so the drivers include it. An overall override replaces ``score``
+  and ``band`` only: the drivers still explain the computed score, which is kept in
+  ``override_computed_score``; ``score_change_*`` are changes of the reported score.
+
+>>> import healthscore as hs, polars as pl, datetime as dt
+>>> from healthscore.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+>>> model = ScoreModel("demo", "1", [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]}),
+...                                  Metric("csat", "csat", "support", params={"points": [[1, 0], [5, 100]]})],
+...                    {"usage": Category("usage", 2), "support": Category("support", 1)},
+...                    [Band(*b) for b in DEFAULT_BANDS], min_coverage=0.5)
+>>> snaps = pl.DataFrame({"account_id": ["a", "b"], "as_of": [dt.date(2026, 1, 5)] * 2,
+...                       "login_days": [5.0, 2.5], "csat": [3.0, None]})
+>>> hs.score(snaps, model).select("account_id", pl.col("score").round(2), "band", pl.col("coverage").round(3)).rows()
+[('a', 83.33, 'green', 1.0), ('b', 50.0, 'yellow', 0.667)]
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import polars as pl
+
+from healthscore.model import ModelError, ScoreModel
+
+KEYS = ("account_id", "as_of")
+OVERALL = "overall"
+AUDIT_COLUMNS = ("override_value", "override_target", "override_reason", "override_author",
+                 "override_computed_score")
+_EPS = 1e-12
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+class OverrideError(ModelError):
+    """An override file is wrong (unknown account or metric, bad value, missing reason...)."""
+
+
+# ---------------------------------------------------------------- calibrate
+def calibrate(snapshots: Frame, model: ScoreModel) -> pl.DataFrame:
+    """Keys, attribute columns, ``variant`` and one ``sub_<metric>`` (0..100 or null) per metric.
+
+    Attribute columns are all input columns except the model's metric columns. Each row gets the
+    variant whose filter it matches (``default`` when none); a row matching two variants is a
+    :class:`ModelError` naming both and the account. Sorted by ``account_id``, ``as_of``.
+    """
+    lf = snapshots.lazy()
+    columns = lf.collect_schema().names()
+    _check_keys(columns)
+    model.check_columns(columns)
+    metric_cols = {m.column for m in model.metrics}
+    attrs = [c for c in columns if c not in metric_cols and c not in KEYS and c != "variant"]
+    nvar = (pl.sum_horizontal([v.matches().cast(pl.Int32) for v in model.variants])
+            if model.variants else pl.lit(0, dtype=pl.Int32))
+    out = (lf.with_columns(_variant_expr(model).alias("variant"), nvar.alias("__nvar"))
+             .select(*KEYS, *attrs, "variant", "__nvar", *[_sub_expr(model, m.name) for m in model.metrics])
+             .collect())
+    if model.variants and out["__nvar"].max() > 1:
+        _raise_conflict(out, model)
+    return out.drop("__nvar").sort(KEYS)
+
+
+def _check_keys(columns: Iterable[str]) -> None:
+    missing = [k for k in KEYS if k not in set(columns)]
+    if missing:
+        raise ModelError(f"snapshots: missing key column(s) {missing}; every snapshot row needs account_id and as_of")
+
+
+def _variant_expr(model: ScoreModel) -> pl.Expr:
+    if not model.variants:
+        return pl.lit("default", dtype=pl.String)
+    chain: Any = pl
+    for v in model.variants:
+        chain = chain.when(v.matches()).then(pl.lit(v.name))
+    return chain.otherwise(pl.lit("default"))
+
+
+def _raise_conflict(frame: pl.DataFrame, model: ScoreModel) -> None:
+    bad = frame.filter(pl.col("__nvar") > 1).sort(KEYS).row(0, named=True)
+    names = [v.name for v in model.variants
+             if all(bad.get(col) in vals for col, vals in v.filter.items())]
+    n = frame.filter(pl.col("__nvar") > 1).height
+    raise ModelError(
+        f"{model._where()}variants: account {bad['account_id']} (as_of {bad['as_of']}) matches variants "
+        f"{' and '.join(repr(x) for x in names)} ({n} snapshot rows match more than one variant); "
+        "make the variant filters exclusive")
+
+
+def _calibrated(model: ScoreModel, metric_name: str, variant: str | None) -> pl.Expr:
+    """Sub-score expression of one metric as one variant defines it (N/A policy applied)."""
+    from healthscore import calibration
+
+    resolved = model.resolve(variant)
+    i, m = next((i, m) for i, m in enumerate(resolved.metrics, 1) if m.name == metric_name)
+    missing = sorted(calibration.METHODS[m.method].fitted_keys - set(m.params))
+    if missing:
+        where = f" (variant {variant})" if variant else ""
+        raise ModelError(f"{model._where()}metrics[{i}] ({m.name}).params{where}: method {m.method} learns "
+                         f"{', '.join(missing)} from data and has not been fitted; run "
+                         "model.fit_calibration(snapshots) and save the model")
+    try:
+        expr = calibration.calibrate_expr(m.column, m.method, m.params, m.direction)
+    except ValueError as exc:
+        raise ModelError(f"{model._where()}metrics[{i}] ({m.name}).params: {exc}") from None
+    if m.na_score is not None:
+        expr = expr.fill_null(m.na_score)
+    return expr
+
+
+def _sub_expr(model: ScoreModel, name: str) -> pl.Expr:
+    """``sub_<name>``: the base calibration, replaced for the variants that change the metric."""
+    expr = _calibrated(model, name, None)
+    special = [v for v in model.variants if name in v.params or name in v.disabled]
+    if special:
+        chain: Any = pl
+        for v in special:
+            chain = chain.when(pl.col("variant") == v.name).then(
+                pl.lit(None, dtype=pl.Float64) if name in v.disabled else _calibrated(model, name, v.name))
+        expr = chain.otherwise(expr)
+    return expr.cast(pl.Float64).alias(f"sub_{name}")
+
+
+# ---------------------------------------------------------------- combine
+def _per_variant(model: ScoreModel, values: dict[str | None, float]) -> pl.Expr:
+    """A number that depends on the row's variant (a literal when every variant agrees)."""
+    default = values[None]
+    differing = {k: v for k, v in values.items() if k is not None and v != default}
+    if not differing:
+        return pl.lit(default, dtype=pl.Float64)
+    chain: Any = pl
+    for name, value in differing.items():
+        chain = chain.when(pl.col("variant") == name).then(pl.lit(value, dtype=pl.Float64))
+    return chain.otherwise(pl.lit(default, dtype=pl.Float64))
+
+
+def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr], dict[str, pl.Expr]]:
+    """Per metric: raw weight; per category: weight; per metric: nominal share of the total weight."""
+    resolved = {None: model.resolve(None), **{v.name: model.resolve(v.name) for v in model.variants}}
+    metric_w: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
+    cat_w: dict[str, dict[str | None, float]] = {c: {} for c in model.categories}
+    share: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
+    for key, r in resolved.items():
+        in_cat = {c: sum(m.weight for m in r.metrics if m.category == c) for c in r.categories}
+        total = sum(cat.weight for c, cat in r.categories.items() if in_cat[c] > 0)
+        for c, cat in r.categories.items():
+            cat_w[c][key] = cat.weight
+        for m in r.metrics:
+            metric_w[m.name][key] = m.weight
+            ok = total > 0 and in_cat[m.category] > 0
+            share[m.name][key] = r.categories[m.category].weight / total * m.weight / in_cat[m.category] if ok else 0.0
+    return ({k: _per_variant(model, v) for k, v in metric_w.items()},
+            {k: _per_variant(model, v) for k, v in cat_w.items()},
+            {k: _per_variant(model, v) for k, v in share.items()})
+
+
+def combine(subscores: pl.DataFrame, model: ScoreModel,
+            overrides: pl.DataFrame | str | os.PathLike[str] | None = None) -> pl.DataFrame:
+    """Everything after calibration: categories, score, band, coverage, trend, drivers, stamp.
+
+    ``subscores`` is the output of :func:`calibrate` (weights, bands and coverage of ``model`` may
+    differ from the model used to calibrate). Output columns follow the "Score frame" contract.
+    """
+    columns = subscores.columns
+    _check_keys(columns)
+    missing = [f"sub_{m.name}" for m in model.metrics if f"sub_{m.name}" not in columns]
+    if missing:
+        raise ModelError(f"{model._where()}the sub-score frame lacks {missing}; run calibrate() with this model")
+    frame = subscores
+    if "variant" not in columns:
+        model.check_columns([*columns, *(m.column for m in model.metrics)])
+        frame = frame.with_columns(_variant_expr(model).alias("variant"))
+    else:
+        unknown = set(frame["variant"].unique().drop_nulls()) - {"default", *(v.name for v in model.variants)}
+        if unknown:
+            raise ModelError(f"{model._where()}variants: sub-scores carry variant(s) {sorted(unknown)} "
+                             "that the model does not define; calibrate again with this model")
+    sub_cols = {f"sub_{m.name}" for m in model.metrics}
+    derived = ("cat_", "drv_", "drvchg_", "override_")
+    attrs = [c for c in frame.columns if c not in sub_cols and c not in KEYS and c != "variant"
+             and not c.startswith(derived) and c not in _OUTPUT_SCALARS]
+    frame = frame.select(*KEYS, *attrs, "variant", *sorted(sub_cols, key=_metric_order(model)))
+
+    audit: pl.DataFrame | None = None
+    if overrides is not None:
+        table = read_overrides(overrides, model, accounts=frame["account_id"])
+        frame, audit = _apply_overrides(frame, table, model)
+
+    metric_w, cat_w, share = _weights(model)
+    by_cat = {c: [m.name for m in model.metrics if m.category == c] for c in model.categories}
+    sub = {m.name: pl.col(f"sub_{m.name}") for m in model.metrics}
+    present_w = {n: pl.when(sub[n].is_not_null()).then(metric_w[n]).otherwise(0.0) for n in sub}
+
+    lf = frame.lazy().with_columns(
+        *[present_w[n].alias(f"__pw_{n}") for n in sub],
+        pl.sum_horizontal([pl.when(sub[n].is_not_null()).then(share[n]).otherwise(0.0) for n in sub])
+          .clip(0.0, 1.0).alias("coverage"),
+    ).with_columns(
+        *[pl.sum_horizontal([pl.col(f"__pw_{n}") for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
+          for c, names in by_cat.items()],
+    ).with_columns(
+        *[pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0).alias(f"__cat_w_{c}")
+          for c in by_cat],
+        *[pl.when(pl.col(f"__cw_{c}") > 0).then(
+            pl.sum_horizontal([pl.col(f"__pw_{n}") * sub[n].fill_null(0.0) for n in names] or [pl.lit(0.0)])
+            / pl.col(f"__cw_{c}")).alias(f"cat_{c}") for c, names in by_cat.items()],
+    ).with_columns(
+        pl.sum_horizontal([pl.col(f"__cat_w_{c}") for c in by_cat]).alias("__tot"),
+    ).with_columns(
+        ((pl.col("__tot") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
+    ).with_columns(
+        *[pl.when(pl.col("__ok")).then(
+            pl.when(pl.col(f"__cw_{m.category}") > 0).then(
+                pl.col(f"__cat_w_{m.category}") / pl.col("__tot") * pl.col(f"__pw_{m.name}")
+                / pl.col(f"__cw_{m.category}") * sub[m.name].fill_null(0.0)).otherwise(0.0)
+          ).alias(f"drv_{m.name}") for m in model.metrics],
+    ).with_columns(
+        pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]))
+          .alias("__computed"),
+        _null_reason(model, metric_w).alias("null_reason"),
+    )
+    if audit is not None:
+        lf = lf.join(audit.lazy(), on=list(KEYS), how="left")
+    else:
+        lf = lf.with_columns(pl.lit(None, dtype=pl.Float64).alias("override_value"),
+                             *[pl.lit(None, dtype=pl.String).alias(c) for c in AUDIT_COLUMNS[1:4]])
+    lf = lf.with_columns(
+        pl.coalesce(pl.col("override_value"), pl.col("__computed")).alias("score"),
+        pl.when(pl.col("override_value").is_not_null()).then(pl.col("__computed"))
+          .alias("override_computed_score"),
+    ).with_columns(
+        model.band_of(pl.col("score")).alias("band"),
+        pl.when(pl.col("score").is_null()).then(pl.col("null_reason")).alias("null_reason"),
+    )
+    # Trend and driver changes need each account's snapshots in date order: sort eagerly, then
+    # compare with the row 1 (or 4) above when it belongs to the same account.
+    out = lf.collect().sort(KEYS)
+    same1 = pl.col("account_id") == pl.col("account_id").shift(1)
+    same4 = pl.col("account_id") == pl.col("account_id").shift(4)
+    out = out.with_columns(
+        pl.when(same1).then(pl.col("score") - pl.col("score").shift(1)).alias("score_change_1"),
+        pl.when(same4).then(pl.col("score") - pl.col("score").shift(4)).alias("score_change_4"),
+        *[pl.when(same1).then(pl.col(f"drv_{n}") - pl.col(f"drv_{n}").shift(1)).alias(f"drvchg_{n}")
+          for n in sub],
+        pl.lit(model.name).alias("model_name"),
+        pl.lit(model.version).alias("model_version"),
+        pl.lit(model.hash).alias("model_hash"),
+    )
+    names = [m.name for m in model.metrics]
+    return out.select(
+        *KEYS, *attrs,
+        *[f"sub_{n}" for n in names], *[f"cat_{c}" for c in model.categories],
+        "score", "band", "coverage", "null_reason", "score_change_1", "score_change_4",
+        *[f"drv_{n}" for n in names], *[f"drvchg_{n}" for n in names],
+        "variant", *AUDIT_COLUMNS, "model_name", "model_version", "model_hash")
+
+
+_OUTPUT_SCALARS = {"score", "band", "coverage", "null_reason", "score_change_1", "score_change_4",
+                   "model_name", "model_version", "model_hash"}
+
+
+def _metric_order(model: ScoreModel):  # noqa: ANN202 - a sort key
+    order = {f"sub_{m.name}": i for i, m in enumerate(model.metrics)}
+    return lambda c: order[c]
+
+
+def _null_reason(model: ScoreModel, metric_w: dict[str, pl.Expr]) -> pl.Expr:
+    missing = pl.concat_str(
+        [pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n)) for n, w in metric_w.items()],
+        separator=", ", ignore_nulls=True)
+    pct = (pl.col("coverage") * 100).round(0).cast(pl.Int64).cast(pl.String)
+    return (pl.when(pl.col("__tot") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
+              .when(~pl.col("__ok")).then(
+                  pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:.0f}% (missing: ")
+                  + missing + pl.lit(")")))
+
+
+# ---------------------------------------------------------------- overrides
+def read_overrides(source: pl.DataFrame | str | os.PathLike[str], model: ScoreModel,
+                   accounts: pl.Series | Iterable[str] | None = None) -> pl.DataFrame:
+    """Read and check manual overrides (a frame, or a CSV / Parquet file).
+
+    Columns: ``account_id``, ``metric`` (a metric name; empty, null or ``overall`` for the
+    overall score), ``value`` (0..100), ``reason``, ``author``, ``created``, ``expires`` (dates;
+    empty = no limit). An override applies to snapshots with ``created <= as_of <= expires``;
+    when two apply to the same account, metric and snapshot, the one created last wins.
+    Unknown accounts (when ``accounts`` is given) and unknown metrics raise :class:`OverrideError`.
+    """
+    if isinstance(source, pl.DataFrame):
+        label, raw = "overrides", source
+    else:
+        path = Path(source)
+        label = path.name
+        if not path.exists():
+            raise FileNotFoundError(f"overrides file {path} does not exist")
+        raw = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
+    need = ["account_id", "value", "reason", "author"]
+    missing = [c for c in need if c not in raw.columns]
+    if missing:
+        raise OverrideError(f"{label}: missing column(s) {missing}; an override needs account_id, metric, "
+                            "value, reason, author, created, expires")
+    frame = raw.with_row_index("__row", offset=1)
+    for col in ("metric", "created", "expires"):
+        if col not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(col))
+    frame = frame.with_columns(
+        pl.col("account_id").cast(pl.String),
+        pl.col("metric").cast(pl.String).str.strip_chars().replace("", None).fill_null(OVERALL),
+        pl.col("value").cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False).alias("__value"),
+        pl.col("value").cast(pl.String).alias("__value_text"),
+        pl.col("reason").cast(pl.String), pl.col("author").cast(pl.String),
+        *[_as_date(pl.col(c)).alias(c) for c in ("created", "expires")],
+        *[pl.col(c).cast(pl.String).alias(f"__{c}_text") for c in ("created", "expires")],
+    )
+    problems: list[str] = []
+
+    def report(mask: pl.Expr, what: str) -> None:
+        bad = frame.filter(mask)
+        for r in bad.head(5).iter_rows(named=True):
+            problems.append(f"{label}: row {r['__row']} (account {r['account_id']}, metric {r['metric']}): {what(r)}"
+                            if callable(what) else
+                            f"{label}: row {r['__row']} (account {r['account_id']}, metric {r['metric']}): {what}")
+        if bad.height > 5:
+            problems.append(f"{label}: ... and {bad.height - 5} more rows like that")
+
+    names = [m.name for m in model.metrics]
+    report(pl.col("account_id").is_null(), "account_id is empty")
+    report(~pl.col("metric").is_in([*names, OVERALL]),
+           lambda r: f"unknown metric {r['metric']!r}; use one of {names} or 'overall'")
+    report(pl.col("__value").is_null() | ~pl.col("__value").is_between(0, 100),
+           lambda r: f"value {r['__value_text']!r} must be a number in 0..100")
+    for col in ("reason", "author"):
+        report(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""),
+               f"{col} is empty; every override needs a {col} so it stays auditable")
+    for col in ("created", "expires"):
+        report(pl.col(col).is_null() & pl.col(f"__{col}_text").is_not_null()
+               & (pl.col(f"__{col}_text").str.strip_chars() != ""),
+               lambda r, col=col: f"{col} {r[f'__{col}_text']!r} is not a date (use YYYY-MM-DD)")
+    report(pl.col("expires") < pl.col("created"), "expires is before created")
+    if accounts is not None:
+        known = pl.Series(list(accounts) if not isinstance(accounts, pl.Series) else accounts).cast(pl.String)
+        report(~pl.col("account_id").is_in(known.unique()),
+               "unknown account: it has no snapshot in the data being scored")
+    if problems:
+        raise OverrideError("\n".join(problems))
+    return frame.select("account_id", "metric", pl.col("__value").alias("value"), "reason", "author",
+                        "created", "expires", pl.col("__row").alias("row")).sort("row")
+
+
+def _as_date(expr: pl.Expr) -> pl.Expr:
+    text = expr.cast(pl.String).str.strip_chars().str.slice(0, 10)
+    return text.str.to_date("%Y-%m-%d", strict=False)
+
+
+def _apply_overrides(frame: pl.DataFrame, table: pl.DataFrame,
+                     model: ScoreModel) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply metric overrides to the sub-scores; return the frame and the per-row audit table."""
+    active = (frame.select(KEYS).join(table, on="account_id", how="inner")
+              .filter((pl.col("created").is_null() | (pl.col("created") <= pl.col("as_of")))
+                      & (pl.col("expires").is_null() | (pl.col("expires") >= pl.col("as_of"))))
+              .sort([*KEYS, "metric", "created", "row"], nulls_last=False)
+              .group_by([*KEYS, "metric"]).last())
+    metric_rows = active.filter(pl.col("metric") != OVERALL)
+    if metric_rows.height:
+        wide = metric_rows.pivot(on="metric", index=list(KEYS), values="value")
+        wide = wide.rename({c: f"__ov_{c}" for c in wide.columns if c not in KEYS})
+        frame = frame.join(wide, on=list(KEYS), how="left").with_columns(
+            *[pl.coalesce(pl.col(f"__ov_{n}"), pl.col(f"sub_{n}")).alias(f"sub_{n}")
+              for n in (c[5:] for c in wide.columns if c.startswith("__ov_"))]
+        ).drop([c for c in wide.columns if c.startswith("__ov_")])
+    audit = (active.sort([*KEYS, "metric"])
+             .group_by(KEYS).agg(
+                 pl.col("value").filter(pl.col("metric") == OVERALL).first().alias("override_value"),
+                 pl.col("metric").str.join(", ").alias("override_target"),
+                 (pl.col("metric") + pl.lit(": ") + pl.col("reason")).str.join("; ").alias("override_reason"),
+                 pl.col("author").unique(maintain_order=True).str.join(", ").alias("override_author")))
+    return frame, audit
+
+
+# ---------------------------------------------------------------- score
+def score(snapshots: Frame, model: ScoreModel,
+          overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
+          as_of: dt.date | str | None = None) -> pl.DataFrame:
+    """Score every snapshot (or only the latest snapshot date on or before ``as_of``).
+
+    Past snapshots are scored with their history, so trend and driver changes are right even
+    when only one date is returned. See the module docstring for the rules.
+    """
+    frame = snapshots.lazy()
+    cutoff = None
+    if as_of is not None:
+        wanted = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        cutoff = frame.filter(pl.col("as_of") <= wanted).select(pl.col("as_of").max()).collect().item()
+        if cutoff is None:
+            first = frame.select(pl.col("as_of").min()).collect().item()
+            raise ModelError(f"snapshots: no snapshot on or before {wanted} (the first is {first})")
+        frame = frame.filter(pl.col("as_of") <= cutoff)
+    out = combine(calibrate(frame, model), model, overrides)
+    return out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out
+
+
+def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
+                    overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
+                    as_of: dt.date | str | None = None, chunk_accounts: int = 20_000,
+                    progress: bool = True) -> pl.DataFrame:
+    """:func:`score` over groups of whole accounts, with a progress bar (for large inputs).
+
+    Each chunk holds every snapshot of its accounts, so trend and drivers are the same as in one go.
+    """
+    from tqdm.auto import tqdm
+
+    accounts = snapshots["account_id"].unique().sort()
+    if overrides is not None:
+        overrides = read_overrides(overrides, model, accounts=accounts)
+    chunks = list(_chunks(accounts, chunk_accounts))
+    parts = []
+    for ids in tqdm(chunks, desc=f"scoring {model.name}", unit="chunk", disable=not progress or len(chunks) < 2):
+        part = snapshots.filter(pl.col("account_id").is_in(ids))
+        ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids))
+        parts.append(score(part, model, ov, as_of))
+    return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
+
+
+def _chunks(ids: pl.Series, size: int) -> Iterator[pl.Series]:
+    for start in range(0, len(ids), max(1, size)):
+        yield ids.slice(start, size)
+
+
+def band_summary(scores: pl.DataFrame, model: ScoreModel) -> pl.DataFrame:
+    """Accounts per band (with a ``no score`` row) at each account's latest scored snapshot."""
+    latest = scores.sort(KEYS).group_by("account_id").last()
+    order = {b.name: i for i, b in enumerate(model.bands)}
+    return (latest.with_columns(pl.col("band").fill_null("no score"))
+            .group_by("band").agg(pl.len().alias("accounts"), pl.col("score").mean().alias("mean_score"))
+            .with_columns((pl.col("accounts") / pl.col("accounts").sum()).alias("share"))
+            .sort(pl.col("band").replace_strict(order, default=len(order))))
