@@ -1,0 +1,1280 @@
+"""Backtesting: hold any score model against what actually happened.
+
+Two layers:
+
+* pure metric functions (arrays in, floats or small frames out), cheap enough for the weight
+  tuner to call on every slider move over 100,000 accounts: :func:`auc`, :func:`auc_ci`,
+  :func:`pr_auc`, :func:`top_decile_lift`, :func:`capture_rate`, :func:`brier`,
+  :func:`reliability_curve`, :func:`expected_calibration_error`, :func:`band_table`,
+  :func:`red_band_confusion`, :func:`cutoff_for_precision`, :func:`cutoff_for_capacity`, and the
+  score-to-probability map :class:`ProbabilityMap`;
+* :func:`evaluate`, which labels snapshots point-in-time, splits them by time, scores every model
+  on the same holdout and returns an :class:`Evaluation` (tables, charts, summary, HTML report).
+
+Ranking metrics take ``risk``: a number that is *higher when the event is more likely*. Scores
+are "higher is healthier", so for churn ``risk = -score``; for expansion a higher score means
+more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by outcome.
+
+>>> import numpy as np
+>>> y = np.array([0, 0, 1, 1])
+>>> score = np.array([80.0, 60.0, 70.0, 20.0])      # higher is healthier
+>>> auc(y, risk_of(score, "churned"))
+0.75
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Literal, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import polars as pl
+from scipy import stats
+from sklearn import metrics as skm
+
+__all__ = [
+    "auc", "auc_ci", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",
+    "expected_calibration_error", "band_table", "red_band_confusion", "cutoff_for_precision",
+    "cutoff_for_capacity", "roc_points", "gains_curve", "risk_of", "event_is_low_score",
+    "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split",
+]
+
+# Outcomes where a *high* score means the event is likely; for every other outcome (churned,
+# contracted, ...) a low score is the warning sign.
+HIGH_SCORE_OUTCOMES = frozenset({"expanded"})
+
+ArrayLike = Any  # numpy array, polars Series, list
+
+
+# ---------------------------------------------------------------- inputs
+def event_is_low_score(outcome: str) -> bool:
+    """True when a low score signals the outcome (churn), False when a high one does (expansion).
+
+    >>> event_is_low_score("churned"), event_is_low_score("expanded")
+    (True, False)
+    """
+    return outcome not in HIGH_SCORE_OUTCOMES
+
+
+def risk_of(score: ArrayLike, outcome: str = "churned") -> np.ndarray:
+    """Turn scores (higher is healthier) into risk (higher is more likely ``outcome``).
+
+    >>> risk_of([10.0, 90.0], "churned").tolist(), risk_of([10.0, 90.0], "expanded").tolist()
+    ([-10.0, -90.0], [10.0, 90.0])
+    """
+    s = _floats(score)
+    return -s if event_is_low_score(outcome) else s
+
+
+def _floats(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, pl.Series):
+        return x.cast(pl.Float64).to_numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pair(y: ArrayLike, x: ArrayLike, what: str = "risk") -> tuple[np.ndarray, np.ndarray]:
+    """Outcome and predictor as float arrays, rows with a missing value in either dropped."""
+    yy, xx = _floats(y), _floats(x)
+    if yy.shape != xx.shape:
+        raise ValueError(f"the outcome has {yy.size} values but {what} has {xx.size}; pass one value per row")
+    keep = ~(np.isnan(yy) | np.isnan(xx))
+    if not keep.all():
+        yy, xx = yy[keep], xx[keep]
+    if yy.size and not np.isin(yy, (0.0, 1.0)).all():
+        raise ValueError("the outcome must be 0/1 (or Boolean); found other values")
+    return yy, xx
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    n1 = y.sum()
+    return 0 < n1 < y.size
+
+
+# ---------------------------------------------------------------- ranking metrics
+class Interval(NamedTuple):
+    """An estimate with its confidence interval."""
+
+    estimate: float
+    lower: float
+    upper: float
+
+
+def auc(y: ArrayLike, risk: ArrayLike) -> float:
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``); NaN when only one class is present.
+
+    >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
+    yy, xx = _pair(y, risk)
+    if not _both_classes(yy):
+        return float("nan")
+    return float(skm.roc_auc_score(yy, xx))
+
+
+def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike | None = None) -> Interval:
+    """AUC with a DeLong confidence interval (normal approximation, clipped to 0..1).
+
+    Without ``groups`` every row is taken as independent (DeLong, DeLong and Clarke-Pearson 1988,
+    computed from mid-ranks in O(n log n)). Repeated snapshots of one account are *not*
+    independent, so pass ``groups=account_id``: the variance then sums the placement values within
+    each account first (Obuchowski's clustered extension of DeLong), which widens the interval
+    honestly instead of counting one account's 13 weekly rows as 13 pieces of evidence.
+
+    >>> ci = auc_ci([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    >>> round(ci.estimate, 4), ci.lower < ci.estimate < ci.upper
+    (0.8889, True)
+    """
+    yy, xx = _pair(y, risk)
+    nan = Interval(float("nan"), float("nan"), float("nan"))
+    if not _both_classes(yy):
+        return nan
+    pos = yy == 1.0
+    m, n = int(pos.sum()), int((~pos).sum())
+    # Placement values from mid-ranks: for a positive, the share of negatives ranked below it
+    # (ties count one half); for a negative, the share of positives ranked above it.
+    r_all = stats.rankdata(xx)
+    r_pos = stats.rankdata(xx[pos])
+    r_neg = stats.rankdata(xx[~pos])
+    v_pos = (r_all[pos] - r_pos) / n
+    v_neg = 1.0 - (r_all[~pos] - r_neg) / m
+    a = float(v_pos.mean())
+    if groups is None:
+        var = v_pos.var(ddof=1) / m + v_neg.var(ddof=1) / n if m > 1 and n > 1 else float("nan")
+    else:
+        g = _group_codes(groups, keep=~(np.isnan(_floats(y)) | np.isnan(_floats(risk))))
+        k = int(g.max()) + 1
+        gp, gn = g[pos], g[~pos]
+        vp_sum = np.bincount(gp, weights=v_pos, minlength=k)
+        vn_sum = np.bincount(gn, weights=v_neg, minlength=k)
+        mp = np.bincount(gp, minlength=k)
+        nn = np.bincount(gn, minlength=k)
+        present = (mp + nn) > 0
+        n_clusters = int(present.sum())
+        if n_clusters < 2:
+            return Interval(a, float("nan"), float("nan"))
+        dp = (vp_sum - mp * a)[present]
+        dn = (vn_sum - nn * a)[present]
+        c = n_clusters / (n_clusters - 1)
+        s10 = c * (dp @ dp) / m
+        s01 = c * (dn @ dn) / n
+        s11 = c * (dp @ dn)
+        var = s10 / m + s01 / n + 2.0 * s11 / (m * n)
+    se = math.sqrt(max(float(var), 0.0))
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
+
+
+def _group_codes(groups: ArrayLike, keep: np.ndarray) -> np.ndarray:
+    """Small integer codes 0..k-1 for the groups of the kept rows (polars ranks: fast on strings)."""
+    g = groups if isinstance(groups, pl.Series) else pl.Series("g", np.asarray(groups))
+    if g.len() != keep.size:
+        raise ValueError(f"groups has {g.len()} values but the outcome has {keep.size}; pass one group per row")
+    return g.filter(pl.Series(keep)).rank("dense").cast(pl.Int64).to_numpy() - 1
+
+
+def pr_auc(y: ArrayLike, risk: ArrayLike) -> float:
+    """Area under the precision-recall curve as average precision (``sklearn.metrics.average_precision_score``).
+
+    Unlike the ROC AUC it moves with the base rate: a random ranking scores the event rate.
+
+    >>> pr_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.8333333333333333
+    """
+    yy, xx = _pair(y, risk)
+    if not _both_classes(yy):
+        return float("nan")
+    return float(skm.average_precision_score(yy, xx))
+
+
+def _top_events(y: np.ndarray, risk: np.ndarray, fraction: float) -> tuple[float, float]:
+    """Expected number of events among the riskiest ``fraction`` of rows, and that row count.
+
+    Rows tied with the last row inside the cut share the remaining places pro rata, so a score
+    with many ties (rounded scores) is not flattered or punished by an arbitrary tie order.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    n = y.size
+    k = max(1, int(round(fraction * n)))
+    order = np.argsort(-risk, kind="stable")
+    r, yo = risk[order], y[order]
+    edge = r[k - 1]
+    above = r > edge
+    tied = r == edge
+    n_above = int(above.sum())
+    ev_above = float(yo[above].sum())
+    n_tied = int(tied.sum())
+    ev_tied = float(yo[tied].sum())
+    return ev_above + ev_tied * (k - n_above) / n_tied, float(k)
+
+
+def top_decile_lift(y: ArrayLike, risk: ArrayLike, fraction: float = 0.1) -> float:
+    """Event rate among the riskiest ``fraction`` of rows divided by the overall event rate.
+
+    A perfect ranking reaches ``min(1 / base_rate, 1 / fraction)``; a random one 1.
+
+    >>> y = [1] + [0] * 19
+    >>> top_decile_lift(y, list(range(20, 0, -1)))      # the one event ranked first
+    10.0
+    """
+    yy, xx = _pair(y, risk)
+    if yy.size == 0 or yy.sum() == 0:
+        return float("nan")
+    events, k = _top_events(yy, xx, fraction)
+    return float((events / k) / yy.mean())
+
+
+def capture_rate(y: ArrayLike, risk: ArrayLike, fraction: float = 0.1) -> float:
+    """Share of all events found among the riskiest ``fraction`` of rows.
+
+    >>> capture_rate([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [9, 1, 8, 7, 6, 5, 4, 3, 2, 0], fraction=0.2)
+    0.5
+    """
+    yy, xx = _pair(y, risk)
+    if yy.size == 0 or yy.sum() == 0:
+        return float("nan")
+    events, _ = _top_events(yy, xx, fraction)
+    return float(events / yy.sum())
+
+
+def roc_points(y: ArrayLike, risk: ArrayLike, points: int = 101) -> pl.DataFrame:
+    """The ROC curve resampled on a fixed false-positive-rate grid (small enough to chart).
+
+    >>> roc_points([0, 1], [0.2, 0.9], points=3)["tpr"].to_list()
+    [1.0, 1.0, 1.0]
+    """
+    yy, xx = _pair(y, risk)
+    grid = np.linspace(0.0, 1.0, points)
+    if not _both_classes(yy):
+        return pl.DataFrame({"fpr": grid, "tpr": np.full(points, np.nan)})
+    fpr, tpr, _ = skm.roc_curve(yy, xx)
+    # the curve is a step function: take the highest tpr reached at each fpr
+    return pl.DataFrame({"fpr": grid, "tpr": np.interp(grid, fpr, tpr)})
+
+
+def gains_curve(y: ArrayLike, risk: ArrayLike, points: int = 101) -> pl.DataFrame:
+    """Cumulative share of events captured when flagging the riskiest share of rows (gains chart).
+
+    ``lift`` is the capture divided by the share flagged.
+
+    >>> gains_curve([1, 0, 0, 0], [4, 3, 2, 1], points=5)["captured"].to_list()
+    [0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    yy, xx = _pair(y, risk)
+    share = np.linspace(0.0, 1.0, points)
+    if yy.size == 0 or yy.sum() == 0:
+        return pl.DataFrame({"flagged": share, "captured": np.full(points, np.nan), "lift": np.full(points, np.nan)})
+    order = np.argsort(-xx, kind="stable")
+    cum = np.concatenate([[0.0], np.cumsum(yy[order])]) / yy.sum()
+    captured = np.interp(share * yy.size, np.arange(yy.size + 1), cum)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where(share > 0, captured / share, np.nan)
+    return pl.DataFrame({"flagged": share, "captured": captured, "lift": lift})
+
+
+# ---------------------------------------------------------------- probability metrics
+def brier(y: ArrayLike, prob: ArrayLike) -> float:
+    """Mean squared error of predicted probabilities (``sklearn.metrics.brier_score_loss``); lower is better.
+
+    >>> brier([0, 1], [0.25, 0.75])
+    0.0625
+    """
+    yy, pp = _pair(y, prob, "prob")
+    if yy.size == 0:
+        return float("nan")
+    return float(skm.brier_score_loss(yy, pp))
+
+
+def _wilson(events: np.ndarray, count: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    from statsmodels.stats.proportion import proportion_confint
+
+    events = np.asarray(events, dtype=np.float64)
+    count = np.asarray(count, dtype=np.float64)
+    lo = np.full(count.shape, np.nan)
+    hi = np.full(count.shape, np.nan)
+    ok = count > 0
+    if ok.any():
+        lo[ok], hi[ok] = proportion_confint(events[ok], count[ok], alpha=1.0 - level, method="wilson")
+    return lo, hi
+
+
+def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: float = 0.95) -> pl.DataFrame:
+    """Observed event rate against mean predicted probability, in quantile bins of the prediction.
+
+    Quantile bins keep every bin populated when events are rare (a 5% churn rate would leave
+    nine of ten equal-width bins empty). Columns: ``bin``, ``count``, ``mean_predicted``,
+    ``observed``, ``lower``, ``upper`` (Wilson interval of the observed rate).
+
+    >>> rc = reliability_curve([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_bins=2)
+    >>> rc["observed"].to_list(), rc["count"].to_list()
+    ([0.0, 1.0], [2, 2])
+    """
+    yy, pp = _pair(y, prob, "prob")
+    if yy.size == 0:
+        return pl.DataFrame(schema={"bin": pl.Int64, "count": pl.Int64, "mean_predicted": pl.Float64,
+                                    "observed": pl.Float64, "lower": pl.Float64, "upper": pl.Float64})
+    edges = np.unique(np.quantile(pp, np.linspace(0.0, 1.0, n_bins + 1)))
+    idx = np.searchsorted(edges[1:-1], pp, side="right")
+    k = max(len(edges) - 1, 1)
+    count = np.bincount(idx, minlength=k)
+    events = np.bincount(idx, weights=yy, minlength=k)
+    psum = np.bincount(idx, weights=pp, minlength=k)
+    keep = count > 0
+    count, events, psum = count[keep], events[keep], psum[keep]
+    lo, hi = _wilson(events, count, level)
+    return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
+                         "mean_predicted": psum / count, "observed": events / count,
+                         "lower": lo, "upper": hi})
+
+
+def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> float:
+    """Count-weighted mean gap between predicted and observed rates over quantile bins.
+
+    0 for perfectly calibrated probabilities (up to sampling noise).
+
+    >>> expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5])
+    0.0
+    """
+    rc = reliability_curve(y, prob, n_bins=n_bins)
+    if rc.is_empty():
+        return float("nan")
+    c = rc["count"].to_numpy()
+    gap = np.abs(rc["mean_predicted"].to_numpy() - rc["observed"].to_numpy())
+    return float((c * gap).sum() / c.sum())
+
+
+# ---------------------------------------------------------------- bands and cut-offs
+def band_table(frame: pl.DataFrame, outcome: str, band: str = "band", order: Sequence[str] | None = None,
+               level: float = 0.95) -> pl.DataFrame:
+    """Rows, events, event rate and its Wilson interval per band.
+
+    ``order`` fixes the row order (e.g. the model's bands from red to green); otherwise bands
+    are sorted by name. Rows with no band (score below minimum coverage) form a band of their
+    own named ``"(none)"`` so nothing disappears silently.
+
+    >>> f = pl.DataFrame({"band": ["red", "red", "green", "green"], "churned": [True, False, False, False]})
+    >>> band_table(f, "churned", order=["red", "green"]).select("band", "count", "events", "rate").rows()
+    [('red', 2, 1, 0.5), ('green', 2, 0, 0.0)]
+    """
+    for col in (band, outcome):
+        if col not in frame.columns:
+            raise ValueError(f"band_table: the frame has no column {col!r}; it has {frame.columns[:12]}")
+    t = (frame.lazy()
+         .group_by(pl.col(band).fill_null("(none)").alias("band"))
+         .agg(count=pl.len(), events=pl.col(outcome).cast(pl.Int64).sum())
+         .collect())
+    names = list(order) if order is not None else sorted(t["band"].to_list())
+    names += [b for b in sorted(t["band"].to_list()) if b not in names]
+    rank = pl.DataFrame({"band": names, "_rank": range(len(names))})
+    t = (rank.join(t, on="band", how="left")
+         .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
+         .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
+         .sort("_rank").drop("_rank"))
+    lo, hi = _wilson(t["events"].to_numpy(), t["count"].to_numpy(), level)
+    return t.with_columns(
+        rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
+        lower=pl.Series(lo), upper=pl.Series(hi))
+
+
+def red_band_confusion(frame: pl.DataFrame, outcome: str, band: str = "band", red: str = "red") -> dict[str, float]:
+    """How well the alarm band (``red``) catches the outcome: precision, recall, false alarms, misses.
+
+    ``flagged`` rows are in the red band; ``false_alarms`` are flagged rows without the event,
+    ``misses`` rows with the event outside the red band.
+
+    >>> f = pl.DataFrame({"band": ["red", "red", "green", "green"], "churned": [True, False, True, False]})
+    >>> red_band_confusion(f, "churned")["precision"], red_band_confusion(f, "churned")["misses"]
+    (0.5, 1)
+    """
+    is_red = frame[band].fill_null("") == red
+    y = frame[outcome].cast(pl.Boolean).fill_null(False)
+    tp = int((is_red & y).sum())
+    flagged = int(is_red.sum())
+    events = int(y.sum())
+    return {
+        "flagged": flagged,
+        "hits": tp,
+        "false_alarms": flagged - tp,
+        "misses": events - tp,
+        "precision": tp / flagged if flagged else float("nan"),
+        "recall": tp / events if events else float("nan"),
+    }
+
+
+class Cutoff(NamedTuple):
+    """A score cut-off and what flagging at it achieves.
+
+    For churn an account is flagged when ``score <= cutoff``; for expansion when ``score >= cutoff``.
+    """
+
+    cutoff: float
+    flagged: int
+    precision: float
+    recall: float
+
+
+def _cut_table(y: np.ndarray | None, score: np.ndarray, outcome: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct score values from riskiest to safest, with cumulative flagged and event counts."""
+    risk = risk_of(score, outcome)
+    order = np.argsort(-risk, kind="stable")
+    r = risk[order]
+    last = np.r_[r[1:] != r[:-1], True]  # end of each group of tied scores
+    flagged = np.arange(1, r.size + 1)[last]
+    events = np.cumsum(y[order])[last] if y is not None else np.zeros(flagged.size)
+    return score[order][last], flagged, events
+
+
+def cutoff_for_precision(y: ArrayLike, score: ArrayLike, target: float, outcome: str = "churned") -> Cutoff | None:
+    """The cut-off that flags the most accounts while precision stays at or above ``target``.
+
+    None when no cut-off reaches the target.
+
+    >>> cutoff_for_precision([1, 1, 0, 1, 0, 0], [10, 20, 30, 40, 50, 60], target=0.75)
+    Cutoff(cutoff=40.0, flagged=4, precision=0.75, recall=1.0)
+    """
+    yy, ss = _pair(y, score, "score")
+    if yy.size == 0 or yy.sum() == 0:
+        return None
+    cut, flagged, events = _cut_table(yy, ss, outcome)
+    precision = events / flagged
+    ok = np.flatnonzero(precision >= target - 1e-12)
+    if ok.size == 0:
+        return None
+    i = ok[-1]
+    return Cutoff(float(cut[i]), int(flagged[i]), float(precision[i]), float(events[i] / yy.sum()))
+
+
+def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, outcome: str = "churned") -> Cutoff | None:
+    """The cut-off that flags as many accounts as possible but no more than ``k`` (a CSM team's capacity).
+
+    Pass one row per account (one snapshot date). With ``y`` the precision and recall at that
+    cut-off are filled in, else they are NaN. None when even the riskiest tie group exceeds ``k``.
+
+    >>> cutoff_for_capacity([10, 20, 20, 40], k=2)
+    Cutoff(cutoff=10.0, flagged=1, precision=nan, recall=nan)
+    >>> cutoff_for_capacity([10, 20, 30, 40], k=2, y=[1, 0, 0, 1])
+    Cutoff(cutoff=20.0, flagged=2, precision=0.5, recall=0.5)
+    """
+    ss = _floats(score)
+    yy = None
+    if y is not None:
+        yy, ss = _pair(y, ss, "score")
+    else:
+        ss = ss[~np.isnan(ss)]
+    if ss.size == 0 or k < 1:
+        return None
+    cut, flagged, events = _cut_table(yy, ss, outcome)
+    ok = np.flatnonzero(flagged <= k)
+    if ok.size == 0:
+        return None
+    i = ok[-1]
+    if yy is None:
+        return Cutoff(float(cut[i]), int(flagged[i]), float("nan"), float("nan"))
+    total = yy.sum()
+    return Cutoff(float(cut[i]), int(flagged[i]), float(events[i] / flagged[i]),
+                  float(events[i] / total) if total else float("nan"))
+
+
+# ---------------------------------------------------------------- score -> probability
+@dataclass
+class ProbabilityMap:
+    """Read a score as a probability: "a score of 35 means a 12% chance to churn within 90 days".
+
+    ``method="isotonic"`` fits a monotone step curve (``sklearn.isotonic.IsotonicRegression``,
+    linear between steps, flat beyond the ends); ``method="logistic"`` fits
+    ``P = 1 / (1 + exp(-(a + b * score / 100)))`` with ``statsmodels`` Logit. Fit it on training
+    rows only, then freeze it with :meth:`to_dict` (plain lists and floats, TOML/JSON-ready).
+    ``increasing="auto"`` takes the direction from ``outcome`` (churn falls as the score rises).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> s = rng.uniform(0, 100, 5000)
+    >>> y = rng.random(5000) < (1 - s / 100) * 0.4          # true P(churn) = 0.4 * (1 - s/100)
+    >>> pm = ProbabilityMap("isotonic").fit(s, y)
+    >>> [round(float(p), 1) for p in pm.predict([5.0, 95.0])]
+    [0.4, 0.0]
+    >>> ProbabilityMap.from_dict(pm.to_dict()).predict([50.0]).round(3).tolist() == pm.predict([50.0]).round(3).tolist()
+    True
+    """
+
+    method: Literal["isotonic", "logistic"] = "isotonic"
+    outcome: str = "churned"
+    horizon: str = "90d"
+    increasing: bool | Literal["auto"] = "auto"
+    # fitted
+    scores_: list[float] = field(default_factory=list)
+    probabilities_: list[float] = field(default_factory=list)
+    intercept_: float = float("nan")
+    slope_: float = float("nan")
+    n_train_: int = 0
+    events_train_: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("isotonic", "logistic"):
+            raise ValueError(f"ProbabilityMap method {self.method!r} is not known: use 'isotonic' or 'logistic'")
+
+    @property
+    def fitted(self) -> bool:
+        return self.n_train_ > 0
+
+    def fit(self, scores: ArrayLike, y: ArrayLike) -> ProbabilityMap:
+        """Learn the map from training scores and 0/1 outcomes (rows with a null score are skipped)."""
+        yy, ss = _pair(y, scores, "scores")
+        if yy.size < 2 or not _both_classes(yy):
+            raise ValueError(f"a probability map needs training rows with and without the outcome "
+                             f"({int(yy.sum())} events in {yy.size} scored rows); widen the training window")
+        self.n_train_, self.events_train_ = int(yy.size), int(yy.sum())
+        if self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            inc = (not event_is_low_score(self.outcome)) if self.increasing == "auto" else bool(self.increasing)
+            iso = IsotonicRegression(increasing=inc, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(ss, yy)
+            self.scores_ = [round(float(v), 6) for v in iso.X_thresholds_]
+            self.probabilities_ = [round(float(v), 6) for v in iso.y_thresholds_]
+        else:
+            import statsmodels.api as sm
+
+            X = sm.add_constant(ss / 100.0)
+            try:
+                res = sm.Logit(yy, X).fit(disp=0)
+                params = np.asarray(res.params, dtype=float)
+                if not np.isfinite(params).all():
+                    raise ValueError("non-finite coefficients")
+            except Exception:  # (quasi-)separation: a lightly penalised fit keeps the slope finite
+                params = np.asarray(sm.Logit(yy, X).fit_regularized(alpha=1e-3, disp=0).params, dtype=float)
+            self.intercept_, self.slope_ = float(params[0]), float(params[1])
+        return self
+
+    def predict(self, scores: ArrayLike) -> np.ndarray:
+        """Probabilities for ``scores`` (NaN where the score is missing)."""
+        if not self.fitted:
+            raise ValueError("this ProbabilityMap is not fitted yet: call fit(scores, y) on training rows first")
+        s = _floats(scores)
+        if self.method == "isotonic":
+            out = np.interp(s, np.asarray(self.scores_), np.asarray(self.probabilities_))
+        else:
+            out = 1.0 / (1.0 + np.exp(-(self.intercept_ + self.slope_ * s / 100.0)))
+        return np.where(np.isnan(s), np.nan, out)
+
+    def expr(self, score: str | pl.Expr = "score") -> pl.Expr:
+        """The map as a polars expression, for scoring frames without leaving polars.
+
+        >>> pm = ProbabilityMap.from_dict({"method": "logistic", "intercept": 0.0, "slope": -2.0})
+        >>> pl.DataFrame({"score": [50.0, None]}).select(p=pm.expr())["p"].round(3).to_list()
+        [0.269, None]
+        """
+        s = pl.col(score) if isinstance(score, str) else score
+        if self.method == "logistic":
+            return 1.0 / (1.0 + (-(self.intercept_ + self.slope_ * s / 100.0)).exp())
+        xs, ps = self.scores_, self.probabilities_
+        # piecewise linear through the knots, flat beyond the ends (as np.interp)
+        out = pl.when(s <= xs[0]).then(pl.lit(ps[0]))
+        for (x0, p0), (x1, p1) in zip(zip(xs[:-1], ps[:-1]), zip(xs[1:], ps[1:])):
+            slope = (p1 - p0) / (x1 - x0) if x1 > x0 else 0.0
+            out = out.when(s <= x1).then(p0 + (s - x0) * slope)
+        return out.otherwise(pl.lit(ps[-1]))
+
+    def explain(self, score: float) -> str:
+        """One sentence for a CSM: the chance of the outcome within the horizon at this score.
+
+        >>> ProbabilityMap.from_dict({"method": "logistic", "intercept": 0.0, "slope": -2.0,
+        ...                           "outcome": "churned", "horizon": "90d"}).explain(50)
+        'a score of 50 means a 27% chance to churn within 90 days'
+        """
+        p = float(self.predict([score])[0])
+        verb = {"churned": "churn", "expanded": "expand", "contracted": "contract"}.get(self.outcome, self.outcome)
+        within = _horizon_words(self.horizon)
+        return f"a score of {score:g} means a {p:.0%} chance to {verb} within {within}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
+        d: dict[str, Any] = {"method": self.method, "outcome": self.outcome, "horizon": self.horizon,
+                             "n_train": self.n_train_, "events_train": self.events_train_}
+        if self.method == "isotonic":
+            d.update(scores=list(self.scores_), probabilities=list(self.probabilities_))
+        else:
+            d.update(intercept=self.intercept_, slope=self.slope_)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbabilityMap:
+        """Rebuild a fitted map from :meth:`to_dict` output."""
+        pm = cls(method=d.get("method", "isotonic"), outcome=str(d.get("outcome", "churned")),
+                 horizon=str(d.get("horizon", "90d")))
+        if pm.method == "isotonic":
+            xs, ps = [float(v) for v in d.get("scores", [])], [float(v) for v in d.get("probabilities", [])]
+            if not xs or len(xs) != len(ps):
+                raise ValueError("an isotonic probability map needs equally long, non-empty 'scores' and "
+                                 "'probabilities' lists")
+            pm.scores_, pm.probabilities_ = xs, ps
+        else:
+            if "intercept" not in d or "slope" not in d:
+                raise ValueError("a logistic probability map needs 'intercept' and 'slope'")
+            pm.intercept_, pm.slope_ = float(d["intercept"]), float(d["slope"])
+        pm.n_train_ = max(int(d.get("n_train", 1)), 1)
+        pm.events_train_ = int(d.get("events_train", 0))
+        return pm
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the map as JSON, atomically."""
+        from healthscore import files
+
+        files.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ProbabilityMap:
+        """Read a map written by :meth:`save`."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+
+def _horizon_words(horizon: str) -> str:
+    import re
+
+    m = re.match(r"^\s*(\d+)\s*(d|w|mo)\s*$", str(horizon))
+    if not m:
+        return str(horizon)
+    n, unit = int(m.group(1)), {"d": "day", "w": "week", "mo": "month"}[m.group(2)]
+    return f"{n} {unit}{'s' if n != 1 else ''}"
+
+
+# ---------------------------------------------------------------- backtest
+class EvaluationError(ValueError):
+    """A backtest cannot run on the data given (empty split, no events, unknown column)."""
+
+
+def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: float) -> date:
+    if split is None:
+        d0, d1 = labelled["as_of"].min(), labelled["as_of"].max()
+        return d0 + timedelta(days=round(train_share * (d1 - d0).days))
+    if isinstance(split, str):
+        try:
+            return date.fromisoformat(split.strip())
+        except ValueError:
+            raise EvaluationError(f"split date {split!r} is not a date: write it as YYYY-MM-DD") from None
+    return split
+
+
+def time_split(labelled: pl.DataFrame, horizon: str = "90d", split: date | str | None = None,
+               train_share: float = 0.7) -> tuple[pl.DataFrame, pl.DataFrame, date]:
+    """Split labelled snapshots by time into ``(train, test, split_date)``.
+
+    ``train`` keeps rows whose whole outcome window ends on or before the split
+    (``as_of + horizon <= split``), so no training label looks past it; ``test`` keeps rows with
+    ``as_of >= split``. The rows in between are dropped: their labels straddle the split. An
+    account appears on both sides, but never with the same ``as_of``: a random split across one
+    account's snapshots would leak its future into training. The default split sits at
+    ``train_share`` of the labelled date range.
+
+    >>> import datetime as dt
+    >>> f = pl.DataFrame({"account_id": "a", "as_of": [dt.date(2024, 1, 1) + dt.timedelta(weeks=k) for k in range(10)]})
+    >>> tr, te, d = time_split(f, horizon="14d", split=dt.date(2024, 2, 5))
+    >>> tr["as_of"].max(), te["as_of"].min()
+    (datetime.date(2024, 1, 22), datetime.date(2024, 2, 5))
+    """
+    if labelled.is_empty():
+        raise EvaluationError("no labellable snapshots: the data must span more than the horizon")
+    d = _split_date(labelled, split, train_share)
+    end = pl.col("as_of").dt.offset_by(horizon)
+    train = labelled.filter(end <= pl.lit(d)).sort("account_id", "as_of")
+    test = labelled.filter(pl.col("as_of") >= pl.lit(d)).sort("account_id", "as_of")
+    first, last = labelled["as_of"].min(), labelled["as_of"].max()
+    if train.is_empty() or test.is_empty():
+        raise EvaluationError(
+            f"split date {d} leaves {'no training rows' if train.is_empty() else 'no test rows'}: labelled "
+            f"snapshots run {first} .. {last} and training rows need as_of + {horizon} <= split; "
+            "pick a split date inside that range, later than the first date plus the horizon")
+    return train, test, d
+
+
+def _named_models(models: Any) -> dict[str, Any]:
+    """Accept one model, a list of models or a dict name -> model; keep names unique."""
+    if isinstance(models, Mapping):
+        items = list(models.items())
+    elif isinstance(models, (list, tuple)):
+        items = [(getattr(m, "name", f"model {i + 1}"), m) for i, m in enumerate(models)]
+    else:
+        items = [(getattr(models, "name", "model"), models)]
+    if not items:
+        raise EvaluationError("no model to evaluate: pass at least one score model")
+    out: dict[str, Any] = {}
+    for name, m in items:
+        key, i = str(name), 2
+        while key in out:  # e.g. a hand-set model and its fitted copy with the same name
+            version = getattr(m, "version", "")
+            key = f"{name} v{version}" if version and f"{name} v{version}" not in out else f"{name} ({i})"
+            i += 1
+        out[key] = m
+    return out
+
+
+def _alarm_band(model: Any, outcome: str) -> str | None:
+    """The band whose members are flagged: 'red' when the model has it, else the lowest band
+    (the highest for outcomes a high score predicts, such as expansion)."""
+    bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
+    if not bands:
+        return None
+    names = [b.name for b in bands]
+    if event_is_low_score(outcome):
+        return "red" if "red" in names else names[0]
+    return names[-1]
+
+
+def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,
+             target_precision: float, capacity: int | None, fraction: float) -> dict[str, Any]:
+    """Every backtest figure for one model on one slice of the holdout."""
+    y_all = part[outcome].cast(pl.Float64)
+    scored = part.filter(pl.col("score").is_not_null())
+    y = scored[outcome].cast(pl.Float64).to_numpy()
+    s = scored["score"].to_numpy()
+    risk = risk_of(s, outcome)
+    ci = auc_ci(y, risk, groups=scored["account_id"])
+    prob = pmap.predict(s) if pmap is not None else np.full(s.shape, np.nan)
+    row: dict[str, Any] = {
+        "rows": part.height,
+        "accounts": part["account_id"].n_unique(),
+        "events": int(y_all.sum()),
+        "event_rate": float(y_all.mean()) if part.height else float("nan"),
+        "scored": scored.height / part.height if part.height else float("nan"),
+        "auc": ci.estimate, "auc_lower": ci.lower, "auc_upper": ci.upper,
+        "pr_auc": pr_auc(y, risk),
+        "lift_top10": top_decile_lift(y, risk, fraction) if y.size else float("nan"),
+        "capture_top10": capture_rate(y, risk, fraction) if y.size else float("nan"),
+        "brier": brier(y, prob) if pmap is not None else float("nan"),
+        "ece": expected_calibration_error(y, prob) if pmap is not None and y.size else float("nan"),
+    }
+    if alarm is not None:
+        conf = red_band_confusion(part, outcome, red=alarm)
+        row.update(alarm_band=alarm, alarm_flagged=conf["flagged"], alarm_precision=conf["precision"],
+                   alarm_recall=conf["recall"], false_alarms=conf["false_alarms"], misses=conf["misses"])
+    cut = cutoff_for_precision(y, s, target_precision, outcome) if y.size else None
+    row.update(precision_target=target_precision,
+               precision_cutoff=cut.cutoff if cut else float("nan"),
+               precision_cutoff_recall=cut.recall if cut else float("nan"))
+    row.update(_capacity(scored, outcome, capacity))
+    return row
+
+
+def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[str, Any]:
+    """Flag the ``capacity`` riskiest accounts on every holdout date; pool what that catches.
+
+    Default capacity: a tenth of the accounts on a date.
+    """
+    flagged = hits = 0
+    cutoffs: list[float] = []
+    ks: list[int] = []
+    # one small numpy call per snapshot date (a dozen or so), never per row
+    for (_,), day in scored.sort("as_of").group_by("as_of", maintain_order=True):
+        k = capacity if capacity is not None else max(1, round(0.1 * day.height))
+        c = cutoff_for_capacity(day["score"], k, y=day[outcome].cast(pl.Float64), outcome=outcome)
+        if c is None:
+            continue
+        ks.append(k)
+        cutoffs.append(c.cutoff)
+        flagged += c.flagged
+        hits += round(c.precision * c.flagged)
+    events = int(scored[outcome].sum()) if scored.height else 0
+    return {"capacity_k": int(np.median(ks)) if ks else 0,
+            "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
+            "capacity_precision": hits / flagged if flagged else float("nan"),
+            "capacity_recall": hits / events if events else float("nan")}
+
+
+def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, weeks: int) -> pl.DataFrame:
+    """Mean score by weeks before the (first) event, for accounts with and without it.
+
+    Accounts without the event are lined up on the last snapshot date of the data instead.
+    """
+    first = (events.lazy().filter(pl.col("event") == outcome)
+             .group_by("account_id").agg(_event=pl.col("date").min()))
+    last = scored["as_of"].max()
+    yes = outcome
+    no = "retained" if outcome == "churned" else f"not {outcome}"
+    t = (scored.lazy().select("account_id", "as_of", "score")
+         .join(first.with_columns(pl.col("account_id").cast(scored.schema["account_id"])), on="account_id", how="left")
+         .with_columns(group=pl.when(pl.col("_event").is_not_null()).then(pl.lit(yes)).otherwise(pl.lit(no)),
+                       _ref=pl.coalesce("_event", pl.lit(last)))
+         .with_columns(weeks_before=((pl.col("_ref") - pl.col("as_of")).dt.total_days() / 7).ceil().cast(pl.Int64))
+         .filter(pl.col("score").is_not_null(), pl.col("weeks_before").is_between(0, weeks),
+                 # with the event: only the run-up to it; without: the last `weeks` weeks of data
+                 (pl.col("as_of") < pl.col("_ref")) | pl.col("_event").is_null())
+         .group_by("group", "weeks_before")
+         .agg(mean_score=pl.col("score").mean(), sd=pl.col("score").std(), accounts=pl.col("account_id").n_unique(),
+              n=pl.len())
+         .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
+         .with_columns(lower=pl.col("mean_score") - pl.col("half"), upper=pl.col("mean_score") + pl.col("half"))
+         .drop("sd", "half")
+         .sort("group", "weeks_before")
+         .collect())
+    return t
+
+
+@dataclass
+class Evaluation:
+    """The result of :func:`evaluate`: tables (polars), charts (altair), a summary and an HTML report.
+
+    Tables: ``table`` (one row per model), ``segments`` (model x segment, ``(all)`` first),
+    ``bands`` (event rate per band with Wilson intervals), ``reliability``, ``roc``, ``gains``,
+    ``trajectories``. ``probability_maps`` holds the score-to-probability map of each model,
+    fitted on the training rows.
+    """
+
+    outcome: str
+    horizon: str
+    split: date
+    by: str | None
+    table: pl.DataFrame
+    segments: pl.DataFrame
+    bands: pl.DataFrame
+    reliability: pl.DataFrame
+    roc: pl.DataFrame
+    gains: pl.DataFrame
+    trajectories: pl.DataFrame
+    probability_maps: dict[str, ProbabilityMap]
+    band_orders: dict[str, list[str]]
+    train_rows: int
+    test_rows: int
+    train_events: int
+    test_events: int
+    train_dates: tuple[date, date]
+    test_dates: tuple[date, date]
+
+    @property
+    def models(self) -> list[str]:
+        return self.table["model"].to_list()
+
+    def best(self, metric: str = "auc") -> str:
+        """The name of the model with the highest ``metric`` on the holdout."""
+        return self.table.sort(metric, descending=True, nulls_last=True)["model"][0]
+
+    def summary(self) -> str:
+        """Readable text: the split, then one block per model, then the head-to-head verdict."""
+        verb = _horizon_words(self.horizon)
+        lines = [
+            f"Backtest: {self.outcome} within {verb}, time split at {self.split}",
+            f"  train {self.train_rows:,} snapshots ({self.train_events:,} with the event), as_of "
+            f"{self.train_dates[0]} .. {self.train_dates[1]}",
+            f"  test  {self.test_rows:,} snapshots ({self.test_events:,} with the event), as_of "
+            f"{self.test_dates[0]} .. {self.test_dates[1]}",
+            "",
+        ]
+        for r in self.table.iter_rows(named=True):
+            lines.append(f"{r['model']}  (hash {r['model_hash']})")
+            lines.append(f"  AUC {r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]   PR-AUC {r['pr_auc']:.3f}"
+                         f"   top-decile lift {r['lift_top10']:.2f} (captures {r['capture_top10']:.0%} of events)")
+            lines.append(f"  Brier {r['brier']:.4f}   calibration error {r['ece']:.4f}   scored {r['scored']:.0%} of rows")
+            if r.get("alarm_band") is not None:
+                lines.append(f"  {r['alarm_band']} band: precision {_pct(r['alarm_precision'])}, recall "
+                             f"{_pct(r['alarm_recall'])}, {r['false_alarms']:,} false alarms, {r['misses']:,} misses")
+            if math.isnan(r["precision_cutoff"]):
+                lines.append(f"  no cut-off reaches {r['precision_target']:.0%} precision")
+            else:
+                lines.append(f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
+                             f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})")
+            lines.append(f"  capacity of {r['capacity_k']} accounts per week: score {_flag_op(self.outcome)} "
+                         f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
+                         f"recall {_pct(r['capacity_recall'])})")
+            pm = self.probability_maps.get(r["model"])
+            if pm is not None and pm.fitted:
+                lines.append(f"  reading the score: {pm.explain(30)}; {pm.explain(70)}")
+            lines.append("")
+        if self.table.height > 1:
+            ranked = self.table.sort("auc", descending=True, nulls_last=True)
+            a, b = ranked.row(0, named=True), ranked.row(1, named=True)
+            overlap = a["auc_lower"] <= b["auc_upper"]
+            lines.append(f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
+                         f"{'; the intervals overlap' if overlap else ''})")
+        if self.by is not None:
+            lines.append(f"\nAUC by {self.by}:")
+            piv = (self.segments.select("model", self.by, "auc")
+                   .pivot(on="model", index=self.by, values="auc"))
+            for r in piv.iter_rows(named=True):
+                cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
+                                   for m in self.models)
+                lines.append(f"  {r[self.by]:<12} {cells}")
+        return "\n".join(lines).rstrip()
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def charts(self) -> dict[str, Any]:
+        """The report's charts: ``roc``, ``reliability``, ``bands``, ``lift``, ``trajectories``, ``comparison``."""
+        return {
+            "roc": roc_chart(self.roc),
+            "reliability": reliability_chart(self.reliability),
+            "bands": band_rate_chart(self.bands, self.band_orders, self.outcome),
+            "lift": lift_chart(self.gains),
+            "trajectories": trajectory_chart(self.trajectories, self.outcome),
+            "comparison": comparison_chart(self.segments, self.by),
+        }
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, title: str | None = None) -> str:
+        """A static, self-contained HTML report (charts as inline SVG, no scripts, no network).
+
+        Written atomically when ``path`` is given; the HTML is returned either way.
+        """
+        return _report_html(self, path, title)
+
+    def save_probability_maps(self, folder: str | os.PathLike[str]) -> list[str]:
+        """Write each model's probability map as ``probability_<model>.json`` into ``folder``."""
+        paths = []
+        for name, pm in self.probability_maps.items():
+            p = os.path.join(os.fspath(folder), f"probability_{_slug(name)}.json")
+            pm.save(p)
+            paths.append(p)
+        return paths
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+
+
+def _flag_op(outcome: str) -> str:
+    return "<=" if event_is_low_score(outcome) else ">="
+
+
+def evaluate(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    models: Any,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    split: date | str | None = None,
+    by: str | None = "segment",
+    *,
+    probability: Literal["isotonic", "logistic"] = "isotonic",
+    target_precision: float = 0.2,
+    capacity: int | None = None,
+    train_share: float = 0.7,
+    trajectory_weeks: int = 26,
+) -> Evaluation:
+    """Backtest one or more score models on the same time-split holdout.
+
+    Labels every snapshot point-in-time (``label_outcomes``), splits by time (:func:`time_split`),
+    scores each model on all snapshots (so trend metrics see their history), fits each model's
+    score-to-probability map on the training rows and measures everything on the test rows:
+    AUC with a clustered DeLong interval, PR-AUC, top-decile lift and capture, Brier score,
+    reliability and calibration error, event rate per band, the alarm band's precision and
+    recall, the cut-off for ``target_precision`` and for a CSM ``capacity`` (accounts per week,
+    default a tenth of the book), per ``by`` segment and overall.
+
+    >>> import healthscore as hs
+    >>> p = hs.make_portfolio(n_accounts=300, n_weeks=40, seed=1)       # doctest: +SKIP
+    >>> ev = evaluate(p.snapshots, p.events, hs.load_model("data/model.toml"))  # doctest: +SKIP
+    >>> print(ev.summary())                                             # doctest: +SKIP
+    """
+    from healthscore.fitting import label_outcomes
+    from healthscore.scoring import score as score_frame
+
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    ev = events.collect() if isinstance(events, pl.LazyFrame) else events
+    if by is not None and by not in snaps.columns:
+        raise EvaluationError(f"cannot break the backtest down by {by!r}: the snapshots have no such column "
+                              f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column")
+    named = _named_models(models)
+    labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
+    train, test, split_date = time_split(labelled, horizon, split, train_share)
+    if int(test[outcome].sum()) == 0:
+        raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
+                              "move the split earlier or use a longer history")
+    keys = ["account_id", "as_of"]
+    attrs = [by] if by is not None else []
+    label_cols = [*keys, *attrs, outcome]
+    train_l = train.select(label_cols)
+    test_l = test.select(label_cols)
+
+    rows, seg_rows, band_t, rel_t, roc_t, gain_t, traj_t = [], [], [], [], [], [], []
+    pmaps: dict[str, ProbabilityMap] = {}
+    orders: dict[str, list[str]] = {}
+    fraction = 0.1
+    for name, model in named.items():
+        scored = (score_frame(snaps, model).select(*keys, "score", "band")
+                  .sort(keys))
+        tr = train_l.join(scored, on=keys, how="left")
+        te = test_l.join(scored, on=keys, how="left").sort(keys)
+        pm: ProbabilityMap | None
+        try:
+            pm = ProbabilityMap(method=probability, outcome=outcome, horizon=horizon).fit(tr["score"], tr[outcome])
+            pmaps[name] = pm
+        except ValueError:  # no events among scored training rows: report without probabilities
+            pm = None
+        alarm = _alarm_band(model, outcome)
+        stamp = {"model": name, "model_hash": str(getattr(model, "hash", ""))}
+        rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction)})
+        parts = [("(all)", te)]
+        if by is not None:
+            parts += [(str(k[0]), g) for k, g in te.sort(by).group_by(by, maintain_order=True) if k[0] is not None]
+        for seg, g in parts:
+            seg_rows.append({"model": name, by or "segment": seg,
+                             **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction)})
+        order = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
+        orders[name] = order
+        band_t.append(band_table(te, outcome, order=order or None).with_columns(model=pl.lit(name)))
+        ok = te.filter(pl.col("score").is_not_null())
+        y = ok[outcome].cast(pl.Float64).to_numpy()
+        risk = risk_of(ok["score"], outcome)
+        if pm is not None:
+            rel_t.append(reliability_curve(y, pm.predict(ok["score"])).with_columns(model=pl.lit(name)))
+        roc_t.append(roc_points(y, risk).with_columns(model=pl.lit(name)))
+        gain_t.append(gains_curve(y, risk).with_columns(model=pl.lit(name)))
+        traj_t.append(_trajectories(scored, ev, outcome, trajectory_weeks).with_columns(model=pl.lit(name)))
+
+    def stack(parts: list[pl.DataFrame]) -> pl.DataFrame:
+        if not parts:
+            return pl.DataFrame({"model": []}, schema={"model": pl.Utf8})
+        f = pl.concat(parts, how="diagonal_relaxed")
+        return f.select("model", *[c for c in f.columns if c != "model"])
+
+    return Evaluation(
+        outcome=outcome, horizon=horizon, split=split_date, by=by,
+        table=pl.DataFrame(rows), segments=pl.DataFrame(seg_rows),
+        bands=stack(band_t), reliability=stack(rel_t), roc=stack(roc_t), gains=stack(gain_t),
+        trajectories=stack(traj_t), probability_maps=pmaps, band_orders=orders,
+        train_rows=train.height, test_rows=test.height,
+        train_events=int(train[outcome].sum()), test_events=int(test[outcome].sum()),
+        train_dates=(train["as_of"].min(), train["as_of"].max()),
+        test_dates=(test["as_of"].min(), test["as_of"].max()),
+    )
+
+
+# ---------------------------------------------------------------- charts (tidy frame in, chart out)
+def _alt() -> Any:
+    import altair as alt
+
+    from healthscore import charts  # noqa: F401  (registers and enables the healthscore theme)
+
+    return alt
+
+
+def _diagonal(alt: Any, x: str, y: str) -> Any:
+    return (alt.Chart(pl.DataFrame({x: [0.0, 1.0], y: [0.0, 1.0]}))
+            .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1).encode(x=f"{x}:Q", y=f"{y}:Q"))
+
+
+def roc_chart(roc: pl.DataFrame) -> Any:
+    """ROC curves, one line per model, against the chance diagonal (frame from :func:`roc_points`)."""
+    alt = _alt()
+    lines = alt.Chart(roc).mark_line(strokeWidth=2).encode(
+        x=alt.X("fpr:Q", title="false positive rate (share of non-events flagged)"),
+        y=alt.Y("tpr:Q", title="true positive rate (share of events caught)"),
+        color=alt.Color("model:N", title="model"),
+        tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")])
+    return (_diagonal(alt, "fpr", "tpr") + lines).properties(title="ROC on the holdout", width=360, height=300)
+
+
+def reliability_chart(rel: pl.DataFrame) -> Any:
+    """Observed against predicted probability per bin, Wilson error bars; the diagonal is perfect calibration."""
+    alt = _alt()
+    base = alt.Chart(rel).encode(
+        x=alt.X("mean_predicted:Q", title="predicted probability (map fitted on training rows)"),
+        color=alt.Color("model:N", title="model"))
+    top = max(float(rel["upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
+    diag = (alt.Chart(pl.DataFrame({"mean_predicted": [0.0, top], "observed": [0.0, top]}))
+            .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1)
+            .encode(x="mean_predicted:Q", y="observed:Q"))
+    pts = base.mark_line(point=True).encode(
+        y=alt.Y("observed:Q", title="observed event rate"),
+        tooltip=["model:N", "count:Q", alt.Tooltip("mean_predicted:Q", format=".3f"),
+                 alt.Tooltip("observed:Q", format=".3f")])
+    bars = base.mark_errorbar().encode(y="lower:Q", y2="upper:Q")
+    return (diag + bars + pts).properties(title="Reliability: predicted vs observed", width=360, height=300)
+
+
+def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None = None, outcome: str = "churned") -> Any:
+    """Event rate per band with Wilson 95% error bars, one panel per model; bars in band colours
+    and each band's name on the axis beside its bar."""
+    alt = _alt()
+    from healthscore.charts import band_scale
+
+    names: list[str] = []
+    for order in (orders or {}).values():
+        names += [n for n in order if n not in names]
+    names += [n for n in bands["band"].unique(maintain_order=True).to_list() if n not in names] if bands.height else []
+    x = alt.X("band:N", sort=names, title="band")
+    base = alt.Chart().encode(x=x)
+    bars = base.mark_bar().encode(
+        y=alt.Y("rate:Q", title=f"share {outcome} within horizon", axis=alt.Axis(format="%")),
+        color=alt.Color("band:N", scale=band_scale(names), title="band"),
+        tooltip=["model:N", "band:N", "count:Q", "events:Q", alt.Tooltip("rate:Q", format=".1%"),
+                 alt.Tooltip("lower:Q", format=".1%"), alt.Tooltip("upper:Q", format=".1%")])
+    err = base.mark_errorbar(color="#333").encode(y="lower:Q", y2="upper:Q")
+    label = base.mark_text(dy=-8, fontSize=10).encode(y="upper:Q", text=alt.Text("rate:Q", format=".1%"))
+    return (alt.layer(bars, err, label, data=bands).properties(width=200, height=240)
+            .facet(column=alt.Column("model:N", title=None))
+            .properties(title=f"{outcome.capitalize()} rate by band (95% Wilson interval)"))
+
+
+def lift_chart(gains: pl.DataFrame) -> Any:
+    """Cumulative gains: share of events captured when working the riskiest share of accounts."""
+    alt = _alt()
+    lines = alt.Chart(gains).mark_line(strokeWidth=2).encode(
+        x=alt.X("flagged:Q", title="share of accounts worked, riskiest first", axis=alt.Axis(format="%")),
+        y=alt.Y("captured:Q", title="share of events captured", axis=alt.Axis(format="%")),
+        color=alt.Color("model:N", title="model"),
+        tooltip=["model:N", alt.Tooltip("flagged:Q", format=".0%"), alt.Tooltip("captured:Q", format=".0%"),
+                 alt.Tooltip("lift:Q", format=".2f")])
+    decile = alt.Chart(pl.DataFrame({"flagged": [0.1]})).mark_rule(color="#bbb").encode(x="flagged:Q")
+    return (_diagonal(alt, "flagged", "captured") + decile + lines).properties(
+        title="Gains: events captured by working the riskiest accounts first", width=360, height=300)
+
+
+def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
+    """Mean score by weeks before the event, with 95% bands, for accounts with and without it."""
+    alt = _alt()
+    x = alt.X("weeks_before:Q", title=f"weeks before {outcome} (or before the end of the data)",
+              scale=alt.Scale(reverse=True))
+    base = alt.Chart().encode(x=x, color=alt.Color("group:N", title="accounts"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lower:Q", title="mean score"), y2="upper:Q")
+    line = base.mark_line(strokeWidth=2).encode(
+        y="mean_score:Q",
+        tooltip=["group:N", "weeks_before:Q", alt.Tooltip("mean_score:Q", format=".1f"), "accounts:Q"])
+    return (alt.layer(band, line, data=traj).properties(width=300, height=240)
+            .facet(column=alt.Column("model:N", title=None))
+            .properties(title=f"Score trajectories before {outcome}"))
+
+
+def comparison_chart(segments: pl.DataFrame, by: str | None = "segment") -> Any:
+    """Head to head: AUC with its 95% interval per model, overall and per segment."""
+    alt = _alt()
+    col = by or "segment"
+    order = segments[col].unique(maintain_order=True).to_list() if segments.height else []
+    base = alt.Chart(segments).encode(
+        y=alt.Y(f"{col}:N", sort=order, title=None),
+        yOffset=alt.YOffset("model:N"),
+        color=alt.Color("model:N", title="model"))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("auc_lower:Q", title="AUC (95% CI, clustered by account)",
+                                                        scale=alt.Scale(zero=False)), x2="auc_upper:Q")
+    pts = base.mark_point(filled=True, size=60).encode(
+        x="auc:Q", tooltip=["model:N", f"{col}:N", alt.Tooltip("auc:Q", format=".3f"),
+                            alt.Tooltip("auc_lower:Q", format=".3f"), alt.Tooltip("auc_upper:Q", format=".3f"),
+                            "events:Q", "rows:Q"])
+    half = alt.Chart(pl.DataFrame({"auc": [0.5]})).mark_rule(strokeDash=[4, 4], color="#888").encode(x="auc:Q")
+    return (half + bars + pts).properties(title="Model comparison on the same holdout", width=420,
+                                          height=alt.Step(14))
+
+
+# ---------------------------------------------------------------- HTML report (edge)
+_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    # column -> (heading, format)
+    "model": ("model", "s"), "segment": ("segment", "s"), "rows": ("rows", ",d"), "accounts": ("accounts", ",d"),
+    "events": ("events", ",d"), "event_rate": ("event rate", ".1%"), "scored": ("scored", ".0%"),
+    "auc": ("AUC", ".3f"), "auc_lower": ("AUC low", ".3f"), "auc_upper": ("AUC high", ".3f"),
+    "pr_auc": ("PR-AUC", ".3f"), "lift_top10": ("top-decile lift", ".2f"), "capture_top10": ("captured", ".0%"),
+    "brier": ("Brier", ".4f"), "ece": ("ECE", ".4f"), "alarm_band": ("alarm band", "s"),
+    "alarm_precision": ("alarm precision", ".0%"), "alarm_recall": ("alarm recall", ".0%"),
+    "false_alarms": ("false alarms", ",d"), "misses": ("misses", ",d"),
+    "precision_cutoff": ("cut-off @ target", ".1f"), "precision_cutoff_recall": ("recall @ target", ".0%"),
+    "capacity_k": ("capacity", ",d"), "capacity_cutoff": ("capacity cut-off", ".1f"),
+    "capacity_precision": ("capacity precision", ".0%"), "capacity_recall": ("capacity recall", ".0%"),
+    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "lower": ("low", ".1%"),
+    "upper": ("high", ".1%"),
+}
+
+
+def _cell(value: Any, fmt: str) -> str:
+    import html
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if fmt == "s" or isinstance(value, str):
+        return html.escape(str(value))
+    try:
+        return format(value, fmt)
+    except (ValueError, TypeError):
+        return html.escape(str(value))
+
+
+def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A small frame as an HTML table with readable headings and formats (report output).
+
+    >>> html_table(pl.DataFrame({"model": ["a<b"], "auc": [0.71234]}))
+    '<table class="metrics"><thead><tr><th>model</th><th>AUC</th></tr></thead><tbody><tr><td>a&lt;b</td><td>0.712</td></tr></tbody></table>'
+    """
+    import html
+
+    cols = [c for c in (columns or frame.columns) if c in frame.columns]
+    specs = [_TABLE_COLUMNS.get(c, (c, "s" if frame.schema[c] == pl.Utf8 else ".3g")) for c in cols]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in specs)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v, f)}</td>" for v, (_, f) in zip(row, specs)) + "</tr>"
+                   for row in frame.select(cols).iter_rows())
+    return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_KEY_COLUMNS = ["model", "rows", "events", "event_rate", "auc", "auc_lower", "auc_upper", "pr_auc",
+                "lift_top10", "capture_top10", "brier", "ece", "alarm_precision", "alarm_recall"]
+
+
+def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str | None) -> str:
+    """Assemble the report as a notebook of outputs and render it with the shared report template."""
+    import nbformat
+    import vl_convert
+
+    from healthscore.reports import export_html
+
+    title = title or f"Backtest: {ev.outcome} within {_horizon_words(ev.horizon)}"
+    nb = nbformat.v4.new_notebook()
+
+    def md(text: str) -> None:
+        nb.cells.append(nbformat.v4.new_markdown_cell(text))
+
+    def show(data: dict[str, str]) -> None:
+        cell = nbformat.v4.new_code_cell("")
+        cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
+        nb.cells.append(cell)
+
+    def chart(c: Any) -> None:
+        # SVG rendered here, offline, so the page carries no script and fetches nothing
+        show({"image/svg+xml": vl_convert.vegalite_to_svg(c.to_dict())})
+
+    charts = ev.charts()
+    md(f"# {title}\n\nEvery model scored on the same holdout: snapshots from {ev.test_dates[0]} to "
+       f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). Probability maps and "
+       f"nothing else were fitted on earlier snapshots ({ev.train_dates[0]} to {ev.train_dates[1]}, "
+       f"{ev.train_rows:,} rows), whose {_horizon_words(ev.horizon)} outcome window closes by the split "
+       f"date {ev.split}.")
+    md("## Head to head")
+    show({"text/html": html_table(ev.table, _KEY_COLUMNS)})
+    chart(charts["comparison"])
+    md("## Ranking: ROC and gains\n\nThe further a curve bows towards the top left, the better the score "
+       "ranks accounts that go on to have the event above those that do not.")
+    chart(charts["roc"])
+    chart(charts["lift"])
+    md(f"## Bands\n\nThe {ev.outcome} rate of each band on the holdout, with 95% Wilson intervals. Bands "
+       "should separate clearly; a band whose interval overlaps its neighbour adds little.")
+    chart(charts["bands"])
+    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "lower", "upper"])})
+    alarm_cols = ["model", "alarm_band", "alarm_flagged", "alarm_precision", "alarm_recall", "false_alarms",
+                  "misses", "precision_target", "precision_cutoff", "precision_cutoff_recall", "capacity_k",
+                  "capacity_cutoff", "capacity_precision", "capacity_recall"]
+    md("### Alarms and cut-offs\n\nFalse alarms are flagged accounts without the event, misses are events outside "
+       "the alarm band. The precision cut-off flags as many accounts as possible while keeping precision at the "
+       "target; the capacity cut-off fits the weekly number of accounts a CS team can work.")
+    show({"text/html": html_table(ev.table, alarm_cols)})
+    if ev.reliability.height:
+        md("## Calibration\n\nEach score is read as a probability through a map fitted on the training rows. "
+           "Points on the diagonal mean the stated probabilities come true on the holdout.")
+        chart(charts["reliability"])
+        lines = [f"- **{name}**: {pm.explain(30)}; {pm.explain(70)}" for name, pm in ev.probability_maps.items()]
+        md("\n".join(lines))
+    md(f"## Score trajectories\n\nMean score over the weeks before the {ev.outcome} event, against accounts "
+       "without it lined up on the last week of the data. An early, clear gap is what gives a CSM time to act.")
+    chart(charts["trajectories"])
+    if ev.by is not None:
+        md(f"## By {ev.by}")
+        show({"text/html": html_table(ev.segments.rename({ev.by: "segment"}) if ev.by != "segment" else ev.segments,
+                                      ["model", "segment", "rows", "events", "event_rate", "auc", "auc_lower",
+                                       "auc_upper", "pr_auc", "lift_top10", "brier", "alarm_precision",
+                                       "alarm_recall"])})
+    md("<p class=\"muted\">AUC intervals: DeLong, with placement values summed per account (clustered), since "
+       "weekly snapshots of one account are not independent. Generated by healthscore; model hashes: "
+       + ", ".join(f"{r['model']} {r['model_hash']}" for r in ev.table.iter_rows(named=True)) + ".</p>")
+    return export_html(nb, path, title=title)
