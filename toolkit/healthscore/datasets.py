@@ -198,6 +198,14 @@ def latest_week(snapshots: pl.DataFrame) -> pl.DataFrame:
             .group_by("account_id", maintain_order=True).last())
 
 
+def portfolio_summary_line(p: Portfolio) -> str:
+    """One line: accounts by segment, latest ARR, annual churn and expansion rates."""
+    s = portfolio_stats(p)
+    segs = ", ".join(f"{k} {v}" for k, v in s["by_segment"].items())
+    return (f"{s['accounts']} accounts ({segs}) over {s['weeks']} weeks, ARR {s['arr'] / 1e6:.1f}M; "
+            f"annual churn {s['churn_rate']:.1%}, expanding {s['expansion_rate']:.1%}")
+
+
 def portfolio_stats(p: Portfolio) -> dict:
     """Headline numbers of a portfolio; rates are events per account-year observed."""
     snaps = p.snapshots
@@ -241,22 +249,26 @@ REGIONS = ["North America", "EMEA", "APAC", "LATAM"]
 
 
 def _company_names(rng: np.random.Generator, region: np.ndarray) -> list[str]:
+    """Plausible, deterministic company names; distinct while the word lists allow it."""
     n = len(region)
     space = len(_NAME_A) * len(_NAME_B) * len(_NAME_C)
     code = rng.choice(space, size=n, replace=n > space)
     a, rest = np.divmod(code, len(_NAME_B) * len(_NAME_C))
     b, c = np.divmod(rest, len(_NAME_C))
     pick = rng.integers(0, 12, size=n)
-    return [f"{_NAME_A[i]}{_NAME_B[j]} {_NAME_C[k]} {_SUFFIX[r][p % len(_SUFFIX[r])]}"
+    suffixes = [_SUFFIX[r] for r in REGIONS]
+    return [f"{_NAME_A[i]}{_NAME_B[j]} {_NAME_C[k]} {suffixes[r][p % len(suffixes[r])]}"
             for i, j, k, r, p in zip(a, b, c, region, pick)]
 
 
-def _csm_pool(n_csm: int, offset: int) -> list[str]:
-    # deterministic, distinct names; offset keeps segment pools apart
+def _csm_pool(n_csm: int) -> list[str]:
+    """``n_csm`` distinct CSM names (a step coprime with the grid size visits every pair once)."""
+    grid = len(_FIRST) * len(_LAST)
     names = []
-    for i in range(offset, offset + n_csm):
-        f, l = _FIRST[i % len(_FIRST)], _LAST[(i * 7 + i // len(_FIRST)) % len(_LAST)]
-        names.append(f"{f} {l}" + ("" if i < len(_FIRST) * len(_LAST) else f" {i}"))
+    for i in range(n_csm):
+        j = (i * 7) % grid
+        name = f"{_FIRST[j % len(_FIRST)]} {_LAST[j // len(_FIRST)]}"
+        names.append(name if i < grid else f"{name} {i // grid + 1}")
     return names
 
 
@@ -265,29 +277,86 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
+def _add_months(day: np.ndarray, months: int | np.ndarray) -> np.ndarray:
+    """Shift datetime64[D] dates by whole months (days of month are at most 28 here)."""
+    m = day.astype("datetime64[M]")
+    dom = day - m.astype("datetime64[D]")
+    return (m + months).astype("datetime64[D]") + dom
 
 
-def _weekly(annual: float) -> float:
-    return 1.0 - (1.0 - annual) ** (1.0 / 52.0)
+def _next_renewal(start: np.ndarray, day: np.datetime64) -> np.ndarray:
+    """First contract anniversary of ``start`` strictly after ``day`` (annual contracts)."""
+    years = (np.datetime64(day, "Y") - start.astype("datetime64[Y]")).astype(np.int64)
+    ann = _add_months(start, 12 * years)
+    return np.where(ann <= day, _add_months(start, 12 * (years + 1)), ann)
 
 
-def _anniversary_after(start: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """First anniversary of ``start`` strictly after ``day`` (both datetime64[D] arrays)."""
-    start_m = start.astype("datetime64[M]")
-    dom = (start - start_m.astype("datetime64[D]")).astype(np.int64)
-    years = (day.astype("datetime64[Y]") - start.astype("datetime64[Y]")).astype(np.int64)
-    ann = (start_m + 12 * years).astype("datetime64[D]") + dom
-    bump = ann <= day
-    return np.where(bump, (start_m + 12 * (years + 1)).astype("datetime64[D]") + dom, ann)
+def _lookup(table: dict[tuple[str, str], float], seg: np.ndarray, touch: np.ndarray) -> np.ndarray:
+    grid = np.array([[table[(s, t)] for t in TOUCH] for s in SEGMENTS])
+    return grid[seg, touch]
+
+
+def _weekly_logit(annual: np.ndarray) -> np.ndarray:
+    weekly = 1.0 - (1.0 - annual) ** (1.0 / 52.0)
+    return np.log(weekly / (1.0 - weekly))
+
+
+@dataclass
+class _Book:
+    """Per-account constants drawn once (index i is account i)."""
+
+    seg: np.ndarray
+    touch: np.ndarray
+    industry: np.ndarray
+    region: np.ndarray
+    start: np.ndarray
+    seats: np.ndarray
+    price: np.ndarray
+    integrated: np.ndarray
+    names: list[str]
+    csm_names: list[str]
+    pools: list[np.ndarray]   # CSM indices per segment (high touch), then the digital team
+
+    def draw_csm(self, rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+        """A CSM index for each account in ``mask`` (-1 elsewhere and for digital SMB)."""
+        out = np.full(len(mask), -1, dtype=np.int64)
+        high = self.touch == 0
+        for s in range(3):
+            m = mask & (self.seg == s) & high
+            out[m] = rng.choice(self.pools[s], size=int(m.sum()))
+        m = mask & (self.seg < 2) & ~high
+        out[m] = rng.choice(self.pools[3], size=int(m.sum()))
+        return out
+
+
+def _draw_book(rng: np.random.Generator, n: int, end: np.datetime64) -> _Book:
+    seg = rng.choice(3, size=n, p=[0.15, 0.35, 0.5])
+    touch = (rng.random(n) >= np.array([0.9, 0.5, 0.1])[seg]).astype(np.int64)  # 0 high, 1 digital
+    industry = rng.integers(0, len(INDUSTRIES), size=n)
+    region = rng.choice(len(REGIONS), size=n, p=[0.5, 0.3, 0.15, 0.05])
+    seats = np.maximum(3, np.round(np.exp(rng.normal(np.log([400.0, 60.0, 12.0])[seg], 0.6)))).astype(np.int64)
+    price = np.array([700.0, 550.0, 420.0])[seg] * np.exp(rng.normal(0, 0.15, n))
+    # contract starts spread over ~4 years before the last snapshot, more of them recent (growth)
+    start = end - ((4 * 365 * rng.random(n) ** 1.3).astype(np.int64) + 7).astype("timedelta64[D]")
+    dom = (start - start.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
+    start = start - np.maximum(dom - 27, 0).astype("timedelta64[D]")  # day <= 28: clean anniversaries
+    integrated = rng.random(n) < np.array([0.7, 0.5, 0.25])[seg]
+    names = _company_names(rng, region)
+    # CSM pools: high-touch accounts per CSM by segment; digital mid-market/enterprise share a team
+    sizes = [max(1, -(-int(((seg == s) & (touch == 0)).sum()) // per)) for s, per in enumerate((12, 35, 60))]
+    sizes.append(max(1, -(-int(((seg < 2) & (touch == 1)).sum()) // 150)))
+    bounds = np.cumsum([0, *sizes])
+    pools = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return _Book(seg, touch, industry, region, start, seats, price, integrated, names,
+                 _csm_pool(int(bounds[-1])), pools)
 
 
 def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
-                   end: date = date(2026, 11, 16)) -> Portfolio:
+                   end: date = date(2026, 11, 16), progress: bool = False) -> Portfolio:
     """Generate a sample portfolio whose true effects are known.
 
-    ``end`` is the last snapshot date (moved back to a Monday); snapshots are weekly.
+    ``end`` is the last snapshot date (moved back to a Monday); snapshots are weekly. Accounts
+    whose contract starts inside the window appear from their first Monday on, in ``onboarding``.
 
     >>> p = make_portfolio(n_accounts=30, n_weeks=4, seed=3)
     >>> p.snapshots["as_of"].max()
@@ -300,63 +369,23 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     rng = np.random.default_rng(seed)
     n = n_accounts
     end = end - timedelta(days=end.weekday())
-    end64 = np.datetime64(end, "D")
-    first64 = end64 - np.timedelta64(7 * (n_weeks - 1), "D")
+    first64 = np.datetime64(end, "D") - np.timedelta64(7 * (n_weeks - 1), "D")
     sim0 = first64 - np.timedelta64(7 * _BURN_IN, "D")
+    book = _draw_book(rng, n, np.datetime64(end, "D"))
+    seg, touch, start, integrated = book.seg, book.touch, book.start, book.integrated
+    high = touch == 0
+    csm = book.draw_csm(rng, np.ones(n, dtype=bool))
 
-    # --- accounts -------------------------------------------------------------------------
-    seg = rng.choice(3, size=n, p=[0.15, 0.35, 0.5])
-    p_high = np.array([0.9, 0.5, 0.1])[seg]
-    touch = (rng.random(n) >= p_high).astype(np.int64)  # 0 high, 1 digital
-    industry = rng.integers(0, len(INDUSTRIES), size=n)
-    region = rng.choice(len(REGIONS), size=n, p=[0.5, 0.3, 0.15, 0.05])
-    seats0 = np.maximum(3, np.round(np.exp(rng.normal(np.log([400.0, 60.0, 12.0])[seg], 0.6)))).astype(np.int64)
-    price = np.array([700.0, 550.0, 420.0])[seg] * np.exp(rng.normal(0, 0.15, n))
-    # contract starts spread over ~4 years before the last snapshot, more of them recent (growth)
-    age_days = (4 * 365 * rng.random(n) ** 1.3).astype(np.int64) + 7
-    start = end64 - age_days.astype("timedelta64[D]")
-    dom = (start - start.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)
-    start = start - np.maximum(dom - 27, 0).astype("timedelta64[D]")  # no 29th-31st: clean anniversaries
-    integrated = rng.random(n) < np.array([0.7, 0.5, 0.25])[seg]
-    names = _company_names(rng, np.array(REGIONS)[region])
-
-    # CSM pools: one pool per segment for high touch; a small pooled team for digital mid/ent
-    per_csm = np.array([12, 35, 60])
-    pools = []
-    off = 0
-    for s in range(3):
-        k = max(1, int(np.ceil(((seg == s) & (touch == 0)).sum() / per_csm[s])))
-        pools.append(np.arange(off, off + k))
-        off += k
-    digital_pool = np.arange(off, off + max(1, int(np.ceil(((seg < 2) & (touch == 1)).sum() / 150))))
-    off += len(digital_pool)
-    csm_names = _csm_pool(off, 0)
-
-    def draw_csm(mask: np.ndarray) -> np.ndarray:
-        out = np.full(n, -1, dtype=np.int64)
-        for s in range(3):
-            m = mask & (seg == s) & (touch == 0)
-            out[m] = rng.choice(pools[s], size=m.sum())
-        m = mask & (seg < 2) & (touch == 1)
-        out[m] = rng.choice(digital_pool, size=m.sum())
-        return out
-
-    csm = draw_csm(np.ones(n, dtype=bool))
-
-    # --- latent health and per-account effects --------------------------------------------
-    mu = np.vectorize(lambda s, t: _HEALTH_MEAN[(SEGMENTS[s], TOUCH[t])])(seg, touch) + rng.normal(0, 0.5, n)
+    # latent health: AR(1) around an account mean that depends on segment and touch model
+    mu = _lookup(_HEALTH_MEAN, seg, touch) + rng.normal(0, 0.5, n)
     h = mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI ** 2), n)
-    eff_dr = rng.normal(0, 0.4, n)
-    eff_kf = rng.normal(0, 0.4, n)
-    base = np.array([[_BASE_RATES[(a, b)] for b in TOUCH] for a in SEGMENTS])  # [seg, touch, 2]
-    churn0 = np.vectorize(lambda p: _logit(_weekly(p)))(base[seg, touch, 0])
-    expand0 = np.vectorize(lambda p: _logit(_weekly(p)))(base[seg, touch, 1])
-
-    coef_c = np.array([METRICS[m][2] for m in METRICS])
-    coef_e = np.array([METRICS[m][3] for m in METRICS])
-    ref_mean = np.array([_REFERENCE[m][0] for m in METRICS])
-    ref_sd = np.array([_REFERENCE[m][1] for m in METRICS])
-    other = {k: v for k, v in _OTHER_TERMS.items()}
+    eff_dr = rng.normal(0, 0.4, n)   # how fully an account provisions its seats
+    eff_kf = rng.normal(0, 0.4, n)   # how broadly it uses the key features
+    churn0 = _weekly_logit(np.array(_lookup({k: v[0] for k, v in _BASE_RATES.items()}, seg, touch)))
+    expand0 = _weekly_logit(np.array(_lookup({k: v[1] for k, v in _BASE_RATES.items()}, seg, touch)))
+    coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
+    other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
+    ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
 
     never = -10_000
     last_meeting = np.where(rng.random(n) < 0.4, -rng.integers(1, 13, n), never)
@@ -364,58 +393,58 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     last_handover = np.full(n, never)
     overdue = np.zeros(n)
     assessment = np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5)
-    seats = seats0.copy()
-    arr = np.round(seats0 * price, 0)
+    seats = book.seats.copy()
+    arr = np.round(seats * book.price, 0)
     alive = np.ones(n, dtype=bool)
 
-    weeks_out: list[pl.DataFrame] = []
-    events: list[pl.DataFrame] = []
-    latent: list[np.ndarray] = []
-    total = _BURN_IN + n_weeks
-    for t in range(total):
+    cols: dict[str, list[np.ndarray]] = {}
+    events: list[np.ndarray] = []  # rows of (account, day, event code, detail code)
+    steps = range(_BURN_IN + n_weeks)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="simulating weeks", unit="week")
+    for t in steps:
         day = sim0 + np.timedelta64(7 * t, "D")
-        tenure = (day - start).astype(np.int64)  # days
+        tenure = (day - start).astype(np.int64)  # days since the contract started
         started = tenure >= 0
-        # shocks: champion leaves, CSM handover
+        # shocks: the champion leaves, the CSM changes; both dent health
         champ = started & (rng.random(n) < 0.004)
         last_champion = np.where(champ, t, last_champion)
         hand = started & (csm >= 0) & (rng.random(n) < 0.004)
-        new_csm = draw_csm(hand)
-        csm = np.where(hand, new_csm, csm)
+        csm = np.where(hand, book.draw_csm(rng, hand), csm)
         last_handover = np.where(hand, t, last_handover)
         h = mu + _PHI * (h - mu) + rng.normal(0, _SIGMA, n) - 0.8 * champ - 0.2 * hand
-        ramp = np.clip(tenure / 70.0, 0.3, 1.0)  # usage ramps over the first ~10 weeks
-        meet = rng.random(n) < _sigmoid(np.where(touch == 0, -2.0, -4.0) + 0.8 * h)
+        meet = rng.random(n) < _sigmoid(np.where(high, -2.0, -4.0) + 0.8 * h)
         last_meeting = np.where(meet & started, t, last_meeting)
-        # invoices: an overdue invoice either gets paid or ages another week
+        # invoices: an overdue invoice gets paid or ages another week; healthier accounts pay sooner
         pay = rng.random(n) < _sigmoid(0.3 + 0.8 * h)
         new_over = rng.random(n) < _sigmoid(-3.8 - 0.7 * h)
         overdue = np.where(overdue > 0, np.where(pay, 0.0, overdue + 7),
                            np.where(new_over, rng.integers(1, 15, n), 0.0))
-        upd = rng.random(n) < 0.3  # CSMs revisit their assessment now and then
-        assessment = np.where(upd, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5), assessment)
-        # weekly signal noise is drawn for everyone every week: the stream does not depend on churn
-        u = h + rng.normal(0, 0.4, n)
-        z = rng.normal(size=(8, n))
-        spike = rng.random(n) < 0.03
+        revisit = rng.random(n) < 0.3  # CSMs revisit their assessment every few weeks
+        assessment = np.where(revisit, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5),
+                              assessment)
         if t < _BURN_IN:
             continue
         wk = t - _BURN_IN
-        renewal = _anniversary_after(start, day)
-        goal_start = _anniversary_after(start, day - np.timedelta64(366, "D"))
-        goal_start = np.where(goal_start > day, start, goal_start)
-        goal_start = np.maximum(goal_start, start)
+        renewal = _next_renewal(start, day)
+        goal_start = np.maximum(_add_months(renewal, -12), start)  # one goal per contract year
         goal_due = goal_start + np.timedelta64(182, "D")
+        young = tenure < 91
+        ramp = np.clip(tenure / 70.0, 0.3, 1.0)  # usage ramps up over the first ten weeks
 
-        dr = np.clip(np.round(seats * np.clip(_sigmoid(0.8 + 0.6 * h + eff_dr) * 1.15 * ramp, 0, 1.2)) / seats, 0, 1.2)
+        u = h + rng.normal(0, 0.4, n)  # shared weekly usage factor: logins and active users move together
+        z = rng.normal(size=(8, n))
+        dr = np.round(seats * np.clip(_sigmoid(0.8 + 0.6 * h + eff_dr) * 1.15 * ramp, 0, 1.2)) / seats
         deployed = np.round(dr * seats).astype(np.int64)
-        active = rng.binomial(deployed, _sigmoid(0.3 + 0.8 * u))
+        active = rng.binomial(deployed, _sigmoid(0.3 + 0.8 * u))  # saturates at the deployed seats
         util = np.minimum(active / seats, 1.5)
         logins = rng.binomial(7, _sigmoid(0.2 + 0.9 * u + 0.3 * z[0]))
         kfa = rng.binomial(10, _sigmoid(-0.2 + 0.7 * h + eff_kf)) / 10.0
+        spike = rng.random(n) < 0.03  # batch jobs: rare weeks with many times the usual calls
         calls = np.round(np.exp(0.9 * np.log1p(deployed) + 2.5 + 0.5 * h + 0.8 * z[1])
                          * np.where(spike, np.exp(2 + z[2]), 1.0))
-        tickets = rng.poisson(0.04 * np.sqrt(seats) * np.exp(-0.35 * h) * np.where(tenure < 91, 2.0, 1.0))
+        tickets = rng.poisson(0.04 * np.sqrt(seats) * np.exp(-0.35 * h) * np.where(young, 2.0, 1.0))
         high_sev = rng.binomial(tickets, _sigmoid(-1.8 - 0.5 * h))
         csat_true = np.clip(np.round(4.0 + 0.5 * h + 0.6 * z[3], 1), 1, 5)
         csat_seen = (tickets > 0) & (rng.random(n) < _sigmoid(0.5 + 0.8 * h))
@@ -423,158 +452,153 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
         nps_seen = rng.random(n) < 0.08 * _sigmoid(0.3 + 1.2 * h)  # unhappy accounts answer less
         exec_eng = (t - last_meeting < _WINDOW_90D).astype(float)
         champ_left = (t - last_champion < _WINDOW_90D).astype(float)
-        expected = np.clip((day - goal_start).astype(np.int64) / 182.0, 0, 1)
-        progress = np.clip(expected * np.clip(1 + 0.35 * h + 0.1 * z[5], 0, 1.5), 0, 1.2)
-        ctr = np.clip(_sigmoid(-2.2 + 0.35 * h + 0.5 * z[6]), 0, 1)
+        on_line = np.clip((day - goal_start).astype(np.int64) / 182.0, 0, 1)  # where the goal line is
+        goal = np.clip(on_line * np.clip(1 + 0.35 * h + 0.1 * z[5], 0, 1.5), 0, 1.2)
+        ctr = _sigmoid(-2.2 + 0.35 * h + 0.5 * z[6])
         posts = rng.poisson(0.3 * np.exp(0.25 * h))
-        training = rng.poisson(np.where(tenure < 91, 1.5, 0.5) * np.exp(0.15 * h))
-        high = touch == 0
+        training = rng.poisson(np.where(young, 1.5, 0.5) * np.exp(0.15 * h))
 
-        # values the hazards see (complete where the customer's state exists unobserved)
-        hz = np.stack([active, util, logins, kfa, np.log1p(calls), tickets, high_sev, csat_true,
-                       nps_true, exec_eng, champ_left, assessment, overdue, dr, progress, ctr, posts,
-                       training]).astype(float)
-        zs = (hz - ref_mean[:, None]) / ref_sd[:, None]
+        # what the hazards see: the customer's satisfaction and sentiment count whether or not asked
+        seen = np.stack([active, util, logins, kfa, np.log1p(calls), tickets, high_sev, csat_true,
+                         nps_true, exec_eng, champ_left, assessment, overdue, dr, goal, ctr, posts,
+                         training]).astype(float)
+        zs = (seen - ref[:, :1]) / ref[:, 1:]
         zs[4] = np.where(integrated, zs[4], 0.0)
         zs[11] = np.where(high, zs[11], 0.0)
-        near_renewal = (renewal - day).astype(np.int64) <= 56
-        young = tenure < 91
-        handover = (t - last_handover) < _WINDOW_90D
-        terms = np.stack([near_renewal, young, handover]).astype(float)
-        oc = np.array([v[0] for v in other.values()])
-        oe = np.array([v[1] for v in other.values()])
-        lp_churn = churn0 + coef_c @ zs + oc @ terms
-        lp_exp = expand0 + coef_e @ zs + oe @ terms
-
         to_renewal = (renewal - day).astype(np.int64)
+        handover = (t - last_handover) < _WINDOW_90D
+        terms = np.stack([to_renewal <= 56, young, handover]).astype(float)
+        lp_churn = churn0 + coef[0] @ zs + other[0] @ terms
+        lp_exp = expand0 + coef[1] @ zs + other[1] @ terms
+
+        row = alive & started
+        i = np.flatnonzero(row)
         stage = np.where(young, 0, np.where((tenure >= 270) & (to_renewal <= 90), 3,
                                             np.where(tenure < 365, 1, 2)))
-        row = alive & started
-        idx = np.flatnonzero(row)
-        latent.append(np.stack([idx, np.full(len(idx), wk), h[idx]]))
-        weeks_out.append(pl.DataFrame({
-            "_i": idx, "_wk": np.full(len(idx), wk),
-            "csm_i": csm[idx], "_stage": stage[idx],
-            "arr": arr[idx], "seats_purchased": seats[idx],
-            "renewal_date": renewal[idx], "goal_start": goal_start[idx], "goal_due": goal_due[idx],
-            "active_users": active[idx].astype(float),
-            "seat_utilization": util[idx],
-            "login_days": logins[idx].astype(float),
-            "key_feature_adoption": kfa[idx],
-            "api_calls": np.where(integrated, calls, np.nan)[idx],
-            "tickets_opened": tickets[idx].astype(float),
-            "high_sev_tickets": high_sev[idx].astype(float),
-            "csat": np.where(csat_seen, csat_true, np.nan)[idx],
-            "nps": np.where(nps_seen, nps_true, np.nan)[idx],
-            "exec_sponsor_engaged": exec_eng[idx],
-            "champion_left": champ_left[idx],
-            "csm_assessment": np.where(high, assessment, np.nan)[idx],
-            "days_invoice_overdue": overdue[idx],
-            "seats_deployed_ratio": dr[idx],
-            "goal_progress": progress[idx],
-            "email_ctr": ctr[idx],
-            "community_posts": posts[idx].astype(float),
-            "training_completions": training[idx].astype(float),
-        }, nan_to_null=True))
+        week = {
+            "_i": i, "_wk": np.full(len(i), wk), "_csm": csm[i], "_stage": stage[i], "_health": h[i],
+            "arr": arr[i], "seats_purchased": seats[i],
+            "renewal_date": renewal[i], "goal_start": goal_start[i], "goal_due": goal_due[i],
+            "active_users": active[i], "seat_utilization": util[i], "login_days": logins[i],
+            "key_feature_adoption": kfa[i],
+            "api_calls": np.where(integrated, calls, np.nan)[i],
+            "tickets_opened": tickets[i], "high_sev_tickets": high_sev[i],
+            "csat": np.where(csat_seen, csat_true, np.nan)[i],
+            "nps": np.where(nps_seen, nps_true, np.nan)[i],
+            "exec_sponsor_engaged": exec_eng[i], "champion_left": champ_left[i],
+            "csm_assessment": np.where(high, assessment, np.nan)[i],
+            "days_invoice_overdue": overdue[i], "seats_deployed_ratio": dr[i],
+            "goal_progress": goal[i], "email_ctr": ctr[i], "community_posts": posts[i],
+            "training_completions": training[i],
+        }
+        for k, v in week.items():
+            cols.setdefault(k, []).append(v)
 
-        # outcomes: drawn from this week's snapshot, dated within the following six days
+        # outcomes follow this week's snapshot and are dated within the next six days
         churn = row & (rng.random(n) < _sigmoid(lp_churn))
         expand = row & ~churn & (rng.random(n) < _sigmoid(lp_exp))
-        contract = row & ~churn & ~expand & near_renewal & (rng.random(n) < _sigmoid(-5.5 - 0.5 * zs[1] - 0.4 * zs[13]))
-        offset = rng.integers(1, 7, n)
-        reason = _churn_reason(rng, coef_c[:, None] * zs, champ_left)
+        cut = np.minimum(np.maximum(1, np.round(seats * rng.uniform(0.1, 0.3, n))), seats - 1).astype(np.int64)
+        contract = (row & ~churn & ~expand & (to_renewal <= 56) & (cut > 0)
+                    & (rng.random(n) < _sigmoid(-5.5 - 0.5 * zs[1] - 0.4 * zs[13])))
         add = np.maximum(1, np.round(seats * rng.uniform(0.08, 0.4, n))).astype(np.int64)
-        cut = np.maximum(1, np.round(seats * rng.uniform(0.1, 0.3, n))).astype(np.int64)
-        cut = np.minimum(cut, seats - 1)
-        contract &= cut > 0
-        for mask, name, detail in [(churn, "churned", reason), (expand, "expanded", np.char.add("+", add.astype(str))),
-                                   (contract, "contracted", np.char.add("-", cut.astype(str)))]:
+        when = day.astype(np.int64) + rng.integers(1, 7, n)
+        j = np.flatnonzero(churn)
+        reason = _churn_reason(rng, coef[0][:, None] * zs[:, j], champ_left[j])
+        for code, mask, detail in ((0, churn, None), (1, expand, add), (2, contract, cut)):
             j = np.flatnonzero(mask)
-            if len(j):
-                events.append(pl.DataFrame({"_i": j, "date": day + offset[j].astype("timedelta64[D]"),
-                                            "event": [name] * len(j),
-                                            "details": [f"{d} seats" if name != "churned" else d for d in detail[j]]}))
+            events.append(np.stack([j, when[j], np.full(len(j), code),
+                                    reason if detail is None else detail[j]]))
         per_seat = arr / seats
         seats = np.where(expand, seats + add, np.where(contract, seats - cut, seats))
         arr = np.where(expand | contract, np.round(per_seat * seats, 0), arr)
         alive &= ~churn
 
-    return _assemble(n, seg, touch, industry, region, start, names, csm_names, weeks_out, events,
-                     latent, first64, base)
+    data = {k: np.concatenate(v) for k, v in cols.items()}
+    return _assemble(book, data, np.concatenate(events, axis=1), first64)
 
 
-_REASONS_BY_TERM = {1: "low adoption", 2: "low adoption", 3: "low adoption", 6: "support experience",
-                    7: "support experience", 8: "poor sentiment", 10: "champion left",
-                    11: "relationship", 12: "budget / non-payment", 13: "low adoption",
-                    14: "goals not met"}
-_OTHER_REASONS = ["budget cuts", "switched to a competitor", "acquired", "project ended"]
+EVENTS = ("churned", "expanded", "contracted")
+_OUTSIDE_REASONS = ("budget cuts", "switched to a competitor", "acquired", "project ended")
+# metric index -> churn reason when that metric pushed the hazard up most
+_REASON_OF_METRIC = {1: "low adoption", 2: "low adoption", 3: "low adoption", 4: "low adoption",
+                     6: "support experience", 7: "support experience", 8: "unhappy with the product",
+                     9: "no executive sponsor", 10: "champion left", 11: "relationship",
+                     12: "budget / non-payment", 13: "low adoption", 14: "goals not met"}
+REASONS = tuple(dict.fromkeys([*_REASON_OF_METRIC.values(), *_OUTSIDE_REASONS]))
 
 
 def _churn_reason(rng: np.random.Generator, contrib: np.ndarray, champ_left: np.ndarray) -> np.ndarray:
-    """The metric that pushed churn up most names the reason; otherwise a common outside reason."""
-    top = np.argmax(contrib, axis=0)
-    strong = contrib.max(axis=0) > 0.25
-    outside = np.array(_OTHER_REASONS)[rng.integers(0, len(_OTHER_REASONS), contrib.shape[1])]
-    named = np.array([_REASONS_BY_TERM.get(i, "low adoption") for i in range(contrib.shape[0])])[top]
-    out = np.where(strong & (rng.random(contrib.shape[1]) < 0.75), named, outside)
-    return np.where(champ_left > 0, np.where(rng.random(len(out)) < 0.6, "champion left", out), out)
+    """Reason codes (index into REASONS): mostly the metric that pushed churn up most, sometimes
+    an outside reason the data cannot see."""
+    k = contrib.shape[1]
+    named = np.array([REASONS.index(_REASON_OF_METRIC.get(m, "low adoption"))
+                      for m in range(contrib.shape[0])])[np.argmax(contrib, axis=0)]
+    outside = np.array([REASONS.index(r) for r in _OUTSIDE_REASONS])[rng.integers(0, 4, k)]
+    strong = (contrib.max(axis=0, initial=0.0) > 0.25) & (rng.random(k) < 0.75)
+    out = np.where(strong, named, outside)
+    return np.where((champ_left > 0) & (rng.random(k) < 0.6), REASONS.index("champion left"), out)
 
 
-def _assemble(n, seg, touch, industry, region, start, names, csm_names, weeks_out, events, latent,
-              first64, base) -> Portfolio:
-    ids = np.char.add("A", np.char.zfill(np.arange(1, n + 1).astype(str), 5))
-    attrs = pl.DataFrame({
-        "account_id": ids, "company_name": names,
-        "segment": np.array(SEGMENTS)[seg], "touch_model": np.array(TOUCH)[touch],
-        "industry": np.array(INDUSTRIES)[industry], "region": np.array(REGIONS)[region],
-        "contract_start": start,
-    })
-    csm_s = pl.Series("csm", csm_names, dtype=pl.String)
-    raw = pl.concat(weeks_out)
+def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
+              first64: np.datetime64) -> Portfolio:
+    n = len(book.seg)
+    width = max(5, len(str(n)))  # zero-padded ids sort like their numbers
+    ids = pl.Series("account_id", np.arange(1, n + 1)).cast(pl.String).str.zfill(width)
+    ids = ("A" + ids).alias("account_id")
+    attrs = pl.DataFrame([
+        ids, pl.Series("company_name", book.names),
+        pl.Series(SEGMENTS).gather(book.seg).alias("segment"),
+        pl.Series(TOUCH).gather(book.touch).alias("touch_model"),
+        pl.Series(INDUSTRIES).gather(book.industry).alias("industry"),
+        pl.Series(REGIONS).gather(book.region).alias("region"),
+        pl.Series("contract_start", book.start),
+    ])
+    order = np.lexsort((data["_wk"], data["_i"]))  # account, then week
+    raw = pl.DataFrame({k: v[order] for k, v in data.items()}, nan_to_null=True)
     first = first64.astype(object)
-    snaps = pl.concat([attrs[raw["_i"].to_numpy()], raw], how="horizontal")
-    metric_cols = list(METRICS)
-    snaps = snaps.with_columns(
-        as_of=pl.lit(first) + pl.duration(weeks=pl.col("_wk")),
-        csm=csm_s.gather(pl.Series(raw["csm_i"]).replace(-1, None).cast(pl.Int64)),
+    as_of = (pl.lit(first) + pl.duration(weeks=pl.col("_wk"))).cast(pl.Date)
+    snaps = pl.concat([attrs[raw["_i"].to_numpy()], raw], how="horizontal").with_columns(
+        as_of=as_of,
+        csm=pl.Series(book.csm_names, dtype=pl.String).gather(raw["_csm"].replace(-1, None)),
         lifecycle_stage=pl.Series(STAGES).gather(raw["_stage"]),
-        seats_purchased=pl.col("seats_purchased").cast(pl.Int64),
-        arr=pl.col("arr").cast(pl.Float64),
-    ).with_columns(pl.col("as_of").cast(pl.Date))
+    )
     snaps = snaps.select(
         "account_id", "as_of", "company_name", "segment", "touch_model", "industry", "region", "csm",
-        "lifecycle_stage", "arr", "seats_purchased", "contract_start", "renewal_date", "goal_start",
-        "goal_due", *[pl.col(m).cast(pl.Float64).round(4) for m in metric_cols],
-    ).sort("account_id", "as_of")
+        "lifecycle_stage", pl.col("arr").cast(pl.Float64), pl.col("seats_purchased").cast(pl.Int64),
+        "contract_start", *[pl.col(c).cast(pl.Date) for c in ("renewal_date", "goal_start", "goal_due")],
+        *[pl.col(m).cast(pl.Float64).round(4) for m in METRICS],
+    )
+    latent = snaps.select("account_id", "as_of").with_columns(health=raw["_health"].round(6))
 
-    lat = np.concatenate(latent, axis=1)
-    truth_latent = pl.DataFrame({
-        "account_id": ids[lat[0].astype(np.int64)],
-        "as_of": lat[1].astype(np.int64),
-        "health": np.round(lat[2], 6),
-    }).with_columns(as_of=(pl.lit(first) + pl.duration(weeks=pl.col("as_of"))).cast(pl.Date)) \
-        .sort("account_id", "as_of")
+    ev = pl.DataFrame({"_i": events[0], "date": events[1], "_e": events[2], "_d": events[3]},
+                      schema={"_i": pl.Int64, "date": pl.Int64, "_e": pl.Int64, "_d": pl.Int64})
+    reasons = pl.Series(REASONS).gather(ev["_d"].clip(0, len(REASONS) - 1))  # used for churn only
+    ev = ev.select(
+        account_id=ids.gather(ev["_i"]),
+        date=pl.col("date").cast(pl.Int32).cast(pl.Date),
+        event=pl.Series(EVENTS).gather(ev["_e"]),
+        details=pl.when(pl.col("_e") == 0).then(reasons)
+        .when(pl.col("_e") == 1).then(pl.format("+{} seats", pl.col("_d")))
+        .otherwise(pl.format("-{} seats", pl.col("_d"))),
+    ).sort("date", "account_id", "event")
+    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev, truth=_truth(latent))
 
-    ev_schema = {"account_id": pl.String, "date": pl.Date, "event": pl.String, "details": pl.String}
-    if events:
-        ev = pl.concat(events)
-        ev = pl.DataFrame({"account_id": ids[ev["_i"].to_numpy()]}).hstack(ev.drop("_i"))
-        ev = ev.with_columns(pl.col("date").cast(pl.Date)).select(list(ev_schema)) \
-            .sort("date", "account_id", "event")
-    else:
-        ev = pl.DataFrame(schema=ev_schema)
 
-    last = latest_week(snaps)
+def _accounts_table(snaps: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
+    """One row per account: attributes as of its latest snapshot, first/last week, churn date."""
     churned = ev.filter(pl.col("event") == "churned").select("account_id", churn_date="date")
-    accounts = (last.select("account_id", "company_name", "segment", "touch_model", "industry", "region",
-                            "csm", "arr", "seats_purchased", "contract_start", "renewal_date",
-                            last_as_of="as_of")
-                .join(snaps.group_by("account_id").agg(first_as_of=pl.col("as_of").min()), on="account_id")
-                .join(churned, on="account_id", how="left")
-                .with_columns(status=pl.when(pl.col("churn_date").is_null()).then(pl.lit("active"))
-                              .otherwise(pl.lit("churned")))
-                .sort("account_id"))
+    span = snaps.group_by("account_id").agg(first_as_of=pl.col("as_of").min())
+    return (latest_week(snaps)
+            .select("account_id", "company_name", "segment", "touch_model", "industry", "region",
+                    "csm", "arr", "seats_purchased", "contract_start", "renewal_date", last_as_of="as_of")
+            .join(span, on="account_id")
+            .join(churned, on="account_id", how="left")
+            .with_columns(status=pl.when(pl.col("churn_date").is_null()).then(pl.lit("active"))
+                          .otherwise(pl.lit("churned")))
+            .sort("account_id"))
 
+
+def _truth(latent: pl.DataFrame) -> Truth:
     effects = pl.DataFrame({
         "metric": list(METRICS),
         "category": [v[0] for v in METRICS.values()],
@@ -583,11 +607,12 @@ def _assemble(n, seg, touch, industry, region, start, names, csm_names, weeks_ou
         "expansion_coef": [v[3] for v in METRICS.values()],
         "description": [v[4] for v in METRICS.values()],
     })
-    seg_rates = pl.DataFrame({
-        "segment": [s for s in SEGMENTS for _ in TOUCH],
-        "touch_model": [t for _ in SEGMENTS for t in TOUCH],
-        "base_annual_churn": [_BASE_RATES[(s, t)][0] for s in SEGMENTS for t in TOUCH],
-        "base_annual_expansion": [_BASE_RATES[(s, t)][1] for s in SEGMENTS for t in TOUCH],
+    keys = [(s, t) for s in SEGMENTS for t in TOUCH]
+    segment_churn = pl.DataFrame({
+        "segment": [s for s, _ in keys], "touch_model": [t for _, t in keys],
+        "base_annual_churn": [_BASE_RATES[k][0] for k in keys],
+        "base_annual_expansion": [_BASE_RATES[k][1] for k in keys],
+        "health_mean": [_HEALTH_MEAN[k] for k in keys],
     })
     other = pl.DataFrame({
         "term": list(_OTHER_TERMS),
@@ -595,9 +620,7 @@ def _assemble(n, seg, touch, industry, region, start, names, csm_names, weeks_ou
         "expansion_coef": [v[1] for v in _OTHER_TERMS.values()],
         "description": [v[2] for v in _OTHER_TERMS.values()],
     })
-    return Portfolio(snapshots=snaps, accounts=accounts, events=ev,
-                     truth=Truth(effects=effects, latent=truth_latent, segment_churn=seg_rates,
-                                 other_terms=other))
+    return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other)
 
 
 # ----------------------------------------------------------------------------- bundled copy
@@ -606,6 +629,16 @@ def sample_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data"
 
 
+SAMPLE_ARGS = {"n_accounts": 2000, "n_weeks": 52, "seed": 7, "end": date(2026, 11, 16)}
+
+
 def load_sample() -> Portfolio:
-    """Load the bundled sample portfolio (2,000 accounts x 52 weeks, seed 7)."""
-    return Portfolio.load(sample_dir())
+    """The bundled sample portfolio (2,000 accounts x 52 weeks, seed 7).
+
+    Read from ``data/`` when it is there (a source checkout); otherwise regenerated in memory,
+    which gives the same tables.
+    """
+    folder = sample_dir()
+    if all((folder / name).exists() for name in Portfolio.FILES):
+        return Portfolio.load(folder)
+    return make_portfolio(**SAMPLE_ARGS)
