@@ -88,6 +88,53 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- score
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    import datetime as dt
+    p = sub.add_parser("score", help="score snapshots with a score model",
+                       description="Calibrate every metric of the model, combine the sub-scores into the score, "
+                                   "band, coverage, trend and drivers, and write one row per account and as_of.",
+                       epilog="example: healthscore score --model data/model.toml --data data/snapshots.parquet "
+                              "--out build/scores.parquet --as-of 2026-11-16")
+    p.add_argument("--model", type=Path, required=True, help="score model TOML file")
+    p.add_argument("--name", help="which definition of a multi-definition model file (default: the first)")
+    p.add_argument("--data", required=True, help="snapshots: CSV, Parquet, Excel, DuckDB file or database URI")
+    p.add_argument("--out", type=Path, required=True, help="output file (.parquet or .csv)")
+    p.add_argument("--as-of", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="score only the latest snapshot date on or before this day (default: every snapshot)")
+    p.add_argument("--overrides", type=Path, help="CSV/Parquet of manual overrides: account_id, metric, value, "
+                                                  "reason, author, created, expires")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from healthscore import files, scoring
+    from healthscore.model import load_model
+    from healthscore.snapshots import read_snapshots
+
+    if args.out.suffix not in (".parquet", ".csv"):
+        raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
+    model = load_model(args.model, args.name)
+    snaps = read_snapshots(args.data)
+    scores = scoring.score_in_chunks(snaps, model, overrides=args.overrides, as_of=args.as_of,
+                                     progress=snaps.height > 200_000)
+    (files.write_parquet if args.out.suffix == ".parquet" else files.write_csv)(scores, args.out)
+    print(f"scored {scores['account_id'].n_unique():,} accounts, {scores.height:,} snapshots with "
+          f"{model.name} {model.version} (hash {model.hash}) -> {args.out}")
+    print(_band_lines(scores, model))
+    return 0
+
+
+def _band_lines(scores, model) -> str:  # noqa: ANN001 - polars frame and ScoreModel
+    from healthscore.scoring import band_summary
+
+    lines = ["accounts per band at their latest snapshot:"]
+    for band, n, mean, share in band_summary(scores, model).select("band", "accounts", "mean_score", "share").rows():
+        mean_text = f"mean score {mean:5.1f}" if mean is not None else ""
+        lines.append(f"  {band:<10} {n:>7,}  {share:6.1%}  {mean_text}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- demo
 # Each step takes the output folder and returns a one-line summary of what it wrote.
 DemoStep = Callable[[Path], str]
@@ -101,8 +148,21 @@ def _demo_sample(out: Path) -> str:
     return portfolio_summary_line(portfolio) + f" -> {out / 'sample_summary.txt'}"
 
 
+def _demo_score(out: Path) -> str:
+    from healthscore import files, scoring
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.model import load_model
+    model = load_model(sample_dir() / "model.toml")
+    scores = scoring.score(load_sample().snapshots, model)
+    files.write_parquet(scores, out / "scores.parquet")
+    counts = scoring.band_summary(scores, model).select("band", "accounts").rows()
+    return (f"{model.name} {model.version} (hash {model.hash}): " + ", ".join(f"{b} {n}" for b, n in counts)
+            + f" accounts at their latest snapshot -> {out / 'scores.parquet'}")
+
+
 def _demo_steps() -> list[tuple[str, DemoStep]]:
-    return [("load the sample portfolio", _demo_sample)]
+    return [("load the sample portfolio", _demo_sample),
+            ("score the sample", _demo_score)]
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -125,7 +185,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
