@@ -33,6 +33,7 @@ __all__ = [
     "check_params",
     "calibrate_expr",
     "fit_params",
+    "describe",
 ]
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
@@ -421,7 +422,8 @@ def _percentile_points(quantiles: Sequence[float]) -> tuple[list[float], list[fl
     """Frozen quantiles -> strictly increasing (raw, percentile) breakpoints.
 
     Quantile ``i`` of ``m`` sits at percentile 100*i/(m-1). A value repeated over several
-    quantiles (a mass point such as 0 logins) gets the middle of its percentile range.
+    quantiles (a mass point such as 0 logins) gets the middle of its percentile range; a
+    constant reference puts its single value at 50.
     """
     q = np.asarray(quantiles, dtype=float)
     pct = np.linspace(0.0, 100.0, len(q))
@@ -440,8 +442,8 @@ def _percentile(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
 
     ``quantiles`` are fitted once by :func:`fit_params` (101 by default: the 0th..100th
     percentile). The value's percentile is interpolated between them, so the current data is
-    never re-ranked. Below the smallest quantile -> 0, above the largest -> 100;
-    lower_is_better -> 100 - percentile.
+    never re-ranked. Below the smallest quantile -> 0, above the largest -> 100, a value tied
+    over several quantiles -> the middle of their range; lower_is_better -> 100 - percentile.
 
     >>> df = pl.DataFrame({"api_calls": [-5.0, 0.0, 15.0, 30.0, 500.0, None]})
     >>> p = {"quantiles": [0, 10, 20, 40, 100]}
@@ -451,7 +453,10 @@ def _percentile(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     [100.0, 100.0, 62.5, 37.5, 0.0, None]
     """
     xs, ys = _percentile_points(p["quantiles"])
-    return _flip(_interp(_clean(pl.col(col)), xs, ys), direction)
+    x = _clean(pl.col(col))
+    # strictly outside the reference range is 0 / 100 even when the end quantiles are tied
+    pct = pl.when(x < xs[0]).then(0.0).when(x > xs[-1]).then(100.0).otherwise(_interp(x, xs, ys))
+    return _flip(pct, direction)
 
 
 def _log_z(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
@@ -687,3 +692,87 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
         "rates": [float(r) for r in rates],
         "counts": [int(c) for c in counts],
     }
+
+
+# --------------------------------------------------------------------------------------------
+# plain-English description for reports
+
+
+def _fmt(x: float, unit: str = "") -> str:
+    text = f"{float(x):,.4g}" if abs(float(x)) < 1e6 else f"{float(x):,.0f}"
+    return f"{text} {unit}".rstrip()
+
+
+def _describe_points(points: Sequence[Sequence[float]], unit: str, pct: bool = False) -> str:
+    def raw(v: float) -> str:
+        return f"{float(v):+.0%}" if pct else _fmt(v, unit)
+
+    parts = []
+    for i, (x, s) in enumerate(points):
+        tail = " or less" if i == 0 else " or more" if i == len(points) - 1 else ""
+        parts.append(f"{_fmt(s)} at {raw(x)}{tail}")
+    return ", ".join(parts) + ", linear in between"
+
+
+def _describe_steps(edges: Sequence[float], scores: Sequence[float], unit: str) -> str:
+    if not edges:
+        return f"{_fmt(scores[0])} for every value"
+    parts = [f"below {_fmt(edges[0], unit)}: {_fmt(scores[0])}"]
+    parts += [f"{_fmt(a)} to {_fmt(b, unit)}: {_fmt(s)}" for a, b, s in zip(edges, edges[1:], scores[1:])]
+    parts.append(f"{_fmt(edges[-1], unit)} or more: {_fmt(scores[-1])}")
+    return "; ".join(parts)
+
+
+def describe(method: str, params: Mapping[str, Any], direction: str = "higher_is_better", unit: str = "") -> str:
+    """One plain-English line saying how raw values become scores, for reports and tooltips.
+
+    >>> describe("thresholds", {"points": [[0, 0], [5, 100]]}, unit="login days")
+    '0 at 0 login days or less, 100 at 5 login days or more, linear in between'
+    >>> describe("steps", {"edges": [7, 9], "scores": [0, 50, 100]})
+    'below 7: 0; 7 to 9: 50; 9 or more: 100'
+    >>> describe("categorical", {"map": {"1": 0, "5": 100}, "labels": {"1": "at risk"}})
+    '1 (at risk): 0; 5: 100'
+    """
+    p = dict(params)
+    lower = direction == "lower_is_better"
+    if method == "thresholds":
+        return _describe_points(p["points"], unit)
+    if method == "steps":
+        return _describe_steps(p["edges"], p["scores"], unit)
+    if method == "monotone_bins":
+        if "edges" not in p:
+            return "bins fitted against an outcome (not fitted yet)"
+        return _describe_steps(p["edges"], p["scores"], unit) + " (bins fitted against the outcome)"
+    if method == "goal":
+        q = {**_DEFAULTS["goal"], **p}
+        return (f"progress against a goal of {_fmt(q['target'], unit)} pro-rated from {q['start_column']} to "
+                f"{q['due_column']}: 0 at {q['zero_at']:.0%} of the expected progress, 100 at "
+                f"{q['full_at']:.0%} or more" + (" (reversed)" if lower else ""))
+    if method == "trend":
+        q = {**_DEFAULTS["trend"], **p}
+        return (f"change of the mean over the last {q['window']} snapshots against the {q['window']} before: "
+                + _describe_points(q["points"], "", pct=True))
+    if method == "percentile":
+        if "quantiles" not in p:
+            return "percentile in a reference population (not fitted yet)"
+        qs = p["quantiles"]
+        median = float(np.interp(0.5, np.linspace(0, 1, len(qs)), qs))
+        best = "lowest" if lower else "highest"
+        return (f"percentile in the reference population (median {_fmt(median, unit)}); "
+                f"the {best} values score 100")
+    if method == "log_z":
+        if "center" not in p or "scale" not in p:
+            return "log-scale z-score against a reference population (not fitted yet)"
+        clip = float(p.get("clip", _DEFAULTS["log_z"]["clip"]))
+        c, s = float(p["center"]), float(p["scale"])
+        low, mid, high = (math.expm1(c - clip * s), math.expm1(c), math.expm1(c + clip * s))
+        a, b = (100, 0) if lower else (0, 100)
+        return (f"{a} at {_fmt(low, unit)} or less, 50 at {_fmt(mid, unit)}, {b} at {_fmt(high, unit)} or more, "
+                "on a log scale")
+    if method == "boolean":
+        return f"yes: {_fmt(p['true_score'])}, no: {_fmt(p['false_score'])}"
+    if method == "categorical":
+        labels = {str(k): v for k, v in p.get("labels", {}).items()}
+        return "; ".join(f"{k}{f' ({labels[str(k)]})' if str(k) in labels else ''}: {_fmt(v)}"
+                         for k, v in p["map"].items())
+    raise ValueError(check_params(method, p)[0])
