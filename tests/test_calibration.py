@@ -279,13 +279,26 @@ def test_monotone_bins_pools_violators_and_scores_by_rate():
     values, outcome = staircase()
     fitted = fit_params("monotone_bins", values, {"n_bins": 4, "min_bin_size": 50}, outcome=outcome)
     # bins 1 (20%) and 2 (30%) violate "risk falls as the metric rises" and are pooled at 25%
-    assert fitted["edges"] == pytest.approx([249.75, 749.25])
+    assert fitted["edges"] == [250.0, 750.0]  # each bin starts at a value seen in the data
     assert fitted["rates"] == pytest.approx([0.4, 0.25, 0.1])
     assert fitted["counts"] == [250, 500, 250]
     assert fitted["scores"] == pytest.approx([0, 50, 100])
     assert check_params("monotone_bins", fitted, "higher_is_better") == []
-    assert run([0.0, 249.7, 249.75, 749.2, 749.25, 5000.0, None], "monotone_bins", fitted) == [
+    assert run([0.0, 249.9, 250.0, 749.9, 750.0, 5000.0, None], "monotone_bins", fitted) == [
         0, 0, 50, 50, 100, 100, None]
+
+
+def test_monotone_bins_keep_the_tail_above_a_mass_point():
+    # 90% of accounts have no severe ticket; quantile edges alone would leave a single bin
+    values = pl.Series("high_sev_tickets", [0.0] * 900 + [1.0] * 60 + [2.0] * 30 + [4.0] * 10)
+    outcome = pl.Series("churned", [False] * 855 + [True] * 45 + [False] * 48 + [True] * 12
+                        + [False] * 21 + [True] * 9 + [False] * 5 + [True] * 5)
+    fitted = fit_params("monotone_bins", values, {"n_bins": 10, "min_bin_size": 10}, "lower_is_better",
+                        outcome=outcome)
+    assert fitted["edges"] == [1.0, 2.0, 4.0]
+    assert fitted["counts"] == [900, 60, 30, 10]
+    assert fitted["rates"] == pytest.approx([0.05, 0.2, 0.3, 0.5])
+    assert fitted["scores"] == pytest.approx([100, 100 * 0.3 / 0.45, 100 * 0.2 / 0.45, 0])
 
 
 def test_monotone_bins_lower_is_better_and_no_signal():
