@@ -918,6 +918,21 @@ class Evaluation:
         """
         return _report_html(self, path, title)
 
+    def save(self, folder: str | os.PathLike[str]) -> list[str]:
+        """Write the report and its tables into ``folder``: ``evaluation.html``, ``evaluation.csv``
+        (model x metrics), ``evaluation_segments.csv``, ``evaluation_bands.csv`` and one
+        ``probability_<model>.json`` per model. Every file is written atomically."""
+        from healthscore import files
+
+        folder = os.fspath(folder)
+        paths = [os.path.join(folder, "evaluation.html")]
+        self.to_html(paths[0])
+        for name, frame in [("evaluation.csv", self.table), ("evaluation_segments.csv", self.segments),
+                            ("evaluation_bands.csv", self.bands)]:
+            paths.append(os.path.join(folder, name))
+            files.write_csv(frame, paths[-1])
+        return paths + self.save_probability_maps(folder)
+
     def save_probability_maps(self, folder: str | os.PathLike[str]) -> list[str]:
         """Write each model's probability map as ``probability_<model>.json`` into ``folder``."""
         paths = []
@@ -926,6 +941,20 @@ class Evaluation:
             pm.save(p)
             paths.append(p)
         return paths
+
+
+def key_table_text(ev: Evaluation) -> str:
+    """The head-to-head table as fixed-width text (what the command line prints)."""
+    head = (f"{'model':<24} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
+            f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
+    lines = [f"{ev.outcome} within {_horizon_words(ev.horizon)}; holdout {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+             f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
+    for r in ev.table.iter_rows(named=True):
+        ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
+        lines.append(f"{r['model'][:24]:<24} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
+                     f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
+                     f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}")
+    return "\n".join(lines)
 
 
 def _slug(name: str) -> str:
@@ -1085,7 +1114,7 @@ def reliability_chart(rel: pl.DataFrame) -> Any:
         y=alt.Y("observed:Q", title="observed event rate"),
         tooltip=["model:N", "count:Q", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed:Q", format=".3f")])
-    bars = base.mark_errorbar().encode(y="lower:Q", y2="upper:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("lower:Q", title="observed event rate"), y2="upper:Q")
     return (diag + bars + pts).properties(title="Reliability: predicted vs observed", width=360, height=300)
 
 
@@ -1106,10 +1135,12 @@ def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None 
         color=alt.Color("band:N", scale=band_scale(names), title="band"),
         tooltip=["model:N", "band:N", "count:Q", "events:Q", alt.Tooltip("rate:Q", format=".1%"),
                  alt.Tooltip("lower:Q", format=".1%"), alt.Tooltip("upper:Q", format=".1%")])
-    err = base.mark_errorbar(color="#333").encode(y="lower:Q", y2="upper:Q")
+    err = base.mark_errorbar(color="#333").encode(y=alt.Y("lower:Q", title=f"share {outcome} within horizon"),
+                                                  y2="upper:Q")
     label = base.mark_text(dy=-8, fontSize=10).encode(y="upper:Q", text=alt.Text("rate:Q", format=".1%"))
+    models = bands["model"].unique(maintain_order=True).to_list() if bands.height else []
     return (alt.layer(bars, err, label, data=bands).properties(width=200, height=240)
-            .facet(column=alt.Column("model:N", title=None))
+            .facet(column=alt.Column("model:N", title=None, sort=models))
             .properties(title=f"{outcome.capitalize()} rate by band (95% Wilson interval)"))
 
 
@@ -1130,15 +1161,16 @@ def lift_chart(gains: pl.DataFrame) -> Any:
 def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
     """Mean score by weeks before the event, with 95% bands, for accounts with and without it."""
     alt = _alt()
-    x = alt.X("weeks_before:Q", title=f"weeks before {outcome} (or before the end of the data)",
+    x = alt.X("weeks_before:Q", title=f"weeks before {outcome} / data end",
               scale=alt.Scale(reverse=True))
     base = alt.Chart().encode(x=x, color=alt.Color("group:N", title="accounts"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lower:Q", title="mean score"), y2="upper:Q")
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lower:Q", title="mean score"), y2="upper:Q")
     line = base.mark_line(strokeWidth=2).encode(
         y="mean_score:Q",
         tooltip=["group:N", "weeks_before:Q", alt.Tooltip("mean_score:Q", format=".1f"), "accounts:Q"])
+    models = traj["model"].unique(maintain_order=True).to_list() if traj.height else []
     return (alt.layer(band, line, data=traj).properties(width=300, height=240)
-            .facet(column=alt.Column("model:N", title=None))
+            .facet(column=alt.Column("model:N", title=None, sort=models))
             .properties(title=f"Score trajectories before {outcome}"))
 
 
@@ -1176,7 +1208,7 @@ _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_k": ("capacity", ",d"), "capacity_cutoff": ("capacity cut-off", ".1f"),
     "capacity_precision": ("capacity precision", ".0%"), "capacity_recall": ("capacity recall", ".0%"),
     "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "lower": ("low", ".1%"),
-    "upper": ("high", ".1%"),
+    "upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
 }
 
 
@@ -1210,7 +1242,13 @@ def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> str
 
 
 _KEY_COLUMNS = ["model", "rows", "events", "event_rate", "auc", "auc_lower", "auc_upper", "pr_auc",
-                "lift_top10", "capture_top10", "brier", "ece", "alarm_precision", "alarm_recall"]
+                "lift_top10", "capture_top10"]
+_CALIBRATION_COLUMNS = ["model", "brier", "ece", "scored"]
+_ALARM_COLUMNS = ["model", "alarm_band", "alarm_flagged", "alarm_precision", "alarm_recall", "false_alarms", "misses"]
+_CUTOFF_COLUMNS = ["model", "precision_target", "precision_cutoff", "precision_cutoff_recall", "capacity_k",
+                   "capacity_cutoff", "capacity_precision", "capacity_recall"]
+_SEGMENT_COLUMNS = ["model", "segment", "rows", "events", "event_rate", "auc", "auc_lower", "auc_upper",
+                    "lift_top10", "alarm_precision", "alarm_recall"]
 
 
 def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str | None) -> str:
@@ -1252,17 +1290,16 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
        "should separate clearly; a band whose interval overlaps its neighbour adds little.")
     chart(charts["bands"])
     show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "lower", "upper"])})
-    alarm_cols = ["model", "alarm_band", "alarm_flagged", "alarm_precision", "alarm_recall", "false_alarms",
-                  "misses", "precision_target", "precision_cutoff", "precision_cutoff_recall", "capacity_k",
-                  "capacity_cutoff", "capacity_precision", "capacity_recall"]
     md("### Alarms and cut-offs\n\nFalse alarms are flagged accounts without the event, misses are events outside "
        "the alarm band. The precision cut-off flags as many accounts as possible while keeping precision at the "
        "target; the capacity cut-off fits the weekly number of accounts a CS team can work.")
-    show({"text/html": html_table(ev.table, alarm_cols)})
+    show({"text/html": html_table(ev.table, _ALARM_COLUMNS)})
+    show({"text/html": html_table(ev.table, _CUTOFF_COLUMNS)})
     if ev.reliability.height:
         md("## Calibration\n\nEach score is read as a probability through a map fitted on the training rows. "
            "Points on the diagonal mean the stated probabilities come true on the holdout.")
         chart(charts["reliability"])
+        show({"text/html": html_table(ev.table, _CALIBRATION_COLUMNS)})
         lines = [f"- **{name}**: {pm.explain(30)}; {pm.explain(70)}" for name, pm in ev.probability_maps.items()]
         md("\n".join(lines))
     md(f"## Score trajectories\n\nMean score over the weeks before the {ev.outcome} event, against accounts "
@@ -1270,10 +1307,8 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
     chart(charts["trajectories"])
     if ev.by is not None:
         md(f"## By {ev.by}")
-        show({"text/html": html_table(ev.segments.rename({ev.by: "segment"}) if ev.by != "segment" else ev.segments,
-                                      ["model", "segment", "rows", "events", "event_rate", "auc", "auc_lower",
-                                       "auc_upper", "pr_auc", "lift_top10", "brier", "alarm_precision",
-                                       "alarm_recall"])})
+        seg = ev.segments.rename({ev.by: "segment"}) if ev.by != "segment" else ev.segments
+        show({"text/html": html_table(seg, _SEGMENT_COLUMNS)})
     md("<p class=\"muted\">AUC intervals: DeLong, with placement values summed per account (clustered), since "
        "weekly snapshots of one account are not independent. Generated by healthscore; model hashes: "
        + ", ".join(f"{r['model']} {r['model_hash']}" for r in ev.table.iter_rows(named=True)) + ".</p>")
