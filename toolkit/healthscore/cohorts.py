@@ -110,7 +110,9 @@ def _format_p(p: float) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.1f}%" if 0 < abs(x) < 0.1 else f"{100 * x:.0f}%"
 
 
 def _money(x: float | None) -> str:
@@ -202,8 +204,8 @@ def cross_section(scores: pl.DataFrame, as_of: str | dt.date | None = None,
     """Each account's latest snapshot on or before ``as_of`` (default: the last date), leaving out
     accounts that churned on or before that date according to ``events``."""
     when = _snap_date(scores, as_of, "as_of")
-    rows = (scores.filter(pl.col("as_of") <= when).sort(KEYS)
-            .group_by("account_id").agg(pl.all().last()))
+    rows = (scores.lazy().filter(pl.col("as_of") <= when)
+            .filter(pl.col("as_of") == pl.col("as_of").max().over("account_id")).collect())
     if events is not None and events.height:
         gone = (events.filter((pl.col("event") == "churned") & (pl.col("date") <= when))
                 .select(pl.col("account_id").cast(rows.schema["account_id"])).unique())
@@ -289,8 +291,8 @@ class CohortComparison:
             p = pair["p_adjusted"] if pair else t["p_adjusted"]
             verdict = "a significant difference" if t["significant"] else "not a significant difference"
             out.append(
-                f"{hi_row['cohort']} accounts churn at {_pct(hi_row['churn_rate'])} per {self.horizon} vs "
-                f"{_pct(lo_row['churn_rate'])} for {lo_row['cohort']} ({_format_p(p)}; "
+                f"{self._who(hi_row['cohort'])} churn at {_pct(hi_row['churn_rate'])} per {self.horizon} vs "
+                f"{_pct(lo_row['churn_rate'])} for {self._who(lo_row['cohort'])} ({_format_p(p)}; "
                 f"{verdict} across {dim} cohorts, {_format_p(t['p_adjusted'])}).")
         if "score" in tests and s.height >= 2:
             t = tests["score"]
@@ -325,6 +327,9 @@ class CohortComparison:
                        f"({', '.join(small.get_column('cohort').to_list()[:5])}"
                        f"{' ...' if small.height > 5 else ''}); their figures are uncertain.")
         return out
+
+    def _who(self, cohort: str) -> str:
+        return f"accounts with {cohort}" if self.by == ["handovers"] else f"{cohort} accounts"
 
     def _pair(self, metric: str, a: str, b: str) -> dict[str, Any] | None:
         rows = self.tests.filter(
@@ -383,7 +388,7 @@ def compare_cohorts(
     if not by:
         raise ValueError("by is empty: name at least one attribute, e.g. by='segment'")
     _require(scores, ["account_id", "as_of", "score"], "the score frame")
-    frame = with_derived(scores)
+    frame = with_derived(_narrow(scores, by))
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(
@@ -445,6 +450,13 @@ def compare_cohorts(
     return CohortComparison(by=by, as_of=when, summary=summary, tests=tests, band_mix=band_mix, bands=bands,
                             outcome=outcome, horizon=horizon, label_dates=label_dates,
                             min_size=min_size, alpha=alpha, correction=correction)
+
+
+def _narrow(scores: pl.DataFrame, by: Sequence[str], extra: Sequence[str] = ()) -> pl.DataFrame:
+    """Only the columns a comparison needs (score frames are wide: sub_, cat_, drv_ per metric)."""
+    sources = {"signup_quarter": "contract_start", "arr_band": "arr", "handovers": "csm"}
+    want = [*KEYS, "score", "band", "arr", *by, *[sources.get(b, b) for b in by], *extra]
+    return scores.select(list(dict.fromkeys(c for c in want if c in scores.columns)))
 
 
 def _is_attribute(col: str) -> bool:
@@ -847,14 +859,15 @@ def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -
     quartile box, median tick); cohort sizes in the tooltip."""
     data = summary.select("cohort", "accounts", "score_p10", "score_q1", "score_median", "score_q3", "score_p90",
                           "small").to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=dimension.replace("_", " "), sort=None))
+    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
     tip = [alt.Tooltip("cohort:N"), alt.Tooltip("accounts:Q"), alt.Tooltip("score_median:Q", format=".0f"),
            alt.Tooltip("score_q1:Q", format=".0f"), alt.Tooltip("score_q3:Q", format=".0f")]
     whisker = base.mark_rule(color="#555").encode(x=alt.X("score_p10:Q", title="score (0-100)",
                                                           scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q")
     box = base.mark_bar(size=14, color=charts.SERIES_COLOURS[2]).encode(x="score_q1:Q", x2="score_q3:Q", tooltip=tip)
     median = base.mark_tick(color="#000", thickness=2, size=14).encode(x="score_median:Q", tooltip=tip)
-    return (whisker + box + median).properties(title="Score by cohort (box: quartiles, line: 10th-90th percentile)")
+    return (whisker + box + median).properties(
+        title=f"Score by {dimension.replace('_', ' ')} (box: quartiles, line: 10th-90th percentile)")
 
 
 def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "cohort") -> alt.Chart:
@@ -865,26 +878,28 @@ def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "c
     data = band_mix.with_columns(
         order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))).to_pandas()
     return alt.Chart(data).mark_bar().encode(
-        y=alt.Y("cohort:N", title=dimension.replace("_", " ")),
+        y=alt.Y("cohort:N", title=None),
         x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
         color=alt.Color("band:N", scale=charts.band_scale(order, colours), title="band"),
         order=alt.Order("order:Q"),
         tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
-    ).properties(title="Band mix by cohort")
+    ).properties(title=f"Band mix by {dimension.replace('_', ' ')}")
 
 
 def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
                dimension: str = "cohort") -> alt.LayerChart:
     """Rate per cohort (point) with its Wilson interval (rule)."""
     data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lo").alias("lo"),
-                          pl.col(f"{prefix}_hi").alias("hi"), "small").to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=dimension.replace("_", " "), sort=None))
+                          pl.col(f"{prefix}_hi").alias("hi"),
+                          size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough"))
+                          ).to_pandas()
+    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
     rule = base.mark_rule(color="#555").encode(x=alt.X("lo:Q", axis=alt.Axis(format="%"), title=title), x2="hi:Q")
     point = base.mark_point(filled=True, size=60, color=charts.SERIES_COLOURS[0]).encode(
-        x="rate:Q", shape=alt.Shape("small:N", title="small cohort"),
+        x="rate:Q", shape=alt.Shape("size:N", title="cohort size"),
         tooltip=["cohort:N", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
                  alt.Tooltip("hi:Q", format=".1%")])
-    return (rule + point).properties(title=f"{title} (95% Wilson interval)")
+    return (rule + point).properties(title=f"{title} by {dimension.replace('_', ' ')} (95% Wilson interval)")
 
 
 def trend_chart(trend: pl.DataFrame) -> alt.Chart:
@@ -902,7 +917,7 @@ def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None 
     order = bands + sorted((set(long.get_column("from_band")) | set(long.get_column("to_band"))) - set(bands))
     data = long.to_pandas()
     base = alt.Chart(data).encode(
-        x=alt.X("to_band:N", sort=order, title=f"band at {end}" if end else "band at end"),
+        x=alt.X("to_band:N", sort=order, title=f"band at {end}" if end else "band at end", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("from_band:N", sort=order, title=f"band at {start}" if start else "band at start"))
     cells = base.mark_rect().encode(
         color=alt.Color("accounts:Q", scale=alt.Scale(scheme="blues"), title="accounts"),
@@ -979,6 +994,91 @@ class CohortReview:
         return "\n\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:])
 
 
+    def heading(self) -> str:
+        """Markdown title block: dimension, period, model stamp when the frame carries one."""
+        stamp = self.portfolio.get("model")
+        return (f"# Cohort review by {self.comparison.dimension.replace('_', ' ')}\n\n"
+                f"Period {self.date_from} to {self.date_to}" + (f" · score model {stamp}" if stamp else "")
+                + f" · outcome rates per {self.comparison.horizon}, labelled point-in-time.")
+
+    def cohort_table(self) -> str:
+        """HTML table, one row per cohort: size, ARR, score, worst-band share, outcome rates."""
+        s = self.comparison.summary
+        worst = self.portfolio["worst_band"]
+        cols: dict[str, pl.Expr] = {
+            "cohort": pl.col("cohort"), "accounts": pl.col("accounts"),
+            "ARR": pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
+            "median score": pl.col("score_median").round(0),
+            "quartiles": pl.format("{} to {}", pl.col("score_q1").round(0), pl.col("score_q3").round(0)),
+        }
+        if f"share_{worst}" in s.columns:
+            cols[f"in {worst}"] = _pct_expr(pl.col(f"share_{worst}"))
+        for prefix, label in [("churn", "churn"), ("expansion", "expansion")]:
+            if f"{prefix}_rate" in s.columns:
+                cols[f"{label} per {self.comparison.horizon} (95% CI)"] = pl.format(
+                    "{} ({} to {})", _pct_expr(pl.col(f"{prefix}_rate")), _pct_expr(pl.col(f"{prefix}_lo")),
+                    _pct_expr(pl.col(f"{prefix}_hi")))
+        cols["small cohort"] = pl.when(pl.col("small")).then(pl.lit("yes")).otherwise(pl.lit(""))
+        return html_table(s.select(**cols))
+
+    def tests_table(self, kind: str = "omnibus") -> str:
+        """HTML table of the tests of ``kind`` with raw and adjusted p-values and effect sizes."""
+        t = self.comparison.tests.filter(pl.col("kind") == kind)
+        if kind == "pairwise":
+            t = t.filter(pl.col("significant"))
+        return html_table(t.select(
+            what=pl.col("metric").str.replace("_", " "), test=pl.col("test"),
+            **({"between": pl.format("{} vs {}", pl.col("group_a"), pl.col("group_b"))} if kind == "pairwise" else {}),
+            p=pl.col("p_value").map_elements(_format_p, return_dtype=pl.Utf8),
+            adjusted=pl.col("p_adjusted").map_elements(_format_p, return_dtype=pl.Utf8),
+            effect=pl.format("{} {}", pl.col("effect_measure").str.replace("_", " "), pl.col("effect_size").round(2)),
+            significant=pl.when(pl.col("significant")).then(pl.lit("yes")).otherwise(pl.lit("no"))))
+
+    def movers_table(self) -> str:
+        """HTML table of the biggest movers with the metrics behind their change."""
+        m = self.movers
+        name = pl.col("company_name") if "company_name" in m.columns else pl.col("account_id")
+        return html_table(m.select(
+            account=name, **({"segment": pl.col("segment")} if "segment" in m.columns else {}),
+            change=pl.col("change").round(1), band=pl.format("{} → {}", pl.col("band_start"), pl.col("band_end")),
+            **({"drivers": pl.col("drivers")} if "drivers" in m.columns else {})))
+
+    def csm_table(self) -> str:
+        """HTML table of the portfolio per CSM (alphabetical)."""
+        if self.csm is None:
+            return "<p>No CSM column in the data.</p>"
+        c = self.csm.portfolio
+        return html_table(c.select(
+            CSM=pl.col("csm"), accounts=pl.col("accounts"),
+            ARR=pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
+            **{f"in {self.portfolio['worst_band']}": _pct_expr(pl.col("share_red")),
+               f"ARR in {self.portfolio['worst_band']}": pl.col("arr_red").map_elements(_money, return_dtype=pl.Utf8)},
+            **{"accounts with a handover": _pct_expr(pl.col("with_handover"))}))
+
+    def charts(self) -> dict[str, Any]:
+        """Every chart of the review by name."""
+        out: dict[str, Any] = dict(self.comparison.charts())
+        out["trend"] = trend_chart(self.trend)
+        out["migration"] = migration_chart(self.migration_long, self.comparison.bands, self.date_from, self.date_to)
+        if self.csm is not None and "churn" in self.csm.handovers.charts():
+            out["handovers_churn"] = self.csm.handovers.charts()["churn"]
+        return out
+
+
+def _pct_expr(e: pl.Expr) -> pl.Expr:
+    return pl.format("{}%", (e * 100).round(1))
+
+
+def html_table(frame: pl.DataFrame) -> str:
+    """A plain HTML table (no index, no dtypes) for static reports."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.iter_rows())
+    return f'<table class="hs-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: str | Sequence[str] = "segment",
                   date_from: str | dt.date | None = None, date_to: str | dt.date | None = None,
                   horizon: str = "90d", movers: int = 10) -> CohortReview:
@@ -1022,7 +1122,57 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
         "into_worst": int(moves.filter((pl.col("to_band") == worst) & (pl.col("from_band") != worst))
                           .get_column("accounts").sum()),
     }
+    if "model_name" in frame.columns and frame.height:
+        last = frame.row(frame.height - 1, named=True)
+        portfolio["model"] = f"{last['model_name']} {last.get('model_version') or ''} ({last.get('model_hash') or ''})"
     portfolio["arr_at_risk_share"] = portfolio["arr_at_risk"] / total_arr if total_arr else float("nan")
     csm = csm_view(frame, events, as_of=d1, horizon=horizon) if "csm" in frame.columns else None
     return CohortReview(by=by, date_from=d0, date_to=d1, comparison=comparison, trend=trend, migration=matrix,
                         migration_long=long, movers=mv, portfolio=portfolio, csm=csm)
+
+
+# ------------------------------------------------------------------------------------------
+# edge: files in, review out (used by notebooks/cohort_review.ipynb and `healthscore review`)
+def _read_frame(path: str) -> pl.DataFrame:
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file; pass snapshots or the scores written by 'healthscore score'")
+    if p.suffix.lower() in {".parquet", ".pq"}:
+        return pl.read_parquet(p)
+    if p.suffix.lower() == ".csv":
+        return pl.read_csv(p, try_parse_dates=True, infer_schema_length=10_000)
+    from healthscore.snapshots import read_snapshots  # Excel, DuckDB, SQL URIs
+
+    return read_snapshots(path)
+
+
+def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | None = None,
+                       model: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Read what the review needs: ``data`` is a score frame (has a ``score`` column) or snapshots,
+    which are then scored with ``model``; ``events`` is optional. Returns (scores, events)."""
+    frame = data if isinstance(data, pl.DataFrame) else _read_frame(str(data))
+    if "score" not in frame.columns:
+        if model is None:
+            raise ValueError(f"{data}: these are snapshots without a 'score' column; pass --model to score them")
+        from healthscore.model import load_model
+        from healthscore.scoring import score
+        from healthscore.snapshots import read_snapshots
+
+        frame = score(read_snapshots(frame), load_model(model))
+    ev = None
+    if events is not None:
+        from healthscore.snapshots import read_events
+
+        ev = read_events(events)
+    return frame, ev
+
+
+def review_from_files(data: str, events: str | None = None, model: str | None = None, by: str = "segment",
+                      date_from: str | None = None, date_to: str | None = None,
+                      horizon: str = "90d") -> CohortReview:
+    """:func:`cohort_review` from file paths; ``by`` may name several attributes joined by commas."""
+    scores, ev = load_review_inputs(data, events, model)
+    dims = [b.strip() for b in by.split(",") if b.strip()] if isinstance(by, str) else list(by)
+    return cohort_review(scores, ev, by=dims, date_from=date_from or None, date_to=date_to or None, horizon=horizon)
