@@ -198,6 +198,58 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- scorecards
+def _add_scorecards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "scorecards", help="render one shareable HTML scorecard per account",
+        description="Run notebooks/scorecard.ipynb for each account (warm kernels, parameters injected as "
+                    "papermill does) and export static, self-contained HTML without code: score and band, "
+                    "26-week trend, scores by area, the metric table, what changed, peer percentiles and the "
+                    "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv. "
+                    "Accounts already rendered from the same model, data and notebook are skipped. Exit 1 "
+                    "when any account failed (see the manifest).",
+        epilog="example: healthscore scorecards --model data/model.toml --scores build/scores.parquet "
+               "--snapshots data/snapshots.parquet --accounts segment=enterprise --out build/scorecards")
+    p.add_argument("--model", type=Path, required=True, help="the score model TOML that produced the scores")
+    p.add_argument("--scores", type=Path, required=True, help="score frame from 'healthscore score' (.parquet/.csv)")
+    p.add_argument("--accounts", default="all", metavar="all|ID,...|COLUMN=VALUE",
+                   help="which accounts: all (default), a comma-separated list of ids, or e.g. segment=smb")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--snapshots", type=Path, help="snapshots file, for the raw metric values in the metric table")
+    p.add_argument("--as-of", metavar="YYYY-MM-DD", help="report on this date (default: each account's latest)")
+    p.add_argument("--internal", action="store_true",
+                   help="add internal-only fields (CSM, ARR, churn probability): never send these to customers")
+    p.add_argument("--probability", type=Path, metavar="JSON",
+                   help="probability map from 'healthscore evaluate' (shown with --internal)")
+    p.add_argument("--peer-by", default="segment", help="attribute that defines the peer cohort (default segment)")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one warm kernel each (default 2)")
+    p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
+    p.set_defaults(func=_cmd_scorecards)
+
+
+def _cmd_scorecards(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from healthscore import reports
+
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give at least 1")
+    if args.as_of:
+        try:
+            dt.date.fromisoformat(args.as_of)
+        except ValueError:
+            raise UserError(f"--as-of {args.as_of!r}: give a date as YYYY-MM-DD") from None
+    try:
+        run = reports.render_scorecards(
+            args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
+            as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability, snapshots=args.snapshots,
+            force=args.force)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(run.summary())
+    return 0 if run.ok else 1
+
+
 # ---------------------------------------------------------------- demo
 # Each step takes the output folder and returns a one-line summary of what it wrote.
 DemoStep = Callable[[Path], str]
@@ -238,10 +290,29 @@ def _demo_evaluate(out: Path) -> str:
             + f"; best {best['model']} -> {out / 'evaluation' / 'evaluation.html'}")
 
 
+def _demo_scorecards(out: Path) -> str:
+    from healthscore import files, reports, scoring
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.model import load_model
+    model_path = sample_dir() / "model.toml"
+    scores_path = out / "scores.parquet"
+    if not scores_path.is_file():  # the score step did not run first
+        files.write_parquet(scoring.score(load_sample().snapshots, load_model(model_path)), scores_path)
+    snapshots = sample_dir() / "snapshots.parquet"
+    scores = reports.load_scores(scores_path)
+    ids = reports.one_per_band(scores)
+    run = reports.render_scorecards(scores_path, model_path, ids, out / "scorecards", progress=False,
+                                    snapshots=snapshots if snapshots.is_file() else load_sample().snapshots)
+    names = dict(zip(run.manifest["account_id"], run.manifest["status"]))
+    return (", ".join(f"{a} {names[a]}" for a in ids) + f" (one green, yellow, red) -> "
+            f"{out / 'scorecards' / 'index.html'}")
+
+
 def _demo_steps() -> list[tuple[str, DemoStep]]:
     return [("load the sample portfolio", _demo_sample),
             ("score the sample", _demo_score),
-            ("evaluate the models on a time-split holdout", _demo_evaluate)]
+            ("evaluate the models on a time-split holdout", _demo_evaluate),
+            ("render a few scorecards", _demo_scorecards)]
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -264,7 +335,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_evaluate, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_evaluate, _add_scorecards, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

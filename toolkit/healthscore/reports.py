@@ -256,14 +256,15 @@ def _label(obj: Any, fallback: str) -> str:
 def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: dt.date | str | None = None,
                    variant: str | None = None, internal: bool = False,
                    cohort: pl.DataFrame | None = None, peer_by: str = "segment",
-                   probabilities: pl.DataFrame | None = None,
+                   probabilities: Any = None,
                    snapshots: pl.DataFrame | None = None) -> Scorecard:
     """Build one account's :class:`Scorecard` from a score frame (``hs.score`` output) and its model.
 
     ``as_of`` defaults to the account's latest snapshot; ``cohort`` is a ``peer_figures`` frame
     (computed from ``scores`` when None). Raw metric values come from the score frame when it
-    carries the metric columns, else from ``snapshots``. ``probabilities`` (internal only) maps
-    ``band`` to ``churn_probability``. Raises ``ValueError`` naming the account when it has no rows.
+    carries the metric columns, else from ``snapshots``. ``probabilities`` (internal only) is a
+    fitted ``evaluation.ProbabilityMap`` that reads the score as a probability of the outcome.
+    Raises ``ValueError`` naming the account when it has no rows.
 
     >>> # see tests/test_scorecards.py for complete examples on a sample portfolio
     """
@@ -365,12 +366,10 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     if internal:
         internal_fields = {k: cur.get(k) for k in ("csm", "arr", "renewal_date", "segment", "lifecycle_stage")
                            if k in rows.columns}
-        if "churn_probability" in rows.columns:
-            internal_fields["churn_probability"] = cur["churn_probability"]
-        elif probabilities is not None and cur.get("band") is not None:
-            hit = probabilities.filter(pl.col("band") == cur["band"])
-            if hit.height:
-                internal_fields["churn_probability"] = float(hit["churn_probability"][0])
+        if probabilities is not None and cur.get("score") is not None:
+            outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
+            key = f"{outcome} probability ({getattr(probabilities, 'horizon', '')})"
+            internal_fields[key] = float(probabilities.predict([cur["score"]])[0])
 
     band = cur.get("band")
     return Scorecard(
@@ -551,14 +550,14 @@ def _internal_html(card: Scorecard) -> str:
     if not card.internal:
         return ""
     names = {"csm": "CSM", "arr": "ARR", "renewal_date": "Renewal date", "segment": "Segment",
-             "lifecycle_stage": "Lifecycle stage", "churn_probability": "Churn probability (90 days)"}
+             "lifecycle_stage": "Lifecycle stage"}
     rows = []
     for key, value in card.internal.items():
         if key == "arr" and value is not None:
             value = f"{value:,.0f}"
-        elif key == "churn_probability" and value is not None:
+        elif key.endswith(")") and "probability" in key and value is not None:
             value = f"{value:.0%}"
-        rows.append(f"<tr><th>{_e(names.get(key, key))}</th><td>{_e(value if value is not None else '–')}</td></tr>")
+        rows.append(f"<tr><th>{_e(names.get(key, key[:1].upper() + key[1:]))}</th><td>{_e(value if value is not None else '–')}</td></tr>")
     return ('<section class="internal"><h2>Internal only: do not share</h2><table>'
             + "".join(rows) + "</table></section>")
 
@@ -584,6 +583,12 @@ def _cached_peers(path: str, mtime_ns: int, size: int, by: str) -> pl.DataFrame:
     return peer_figures(_cached_table(path, mtime_ns, size), by=by)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_probability_map(path: str) -> Any:
+    from healthscore.evaluation import ProbabilityMap
+    return ProbabilityMap.load(path)
+
+
 def scorecard(account_id: str, *, scores: str | os.PathLike[str], model: str | os.PathLike[str],
               as_of: str | dt.date | None = None, variant: str | None = None, internal: bool = False,
               cohort: str | os.PathLike[str] | None = None, peer_by: str = "segment",
@@ -600,7 +605,7 @@ def scorecard(account_id: str, *, scores: str | os.PathLike[str], model: str | o
     figures = (load_scores(cohort) if cohort else
                _cached_peers(str(Path(scores).resolve()), st.st_mtime_ns, st.st_size, peer_by)
                if peer_by in frame.columns else None)
-    probs = load_scores(probabilities) if (internal and probabilities) else None
+    probs = _cached_probability_map(str(Path(probabilities).resolve())) if (internal and probabilities) else None
     raw = load_scores(snapshots) if snapshots else None
     return scorecard_data(frame, load_scorecard_model(model), account_id, as_of=as_of, variant=variant,
                           internal=internal, cohort=figures, peer_by=peer_by, probabilities=probs,
@@ -1100,3 +1105,21 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
             raise ValueError(f"the cohort review could not be built: {exc.ename}: {exc.evalue}") from None
     export_html(nbformat.from_dict(nb), out, title=f"Cohort review by {by.replace('_', ' ')}")
     return Path(out)
+
+
+def one_per_band(scores: pl.DataFrame, bands: tuple[str, ...] = ("green", "yellow", "red")) -> list[str]:
+    """One account per band at the latest date (the middle one by score within its band), e.g. to
+    show what each band's scorecard looks like.
+
+    >>> f = pl.DataFrame({"account_id": list("abcd"), "as_of": [dt.date(2026, 1, 5)] * 4,
+    ...                   "score": [90.0, 50.0, 10.0, 80.0], "band": ["green", "yellow", "red", "green"]})
+    >>> one_per_band(f)
+    ['a', 'b', 'c']
+    """
+    latest = scores.filter(pl.col("as_of") == pl.col("as_of").max()).drop_nulls("score")
+    picked = []
+    for band in bands:
+        rows = latest.filter(pl.col("band") == band).sort("score", "account_id")
+        if rows.height:
+            picked.append(rows["account_id"][rows.height // 2])
+    return picked
