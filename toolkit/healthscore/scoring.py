@@ -222,7 +222,7 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
           for c in by_cat],
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
             pl.sum_horizontal([pl.col(f"__pw_{n}") * sub[n].fill_null(0.0) for n in names] or [pl.lit(0.0)])
-            / pl.col(f"__cw_{c}")).alias(f"cat_{c}") for c, names in by_cat.items()],
+            / pl.col(f"__cw_{c}")).clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
     ).with_columns(
         pl.sum_horizontal([pl.col(f"__cat_w_{c}") for c in by_cat]).alias("__tot"),
     ).with_columns(
@@ -234,7 +234,8 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
                 / pl.col(f"__cw_{m.category}") * sub[m.name].fill_null(0.0)).otherwise(0.0)
           ).alias(f"drv_{m.name}") for m in model.metrics],
     ).with_columns(
-        pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]))
+        # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
+        pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
           .alias("__computed"),
         _null_reason(model, metric_w).alias("null_reason"),
     )
@@ -358,7 +359,7 @@ def read_overrides(source: pl.DataFrame | str | os.PathLike[str], model: ScoreMo
     report(pl.col("expires") < pl.col("created"), "expires is before created")
     if accounts is not None:
         known = pl.Series(list(accounts) if not isinstance(accounts, pl.Series) else accounts).cast(pl.String)
-        report(~pl.col("account_id").is_in(known.unique()),
+        report(~pl.col("account_id").is_in(known.unique().implode()),
                "unknown account: it has no snapshot in the data being scored")
     if problems:
         raise OverrideError("\n".join(problems))
@@ -434,8 +435,8 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
     chunks = list(_chunks(accounts, chunk_accounts))
     parts = []
     for ids in tqdm(chunks, desc=f"scoring {model.name}", unit="chunk", disable=not progress or len(chunks) < 2):
-        part = snapshots.filter(pl.col("account_id").is_in(ids))
-        ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids))
+        part = snapshots.filter(pl.col("account_id").is_in(ids.implode()))
+        ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids.implode()))
         parts.append(score(part, model, ov, as_of))
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
 
