@@ -250,6 +250,59 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
     return 0 if run.ok else 1
 
 
+# ---------------------------------------------------------------- review
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review", help="write the leadership cohort review as one static HTML file",
+        description="Run notebooks/cohort_review.ipynb and export a self-contained HTML report with no code: "
+                    "an executive summary first (portfolio health, ARR at risk, the biggest movements, which "
+                    "cohorts differ significantly), then cohort tables and tests, score trends, the band "
+                    "migration matrix, the biggest movers with their drivers, and CSM portfolios and handovers.",
+        epilog="example: healthscore review --data data/snapshots.parquet --events data/events.parquet "
+               "--model data/model.toml --by segment,touch_model --from 2026-08-17 --out build/review.html")
+    p.add_argument("--data", type=Path, required=True,
+                   help="snapshots (scored with --model) or a score frame from 'healthscore score'")
+    p.add_argument("--events", type=Path, help="outcome events; without them churn and expansion rates are left out")
+    p.add_argument("--model", type=Path, help="score model TOML (needed when --data holds snapshots)")
+    p.add_argument("--by", default="segment",
+                   help="cohort dimension: an attribute, several joined by commas, or a derived one "
+                        "(signup_quarter, arr_band, handovers); default segment")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD",
+                   help="start of the period (default 13 weeks before --to)")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="end of the period (default the last snapshot)")
+    p.add_argument("--horizon", default="90d", help="outcome window for churn and expansion rates (default 90d)")
+    p.add_argument("--out", type=Path, default=Path("review.html"), help="HTML file to write (default review.html)")
+    p.set_defaults(func=_cmd_review)
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from healthscore import reports
+
+    for flag, value in [("--from", args.date_from), ("--to", args.date_to)]:
+        if value:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise UserError(f"{flag} {value!r}: give a date as YYYY-MM-DD") from None
+    for flag, path in [("--data", args.data), ("--events", args.events), ("--model", args.model)]:
+        if path is not None and not path.is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    if args.model is None and args.data.suffix.lower() in {".parquet", ".pq"}:
+        import polars as pl
+
+        if "score" not in pl.read_parquet_schema(args.data):
+            raise UserError(f"--data {args.data} holds snapshots (no 'score' column): pass --model to score them")
+    try:
+        path = reports.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
+                                     date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(f"cohort review by {args.by} -> {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 # Each step takes the output folder and returns a one-line summary of what it wrote.
 DemoStep = Callable[[Path], str]
@@ -308,11 +361,28 @@ def _demo_scorecards(out: Path) -> str:
             f"{out / 'scorecards' / 'index.html'}")
 
 
+def _demo_review(out: Path) -> str:
+    from healthscore import files, reports, scoring
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.model import load_model
+    sample = load_sample()
+    scores_path = out / "scores.parquet"
+    if not scores_path.is_file():  # the score step did not run first
+        files.write_parquet(scoring.score(sample.snapshots, load_model(sample_dir() / "model.toml")), scores_path)
+    events_path = sample_dir() / "events.parquet"
+    if not events_path.is_file():  # the bundled copy is missing: write the regenerated events
+        events_path = out / "events.parquet"
+        files.write_parquet(sample.events, events_path)
+    path = reports.render_review(scores_path, out / "review.html", events=events_path, by="segment,touch_model")
+    return f"cohort review by segment x touch model -> {path}"
+
+
 def _demo_steps() -> list[tuple[str, DemoStep]]:
     return [("load the sample portfolio", _demo_sample),
             ("score the sample", _demo_score),
             ("evaluate the models on a time-split holdout", _demo_evaluate),
-            ("render a few scorecards", _demo_scorecards)]
+            ("render a few scorecards", _demo_scorecards),
+            ("cohort review", _demo_review)]
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -335,7 +405,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_evaluate, _add_scorecards, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_evaluate, _add_scorecards, _add_review, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1103,7 +1103,8 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
         except PapermillExecutionError as exc:
             # the notebook's error names the file, column or setting; show it without the traceback
             raise ValueError(f"the cohort review could not be built: {exc.ename}: {exc.evalue}") from None
-    export_html(nbformat.from_dict(nb), out, title=f"Cohort review by {by.replace('_', ' ')}")
+    export_html(nbformat.from_dict(nb), out, title="Cohort review by " + " x ".join(
+        b.strip().replace("_", " ") for b in by.split(",")))
     return Path(out)
 
 
