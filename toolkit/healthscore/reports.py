@@ -125,7 +125,7 @@ class Scorecard:
     """The content of one account's scorecard as tidy frames; ``scorecard_sections`` renders it.
 
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
-    ``metrics`` (metric, label, category, raw, sub_score, status, colour, description),
+    ``metrics`` (metric, label, value as shown, category, raw, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
     None when the cohort is too small, ``actions`` (metric, label, action).
     """
@@ -309,13 +309,15 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     for m in model.metrics:
         col = f"sub_{m.name}"
         raw = raw_row.get(m.column)
-        mrows.append({"metric": m.name, "label": _label(m, m.name),
+        raw = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        mrows.append({"metric": m.name, "label": _label(m, m.name), "value": _value_text(raw, m.method),
                       "category": _label(model.categories.get(m.category), m.category)
                       if m.category in model.categories else m.category,
-                      "raw": float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None,
+                      "raw": raw,
                       "sub_score": cur.get(col), "description": m.description or "",
                       "action": m.action or ""})
-    metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "category": pl.String,
+    metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "value": pl.String,
+                                          "category": pl.String,
                                           "raw": pl.Float64, "sub_score": pl.Float64,
                                           "description": pl.String, "action": pl.String})
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
@@ -437,9 +439,12 @@ def _num(x: float | None, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def _raw(x: float | None) -> str:
+def _value_text(x: float | None, method: str = "") -> str:
+    """A raw metric value as the report shows it: yes/no for booleans, few decimals otherwise."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
+    if method == "boolean":
+        return "yes" if x else "no"
     if abs(x) >= 100 or float(x).is_integer():
         return f"{x:,.0f}"
     return f"{x:,.2f}"
@@ -494,7 +499,7 @@ def _metrics_html(card: Scorecard) -> str:
     body = []
     for r in card.metrics.iter_rows(named=True):
         body.append(f'<tr><td>{_e(r["label"])}<div class="muted">{_e(r["description"])}</div></td>'
-                    f'<td>{_e(r["category"])}</td><td class="num">{_raw(r["raw"])}</td>'
+                    f'<td>{_e(r["category"])}</td><td class="num">{_e(r["value"])}</td>'
                     f'<td class="num">{_num(r["sub_score"])}</td>'
                     f'<td>{_badge(None if r["status"] == NOT_APPLICABLE else r["status"], r["colour"])}</td></tr>')
     return ("<h2>What the score is made of</h2><table><thead><tr><th>Measure</th><th>Area</th>"
