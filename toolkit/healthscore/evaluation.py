@@ -571,7 +571,7 @@ class ProbabilityMap:
             return 1.0 / (1.0 + (-(self.intercept_ + self.slope_ * s / 100.0)).exp())
         xs, ps = self.scores_, self.probabilities_
         # piecewise linear through the knots, flat beyond the ends (as np.interp)
-        out = pl.when(s <= xs[0]).then(pl.lit(ps[0]))
+        out = pl.when(s.is_null()).then(pl.lit(None, pl.Float64)).when(s <= xs[0]).then(pl.lit(ps[0]))
         for (x0, p0), (x1, p1) in zip(zip(xs[:-1], ps[:-1]), zip(xs[1:], ps[1:])):
             slope = (p1 - p0) / (x1 - x0) if x1 > x0 else 0.0
             out = out.when(s <= x1).then(p0 + (s - x0) * slope)
@@ -694,6 +694,8 @@ def _named_models(models: Any) -> dict[str, Any]:
     """Accept one model, a list of models or a dict name -> model; keep names unique."""
     if isinstance(models, Mapping):
         items = list(models.items())
+    elif isinstance(models, (pl.DataFrame, pl.LazyFrame)):
+        items = [("score", models)]
     elif isinstance(models, (list, tuple)):
         items = [(getattr(m, "name", f"model {i + 1}"), m) for i, m in enumerate(models)]
     else:
@@ -711,10 +713,28 @@ def _named_models(models: Any) -> dict[str, Any]:
     return out
 
 
+def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> pl.DataFrame:
+    """Keys, score and band of every snapshot: scored by a ScoreModel, or taken from a score frame
+    made elsewhere (another tool's score, a hand-made index) so any score can be backtested."""
+    if isinstance(model, (pl.DataFrame, pl.LazyFrame)):
+        frame = model.collect() if isinstance(model, pl.LazyFrame) else model
+        missing = [c for c in ("account_id", "as_of", "score") if c not in frame.columns]
+        if missing:
+            raise EvaluationError(f"score frame {name!r} lacks column(s) {missing}: pass account_id, as_of, "
+                                  "score (higher is healthier) and optionally band")
+        band = pl.col("band").cast(pl.Utf8) if "band" in frame.columns else pl.lit(None, pl.Utf8).alias("band")
+        return (frame.select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("as_of"),
+                             pl.col("score").cast(pl.Float64), band)
+                .unique(["account_id", "as_of"], keep="first").sort("account_id", "as_of"))
+    return score_frame(snaps, model).select("account_id", "as_of", "score", "band").sort("account_id", "as_of")
+
+
 def _alarm_band(model: Any, outcome: str) -> str | None:
     """The band whose members are flagged: 'red' when the model has it, else the lowest band
     (the highest for outcomes a high score predicts, such as expansion)."""
     bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
+    if isinstance(model, (pl.DataFrame, pl.LazyFrame)):
+        return "red" if event_is_low_score(outcome) else None
     if not bands:
         return None
     names = [b.name for b in bands]
@@ -996,10 +1016,15 @@ def evaluate(
     recall, the cut-off for ``target_precision`` and for a CSM ``capacity`` (accounts per week,
     default a tenth of the book), per ``by`` segment and overall.
 
+    ``models`` is one model, a list, or a dict name -> model; a model is a ``ScoreModel`` or a
+    ready-made score frame (``account_id``, ``as_of``, ``score`` higher-is-healthier, optional
+    ``band``), so a score from any other tool can be held against the same holdout.
+
     >>> import healthscore as hs
-    >>> p = hs.make_portfolio(n_accounts=300, n_weeks=40, seed=1)       # doctest: +SKIP
-    >>> ev = evaluate(p.snapshots, p.events, hs.load_model("data/model.toml"))  # doctest: +SKIP
-    >>> print(ev.summary())                                             # doctest: +SKIP
+    >>> p = hs.make_portfolio(n_accounts=300, n_weeks=52, seed=1)
+    >>> ev = evaluate(p.snapshots, p.events, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
+    >>> ev.models, 0.5 < ev.table["auc"][0] <= 1.0
+    (['health'], True)
     """
     from healthscore.fitting import label_outcomes
     from healthscore.scoring import score as score_frame
@@ -1026,8 +1051,7 @@ def evaluate(
     orders: dict[str, list[str]] = {}
     fraction = 0.1
     for name, model in named.items():
-        scored = (score_frame(snaps, model).select(*keys, "score", "band")
-                  .sort(keys))
+        scored = _scores_of(model, snaps, score_frame, name)
         tr = train_l.join(scored, on=keys, how="left")
         te = test_l.join(scored, on=keys, how="left").sort(keys)
         pm: ProbabilityMap | None
@@ -1037,7 +1061,7 @@ def evaluate(
         except ValueError:  # no events among scored training rows: report without probabilities
             pm = None
         alarm = _alarm_band(model, outcome)
-        stamp = {"model": name, "model_hash": str(getattr(model, "hash", ""))}
+        stamp = {"model": name, "model_hash": str(getattr(model, "hash", "") or "")}
         rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction)})
         parts = [("(all)", te)]
         if by is not None:
@@ -1047,7 +1071,8 @@ def evaluate(
                              **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction)})
         order = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
         orders[name] = order
-        band_t.append(band_table(te, outcome, order=order or None).with_columns(model=pl.lit(name)))
+        if te["band"].null_count() < te.height:  # a score frame without bands has no band table
+            band_t.append(band_table(te, outcome, order=order or None).with_columns(model=pl.lit(name)))
         ok = te.filter(pl.col("score").is_not_null())
         y = ok[outcome].cast(pl.Float64).to_numpy()
         risk = risk_of(ok["score"], outcome)
