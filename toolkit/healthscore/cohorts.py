@@ -434,7 +434,8 @@ def compare_cohorts(
     label_dates: list[dt.date] = []
     if events is not None:
         _require(events, ["account_id", "date", "event"], "the events table")
-        outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if outcome != "expanded" else [])
+        has_expansions = outcome != "expanded" and events.filter(pl.col("event") == "expanded").height > 0
+        outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if has_expansions else [])
         for name, prefix in outcomes:
             labels, picked = _label_windows(frame, events, name, horizon, when, periods)
             label_dates = label_dates or picked
