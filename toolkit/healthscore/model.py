@@ -38,7 +38,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import polars as pl
 import tomlkit
@@ -56,6 +56,7 @@ _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
 _DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
+_BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -436,7 +437,7 @@ def load_models(path: str | os.PathLike[str]) -> dict[str, ScoreModel]:
         defs = {None: ((), data)}
     models: dict[str, ScoreModel] = {}
     for key, (prefix, table) in defs.items():
-        model = _parse(table, path, prefix, default_name=key or path.stem)
+        model = _parse(table, path, prefix, default_name=key or path.stem, text=text)
         if model.name in models:
             raise ModelError(f"{path.name}: {'.'.join(prefix)}: two definitions are called {model.name!r}")
         models[model.name] = model
@@ -456,7 +457,8 @@ def load_model(path: str | os.PathLike[str], name: str | None = None) -> ScoreMo
     return models[name]
 
 
-def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_name: str) -> ScoreModel:
+def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_name: str,
+           text: str) -> ScoreModel:
     where = f"{path.name}: {'.'.join(prefix) + '.' if prefix else ''}"
     problems: list[str] = []
 
@@ -504,19 +506,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
                                      need(ctab, "label", str, at, ""))
 
     metrics: list[Metric] = []
-    raw_metrics = table.get("metrics", [])
-    if not isinstance(raw_metrics, list):
-        raw_metrics, _ = [], problems.append("metrics: expected [[metrics]] tables")
-    for i, mtab in enumerate(raw_metrics, 1):
-        at = f"metrics[{i}]."
-        if not isinstance(mtab, dict):
-            problems.append(f"metrics[{i}]: expected a table")
-            continue
-        mname = mtab.get("name")
-        if isinstance(mname, str):
-            at = f"metrics[{i}] ({mname})."
-        for key in set(mtab) - _METRIC_KEYS:
-            problems.append(f"{at}{key}: unknown key (expected one of {sorted(_METRIC_KEYS)})")
+    for i, at, mtab in _entries(table, "metrics", _METRIC_KEYS, problems):
         mname = need(mtab, "name", str, at)
         weight = need(mtab, "weight", (int, float), at, 1.0)
         metrics.append(Metric(
@@ -533,39 +523,16 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             label=need(mtab, "label", str, at, ""),
         ))
 
-    bands: list[Band] = []
-    raw_bands = table.get("bands")
-    if raw_bands is None:
-        bands = [Band(*b) for b in DEFAULT_BANDS]
-    elif not isinstance(raw_bands, list):
-        problems.append("bands: expected [[bands]] tables")
-    else:
-        for i, btab in enumerate(raw_bands, 1):
-            at = f"bands[{i}]."
-            if not isinstance(btab, dict):
-                problems.append(f"bands[{i}]: expected a table")
-                continue
-            for key in set(btab) - {"name", "lower", "upper", "colour", "meaning"}:
-                problems.append(f"{at}{key}: unknown key (expected name, lower, upper, colour, meaning)")
-            bname = need(btab, "name", str, at) or f"band_{i}"
-            bands.append(Band(bname, float(need(btab, "lower", (int, float), at, 0.0) or 0.0),
-                              float(need(btab, "upper", (int, float), at, 0.0) or 0.0),
-                              need(btab, "colour", str, at, "") or _default_colour(bname),
-                              need(btab, "meaning", str, at, "")))
+    bands: list[Band] = [] if "bands" in table else [Band(*b) for b in DEFAULT_BANDS]
+    for i, at, btab in _entries(table, "bands", _BAND_KEYS, problems):
+        bname = need(btab, "name", str, at) or f"band_{i}"
+        bands.append(Band(bname, float(need(btab, "lower", (int, float), at, 0.0) or 0.0),
+                          float(need(btab, "upper", (int, float), at, 0.0) or 0.0),
+                          need(btab, "colour", str, at, "") or _default_colour(bname),
+                          need(btab, "meaning", str, at, "")))
 
     variants: list[Variant] = []
-    raw_variants = table.get("variants", [])
-    if not isinstance(raw_variants, list):
-        raw_variants, _ = [], problems.append("variants: expected [[variants]] tables")
-    for i, vtab in enumerate(raw_variants, 1):
-        at = f"variants[{i}]."
-        if not isinstance(vtab, dict):
-            problems.append(f"variants[{i}]: expected a table")
-            continue
-        if isinstance(vtab.get("name"), str):
-            at = f"variants[{i}] ({vtab['name']})."
-        for key in set(vtab) - _VARIANT_KEYS:
-            problems.append(f"{at}{key}: unknown key (expected one of {sorted(_VARIANT_KEYS)})")
+    for i, at, vtab in _entries(table, "variants", _VARIANT_KEYS, problems):
         filt = need(vtab, "filter", dict, at) or {}
         variants.append(Variant(
             name=need(vtab, "name", str, at) or f"variant_{i}",
@@ -585,9 +552,30 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         name=name, version=str(version), metrics=metrics, categories=categories,
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
-        _text=path.read_text(encoding="utf-8"), _prefix=prefix)
+        _text=text, _prefix=prefix)
     model.validate()
     return model
+
+
+def _entries(table: dict[str, Any], key: str, allowed: set[str],
+             problems: list[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Each table of the array ``[[key]]`` as (1-based index, key path prefix, table).
+
+    Reports (in ``problems``) an array that is not one of tables and keys not in ``allowed``.
+    """
+    raw = table.get(key, [])
+    if not isinstance(raw, list):
+        problems.append(f"{key}: expected [[{key}]] tables")
+        return
+    for i, entry in enumerate(raw, 1):
+        if not isinstance(entry, dict):
+            problems.append(f"{key}[{i}]: expected a table")
+            continue
+        name = entry.get("name")
+        at = f"{key}[{i}] ({name})." if isinstance(name, str) else f"{key}[{i}]."
+        for extra in sorted(set(entry) - allowed):
+            problems.append(f"{at}{extra}: unknown key (expected one of {sorted(allowed)})")
+        yield i, at, entry
 
 
 def _problems(model: ScoreModel) -> list[str]:
