@@ -25,6 +25,7 @@ import html
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -99,6 +100,7 @@ class FastScorer:
         self.values = [subscores[c].cast(pl.Float64).fill_null(float("nan")).to_numpy().copy() for c in cols]
         self.present = [~np.isnan(v) for v in self.values]
         self.filled = [np.nan_to_num(v, nan=0.0) for v in self.values]
+        self.present_f = [p.astype(np.float64) for p in self.present]
         self.category_of = [self.categories.index(m.category) for m in model.metrics]
         if "variant" in subscores.columns:
             names = subscores["variant"].fill_null("default").to_list()
@@ -116,6 +118,7 @@ class FastScorer:
         j = self.metrics.index(metric)
         v = np.asarray(values, dtype=np.float64).copy()
         self.values[j], self.present[j], self.filled[j] = v, ~np.isnan(v), np.nan_to_num(v, nan=0.0)
+        self.present_f[j] = self.present[j].astype(np.float64)
 
     def weights(self, model: ScoreModel) -> Weights:
         """Resolve ``model``'s weights for every variant (as the scoring engine does)."""
@@ -144,19 +147,23 @@ class FastScorer:
             return float(col[0]) if np.all(col == col[0]) else col[variant]
 
         present, filled = self.present, self.filled
-        pw = [np.where(p, per_row(wts.metric, j), 0.0) for j, p in enumerate(present)]
-        members = [[j for j, c in enumerate(self.category_of) if c == ci] for ci in range(len(self.categories))]
-        sums = _row_sums({"coverage": [np.where(p, per_row(wts.share, j), 0.0) for j, p in enumerate(present)],
+        k = len(self.categories)
+        # present * weight is exactly the weight or 0.0, as the engine's when/then gives
+        pw = [self.present_f[j] * per_row(wts.metric, j) for j in range(len(present))]
+        members = [[j for j, c in enumerate(self.category_of) if c == ci] for ci in range(k)]
+        sums = _row_sums({"coverage": [self.present_f[j] * per_row(wts.share, j) for j in range(len(present))],
                           **{f"cw{ci}": [pw[j] for j in js] for ci, js in enumerate(members)}}, n)
         coverage = np.clip(sums["coverage"], 0.0, 1.0)
-        cw = [sums[f"cw{ci}"] for ci in range(len(self.categories))]
-        cat_w = [np.where(cw[ci] > 0, per_row(wts.category, ci), 0.0) for ci in range(len(self.categories))]
+        cw = [sums[f"cw{ci}"] for ci in range(k)]
+        cat_w = [np.where(cw[ci] > 0, per_row(wts.category, ci), 0.0) for ci in range(k)]
         tot = _row_sums({"tot": cat_w}, n)["tot"]
         ok = (tot > 0) & (coverage >= wts.min_coverage - _EPS)
         with np.errstate(divide="ignore", invalid="ignore"):
-            parts = [np.where(cw[ci] > 0, cat_w[ci] / tot * pw[j] / cw[ci] * filled[j], 0.0)
+            share = [cat_w[ci] / tot for ci in range(k)]     # the category's share of the score
+            has = [cw[ci] > 0 for ci in range(k)]
+            parts = [np.where(has[ci], share[ci] * pw[j] / cw[ci] * filled[j], 0.0)
                      for j, ci in enumerate(self.category_of)]
-        score = _row_sums({"score": parts}, n)["score"]
+        score = np.clip(_row_sums({"score": parts}, n)["score"], 0.0, 100.0)   # as the engine clips rounding
         drv = np.column_stack(parts) if drivers and parts else (np.empty((n, 0)) if drivers else None)
         score = np.where(ok, score, np.nan)
         if drv is not None:
@@ -325,7 +332,8 @@ class TuningSession:
     """
 
     def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
-                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None) -> None:
+                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None,
+                 subscores: pl.DataFrame | None = None) -> None:
         from healthscore.scoring import calibrate
 
         if isinstance(snapshots, pl.LazyFrame):
@@ -335,7 +343,8 @@ class TuningSession:
         self.snapshots = snapshots.sort(KEYS)
         self.events = events
         self.start = model
-        self.sub = calibrate(self.snapshots, model)  # sorted by keys, like self.snapshots
+        # sorted by keys, like self.snapshots; ``subscores`` lets a caller reuse a calibration
+        self.sub = calibrate(self.snapshots, model) if subscores is None else subscores.sort(KEYS)
         self._calibrated = {m.name: _calibration_key(model, m.name) for m in model.metrics}
         last = self.sub["as_of"].max()
         book = self.sub.with_row_index("__row").filter(pl.col("as_of") == last).sort("account_id")
@@ -355,6 +364,11 @@ class TuningSession:
         from healthscore.fitting import label_outcomes
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
+        if holdout is None and not labelled.is_empty():
+            # 70% into the labelled dates, but late enough that the fit keeps some training rows
+            first, last = labelled["as_of"].min(), labelled["as_of"].max()
+            after_one_horizon = pl.select(pl.lit(first).dt.offset_by(horizon)).item()
+            holdout = min(max(first + (last - first) * 0.7, after_one_horizon), last)
         _, test, split = time_split(labelled, horizon=horizon, split=holdout)
         index = self.sub.select(*KEYS).with_row_index("__row")
         test = test.select(*KEYS, outcome).join(index, on=list(KEYS), how="inner").sort(KEYS)
@@ -436,7 +450,7 @@ class TuningSession:
         )
         metrics = self.scorer.metrics
         return {
-            "model": model, "hash": model.hash, "variant": None,
+            "model": model, "hash": None, "variant": None,
             "outcome": self.outcome, "horizon": self.horizon, "split": self.split,
             "accounts": len(self.book_rows), "scored_accounts": int(now["band_counts"].sum()),
             "band_counts": dict(zip(names, now["band_counts"].astype(int).tolist())),
@@ -464,3 +478,572 @@ class TuningSession:
         return self.book.select("account_id").with_columns(
             pl.Series("score", score).fill_nan(None),
             pl.Series("band", [names[i] if i >= 0 else None for i in idx], dtype=pl.String))
+
+
+# ---------------------------------------------------------------- charts (fed by parameters)
+def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int = N_BINS) -> Any:
+    """Score histogram stacked by band, the starting model's counts as dashes, cut-offs as rules.
+
+    The chart holds no rows: its data is a generated sequence and the counts live in three
+    parameters (``hist``: bins x bands, bin-major; ``hist_start``: per bin; ``cuts``), so an update
+    sends a few dozen numbers.
+    """
+    import altair as alt
+
+    from healthscore import charts
+
+    k, width = len(bands), 100 / n_bins
+    names = json.dumps(list(bands))
+    hist = alt.param(name="hist", value=[0] * (n_bins * k))
+    start = alt.param(name="hist_start", value=[0] * n_bins)
+    cuts = alt.param(name="cuts", value=[0.0] * max(k - 1, 0))
+    x = alt.X("lo:Q", bin="binned", scale=alt.Scale(domain=[0, 100]), title="score (book of business, now)")
+    bars = (alt.Chart(alt.sequence(0, n_bins * k, as_="i"))
+            .transform_calculate(lo=f"floor(datum.i / {k}) * {width}", hi=f"floor(datum.i / {k}) * {width} + {width}",
+                                 band=f"{names}[datum.i % {k}]", order=f"datum.i % {k}", accounts="hist[datum.i]")
+            .mark_bar(stroke="white", strokeWidth=0.5)
+            .encode(x=x, x2="hi:Q", y=alt.Y("sum(accounts):Q", title="accounts"),
+                    color=alt.Color("band:N", scale=charts.band_scale(list(bands), list(colours)), sort=list(bands),
+                                    legend=alt.Legend(title="band")),
+                    order=alt.Order("order:Q"),
+                    tooltip=[alt.Tooltip("band:N"), alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q")]))
+    before = (alt.Chart(alt.sequence(0, n_bins, as_="i"))
+              .transform_calculate(lo=f"datum.i * {width}", hi=f"datum.i * {width} + {width}",
+                                   accounts="hist_start[datum.i]")
+              .mark_rule(color="black", strokeDash=[4, 2], strokeWidth=1.5)
+              .encode(x=x, x2="hi:Q", y="accounts:Q",
+                      tooltip=[alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q", title="starting model")]))
+    rules = (alt.Chart(alt.sequence(0, max(k - 1, 0), as_="i"))
+             .transform_calculate(cut="cuts[datum.i]")
+             .mark_rule(color="#555", strokeWidth=1).encode(x="cut:Q"))
+    return (alt.layer(bars, before, rules).add_params(hist, start, cuts)
+            .properties(width=420, height=200,
+                        title=alt.Title("Score distribution by band", subtitle="dashes: the starting model")))
+
+
+def contribution_chart(labels: Sequence[str]) -> Any:
+    """Mean points each metric adds to the score now (bars) and in the starting model (ticks).
+
+    Values come from the parameters ``contrib`` and ``contrib_start`` (one number per metric).
+    """
+    import altair as alt
+
+    names = json.dumps(list(labels))
+    now = alt.param(name="contrib", value=[0.0] * len(labels))
+    start = alt.param(name="contrib_start", value=[0.0] * len(labels))
+    base = (alt.Chart(alt.sequence(0, len(labels), as_="i"))
+            .transform_calculate(metric=f"{names}[datum.i]", now="contrib[datum.i]", start="contrib_start[datum.i]"))
+    y = alt.Y("metric:N", sort=list(labels), title=None)
+    bars = base.mark_bar(color="#0072B2").encode(
+        y=y, x=alt.X("now:Q", title="mean points contributed to the score"),
+        tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("now:Q", format=".2f"), alt.Tooltip("start:Q", format=".2f")])
+    ticks = base.mark_tick(color="black", thickness=2).encode(y=y, x="start:Q")
+    return (alt.layer(bars, ticks).add_params(now, start)
+            .properties(width=330, height=max(120, 16 * len(labels)),
+                        title=alt.Title("Each metric's contribution", subtitle="ticks: the starting model")))
+
+
+# ---------------------------------------------------------------- small HTML pieces
+def _num(x: float, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _money(x: float) -> str:
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _delta(now: float, start: float, digits: int = 3) -> str:
+    if any(v is None or math.isnan(v) for v in (now, start)):
+        return ""
+    d = now - start
+    colour = "#009E73" if d > 0 else "#D55E00" if d < 0 else "#777"
+    return f"<span style='color:{colour}'>({d:+.{digits}f})</span>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table class='{cls}' style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>"
+
+
+def _swatch(name: str, colour: str) -> str:
+    return (f"<span style='display:inline-block;width:10px;height:10px;background:{colour};"
+            f"margin-right:4px;border-radius:2px'></span>{html.escape(name)}")
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Fitted weights in the units of the sliders being edited (see :func:`suggestions_from_fit`)."""
+
+    metrics: dict[str, tuple[float, float, float]]   # metric -> (weight, interval low, interval high)
+    categories: dict[str, float]
+
+
+def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
+    """Express a :class:`~healthscore.fitting.WeightFit`'s suggestion in ``current``'s weight units.
+
+    The fit suggests shares of 100. Scores only depend on the weights *within* a category and on
+    the category weights relative to each other, so each category's suggested metric weights are
+    rescaled to add up to what that category's metric weights add up to now, and the category
+    weights to their current total. Adopting them all gives the suggested model's scores; adopting
+    one keeps the slider's scale. The interval is the coefficient's 95% interval mapped the same way
+    (other metrics held at their estimates).
+    """
+    suggested = fit.suggested_model()
+    cats = list(current.categories)
+    now_in = {c: sum(m.weight for m in current.metrics if m.category == c) for c in cats}
+    sug_in = {c: sum(m.weight for m in suggested.metrics if m.category == c) for c in cats}
+    factor = {c: (now_in[c] / sug_in[c]) if sug_in[c] > 0 and now_in[c] > 0 else 1.0 for c in cats}
+    # weight per unit of log-odds per 10 points, shared by every metric weighted by its effect
+    unit = float("nan")
+    interval: dict[str, tuple[float, float]] = {}
+    table = getattr(fit, "table", None)
+    if isinstance(table, pl.DataFrame) and {"metric", "odds_ratio", "or_low", "or_high"} <= set(table.columns):
+        sw = dict(fit.suggested_weights().select("metric", "weight").iter_rows())
+        adverse = bool(getattr(fit, "adverse", True))
+        for name, odds, lo, hi in table.select("metric", "odds_ratio", "or_low", "or_high").iter_rows():
+            if None in (odds, lo, hi) or min(odds, lo, hi) <= 0:
+                continue
+            good = [-math.log(x) if adverse else math.log(x) for x in (odds, lo, hi)]
+            if good[0] > 0 and sw.get(name, 0) > 0 and math.isnan(unit):
+                unit = sw[name] / good[0]
+            interval[name] = (min(good[1:]), max(good[1:]))
+    metrics = {}
+    for m in suggested.metrics:
+        f = factor[m.category]
+        lo, hi = interval.get(m.name, (float("nan"), float("nan")))
+        metrics[m.name] = (float(m.weight) * f, max(lo * unit, 0.0) * f, max(hi * unit, 0.0) * f)
+    total_now = sum(c.weight for c in current.categories.values())
+    total_sug = sum(c.weight for c in suggested.categories.values())
+    categories = {c.name: (c.weight * total_now / total_sug if total_sug > 0 else c.weight)
+                  for c in suggested.categories.values()}
+    return Suggestion(metrics, categories)
+
+
+# ---------------------------------------------------------------- the tuner
+class WeightTuner:
+    """Tune a score model's weights, bands and thresholds in JupyterLab with the evidence in view.
+
+    ``tuner.widget`` is the root ipywidget (a bare ``tuner`` at the end of a cell shows it too).
+    Code can drive every control, e.g. ``tuner.metric_sliders["login_days"].value = 3``, and read
+    the figures from ``tuner.state`` (see :data:`STATE_KEYS`). ``tuner.model`` is the tuned
+    :class:`~healthscore.model.ScoreModel`; :meth:`save` writes it, :meth:`undo` and
+    :meth:`reset` step back.
+
+    ``holdout`` is the first ``as_of`` of the holdout (default: 70% into the labelled dates);
+    AUC, lift and the rate per band are measured there, the fit uses the rows before it.
+    """
+
+    def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
+                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None) -> None:
+        import altair as alt
+
+        alt.JupyterChart.enable_offline()  # the chart JavaScript comes with vl-convert, not from the internet
+        self.session = TuningSession(snapshots, events, model, outcome=outcome, horizon=horizon, holdout=holdout)
+        self.start = model
+        self.model = model
+        self.variant = "default"
+        self.fit_result: Any = None
+        self.suggestion: Suggestion | None = None
+        self.state: dict[str, Any] = {}
+        self._history: list[ScoreModel] = []
+        self._syncing = False
+        self._last_version = model.version
+        self._written: dict[Path, str] = {}
+        self._chart_values: dict[int, dict[str, Any]] = {}
+        self._build()
+        self._refresh()
+
+    # ------------------------------------------------------------ layout
+    def _build(self) -> None:
+        import altair as alt
+        import ipywidgets as W
+
+        m0 = self.model
+        wide = W.Layout(width="360px")
+        style = {"description_width": "170px"}
+        top_w = max([m.weight for m in m0.metrics] + [5.0])
+        top_c = max([c.weight for c in m0.categories.values()] + [50.0])
+
+        self.category_sliders = {
+            c.name: W.FloatSlider(value=c.weight, min=0, max=float(math.ceil(2 * top_c)), step=0.5,
+                                  description=c.label or c.name, continuous_update=False, layout=wide, style=style)
+            for c in m0.categories.values()}
+        self.metric_sliders = {
+            m.name: W.FloatSlider(value=m.weight, min=0, max=float(math.ceil(2 * top_w)), step=0.1,
+                                  description=m.label or m.name, continuous_update=False, layout=wide, style=style)
+            for m in m0.metrics}
+        for name, s in self.category_sliders.items():
+            s.add_class(f"hs-c-{name}")
+            s.observe(lambda ch, n=name: self._on_category(n, ch["new"]), "value")
+        for name, s in self.metric_sliders.items():
+            s.add_class(f"hs-w-{name}")
+            s.observe(lambda ch, n=name: self._on_metric(n, ch["new"]), "value")
+        self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="150px")) for n in self.metric_sliders}
+        self.adopt_buttons = {n: W.Button(description="adopt", disabled=True, layout=W.Layout(width="64px"),
+                                          tooltip="set this weight to the fitted suggestion")
+                              for n in self.metric_sliders}
+        for n, b in self.adopt_buttons.items():
+            b.on_click(lambda _b, n=n: self.adopt(n))
+
+        bands = m0.bands
+        self.cutoff_sliders = [
+            W.FloatSlider(value=b.upper, min=0, max=100, step=0.5, continuous_update=False,
+                          description=f"{b.name} | {bands[i + 1].name}", layout=wide, style=style)
+            for i, b in enumerate(bands[:-1])]
+        for i, s in enumerate(self.cutoff_sliders):
+            s.add_class(f"hs-cut-{i}")
+            s.observe(lambda ch, i=i: self._on_cutoff(i, ch["new"]), "value")
+        self.coverage_slider = W.FloatSlider(value=m0.min_coverage, min=0, max=1, step=0.05, continuous_update=False,
+                                             description="minimum coverage", layout=wide, style=style)
+        self.coverage_slider.observe(lambda ch: self._on_coverage(ch["new"]), "value")
+        self.threshold_inputs = {
+            m.name: W.Text(value=format_breakpoints(m.params, m.method), continuous_update=False,
+                           description=f"{m.label or m.name} ({'raw:score' if m.method == 'thresholds' else 'edges'})",
+                           layout=W.Layout(width="520px"), style={"description_width": "250px"})
+            for m in m0.metrics if m.method in _EDITABLE}
+        for name, t in self.threshold_inputs.items():
+            t.observe(lambda ch, n=name: self._on_threshold(n, ch["new"]), "value")
+
+        self.variant_select = W.Dropdown(options=["default", *(v.name for v in m0.variants)], value="default",
+                                         description="edit variant", style={"description_width": "90px"})
+        self.variant_select.observe(lambda ch: self._on_variant(ch["new"]), "value")
+        outcomes = sorted(set(self.session.events["event"].unique().drop_nulls().to_list()) | {self.session.outcome})
+        self.outcome_select = W.Dropdown(options=outcomes, value=self.session.outcome, description="outcome",
+                                         style={"description_width": "60px"})
+        horizons = list(dict.fromkeys([*HORIZONS, self.session.horizon]))
+        self.horizon_select = W.Dropdown(options=horizons, value=self.session.horizon, description="horizon",
+                                         style={"description_width": "60px"}, layout=W.Layout(width="170px"))
+        self.outcome_select.observe(lambda ch: self._on_labels(), "value")
+        self.horizon_select.observe(lambda ch: self._on_labels(), "value")
+
+        self.fit_button = W.Button(description="fit weights", icon="calculator", button_style="info",
+                                   tooltip="logistic fit on the rows before the holdout; suggestions appear beside the sliders")
+        self.adopt_all_button = W.Button(description="adopt all", disabled=True)
+        self.undo_button = W.Button(description="undo", icon="undo")
+        self.reset_button = W.Button(description="reset", icon="refresh")
+        self.save_path = W.Text(value=str(m0.source) if m0.source else "", placeholder="model.toml",
+                                description="save to", layout=W.Layout(width="420px"))
+        self.save_button = W.Button(description="save", icon="save", button_style="success")
+        self.fit_button.on_click(lambda _b: self._guard(self.run_fit))
+        self.adopt_all_button.on_click(lambda _b: self._guard(self.adopt_all))
+        self.undo_button.on_click(lambda _b: self._guard(self.undo))
+        self.reset_button.on_click(lambda _b: self._guard(self.reset))
+        self.save_button.on_click(lambda _b: self._guard(lambda: self.save(self.save_path.value or None)))
+        self.status = W.HTML("")
+        self.status.add_class("hs-tuner-status")
+
+        self.title = W.HTML("")
+        self.summary_html = W.HTML("")
+        self.summary_html.add_class("hs-tuner-summary")
+        self.bands_html = W.HTML("")
+        self.bands_html.add_class("hs-tuner-bands")
+        self.changed_html = W.HTML("")
+        self.changed_html.add_class("hs-tuner-changed")
+        band_names = [b.name for b in bands]
+        from healthscore import charts
+
+        colours = [b.colour or charts.band_colour(b.name) for b in bands]
+        self.distribution = alt.JupyterChart(distribution_chart(band_names, colours))
+        self.contributions = alt.JupyterChart(contribution_chart([m.label or m.name for m in m0.metrics]))
+        for chart in (self.distribution, self.contributions):
+            chart.observe(lambda ch, c=chart: self._repush(c), "_params")
+
+        rows = []
+        for cat in m0.categories.values():
+            rows.append(W.HTML(f"<b>{html.escape(cat.label or cat.name)}</b>"))
+            rows.append(self.category_sliders[cat.name])
+            for m in (m for m in m0.metrics if m.category == cat.name):
+                rows.append(W.HBox([self.metric_sliders[m.name], self.suggestion_labels[m.name],
+                                    self.adopt_buttons[m.name]]))
+        weights_tab = W.VBox([W.HBox([self.variant_select, self.fit_button, self.adopt_all_button]), *rows])
+        bands_tab = W.VBox([W.HTML("Cut-offs between bands (score points)"), *self.cutoff_sliders,
+                            self.coverage_slider])
+        thresholds_tab = W.VBox([W.HTML("Breakpoints of the metrics calibrated by thresholds or steps; "
+                                        "press Enter to apply"), *self.threshold_inputs.values()])
+        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab])
+        for i, t in enumerate(["Weights", "Bands", "Thresholds"]):
+            tabs.set_title(i, t)
+        evidence = W.VBox([self.summary_html, self.distribution, self.bands_html, self.contributions,
+                           self.changed_html], layout=W.Layout(margin="0 0 0 16px"))
+        self.widget = W.VBox([
+            W.HBox([self.title, self.outcome_select, self.horizon_select]),
+            W.HBox([tabs, evidence]),
+            W.HBox([self.undo_button, self.reset_button, self.save_path, self.save_button]),
+            self.status,
+        ])
+        self.widget.add_class("hs-tuner")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------ control events
+    def _guard(self, action: Callable[[], Any]) -> None:
+        """Run a user action; a mistake shows in the status line instead of a traceback."""
+        try:
+            action()
+        except (ModelError, ValueError, OSError) as exc:
+            self._say(str(exc), error=True)
+            self._sync_controls()
+
+    def _on_metric(self, name: str, value: float) -> None:
+        if not self._syncing:
+            self._guard(lambda: self._commit(edit_weights(self.model, self.variant, metrics={name: value})))
+
+    def _on_category(self, name: str, value: float) -> None:
+        if not self._syncing:
+            self._guard(lambda: self._commit(edit_weights(self.model, self.variant, categories={name: value})))
+
+    def _on_cutoff(self, index: int, value: float) -> None:
+        if not self._syncing:
+            self._guard(lambda: self._commit(move_cutoff(self.model, index, value)))
+
+    def _on_coverage(self, value: float) -> None:
+        if not self._syncing:
+            self._guard(lambda: self._commit(self.model.with_min_coverage(value)))
+
+    def _on_threshold(self, name: str, text: str) -> None:
+        if not self._syncing:
+            method = self.model.metric(name).method
+            self._guard(lambda: self._commit(self.model.with_params(name, parse_breakpoints(text, method))))
+
+    def _on_variant(self, variant: str) -> None:
+        self.variant = variant
+        self._sync_controls()
+        self._show_suggestions()
+        self._refresh()
+
+    def _on_labels(self) -> None:
+        if self._syncing:
+            return
+
+        def relabel() -> None:
+            self._say("labelling the holdout ...")
+            self.session.relabel(self.outcome_select.value, self.horizon_select.value, self.session.holdout)
+            self._refresh()
+            self._say(f"outcome {self.session.outcome} within {self.session.horizon}")
+        self._guard(relabel)
+
+    # ------------------------------------------------------------ history
+    def _commit(self, model: ScoreModel) -> None:
+        if model == self.model:
+            return
+        self._history.append(self.model)
+        del self._history[:-HISTORY_LIMIT]
+        self.model = model
+        self._refresh()
+
+    def undo(self) -> bool:
+        """Step back one change; False when there is nothing to undo."""
+        if not self._history:
+            self._say("nothing to undo")
+            return False
+        self.model = self._history.pop()
+        self._sync_controls()
+        self._refresh()
+        return True
+
+    def reset(self) -> None:
+        """Back to the model the tuner was built with (itself undoable)."""
+        if self.model != self.start:
+            self._history.append(self.model)
+        self.model = self.start
+        self._sync_controls()
+        self._refresh()
+
+    def set_model(self, model: ScoreModel) -> None:
+        """Show another version of the same model (e.g. a fitted suggestion); undoable."""
+        self._commit(model)
+        self._sync_controls()
+
+    # ------------------------------------------------------------ fit
+    def run_fit(self) -> Any:
+        """Fit weights by logistic regression on the rows before the holdout and show the suggestions."""
+        from healthscore.fitting import fit_weights
+
+        self._say("fitting weights ...")
+        s = self.session
+        # training labels must be known by the start of the holdout: as_of + horizon <= split
+        train = s.snapshots.filter(pl.col("as_of") < s.split)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.fit_result = fit_weights(train, s.events, self.model, outcome=s.outcome, horizon=s.horizon,
+                                          data_end=s.split)
+        self._show_suggestions()
+        notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+        self._say("fitted: suggested weights are shown beside the sliders" + (f". Note: {notes}" if notes else ""))
+        return self.fit_result
+
+    def _show_suggestions(self) -> None:
+        """Suggestions in the units of the variant being edited (recomputed when it changes)."""
+        if self.fit_result is None:
+            return
+        resolved = self.model.resolve(None if self.variant == "default" else self.variant)
+        self.suggestion = suggestions_from_fit(self.fit_result, resolved)
+        for name, label in self.suggestion_labels.items():
+            if name not in self.suggestion.metrics:
+                label.value, self.adopt_buttons[name].disabled = "", True
+                continue
+            w, lo, hi = self.suggestion.metrics[name]
+            ci = f" [{lo:.2g}, {hi:.2g}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
+            label.value = f"<span class='hs-suggest' title='fitted weight and interval'>fit {w:.2g}{ci}</span>"
+            self.adopt_buttons[name].disabled = False
+        self.adopt_all_button.disabled = False
+
+    def adopt(self, metric: str) -> None:
+        """Set one metric's slider to the fitted suggestion."""
+        if self.suggestion is None or metric not in self.suggestion.metrics:
+            raise ModelError(f"no fitted suggestion for {metric!r}: press 'fit weights' first")
+        self.metric_sliders[metric].value = self.suggestion.metrics[metric][0]
+
+    def adopt_all(self) -> None:
+        """Adopt every fitted weight (metrics and categories) in one undoable step."""
+        if self.suggestion is None:
+            raise ModelError("no fit yet: press 'fit weights' first")
+        self.set_model(edit_weights(self.model, self.variant,
+                                    metrics={k: v[0] for k, v in self.suggestion.metrics.items()},
+                                    categories=self.suggestion.categories))
+
+    # ------------------------------------------------------------ save
+    def save(self, path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
+        """Write the tuned model to TOML with a bumped version, keeping the file's comments.
+
+        The default target is the file the model came from. An existing file that is neither that
+        file nor one this tuner wrote is not overwritten unless ``overwrite=True``; nor is the
+        source file when it changed on disk since it was loaded.
+        """
+        target = Path(path) if path else self.start.source
+        if target is None:
+            raise ModelError("this model was not loaded from a file: give a path to save to")
+        source = self.start.source.resolve() if self.start.source else None
+        if target.exists() and not overwrite:
+            now = target.read_text(encoding="utf-8")
+            key = target.resolve()
+            if key in self._written:
+                if now != self._written[key]:
+                    raise ModelError(f"{target} changed on disk since this tuner saved it; "
+                                     "save to another path or pass overwrite=True")
+            elif key == source:
+                if now != self.start._text:
+                    raise ModelError(f"{target} changed on disk since the model was loaded; "
+                                     "save to another path or pass overwrite=True")
+            else:
+                raise ModelError(f"{target} already exists and is not the file this model came from; "
+                                 "choose another path or pass overwrite=True")
+        saved = replace(self.model, version=self._last_version).bump_version()
+        saved.save(target)
+        self._written[target.resolve()] = target.read_text(encoding="utf-8")
+        self._last_version = saved.version
+        self.model = saved if self.model.hash == saved.hash else self.model
+        self._refresh()
+        self._say(f"saved version {saved.version} to {html.escape(str(target))}")
+        return target
+
+    # ------------------------------------------------------------ view
+    def _say(self, text: str, error: bool = False) -> None:
+        colour = "#D55E00" if error else "#333"
+        self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
+
+    def _sync_controls(self) -> None:
+        """Set every control from ``self.model`` without triggering changes."""
+        self._syncing = True
+        try:
+            r = self.model.resolve(None if self.variant == "default" else self.variant)
+            disabled = set()
+            if self.variant != "default":
+                disabled = set(next(v for v in self.model.variants if v.name == self.variant).disabled)
+            for m in r.metrics:
+                s = self.metric_sliders[m.name]
+                s.max = max(s.max, float(math.ceil(m.weight)))
+                s.value, s.disabled = m.weight, m.name in disabled
+            for c in r.categories.values():
+                s = self.category_sliders[c.name]
+                s.max = max(s.max, float(math.ceil(c.weight)))
+                s.value = c.weight
+            for i, s in enumerate(self.cutoff_sliders):
+                s.value = self.model.bands[i].upper
+            self.coverage_slider.value = self.model.min_coverage
+            for name, t in self.threshold_inputs.items():
+                m = self.model.metric(name)
+                t.value = format_breakpoints(m.params, m.method)
+        finally:
+            self._syncing = False
+
+    def _push(self, chart: Any, values: dict[str, Any]) -> None:
+        """Send new parameter values to a chart (a few numbers; the spec is not re-sent)."""
+        self._chart_values[id(chart)] = values
+        with chart.hold_sync():
+            for k, v in values.items():
+                setattr(chart.params, k, v)
+
+    def _repush(self, chart: Any) -> None:
+        # A chart rendered after an update reports its initial values back; send ours again.
+        wanted = self._chart_values.get(id(chart), {})
+        if any(chart._params.get(k) != v for k, v in wanted.items()):
+            self._push(chart, wanted)
+
+    def _refresh(self) -> None:
+        st = self.session.evaluate(self.model)
+        st["variant"], st["hash"] = self.variant, self.model.hash
+        self.state = st
+        m = self.model
+        edited = "" if m.hash == self.start.hash else " <i>(edited)</i>"
+        self.title.value = (f"<b>{html.escape(m.name)}</b> version {html.escape(m.version)} "
+                            f"<code>{m.hash}</code>{edited}")
+        self.summary_html.value = self._summary_html(st)
+        self.bands_html.value = self._bands_html(st)
+        self.changed_html.value = self._changed_html(st)
+        self._push(self.distribution, {
+            "hist": st["histogram"],
+            "hist_start": np.asarray(self.session.start_eval["hist"]).reshape(N_BINS, -1).sum(axis=1).tolist(),
+            "cuts": [b.upper for b in m.bands[:-1]]})
+        clean = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions"].values()]
+        clean_start = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions_start"].values()]
+        self._push(self.contributions, {"contrib": clean, "contrib_start": clean_start})
+
+    def _summary_html(self, st: dict[str, Any]) -> str:
+        what = f"{st['outcome']} within {st['horizon']}"
+        rows = [
+            ["holdout AUC", f"<span class='hs-auc'>{_num(st['auc'])}</span> {_delta(st['auc'], st['auc_start'])}",
+             _num(st["auc_start"])],
+            ["top-decile lift", f"<span class='hs-lift'>{_num(st['lift'], 2)}</span> "
+                                f"{_delta(st['lift'], st['lift_start'], 2)}", _num(st["lift_start"], 2)],
+        ]
+        return (f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots, "
+                f"{st['holdout_events']:,} {html.escape(what)}</div>"
+                + _table(["", "now", "starting model"], rows, "hs-summary-table"))
+
+    def _bands_html(self, st: dict[str, Any]) -> str:
+        from healthscore import charts
+
+        rows = []
+        for b in self.model.bands:
+            n, n0 = st["band_counts"].get(b.name, 0), st["band_counts_start"].get(b.name, 0)
+            arr, arr0 = st["band_arr"].get(b.name, 0.0), st["band_arr_start"].get(b.name, 0.0)
+            r, r0 = st["churn_by_band"].get(b.name, float("nan")), st["churn_by_band_start"].get(b.name, float("nan"))
+            rows.append([_swatch(b.name, b.colour or charts.band_colour(b.name)),
+                         f"<span class='hs-count-{html.escape(b.name)}'>{n:,}</span> ({n0:,})",
+                         f"{_money(arr)} ({_money(arr0)})", f"{_pct(r)} ({_pct(r0)})"])
+        rows.append(["no score", f"{st['accounts'] - st['scored_accounts']:,}", "", ""])
+        return _table(["band", "accounts now (start)", "ARR now (start)",
+                       f"{html.escape(st['outcome'])} rate, holdout (start)"], rows, "hs-band-table")
+
+    def _changed_html(self, st: dict[str, Any]) -> str:
+        t: pl.DataFrame = st["changed"]
+        head = (f"<div style='font-size:12px'><b class='hs-changed'>{st['n_changed']:,}</b> accounts change band "
+                f"(ARR {_money(st['arr_changed'])})" + (f"; the {t.height} largest:" if t.height else "") + "</div>")
+        if not t.height:
+            return head
+        name_col = "company_name" if "company_name" in t.columns else "account_id"
+        rows = [[html.escape(str(r["account_id"])), html.escape(str(r[name_col])), _money(r["arr"]),
+                 f"{html.escape(str(r['old_band']))} ({_num(r['old_score'], 1)})",
+                 f"{html.escape(str(r['new_band']))} ({_num(r['new_score'], 1)})"]
+                for r in t.iter_rows(named=True)]
+        return head + _table(["account", "name", "ARR", "old band", "new band"], rows, "hs-changed-table")
