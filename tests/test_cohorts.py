@@ -182,7 +182,6 @@ def test_random_splits_keep_the_nominal_error_rate(sample):
         flags["any"] += bool(omni)
         flags["pairwise"] += sig.filter((pl.col("kind") == "pairwise") & (pl.col("metric") == "score")).height > 0
     rates = {k: v / n_splits for k, v in flags.items()}
-    print(rates)
     assert all(r <= 0.08 for r in rates.values()), rates
 
 

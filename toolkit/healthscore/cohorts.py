@@ -1089,7 +1089,10 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
     frame = with_derived(scores)
     d1 = _snap_date(frame, date_to, "date_to")
     dates = [d for d in _dates(frame) if d <= d1]
-    d0 = _snap_date(frame, date_from, "date_from") if date_from is not None else dates[max(0, len(dates) - 14)]
+    # a period that starts before the data starts where the data does
+    start = _as_date(date_from)
+    d0 = (dates[max(0, len(dates) - 14)] if start is None else dates[0] if start < dates[0]
+          else _snap_date(frame, start, "date_from"))
     if d0 >= d1:
         raise ValueError(f"date_from {d0} must be before date_to {d1}")
     comparison = compare_cohorts(frame, by=by, events=events, as_of=d1, horizon=horizon)
