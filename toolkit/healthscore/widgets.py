@@ -244,6 +244,10 @@ def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tupl
     return auc, lift
 
 
+def _close(a: float, b: float, tol: float = 1e-9) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
 # ---------------------------------------------------------------- model edits
 def edit_weights(model: ScoreModel, variant: str | None = None, metrics: Mapping[str, float] | None = None,
                  categories: Mapping[str, float] | None = None) -> ScoreModel:
@@ -467,6 +471,34 @@ class TuningSession:
             "changed": table,
             "histogram": now["hist"].astype(int).tolist(),
         }
+
+    def verify(self, model: ScoreModel) -> dict[str, Any]:
+        """Recompute ``model``'s figures the slow way (full calibrate + combine + evaluation
+        functions) and compare them with the fast path. ``ok`` is True when everything agrees."""
+        from healthscore import evaluation
+        from healthscore.scoring import calibrate, combine
+
+        fast = self.evaluate(model)
+        scores = combine(calibrate(self.snapshots, model), model).with_row_index("__row")
+        book = scores.filter(pl.col("__row").is_in(pl.Series(self.book_rows).implode())).sort("account_id")
+        hold = pl.DataFrame({"__row": self.holdout_rows, "y": self.y}).join(scores, on="__row").sort(KEYS)
+        risk = evaluation.risk_of(hold["score"], self.outcome)
+        counts = dict(book.filter(pl.col("band").is_not_null()).group_by("band").len().iter_rows())
+        slow_auc = evaluation.auc(hold["y"], risk)
+        slow_lift = evaluation.top_decile_lift(hold["y"], risk)
+        ours = self.book_scores(model)["score"].to_numpy()
+        theirs = book["score"].to_numpy()
+        out = {
+            "max_score_difference": float(np.nanmax(np.abs(ours - theirs))) if len(ours) else 0.0,
+            "same_missing_scores": bool(np.array_equal(np.isnan(ours), np.isnan(theirs))),
+            "band_counts": fast["band_counts"],
+            "band_counts_engine": {b.name: int(counts.get(b.name, 0)) for b in model.bands},
+            "auc": fast["auc"], "auc_engine": slow_auc, "lift": fast["lift"], "lift_engine": slow_lift,
+        }
+        out["ok"] = bool(out["same_missing_scores"] and out["max_score_difference"] <= 1e-9
+                         and out["band_counts"] == out["band_counts_engine"]
+                         and _close(out["auc"], slow_auc) and _close(out["lift"], slow_lift))
+        return out
 
     def book_scores(self, model: ScoreModel) -> pl.DataFrame:
         """``account_id``, ``score``, ``band`` of the book under ``model`` (fast path; for checks and export)."""
@@ -780,6 +812,31 @@ class WeightTuner:
             self.status,
         ])
         self.widget.add_class("hs-tuner")
+
+    @classmethod
+    def from_files(cls, snapshots: str | os.PathLike[str], events: str | os.PathLike[str],
+                   model: str | os.PathLike[str], n_accounts: int | None = None, model_name: str | None = None,
+                   **kwargs: Any) -> WeightTuner:
+        """Read and validate the files, optionally keep the first ``n_accounts`` accounts, build the tuner.
+
+        >>> tuner = WeightTuner.from_files(SAMPLE_MODEL.parent / "snapshots.parquet",
+        ...                                SAMPLE_MODEL.parent / "events.parquet", SAMPLE_MODEL, n_accounts=100)
+        >>> tuner.state["accounts"] <= 100
+        True
+        """
+        from healthscore.model import load_model
+        from healthscore.snapshots import read_events, read_snapshots
+
+        snaps, ev = read_snapshots(snapshots), read_events(events)
+        if n_accounts is not None:
+            keep = snaps["account_id"].unique().sort().head(int(n_accounts)).implode()
+            snaps = snaps.filter(pl.col("account_id").is_in(keep))
+            ev = ev.filter(pl.col("account_id").is_in(keep))
+        return cls(snaps, ev, load_model(model, name=model_name), **kwargs)
+
+    def verify(self) -> dict[str, Any]:
+        """Check the figures on screen against the full scoring engine (see :meth:`TuningSession.verify`)."""
+        return self.session.verify(self.model)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
