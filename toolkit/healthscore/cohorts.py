@@ -855,6 +855,13 @@ def csm_view(scores: pl.DataFrame, events: pl.DataFrame | None = None, as_of: st
 
 # ------------------------------------------------------------------------------------------
 # charts (tidy aggregated frames in, altair charts out)
+def _finish(chart: Any, title: str, subtitle: str) -> Any:
+    """Title with an explanatory subtitle, and room on the left: static SVG export measures label
+    text with its own font, and long cohort names would otherwise be clipped."""
+    return chart.properties(title=alt.TitleParams(title, subtitle=subtitle), padding={"left": 24, "top": 6,
+                                                                                        "right": 12, "bottom": 6})
+
+
 def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -> alt.LayerChart:
     """Score distribution per cohort as a box plot drawn from aggregates (p10-p90 whiskers,
     quartile box, median tick); cohort sizes in the tooltip."""
@@ -867,8 +874,8 @@ def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -
                                                           scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q")
     box = base.mark_bar(size=14, color=charts.SERIES_COLOURS[2]).encode(x="score_q1:Q", x2="score_q3:Q", tooltip=tip)
     median = base.mark_tick(color="#000", thickness=2, size=14).encode(x="score_median:Q", tooltip=tip)
-    return (whisker + box + median).properties(
-        title=f"Score by {dimension.replace('_', ' ')} (box: quartiles, line: 10th-90th percentile)")
+    return _finish(whisker + box + median, f"Score by {dimension.replace('_', ' ')}",
+                   "box: middle half of the accounts, tick: median, line: 10th to 90th percentile")
 
 
 def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "cohort") -> alt.Chart:
@@ -878,13 +885,14 @@ def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "c
                for i, b in enumerate(order)]
     data = band_mix.with_columns(
         order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))).to_pandas()
-    return alt.Chart(data).mark_bar().encode(
+    chart = alt.Chart(data).mark_bar().encode(
         y=alt.Y("cohort:N", title=None),
         x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
         color=alt.Color("band:N", scale=charts.band_scale(order, colours), title="band"),
         order=alt.Order("order:Q"),
         tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
-    ).properties(title=f"Band mix by {dimension.replace('_', ' ')}")
+    )
+    return _finish(chart, f"Band mix by {dimension.replace('_', ' ')}", "share of accounts in each band")
 
 
 def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
@@ -897,19 +905,20 @@ def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn
     base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
     rule = base.mark_rule(color="#555").encode(x=alt.X("lo:Q", axis=alt.Axis(format="%"), title=title), x2="hi:Q")
     point = base.mark_point(filled=True, size=60, color=charts.SERIES_COLOURS[0]).encode(
-        x="rate:Q", shape=alt.Shape("size:N", title="cohort size"),
+        x="rate:Q", shape=alt.Shape("size:N", title="cohort size", legend=alt.Legend(labelLimit=200)),
         tooltip=["cohort:N", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
                  alt.Tooltip("hi:Q", format=".1%")])
-    return (rule + point).properties(title=f"{title} by {dimension.replace('_', ' ')} (95% Wilson interval)")
+    return _finish(rule + point, f"{title} by {dimension.replace('_', ' ')}", "point: rate, line: 95% Wilson interval")
 
 
 def trend_chart(trend: pl.DataFrame) -> alt.Chart:
     """Mean score per cohort over time."""
-    return alt.Chart(trend.to_pandas()).mark_line(point=False).encode(
+    chart = alt.Chart(trend.to_pandas()).mark_line(point=False).encode(
         x=alt.X("as_of:T", title="snapshot"), y=alt.Y("score_mean:Q", title="mean score", scale=alt.Scale(zero=False)),
-        color=alt.Color("cohort:N", title="cohort"),
+        color=alt.Color("cohort:N", title="cohort", legend=alt.Legend(labelLimit=240)),
         tooltip=["cohort:N", "as_of:T", alt.Tooltip("score_mean:Q", format=".1f"), "accounts:Q"],
-    ).properties(title="Score trend by cohort")
+    )
+    return _finish(chart, "Score trend by cohort", "mean score of the accounts in each cohort on each snapshot")
 
 
 def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None = None,
@@ -927,7 +936,8 @@ def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None 
         text="accounts:Q",
         color=alt.condition(alt.datum.accounts > float(long.get_column("accounts").max() or 0) / 2,
                             alt.value("white"), alt.value("black")))
-    return (cells + text).properties(title="Band migration (accounts)", width=260, height=220)
+    return _finish((cells + text).properties(width=260, height=220), "Band migration",
+                   "accounts by band at the start (rows) and at the end (columns)")
 
 
 def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
@@ -944,7 +954,8 @@ def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
         x=x, y="rate:Q", tooltip=["label:N", "rows:Q", alt.Tooltip("rate:Q", format=".1%"),
                                   alt.Tooltip("rate_lo:Q", format=".1%"), alt.Tooltip("rate_hi:Q", format=".1%")])
     avg = base.mark_rule(strokeDash=[4, 4], color="#999").encode(y="mean(portfolio_rate):Q")
-    return (band + line + avg).properties(title=f"{outcome} rate by decile of {metric} (95% Wilson interval)")
+    return _finish(band + line + avg, f"{outcome} rate by decile of {metric}",
+                   "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average")
 
 
 # ------------------------------------------------------------------------------------------
