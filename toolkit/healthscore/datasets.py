@@ -31,7 +31,8 @@ __all__ = ["Portfolio", "Truth", "make_portfolio", "sample_dir", "load_sample", 
 # ----------------------------------------------------------------------------- the truth
 # metric -> (category, direction, churn_coef, expansion_coef, description).
 # Coefficients: change in the weekly log-odds of the event per one reference standard deviation of
-# the metric (see _REFERENCE), sign included. Zero means the metric has no effect at all.
+# the metric (see _REFERENCE), sign included; a null value contributes nothing (it counts as the
+# reference mean). Zero means the metric has no effect of its own.
 METRICS: dict[str, tuple[str, str, float, float, str]] = {
     "active_users": ("usage", "higher_is_better", 0.0, 0.0,
                      "distinct weekly active users (mostly reflects account size; no effect of its own)"),
@@ -47,16 +48,16 @@ METRICS: dict[str, tuple[str, str, float, float, str]] = {
                        "support tickets opened in the week (no effect of its own)"),
     "high_sev_tickets": ("support", "lower_is_better", 0.15, -0.10,
                          "severity-1/2 tickets opened in the week"),
-    "csat": ("support", "higher_is_better", -0.10, 0.0,
-             "CSAT 1..5 of closed tickets; effect acts on the customer's satisfaction whether or not asked"),
-    "nps": ("sentiment", "higher_is_better", -0.20, 0.15,
-            "NPS 0..10; effect acts on the customer's sentiment whether or not they answered"),
+    "csat": ("support", "higher_is_better", -0.15, 0.0,
+             "mean CSAT 1..5 of tickets closed in the week (null without tickets or answers)"),
+    "nps": ("sentiment", "higher_is_better", -0.30, 0.15,
+            "NPS answer 0..10 in the week (sparse; unhappy accounts answer less)"),
     "exec_sponsor_engaged": ("relationship", "higher_is_better", -0.20, 0.25,
                              "1 if an executive sponsor met us in the last 90 days"),
     "champion_left": ("relationship", "lower_is_better", 0.30, -0.25,
                       "1 if the champion left in the last 90 days"),
     "csm_assessment": ("relationship", "higher_is_better", -0.25, 0.15,
-                       "CSM's 1..5 assessment (high-touch only; no effect where null)"),
+                       "CSM's 1..5 assessment (high-touch accounts only)"),
     "days_invoice_overdue": ("commercial", "lower_is_better", 0.20, -0.15,
                              "days the oldest open invoice is overdue"),
     "seats_deployed_ratio": ("commercial", "higher_is_better", -0.20, 0.30,
@@ -81,8 +82,8 @@ _REFERENCE: dict[str, tuple[float, float]] = {
     "api_calls": (6.1, 1.7),
     "tickets_opened": (0.36, 0.68),
     "high_sev_tickets": (0.057, 0.25),
-    "csat": (3.96, 0.69),
-    "nps": (6.9, 1.8),
+    "csat": (4.0, 0.68),
+    "nps": (7.4, 1.7),
     "exec_sponsor_engaged": (0.43, 0.5),
     "champion_left": (0.044, 0.21),
     "csm_assessment": (3.2, 0.94),
@@ -99,12 +100,12 @@ SEGMENTS = ("enterprise", "mid_market", "smb")
 TOUCH = ("high", "digital")
 # base annual churn / expansion at reference signals, per (segment, touch model)
 _BASE_RATES: dict[tuple[str, str], tuple[float, float]] = {
-    ("enterprise", "high"): (0.014, 0.08),
-    ("enterprise", "digital"): (0.02, 0.08),
-    ("mid_market", "high"): (0.02, 0.09),
-    ("mid_market", "digital"): (0.028, 0.09),
-    ("smb", "high"): (0.028, 0.09),
-    ("smb", "digital"): (0.042, 0.09),
+    ("enterprise", "high"): (0.02, 0.08),
+    ("enterprise", "digital"): (0.027, 0.08),
+    ("mid_market", "high"): (0.027, 0.09),
+    ("mid_market", "digital"): (0.038, 0.09),
+    ("smb", "high"): (0.038, 0.09),
+    ("smb", "digital"): (0.057, 0.09),
 }
 # latent health mean per (segment, touch model)
 _HEALTH_MEAN = {
@@ -458,13 +459,15 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
         posts = rng.poisson(0.3 * np.exp(0.25 * h))
         training = rng.poisson(np.where(young, 1.5, 0.5) * np.exp(0.15 * h))
 
-        # what the hazards see: the customer's satisfaction and sentiment count whether or not asked
-        seen = np.stack([active, util, logins, kfa, np.log1p(calls), tickets, high_sev, csat_true,
-                         nps_true, exec_eng, champ_left, assessment, overdue, dr, goal, ctr, posts,
-                         training]).astype(float)
-        zs = (seen - ref[:, :1]) / ref[:, 1:]
-        zs[4] = np.where(integrated, zs[4], 0.0)
-        zs[11] = np.where(high, zs[11], 0.0)
+        calls = np.where(integrated, calls, np.nan)
+        csat = np.where(csat_seen, csat_true, np.nan)
+        nps = np.where(nps_seen, nps_true, np.nan)
+        assess = np.where(high, assessment, np.nan)
+        # the hazards see exactly the snapshot columns (api_calls on the log scale); a null counts
+        # as the reference mean, i.e. contributes nothing that week
+        seen = np.stack([active, util, logins, kfa, np.log1p(calls), tickets, high_sev, csat, nps,
+                         exec_eng, champ_left, assess, overdue, dr, goal, ctr, posts, training]).astype(float)
+        zs = np.nan_to_num((seen - ref[:, :1]) / ref[:, 1:], nan=0.0)
         to_renewal = (renewal - day).astype(np.int64)
         handover = (t - last_handover) < _WINDOW_90D
         terms = np.stack([to_renewal <= 56, young, handover]).astype(float)
@@ -481,12 +484,11 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
             "renewal_date": renewal[i], "goal_start": goal_start[i], "goal_due": goal_due[i],
             "active_users": active[i], "seat_utilization": util[i], "login_days": logins[i],
             "key_feature_adoption": kfa[i],
-            "api_calls": np.where(integrated, calls, np.nan)[i],
+            "api_calls": calls[i],
             "tickets_opened": tickets[i], "high_sev_tickets": high_sev[i],
-            "csat": np.where(csat_seen, csat_true, np.nan)[i],
-            "nps": np.where(nps_seen, nps_true, np.nan)[i],
+            "csat": csat[i], "nps": nps[i],
             "exec_sponsor_engaged": exec_eng[i], "champion_left": champ_left[i],
-            "csm_assessment": np.where(high, assessment, np.nan)[i],
+            "csm_assessment": assess[i],
             "days_invoice_overdue": overdue[i], "seats_deployed_ratio": dr[i],
             "goal_progress": goal[i], "email_ctr": ctr[i], "community_posts": posts[i],
             "training_completions": training[i],
