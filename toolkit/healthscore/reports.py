@@ -469,7 +469,8 @@ def _header_html(card: Scorecard) -> str:
         score = (f'<div class="hs-score"><span class="value" data-role="score">{_num(card.score)}</span>'
                  f'<div><span class="of">out of 100</span><br>'
                  f'{_badge(card.band, card.band_colour, "band large")}</div></div>')
-    meaning = f'<p class="note">{_e(card.band_meaning)}</p>' if card.band_meaning else ""
+    meaning = (f'<p class="note">What {_e(card.band)} means: {_e(card.band_meaning)}</p>'
+               if card.band_meaning and card.score is not None else "")
     return (f'<header class="hs-head"><div><h1>{_e(card.company_name)}</h1>'
             f'<p class="subtitle">Customer health scorecard · {_e(_date(card.as_of))}</p></div>{score}</header>'
             f"{meaning}")

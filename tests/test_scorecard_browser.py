@@ -1,0 +1,126 @@
+"""A person's look at a scorecard: render one, open it in headless Chromium, check what a reader
+sees and keep a screenshot in ``build/test-artifacts/``.
+
+Needs Debian's ``/usr/bin/chromium``. When it is missing the test fails with a clear message,
+unless ``HEALTHSCORE_NO_BROWSER=1`` says this machine has no browser on purpose.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import healthscore as hs
+from healthscore import reports
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+MODEL = """
+[model]
+name = "health"
+version = "1.0.0"
+min_coverage = 0.3
+[categories.usage]
+label = "Product usage"
+[categories.support]
+label = "Support"
+[categories.relationship]
+label = "Relationship"
+[[metrics]]
+name = "logins"
+column = "login_days"
+category = "usage"
+method = "thresholds"
+params = { points = [[0, 0], [5, 100]] }
+label = "Login days per week"
+description = "Days in the week with any login"
+action = "Agree a weekly routine with the team lead."
+[[metrics]]
+name = "adoption"
+column = "key_feature_adoption"
+category = "usage"
+method = "thresholds"
+params = { points = [[0, 0], [0.8, 100]] }
+label = "Key feature adoption"
+description = "Share of the key features used in the last 30 days"
+action = "Book a workshop on the features not yet in use."
+[[metrics]]
+name = "csat"
+column = "csat"
+category = "support"
+method = "thresholds"
+params = { points = [[1, 0], [5, 100]] }
+label = "Support satisfaction"
+description = "Mean CSAT of the tickets closed in the week"
+action = "Review the open tickets together."
+[[metrics]]
+name = "sponsor"
+column = "exec_sponsor_engaged"
+category = "relationship"
+method = "boolean"
+params = { true_score = 100, false_score = 0 }
+label = "Executive sponsor engaged"
+description = "An executive sponsor met us in the last 90 days"
+action = "Schedule an executive business review."
+"""
+
+
+def _browser_or_fail() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("HEALTHSCORE_NO_BROWSER") == "1":
+        pytest.skip("HEALTHSCORE_NO_BROWSER=1: no browser on this machine by choice")
+    pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) "
+                "or set HEALTHSCORE_NO_BROWSER=1 to skip the browser tests on purpose")
+
+
+@pytest.mark.browser
+def test_scorecard_in_a_browser(tmp_path):
+    _browser_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    model_path = tmp_path / "model.toml"
+    model_path.write_text(MODEL)
+    model = hs.load_model(model_path)
+    portfolio = hs.make_portfolio(n_accounts=40, n_weeks=30, seed=3)
+    scores = hs.score(portfolio.snapshots, model)
+    latest = scores.filter(scores["as_of"] == scores["as_of"].max()).drop_nulls("score").sort("account_id")
+    account = latest["account_id"][0]
+    card = reports.scorecard_data(scores, model, account, snapshots=portfolio.snapshots)
+    outputs = [nbformat.v4.new_output("display_data", data={"text/html": part})
+               for part in reports.scorecard_sections(card)]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
+    page_path = tmp_path / f"{reports.safe_name(account)}.html"
+    reports.export_html(nb, page_path, title=f"{card.company_name}: health scorecard")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1200})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri())
+            score = page.locator("[data-role=score]")
+            assert score.is_visible() and score.inner_text() == f"{card.score:.0f}"
+            band = page.locator(".hs-score .band")
+            assert band.is_visible() and band.inner_text().strip() == card.band
+            assert page.get_by_role("heading", name=card.company_name).is_visible()
+            chart = page.locator("figure.chart svg")
+            assert chart.count() == 1 and chart.is_visible()
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 400 and box["height"] > 150
+            assert page.get_by_text("not applicable").count() + page.get_by_text("green").count() > 0
+            assert all(u.startswith("file:") or u.startswith("data:") for u in requests), requests
+            page.screenshot(path=str(ARTIFACTS / "scorecard.png"), full_page=True)
+            page.emulate_media(media="print")
+            page.screenshot(path=str(ARTIFACTS / "scorecard-print.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "scorecard.png").stat().st_size > 10_000
