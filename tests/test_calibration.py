@@ -341,6 +341,40 @@ def test_fit_params_leaves_unfitted_methods_alone():
         fit_params("nope", pl.Series([1.0]), {})
 
 
+# -------------------------------------------------------------- both evaluation plans, engines
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 40), st.lists(st.one_of(st.none(), st.floats(-200, 200)), min_size=1, max_size=50),
+       st.randoms(use_true_random=False))
+def test_property_chain_and_numpy_plans_agree_with_numpy(n_points, values, rnd):
+    # up to 12 breakpoints run as a when/then chain, more through numpy: both must match np.interp
+    xs = sorted(rnd.sample(range(-150, 150), n_points))
+    ys = sorted(rnd.uniform(0, 100) for _ in xs)
+    got = run(values, "thresholds", {"points": [[x, y] for x, y in zip(xs, ys)]})
+    want = [None if v is None else float(np.interp(v, xs, ys)) for v in values]
+    assert got == approx_list(want)
+    edges = xs[:-1]
+    scores = ys
+    got_steps = run(values, "steps", {"edges": edges, "scores": scores})
+    want_steps = [None if v is None else scores[int(np.searchsorted(edges, v, side="right"))] for v in values]
+    assert got_steps == want_steps
+
+
+def test_lazy_streaming_gives_the_same_scores():
+    rng = np.random.default_rng(5)
+    df = history().vstack(history().with_columns(pl.col("account_id") + "2"))
+    df = df.with_columns(y=pl.Series(rng.gamma(2, 2, df.height)))
+    exprs = [
+        calibrate_expr("x", "trend", TREND).alias("t"),
+        calibrate_expr("y", "percentile", {"quantiles": list(np.linspace(0, 12, 101))}).alias("p"),
+        calibrate_expr("y", "thresholds", {"points": [[0, 0], [2, 50], [8, 100]]}).alias("th"),
+    ]
+    eager = df.with_columns(exprs).sort("account_id", "as_of")
+    streamed = df.lazy().with_columns(exprs).collect(engine="streaming").sort("account_id", "as_of")
+    assert streamed.equals(eager)
+    assert eager["p"].null_count() == 0 and eager["t"].null_count() < eager.height
+
+
 # ---------------------------------------------------------------------------------- check_params
 
 @pytest.mark.parametrize("method, params, direction, fragment", [

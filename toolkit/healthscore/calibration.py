@@ -302,28 +302,52 @@ def _clean(x: pl.Expr) -> pl.Expr:
     return pl.when(x.is_finite()).then(x)
 
 
-def _interp(x: pl.Expr, xs: Sequence[float], ys: Sequence[float]) -> pl.Expr:
-    """Piecewise linear through (xs, ys), flat outside; ``xs`` strictly increasing.
+# Few breakpoints: a when/then chain is the fastest plan polars has (no Python, parallel across
+# columns). Many breakpoints (101 frozen quantiles): every branch of a chain is evaluated, so
+# one vectorised numpy call wins by far. An expression that is expensive to evaluate (trend's
+# window) also goes the numpy way, because an eager select evaluates each use of it again.
+_CHAIN_MAX = 12
 
-    Vectorised with a binary search so that 101 breakpoints cost no more than 2.
-    """
-    xs_s = pl.Series(np.asarray(xs, dtype=float))
-    ys_s = pl.Series(np.asarray(ys, dtype=float))
-    if len(xs_s) == 1:
-        return pl.when(x.is_not_null()).then(pl.lit(float(ys_s[0])))
-    seg = (pl.lit(xs_s).search_sorted(x, side="right").cast(pl.Int64) - 1).clip(0, len(xs_s) - 2)
-    x0, x1 = pl.lit(xs_s).gather(seg), pl.lit(xs_s).gather(seg + 1)
-    y0, y1 = pl.lit(ys_s).gather(seg), pl.lit(ys_s).gather(seg + 1)
-    t = ((x - x0) / (x1 - x0)).clip(0.0, 1.0)
-    return y0 + t * (y1 - y0)
+
+def _interp(x: pl.Expr, xs: Sequence[float], ys: Sequence[float], *, cheap: bool = True) -> pl.Expr:
+    """Piecewise linear through (xs, ys), flat outside, null stays null; ``xs`` strictly increasing."""
+    xs, ys = [float(v) for v in xs], [float(v) for v in ys]
+    if len(xs) == 1:
+        return pl.when(x.is_not_null()).then(pl.lit(ys[0]))
+    if cheap and len(xs) <= _CHAIN_MAX:
+        # x == xs[i+1] falls into the next segment, where it gives exactly ys[i+1]
+        expr: Any = pl.when(x < xs[0]).then(pl.lit(ys[0]))
+        for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
+            # slope computed here, never 0/0 in the engine; there (x - x0) < x1 - x0, so the
+            # product stays within |y1 - y0|. A spacing too small to divide by acts as a step.
+            slope = (y1 - y0) / (x1 - x0) if x1 - x0 >= 1e-300 else 0.0
+            expr = expr.when(x < x1).then(y0 + (x - x0) * slope if slope else pl.lit(y0))
+        return expr.when(x.is_not_null()).then(pl.lit(ys[-1]))
+    xa, ya = np.asarray(xs), np.asarray(ys)
+
+    def interp(s: pl.Series) -> pl.Series:
+        # nulls arrive as NaN and np.interp keeps NaN, which goes back to null
+        return pl.Series(s.name, np.interp(s.to_numpy(), xa, ya), nan_to_null=True)
+
+    return x.map_batches(interp, return_dtype=pl.Float64, is_elementwise=True)
 
 
 def _steps(x: pl.Expr, edges: Sequence[float], scores: Sequence[float]) -> pl.Expr:
-    if not edges:
-        return pl.when(x.is_not_null()).then(pl.lit(float(scores[0])))
-    idx = pl.lit(pl.Series(np.asarray(edges, dtype=float))).search_sorted(x, side="right")
-    out = pl.lit(pl.Series(np.asarray(scores, dtype=float))).gather(idx)
-    return pl.when(x.is_not_null()).then(out)
+    """value < edges[0] -> scores[0], edges[i-1] <= value < edges[i] -> scores[i], ...; null stays null."""
+    edges, scores = [float(v) for v in edges], [float(v) for v in scores]
+    if len(edges) <= _CHAIN_MAX:
+        expr: Any = pl
+        for edge, score in zip(edges, scores):
+            expr = expr.when(x < edge).then(pl.lit(score))
+        return expr.when(x.is_not_null()).then(pl.lit(scores[-1]))
+    ea, sa = np.asarray(edges), np.asarray(scores)
+
+    def lookup(s: pl.Series) -> pl.Series:
+        v = s.to_numpy()
+        out = sa[np.searchsorted(ea, np.nan_to_num(v), side="right")]
+        return pl.Series(s.name, np.where(np.isnan(v), np.nan, out), nan_to_null=True)
+
+    return x.map_batches(lookup, return_dtype=pl.Float64, is_elementwise=True)
 
 
 def _flip(score: pl.Expr, direction: str) -> pl.Expr:
@@ -415,7 +439,7 @@ def _trend(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     change = pl.when((n_seen >= 2 * w) & x.is_not_null()).then(change)
     change = change.over(q["account_column"], order_by=q["date_column"])
     pts = [(float(a), float(b)) for a, b in q["points"]]
-    return _interp(change, [a for a, _ in pts], [b for _, b in pts])
+    return _interp(change, [a for a, _ in pts], [b for _, b in pts], cheap=False)
 
 
 def _percentile_points(quantiles: Sequence[float]) -> tuple[list[float], list[float]]:
