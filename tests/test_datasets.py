@@ -12,7 +12,7 @@ from scipy import stats
 
 from healthscore import cli
 from healthscore.datasets import (
-    METRICS, SAMPLE_ARGS, Portfolio, _REFERENCE, load_sample, make_portfolio, sample_dir,
+    METRICS, SAMPLE_ARGS, Portfolio, _REFERENCE, data_dictionary, load_sample, make_portfolio, sample_dir,
 )
 
 ATTRIBUTES = {
@@ -155,7 +155,7 @@ def test_same_seed_gives_identical_files(tmp_path) -> None:
     b = make_portfolio(n_accounts=200, n_weeks=12, seed=5)
     paths_a = a.save(tmp_path / "a")
     paths_b = b.save(tmp_path / "b")
-    assert [p.name for p in paths_a] == list(Portfolio.FILES)
+    assert [p.name for p in paths_a] == [*Portfolio.FILES, "README.md"]
     for pa, pb in zip(paths_a, paths_b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
     c = make_portfolio(n_accounts=200, n_weeks=12, seed=6)
@@ -191,6 +191,16 @@ def test_bundled_sample_equals_a_regeneration() -> None:
     assert bundled.truth.latent.equals(fresh.truth.latent)
     assert bundled.truth.segment_churn.equals(fresh.truth.segment_churn)
     assert bundled.truth.other_terms.equals(fresh.truth.other_terms)
+    assert (folder / "README.md").read_text() == data_dictionary(fresh)
+
+
+def test_data_dictionary_documents_every_column_and_effect(small: Portfolio) -> None:
+    text = data_dictionary(small)
+    for col in [*small.snapshots.columns, *small.events.columns]:
+        assert f"`{col}`" in text, col
+    for metric, churn, expansion in small.truth.effects.select("metric", "churn_coef", "expansion_coef").rows():
+        assert f"| `{metric}` | {churn:+.2f} | {expansion:+.2f} |" in text
+    assert "make_portfolio(n_accounts=300, n_weeks=30, seed=3" in text
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -120,6 +120,9 @@ _OTHER_TERMS: dict[str, tuple[float, float, str]] = {
     "csm_handover_13_weeks": (0.35, 0.0, "the account changed CSM in the last 13 weeks"),
 }
 
+# contraction: only in the 8 weeks before a renewal; weekly log-odds intercept and per-SD effects
+_CONTRACTION = (-5.5, {"seat_utilization": -0.5, "seats_deployed_ratio": -0.4})
+
 _PHI = 0.9          # weekly persistence of the latent health
 _SIGMA = 0.3        # weekly innovation of the latent health
 _BURN_IN = 26       # weeks simulated before the first snapshot (states, indicators)
@@ -145,8 +148,9 @@ class Portfolio:
     accounts: pl.DataFrame
     events: pl.DataFrame
     truth: Truth
+    origin: str | None = None  # how it was generated, e.g. "make_portfolio(n_accounts=2000, ...)"
 
-    # files written by save(), in a fixed order
+    # data files written by save() (besides README.md), in a fixed order
     FILES = ("snapshots.parquet", "events.parquet", "accounts.parquet", "truth_effects.csv",
              "truth_latent.parquet", "truth_segment_churn.csv", "truth_other_terms.csv",
              "latest_week.csv")
@@ -163,9 +167,11 @@ class Portfolio:
         return "\n".join(lines)
 
     def save(self, folder: str | os.PathLike[str]) -> list[Path]:
-        """Write every table into ``folder`` atomically; returns the paths written."""
+        """Write every table and a ``README.md`` data dictionary into ``folder`` atomically;
+        returns the paths written."""
         folder = Path(folder)
         paths = [folder / name for name in self.FILES]
+        files.write_text(folder / "README.md", data_dictionary(self))
         files.write_parquet(self.snapshots, paths[0])
         files.write_parquet(self.events, paths[1])
         files.write_parquet(self.accounts, paths[2])
@@ -174,7 +180,7 @@ class Portfolio:
         files.write_csv(self.truth.segment_churn, paths[5])
         files.write_csv(self.truth.other_terms, paths[6])
         files.write_csv(latest_week(self.snapshots), paths[7])
-        return paths
+        return [*paths, folder / "README.md"]
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Portfolio:
@@ -387,6 +393,10 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
     other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
     ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
+    metric_row = {m: k for k, m in enumerate(METRICS)}
+
+    def contraction_lp(zs: np.ndarray) -> np.ndarray:
+        return _CONTRACTION[0] + sum(c * zs[metric_row[m]] for m, c in _CONTRACTION[1].items())
 
     never = -10_000
     last_meeting = np.where(rng.random(n) < 0.4, -rng.integers(1, 13, n), never)
@@ -501,7 +511,7 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
         expand = row & ~churn & (rng.random(n) < _sigmoid(lp_exp))
         cut = np.minimum(np.maximum(1, np.round(seats * rng.uniform(0.1, 0.3, n))), seats - 1).astype(np.int64)
         contract = (row & ~churn & ~expand & (to_renewal <= 56) & (cut > 0)
-                    & (rng.random(n) < _sigmoid(-5.5 - 0.5 * zs[1] - 0.4 * zs[13])))
+                    & (rng.random(n) < _sigmoid(contraction_lp(zs))))
         add = np.maximum(1, np.round(seats * rng.uniform(0.08, 0.4, n))).astype(np.int64)
         when = day.astype(np.int64) + rng.integers(1, 7, n)
         j = np.flatnonzero(churn)
@@ -516,7 +526,8 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
         alive &= ~churn
 
     data = {k: np.concatenate(v) for k, v in cols.items()}
-    return _assemble(book, data, np.concatenate(events, axis=1), first64)
+    origin = f"make_portfolio(n_accounts={n}, n_weeks={n_weeks}, seed={seed}, end=date({end.year}, {end.month}, {end.day}))"
+    return _assemble(book, data, np.concatenate(events, axis=1), first64, origin)
 
 
 EVENTS = ("churned", "expanded", "contracted")
@@ -542,7 +553,7 @@ def _churn_reason(rng: np.random.Generator, contrib: np.ndarray, champ_left: np.
 
 
 def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
-              first64: np.datetime64) -> Portfolio:
+              first64: np.datetime64, origin: str) -> Portfolio:
     n = len(book.seg)
     width = max(5, len(str(n)))  # zero-padded ids sort like their numbers
     ids = pl.Series("account_id", np.arange(1, n + 1)).cast(pl.String).str.zfill(width)
@@ -583,7 +594,8 @@ def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
         .when(pl.col("_e") == 1).then(pl.format("+{} seats", pl.col("_d")))
         .otherwise(pl.format("-{} seats", pl.col("_d"))),
     ).sort("date", "account_id", "event")
-    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev, truth=_truth(latent))
+    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev, truth=_truth(latent),
+                     origin=origin)
 
 
 def _accounts_table(snaps: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
@@ -623,6 +635,177 @@ def _truth(latent: pl.DataFrame) -> Truth:
         "description": [v[2] for v in _OTHER_TERMS.values()],
     })
     return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other)
+
+
+# ----------------------------------------------------------------------------- data dictionary
+# metric -> (unit and range, what a null means)
+_UNITS: dict[str, tuple[str, str]] = {
+    "active_users": ("users, 0..seats provisioned", "never null"),
+    "seat_utilization": ("ratio 0..1.5 (active users / seats purchased)", "never null"),
+    "login_days": ("days 0..7", "never null"),
+    "key_feature_adoption": ("share 0..1 of the 10 key features", "never null"),
+    "api_calls": ("calls per week, heavy tailed", "the account has no integration (same every week)"),
+    "tickets_opened": ("tickets per week", "never null"),
+    "high_sev_tickets": ("tickets per week (a subset of tickets_opened)", "never null"),
+    "csat": ("score 1..5, one decimal", "no ticket that week, or nobody answered the survey"),
+    "nps": ("answer 0..10", "no answer that week (most weeks); unhappier accounts answer less"),
+    "exec_sponsor_engaged": ("flag 0/1", "never null"),
+    "champion_left": ("flag 0/1", "never null"),
+    "csm_assessment": ("score 1..5", "digital (low-touch) account: no CSM assessment"),
+    "days_invoice_overdue": ("days, 0 when nothing is overdue", "never null"),
+    "seats_deployed_ratio": ("ratio 0..1.2 (seats provisioned / purchased)", "never null"),
+    "goal_progress": ("share 0..1.2 of the success-plan goal", "never null"),
+    "email_ctr": ("rate 0..1", "never null"),
+    "community_posts": ("posts in the last 30 days", "never null"),
+    "training_completions": ("modules in the last 30 days", "never null"),
+}
+
+_ATTRIBUTE_DOCS = [
+    ("account_id", "Utf8", "account key, `A` + zero-padded number"),
+    ("as_of", "Date", "snapshot date, weekly on Mondays"),
+    ("company_name", "Utf8", "invented company name (word lists, not real companies)"),
+    ("segment", "Utf8", "`enterprise`, `mid_market` or `smb`"),
+    ("touch_model", "Utf8", "`high` (named CSM) or `digital` (pooled / automated coverage)"),
+    ("industry", "Utf8", "one of " + ", ".join(f"`{i}`" for i in INDUSTRIES)),
+    ("region", "Utf8", "one of " + ", ".join(f"`{r}`" for r in REGIONS)),
+    ("csm", "Utf8", "CSM that week; changes for some accounts; null for digital SMB accounts"),
+    ("lifecycle_stage", "Utf8", "`onboarding` (first 13 weeks), `renewal` (renewal at most 90 days "
+                                "away, after 9 months), `adoption` (first year), `mature`"),
+    ("arr", "Float64", "annual recurring revenue that week, in dollars (moves with seat changes)"),
+    ("seats_purchased", "Int64", "seats under contract that week"),
+    ("contract_start", "Date", "first day of the first contract (annual contracts renew on its anniversary)"),
+    ("renewal_date", "Date", "next contract anniversary after `as_of`"),
+    ("goal_start", "Date", "start of the current success-plan goal (start of the contract year)"),
+    ("goal_due", "Date", "goal due date, 26 weeks after `goal_start`; the goal line rises linearly in between"),
+]
+
+_ACCOUNT_DOCS = [
+    ("account_id ... region", "as in the snapshots"),
+    ("csm, arr, seats_purchased, renewal_date", "as of the account's latest snapshot"),
+    ("contract_start", "first day of the first contract"),
+    ("first_as_of, last_as_of", "first and latest snapshot date of the account"),
+    ("churn_date", "date of the churn event, null when the account did not churn"),
+    ("status", "`churned` or `active`"),
+]
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def data_dictionary(p: Portfolio) -> str:
+    """The README.md written beside a saved portfolio: files, every column, and the truth."""
+    st = portfolio_stats(p)
+    made = f"`{p.origin}`" if p.origin else "an unknown call"
+    reasons = ", ".join(f"`{r}`" for r in REASONS)
+    metric_rows = [[f"`{m}`", cat, direction.replace("_", " "), _UNITS[m][0], _UNITS[m][1], text]
+                   for m, (cat, direction, _c, _e, text) in METRICS.items()]
+    truth_rows = [[f"`{m}`", f"{c:+.2f}", f"{e:+.2f}", f"{_REFERENCE[m][0]:g}", f"{_REFERENCE[m][1]:g}"]
+                  for m, (_c, _d, c, e, _x) in METRICS.items()]
+    base_rows = [[s, t, f"{_BASE_RATES[(s, t)][0]:.1%}", f"{_BASE_RATES[(s, t)][1]:.1%}",
+                  f"{_HEALTH_MEAN[(s, t)]:+.2f}"] for s in SEGMENTS for t in TOUCH]
+    other_rows = [[f"`{k}`", f"{c:+.2f}", f"{e:+.2f}", d] for k, (c, e, d) in _OTHER_TERMS.items()]
+    contraction = " ".join(f"{c:+.1f} x z({m})" for m, c in _CONTRACTION[1].items())
+    return f"""# Sample portfolio: data dictionary
+
+A synthetic book of business of a B2B software company, generated by {made}
+(`healthscore sample`, or `make data` for this folder). Nothing in it is real. Because it is
+simulated, the true effect of every signal on churn and on expansion is known, so the score
+models, fits and backtests built with healthscore can be checked against it. The same call
+always writes the same bytes.
+
+{st['accounts']:,} accounts, {st['rows']:,} snapshot rows over {st['weeks']} weeks ({st['first']} to {st['last']}).
+Observed rates: {st['churn_rate']:.1%} logo churn and {st['expansion_rate']:.1%} of accounts expanding
+per account-year, {st['contraction_rate']:.1%} contracting.
+
+```python
+from healthscore.datasets import load_sample      # this folder, or the same data regenerated
+p = load_sample()
+p.snapshots, p.events, p.accounts, p.truth.effects
+```
+
+## Files
+
+{_table(["file", "contents"], [
+    ["`snapshots.parquet`", "one row per account and week: attributes and the 18 raw signals"],
+    ["`events.parquet`", "outcomes: churned, expanded, contracted (never stored on a snapshot)"],
+    ["`accounts.parquet`", "one row per account: attributes at its latest snapshot, churn date, status"],
+    ["`latest_week.csv`", "the latest snapshot of every account, for spreadsheets"],
+    ["`truth_effects.csv`", "true effect of each signal on churn and on expansion"],
+    ["`truth_segment_churn.csv`", "base annual churn and expansion per segment and touch model"],
+    ["`truth_other_terms.csv`", "the other terms of the hazards (renewal, new contract, CSM handover)"],
+    ["`truth_latent.parquet`", "`account_id`, `as_of`, `health`: the hidden health behind the signals"],
+])}
+
+## Snapshots: attributes
+
+Keys are `account_id` and `as_of`. An account has rows from the Monday on or after its contract
+start (or the first week of the window) until the last week before it churned; never after.
+
+{_table(["column", "type", "meaning"], [[f"`{c}`", t, m] for c, t, m in _ATTRIBUTE_DOCS])}
+
+## Snapshots: raw signals
+
+All Float64. A null means "not measured or not applicable"; it is never a stand-in for zero.
+
+{_table(["column", "category", "direction", "unit", "null means", "description"], metric_rows)}
+
+## Events
+
+{_table(["column", "type", "meaning"], [
+    ["`account_id`", "Utf8", "the account"],
+    ["`date`", "Date", "day of the event, 1 to 6 days after the snapshot it followed"],
+    ["`event`", "Utf8", "`churned` (at most once, last event of the account), `expanded`, `contracted`"],
+    ["`details`", "Utf8", f"churn reason ({reasons}); `+N seats` or `-N seats` for seat changes"],
+])}
+
+The churn reason names the signal that pushed the churn hazard up most that week when that push
+was large (three times in four), the champion leaving (most of the time when it happened), or
+else a reason the data cannot see (budget cuts, a competitor, an acquisition, a finished project).
+
+## Accounts
+
+{_table(["column", "meaning"], [[c, m] for c, m in _ACCOUNT_DOCS])}
+
+## The truth
+
+**Health.** Each account has a hidden health value that moves week by week as an AR(1) process
+(persistence {_PHI}, weekly noise SD {_SIGMA}) around its own mean: the segment and touch-model
+mean below plus an account effect (SD 0.5). The champion leaving knocks it down by 0.8 and a CSM
+handover by 0.2; both then fade at the same persistence. Health drives every signal with noise:
+logins and active users share one weekly usage factor (so they are collinear), active users
+cannot exceed the seats provisioned (saturation), API calls are log-normal with rare spikes
+(heavy tail), onboarding accounts ramp their usage up over about ten weeks and open more
+tickets, and survey answers are rarer for unhappy accounts (missing not at random).
+
+**Hazards.** Every week, for every account still a customer, the log-odds of churning before
+the next snapshot is
+
+    logit P(churn) = base(segment, touch) + sum over signals of churn_coef x z(signal) + other terms
+
+where z(signal) = (value - reference mean) / reference SD, with `api_calls` taken as
+log1p(calls), and a null value contributes nothing (z = 0). Expansion works the same way with
+`expansion_coef` and its own base rate; an expansion adds 8 to 40 % seats (ARR follows).
+Contraction happens only in the 8 weeks before a renewal, with weekly log-odds
+{_CONTRACTION[0]:+.1f} {contraction}, and removes 10 to 30 % of the seats. The hazards read
+exactly the values stored in `snapshots.parquet` (before rounding to 4 decimals), so a weekly
+logistic regression on these columns recovers the coefficients. Coefficients of zero are real
+zeros: those signals only travel with health, they do not cause anything.
+
+{_table(["signal", "churn_coef", "expansion_coef", "reference mean", "reference SD"], truth_rows)}
+
+Base rates: the annual rate an account would have with every signal at its reference mean and
+no other term active (weekly log-odds = logit(1 - (1 - annual)^(1/52))). Health mean is the
+centre of the hidden health process for that group.
+
+{_table(["segment", "touch model", "base annual churn", "base annual expansion", "health mean"], base_rows)}
+
+Other terms of the hazards (log-odds):
+
+{_table(["term", "churn", "expansion", "when"], other_rows)}
+"""
 
 
 # ----------------------------------------------------------------------------- bundled copy
