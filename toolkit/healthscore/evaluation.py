@@ -75,17 +75,18 @@ def _floats(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _pair(y: ArrayLike, x: ArrayLike, what: str = "risk") -> tuple[np.ndarray, np.ndarray]:
-    """Outcome and predictor as float arrays, rows with a missing value in either dropped."""
+def _pair(y: ArrayLike, x: ArrayLike, what: str = "risk", with_mask: bool = False) -> Any:
+    """Outcome and predictor as float arrays, rows with a missing value in either dropped
+    (and, ``with_mask``, the mask of kept rows)."""
     yy, xx = _floats(y), _floats(x)
     if yy.shape != xx.shape:
         raise ValueError(f"the outcome has {yy.size} values but {what} has {xx.size}; pass one value per row")
     keep = ~(np.isnan(yy) | np.isnan(xx))
     if not keep.all():
         yy, xx = yy[keep], xx[keep]
-    if yy.size and not np.isin(yy, (0.0, 1.0)).all():
+    if yy.size and not ((yy == 0.0) | (yy == 1.0)).all():
         raise ValueError("the outcome must be 0/1 (or Boolean); found other values")
-    return yy, xx
+    return (yy, xx, keep) if with_mask else (yy, xx)
 
 
 def _both_classes(y: np.ndarray) -> bool:
@@ -118,7 +119,7 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
     """AUC with a DeLong confidence interval (normal approximation, clipped to 0..1).
 
     Without ``groups`` every row is taken as independent (DeLong, DeLong and Clarke-Pearson 1988,
-    computed from mid-ranks in O(n log n)). Repeated snapshots of one account are *not*
+    computed from one sort in O(n log n)). Repeated snapshots of one account are *not*
     independent, so pass ``groups=account_id``: the variance then sums the placement values within
     each account first (Obuchowski's clustered extension of DeLong), which widens the interval
     honestly instead of counting one account's 13 weekly rows as 13 pieces of evidence.
@@ -127,24 +128,27 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
     >>> round(ci.estimate, 4), ci.lower < ci.estimate < ci.upper
     (0.8889, True)
     """
-    yy, xx = _pair(y, risk)
+    yy, xx, keep = _pair(y, risk, with_mask=True)
     nan = Interval(float("nan"), float("nan"), float("nan"))
     if not _both_classes(yy):
         return nan
-    pos = yy == 1.0
-    m, n = int(pos.sum()), int((~pos).sum())
-    # Placement values from mid-ranks: for a positive, the share of negatives ranked below it
-    # (ties count one half); for a negative, the share of positives ranked above it.
-    r_all = stats.rankdata(xx)
-    r_pos = stats.rankdata(xx[pos])
-    r_neg = stats.rankdata(xx[~pos])
-    v_pos = (r_all[pos] - r_pos) / n
-    v_neg = 1.0 - (r_all[~pos] - r_neg) / m
+    # One sort gives every placement value: for a positive, the share of negatives ranked below
+    # it; for a negative, the share of positives ranked above it (ties count one half each).
+    order = np.argsort(xx)
+    xs, ys = xx[order], yy[order]
+    gid = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1  # tie group of each sorted row
+    pos_in = np.bincount(gid, weights=ys)
+    neg_in = np.bincount(gid, weights=1.0 - ys)
+    m, n = float(pos_in.sum()), float(neg_in.sum())
+    v_pos_g = (np.cumsum(neg_in) - 0.5 * neg_in) / n
+    v_neg_g = (m - np.cumsum(pos_in) + 0.5 * pos_in) / m
+    pos = ys == 1.0
+    v_pos, v_neg = v_pos_g[gid[pos]], v_neg_g[gid[~pos]]
     a = float(v_pos.mean())
     if groups is None:
         var = v_pos.var(ddof=1) / m + v_neg.var(ddof=1) / n if m > 1 and n > 1 else float("nan")
     else:
-        g = _group_codes(groups, keep=~(np.isnan(_floats(y)) | np.isnan(_floats(risk))))
+        g = _group_codes(groups, keep)[order]
         k = int(g.max()) + 1
         gp, gn = g[pos], g[~pos]
         vp_sum = np.bincount(gp, weights=v_pos, minlength=k)
@@ -158,9 +162,10 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
         dp = (vp_sum - mp * a)[present]
         dn = (vn_sum - nn * a)[present]
         c = n_clusters / (n_clusters - 1)
-        s10 = c * (dp @ dp) / m
-        s01 = c * (dn @ dn) / n
-        s11 = c * (dp @ dn)
+        # plain sums, not BLAS dot products: on a busy machine a threaded dot of 100k is slower
+        s10 = c * float(np.sum(dp * dp)) / m
+        s01 = c * float(np.sum(dn * dn)) / n
+        s11 = c * float(np.sum(dp * dn))
         var = s10 / m + s01 / n + 2.0 * s11 / (m * n)
     se = math.sqrt(max(float(var), 0.0))
     z = float(stats.norm.ppf(0.5 + level / 2.0))
