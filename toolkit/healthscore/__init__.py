@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "WeightFit": "healthscore.fitting",
     "evaluate": "healthscore.evaluation",
     "Evaluation": "healthscore.evaluation",
+    "ProbabilityMap": "healthscore.evaluation",
     "compare_cohorts": "healthscore.cohorts",
     "CohortComparison": "healthscore.cohorts",
     "score_trend": "healthscore.cohorts",
