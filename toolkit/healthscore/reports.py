@@ -968,7 +968,8 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
     model_hash = str(model_obj.hash)
     data_hash = _sha(scores_path.read_bytes(), Path(probabilities).read_bytes() if probabilities else b"",
                      snapshots_path.read_bytes() if snapshots_path else b"")
-    notebook_hash = _sha(Path(notebook).read_bytes(), template_bytes, settings)
+    # the notebook, the template, this module's code and the report settings: any change re-renders
+    notebook_hash = _sha(Path(notebook).read_bytes(), template_bytes, Path(__file__).read_bytes(), settings)
 
     latest = (frame.filter(pl.col("account_id").is_in(ids))
               .filter(pl.col("as_of") <= dt.date.fromisoformat(as_of_s)) if as_of_s else
