@@ -543,13 +543,13 @@ def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int
               .transform_calculate(lo=f"datum.i * {width}", hi=f"datum.i * {width} + {width}",
                                    accounts="hist_start[datum.i]")
               .mark_rule(color="black", strokeDash=[4, 2], strokeWidth=1.5)
-              .encode(x=x, x2="hi:Q", y="accounts:Q",
+              .encode(x=alt.X("lo:Q", scale=alt.Scale(domain=[0, 100])), x2="hi:Q", y="accounts:Q",
                       tooltip=[alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q", title="starting model")]))
     rules = (alt.Chart(alt.sequence(0, max(k - 1, 0), as_="i"))
              .transform_calculate(cut="cuts[datum.i]")
              .mark_rule(color="#555", strokeWidth=1).encode(x="cut:Q"))
     return (alt.layer(bars, before, rules).add_params(hist, start, cuts)
-            .properties(width=420, height=200,
+            .properties(width=360, height=190,
                         title=alt.Title("Score distribution by band", subtitle="dashes: the starting model")))
 
 
@@ -571,7 +571,7 @@ def contribution_chart(labels: Sequence[str]) -> Any:
         tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("now:Q", format=".2f"), alt.Tooltip("start:Q", format=".2f")])
     ticks = base.mark_tick(color="black", thickness=2).encode(y=y, x="start:Q")
     return (alt.layer(bars, ticks).add_params(now, start)
-            .properties(width=330, height=max(120, 16 * len(labels)),
+            .properties(width=260, height=max(120, 16 * len(labels)),
                         title=alt.Title("Each metric's contribution", subtitle="ticks: the starting model")))
 
 
@@ -699,8 +699,8 @@ class WeightTuner:
         import ipywidgets as W
 
         m0 = self.model
-        wide = W.Layout(width="360px")
-        style = {"description_width": "170px"}
+        wide = W.Layout(width="340px")
+        style = {"description_width": "160px"}
         top_w = max([m.weight for m in m0.metrics] + [5.0])
         top_c = max([c.weight for c in m0.categories.values()] + [50.0])
 
@@ -718,7 +718,7 @@ class WeightTuner:
         for name, s in self.metric_sliders.items():
             s.add_class(f"hs-w-{name}")
             s.observe(lambda ch, n=name: self._on_metric(n, ch["new"]), "value")
-        self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="150px")) for n in self.metric_sliders}
+        self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="130px")) for n in self.metric_sliders}
         self.adopt_buttons = {n: W.Button(description="adopt", disabled=True, layout=W.Layout(width="64px"),
                                           tooltip="set this weight to the fitted suggestion")
                               for n in self.metric_sliders}
