@@ -334,7 +334,7 @@ def _demo_evaluate(out: Path) -> str:
     from healthscore.model import load_model
     models = [load_model(sample_dir() / "model.toml")]
     # the model the fit step wrote, if it ran: hand-set vs fitted on the same holdout
-    models += [load_model(p) for p in sorted(out.glob("fitted*.toml"))]
+    models += [load_model(p) for p in sorted(out.glob("*fitted*.toml"))]
     sample = load_sample()
     ev = evaluation.evaluate(sample.snapshots, sample.events, models, outcome="churned", horizon="90d")
     ev.save(out / "evaluation")
