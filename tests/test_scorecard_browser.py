@@ -14,6 +14,7 @@ import pytest
 
 import healthscore as hs
 from healthscore import reports
+from tests.test_scorecards import MODEL_TOML
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -21,44 +22,10 @@ ARTIFACTS = ROOT / "build" / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-MODEL = """
-[model]
-name = "health"
-version = "1.0.0"
-min_coverage = 0.3
-[categories.usage]
-label = "Product usage"
-[categories.support]
-label = "Support"
+# the model of the scorecard tests plus a relationship area with a yes/no metric
+MODEL = MODEL_TOML + """
 [categories.relationship]
 label = "Relationship"
-[[metrics]]
-name = "logins"
-column = "login_days"
-category = "usage"
-method = "thresholds"
-params = { points = [[0, 0], [5, 100]] }
-label = "Login days per week"
-description = "Days in the week with any login"
-action = "Agree a weekly routine with the team lead."
-[[metrics]]
-name = "adoption"
-column = "key_feature_adoption"
-category = "usage"
-method = "thresholds"
-params = { points = [[0, 0], [0.8, 100]] }
-label = "Key feature adoption"
-description = "Share of the key features used in the last 30 days"
-action = "Book a workshop on the features not yet in use."
-[[metrics]]
-name = "csat"
-column = "csat"
-category = "support"
-method = "thresholds"
-params = { points = [[1, 0], [5, 100]] }
-label = "Support satisfaction"
-description = "Mean CSAT of the tickets closed in the week"
-action = "Review the open tickets together."
 [[metrics]]
 name = "sponsor"
 column = "exec_sponsor_engaged"
