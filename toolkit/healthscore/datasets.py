@@ -125,7 +125,7 @@ _CONTRACTION = (-5.5, {"seat_utilization": -0.5, "seats_deployed_ratio": -0.4})
 
 _PHI = 0.9          # weekly persistence of the latent health
 _SIGMA = 0.3        # weekly innovation of the latent health
-_BURN_IN = 26       # weeks simulated before the first snapshot (states, indicators)
+_BURN_IN = 13       # weeks simulated before the first snapshot: fills the 90-day indicators
 _WINDOW_90D = 13    # "last 90 days" in weeks
 
 
