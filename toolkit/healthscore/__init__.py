@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "ValidationError": "healthscore.snapshots",
     "make_portfolio": "healthscore.datasets",
     "Portfolio": "healthscore.datasets",
+    "load_sample": "healthscore.datasets",
     "load_model": "healthscore.model",
     "load_models": "healthscore.model",
     "ScoreModel": "healthscore.model",
