@@ -66,6 +66,11 @@ def test_thresholds_direction_disagreement_is_refused():
         calibrate_expr("x", "thresholds", {"points": [[0, 100], [2, 0]]}, "higher_is_better")
 
 
+def test_thresholds_with_vanishing_spacing_act_as_a_step_not_nan():
+    p = {"points": [[0, 0], [2.2e-313, 100]]}  # spacing a CPU may flush to zero
+    assert run([-1.0, 0.0, 2.2e-313, 1.0], "thresholds", p) == [0, 0, 100, 100]
+
+
 def test_integer_column_is_calibrated_like_float():
     assert run([0, 2, 6, None], "thresholds", {"points": [[0, 0], [4, 100]]}, dtype=pl.Int64) == [0, 50, 100, None]
 

@@ -113,20 +113,21 @@ def _is_seq(x: Any) -> bool:
     return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
 
 
-def _check_scores(name: str, scores: Any) -> list[str]:
+def _check_scores(label: str, scores: Any) -> list[str]:
+    """``label`` names the list in the message, e.g. "'scores'"."""
     if not _is_seq(scores) or not scores or not all(_is_num(s) for s in scores):
-        return [f"'{name}' must be a non-empty list of numbers, got {scores!r}"]
+        return [f"{label} must be a non-empty list of numbers, got {scores!r}"]
     bad = [s for s in scores if not 0 <= float(s) <= 100]
-    return [f"'{name}' must lie in 0..100, got {bad[0]!r}"] if bad else []
+    return [f"{label} must lie in 0..100, got {bad[0]!r}"] if bad else []
 
 
-def _check_increasing(name: str, xs: Any, *, strict: bool = True, min_len: int = 1) -> list[str]:
+def _check_increasing(label: str, xs: Any, *, strict: bool = True, min_len: int = 1) -> list[str]:
     if not _is_seq(xs) or len(xs) < min_len or not all(_is_num(x) for x in xs):
-        return [f"'{name}' must be a list of at least {min_len} finite numbers, got {xs!r}"]
+        return [f"{label} must be a list of at least {min_len} finite numbers, got {xs!r}"]
     for a, b in zip(xs, xs[1:]):
         if b < a or (strict and b == a):
             word = "strictly increasing" if strict else "non-decreasing"
-            return [f"'{name}' must be {word}: {a!r} is followed by {b!r}"]
+            return [f"{label} must be {word}: {a!r} is followed by {b!r}"]
     return []
 
 
@@ -149,9 +150,7 @@ def _check_points(name: str, points: Any, direction: str | None) -> list[str]:
             or not all(_is_seq(p) and len(p) == 2 and all(_is_num(v) for v in p) for p in points)):
         return [f"'{name}' must be a list of at least two [raw, score] pairs of numbers, got {points!r}"]
     raws, scores = [p[0] for p in points], [p[1] for p in points]
-    msgs = _check_increasing(f"{name}' raw values ('{name}[*][0]", raws)
-    msgs = [f"'{name}' raw values must be strictly increasing: " + m.split(": ", 1)[1] for m in msgs]
-    msgs += _check_scores(f"{name}' scores ('{name}[*][1]", scores)
+    msgs = _check_increasing(f"'{name}' raw values", raws) + _check_scores(f"'{name}' scores", scores)
     return msgs or _check_direction(name, scores, direction)
 
 
@@ -161,16 +160,13 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
         msgs += _check_points("points", p["points"], direction)
     elif method in ("steps", "monotone_bins"):
         edges, scores = p["edges"], p["scores"]
-        msgs += _check_increasing("edges", edges, min_len=0)
-        msgs += _check_scores("scores", scores)
+        msgs += _check_increasing("'edges'", edges, min_len=0)
+        msgs += _check_scores("'scores'", scores)
         if not msgs and len(scores) != len(edges) + 1:
             msgs.append(f"'scores' needs one more entry than 'edges' (len(edges) = {len(edges)}, "
                         f"len(scores) = {len(scores)})")
         if not msgs and method == "steps":
             msgs += _check_direction("scores", scores, direction)
-        for key in ("n_bins", "min_bin_size"):
-            if key in p and (not _is_int(p[key]) or p[key] < (2 if key == "n_bins" else 1)):
-                msgs.append(f"'{key}' must be an integer >= {2 if key == 'n_bins' else 1}, got {p[key]!r}")
     elif method == "goal":
         for key in ("start_column", "due_column", "date_column"):
             if key in p and (not isinstance(p[key], str) or not p[key]):
@@ -193,15 +189,12 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
                 msgs.append(f"'{key}' must be a column name, got {p[key]!r}")
         msgs += _check_points("points", p["points"], direction)
     elif method == "percentile":
-        msgs += _check_increasing("quantiles", p["quantiles"], strict=False, min_len=2)
-        if "n_quantiles" in p and (not _is_int(p["n_quantiles"]) or p["n_quantiles"] < 2):
-            msgs.append(f"'n_quantiles' must be an integer >= 2, got {p['n_quantiles']!r}")
+        msgs += _check_increasing("'quantiles'", p["quantiles"], strict=False, min_len=2)
     elif method == "log_z":
         if not _is_num(p["center"]):
             msgs.append(f"'center' must be a number, got {p['center']!r}")
-        for key in ("scale", "clip"):
-            if key in p and (not _is_num(p[key]) or p[key] <= 0):
-                msgs.append(f"'{key}' must be a positive number, got {p[key]!r}")
+        if not _is_num(p["scale"]) or p["scale"] <= 0:
+            msgs.append(f"'scale' must be a positive number, got {p['scale']!r}")
     elif method == "boolean":
         for key in ("true_score", "false_score"):
             if not _is_num(p[key]) or not 0 <= p[key] <= 100:
@@ -266,16 +259,16 @@ def check_params(method: str, params: Mapping[str, Any], direction: str | None =
     for k in missing:
         fitted_hint = " (fit it with fit_params)" if k in spec.fitted_keys else ""
         msgs.append(f"missing parameter '{k}' for method '{method}'{fitted_hint}")
+    if missing:
+        return msgs
+    msgs += _check_fit_settings(params)
     if spec.required - keys:
-        # value checks need every required entry; an unfitted model is checked on what it has
-        if missing:
-            return msgs
-        return msgs + [m for m in _check_optional_only(method, params)]
+        return msgs  # an unfitted model: its fitted entries are checked once they exist
     return msgs + _check_method_values(method, params, direction)
 
 
-def _check_optional_only(method: str, params: Mapping[str, Any]) -> list[str]:
-    """Checks of the optional settings of an unfitted data-derived method."""
+def _check_fit_settings(params: Mapping[str, Any]) -> list[str]:
+    """Settings that steer fitting (present before and after a fit)."""
     msgs = []
     ints = {"n_quantiles": 2, "n_bins": 2, "min_bin_size": 1}
     for key, low in ints.items():
