@@ -265,6 +265,18 @@ def test_churners_used_the_product_less_before_churning(medium: Portfolio) -> No
     assert pre["seat_utilization"].mean() > never["seat_utilization"].mean() + 0.05
 
 
+def test_churners_decline_in_the_weeks_before_churn(medium: Portfolio) -> None:
+    """Trend signals have something to find: health and usage slide before a churn."""
+    churn = _churn_dates(medium)
+    s = (medium.snapshots.join(churn, on="account_id").join(medium.truth.latent, on=["account_id", "as_of"])
+         .with_columns(weeks_before=(pl.col("churn_date") - pl.col("as_of")).dt.total_days() // 7))
+    late = s.filter(pl.col("weeks_before") < 4)
+    early = s.filter(pl.col("weeks_before").is_between(12, 20))
+    assert late["health"].mean() < early["health"].mean() - 0.3
+    assert late["login_days"].mean() < early["login_days"].mean() - 0.3
+    assert late["seat_utilization"].mean() < early["seat_utilization"].mean()
+
+
 def test_unhappy_accounts_answer_nps_less(medium: Portfolio) -> None:
     s = medium.snapshots.join(medium.truth.latent, on=["account_id", "as_of"])
     q = s.with_columns(quintile=(pl.col("health").rank("ordinal") * 5 / pl.len()).floor().clip(0, 4))
@@ -341,6 +353,12 @@ def test_cli_sample_writes_the_files(tmp_path, capsys) -> None:
     assert "60 accounts" in out and "annual logo churn" in out
     again = make_portfolio(n_accounts=60, n_weeks=6, seed=2)
     assert Portfolio.load(tmp_path / "s").snapshots.equals(again.snapshots)
+
+
+def test_cli_sample_end_date_moves_to_a_monday(tmp_path, capsys) -> None:
+    code = cli.main(["sample", "--out", str(tmp_path), "--accounts", "20", "--weeks", "3", "--end", "2026-06-03"])
+    assert code == 0 and "2026-05-18 .. 2026-06-01" in capsys.readouterr().out
+    assert pl.read_parquet(tmp_path / "snapshots.parquet")["as_of"].max() == dt.date(2026, 6, 1)
 
 
 def test_cli_sample_refuses_bad_sizes(tmp_path, capsys) -> None:
