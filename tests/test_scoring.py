@@ -399,3 +399,16 @@ def test_chunked_scoring_equals_one_go(portfolio):
     whole = hs.score(portfolio.snapshots, model)
     chunked = scoring.score_in_chunks(portfolio.snapshots, model, chunk_accounts=70, progress=False)
     assert chunked.equals(whole)
+
+
+@pytest.mark.slow
+def test_demo_step_scores_the_bundled_sample(tmp_path):
+    summary = cli._demo_score(tmp_path)
+    scores = pl.read_parquet(tmp_path / "scores.parquet")
+    model = hs.load_model(ROOT / "data" / "model.toml")
+    assert summary.startswith(f"health {model.version} (hash {model.hash}): red ")
+    assert scores["model_hash"].unique().to_list() == [model.hash]
+    counts = scoring.band_summary(scores, model)
+    assert counts["accounts"].sum() == scores["account_id"].n_unique()
+    for band, n in counts.select("band", "accounts").rows():
+        assert f"{band} {n}" in summary
