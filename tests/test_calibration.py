@@ -114,6 +114,7 @@ def test_goal_golden_with_dates():
     df = goal_frame([
         (D(2023, 12, 25), START, DUE, 0.3),   # before the goal starts -> null
         (D(2024, 1, 1), START, DUE, 0.3),     # start day: nothing expected yet -> null
+        (D(2024, 1, 2), START, DUE, 1 / 60),  # the day after: expected 1/30, half of it reached
         (D(2024, 1, 16), START, DUE, 0.25),   # half way: expected 0.5 -> attainment 0.5
         (D(2024, 1, 16), START, DUE, 0.5),    # on pace
         (D(2024, 1, 16), START, DUE, 0.6),    # ahead of pace, clipped
@@ -125,7 +126,7 @@ def test_goal_golden_with_dates():
         (D(2024, 1, 16), None, DUE, 0.5),     # no goal set
     ])
     out = df.select(calibrate_expr("goal_progress", "goal", GOAL))["goal_progress"].to_list()
-    assert out == approx_list([None, None, 50, 100, 100, 0, 50, 90, 80, None, None])
+    assert out == approx_list([None, None, 50, 50, 100, 100, 0, 50, 90, 80, None, None])
 
 
 def test_goal_target_zero_at_full_at_and_direction():
@@ -156,6 +157,7 @@ def history():
         "b": [0, 0, 0.2, 0.2],            # tiny base: min_base keeps the change finite
         "c": [4, None, 4, 6, None],       # nulls inside a window are skipped
         "d": [1, 2, 3],                   # fewer than 2 x window snapshots
+        "e": [3, 3, 3, 3],                # flat: no change
     }.items():
         for week, v in enumerate(values):
             rows.append((acct, D(2024, 1, 1) + dt.timedelta(weeks=week), None if v is None else float(v)))
@@ -172,6 +174,7 @@ def test_trend_golden_with_account_history():
         "b": [None, None, None, 76],       # (0.2 - 0) / max(0, 1) = +20% -> 60 + 40 * 0.4
         "c": [None, None, None, 80, None],  # mean(4, 6) = 5 vs mean(4) = 4 -> +25%; current null -> null
         "d": [None, None, None],
+        "e": [None, None, None, 60],
     }
     for acct, exp in expected.items():
         got = out.filter(pl.col("account_id") == acct)["s"].to_list()
@@ -196,8 +199,8 @@ def test_trend_custom_key_columns():
 
 def test_percentile_golden():
     p = {"quantiles": [0, 10, 20, 40, 100]}  # percentiles 0, 25, 50, 75, 100
-    values = [-1.0, 0.0, 5.0, 10.0, 30.0, 40.0, 70.0, 100.0, 1000.0, None, NAN]
-    expected = [0, 0, 12.5, 25, 62.5, 75, 87.5, 100, 100, None, None]
+    values = [-1.0, 0.0, 5.0, 9.9, 10.0, 10.1, 30.0, 40.0, 70.0, 99.9, 100.0, 100.1, 1000.0, None, NAN]
+    expected = [0, 0, 12.5, 24.75, 25, 25.25, 62.5, 75, 87.5, 75 + 59.9 * 25 / 60, 100, 100, 100, None, None]
     assert run(values, "percentile", p) == approx_list(expected)
     flipped = [None if e is None else 100 - e for e in expected]
     assert run(values, "percentile", p, "lower_is_better") == approx_list(flipped)
@@ -225,8 +228,12 @@ def test_percentile_fit_freezes_quantiles():
 
 def test_log_z_golden():
     p = {"center": 1.0, "scale": 0.5, "clip": 2.0}
-    values = [0.0, math.exp(0.5) - 1, math.e - 1, math.exp(1.5) - 1, math.exp(2.0) - 1, 1e9, -1.0, -2.0, None]
-    expected = [0, 25, 50, 75, 100, 100, None, None, None]
+    def raw(z):  # the raw value whose log1p sits z standard deviations from the centre
+        return math.exp(1.0 + 0.5 * z) - 1
+
+    values = [0.0, raw(-2.1), raw(-2.0), raw(-1.9), raw(-1), raw(0), raw(1), raw(1.9), raw(2.0), raw(2.1), 1e9,
+              -1.0, -2.0, None, NAN]
+    expected = [0, 0, 0, 2.5, 25, 50, 75, 97.5, 100, 100, 100, None, None, None, None]
     assert run(values, "log_z", p) == approx_list(expected)
     assert run(values, "log_z", p, "lower_is_better") == approx_list(
         [None if e is None else 100 - e for e in expected])
