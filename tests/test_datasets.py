@@ -55,6 +55,14 @@ def _weekly_outcome(p: Portfolio, event: str) -> pl.DataFrame:
             .with_columns(pl.col("y").fill_null(0)).sort("account_id", "as_of"))
 
 
+def _assert_same(a: Portfolio, b: Portfolio) -> None:
+    """Every table of two portfolios is equal (values, types, order)."""
+    for name in ("snapshots", "events", "accounts"):
+        assert getattr(a, name).equals(getattr(b, name)), name
+    for name in ("effects", "latent", "segment_churn", "other_terms"):
+        assert getattr(a.truth, name).equals(getattr(b.truth, name)), name
+
+
 # ---------------------------------------------------------------- contract
 def test_snapshot_columns_and_types_follow_the_contract(small: Portfolio) -> None:
     expected = {**ATTRIBUTES, **{m: pl.Float64 for m in CONTRACT_METRICS}}
@@ -164,13 +172,7 @@ def test_same_seed_gives_identical_files(tmp_path) -> None:
 
 def test_save_load_round_trip_and_missing_files(tmp_path, small: Portfolio) -> None:
     small.save(tmp_path)
-    back = Portfolio.load(tmp_path)
-    assert back.snapshots.equals(small.snapshots)
-    assert back.events.equals(small.events)
-    assert back.accounts.equals(small.accounts)
-    assert back.truth.effects.equals(small.truth.effects)
-    assert back.truth.latent.equals(small.truth.latent)
-    assert back.truth.segment_churn.equals(small.truth.segment_churn)
+    _assert_same(Portfolio.load(tmp_path), small)
     latest = pl.read_csv(tmp_path / "latest_week.csv", try_parse_dates=True)
     assert latest.height == small.accounts.height
     assert latest["account_id"].is_duplicated().sum() == 0
@@ -182,15 +184,8 @@ def test_save_load_round_trip_and_missing_files(tmp_path, small: Portfolio) -> N
 def test_bundled_sample_equals_a_regeneration() -> None:
     folder = sample_dir()
     assert all((folder / name).exists() for name in Portfolio.FILES), "run 'make data' and commit data/"
-    bundled = load_sample()
     fresh = make_portfolio(**SAMPLE_ARGS)
-    assert bundled.snapshots.equals(fresh.snapshots)
-    assert bundled.events.equals(fresh.events)
-    assert bundled.accounts.equals(fresh.accounts)
-    assert bundled.truth.effects.equals(fresh.truth.effects)
-    assert bundled.truth.latent.equals(fresh.truth.latent)
-    assert bundled.truth.segment_churn.equals(fresh.truth.segment_churn)
-    assert bundled.truth.other_terms.equals(fresh.truth.other_terms)
+    _assert_same(load_sample(), fresh)
     assert (folder / "README.md").read_text() == data_dictionary(fresh)
 
 
