@@ -366,6 +366,7 @@ def compare_cohorts(
     alpha: float = 0.05,
     correction: Literal["holm", "fdr_bh"] = "holm",
     periods: int | None = None,
+    max_pairs: int = 66,
 ) -> CohortComparison:
     """Compare cohorts of accounts by one attribute or a combination (``by=["segment", "touch_model"]``).
 
@@ -373,11 +374,13 @@ def compare_cohorts(
     date). With ``events``, churn (``outcome``) and expansion rates per ``horizon`` are labelled
     point-in-time on snapshot dates ``horizon`` apart, counting back from the latest date on or
     before ``as_of`` whose horizon is fully observed (``periods`` of them; default all that fit),
-    with Wilson intervals; an account's cohort is taken as of each window's start.
+    with Wilson intervals; an account's cohort is taken as of each window's start. Repeatable
+    outcomes (expansion) use the latest window only, so each account counts once.
     Omnibus tests (Kruskal-Wallis on scores, chi-square on band mix and on outcome rates) are
     corrected together; pairwise tests (Mann-Whitney, two-proportion z or Fisher's exact when a
-    cell is sparse) are corrected within each metric. Cohorts smaller than ``min_size`` are
-    flagged in the ``small`` column, never dropped.
+    cell is sparse) are corrected within each metric; beyond ``max_pairs`` pairs (12 cohorts) each
+    cohort is tested against all others instead (``group_b`` is ``"all others"``). Cohorts smaller
+    than ``min_size`` are flagged in the ``small`` column, never dropped.
 
     >>> import healthscore as hs  # doctest: +SKIP
     >>> cmp = hs.compare_cohorts(scores, by=["segment", "touch_model"], events=events)  # doctest: +SKIP
@@ -436,8 +439,13 @@ def compare_cohorts(
         _require(events, ["account_id", "date", "event"], "the events table")
         has_expansions = outcome != "expanded" and events.filter(pl.col("event") == "expanded").height > 0
         outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if has_expansions else [])
+        from healthscore.fitting import TERMINAL_OUTCOMES
+
         for name, prefix in outcomes:
-            labels, picked = _label_windows(frame, events, name, horizon, when, periods)
+            # an account leaves after a terminal outcome, so its windows pool as a discrete-time
+            # hazard; a repeatable one (expansion) clusters within accounts: one window per account
+            windows = periods if name in TERMINAL_OUTCOMES else 1
+            labels, picked = _label_windows(frame, events, name, horizon, when, windows)
             label_dates = label_dates or picked
             lab = (labels.join(frame.select(*KEYS, *by), on=KEYS, how="left").with_columns(_cohort_label(by)))
             counts = lab.group_by("cohort").agg(n=pl.len(), k=pl.col(name).sum().cast(pl.Int64))
@@ -445,8 +453,8 @@ def compare_cohorts(
             table = counts.select("cohort", pl.col("k").alias("yes"), (pl.col("n") - pl.col("k")).alias("no"))
             long = table.unpivot(index="cohort", variable_name="band", value_name="accounts")
             rows += _chi2_table(long, name, f"chi-square ({name} rate)")
-            rows += _pairwise_proportions(counts, name)
-    rows += _pairwise_mannwhitney(scores_by)
+            rows += _pairwise_proportions(counts, name, max_pairs)
+    rows += _pairwise_mannwhitney(scores_by, max_pairs)
     tests = _adjust(rows, alpha, correction)
     return CohortComparison(by=by, as_of=when, summary=summary, tests=tests, band_mix=band_mix, bands=bands,
                             outcome=outcome, horizon=horizon, label_dates=label_dates,
@@ -514,13 +522,26 @@ def _chi2_table(long: pl.DataFrame, metric: str, test: str) -> list[dict[str, An
                       cramers_v(res.statistic, n, table.shape), "cramers_v", n, df=int(res.dof))]
 
 
-def _pairwise_mannwhitney(groups: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+REST = "all others"
+
+
+def _pairs(names: list[str], max_pairs: int) -> list[tuple[str, str]]:
+    """All pairs of cohorts, or each cohort against all others when there would be more than
+    ``max_pairs`` pairs (with many cohorts, k(k-1)/2 corrected tests say little and cost a lot)."""
+    pairs = list(itertools.combinations(names, 2))
+    return pairs if len(pairs) <= max_pairs else [(a, REST) for a in names]
+
+
+def _pairwise_mannwhitney(groups: dict[str, np.ndarray], max_pairs: int) -> list[dict[str, Any]]:
     from scipy.stats import mannwhitneyu
 
     rows = []
     names = [k for k, a in groups.items() if len(a) > 0]
-    for a, b in itertools.combinations(names, 2):
-        x, y = groups[a], groups[b]
+    for a, b in _pairs(names, max_pairs):
+        x = groups[a]
+        y = np.concatenate([groups[k] for k in names if k != a]) if b == REST else groups[b]
+        if len(y) == 0:
+            continue
         res = mannwhitneyu(x, y, alternative="two-sided")
         delta = 2.0 * res.statistic / (len(x) * len(y)) - 1.0
         rows.append(_test_row("score", "pairwise", "Mann-Whitney U", res.statistic, res.pvalue, delta,
@@ -528,15 +549,19 @@ def _pairwise_mannwhitney(groups: dict[str, np.ndarray]) -> list[dict[str, Any]]
     return rows
 
 
-def _pairwise_proportions(counts: pl.DataFrame, metric: str) -> list[dict[str, Any]]:
+def _pairwise_proportions(counts: pl.DataFrame, metric: str, max_pairs: int) -> list[dict[str, Any]]:
     """Two-proportion z-test per pair of cohorts; Fisher's exact when an expected count is below 5."""
     from scipy.stats import fisher_exact
     from statsmodels.stats.proportion import proportions_ztest
 
     rows = []
     c = {r["cohort"]: (int(r["k"]), int(r["n"])) for r in counts.sort("cohort").iter_rows(named=True) if r["n"] > 0}
-    for a, b in itertools.combinations(sorted(c), 2):
-        (ka, na), (kb, nb) = c[a], c[b]
+    total_k, total_n = sum(k for k, _ in c.values()), sum(n for _, n in c.values())
+    for a, b in _pairs(sorted(c), max_pairs):
+        (ka, na) = c[a]
+        (kb, nb) = (total_k - ka, total_n - na) if b == REST else c[b]
+        if nb == 0:
+            continue
         diff = ka / na - kb / nb
         pooled = (ka + kb) / (na + nb)
         expected = min(na, nb) * min(pooled, 1 - pooled)
@@ -974,6 +999,7 @@ class CohortReview:
     movers: pl.DataFrame
     portfolio: dict[str, Any]
     csm: CSMView | None
+    score_deciles: pl.DataFrame | None = None
 
     def executive_summary(self) -> str:
         """Markdown: portfolio health, ARR at risk, the biggest movements, significant differences."""
@@ -1072,6 +1098,8 @@ class CohortReview:
         out: dict[str, Any] = dict(self.comparison.charts())
         out["trend"] = trend_chart(self.trend)
         out["migration"] = migration_chart(self.migration_long, self.comparison.bands, self.date_from, self.date_to)
+        if self.score_deciles is not None and self.score_deciles.height:
+            out["score_deciles"] = decile_chart(self.score_deciles)
         if self.csm is not None and "churn" in self.csm.handovers.charts():
             out["handovers_churn"] = self.csm.handovers.charts()["churn"]
         return out
@@ -1142,8 +1170,16 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
         portfolio["model"] = f"{last['model_name']} {last.get('model_version') or ''} ({last.get('model_hash') or ''})"
     portfolio["arr_at_risk_share"] = portfolio["arr_at_risk"] / total_arr if total_arr else float("nan")
     csm = csm_view(frame, events, as_of=d1, horizon=horizon) if "csm" in frame.columns else None
+    deciles = None
+    if events is not None and events.filter(pl.col("event") == comparison.outcome).height:
+        # does the score rank churn? the same point-in-time windows, up to the end of the period
+        try:
+            deciles = metric_deciles(frame.filter(pl.col("as_of") <= d1).select(*KEYS, "score"), events, "score",
+                                     outcome=comparison.outcome, horizon=horizon)
+        except ValueError:  # no snapshot followed by a full horizon before date_to
+            deciles = None
     return CohortReview(by=by, date_from=d0, date_to=d1, comparison=comparison, trend=trend, migration=matrix,
-                        migration_long=long, movers=mv, portfolio=portfolio, csm=csm)
+                        migration_long=long, movers=mv, portfolio=portfolio, csm=csm, score_deciles=deciles)
 
 
 # ------------------------------------------------------------------------------------------
