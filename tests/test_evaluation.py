@@ -456,10 +456,10 @@ def test_cli_evaluate_missing_files_and_help(cli_inputs, capsys):
 @pytest.mark.slow
 def test_demo_step_evaluates_the_bundled_model_and_a_fitted_one(tmp_path):
     # a stand-in for the model the fit step writes into the demo folder
-    fitted = hs.load_model(MODEL).with_weights(metrics={"nps": 5.0})
+    fitted = hs.load_model(MODEL).with_weights(metrics={"seat_utilization": 10.0, "login_days": 0.5})
     fitted.save(tmp_path / "fitted_model.toml")
     line = cli._demo_evaluate(tmp_path)
     table = pl.read_csv(tmp_path / "evaluation" / "evaluation.csv")
-    assert table.height == 2 and table["model"][0] == "health"
+    assert table["model"].to_list() == ["health", "health (fitted_model)"]  # same name, told apart by file
     assert table["model_hash"].to_list() == [hs.load_model(MODEL).hash, fitted.hash]
     assert "holdout AUC health" in line and (tmp_path / "evaluation" / "evaluation.html").is_file()

@@ -709,11 +709,15 @@ def _named_models(models: Any) -> dict[str, Any]:
         raise EvaluationError("no model to evaluate: pass at least one score model")
     out: dict[str, Any] = {}
     for name, m in items:
-        key, i = str(name), 2
-        while key in out:  # e.g. a hand-set model and its fitted copy with the same name
-            version = getattr(m, "version", "")
-            key = f"{name} v{version}" if version and f"{name} v{version}" not in out else f"{name} ({i})"
-            i += 1
+        # a hand-set model and its fitted copy often share a name: tell them apart by file, then version
+        source, version = getattr(m, "source", None), getattr(m, "version", "")
+        candidates = [str(name)]
+        candidates += [f"{name} ({source.stem})"] if source is not None else []
+        candidates += [f"{name} v{version}"] if version else []
+        key = next((c for c in candidates if c not in out), None)
+        i = 2
+        while key is None or key in out:
+            key, i = f"{name} ({i})", i + 1
         out[key] = m
     return out
 
@@ -1114,6 +1118,11 @@ def _alt() -> Any:
     return alt
 
 
+# model legends sit under the chart: a browser's font can be wider than the one the SVG was laid
+# out with, and a legend at the right edge would then be clipped
+_MODEL_LEGEND = {"orient": "bottom", "direction": "vertical", "labelLimit": 400}
+
+
 def _diagonal(alt: Any, x: str, y: str) -> Any:
     return (alt.Chart(pl.DataFrame({x: [0.0, 1.0], y: [0.0, 1.0]}))
             .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1).encode(x=f"{x}:Q", y=f"{y}:Q"))
@@ -1125,7 +1134,7 @@ def roc_chart(roc: pl.DataFrame) -> Any:
     lines = alt.Chart(roc).mark_line(strokeWidth=2).encode(
         x=alt.X("fpr:Q", title="false positive rate (share of non-events flagged)"),
         y=alt.Y("tpr:Q", title="true positive rate (share of events caught)"),
-        color=alt.Color("model:N", title="model"),
+        color=alt.Color("model:N", title="model", legend=_MODEL_LEGEND),
         tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")])
     return (_diagonal(alt, "fpr", "tpr") + lines).properties(title="ROC on the holdout", width=360, height=300)
 
@@ -1180,12 +1189,12 @@ def lift_chart(gains: pl.DataFrame) -> Any:
     lines = alt.Chart(gains).mark_line(strokeWidth=2).encode(
         x=alt.X("flagged:Q", title="share of accounts worked, riskiest first", axis=alt.Axis(format="%")),
         y=alt.Y("captured:Q", title="share of events captured", axis=alt.Axis(format="%")),
-        color=alt.Color("model:N", title="model"),
+        color=alt.Color("model:N", title="model", legend=_MODEL_LEGEND),
         tooltip=["model:N", alt.Tooltip("flagged:Q", format=".0%"), alt.Tooltip("captured:Q", format=".0%"),
                  alt.Tooltip("lift:Q", format=".2f")])
     decile = alt.Chart(pl.DataFrame({"flagged": [0.1]})).mark_rule(color="#bbb").encode(x="flagged:Q")
     return (_diagonal(alt, "flagged", "captured") + decile + lines).properties(
-        title="Gains: events captured by working the riskiest accounts first", width=360, height=300)
+        title="Gains: events caught, riskiest first", width=360, height=300)
 
 
 def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
@@ -1209,19 +1218,30 @@ def comparison_chart(segments: pl.DataFrame, by: str | None = "segment") -> Any:
     alt = _alt()
     col = by or "segment"
     order = segments[col].unique(maintain_order=True).to_list() if segments.height else []
+    models = segments["model"].unique(maintain_order=True).to_list() if segments.height else []
+    lows = segments["auc_lower"].fill_nan(None).drop_nulls() if segments.height else pl.Series([0.5])
+    domain = [min(0.5, math.floor(float(lows.min() if lows.len() else 0.5) * 10) / 10), 1.0]
+    # one explicit scale for every layer, else the 0.5 rule's default scale drags the axis to zero
+    x_scale = alt.Scale(domain=domain, nice=False)
+    legend = alt.Legend(**_MODEL_LEGEND)
     base = alt.Chart(segments).encode(
-        y=alt.Y(f"{col}:N", sort=order, title=None),
-        yOffset=alt.YOffset("model:N"),
-        color=alt.Color("model:N", title="model"))
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("auc_lower:Q", title="AUC (95% CI, clustered by account)",
-                                                        scale=alt.Scale(zero=False)), x2="auc_upper:Q")
+        y=alt.Y(f"{col}:N", sort=order, title=None, axis=alt.Axis(labelLimit=200)),
+        yOffset=alt.YOffset("model:N", sort=models),
+        color=alt.Color("model:N", title="model", sort=models, legend=legend))
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("auc_lower:Q", title="AUC (95% CI, clustered by account)", scale=x_scale,
+                axis=alt.Axis(format=".1f", tickMinStep=0.1)),
+        x2="auc_upper:Q")
     pts = base.mark_point(filled=True, size=60).encode(
-        x="auc:Q", tooltip=["model:N", f"{col}:N", alt.Tooltip("auc:Q", format=".3f"),
-                            alt.Tooltip("auc_lower:Q", format=".3f"), alt.Tooltip("auc_upper:Q", format=".3f"),
-                            "events:Q", "rows:Q"])
-    half = alt.Chart(pl.DataFrame({"auc": [0.5]})).mark_rule(strokeDash=[4, 4], color="#888").encode(x="auc:Q")
+        x=alt.X("auc:Q", scale=x_scale),
+        tooltip=["model:N", f"{col}:N", alt.Tooltip("auc:Q", format=".3f"),
+                 alt.Tooltip("auc_lower:Q", format=".3f"), alt.Tooltip("auc_upper:Q", format=".3f"),
+                 "events:Q", "rows:Q"])
+    half = (alt.Chart(pl.DataFrame({"auc": [0.5]})).mark_rule(strokeDash=[4, 4], color="#888")
+            .encode(x=alt.X("auc:Q", scale=x_scale)))
     return (half + bars + pts).properties(title="Model comparison on the same holdout", width=420,
-                                          height=alt.Step(14))
+                                          height=alt.Step(14), padding={"left": 12, "right": 8, "top": 4,
+                                                                        "bottom": 4})
 
 
 # ---------------------------------------------------------------- HTML report (edge)
