@@ -159,3 +159,144 @@ def test_labels_match_the_definition(offsets, ev, days, outcome):
     got = {(a, d): v for a, d, v in out.select("account_id", "as_of", outcome).iter_rows()}
     assert got == _oracle(snaps, events, outcome, days, terminal=outcome == "churned")
 
+
+
+# ---------------------------------------------------------------- fit_logit: statistics against truth
+import numpy as np  # noqa: E402
+import statsmodels.api as sm  # noqa: E402
+from scipy.special import expit, logit  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from healthscore.fitting import fit_logit, leakage_check  # noqa: E402
+
+TRUE = {"const": -1.5, "x1": 0.8, "x2": -0.5}
+
+
+def _clustered_logistic(seed: int, n_acc: int = 150, per_acc: int = 12, rho: float = 0.6) -> pl.DataFrame:
+    """Marginal logistic model P(y|x) = expit(-1.5 + 0.8 x1 - 0.5 x2) with outcomes correlated
+    within an account (a Gaussian copula on the logistic noise) and x1 mostly account-level."""
+    rng = np.random.default_rng(seed)
+    acc = np.repeat(np.arange(n_acc), per_acc)
+    x1 = 0.9 * rng.normal(size=n_acc)[acc] + 0.45 * rng.normal(size=acc.size)
+    x2 = rng.normal(size=acc.size)
+    z = np.sqrt(rho) * rng.normal(size=n_acc)[acc] + np.sqrt(1 - rho) * rng.normal(size=acc.size)
+    noise = logit(norm.cdf(z))  # standard logistic marginally, correlated within accounts
+    y = TRUE["const"] + TRUE["x1"] * x1 + TRUE["x2"] * x2 + noise > 0
+    return pl.DataFrame({"account_id": [f"acc{a}" for a in acc], "x1": x1, "x2": x2, "y": y})
+
+
+def test_clustered_intervals_cover_the_truth_and_are_wider_than_naive():
+    hits = {k: 0 for k in TRUE}
+    ratio = []
+    reps = 40
+    for seed in range(reps):
+        fit = fit_logit(_clustered_logistic(seed), ["x1", "x2"], "y")
+        for k, b in TRUE.items():
+            lo, hi = fit.conf_int_[k]
+            hits[k] += lo <= b <= hi
+        ratio.append(fit.bse_["x1"] / fit.naive_bse_["x1"])
+    coverage = {k: v / reps for k, v in hits.items()}
+    assert all(0.85 <= c <= 1.0 for c in coverage.values()), coverage
+    # x1 and the outcomes repeat within accounts: the clustered error must be clearly larger
+    assert np.median(ratio) > 1.3, np.median(ratio)
+
+
+def test_naive_intervals_undercover_when_rows_repeat():
+    """The reason to cluster: textbook intervals are too narrow on repeated snapshots."""
+    hits = 0
+    for seed in range(40):
+        fit = fit_logit(_clustered_logistic(seed), ["x1", "x2"], "y")
+        half = 1.96 * fit.naive_bse_["x1"]
+        hits += abs(fit.params_["x1"] - TRUE["x1"]) <= half
+    assert hits / 40 < 0.85
+
+
+def test_clustered_errors_equal_statsmodels_cluster_covariance():
+    df = _clustered_logistic(99)
+    fit = fit_logit(df, ["x1", "x2"], "y")
+    X = sm.add_constant(df.select("x1", "x2").to_numpy())
+    groups = df["account_id"].str.replace("acc", "").cast(pl.Int64).to_numpy()
+    ref = sm.Logit(df["y"].cast(pl.Float64).to_numpy(), X).fit(disp=False, cov_type="cluster",
+                                                                 cov_kwds={"groups": groups})
+    np.testing.assert_allclose([fit.params_[k] for k in TRUE], ref.params, rtol=1e-6)
+    np.testing.assert_allclose([fit.bse_[k] for k in TRUE], ref.bse, rtol=1e-8)
+    np.testing.assert_allclose([fit.pvalues_[k] for k in TRUE], ref.pvalues, rtol=1e-6)
+    assert fit.result_.cov_type == "cluster" and "x1" in str(fit.result_.summary())
+    assert fit.n_groups_ == 150 and fit.n_obs_ == 1800
+
+
+def test_big_data_start_gives_the_full_newton_answer(monkeypatch):
+    import healthscore.fitting as fitting
+    df = _clustered_logistic(5, n_acc=400, per_acc=10)
+    full = fit_logit(df, ["x1", "x2"], "y")
+    monkeypatch.setattr(fitting, "_BIG_DATA", 1000)  # forces the subsample start + 2 Newton steps
+    quick = fit_logit(df, ["x1", "x2"], "y")
+    for k in TRUE:
+        assert abs(quick.params_[k] - full.params_[k]) < 1e-4 * full.bse_[k]
+        assert quick.bse_[k] == pytest.approx(full.bse_[k], rel=1e-6)
+    assert quick.result_.mle_retvals["converged"]
+
+
+def test_null_policy_fills_mean_and_adds_indicator_only_above_threshold():
+    df = _clustered_logistic(3)
+    n = df.height
+    df = df.with_columns(
+        pl.when(pl.int_range(n) % 5 == 0).then(None).otherwise(pl.col("x2")).alias("x2"),   # 20% missing
+        pl.when(pl.int_range(n) == 7).then(None).otherwise(pl.col("x1")).alias("x1"),       # one missing
+    )
+    fit = fit_logit(df, ["x1", "x2"], "y", na_threshold=0.05)
+    assert fit.terms_ == ["const", "x1", "x2", "na_x2"]
+    assert fit.fill_values_["x2"] == pytest.approx(df["x2"].mean())
+    assert fit.fill_values_["x1"] == pytest.approx(df["x1"].mean())
+    assert fit.n_obs_ == n  # no row dropped
+    design = fit.design(df)
+    assert design[0, 3] == 1.0 and design[0, 2] == pytest.approx(df["x2"].mean())
+    p = fit.predict(df)
+    assert p.shape == (n,) and np.all((p > 0) & (p < 1))
+
+
+def test_penalised_fits_report_no_standard_errors_and_shrink():
+    df = _clustered_logistic(4)
+    mle = fit_logit(df, ["x1", "x2"], "y")
+    ridge = fit_logit(df, ["x1", "x2"], "y", penalty="l2", alpha=1e-6)
+    assert not ridge.inference_ and np.isnan(ridge.bse_["x1"]) and np.isnan(ridge.pvalues_["x1"])
+    assert ridge.params_["x1"] == pytest.approx(mle.params_["x1"], abs=0.01)  # back on the raw scale
+    strong = fit_logit(df, ["x1", "x2"], "y", penalty="l2", alpha=0.5)
+    assert abs(strong.params_["x1"]) < 0.5 * abs(mle.params_["x1"])
+    lasso = fit_logit(df.with_columns(noise=pl.Series(np.random.default_rng(0).normal(size=df.height))),
+                      ["x1", "x2", "noise"], "y", penalty="l1", alpha=0.02)
+    assert lasso.params_["noise"] == 0.0 and lasso.params_["x1"] != 0.0
+    assert "no valid standard errors" in ridge.summary() or "penalised" in ridge.summary()
+
+
+# ---------------------------------------------------------------- separation and leakage
+def test_separated_feature_is_detected_and_falls_back_to_l2():
+    df = _clustered_logistic(8)
+    # 'flag' is 1 exactly when the outcome is true: perfect separation
+    df = df.with_columns(flag=pl.col("y").cast(pl.Float64))
+    fit = fit_logit(df, ["x1", "flag"], "y")
+    assert any("flag alone separates the outcome" in s for s in fit.separation_)
+    assert fit.fallback_ and "L2" in fit.fallback_ and fit.penalty_ == "l2" and not fit.inference_
+    assert np.isfinite(fit.params_["flag"]) and fit.params_["flag"] > 0
+    with pytest.raises(ValidationError, match="quasi-separation"):
+        fit_logit(df, ["x1", "flag"], "y", on_separation="raise")
+
+
+def test_quasi_separation_of_an_indicator_level_is_detected():
+    df = _clustered_logistic(9)
+    # a rare indicator that is set only on non-events: an empty cell
+    df = df.with_columns(rare=(pl.int_range(df.height) % 50 == 0) & ~pl.col("y"))
+    fit = fit_logit(df, ["x1", "x2", "rare"], "y")
+    assert any("rare" in s and "empty or pure cell" in s for s in fit.separation_)
+    assert fit.penalty_ == "l2"
+
+
+def test_leakage_check_flags_a_feature_built_from_the_label():
+    df = _clustered_logistic(10)
+    rng = np.random.default_rng(1)
+    df = df.with_columns(leaky=pl.col("y").cast(pl.Float64) * 2 + pl.Series(rng.normal(0, 0.3, df.height)))
+    out = leakage_check(df, ["x1", "x2", "leaky"], "y").sort("feature")
+    got = dict(zip(out["feature"].to_list(), out["leak"].to_list()))
+    assert got == {"leaky": True, "x1": False, "x2": False}
+    assert out.filter(pl.col("feature") == "leaky")["auc_alone"][0] > 0.95
+    assert out.filter(pl.col("feature") == "x1")["auc_alone"][0] < 0.8

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-__all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "TERMINAL_OUTCOMES"]
+__all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "fit_weights", "WeightFit",
+           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest", "TERMINAL_OUTCOMES"]
 
 # Outcomes after which an account leaves the book: no snapshot after the first one is labellable.
 TERMINAL_OUTCOMES = frozenset({"churned"})
@@ -408,9 +410,10 @@ def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
         if start is not None and not res.mle_retvals["converged"]:
             # the Newton step still to go, in standard errors: below 1e-4 the fit has converged
             # for every practical purpose; otherwise keep iterating in the usual way
+            # statsmodels keeps the Hessian and score of the mean negative log-likelihood
             hess, grad = res.mle_retvals["Hessian"], res.mle_retvals["score"]
             step = np.linalg.solve(hess, grad)
-            se = np.sqrt(np.abs(np.diag(np.linalg.inv(-hess))))
+            se = np.sqrt(np.abs(np.diag(np.linalg.inv(hess))) / len(y))
             if np.all(np.isfinite(step)) and np.max(np.abs(step) / se) < 1e-4:
                 res.mle_retvals["converged"] = True
                 res.mle_retvals["convergence"] = "remaining Newton step below 1e-4 standard errors"
@@ -573,3 +576,510 @@ def fit_logit(
         center_=info["center"], scale_=info["scale"], dropped_=info["dropped"],
         separation_=separation, fallback_=fallback,
     )
+
+
+# ---------------------------------------------------------------- leakage
+def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
+                  auc_limit: float = 0.95) -> pl.DataFrame:
+    """Flag features that predict ``outcome`` (almost) perfectly on their own.
+
+    No honest health signal measured at ``as_of`` separates next quarter's churners from the
+    rest: a feature that does was almost certainly built with knowledge of the outcome (a status
+    column updated after the fact, a label joined by mistake). Returns one row per feature with
+    its AUC alone (direction-free: max(AUC, 1 - AUC)), whether it separates the outcome, and
+    ``leak`` (either of the two).
+
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"x": [1.0, 2, 3, 4], "y": [False, False, True, True]})
+    >>> leakage_check(df, ["x"], "y")["leak"].to_list()
+    [True]
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    for c in features:
+        part = frame.select(pl.col(c).cast(pl.Float64), pl.col(outcome).cast(pl.Boolean)).drop_nulls()
+        y = part[outcome].to_numpy()
+        if part.height == 0 or y.all() or not y.any() or part[c].n_unique() < 2:
+            rows.append((c, None, False, False))
+            continue
+        auc = float(roc_auc_score(y, part[c].to_numpy()))
+        auc = max(auc, 1.0 - auc)
+        separated = bool(_separation_checks(part.select(c), y.astype(float)))
+        rows.append((c, auc, separated, separated or auc >= auc_limit))
+    return pl.DataFrame(rows, schema={"feature": pl.Utf8, "auc_alone": pl.Float64, "separated": pl.Boolean,
+                                      "leak": pl.Boolean}, orient="row")
+
+
+# ---------------------------------------------------------------- weight fitting
+def is_adverse(outcome: str) -> bool:
+    """Whether ``outcome`` is bad news (churn, contraction): then a higher sub-score should lower
+    its odds. Expansion and other outcomes are good news: a higher sub-score should raise them."""
+    return outcome in _ADVERSE_OUTCOMES
+
+
+def _feature_columns(model: Any, features: str) -> dict[str, str]:
+    """metric name -> the column the fit uses for it."""
+    if features == "subscores":
+        return {m.name: f"sub_{m.name}" for m in model.metrics}
+    if features == "raw":
+        out: dict[str, str] = {}
+        for m in model.metrics:  # two metrics on one raw column share it: fit it once
+            if m.column not in out.values():
+                out[m.name] = m.column
+        return out
+    raise _input_error("fit_weights", f"features={features!r} is not known",
+                       "Use 'subscores' (the model's calibrated 0..100 sub-scores) or 'raw' (raw columns)")
+
+
+def _vif(X: np.ndarray, terms: list[str]) -> dict[str, float]:
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {t: float(variance_inflation_factor(X, j)) for j, t in enumerate(terms) if j > 0}
+
+
+def _collinear_groups(X: np.ndarray, terms: list[str], vif: dict[str, float], corr_limit: float,
+                      vif_limit: float) -> list[list[str]]:
+    """Groups of features that move together: |correlation| above ``corr_limit`` links two
+    features; a feature with a VIF above ``vif_limit`` joins its most correlated partner."""
+    names = terms[1:]
+    if len(names) < 2:
+        return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.nan_to_num(np.corrcoef(X[:, 1:], rowvar=False))
+    np.fill_diagonal(corr, 0.0)
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    links = list(zip(*np.nonzero(np.triu(np.abs(corr) > corr_limit))))
+    links += [(i, int(np.argmax(np.abs(corr[i])))) for i, t in enumerate(names) if vif.get(t, 0) > vif_limit]
+    for i, j in links:
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[str]] = {}
+    for i, t in enumerate(names):
+        groups.setdefault(root(i), []).append(t)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+@dataclass
+class WeightFit:
+    """Weights learned from history for one score model, with the evidence behind them.
+
+    ``table`` has one row per metric: coefficient (per sub-score point), odds ratio per 10 points
+    with its 95% interval, p-value, VIF and flags; ``flags`` hold the warnings about the whole
+    fit. :meth:`suggested_model` turns the coefficients into weights, :meth:`comparison` shows
+    current against suggested, :meth:`save_suggested` writes the new model file.
+    """
+
+    model: Any
+    outcome: str
+    horizon: str
+    features: str
+    logit: LogitResult
+    table: pl.DataFrame
+    flags: list[str]
+    groups: list[list[str]]
+    leakage: pl.DataFrame
+    adverse: bool
+    significance: float = 0.05
+    floor: float = 0.0
+    basis: LogitResult | None = None
+    drop_insignificant: bool = False
+
+    # ------------------------------------------------------------ report
+    def summary(self) -> str:
+        """A readable text table of the fit, one line per metric, then every flag."""
+        lg = self.logit
+        unit = "per 10 points" if self.features == "subscores" else "per SD"
+        want = "lower" if self.adverse else "raise"
+        head = [
+            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.horizon}",
+            f"{lg.n_obs_:,} snapshots of {lg.n_groups_:,} accounts, {lg.n_events_:,} events; "
+            + ("standard errors clustered by account" if lg.inference_ else "penalised fit: no valid standard errors"),
+            f"a healthy metric should {want} the odds of {self.outcome!r}: odds ratio {unit} "
+            f"{'below' if self.adverse else 'above'} 1",
+            "",
+            f"{'metric':<24}{'coef':>10}{'OR ' + unit:>18}{'95% CI':>14}{'p':>9}{'VIF':>7}  flags",
+        ]
+        body = []
+        for r in self.table.iter_rows(named=True):
+            if r["coef"] is None:
+                body.append(f"{r['metric']:<24}{'-':>10}{'-':>18}{'-':>14}{'-':>9}{'-':>7}  {r['flags']}")
+                continue
+            ci = "-" if r["or_low"] is None or r["or_low"] != r["or_low"] else f"{r['or_low']:.2f}-{r['or_high']:.2f}"
+            vif = "-" if r["vif"] is None else f"{r['vif']:.1f}"
+            body.append(f"{r['metric']:<24}{r['coef']:>10.4f}{r['odds_ratio']:>18.3f}{ci:>14}"
+                        f"{_fmt_p(r['p']):>9}{vif:>7}  {r['flags']}")
+        tail = ([""] + [f"! {f}" for f in self.flags]) if self.flags else []
+        return "\n".join(head + body + tail)
+
+    def __repr__(self) -> str:
+        return f"WeightFit({self.model.name!r}, {self.outcome!r}, {self.horizon}, {self.table.height} metrics)"
+
+    # ------------------------------------------------------------ suggestions
+    def suggested_weights(self) -> pl.DataFrame:
+        """Metric weights from the coefficients, with the reason for each.
+
+        A metric's weight is proportional to the change in log-odds its coefficient implies per
+        10 sub-score points, in the direction a healthy metric should push (its risk reduction for
+        churn, its lift for expansion). The coefficients come from ``basis``: a refit in which an
+        N/A sub-score is filled the way the score itself fills it (by its category's score, else
+        the overall score), so the weights fit the score as it will be computed. Metrics with the
+        wrong sign or that could not be fitted get ``floor`` (0 by default): a score should not
+        reward a signal the history contradicts. Metrics that are not significant keep their
+        (small) estimate, as zeroing them throws away real but noisy signal; with
+        ``drop_insignificant=True`` they get the floor too. Weights are scaled to add up to 100,
+        so each is the metric's share of the score in percent; a category's weight is the sum of
+        its metrics' shares.
+        """
+        basis = self.basis or self.logit
+        step = 10.0 if self.features == "subscores" else 1.0
+        how = "per 10 points" if self.features == "subscores" else "per SD"
+        rows = []
+        for r in self.table.iter_rows(named=True):
+            f = r["feature"]
+            if f not in basis.params_:
+                rows.append((r["metric"], r["category"], 0.0, self.floor, "could not be fitted: set to the floor"))
+                continue
+            coef, p = basis.params_[f], basis.pvalues_[f]
+            good = (-coef if self.adverse else coef) * step
+            if good <= 0:
+                rows.append((r["metric"], r["category"], 0.0, self.floor, "wrong sign: set to the floor"))
+            elif basis.inference_ and not (p <= self.significance):
+                if self.drop_insignificant:
+                    rows.append((r["metric"], r["category"], good, self.floor,
+                                 f"not significant (p={p:.2f}): set to the floor"))
+                else:
+                    rows.append((r["metric"], r["category"], good, None,
+                                 f"proportional to its effect {how} (not significant, p={p:.2f})"))
+            else:
+                rows.append((r["metric"], r["category"], good, None, f"proportional to its effect {how}"))
+        strength = {m: s for m, _, s, fixed, _ in rows if fixed is None}
+        total = sum(strength.values())
+        if total <= 0:
+            raise _input_error(
+                "fit_weights", f"no metric has an effect in the healthy direction on {self.outcome!r}",
+                "Keep the current weights; try a longer history, a longer horizon or penalty='l2'")
+        floors = sum(fixed for _, _, _, fixed, _ in rows if fixed is not None)
+        budget = max(100.0 - floors, 0.0)
+        out = [(m, c, round(budget * strength[m] / total, 1) if fixed is None else float(fixed), why)
+               for m, c, _, fixed, why in rows]
+        return pl.DataFrame(out, schema={"metric": pl.Utf8, "category": pl.Utf8, "weight": pl.Float64,
+                                         "reason": pl.Utf8}, orient="row")
+
+    def suggested_model(self) -> Any:
+        """A new ScoreModel with the suggested metric and category weights and a bumped version."""
+        w = self.suggested_weights()
+        metrics = dict(zip(w["metric"].to_list(), w["weight"].to_list()))
+        names = {m.name for m in self.model.metrics}
+        for m in names - set(metrics):  # metrics that shared a raw column with another
+            metrics[m] = self.floor
+        cats = (w.group_by("category").agg(pl.col("weight").sum()).sort("category"))
+        categories = {c: round(v, 1) for c, v in cats.iter_rows()}
+        categories.update({c: 0.0 for c in self.model.categories if c not in categories})
+        new = self.model.with_weights(metrics=metrics, categories=categories)
+        if any(v.weights or v.categories for v in new.variants):
+            # one fit learns one set of weights for every account: a variant's own weights would
+            # silently replace them for its accounts (segment_lr_test says whether to split)
+            new = replace(new, variants=[replace(v, weights={}, categories={}) for v in new.variants])
+            new.validate()
+        return new.bump_version()
+
+    def comparison(self) -> pl.DataFrame:
+        """Current against suggested weights: each metric's effective share of the score (metric
+        weight within its category times the category's share), in percent."""
+        new = self.suggested_model()
+        reasons = dict(self.suggested_weights().select("metric", "reason").iter_rows())
+        cur, sug = _shares(self.model), _shares(new)
+        rows = [(m.name, m.category, m.weight, round(cur[m.name], 1), n.weight, round(sug[m.name], 1),
+                 round(sug[m.name] - cur[m.name], 1), reasons.get(m.name, "shares its raw column"))
+                for m, n in zip(self.model.metrics, new.metrics)]
+        return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "current_weight": pl.Float64,
+                                          "current_share": pl.Float64, "suggested_weight": pl.Float64,
+                                          "suggested_share": pl.Float64, "change": pl.Float64,
+                                          "reason": pl.Utf8}, orient="row")
+
+    def comparison_text(self) -> str:
+        """:meth:`comparison` as a readable table."""
+        t = self.comparison()
+        lines = [f"{'metric':<24}{'category':<14}{'current %':>10}{'suggested %':>13}{'change':>8}  reason"]
+        lines += [f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['suggested_share']:>13.1f}"
+                  f"{r['change']:>+8.1f}  {r['reason']}" for r in t.iter_rows(named=True)]
+        return "\n".join(lines)
+
+    def save_suggested(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the suggested model to a new TOML file, keeping the comments of the model's file.
+
+        Refuses to replace an existing file unless ``overwrite=True``.
+        """
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; choose a new file name or pass overwrite=True")
+        return self.suggested_model().save(target)
+
+
+def _shares(model: Any) -> dict[str, float]:
+    """Each metric's share of the overall score in percent when every metric is present."""
+    cat_total = sum(c.weight for c in model.categories.values()) or 1.0
+    in_cat: dict[str, float] = {}
+    for m in model.metrics:
+        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+    return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
+            * model.categories[m.category].weight / cat_total for m in model.metrics}
+
+
+def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame, model: Any,
+                  outcome: str = "churned", horizon: str = "90d", features: str = "subscores",
+                  cadence: Literal["weekly", "monthly"] = "weekly", data_end: date | None = None
+                  ) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Labelled rows ready to fit, and the metric -> column map of the features.
+
+    Sub-scores are calibrated on the full history first (trend metrics need the weeks before
+    ``as_of``), then the rows are labelled point-in-time.
+    """
+    cols = _feature_columns(model, features)
+    if features == "subscores":
+        from healthscore.scoring import calibrate
+        frame = calibrate(snapshots, model)
+    else:
+        frame = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+        missing = [c for c in cols.values() if c not in frame.columns]
+        if missing:
+            raise _input_error("snapshots", f"lacks the raw metric column(s) {missing}",
+                               "Pass snapshots with every metric column of the model", column=missing[0])
+    return label_outcomes(frame, events, outcome=outcome, horizon=horizon, cadence=cadence,
+                          data_end=data_end), cols
+
+
+def fit_weights(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    model: Any,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    features: Literal["subscores", "raw"] = "subscores",
+    penalty: Literal["l2", "l1"] | None = None,
+    alpha: float | None = None,
+    cadence: Literal["weekly", "monthly"] = "weekly",
+    data_end: date | None = None,
+    na_threshold: float = 0.05,
+    significance: float = 0.05,
+    floor: float = 0.0,
+    drop_insignificant: bool = False,
+    min_epv: float = 10.0,
+    vif_limit: float = 5.0,
+    corr_limit: float = 0.8,
+) -> WeightFit:
+    """Learn a score model's weights from history: which metrics actually predict ``outcome``.
+
+    Features are the model's calibrated sub-scores (``features="raw"``: the raw metric columns,
+    standardised), so each coefficient maps onto one metric of the model. The fit is
+    :func:`fit_logit` with standard errors clustered by account. Expansion works the same way
+    (``outcome="expanded"``): then a higher sub-score should raise the odds.
+
+    Flags per metric: wrong sign, not significant, collinear group (VIF above ``vif_limit`` or
+    |correlation| above ``corr_limit``), quasi-separation; for the whole fit: too few events
+    (fewer than ``min_epv`` events per feature), separation and the L2 fallback, features that
+    look like leaks from the future.
+
+    >>> import healthscore as hs
+    >>> p = hs.make_portfolio(n_accounts=400, n_weeks=40, seed=2)
+    >>> fit = fit_weights(p.snapshots, p.events, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
+    >>> fit.table.columns[:4]
+    ['metric', 'category', 'feature', 'coef']
+    """
+    adverse = is_adverse(outcome)
+    rows, cols = training_rows(snapshots, events, model, outcome, horizon, features, cadence, data_end)
+    feats = list(cols.values())
+    if rows.is_empty():
+        raise _input_error("snapshots", f"no snapshot can be labelled for {outcome!r} within {horizon}",
+                           "The history must be longer than the horizon: pass more weeks or a shorter horizon")
+    flags: list[str] = []
+    leak = leakage_check(rows, feats, outcome)
+    for r in leak.filter(pl.col("leak")).iter_rows(named=True):
+        how = "separates it" if r["separated"] else f"has AUC {r['auc_alone']:.3f} on its own"
+        flags.append(f"possible leakage: {r['feature']} {how}; a signal measured at as_of should not know "
+                     "the future so well. Check how the column is built before trusting any weight")
+    fit = fit_logit(rows, feats, outcome, groups="account_id", penalty=penalty, alpha=alpha,
+                    standardize=features == "raw", na_threshold=na_threshold)
+    n_feat = len(fit.terms_) - 1
+    epv = fit.n_events_ / max(n_feat, 1)
+    if epv < min_epv:
+        msg = (f"too few events: {fit.n_events_} events for {n_feat} features is {epv:.1f} events per variable "
+               f"(below {min_epv:g}); estimates are unstable. Use a longer history, fewer metrics or penalty='l2'")
+        flags.append(msg)
+        warnings.warn(msg, stacklevel=2)
+    flags += fit.separation_
+    if fit.fallback_:
+        flags.append(f"fell back to an {fit.fallback_}")
+
+    X = fit.design(rows)
+    vif = _vif(X, fit.terms_)
+    groups = _collinear_groups(X, fit.terms_, vif, corr_limit, vif_limit)
+    by_feature = {f: m for m, f in cols.items()}
+    for g in groups:
+        names = [by_feature.get(t, t) for t in g]
+        flags.append(f"collinear group {names}: these move together, so their separate weights are unreliable; "
+                     "consider merging them into one metric")
+    table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
+    wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
+                   table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
+                   significance=significance, floor=floor, drop_insignificant=drop_insignificant)
+    if features == "subscores" and fit.inference_:
+        wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
+    return wf
+
+
+def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penalty: str | None,
+                          alpha: float | None) -> LogitResult | None:
+    """Refit with each N/A sub-score filled as the score fills it under the first suggestion.
+
+    The score leaves an N/A metric out and renormalises: the same as giving it its category's
+    score (or, when the whole category is N/A, the overall score). The main fit fills with the
+    column mean instead, which is right for estimating effects but not for weights that will be
+    used through that renormalisation. None when no first suggestion exists.
+    """
+    from healthscore.scoring import combine
+    try:
+        first = wf.suggested_model()
+    except Exception:  # noqa: BLE001 - no usable first suggestion: keep the main fit as the basis
+        return None
+    scored = combine(rows, first)
+    fills = [pl.col(f"sub_{m.name}").fill_null(pl.col(f"cat_{m.category}")).fill_null(pl.col("score"))
+             for m in wf.model.metrics if f"cat_{m.category}" in scored.columns]
+    filled = scored.with_columns(fills).drop_nulls("score")
+    feats = [f for f in wf.table["feature"].to_list() if f in filled.columns]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return fit_logit(filled, feats, outcome, groups="account_id", penalty=penalty, alpha=alpha)
+        except ValueError:
+            return None
+
+
+def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[str, float],
+                  groups: list[list[str]], leak: pl.DataFrame, adverse: bool, significance: float,
+                  features: str) -> pl.DataFrame:
+    step = 10.0 if features == "subscores" else 1.0
+    leaks = set(leak.filter(pl.col("leak"))["feature"].to_list())
+    sep_text = " ".join(fit.separation_)
+    rows = []
+    for m in model.metrics:
+        if m.name not in cols:
+            continue
+        f = cols[m.name]
+        if f not in fit.params_:
+            rows.append((m.name, m.category, f, None, None, None, None, None, None, None,
+                         f"dropped: {fit.dropped_.get(f, 'not fitted')}"))
+            continue
+        coef, p = fit.params_[f], fit.pvalues_[f]
+        lo, hi = fit.conf_int_[f]
+        flags = []
+        if (coef > 0) == adverse and coef != 0:
+            flags.append("wrong sign")
+        if fit.inference_ and not (p <= significance):
+            flags.append("not significant")
+        group = next((g for g in groups if f in g), None)
+        if group:
+            flags.append("collinear: " + "+".join(t.removeprefix("sub_") for t in group))
+        if f in sep_text:
+            flags.append("quasi-separation")
+        if f in leaks:
+            flags.append("possible leakage")
+        rows.append((m.name, m.category, f, coef, fit.bse_[f], float(np.exp(step * coef)), float(np.exp(step * lo)),
+                     float(np.exp(step * hi)), p, vif.get(f), ", ".join(flags)))
+    return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "feature": pl.Utf8,
+                                      "coef": pl.Float64, "se": pl.Float64, "odds_ratio": pl.Float64,
+                                      "or_low": pl.Float64, "or_high": pl.Float64, "p": pl.Float64,
+                                      "vif": pl.Float64, "flags": pl.Utf8}, orient="row")
+
+
+# ---------------------------------------------------------------- segments
+@dataclass
+class SegmentTest:
+    """Likelihood-ratio test of one pooled fit against one fit per segment."""
+
+    by: str
+    outcome: str
+    lr: float
+    df: int
+    pvalue: float
+    pooled: LogitResult
+    segments: dict[str, LogitResult]
+    table: pl.DataFrame
+    verdict: str
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The verdict, the test statistic, and each segment's size."""
+        lines = [self.verdict, f"LR = {self.lr:.2f} on {self.df} degrees of freedom, p = {self.pvalue:.3g}", ""]
+        lines += [f"{r[self.by]:<16}{r['rows']:>9,} rows{r['events']:>7,} events  log-likelihood {r['loglik']:.1f}"
+                  for r in self.table.iter_rows(named=True)]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def segment_lr_test(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    model: Any,
+    by: str = "touch_model",
+    outcome: str = "churned",
+    horizon: str = "90d",
+    features: Literal["subscores", "raw"] = "subscores",
+    cadence: Literal["weekly", "monthly"] = "monthly",
+    na_threshold: float = 0.05,
+    level: float = 0.05,
+) -> SegmentTest:
+    """Do segments (e.g. high-touch and digital accounts) need separate scorecards?
+
+    Fits the model's metrics once on all rows (pooled) and once per value of ``by``; twice the
+    gain in log-likelihood is chi-square distributed with as many degrees of freedom as the
+    per-segment fits add. A small p-value means the metrics predict ``outcome`` differently per
+    segment. The likelihood-ratio test treats rows as independent, so repeated snapshots of one
+    account make it too eager: hence one row per account and month by default.
+
+    >>> import healthscore as hs
+    >>> p = hs.make_portfolio(n_accounts=600, n_weeks=52, seed=4)
+    >>> t = segment_lr_test(p.snapshots, p.events, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
+    >>> t.df > 0 and 0 <= t.pvalue <= 1
+    True
+    """
+    from scipy.stats import chi2
+
+    rows, cols = training_rows(snapshots, events, model, outcome, horizon, features, cadence)
+    if by not in rows.columns:
+        raise _input_error("snapshots", f"has no segment column {by!r}",
+                           "Name an attribute column such as 'touch_model' or 'segment'", column=by)
+    rows = rows.filter(pl.col(by).is_not_null())
+    feats = list(cols.values())
+    levels = sorted(rows[by].unique().to_list(), key=str)
+    if len(levels) < 2:
+        raise _input_error("snapshots", f"has {len(levels)} value(s) of {by!r}: nothing to compare",
+                           "Pick a column with at least two segments", column=by)
+    kw = dict(groups="account_id", na_threshold=na_threshold, on_separation="keep")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pooled = fit_logit(rows, feats, outcome, **kw)
+        fits = {str(v): fit_logit(rows.filter(pl.col(by) == v), feats, outcome, **kw) for v in levels}
+    notes = [f"{name}: {s}" for name, f in {"pooled": pooled, **fits}.items() for s in f.separation_]
+    llf_pooled = float(pooled.result_.llf)
+    llf_seg = sum(float(f.result_.llf) for f in fits.values())
+    df = sum(len(f.terms_) for f in fits.values()) - len(pooled.terms_)
+    lr = max(2.0 * (llf_seg - llf_pooled), 0.0)
+    p = float(chi2.sf(lr, df)) if df > 0 else 1.0
+    names = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+    if p < level:
+        verdict = f"separate scorecards per {by} ({names}) are warranted (p={p:.3g})"
+    else:
+        verdict = f"one pooled scorecard serves every {by} ({names}); separate ones are not warranted (p={p:.3g})"
+    if notes:
+        verdict += "; treat with care: some fits show quasi-separation"
+    table = pl.DataFrame(
+        [(str(v), f.n_obs_, f.n_events_, float(f.result_.llf)) for v, f in fits.items()],
+        schema={by: pl.Utf8, "rows": pl.Int64, "events": pl.Int64, "loglik": pl.Float64}, orient="row")
+    return SegmentTest(by=by, outcome=outcome, lr=lr, df=df, pvalue=p, pooled=pooled, segments=fits,
+                       table=table, verdict=verdict, notes=notes)
