@@ -428,6 +428,7 @@ def test_cli_evaluate_writes_the_report_and_prints_the_key_table(cli_inputs, cap
     (["--by", "tier"], "tier"),
     (["--horizon", "ninety"], "horizon"),
     (["--target-precision", "7"], "target-precision"),
+    (["--outcome", "upsold"], "holds no 'upsold' event (it holds: churned, contracted, expanded)"),
 ])
 def test_cli_evaluate_user_errors_exit_2_with_a_message(cli_inputs, capsys, extra, message):
     d = cli_inputs

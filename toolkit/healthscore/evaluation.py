@@ -1044,6 +1044,10 @@ def evaluate(
         raise EvaluationError(f"cannot break the backtest down by {by!r}: the snapshots have no such column "
                               f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column")
     named = _named_models(models)
+    if "event" in ev.columns and not (ev["event"] == outcome).any():
+        known = ", ".join(sorted(str(e) for e in ev["event"].drop_nulls().unique())) or "none"
+        raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
+                              "pick one of those as the outcome")
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
     train, test, split_date = time_split(labelled, horizon, split, train_share)
     if int(test[outcome].sum()) == 0:
