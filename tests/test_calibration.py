@@ -300,6 +300,17 @@ def test_monotone_bins_pools_violators_and_scores_by_rate():
         0, 0, 50, 50, 100, 100, None]
 
 
+def test_monotone_bins_against_a_good_outcome():
+    # expansion: the more of the metric, the more expansions; the highest-rate bin scores 100
+    values, outcome = staircase(rates=(0.1, 0.3, 0.2, 0.4))
+    fitted = fit_params("monotone_bins", values, {"n_bins": 4, "outcome_is": "good"}, "higher_is_better",
+                        outcome=outcome)
+    assert fitted["rates"] == pytest.approx([0.1, 0.25, 0.4])
+    assert fitted["scores"] == pytest.approx([0, 50, 100])
+    assert check_params("monotone_bins", {"outcome_is": "great"}, require_fitted=False) == [
+        "'outcome_is' must be \"bad\" (e.g. churned) or \"good\" (e.g. expanded), got 'great'"]
+
+
 def test_monotone_bins_keep_the_tail_above_a_mass_point():
     # 90% of accounts have no severe ticket; quantile edges alone would leave a single bin
     values = pl.Series("high_sev_tickets", [0.0] * 900 + [1.0] * 60 + [2.0] * 30 + [4.0] * 10)
@@ -425,6 +436,8 @@ def test_lazy_streaming_gives_the_same_scores():
     ("categorical", {"map": {"1": 0}, "labels": {"2": "ok"}}, None, "'labels' has level '2' that is not in 'map'"),
     ("monotone_bins", {"n_bins": 10}, None, "missing parameter 'edges' for method 'monotone_bins' (fit it with fit_params)"),
     ("monotone_bins", {"edges": [1], "scores": [0, 100], "n_bins": 1}, None, "'n_bins' must be an integer >= 2"),
+    ("monotone_bins", {"edges": [1], "scores": [100, 0]}, "higher_is_better", "scores go down"),
+    ("monotone_bins", {"edges": [1], "scores": [0, 100], "outcome_is": "churn"}, None, "'outcome_is' must be"),
 ])
 def test_check_params_messages(method, params, direction, fragment):
     msgs = check_params(method, params, direction)
@@ -578,18 +591,22 @@ def test_property_percentile_of_the_reference_itself(reference, direction):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 50, allow_nan=False), st.booleans()), min_size=20, max_size=300),
-       st.sampled_from(["higher_is_better", "lower_is_better"]), st.integers(2, 12), st.integers(1, 40))
-def test_property_monotone_bins_rates_are_monotone(rows, direction, n_bins, min_bin_size):
+       st.sampled_from(["higher_is_better", "lower_is_better"]), st.sampled_from(["bad", "good"]),
+       st.integers(2, 12), st.integers(1, 40))
+def test_property_monotone_bins_rates_are_monotone(rows, direction, outcome_is, n_bins, min_bin_size):
     values = pl.Series("x", [r[0] for r in rows])
     outcome = pl.Series("y", [r[1] for r in rows])
-    fitted = fit_params("monotone_bins", values, {"n_bins": n_bins, "min_bin_size": min_bin_size},
-                        direction, outcome=outcome)
+    settings_ = {"n_bins": n_bins, "min_bin_size": min_bin_size, "outcome_is": outcome_is}
+    fitted = fit_params("monotone_bins", values, settings_, direction, outcome=outcome)
     rates = np.asarray(fitted["rates"])
     assert sum(fitted["counts"]) == len(rows)
     if len(rates) > 1:
         assert min(fitted["counts"]) >= min_bin_size
+        # strictly monotone: rates fall along a better metric for a bad outcome, rise for a good one
+        rising = (direction == "lower_is_better") == (outcome_is == "bad")
         steps = np.diff(rates)
-        assert np.all(steps < 0) if direction == "higher_is_better" else np.all(steps > 0)
+        assert np.all(steps > 0) if rising else np.all(steps < 0)
+        assert min(fitted["scores"]) == 0 and max(fitted["scores"]) == 100
     assert check_params("monotone_bins", fitted, direction) == []
     # the stored rates are the real event rates of the rows that fall in each bin
     idx = np.searchsorted(fitted["edges"], values.to_numpy(), side="right")

@@ -81,7 +81,7 @@ METHODS: dict[str, Method] = {
            summary="z-score of log1p(value) against a frozen reference, clipped"),
         _m("boolean", ["true_score", "false_score"], summary="1/true and 0/false each get a score"),
         _m("categorical", ["map"], ["labels"], summary="each level (as a string) maps to a score"),
-        _m("monotone_bins", ["edges", "scores"], ["n_bins", "min_bin_size", "rates", "counts"],
+        _m("monotone_bins", ["edges", "scores"], ["n_bins", "min_bin_size", "outcome_is", "rates", "counts"],
            fitted_keys=["edges", "scores"],
            summary="bins fitted against an outcome so that risk is monotone in the metric"),
     )
@@ -93,7 +93,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "trend": {"min_base": 1e-9, "account_column": "account_id", "date_column": "as_of"},
     "percentile": {"n_quantiles": 101},
     "log_z": {"clip": 2.5},
-    "monotone_bins": {"n_bins": 10, "min_bin_size": 50},
+    "monotone_bins": {"n_bins": 10, "min_bin_size": 50, "outcome_is": "bad"},
 }
 
 
@@ -165,7 +165,7 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
         if not msgs and len(scores) != len(edges) + 1:
             msgs.append(f"'scores' needs one more entry than 'edges' (len(edges) = {len(edges)}, "
                         f"len(scores) = {len(scores)})")
-        if not msgs and method == "steps":
+        if not msgs:
             msgs += _check_direction("scores", scores, direction)
     elif method == "goal":
         for key in ("start_column", "due_column", "date_column"):
@@ -276,6 +276,9 @@ def _check_fit_settings(params: Mapping[str, Any]) -> list[str]:
             msgs.append(f"'{key}' must be an integer >= {low}, got {params[key]!r}")
     if "clip" in params and (not _is_num(params["clip"]) or params["clip"] <= 0):
         msgs.append(f"'clip' must be a positive number, got {params['clip']!r}")
+    if "outcome_is" in params and params["outcome_is"] not in ("bad", "good"):
+        msgs.append(f"'outcome_is' must be \"bad\" (e.g. churned) or \"good\" (e.g. expanded), "
+                    f"got {params['outcome_is']!r}")
     return msgs
 
 
@@ -677,8 +680,9 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
     """Quantile bins, merged until each holds ``min_bin_size`` rows and risk is monotone.
 
     Monotonicity comes from isotonic regression of the bins' event rates (weighted by their
-    sizes) on bin order; adjacent bins that end up with the same fitted rate are pooled. The
-    outcome is a bad event (e.g. churned): the lowest-rate bin scores 100, the highest 0. When
+    sizes) on bin order; adjacent bins that end up with the same fitted rate are pooled. For a
+    bad outcome (``outcome_is = "bad"``, the default, e.g. churned) the lowest-rate bin scores
+    100 and the highest 0; for a good one (``"good"``, e.g. expanded) the other way round. When
     the metric carries no monotone signal at all a single bin remains and everyone scores 50.
     """
     from sklearn.isotonic import IsotonicRegression
@@ -713,7 +717,9 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
         counts, events = _bin_counts(v, y, edges)
 
     rates = events / counts
-    iso = IsotonicRegression(increasing=(direction == "lower_is_better"))
+    good = params.get("outcome_is", _DEFAULTS["monotone_bins"]["outcome_is"]) == "good"
+    # a better metric value means fewer bad events, or more good ones
+    iso = IsotonicRegression(increasing=(direction == "lower_is_better") == (not good))
     fitted = iso.fit_transform(np.arange(len(rates), dtype=float), rates, sample_weight=counts)
     # pool neighbours whose fitted rates coincide (they violated the monotone order)
     edges = [e for k, e in enumerate(edges) if not np.isclose(fitted[k], fitted[k + 1], rtol=0, atol=1e-12)]
@@ -723,7 +729,8 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
     if hi - lo <= 0:
         scores = [50.0] * len(rates)
     else:
-        scores = [round(float(np.clip(100.0 * (hi - r) / (hi - lo), 0.0, 100.0)), 6) for r in rates]
+        share = [(r - lo) / (hi - lo) if good else (hi - r) / (hi - lo) for r in rates]
+        scores = [round(float(np.clip(100.0 * x, 0.0, 100.0)), 6) for x in share]
     return {
         "edges": edges,
         "scores": scores,
