@@ -353,6 +353,8 @@ def test_evaluation_tables_hang_together(head_to_head, portfolio):
     assert by_group["churned"] < by_group["retained"] - 5
     text = ev.summary()
     assert "AUC" in text and "health" in text and "Best by AUC: health" in text
+    shown = ev._repr_html_()  # what a notebook displays
+    assert shown.count("<table") == 2 and f"{h['auc']:.3f}" in shown
 
 
 def test_expansion_is_scored_in_its_own_direction(portfolio):

@@ -929,6 +929,15 @@ class Evaluation:
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the split and the head-to-head tables (charts via :meth:`charts`)."""
+        import html
+
+        head = (f"<p><b>Backtest: {html.escape(self.outcome)} within {_horizon_words(self.horizon)}</b>, split at "
+                f"{self.split}: test {self.test_rows:,} snapshots ({self.test_events:,} with the event), "
+                f"train {self.train_rows:,}.</p>")
+        return head + html_table(self.table, _KEY_COLUMNS) + html_table(self.table, _ALARM_COLUMNS)
+
     def charts(self) -> dict[str, Any]:
         """The report's charts: ``roc``, ``reliability``, ``bands``, ``lift``, ``trajectories``, ``comparison``."""
         return {
