@@ -300,3 +300,222 @@ def test_leakage_check_flags_a_feature_built_from_the_label():
     assert got == {"leaky": True, "x1": False, "x2": False}
     assert out.filter(pl.col("feature") == "leaky")["auc_alone"][0] > 0.95
     assert out.filter(pl.col("feature") == "x1")["auc_alone"][0] < 0.8
+
+
+# ---------------------------------------------------------------- fit_weights on the sample portfolio
+import healthscore as hs  # noqa: E402
+from healthscore.datasets import load_sample, make_portfolio, sample_dir  # noqa: E402
+from healthscore.fitting import fit_weights, segment_lr_test  # noqa: E402
+
+MODEL = sample_dir() / "model.toml"
+
+
+@pytest.fixture(scope="module")
+def portfolio():
+    return make_portfolio(n_accounts=1500, n_weeks=40, seed=2)
+
+
+@pytest.fixture(scope="module")
+def churn_fit(portfolio):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_weights(portfolio.snapshots, portfolio.events, hs.load_model(MODEL))
+
+
+def _with_truth(fit, portfolio, outcome_col: str) -> pl.DataFrame:
+    columns = {m.name: m.column for m in fit.model.metrics}
+    truth = portfolio.truth.effects.select(pl.col("metric").alias("column"), outcome_col)
+    return (fit.table.with_columns(pl.col("metric").replace_strict(columns, default=None).alias("column"))
+            .join(truth, on="column"))
+
+
+@pytest.mark.slow
+def test_churn_signs_follow_the_known_truth(churn_fit, portfolio):
+    t = _with_truth(churn_fit, portfolio, "churn_coef")
+    strong = t.filter(pl.col("churn_coef").abs() >= 0.25)
+    assert strong.height >= 4
+    # a healthier sub-score lowers churn: negative coefficients
+    right = strong.filter(pl.col("coef") < 0).height
+    assert right >= 2 * strong.height / 3, strong
+    assert strong.filter((pl.col("coef") > 0) & (pl.col("p") < 0.05)).is_empty(), strong
+    champ = t.filter(pl.col("metric") == "champion_left").row(0, named=True)
+    assert champ["coef"] < 0 and champ["p"] < 0.05 and champ["odds_ratio"] < 1
+    # the table's odds ratio and interval are exp(10 * coef) and exp(10 * CI)
+    assert champ["odds_ratio"] == pytest.approx(np.exp(10 * champ["coef"]))
+    lo, hi = churn_fit.logit.conf_int_["sub_champion_left"]
+    assert (champ["or_low"], champ["or_high"]) == pytest.approx((np.exp(10 * lo), np.exp(10 * hi)))
+    assert churn_fit.table["vif"].drop_nulls().min() >= 1.0
+
+
+@pytest.mark.slow
+def test_expansion_index_signs_follow_the_known_truth(portfolio):
+    model = hs.load_model(MODEL, name="expansion")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_weights(portfolio.snapshots, portfolio.events, model, outcome="expanded")
+    assert not fit.adverse
+    t = _with_truth(fit, portfolio, "expansion_coef")
+    assert t.filter(pl.col("expansion_coef") > 0).height == t.height
+    assert (t["coef"] > 0).all(), t  # every one of these raises expansion odds
+    assert "above 1" in fit.summary()
+    w = fit.suggested_weights()
+    assert w["weight"].sum() == pytest.approx(100.0, abs=0.3)
+
+
+def test_flags_wrong_sign_and_not_significant(churn_fit):
+    for r in churn_fit.table.iter_rows(named=True):
+        if r["coef"] is None:
+            continue
+        assert ("wrong sign" in r["flags"]) == (r["coef"] > 0)
+        assert ("not significant" in r["flags"]) == (r["p"] > 0.05)
+    text = churn_fit.summary()
+    assert "odds ratio per 10 points below 1" in text and "champion_left" in text
+
+
+def test_suggested_weights_follow_the_refit_and_sum_to_100(churn_fit):
+    w = churn_fit.suggested_weights()
+    basis = churn_fit.basis
+    assert basis is not None and basis.inference_
+    assert w["weight"].sum() == pytest.approx(100.0, abs=0.5)
+    for r in w.iter_rows(named=True):
+        coef = basis.params_[f"sub_{r['metric']}"]
+        if coef >= 0:
+            assert r["weight"] == 0.0 and "wrong sign" in r["reason"]
+    pos = {r["metric"]: (r["weight"], -basis.params_[f"sub_{r['metric']}"]) for r in w.iter_rows(named=True)
+           if r["weight"] > 0}
+    (m1, (w1, c1)), (m2, (w2, c2)) = list(pos.items())[:2]
+    assert w1 / w2 == pytest.approx(c1 / c2, rel=0.05)  # proportional to the effect (rounding aside)
+    churn_fit.drop_insignificant = True
+    try:
+        w_strict = churn_fit.suggested_weights()
+    finally:
+        churn_fit.drop_insignificant = False
+    ns = [m for m in w_strict["metric"] if basis.pvalues_[f"sub_{m}"] > 0.05]
+    assert all(w_strict.filter(pl.col("metric") == m)["weight"][0] == 0.0 for m in ns)
+
+
+def test_suggested_model_round_trip_keeps_comments_and_refuses_overwrite(churn_fit, tmp_path):
+    new = churn_fit.suggested_model()
+    assert new.version == "1.0.1" and new.version != churn_fit.model.version
+    assert all(not v.weights and not v.categories for v in new.variants)
+    cmp = churn_fit.comparison()
+    assert cmp["current_share"].sum() == pytest.approx(100.0, abs=0.5)
+    assert cmp["suggested_share"].sum() == pytest.approx(100.0, abs=0.5)
+    path = churn_fit.save_suggested(tmp_path / "fitted.toml")
+    text = path.read_text()
+    assert "# Category weights are relative" in text and 'version = "1.0.1"' in text
+    back = hs.load_model(path)
+    want = dict(churn_fit.suggested_weights().select("metric", "weight").iter_rows())
+    assert {m.name: m.weight for m in back.metrics} == pytest.approx(want)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        churn_fit.save_suggested(path)
+    path.write_text("keep me")
+    with pytest.raises(FileExistsError):
+        churn_fit.save_suggested(path)
+    assert path.read_text() == "keep me"
+    churn_fit.save_suggested(path, overwrite=True)
+    assert hs.load_model(path).version == "1.0.1"
+
+
+def test_too_few_events_warns_with_the_number(portfolio):
+    small = portfolio.snapshots.filter(pl.col("account_id").is_in(
+        portfolio.snapshots["account_id"].unique().sort().head(120).implode()))
+    with pytest.warns(UserWarning, match=r"too few events: \d+ events for \d+ features is \d+\.\d events per variable"):
+        fit = fit_weights(small, portfolio.events, hs.load_model(MODEL))
+    assert any(f.startswith("too few events") for f in fit.flags)
+    assert "too few events" in fit.summary()
+
+
+def test_leaky_feature_is_flagged_by_fit_weights(portfolio):
+    from healthscore.fitting import label_outcomes
+    # a "days until churn" style column: it knows the label
+    lab = label_outcomes(portfolio.snapshots, portfolio.events).select("account_id", "as_of", "churned")
+    leaky = (portfolio.snapshots.join(lab, on=["account_id", "as_of"], how="left")
+             .with_columns(login_days=pl.when(pl.col("churned")).then(0.0).otherwise(7.0)).drop("churned"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_weights(leaky, portfolio.events, hs.load_model(MODEL))
+    assert any("possible leakage: sub_login_days" in f for f in fit.flags)
+    assert "possible leakage" in fit.table.filter(pl.col("metric") == "login_days")["flags"][0]
+
+
+@pytest.mark.slow
+def test_fitted_model_holds_up_against_the_hand_set_one_on_a_time_split():
+    from sklearn.metrics import roc_auc_score
+
+    from healthscore.evaluation import time_split
+    from healthscore.fitting import label_outcomes
+
+    sample = load_sample()
+    hand = hs.load_model(MODEL)
+    labelled = label_outcomes(sample.snapshots, sample.events)
+    _, test, split = time_split(labelled, horizon="90d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_weights(sample.snapshots.filter(pl.col("as_of") < split), sample.events, hand)
+    keys = test.select("account_id", "as_of", "churned")
+
+    def auc(model) -> float:
+        s = hs.score(sample.snapshots, model).join(keys, on=["account_id", "as_of"]).drop_nulls("score")
+        return roc_auc_score(s["churned"].to_numpy(), -s["score"].to_numpy())
+
+    sub = hs.calibrate(sample.snapshots, hand).join(keys, on=["account_id", "as_of"])
+    logit_auc = roc_auc_score(sub["churned"].to_numpy(), fit.logit.predict(sub))
+    hand_auc, fitted_auc = auc(hand), auc(fit.suggested_model())
+    assert logit_auc > hand_auc, (logit_auc, hand_auc)     # the fitted regression beats the hand weights
+    assert fitted_auc > hand_auc - 0.01, (fitted_auc, hand_auc)  # its weighted score is at least as good
+
+
+@pytest.mark.slow
+def test_segment_lr_test_finds_segments_that_differ_and_not_random_ones(portfolio):
+    model = hs.load_model(MODEL)
+    rng = np.random.default_rng(0)
+    ids = portfolio.snapshots["account_id"].unique().sort()
+    coin = pl.DataFrame({"account_id": ids, "coin": rng.choice(["heads", "tails"], ids.len())})
+    snaps = portfolio.snapshots.join(coin, on="account_id")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        random_split = segment_lr_test(snaps, portfolio.events, model, by="coin")
+    assert random_split.pvalue > 0.01 and "not warranted" in random_split.verdict
+    assert random_split.df == len(random_split.segments["heads"].terms_) * 2 - len(random_split.pooled.terms_)
+    llf = sum(f.result_.llf for f in random_split.segments.values()) - random_split.pooled.result_.llf
+    assert random_split.lr == pytest.approx(max(2 * llf, 0.0))
+    # high-touch and digital accounts churn at different base rates and only high-touch ones
+    # have a CSM assessment: the per-segment fits must win clearly
+    touch = segment_lr_test(portfolio.snapshots, portfolio.events, model, by="touch_model")
+    assert touch.pvalue < 0.05 and "are warranted" in touch.verdict
+    assert set(touch.table["touch_model"]) == {"high", "digital"}
+    assert f"p={touch.pvalue:.3g}" in touch.summary()
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_fit_writes_the_model_prints_the_summary_and_refuses_overwrite(portfolio, tmp_path, capsys):
+    from healthscore.cli import main
+
+    data, events, out = tmp_path / "snaps.parquet", tmp_path / "events.parquet", tmp_path / "fitted.toml"
+    portfolio.snapshots.write_parquet(data)
+    portfolio.events.write_parquet(events)
+    argv = ["fit", "--model", str(MODEL), "--data", str(data), "--events", str(events),
+            "--outcome", "churned", "--horizon", "90d", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Weight fit of model 'health'" in printed and "OR per 10 points" in printed
+    assert "current %" in printed and "suggested %" in printed and f"written {out}" in printed
+    fitted = hs.load_model(out)
+    assert fitted.version == "1.0.1" and "# Category weights are relative" in out.read_text()
+    before = out.read_text()
+    assert main(argv) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == before
+    assert main([*argv, "--overwrite", "--penalty", "l2"]) == 0
+    assert "penalised fit: no valid standard errors" in capsys.readouterr().out
+    assert main([*argv, "--overwrite", "--horizon", "ninety days"]) == 2
+    assert "horizon 'ninety days' is not understood" in capsys.readouterr().err
+
+
+def test_demo_fit_step_writes_fitted_model(tmp_path):
+    from healthscore.cli import _demo_steps
+
+    steps = dict(_demo_steps())
+    line = steps["fit weights"](tmp_path)
+    assert (tmp_path / "fitted_model.toml").is_file() and "fitted_model.toml" in line
+    assert hs.load_model(tmp_path / "fitted_model.toml").version != hs.load_model(MODEL).version

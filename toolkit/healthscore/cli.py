@@ -207,6 +207,177 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- fit
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit", help="learn a score model's weights from history (logistic regression)",
+        description="Label every snapshot point-in-time with the outcome, fit a logistic regression of it on "
+                    "the model's calibrated sub-scores (standard errors clustered by account), print per metric "
+                    "the coefficient, odds ratio per 10 points, 95 percent CI, p-value, VIF and flags (wrong sign, not "
+                    "significant, collinear, separation, too few events), then the current vs suggested "
+                    "weights, and write the suggested model to a new TOML file that keeps the comments.",
+        epilog="example: healthscore fit --model data/model.toml --data data/snapshots.parquet "
+               "--events data/events.parquet --outcome churned --horizon 90d --out build/fitted.toml")
+    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
+                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
+    p.add_argument("--data", required=True, help="snapshots: CSV, Parquet, Excel, DuckDB file or database URI")
+    p.add_argument("--events", required=True, help="events table (account_id, date, event)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the suggested model (a new .toml file)")
+    p.add_argument("--outcome", default="churned", help="event to predict (default churned; expanded for an "
+                                                        "expansion index)")
+    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
+    p.add_argument("--penalty", choices=["l2", "l1"], help="penalised fit (no standard errors); default none")
+    p.add_argument("--features", choices=["subscores", "raw"], default="subscores",
+                   help="fit on calibrated sub-scores (default) or on the raw metric columns")
+    p.add_argument("--cadence", choices=["weekly", "monthly"], default="weekly",
+                   help="every snapshot (default) or the last one per account and month")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="use only snapshots before this date (keep a holdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import warnings
+
+    import polars as pl
+
+    from healthscore.fitting import fit_weights
+    from healthscore.snapshots import read_events, read_snapshots
+
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
+    model = _load_model_arg(args.model)
+    snaps = read_snapshots(args.data)
+    if args.until:
+        try:
+            until = dt.date.fromisoformat(args.until)
+        except ValueError:
+            raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
+        snaps = snaps.filter(pl.col("as_of") < until)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # every warning is also a flag in the summary
+        fit = fit_weights(snaps, read_events(args.events), model, outcome=args.outcome, horizon=args.horizon,
+                          features=args.features, penalty=args.penalty, cadence=args.cadence)
+    print(fit.summary())
+    print()
+    print(fit.comparison_text())
+    try:
+        path = fit.save_suggested(args.out, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from None
+    print(f"\nwritten {path} ({fit.model.name} {fit.suggested_model().version}); compare it with: "
+          f"healthscore evaluate --model {args.model} --model {path} --data {args.data} --events {args.events} "
+          "--out build/evaluation")
+    return 0
+
+
+def _demo_fit(out: Path) -> str:
+    import warnings
+
+    import polars as pl
+
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.evaluation import time_split
+    from healthscore.fitting import fit_weights, label_outcomes
+    from healthscore.model import load_model
+    sample, model = load_sample(), load_model(sample_dir() / "model.toml")
+    # fit only on the evaluation's training period, so the next step compares on unseen weeks
+    _, _, split = time_split(label_outcomes(sample.snapshots, sample.events), horizon="90d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_weights(sample.snapshots.filter(pl.col("as_of") < split), sample.events, model)
+    path = fit.save_suggested(out / "fitted_model.toml", overwrite=True)
+    top = fit.suggested_weights().sort("weight", descending=True).head(3)
+    return (f"{fit.logit.n_events_} churn events before {split}; heaviest fitted weights "
+            + ", ".join(f"{m} {w:.0f}%" for m, w in top.select("metric", "weight").iter_rows())
+            + f"; {len(fit.flags)} flag(s) -> {path}")
+
+
+# ---------------------------------------------------------------- calibrate
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit and freeze a model's data-derived calibrations (percentile, log_z, monotone bins)",
+        description="Learn the data-derived calibration settings of a score model from a reference population: "
+                    "the quantiles of percentile metrics, the centre and spread of log_z metrics, and the bins of "
+                    "monotone_bins metrics (fitted against an outcome, so --events is needed for them). The "
+                    "settings are frozen into a new model file, so later scores use exactly these and never drift "
+                    "when the population changes. Prints one plain line per fitted metric.",
+        epilog="example: healthscore calibrate --model templates/models/high_touch.toml#churn_index "
+               "--data data/snapshots.parquet --events data/events.parquet --out build/churn_index.toml")
+    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
+                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
+    p.add_argument("--data", required=True, help="reference snapshots: CSV, Parquet, Excel, DuckDB file or URI")
+    p.add_argument("--out", type=Path, required=True, help="where to write the fitted model (a new .toml file)")
+    p.add_argument("--events", help="events table (account_id, date, event); needed for monotone_bins metrics")
+    p.add_argument("--outcome", default="churned", help="event the monotone bins are fitted against (default churned)")
+    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="use only snapshots before this date as the reference")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
+    """The model with its data-derived calibrations fitted, and one line per fitted metric."""
+    from healthscore.calibration import METHODS, describe
+
+    fitted = [m for m in model.metrics if METHODS[m.method].fitted]
+    if not fitted:
+        raise UserError(f"model {model.name!r} has no percentile, log_z or monotone_bins metric: nothing to fit")
+    if any(m.method == "monotone_bins" for m in fitted):
+        if events is None:
+            names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
+            raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
+                            "(and --outcome/--horizon if not churned within 90d)")
+        from healthscore.fitting import label_outcomes
+        # only snapshots whose outcome window is complete: recent ones would count as "no event"
+        snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
+        new = model.fit_calibration(snapshots, outcome=outcome)
+    else:
+        new = model.fit_calibration(snapshots)
+    width = max(len(m.name) for m in fitted)
+    lines = [f"  {m.name:<{width}}  {m.method:<13}  {describe(m.method, m.params, m.direction)}"
+             for m in new.metrics if METHODS[m.method].fitted]
+    return new, lines, snapshots.height
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import polars as pl
+
+    from healthscore.snapshots import read_events, read_snapshots
+
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
+    model = _load_model_arg(args.model)
+    snaps = read_snapshots(args.data)
+    if args.until:
+        try:
+            until = dt.date.fromisoformat(args.until)
+        except ValueError:
+            raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
+        snaps = snaps.filter(pl.col("as_of") < until)
+    events = read_events(args.events) if args.events else None
+    new, lines, n_rows = _fit_calibrations(model, snaps, events, args.outcome, args.horizon)
+    print(f"{model.name}: fitted on {n_rows:,} snapshot rows")
+    print("\n".join(lines))
+    path = new.save(args.out)
+    print(f"\nwritten {path}; score with: healthscore score --model {path} --name {new.name} --data {args.data} "
+          "--out scores.parquet")
+    return 0
+
+
+def _demo_calibrate(out: Path) -> str:
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.model import load_model
+    sample = load_sample()
+    model = load_model(sample_dir().parent / "templates" / "models" / "high_touch.toml", "churn_index")
+    new, lines, n_rows = _fit_calibrations(model, sample.snapshots, sample.events)
+    path = new.save(out / "churn_index.toml")
+    return f"churn index bins fitted on {n_rows:,} labelled snapshots -> {path}\n" + "\n".join(lines)
+
+
 # ---------------------------------------------------------------- scorecards
 def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -389,6 +560,8 @@ def _demo_review(out: Path) -> str:
 def _demo_steps() -> list[tuple[str, DemoStep]]:
     return [("load the sample portfolio", _demo_sample),
             ("score the sample", _demo_score),
+            ("fit the churn index's calibration bins", _demo_calibrate),
+            ("fit weights", _demo_fit),
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
             ("cohort review", _demo_review)]
@@ -414,7 +587,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_evaluate, _add_scorecards, _add_review, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

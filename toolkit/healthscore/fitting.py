@@ -809,6 +809,10 @@ class WeightFit:
         lines = [f"{'metric':<24}{'category':<14}{'current %':>10}{'suggested %':>13}{'change':>8}  reason"]
         lines += [f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['suggested_share']:>13.1f}"
                   f"{r['change']:>+8.1f}  {r['reason']}" for r in t.iter_rows(named=True)]
+        if self.basis is not None:
+            lines += ["", "Suggested weights come from a refit in which each N/A sub-score is filled the way the "
+                          "score fills it", "(its category's score, else the overall score), so their p-values "
+                          "and signs can differ from the table above."]
         return "\n".join(lines)
 
     def save_suggested(self, path: str | Path, overwrite: bool = False) -> Path:
