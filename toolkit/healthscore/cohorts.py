@@ -382,10 +382,11 @@ def compare_cohorts(
     cohort is tested against all others instead (``group_b`` is ``"all others"``). Cohorts smaller
     than ``min_size`` are flagged in the ``small`` column, never dropped.
 
-    >>> import healthscore as hs  # doctest: +SKIP
-    >>> cmp = hs.compare_cohorts(scores, by=["segment", "touch_model"], events=events)  # doctest: +SKIP
-    >>> cmp.describe()[0]  # doctest: +SKIP
-    'smb · digital accounts churn at 21% within 90d vs 6% for enterprise · high (p<0.001; ...)'
+    Example (``scores`` from :func:`healthscore.score`, ``events`` the outcome table)::
+
+        cmp = hs.compare_cohorts(scores, by=["segment", "touch_model"], events=events)
+        cmp.describe()[0]
+        # 'smb · digital accounts churn at 4.0% per 90d vs 0.3% for enterprise · high accounts (p<0.001; ...)'
     """
     by = [by] if isinstance(by, str) else list(by)
     if not by:
@@ -1187,16 +1188,12 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
 def _read_frame(path: str) -> pl.DataFrame:
     from pathlib import Path
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file; pass snapshots or the scores written by 'healthscore score'")
-    if p.suffix.lower() in {".parquet", ".pq"}:
-        return pl.read_parquet(p)
-    if p.suffix.lower() == ".csv":
-        return pl.read_csv(p, try_parse_dates=True, infer_schema_length=10_000)
-    from healthscore.snapshots import read_snapshots  # Excel, DuckDB, SQL URIs
+    from healthscore.reports import load_scores
+    from healthscore.snapshots import read_snapshots
 
-    return read_snapshots(path)
+    if Path(path).suffix.lower() in {".parquet", ".pq", ".csv"} or not Path(path).exists():
+        return load_scores(path)  # score frames or snapshots; a missing file gets a clear error
+    return read_snapshots(path)  # Excel, DuckDB, SQL URIs
 
 
 def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | None = None,
