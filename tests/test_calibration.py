@@ -612,4 +612,95 @@ def test_property_monotone_bins_rates_are_monotone(rows, direction, outcome_is, 
     idx = np.searchsorted(fitted["edges"], values.to_numpy(), side="right")
     y = outcome.to_numpy().astype(float)
     for k, r in enumerate(rates):
-        assert y[idx == k].mean() == pytest.approx(r)
+        assert y[idx == k].mean() == pytest.approx(r, abs=1e-6)  # stored rounded to 6 decimals
+
+
+# ------------------------------------------------------------------------------ command line
+
+SMALL_MODEL = """\
+# a small model whose sub-scores are learnt from data
+[model]
+name = "learnt"
+version = "1.0.0"
+min_coverage = 0.3
+
+[categories.usage]
+weight = 1
+
+[[metrics]]
+name = "api_calls"
+column = "api_calls"
+category = "usage"
+method = "percentile"
+weight = 1
+[metrics.params]
+n_quantiles = 11                # deciles
+
+[[metrics]]
+name = "login_days"
+column = "login_days"
+category = "usage"
+method = "monotone_bins"
+weight = 2
+[metrics.params]
+n_bins = 4
+min_bin_size = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def small_book(tmp_path_factory):
+    from healthscore.datasets import make_portfolio
+
+    folder = tmp_path_factory.mktemp("book")
+    book = make_portfolio(n_accounts=300, n_weeks=30, seed=11)
+    book.snapshots.write_parquet(folder / "snapshots.parquet")
+    book.events.write_parquet(folder / "events.parquet")
+    (folder / "model.toml").write_text(SMALL_MODEL)
+    return folder, book
+
+
+def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
+    from healthscore import cli
+    from healthscore.fitting import label_outcomes
+    from healthscore.model import load_model
+
+    folder, book = small_book
+    out = folder / "fitted.toml"
+    argv = ["calibrate", "--model", str(folder / "model.toml"), "--data", str(folder / "snapshots.parquet"),
+            "--events", str(folder / "events.parquet"), "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "api_calls" in printed and "percentile in the reference population" in printed
+    assert "login_days" in printed and "(bins fitted against the outcome)" in printed
+
+    model = load_model(out)
+    params = {m.name: m.params for m in model.metrics}
+    # the monotone bins were fitted on the labelled snapshots, exactly as fit_params does it
+    labelled = label_outcomes(book.snapshots, book.events, outcome="churned", horizon="90d")
+    expected = fit_params("monotone_bins", labelled["login_days"], {"n_bins": 4, "min_bin_size": 100},
+                          outcome=labelled["churned"])
+    assert params["login_days"]["edges"] == pytest.approx(expected["edges"])
+    assert params["login_days"]["scores"] == pytest.approx(expected["scores"])
+    assert len(params["api_calls"]["quantiles"]) == 11
+    assert "# a small model whose sub-scores are learnt from data" in out.read_text()  # comments kept
+    assert all(check_params(m.method, m.params, m.direction) == [] for m in model.metrics)
+
+    # an existing output is not replaced silently
+    assert cli.main(argv) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_cli_calibrate_errors_name_what_to_do(small_book, tmp_path, capsys):
+    from healthscore import cli
+
+    folder, _ = small_book
+    base = ["--data", str(folder / "snapshots.parquet"), "--out", str(tmp_path / "x.toml")]
+    assert cli.main(["calibrate", "--model", str(folder / "model.toml"), *base]) == 2
+    assert "login_days: monotone_bins is fitted against an outcome; pass --events" in capsys.readouterr().err
+    plain = tmp_path / "plain.toml"
+    plain.write_text(SMALL_MODEL.split("[[metrics]]")[0] + "[[metrics]]\nname = \"nps\"\ncolumn = \"nps\"\n"
+                     "category = \"usage\"\nmethod = \"thresholds\"\nweight = 1\n[metrics.params]\n"
+                     "points = [[0, 0], [10, 100]]\n")
+    assert cli.main(["calibrate", "--model", str(plain), *base]) == 2
+    assert "nothing to fit" in capsys.readouterr().err

@@ -734,7 +734,7 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
     return {
         "edges": edges,
         "scores": scores,
-        "rates": [float(r) for r in rates],
+        "rates": [round(float(r), 6) for r in rates],
         "counts": [int(c) for c in counts],
     }
 
