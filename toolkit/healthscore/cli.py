@@ -373,90 +373,6 @@ def _demo_calibrate(out: Path) -> str:
     from healthscore.model import load_model
     sample = load_sample()
     model = load_model(sample_dir().parent / "templates" / "models" / "high_touch.toml", "churn_index")
-    new, lines, n_rows = _fit_calibrations(model, sample.snapshots, sample.events)
-    path = new.save(out / "churn_index.toml")
-    return f"churn index bins fitted on {n_rows:,} labelled snapshots -> {path}\n" + "\n".join(lines)
-
-
-# ---------------------------------------------------------------- calibrate
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "calibrate", help="fit and freeze a model's data-derived calibrations (percentile, log_z, monotone bins)",
-        description="Learn the data-derived calibration settings of a score model from a reference population: "
-                    "the quantiles of percentile metrics, the centre and spread of log_z metrics, and the bins of "
-                    "monotone_bins metrics (fitted against an outcome, so --events is needed for them). The "
-                    "settings are frozen into a new model file, so later scores use exactly these and never drift "
-                    "when the population changes. Prints one plain line per fitted metric.",
-        epilog="example: healthscore calibrate --model templates/models/high_touch.toml#churn_index "
-               "--data data/snapshots.parquet --events data/events.parquet --out build/churn_index.toml")
-    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
-                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
-    p.add_argument("--data", required=True, help="reference snapshots: CSV, Parquet, Excel, DuckDB file or URI")
-    p.add_argument("--out", type=Path, required=True, help="where to write the fitted model (a new .toml file)")
-    p.add_argument("--events", help="events table (account_id, date, event); needed for monotone_bins metrics")
-    p.add_argument("--outcome", default="churned", help="event the monotone bins are fitted against (default churned)")
-    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="use only snapshots before this date as the reference")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=_cmd_calibrate)
-
-
-def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
-    """The model with its data-derived calibrations fitted, and one line per fitted metric."""
-    from healthscore.calibration import METHODS, describe
-
-    fitted = [m for m in model.metrics if METHODS[m.method].fitted]
-    if not fitted:
-        raise UserError(f"model {model.name!r} has no percentile, log_z or monotone_bins metric: nothing to fit")
-    if any(m.method == "monotone_bins" for m in fitted):
-        if events is None:
-            names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
-            raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
-                            "(and --outcome/--horizon if not churned within 90d)")
-        from healthscore.fitting import label_outcomes
-        # only snapshots whose outcome window is complete: recent ones would count as "no event"
-        snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
-        new = model.fit_calibration(snapshots, outcome=outcome)
-    else:
-        new = model.fit_calibration(snapshots)
-    width = max(len(m.name) for m in fitted)
-    lines = [f"  {m.name:<{width}}  {m.method:<13}  {describe(m.method, m.params, m.direction)}"
-             for m in new.metrics if METHODS[m.method].fitted]
-    return new, lines, snapshots.height
-
-
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    import polars as pl
-
-    from healthscore.snapshots import read_events, read_snapshots
-
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
-    model = _load_model_arg(args.model)
-    snaps = read_snapshots(args.data)
-    if args.until:
-        try:
-            until = dt.date.fromisoformat(args.until)
-        except ValueError:
-            raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
-        snaps = snaps.filter(pl.col("as_of") < until)
-    events = read_events(args.events) if args.events else None
-    new, lines, n_rows = _fit_calibrations(model, snaps, events, args.outcome, args.horizon)
-    print(f"{model.name}: fitted on {n_rows:,} snapshot rows")
-    print("\n".join(lines))
-    path = new.save(args.out)
-    print(f"\nwritten {path}; score with: healthscore score --model {path} --name {new.name} --data {args.data} "
-          "--out scores.parquet")
-    return 0
-
-
-def _demo_calibrate(out: Path) -> str:
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
-    sample = load_sample()
-    model = load_model(sample_dir().parent / "templates" / "models" / "high_touch.toml", "churn_index")
     new, _, n_rows = _fit_calibrations(model, sample.snapshots, sample.events)
     path = new.save(out / "churn_index.toml")
     bins = ", ".join(f"{m.name} {len(m.params['scores'])} bins" for m in new.metrics if m.method == "monotone_bins")
@@ -646,7 +562,6 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
     return [("load the sample portfolio", _demo_sample),
             ("score the sample", _demo_score),
             ("fit the churn index's calibration bins", _demo_calibrate),
-            ("fit the churn index's calibration bins", _demo_calibrate),
             ("fit weights", _demo_fit),
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
@@ -673,7 +588,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
