@@ -1338,10 +1338,11 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
 
     charts = ev.charts()
     md(f"# {title}\n\nEvery model scored on the same holdout: snapshots from {ev.test_dates[0]} to "
-       f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). Probability maps and "
-       f"nothing else were fitted on earlier snapshots ({ev.train_dates[0]} to {ev.train_dates[1]}, "
-       f"{ev.train_rows:,} rows), whose {_horizon_words(ev.horizon)} outcome window closes by the split "
-       f"date {ev.split}.")
+       f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). The backtest itself "
+       f"fits only the score-to-probability maps, on earlier snapshots ({ev.train_dates[0]} to "
+       f"{ev.train_dates[1]}, {ev.train_rows:,} rows) whose {_horizon_words(ev.horizon)} outcome window closes "
+       f"by the split date {ev.split}. A model fitted elsewhere is only fairly compared when it was fitted on "
+       "those weeks too, never on the holdout.")
     md("## Head to head")
     show({"text/html": html_table(ev.table, _KEY_COLUMNS)})
     chart(charts["comparison"])
