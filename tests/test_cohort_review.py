@@ -104,4 +104,7 @@ def test_cli_review_errors_name_the_fix(small, tmp_path, capsys):
     rc = cli.main(["review", "--data", str(d / "snapshots.parquet"), "--model", str(MODEL), "--from", "last week",
                    "--out", str(tmp_path / "r.html")])
     assert rc == 2 and "YYYY-MM-DD" in capsys.readouterr().err
+    rc = cli.main(["review", "--data", str(d / "snapshots.parquet"), "--model", str(MODEL), "--by", "segment,tier",
+                   "--out", str(tmp_path / "r.html")])
+    assert rc == 2 and "tier is not a column" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()

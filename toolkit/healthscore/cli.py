@@ -470,11 +470,18 @@ def _cmd_review(args: argparse.Namespace) -> int:
     for flag, path in [("--data", args.data), ("--events", args.events), ("--model", args.model)]:
         if path is not None and not path.is_file():
             raise UserError(f"{flag} {path}: no such file")
-    if args.model is None and args.data.suffix.lower() in {".parquet", ".pq"}:
+    if args.data.suffix.lower() in {".parquet", ".pq"}:  # cheap checks before a kernel starts
         import polars as pl
 
-        if "score" not in pl.read_parquet_schema(args.data):
+        from healthscore.cohorts import DERIVED
+
+        columns = pl.read_parquet_schema(args.data)
+        if args.model is None and "score" not in columns:
             raise UserError(f"--data {args.data} holds snapshots (no 'score' column): pass --model to score them")
+        unknown = [b for b in (x.strip() for x in args.by.split(",")) if b and b not in columns and b not in DERIVED]
+        if unknown:
+            raise UserError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; use an "
+                            f"attribute such as segment, region or csm, or one of {', '.join(DERIVED)}")
     try:
         path = reports.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
                                      date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
