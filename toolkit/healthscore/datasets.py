@@ -364,6 +364,7 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
 
     ``end`` is the last snapshot date (moved back to a Monday); snapshots are weekly. Accounts
     whose contract starts inside the window appear from their first Monday on, in ``onboarding``.
+    ``progress`` shows a progress bar over the simulated weeks.
 
     >>> p = make_portfolio(n_accounts=30, n_weeks=4, seed=3)
     >>> p.snapshots["as_of"].max()
@@ -373,161 +374,179 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     """
     if n_accounts < 1 or n_weeks < 1:
         raise ValueError(f"n_accounts and n_weeks must be at least 1 (got {n_accounts}, {n_weeks})")
-    rng = np.random.default_rng(seed)
-    n = n_accounts
     end = end - timedelta(days=end.weekday())
     first64 = np.datetime64(end, "D") - np.timedelta64(7 * (n_weeks - 1), "D")
-    sim0 = first64 - np.timedelta64(7 * _BURN_IN, "D")
-    book = _draw_book(rng, n, np.datetime64(end, "D"))
-    seg, touch, start, integrated = book.seg, book.touch, book.start, book.integrated
-    high = touch == 0
-    csm = book.draw_csm(rng, np.ones(n, dtype=bool))
-
-    # latent health: AR(1) around an account mean that depends on segment and touch model
-    mu = _lookup(_HEALTH_MEAN, seg, touch) + rng.normal(0, 0.5, n)
-    h = mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI ** 2), n)
-    eff_dr = rng.normal(0, 0.4, n)   # how fully an account provisions its seats
-    eff_kf = rng.normal(0, 0.4, n)   # how broadly it uses the key features
-    churn0 = _weekly_logit(np.array(_lookup({k: v[0] for k, v in _BASE_RATES.items()}, seg, touch)))
-    expand0 = _weekly_logit(np.array(_lookup({k: v[1] for k, v in _BASE_RATES.items()}, seg, touch)))
-    coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
-    other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
-    ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
-    metric_row = {m: k for k, m in enumerate(METRICS)}
-
-    def contraction_lp(zs: np.ndarray) -> np.ndarray:
-        return _CONTRACTION[0] + sum(c * zs[metric_row[m]] for m, c in _CONTRACTION[1].items())
-
-    never = -10_000
-    last_meeting = np.where(rng.random(n) < 0.4, -rng.integers(1, 13, n), never)
-    last_champion = np.full(n, never)
-    last_handover = np.full(n, never)
-    overdue = np.zeros(n)
-    assessment = np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5)
-    seats = book.seats.copy()
-    arr = np.round(seats * book.price, 0)
-    alive = np.ones(n, dtype=bool)
-
+    sim = _Simulation(np.random.default_rng(seed), n_accounts, np.datetime64(end, "D"))
     cols: dict[str, list[np.ndarray]] = {}
-    events: list[np.ndarray] = []  # rows of (account, day, event code, detail code)
-    steps = range(_BURN_IN + n_weeks)
+    events: list[np.ndarray] = []
+    steps = range(-_BURN_IN, n_weeks)  # week 0 is the first snapshot
     if progress:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="simulating weeks", unit="week")
-    for t in steps:
-        day = sim0 + np.timedelta64(7 * t, "D")
-        tenure = (day - start).astype(np.int64)  # days since the contract started
-        started = tenure >= 0
+    for wk in steps:
+        day = first64 + np.timedelta64(7 * wk, "D")
+        sim.advance(wk, day)
+        if wk < 0:
+            continue
+        week, zs = sim.observe(wk, day)
+        for k, v in week.items():
+            cols.setdefault(k, []).append(v)
+        events.append(sim.outcomes(day, zs))
+    data = {k: np.concatenate(v) for k, v in cols.items()}
+    origin = (f"make_portfolio(n_accounts={n_accounts}, n_weeks={n_weeks}, seed={seed}, "
+              f"end=date({end.year}, {end.month}, {end.day}))")
+    return _assemble(sim.book, data, np.concatenate(events, axis=1), first64, origin)
+
+
+class _Simulation:
+    """The weekly state of every account and how it moves; one instance per portfolio.
+
+    The random draws happen in a fixed order and always for all accounts (churned or not yet
+    started ones too), so a seed fixes everything.
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int, end: np.datetime64) -> None:
+        self.rng, self.n = rng, n
+        self.book = book = _draw_book(rng, n, end)
+        self.high = book.touch == 0
+        self.csm = book.draw_csm(rng, np.ones(n, dtype=bool))
+        # latent health: AR(1) around an account mean that depends on segment and touch model
+        self.mu = _lookup(_HEALTH_MEAN, book.seg, book.touch) + rng.normal(0, 0.5, n)
+        self.h = self.mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI ** 2), n)
+        self.eff_dr = rng.normal(0, 0.4, n)   # how fully an account provisions its seats
+        self.eff_kf = rng.normal(0, 0.4, n)   # how broadly it uses the key features
+        self.base = np.stack([_weekly_logit(_lookup({k: v[i] for k, v in _BASE_RATES.items()},
+                                                    book.seg, book.touch)) for i in (0, 1)])
+        self.coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
+        self.other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
+        self.ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
+        never = -10_000
+        self.last_meeting = np.where(rng.random(n) < 0.4, -rng.integers(1, 13, n), never) - _BURN_IN
+        self.last_champion = np.full(n, never)
+        self.last_handover = np.full(n, never)
+        self.overdue = np.zeros(n)
+        self.assessment = np.clip(np.round(3 + 0.9 * self.h + rng.normal(0, 0.5, n)), 1, 5)
+        self.seats = book.seats.copy()
+        self.arr = np.round(self.seats * book.price, 0)
+        self.alive = np.ones(n, dtype=bool)
+        self.started = np.zeros(n, dtype=bool)
+        self.tenure = np.zeros(n, dtype=np.int64)
+        self.aux: dict[str, np.ndarray] = {}
+
+    def advance(self, wk: int, day: np.datetime64) -> None:
+        """Move health and the slow states (meetings, invoices, CSM view, shocks) one week on."""
+        rng, n, h = self.rng, self.n, self.h
+        self.tenure = (day - self.book.start).astype(np.int64)  # days since the contract started
+        self.started = started = self.tenure >= 0
         # shocks: the champion leaves, the CSM changes; both dent health
         champ = started & (rng.random(n) < 0.004)
-        last_champion = np.where(champ, t, last_champion)
-        hand = started & (csm >= 0) & (rng.random(n) < 0.004)
-        csm = np.where(hand, book.draw_csm(rng, hand), csm)
-        last_handover = np.where(hand, t, last_handover)
-        h = mu + _PHI * (h - mu) + rng.normal(0, _SIGMA, n) - 0.8 * champ - 0.2 * hand
-        meet = rng.random(n) < _sigmoid(np.where(high, -2.0, -4.0) + 0.8 * h)
-        last_meeting = np.where(meet & started, t, last_meeting)
+        self.last_champion = np.where(champ, wk, self.last_champion)
+        hand = started & (self.csm >= 0) & (rng.random(n) < 0.004)
+        self.csm = np.where(hand, self.book.draw_csm(rng, hand), self.csm)
+        self.last_handover = np.where(hand, wk, self.last_handover)
+        self.h = h = self.mu + _PHI * (h - self.mu) + rng.normal(0, _SIGMA, n) - 0.8 * champ - 0.2 * hand
+        meet = rng.random(n) < _sigmoid(np.where(self.high, -2.0, -4.0) + 0.8 * h)
+        self.last_meeting = np.where(meet & started, wk, self.last_meeting)
         # invoices: an overdue invoice gets paid or ages another week; healthier accounts pay sooner
         pay = rng.random(n) < _sigmoid(0.3 + 0.8 * h)
         new_over = rng.random(n) < _sigmoid(-3.8 - 0.7 * h)
-        overdue = np.where(overdue > 0, np.where(pay, 0.0, overdue + 7),
-                           np.where(new_over, rng.integers(1, 15, n), 0.0))
+        self.overdue = np.where(self.overdue > 0, np.where(pay, 0.0, self.overdue + 7),
+                                np.where(new_over, rng.integers(1, 15, n), 0.0))
         revisit = rng.random(n) < 0.3  # CSMs revisit their assessment every few weeks
-        assessment = np.where(revisit, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5),
-                              assessment)
-        if t < _BURN_IN:
-            continue
-        wk = t - _BURN_IN
-        renewal = _next_renewal(start, day)
-        goal_start = np.maximum(_add_months(renewal, -12), start)  # one goal per contract year
-        goal_due = goal_start + np.timedelta64(182, "D")
+        self.assessment = np.where(revisit, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5),
+                                   self.assessment)
+
+    def observe(self, wk: int, day: np.datetime64) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """This week's snapshot rows (accounts that are customers) and the standardised signals."""
+        rng, n, h, seats, tenure = self.rng, self.n, self.h, self.seats, self.tenure
+        renewal = _next_renewal(self.book.start, day)
+        goal_start = np.maximum(_add_months(renewal, -12), self.book.start)  # one goal per contract year
         young = tenure < 91
         ramp = np.clip(tenure / 70.0, 0.3, 1.0)  # usage ramps up over the first ten weeks
 
         u = h + rng.normal(0, 0.4, n)  # shared weekly usage factor: logins and active users move together
         z = rng.normal(size=(8, n))
-        dr = np.round(seats * np.clip(_sigmoid(0.8 + 0.6 * h + eff_dr) * 1.15 * ramp, 0, 1.2)) / seats
+        dr = np.round(seats * np.clip(_sigmoid(0.8 + 0.6 * h + self.eff_dr) * 1.15 * ramp, 0, 1.2)) / seats
         deployed = np.round(dr * seats).astype(np.int64)
         active = rng.binomial(deployed, _sigmoid(0.3 + 0.8 * u))  # saturates at the deployed seats
-        util = np.minimum(active / seats, 1.5)
         logins = rng.binomial(7, _sigmoid(0.2 + 0.9 * u + 0.3 * z[0]))
-        kfa = rng.binomial(10, _sigmoid(-0.2 + 0.7 * h + eff_kf)) / 10.0
+        kfa = rng.binomial(10, _sigmoid(-0.2 + 0.7 * h + self.eff_kf)) / 10.0
         spike = rng.random(n) < 0.03  # batch jobs: rare weeks with many times the usual calls
         calls = np.round(np.exp(0.9 * np.log1p(deployed) + 2.5 + 0.5 * h + 0.8 * z[1])
                          * np.where(spike, np.exp(2 + z[2]), 1.0))
         tickets = rng.poisson(0.04 * np.sqrt(seats) * np.exp(-0.35 * h) * np.where(young, 2.0, 1.0))
         high_sev = rng.binomial(tickets, _sigmoid(-1.8 - 0.5 * h))
-        csat_true = np.clip(np.round(4.0 + 0.5 * h + 0.6 * z[3], 1), 1, 5)
         csat_seen = (tickets > 0) & (rng.random(n) < _sigmoid(0.5 + 0.8 * h))
-        nps_true = np.clip(np.round(7 + 1.6 * h + 1.2 * z[4]), 0, 10)
         nps_seen = rng.random(n) < 0.08 * _sigmoid(0.3 + 1.2 * h)  # unhappy accounts answer less
-        exec_eng = (t - last_meeting < _WINDOW_90D).astype(float)
-        champ_left = (t - last_champion < _WINDOW_90D).astype(float)
         on_line = np.clip((day - goal_start).astype(np.int64) / 182.0, 0, 1)  # where the goal line is
-        goal = np.clip(on_line * np.clip(1 + 0.35 * h + 0.1 * z[5], 0, 1.5), 0, 1.2)
-        ctr = _sigmoid(-2.2 + 0.35 * h + 0.5 * z[6])
-        posts = rng.poisson(0.3 * np.exp(0.25 * h))
-        training = rng.poisson(np.where(young, 1.5, 0.5) * np.exp(0.15 * h))
-
-        calls = np.where(integrated, calls, np.nan)
-        csat = np.where(csat_seen, csat_true, np.nan)
-        nps = np.where(nps_seen, nps_true, np.nan)
-        assess = np.where(high, assessment, np.nan)
+        metrics = {
+            "active_users": active,
+            "seat_utilization": np.minimum(active / seats, 1.5),
+            "login_days": logins,
+            "key_feature_adoption": kfa,
+            "api_calls": np.where(self.book.integrated, calls, np.nan),
+            "tickets_opened": tickets,
+            "high_sev_tickets": high_sev,
+            "csat": np.where(csat_seen, np.clip(np.round(4.0 + 0.5 * h + 0.6 * z[3], 1), 1, 5), np.nan),
+            "nps": np.where(nps_seen, np.clip(np.round(7 + 1.6 * h + 1.2 * z[4]), 0, 10), np.nan),
+            "exec_sponsor_engaged": (wk - self.last_meeting < _WINDOW_90D),
+            "champion_left": (wk - self.last_champion < _WINDOW_90D),
+            "csm_assessment": np.where(self.high, self.assessment, np.nan),
+            "days_invoice_overdue": self.overdue,
+            "seats_deployed_ratio": dr,
+            "goal_progress": np.clip(on_line * np.clip(1 + 0.35 * h + 0.1 * z[5], 0, 1.5), 0, 1.2),
+            "email_ctr": _sigmoid(-2.2 + 0.35 * h + 0.5 * z[6]),
+            "community_posts": rng.poisson(0.3 * np.exp(0.25 * h)),
+            "training_completions": rng.poisson(np.where(young, 1.5, 0.5) * np.exp(0.15 * h)),
+        }
         # the hazards see exactly the snapshot columns (api_calls on the log scale); a null counts
         # as the reference mean, i.e. contributes nothing that week
-        seen = np.stack([active, util, logins, kfa, np.log1p(calls), tickets, high_sev, csat, nps,
-                         exec_eng, champ_left, assess, overdue, dr, goal, ctr, posts, training]).astype(float)
-        zs = np.nan_to_num((seen - ref[:, :1]) / ref[:, 1:], nan=0.0)
+        seen = np.stack([np.log1p(v) if m == "api_calls" else v for m, v in metrics.items()]).astype(float)
+        zs = np.nan_to_num((seen - self.ref[:, :1]) / self.ref[:, 1:], nan=0.0)
         to_renewal = (renewal - day).astype(np.int64)
-        handover = (t - last_handover) < _WINDOW_90D
-        terms = np.stack([to_renewal <= 56, young, handover]).astype(float)
-        lp_churn = churn0 + coef[0] @ zs + other[0] @ terms
-        lp_exp = expand0 + coef[1] @ zs + other[1] @ terms
+        self.aux = {"near_renewal": to_renewal <= 56, "young": young,
+                    "handover": (wk - self.last_handover) < _WINDOW_90D,
+                    "champion_left": metrics["champion_left"]}
 
-        row = alive & started
-        i = np.flatnonzero(row)
+        i = np.flatnonzero(self.alive & self.started)
         stage = np.where(young, 0, np.where((tenure >= 270) & (to_renewal <= 90), 3,
                                             np.where(tenure < 365, 1, 2)))
-        week = {
-            "_i": i, "_wk": np.full(len(i), wk), "_csm": csm[i], "_stage": stage[i], "_health": h[i],
-            "arr": arr[i], "seats_purchased": seats[i],
-            "renewal_date": renewal[i], "goal_start": goal_start[i], "goal_due": goal_due[i],
-            "active_users": active[i], "seat_utilization": util[i], "login_days": logins[i],
-            "key_feature_adoption": kfa[i],
-            "api_calls": calls[i],
-            "tickets_opened": tickets[i], "high_sev_tickets": high_sev[i],
-            "csat": csat[i], "nps": nps[i],
-            "exec_sponsor_engaged": exec_eng[i], "champion_left": champ_left[i],
-            "csm_assessment": assess[i],
-            "days_invoice_overdue": overdue[i], "seats_deployed_ratio": dr[i],
-            "goal_progress": goal[i], "email_ctr": ctr[i], "community_posts": posts[i],
-            "training_completions": training[i],
-        }
-        for k, v in week.items():
-            cols.setdefault(k, []).append(v)
+        week = {"_i": i, "_wk": np.full(len(i), wk), "_csm": self.csm[i], "_stage": stage[i],
+                "_health": h[i], "arr": self.arr[i], "seats_purchased": seats[i],
+                "renewal_date": renewal[i], "goal_start": goal_start[i],
+                "goal_due": goal_start[i] + np.timedelta64(182, "D")}
+        week.update({m: v[i].astype(float) for m, v in metrics.items()})
+        return week, zs
 
-        # outcomes follow this week's snapshot and are dated within the next six days
-        churn = row & (rng.random(n) < _sigmoid(lp_churn))
-        expand = row & ~churn & (rng.random(n) < _sigmoid(lp_exp))
+    def outcomes(self, day: np.datetime64, zs: np.ndarray) -> np.ndarray:
+        """Draw this week's churn, expansion and contraction; rows (account, day, event, detail)."""
+        rng, n, seats, aux = self.rng, self.n, self.seats, self.aux
+        terms = np.stack([aux["near_renewal"], aux["young"], aux["handover"]]).astype(float)
+        lp = self.base + self.coef @ zs + self.other @ terms  # [churn, expansion] weekly log-odds
+        row = self.alive & self.started
+        churn = row & (rng.random(n) < _sigmoid(lp[0]))
+        expand = row & ~churn & (rng.random(n) < _sigmoid(lp[1]))
         cut = np.minimum(np.maximum(1, np.round(seats * rng.uniform(0.1, 0.3, n))), seats - 1).astype(np.int64)
-        contract = (row & ~churn & ~expand & (to_renewal <= 56) & (cut > 0)
-                    & (rng.random(n) < _sigmoid(contraction_lp(zs))))
+        contract = (row & ~churn & ~expand & aux["near_renewal"] & (cut > 0)
+                    & (rng.random(n) < _sigmoid(_contraction_logit(zs))))
         add = np.maximum(1, np.round(seats * rng.uniform(0.08, 0.4, n))).astype(np.int64)
-        when = day.astype(np.int64) + rng.integers(1, 7, n)
+        when = day.astype(np.int64) + rng.integers(1, 7, n)  # dated within the next six days
         j = np.flatnonzero(churn)
-        reason = _churn_reason(rng, coef[0][:, None] * zs[:, j], champ_left[j])
+        reason = _churn_reason(rng, self.coef[0][:, None] * zs[:, j], aux["champion_left"][j])
+        out = []
         for code, mask, detail in ((0, churn, None), (1, expand, add), (2, contract, cut)):
             j = np.flatnonzero(mask)
-            events.append(np.stack([j, when[j], np.full(len(j), code),
-                                    reason if detail is None else detail[j]]))
-        per_seat = arr / seats
-        seats = np.where(expand, seats + add, np.where(contract, seats - cut, seats))
-        arr = np.where(expand | contract, np.round(per_seat * seats, 0), arr)
-        alive &= ~churn
+            out.append(np.stack([j, when[j], np.full(len(j), code), reason if detail is None else detail[j]]))
+        per_seat = self.arr / seats
+        self.seats = np.where(expand, seats + add, np.where(contract, seats - cut, seats))
+        self.arr = np.where(expand | contract, np.round(per_seat * self.seats, 0), self.arr)
+        self.alive &= ~churn
+        return np.concatenate(out, axis=1)
 
-    data = {k: np.concatenate(v) for k, v in cols.items()}
-    origin = f"make_portfolio(n_accounts={n}, n_weeks={n_weeks}, seed={seed}, end=date({end.year}, {end.month}, {end.day}))"
-    return _assemble(book, data, np.concatenate(events, axis=1), first64, origin)
+
+def _contraction_logit(zs: np.ndarray) -> np.ndarray:
+    rows = {m: k for k, m in enumerate(METRICS)}
+    return _CONTRACTION[0] + sum(c * zs[rows[m]] for m, c in _CONTRACTION[1].items())
 
 
 EVENTS = ("churned", "expanded", "contracted")
