@@ -81,6 +81,26 @@ def test_delong_interval_covers_the_true_auc():
     assert 0.90 <= hits / 300 <= 0.99
 
 
+@settings(max_examples=80, deadline=None)
+@given(values=st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.integers(0, 9)), min_size=4, max_size=80))
+def test_interval_estimate_is_the_sklearn_auc_with_ties_and_groups(values):
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([float(v[0]) for v in values])
+    x = np.array([float(v[1]) for v in values])  # few distinct values: many ties
+    g = np.array([v[2] for v in values])
+    if y.min() == y.max():
+        assert math.isnan(E.auc_ci(y, x).estimate)
+        return
+    enough = min(y.sum(), (1 - y).sum()) >= 2
+    for ci, has_interval in ((E.auc_ci(y, x), enough), (E.auc_ci(y, x, groups=g), len(set(g)) >= 2)):
+        assert ci.estimate == pytest.approx(roc_auc_score(y, x))
+        if has_interval:
+            assert 0.0 <= ci.lower <= ci.estimate <= ci.upper <= 1.0
+    if not enough:  # one event (or one non-event): no interval rather than a made-up one
+        assert math.isnan(E.auc_ci(y, x).lower)
+
+
 def test_clustered_interval_does_not_count_repeats_as_evidence():
     rng = np.random.default_rng(5)
     y = (rng.random(1000) < 0.2).astype(float)

@@ -167,6 +167,8 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
         s01 = c * float(np.sum(dn * dn)) / n
         s11 = c * float(np.sum(dp * dn))
         var = s10 / m + s01 / n + 2.0 * s11 / (m * n)
+    if not math.isfinite(var):  # a single positive or negative: no variance to speak of
+        return Interval(a, float("nan"), float("nan"))
     se = math.sqrt(max(float(var), 0.0))
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
