@@ -291,7 +291,7 @@ class CohortComparison:
             p = pair["p_adjusted"] if pair else t["p_adjusted"]
             verdict = "a significant difference" if t["significant"] else "not a significant difference"
             out.append(
-                f"{self._who(hi_row['cohort'])} churn at {_pct(hi_row['churn_rate'])} per {self.horizon} vs "
+                f"{self._who(hi_row['cohort'], start=True)} churn at {_pct(hi_row['churn_rate'])} per {self.horizon} vs "
                 f"{_pct(lo_row['churn_rate'])} for {self._who(lo_row['cohort'])} ({_format_p(p)}; "
                 f"{verdict} across {dim} cohorts, {_format_p(t['p_adjusted'])}).")
         if "score" in tests and s.height >= 2:
@@ -328,8 +328,10 @@ class CohortComparison:
                        f"{' ...' if small.height > 5 else ''}); their figures are uncertain.")
         return out
 
-    def _who(self, cohort: str) -> str:
-        return f"accounts with {cohort}" if self.by == ["handovers"] else f"{cohort} accounts"
+    def _who(self, cohort: str, start: bool = False) -> str:
+        if self.by == ["handovers"]:
+            return f"{'A' if start else 'a'}ccounts with {cohort}"
+        return f"{cohort} accounts"
 
     def _pair(self, metric: str, a: str, b: str) -> dict[str, Any] | None:
         rows = self.tests.filter(
