@@ -27,7 +27,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -662,7 +662,7 @@ def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: f
             return date.fromisoformat(split.strip())
         except ValueError:
             raise EvaluationError(f"split date {split!r} is not a date: write it as YYYY-MM-DD") from None
-    return split
+    return split.date() if isinstance(split, datetime) else split
 
 
 def time_split(labelled: pl.DataFrame, horizon: str = "90d", split: date | str | None = None,
@@ -743,9 +743,9 @@ def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> 
 def _alarm_band(model: Any, outcome: str) -> str | None:
     """The band whose members are flagged: 'red' when the model has it, else the lowest band
     (the highest for outcomes a high score predicts, such as expansion)."""
-    bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
     if isinstance(model, (pl.DataFrame, pl.LazyFrame)):
         return "red" if event_is_low_score(outcome) else None
+    bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
     if not bands:
         return None
     names = [b.name for b in bands]
