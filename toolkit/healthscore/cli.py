@@ -161,7 +161,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                         "definition of a multi-definition file (default: its first)")
     p.add_argument("--data", required=True, help="snapshots: CSV, Parquet, Excel, DuckDB file or database URI")
     p.add_argument("--events", required=True, help="events table (account_id, date, event)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the report (created if missing)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (created if missing)")
     p.add_argument("--outcome", default="churned", help="event to predict (default churned; e.g. expanded)")
     p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
     p.add_argument("--split", metavar="YYYY-MM-DD",
@@ -236,14 +236,13 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_fit)
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
+def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel, DataFrame)
+    """--model and --data (before --until) of a command that writes a new model to --out."""
     import datetime as dt
-    import warnings
 
     import polars as pl
 
-    from healthscore.fitting import fit_weights
-    from healthscore.snapshots import read_events, read_snapshots
+    from healthscore.snapshots import read_snapshots
 
     if args.out.exists() and not args.overwrite:
         raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
@@ -255,6 +254,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
         snaps = snaps.filter(pl.col("as_of") < until)
+    return model, snaps
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import warnings
+
+    from healthscore.fitting import fit_weights
+    from healthscore.snapshots import read_events
+
+    model, snaps = _model_and_history(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is also a flag in the summary
         fit = fit_weights(snaps, read_events(args.events), model, outcome=args.outcome, horizon=args.horizon,
@@ -342,22 +351,9 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from healthscore.snapshots import read_events
 
-    import polars as pl
-
-    from healthscore.snapshots import read_events, read_snapshots
-
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
-    model = _load_model_arg(args.model)
-    snaps = read_snapshots(args.data)
-    if args.until:
-        try:
-            until = dt.date.fromisoformat(args.until)
-        except ValueError:
-            raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
-        snaps = snaps.filter(pl.col("as_of") < until)
+    model, snaps = _model_and_history(args)
     events = read_events(args.events) if args.events else None
     new, lines, n_rows = _fit_calibrations(model, snaps, events, args.outcome, args.horizon)
     print(f"{model.name}: fitted on {n_rows:,} snapshot rows")
