@@ -324,3 +324,26 @@ def test_many_cohorts_are_tested_against_all_others():
     # loses 4, 75 wins 5 and loses 1, so Cliff's delta = (7 - 5) / 12
     three_vs_rest = rest.filter(pl.col("group_a") == "3").row(0, named=True)
     assert three_vs_rest["n"] == 8 and three_vs_rest["effect_size"] == pytest.approx(2 / 12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["p", "q", "r"]), st.one_of(st.none(), st.floats(0, 100)),
+                          st.floats(0, 1e5)), min_size=2, max_size=60))
+def test_comparison_invariants(accounts):
+    s = pl.DataFrame([{"account_id": f"x{i}", "as_of": D0, "tier": t, "score": sc, "arr": arr,
+                       "band": None if sc is None else _band(sc)} for i, (t, sc, arr) in enumerate(accounts)],
+                     schema={"account_id": pl.Utf8, "as_of": pl.Date, "tier": pl.Utf8, "score": pl.Float64,
+                             "arr": pl.Float64, "band": pl.Utf8})
+    cmp = compare_cohorts(s, by="tier", min_size=5)
+    assert cmp.summary["accounts"].sum() == len(accounts)  # every account in exactly one cohort
+    assert cmp.summary["arr"].sum() == pytest.approx(sum(a for *_, a in accounts))
+    assert cmp.summary["small"].to_list() == [n < 5 for n in cmp.summary["accounts"]]
+    shares = cmp.band_mix.group_by("cohort").agg(pl.col("share").sum())["share"]
+    assert shares.to_list() == pytest.approx([1.0] * len(shares))
+    t = cmp.tests
+    if t.height:
+        assert ((t["p_value"] >= 0) & (t["p_value"] <= 1)).all()
+        assert (t["p_adjusted"] >= t["p_value"] - 1e-12).all()
+        bounded = t.filter(pl.col("effect_measure").is_in(["cliffs_delta", "cramers_v"]))["effect_size"]
+        assert (bounded.abs() <= 1 + 1e-9).all()
+        assert (t.filter(pl.col("effect_measure") == "cramers_v")["effect_size"] >= 0).all()
