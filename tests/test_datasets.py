@@ -172,7 +172,9 @@ def test_same_seed_gives_identical_files(tmp_path) -> None:
 
 def test_save_load_round_trip_and_missing_files(tmp_path, small: Portfolio) -> None:
     small.save(tmp_path)
-    _assert_same(Portfolio.load(tmp_path), small)
+    back = Portfolio.load(tmp_path)
+    _assert_same(back, small)
+    assert back.origin == small.origin == "make_portfolio(n_accounts=300, n_weeks=30, seed=3, end=date(2026, 11, 16))"
     latest = pl.read_csv(tmp_path / "latest_week.csv", try_parse_dates=True)
     assert latest.height == small.accounts.height
     assert latest["account_id"].is_duplicated().sum() == 0

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -194,9 +195,12 @@ class Portfolio:
                       latent=pl.read_parquet(folder / "truth_latent.parquet"),
                       segment_churn=pl.read_csv(folder / "truth_segment_churn.csv"),
                       other_terms=pl.read_csv(folder / "truth_other_terms.csv"))
+        readme = folder / "README.md"
+        found = re.search(r"`(make_portfolio\([^`]*\))`", readme.read_text()) if readme.exists() else None
         return cls(snapshots=pl.read_parquet(folder / "snapshots.parquet"),
                    accounts=pl.read_parquet(folder / "accounts.parquet"),
-                   events=pl.read_parquet(folder / "events.parquet"), truth=truth)
+                   events=pl.read_parquet(folder / "events.parquet"), truth=truth,
+                   origin=found.group(1) if found else None)
 
 
 def latest_week(snapshots: pl.DataFrame) -> pl.DataFrame:
