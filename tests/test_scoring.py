@@ -68,7 +68,7 @@ def test_golden_table_by_hand():
     # z: only c (weight share 1/3) -> below the 50% minimum: no score, and a reason
     assert z["cat_usage"] is None and z["cat_support"] == pytest.approx(25.0)
     assert z["score"] is None and z["band"] is None and z["coverage"] == pytest.approx(1 / 3)
-    assert z["null_reason"] == "coverage 33% below minimum 50% (missing: a, b)"
+    assert z["null_reason"] == "coverage 33.3% below minimum 50% (missing: a, b)"
     assert z["drv_c"] is None
     assert x1["null_reason"] is None and x1["variant"] == "default"
     model = tiny_model()

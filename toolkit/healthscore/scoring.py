@@ -215,34 +215,35 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
     sub = {m.name: pl.col(f"sub_{m.name}") for m in model.metrics}
     present_w = {n: pl.when(sub[n].is_not_null()).then(metric_w[n]).otherwise(0.0) for n in sub}
 
+    cat_of = {m.name: m.category for m in model.metrics}
+    # pw = weight if present else 0; ps = pw x sub-score; cw = present weight of the category;
+    # f = the category's share of the score per unit of present weight, so drv = ps x f.
     lf = frame.lazy().with_columns(
         *[present_w[n].alias(f"__pw_{n}") for n in sub],
         pl.sum_horizontal([pl.when(sub[n].is_not_null()).then(share[n]).otherwise(0.0) for n in sub])
           .clip(0.0, 1.0).alias("coverage"),
     ).with_columns(
+        *[(pl.col(f"__pw_{n}") * sub[n].fill_null(0.0)).alias(f"__ps_{n}") for n in sub],
         *[pl.sum_horizontal([pl.col(f"__pw_{n}") for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
           for c, names in by_cat.items()],
+        # coverage > 0 exactly when some category with weight has a metric present
+        ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
     ).with_columns(
-        *[pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0).alias(f"__cat_w_{c}")
-          for c in by_cat],
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
-            pl.sum_horizontal([pl.col(f"__pw_{n}") * sub[n].fill_null(0.0) for n in names] or [pl.lit(0.0)])
-            / pl.col(f"__cw_{c}")).clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
-    ).with_columns(
-        pl.sum_horizontal([pl.col(f"__cat_w_{c}") for c in by_cat]).alias("__tot"),
-    ).with_columns(
-        ((pl.col("__tot") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
+            pl.sum_horizontal([pl.col(f"__ps_{n}") for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
+          .clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
+        pl.sum_horizontal([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
+          .alias("__tot"),
     ).with_columns(
         *[pl.when(pl.col("__ok")).then(
-            pl.when(pl.col(f"__cw_{m.category}") > 0).then(
-                pl.col(f"__cat_w_{m.category}") / pl.col("__tot") * pl.col(f"__pw_{m.name}")
-                / pl.col(f"__cw_{m.category}") * sub[m.name].fill_null(0.0)).otherwise(0.0)
-          ).alias(f"drv_{m.name}") for m in model.metrics],
+            pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c] / pl.col("__tot") / pl.col(f"__cw_{c}")).otherwise(0.0))
+          .alias(f"__f_{c}") for c in by_cat],
+    ).with_columns(
+        *[(pl.col(f"__ps_{n}") * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
     ).with_columns(
         # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
         pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
           .alias("__computed"),
-        _missing_mask(metric_w).alias("__missing"),
     )
     if audit is not None:
         lf = lf.join(audit.lazy(), on=list(KEYS), how="left")
@@ -261,9 +262,12 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
     out = lf.collect(engine=ENGINE)
     if not _is_sorted(out):
         out = out.sort(KEYS)
-    out = out.with_columns(_null_reason(out, model))
-    same1 = pl.col("account_id") == pl.col("account_id").shift(1)
-    same4 = pl.col("account_id") == pl.col("account_id").shift(4)
+    out = out.with_columns(
+        _null_reason(out, model, metric_w),
+        (pl.col("account_id") == pl.col("account_id").shift(1)).alias("__same1"),
+        (pl.col("account_id") == pl.col("account_id").shift(4)).alias("__same4"),
+    )
+    same1, same4 = pl.col("__same1"), pl.col("__same4")
     out = out.with_columns(
         pl.when(same1).then(pl.col("score") - pl.col("score").shift(1)).alias("score_change_1"),
         pl.when(same4).then(pl.col("score") - pl.col("score").shift(4)).alias("score_change_4"),
@@ -298,28 +302,23 @@ def _is_sorted(frame: pl.DataFrame) -> bool:
     return bool(frame.select(later.fill_null(True).all()).item())
 
 
-def _missing_mask(metric_w: dict[str, pl.Expr]) -> pl.Expr:
-    """Bit i set when metric i (with weight > 0) is N/A; decoded to names only for null scores."""
-    if len(metric_w) > 62:  # more metrics than bits: spell the names out directly
-        return pl.concat_str([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n))
-                              for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
-    return pl.sum_horizontal([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(1 << i, dtype=pl.Int64))
-                              .otherwise(pl.lit(0, dtype=pl.Int64)) for i, (n, w) in enumerate(metric_w.items())])
+def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.Expr]) -> pl.Series:
+    """``null_reason``: why the score is null (nothing present, or coverage below the minimum).
 
-
-def _null_reason(frame: pl.DataFrame, model: ScoreModel) -> pl.Expr:
-    """``null_reason``: why the score is null (nothing present, or coverage below the minimum)."""
-    names = [m.name for m in model.metrics]
-    missing = pl.col("__missing")
-    if frame.schema["__missing"] == pl.Int64:
-        masks = frame.filter(pl.col("score").is_null())["__missing"].unique().drop_nulls().to_list()
-        spelled = {mask: ", ".join(n for i, n in enumerate(names) if mask >> i & 1) for mask in masks}
-        missing = missing.replace_strict(spelled, default=None, return_dtype=pl.String)
-    pct = (pl.col("coverage") * 100).round(0).cast(pl.Int64).cast(pl.String)
-    reason = (pl.when(pl.col("__tot") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
-                .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:.0f}% "
+    Spelled out only for the rows without a score (usually few), then put back in place.
+    """
+    rows = frame.with_row_index("__i").filter(pl.col("score").is_null())
+    missing = pl.concat_str([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n))
+                             for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
+    # rounded down to 0.1%, so a coverage just under the minimum never prints as equal to it
+    pct = ((pl.col("coverage") * 1000).floor() / 10).cast(pl.String)
+    reason = (pl.when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
+                .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:g}% "
                                                             "(missing: ") + missing + pl.lit(")")))
-    return pl.when(pl.col("score").is_null()).then(reason).alias("null_reason")
+    out = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("null_reason")
+    if rows.height:
+        out = out.scatter(rows["__i"], rows.select(reason).to_series())
+    return out
 
 
 # ---------------------------------------------------------------- overrides
