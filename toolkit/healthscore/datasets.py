@@ -171,17 +171,12 @@ class Portfolio:
         """Write every table and a ``README.md`` data dictionary into ``folder`` atomically;
         returns the paths written."""
         folder = Path(folder)
-        paths = [folder / name for name in self.FILES]
+        tables = [self.snapshots, self.events, self.accounts, self.truth.effects, self.truth.latent,
+                  self.truth.segment_churn, self.truth.other_terms, latest_week(self.snapshots)]
+        for name, frame in zip(self.FILES, tables, strict=True):
+            (files.write_parquet if name.endswith(".parquet") else files.write_csv)(frame, folder / name)
         files.write_text(folder / "README.md", data_dictionary(self))
-        files.write_parquet(self.snapshots, paths[0])
-        files.write_parquet(self.events, paths[1])
-        files.write_parquet(self.accounts, paths[2])
-        files.write_csv(self.truth.effects, paths[3])
-        files.write_parquet(self.truth.latent, paths[4])
-        files.write_csv(self.truth.segment_churn, paths[5])
-        files.write_csv(self.truth.other_terms, paths[6])
-        files.write_csv(latest_week(self.snapshots), paths[7])
-        return [*paths, folder / "README.md"]
+        return [folder / name for name in (*self.FILES, "README.md")]
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Portfolio:
