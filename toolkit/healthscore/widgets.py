@@ -70,12 +70,65 @@ class Weights:
     min_coverage: float
 
 
+class _Memo:
+    """Arrays computed from a few weights, kept while those weights are unchanged.
+
+    Each value gets a token; a value whose inputs' tokens and weights are unchanged is reused.
+    With ``compare=True`` a recomputed value equal to the old one keeps the old token, so what
+    depends on it is not recomputed either (moving a metric weight rarely changes which
+    categories are present, so the other categories' arrays survive a slider step).
+    """
+
+    def __init__(self) -> None:
+        self.store: dict[str, tuple[Any, int, Any]] = {}
+        self.counter = 0
+
+    def get(self, name: str, key: Any, compute: Callable[[], Any], compare: bool = False) -> tuple[int, Any]:
+        hit = self.store.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        value = compute()
+        if compare and hit is not None and np.array_equal(hit[2], value):
+            token = hit[1]
+        else:
+            self.counter += 1
+            token = self.counter
+        self.store[name] = (key, token, value)
+        return token, value
+
+    def row_sum(self, name: str, tokens: list[int], cols: list[np.ndarray], n: int) -> tuple[int, np.ndarray]:
+        """Row sums added in the scoring engine's order (see :func:`_sum_order`); partial sums are
+        kept, so a changed column costs only the additions on its path."""
+        if not cols:
+            return self.get(name, (), lambda: np.zeros(n))
+        order = _sum_order()
+        if order is None:
+            return self.get(name, tuple(tokens), lambda: _polars_sums({"s": cols}, n)["s"])
+
+        def node(lo: int, hi: int, kind: str) -> np.ndarray:
+            if hi - lo == 1:
+                return cols[lo]
+            if kind == "pairs":
+                mid = lo + (hi - lo) // 2
+                compute = lambda: np.add(node(lo, mid, kind), node(mid, hi, kind))  # noqa: E731
+            else:
+                compute = lambda: np.add(node(lo, hi - 1, kind), cols[hi - 1])  # noqa: E731
+            return self.get(f"{name}[{lo}:{hi}]{kind}", tuple(tokens[lo:hi]), compute)[1]
+
+        k = len(cols)
+        if order == "pairs" or k == 1:
+            return self.get(name, tuple(tokens), lambda: np.array(node(0, k, "pairs"), copy=True))
+        return self.get(name, tuple(tokens), lambda: np.add(node(0, k // 2, "fold"), node(k // 2, k, "fold")))
+
+
 class FastScorer:
     """Sub-scores of a fixed set of rows as numpy columns, re-weighted in a few vector operations.
 
     The arithmetic follows :func:`healthscore.combine` operation for operation (same order of
-    sums and divisions), so scores agree with the engine to the last bit and a score sitting
-    exactly on a band boundary lands in the same band.
+    sums and divisions), so scores agree with the engine to the last bit: a score sitting exactly
+    on a band boundary lands in the same band and ties stay ties. Rows are split by variant (each
+    variant has plain numbers for weights), and intermediate arrays are kept between calls, so a
+    slider step recomputes only what depends on the weight that moved.
 
     >>> import healthscore as hs, polars as pl, datetime as dt
     >>> model = hs.load_model(SAMPLE_MODEL)
@@ -84,7 +137,7 @@ class FastScorer:
     >>> fs = FastScorer(sub, model)
     >>> score, _ = fs.score(model)
     >>> ref = hs.combine(sub, model)["score"].to_numpy()
-    >>> bool(np.allclose(score, ref, equal_nan=True, rtol=0, atol=1e-9))
+    >>> bool(np.array_equal(score, ref, equal_nan=True))
     True
     """
 
@@ -96,12 +149,8 @@ class FastScorer:
         missing = [c for c in cols if c not in subscores.columns]
         if missing:
             raise ModelError(f"the sub-score frame lacks {missing}; run hs.calibrate() with this model")
-        # one contiguous float column per metric: NaN = not available
-        self.values = [subscores[c].cast(pl.Float64).fill_null(float("nan")).to_numpy().copy() for c in cols]
-        self.present = [~np.isnan(v) for v in self.values]
-        self.filled = [np.nan_to_num(v, nan=0.0) for v in self.values]
-        self.present_f = [p.astype(np.float64) for p in self.present]
         self.category_of = [self.categories.index(m.category) for m in model.metrics]
+        self.members = [[j for j, c in enumerate(self.category_of) if c == ci] for ci in range(len(self.categories))]
         if "variant" in subscores.columns:
             names = subscores["variant"].fill_null("default").to_list()
             index = {v: i for i, v in enumerate(self.variants)}
@@ -112,13 +161,28 @@ class FastScorer:
         else:
             self.variant = np.zeros(subscores.height, dtype=np.intp)
         self.n = subscores.height
+        self.rows = [np.flatnonzero(self.variant == g) for g in range(len(self.variants))]
+        self.version = [0] * len(self.metrics)
+        # per variant: each metric's presence (1.0/0.0) and sub-score (0 when missing), contiguous
+        self.present_f: list[list[np.ndarray]] = [[] for _ in self.variants]
+        self.filled: list[list[np.ndarray]] = [[] for _ in self.variants]
+        self.memo = [_Memo() for _ in self.variants]
+        for j, c in enumerate(cols):
+            self.set_column(self.metrics[j], subscores[c].cast(pl.Float64).fill_null(float("nan")).to_numpy())
 
     def set_column(self, metric: str, values: np.ndarray) -> None:
         """Replace one metric's sub-scores (after its calibration parameters changed)."""
         j = self.metrics.index(metric)
-        v = np.asarray(values, dtype=np.float64).copy()
-        self.values[j], self.present[j], self.filled[j] = v, ~np.isnan(v), np.nan_to_num(v, nan=0.0)
-        self.present_f[j] = self.present[j].astype(np.float64)
+        v = np.asarray(values, dtype=np.float64)
+        for g, rows in enumerate(self.rows):
+            part = v[rows]
+            present, filled = (~np.isnan(part)).astype(np.float64), np.nan_to_num(part, nan=0.0)
+            if len(self.present_f[g]) <= j:
+                self.present_f[g].append(present)
+                self.filled[g].append(filled)
+            else:
+                self.present_f[g][j], self.filled[g][j] = present, filled
+        self.version[j] += 1
 
     def weights(self, model: ScoreModel) -> Weights:
         """Resolve ``model``'s weights for every variant (as the scoring engine does)."""
@@ -137,58 +201,118 @@ class FastScorer:
                             / in_cat[metric.category]) if ok else 0.0
         return Weights(w, c, s, float(model.min_coverage))
 
-    def score(self, model: ScoreModel | Weights, drivers: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores (NaN below minimum coverage) and, with ``drivers``, the (rows, metrics) driver points."""
+    def _group(self, g: int, wts: Weights) -> tuple[int, np.ndarray, np.ndarray, list[int], list[np.ndarray]]:
+        """Score the rows of variant ``g``: (ok token, ok, score, driver tokens, drivers)."""
+        memo, pf, filled, n = self.memo[g], self.present_f[g], self.filled[g], len(self.rows[g])
+        w, v, sh, ver = wts.metric[g], wts.category[g], wts.share[g], self.version
+        m, k = len(self.metrics), len(self.categories)
+        # pw: the weight where present (present * weight is exactly weight or 0.0, as when/then
+        # gives); ps = pw x sub-score; cw: present weight of the category; f: the category's
+        # share of the score per unit of present weight; driver = ps x f. The engine's order.
+        pw = [memo.get(f"pw{j}", (w[j], ver[j]), lambda j=j: pf[j] * w[j]) for j in range(m)]
+        ps = [memo.get(f"ps{j}", (pw[j][0],), lambda j=j: pw[j][1] * filled[j]) for j in range(m)]
+        cov = [memo.get(f"cov{j}", (sh[j], ver[j]), lambda j=j: pf[j] * sh[j]) for j in range(m)]
+        cov_t, coverage = memo.row_sum("coverage", [t for t, _ in cov], [a for _, a in cov], n)
+        ok_t, ok = memo.get("ok", (cov_t, wts.min_coverage), lambda: _covered(coverage, wts.min_coverage),
+                            compare=True)
+        cw = [memo.row_sum(f"cw{c}", [pw[j][0] for j in js], [pw[j][1] for j in js], n)
+              for c, js in enumerate(self.members)]
+        catw = [memo.get(f"catw{c}", (cw[c][0], v[c]), lambda c=c: np.where(cw[c][1] > 0, v[c], 0.0), compare=True)
+                for c in range(k)]
+        tot_t, tot = memo.row_sum("tot", [t for t, _ in catw], [a for _, a in catw], n)
+
+        def share(c: int) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.divide(v[c], tot)
+                np.divide(f, cw[c][1], out=f)
+            f[~ok | (cw[c][1] <= 0)] = 0.0
+            return f
+
+        f = [memo.get(f"f{c}", (v[c], tot_t, cw[c][0], ok_t), lambda c=c: share(c)) for c in range(k)]
+        drv = [memo.get(f"drv{j}", (ps[j][0], f[c][0]), lambda j=j, c=c: ps[j][1] * f[c][1])
+               for j, c in enumerate(self.category_of)]
+        sum_t, total = memo.row_sum("score", [t for t, _ in drv], [a for _, a in drv], n)
+        _, score = memo.get("final", (sum_t, ok_t), lambda: np.where(ok, np.clip(total, 0.0, 100.0), np.nan))
+        return ok_t, ok, score, [t for t, _ in drv], [a for _, a in drv]
+
+    def score(self, model: ScoreModel | Weights, drivers: bool = False,
+              totals_over: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """Scores (NaN below minimum coverage) and, optionally, the drivers.
+
+        ``drivers=True``: a list with each metric's points per row (meaningless where the score is
+        NaN). ``totals_over`` (a Boolean row mask): each metric's points summed over the scored rows
+        in the mask instead.
+        """
         wts = model if isinstance(model, Weights) else self.weights(model)
-        variant, n = self.variant, self.n
-
-        def per_row(table: np.ndarray, j: int) -> np.ndarray | float:
-            col = table[:, j]
-            return float(col[0]) if np.all(col == col[0]) else col[variant]
-
-        present, filled = self.present, self.filled
-        k = len(self.categories)
-        # present * weight is exactly the weight or 0.0, as the engine's when/then gives
-        pw = [self.present_f[j] * per_row(wts.metric, j) for j in range(len(present))]
-        members = [[j for j, c in enumerate(self.category_of) if c == ci] for ci in range(k)]
-        sums = _row_sums({"coverage": [self.present_f[j] * per_row(wts.share, j) for j in range(len(present))],
-                          **{f"cw{ci}": [pw[j] for j in js] for ci, js in enumerate(members)}}, n)
-        coverage = np.clip(sums["coverage"], 0.0, 1.0)
-        cw = [sums[f"cw{ci}"] for ci in range(k)]
-        cat_w = [np.where(cw[ci] > 0, per_row(wts.category, ci), 0.0) for ci in range(k)]
-        tot = _row_sums({"tot": cat_w}, n)["tot"]
-        ok = (tot > 0) & (coverage >= wts.min_coverage - _EPS)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = [cat_w[ci] / tot for ci in range(k)]     # the category's share of the score
-            has = [cw[ci] > 0 for ci in range(k)]
-            parts = [np.where(has[ci], share[ci] * pw[j] / cw[ci] * filled[j], 0.0)
-                     for j, ci in enumerate(self.category_of)]
-        score = np.clip(_row_sums({"score": parts}, n)["score"], 0.0, 100.0)   # as the engine clips rounding
-        drv = np.column_stack(parts) if drivers and parts else (np.empty((n, 0)) if drivers else None)
-        score = np.where(ok, score, np.nan)
-        if drv is not None:
-            drv[~ok] = np.nan
-        return score, drv
+        score = np.full(self.n, np.nan)
+        parts_full = [np.zeros(self.n) for _ in self.metrics] if drivers else None
+        totals = np.zeros(len(self.metrics))
+        for g, rows in enumerate(self.rows):
+            if not rows.size:
+                continue
+            ok_t, ok, s, tokens, parts = self._group(g, wts)
+            score[rows] = s
+            if parts_full is not None:
+                for j, p in enumerate(parts):
+                    parts_full[j][rows] = p
+            if totals_over is not None:
+                memo = self.memo[g]
+                _, mask = memo.get("mask", id(totals_over), lambda: totals_over[rows])
+                _, use = memo.get("use", (ok_t, id(totals_over)), lambda: mask & ok)
+                for j, p in enumerate(parts):
+                    totals[j] += memo.get(f"sum{j}", (tokens[j], ok_t, id(totals_over)),
+                                          lambda p=p: float(np.sum(p, where=use)))[1]
+        return score, (parts_full if drivers else totals if totals_over is not None else None)
 
 
-def _row_sums(groups: dict[str, list[np.ndarray]], n: int) -> dict[str, np.ndarray]:
-    """Row-wise sums of groups of columns, added up exactly as the scoring engine adds them.
+def _polars_sums(groups: dict[str, list[np.ndarray]], n: int) -> dict[str, np.ndarray]:
+    """Row sums computed by polars itself, with the engine the scoring module collects with."""
+    from healthscore import scoring
 
-    Floating-point addition depends on the order of the terms; polars' lazy ``sum_horizontal``
-    is what :func:`healthscore.combine` uses, so the same call here keeps scores bit-identical
-    (a score that lands exactly on a band boundary must land in the same band).
-    """
     frame: dict[str, np.ndarray] = {}
     exprs = []
     for name, cols in groups.items():
-        names = []
-        for i, col in enumerate(cols):
-            frame[f"{name}__{i}"] = col
-            names.append(f"{name}__{i}")
+        names = [f"{name}__{i}" for i in range(len(cols))]
+        frame.update(zip(names, cols))
         exprs.append(pl.sum_horizontal([pl.col(c) for c in names]).alias(name) if names
                      else pl.lit(0.0, dtype=pl.Float64).alias(name))
-    out = pl.DataFrame(frame, height=n).lazy().select(exprs).collect()
+    engine = getattr(scoring, "ENGINE", "auto")
+    out = pl.DataFrame(frame, height=n).lazy().select(exprs).collect(engine=engine)
     return {name: out[name].to_numpy() for name in groups}
+
+
+_ORDER: list[str | None] = []
+
+
+def _sum_order() -> str | None:
+    """How the scoring engine's ``sum_horizontal`` adds a row's terms, found once by experiment.
+
+    Floating-point addition depends on the order of the terms. polars' in-memory engine adds
+    pairwise (halves, recursively); the streaming engine adds each half left to right. The fast
+    path adds in the same order, so scores stay bit-identical to :func:`healthscore.combine`: a
+    score exactly on a band boundary lands in the same band and ties stay ties (AUC). None: no
+    known order matches, and polars does the sums itself.
+    """
+    if not _ORDER:
+        rng = np.random.default_rng(0)
+        cases = [[rng.random(257) * 10.0 ** rng.integers(-4, 5, 257) for _ in range(k)] for k in range(1, 25)]
+        refs = [_polars_sums({"s": cols}, 257)["s"] for cols in cases]
+        found = None
+        for order in ("pairs", "halves"):
+            memo = _Memo()
+            _ORDER[:] = [order]
+            if all(np.array_equal(memo.row_sum(f"t{i}", list(range(len(c))), c, 257)[1], r)
+                   for i, (c, r) in enumerate(zip(cases, refs))):
+                found = order
+                break
+        _ORDER[:] = [found]
+    return _ORDER[0]
+
+
+def _covered(coverage: np.ndarray, minimum: float) -> np.ndarray:
+    """Rows with a score: some weight present and at least the minimum coverage (clipped as the engine does)."""
+    c = np.clip(coverage, 0.0, 1.0)
+    return (c > 0) & (c >= minimum - _EPS)
 
 
 def band_index(score: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
@@ -204,44 +328,41 @@ def band_index(score: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
 
 
 def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tuple[float, float]:
-    """ROC AUC and top-``fraction`` lift from one sort (ties get average ranks / pro-rata places).
+    """ROC AUC and top-``fraction`` lift, counting pairs instead of building a curve.
 
-    Gives the same numbers as :func:`healthscore.evaluation.auc` and
+    AUC is the share of (event, non-event) pairs that the risk orders correctly, a tie counting
+    half: sort the two groups' risks and count with ``searchsorted``. The lift's cut-off is the
+    k-th largest risk (``np.partition``, no full sort); rows tied with it share the remaining
+    places pro rata. Same numbers as :func:`healthscore.evaluation.auc` and
     :func:`~healthscore.evaluation.top_decile_lift`; rows with NaN risk are left out.
 
     >>> auc_and_lift(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))[0]
     0.75
     """
     keep = ~np.isnan(risk)
-    r, yy = risk[keep], y[keep].astype(np.float64)
+    r = risk[keep]
+    pos = np.asarray(y)[keep] > 0.5
     n = r.size
-    n1 = float(yy.sum())
+    rp = np.sort(r[pos])
+    n1 = rp.size
     if n == 0 or n1 == 0:
         return float("nan"), float("nan")
-    order = np.argsort(r, kind="stable")
-    rs, ys = r[order], yy[order]
-    # tie groups of the sorted risks: [start, end) each
-    starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
-    ends = np.r_[starts[1:], n]
-    pos_per_group = np.add.reduceat(ys, starts)
-    n0 = n - n1
+    rn = np.sort(r[~pos])
+    n0 = rn.size
     if n0 == 0:
         auc = float("nan")
     else:
-        mean_rank = (starts + ends + 1) / 2.0          # 1-based average rank of the group
-        auc = float(((pos_per_group * mean_rank).sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-    # lift: the k riskiest rows, ties at the edge sharing the remaining places pro rata
+        below = int(np.searchsorted(rn, rp, side="left").sum())
+        below_or_tied = int(np.searchsorted(rn, rp, side="right").sum())
+        auc = (below + 0.5 * (below_or_tied - below)) / (n1 * n0)
     k = max(1, int(round(fraction * n)))
-    edge = rs[n - k]
-    lo = int(np.searchsorted(rs, edge, side="left"))
-    hi = int(np.searchsorted(rs, edge, side="right"))
-    cum = np.r_[0.0, np.cumsum(ys)]
-    ev_above = cum[n] - cum[hi]
-    ev_tied = cum[hi] - cum[lo]
-    n_above = n - hi
-    events = ev_above + ev_tied * (k - n_above) / (hi - lo)
-    lift = float((events / k) / (n1 / n))
-    return auc, lift
+    edge = np.partition(r, n - k)[n - k]
+    n_above = n0 - int(np.searchsorted(rn, edge, side="right")) + n1 - int(np.searchsorted(rp, edge, side="right"))
+    n_tied = n - n_above - int(np.searchsorted(rn, edge, side="left")) - int(np.searchsorted(rp, edge, side="left"))
+    ev_above = n1 - int(np.searchsorted(rp, edge, side="right"))
+    ev_tied = int(np.searchsorted(rp, edge, side="right")) - int(np.searchsorted(rp, edge, side="left"))
+    events = ev_above + ev_tied * (k - n_above) / n_tied
+    return float(auc), float((events / k) / (n1 / n))
 
 
 def _close(a: float, b: float, tol: float = 1e-9) -> bool:
@@ -383,6 +504,7 @@ class TuningSession:
         # score only the rows shown: the book first, then the holdout
         self.rows = np.concatenate([self.book_rows, self.holdout_rows])
         self.scorer = FastScorer(self.sub[self.rows], self.start)
+        self.book_mask = np.arange(len(self.rows)) < len(self.book_rows)
         self.recalibrate(self.start)   # the starting figures use the starting calibration
         self.start_eval = self._evaluate(self.start)
 
@@ -407,9 +529,9 @@ class TuningSession:
 
     # ------------------------------------------------------------ the fast path
     def _evaluate(self, model: ScoreModel) -> dict[str, Any]:
-        score, drv = self.scorer.score(model, drivers=True)
         nb = len(self.book_rows)
-        book_score, hold_score, drv = score[:nb], score[nb:], drv[:nb]
+        score, totals = self.scorer.score(model, totals_over=self.book_mask)
+        book_score, hold_score = score[:nb], score[nb:]
         k = len(model.bands)
         book_band = band_index(book_score, model.bands)
         hold_band = band_index(hold_score, model.bands)
@@ -421,7 +543,7 @@ class TuningSession:
         ev_band = np.bincount(hold_band[hold_ok], weights=self.y[hold_ok], minlength=k)
         bins = np.minimum((book_score[scored] // (100 / N_BINS)).astype(np.intp), N_BINS - 1)
         hist = np.bincount(np.clip(bins, 0, N_BINS - 1) * k + book_band[scored], minlength=N_BINS * k)
-        contrib = np.nanmean(drv[scored], axis=0) if scored.any() else np.zeros(len(self.scorer.metrics))
+        contrib = totals / max(int(scored.sum()), 1)          # mean points over the scored accounts
         return {
             "score": book_score, "band": book_band,
             "band_counts": np.bincount(book_band[scored], minlength=k),
@@ -671,14 +793,17 @@ class WeightTuner:
 
     ``holdout`` is the first ``as_of`` of the holdout (default: 70% into the labelled dates);
     AUC, lift and the rate per band are measured there, the fit uses the rows before it.
+    ``subscores`` reuses the output of ``hs.calibrate(snapshots, model)`` instead of calibrating again.
     """
 
     def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
-                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None) -> None:
+                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None,
+                 subscores: pl.DataFrame | None = None) -> None:
         import altair as alt
 
         alt.JupyterChart.enable_offline()  # the chart JavaScript comes with vl-convert, not from the internet
-        self.session = TuningSession(snapshots, events, model, outcome=outcome, horizon=horizon, holdout=holdout)
+        self.session = TuningSession(snapshots, events, model, outcome=outcome, horizon=horizon, holdout=holdout,
+                                     subscores=subscores)
         self.start = model
         self.model = model
         self.variant = "default"
