@@ -89,6 +89,11 @@ def test_categorical_values_keys_and_dates(small: Portfolio) -> None:
     assert (s["contract_start"] <= s["as_of"]).all()
     assert (s["renewal_date"] > s["as_of"]).all()
     assert (s["renewal_date"] <= s["as_of"] + dt.timedelta(days=366)).all()
+    # renewals fall on the contract's anniversary, and the goal starts on the previous one
+    for col in ("renewal_date", "goal_start"):
+        assert (s[col].dt.month() == s["contract_start"].dt.month()).all(), col
+        assert (s[col].dt.day() == s["contract_start"].dt.day()).all(), col
+    assert (s["renewal_date"].dt.year() - s["goal_start"].dt.year() == 1).all()
     assert (s["goal_start"] <= s["as_of"]).all() and (s["goal_due"] > s["goal_start"]).all()
     onboarding = s.filter(pl.col("lifecycle_stage") == "onboarding")
     assert ((onboarding["as_of"] - onboarding["contract_start"]).dt.total_days() < 91).all()
