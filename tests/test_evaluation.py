@@ -209,6 +209,8 @@ def test_probability_map_is_calibrated_on_held_out_data(method, tmp_path):
     np.testing.assert_allclose(got[:200].to_numpy(), pred[:200], atol=1e-9)
     assert got[200] is None
     assert re.fullmatch(r"a score of 20 means a \d+% chance to churn within 90 days", pm.explain(20))
+    never = E.ProbabilityMap.from_dict({"method": "isotonic", "scores": [0, 50, 100], "probabilities": [0.3, 0.0, 0.0]})
+    assert never.explain(90) == "a score of 90 means an under 1% chance to churn within 90 days"
 
 
 def test_probability_map_refuses_untrainable_input():

@@ -594,7 +594,9 @@ class ProbabilityMap:
         p = float(self.predict([score])[0])
         verb = {"churned": "churn", "expanded": "expand", "contracted": "contract"}.get(self.outcome, self.outcome)
         within = _horizon_words(self.horizon)
-        return f"a score of {score:g} means a {p:.0%} chance to {verb} within {within}"
+        # an isotonic step with no event in training reads 0%: say "under 1%", not "no chance"
+        chance = "an under 1%" if p < 0.005 else f"a {p:.0%}"
+        return f"a score of {score:g} means {chance} chance to {verb} within {within}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
