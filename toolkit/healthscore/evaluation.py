@@ -109,10 +109,13 @@ def auc(y: ArrayLike, risk: ArrayLike) -> float:
     >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
+    return _ranking_metric(skm.roc_auc_score, y, risk)
+
+
+def _ranking_metric(fn: Any, y: ArrayLike, risk: ArrayLike) -> float:
+    """A scikit-learn ranking metric on the complete rows; NaN unless both classes are present."""
     yy, xx = _pair(y, risk)
-    if not _both_classes(yy):
-        return float("nan")
-    return float(skm.roc_auc_score(yy, xx))
+    return float(fn(yy, xx)) if _both_classes(yy) else float("nan")
 
 
 def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike | None = None) -> Interval:
@@ -190,10 +193,7 @@ def pr_auc(y: ArrayLike, risk: ArrayLike) -> float:
     >>> pr_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.8333333333333333
     """
-    yy, xx = _pair(y, risk)
-    if not _both_classes(yy):
-        return float("nan")
-    return float(skm.average_precision_score(yy, xx))
+    return _ranking_metric(skm.average_precision_score, y, risk)
 
 
 def _top_events(y: np.ndarray, risk: np.ndarray, fraction: float) -> tuple[float, float]:
