@@ -138,6 +138,19 @@ def test_goal_target_zero_at_full_at_and_direction():
     assert flipped == approx_list([100, 100, 50, 20, 0])
 
 
+def test_goal_too_early_to_judge_below_min_expected():
+    days = [D(2024, 1, 2), D(2024, 1, 3), D(2024, 1, 4)]  # expected 1/30, 2/30, 3/30 of the target
+    df = goal_frame([(day, START, DUE, 0.05) for day in days])
+    p = {**GOAL, "min_expected": 0.1}
+    out = df.select(calibrate_expr("goal_progress", "goal", p))["goal_progress"].to_list()
+    assert out == approx_list([None, None, 50])
+    # the default threshold is 2% of the target: a 100-day goal is judged from its third day on
+    long_goal = goal_frame([(D(2024, 1, 2), START, D(2024, 4, 10), 0.005),
+                            (D(2024, 1, 3), START, D(2024, 4, 10), 0.005)])
+    out = long_goal.select(calibrate_expr("goal_progress", "goal", GOAL))["goal_progress"].to_list()
+    assert out == approx_list([None, 25])
+
+
 def test_goal_zero_length_period_and_custom_date_column():
     df = goal_frame([(D(2024, 1, 1), START, START, 0.5), (D(2024, 1, 2), START, START, 0.5)])
     df = df.rename({"as_of": "week"})
@@ -420,6 +433,7 @@ def test_lazy_streaming_gives_the_same_scores():
     ("goal", {**GOAL, "target": 0}, None, "'target' must be positive"),
     ("goal", {**GOAL, "full_at": 0.5, "zero_at": 0.5}, None, "'full_at' (0.5) must be greater than 'zero_at' (0.5)"),
     ("goal", {"start_column": 3, "due_column": "goal_due"}, None, "'start_column' must be a column name"),
+    ("goal", {**GOAL, "min_expected": -0.1}, None, "'min_expected' must not be negative"),
     ("trend", {"window": 0, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
     ("trend", {"window": 2.5, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
     ("trend", {"window": 2, "points": [[-1, 0], [1, 100]], "min_base": -1}, None, "'min_base' must be a positive number"),

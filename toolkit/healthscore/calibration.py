@@ -71,7 +71,7 @@ METHODS: dict[str, Method] = {
     for m in (
         _m("thresholds", ["points"], summary="piecewise linear between [raw, score] breakpoints"),
         _m("steps", ["edges", "scores"], summary="step function: one score per interval between edges"),
-        _m("goal", ["start_column", "due_column"], ["target", "date_column", "full_at", "zero_at"],
+        _m("goal", ["start_column", "due_column"], ["target", "date_column", "full_at", "zero_at", "min_expected"],
            summary="attainment against a goal pro-rated to the elapsed part of its period"),
         _m("trend", ["window", "points"], ["min_base", "account_column", "date_column"], needs_history=True,
            summary="relative change of the mean over the last window against the window before"),
@@ -171,9 +171,11 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
         for key in ("start_column", "due_column", "date_column"):
             if key in p and (not isinstance(p[key], str) or not p[key]):
                 msgs.append(f"'{key}' must be a column name, got {p[key]!r}")
-        for key in ("target", "full_at", "zero_at"):
+        for key in ("target", "full_at", "zero_at", "min_expected"):
             if key in p and not _is_num(p[key]):
                 msgs.append(f"'{key}' must be a number, got {p[key]!r}")
+        if "min_expected" in p and _is_num(p["min_expected"]) and p["min_expected"] < 0:
+            msgs.append(f"'min_expected' must not be negative, got {p['min_expected']!r}")
         if "target" in p and _is_num(p["target"]) and p["target"] <= 0:
             msgs.append(f"'target' must be positive, got {p['target']!r}")
         full, zero = p.get("full_at", 1.0), p.get("zero_at", 0.0)
@@ -381,9 +383,10 @@ def _goal(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     Expected by now = ``target`` x the elapsed share of the period (0..1, measured in days at
     ``date_column``). Attainment = value / expected, mapped linearly ``zero_at`` -> 0 and
     ``full_at`` -> 100 (defaults 0 and 1), clipped. The score is null before the goal starts,
-    without goal dates, or on the start day itself (nothing is expected yet, so nobody can be
-    behind or ahead: not measurable rather than a free 100). After the due date the full target
-    is expected.
+    without goal dates, and while the expected value is below ``min_expected`` (default 2% of
+    the target; always on the start day): so early, a ratio to a tiny expected value would swing
+    between 0 and 100 on noise, so nobody is called behind or ahead yet (not measurable rather
+    than a free 100). After the due date the full target is expected.
 
     >>> import datetime as dt
     >>> d = dt.date
@@ -405,8 +408,9 @@ def _goal(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     attainment = value / expected
     zero, full = float(q["zero_at"]), float(q["full_at"])
     score = ((attainment - zero) / (full - zero) * 100.0).clip(0.0, 100.0)
-    # elapsed <= 0: before or on the start day, nothing expected yet -> null (documented above)
-    return pl.when((elapsed > 0) & (expected > 0)).then(_flip(score, direction))
+    min_expected = float(q.get("min_expected", 0.02 * float(q["target"])))
+    # before or on the start day, or too little expected yet -> null (documented above)
+    return pl.when((elapsed > 0) & (expected > 0) & (expected >= min_expected)).then(_flip(score, direction))
 
 
 def _trend(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
