@@ -417,7 +417,9 @@ def _trend(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     """Relative change of the mean over the last ``window`` snapshots against the ``window`` before.
 
     Per account, in ``as_of`` order. change = (mean_now - mean_before) / max(|mean_before|,
-    ``min_base``); ``points`` map the change to a score as in ``thresholds``. Null while an
+    ``min_base``); ``points`` map the change to a score as in ``thresholds``. Set ``min_base`` to
+    a level below which a change means little (e.g. 1 user); the default 1e-9 only prevents a
+    division by zero, so any rise from 0 counts as the top of ``points``. Null while an
     account has fewer than 2 x window snapshots, and where the current value is null. A window
     mean skips null values (null only if the whole window is null).
 
