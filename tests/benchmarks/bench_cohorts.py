@@ -6,9 +6,11 @@
   p-values must be identical. Goal: at least 2x faster end to end.
 - The cross-section (each account's latest snapshot) as a window filter against the obvious
   ``group_by("account_id").agg(pl.all().last())`` on the wide score frame (sub_/cat_/drv_ columns
-  per metric). Goal: at least 1.5x faster, same rows.
+  per metric) and the same staleness rule. Goal: at least 1.5x faster, same rows.
 """
 from __future__ import annotations
+
+import datetime as dt
 
 import polars as pl
 
@@ -58,8 +60,11 @@ def bench_cross_section() -> list[Result]:
     def ours_fn():
         return cohorts.cross_section(scores)
 
-    def base_fn():
-        return scores.sort("account_id", "as_of").group_by("account_id").agg(pl.all().last()).sort("account_id")
+    last = scores["as_of"].max()
+
+    def base_fn():  # the same rule: latest row per account, seen within the weekly cadence
+        return (scores.sort("account_id", "as_of").group_by("account_id").agg(pl.all().last())
+                .filter(pl.col("as_of") > last - dt.timedelta(days=7)).sort("account_id"))
 
     same = ours_fn().select(scores.columns).sort("account_id").equals(base_fn().select(scores.columns))
     ours = timeit(ours_fn, repeat=5)

@@ -202,10 +202,17 @@ def _snap_date(scores: pl.DataFrame, when: str | dt.date | None, what: str) -> d
 def cross_section(scores: pl.DataFrame, as_of: str | dt.date | None = None,
                   events: pl.DataFrame | None = None) -> pl.DataFrame:
     """Each account's latest snapshot on or before ``as_of`` (default: the last date), leaving out
-    accounts that churned on or before that date according to ``events``."""
+    accounts that are gone by then: no snapshot within one snapshot interval (the median gap
+    between snapshot dates; no rows exist after churn) or, with ``events``, churned on or before it.
+    """
     when = _snap_date(scores, as_of, "as_of")
-    rows = (scores.lazy().filter(pl.col("as_of") <= when)
-            .filter(pl.col("as_of") == pl.col("as_of").max().over("account_id")).collect())
+    dates = [d for d in _dates(scores) if d <= when]
+    gaps = np.diff(np.array(dates, dtype="datetime64[D]")).astype(int)
+    cadence = dt.timedelta(days=int(np.median(gaps))) if len(gaps) else None
+    rows = scores.lazy().filter(pl.col("as_of") <= when)
+    if cadence is not None:
+        rows = rows.filter(pl.col("as_of") > when - cadence)
+    rows = rows.filter(pl.col("as_of") == pl.col("as_of").max().over("account_id")).collect()
     if events is not None and events.height:
         gone = (events.filter((pl.col("event") == "churned") & (pl.col("date") <= when))
                 .select(pl.col("account_id").cast(rows.schema["account_id"])).unique())
