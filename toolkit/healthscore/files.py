@@ -7,6 +7,8 @@ Everything healthscore writes (models, scores, reports, sample data) goes throug
 >>> write_text(d / "a.txt", "hello")
 >>> (d / "a.txt").read_text()
 'hello'
+>>> oct((d / "a.txt").stat().st_mode & 0o077) == oct(0o077 & ~_umask() & 0o066)
+True
 """
 from __future__ import annotations
 
@@ -32,11 +34,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the mode an ordinary write would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
