@@ -101,7 +101,7 @@ class _Memo:
         kept, so a changed column costs only the additions on its path."""
         if not cols:
             return self.get(name, (), lambda: np.zeros(n))
-        order = _sum_order()
+        order = _sum_order(len(cols))
         if order is None:
             return self.get(name, tuple(tokens), lambda: _polars_sums({"s": cols}, n)["s"])
 
@@ -281,32 +281,33 @@ def _polars_sums(groups: dict[str, list[np.ndarray]], n: int) -> dict[str, np.nd
     return {name: out[name].to_numpy() for name in groups}
 
 
-_ORDER: list[str | None] = []
+_ORDERS: dict[int, str | None] = {}
+_TRY: list[str] = []
 
 
-def _sum_order() -> str | None:
-    """How the scoring engine's ``sum_horizontal`` adds a row's terms, found once by experiment.
+def _sum_order(k: int) -> str | None:
+    """How the scoring engine's ``sum_horizontal`` adds ``k`` terms per row, found once by experiment.
 
-    Floating-point addition depends on the order of the terms. polars' in-memory engine adds
-    pairwise (halves, recursively); the streaming engine adds each half left to right. The fast
-    path adds in the same order, so scores stay bit-identical to :func:`healthscore.combine`: a
-    score exactly on a band boundary lands in the same band and ties stay ties (AUC). None: no
-    known order matches, and polars does the sums itself.
+    Floating-point addition depends on the order of the terms, and polars' engines differ (the
+    in-memory engine adds pairwise in halves, the streaming engine each half left to right, and
+    wide rows may go another way). The fast path adds in the same order, so scores stay
+    bit-identical to :func:`healthscore.combine`: a score exactly on a band boundary lands in the
+    same band and ties stay ties (AUC). None: no known order matches for ``k`` terms, and polars
+    does those sums itself.
     """
-    if not _ORDER:
-        rng = np.random.default_rng(0)
-        cases = [[rng.random(257) * 10.0 ** rng.integers(-4, 5, 257) for _ in range(k)] for k in range(1, 25)]
-        refs = [_polars_sums({"s": cols}, 257)["s"] for cols in cases]
-        found = None
+    if k not in _ORDERS:
+        rng = np.random.default_rng(k)
+        cols = [rng.random(257) * 10.0 ** rng.integers(-4, 5, 257) for _ in range(k)]
+        ref = _polars_sums({"s": cols}, 257)["s"]
+        _ORDERS[k] = None
         for order in ("pairs", "halves"):
-            memo = _Memo()
-            _ORDER[:] = [order]
-            if all(np.array_equal(memo.row_sum(f"t{i}", list(range(len(c))), c, 257)[1], r)
-                   for i, (c, r) in enumerate(zip(cases, refs))):
-                found = order
+            _TRY[:] = [order]
+            ok = np.array_equal(_Memo().row_sum("t", list(range(k)), cols, 257)[1], ref)
+            _TRY.clear()
+            if ok:
+                _ORDERS[k] = order
                 break
-        _ORDER[:] = [found]
-    return _ORDER[0]
+    return _TRY[0] if _TRY else _ORDERS[k]
 
 
 def _covered(coverage: np.ndarray, minimum: float) -> np.ndarray:
