@@ -129,6 +129,8 @@ def test_derived_dimensions_and_multi_attribute_cohorts():
                                                  "smb · digital", "smb · high"]
     with pytest.raises(ValueError, match="cannot group by tier"):
         compare_cohorts(scores, by="tier")
+    with pytest.raises(ValueError, match="events table lacks column.s. date, event"):
+        compare_cohorts(scores, events=pl.DataFrame({"account_id": ["a1"]}))
 
 
 # ------------------------------------------------------------------ the sample portfolio

@@ -137,12 +137,13 @@ def _as_date(value: str | dt.date | dt.datetime | None) -> dt.date | None:
         raise ValueError(f"date {value!r} is not understood: write it as YYYY-MM-DD, e.g. 2026-03-02") from None
 
 
-def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+def _require(frame: pl.DataFrame, columns: Sequence[str], what: str,
+             fix: str = "pass the output of healthscore.score()") -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
             f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(frame.columns[:12])}"
-            f"{' ...' if len(frame.columns) > 12 else ''}. Pass the output of healthscore.score().")
+            f"{' ...' if len(frame.columns) > 12 else ''}: {fix}")
 
 
 def with_derived(scores: pl.DataFrame) -> pl.DataFrame:
@@ -214,6 +215,8 @@ def cross_section(scores: pl.DataFrame, as_of: str | dt.date | None = None,
         rows = rows.filter(pl.col("as_of") > when - cadence)
     rows = rows.filter(pl.col("as_of") == pl.col("as_of").max().over("account_id")).collect()
     if events is not None and events.height:
+        _require(events, ["account_id", "date", "event"], "the events table",
+                 "pass the outcome events (healthscore.read_events)")
         gone = (events.filter((pl.col("event") == "churned") & (pl.col("date") <= when))
                 .select(pl.col("account_id").cast(rows.schema["account_id"])).unique())
         rows = rows.join(gone, on="account_id", how="anti")
@@ -446,7 +449,6 @@ def compare_cohorts(
 
     label_dates: list[dt.date] = []
     if events is not None:
-        _require(events, ["account_id", "date", "event"], "the events table")
         has_expansions = outcome != "expanded" and events.filter(pl.col("event") == "expanded").height > 0
         outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if has_expansions else [])
         from healthscore.fitting import TERMINAL_OUTCOMES
@@ -762,7 +764,8 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
     """
     from healthscore.fitting import label_outcomes, parse_horizon
 
-    _require(snapshots, ["account_id", "as_of", metric], "the snapshots")
+    _require(snapshots, ["account_id", "as_of", metric], "the snapshot frame",
+             f"pass snapshots holding the raw metric {metric!r}")
     horizon = parse_horizon(horizon)
     data_end = snapshots.get_column("as_of").max()
     picked = _spaced_dates(_dates(snapshots), horizon, data_end)
