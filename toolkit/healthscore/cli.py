@@ -568,7 +568,24 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
             ("fit weights", _demo_fit),
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
-            ("cohort review", _demo_review)]
+            ("cohort review", _demo_review),
+            ("tune weights without a browser (the notebook's fast path)", _demo_tune)]
+
+
+def _demo_tune(out: Path) -> str:
+    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.model import load_model
+    from healthscore.widgets import TuningSession, edit_weights
+    sample, model = load_sample(), load_model(sample_dir() / "model.toml")
+    session = TuningSession(sample.snapshots, sample.events, model)
+    tuned = edit_weights(model, metrics={"login_days": 4.0}, categories={"support": 20})
+    t0 = time.perf_counter()
+    st = session.evaluate(tuned)
+    ms = (time.perf_counter() - t0) * 1000
+    path = tuned.bump_version().save(out / "tuned_model.toml")
+    return (f"login days x2, support 15->20: holdout AUC {st['auc_start']:.3f} -> {st['auc']:.3f}, "
+            f"{st['n_changed']} accounts change band, recomputed in {ms:.0f} ms -> {path} "
+            "(interactive: notebooks/tune_weights.ipynb)")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
