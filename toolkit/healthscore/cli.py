@@ -218,22 +218,30 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                     "weights, and write the suggested model to a new TOML file that keeps the comments.",
         epilog="example: healthscore fit --model data/model.toml --data data/snapshots.parquet "
                "--events data/events.parquet --outcome churned --horizon 90d --out build/fitted.toml")
-    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
-                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
-    p.add_argument("--data", required=True, help="snapshots: CSV, Parquet, Excel, DuckDB file or database URI")
-    p.add_argument("--events", required=True, help="events table (account_id, date, event)")
-    p.add_argument("--out", type=Path, required=True, help="where to write the suggested model (a new .toml file)")
-    p.add_argument("--outcome", default="churned", help="event to predict (default churned; expanded for an "
-                                                        "expansion index)")
-    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
+    _add_history_args(p, data="snapshots", events="events table (account_id, date, event)",
+                      out="the suggested model", outcome="event to predict (default churned; expanded for an "
+                                                         "expansion index)",
+                      until="use only snapshots before this date (keep a holdout)")
     p.add_argument("--penalty", choices=["l2", "l1"], help="penalised fit (no standard errors); default none")
     p.add_argument("--features", choices=["subscores", "raw"], default="subscores",
                    help="fit on calibrated sub-scores (default) or on the raw metric columns")
     p.add_argument("--cadence", choices=["weekly", "monthly"], default="weekly",
                    help="every snapshot (default) or the last one per account and month")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="use only snapshots before this date (keep a holdout)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_fit)
+
+
+def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out: str, outcome: str,
+                      until: str, events_required: bool = True) -> None:
+    """Arguments of a command that learns from history and writes a new model (fit, calibrate)."""
+    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
+                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
+    p.add_argument("--data", required=True, help=f"{data}: CSV, Parquet, Excel, DuckDB file or database URI")
+    p.add_argument("--events", required=events_required, help=events)
+    p.add_argument("--out", type=Path, required=True, help=f"where to write {out} (a new .toml file)")
+    p.add_argument("--outcome", default="churned", help=outcome)
+    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help=until)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel, DataFrame)
@@ -314,15 +322,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                     "when the population changes. Prints one plain line per fitted metric.",
         epilog="example: healthscore calibrate --model templates/models/high_touch.toml#churn_index "
                "--data data/snapshots.parquet --events data/events.parquet --out build/churn_index.toml")
-    p.add_argument("--model", required=True, metavar="FILE[#NAME]",
-                   help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
-    p.add_argument("--data", required=True, help="reference snapshots: CSV, Parquet, Excel, DuckDB file or URI")
-    p.add_argument("--out", type=Path, required=True, help="where to write the fitted model (a new .toml file)")
-    p.add_argument("--events", help="events table (account_id, date, event); needed for monotone_bins metrics")
-    p.add_argument("--outcome", default="churned", help="event the monotone bins are fitted against (default churned)")
-    p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
-    p.add_argument("--until", metavar="YYYY-MM-DD", help="use only snapshots before this date as the reference")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_history_args(p, data="reference snapshots", events_required=False,
+                      events="events table (account_id, date, event); needed for monotone_bins metrics",
+                      out="the fitted model", outcome="event the monotone bins are fitted against (default churned)",
+                      until="use only snapshots before this date as the reference")
     p.set_defaults(func=_cmd_calibrate)
 
 
