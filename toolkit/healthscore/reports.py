@@ -693,10 +693,18 @@ class WarmKernel:
               "for _k in [k for k in _ip.user_ns if not k.startswith('_') and k not in _ip.user_ns_hidden]:\n"
               "    del _ip.user_ns[_k]")
 
-    def __init__(self, notebook: str | os.PathLike[str] = NOTEBOOK, *, timeout: int = 300,
-                 cwd: str | os.PathLike[str] | None = None) -> None:
-        from nbclient import NotebookClient
+    # run once per kernel: the imports and the chart engine's start-up (~1 s) are paid before the
+    # first account, while the parent is still preparing
+    _WARM_UP = ("import altair, vl_convert\n"
+                "from healthscore import reports\n"
+                "vl_convert.vegalite_to_svg({'mark': 'point', 'data': {'values': [{'x': 1}]},\n"
+                "                            'encoding': {'x': {'field': 'x', 'type': 'quantitative'}}})")
 
+    def __init__(self, notebook: str | os.PathLike[str] = NOTEBOOK, *, timeout: int = 300,
+                 cwd: str | os.PathLike[str] | None = None, warm_up: bool = True,
+                 while_starting: Any = None) -> None:
+        """``while_starting`` (a callable) runs while the kernel process boots."""
+        from nbclient import NotebookClient
         from papermill.iorw import load_notebook_node
 
         self.template = load_notebook_node(str(notebook))  # adds the metadata papermill relies on
@@ -704,12 +712,19 @@ class WarmKernel:
         self.client = NotebookClient(nbformat.v4.new_notebook(), timeout=timeout, kernel_name=kernel,
                                      resources={"metadata": {"path": str(cwd or os.getcwd())}},
                                      extra_arguments=["--HistoryManager.enabled=False"])
-        self._start()
+        self._warm_up = warm_up
+        self._start(while_starting)
 
-    def _start(self) -> None:
+    def _start(self, while_starting: Any = None) -> None:
         self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel()
-        self.client.start_new_kernel_client()
+        self.client.start_new_kernel()  # launches the process
+        if while_starting is not None:
+            while_starting()
+        self.client.start_new_kernel_client()  # waits until the kernel answers
+        if self._warm_up:
+            cell = nbformat.v4.new_code_cell(self._WARM_UP)
+            self.client.nb = nbformat.v4.new_notebook(cells=[cell])
+            self.client.execute_cell(cell, 0, store_history=False)
 
     @property
     def kernel_pid(self) -> int | None:
@@ -780,7 +795,7 @@ def _worker_main() -> None:
 
     kernel = None
     try:
-        kernel = WarmKernel(notebook, timeout=timeout, cwd=cwd)
+        kernel = WarmKernel(notebook, timeout=timeout, cwd=cwd, while_starting=_html_exporter)
         send({"kind": "ready"})
         for line in sys.stdin:
             row = _render_one(kernel, json.loads(line))
@@ -957,11 +972,9 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
     ids = _select_accounts(frame, accounts)
     as_of_s = None if as_of is None else str(as_of)
 
-    # peers once for the whole batch (aggregates only), instead of once per kernel
-    cohort_path = None
-    if peer_by in frame.columns:
-        cohort_path = (out / ".inputs" / f"peers-{peer_by}.parquet").resolve()
-        files.write_parquet(peer_figures(frame, by=peer_by), cohort_path)
+    # peers once for the whole batch (aggregates only), instead of once per kernel; written below,
+    # once the workers are starting
+    cohort_path = (out / ".inputs" / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
 
     template_bytes = b"".join(p.read_bytes() for p in sorted((TEMPLATES / TEMPLATE_NAME).iterdir()) if p.is_file())
     settings = repr((internal, as_of_s, variant, peer_by, str(probabilities))).encode()
@@ -1028,6 +1041,8 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
             write_manifest()
 
         try:
+            if cohort_path is not None:  # written before any task is sent: tasks go out on "ready"
+                files.write_parquet(peer_figures(frame, by=peer_by), cohort_path)
             while remaining and live:
                 worker, msg = events.get()
                 if msg["kind"] == "done":
