@@ -1027,6 +1027,14 @@ class CohortReview:
         lines.append(f"**Movements since {self.date_from}.** {p['moved_down']:,} accounts moved to a worse band "
                      f"(ARR {_money(p['arr_moved_down'])}), {p['moved_up']:,} to a better one; "
                      f"{p['into_worst']:,} newly in {worst}.")
+        shift = (self.trend.filter(pl.col("as_of").is_in([self.date_from, self.date_to]))
+                 .group_by("cohort").agg(change=(pl.col("score_mean").sort_by("as_of").diff().last()))
+                 .drop_nulls().sort(pl.col("change").abs(), "cohort", descending=[True, False]))
+        small = self.comparison.summary.filter(pl.col("small")).get_column("cohort")
+        shift = shift.filter(~pl.col("cohort").is_in(small.implode()))  # small cohorts swing by chance
+        if shift.height:
+            r = shift.row(0, named=True)
+            lines[-1] += f" The largest cohort shift: {r['cohort']}, {r['change']:+.1f} points of mean score."
         down = self.movers.filter(pl.col("change") < 0).head(3)
         if down.height:
             who = [f"{r.get('company_name') or r['account_id']} ({r['change']:+.0f}"
@@ -1034,16 +1042,14 @@ class CohortReview:
                    for r in down.iter_rows(named=True)]
             lines.append("Largest drops: " + "; ".join(who) + ".")
         sig = self.comparison.significant()
+        dim = self.comparison.dimension.replace("_", " ")
         if sig.height:
             names = ", ".join(sorted(set(sig.get_column("metric").str.replace("_", " ").to_list())))
-            lines.append(f"**{self.comparison.dimension.replace('_', ' ').capitalize()} cohorts differ significantly** "
-                         f"in: {names}.")
+            lines.append(f"**{dim.capitalize()} cohorts differ significantly** in: {names}.")
         else:
-            lines.append(f"**No significant differences** between {self.comparison.dimension.replace('_', ' ')} "
-                         "cohorts after correction for multiple tests.")
-        lines += ["- " + s for s in self.comparison.describe()[:3]]
-        return "\n\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:])
-
+            lines.append(f"**No significant differences** between {dim} cohorts after correction for multiple tests.")
+        bullets = ["- " + s for s in self.comparison.describe()[:3]]
+        return "\n\n".join(lines) + "\n\n" + "\n".join(bullets)
 
     def heading(self) -> str:
         """Markdown title block: dimension, period, model stamp when the frame carries one."""
