@@ -4,6 +4,11 @@ A report is an executed notebook turned into one self-contained HTML file throug
 ``templates/report``: outputs only (no code, no prompts, no widget state, no scripts), charts as
 inline SVG, print-friendly CSS.
 
+Scorecards come in three layers: ``scorecard_data`` builds one account's content as tidy frames
+(a :class:`Scorecard`), ``scorecard_sections`` renders it as escaped HTML fragments (the notebook
+``notebooks/scorecard.ipynb`` displays them), and ``render_scorecards`` runs that notebook for many
+accounts in warm kernels and writes the pages, an index and a manifest.
+
 >>> import nbformat
 >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Hello")])
 >>> html = export_html(nb, None, title="Demo")
