@@ -80,7 +80,8 @@ def calibrate(snapshots: Frame, model: ScoreModel) -> pl.DataFrame:
              .collect(engine=ENGINE))
     if model.variants and out["__nvar"].max() > 1:
         _raise_conflict(out, model)
-    return out.drop("__nvar").sort(KEYS)
+    out = out.drop("__nvar")
+    return out if _is_sorted(out) else out.sort(KEYS)
 
 
 def _check_keys(columns: Iterable[str]) -> None:
