@@ -161,6 +161,7 @@ _ADVERSE_OUTCOMES = frozenset({"churned", "contracted"})
 _HUGE_SE_PER_SD = 5.0
 _HUGE_COEF_PER_SD = 10.0
 _BIG_DATA = 200_000  # above this many rows, start Newton from a fit on a subsample
+_BLOCK = 65_536  # rows per block of the Hessian product
 
 
 @dataclass
@@ -289,7 +290,7 @@ def _prepare(frame: pl.DataFrame, features: list[str], outcome: str, na_threshol
         *[pl.col(c).null_count().alias(f"null|{c}") for c in features],
     ).row(0, named=True)
     n = frame.height
-    info: dict[str, Any] = {"fill": {}, "na": [], "dropped": {}, "center": {}, "scale": {}}
+    info: dict[str, Any] = {"fill": {}, "na": [], "dropped": {}, "center": {}, "scale": {}, "sd": {}}
     exprs: list[pl.Expr] = []
     for c in features:
         share = stats[f"null|{c}"] / n if n else 0.0
@@ -307,8 +308,10 @@ def _prepare(frame: pl.DataFrame, features: list[str], outcome: str, na_threshol
             info["center"][c], info["scale"][c] = stats[f"mean|{c}"], stats[f"std|{c}"]
             e = (e - stats[f"mean|{c}"]) / stats[f"std|{c}"]
         exprs.append(e.alias(c))
+        info["sd"][c] = 1.0 if standardize else stats[f"std|{c}"]
         if na_threshold < share < 1.0:
             info["na"].append(f"na_{c}")
+            info["sd"][f"na_{c}"] = (share * (1 - share)) ** 0.5
             exprs.append(pl.col(c).is_null().cast(pl.Float64).alias(f"na_{c}"))
     return frame.select(exprs), info
 
@@ -318,14 +321,21 @@ def _separation_checks(design: pl.DataFrame, y: np.ndarray) -> list[str]:
     found: list[str] = []
     if design.width == 0:
         return found
-    lab = pl.lit(pl.Series("_y", y > 0.5))
-    aggs = []
+    # one pass: min and max of every column among events and among non-events
+    by_class = (design.with_columns(pl.Series("_y", y > 0.5))
+                .group_by("_y").agg(*[pl.col(c).min().alias(f"min|{c}") for c in design.columns],
+                                    *[pl.col(c).max().alias(f"max|{c}") for c in design.columns]))
+    if by_class.height < 2:
+        return found
+    pos = by_class.filter(pl.col("_y")).row(0, named=True)
+    neg = by_class.filter(~pl.col("_y")).row(0, named=True)
+    st: dict[str, Any] = {}
     for c in design.columns:
-        col = pl.col(c)
-        aggs += [col.filter(lab).min().alias(f"pmin|{c}"), col.filter(lab).max().alias(f"pmax|{c}"),
-                 col.filter(~lab).min().alias(f"nmin|{c}"), col.filter(~lab).max().alias(f"nmax|{c}"),
-                 ((col == col.min()) | (col == col.max())).all().alias(f"two|{c}")]
-    st = design.select(aggs).row(0, named=True)
+        st[f"pmin|{c}"], st[f"pmax|{c}"] = pos[f"min|{c}"], pos[f"max|{c}"]
+        st[f"nmin|{c}"], st[f"nmax|{c}"] = neg[f"min|{c}"], neg[f"max|{c}"]
+        lo, hi = min(st[f"pmin|{c}"], st[f"nmin|{c}"]), max(st[f"pmax|{c}"], st[f"nmax|{c}"])
+        # two levels only, when both classes sit on the extremes (an indicator)
+        st[f"two|{c}"] = {st[f"pmin|{c}"], st[f"pmax|{c}"], st[f"nmin|{c}"], st[f"nmax|{c}"]} <= {lo, hi}
     for c in design.columns:
         # every event on one side of a threshold (ties allowed); for a two-level feature such as
         # an indicator this is the same as a level with no event or with nothing but events
@@ -338,21 +348,27 @@ def _separation_checks(design: pl.DataFrame, y: np.ndarray) -> list[str]:
 
 
 def _matrix(design: pl.DataFrame) -> np.ndarray:
-    """C-ordered float design matrix with the constant first (row-major suits the Hessian)."""
-    X = np.empty((design.height, design.width + 1))
+    """Float design matrix with the constant first, column-major: each column is one contiguous
+    copy out of polars, and the blocked Hessian runs as fast on it as on a row-major one."""
+    X = np.empty((design.height, design.width + 1), order="F")
     X[:, 0] = 1.0
     for j, col in enumerate(design.columns, start=1):
-        X[:, j] = design[col].to_numpy()
+        X[:, j] = design[col].cast(pl.Float64).to_numpy()
     return X
 
 
 def _cluster_cov(res: Any, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """CRV1 clustered covariance from statsmodels' own score and Hessian, as statsmodels computes
     it for ``cov_type="cluster"`` (same small-sample correction), but without re-deriving both."""
-    scores = np.ascontiguousarray(res.model.score_obs(res.params).T)
-    sums = np.column_stack([np.bincount(codes, weights=col, minlength=n_groups) for col in scores])
+    from scipy.sparse import csr_array
+    X = res.model.exog
+    nobs, k = X.shape
+    # per-account sums of the score (y - p) x: an account x row matrix holding each row's
+    # residual, times X, without building the rows x features score matrix
+    resid = res.model.endog - res.model.cdf(X @ res.params)
+    weighted = csr_array((resid, (codes, np.arange(nobs))), shape=(n_groups, nobs))
+    sums = np.column_stack([weighted @ X[:, j] for j in range(k)])  # contiguous columns
     bread = res.normalized_cov_params
-    k, nobs = scores.shape
     correction = n_groups / (n_groups - 1.0) * (nobs - 1.0) / (nobs - k)
     return correction * bread @ (sums.T @ sums) @ bread
 
@@ -371,16 +387,22 @@ def _attach_cluster_cov(res: Any, codes: np.ndarray, n_groups: int) -> None:
 
 
 def _logit_model(y: np.ndarray, X: np.ndarray) -> Any:
-    """statsmodels' Logit with a faster, algebraically identical Hessian (-X'WX as one
-    symmetric product of sqrt(W)X, which BLAS runs several times faster than statsmodels'
-    transposed product on a million rows). Rank is checked by the caller."""
+    """statsmodels' Logit with a faster, algebraically identical Hessian: -X'WX summed over
+    blocks of rows as products of sqrt(W)X with itself, so each block stays in cache (about
+    twice as fast as statsmodels' one transposed product on a million rows). Rank is checked
+    by the caller."""
     import statsmodels.api as sm
 
     class _Logit(sm.Logit):
         def hessian(self, params: np.ndarray) -> np.ndarray:
-            p = self.cdf(self.exog @ params)
-            xw = self.exog * np.sqrt(p * (1 - p))[:, None]
-            return -(xw.T @ xw)
+            X = self.exog
+            p = self.cdf(X @ params)
+            sw = np.sqrt(p * (1 - p))
+            out = np.zeros((X.shape[1], X.shape[1]))
+            for start in range(0, X.shape[0], _BLOCK):  # a loop over blocks of rows, not rows
+                xw = X[start:start + _BLOCK] * sw[start:start + _BLOCK, None]
+                out += xw.T @ xw
+            return -out
 
     _Logit.__name__ = _Logit.__qualname__ = "Logit"
     return _Logit(y, X, check_rank=False)
@@ -399,7 +421,9 @@ def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                start = _logit_model(y[rows], X[rows]).fit(method="newton", disp=False, maxiter=maxiter).params
+                # a rough start is enough: Newton's last steps happen on the full data
+                start = _logit_model(y[rows], X[rows]).fit(method="newton", disp=False, maxiter=maxiter,
+                                                           tol=1e-4).params
                 steps = 2  # Newton converges quadratically from there
             except np.linalg.LinAlgError:
                 start = None
@@ -521,7 +545,7 @@ def fit_logit(
         except (np.linalg.LinAlgError, ValueError) as exc:
             separation.append(f"quasi-separation suspected: the maximum-likelihood fit failed ({exc})")
         if res is not None and not separation:
-            sd = np.r_[0.0, X[:, 1:].std(axis=0)]
+            sd = [0.0, *(info["sd"][t] for t in terms[1:])]
             huge = [t for t, b, s, c in zip(terms, res.bse, sd, res.params)
                     if t != "const" and (not np.isfinite(b) or b * s > _HUGE_SE_PER_SD
                                          or abs(c * s) > _HUGE_COEF_PER_SD)]
