@@ -434,16 +434,23 @@ def score(snapshots: Frame, model: ScoreModel,
     when only one date is returned. See the module docstring for the rules.
     """
     frame = snapshots.lazy()
-    cutoff = None
-    if as_of is not None:
-        wanted = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-        cutoff = frame.filter(pl.col("as_of") <= wanted).select(pl.col("as_of").max()).collect().item()
-        if cutoff is None:
-            first = frame.select(pl.col("as_of").min()).collect().item()
-            raise ModelError(f"snapshots: no snapshot on or before {wanted} (the first is {first})")
+    cutoff = _cutoff(frame, as_of)
+    if cutoff is not None:
         frame = frame.filter(pl.col("as_of") <= cutoff)
     out = combine(calibrate(frame, model), model, overrides)
     return out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out
+
+
+def _cutoff(frame: pl.LazyFrame, as_of: dt.date | str | None) -> dt.date | None:
+    """The latest snapshot date on or before ``as_of`` across the whole frame (None: no as_of)."""
+    if as_of is None:
+        return None
+    wanted = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+    cutoff = frame.filter(pl.col("as_of") <= wanted).select(pl.col("as_of").max()).collect().item()
+    if cutoff is None:
+        first = frame.select(pl.col("as_of").min()).collect().item()
+        raise ModelError(f"snapshots: no snapshot on or before {wanted} (the first is {first})")
+    return cutoff
 
 
 def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
@@ -452,10 +459,14 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
                     progress: bool = True) -> pl.DataFrame:
     """:func:`score` over groups of whole accounts, with a progress bar (for large inputs).
 
-    Each chunk holds every snapshot of its accounts, so trend and drivers are the same as in one go.
+    Each chunk holds every snapshot of its accounts, so trend and drivers are the same as in one go;
+    with ``as_of`` every chunk returns the same (portfolio-wide) snapshot date.
     """
     from tqdm.auto import tqdm
 
+    cutoff = _cutoff(snapshots.lazy(), as_of)
+    if cutoff is not None:
+        snapshots = snapshots.filter(pl.col("as_of") <= cutoff)
     accounts = snapshots["account_id"].unique().sort()
     if overrides is not None:
         overrides = read_overrides(overrides, model, accounts=accounts)
@@ -464,7 +475,8 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
     for ids in tqdm(chunks, desc=f"scoring {model.name}", unit="chunk", disable=not progress or len(chunks) < 2):
         part = snapshots.filter(pl.col("account_id").is_in(ids.implode()))
         ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids.implode()))
-        parts.append(score(part, model, ov, as_of))
+        out = score(part, model, ov)
+        parts.append(out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out)
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
 
 
