@@ -217,30 +217,29 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
     present_w = {n: pl.when(sub[n].is_not_null()).then(metric_w[n]).otherwise(0.0) for n in sub}
 
     cat_of = {m.name: m.category for m in model.metrics}
-    # pw = weight if present else 0; ps = pw x sub-score; cw = present weight of the category;
+    # pw = weight if present else 0; ps = pw x sub-score (both inline: materialising them costs
+    # more in memory traffic than computing them twice); cw = present weight of the category;
     # f = the category's share of the score per unit of present weight, so drv = ps x f.
+    ps = {n: pl.when(sub[n].is_not_null()).then(metric_w[n] * sub[n]).otherwise(0.0) for n in sub}
     lf = frame.lazy().with_columns(
-        *[present_w[n].alias(f"__pw_{n}") for n in sub],
         pl.sum_horizontal([pl.when(sub[n].is_not_null()).then(share[n]).otherwise(0.0) for n in sub])
           .clip(0.0, 1.0).alias("coverage"),
-    ).with_columns(
-        *[(pl.col(f"__pw_{n}") * sub[n].fill_null(0.0)).alias(f"__ps_{n}") for n in sub],
-        *[pl.sum_horizontal([pl.col(f"__pw_{n}") for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
+        *[pl.sum_horizontal([present_w[n] for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
           for c, names in by_cat.items()],
-        # coverage > 0 exactly when some category with weight has a metric present
-        ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
     ).with_columns(
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
-            pl.sum_horizontal([pl.col(f"__ps_{n}") for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
+            pl.sum_horizontal([ps[n] for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
           .clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
         pl.sum_horizontal([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
           .alias("__tot"),
+        # coverage > 0 exactly when some category with weight has a metric present
+        ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
     ).with_columns(
         *[pl.when(pl.col("__ok")).then(
             pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c] / pl.col("__tot") / pl.col(f"__cw_{c}")).otherwise(0.0))
           .alias(f"__f_{c}") for c in by_cat],
     ).with_columns(
-        *[(pl.col(f"__ps_{n}") * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
+        *[(ps[n] * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
     ).with_columns(
         # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
         pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
