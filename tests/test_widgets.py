@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import healthscore as hs
 from healthscore import evaluation
 from healthscore.model import ModelError
-from healthscore.widgets import (STATE_KEYS, FastScorer, WeightTuner, auc_and_lift, band_index, edit_weights,
+from healthscore.widgets import (SCORE_DECIMALS, STATE_KEYS, FastScorer, WeightTuner, auc_and_lift, band_index, edit_weights,
                                  format_breakpoints, move_cutoff, parse_breakpoints)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,10 @@ def reference(tuner: WeightTuner, portfolio) -> dict:
     """The tuner's figures recomputed independently: full calibrate + combine + evaluation functions."""
     model, outcome, horizon = tuner.model, tuner.session.outcome, tuner.session.horizon
     scores = hs.combine(hs.calibrate(portfolio.snapshots, model), model)
+    # the tuner's scores sit on a 1e-9 grid (the engine's last bit depends on its order of
+    # addition, which varies run to run): rank and band the engine's scores on the same grid
+    scores = scores.with_columns(pl.col("score").round(SCORE_DECIMALS)).with_columns(
+        model.band_of(pl.col("score")).alias("band"))
     book = scores.filter(pl.col("as_of") == scores["as_of"].max()).sort("account_id")
     labelled = hs.label_outcomes(portfolio.snapshots, portfolio.events, outcome=outcome, horizon=horizon)
     _, test, _ = evaluation.time_split(labelled, horizon=horizon, split=tuner.state["split"])
@@ -290,9 +294,9 @@ def test_auc_and_lift_equal_evaluation_functions(rows, fraction):
         assert lift == pytest.approx(evaluation.top_decile_lift(y, risk, fraction), abs=1e-12)
 
 
-def test_fast_scorer_is_bit_identical_to_combine(portfolio, model):
+def test_fast_scorer_agrees_with_combine(portfolio, model):
     sub = hs.calibrate(portfolio.snapshots, model)
-    scorer = FastScorer(sub, model)
+    scorer, again = FastScorer(sub, model), FastScorer(sub, model)
     rng = np.random.default_rng(5)
     for _ in range(4):
         m = edit_weights(model, None, metrics={x.name: float(rng.choice([0, 0.5, 1.3, 2, 7])) for x in model.metrics},
@@ -300,10 +304,14 @@ def test_fast_scorer_is_bit_identical_to_combine(portfolio, model):
         m = edit_weights(m, "digital", categories={"usage": float(rng.integers(1, 80))})
         ours, drivers = scorer.score(m, drivers=True)
         ref = hs.combine(sub, m)
-        assert np.array_equal(ours, ref["score"].to_numpy(), equal_nan=True)
+        theirs = ref["score"].to_numpy()
+        assert np.array_equal(np.isnan(ours), np.isnan(theirs))
+        assert np.nanmax(np.abs(ours - theirs)) <= 1e-9
+        assert np.array_equal(ours, np.round(ours, SCORE_DECIMALS), equal_nan=True)    # on the grid
+        assert np.array_equal(ours, again.score(m)[0], equal_nan=True)               # deterministic
         scored = ~np.isnan(ours)
         for j, x in enumerate(model.metrics):
-            assert np.array_equal(drivers[j][scored], ref[f"drv_{x.name}"].to_numpy()[scored])
+            assert np.allclose(drivers[j][scored], ref[f"drv_{x.name}"].to_numpy()[scored], rtol=0, atol=1e-9)
 
 
 def test_band_index_follows_band_of(model):

@@ -44,6 +44,9 @@ HORIZONS = ("30d", "60d", "90d", "180d", "365d")
 HISTORY_LIMIT = 500              # undo steps kept
 CHANGED_ROWS = 15                # rows shown in the "accounts that change band" table
 _EPS = 1e-12                     # the scoring engine's tolerance on minimum coverage
+# Scores are rounded to this many decimals: adding the same terms in another order can change
+# the last bit, and scores that are equal should stay tied (AUC, band boundaries) however summed.
+SCORE_DECIMALS = 9
 # how a thresholds/steps parameter is edited as text
 _EDITABLE = {"thresholds": "points", "steps": "edges"}
 
@@ -97,38 +100,30 @@ class _Memo:
         return token, value
 
     def row_sum(self, name: str, tokens: list[int], cols: list[np.ndarray], n: int) -> tuple[int, np.ndarray]:
-        """Row sums added in the scoring engine's order (see :func:`_sum_order`); partial sums are
-        kept, so a changed column costs only the additions on its path."""
+        """Row sums added pairwise (halves, recursively) with every partial sum kept, so a changed
+        column costs only the additions on its path to the root."""
         if not cols:
             return self.get(name, (), lambda: np.zeros(n))
-        order = _sum_order(len(cols))
-        if order is None:
-            return self.get(name, tuple(tokens), lambda: _polars_sums({"s": cols}, n)["s"])
 
-        def node(lo: int, hi: int, kind: str) -> np.ndarray:
+        def node(lo: int, hi: int) -> np.ndarray:
             if hi - lo == 1:
                 return cols[lo]
-            if kind == "pairs":
-                mid = lo + (hi - lo) // 2
-                compute = lambda: np.add(node(lo, mid, kind), node(mid, hi, kind))  # noqa: E731
-            else:
-                compute = lambda: np.add(node(lo, hi - 1, kind), cols[hi - 1])  # noqa: E731
-            return self.get(f"{name}[{lo}:{hi}]{kind}", tuple(tokens[lo:hi]), compute)[1]
+            mid = lo + (hi - lo) // 2
+            return self.get(f"{name}[{lo}:{hi}]", tuple(tokens[lo:hi]),
+                            lambda: np.add(node(lo, mid), node(mid, hi)))[1]
 
-        k = len(cols)
-        if order == "pairs" or k == 1:
-            return self.get(name, tuple(tokens), lambda: np.array(node(0, k, "pairs"), copy=True))
-        return self.get(name, tuple(tokens), lambda: np.add(node(0, k // 2, "fold"), node(k // 2, k, "fold")))
+        return self.get(name, tuple(tokens), lambda: np.array(node(0, len(cols)), copy=True))
 
 
 class FastScorer:
     """Sub-scores of a fixed set of rows as numpy columns, re-weighted in a few vector operations.
 
-    The arithmetic follows :func:`healthscore.combine` operation for operation (same order of
-    sums and divisions), so scores agree with the engine to the last bit: a score sitting exactly
-    on a band boundary lands in the same band and ties stay ties. Rows are split by variant (each
-    variant has plain numbers for weights), and intermediate arrays are kept between calls, so a
-    slider step recomputes only what depends on the weight that moved.
+    The arithmetic follows :func:`healthscore.combine` step for step, so scores agree with the
+    engine to 1e-9. Row sums may add in another order than polars does (whose multi-threaded
+    engine does not even add in the same order every run), so scores are rounded to
+    :data:`SCORE_DECIMALS` decimals: equal scores stay tied whatever the order. Rows are split by
+    variant (each variant has plain numbers for weights), and intermediate arrays are kept between
+    calls, so a slider step recomputes only what depends on the weight that moved.
 
     >>> import healthscore as hs, polars as pl, datetime as dt
     >>> model = hs.load_model(SAMPLE_MODEL)
@@ -137,7 +132,7 @@ class FastScorer:
     >>> fs = FastScorer(sub, model)
     >>> score, _ = fs.score(model)
     >>> ref = hs.combine(sub, model)["score"].to_numpy()
-    >>> bool(np.array_equal(score, ref, equal_nan=True))
+    >>> bool(np.allclose(score, ref, rtol=0, atol=1e-9, equal_nan=True))
     True
     """
 
@@ -232,7 +227,8 @@ class FastScorer:
         drv = [memo.get(f"drv{j}", (ps[j][0], f[c][0]), lambda j=j, c=c: ps[j][1] * f[c][1])
                for j, c in enumerate(self.category_of)]
         sum_t, total = memo.row_sum("score", [t for t, _ in drv], [a for _, a in drv], n)
-        _, score = memo.get("final", (sum_t, ok_t), lambda: np.where(ok, np.clip(total, 0.0, 100.0), np.nan))
+        _, score = memo.get("final", (sum_t, ok_t),
+                            lambda: np.where(ok, np.round(np.clip(total, 0.0, 100.0), SCORE_DECIMALS), np.nan))
         return ok_t, ok, score, [t for t, _ in drv], [a for _, a in drv]
 
     def score(self, model: ScoreModel | Weights, drivers: bool = False,
@@ -265,51 +261,6 @@ class FastScorer:
         return score, (parts_full if drivers else totals if totals_over is not None else None)
 
 
-def _polars_sums(groups: dict[str, list[np.ndarray]], n: int) -> dict[str, np.ndarray]:
-    """Row sums computed by polars itself, with the engine the scoring module collects with."""
-    from healthscore import scoring
-
-    frame: dict[str, np.ndarray] = {}
-    exprs = []
-    for name, cols in groups.items():
-        names = [f"{name}__{i}" for i in range(len(cols))]
-        frame.update(zip(names, cols))
-        exprs.append(pl.sum_horizontal([pl.col(c) for c in names]).alias(name) if names
-                     else pl.lit(0.0, dtype=pl.Float64).alias(name))
-    engine = getattr(scoring, "ENGINE", "auto")
-    out = pl.DataFrame(frame, height=n).lazy().select(exprs).collect(engine=engine)
-    return {name: out[name].to_numpy() for name in groups}
-
-
-_ORDERS: dict[int, str | None] = {}
-_TRY: list[str] = []
-
-
-def _sum_order(k: int) -> str | None:
-    """How the scoring engine's ``sum_horizontal`` adds ``k`` terms per row, found once by experiment.
-
-    Floating-point addition depends on the order of the terms, and polars' engines differ (the
-    in-memory engine adds pairwise in halves, the streaming engine each half left to right, and
-    wide rows may go another way). The fast path adds in the same order, so scores stay
-    bit-identical to :func:`healthscore.combine`: a score exactly on a band boundary lands in the
-    same band and ties stay ties (AUC). None: no known order matches for ``k`` terms, and polars
-    does those sums itself.
-    """
-    if k not in _ORDERS:
-        rng = np.random.default_rng(k)
-        cols = [rng.random(257) * 10.0 ** rng.integers(-4, 5, 257) for _ in range(k)]
-        ref = _polars_sums({"s": cols}, 257)["s"]
-        _ORDERS[k] = None
-        for order in ("pairs", "halves"):
-            _TRY[:] = [order]
-            ok = np.array_equal(_Memo().row_sum("t", list(range(k)), cols, 257)[1], ref)
-            _TRY.clear()
-            if ok:
-                _ORDERS[k] = order
-                break
-    return _TRY[0] if _TRY else _ORDERS[k]
-
-
 def _covered(coverage: np.ndarray, minimum: float) -> np.ndarray:
     """Rows with a score: some weight present and at least the minimum coverage (clipped as the engine does)."""
     c = np.clip(coverage, 0.0, 1.0)
@@ -322,8 +273,10 @@ def band_index(score: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
     >>> band_index(np.array([0.0, 39.9, 40.0, 100.0, np.nan]), [Band("r", 0, 40), Band("g", 40, 100)]).tolist()
     [0, 0, 1, 1, -1]
     """
-    uppers = np.array([b.upper for b in bands[:-1]], dtype=np.float64)
-    idx = np.searchsorted(uppers, score, side="right").astype(np.intp)
+    # one comparison per cut-off is much faster than a binary search per score
+    idx = np.zeros(np.shape(score), dtype=np.intp)
+    for band in bands[:-1]:
+        idx += score >= band.upper
     idx[np.isnan(score)] = -1
     return idx
 
@@ -568,7 +521,7 @@ class TuningSession:
         def label(idx: int, bands: list[str]) -> str | None:
             return bands[idx] if idx >= 0 else None
 
-        table = self.book[changed[:CHANGED_ROWS]].with_columns(
+        table = self.book.gather(changed[:CHANGED_ROWS]).with_columns(
             pl.Series("old_band", [label(i, start_names) for i in start["band"][changed[:CHANGED_ROWS]]],
                       dtype=pl.String),
             pl.Series("new_band", [label(i, names) for i in now["band"][changed[:CHANGED_ROWS]]], dtype=pl.String),
@@ -605,7 +558,8 @@ class TuningSession:
         scores = combine(calibrate(self.snapshots, model), model).with_row_index("__row")
         book = scores.filter(pl.col("__row").is_in(pl.Series(self.book_rows).implode())).sort("account_id")
         hold = pl.DataFrame({"__row": self.holdout_rows, "y": self.y}).join(scores, on="__row").sort(KEYS)
-        risk = evaluation.risk_of(hold["score"], self.outcome)
+        # on the tuner's 1e-9 grid: the engine's last bit depends on its order of addition
+        risk = evaluation.risk_of(hold["score"].round(SCORE_DECIMALS), self.outcome)
         counts = dict(book.filter(pl.col("band").is_not_null()).group_by("band").len().iter_rows())
         slow_auc = evaluation.auc(hold["y"], risk)
         slow_lift = evaluation.top_decile_lift(hold["y"], risk)
@@ -814,6 +768,7 @@ class WeightTuner:
         self._history: list[ScoreModel] = []
         self._syncing = False
         self._last_version = model.version
+        self._start_hash = model.hash
         self._written: dict[Path, str] = {}
         self._chart_values: dict[int, dict[str, Any]] = {}
         self._build()
@@ -1174,12 +1129,13 @@ class WeightTuner:
 
     def _refresh(self) -> None:
         st = self.session.evaluate(self.model)
-        st["variant"], st["hash"] = self.variant, self.model.hash
-        self.state = st
         m = self.model
-        edited = "" if m.hash == self.start.hash else " <i>(edited)</i>"
+        digest = m.hash          # a canonical JSON dump: compute it once per refresh
+        st["variant"], st["hash"] = self.variant, digest
+        self.state = st
+        edited = "" if digest == self._start_hash else " <i>(edited)</i>"
         self.title.value = (f"<b>{html.escape(m.name)}</b> version {html.escape(m.version)} "
-                            f"<code>{m.hash}</code>{edited}")
+                            f"<code>{digest}</code>{edited}")
         self.summary_html.value = self._summary_html(st)
         self.bands_html.value = self._bands_html(st)
         self.changed_html.value = self._changed_html(st)
