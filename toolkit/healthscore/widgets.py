@@ -220,10 +220,11 @@ class FastScorer:
             with np.errstate(divide="ignore", invalid="ignore"):
                 f = np.divide(v[c], tot)
                 np.divide(f, cw[c][1], out=f)
-            f[~ok | (cw[c][1] <= 0)] = 0.0
+            f[cw[c][1] <= 0] = 0.0
             return f
 
-        f = [memo.get(f"f{c}", (v[c], tot_t, cw[c][0], ok_t), lambda c=c: share(c)) for c in range(k)]
+        # rows without a score are masked at the end, so a coverage change keeps these arrays
+        f = [memo.get(f"f{c}", (v[c], tot_t, cw[c][0]), lambda c=c: share(c)) for c in range(k)]
         drv = [memo.get(f"drv{j}", (ps[j][0], f[c][0]), lambda j=j, c=c: ps[j][1] * f[c][1])
                for j, c in enumerate(self.category_of)]
         sum_t, total = memo.row_sum("score", [t for t, _ in drv], [a for _, a in drv], n)
