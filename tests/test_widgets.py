@@ -162,6 +162,9 @@ def test_outcome_and_horizon_selectors(tuner, portfolio):
     tuner.outcome_select.value = "expanded"
     assert tuner.state["outcome"] == "expanded"
     assert_matches_engine(tuner, portfolio)
+    tuner.horizon_select.value = "365d"            # longer than the history allows: nothing to label
+    assert "365d" in tuner.status.value and tuner.state["horizon"] == "60d"
+    assert tuner.horizon_select.value == "60d"     # the control shows what the figures are about
 
 
 # ---------------------------------------------------------------- history

@@ -444,7 +444,11 @@ class TuningSession:
         from healthscore.fitting import label_outcomes
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
-        if holdout is None and not labelled.is_empty():
+        if labelled.is_empty():
+            first, last = self.snapshots["as_of"].min(), self.snapshots["as_of"].max()
+            raise ModelError(f"no snapshot can be labelled for {outcome!r} within {horizon}: the snapshots run "
+                             f"{first} .. {last}, which must be longer than the horizon; choose a shorter one")
+        if holdout is None:
             # 70% into the labelled dates, but late enough that the fit keeps some training rows
             first, last = labelled["as_of"].min(), labelled["as_of"].max()
             after_one_horizon = pl.select(pl.lit(first).dt.offset_by(horizon)).item()
@@ -1109,6 +1113,7 @@ class WeightTuner:
             for i, s in enumerate(self.cutoff_sliders):
                 s.value = self.model.bands[i].upper
             self.coverage_slider.value = self.model.min_coverage
+            self.outcome_select.value, self.horizon_select.value = self.session.outcome, self.session.horizon
             for name, t in self.threshold_inputs.items():
                 m = self.model.metric(name)
                 t.value = format_breakpoints(m.params, m.method)
