@@ -155,7 +155,6 @@ def label_outcomes(
 
 
 # ---------------------------------------------------------------- logistic fits
-_ADVERSE_OUTCOMES = frozenset({"churned", "contracted"})
 # A standard error above this many log-odds per standard deviation of the feature means the
 # likelihood is flat in that direction: the mark of (quasi-)separation, not of a real effect.
 _HUGE_SE_PER_SD = 5.0
@@ -415,22 +414,29 @@ def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
 
     problems: list[str] = []
     start, steps = None, maxiter
-    big = len(y) > _BIG_DATA
-    if big:
+    model = _logit_model(y, X)
+    if len(y) > _BIG_DATA:
         rows = np.sort(np.random.default_rng(0).choice(len(y), size=_BIG_DATA // 2, replace=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 # a rough start is enough: Newton's last steps happen on the full data
-                start = _logit_model(y[rows], X[rows]).fit(method="newton", disp=False, maxiter=maxiter,
-                                                           tol=1e-4).params
-                steps = 2  # Newton converges quadratically from there
+                sub = _logit_model(y[rows], X[rows]).fit(method="newton", disp=False, maxiter=maxiter, tol=1e-4)
+                # one step with the full data's gradient and the subsample's (mean) Hessian brings
+                # the start within a fraction of a standard error, for the price of one gradient
+                full_grad = model.score(sub.params) / len(y)
+                start = sub.params + np.linalg.solve(sub.mle_retvals["Hessian"], full_grad)
+                steps = 1  # one full Newton step converges from there (checked below)
             except np.linalg.LinAlgError:
                 start = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = _logit_model(y, X)
-        res = model.fit(method="newton", disp=False, maxiter=steps, start_params=start, warn_convergence=False)
+        # statsmodels' perfect-prediction check runs after every step; on big data once at the end
+        quiet = {"callback": lambda *_: None} if start is not None else {}
+        res = model.fit(method="newton", disp=False, maxiter=steps, start_params=start, warn_convergence=False,
+                        **quiet)
+        if quiet:
+            model._check_perfect_pred(res.params)
         if start is not None and not res.mle_retvals["converged"]:
             # the Newton step still to go, in standard errors: below 1e-4 the fit has converged
             # for every practical purpose; otherwise keep iterating in the usual way
@@ -638,8 +644,10 @@ def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
 # ---------------------------------------------------------------- weight fitting
 def is_adverse(outcome: str) -> bool:
     """Whether ``outcome`` is bad news (churn, contraction): then a higher sub-score should lower
-    its odds. Expansion and other outcomes are good news: a higher sub-score should raise them."""
-    return outcome in _ADVERSE_OUTCOMES
+    its odds. For expansion a higher sub-score should raise them. The rule is the backtest's
+    (``evaluation.event_is_low_score``), so a fit and its evaluation never disagree on direction."""
+    from healthscore.evaluation import event_is_low_score
+    return event_is_low_score(outcome)
 
 
 def _feature_columns(model: Any, features: str) -> dict[str, str]:
