@@ -121,11 +121,13 @@ def bench_slider_step() -> list[Result]:
     setup = time.perf_counter() - t0
     n_book, n_hold = len(session.book_rows), len(session.holdout_rows)
 
-    steps = iter(np.tile([2.5, 3.0, 1.5, 4.0], 1000))
+    # both sides get the same ready-made models (building one is timed in the widget row below)
+    models = [edit_weights(model, None, metrics={"login_days": w}) for w in (2.5, 3.0, 1.5, 4.0)]
+    steps = iter(models * 1000)
     state: dict = {}
 
     def ours() -> None:
-        m = edit_weights(model, None, metrics={"login_days": float(next(steps))})
+        m = next(steps)
         state.update(session.evaluate(m), model=m)
 
     # the same rows as a pandas frame: book first, then the holdout with its label
