@@ -519,3 +519,17 @@ def test_demo_fit_step_writes_fitted_model(tmp_path):
     line = steps["fit weights"](tmp_path)
     assert (tmp_path / "fitted_model.toml").is_file() and "fitted_model.toml" in line
     assert hs.load_model(tmp_path / "fitted_model.toml").version != hs.load_model(MODEL).version
+
+
+def test_raw_features_follow_each_metrics_direction(portfolio):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_weights(portfolio.snapshots, portfolio.events, hs.load_model(MODEL), features="raw")
+    assert fit.logit.scale_  # standardised: coefficients per SD of each raw column
+    champ = fit.table.filter(pl.col("metric") == "champion_left").row(0, named=True)
+    # the champion leaving (a lower-is-better raw flag going 0 -> 1) raises churn: the right sign
+    assert champ["coef"] > 0 and "wrong sign" not in champ["flags"]
+    w = dict(fit.suggested_weights().select("metric", "weight").iter_rows())
+    assert w["champion_left"] > 0
+    # a metric is fitted on its raw column (the trend metric on the active-user level itself)
+    assert dict(fit.table.select("metric", "feature").iter_rows())["user_trend"] == "active_users"

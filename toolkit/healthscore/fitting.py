@@ -650,6 +650,13 @@ def is_adverse(outcome: str) -> bool:
     return event_is_low_score(outcome)
 
 
+def _orientation(model: Any, features: str) -> dict[str, float]:
+    """+1 where a larger feature value means healthier, -1 where it means less healthy: sub-scores
+    are always oriented (100 is good); raw columns follow the metric's direction."""
+    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" else 1.0
+            for m in model.metrics}
+
+
 def _feature_columns(model: Any, features: str) -> dict[str, str]:
     """metric name -> the column the fit uses for it."""
     if features == "subscores":
@@ -778,7 +785,7 @@ class WeightFit:
                 rows.append((r["metric"], r["category"], 0.0, self.floor, "could not be fitted: set to the floor"))
                 continue
             coef, p = basis.params_[f], basis.pvalues_[f]
-            good = (-coef if self.adverse else coef) * step
+            good = (-coef if self.adverse else coef) * step * _orientation(self.model, self.features)[r["metric"]]
             if good <= 0:
                 rows.append((r["metric"], r["category"], 0.0, self.floor, "wrong sign: set to the floor"))
             elif basis.inference_ and not (p <= self.significance):
@@ -1001,6 +1008,7 @@ def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[
                   groups: list[list[str]], leak: pl.DataFrame, adverse: bool, significance: float,
                   features: str) -> pl.DataFrame:
     step = 10.0 if features == "subscores" else 1.0
+    healthy = _orientation(model, features)
     leaks = set(leak.filter(pl.col("leak"))["feature"].to_list())
     sep_text = " ".join(fit.separation_)
     rows = []
@@ -1015,7 +1023,7 @@ def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[
         coef, p = fit.params_[f], fit.pvalues_[f]
         lo, hi = fit.conf_int_[f]
         flags = []
-        if (coef > 0) == adverse and coef != 0:
+        if coef * healthy[m.name] * (-1.0 if adverse else 1.0) < 0:  # pushes the unhealthy way
             flags.append("wrong sign")
         if fit.inference_ and not (p <= significance):
             flags.append("not significant")
