@@ -112,7 +112,7 @@ class _Memo:
             return self.get(f"{name}[{lo}:{hi}]", tuple(tokens[lo:hi]),
                             lambda: np.add(node(lo, mid), node(mid, hi)))[1]
 
-        return self.get(name, tuple(tokens), lambda: np.array(node(0, len(cols)), copy=True))
+        return self.get(name, tuple(tokens), lambda: node(0, len(cols)))   # callers never write into it
 
 
 class FastScorer:
@@ -264,8 +264,8 @@ class FastScorer:
 
 def _covered(coverage: np.ndarray, minimum: float) -> np.ndarray:
     """Rows with a score: some weight present and at least the minimum coverage (clipped as the engine does)."""
-    c = np.clip(coverage, 0.0, 1.0)
-    return (c > 0) & (c >= minimum - _EPS)
+    # clipping to 0..1 first would change neither test (the minimum is at most 1)
+    return (coverage > 0) & (coverage >= minimum - _EPS)
 
 
 def band_index(score: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
