@@ -468,8 +468,9 @@ def _date(d: dt.date | None) -> str:
 
 def _header_html(card: Scorecard) -> str:
     if card.score is None:
-        score = (f'<div class="hs-score"><span class="value">–</span><div>No score this week'
-                 f'<div class="muted">{_e(card.null_reason or "not enough data")}</div></div></div>')
+        score = (f'<div class="hs-score"><span class="value">–</span><div>No score this week: too few '
+                 f'measures were available for a fair score.<div class="muted">{_e(card.null_reason or "")}'
+                 f'</div></div></div>')
     else:
         score = (f'<div class="hs-score"><span class="value" data-role="score">{_num(card.score)}</span>'
                  f'<div><span class="of">out of 100</span><br>'
