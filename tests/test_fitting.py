@@ -15,6 +15,15 @@ from healthscore.snapshots import ValidationError
 MON = dt.date(2024, 1, 1)  # a Monday
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """These fits multiply small matrices, where a second BLAS thread only helps when it has a
+    core to itself; on a busy two-core machine it makes them many times slower."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def _weekly(account: str, n: int, start: dt.date = MON) -> pl.DataFrame:
     return pl.DataFrame({"account_id": [account] * n,
                          "as_of": [start + dt.timedelta(weeks=k) for k in range(n)],
