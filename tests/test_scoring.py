@@ -424,3 +424,17 @@ def test_demo_step_scores_the_bundled_sample(tmp_path):
     assert counts["accounts"].sum() == scores["account_id"].n_unique()
     for band, n in counts.select("band", "accounts").rows():
         assert f"{band} {n}" in summary
+
+
+def test_scores_are_identical_from_run_to_run():
+    """A score must not depend on the run: band edges and report hashes rely on exact repeats."""
+    from healthscore.datasets import load_sample
+
+    portfolio = load_sample()  # large enough for polars to split the work across threads
+    model = hs.load_model(Path(__file__).parents[1] / "data" / "model.toml")
+    sub = hs.calibrate(portfolio.snapshots, model)
+    first = hs.combine(sub, model)
+    for _ in range(20):
+        again = hs.combine(sub, model)
+        assert again["score"].equals(first["score"])
+        assert again["cat_usage"].equals(first["cat_usage"])

@@ -35,6 +35,8 @@ Two steps, so the tuner can change weights without recalibrating:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -51,6 +53,15 @@ _EPS = 1e-12
 # Scoring is wide and row-wise (dozens of columns per row, no joins): polars' in-memory engine ran
 # it about 3x faster than the streaming engine on 1M rows x 20 metrics, and keeps row order.
 ENGINE = "in-memory"
+
+
+def _add(terms: list[pl.Expr]) -> pl.Expr:
+    """Sum of non-null terms, always added left to right.
+
+    ``pl.sum_horizontal`` may add its inputs in a different order from run to run, which changes
+    the last bit of a float sum: a score must not depend on the run (band edges, report hashes).
+    """
+    return functools.reduce(operator.add, terms)
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -222,15 +233,15 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
     # f = the category's share of the score per unit of present weight, so drv = ps x f.
     ps = {n: pl.when(sub[n].is_not_null()).then(metric_w[n] * sub[n]).otherwise(0.0) for n in sub}
     lf = frame.lazy().with_columns(
-        pl.sum_horizontal([pl.when(sub[n].is_not_null()).then(share[n]).otherwise(0.0) for n in sub])
+        _add([pl.when(sub[n].is_not_null()).then(share[n]).otherwise(0.0) for n in sub])
           .clip(0.0, 1.0).alias("coverage"),
-        *[pl.sum_horizontal([present_w[n] for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
+        *[_add([present_w[n] for n in names] or [pl.lit(0.0)]).alias(f"__cw_{c}")
           for c, names in by_cat.items()],
     ).with_columns(
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
-            pl.sum_horizontal([ps[n] for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
+            _add([ps[n] for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
           .clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
-        pl.sum_horizontal([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
+        _add([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
           .alias("__tot"),
         # coverage > 0 exactly when some category with weight has a metric present
         ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
@@ -242,7 +253,7 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
         *[(ps[n] * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
     ).with_columns(
         # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
-        pl.when(pl.col("__ok")).then(pl.sum_horizontal([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
+        pl.when(pl.col("__ok")).then(_add([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
           .alias("__computed"),
     )
     if audit is not None:
