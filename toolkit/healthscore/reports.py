@@ -59,7 +59,8 @@ def _html_exporter() -> Any:
                 "healthscore must run from a source checkout (pip install -e .)")
         _exporter = HTMLExporter(
             template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)],
-            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+            anchor_link_text="")  # no pilcrow after every heading in a printed report
     return _exporter
 
 
