@@ -446,6 +446,19 @@ def test_cli_evaluate_writes_the_report_and_prints_the_key_table(cli_inputs, cap
     assert table["capacity_k"].to_list() == [25, 25]
 
 
+@pytest.mark.slow
+def test_cli_evaluate_freeze_writes_the_model_with_its_probability_map(cli_inputs):
+    d = cli_inputs
+    rc = cli.main(["evaluate", "--model", str(MODEL), "--data", str(d / "snapshots.parquet"),
+                   "--events", str(d / "events.parquet"), "--out", str(d / "frozen"), "--split", "2026-06-01",
+                   "--freeze"])
+    assert rc == 0
+    frozen = hs.load_model(d / "frozen" / "health_with_probability.toml")
+    saved = E.ProbabilityMap.load(d / "frozen" / "probability_health.json")
+    assert frozen.probability == saved.to_dict()
+    assert frozen.hash == hs.load_model(MODEL).hash
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--split", "soon"], "YYYY-MM-DD"),
     (["--split", "2020-01-01"], "no training rows"),

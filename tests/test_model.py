@@ -294,6 +294,29 @@ def test_save_keeps_comments_and_changes_only_the_weight(tmp_path):
     assert hs.load_model(path).metric("login_days").weight == 5
 
 
+def test_probability_map_is_frozen_into_the_file_without_changing_the_hash(tmp_path):
+    from healthscore.evaluation import ProbabilityMap
+
+    path = tmp_path / "general_saas.toml"
+    shutil.copy(ROOT / "templates" / "models" / "general_saas.toml", path)
+    before = path.read_text()
+    model = hs.load_model(path)
+    pmap = ProbabilityMap(method="isotonic").fit([10, 20, 50, 50, 80, 90], [1, 1, 0, 1, 0, 0])
+    frozen = model.with_probability_map(pmap)
+    assert frozen.hash == model.hash  # a probability reads a score, it never changes one
+    frozen.save(tmp_path / "frozen.toml")
+    text = (tmp_path / "frozen.toml").read_text()
+    assert text.startswith(before.rstrip("\n"))  # the original file, comments and all, then the new table
+    again = hs.load_model(tmp_path / "frozen.toml")
+    assert again.probability == pmap.to_dict()
+    assert ProbabilityMap.from_dict(again.probability).predict([15, 85]).tolist() == pmap.predict([15, 85]).tolist()
+    again.with_probability_map(None).save()
+    assert hs.load_model(tmp_path / "frozen.toml").probability is None
+    (tmp_path / "bad.toml").write_text("probability = 3\n" + before)  # a top-level key, not a table
+    with pytest.raises(ModelError, match=r"bad.toml: probability: expected a \[probability\] table"):
+        hs.load_model(tmp_path / "bad.toml")
+
+
 def test_save_round_trips_bands_params_version(tmp_path):
     path = write(tmp_path, BASE)
     model = hs.load_model(path)

@@ -183,6 +183,20 @@ def test_internal_probability_from_a_probability_map(hand, model):
     assert "%" in "".join(reports.scorecard_sections(card))
 
 
+def test_internal_probability_from_the_map_frozen_in_the_model(hand, model, tmp_path):
+    from healthscore.evaluation import ProbabilityMap
+
+    _, scores = hand
+    pm = ProbabilityMap("isotonic").fit(np.array([0.0, 30.0, 40.0, 100.0]), np.array([1, 1, 0, 0]))
+    model.with_probability_map(pm).save(tmp_path / "frozen.toml")
+    scores.write_parquet(tmp_path / "scores.parquet")
+    card = reports.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml", internal=True)
+    key = next(k for k in card.internal if "probability" in k)
+    assert card.internal[key] == pytest.approx(float(pm.predict([35.0])[0]))
+    public = reports.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml")
+    assert public.internal is None  # the customer version carries no internal field at all
+
+
 def test_unknown_account_names_it(hand, model):
     _, scores = hand
     with pytest.raises(ValueError, match="'nobody' has no rows"):

@@ -7,6 +7,7 @@ Each subcommand is a pair of small functions: ``_add_<name>`` declares its argum
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -169,6 +170,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by", default="segment", help="attribute to break results down by, or 'none' (default segment)")
     p.add_argument("--probability", choices=["isotonic", "logistic"], default="isotonic",
                    help="score-to-probability map fitted on the training rows (default isotonic)")
+    p.add_argument("--freeze", action="store_true",
+                   help="also write DIR/<model>_with_probability.toml: each model with its probability map "
+                        "frozen in as a [probability] table (comments kept), so scorecards can read it")
     p.add_argument("--target-precision", type=float, default=0.2, metavar="P",
                    help="report the cut-off that keeps alarm precision at or above P (default 0.2)")
     p.add_argument("--capacity", type=int, metavar="K",
@@ -202,6 +206,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     except evaluation.EvaluationError as exc:
         raise UserError(str(exc)) from None
     written = ev.save(args.out)
+    if args.freeze:
+        for (name, model) in zip(ev.models, models):
+            if name in ev.probability_maps and hasattr(model, "with_probability_map"):
+                target = Path(args.out) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}_with_probability.toml"
+                written.append(str(model.with_probability_map(ev.probability_maps[name]).save(target)))
     print(evaluation.key_table_text(ev))
     print(f"\nwritten {', '.join(str(p) for p in written)}")
     return 0

@@ -54,7 +54,7 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
                 "description", "action", "label"}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
-_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants"}
+_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -147,6 +147,9 @@ class ScoreModel:
     min_coverage: float = 0.0
     description: str = ""
     variants: list[Variant] = field(default_factory=list)
+    # score -> probability of the outcome, fitted on training rows by ``evaluation.ProbabilityMap``
+    # and frozen here (plain data); it reads a score, never changes one, so the hash leaves it out
+    probability: dict[str, Any] | None = None
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -293,6 +296,12 @@ class ScoreModel:
         new = replace(self, min_coverage=float(min_coverage))
         new.validate()
         return new
+
+    def with_probability_map(self, pmap: Any) -> ScoreModel:
+        """A copy with a fitted score-to-probability map frozen in (``ProbabilityMap`` or its
+        ``to_dict()``; ``None`` removes it). It is saved as the ``[probability]`` table."""
+        data = pmap.to_dict() if hasattr(pmap, "to_dict") else pmap
+        return replace(self, probability=None if data is None else _plain(dict(data)))
 
     def bump_version(self) -> ScoreModel:
         """A new model whose version's last number is one higher ("1.2.3" -> "1.2.4", "v7" -> "v8")."""
@@ -546,12 +555,18 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             disabled=list(need(vtab, "disabled", list, at, []) or []),
         ))
 
+    probability = table.get("probability")
+    if probability is not None and not isinstance(probability, dict):
+        probability, _ = None, problems.append("probability: expected a [probability] table "
+                                               "(written by 'healthscore evaluate --freeze')")
+
     if problems:
         raise ModelError("\n".join(where + p for p in problems))
     model = ScoreModel(
         name=name, version=str(version), metrics=metrics, categories=categories,
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
+        probability=_plain(dict(probability)) if probability is not None else None,
         _text=text, _prefix=prefix)
     model.validate()
     return model
@@ -743,6 +758,14 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
                                      "meaning": b.meaning} for b in model.bands], key=None)
     if model.variants or "variants" in table:
         _write_aot(table, "variants", [_variant_dict(v) for v in model.variants], key="name")
+    if model.probability is None:
+        table.pop("probability", None)
+    elif "probability" not in table or _plain(table["probability"]) != model.probability:
+        prob = tomlkit.table()
+        prob.comment("score -> probability map fitted on training rows; frozen by healthscore evaluate --freeze")
+        for key, value in model.probability.items():
+            prob[key] = value
+        table["probability"] = prob
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:

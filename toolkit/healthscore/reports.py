@@ -619,8 +619,12 @@ def scorecard(account_id: str, *, scores: str | os.PathLike[str], model: str | o
                _cached_peers(str(Path(scores).resolve()), st.st_mtime_ns, st.st_size, peer_by)
                if peer_by in frame.columns else None)
     probs = _cached_probability_map(str(Path(probabilities).resolve())) if (internal and probabilities) else None
+    score_model = load_scorecard_model(model)
+    if internal and probs is None and getattr(score_model, "probability", None):
+        from healthscore.evaluation import ProbabilityMap  # a map frozen into the model file
+        probs = ProbabilityMap.from_dict(score_model.probability)
     raw = load_scores(snapshots) if snapshots else None
-    return scorecard_data(frame, load_scorecard_model(model), account_id, as_of=as_of, variant=variant,
+    return scorecard_data(frame, score_model, account_id, as_of=as_of, variant=variant,
                           internal=internal, cohort=figures, peer_by=peer_by, probabilities=probs,
                           snapshots=raw)
 
