@@ -664,12 +664,9 @@ min_bin_size = 100
 
 @pytest.fixture(scope="module")
 def small_book(tmp_path_factory):
-    from healthscore.datasets import make_portfolio
+    from tests.conftest import book_on_disk
 
-    folder = tmp_path_factory.mktemp("book")
-    book = make_portfolio(n_accounts=300, n_weeks=30, seed=11)
-    book.snapshots.write_parquet(folder / "snapshots.parquet")
-    book.events.write_parquet(folder / "events.parquet")
+    folder, book = book_on_disk(tmp_path_factory, "book", seed=11)
     (folder / "model.toml").write_text(SMALL_MODEL)
     return folder, book
 

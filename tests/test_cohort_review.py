@@ -19,13 +19,9 @@ MODEL = ROOT / "data" / "model.toml"
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    from healthscore.datasets import make_portfolio
+    from tests.conftest import book_on_disk
 
-    d = tmp_path_factory.mktemp("review")
-    p = make_portfolio(n_accounts=300, n_weeks=30, seed=5)
-    p.snapshots.write_parquet(d / "snapshots.parquet")
-    p.events.write_parquet(d / "events.parquet")
-    return d, p
+    return book_on_disk(tmp_path_factory, "review", seed=5)
 
 
 def test_notebook_is_committed_thin_and_clean():
