@@ -1132,7 +1132,9 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
         try:
             nb = pm.execute_notebook(str(REVIEW_NOTEBOOK), str(Path(tmp) / "review.ipynb"), parameters=params,
                                      kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                     cwd=str(ROOT))
+                                     cwd=str(ROOT),
+                                     # a local kernel on loopback: its start-up warning about TCP is noise
+                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except PapermillExecutionError as exc:
             # the notebook's error names the file, column or setting; show it without the traceback
             raise ValueError(f"the cohort review could not be built: {exc.ename}: {exc.evalue}") from None
