@@ -5,6 +5,7 @@ import datetime as dt
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -434,7 +435,15 @@ def test_scores_are_identical_from_run_to_run():
     model = hs.load_model(Path(__file__).parents[1] / "data" / "model.toml")
     sub = hs.calibrate(portfolio.snapshots, model)
     first = hs.combine(sub, model)
+    # the defined order: drivers added left to right in model order, so any run can be checked
+    drv = first.select([f"drv_{m.name}" for m in model.metrics]).to_numpy()
+    in_order = drv[:, 0].copy()
+    for j in range(1, drv.shape[1]):
+        in_order = in_order + drv[:, j]
+    ok = first["score"].is_not_null().to_numpy() & first["override_value"].is_null().to_numpy()
+    expected = np.clip(in_order[ok], 0.0, 100.0)
     for _ in range(20):
         again = hs.combine(sub, model)
+        assert np.array_equal(again["score"].to_numpy()[ok], expected)  # bit for bit, not approx
         assert again["score"].equals(first["score"])
         assert again["cat_usage"].equals(first["cat_usage"])
