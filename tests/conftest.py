@@ -12,7 +12,7 @@ def book_on_disk(tmp_path_factory: pytest.TempPathFactory, name: str, *, seed: i
 
     Returns ``(folder, portfolio)``.
     """
-    from healthscore.datasets import make_portfolio
+    from healthscore.datasets.portfolio import make_portfolio
 
     folder: Path = tmp_path_factory.mktemp(name)
     book = make_portfolio(n_accounts=n_accounts, n_weeks=n_weeks, seed=seed)

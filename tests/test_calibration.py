@@ -12,8 +12,8 @@ import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthscore import calibration
-from healthscore.calibration import METHODS, calibrate_expr, check_params, describe, fit_params
+from healthscore.core import calibration
+from healthscore.core.calibration import METHODS, calibrate_expr, check_params, describe, fit_params
 
 NAN, INF = float("nan"), float("inf")
 
@@ -672,9 +672,9 @@ def small_book(tmp_path_factory):
 
 
 def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
-    from healthscore import cli
-    from healthscore.fitting import label_outcomes
-    from healthscore.model import load_model
+    from healthscore.app import cli
+    from healthscore.analysis.fitting import label_outcomes
+    from healthscore.spec.model import load_model
 
     folder, book = small_book
     out = folder / "fitted.toml"
@@ -703,7 +703,7 @@ def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
 
 
 def test_cli_calibrate_errors_name_what_to_do(small_book, tmp_path, capsys):
-    from healthscore import cli
+    from healthscore.app import cli
 
     folder, _ = small_book
     base = ["--data", str(folder / "snapshots.parquet"), "--out", str(tmp_path / "x.toml")]

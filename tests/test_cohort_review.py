@@ -10,7 +10,8 @@ import nbformat
 import polars as pl
 import pytest
 
-from healthscore import cli, cohorts
+from healthscore.app import cli
+from healthscore.analysis import cohorts
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "cohort_review.ipynb"
@@ -33,7 +34,7 @@ def test_notebook_is_committed_thin_and_clean():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert "widgets" not in nb.metadata
-    assert sum(len(c.source.splitlines()) for c in code) < 50  # thin: the logic is in healthscore.cohorts
+    assert sum(len(c.source.splitlines()) for c in code) < 50  # thin: the logic is in healthscore.analysis.cohorts
 
 
 def test_review_from_python_executive_summary(small):

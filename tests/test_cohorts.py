@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthscore import cohorts
-from healthscore.cohorts import (band_migration, biggest_movers, compare_cohorts, csm_view, metric_deciles,
+from healthscore.analysis import cohorts
+from healthscore.analysis.cohorts import (band_migration, biggest_movers, compare_cohorts, csm_view, metric_deciles,
                                  score_trend, suggest_breakpoints, wilson_interval)
 
 D0 = dt.date(2026, 1, 5)
@@ -136,9 +136,9 @@ def test_derived_dimensions_and_multi_attribute_cohorts():
 # ------------------------------------------------------------------ the sample portfolio
 @pytest.fixture(scope="module")
 def sample():
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
-    from healthscore.scoring import score
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
+    from healthscore.core.scoring import score
 
     p = load_sample()
     return p, score(p.snapshots, load_model(sample_dir() / "model.toml"))
@@ -265,7 +265,7 @@ def test_score_trend_by_cohort():
 # ------------------------------------------------------------------ metric cohorts
 @pytest.mark.slow
 def test_metric_deciles_follow_the_truth(sample):
-    from healthscore.calibration import check_params
+    from healthscore.core.calibration import check_params
 
     p, _ = sample
     dec = metric_deciles(p.snapshots, p.events, "seat_utilization")

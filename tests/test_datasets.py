@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from healthscore import cli
-from healthscore.datasets import (
+from healthscore.app import cli
+from healthscore.datasets.portfolio import (
     METRICS, SAMPLE_ARGS, Portfolio, _REFERENCE, data_dictionary, load_sample, make_portfolio, sample_dir,
 )
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import healthscore as hs
-from healthscore import cli
-from healthscore import evaluation as E
-from healthscore.datasets import sample_dir
+from healthscore.app import cli
+from healthscore.analysis import evaluation as E
+from healthscore.datasets.portfolio import sample_dir
 
 MODEL = sample_dir() / "model.toml"
 

@@ -1,4 +1,4 @@
-"""Tests for healthscore.fitting: point-in-time labels, logistic fits and suggested weights."""
+"""Tests for healthscore.analysis.fitting: point-in-time labels, logistic fits and suggested weights."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthscore.fitting import label_outcomes, parse_horizon
-from healthscore.snapshots import ValidationError
+from healthscore.analysis.fitting import label_outcomes, parse_horizon
+from healthscore.io.snapshots import ValidationError
 
 MON = dt.date(2024, 1, 1)  # a Monday
 
@@ -176,7 +176,7 @@ import statsmodels.api as sm  # noqa: E402
 from scipy.special import expit, logit  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
-from healthscore.fitting import fit_logit, leakage_check  # noqa: E402
+from healthscore.analysis.fitting import fit_logit, leakage_check  # noqa: E402
 
 TRUE = {"const": -1.5, "x1": 0.8, "x2": -0.5}
 
@@ -235,7 +235,7 @@ def test_clustered_errors_equal_statsmodels_cluster_covariance():
 
 
 def test_big_data_start_gives_the_full_newton_answer(monkeypatch):
-    import healthscore.fitting as fitting
+    import healthscore.analysis.fitting as fitting
     df = _clustered_logistic(5, n_acc=400, per_acc=10)
     full = fit_logit(df, ["x1", "x2"], "y")
     monkeypatch.setattr(fitting, "_BIG_DATA", 1000)  # forces the subsample start + 2 Newton steps
@@ -313,8 +313,8 @@ def test_leakage_check_flags_a_feature_built_from_the_label():
 
 # ---------------------------------------------------------------- fit_weights on the sample portfolio
 import healthscore as hs  # noqa: E402
-from healthscore.datasets import load_sample, make_portfolio, sample_dir  # noqa: E402
-from healthscore.fitting import fit_weights, segment_lr_test  # noqa: E402
+from healthscore.datasets.portfolio import load_sample, make_portfolio, sample_dir  # noqa: E402
+from healthscore.analysis.fitting import fit_weights, segment_lr_test  # noqa: E402
 
 MODEL = sample_dir() / "model.toml"
 
@@ -436,7 +436,7 @@ def test_too_few_events_warns_with_the_number(portfolio):
 
 
 def test_leaky_feature_is_flagged_by_fit_weights(portfolio):
-    from healthscore.fitting import label_outcomes
+    from healthscore.analysis.fitting import label_outcomes
     # a "days until churn" style column: it knows the label
     lab = label_outcomes(portfolio.snapshots, portfolio.events).select("account_id", "as_of", "churned")
     leaky = (portfolio.snapshots.join(lab, on=["account_id", "as_of"], how="left")
@@ -452,8 +452,8 @@ def test_leaky_feature_is_flagged_by_fit_weights(portfolio):
 def test_fitted_model_holds_up_against_the_hand_set_one_on_a_time_split():
     from sklearn.metrics import roc_auc_score
 
-    from healthscore.evaluation import time_split
-    from healthscore.fitting import label_outcomes
+    from healthscore.analysis.evaluation import time_split
+    from healthscore.analysis.fitting import label_outcomes
 
     sample = load_sample()
     hand = hs.load_model(MODEL)
@@ -499,7 +499,7 @@ def test_segment_lr_test_finds_segments_that_differ_and_not_random_ones(portfoli
 
 # ---------------------------------------------------------------- command line
 def test_cli_fit_writes_the_model_prints_the_summary_and_refuses_overwrite(portfolio, tmp_path, capsys):
-    from healthscore.cli import main
+    from healthscore.app.cli import main
 
     data, events, out = tmp_path / "snaps.parquet", tmp_path / "events.parquet", tmp_path / "fitted.toml"
     portfolio.snapshots.write_parquet(data)
@@ -522,7 +522,7 @@ def test_cli_fit_writes_the_model_prints_the_summary_and_refuses_overwrite(portf
 
 
 def test_demo_fit_step_writes_fitted_model(tmp_path):
-    from healthscore.cli import _demo_steps
+    from healthscore.app.cli import _demo_steps
 
     steps = dict(_demo_steps())
     line = steps["fit weights"](tmp_path)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import healthscore as hs
-from healthscore.model import Band, Category, Metric, ModelError, ScoreModel
+from healthscore.spec.model import Band, Category, Metric, ModelError, ScoreModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_MODEL = ROOT / "data" / "model.toml"
@@ -295,7 +295,7 @@ def test_save_keeps_comments_and_changes_only_the_weight(tmp_path):
 
 
 def test_probability_map_is_frozen_into_the_file_without_changing_the_hash(tmp_path):
-    from healthscore.evaluation import ProbabilityMap
+    from healthscore.analysis.evaluation import ProbabilityMap
 
     path = tmp_path / "general_saas.toml"
     shutil.copy(ROOT / "templates" / "models" / "general_saas.toml", path)

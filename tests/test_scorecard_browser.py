@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 import healthscore as hs
-from healthscore import reports
+from healthscore.render import reports
 from tests.test_scorecards import MODEL_TOML
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import healthscore as hs
-from healthscore import cli, reports
+from healthscore.app import cli
+from healthscore.render import reports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +174,7 @@ def test_internal_fields_only_when_asked(hand, model):
 
 
 def test_internal_probability_from_a_probability_map(hand, model):
-    from healthscore.evaluation import ProbabilityMap
+    from healthscore.analysis.evaluation import ProbabilityMap
 
     _, scores = hand
     pm = ProbabilityMap("isotonic").fit(np.array([0.0, 30.0, 40.0, 100.0]), np.array([1, 1, 0, 0]))
@@ -184,7 +185,7 @@ def test_internal_probability_from_a_probability_map(hand, model):
 
 
 def test_internal_probability_from_the_map_frozen_in_the_model(hand, model, tmp_path):
-    from healthscore.evaluation import ProbabilityMap
+    from healthscore.analysis.evaluation import ProbabilityMap
 
     _, scores = hand
     pm = ProbabilityMap("isotonic").fit(np.array([0.0, 30.0, 40.0, 100.0]), np.array([1, 1, 0, 0]))

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import healthscore as hs
-from healthscore import cli, scoring
-from healthscore.model import Band, Category, Metric, ModelError, ScoreModel
-from healthscore.scoring import OverrideError
+from healthscore.app import cli
+from healthscore.core import scoring
+from healthscore.spec.model import Band, Category, Metric, ModelError, ScoreModel
+from healthscore.core.scoring import OverrideError
 
 ROOT = Path(__file__).resolve().parents[1]
 D1, D2, D3 = dt.date(2026, 1, 5), dt.date(2026, 1, 12), dt.date(2026, 1, 19)
@@ -429,7 +430,7 @@ def test_demo_step_scores_the_bundled_sample(tmp_path):
 
 def test_scores_are_identical_from_run_to_run():
     """A score must not depend on the run: band edges and report hashes rely on exact repeats."""
-    from healthscore.datasets import load_sample
+    from healthscore.datasets.portfolio import load_sample
 
     portfolio = load_sample()  # large enough for polars to split the work across threads
     model = hs.load_model(Path(__file__).parents[1] / "data" / "model.toml")

@@ -8,8 +8,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from healthscore import cli
-from healthscore.snapshots import ValidationError, read_events, read_snapshots, validate_snapshots
+from healthscore.app import cli
+from healthscore.io.snapshots import ValidationError, read_events, read_snapshots, validate_snapshots
 
 TODAY = dt.date(2026, 11, 23)
 D = dt.date(2026, 11, 2)

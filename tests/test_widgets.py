@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import healthscore as hs
-from healthscore import evaluation
-from healthscore.model import ModelError
-from healthscore.widgets import (SCORE_DECIMALS, STATE_KEYS, FastScorer, WeightTuner, auc_and_lift, band_index, edit_weights,
+from healthscore.analysis import evaluation
+from healthscore.spec.model import ModelError
+from healthscore.app.widgets import (SCORE_DECIMALS, STATE_KEYS, FastScorer, WeightTuner, auc_and_lift, band_index, edit_weights,
                                  format_breakpoints, move_cutoff, parse_breakpoints)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,7 +43,7 @@ def _when_chain(column: str, xs: list[float], ys: list[float]) -> pl.Expr:
 
 
 def bench_calibration_against_numpy_floor() -> list[Result]:
-    from healthscore.calibration import _percentile_points, calibrate_expr, fit_params
+    from healthscore.core.calibration import _percentile_points, calibrate_expr, fit_params
 
     frame = _frame()
     arr = frame["x"].to_numpy()  # nulls become NaN: the floor gets its input for free
@@ -69,7 +69,7 @@ def bench_calibration_against_numpy_floor() -> list[Result]:
 
 
 def bench_percentile_search_vs_when_chain() -> list[Result]:
-    from healthscore.calibration import _percentile_points, calibrate_expr, fit_params
+    from healthscore.core.calibration import _percentile_points, calibrate_expr, fit_params
 
     frame = _frame(seed=1)
     params = fit_params("percentile", frame["x"], {})
@@ -87,7 +87,7 @@ def bench_percentile_search_vs_when_chain() -> list[Result]:
 def bench_trend_vs_pandas() -> list[Result]:
     import pandas as pd
 
-    from healthscore.calibration import calibrate_expr
+    from healthscore.core.calibration import calibrate_expr
 
     frame = _frame(seed=2)
     params = {"window": 4, "points": [[-0.5, 0], [0, 60], [0.3, 100]], "min_base": 0.5}

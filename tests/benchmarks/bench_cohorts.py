@@ -18,9 +18,9 @@ from tests.benchmarks import Result, timeit
 
 
 def _sample() -> tuple[pl.DataFrame, pl.DataFrame]:
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
-    from healthscore.scoring import score
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
+    from healthscore.core.scoring import score
 
     p = load_sample()
     return score(p.snapshots, load_model(sample_dir() / "model.toml")), p.events
@@ -29,7 +29,7 @@ def _sample() -> tuple[pl.DataFrame, pl.DataFrame]:
 def bench_compare_cohorts_holm() -> list[Result]:
     from statsmodels.stats.multitest import multipletests
 
-    from healthscore import cohorts
+    from healthscore.analysis import cohorts
 
     scores, events = _sample()
 
@@ -53,7 +53,7 @@ def bench_compare_cohorts_holm() -> list[Result]:
 
 
 def bench_cross_section() -> list[Result]:
-    from healthscore import cohorts
+    from healthscore.analysis import cohorts
 
     scores, _ = _sample()
 

@@ -14,7 +14,7 @@ import math
 import random
 import time
 
-from healthscore.datasets import make_portfolio
+from healthscore.datasets.portfolio import make_portfolio
 from tests.benchmarks import Result, timeit
 
 

@@ -29,7 +29,7 @@ RAW_SIGNALS = [
 def _fitted_model(snapshots: pl.DataFrame, events: pl.DataFrame, model, split) -> tuple[object, str]:  # noqa: ANN001
     """The suggested model of a fit on rows before the split, or the hand-set one if fitting is missing."""
     try:
-        from healthscore.fitting import fit_weights
+        from healthscore.analysis.fitting import fit_weights
     except ImportError:
         return model, "hand-set (fit_weights not available)"
     train_snaps = snapshots.filter(pl.col("as_of") < split)
@@ -42,8 +42,8 @@ def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     import healthscore as hs
-    from healthscore import evaluation as E
-    from healthscore.datasets import load_sample, sample_dir
+    from healthscore.analysis import evaluation as E
+    from healthscore.datasets.portfolio import load_sample, sample_dir
 
     sample = load_sample()
     snaps, events = sample.snapshots, sample.events
@@ -86,7 +86,7 @@ def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
 def bench_auc_interval_speed() -> list[Result]:
     from sklearn.metrics import roc_auc_score
 
-    from healthscore import evaluation as E
+    from healthscore.analysis import evaluation as E
 
     rng = np.random.default_rng(0)
     n = 100_000  # the tuner's book size, one row per account

@@ -42,7 +42,7 @@ def bench_fit_logit_clustered_vs_sklearn() -> list[Result]:
 def _fit_logit_vs_sklearn() -> list[Result]:
     from sklearn.linear_model import LogisticRegression
 
-    from healthscore.fitting import fit_logit
+    from healthscore.analysis.fitting import fit_logit
 
     frame, names, beta = _data()
     # both start from the same polars frame, the form the data has in healthscore
@@ -75,7 +75,7 @@ def bench_cluster_sandwich_vs_statsmodels() -> list[Result]:
 def _sandwich_vs_statsmodels() -> list[Result]:
     import statsmodels.api as sm
 
-    from healthscore.fitting import _attach_cluster_cov
+    from healthscore.analysis.fitting import _attach_cluster_cov
 
     frame, names, _ = _data(seed=1)
     X = np.column_stack([np.ones(N_ROWS), frame.select(names).to_numpy()])

@@ -25,9 +25,10 @@ NOTEBOOK = ROOT / "notebooks" / "scorecard.ipynb"
 
 def _inputs(folder: Path) -> tuple[Path, Path, Path, list[str]]:
     """The bundled sample scored with the bundled model; account ids in a fixed order."""
-    from healthscore import files, scoring
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.io import files
+    from healthscore.core import scoring
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
 
     model_path = sample_dir() / "model.toml"
     sample = load_sample()
@@ -50,7 +51,7 @@ def _naive(account: str, scores: Path, snaps: Path, model: Path, out: Path) -> N
 
 
 def _ours(ids: list[str], scores: Path, snaps: Path, model: Path, out: Path):  # noqa: ANN202
-    from healthscore.reports import render_scorecards
+    from healthscore.render.reports import render_scorecards
 
     t0 = time.perf_counter()
     run = render_scorecards(scores, model, ids, out, snapshots=snaps, workers=2, progress=False)

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from healthscore import scoring
-from healthscore.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
+from healthscore.core import scoring
+from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
 from tests.benchmarks import Result, timeit
 
 N_ACCOUNTS, N_WEEKS = 20_000, 50
@@ -225,7 +225,7 @@ def _peak_memory_mb() -> float:
     code = textwrap.dedent("""
         import json, re
         from tests.benchmarks.bench_scoring import make_snapshots, make_model
-        from healthscore import scoring
+        from healthscore.core import scoring
         snaps = make_snapshots()
         model = make_model(snaps)
         out = scoring.score(snaps, model)

@@ -113,7 +113,7 @@ def _pandas_recompute(frame: pd.DataFrame, model, start_band: pd.Series) -> dict
 
 
 def bench_slider_step() -> list[Result]:
-    from healthscore.widgets import TuningSession, WeightTuner, edit_weights
+    from healthscore.app.widgets import TuningSession, WeightTuner, edit_weights
 
     model, sub, events, dates = _data()
     t0 = time.perf_counter()

@@ -10,54 +10,67 @@ and a notebook that only scores never imports statsmodels or papermill.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "read_snapshots": "healthscore.snapshots",
-    "read_events": "healthscore.snapshots",
-    "validate_snapshots": "healthscore.snapshots",
-    "ValidationError": "healthscore.snapshots",
-    "make_portfolio": "healthscore.datasets",
-    "Portfolio": "healthscore.datasets",
-    "load_sample": "healthscore.datasets",
-    "load_model": "healthscore.model",
-    "load_models": "healthscore.model",
-    "ScoreModel": "healthscore.model",
-    "ModelError": "healthscore.model",
-    "score": "healthscore.scoring",
-    "calibrate": "healthscore.scoring",
-    "combine": "healthscore.scoring",
-    "label_outcomes": "healthscore.fitting",
-    "fit_logit": "healthscore.fitting",
-    "fit_weights": "healthscore.fitting",
-    "WeightFit": "healthscore.fitting",
-    "LogitResult": "healthscore.fitting",
-    "leakage_check": "healthscore.fitting",
-    "segment_lr_test": "healthscore.fitting",
-    "SegmentTest": "healthscore.fitting",
-    "evaluate": "healthscore.evaluation",
-    "Evaluation": "healthscore.evaluation",
-    "ProbabilityMap": "healthscore.evaluation",
-    "compare_cohorts": "healthscore.cohorts",
-    "CohortComparison": "healthscore.cohorts",
-    "score_trend": "healthscore.cohorts",
-    "band_migration": "healthscore.cohorts",
-    "biggest_movers": "healthscore.cohorts",
-    "metric_deciles": "healthscore.cohorts",
-    "suggest_breakpoints": "healthscore.cohorts",
-    "csm_view": "healthscore.cohorts",
-    "cohort_review": "healthscore.cohorts",
-    "render_review": "healthscore.reports",
-    "WeightTuner": "healthscore.widgets",
-    "render_scorecards": "healthscore.reports",
+    "read_snapshots": "healthscore.io.snapshots",
+    "read_events": "healthscore.io.snapshots",
+    "validate_snapshots": "healthscore.io.snapshots",
+    "ValidationError": "healthscore.io.snapshots",
+    "make_portfolio": "healthscore.datasets.portfolio",
+    "Portfolio": "healthscore.datasets.portfolio",
+    "load_sample": "healthscore.datasets.portfolio",
+    "load_model": "healthscore.spec.model",
+    "load_models": "healthscore.spec.model",
+    "ScoreModel": "healthscore.spec.model",
+    "ModelError": "healthscore.spec.model",
+    "score": "healthscore.core.scoring",
+    "calibrate": "healthscore.core.scoring",
+    "combine": "healthscore.core.scoring",
+    "label_outcomes": "healthscore.analysis.fitting",
+    "fit_logit": "healthscore.analysis.fitting",
+    "fit_weights": "healthscore.analysis.fitting",
+    "WeightFit": "healthscore.analysis.fitting",
+    "LogitResult": "healthscore.analysis.fitting",
+    "leakage_check": "healthscore.analysis.fitting",
+    "segment_lr_test": "healthscore.analysis.fitting",
+    "SegmentTest": "healthscore.analysis.fitting",
+    "evaluate": "healthscore.analysis.evaluation",
+    "Evaluation": "healthscore.analysis.evaluation",
+    "ProbabilityMap": "healthscore.analysis.evaluation",
+    "compare_cohorts": "healthscore.analysis.cohorts",
+    "CohortComparison": "healthscore.analysis.cohorts",
+    "score_trend": "healthscore.analysis.cohorts",
+    "band_migration": "healthscore.analysis.cohorts",
+    "biggest_movers": "healthscore.analysis.cohorts",
+    "metric_deciles": "healthscore.analysis.cohorts",
+    "suggest_breakpoints": "healthscore.analysis.cohorts",
+    "csm_view": "healthscore.analysis.cohorts",
+    "cohort_review": "healthscore.analysis.cohorts",
+    "render_review": "healthscore.render.reports",
+    "WeightTuner": "healthscore.app.widgets",
+    "render_scorecards": "healthscore.render.reports",
 }
 
-_SUBMODULES = {
-    "datasets", "snapshots", "calibration", "model", "scoring", "fitting", "evaluation",
-    "cohorts", "widgets", "reports", "charts", "files", "cli",
+# the layers, and the flat module names of release 0.1 that now live inside them
+_LAYERS = {"io", "spec", "core", "analysis", "viz", "render", "app", "datasets", "resources", "errors"}
+_MOVED: dict[str, str] = {
+    "files": "healthscore.io.files",
+    "snapshots": "healthscore.io.snapshots",
+    "model": "healthscore.spec.model",
+    "calibration": "healthscore.core.calibration",
+    "scoring": "healthscore.core.scoring",
+    "fitting": "healthscore.analysis.fitting",
+    "evaluation": "healthscore.analysis.evaluation",
+    "cohorts": "healthscore.analysis.cohorts",
+    "charts": "healthscore.viz.charts",
+    "reports": "healthscore.render.reports",
+    "widgets": "healthscore.app.widgets",
+    "cli": "healthscore.app.cli",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -68,10 +81,15 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in _LAYERS:
         return importlib.import_module(f"healthscore.{name}")
+    if name in _MOVED:
+        # deprecated for one release: ``hs.scoring`` is now ``hs.core.scoring``
+        warnings.warn(f"healthscore.{name} moved to {_MOVED[name]}; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'healthscore' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+    return sorted(set(globals()) | set(_EXPORTS) | _LAYERS)

@@ -35,10 +35,10 @@ from typing import Any
 import nbformat
 import polars as pl
 
-from healthscore import files
+from healthscore import resources
+from healthscore.io import files
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "templates"
+TEMPLATES = resources.folder("templates")
 TEMPLATE_NAME = "report"
 
 _VEGALITE = re.compile(r"^application/vnd\.vegalite\.v\d+(\.\d+)*\+json$")
@@ -202,7 +202,7 @@ def load_scores(path: str | os.PathLike[str]) -> pl.DataFrame:
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, mtime_ns: int) -> Any:
-    from healthscore.model import load_model
+    from healthscore.spec.model import load_model
     return load_model(path)
 
 
@@ -251,7 +251,7 @@ def _band_table(model: Any) -> list[tuple[str, float, float, str, str]]:
 
 
 def _band_colour(name: str | None) -> str:
-    from healthscore.charts import band_colour
+    from healthscore.viz.charts import band_colour
     return NA_COLOUR if name is None else band_colour(name)
 
 
@@ -402,7 +402,7 @@ def trend_chart(card: Scorecard, *, width: int = 700, height: int = 220) -> Any:
     Built from this account's trend rows and the model's bands only."""
     import altair as alt
 
-    from healthscore.charts import band_scale
+    from healthscore.viz.charts import band_scale
 
     names = [b[0] for b in card.bands]
     band_rows = pl.DataFrame({"band": names, "lower": [b[1] for b in card.bands],
@@ -598,7 +598,7 @@ def _cached_peers(path: str, mtime_ns: int, size: int, by: str) -> pl.DataFrame:
 
 @functools.lru_cache(maxsize=4)
 def _cached_probability_map(path: str) -> Any:
-    from healthscore.evaluation import ProbabilityMap
+    from healthscore.analysis.evaluation import ProbabilityMap
     return ProbabilityMap.load(path)
 
 
@@ -621,7 +621,7 @@ def scorecard(account_id: str, *, scores: str | os.PathLike[str], model: str | o
     probs = _cached_probability_map(str(Path(probabilities).resolve())) if (internal and probabilities) else None
     score_model = load_scorecard_model(model)
     if internal and probs is None and getattr(score_model, "probability", None):
-        from healthscore.evaluation import ProbabilityMap  # a map frozen into the model file
+        from healthscore.analysis.evaluation import ProbabilityMap  # a map frozen into the model file
         probs = ProbabilityMap.from_dict(score_model.probability)
     raw = load_scores(snapshots) if snapshots else None
     return scorecard_data(frame, score_model, account_id, as_of=as_of, variant=variant,
@@ -630,7 +630,7 @@ def scorecard(account_id: str, *, scores: str | os.PathLike[str], model: str | o
 
 
 # ===================================================================== scorecards: batch
-NOTEBOOK = ROOT / "notebooks" / "scorecard.ipynb"
+NOTEBOOK = resources.notebook("scorecard")
 MANIFEST_COLUMNS = {
     "account_id": pl.String, "company_name": pl.String, "status": pl.String, "file": pl.String,
     "model_hash": pl.String, "data_hash": pl.String, "notebook_hash": pl.String, "as_of": pl.String,
@@ -831,7 +831,7 @@ class _Worker:
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from healthscore.reports import _worker_main; _worker_main()",
+            [sys.executable, "-c", "from healthscore.render.reports import _worker_main; _worker_main()",
              notebook, str(timeout), os.getcwd()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
         threading.Thread(target=self._read, args=(events,), daemon=True).start()
@@ -894,7 +894,7 @@ class ScorecardRun:
 def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                     inputs: Path) -> tuple[Path, Any, Path]:
     """Paths the notebook can read: frames and model objects are written beside the reports."""
-    from healthscore.model import load_model
+    from healthscore.spec.model import load_model
 
     if isinstance(scores, pl.DataFrame):
         scores_path = inputs / "scores.parquet"
@@ -1092,7 +1092,7 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
 
 
 # ===================================================================== cohort review
-REVIEW_NOTEBOOK = ROOT / "notebooks" / "cohort_review.ipynb"
+REVIEW_NOTEBOOK = resources.notebook("cohort_review")
 
 
 def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.PathLike[str], *,
@@ -1132,7 +1132,7 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
         try:
             nb = pm.execute_notebook(str(REVIEW_NOTEBOOK), str(Path(tmp) / "review.ipynb"), parameters=params,
                                      kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                     cwd=str(ROOT),
+                                     cwd=str(REVIEW_NOTEBOOK.parent),
                                      # a local kernel on loopback: its start-up warning about TCP is noise
                                      extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except PapermillExecutionError as exc:

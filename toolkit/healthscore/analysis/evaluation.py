@@ -23,6 +23,8 @@ more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by
 """
 from __future__ import annotations
 
+from healthscore.errors import HealthscoreError
+
 import json
 import math
 import os
@@ -629,7 +631,7 @@ class ProbabilityMap:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map as JSON, atomically."""
-        from healthscore import files
+        from healthscore.io import files
 
         files.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -651,7 +653,7 @@ def _horizon_words(horizon: str) -> str:
 
 
 # ---------------------------------------------------------------- backtest
-class EvaluationError(ValueError):
+class EvaluationError(HealthscoreError, ValueError):
     """A backtest cannot run on the data given (empty split, no events, unknown column)."""
 
 
@@ -964,7 +966,7 @@ class Evaluation:
         """Write the report and its tables into ``folder``: ``evaluation.html``, ``evaluation.csv``
         (model x metrics), ``evaluation_segments.csv``, ``evaluation_bands.csv`` and one
         ``probability_<model>.json`` per model. Every file is written atomically."""
-        from healthscore import files
+        from healthscore.io import files
 
         folder = os.fspath(folder)
         paths = [os.path.join(folder, "evaluation.html")]
@@ -1048,8 +1050,8 @@ def evaluate(
     >>> ev.models, 0.5 < ev.table["auc"][0] <= 1.0
     (['health'], True)
     """
-    from healthscore.fitting import label_outcomes
-    from healthscore.scoring import score as score_frame
+    from healthscore.analysis.fitting import label_outcomes
+    from healthscore.core.scoring import score as score_frame
 
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     ev = events.collect() if isinstance(events, pl.LazyFrame) else events
@@ -1130,7 +1132,7 @@ def evaluate(
 def _alt() -> Any:
     import altair as alt
 
-    from healthscore import charts  # noqa: F401  (registers and enables the healthscore theme)
+    from healthscore.viz import charts  # noqa: F401  (registers and enables the healthscore theme)
 
     return alt
 
@@ -1178,7 +1180,7 @@ def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None 
     """Event rate per band with Wilson 95% error bars, one panel per model; bars in band colours
     and each band's name on the axis beside its bar."""
     alt = _alt()
-    from healthscore.charts import band_scale
+    from healthscore.viz.charts import band_scale
 
     names: list[str] = []
     for order in (orders or {}).values():
@@ -1323,7 +1325,7 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
     import nbformat
     import vl_convert
 
-    from healthscore.reports import export_html
+    from healthscore.render.reports import export_html
 
     title = title or f"Backtest: {ev.outcome} within {_horizon_words(ev.horizon)}"
     nb = nbformat.v4.new_notebook()

@@ -22,7 +22,7 @@ Two steps, so the tuner can change weights without recalibrating:
   ``override_computed_score``; ``score_change_*`` are changes of the reported score.
 
 >>> import healthscore as hs, polars as pl, datetime as dt
->>> from healthscore.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+>>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
 >>> model = ScoreModel("demo", "1", [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]}),
 ...                                  Metric("csat", "csat", "support", params={"points": [[1, 0], [5, 100]]})],
 ...                    {"usage": Category("usage", 2), "support": Category("support", 1)},
@@ -43,7 +43,7 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from healthscore.model import ModelError, ScoreModel
+from healthscore.spec.model import ModelError, ScoreModel
 
 KEYS = ("account_id", "as_of")
 OVERALL = "overall"
@@ -123,7 +123,7 @@ def _raise_conflict(frame: pl.DataFrame, model: ScoreModel) -> None:
 
 def _calibrated(model: ScoreModel, metric_name: str, variant: str | None) -> pl.Expr:
     """Sub-score expression of one metric as one variant defines it (N/A policy applied)."""
-    from healthscore import calibration
+    from healthscore.core import calibration
 
     resolved = model.resolve(variant)
     i, m = next((i, m) for i, m in enumerate(resolved.metrics, 1) if m.name == metric_name)

@@ -12,6 +12,8 @@ example rows and what to do; nothing is silently coerced.
 """
 from __future__ import annotations
 
+from healthscore.errors import HealthscoreError
+
 import datetime as dt
 import difflib
 import os
@@ -64,7 +66,7 @@ class Problem:
 
 
 @dataclass
-class ValidationError(ValueError):
+class ValidationError(HealthscoreError, ValueError):
     """Raised when an input table has problems; ``problems`` lists them all, not just the first."""
 
     source: str

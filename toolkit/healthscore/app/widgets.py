@@ -34,9 +34,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from healthscore.model import Band, ModelError, ScoreModel
+from healthscore import resources
+from healthscore.spec.model import Band, ModelError, ScoreModel
 
-SAMPLE_MODEL = Path(__file__).resolve().parents[2] / "data" / "model.toml"
+SAMPLE_MODEL = resources.sample_model()
 
 KEYS = ("account_id", "as_of")
 N_BINS = 20                      # score histogram: 20 bins of 5 points
@@ -288,8 +289,8 @@ def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tupl
     AUC is the share of (event, non-event) pairs that the risk orders correctly, a tie counting
     half: sort the two groups' risks and count with ``searchsorted``. The lift's cut-off is the
     k-th largest risk (``np.partition``, no full sort); rows tied with it share the remaining
-    places pro rata. Same numbers as :func:`healthscore.evaluation.auc` and
-    :func:`~healthscore.evaluation.top_decile_lift`; rows with NaN risk are left out.
+    places pro rata. Same numbers as :func:`healthscore.analysis.evaluation.auc` and
+    :func:`~healthscore.analysis.evaluation.top_decile_lift`; rows with NaN risk are left out.
 
     >>> auc_and_lift(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))[0]
     0.75
@@ -388,7 +389,7 @@ def format_breakpoints(params: Mapping[str, Any], method: str) -> str:
 
 def hs_model() -> ScoreModel:
     """The bundled sample score model (for examples)."""
-    from healthscore.model import load_model
+    from healthscore.spec.model import load_model
 
     return load_model(SAMPLE_MODEL)
 
@@ -414,7 +415,7 @@ class TuningSession:
     def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
                  outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None,
                  subscores: pl.DataFrame | None = None) -> None:
-        from healthscore.scoring import calibrate
+        from healthscore.core.scoring import calibrate
 
         if isinstance(snapshots, pl.LazyFrame):
             snapshots = snapshots.collect()
@@ -440,8 +441,8 @@ class TuningSession:
     # ------------------------------------------------------------ labels
     def relabel(self, outcome: str, horizon: str, holdout: date | str | None = None) -> None:
         """Label the holdout for another outcome / horizon (the slow path: runs once per choice)."""
-        from healthscore.evaluation import time_split
-        from healthscore.fitting import label_outcomes
+        from healthscore.analysis.evaluation import time_split
+        from healthscore.analysis.fitting import label_outcomes
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
         if labelled.is_empty():
@@ -470,7 +471,7 @@ class TuningSession:
     # ------------------------------------------------------------ calibration changes
     def recalibrate(self, model: ScoreModel) -> list[str]:
         """Recompute the sub-scores of metrics whose calibration changed; returns their names."""
-        from healthscore.scoring import calibrate
+        from healthscore.core.scoring import calibrate
 
         changed = [m.name for m in model.metrics if self._calibrated.get(m.name) != _calibration_key(model, m.name)]
         if not changed:
@@ -556,8 +557,8 @@ class TuningSession:
     def verify(self, model: ScoreModel) -> dict[str, Any]:
         """Recompute ``model``'s figures the slow way (full calibrate + combine + evaluation
         functions) and compare them with the fast path. ``ok`` is True when everything agrees."""
-        from healthscore import evaluation
-        from healthscore.scoring import calibrate, combine
+        from healthscore.analysis import evaluation
+        from healthscore.core.scoring import calibrate, combine
 
         fast = self.evaluate(model)
         scores = combine(calibrate(self.snapshots, model), model).with_row_index("__row")
@@ -604,7 +605,7 @@ def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int
     """
     import altair as alt
 
-    from healthscore import charts
+    from healthscore.viz import charts
 
     k, width = len(bands), 100 / n_bins
     names = json.dumps(list(bands))
@@ -701,7 +702,7 @@ class Suggestion:
 
 
 def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
-    """Express a :class:`~healthscore.fitting.WeightFit`'s suggestion in ``current``'s weight units.
+    """Express a :class:`~healthscore.analysis.fitting.WeightFit`'s suggestion in ``current``'s weight units.
 
     The fit suggests shares of 100. Scores only depend on the weights *within* a category and on
     the category weights relative to each other, so each category's suggested metric weights are
@@ -748,7 +749,7 @@ class WeightTuner:
     ``tuner.widget`` is the root ipywidget (a bare ``tuner`` at the end of a cell shows it too).
     Code can drive every control, e.g. ``tuner.metric_sliders["login_days"].value = 3``, and read
     the figures from ``tuner.state`` (see :data:`STATE_KEYS`). ``tuner.model`` is the tuned
-    :class:`~healthscore.model.ScoreModel`; :meth:`save` writes it, :meth:`undo` and
+    :class:`~healthscore.spec.model.ScoreModel`; :meth:`save` writes it, :meth:`undo` and
     :meth:`reset` step back.
 
     ``holdout`` is the first ``as_of`` of the holdout (default: 70% into the labelled dates);
@@ -866,7 +867,7 @@ class WeightTuner:
         self.changed_html = W.HTML("")
         self.changed_html.add_class("hs-tuner-changed")
         band_names = [b.name for b in bands]
-        from healthscore import charts
+        from healthscore.viz import charts
 
         colours = [b.colour or charts.band_colour(b.name) for b in bands]
         self.distribution = alt.JupyterChart(distribution_chart(band_names, colours))
@@ -910,8 +911,8 @@ class WeightTuner:
         >>> tuner.state["accounts"] <= 100
         True
         """
-        from healthscore.model import load_model
-        from healthscore.snapshots import read_events, read_snapshots
+        from healthscore.spec.model import load_model
+        from healthscore.io.snapshots import read_events, read_snapshots
 
         snaps, ev = read_snapshots(snapshots), read_events(events)
         if n_accounts is not None:
@@ -1009,7 +1010,7 @@ class WeightTuner:
     # ------------------------------------------------------------ fit
     def run_fit(self) -> Any:
         """Fit weights by logistic regression on the rows before the holdout and show the suggestions."""
-        from healthscore.fitting import fit_weights
+        from healthscore.analysis.fitting import fit_weights
 
         self._say("fitting weights ...")
         s = self.session
@@ -1166,7 +1167,7 @@ class WeightTuner:
                 + _table(["", "now", "starting model"], rows, "hs-summary-table"))
 
     def _bands_html(self, st: dict[str, Any]) -> str:
-        from healthscore import charts
+        from healthscore.viz import charts
 
         rows = []
         for b in self.model.bands:

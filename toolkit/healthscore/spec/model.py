@@ -30,6 +30,8 @@ True
 """
 from __future__ import annotations
 
+from healthscore.errors import HealthscoreError
+
 import hashlib
 import json
 import math
@@ -43,7 +45,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import polars as pl
 import tomlkit
 
-from healthscore import files
+from healthscore.io import files
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
@@ -60,7 +62,7 @@ _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ModelError(ValueError):
+class ModelError(HealthscoreError, ValueError):
     """A score model (or the way it is applied) is wrong; the message names the file and the key."""
 
 
@@ -349,7 +351,7 @@ class ScoreModel:
         rows, or the name of a column of ``snapshots``) is needed by methods fitted against an
         outcome. Variants that override a fitted metric's parameters are fitted on their own rows.
         """
-        from healthscore import calibration
+        from healthscore.core import calibration
 
         if isinstance(outcome, str):
             outcome = snapshots[outcome]
@@ -595,7 +597,7 @@ def _entries(table: dict[str, Any], key: str, allowed: set[str],
 
 def _problems(model: ScoreModel) -> list[str]:
     """Every semantic problem of a model, each as 'key.path: what is wrong (and what to do)'."""
-    from healthscore import calibration
+    from healthscore.core import calibration
 
     out: list[str] = []
     if not _NAME_RE.match(model.name or ""):
@@ -682,7 +684,7 @@ def _problems(model: ScoreModel) -> list[str]:
 
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
     """Parameter problems from the calibration module; fitted entries may still be missing."""
-    from healthscore import calibration
+    from healthscore.core import calibration
 
     direction = direction if direction in DIRECTIONS else None
     return list(calibration.check_params(method, params, direction, require_fitted=False))
@@ -890,7 +892,7 @@ def _is_number(value: Any, problems: list[str], at: str) -> bool:
 
 
 def _default_colour(name: str) -> str:
-    from healthscore.charts import band_colour
+    from healthscore.viz.charts import band_colour
 
     return band_colour(name)
 

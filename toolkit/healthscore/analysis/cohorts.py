@@ -38,7 +38,7 @@ import altair as alt
 import numpy as np
 import polars as pl
 
-from healthscore import charts
+from healthscore.viz import charts
 
 KEYS = ["account_id", "as_of"]
 DERIVED = ("signup_quarter", "arr_band", "handovers")
@@ -241,7 +241,7 @@ def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, hor
     terminal outcome such as churn this is a discrete-time hazard: the windows of one account do
     not overlap and an account leaves after its event, so pooled counts give valid rates and tests.
     """
-    from healthscore.fitting import label_outcomes, parse_horizon
+    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
     horizon = parse_horizon(horizon)
     all_dates = _dates(scores)
@@ -451,7 +451,7 @@ def compare_cohorts(
     if events is not None:
         has_expansions = outcome != "expanded" and events.filter(pl.col("event") == "expanded").height > 0
         outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if has_expansions else [])
-        from healthscore.fitting import TERMINAL_OUTCOMES
+        from healthscore.analysis.fitting import TERMINAL_OUTCOMES
 
         for name, prefix in outcomes:
             # an account leaves after a terminal outcome, so its windows pool as a discrete-time
@@ -762,7 +762,7 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
     Columns: ``decile``, ``label``, ``rows``, ``accounts``, ``low``, ``median``, ``high``, ``events``,
     ``rate``, ``rate_lo``, ``rate_hi``, ``portfolio_rate``.
     """
-    from healthscore.fitting import label_outcomes, parse_horizon
+    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
     _require(snapshots, ["account_id", "as_of", metric], "the snapshot frame",
              f"pass snapshots holding the raw metric {metric!r}")
@@ -1206,8 +1206,8 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
 def _read_frame(path: str) -> pl.DataFrame:
     from pathlib import Path
 
-    from healthscore.reports import load_scores
-    from healthscore.snapshots import read_snapshots
+    from healthscore.render.reports import load_scores
+    from healthscore.io.snapshots import read_snapshots
 
     if Path(path).suffix.lower() in {".parquet", ".pq", ".csv"} or not Path(path).exists():
         return load_scores(path)  # score frames or snapshots; a missing file gets a clear error
@@ -1222,14 +1222,14 @@ def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | No
     if "score" not in frame.columns:
         if model is None:
             raise ValueError(f"{data}: these are snapshots without a 'score' column; pass --model to score them")
-        from healthscore.model import load_model
-        from healthscore.scoring import score
-        from healthscore.snapshots import read_snapshots
+        from healthscore.spec.model import load_model
+        from healthscore.core.scoring import score
+        from healthscore.io.snapshots import read_snapshots
 
         frame = score(read_snapshots(frame), load_model(model))
     ev = None
     if events is not None:
-        from healthscore.snapshots import read_events
+        from healthscore.io.snapshots import read_events
 
         ev = read_events(events)
     return frame, ev

@@ -7,7 +7,7 @@ that is not at random. Churn, expansion and contraction are drawn from weekly ha
 logistic in a documented linear predictor over the standardised signals, so a fitted model can be
 checked against ``portfolio.truth``.
 
->>> from healthscore.datasets import make_portfolio
+>>> from healthscore.datasets.portfolio import make_portfolio
 >>> p = make_portfolio(n_accounts=50, n_weeks=8, seed=1)
 >>> p.snapshots.select("account_id", "as_of").n_unique() == p.snapshots.height
 True
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from healthscore import files
+from healthscore import resources
+from healthscore.io import files
 
 __all__ = ["Portfolio", "Truth", "make_portfolio", "sample_dir", "load_sample", "METRICS"]
 
@@ -828,8 +829,8 @@ Other terms of the hazards (log-odds):
 
 # ----------------------------------------------------------------------------- bundled copy
 def sample_dir() -> Path:
-    """The repository's ``data/`` folder that holds the bundled sample."""
-    return Path(__file__).resolve().parents[2] / "data"
+    """The folder of the bundled sample (a package resource)."""
+    return resources.sample_dir()
 
 
 SAMPLE_ARGS = {"n_accounts": 2000, "n_weeks": 52, "seed": 7, "end": date(2026, 11, 16)}

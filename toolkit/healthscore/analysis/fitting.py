@@ -34,7 +34,7 @@ _HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
 
 def _input_error(source: str, message: str, fix: str, column: str | None = None) -> Exception:
     """A ValidationError naming the table (and column) at fault and what to do about it."""
-    from healthscore.snapshots import Problem, ValidationError
+    from healthscore.io.snapshots import Problem, ValidationError
     return ValidationError(source, [Problem("fitting", column, message, fix)])
 
 
@@ -646,7 +646,7 @@ def is_adverse(outcome: str) -> bool:
     """Whether ``outcome`` is bad news (churn, contraction): then a higher sub-score should lower
     its odds. For expansion a higher sub-score should raise them. The rule is the backtest's
     (``evaluation.event_is_low_score``), so a fit and its evaluation never disagree on direction."""
-    from healthscore.evaluation import event_is_low_score
+    from healthscore.analysis.evaluation import event_is_low_score
     return event_is_low_score(outcome)
 
 
@@ -886,7 +886,7 @@ def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame |
     """
     cols = _feature_columns(model, features)
     if features == "subscores":
-        from healthscore.scoring import calibrate
+        from healthscore.core.scoring import calibrate
         frame = calibrate(snapshots, model)
     else:
         frame = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
@@ -986,7 +986,7 @@ def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penal
     column mean instead, which is right for estimating effects but not for weights that will be
     used through that renormalisation. None when no first suggestion exists.
     """
-    from healthscore.scoring import combine
+    from healthscore.core.scoring import combine
     try:
         first = wf.suggested_model()
     except Exception:  # noqa: BLE001 - no usable first suggestion: keep the main fit as the basis

@@ -6,6 +6,9 @@ Each subcommand is a pair of small functions: ``_add_<name>`` declares its argum
 """
 from __future__ import annotations
 
+from healthscore.errors import HealthscoreError
+from healthscore import resources
+
 import argparse
 import re
 import sys
@@ -21,13 +24,13 @@ typical session:
 """
 
 
-class UserError(Exception):
+class UserError(HealthscoreError):
     """An error whose message tells the user what to fix; printed without a traceback."""
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, FileNotFoundError]
-    for module, name in [("healthscore.snapshots", "ValidationError"), ("healthscore.model", "ModelError")]:
+    for module, name in [("healthscore.io.snapshots", "ValidationError"), ("healthscore.spec.model", "ModelError")]:
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -56,7 +59,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from healthscore.datasets import make_portfolio
+    from healthscore.datasets.portfolio import make_portfolio
     if args.accounts < 1 or args.weeks < 1:
         raise UserError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
     portfolio = make_portfolio(n_accounts=args.accounts, n_weeks=args.weeks, seed=args.seed, end=args.end,
@@ -81,7 +84,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from healthscore import snapshots
+    from healthscore.io import snapshots
 
     try:
         if args.events:
@@ -118,9 +121,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from healthscore import files, scoring
-    from healthscore.model import load_model
-    from healthscore.snapshots import read_snapshots
+    from healthscore.io import files
+    from healthscore.core import scoring
+    from healthscore.spec.model import load_model
+    from healthscore.io.snapshots import read_snapshots
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
@@ -136,7 +140,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _band_lines(scores, model) -> str:  # noqa: ANN001 - polars frame and ScoreModel
-    from healthscore.scoring import band_summary
+    from healthscore.core.scoring import band_summary
 
     lines = ["accounts per band at their latest snapshot:"]
     for band, n, mean, share in band_summary(scores, model).select("band", "accounts", "mean_score", "share").rows():
@@ -181,15 +185,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model_arg(spec: str):  # noqa: ANN202 - a ScoreModel
-    from healthscore.model import load_model
+    from healthscore.spec.model import load_model
 
     path, _, name = spec.partition("#")
     return load_model(Path(path), name or None)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from healthscore import evaluation
-    from healthscore.snapshots import read_events, read_snapshots
+    from healthscore.analysis import evaluation
+    from healthscore.io.snapshots import read_events, read_snapshots
 
     if not 0.0 < args.target_precision <= 1.0:
         raise UserError(f"--target-precision {args.target_precision}: give a share between 0 and 1, e.g. 0.2")
@@ -259,7 +263,7 @@ def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel,
 
     import polars as pl
 
-    from healthscore.snapshots import read_snapshots
+    from healthscore.io.snapshots import read_snapshots
 
     if args.out.exists() and not args.overwrite:
         raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
@@ -277,8 +281,8 @@ def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel,
 def _cmd_fit(args: argparse.Namespace) -> int:
     import warnings
 
-    from healthscore.fitting import fit_weights
-    from healthscore.snapshots import read_events
+    from healthscore.analysis.fitting import fit_weights
+    from healthscore.io.snapshots import read_events
 
     model, snaps = _model_and_history(args)
     with warnings.catch_warnings():
@@ -303,10 +307,10 @@ def _demo_fit(out: Path) -> str:
 
     import polars as pl
 
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.evaluation import time_split
-    from healthscore.fitting import fit_weights, label_outcomes
-    from healthscore.model import load_model
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.analysis.evaluation import time_split
+    from healthscore.analysis.fitting import fit_weights, label_outcomes
+    from healthscore.spec.model import load_model
     sample, model = load_sample(), load_model(sample_dir() / "model.toml")
     # fit only on the evaluation's training period, so the next step compares on unseen weeks
     _, _, split = time_split(label_outcomes(sample.snapshots, sample.events), horizon="90d")
@@ -340,7 +344,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
     """The model with its data-derived calibrations fitted, and one line per fitted metric."""
-    from healthscore.calibration import METHODS, describe
+    from healthscore.core.calibration import METHODS, describe
 
     fitted = [m for m in model.metrics if METHODS[m.method].fitted]
     if not fitted:
@@ -350,7 +354,7 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
             names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
             raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
                             "(and --outcome/--horizon if not churned within 90d)")
-        from healthscore.fitting import label_outcomes
+        from healthscore.analysis.fitting import label_outcomes
         # only snapshots whose outcome window is complete: recent ones would count as "no event"
         snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
         new = model.fit_calibration(snapshots, outcome=outcome)
@@ -363,7 +367,7 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from healthscore.snapshots import read_events
+    from healthscore.io.snapshots import read_events
 
     model, snaps = _model_and_history(args)
     events = read_events(args.events) if args.events else None
@@ -377,10 +381,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _demo_calibrate(out: Path) -> str:
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
     sample = load_sample()
-    model = load_model(sample_dir().parent / "templates" / "models" / "high_touch.toml", "churn_index")
+    model = load_model(resources.starter_model("high_touch"), "churn_index")
     new, _, n_rows = _fit_calibrations(model, sample.snapshots, sample.events)
     path = new.save(out / "churn_index.toml")
     bins = ", ".join(f"{m.name} {len(m.params['scores'])} bins" for m in new.metrics if m.method == "monotone_bins")
@@ -419,7 +423,7 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
 def _cmd_scorecards(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from healthscore import reports
+    from healthscore.render import reports
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: give at least 1")
@@ -467,7 +471,7 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
 def _cmd_review(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from healthscore import reports
+    from healthscore.render import reports
 
     for flag, value in [("--from", args.date_from), ("--to", args.date_to)]:
         if value:
@@ -481,7 +485,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
     if args.data.suffix.lower() in {".parquet", ".pq"}:  # cheap checks before a kernel starts
         import polars as pl
 
-        from healthscore.cohorts import DERIVED
+        from healthscore.analysis.cohorts import DERIVED
 
         columns = pl.read_parquet_schema(args.data)
         if args.model is None and "score" not in columns:
@@ -505,17 +509,18 @@ DemoStep = Callable[[Path], str]
 
 
 def _demo_sample(out: Path) -> str:
-    from healthscore.datasets import load_sample, portfolio_summary_line
-    from healthscore.files import write_text
+    from healthscore.datasets.portfolio import load_sample, portfolio_summary_line
+    from healthscore.io.files import write_text
     portfolio = load_sample()  # the bundled copy, regenerated in memory when data/ is missing
     write_text(out / "sample_summary.txt", portfolio.summary() + "\n")
     return portfolio_summary_line(portfolio) + f" -> {out / 'sample_summary.txt'}"
 
 
 def _demo_score(out: Path) -> str:
-    from healthscore import files, scoring
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.io import files
+    from healthscore.core import scoring
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
     model = load_model(sample_dir() / "model.toml")
     scores = scoring.score(load_sample().snapshots, model)
     files.write_parquet(scores, out / "scores.parquet")
@@ -525,9 +530,9 @@ def _demo_score(out: Path) -> str:
 
 
 def _demo_evaluate(out: Path) -> str:
-    from healthscore import evaluation
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.analysis import evaluation
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
     models = [load_model(sample_dir() / "model.toml")]
     # the model the fit step wrote, if it ran: hand-set vs fitted on the same holdout
     models += [load_model(p) for p in sorted(out.glob("*fitted*.toml"))]
@@ -540,9 +545,11 @@ def _demo_evaluate(out: Path) -> str:
 
 
 def _demo_scorecards(out: Path) -> str:
-    from healthscore import files, reports, scoring
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.io import files
+    from healthscore.render import reports
+    from healthscore.core import scoring
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
     model_path = sample_dir() / "model.toml"
     scores_path = out / "scores.parquet"
     if not scores_path.is_file():  # the score step did not run first
@@ -558,9 +565,11 @@ def _demo_scorecards(out: Path) -> str:
 
 
 def _demo_review(out: Path) -> str:
-    from healthscore import files, reports, scoring
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
+    from healthscore.io import files
+    from healthscore.render import reports
+    from healthscore.core import scoring
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
     sample = load_sample()
     scores_path = out / "scores.parquet"
     if not scores_path.is_file():  # the score step did not run first
@@ -585,9 +594,9 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
 
 
 def _demo_tune(out: Path) -> str:
-    from healthscore.datasets import load_sample, sample_dir
-    from healthscore.model import load_model
-    from healthscore.widgets import TuningSession, edit_weights
+    from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.spec.model import load_model
+    from healthscore.app.widgets import TuningSession, edit_weights
     sample, model = load_sample(), load_model(sample_dir() / "model.toml")
     session = TuningSession(sample.snapshots, sample.events, model)
     tuned = edit_weights(model, metrics={"login_days": 4.0}, categories={"support": 20})
