@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from healthscore.errors import HealthscoreError
 from healthscore.analysis.fitting import label_outcomes, parse_horizon
 from healthscore.io.snapshots import ValidationError
 
@@ -124,7 +125,7 @@ def test_monthly_cadence_keeps_last_snapshot_of_each_month():
 
 def test_bad_input_is_named():
     snaps = _weekly("A", 5)
-    with pytest.raises(ValidationError, match="horizon '90 days'"):
+    with pytest.raises(HealthscoreError, match="horizon '90 days'"):
         label_outcomes(snaps, _events([]), horizon="90 days")
     with pytest.raises(ValidationError, match=r"lacks column\(s\) \[.event.\]"):
         label_outcomes(snaps, pl.DataFrame({"account_id": ["A"], "date": [MON]}))

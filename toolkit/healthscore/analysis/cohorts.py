@@ -38,6 +38,8 @@ import altair as alt
 import numpy as np
 import polars as pl
 
+from healthscore.spec.outcomes import resolve_outcome
+
 from healthscore.viz import charts
 
 KEYS = ["account_id", "as_of"]
@@ -451,12 +453,11 @@ def compare_cohorts(
     if events is not None:
         has_expansions = outcome != "expanded" and events.filter(pl.col("event") == "expanded").height > 0
         outcomes = [(outcome, "churn")] + ([("expanded", "expansion")] if has_expansions else [])
-        from healthscore.analysis.fitting import TERMINAL_OUTCOMES
 
         for name, prefix in outcomes:
             # an account leaves after a terminal outcome, so its windows pool as a discrete-time
             # hazard; a repeatable one (expansion) clusters within accounts: one window per account
-            windows = periods if name in TERMINAL_OUTCOMES else 1
+            windows = periods if resolve_outcome(name).terminal else 1
             labels, picked = _label_windows(frame, events, name, horizon, when, windows)
             label_dates = label_dates or picked
             lab = (labels.join(frame.select(*KEYS, *by), on=KEYS, how="left").with_columns(_cohort_label(by)))

@@ -24,6 +24,7 @@ more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by
 from __future__ import annotations
 
 from healthscore.errors import HealthscoreError
+from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 import json
 import math
@@ -44,21 +45,19 @@ __all__ = [
     "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split",
 ]
 
-# Outcomes where a *high* score means the event is likely; for every other outcome (churned,
-# contracted, ...) a low score is the warning sign.
-HIGH_SCORE_OUTCOMES = frozenset({"expanded"})
-
 ArrayLike = Any  # numpy array, polars Series, list
 
 
 # ---------------------------------------------------------------- inputs
-def event_is_low_score(outcome: str) -> bool:
+def event_is_low_score(outcome: str | Outcome) -> bool:
     """True when a low score signals the outcome (churn), False when a high one does (expansion).
+
+    The rule is the outcome's definition (:mod:`healthscore.spec.outcomes`), never its name.
 
     >>> event_is_low_score("churned"), event_is_low_score("expanded")
     (True, False)
     """
-    return outcome not in HIGH_SCORE_OUTCOMES
+    return resolve_outcome(outcome).adverse
 
 
 def risk_of(score: ArrayLike, outcome: str = "churned") -> np.ndarray:
@@ -595,7 +594,7 @@ class ProbabilityMap:
         """
         p = float(self.predict([score])[0])
         verb = {"churned": "churn", "expanded": "expand", "contracted": "contract"}.get(self.outcome, self.outcome)
-        within = _horizon_words(self.horizon)
+        within = horizon_words(self.horizon)
         # an isotonic step with no event in training reads 0%: say "under 1%", not "no chance"
         chance = "an under 1%" if p < 0.005 else f"a {p:.0%}"
         return f"a score of {score:g} means {chance} chance to {verb} within {within}"
@@ -640,16 +639,6 @@ class ProbabilityMap:
         """Read a map written by :meth:`save`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
-
-
-def _horizon_words(horizon: str) -> str:
-    import re
-
-    m = re.match(r"^\s*(\d+)\s*(d|w|mo)\s*$", str(horizon))
-    if not m:
-        return str(horizon)
-    n, unit = int(m.group(1)), {"d": "day", "w": "week", "mo": "month"}[m.group(2)]
-    return f"{n} {unit}{'s' if n != 1 else ''}"
 
 
 # ---------------------------------------------------------------- backtest
@@ -887,7 +876,7 @@ class Evaluation:
 
     def summary(self) -> str:
         """Readable text: the split, then one block per model, then the head-to-head verdict."""
-        verb = _horizon_words(self.horizon)
+        verb = horizon_words(self.horizon)
         lines = [
             f"Backtest: {self.outcome} within {verb}, time split at {self.split}",
             f"  train {self.train_rows:,} snapshots ({self.train_events:,} with the event), as_of "
@@ -939,7 +928,7 @@ class Evaluation:
         """In a notebook: the split and the head-to-head tables (charts via :meth:`charts`)."""
         import html
 
-        head = (f"<p><b>Backtest: {html.escape(self.outcome)} within {_horizon_words(self.horizon)}</b>, split at "
+        head = (f"<p><b>Backtest: {html.escape(self.outcome)} within {horizon_words(self.horizon)}</b>, split at "
                 f"{self.split}: test {self.test_rows:,} snapshots ({self.test_events:,} with the event), "
                 f"train {self.train_rows:,}.</p>")
         return head + html_table(self.table, _KEY_COLUMNS) + html_table(self.table, _ALARM_COLUMNS)
@@ -991,7 +980,7 @@ def key_table_text(ev: Evaluation) -> str:
     """The head-to-head table as fixed-width text (what the command line prints)."""
     head = (f"{'model':<24} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
             f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
-    lines = [f"{ev.outcome} within {_horizon_words(ev.horizon)}; holdout {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+    lines = [f"{ev.outcome} within {horizon_words(ev.horizon)}; holdout {ev.test_dates[0]} .. {ev.test_dates[1]}: "
              f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
     for r in ev.table.iter_rows(named=True):
         ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
@@ -1327,7 +1316,7 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
 
     from healthscore.render.reports import export_html
 
-    title = title or f"Backtest: {ev.outcome} within {_horizon_words(ev.horizon)}"
+    title = title or f"Backtest: {ev.outcome} within {horizon_words(ev.horizon)}"
     nb = nbformat.v4.new_notebook()
 
     def md(text: str) -> None:
@@ -1346,7 +1335,7 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
     md(f"# {title}\n\nEvery model scored on the same holdout: snapshots from {ev.test_dates[0]} to "
        f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). The backtest itself "
        f"fits only the score-to-probability maps, on earlier snapshots ({ev.train_dates[0]} to "
-       f"{ev.train_dates[1]}, {ev.train_rows:,} rows) whose {_horizon_words(ev.horizon)} outcome window closes "
+       f"{ev.train_dates[1]}, {ev.train_rows:,} rows) whose {horizon_words(ev.horizon)} outcome window closes "
        f"by the split date {ev.split}. A model fitted elsewhere is only fairly compared when it was fitted on "
        "those weeks too, never on the holdout.")
     md("## Head to head")

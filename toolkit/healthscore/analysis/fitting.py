@@ -23,32 +23,15 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from healthscore.spec.outcomes import parse_horizon, resolve_outcome
+
 __all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "fit_weights", "WeightFit",
-           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest", "TERMINAL_OUTCOMES"]
-
-# Outcomes after which an account leaves the book: no snapshot after the first one is labellable.
-TERMINAL_OUTCOMES = frozenset({"churned"})
-
-_HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
-
+           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest"]
 
 def _input_error(source: str, message: str, fix: str, column: str | None = None) -> Exception:
     """A ValidationError naming the table (and column) at fault and what to do about it."""
     from healthscore.io.snapshots import Problem, ValidationError
     return ValidationError(source, [Problem("fitting", column, message, fix)])
-
-
-def parse_horizon(horizon: str) -> str:
-    """Check a horizon such as ``"90d"``, ``"13w"`` or ``"3mo"`` and return it normalised.
-
-    >>> parse_horizon(" 13w ")
-    '13w'
-    """
-    m = _HORIZON.match(str(horizon))
-    if not m or int(m.group(1)) == 0:
-        raise _input_error("horizon", f"horizon {horizon!r} is not understood",
-                           "Write a positive number of days, weeks or calendar months, e.g. '90d', '13w' or '3mo'")
-    return f"{int(m.group(1))}{m.group(2)}"
 
 
 def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
@@ -105,7 +88,7 @@ def label_outcomes(
                            "Use 'weekly' (every snapshot) or 'monthly' (the last snapshot of each month)")
     horizon = parse_horizon(horizon)
     if terminal is None:
-        terminal = outcome in TERMINAL_OUTCOMES
+        terminal = resolve_outcome(outcome).terminal
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     ev = events.collect() if isinstance(events, pl.LazyFrame) else events
     _require(snaps, ["account_id", "as_of"], "snapshots")
@@ -645,9 +628,8 @@ def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
 def is_adverse(outcome: str) -> bool:
     """Whether ``outcome`` is bad news (churn, contraction): then a higher sub-score should lower
     its odds. For expansion a higher sub-score should raise them. The rule is the backtest's
-    (``evaluation.event_is_low_score``), so a fit and its evaluation never disagree on direction."""
-    from healthscore.analysis.evaluation import event_is_low_score
-    return event_is_low_score(outcome)
+    (the outcome's definition), so a fit and its evaluation never disagree on direction."""
+    return resolve_outcome(outcome).adverse
 
 
 def _orientation(model: Any, features: str) -> dict[str, float]:

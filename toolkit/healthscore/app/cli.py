@@ -28,16 +28,6 @@ class UserError(HealthscoreError):
     """An error whose message tells the user what to fix; printed without a traceback."""
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [UserError, FileNotFoundError]
-    for module, name in [("healthscore.io.snapshots", "ValidationError"), ("healthscore.spec.model", "ModelError")]:
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
-
-
 # ---------------------------------------------------------------- sample
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     import datetime as dt
@@ -654,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except _user_error_types() as exc:
+    except (HealthscoreError, FileNotFoundError) as exc:
         print(f"healthscore: error: {exc}",
               file=sys.stderr)
         return 2

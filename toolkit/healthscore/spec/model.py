@@ -31,6 +31,7 @@ True
 from __future__ import annotations
 
 from healthscore.errors import HealthscoreError
+from healthscore.spec.outcomes import Outcome, OutcomeError, parse_outcomes, resolve_outcome
 
 import hashlib
 import json
@@ -56,7 +57,7 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
                 "description", "action", "label"}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
-_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability"}
+_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "outcomes"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -152,6 +153,8 @@ class ScoreModel:
     # score -> probability of the outcome, fitted on training rows by ``evaluation.ProbabilityMap``
     # and frozen here (plain data); it reads a score, never changes one, so the hash leaves it out
     probability: dict[str, Any] | None = None
+    # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -182,6 +185,10 @@ class ScoreModel:
         """sha256 of the canonical JSON definition, first 12 hex characters."""
         text = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+    def outcome(self, name: str | Outcome) -> Outcome:
+        """The definition of outcome ``name``: the model's own, else one of the standard three."""
+        return resolve_outcome(name, self.outcomes)
 
     def metric(self, name: str) -> Metric:
         """The metric called ``name``."""
@@ -562,13 +569,20 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         probability, _ = None, problems.append("probability: expected a [probability] table "
                                                "(written by 'healthscore evaluate --freeze')")
 
+    outcomes: dict[str, Outcome] = {}
+    if table.get("outcomes") is not None:
+        try:
+            outcomes = parse_outcomes(table["outcomes"], source=path.name)
+        except OutcomeError as exc:
+            problems.append(str(exc).removeprefix(f"{path.name}: "))
+
     if problems:
         raise ModelError("\n".join(where + p for p in problems))
     model = ScoreModel(
         name=name, version=str(version), metrics=metrics, categories=categories,
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
-        probability=_plain(dict(probability)) if probability is not None else None,
+        probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
         _text=text, _prefix=prefix)
     model.validate()
     return model
