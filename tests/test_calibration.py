@@ -9,11 +9,16 @@ import numpy as np
 import polars as pl
 import pytest
 import tomlkit
+from healthscore.core import calibration
+from healthscore.core.calibration import (
+    METHODS,
+    calibrate_expr,
+    check_params,
+    describe,
+    fit_params,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from healthscore.core import calibration
-from healthscore.core.calibration import METHODS, calibrate_expr, check_params, describe, fit_params
 
 NAN, INF = float("nan"), float("inf")
 
@@ -672,8 +677,8 @@ def small_book(tmp_path_factory):
 
 
 def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
-    from healthscore.app import cli
     from healthscore.analysis.fitting import label_outcomes
+    from healthscore.app import cli
     from healthscore.spec.model import load_model
 
     folder, book = small_book

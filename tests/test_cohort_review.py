@@ -9,9 +9,8 @@ from pathlib import Path
 import nbformat
 import polars as pl
 import pytest
-
-from healthscore.app import cli
 from healthscore.analysis import cohorts
+from healthscore.app import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "cohort_review.ipynb"

@@ -8,12 +8,19 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from healthscore.analysis import cohorts
+from healthscore.analysis.cohorts import (
+    band_migration,
+    biggest_movers,
+    compare_cohorts,
+    csm_view,
+    metric_deciles,
+    score_trend,
+    suggest_breakpoints,
+    wilson_interval,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from healthscore.analysis import cohorts
-from healthscore.analysis.cohorts import (band_migration, biggest_movers, compare_cohorts, csm_view, metric_deciles,
-                                 score_trend, suggest_breakpoints, wilson_interval)
 
 D0 = dt.date(2026, 1, 5)
 
@@ -136,9 +143,9 @@ def test_derived_dimensions_and_multi_attribute_cohorts():
 # ------------------------------------------------------------------ the sample portfolio
 @pytest.fixture(scope="module")
 def sample():
+    from healthscore.core.scoring import score
     from healthscore.datasets.portfolio import load_sample, sample_dir
     from healthscore.spec.model import load_model
-    from healthscore.core.scoring import score
 
     p = load_sample()
     return p, score(p.snapshots, load_model(sample_dir() / "model.toml"))

@@ -6,14 +6,20 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from healthscore.app import cli
+from healthscore.datasets.portfolio import (
+    _REFERENCE,
+    METRICS,
+    SAMPLE_ARGS,
+    Portfolio,
+    data_dictionary,
+    load_sample,
+    make_portfolio,
+    sample_dir,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
-
-from healthscore.app import cli
-from healthscore.datasets.portfolio import (
-    METRICS, SAMPLE_ARGS, Portfolio, _REFERENCE, data_dictionary, load_sample, make_portfolio, sample_dir,
-)
 
 ATTRIBUTES = {
     "account_id": pl.String, "as_of": pl.Date, "company_name": pl.String, "segment": pl.String,

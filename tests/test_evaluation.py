@@ -8,17 +8,16 @@ import math
 import re
 from pathlib import Path
 
+import healthscore as hs
 import numpy as np
 import polars as pl
 import pytest
+from healthscore.analysis import evaluation as E
+from healthscore.app import cli
+from healthscore.datasets.portfolio import sample_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
-
-import healthscore as hs
-from healthscore.app import cli
-from healthscore.analysis import evaluation as E
-from healthscore.datasets.portfolio import sample_dir
 
 MODEL = sample_dir() / "model.toml"
 

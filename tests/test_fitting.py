@@ -6,12 +6,11 @@ import warnings
 
 import polars as pl
 import pytest
+from healthscore.analysis.fitting import label_outcomes, parse_horizon
+from healthscore.errors import HealthscoreError
+from healthscore.io.snapshots import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from healthscore.errors import HealthscoreError
-from healthscore.analysis.fitting import label_outcomes, parse_horizon
-from healthscore.io.snapshots import ValidationError
 
 MON = dt.date(2024, 1, 1)  # a Monday
 
@@ -174,10 +173,9 @@ def test_labels_match_the_definition(offsets, ev, days, outcome):
 # ---------------------------------------------------------------- fit_logit: statistics against truth
 import numpy as np  # noqa: E402
 import statsmodels.api as sm  # noqa: E402
+from healthscore.analysis.fitting import fit_logit, leakage_check  # noqa: E402
 from scipy.special import expit, logit  # noqa: E402
 from scipy.stats import norm  # noqa: E402
-
-from healthscore.analysis.fitting import fit_logit, leakage_check  # noqa: E402
 
 TRUE = {"const": -1.5, "x1": 0.8, "x2": -0.5}
 
@@ -314,8 +312,8 @@ def test_leakage_check_flags_a_feature_built_from_the_label():
 
 # ---------------------------------------------------------------- fit_weights on the sample portfolio
 import healthscore as hs  # noqa: E402
-from healthscore.datasets.portfolio import load_sample, make_portfolio, sample_dir  # noqa: E402
 from healthscore.analysis.fitting import fit_weights, segment_lr_test  # noqa: E402
+from healthscore.datasets.portfolio import load_sample, make_portfolio, sample_dir  # noqa: E402
 
 MODEL = sample_dir() / "model.toml"
 
@@ -451,10 +449,9 @@ def test_leaky_feature_is_flagged_by_fit_weights(portfolio):
 
 @pytest.mark.slow
 def test_fitted_model_holds_up_against_the_hand_set_one_on_a_time_split():
-    from sklearn.metrics import roc_auc_score
-
     from healthscore.analysis.evaluation import time_split
     from healthscore.analysis.fitting import label_outcomes
+    from sklearn.metrics import roc_auc_score
 
     sample = load_sample()
     hand = hs.load_model(MODEL)

@@ -6,10 +6,9 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import healthscore as hs
 import polars as pl
 import pytest
-
-import healthscore as hs
 from healthscore.spec.model import Band, Category, Metric, ModelError, ScoreModel
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import healthscore as hs
 import nbformat
 import pytest
-
-import healthscore as hs
+from healthscore.analysis import scorecard as cards
+from healthscore.app import batch as batch_run
 from healthscore.render import reports
+from healthscore.render import scorecard as card_html
+
 from tests.test_scorecards import MODEL_TOML
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +62,11 @@ def test_scorecard_in_a_browser(tmp_path):
     scores = hs.score(portfolio.snapshots, model)
     latest = scores.filter(scores["as_of"] == scores["as_of"].max()).drop_nulls("score").sort("account_id")
     account = latest["account_id"][0]
-    card = reports.scorecard_data(scores, model, account, snapshots=portfolio.snapshots)
+    card = cards.scorecard_data(scores, model, account, snapshots=portfolio.snapshots)
     outputs = [nbformat.v4.new_output("display_data", data={"text/html": part})
-               for part in reports.scorecard_sections(card)]
+               for part in card_html.scorecard_sections(card)]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
-    page_path = tmp_path / f"{reports.safe_name(account)}.html"
+    page_path = tmp_path / f"{batch_run.safe_name(account)}.html"
     reports.export_html(nb, page_path, title=f"{card.company_name}: health scorecard")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

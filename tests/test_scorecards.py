@@ -14,16 +14,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import healthscore as hs
 import nbformat
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import healthscore as hs
+from healthscore.analysis import scorecard as cards
+from healthscore.app import batch as batch_run
 from healthscore.app import cli
 from healthscore.render import reports
+from healthscore.render import scorecard as card_html
+from healthscore.viz import scorecard as card_charts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +120,7 @@ def hand(model):
 
 def test_scorecard_data_on_known_values(hand, model):
     snaps, scores = hand
-    card = reports.scorecard_data(scores, model, "a", snapshots=snaps)
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
     # last week: usage = (20 + 50) / 2 = 35, support N/A -> the score is the usage score
     assert card.as_of == dt.date(2026, 6, 29)
     assert card.score == pytest.approx(35.0)
@@ -145,30 +148,30 @@ def test_scorecard_data_on_known_values(hand, model):
 
 def test_peer_percentiles_shown_for_five_or_more(hand, model):
     snaps, scores = hand
-    card = reports.scorecard_data(scores, model, "a")
+    card = cards.scorecard_data(scores, model, "a")
     assert card.peer_size == 7
     # peers p1..p5: usage (20*(k-1) + 50) / 2, support 50; p6 scores 100; a scores 35: the lowest
     overall = card.peers.filter(pl.col("measure") == "score").row(0, named=True)
     assert overall["percentile"] == 0.0
     assert overall["cohort_median"] == pytest.approx(float(np.median([35, 37.5, 42.5, 47.5, 52.5, 57.5, 100])))
-    p3 = reports.scorecard_data(scores, model, "p3").peers.filter(pl.col("measure") == "score")
+    p3 = cards.scorecard_data(scores, model, "p3").peers.filter(pl.col("measure") == "score")
     assert p3["percentile"][0] == pytest.approx(3 / 6 * 100)  # ahead of a, p1, p2 out of six others
-    html_text = "".join(reports.scorecard_sections(card))
+    html_text = "".join(card_html.scorecard_sections(card))
     assert "How you compare" in html_text and "Ahead of" in html_text and "7 similar accounts" in html_text
 
 
 def test_peer_percentiles_hidden_under_five(hand, model):
     _, scores = hand
-    card = reports.scorecard_data(scores, model, "t1")
+    card = cards.scorecard_data(scores, model, "t1")
     assert card.peer_size == 3 and card.peers is None
-    html_text = "".join(reports.scorecard_sections(card))
+    html_text = "".join(card_html.scorecard_sections(card))
     assert "Too few similar accounts" in html_text and "Ahead of" not in html_text
 
 
 def test_internal_fields_only_when_asked(hand, model):
     snaps, scores = hand
-    public = "".join(reports.scorecard_sections(reports.scorecard_data(scores, model, "a")))
-    internal = "".join(reports.scorecard_sections(reports.scorecard_data(scores, model, "a", internal=True)))
+    public = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a")))
+    internal = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a", internal=True)))
     assert "Casey Internal" not in public and "50,000" not in public and "Internal only" not in public
     assert "Casey Internal" in internal and "50,000" in internal and "Internal only" in internal
 
@@ -178,10 +181,10 @@ def test_internal_probability_from_a_probability_map(hand, model):
 
     _, scores = hand
     pm = ProbabilityMap("isotonic").fit(np.array([0.0, 30.0, 40.0, 100.0]), np.array([1, 1, 0, 0]))
-    card = reports.scorecard_data(scores, model, "a", internal=True, probabilities=pm)
+    card = cards.scorecard_data(scores, model, "a", internal=True, probabilities=pm)
     key = next(k for k in card.internal if "probability" in k)
     assert card.internal[key] == pytest.approx(float(pm.predict([35.0])[0]))
-    assert "%" in "".join(reports.scorecard_sections(card))
+    assert "%" in "".join(card_html.scorecard_sections(card))
 
 
 def test_internal_probability_from_the_map_frozen_in_the_model(hand, model, tmp_path):
@@ -191,22 +194,22 @@ def test_internal_probability_from_the_map_frozen_in_the_model(hand, model, tmp_
     pm = ProbabilityMap("isotonic").fit(np.array([0.0, 30.0, 40.0, 100.0]), np.array([1, 1, 0, 0]))
     model.with_probability_map(pm).save(tmp_path / "frozen.toml")
     scores.write_parquet(tmp_path / "scores.parquet")
-    card = reports.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml", internal=True)
+    card = card_html.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml", internal=True)
     key = next(k for k in card.internal if "probability" in k)
     assert card.internal[key] == pytest.approx(float(pm.predict([35.0])[0]))
-    public = reports.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml")
+    public = card_html.scorecard("a", scores=tmp_path / "scores.parquet", model=tmp_path / "frozen.toml")
     assert public.internal is None  # the customer version carries no internal field at all
 
 
 def test_unknown_account_names_it(hand, model):
     _, scores = hand
     with pytest.raises(ValueError, match="'nobody' has no rows"):
-        reports.scorecard_data(scores, model, "nobody")
+        cards.scorecard_data(scores, model, "nobody")
 
 
 def test_as_of_picks_an_earlier_snapshot(hand, model):
     _, scores = hand
-    card = reports.scorecard_data(scores, model, "a", as_of="2026-06-22")
+    card = cards.scorecard_data(scores, model, "a", as_of="2026-06-22")
     assert card.as_of == dt.date(2026, 6, 22) and card.score == pytest.approx(87.5)
     assert card.trend.height == 5
 
@@ -216,8 +219,8 @@ def test_markup_in_names_and_labels_is_inert(hand, model):
     evil = "<script>alert(1)</script>"
     snaps = snaps.with_columns(pl.when(pl.col("account_id") == "a").then(pl.lit(evil))
                                .otherwise(pl.col("company_name")).alias("company_name"))
-    card = reports.scorecard_data(hs.score(snaps, model), model, "a")
-    page = reports.export_html(_notebook_of(reports.scorecard_sections(card)), None, title=evil)
+    card = cards.scorecard_data(hs.score(snaps, model), model, "a")
+    page = reports.export_html(_notebook_of(card_html.scorecard_sections(card)), None, title=evil)
     assert "<script" not in page
     assert html.escape(evil) in page  # shown as text, in the heading and the title
 
@@ -229,13 +232,13 @@ def _notebook_of(parts: list[str]) -> nbformat.NotebookNode:
 
 def test_trend_chart_holds_only_this_accounts_rows(hand, model):
     _, scores = hand
-    card = reports.scorecard_data(scores, model, "a")
-    spec = json.dumps(reports.trend_chart(card).to_dict(validate=False), default=str)
+    card = cards.scorecard_data(scores, model, "a")
+    spec = json.dumps(card_charts.trend_chart(card).to_dict(validate=False), default=str)
     assert "Alpha Widgets" not in spec and "Peer 1" not in spec and "p1" not in spec
-    datasets = reports.trend_chart(card).to_dict(validate=False)["datasets"]
+    datasets = card_charts.trend_chart(card).to_dict(validate=False)["datasets"]
     sizes = sorted(len(v) for v in datasets.values())
     assert sizes == [1, 3, 6]  # last point, the three bands, six weeks of this account
-    svg = reports.chart_svg(reports.trend_chart(card))
+    svg = card_charts.chart_svg(card_charts.trend_chart(card))
     assert svg.startswith("<svg") and "<script" not in svg
     for band in ("red", "yellow", "green"):  # every band named beside its colour
         assert f">{band}<" in svg
@@ -274,7 +277,7 @@ def test_export_html_has_no_code_inputs_or_widget_state(tmp_path):
 @given(st.text(min_size=1, max_size=60))
 @settings(max_examples=200, deadline=None)
 def test_safe_name_stays_inside_the_folder(account_id):
-    name = reports.safe_name(account_id)
+    name = batch_run.safe_name(account_id)
     assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name)
     base = Path("/reports")
     assert (base / f"{name}.html").resolve().parent == base
@@ -284,23 +287,23 @@ def test_safe_name_stays_inside_the_folder(account_id):
 @settings(max_examples=200, deadline=None)
 def test_safe_names_of_different_ids_differ(a, b):
     if a != b:
-        assert reports.safe_name(a) != reports.safe_name(b)
+        assert batch_run.safe_name(a) != batch_run.safe_name(b)
 
 
 def test_select_accounts(hand):
     _, scores = hand
-    assert reports._select_accounts(scores, "all")[:3] == ["a", "p1", "p2"]
-    assert reports._select_accounts(scores, "segment=tiny") == ["t0", "t1", "t2"]
-    assert reports._select_accounts(scores, "a, p2,a") == ["a", "p2"]
+    assert batch_run._select_accounts(scores, "all")[:3] == ["a", "p1", "p2"]
+    assert batch_run._select_accounts(scores, "segment=tiny") == ["t0", "t1", "t2"]
+    assert batch_run._select_accounts(scores, "a, p2,a") == ["a", "p2"]
     with pytest.raises(ValueError, match="no column 'tier'"):
-        reports._select_accounts(scores, "tier=gold")
+        batch_run._select_accounts(scores, "tier=gold")
     with pytest.raises(ValueError, match="no account has segment = 'none'"):
-        reports._select_accounts(scores, "segment=none")
+        batch_run._select_accounts(scores, "segment=none")
 
 
 def test_one_per_band(hand):
     _, scores = hand
-    picked = reports.one_per_band(scores)
+    picked = batch_run.one_per_band(scores)
     latest = scores.filter(pl.col("as_of") == pl.col("as_of").max())
     bands = dict(zip(latest["account_id"], latest["band"]))
     assert [bands[a] for a in picked] == ["green", "yellow", "red"]
@@ -339,7 +342,7 @@ def portfolio(tmp_path_factory, model):
 def batch(portfolio, model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("cards")
     accounts = portfolio["ids"] + ["accMISSING"]
-    run = reports.render_scorecards(portfolio["folder"] / "scores.parquet", model_path, accounts, out,
+    run = batch_run.render_scorecards(portfolio["folder"] / "scores.parquet", model_path, accounts, out,
                                     snapshots=portfolio["folder"] / "snapshots.parquet", workers=2,
                                     progress=False)
     return run
@@ -395,7 +398,7 @@ def test_reports_are_static_and_safe(batch, portfolio):
     evil_id = portfolio["ids"][2]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[evil_id]
     for aid, page in pages.items():
-        for banned in ("<script", "jp-InputArea", "jp-CodeCell", "widget-state", "reports.scorecard(",
+        for banned in ("<script", "jp-InputArea", "jp-CodeCell", "widget-state", "card_html.scorecard(",
                        "import ", "account_id =", "Casey", "Internal only"):
             assert banned not in page, (aid, banned)
         assert ("<svg" in page or "Not enough history" in page) and "@media print" in page

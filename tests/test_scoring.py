@@ -5,18 +5,17 @@ import datetime as dt
 import textwrap
 from pathlib import Path
 
+import healthscore as hs
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import healthscore as hs
 from healthscore.app import cli
 from healthscore.core import scoring
-from healthscore.spec.model import Band, Category, Metric, ModelError, ScoreModel
 from healthscore.core.scoring import OverrideError
+from healthscore.spec.model import Band, Category, Metric, ModelError, ScoreModel
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 D1, D2, D3 = dt.date(2026, 1, 5), dt.date(2026, 1, 12), dt.date(2026, 1, 19)

@@ -7,9 +7,13 @@ import sqlite3
 import duckdb
 import polars as pl
 import pytest
-
 from healthscore.app import cli
-from healthscore.io.snapshots import ValidationError, read_events, read_snapshots, validate_snapshots
+from healthscore.io.snapshots import (
+    ValidationError,
+    read_events,
+    read_snapshots,
+    validate_snapshots,
+)
 
 TODAY = dt.date(2026, 11, 23)
 D = dt.date(2026, 11, 2)

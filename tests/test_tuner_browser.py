@@ -18,9 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import healthscore as hs
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,11 +5,10 @@ import json
 import shutil
 from pathlib import Path
 
+import healthscore as hs
 import nbformat
 import polars as pl
 import pytest
-
-import healthscore as hs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "tune_weights.ipynb"

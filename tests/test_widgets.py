@@ -6,17 +6,26 @@ import math
 import shutil
 from pathlib import Path
 
+import healthscore as hs
 import numpy as np
 import polars as pl
 import pytest
+from healthscore.analysis import evaluation
+from healthscore.app.widgets import (
+    SCORE_DECIMALS,
+    STATE_KEYS,
+    FastScorer,
+    WeightTuner,
+    auc_and_lift,
+    band_index,
+    edit_weights,
+    format_breakpoints,
+    move_cutoff,
+    parse_breakpoints,
+)
+from healthscore.spec.model import ModelError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import healthscore as hs
-from healthscore.analysis import evaluation
-from healthscore.spec.model import ModelError
-from healthscore.app.widgets import (SCORE_DECIMALS, STATE_KEYS, FastScorer, WeightTuner, auc_and_lift, band_index, edit_weights,
-                                 format_breakpoints, move_cutoff, parse_breakpoints)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_FILE = ROOT / "data" / "model.toml"

@@ -43,7 +43,11 @@ def _when_chain(column: str, xs: list[float], ys: list[float]) -> pl.Expr:
 
 
 def bench_calibration_against_numpy_floor() -> list[Result]:
-    from healthscore.core.calibration import _percentile_points, calibrate_expr, fit_params
+    from healthscore.core.calibration import (
+        _percentile_points,
+        calibrate_expr,
+        fit_params,
+    )
 
     frame = _frame()
     arr = frame["x"].to_numpy()  # nulls become NaN: the floor gets its input for free
@@ -69,7 +73,11 @@ def bench_calibration_against_numpy_floor() -> list[Result]:
 
 
 def bench_percentile_search_vs_when_chain() -> list[Result]:
-    from healthscore.core.calibration import _percentile_points, calibrate_expr, fit_params
+    from healthscore.core.calibration import (
+        _percentile_points,
+        calibrate_expr,
+        fit_params,
+    )
 
     frame = _frame(seed=1)
     params = fit_params("percentile", frame["x"], {})
@@ -86,7 +94,6 @@ def bench_percentile_search_vs_when_chain() -> list[Result]:
 
 def bench_trend_vs_pandas() -> list[Result]:
     import pandas as pd
-
     from healthscore.core.calibration import calibrate_expr
 
     frame = _frame(seed=2)

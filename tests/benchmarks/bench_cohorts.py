@@ -18,18 +18,17 @@ from tests.benchmarks import Result, timeit
 
 
 def _sample() -> tuple[pl.DataFrame, pl.DataFrame]:
+    from healthscore.core.scoring import score
     from healthscore.datasets.portfolio import load_sample, sample_dir
     from healthscore.spec.model import load_model
-    from healthscore.core.scoring import score
 
     p = load_sample()
     return score(p.snapshots, load_model(sample_dir() / "model.toml")), p.events
 
 
 def bench_compare_cohorts_holm() -> list[Result]:
-    from statsmodels.stats.multitest import multipletests
-
     from healthscore.analysis import cohorts
+    from statsmodels.stats.multitest import multipletests
 
     scores, events = _sample()
 

@@ -15,6 +15,7 @@ import random
 import time
 
 from healthscore.datasets.portfolio import make_portfolio
+
 from tests.benchmarks import Result, timeit
 
 

@@ -39,11 +39,10 @@ def _fitted_model(snapshots: pl.DataFrame, events: pl.DataFrame, model, split) -
 
 
 def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     import healthscore as hs
     from healthscore.analysis import evaluation as E
     from healthscore.datasets.portfolio import load_sample, sample_dir
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
     sample = load_sample()
     snaps, events = sample.snapshots, sample.events
@@ -84,9 +83,8 @@ def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
 
 
 def bench_auc_interval_speed() -> list[Result]:
-    from sklearn.metrics import roc_auc_score
-
     from healthscore.analysis import evaluation as E
+    from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
     n = 100_000  # the tuner's book size, one row per account

@@ -40,9 +40,8 @@ def bench_fit_logit_clustered_vs_sklearn() -> list[Result]:
 
 
 def _fit_logit_vs_sklearn() -> list[Result]:
-    from sklearn.linear_model import LogisticRegression
-
     from healthscore.analysis.fitting import fit_logit
+    from sklearn.linear_model import LogisticRegression
 
     frame, names, beta = _data()
     # both start from the same polars frame, the form the data has in healthscore
@@ -74,7 +73,6 @@ def bench_cluster_sandwich_vs_statsmodels() -> list[Result]:
 
 def _sandwich_vs_statsmodels() -> list[Result]:
     import statsmodels.api as sm
-
     from healthscore.analysis.fitting import _attach_cluster_cov
 
     frame, names, _ = _data(seed=1)

@@ -25,9 +25,9 @@ NOTEBOOK = ROOT / "notebooks" / "scorecard.ipynb"
 
 def _inputs(folder: Path) -> tuple[Path, Path, Path, list[str]]:
     """The bundled sample scored with the bundled model; account ids in a fixed order."""
-    from healthscore.io import files
     from healthscore.core import scoring
     from healthscore.datasets.portfolio import load_sample, sample_dir
+    from healthscore.io import files
     from healthscore.spec.model import load_model
 
     model_path = sample_dir() / "model.toml"

@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import polars as pl
-
 from healthscore.core import scoring
 from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
+
 from tests.benchmarks import Result, timeit
 
 N_ACCOUNTS, N_WEEKS = 20_000, 50

@@ -51,9 +51,9 @@ _EXPORTS: dict[str, str] = {
     "suggest_breakpoints": "healthscore.analysis.cohorts",
     "csm_view": "healthscore.analysis.cohorts",
     "cohort_review": "healthscore.analysis.cohorts",
-    "render_review": "healthscore.render.reports",
+    "render_review": "healthscore.app.batch",
     "WeightTuner": "healthscore.app.widgets",
-    "render_scorecards": "healthscore.render.reports",
+    "render_scorecards": "healthscore.app.batch",
 }
 
 # the layers, and the flat module names of release 0.1 that now live inside them

@@ -39,7 +39,6 @@ import numpy as np
 import polars as pl
 
 from healthscore.spec.outcomes import resolve_outcome
-
 from healthscore.viz import charts
 
 KEYS = ["account_id", "as_of"]
@@ -1207,8 +1206,8 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
 def _read_frame(path: str) -> pl.DataFrame:
     from pathlib import Path
 
-    from healthscore.render.reports import load_scores
     from healthscore.io.snapshots import read_snapshots
+    from healthscore.analysis.scorecard import load_scores
 
     if Path(path).suffix.lower() in {".parquet", ".pq", ".csv"} or not Path(path).exists():
         return load_scores(path)  # score frames or snapshots; a missing file gets a clear error
@@ -1223,9 +1222,9 @@ def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | No
     if "score" not in frame.columns:
         if model is None:
             raise ValueError(f"{data}: these are snapshots without a 'score' column; pass --model to score them")
-        from healthscore.spec.model import load_model
         from healthscore.core.scoring import score
         from healthscore.io.snapshots import read_snapshots
+        from healthscore.spec.model import load_model
 
         frame = score(read_snapshots(frame), load_model(model))
     ev = None

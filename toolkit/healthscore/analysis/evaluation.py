@@ -23,9 +23,6 @@ more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by
 """
 from __future__ import annotations
 
-from healthscore.errors import HealthscoreError
-from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
-
 import json
 import math
 import os
@@ -37,6 +34,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 from sklearn import metrics as skm
+
+from healthscore.errors import HealthscoreError
+from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
     "auc", "auc_ci", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",

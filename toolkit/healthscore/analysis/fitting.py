@@ -13,7 +13,6 @@ itself; the events table contributes the label and nothing else.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -393,7 +392,10 @@ def _logit_model(y: np.ndarray, X: np.ndarray) -> Any:
 def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
     """Unpenalised Newton fit. On big data Newton starts from a fit on a random subsample and
     takes two full steps, then we check convergence in units of standard errors."""
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+    from statsmodels.tools.sm_exceptions import (
+        ConvergenceWarning,
+        PerfectSeparationWarning,
+    )
 
     problems: list[str] = []
     start, steps = None, maxiter

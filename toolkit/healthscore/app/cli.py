@@ -6,15 +6,36 @@ Each subcommand is a pair of small functions: ``_add_<name>`` declares its argum
 """
 from __future__ import annotations
 
-from healthscore.errors import HealthscoreError
-from healthscore import resources
-
 import argparse
+import datetime as dt
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from healthscore import __version__, resources
+from healthscore.analysis import evaluation
+from healthscore.analysis import scorecard as cards
+from healthscore.analysis.cohorts import DERIVED
+from healthscore.analysis.evaluation import time_split
+from healthscore.analysis.fitting import fit_weights, label_outcomes
+from healthscore.app import batch
+from healthscore.app.widgets import TuningSession, edit_weights
+from healthscore.core import scoring
+from healthscore.core.calibration import METHODS, describe
+from healthscore.core.scoring import band_summary
+from healthscore.datasets.portfolio import (
+    load_sample,
+    make_portfolio,
+    portfolio_summary_line,
+    sample_dir,
+)
+from healthscore.errors import HealthscoreError
+from healthscore.io import files, snapshots
+from healthscore.io.files import write_text
+from healthscore.io.snapshots import read_events, read_snapshots
+from healthscore.spec.model import load_model
 
 EPILOG = """\
 typical session:
@@ -30,7 +51,6 @@ class UserError(HealthscoreError):
 
 # ---------------------------------------------------------------- sample
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    import datetime as dt
     p = sub.add_parser("sample", help="generate a sample portfolio with a known truth",
                        description="Generate a synthetic B2B SaaS portfolio (snapshots, events, truth).\n"
                                    "The true effect of every signal on churn and expansion is known,\n"
@@ -49,7 +69,6 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from healthscore.datasets.portfolio import make_portfolio
     if args.accounts < 1 or args.weeks < 1:
         raise UserError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
     portfolio = make_portfolio(n_accounts=args.accounts, n_weeks=args.weeks, seed=args.seed, end=args.end,
@@ -74,7 +93,6 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from healthscore.io import snapshots
 
     try:
         if args.events:
@@ -93,7 +111,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- score
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    import datetime as dt
     p = sub.add_parser("score", help="score snapshots with a score model",
                        description="Calibrate every metric of the model, combine the sub-scores into the score, "
                                    "band, coverage, trend and drivers, and write one row per account and as_of.",
@@ -111,10 +128,6 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from healthscore.io import files
-    from healthscore.core import scoring
-    from healthscore.spec.model import load_model
-    from healthscore.io.snapshots import read_snapshots
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
@@ -130,7 +143,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _band_lines(scores, model) -> str:  # noqa: ANN001 - polars frame and ScoreModel
-    from healthscore.core.scoring import band_summary
 
     lines = ["accounts per band at their latest snapshot:"]
     for band, n, mean, share in band_summary(scores, model).select("band", "accounts", "mean_score", "share").rows():
@@ -175,15 +187,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_model_arg(spec: str):  # noqa: ANN202 - a ScoreModel
-    from healthscore.spec.model import load_model
 
     path, _, name = spec.partition("#")
     return load_model(Path(path), name or None)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from healthscore.analysis import evaluation
-    from healthscore.io.snapshots import read_events, read_snapshots
 
     if not 0.0 < args.target_precision <= 1.0:
         raise UserError(f"--target-precision {args.target_precision}: give a share between 0 and 1, e.g. 0.2")
@@ -249,11 +258,9 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
 
 def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel, DataFrame)
     """--model and --data (before --until) of a command that writes a new model to --out."""
-    import datetime as dt
 
     import polars as pl
 
-    from healthscore.io.snapshots import read_snapshots
 
     if args.out.exists() and not args.overwrite:
         raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
@@ -271,8 +278,6 @@ def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel,
 def _cmd_fit(args: argparse.Namespace) -> int:
     import warnings
 
-    from healthscore.analysis.fitting import fit_weights
-    from healthscore.io.snapshots import read_events
 
     model, snaps = _model_and_history(args)
     with warnings.catch_warnings():
@@ -297,10 +302,6 @@ def _demo_fit(out: Path) -> str:
 
     import polars as pl
 
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.analysis.evaluation import time_split
-    from healthscore.analysis.fitting import fit_weights, label_outcomes
-    from healthscore.spec.model import load_model
     sample, model = load_sample(), load_model(sample_dir() / "model.toml")
     # fit only on the evaluation's training period, so the next step compares on unseen weeks
     _, _, split = time_split(label_outcomes(sample.snapshots, sample.events), horizon="90d")
@@ -334,7 +335,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
     """The model with its data-derived calibrations fitted, and one line per fitted metric."""
-    from healthscore.core.calibration import METHODS, describe
 
     fitted = [m for m in model.metrics if METHODS[m.method].fitted]
     if not fitted:
@@ -344,7 +344,6 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
             names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
             raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
                             "(and --outcome/--horizon if not churned within 90d)")
-        from healthscore.analysis.fitting import label_outcomes
         # only snapshots whose outcome window is complete: recent ones would count as "no event"
         snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
         new = model.fit_calibration(snapshots, outcome=outcome)
@@ -357,7 +356,6 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from healthscore.io.snapshots import read_events
 
     model, snaps = _model_and_history(args)
     events = read_events(args.events) if args.events else None
@@ -371,8 +369,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _demo_calibrate(out: Path) -> str:
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
     sample = load_sample()
     model = load_model(resources.starter_model("high_touch"), "churn_index")
     new, _, n_rows = _fit_calibrations(model, sample.snapshots, sample.events)
@@ -411,9 +407,7 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_scorecards(args: argparse.Namespace) -> int:
-    import datetime as dt
 
-    from healthscore.render import reports
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: give at least 1")
@@ -423,7 +417,7 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--as-of {args.as_of!r}: give a date as YYYY-MM-DD") from None
     try:
-        run = reports.render_scorecards(
+        run = batch.render_scorecards(
             args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
             as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability, snapshots=args.snapshots,
             force=args.force)
@@ -459,9 +453,7 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    import datetime as dt
 
-    from healthscore.render import reports
 
     for flag, value in [("--from", args.date_from), ("--to", args.date_to)]:
         if value:
@@ -475,7 +467,6 @@ def _cmd_review(args: argparse.Namespace) -> int:
     if args.data.suffix.lower() in {".parquet", ".pq"}:  # cheap checks before a kernel starts
         import polars as pl
 
-        from healthscore.analysis.cohorts import DERIVED
 
         columns = pl.read_parquet_schema(args.data)
         if args.model is None and "score" not in columns:
@@ -485,7 +476,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
             raise UserError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; use an "
                             f"attribute such as segment, region or csm, or one of {', '.join(DERIVED)}")
     try:
-        path = reports.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
+        path = batch.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
                                      date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -499,18 +490,12 @@ DemoStep = Callable[[Path], str]
 
 
 def _demo_sample(out: Path) -> str:
-    from healthscore.datasets.portfolio import load_sample, portfolio_summary_line
-    from healthscore.io.files import write_text
     portfolio = load_sample()  # the bundled copy, regenerated in memory when data/ is missing
     write_text(out / "sample_summary.txt", portfolio.summary() + "\n")
     return portfolio_summary_line(portfolio) + f" -> {out / 'sample_summary.txt'}"
 
 
 def _demo_score(out: Path) -> str:
-    from healthscore.io import files
-    from healthscore.core import scoring
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
     model = load_model(sample_dir() / "model.toml")
     scores = scoring.score(load_sample().snapshots, model)
     files.write_parquet(scores, out / "scores.parquet")
@@ -520,9 +505,6 @@ def _demo_score(out: Path) -> str:
 
 
 def _demo_evaluate(out: Path) -> str:
-    from healthscore.analysis import evaluation
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
     models = [load_model(sample_dir() / "model.toml")]
     # the model the fit step wrote, if it ran: hand-set vs fitted on the same holdout
     models += [load_model(p) for p in sorted(out.glob("*fitted*.toml"))]
@@ -535,19 +517,14 @@ def _demo_evaluate(out: Path) -> str:
 
 
 def _demo_scorecards(out: Path) -> str:
-    from healthscore.io import files
-    from healthscore.render import reports
-    from healthscore.core import scoring
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
     model_path = sample_dir() / "model.toml"
     scores_path = out / "scores.parquet"
     if not scores_path.is_file():  # the score step did not run first
         files.write_parquet(scoring.score(load_sample().snapshots, load_model(model_path)), scores_path)
     snapshots = sample_dir() / "snapshots.parquet"
-    scores = reports.load_scores(scores_path)
-    ids = reports.one_per_band(scores)
-    run = reports.render_scorecards(scores_path, model_path, ids, out / "scorecards", progress=False,
+    scores = cards.load_scores(scores_path)
+    ids = batch.one_per_band(scores)
+    run = batch.render_scorecards(scores_path, model_path, ids, out / "scorecards", progress=False,
                                     snapshots=snapshots if snapshots.is_file() else load_sample().snapshots)
     names = dict(zip(run.manifest["account_id"], run.manifest["status"]))
     return (", ".join(f"{a} {names[a]}" for a in ids) + f" (one green, yellow, red) -> "
@@ -555,11 +532,6 @@ def _demo_scorecards(out: Path) -> str:
 
 
 def _demo_review(out: Path) -> str:
-    from healthscore.io import files
-    from healthscore.render import reports
-    from healthscore.core import scoring
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
     sample = load_sample()
     scores_path = out / "scores.parquet"
     if not scores_path.is_file():  # the score step did not run first
@@ -568,7 +540,7 @@ def _demo_review(out: Path) -> str:
     if not events_path.is_file():  # the bundled copy is missing: write the regenerated events
         events_path = out / "events.parquet"
         files.write_parquet(sample.events, events_path)
-    path = reports.render_review(scores_path, out / "review.html", events=events_path, by="segment,touch_model")
+    path = batch.render_review(scores_path, out / "review.html", events=events_path, by="segment,touch_model")
     return f"cohort review by segment x touch model -> {path}"
 
 
@@ -584,9 +556,6 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
 
 
 def _demo_tune(out: Path) -> str:
-    from healthscore.datasets.portfolio import load_sample, sample_dir
-    from healthscore.spec.model import load_model
-    from healthscore.app.widgets import TuningSession, edit_weights
     sample, model = load_sample(), load_model(sample_dir() / "model.toml")
     session = TuningSession(sample.snapshots, sample.events, model)
     tuned = edit_weights(model, metrics={"login_days": 4.0}, categories={"support": 20})
@@ -628,7 +597,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Customer health scores that predict churn and expansion: calibrate each signal, "
                     "fit and test the weights, compare cohorts, tune interactively, share scorecards.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from healthscore import __version__
     parser.add_argument("--version", action="version", version=f"healthscore {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add in _COMMANDS:

@@ -911,8 +911,8 @@ class WeightTuner:
         >>> tuner.state["accounts"] <= 100
         True
         """
-        from healthscore.spec.model import load_model
         from healthscore.io.snapshots import read_events, read_snapshots
+        from healthscore.spec.model import load_model
 
         snaps, ev = read_snapshots(snapshots), read_events(events)
         if n_accounts is not None:

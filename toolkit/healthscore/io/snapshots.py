@@ -12,8 +12,6 @@ example rows and what to do; nothing is silently coerced.
 """
 from __future__ import annotations
 
-from healthscore.errors import HealthscoreError
-
 import datetime as dt
 import difflib
 import os
@@ -24,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from healthscore.errors import HealthscoreError
 
 KEYS = ("account_id", "as_of")
 EVENT_COLUMNS = ("account_id", "date", "event")

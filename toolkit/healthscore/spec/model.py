@@ -30,9 +30,6 @@ True
 """
 from __future__ import annotations
 
-from healthscore.errors import HealthscoreError
-from healthscore.spec.outcomes import Outcome, OutcomeError, parse_outcomes, resolve_outcome
-
 import hashlib
 import json
 import math
@@ -46,7 +43,15 @@ from typing import Any, Iterable, Iterator, Mapping
 import polars as pl
 import tomlkit
 
+from healthscore.errors import HealthscoreError
 from healthscore.io import files
+from healthscore.spec.outcomes import (
+    Outcome,
+    OutcomeError,
+    parse_outcomes,
+    resolve_outcome,
+)
+from healthscore.spec.palette import band_colour
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
@@ -906,7 +911,5 @@ def _is_number(value: Any, problems: list[str], at: str) -> bool:
 
 
 def _default_colour(name: str) -> str:
-    from healthscore.viz.charts import band_colour
-
     return band_colour(name)
 

@@ -1,7 +1,4 @@
-"""One chart theme for every healthscore chart, and the band colours.
-
-Band colours come from the Okabe-Ito palette, which stays distinguishable under the common
-forms of colour blindness; every chart shows the band *name* beside its colour as well.
+"""One chart theme for every healthscore chart; band colours come from :mod:`healthscore.spec.palette`.
 
 >>> band_colour("red")
 '#D55E00'
@@ -13,22 +10,18 @@ from __future__ import annotations
 
 import altair as alt
 
+from healthscore.spec.palette import (
+    BAND_COLOURS,
+    EXTRA_COLOURS,
+    NA_COLOUR,
+    SERIES_COLOURS,
+    band_colour,
+)
+
+__all__ = ["THEME_NAME", "BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "band_colour", "band_scale",
+           "enable_theme"]
+
 THEME_NAME = "healthscore"
-
-# Okabe-Ito: vermillion, orange, bluish green; extra bands get sky blue, blue, reddish purple.
-BAND_COLOURS: dict[str, str] = {
-    "red": "#D55E00",
-    "yellow": "#E69F00",
-    "green": "#009E73",
-}
-EXTRA_COLOURS = ["#56B4E9", "#0072B2", "#CC79A7", "#F0E442", "#000000"]
-# Neutral series colours (models, cohorts) that do not clash with the band colours.
-SERIES_COLOURS = ["#0072B2", "#CC79A7", "#56B4E9", "#000000", "#F0E442", "#999999"]
-
-
-def band_colour(name: str, default: str = "#999999") -> str:
-    """The colour of a band by name (case-insensitive), or ``default``."""
-    return BAND_COLOURS.get(name.lower(), default)
 
 
 def band_scale(names: list[str], colours: list[str] | None = None) -> alt.Scale:

@@ -1,0 +1,310 @@
+"""One account's scorecard content as tidy frames (:class:`Scorecard`), peer figures, and the
+cached readers a warm kernel uses to render many accounts. ``render.scorecard`` turns it into HTML.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import math
+
+import polars as pl
+
+TREND_WEEKS = 26
+CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
+MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
+NOT_APPLICABLE = "not applicable"
+NA_COLOUR = "#8c959f"
+
+
+@dataclass
+class Scorecard:
+    """The content of one account's scorecard as tidy frames; ``scorecard_sections`` renders it.
+
+    Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
+    ``metrics`` (metric, label, value as shown, category, raw, sub_score, description, status, colour),
+    ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
+    None when the cohort is too small, ``actions`` (metric, label, action).
+    """
+
+    account_id: str
+    company_name: str
+    as_of: dt.date
+    score: float | None
+    band: str | None
+    band_colour: str
+    band_meaning: str
+    coverage: float | None
+    null_reason: str | None
+    previous_score: float | None
+    previous_as_of: dt.date | None
+    trend: pl.DataFrame
+    categories: pl.DataFrame
+    metrics: pl.DataFrame
+    changes: pl.DataFrame
+    peers: pl.DataFrame | None
+    peer_cohort: str | None
+    peer_size: int
+    actions: pl.DataFrame
+    model_name: str
+    model_version: str
+    model_hash: str
+    variant: str | None
+    bands: list[tuple[str, float, float, str, str]]
+    internal: dict[str, Any] | None = field(default=None)
+
+    def summary(self) -> str:
+        """A few readable lines: who, when, score and band, what pulls it down."""
+        score = "no score" if self.score is None else f"{self.score:.0f}/100 ({self.band})"
+        lines = [f"{self.company_name} ({self.account_id}) on {self.as_of}: {score}"]
+        reds = self.actions["label"].to_list()
+        if reds:
+            lines.append("red metrics: " + ", ".join(reds))
+        if self.peers is not None:
+            lines.append(f"peer cohort {self.peer_cohort}: {self.peer_size} accounts")
+        lines.append(f"model {self.model_name} v{self.model_version} ({self.model_hash})")
+        return "\n".join(lines)
+
+
+def _read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file; pass the scores written by 'healthscore score'")
+    if p.suffix.lower() in {".parquet", ".pq"}:
+        return pl.read_parquet(p)
+    if p.suffix.lower() == ".csv":
+        return pl.read_csv(p, try_parse_dates=True, infer_schema_length=10_000)
+    raise ValueError(f"{p}: cannot read '{p.suffix}' files; use .parquet or .csv")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_table(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
+    return _read_table(path)
+
+
+def load_scores(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a score frame (Parquet or CSV); cached per file version, so a warm kernel that renders
+    many accounts reads it once."""
+    st = Path(path).stat() if Path(path).is_file() else None
+    if st is None:
+        return _read_table(path)  # raises the clear error
+    return _cached_table(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(path: str, mtime_ns: int) -> Any:
+    from healthscore.spec.model import load_model
+    return load_model(path)
+
+
+def load_scorecard_model(path: str | os.PathLike[str]) -> Any:
+    """``hs.load_model`` cached per file version (see ``load_scores``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such model file")
+    return _cached_model(str(p.resolve()), p.stat().st_mtime_ns)
+
+
+def peer_figures(scores: pl.DataFrame, by: str = "segment") -> pl.DataFrame:
+    """Each account's percentile within its peer cohort (same ``by`` value, same date), per measure.
+
+    Returns account_id, as_of, cohort, measure (``score`` or ``cat_<name>``), percentile (0..100:
+    share of the other peers with a lower value, ties counted half), cohort_size, cohort_median.
+    Only aggregates of the cohort: safe to hand to one account's report.
+
+    >>> f = pl.DataFrame({"account_id": list("abcde"), "as_of": [dt.date(2025, 1, 6)] * 5,
+    ...                   "segment": ["smb"] * 5, "score": [10.0, 20, 30, 40, 50]})
+    >>> peer_figures(f).sort("account_id")["percentile"].to_list()
+    [0.0, 25.0, 50.0, 75.0, 100.0]
+    """
+    if by not in scores.columns:
+        raise ValueError(f"scores have no column {by!r} to form peer cohorts; choose one of "
+                         f"{[c for c in scores.columns if scores[c].dtype == pl.String][:8]}")
+    measures = ["score"] + sorted(c for c in scores.columns if c.startswith("cat_"))
+    long = (scores.select("account_id", "as_of", pl.col(by).cast(pl.String).alias("cohort"), *measures)
+            .unpivot(index=["account_id", "as_of", "cohort"], on=measures, variable_name="measure")
+            .drop_nulls("value"))
+    grp = ["as_of", "cohort", "measure"]
+    n = pl.len().over(grp)
+    return (long.with_columns(
+                percentile=pl.when(n > 1)
+                .then((pl.col("value").rank("average").over(grp) - 1) / (n - 1) * 100)
+                .otherwise(None),
+                cohort_size=n.cast(pl.Int64),
+                cohort_median=pl.col("value").median().over(grp))
+            .drop("value")
+            .sort("account_id", "as_of", "measure"))
+
+
+def _band_table(model: Any) -> list[tuple[str, float, float, str, str]]:
+    return [(b.name, float(b.lower), float(b.upper), b.colour or _band_colour(b.name), b.meaning or "")
+            for b in sorted(model.bands, key=lambda b: b.lower)]
+
+
+def _band_colour(name: str | None) -> str:
+    from healthscore.viz.charts import band_colour
+    return NA_COLOUR if name is None else band_colour(name)
+
+
+def _label(obj: Any, fallback: str) -> str:
+    return (getattr(obj, "label", None) or fallback.replace("_", " ")).strip()
+
+
+def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: dt.date | str | None = None,
+                   variant: str | None = None, internal: bool = False,
+                   cohort: pl.DataFrame | None = None, peer_by: str = "segment",
+                   probabilities: Any = None,
+                   snapshots: pl.DataFrame | None = None) -> Scorecard:
+    """Build one account's :class:`Scorecard` from a score frame (``hs.score`` output) and its model.
+
+    ``as_of`` defaults to the account's latest snapshot; ``cohort`` is a ``peer_figures`` frame
+    (computed from ``scores`` when None). Raw metric values come from the score frame when it
+    carries the metric columns, else from ``snapshots``. ``probabilities`` (internal only) is a
+    fitted ``evaluation.ProbabilityMap`` that reads the score as a probability of the outcome.
+    Raises ``ValueError`` naming the account when it has no rows.
+
+    >>> # see tests/test_scorecards.py for complete examples on a sample portfolio
+    """
+    account_id = str(account_id)
+    rows = scores.filter(pl.col("account_id") == account_id)
+    if variant not in (None, "", "default") and "variant" in rows.columns:
+        rows = rows.filter(pl.col("variant") == variant)
+    if rows.is_empty():
+        raise ValueError(f"account {account_id!r} has no rows in the scores"
+                         + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
+                         + "; check the account id (see the account_id column of the scores file)")
+    rows = rows.sort("as_of")
+    if as_of is not None:
+        as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        rows = rows.filter(pl.col("as_of") <= as_of)
+        if rows.is_empty():
+            raise ValueError(f"account {account_id!r} has no snapshot on or before {as_of}")
+    cur = rows.row(-1, named=True)
+    bands = _band_table(model)
+    band_info = {b[0]: b for b in bands}
+
+    # trend: this account's last 26 weeks only
+    start = cur["as_of"] - dt.timedelta(weeks=TREND_WEEKS)
+    trend = rows.filter(pl.col("as_of") > start).select("as_of", "score", "band")
+
+    # categories (in model order)
+    cats = []
+    for name, cat in model.categories.items():
+        col = f"cat_{name}"
+        if col in rows.columns:
+            cats.append({"category": name, "label": _label(cat, name), "score": cur[col]})
+    categories = pl.DataFrame(cats, schema={"category": pl.String, "label": pl.String, "score": pl.Float64})
+    categories = categories.with_columns(band=model.band_of(pl.col("score")))
+
+    # metrics: raw value (from the scores or the snapshots), sub-score, status
+    raw_row = dict(cur)
+    if snapshots is not None:
+        snap = snapshots.filter((pl.col("account_id") == account_id) & (pl.col("as_of") == cur["as_of"]))
+        if snap.height:
+            raw_row = snap.row(0, named=True) | {k: v for k, v in cur.items() if k not in snap.columns}
+    mrows = []
+    for m in model.metrics:
+        col = f"sub_{m.name}"
+        raw = raw_row.get(m.column)
+        raw = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        mrows.append({"metric": m.name, "label": _label(m, m.name), "value": _value_text(raw, m.method),
+                      "category": _label(model.categories.get(m.category), m.category)
+                      if m.category in model.categories else m.category,
+                      "raw": raw,
+                      "sub_score": cur.get(col), "description": m.description or "",
+                      "action": m.action or ""})
+    metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "value": pl.String,
+                                          "category": pl.String,
+                                          "raw": pl.Float64, "sub_score": pl.Float64,
+                                          "description": pl.String, "action": pl.String})
+    metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
+    colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
+    metrics = metrics.with_columns(colour=pl.col("status").replace_strict(colours, default=NA_COLOUR))
+    categories = categories.with_columns(
+        colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR))
+
+    # what changed: drivers of the score change summed over the last few snapshots
+    recent = rows.tail(CHANGE_SNAPSHOTS)
+    prev_rows = rows.head(max(rows.height - CHANGE_SNAPSHOTS, 0))
+    previous = prev_rows.row(-1, named=True) if prev_rows.height else None
+    drv = [f"drvchg_{m.name}" for m in model.metrics if f"drvchg_{m.name}" in rows.columns]
+    labels = dict(zip(metrics["metric"], metrics["label"]))
+    changes = (recent.select(pl.col(drv).fill_null(0).sum())
+               .unpivot(variable_name="metric", value_name="points")
+               .with_columns(pl.col("metric").str.strip_prefix("drvchg_"))
+               .with_columns(label=pl.col("metric").replace_strict(labels, default=None))
+               .filter(pl.col("points").abs() >= 0.05)
+               .sort(pl.col("points").abs(), "metric", descending=[True, False])
+               .select("metric", "label", "points")) if (drv and previous is not None) else \
+        pl.DataFrame(schema={"metric": pl.String, "label": pl.String, "points": pl.Float64})
+
+    # peers: anonymised percentiles, only for a cohort of MIN_COHORT or more
+    peers, peer_cohort, peer_size = None, None, 0
+    if peer_by in rows.columns:
+        figs = cohort if cohort is not None else peer_figures(scores, by=peer_by)
+        mine = figs.filter((pl.col("account_id") == account_id) & (pl.col("as_of") == cur["as_of"]))
+        size_row = mine.filter(pl.col("measure") == "score")
+        peer_cohort = cur[peer_by]
+        peer_size = int(size_row["cohort_size"][0]) if size_row.height else 0
+        if peer_size >= MIN_COHORT:
+            cat_labels = {f"cat_{n}": _label(c, n) for n, c in model.categories.items()}
+            order = {m: i for i, m in enumerate(["score", *cat_labels])}  # overall first, then model order
+            peers = (mine.filter(pl.col("cohort_size") >= MIN_COHORT)
+                     .with_columns(label=pl.col("measure").replace_strict(
+                         {"score": "Overall score"} | cat_labels, default=None),
+                         order=pl.col("measure").replace_strict(order, default=len(order)))
+                     .drop_nulls("label")
+                     .sort("order")
+                     .select("measure", "label", "percentile", "cohort_median"))
+
+    reds = {b[0] for b in bands[:1]}  # the lowest band is the one that asks for action
+    actions = (metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
+               .select("metric", "label", "action"))
+
+    internal_fields = None
+    if internal:
+        internal_fields = {k: cur.get(k) for k in ("csm", "arr", "renewal_date", "segment", "lifecycle_stage")
+                           if k in rows.columns}
+        if probabilities is not None and cur.get("score") is not None:
+            outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
+            key = f"{outcome} probability ({getattr(probabilities, 'horizon', '')})"
+            internal_fields[key] = float(probabilities.predict([cur["score"]])[0])
+
+    band = cur.get("band")
+    return Scorecard(
+        account_id=account_id, company_name=str(cur.get("company_name") or account_id),
+        as_of=cur["as_of"], score=cur.get("score"), band=band,
+        band_colour=band_info[band][3] if band in band_info else _band_colour(band),
+        band_meaning=band_info[band][4] if band in band_info else "",
+        coverage=cur.get("coverage"), null_reason=cur.get("null_reason"),
+        previous_score=previous.get("score") if previous else None,
+        previous_as_of=previous["as_of"] if previous else None,
+        trend=trend, categories=categories, metrics=metrics.drop("action"), changes=changes, peers=peers,
+        peer_cohort=peer_cohort, peer_size=peer_size, actions=actions,
+        model_name=str(cur.get("model_name") or model.name), model_version=str(cur.get("model_version") or model.version),
+        model_hash=str(cur.get("model_hash") or model.hash), variant=cur.get("variant"),
+        bands=bands, internal=internal_fields)
+
+
+# ===================================================================== scorecards: rendering
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def _value_text(x: float | None, method: str = "") -> str:
+    """A raw metric value as the report shows it: yes/no for booleans, few decimals otherwise."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if method == "boolean":
+        return "yes" if x else "no"
+    if abs(x) >= 100 or float(x).is_integer():
+        return f"{x:,.0f}"
+    return f"{x:,.2f}"

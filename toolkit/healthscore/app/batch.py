@@ -1,0 +1,559 @@
+"""Batch rendering: scorecards for many accounts in warm kernels (pages, index, manifest) and
+the cohort review, each an executed notebook exported as a static page."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import polars as pl
+
+from healthscore import resources
+from healthscore.analysis.scorecard import _band_colour, _num, load_scores, peer_figures
+from healthscore.io import files
+from healthscore.render.reports import (
+    TEMPLATE_NAME,
+    TEMPLATES,
+    _html_exporter,
+    export_html,
+)
+from healthscore.render.scorecard import _badge, _e
+
+NOTEBOOK = resources.notebook("scorecard")
+MANIFEST_COLUMNS = {
+    "account_id": pl.String, "company_name": pl.String, "status": pl.String, "file": pl.String,
+    "model_hash": pl.String, "data_hash": pl.String, "notebook_hash": pl.String, "as_of": pl.String,
+    "seconds": pl.Float64, "error": pl.String,
+}
+_DONE = ("rendered", "unchanged")
+_PROTO = "@@healthscore "  # marks protocol lines in a worker's output
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(account_id: str) -> str:
+    """A file name for an account id that cannot leave its folder or collide with another id.
+
+    >>> safe_name("ACME-001")
+    'ACME-001'
+    >>> safe_name("../x")            # path characters are replaced and a short hash keeps it unique
+    'x-d6b96a97'
+    """
+    base = _SAFE.sub("_", account_id).strip("._")[:80] or "account"
+    if base == account_id:
+        return base
+    return f"{base}-{hashlib.sha256(account_id.encode()).hexdigest()[:8]}"
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:12]
+
+
+def _select_accounts(scores: pl.DataFrame, accounts: str | list[str]) -> list[str]:
+    """``all``, ``column=value`` (e.g. ``segment=smb``), a comma-separated string or a list of ids."""
+    if isinstance(accounts, str):
+        spec = accounts.strip()
+        if spec == "all":
+            return scores["account_id"].unique().sort().to_list()
+        if "=" in spec:
+            col, value = (s.strip() for s in spec.split("=", 1))
+            if col not in scores.columns:
+                raise ValueError(f"--accounts {spec!r}: the scores have no column {col!r}")
+            ids = (scores.filter(pl.col(col).cast(pl.String) == value)["account_id"].unique().sort().to_list())
+            if not ids:
+                raise ValueError(f"--accounts {spec!r}: no account has {col} = {value!r}")
+            return ids
+        accounts = [a.strip() for a in spec.split(",") if a.strip()]
+    return list(dict.fromkeys(str(a) for a in accounts))
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        import psutil
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except Exception:  # the process is gone or psutil is missing: no figure rather than a crash
+        return None
+
+
+class WarmKernel:
+    """One long-lived kernel that runs a parameterised notebook again and again.
+
+    Parameters are injected the way papermill does (``parameterize_notebook``); the user's
+    variables are deleted before each run so nothing of the previous account survives, while
+    imported modules and file caches stay warm. No input/output history is kept, so memory stays
+    flat however many accounts one kernel renders.
+    """
+
+    # cheaper than %reset (which runs a full garbage collection: ~0.5 s with altair loaded)
+    _CLEAR = ("_ip = get_ipython()\n"
+              "for _k in [k for k in _ip.user_ns if not k.startswith('_') and k not in _ip.user_ns_hidden]:\n"
+              "    del _ip.user_ns[_k]")
+
+    # run once per kernel: the imports and the chart engine's start-up (~1 s) are paid before the
+    # first account, while the parent is still preparing
+    _WARM_UP = ("import altair, vl_convert\n"
+                "from healthscore import reports\n"
+                "vl_convert.vegalite_to_svg({'mark': 'point', 'data': {'values': [{'x': 1}]},\n"
+                "                            'encoding': {'x': {'field': 'x', 'type': 'quantitative'}}})")
+
+    def __init__(self, notebook: str | os.PathLike[str] = NOTEBOOK, *, timeout: int = 300,
+                 cwd: str | os.PathLike[str] | None = None, warm_up: bool = True,
+                 while_starting: Any = None) -> None:
+        """``while_starting`` (a callable) runs while the kernel process boots."""
+        from nbclient import NotebookClient
+        from papermill.iorw import load_notebook_node
+
+        self.template = load_notebook_node(str(notebook))  # adds the metadata papermill relies on
+        kernel = self.template.metadata.get("kernelspec", {}).get("name", "python3")
+        self.client = NotebookClient(nbformat.v4.new_notebook(), timeout=timeout, kernel_name=kernel,
+                                     resources={"metadata": {"path": str(cwd or os.getcwd())}},
+                                     extra_arguments=["--HistoryManager.enabled=False"])
+        self._warm_up = warm_up
+        self._start(while_starting)
+
+    def _start(self, while_starting: Any = None) -> None:
+        self.client.km = self.client.create_kernel_manager()
+        self.client.start_new_kernel()  # launches the process
+        if while_starting is not None:
+            while_starting()
+        self.client.start_new_kernel_client()  # waits until the kernel answers
+        if self._warm_up:
+            cell = nbformat.v4.new_code_cell(self._WARM_UP)
+            self.client.nb = nbformat.v4.new_notebook(cells=[cell])
+            self.client.execute_cell(cell, 0, store_history=False)
+
+    @property
+    def kernel_pid(self) -> int | None:
+        prov = getattr(self.client.km, "provisioner", None)
+        return getattr(prov, "pid", None) or getattr(getattr(prov, "process", None), "pid", None)
+
+    def run(self, parameters: dict[str, Any]) -> nbformat.NotebookNode:
+        """Execute the notebook with ``parameters``; returns the executed notebook.
+
+        Raises nbclient's ``CellExecutionError`` when a cell fails; the kernel is restarted when it
+        died or timed out, so the next run starts clean."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+        from papermill.parameterize import parameterize_notebook
+
+        nb = parameterize_notebook(copy.deepcopy(self.template), parameters)
+        reset = nbformat.v4.new_code_cell(self._CLEAR)
+        reset.metadata["tags"] = ["remove-cell"]
+        nb.cells.insert(0, reset)
+        self.client.nb = nb
+        self.client.reset_execution_trackers()
+        try:
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    self.client.execute_cell(cell, index, store_history=False)
+        except (DeadKernelError, CellTimeoutError):
+            self.restart()
+            raise
+        del nb.cells[0]
+        return nb
+
+    def restart(self) -> None:
+        self.close()
+        self._start()
+
+    def close(self) -> None:
+        try:
+            self.client._cleanup_kernel()  # stops the channels and shuts the kernel down
+        except Exception:  # shutting down a dead kernel must not hide the real error
+            pass
+
+
+def _render_one(kernel: WarmKernel, task: dict[str, Any]) -> dict[str, Any]:
+    """Run and export one account; never raises (the error goes into the manifest row)."""
+    from nbclient.exceptions import CellExecutionError
+
+    t0 = time.perf_counter()
+    row = {"account_id": task["account_id"], "status": "rendered", "file": task["file"], "error": None}
+    try:
+        nb = kernel.run(task["parameters"])
+        export_html(nb, Path(task["out_dir"]) / task["file"], title=task["title"])
+    except CellExecutionError as exc:
+        row.update(status="failed", error=f"{exc.ename}: {exc.evalue}".strip())
+    except Exception as exc:  # one account's failure must not sink the batch
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}".strip())
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process (``python -c``): one warm kernel; tasks arrive as JSON lines
+    on stdin, results leave as JSON lines on the original stdout (stray prints go to stderr)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    notebook, timeout, cwd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+    def send(msg: dict[str, Any]) -> None:
+        proto.write(_PROTO + json.dumps(msg, default=str) + "\n")
+
+    kernel = None
+    try:
+        kernel = WarmKernel(notebook, timeout=timeout, cwd=cwd, while_starting=_html_exporter)
+        send({"kind": "ready"})
+        for line in sys.stdin:
+            row = _render_one(kernel, json.loads(line))
+            row["worker_rss_mb"] = _rss_mb(os.getpid())
+            row["kernel_rss_mb"] = _rss_mb(kernel.kernel_pid)
+            send({"kind": "done", "row": row})
+    except BaseException as exc:  # tell the parent why this worker stopped
+        send({"kind": "dead", "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+class _Worker:
+    """The parent's handle on one worker process; a thread turns its output into events."""
+
+    def __init__(self, wid: int, notebook: str, timeout: int, log: Path, events: Any) -> None:
+        import subprocess
+        import threading
+
+        self.wid, self.task = wid, None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from healthscore.app.batch import _worker_main; _worker_main()",
+             notebook, str(timeout), os.getcwd()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+
+    def _read(self, events: Any) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(_PROTO):
+                events.put((self, json.loads(line[len(_PROTO):])))
+        events.put((self, {"kind": "eof"}))
+
+    def send(self, task: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.task = task
+        self.proc.stdin.write(json.dumps(task) + "\n")
+        self.proc.stdin.flush()
+
+    def no_more_tasks(self) -> None:
+        """Close stdin: the worker finishes its loop and shuts its kernel down."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def close(self) -> None:
+        try:
+            self.no_more_tasks()
+            self.proc.wait(timeout=30)
+        except Exception:  # a stuck worker is killed rather than waited for
+            self.proc.kill()
+        self._log.close()
+
+
+@dataclass
+class ScorecardRun:
+    """What ``render_scorecards`` did: the manifest (one row per account), where, and the memory of
+    the workers after each report (``memory``: report, worker, worker_rss_mb, kernel_rss_mb)."""
+
+    out_dir: Path
+    manifest: pl.DataFrame
+    memory: pl.DataFrame
+    seconds: float
+
+    @property
+    def failed(self) -> pl.DataFrame:
+        return self.manifest.filter(pl.col("status") == "failed")
+
+    @property
+    def ok(self) -> bool:
+        return self.failed.is_empty()
+
+    def summary(self) -> str:
+        counts = dict(self.manifest.group_by("status").len().iter_rows())
+        parts = [f"{counts.get(s, 0)} {s}" for s in ("rendered", "unchanged", "failed")]
+        lines = [f"scorecards in {self.out_dir}: " + ", ".join(parts) + f" in {self.seconds:.1f} s",
+                 f"open {self.out_dir / 'index.html'}"]
+        for r in self.failed.head(10).iter_rows(named=True):
+            lines.append(f"  failed {r['account_id']}: {r['error']}")
+        return "\n".join(lines)
+
+
+def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
+                    inputs: Path) -> tuple[Path, Any, Path]:
+    """Paths the notebook can read: frames and model objects are written beside the reports."""
+    from healthscore.spec.model import load_model
+
+    if isinstance(scores, pl.DataFrame):
+        scores_path = inputs / "scores.parquet"
+        files.write_parquet(scores, scores_path)
+    else:
+        scores_path = Path(scores)
+        if not scores_path.is_file():
+            raise FileNotFoundError(f"{scores_path}: no such scores file; write one with 'healthscore score'")
+    if isinstance(model, (str, os.PathLike)):
+        model_path = Path(model)
+        model = load_model(model_path)
+    else:
+        model_path = inputs / "model.toml"
+        model.save(model_path)
+    return scores_path.resolve(), model, model_path.resolve()
+
+
+def _read_manifest(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        return pl.DataFrame(schema=MANIFEST_COLUMNS)
+    try:
+        old = pl.read_csv(path, schema_overrides=MANIFEST_COLUMNS, infer_schema=False)
+        return old.select([pl.col(c).cast(t) if c in old.columns else pl.lit(None, t).alias(c)
+                           for c, t in MANIFEST_COLUMNS.items()])
+    except Exception:  # an unreadable manifest only costs a full re-render
+        return pl.DataFrame(schema=MANIFEST_COLUMNS)
+
+
+def _index_html(manifest: pl.DataFrame, latest: pl.DataFrame, title: str) -> str:
+    rows = []
+    table = manifest.join(latest, on="account_id", how="left").sort("company_name", "account_id", nulls_last=True)
+    for r in table.iter_rows(named=True):
+        from urllib.parse import quote
+        name = r["company_name"] or r["account_id"]
+        link = (f'<a href="{_e(quote(r["file"]))}">{_e(name)}</a>' if r["status"] in _DONE else _e(name))
+        status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
+        rows.append(f'<tr><td>{link}</td><td>{_e(r["account_id"])}</td><td class="num">{_num(r["score"])}</td>'
+                    f'<td>{_badge(r["band"], _band_colour(r["band"])) if r["band"] else "–"}</td>'
+                    f"<td>{_e(status)}</td></tr>")
+    body = (f"<h1>{_e(title)}</h1><p class=\"muted\">{manifest.height} accounts · internal list, "
+            "share each scorecard on its own.</p><table><thead><tr><th>Account</th><th>ID</th>"
+            '<th class="num">Score</th><th>Band</th><th>Report</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "", outputs=[nbformat.v4.new_output("display_data", data={"text/html": body})])])
+    return export_html(nb, None, title=title)
+
+
+def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
+                      accounts: str | list[str] = "all", out_dir: str | os.PathLike[str] = "build/scorecards",
+                      *, internal: bool = False, workers: int = 2, as_of: str | dt.date | None = None,
+                      variant: str | None = None, peer_by: str = "segment",
+                      probabilities: str | os.PathLike[str] | None = None,
+                      snapshots: pl.DataFrame | str | os.PathLike[str] | None = None,
+                      notebook: str | os.PathLike[str] = NOTEBOOK, timeout: int = 300,
+                      progress: bool = True, force: bool = False) -> ScorecardRun:
+    """Render one static HTML scorecard per account with the scorecard notebook.
+
+    Each of ``workers`` processes keeps one kernel warm and runs the notebook for account after
+    account (parameters injected as papermill does), then exports the HTML in process. Writes
+    ``out_dir/<account>.html``, ``out_dir/index.html`` and ``out_dir/manifest.csv`` (account_id,
+    company_name, status, file, model_hash, data_hash, notebook_hash, as_of, seconds, error).
+    ``snapshots`` (optional) supplies raw metric values for the metric table when the scores do not
+    carry them. Accounts already rendered from the same model, data and notebook (and report
+    settings) are skipped unless ``force``.
+    A failing account is recorded as ``failed`` and the others still complete.
+
+    >>> run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")  # doctest: +SKIP
+    >>> print(run.summary())  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores_path, model_obj, model_path = _prepare_inputs(scores, model, out / ".inputs")
+    snapshots_path = None
+    if isinstance(snapshots, pl.DataFrame):
+        snapshots_path = (out / ".inputs" / "snapshots.parquet").resolve()
+        files.write_parquet(snapshots, snapshots_path)
+    elif snapshots is not None:
+        snapshots_path = Path(snapshots).resolve()
+        if not snapshots_path.is_file():
+            raise FileNotFoundError(f"{snapshots}: no such snapshots file")
+    frame = load_scores(scores_path)
+    ids = _select_accounts(frame, accounts)
+    as_of_s = None if as_of is None else str(as_of)
+
+    # peers once for the whole batch (aggregates only), instead of once per kernel; written below,
+    # once the workers are starting
+    cohort_path = (out / ".inputs" / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
+
+    template_bytes = b"".join(p.read_bytes() for p in sorted((TEMPLATES / TEMPLATE_NAME).iterdir()) if p.is_file())
+    settings = repr((internal, as_of_s, variant, peer_by, str(probabilities))).encode()
+    model_hash = str(model_obj.hash)
+    data_hash = _sha(scores_path.read_bytes(), Path(probabilities).read_bytes() if probabilities else b"",
+                     snapshots_path.read_bytes() if snapshots_path else b"")
+    # the notebook, the template, this module's code and the report settings: any change re-renders
+    notebook_hash = _sha(Path(notebook).read_bytes(), template_bytes, Path(__file__).read_bytes(), settings)
+
+    latest = (frame.filter(pl.col("account_id").is_in(ids))
+              .filter(pl.col("as_of") <= dt.date.fromisoformat(as_of_s)) if as_of_s else
+              frame.filter(pl.col("account_id").is_in(ids)))
+    latest = (latest.sort("account_id", "as_of").group_by("account_id").last()
+              .select("account_id", *[c for c in ("company_name", "score", "band") if c in frame.columns]))
+    for c in ("company_name", "score", "band"):
+        if c not in latest.columns:
+            latest = latest.with_columns(pl.lit(None, pl.Float64 if c == "score" else pl.String).alias(c))
+    names = dict(zip(latest["account_id"], latest["company_name"]))
+
+    manifest_path = out / "manifest.csv"
+    previous = {r["account_id"]: r for r in _read_manifest(manifest_path).iter_rows(named=True)}
+    rows: dict[str, dict[str, Any]] = {}
+    tasks = []
+    for aid in ids:
+        file = safe_name(aid) + ".html"
+        stamp = {"model_hash": model_hash, "data_hash": data_hash, "notebook_hash": notebook_hash}
+        base = {"account_id": aid, "company_name": names.get(aid), "file": file, "as_of": as_of_s,
+                "error": None, **stamp}
+        old = previous.get(aid)
+        if (not force and old is not None and old["status"] in _DONE and (out / file).is_file()
+                and all(old[k] == v for k, v in stamp.items()) and old["as_of"] == as_of_s):
+            rows[aid] = {**base, "status": "unchanged", "seconds": 0.0}
+            continue
+        rows[aid] = {**base, "status": "pending", "seconds": None}
+        params = {"account_id": aid, "as_of": as_of_s, "scores": str(scores_path), "model": str(model_path),
+                  "variant": variant, "internal": internal, "cohort": str(cohort_path) if cohort_path else None,
+                  "peer_by": peer_by, "probabilities": str(Path(probabilities).resolve()) if probabilities else None,
+                  "snapshots": str(snapshots_path) if snapshots_path else None}
+        tasks.append({"index": len(tasks), "account_id": aid, "file": file, "out_dir": str(out),
+                      "title": f"{names.get(aid) or aid}: health scorecard", "parameters": params})
+
+    def write_manifest() -> pl.DataFrame:
+        m = pl.DataFrame([rows[a] for a in ids], schema=MANIFEST_COLUMNS)
+        files.write_csv(m, manifest_path)
+        return m
+
+    memory: list[dict[str, Any]] = []
+    if tasks:
+        import queue
+
+        events: queue.Queue = queue.Queue()
+        n_workers = max(1, min(int(workers), len(tasks)))
+        pool = [_Worker(w, str(Path(notebook).resolve()), timeout, out / ".inputs" / f"worker-{w}.log", events)
+                for w in range(n_workers)]
+        todo = list(reversed(tasks))
+        live, remaining = n_workers, len(tasks)
+        bar = tqdm(total=len(tasks), desc="scorecards", unit="report", disable=not progress)
+
+        def finish(account_id: str, **fields: Any) -> None:
+            nonlocal remaining
+            rows[account_id].update(fields)
+            remaining -= 1
+            bar.update()
+            write_manifest()
+
+        try:
+            if cohort_path is not None:  # written before any task is sent: tasks go out on "ready"
+                files.write_parquet(peer_figures(frame, by=peer_by), cohort_path)
+            while remaining and live:
+                worker, msg = events.get()
+                if msg["kind"] == "done":
+                    row = msg["row"]
+                    worker.task = None
+                    memory.append({"report": len(memory) + 1, "worker": worker.wid,
+                                   "worker_rss_mb": row.get("worker_rss_mb"),
+                                   "kernel_rss_mb": row.get("kernel_rss_mb")})
+                    finish(row["account_id"], status=row["status"], seconds=row["seconds"], error=row["error"])
+                if msg["kind"] in ("ready", "done"):
+                    if todo:
+                        worker.send(todo.pop())
+                    else:
+                        worker.no_more_tasks()
+                elif msg["kind"] in ("dead", "eof"):
+                    live -= msg["kind"] == "eof"
+                    if worker.task is not None:  # the account it was rendering goes down with it
+                        finish(worker.task["account_id"], status="failed", seconds=None,
+                               error=msg.get("error") or "worker process stopped")
+                        worker.task = None
+        finally:
+            bar.close()
+            for w in pool:
+                w.close()
+        for r in rows.values():
+            if r["status"] == "pending":
+                r.update(status="failed", error="not rendered: no worker could start a kernel "
+                                                f"(see {out / '.inputs'}/worker-*.log)")
+    manifest = write_manifest()
+    files.write_text(out / "index.html", _index_html(manifest, latest, "Customer health scorecards"))
+    return ScorecardRun(out_dir=out, manifest=manifest,
+                        memory=pl.DataFrame(memory, schema={"report": pl.Int64, "worker": pl.Int64,
+                                                            "worker_rss_mb": pl.Float64,
+                                                            "kernel_rss_mb": pl.Float64}),
+                        seconds=time.perf_counter() - t_start)
+
+
+# ===================================================================== cohort review
+REVIEW_NOTEBOOK = resources.notebook("cohort_review")
+
+
+def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.PathLike[str], *,
+                  events: str | os.PathLike[str] | pl.DataFrame | None = None,
+                  model: str | os.PathLike[str] | None = None, by: str = "segment",
+                  date_from: str | None = None, date_to: str | None = None, horizon: str = "90d",
+                  timeout: int = 900) -> Path:
+    """Run ``notebooks/cohort_review.ipynb`` with papermill and write the leadership cohort review
+    as one static HTML file with no code: executive summary first, then the detail.
+
+    ``data`` holds snapshots (scored with ``model``) or a score frame; frames are passed through
+    a temporary Parquet file. Returns the path written.
+
+    >>> render_review("data/snapshots.parquet", "review.html", events="data/events.parquet",
+    ...               model="data/model.toml", by="segment")  # doctest: +SKIP
+    """
+    import tempfile
+
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with tempfile.TemporaryDirectory(prefix="hs-review-") as tmp:
+        def _path(value: Any, name: str) -> str | None:
+            if value is None:
+                return None
+            if isinstance(value, pl.DataFrame):
+                target = Path(tmp) / f"{name}.parquet"
+                value.write_parquet(target)
+                return str(target)
+            if not Path(value).exists():
+                raise FileNotFoundError(f"{value}: no such file (the {name} for the cohort review)")
+            return str(Path(value).resolve())
+
+        params = {"data": _path(data, "data"), "events": _path(events, "events"), "model": _path(model, "model"),
+                  "by": by, "date_from": None if date_from is None else str(date_from),
+                  "date_to": None if date_to is None else str(date_to), "horizon": horizon}
+        try:
+            nb = pm.execute_notebook(str(REVIEW_NOTEBOOK), str(Path(tmp) / "review.ipynb"), parameters=params,
+                                     kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                                     cwd=str(REVIEW_NOTEBOOK.parent),
+                                     # a local kernel on loopback: its start-up warning about TCP is noise
+                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except PapermillExecutionError as exc:
+            # the notebook's error names the file, column or setting; show it without the traceback
+            raise ValueError(f"the cohort review could not be built: {exc.ename}: {exc.evalue}") from None
+    export_html(nbformat.from_dict(nb), out, title="Cohort review by " + " x ".join(
+        b.strip().replace("_", " ") for b in by.split(",")))
+    return Path(out)
+
+
+def one_per_band(scores: pl.DataFrame, bands: tuple[str, ...] = ("green", "yellow", "red")) -> list[str]:
+    """One account per band at the latest date (the middle one by score within its band), e.g. to
+    show what each band's scorecard looks like.
+
+    >>> f = pl.DataFrame({"account_id": list("abcd"), "as_of": [dt.date(2026, 1, 5)] * 4,
+    ...                   "score": [90.0, 50.0, 10.0, 80.0], "band": ["green", "yellow", "red", "green"]})
+    >>> one_per_band(f)
+    ['a', 'b', 'c']
+    """
+    latest = scores.filter(pl.col("as_of") == pl.col("as_of").max()).drop_nulls("score")
+    picked = []
+    for band in bands:
+        rows = latest.filter(pl.col("band") == band).sort("score", "account_id")
+        if rows.height:
+            picked.append(rows["account_id"][rows.height // 2])
+    return picked
