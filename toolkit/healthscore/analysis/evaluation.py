@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -36,6 +37,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from healthscore.errors import HealthscoreError
+from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
@@ -119,7 +121,7 @@ def _ranking_metric(fn: Any, y: ArrayLike, risk: ArrayLike) -> float:
     return float(fn(yy, xx)) if _both_classes(yy) else float("nan")
 
 
-def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike | None = None) -> Interval:
+def auc_ci(y: ArrayLike, risk: ArrayLike, *, confidence: float = 0.95, groups: ArrayLike | None = None) -> Interval:
     """AUC with a DeLong confidence interval (normal approximation, clipped to 0..1).
 
     Without ``groups`` every row is taken as independent (DeLong, DeLong and Clarke-Pearson 1988,
@@ -174,7 +176,7 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
     if not math.isfinite(var):  # a single positive or negative: no variance to speak of
         return Interval(a, float("nan"), float("nan"))
     se = math.sqrt(max(float(var), 0.0))
-    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
 
 
@@ -296,7 +298,7 @@ def brier(y: ArrayLike, prob: ArrayLike) -> float:
     return float(skm.brier_score_loss(yy, pp))
 
 
-def _wilson(events: np.ndarray, count: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def _wilson(events: np.ndarray, count: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     from statsmodels.stats.proportion import proportion_confint
 
     events = np.asarray(events, dtype=np.float64)
@@ -305,16 +307,16 @@ def _wilson(events: np.ndarray, count: np.ndarray, level: float) -> tuple[np.nda
     hi = np.full(count.shape, np.nan)
     ok = count > 0
     if ok.any():
-        lo[ok], hi[ok] = proportion_confint(events[ok], count[ok], alpha=1.0 - level, method="wilson")
+        lo[ok], hi[ok] = proportion_confint(events[ok], count[ok], alpha=1.0 - confidence, method="wilson")
     return lo, hi
 
 
-def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: float = 0.95) -> pl.DataFrame:
+def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confidence: float = 0.95) -> pl.DataFrame:
     """Observed event rate against mean predicted probability, in quantile bins of the prediction.
 
     Quantile bins keep every bin populated when events are rare (a 5% churn rate would leave
     nine of ten equal-width bins empty). Columns: ``bin``, ``count``, ``mean_predicted``,
-    ``observed``, ``lower``, ``upper`` (Wilson interval of the observed rate).
+    ``observed``, ``observed_lower``, ``observed_upper`` (Wilson interval of the observed rate).
 
     >>> rc = reliability_curve([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_bins=2)
     >>> rc["observed"].to_list(), rc["count"].to_list()
@@ -323,7 +325,7 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: fl
     yy, pp = _pair(y, prob, "prob")
     if yy.size == 0:
         return pl.DataFrame(schema={"bin": pl.Int64, "count": pl.Int64, "mean_predicted": pl.Float64,
-                                    "observed": pl.Float64, "lower": pl.Float64, "upper": pl.Float64})
+                                    "observed": pl.Float64, "observed_lower": pl.Float64, "observed_upper": pl.Float64})
     edges = np.unique(np.quantile(pp, np.linspace(0.0, 1.0, n_bins + 1)))
     idx = np.searchsorted(edges[1:-1], pp, side="right")
     k = max(len(edges) - 1, 1)
@@ -332,10 +334,10 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: fl
     psum = np.bincount(idx, weights=pp, minlength=k)
     keep = count > 0
     count, events, psum = count[keep], events[keep], psum[keep]
-    lo, hi = _wilson(events, count, level)
+    lo, hi = _wilson(events, count, confidence)
     return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
                          "mean_predicted": psum / count, "observed": events / count,
-                         "lower": lo, "upper": hi})
+                         "observed_lower": lo, "observed_upper": hi})
 
 
 def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> float:
@@ -355,8 +357,8 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
 
 
 # ---------------------------------------------------------------- bands and cut-offs
-def band_table(frame: pl.DataFrame, outcome: str, band: str = "band", order: Sequence[str] | None = None,
-               level: float = 0.95) -> pl.DataFrame:
+def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: Sequence[str] | None = None,
+               confidence: float = 0.95) -> pl.DataFrame:
     """Rows, events, event rate and its Wilson interval per band.
 
     ``order`` fixes the row order (e.g. the model's bands from red to green); otherwise bands
@@ -381,10 +383,10 @@ def band_table(frame: pl.DataFrame, outcome: str, band: str = "band", order: Seq
          .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
          .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
          .sort("_rank").drop("_rank"))
-    lo, hi = _wilson(t["events"].to_numpy(), t["count"].to_numpy(), level)
+    lo, hi = _wilson(t["events"].to_numpy(), t["count"].to_numpy(), confidence)
     return t.with_columns(
         rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
-        lower=pl.Series(lo), upper=pl.Series(hi))
+        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi))
 
 
 def red_band_confusion(frame: pl.DataFrame, outcome: str, band: str = "band", red: str = "red") -> dict[str, float]:
@@ -658,7 +660,7 @@ def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: f
     return split.date() if isinstance(split, datetime) else split
 
 
-def time_split(labelled: pl.DataFrame, horizon: str = "90d", split: date | str | None = None,
+def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None,
                train_share: float = 0.7) -> tuple[pl.DataFrame, pl.DataFrame, date]:
     """Split labelled snapshots by time into ``(train, test, split_date)``.
 
@@ -829,7 +831,7 @@ def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, week
          .agg(mean_score=pl.col("score").mean(), sd=pl.col("score").std(), accounts=pl.col("account_id").n_unique(),
               n=pl.len())
          .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
-         .with_columns(lower=pl.col("mean_score") - pl.col("half"), upper=pl.col("mean_score") + pl.col("half"))
+         .with_columns(score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half"))
          .drop("sd", "half")
          .sort("group", "weeks_before")
          .collect())
@@ -866,6 +868,10 @@ class Evaluation:
     train_dates: tuple[date, date]
     test_dates: tuple[date, date]
 
+    def to_frame(self) -> pl.DataFrame:
+        """One row per model: discrimination, calibration, alarm band and cut-off figures."""
+        return self.table
+
     @property
     def models(self) -> list[str]:
         return self.table["model"].to_list()
@@ -874,7 +880,7 @@ class Evaluation:
         """The name of the model with the highest ``metric`` on the holdout."""
         return self.table.sort(metric, descending=True, nulls_last=True)["model"][0]
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """Readable text: the split, then one block per model, then the head-to-head verdict."""
         verb = horizon_words(self.horizon)
         lines = [
@@ -919,7 +925,7 @@ class Evaluation:
                 cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
                                    for m in self.models)
                 lines.append(f"  {r[self.by]:<12} {cells}")
-        return "\n".join(lines).rstrip()
+        return Summary("\n".join(lines).rstrip())
 
     def __str__(self) -> str:
         return self.summary()
@@ -1008,11 +1014,11 @@ def evaluate(
     snapshots: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
     models: Any,
+    *,
     outcome: str = "churned",
     horizon: str = "90d",
     split: date | str | None = None,
     by: str | None = "segment",
-    *,
     probability: Literal["isotonic", "logistic"] = "isotonic",
     target_precision: float = 0.2,
     capacity: int | None = None,
@@ -1053,7 +1059,7 @@ def evaluate(
         raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
                               "pick one of those as the outcome")
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
-    train, test, split_date = time_split(labelled, horizon, split, train_share)
+    train, test, split_date = time_split(labelled, horizon=horizon, split=split, train_share=train_share)
     if int(test[outcome].sum()) == 0:
         raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
                               "move the split earlier or use a longer history")
@@ -1153,7 +1159,7 @@ def reliability_chart(rel: pl.DataFrame) -> Any:
     base = alt.Chart(rel).encode(
         x=alt.X("mean_predicted:Q", title="predicted probability (map fitted on training rows)"),
         color=alt.Color("model:N", title="model"))
-    top = max(float(rel["upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
+    top = max(float(rel["observed_upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
     diag = (alt.Chart(pl.DataFrame({"mean_predicted": [0.0, top], "observed": [0.0, top]}))
             .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1)
             .encode(x="mean_predicted:Q", y="observed:Q"))
@@ -1161,7 +1167,7 @@ def reliability_chart(rel: pl.DataFrame) -> Any:
         y=alt.Y("observed:Q", title="observed event rate"),
         tooltip=["model:N", "count:Q", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed:Q", format=".3f")])
-    bars = base.mark_errorbar().encode(y=alt.Y("lower:Q", title="observed event rate"), y2="upper:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("observed_lower:Q", title="observed event rate"), y2="observed_upper:Q")
     return (diag + bars + pts).properties(title="Reliability: predicted vs observed", width=360, height=300)
 
 
@@ -1181,10 +1187,10 @@ def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None 
         y=alt.Y("rate:Q", title=f"share {outcome} within horizon", axis=alt.Axis(format="%")),
         color=alt.Color("band:N", scale=band_scale(names), title="band"),
         tooltip=["model:N", "band:N", "count:Q", "events:Q", alt.Tooltip("rate:Q", format=".1%"),
-                 alt.Tooltip("lower:Q", format=".1%"), alt.Tooltip("upper:Q", format=".1%")])
-    err = base.mark_errorbar(color="#333").encode(y=alt.Y("lower:Q", title=f"share {outcome} within horizon"),
-                                                  y2="upper:Q")
-    label = base.mark_text(dy=-8, fontSize=10).encode(y="upper:Q", text=alt.Text("rate:Q", format=".1%"))
+                 alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
+    err = base.mark_errorbar(color="#333").encode(y=alt.Y("rate_lower:Q", title=f"share {outcome} within horizon"),
+                                                  y2="rate_upper:Q")
+    label = base.mark_text(dy=-8, fontSize=10).encode(y="rate_upper:Q", text=alt.Text("rate:Q", format=".1%"))
     models = bands["model"].unique(maintain_order=True).to_list() if bands.height else []
     return (alt.layer(bars, err, label, data=bands).properties(width=200, height=240)
             .facet(column=alt.Column("model:N", title=None, sort=models))
@@ -1211,7 +1217,7 @@ def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
     x = alt.X("weeks_before:Q", title=f"weeks before {outcome} / data end",
               scale=alt.Scale(reverse=True))
     base = alt.Chart().encode(x=x, color=alt.Color("group:N", title="accounts"))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lower:Q", title="mean score"), y2="upper:Q")
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("score_lower:Q", title="mean score"), y2="score_upper:Q")
     line = base.mark_line(strokeWidth=2).encode(
         y="mean_score:Q",
         tooltip=["group:N", "weeks_before:Q", alt.Tooltip("mean_score:Q", format=".1f"), "accounts:Q"])
@@ -1265,8 +1271,8 @@ _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "precision_cutoff": ("cut-off @ target", ".1f"), "precision_cutoff_recall": ("recall @ target", ".0%"),
     "capacity_k": ("capacity", ",d"), "capacity_cutoff": ("capacity cut-off", ".1f"),
     "capacity_precision": ("capacity precision", ".0%"), "capacity_recall": ("capacity recall", ".0%"),
-    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "lower": ("low", ".1%"),
-    "upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
+    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "rate_lower": ("low", ".1%"),
+    "rate_upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
 }
 
 
@@ -1348,7 +1354,7 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
     md(f"## Bands\n\nThe {ev.outcome} rate of each band on the holdout, with 95% Wilson intervals. Bands "
        "should separate clearly; a band whose interval overlaps its neighbour adds little.")
     chart(charts["bands"])
-    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "lower", "upper"])})
+    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "rate_lower", "rate_upper"])})
     md("### Alarms and cut-offs\n\nFalse alarms are flagged accounts without the event, misses are events outside "
        "the alarm band. The precision cut-off flags as many accounts as possible while keeping precision at the "
        "target; the capacity cut-off fits the weekly number of accounts a CS team can work.")

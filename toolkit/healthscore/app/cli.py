@@ -11,8 +11,8 @@ import datetime as dt
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from healthscore import __version__, resources
 from healthscore.analysis import evaluation
@@ -23,7 +23,7 @@ from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
-from healthscore.core.calibration import METHODS, describe
+from healthscore.core.calibration import METHODS, describe, fit_calibration
 from healthscore.core.scoring import band_summary
 from healthscore.datasets.portfolio import (
     load_sample,
@@ -142,7 +142,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_lines(scores, model) -> str:  # noqa: ANN001 - polars frame and ScoreModel
+def _band_lines(scores, model) -> str:
 
     lines = ["accounts per band at their latest snapshot:"]
     for band, n, mean, share in band_summary(scores, model).select("band", "accounts", "mean_score", "share").rows():
@@ -186,7 +186,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _load_model_arg(spec: str):  # noqa: ANN202 - a ScoreModel
+def _load_model_arg(spec: str):
 
     path, _, name = spec.partition("#")
     return load_model(Path(path), name or None)
@@ -256,7 +256,7 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
-def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel, DataFrame)
+def _model_and_history(args: argparse.Namespace):
     """--model and --data (before --until) of a command that writes a new model to --out."""
 
     import polars as pl
@@ -333,7 +333,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_calibrate)
 
 
-def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
+def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):
     """The model with its data-derived calibrations fitted, and one line per fitted metric."""
 
     fitted = [m for m in model.metrics if METHODS[m.method].fitted]
@@ -346,9 +346,9 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
                             "(and --outcome/--horizon if not churned within 90d)")
         # only snapshots whose outcome window is complete: recent ones would count as "no event"
         snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
-        new = model.fit_calibration(snapshots, outcome=outcome)
+        new = fit_calibration(model, snapshots, outcome=outcome)
     else:
-        new = model.fit_calibration(snapshots)
+        new = fit_calibration(model, snapshots)
     width = max(len(m.name) for m in fitted)
     lines = [f"  {m.name:<{width}}  {m.method:<13}  {describe(m.method, m.params, m.direction)}"
              for m in new.metrics if METHODS[m.method].fitted]

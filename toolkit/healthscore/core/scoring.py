@@ -38,8 +38,9 @@ import datetime as dt
 import functools
 import operator
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -132,7 +133,7 @@ def _calibrated(model: ScoreModel, metric_name: str, variant: str | None) -> pl.
         where = f" (variant {variant})" if variant else ""
         raise ModelError(f"{model._where()}metrics[{i}] ({m.name}).params{where}: method {m.method} learns "
                          f"{', '.join(missing)} from data and has not been fitted; run "
-                         "model.fit_calibration(snapshots) and save the model")
+                         "hs.fit_calibration(model, snapshots) and save the model")
     try:
         expr = calibration.calibrate_expr(m.column, m.method, m.params, m.direction)
     except ValueError as exc:
@@ -188,7 +189,7 @@ def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr],
             {k: _per_variant(model, v) for k, v in share.items()})
 
 
-def combine(subscores: pl.DataFrame, model: ScoreModel,
+def combine(subscores: pl.DataFrame, model: ScoreModel, *,
             overrides: pl.DataFrame | str | os.PathLike[str] | None = None) -> pl.DataFrame:
     """Everything after calibration: categories, score, band, coverage, trend, drivers, stamp.
 
@@ -301,7 +302,7 @@ _OUTPUT_SCALARS = {"score", "band", "coverage", "null_reason", "score_change_1",
                    "model_name", "model_version", "model_hash"}
 
 
-def _metric_order(model: ScoreModel):  # noqa: ANN202 - a sort key
+def _metric_order(model: ScoreModel):
     order = {f"sub_{m.name}": i for i, m in enumerate(model.metrics)}
     return lambda c: order[c]
 
@@ -435,7 +436,7 @@ def _apply_overrides(frame: pl.DataFrame, table: pl.DataFrame,
 
 
 # ---------------------------------------------------------------- score
-def score(snapshots: Frame, model: ScoreModel,
+def score(snapshots: Frame, model: ScoreModel, *,
           overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
           as_of: dt.date | str | None = None) -> pl.DataFrame:
     """Score every snapshot (or only the latest snapshot date on or before ``as_of``).
@@ -447,7 +448,7 @@ def score(snapshots: Frame, model: ScoreModel,
     cutoff = _cutoff(frame, as_of)
     if cutoff is not None:
         frame = frame.filter(pl.col("as_of") <= cutoff)
-    out = combine(calibrate(frame, model), model, overrides)
+    out = combine(calibrate(frame, model), model, overrides=overrides)
     return out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out
 
 
@@ -463,7 +464,7 @@ def _cutoff(frame: pl.LazyFrame, as_of: dt.date | str | None) -> dt.date | None:
     return cutoff
 
 
-def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
+def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel, *,
                     overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
                     as_of: dt.date | str | None = None, chunk_accounts: int = 20_000,
                     progress: bool = True) -> pl.DataFrame:
@@ -485,7 +486,7 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
     for ids in tqdm(chunks, desc=f"scoring {model.name}", unit="chunk", disable=not progress or len(chunks) < 2):
         part = snapshots.filter(pl.col("account_id").is_in(ids.implode()))
         ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids.implode()))
-        out = score(part, model, ov)
+        out = score(part, model, overrides=ov)
         parts.append(out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out)
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
 

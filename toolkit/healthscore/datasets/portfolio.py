@@ -27,6 +27,7 @@ import polars as pl
 
 from healthscore import resources
 from healthscore.io import files
+from healthscore.results import Summary
 
 __all__ = ["Portfolio", "Truth", "make_portfolio", "sample_dir", "load_sample", "METRICS"]
 
@@ -157,7 +158,7 @@ class Portfolio:
              "truth_latent.parquet", "truth_segment_churn.csv", "truth_other_terms.csv",
              "latest_week.csv")
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A few lines: accounts by segment, ARR, weeks, annualised churn and expansion rates."""
         s = portfolio_stats(self)
         lines = [f"{s['accounts']} accounts, {s['weeks']} weekly snapshots "
@@ -166,7 +167,7 @@ class Portfolio:
             lines.append(f"  {seg:<11} {n:>6} accounts")
         lines.append(f"annual logo churn {s['churn_rate']:.1%}, accounts expanding per year "
                      f"{s['expansion_rate']:.1%}, contracting {s['contraction_rate']:.1%}")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
     def save(self, folder: str | os.PathLike[str]) -> list[Path]:
         """Write every table and a ``README.md`` data dictionary into ``folder`` atomically;

@@ -31,20 +31,25 @@ True
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
 import re
 import tomllib
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import polars as pl
 import tomlkit
 
 from healthscore.errors import HealthscoreError
 from healthscore.io import files
+from healthscore.results import Summary
+from healthscore.spec import calibration
 from healthscore.spec.outcomes import (
     Outcome,
     OutcomeError,
@@ -215,7 +220,7 @@ class ScoreModel:
     def __str__(self) -> str:
         return self.summary()
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A readable overview: categories, metrics with weights and methods, bands, variants."""
         lines = [f"score model {self.name!r} version {self.version} (hash {self.hash})"]
         if self.description:
@@ -230,7 +235,7 @@ class ScoreModel:
         lines.append("  bands: " + ", ".join(f"{b.name} {b.lower:g}-{b.upper:g}" for b in self.bands))
         for v in self.variants:
             lines.append(f"  variant {v.name}: {v.filter}")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
     # ------------------------------------------------------------ expressions
     def band_of(self, score: pl.Expr | str) -> pl.Expr:
@@ -356,52 +361,13 @@ class ScoreModel:
 
     # ------------------------------------------------------------ fitting
     def fit_calibration(self, snapshots: pl.DataFrame, outcome: pl.Series | str | None = None) -> ScoreModel:
-        """A new model with the data-derived calibrations (percentile, log_z, monotone bins) fitted.
-
-        The fitted parameters are frozen into the model, so ``save`` stores them and scores do
-        not drift when the population changes. ``outcome`` (a Boolean series aligned with the
-        rows, or the name of a column of ``snapshots``) is needed by methods fitted against an
-        outcome. Variants that override a fitted metric's parameters are fitted on their own rows.
-        """
-        from healthscore.core import calibration
-
-        if isinstance(outcome, str):
-            outcome = snapshots[outcome]
-        if outcome is not None and len(outcome) != snapshots.height:
-            raise ModelError(f"{self._where()}fit_calibration: outcome has {len(outcome)} values "
-                             f"but snapshots have {snapshots.height} rows")
-        self.check_columns(snapshots.columns)
-        frame = snapshots if outcome is None else snapshots.with_columns(outcome.alias("__outcome"))
-
-        def fit(m: Metric, params: dict[str, Any], rows: pl.DataFrame) -> dict[str, Any]:
-            method = calibration.METHODS[m.method]
-            out = rows["__outcome"] if "__outcome" in rows.columns else None
-            if getattr(method, "needs_outcome", False) or m.method == "monotone_bins":
-                if out is None:
-                    raise ModelError(f"{self._where()}metric {m.name}: method {m.method} is fitted against "
-                                     "an outcome; pass outcome= to fit_calibration")
-            try:
-                return _plain(calibration.fit_params(m.method, rows[m.column], params,
-                                                     direction=m.direction, outcome=out))
-            except ValueError as exc:
-                raise ModelError(f"{self._where()}metric {m.name}: {exc}") from None
-
-        metrics = []
-        for m in self.metrics:
-            fitted = calibration.METHODS[m.method].fitted
-            metrics.append(replace(m, params=fit(m, m.params, frame)) if fitted else m)
-        variants = []
-        for v in self.variants:
-            vparams = dict(v.params)
-            for name, override in v.params.items():
-                base = next(m for m in metrics if m.name == name)
-                if calibration.METHODS[base.method].fitted:
-                    rows = frame.filter(v.matches())
-                    vparams[name] = fit(base, {**base.params, **override}, rows) if rows.height else override
-            variants.append(replace(v, params=vparams))
-        new = replace(self, metrics=metrics, variants=variants)
-        new.validate()
-        return new
+        """Deprecated: use ``hs.fit_calibration(model, snapshots, outcome=...)``; this method goes in
+        the next release."""
+        warnings.warn("ScoreModel.fit_calibration moved to healthscore.fit_calibration(model, snapshots, "
+                      "outcome=...); the method goes in the next release", DeprecationWarning, stacklevel=2)
+        # the one-release shim: core sits above spec, so it is looked up at call time
+        core = importlib.import_module("healthscore.core.calibration")
+        return core.fit_calibration(self, snapshots, outcome=outcome)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ saving
     def to_toml(self) -> str:
@@ -616,7 +582,6 @@ def _entries(table: dict[str, Any], key: str, allowed: set[str],
 
 def _problems(model: ScoreModel) -> list[str]:
     """Every semantic problem of a model, each as 'key.path: what is wrong (and what to do)'."""
-    from healthscore.core import calibration
 
     out: list[str] = []
     if not _NAME_RE.match(model.name or ""):
@@ -694,7 +659,7 @@ def _problems(model: ScoreModel) -> list[str]:
             if all(m.weight == 0 for m in resolved.metrics) or all(
                     c.weight == 0 for c in resolved.categories.values()):
                 out.append(f"{at}: all weights are zero in this variant")
-            for j, m in enumerate(resolved.metrics, 1):
+            for m in resolved.metrics:
                 if m.name in v.params and m.method in calibration.METHODS:
                     out += [f"{at}.params.{m.name}: {msg}"
                             for msg in _param_problems(m.method, m.params, m.direction)]
@@ -703,7 +668,6 @@ def _problems(model: ScoreModel) -> list[str]:
 
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
     """Parameter problems from the calibration module; fitted entries may still be missing."""
-    from healthscore.core import calibration
 
     direction = direction if direction in DIRECTIONS else None
     return list(calibration.check_params(method, params, direction, require_fitted=False))
