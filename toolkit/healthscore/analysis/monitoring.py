@@ -264,6 +264,7 @@ class Finding:
     measure: str
     value: float
     text: str
+    detail: str = ""  # what else changed (the N/A share), appended when findings are gathered
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "period": self.period, "variable": self.variable, "measure": self.measure,
@@ -304,10 +305,27 @@ class Monitoring:
         """True when a refit is recommended."""
         return self.verdict == "refit recommended"
 
+    def reasons(self, level: Literal["refit", "watch"]) -> list[str]:
+        """The findings of one level in words, one per variable and measure, periods gathered:
+        "seat_utilization drifted: PSI 0.91 in 2026Q2, 7.55 in 2026Q3"."""
+        groups: dict[tuple[str, str], list[Finding]] = {}
+        for f in self.findings:
+            if f.level == level:
+                groups.setdefault((f.variable, f.measure), []).append(f)
+        out = []
+        for (variable, measure), fs in groups.items():
+            if measure != "psi":
+                out += [f.text for f in fs]
+                continue
+            what = "the score" if variable == SCORE else variable
+            verb = "drifted" if level == "refit" else "moved"
+            out.append(f"{what} {verb}: PSI " + ", ".join(f"{f.value:.2f} in {f.period}" for f in fs)
+                       + fs[-1].detail)
+        return out
+
     def headline(self) -> str:
         """The verdict in plain words with its reasons, one line."""
-        refit = [f.text for f in self.findings if f.level == "refit"]
-        watch = [f.text for f in self.findings if f.level == "watch"]
+        refit, watch = self.reasons("refit"), self.reasons("watch")
         if refit:
             return "refit recommended: " + "; ".join(_shorten(refit, 6))
         if watch:
@@ -328,18 +346,18 @@ class Monitoring:
                      f"watching; a period whose AUC interval lies wholly below the reference interval means "
                      f"the score ranks worse (refit); periods with fewer than {self.min_rows} rows are shown, "
                      "not judged")
-        lines += ["", f"{'period':<10}{'rows':>8}{'score PSI':>11}{'max metric PSI':>26}{'AUC [interval]':>26}"]
+        lines += ["", f"{'period':<10}{'rows':>8}{'score PSI':>11}  {'largest metric PSI':<34}{'AUC [interval]'}"]
         for r in self.to_frame().iter_rows(named=True):
             worst = f"{r['max_metric_psi']:.3f} {r['max_metric'] or ''}" if r["max_metric"] else "-"
             auc = (f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
                    if not _nan(r["auc_lower"]) else (f"{r['auc']:.3f}" if not _nan(r["auc"]) else "- (no labels)"))
-            lines.append(f"{r['period']:<10}{r['rows']:>8,}{_num(r['score_psi']):>11}{worst[:25]:>26}{auc:>26}")
+            lines.append(f"{r['period']:<10}{r['rows']:>8,}{_num(r['score_psi']):>11}  {worst:<34}{auc}")
         if self.performance["ece"].is_not_nan().any():
             lines += ["", "calibration (probability map of the model):"]
             for r in self.performance.filter(pl.col("ece").is_not_nan()).iter_rows(named=True):
                 lines.append(f"  {r['period']:<10} predicted {r['mean_predicted']:.1%}, observed {r['observed']:.1%} "
                              f"[{r['observed_lower']:.1%}, {r['observed_upper']:.1%}], ECE {r['ece']:.4f}")
-        watch = [f.text for f in self.findings if f.level == "watch"]
+        watch = self.reasons("watch")
         if watch and self.refit:
             lines += ["", "also worth watching: " + "; ".join(_shorten(watch, 8))]
         lines += [f"note: {n}" for n in self.notes]
@@ -391,15 +409,15 @@ class Monitoring:
         """
         if not self.findings:
             return self.empty_alerts()
-        level = "refit" if self.refit else "watch"
+        level: Literal["refit", "watch"] = "refit" if self.refit else "watch"
         chosen = [f for f in self.findings if f.level == level]
         ends = dict(zip(self.performance["period"].to_list(), self.performance["period_end"].to_list()))
         fired = max(ends[f.period] for f in chosen)
         if self.refit:
-            action = "refit the model: " + "; ".join(_shorten([f.text for f in chosen], 4))
+            action = "refit the model: " + "; ".join(_shorten(self.reasons(level), 4))
         else:
             action = ("refit the model: not needed yet; check at the next run whether these keep moving: "
-                      + "; ".join(_shorten([f.text for f in chosen], 4)))
+                      + "; ".join(_shorten(self.reasons(level), 4)))
         evidence = {"verdict": self.verdict, "model": self.model_name, "model_version": self.model_version,
                     "outcome": self.outcome, "horizon": self.horizon,
                     "reference_period": [self.reference["first_as_of"], self.reference["last_as_of"]],
@@ -415,13 +433,6 @@ class Monitoring:
     def empty_alerts() -> pl.DataFrame:
         """An alerts table with no row (the shape :meth:`drift_alerts` returns)."""
         return pl.DataFrame(schema=ALERT_COLUMNS)
-
-    def to_html(self, path: Any = None, title: str | None = None) -> str:
-        """The static HTML report (see :func:`healthscore.render.monitoring.monitoring_report`)."""
-        # render sits above analysis: the report is built on request
-        from healthscore.render.monitoring import monitoring_report
-
-        return monitoring_report(self, path, title=title)
 
 
 def _nan(x: Any) -> bool:
@@ -529,10 +540,11 @@ def monitor(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.La
                                "status": status})
             if status in ("drift", "watch"):
                 what = "the score" if name == SCORE else name
-                na_text = f", N/A {ref_na:.0%} -> {na:.0%}" if abs(na - ref_na) >= 0.05 else ""
+                na_text = f"N/A {ref_na:.0%} -> {na:.0%}" if abs(na - ref_na) >= 0.05 else ""
                 findings.append(Finding("refit" if status == "drift" else "watch", period, name, "psi", value,
                                         f"{what} {'drifted' if status == 'drift' else 'moved'} in {period} "
-                                        f"(PSI {value:.2f}{na_text})"))
+                                        f"(PSI {value:.2f}{', ' + na_text if na_text else ''})",
+                                        detail=f" ({na_text})" if na_text else ""))
         perf = {"period": period, "period_start": part["as_of"].min(), "period_end": part["as_of"].max(),
                 "rows": part.height, "accounts": part["account_id"].n_unique(),
                 **_auc(part, model, outcome, confidence),
