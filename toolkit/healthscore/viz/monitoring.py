@@ -32,9 +32,7 @@ def psi_chart(frame: pl.DataFrame, *, watch: float = 0.1, drift: float = 0.25) -
              .with_columns(level=pl.when(pl.col("psi").is_nan()).then(pl.lit("no value"))
                            .when(pl.col("psi") > high).then(pl.lit(f"drift (above {high:g})"))
                            .when(pl.col("psi") >= watch).then(pl.lit(f"watch ({watch:g} to {high:g})"))
-                           .otherwise(pl.lit(f"stable (below {watch:g})")),
-                           label=pl.when(pl.col("psi").is_nan()).then(pl.lit("-"))
-                           .otherwise(pl.col("psi").round(2).cast(pl.String)))
+                           .otherwise(pl.lit(f"stable (below {watch:g})")))
              .with_columns(pl.col("psi").fill_nan(None)))
     names = frame["variable"].unique(maintain_order=True).to_list()
     order = ["score", *sorted(n for n in names if n != "score")] if "score" in names else sorted(names)
@@ -47,7 +45,7 @@ def psi_chart(frame: pl.DataFrame, *, watch: float = 0.1, drift: float = 0.25) -
         color=alt.Color("level:N", title="population stability",
                         scale=alt.Scale(domain=levels, range=[_STABLE, _WATCH, _DRIFT, NA_COLOUR])),
         tooltip=["period:N", "variable:N", alt.Tooltip("psi:Q", format=".3f")])
-    text = base.mark_text(fontSize=10, color="#222").encode(text="label:N")
+    text = base.mark_text(fontSize=10, color="#222").encode(text=alt.Text("psi:Q", format=".2f"))
     return (cells + text).properties(title="Population stability (PSI) against the reference, per period",
                                      width=alt.Step(70), height=alt.Step(18))
 

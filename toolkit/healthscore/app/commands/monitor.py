@@ -4,8 +4,8 @@
 >>> parser = argparse.ArgumentParser(prog="healthscore")
 >>> add_monitor(parser.add_subparsers())
 >>> args = parser.parse_args(["monitor", "--model", "m.toml", "--data", "s.parquet", "--out", "r.html"])
->>> args.horizon, args.by, args.set_reference
-('90d', 'quarter', False)
+>>> args.horizon, args.by, args.set_reference      # no horizon: the reference's is used
+(None, 'quarter', False)
 """
 from __future__ import annotations
 
