@@ -715,6 +715,8 @@ class WeightFit:
     floor: float = 0.0
     basis: LogitResult | None = None
     drop_insignificant: bool = False
+    # the history the fit learned from: save_suggested takes the model's monitoring reference on it
+    history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ report
     def summary(self) -> Summary:
@@ -848,12 +850,22 @@ class WeightFit:
     def save_suggested(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the suggested model to a new TOML file, keeping the comments of the model's file.
 
-        Refuses to replace an existing file unless ``overwrite=True``.
+        Refuses to replace an existing file unless ``overwrite=True``. The file also gets a
+        ``[reference]`` table: the fitted score's distribution, its metrics' and its AUC on the
+        history it was fitted on, which ``healthscore monitor`` later holds new snapshots against.
         """
         target = Path(path)
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose a new file name or pass overwrite=True")
-        return self.suggested_model().save(target)
+        model = self.suggested_model()
+        if self.history is not None:
+            # monitoring builds on this module's labels: imported here to keep the import graph acyclic
+            from healthscore.analysis.monitoring import reference_from
+
+            snapshots, events = self.history
+            model = model.with_reference(reference_from(snapshots, events, model, outcome=self.outcome,
+                                                        horizon=self.horizon))
+        return model.save(target)
 
 
 def _shares(model: Any) -> dict[str, float]:
@@ -963,7 +975,8 @@ def fit_weights(
     table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
     wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
                    table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
-                   significance=significance, floor=floor, drop_insignificant=drop_insignificant)
+                   significance=significance, floor=floor, drop_insignificant=drop_insignificant,
+                   history=(snapshots, events))
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf

@@ -67,7 +67,8 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
                 "description", "action", "label"}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
-_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "outcomes"}
+_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
+                    "outcomes"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -163,6 +164,10 @@ class ScoreModel:
     # score -> probability of the outcome, fitted on training rows by ``evaluation.ProbabilityMap``
     # and frozen here (plain data); it reads a score, never changes one, so the hash leaves it out
     probability: dict[str, Any] | None = None
+    # what the score and its metrics looked like when the model was fitted or last checked (period,
+    # decile bins and shares, N/A shares, AUC with its interval), written by
+    # ``analysis.monitoring.reference_from``; plain data that watches the score, so outside the hash
+    reference: dict[str, Any] | None = None
     # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
@@ -321,6 +326,16 @@ class ScoreModel:
         ``to_dict()``; ``None`` removes it). It is saved as the ``[probability]`` table."""
         data = pmap.to_dict() if hasattr(pmap, "to_dict") else pmap
         return replace(self, probability=None if data is None else _plain(dict(data)))
+
+    def with_reference(self, reference: Mapping[str, Any] | None) -> ScoreModel:
+        """A copy with a monitoring reference frozen in (``None`` removes it). It is saved as the
+        ``[reference]`` table and, like ``[probability]``, leaves the hash unchanged.
+
+        >>> m = ScoreModel("m", "1", [], {}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> m.with_reference({"outcome": "churned"}).reference, m.with_reference({"a": 1}).hash == m.hash
+        ({'outcome': 'churned'}, True)
+        """
+        return replace(self, reference=None if reference is None else _plain(dict(reference)))
 
     def bump_version(self) -> ScoreModel:
         """A new model whose version's last number is one higher ("1.2.3" -> "1.2.4", "v7" -> "v8")."""
@@ -540,6 +555,11 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         probability, _ = None, problems.append("probability: expected a [probability] table "
                                                "(written by 'healthscore evaluate --freeze')")
 
+    reference = table.get("reference")
+    if reference is not None and not isinstance(reference, dict):
+        reference, _ = None, problems.append("reference: expected a [reference] table "
+                                             "(written by 'healthscore monitor --set-reference')")
+
     outcomes: dict[str, Outcome] = {}
     if table.get("outcomes") is not None:
         try:
@@ -554,6 +574,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
         probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
+        reference=_plain(dict(reference)) if reference is not None else None,
         _text=text, _prefix=prefix)
     model.validate()
     return model
@@ -751,6 +772,14 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         for key, value in model.probability.items():
             prob[key] = value
         table["probability"] = prob
+    if model.reference is None:
+        table.pop("reference", None)
+    elif "reference" not in table or _plain(table["reference"]) != model.reference:
+        ref = tomlkit.table()
+        ref.comment("what the score looked like when it was fitted; read by healthscore monitor")
+        for key, value in model.reference.items():
+            ref[key] = value
+        table["reference"] = ref
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:
