@@ -167,8 +167,13 @@ def _raise(problems: list[_Problem]) -> None:
                          + "\n".join(f"  - {p.render()}" for p in problems))
 
 
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else repr(value)
+
+
 def _examples(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
-    return [", ".join(f"{c}={r[c]!r}" for c in columns if c in r) for r in frame.head(MAX_EXAMPLES).iter_rows(named=True)]
+    return [", ".join(f"{c}={_show(r[c])}" for c in columns if c in r)
+            for r in frame.head(MAX_EXAMPLES).iter_rows(named=True)]
 
 
 # ============================================================================ subscriptions, accounts
@@ -531,8 +536,7 @@ class _DuckDBEngine(_Engine):
         else:
             raise BuildError(f"{ref}: column '{src.col('time')}' has type {ttype}; store event times as ISO text "
                              "or as a timestamp column")
-        staged = sqlgen.stage_events(raw, self.spec, physical, time_kind=kind)
-        staged = exp.select("*", mixed.as_("__mixed")).from_(staged.subquery("s0"))
+        staged = sqlgen.stage_events(raw, self.spec, physical, time_kind=kind, extra={"__mixed": mixed})
         neg_all, neg_events = self._negative_events()
         v = col("value")
         is_null = lambda e: exp.Is(this=e, expression=exp.null())  # noqa: E731

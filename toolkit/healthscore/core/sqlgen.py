@@ -74,9 +74,10 @@ def _div(a: exp.Expression, b: exp.Expression) -> exp.Expression:
 
 
 # ------------------------------------------------------------------------ staging
-def stage_events(raw: exp.Expression, spec: MetricSpec, physical: Iterable[str], *, time_kind: str) -> exp.Select:
+def stage_events(raw: exp.Expression, spec: MetricSpec, physical: Iterable[str], *, time_kind: str,
+                 extra: dict[str, exp.Expression] | None = None) -> exp.Select:
     """Map a raw events relation to the logical columns (account_id, ts, date, event, value, user_id)
-    plus the raw text of time and value for error messages.
+    plus the raw text of time and value for error messages, and any ``extra`` columns of the raw row.
 
     ``time_kind`` says how the time column is stored: ``naive`` (timestamp without zone, taken as
     local wall-clock time), ``aware`` (with zone: converted to ``source.timezone``), ``date``,
@@ -105,6 +106,7 @@ def stage_events(raw: exp.Expression, spec: MetricSpec, physical: Iterable[str],
         _cast(user, "VARCHAR").as_("user_id"),
         _cast(t, "VARCHAR").as_("time_text"),
         _cast(value, "VARCHAR").as_("value_text"),
+        *[e.as_(name) for name, e in (extra or {}).items()],
     ).from_(raw)
     return exp.select("*", _cast(col("ts"), "DATE").as_("date")).from_(inner.subquery("staged"))
 
