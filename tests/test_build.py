@@ -173,7 +173,7 @@ def _assert_close(left: pl.DataFrame, right: pl.DataFrame) -> None:
     assert_frame_equal(left, right, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_data())
 def test_engines_equal_brute_force(data):
     events, subs, accounts = data
@@ -193,7 +193,7 @@ def test_engines_equal_brute_force(data):
         assert got_polars[name].to_list() == got_duckdb[name].to_list() == expected[name].to_list()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_data(), st.lists(_event, min_size=1, max_size=20))
 def test_point_in_time(data, extra):
     """Events appended after an as_of never change a metric at or before that as_of."""
@@ -203,7 +203,7 @@ def test_point_in_time(data, extra):
         _write(folder, events, subs, accounts)
         spec = _spec(folder)
         before = {e: build_snapshots(spec, engine=e, today=TODAY) for e in ("polars", "duckdb")}
-        for t in GRID[2::3]:
+        for t in (GRID[2], GRID[6]):
             later = [{**e, "time": dt.datetime.combine(t, dt.time()) + dt.timedelta(days=1) + (e["time"] - dt.datetime.combine(D0, dt.time()))}
                      for e in extra]
             _write(folder, events + later, subs, accounts)
