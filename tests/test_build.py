@@ -471,3 +471,25 @@ def test_duckdb_reads_csv_duckdb_and_sqlite_files(golden: Path):
             got = build_snapshots(_spec(golden, [{"name": "n", "agg": "count", "window": "28d"}], events=file),
                                   engine=engine, today=TODAY)
             assert_frame_equal(got, expected)
+
+
+def test_cli_build_writes_both_files_and_maps_columns(golden: Path, capsys):
+    from healthscore.app.cli import main
+
+    frame = pl.read_parquet(golden / "events.parquet").rename({"account_id": "customerID"})
+    frame.write_parquet(golden / "events.parquet")
+    (golden / "spec.toml").write_text('[source]\nevents = "events.parquet"\nsubscriptions = "subs.parquet"\n'
+                                      '[grid]\nevery = "1w"\nend = "2025-01-20"\n'
+                                      '[[metrics]]\nname = "posts_7d"\nevent = "post"\nagg = "count"\nwindow = "7d"\n'
+                                      '[outcomes.churned]\nadverse = true\nterminal = true\nfrom = "subscriptions"\n')
+    args = ["build", "--spec", str(golden / "spec.toml"), "--out", str(golden / "out" / "snaps.parquet"),
+            "--events-out", str(golden / "out" / "events.csv"), "--no-progress"]
+    assert main(args) == 2  # the events use customerID
+    assert "--map account_id=<column>" in capsys.readouterr().err
+    assert not (golden / "out" / "snaps.parquet").exists()
+    assert main(args + ["--map", "account_id=customerID", "--engine", "duckdb"]) == 0
+    snaps = pl.read_parquet(golden / "out" / "snaps.parquet")
+    assert snaps.filter(pl.col("account_id") == "a")["posts_7d"].to_list() == [2, 2, 0]
+    # b's subscription ended Jan 18, but the data ends Jan 20: the 7-day gap is not yet confirmed, no churn
+    assert pl.read_csv(golden / "out" / "events.csv").columns == ["account_id", "date", "event"]
+    assert pl.read_csv(golden / "out" / "events.csv").height == 0
