@@ -106,7 +106,7 @@ def _child(side: str, folder: str, queue) -> None:
     import warnings
 
     folder_p = Path(folder)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if side == "pandas":
         frame = pandas_build(folder_p / "events.parquet")
         check = frame[["account_id", "as_of", "logins_28d", "api_units_28d"]]
@@ -118,13 +118,13 @@ def _child(side: str, folder: str, queue) -> None:
             warnings.simplefilter("ignore")
             frame = build_snapshots(_spec(folder_p), engine=side, today=dt.date(2026, 1, 1))
         check = frame.select("account_id", "as_of", "logins_28d", "api_units_28d")
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
     check.sort("account_id", "as_of").write_parquet(folder_p / f"check_{side}.parquet")
-    queue.put((elapsed, peak))
+    queue.put((elapsed, peak, cpu))
 
 
-def _run(side: str, folder: Path) -> tuple[float, float]:
+def _run(side: str, folder: Path) -> tuple[float, float, float]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(side, str(folder), queue))
@@ -146,16 +146,17 @@ def bench_build(n_events: int | None = None) -> list[Result]:
         assert ours.select("account_id", "as_of").equals(base.select("account_id", "as_of")), side
         assert ours["logins_28d"].equals(base["logins_28d"]), side
         assert np.allclose(ours["api_units_28d"].to_numpy(), base["api_units_28d"].to_numpy(), rtol=1e-9), side
-    base_t, base_mem = timings["pandas"]
+    base_t, base_mem, base_cpu = timings["pandas"]
     millions = n_events / 1e6
     rows = []
     for side in ("polars", "duckdb"):
-        t, mem = timings[side]
+        t, mem, cpu = timings[side]
         rows.append(Result("core.build", f"{side}: {millions:g}M events, 10 metrics", t / millions, base_t / millions,
                            base_t / t, "faster than pandas", t < base_t, unit="s",
                            detail={"per": "second per million events", "accounts": n_accounts, "weeks": len(GRID),
                                    "peak_rss_mib": round(mem), "pandas_peak_rss_mib": round(base_mem),
-                                   "total_s": round(t, 2), "pandas_total_s": round(base_t, 2)}))
+                                   "total_s": round(t, 2), "pandas_total_s": round(base_t, 2),
+                                   "cpu_s": round(cpu, 2), "pandas_cpu_s": round(base_cpu, 2)}))
     return rows
 
 

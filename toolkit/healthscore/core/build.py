@@ -465,7 +465,8 @@ class _PolarsEngine(_Engine):
             "bad_time": pl.col("ts").is_null() & ~pl.col("__mixed"),
             "mixed_zone": pl.col("__mixed"),
             "future": pl.col("date") > today,
-            "bad_value": pl.col("value_text").is_not_null() & v.is_null(),
+            "bad_value": (pl.col("value_text").is_not_null() & v.is_null()) if vname in schema.names()
+            and schema[vname] == pl.String else pl.lit(False),
             "nonfinite": v.is_nan() | v.is_infinite(),
             "negative": (v < 0) & (pl.lit(True) if neg_all else pl.col("event").is_in(neg_events)),
         }
@@ -547,7 +548,8 @@ class _DuckDBEngine(_Engine):
             "mixed_zone": col("__mixed"),
             "future": exp.GT(this=col("date"), expression=exp.Cast(this=lit(today.isoformat()),
                                                                    to=exp.DataType.build("DATE"))),
-            "bad_value": exp.And(this=exp.Not(this=is_null(col("value_text"))), expression=is_null(v)),
+            "bad_value": exp.And(this=exp.Not(this=is_null(col("value_text"))), expression=is_null(v))
+            if physical.get(src.col("value"), "").upper() == "VARCHAR" else exp.false(),
             "nonfinite": exp.Or(this=exp.IsNan(this=v), expression=exp.IsInf(this=v)),
             "negative": exp.And(this=exp.LT(this=v, expression=lit(0)),
                                 expression=exp.true() if neg_all else
