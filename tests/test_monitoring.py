@@ -5,13 +5,10 @@ import json
 import math
 import re
 
+import healthscore as hs
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import healthscore as hs
 from healthscore.analysis.evaluation import auc_ci
 from healthscore.analysis.fitting import label_outcomes
 from healthscore.analysis.monitoring import (
@@ -27,6 +24,8 @@ from healthscore.analysis.monitoring import (
 from healthscore.app.cli import main
 from healthscore.core.scoring import score
 from healthscore.render.monitoring import monitoring_report
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import book_on_disk
 

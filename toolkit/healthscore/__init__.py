@@ -63,6 +63,11 @@ _EXPORTS: dict[str, str] = {
     "render_review": "healthscore.app.batch",
     "WeightTuner": "healthscore.app.widgets",
     "render_scorecards": "healthscore.app.batch",
+    "build_snapshots": "healthscore.core.build",
+    "build_outcomes": "healthscore.core.build",
+    "BuildError": "healthscore.core.build",
+    "load_spec": "healthscore.spec.metrics",
+    "MetricSpec": "healthscore.spec.metrics",
 }
 
 # the layers, and the flat module names of release 0.1 that now live inside them

@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import nbformat
 import polars as pl

@@ -11,7 +11,8 @@ account rows.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import altair as alt
 import polars as pl
