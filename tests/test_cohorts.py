@@ -17,8 +17,8 @@ from healthscore.analysis.cohorts import (
     metric_deciles,
     score_trend,
     suggest_breakpoints,
-    wilson_interval,
 )
+from healthscore.core.kernels import wilson_interval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -39,6 +39,7 @@ import altair as alt
 import numpy as np
 import polars as pl
 
+from healthscore.core.kernels import wilson_interval
 from healthscore.results import Summary
 from healthscore.spec.outcomes import resolve_outcome
 from healthscore.viz import charts
@@ -55,26 +56,6 @@ HANDOVER_LABELS = ["0 handovers", "1 handover", "2+ handovers"]
 
 # ------------------------------------------------------------------------------------------
 # small statistics helpers (library calls; thin wrappers for vectors and empty groups)
-def wilson_interval(successes: Sequence[int] | np.ndarray, totals: Sequence[int] | np.ndarray,
-                    alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for each rate ``successes / totals``; NaN where the total is 0.
-
-    >>> lo, hi = wilson_interval([5], [20])
-    >>> round(float(lo[0]), 4), round(float(hi[0]), 4)
-    (0.1119, 0.4687)
-    """
-    from statsmodels.stats.proportion import proportion_confint
-
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(totals, dtype=float)
-    lo = np.full(k.shape, np.nan)
-    hi = np.full(k.shape, np.nan)
-    ok = n > 0
-    if ok.any():
-        lo[ok], hi[ok] = proportion_confint(k[ok], n[ok], alpha=alpha, method="wilson")
-    return lo, hi
-
-
 def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
     """Cliff's delta: P(a > b) - P(a < b), from the Mann-Whitney U statistic (ties count half).
 

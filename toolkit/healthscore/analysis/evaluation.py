@@ -36,6 +36,7 @@ import polars as pl
 from scipy import stats
 from sklearn import metrics as skm
 
+from healthscore.core.kernels import wilson_interval
 from healthscore.errors import HealthscoreError
 from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
@@ -298,19 +299,6 @@ def brier(y: ArrayLike, prob: ArrayLike) -> float:
     return float(skm.brier_score_loss(yy, pp))
 
 
-def _wilson(events: np.ndarray, count: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    from statsmodels.stats.proportion import proportion_confint
-
-    events = np.asarray(events, dtype=np.float64)
-    count = np.asarray(count, dtype=np.float64)
-    lo = np.full(count.shape, np.nan)
-    hi = np.full(count.shape, np.nan)
-    ok = count > 0
-    if ok.any():
-        lo[ok], hi[ok] = proportion_confint(events[ok], count[ok], alpha=1.0 - confidence, method="wilson")
-    return lo, hi
-
-
 def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confidence: float = 0.95) -> pl.DataFrame:
     """Observed event rate against mean predicted probability, in quantile bins of the prediction.
 
@@ -334,7 +322,7 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confid
     psum = np.bincount(idx, weights=pp, minlength=k)
     keep = count > 0
     count, events, psum = count[keep], events[keep], psum[keep]
-    lo, hi = _wilson(events, count, confidence)
+    lo, hi = wilson_interval(events, count, confidence=confidence)
     return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
                          "mean_predicted": psum / count, "observed": events / count,
                          "observed_lower": lo, "observed_upper": hi})
@@ -383,7 +371,7 @@ def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: 
          .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
          .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
          .sort("_rank").drop("_rank"))
-    lo, hi = _wilson(t["events"].to_numpy(), t["count"].to_numpy(), confidence)
+    lo, hi = wilson_interval(t["events"].to_numpy(), t["count"].to_numpy(), confidence=confidence)
     return t.with_columns(
         rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
         rate_lower=pl.Series(lo), rate_upper=pl.Series(hi))
@@ -736,17 +724,10 @@ def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> 
 
 
 def _alarm_band(model: Any, outcome: str) -> str | None:
-    """The band whose members are flagged: 'red' when the model has it, else the lowest band
-    (the highest for outcomes a high score predicts, such as expansion)."""
+    """The model's alarm band (``ScoreModel.alarm_band``); for a bare score frame 'red' for adverse outcomes."""
     if isinstance(model, (pl.DataFrame, pl.LazyFrame)):
         return "red" if event_is_low_score(outcome) else None
-    bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
-    if not bands:
-        return None
-    names = [b.name for b in bands]
-    if event_is_low_score(outcome):
-        return "red" if "red" in names else names[0]
-    return names[-1]
+    return model.alarm_band(outcome) if getattr(model, "bands", None) else None
 
 
 def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,

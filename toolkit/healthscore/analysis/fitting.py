@@ -826,7 +826,7 @@ class WeightFit:
         weight within its category times the category's share), in percent."""
         new = self.suggested_model()
         reasons = dict(self.suggested_weights().select("metric", "reason").iter_rows())
-        cur, sug = _shares(self.model), _shares(new)
+        cur, sug = self.model.weight_shares(), new.weight_shares()
         rows = [(m.name, m.category, m.weight, round(cur[m.name], 1), n.weight, round(sug[m.name], 1),
                  round(sug[m.name] - cur[m.name], 1), reasons.get(m.name, "shares its raw column"))
                 for m, n in zip(self.model.metrics, new.metrics)]
@@ -866,16 +866,6 @@ class WeightFit:
             model = model.with_reference(reference_from(snapshots, events, model, outcome=self.outcome,
                                                         horizon=self.horizon))
         return model.save(target)
-
-
-def _shares(model: Any) -> dict[str, float]:
-    """Each metric's share of the overall score in percent when every metric is present."""
-    cat_total = sum(c.weight for c in model.categories.values()) or 1.0
-    in_cat: dict[str, float] = {}
-    for m in model.metrics:
-        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
-    return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
-            * model.categories[m.category].weight / cat_total for m in model.metrics}
 
 
 def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame, model: Any,

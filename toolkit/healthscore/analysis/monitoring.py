@@ -204,7 +204,7 @@ def _auc(rows: pl.DataFrame, model: ScoreModel, outcome: str, confidence: float)
     """AUC of the score on the labelled, scored rows, clustered by account."""
     part = rows.filter(pl.col("_label").is_not_null() & pl.col("score").is_not_null())
     y = part["_label"].cast(pl.Float64).to_numpy()
-    ci = auc_ci(y, risk_of(part["score"], model.outcome(outcome)), level=confidence,
+    ci = auc_ci(y, risk_of(part["score"], model.outcome(outcome)), confidence=confidence,
                 groups=part["account_id"])
     return {"labelled_rows": part.height, "events": int(y.sum()), "auc": ci.estimate,
             "auc_lower": ci.lower, "auc_upper": ci.upper}

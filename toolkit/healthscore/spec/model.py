@@ -243,6 +243,33 @@ class ScoreModel:
         return Summary("\n".join(lines))
 
     # ------------------------------------------------------------ expressions
+    @property
+    def band_order(self) -> list[str]:
+        """Band names from the lowest score range to the highest (worst to best health)."""
+        return [b.name for b in sorted(self.bands, key=lambda b: b.lower)]
+
+    def alarm_band(self, outcome: str | Outcome = "churned") -> str | None:
+        """The band whose members are flagged for ``outcome``: 'red' when the model has it, else the
+        lowest band; for a favourable outcome (expansion) the highest band."""
+        names = self.band_order
+        if not names:
+            return None
+        if self.outcome(outcome).adverse:
+            return "red" if "red" in names else names[0]
+        return names[-1]
+
+    def weight_shares(self) -> dict[str, float]:
+        """Each metric's share of the overall score in percent when every metric is present.
+
+        The one rule for turning category and metric weights into shares (fit, tuner and reports).
+        """
+        cat_total = sum(c.weight for c in self.categories.values()) or 1.0
+        in_cat: dict[str, float] = {}
+        for m in self.metrics:
+            in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+        return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
+                * self.categories[m.category].weight / cat_total for m in self.metrics}
+
     def band_of(self, score: pl.Expr | str) -> pl.Expr:
         """Band name of a score expression (null stays null).
 
