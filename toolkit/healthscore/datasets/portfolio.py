@@ -135,7 +135,7 @@ _CONTRACTION = (-5.5, {"seat_utilization": -0.5, "seats_deployed_ratio": -0.4})
 
 
 def _u_deployed(x: np.ndarray) -> np.ndarray:
-    return np.where(x < 0.85, 2.5 * (x - 0.85) ** 2, 12.0 * (x - 0.85) ** 2)
+    return np.where(x < 0.8, 3.0 * (x - 0.8) ** 2, 15.0 * (x - 0.8) ** 2)
 
 
 _NONLINEAR: dict[str, tuple[str, object]] = {
