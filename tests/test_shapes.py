@@ -92,9 +92,7 @@ def _learned_vs_truth(p, fit, metric: str, train: pl.DataFrame) -> tuple[float, 
 
 
 # smooth monotone truths on a grid fine enough to rank (booleans and two-valued counts have no rank)
-MONOTONE = [pytest.param("seat_utilization", marks=pytest.mark.xfail(
-    strict=True, reason="known gap: at this size a 7-day label has ~430 training events; above 0.2 the true "
-    "curve still falls by 0.5 log-odds but the learned curve pools it flat (Spearman 0.75)")), "login_days", "key_feature_adoption", "api_calls", "csat",
+MONOTONE = ["seat_utilization", "login_days", "key_feature_adoption", "api_calls", "csat",
             "csm_assessment", "goal_progress"]
 
 

@@ -507,7 +507,7 @@ class ProbabilityMap:
     >>> pm = ProbabilityMap("isotonic").fit(s, y)
     >>> [round(float(p), 1) for p in pm.predict([5.0, 95.0])]
     [0.4, 0.0]
-    >>> min(pm.events_) >= 30 and pm.predict([95.0])[0] > 0
+    >>> bool(min(pm.events_) >= 30 and pm.predict([95.0])[0] > 0)
     True
     >>> ProbabilityMap.from_dict(pm.to_dict()).predict([50.0]).round(3).tolist() == pm.predict([50.0]).round(3).tolist()
     True

@@ -39,7 +39,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import polars as pl
 from scipy import sparse
-from sklearn.isotonic import IsotonicRegression
+from scipy.optimize import isotonic_regression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
@@ -80,9 +80,27 @@ class _Encoding:
         return len(self.labels)
 
 
+def _quantile_edges(v: np.ndarray, n_bins: int) -> list[float]:
+    """Edges of up to ``n_bins`` bins of about equal size; a value never straddles two bins.
+
+    Vectorised counterpart of :func:`healthscore.core.calibration._equal_frequency_edges` for
+    data with many distinct values (a mass point may leave fewer bins than asked).
+
+    >>> _quantile_edges(np.arange(100.0), 4)
+    [25.0, 50.0, 75.0]
+    """
+    levels, counts = np.unique(v, return_counts=True)
+    if levels.size <= n_bins:
+        return _equal_frequency_edges(v, n_bins)
+    cum = np.cumsum(counts)
+    at = np.searchsorted(cum, v.size * np.arange(1, n_bins) / n_bins, side="left") + 1
+    at = np.unique(at[at < levels.size])
+    return [float(levels[i]) for i in at]
+
+
 def _bin_edges(v: np.ndarray, y: np.ndarray, n_bins: int, min_rows: int) -> list[float]:
     """Equal-frequency edges, then neighbours merged until every bin holds ``min_rows`` rows."""
-    edges = _equal_frequency_edges(v, n_bins)
+    edges = _quantile_edges(v, n_bins)
     while edges:
         counts = np.bincount(np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1)
         i = int(np.argmin(counts))
@@ -252,8 +270,7 @@ def _choose_alpha(X: sparse.csr_matrix, y: np.ndarray, as_of: np.ndarray, accoun
 
 # ---------------------------------------------------------------- curves
 def _isotonic(c: np.ndarray, w: np.ndarray, increasing: bool) -> np.ndarray:
-    x = np.arange(c.size, dtype=float)
-    return IsotonicRegression(increasing=increasing).fit_transform(x, c, sample_weight=w)
+    return np.asarray(isotonic_regression(c, weights=w, increasing=increasing).x, dtype=float)
 
 
 def _monotone(c: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, bool]:

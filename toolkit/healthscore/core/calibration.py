@@ -245,7 +245,7 @@ def check_params(method: str, params: Mapping[str, Any], direction: str | None =
     >>> check_params("thresholds", {"points": [[0, 0], [5, 100]]})
     []
     >>> check_params("thresholds", {"points": [[5, 0], [0, 100]], "slope": 1})
-    ["unknown parameter 'slope' for method 'thresholds' (allowed: points)", "'points' raw values must be strictly increasing: 5 is followed by 0"]
+    ["unknown parameter 'slope' for method 'thresholds' (allowed: monotone, points)", "'points' raw values must be strictly increasing: 5 is followed by 0"]
     >>> check_params("treshold", {})
     ["unknown calibration method 'treshold' (did you mean 'thresholds'?); known methods: boolean, categorical, goal, log_z, monotone_bins, percentile, steps, thresholds, trend"]
     """
