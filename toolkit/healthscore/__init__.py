@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "leakage_check": "healthscore.analysis.fitting",
     "segment_lr_test": "healthscore.analysis.fitting",
     "SegmentTest": "healthscore.analysis.fitting",
+    "fit_shapes": "healthscore.analysis.shapes",
+    "ShapeFit": "healthscore.analysis.shapes",
     "evaluate": "healthscore.analysis.evaluation",
     "Evaluation": "healthscore.analysis.evaluation",
     "ProbabilityMap": "healthscore.analysis.evaluation",

@@ -481,10 +481,13 @@ def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, ou
 class ProbabilityMap:
     """Read a score as a probability: "a score of 35 means a 12% chance to churn within 90 days".
 
-    ``method="isotonic"`` fits a monotone step curve (``sklearn.isotonic.IsotonicRegression``,
-    linear between steps, flat beyond the ends); ``method="logistic"`` fits
-    ``P = 1 / (1 + exp(-(a + b * score / 100)))`` with ``statsmodels`` Logit. Fit it on training
-    rows only, then freeze it with :meth:`to_dict` (plain lists and floats, TOML/JSON-ready).
+    ``method="isotonic"`` fits a monotone step curve (``sklearn.isotonic.IsotonicRegression``),
+    then pools neighbouring steps until each holds at least ``min_events`` training events (and
+    as many rows without one), so no step claims 0% or 100% from a handful of accounts; each
+    step carries its Wilson interval (``confidence``). Between steps the map is linear, flat
+    beyond the ends. ``method="logistic"`` fits ``P = 1 / (1 + exp(-(a + b * score / 100)))``
+    with ``statsmodels`` Logit; its interval comes from the coefficients' covariance. Fit it on
+    training rows only, then freeze it with :meth:`to_dict` (plain lists and floats).
     ``increasing="auto"`` takes the direction from ``outcome`` (churn falls as the score rises).
 
     >>> import numpy as np
@@ -494,6 +497,8 @@ class ProbabilityMap:
     >>> pm = ProbabilityMap("isotonic").fit(s, y)
     >>> [round(float(p), 1) for p in pm.predict([5.0, 95.0])]
     [0.4, 0.0]
+    >>> bool(min(pm.events_) >= 30 and pm.predict([95.0])[0] > 0)
+    True
     >>> ProbabilityMap.from_dict(pm.to_dict()).predict([50.0]).round(3).tolist() == pm.predict([50.0]).round(3).tolist()
     True
     """
@@ -502,9 +507,16 @@ class ProbabilityMap:
     outcome: str = "churned"
     horizon: str = "90d"
     increasing: bool | Literal["auto"] = "auto"
+    min_events: int = 30
+    confidence: float = 0.95
     # fitted
     scores_: list[float] = field(default_factory=list)
     probabilities_: list[float] = field(default_factory=list)
+    lower_: list[float] = field(default_factory=list)
+    upper_: list[float] = field(default_factory=list)
+    events_: list[int] = field(default_factory=list)  # isotonic: training events in each pooled step
+    rows_: list[int] = field(default_factory=list)
+    cov_: list[float] = field(default_factory=list)  # logistic: var(a), cov(a, b), var(b)
     intercept_: float = float("nan")
     slope_: float = float("nan")
     n_train_: int = 0
@@ -530,8 +542,27 @@ class ProbabilityMap:
 
             inc = (not event_is_low_score(self.outcome)) if self.increasing == "auto" else bool(self.increasing)
             iso = IsotonicRegression(increasing=inc, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(ss, yy)
-            self.scores_ = [round(float(v), 6) for v in iso.X_thresholds_]
-            self.probabilities_ = [round(float(v), 6) for v in iso.y_thresholds_]
+            order = np.argsort(ss, kind="stable")
+            s_sorted, y_sorted = ss[order], yy[order]
+            fitted = iso.predict(s_sorted)
+            # steps: runs of one fitted value (ties of the score never straddle two steps)
+            cut = np.flatnonzero((np.diff(fitted) != 0) & (np.diff(s_sorted) > 0)) + 1
+            steps = [list(b) for b in zip(np.r_[0, cut], np.r_[cut, s_sorted.size])]
+            steps = _pool_steps(steps, y_sorted, self.min_events)
+            lo_s = [float(s_sorted[a]) for a, _ in steps]
+            hi_s = [float(s_sorted[b - 1]) for _, b in steps]
+            events = np.array([y_sorted[a:b].sum() for a, b in steps])
+            rows = np.array([b - a for a, b in steps], dtype=float)
+            lo, hi = _wilson(events, rows, self.confidence)
+            xs, ps, ls, us = [], [], [], []
+            for k in range(len(steps)):
+                for x in ([lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]):
+                    xs.append(round(x, 6))
+                    ps.append(round(float(events[k] / rows[k]), 6))
+                    ls.append(round(float(lo[k]), 6))
+                    us.append(round(float(hi[k]), 6))
+            self.scores_, self.probabilities_, self.lower_, self.upper_ = xs, ps, ls, us
+            self.events_, self.rows_ = [int(e) for e in events], [int(r) for r in rows]
         else:
             import statsmodels.api as sm
 
@@ -543,8 +574,36 @@ class ProbabilityMap:
                     raise ValueError("non-finite coefficients")
             except Exception:  # (quasi-)separation: a lightly penalised fit keeps the slope finite
                 params = np.asarray(sm.Logit(yy, X).fit_regularized(alpha=1e-3, disp=0).params, dtype=float)
+                res = None
             self.intercept_, self.slope_ = float(params[0]), float(params[1])
+            cov = np.asarray(res.cov_params(), dtype=float) if res is not None else np.full((2, 2), np.nan)
+            self.cov_ = [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
         return self
+
+    def predict_interval(self, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The ``confidence`` interval of the probability at each score: ``(lower, upper)``.
+
+        Isotonic maps: the Wilson interval of the step's training rows; logistic maps: the
+        interval of the linear predictor from the coefficients' covariance. NaN where the
+        score is missing, and for maps frozen before intervals were stored.
+        """
+        if not self.fitted:
+            raise ValueError("this ProbabilityMap is not fitted yet: call fit(scores, y) on training rows first")
+        s = _floats(scores)
+        if self.method == "isotonic":
+            if not self.lower_:
+                nan = np.full(s.shape, np.nan)
+                return nan, nan.copy()
+            xs = np.asarray(self.scores_)
+            lo, hi = np.interp(s, xs, np.asarray(self.lower_)), np.interp(s, xs, np.asarray(self.upper_))
+        else:
+            va, cab, vb = (self.cov_ or [np.nan] * 3)
+            x = s / 100.0
+            eta = self.intercept_ + self.slope_ * x
+            se = np.sqrt(np.maximum(va + 2 * x * cab + x * x * vb, 0.0))
+            z = float(stats.norm.ppf(0.5 + self.confidence / 2))
+            lo, hi = 1 / (1 + np.exp(-(eta - z * se))), 1 / (1 + np.exp(-(eta + z * se)))
+        return np.where(np.isnan(s), np.nan, lo), np.where(np.isnan(s), np.nan, hi)
 
     def predict(self, scores: ArrayLike) -> np.ndarray:
         """Probabilities for ``scores`` (NaN where the score is missing)."""
@@ -587,7 +646,9 @@ class ProbabilityMap:
         within = horizon_words(self.horizon)
         # an isotonic step with no event in training reads 0%: say "under 1%", not "no chance"
         chance = "an under 1%" if p < 0.005 else f"a {p:.0%}"
-        return f"a score of {score:g} means {chance} chance to {verb} within {within}"
+        lo, hi = (float(v[0]) for v in self.predict_interval([score]))
+        band = "" if math.isnan(lo) else f" ({self.confidence:.0%} interval {lo:.0%} to {hi:.0%})"
+        return f"a score of {score:g} means {chance} chance{band} to {verb} within {within}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
@@ -595,8 +656,13 @@ class ProbabilityMap:
                              "n_train": self.n_train_, "events_train": self.events_train_}
         if self.method == "isotonic":
             d.update(scores=list(self.scores_), probabilities=list(self.probabilities_))
+            if self.lower_:
+                d.update(lower=list(self.lower_), upper=list(self.upper_), step_events=list(self.events_),
+                         step_rows=list(self.rows_), min_events=self.min_events, confidence=self.confidence)
         else:
             d.update(intercept=self.intercept_, slope=self.slope_)
+            if self.cov_ and all(math.isfinite(v) for v in self.cov_):
+                d.update(cov=list(self.cov_), confidence=self.confidence)
         return d
 
     @classmethod
@@ -610,10 +676,19 @@ class ProbabilityMap:
                 raise ValueError("an isotonic probability map needs equally long, non-empty 'scores' and "
                                  "'probabilities' lists")
             pm.scores_, pm.probabilities_ = xs, ps
+            if "lower" in d and "upper" in d:
+                pm.lower_, pm.upper_ = [float(v) for v in d["lower"]], [float(v) for v in d["upper"]]
+                if len(pm.lower_) != len(xs) or len(pm.upper_) != len(xs):
+                    raise ValueError("an isotonic probability map needs 'lower' and 'upper' as long as 'scores'")
+                pm.events_ = [int(v) for v in d.get("step_events", [])]
+                pm.rows_ = [int(v) for v in d.get("step_rows", [])]
+                pm.min_events = int(d.get("min_events", pm.min_events))
         else:
             if "intercept" not in d or "slope" not in d:
                 raise ValueError("a logistic probability map needs 'intercept' and 'slope'")
             pm.intercept_, pm.slope_ = float(d["intercept"]), float(d["slope"])
+            pm.cov_ = [float(v) for v in d.get("cov", [])]
+        pm.confidence = float(d.get("confidence", pm.confidence))
         pm.n_train_ = max(int(d.get("n_train", 1)), 1)
         pm.events_train_ = int(d.get("events_train", 0))
         return pm
@@ -629,6 +704,26 @@ class ProbabilityMap:
         """Read a map written by :meth:`save`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
+
+
+def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[list[int]]:
+    """Merge neighbouring steps (row ranges of the sorted training rows) until each holds at
+    least ``min_events`` events and as many non-events; the thinnest step goes first, into its
+    thinner neighbour. Merging two steps of a monotone fit keeps the fit monotone."""
+    def short(a: int, b: int) -> int:
+        e = int(y[a:b].sum())
+        return min(e, (b - a) - e)
+
+    steps = [list(s) for s in steps]
+    while len(steps) > 1:
+        need = [short(a, b) for a, b in steps]
+        i = int(np.argmin(need))
+        if need[i] >= min_events:
+            break
+        j = i + 1 if i == 0 else i - 1 if i == len(steps) - 1 else (i - 1 if need[i - 1] <= need[i + 1] else i + 1)
+        a, b = min(i, j), max(i, j)
+        steps[a:b + 1] = [[steps[a][0], steps[b][1]]]
+    return steps
 
 
 # ---------------------------------------------------------------- backtest

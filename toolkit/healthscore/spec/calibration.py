@@ -52,8 +52,8 @@ def _m(name: str, required: Sequence[str], optional: Sequence[str] = (), *, fitt
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        _m("thresholds", ["points"], summary="piecewise linear between [raw, score] breakpoints"),
-        _m("steps", ["edges", "scores"], summary="step function: one score per interval between edges"),
+        _m("thresholds", ["points"], ["monotone"], summary="piecewise linear between [raw, score] breakpoints"),
+        _m("steps", ["edges", "scores"], ["monotone"], summary="step function: one score per interval between edges"),
         _m("goal", ["start_column", "due_column"], ["target", "date_column", "full_at", "zero_at", "min_expected"],
            summary="attainment against a goal pro-rated to the elapsed part of its period"),
         _m("trend", ["window", "points"], ["min_base", "account_column", "date_column"], needs_history=True,
@@ -139,6 +139,13 @@ def _check_points(name: str, points: Any, direction: str | None) -> list[str]:
 
 def _check_method_values(method: str, p: Mapping[str, Any], direction: str | None) -> list[str]:
     msgs: list[str] = []
+    if "monotone" in p:
+        if not isinstance(p["monotone"], bool):
+            return [f"'monotone' must be true or false, got {p['monotone']!r}"]
+        if not p["monotone"]:
+            # a curve learned from data may rise and fall (a U-shape): the direction names the
+            # better end only, so the scores are not held to it
+            direction = None
     if method == "thresholds":
         msgs += _check_points("points", p["points"], direction)
     elif method in ("steps", "monotone_bins"):
@@ -221,7 +228,7 @@ def check_params(method: str, params: Mapping[str, Any], direction: str | None =
     >>> check_params("thresholds", {"points": [[0, 0], [5, 100]]})
     []
     >>> check_params("thresholds", {"points": [[5, 0], [0, 100]], "slope": 1})
-    ["unknown parameter 'slope' for method 'thresholds' (allowed: points)", "'points' raw values must be strictly increasing: 5 is followed by 0"]
+    ["unknown parameter 'slope' for method 'thresholds' (allowed: monotone, points)", "'points' raw values must be strictly increasing: 5 is followed by 0"]
     >>> check_params("treshold", {})
     ["unknown calibration method 'treshold' (did you mean 'thresholds'?); known methods: boolean, categorical, goal, log_z, monotone_bins, percentile, steps, thresholds, trend"]
     """
