@@ -44,7 +44,7 @@ def _model() -> ScoreModel:
 def world():
     p = hs.make_portfolio(n_accounts=3000, n_weeks=104, seed=11, truth="nonlinear")
     labelled = hs.label_outcomes(p.snapshots, p.events, horizon=HORIZON)
-    train, test, split = time_split(labelled, HORIZON, train_share=0.6)
+    train, test, split = time_split(labelled, horizon=HORIZON, train_share=0.6)
     with threadpool_limits(limits=1, user_api="blas"):
         fit = hs.fit_shapes(p.snapshots.filter(pl.col("as_of") < split), p.events, _model(), horizon=HORIZON)
     return p, train, test, fit
