@@ -464,7 +464,10 @@ def _nonnegative_columns(frame: pl.DataFrame, nonnegative: Iterable[str] | None)
     numeric = [n for n, t in frame.schema.items() if t.is_numeric() and n != _ROW]
     if nonnegative is not None:
         return [n for n in nonnegative if n in numeric]
-    return [n for n in numeric if n in KNOWN_NONNEGATIVE or _NONNEGATIVE_PATTERN.search(n)]
+    # columns a score frame derives (driver changes, score changes) can be negative
+    derived = ("drv_", "drvchg_", "score_change_", "cat_", "sub_", "override_")
+    return [n for n in numeric if (n in KNOWN_NONNEGATIVE or _NONNEGATIVE_PATTERN.search(n))
+            and not n.startswith(derived)]
 
 
 def _missing_columns(frame: pl.DataFrame, required: Sequence[str]) -> list[Problem]:
