@@ -43,7 +43,7 @@ class Case:
     build: Callable[[Path, "Clean"], dict[str, Path]]
     commands: tuple[str, ...] = ("validate", "score", "fit", "evaluate", "calibrate")
     args: dict[str, list[str]] = field(default_factory=dict)  # extra arguments per command ("*" for all)
-    needs_subprocess: bool = False  # e.g. a file size limit
+    full_disk: bool = False  # run with a file size limit, as if the disk were full
 
 
 @dataclass
@@ -371,7 +371,7 @@ def cases() -> list[Case]:
             ro.chmod(0o555)
             return {"out": ro / "out.parquet"}
         error("out_read_only_folder", read_only, commands=("score", "fit", "calibrate"))
-    error("disk_full", lambda f, c: {}, commands=("score",), needs_subprocess=True)
+    error("disk_full", lambda f, c: {}, commands=("score", "fit", "evaluate"), full_disk=True)
 
     # --- legitimate variants: the same scores
     same("clean_parquet", lambda f, c: {})
@@ -412,12 +412,15 @@ def write_all(folder: Path) -> list[tuple[Case, dict[str, Path]]]:
 
 # ------------------------------------------------------------------ running the commands
 EVENT_CASE_PREFIX = "events_"
+# scorecards and review start notebook kernels (a minute each on a busy machine): they run on bad
+# inputs, which must be refused before any kernel starts, and on clean inputs with one setting that
+# only fails after every input check passed (so the checks are shown to let good data through)
 SCORECARD_CASES = ("empty_csv_0_bytes", "truncated_parquet", "numeric_text_na", "timezone_aware_as_of",
                    "whitespace_ids", "metric_is_a_date", "weight_1e308", "metric_on_as_of", "peer_by_unknown",
-                   "clean_parquet")
+                   "clean_inputs_unknown_accounts")
 REVIEW_CASES = ("empty_csv_0_bytes", "csv_named_parquet", "numeric_text_30pct", "duplicate_keys", "weight_inf",
-                "metric_on_text_column", "events_truncated_parquet", "by_unknown_column", "review_out_is_input",
-                "clean_parquet")
+                "metric_on_text_column", "events_truncated_parquet", "review_by_unknown", "review_out_is_input",
+                "clean_inputs_bad_horizon")
 FULL_HISTORY_SAME = ("clean_parquet",)  # fit/evaluate on legit variants
 
 
@@ -487,8 +490,9 @@ def argv(command: str, case: Case, paths: dict[str, Path], work: Path, scores: P
         return ["evaluate", "--model", m, "--data", d, "--events", e, "--horizon", HORIZON,
                 "--out", str(out or work / "evaluation"), *extra]
     if command == "scorecards":
+        accounts = [] if "--accounts" in extra else ["--accounts", ACCOUNT]
         return ["scorecards", "--model", m, "--scores", str(scores), "--snapshots", d, "--workers", "1",
-                "--accounts", ACCOUNT, "--out", str(out or work / "cards"), *extra]
+                *accounts, "--out", str(out or work / "cards"), *extra]
     if command == "review":
         return ["review", "--data", d, "--model", m, "--events", e, "--out", str(out or work / "review.html"), *extra]
     raise ValueError(command)
@@ -497,28 +501,42 @@ def argv(command: str, case: Case, paths: dict[str, Path], work: Path, scores: P
 ACCOUNT = "A00001"
 
 
-def run_one(args: list[str], subprocess_limit: int | None = None) -> tuple[int | None, str, str, str | None]:
-    """Run the CLI in process (or in a subprocess with a file size limit); status, stdout, stderr, crash."""
+def _file_size_limit(nbytes: int):  # noqa: ANN202 - a context manager
+    """A full disk, in process: files written meanwhile cannot grow past ``nbytes`` (Python ignores SIGXFSZ,
+    so a write fails with 'File too large'). Only the soft limit is lowered, so it can be raised back."""
+    import contextlib
+    import resource
+
+    @contextlib.contextmanager
+    def limited():
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return limited()
+
+
+def run_one(args: list[str], file_size_limit: int | None = None) -> tuple[int | None, str, str, str | None]:
+    """Run the CLI in process; exit status, stdout, stderr and the exception that escaped, if any."""
     import contextlib
     import io
-    import subprocess
     import traceback
 
-    if subprocess_limit is not None:
-        code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (%d, %d)); "
-                "from healthscore.app.cli import main; sys.exit(main(sys.argv[1:]))" % (subprocess_limit, subprocess_limit))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-                              timeout=300)
-        return proc.returncode, proc.stdout, proc.stderr, None
     from healthscore.app.cli import main
+
+    limit = contextlib.nullcontext()
+    if file_size_limit is not None:
+        limit = _file_size_limit(file_size_limit)
 
     out, err = io.StringIO(), io.StringIO()
     crash = None
     status: int | None = None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            status = main(args)
+            with limit:
+                status = main(args)
         except SystemExit as exc:  # argparse
             status = exc.code if isinstance(exc.code, int) else 2
         except BaseException as exc:  # noqa: BLE001 - anything escaping main() is a traceback for the user
@@ -553,7 +571,12 @@ def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit
     reference = _scores_of(scores)
     extra_cases = [Case("peer_by_unknown", "error", lambda f, c: {}, commands=("scorecards",),
                         args={"*": ["--peer-by", "nosuchcol"]}),
-                   Case("review_out_is_input", "error", lambda f, c: {"out": f / "events.parquet"}, commands=("review",))]
+                   Case("review_out_is_input", "error", lambda f, c: {"out": f / "events.parquet"}, commands=("review",)),
+                   Case("review_by_unknown", "error", lambda f, c: {}, commands=("review",), args={"*": ["--by", "nosuchcol"]}),
+                   Case("clean_inputs_unknown_accounts", "error", lambda f, c: {}, commands=("scorecards",),
+                        args={"*": ["--accounts", "segment=nosuchsegment"]}),
+                   Case("clean_inputs_bad_horizon", "error", lambda f, c: {}, commands=("review",),
+                        args={"*": ["--horizon", "3 weeks"]})]
     outcomes: list[Outcome] = []
     for case in [*cases(), *extra_cases]:
         sub = folder / case.name
@@ -576,10 +599,7 @@ def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit
             if progress:
                 progress(f"{case.name} {command}")
             t0 = time.perf_counter()
-            if case.needs_subprocess:
-                status, so, se, crash = run_one(args, subprocess_limit=20_000)
-            else:
-                status, so, se, crash = run_one(args)
+            status, so, se, crash = run_one(args, file_size_limit=20_000 if case.full_disk else None)
             outcome = Outcome(case.name, command, case.expect, status, so, se, crash,
                               seconds=time.perf_counter() - t0)
             if case.expect == "same" and command == "score" and status == 0:

@@ -42,6 +42,7 @@ from healthscore.io import files, snapshots
 from healthscore.io.files import write_text
 from healthscore.io.snapshots import check_events, read_events, read_snapshots, warn_problems
 from healthscore.spec.model import ScoreModel, load_model
+from healthscore.spec.outcomes import parse_horizon
 
 EPILOG = """\
 typical session:
@@ -605,6 +606,10 @@ def _cmd_review(args: argparse.Namespace) -> int:
                 raise UsageError(f"{flag} {value!r}: give a date as YYYY-MM-DD") from None
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out {args.out}: give an .html file name, e.g. review.html")
+    try:
+        parse_horizon(args.horizon)
+    except (HealthscoreError, ValueError) as exc:
+        raise UsageError(f"--horizon {args.horizon!r}: {exc}") from None
     _check_output("--out", args.out, inputs={"--data": args.data, "--events": args.events, "--model": args.model})
     # every input read and checked here, before a kernel starts
     data = _snapshots(args, args.data)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import fastexcel
 import polars as pl
+import pyarrow.parquet as pq
 
 from healthscore.errors import DataWarning, HealthscoreError
 
@@ -180,10 +181,16 @@ def _read_raw(source: str | os.PathLike[str], table: str | None, query: str | No
     if lower.endswith(_PARQUET_SUFFIXES):
         _check_kind(path, text, "Parquet")
         try:
-            return pl.read_parquet(path), False
+            frame = pl.read_parquet(path)
         except _READ_ERRORS as exc:
             raise _fail(text, "unreadable", f"is damaged and cannot be read as Parquet ({_short(exc)})",
                         "The file is truncated or corrupted: copy or export it again.") from None
+        damaged = _parquet_statistics_mismatch(path, frame)
+        if damaged:
+            raise _fail(text, "unreadable", "is damaged: it holds values outside the minimum, maximum or null count "
+                        "recorded in the file's own footer", "The file was corrupted after it was "
+                        "written (copy, disk or transfer): copy or export it again.", damaged)
+        return frame, False
     if lower.endswith(_EXCEL_SUFFIXES):
         _check_kind(path, text, "Excel")
         return _read_excel(path, text, sheet), False
@@ -208,6 +215,48 @@ def _read_raw(source: str | os.PathLike[str], table: str | None, query: str | No
                         "Check the file is a complete SQLite database, and the table or query.") from None
     raise ValidationError(text, [Problem("format", None, f"unknown file type '{path.suffix}'",
                                          "Use .csv, .parquet, .xlsx, .duckdb, .sqlite or a SQL URI.")])
+
+
+def _parquet_statistics_mismatch(path: Path, frame: pl.DataFrame) -> str | None:
+    """The first column whose values contradict the min/max/null count the writer recorded (None: all agree).
+
+    Parquet pages carry no checksum by default, so damaged bytes can decode into other numbers;
+    the footer's statistics were computed from the true values and catch most such damage.
+    """
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except _READ_ERRORS:
+        return None
+    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    for j, name in enumerate(names):
+        if name not in frame.columns or names.count(name) > 1:
+            continue
+        series = frame.get_column(name)
+        if not (series.dtype.is_numeric() or series.dtype in (pl.Date, pl.String)):
+            continue
+        lows, highs, nulls = [], [], 0
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(j).statistics
+            if st is None or not st.has_min_max or st.null_count is None:
+                lows = None
+                break
+            lows.append(st.min)
+            highs.append(st.max)
+            nulls += st.null_count
+        if lows is None or not lows:
+            continue
+        values = series.drop_nulls()
+        if series.dtype.is_float():
+            values = values.filter(values.is_not_nan())
+        if series.null_count() != nulls:
+            return name
+        if values.len() and isinstance(lows[0], (int, float, str, dt.date)):
+            try:
+                if values.min() < min(lows) or values.max() > max(highs):
+                    return name
+            except TypeError:
+                continue
+    return None
 
 
 def _short(exc: BaseException) -> str:
