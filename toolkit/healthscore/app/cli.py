@@ -130,6 +130,13 @@ def _check_output(flag: str, path: str | Path, *, inputs: dict[str, str | Path |
                          "you can write to") from None
 
 
+def _check_horizon(args: argparse.Namespace) -> None:
+    try:
+        parse_horizon(args.horizon)
+    except (HealthscoreError, ValueError) as exc:
+        raise UsageError(f"--horizon {args.horizon!r}: {exc}") from None
+
+
 def _check_model_against(model: ScoreModel, snaps, source: str) -> None:  # noqa: ANN001 - a polars frame
     model.check_data(snaps, source=source)
 
@@ -155,7 +162,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     if args.accounts < 1 or args.weeks < 1:
-        raise UserError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
+        raise UsageError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
     portfolio = make_portfolio(n_accounts=args.accounts, n_weeks=args.weeks, seed=args.seed, end=args.end,
                                progress=args.accounts * args.weeks > 500_000)
     for path in portfolio.save(args.out):
@@ -310,6 +317,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--target-precision {args.target_precision}: give a share between 0 and 1, e.g. 0.2")
     if args.capacity is not None and args.capacity < 1:
         raise UsageError(f"--capacity {args.capacity}: give a number of accounts of at least 1")
+    _check_horizon(args)
+    if args.split:
+        try:
+            dt.date.fromisoformat(args.split)
+        except ValueError:
+            raise UsageError(f"--split {args.split!r} is not a date: write it as YYYY-MM-DD") from None
     _check_output("--out", args.out, folder=True,
                   inputs={"--data": args.data, "--events": args.events,
                           **{f"--model {m}": m.partition("#")[0] for m in args.model}})
@@ -328,8 +341,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             snaps, events, models, outcome=args.outcome, horizon=args.horizon, split=args.split,
             by=by, probability=args.probability,
             target_precision=args.target_precision, capacity=args.capacity)
-    except evaluation.EvaluationError as exc:
-        raise UserError(str(exc)) from None
+    except evaluation.EvaluationError as exc:  # split, outcome or horizon do not fit this history
+        raise UsageError(str(exc)) from None
     written = ev.save(args.out)
     if args.freeze:
         for (name, model) in zip(ev.models, models):
@@ -384,6 +397,7 @@ def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel,
 
     if args.out.exists() and not args.overwrite and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists: choose a new file or pass --overwrite")
+    _check_horizon(args)
     _check_output("--out", args.out, inputs={"--data": args.data, "--events": args.events,
                                              "--model": args.model.partition("#")[0]})
     until = None
@@ -468,7 +482,7 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
     if any(m.method == "monotone_bins" for m in fitted):
         if events is None:
             names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
-            raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
+            raise UsageError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
                             "(and --outcome/--horizon if not churned within 90d)")
         # only snapshots whose outcome window is complete: recent ones would count as "no event"
         snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
@@ -606,10 +620,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
                 raise UsageError(f"{flag} {value!r}: give a date as YYYY-MM-DD") from None
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out {args.out}: give an .html file name, e.g. review.html")
-    try:
-        parse_horizon(args.horizon)
-    except (HealthscoreError, ValueError) as exc:
-        raise UsageError(f"--horizon {args.horizon!r}: {exc}") from None
+    _check_horizon(args)
     _check_output("--out", args.out, inputs={"--data": args.data, "--events": args.events, "--model": args.model})
     # every input read and checked here, before a kernel starts
     data = _snapshots(args, args.data)
@@ -777,10 +788,10 @@ def main(argv: list[str] | None = None) -> int:
         previous, warnings.showwarning = warnings.showwarning, show
         try:
             return int(args.func(args) or 0)
-        except UsageError as exc:
+        except (UsageError, FileNotFoundError) as exc:  # a wrong argument (a path that does not exist too)
             print(f"healthscore: error: {exc}", file=sys.stderr)
             return 2
-        except (HealthscoreError, FileNotFoundError) as exc:
+        except HealthscoreError as exc:
             print(f"healthscore: error: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:  # a write failed half-way: full disk, quota, file size limit

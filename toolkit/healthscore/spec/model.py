@@ -377,8 +377,8 @@ class ScoreModel:
         >>> import polars as pl
         >>> m = ScoreModel("m", "1", [Metric("u", "u", "c", params={"points": [[0, 0], [1, 100]]}, unit="ratio")],
         ...                {"c": Category("c")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
-        >>> m.check_data(pl.DataFrame({"u": [50.0, 80.0, 0.5]}), warn=False)  # doctest: +ELLIPSIS
-        ["snapshots: column 'u' (metric u): 2 of 3 values are outside [0, 1] (unit ratio)..."]
+        >>> print(m.check_data(pl.DataFrame({"u": [50.0, 80.0, 0.5]}), warn=False)[0])  # doctest: +ELLIPSIS
+        snapshots: column 'u' (metric u): 2 of 3 values are outside [0, 1] (unit ratio) (seen 0.5 to 80)...
         """
         schema = data.collect_schema() if isinstance(data, pl.LazyFrame) else data.schema
         self.check_columns(schema.names())
@@ -785,10 +785,11 @@ def _problems(model: ScoreModel) -> list[str]:
         for cname in v.categories:
             if cname not in model.categories:
                 out.append(f"{at}.categories.{cname}: unknown category {cname!r}")
-        for key, w in [*v.weights.items(), *v.categories.items()]:
-            problem = _weight_problem(w)
-            if problem:
-                out.append(f"{at}: weight of {key}: {problem}")
+        for table, weights in (("weights", v.weights), ("categories", v.categories)):
+            for key, w in weights.items():
+                problem = _weight_problem(w)
+                if problem:
+                    out.append(f"{at}.{table}.{key}: {problem}")
         if not out or not any(s.startswith(at) for s in out):
             resolved = model.resolve(v.name)
             if all(m.weight == 0 for m in resolved.metrics) or all(
