@@ -209,7 +209,7 @@ filter = {{ segment = "smb" }}
     ("categories = { usge = 1 }", "model.toml: variants[1] (smb).categories.usge: unknown category 'usge'"),
     ("params = { logins = { points = [[5, 0], [1, 100]] } }",
      "model.toml: variants[1] (smb).params.logins: 'points' raw values must be strictly increasing"),
-    ("weights = { logins = -1 }", "model.toml: variants[1] (smb): weight of logins is -1"),
+    ("weights = { logins = -1 }", "model.toml: variants[1] (smb).weights.logins: -1 is negative"),
 ])
 def test_variant_errors(tmp_path, extra, expected):
     assert expected in error_of(tmp_path, BASE + VARIANT.format(extra=extra))

@@ -3,19 +3,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import healthscore as hs
 import numpy as np
 import polars as pl
 import pytest
-from scipy.stats import spearmanr
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
-
-import healthscore as hs
 from healthscore.analysis.evaluation import ProbabilityMap, auc, time_split
 from healthscore.core.calibration import calibrate_expr
 from healthscore.datasets.portfolio import METRICS
 from healthscore.spec.model import Category, Metric, ScoreModel
+from scipy.stats import spearmanr
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 HORIZON = "7d"  # the truth is a weekly hazard of the current values: a 7-day label reads it directly
 

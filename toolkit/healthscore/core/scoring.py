@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import operator
 import os
 from collections.abc import Iterable, Iterator
@@ -62,7 +63,12 @@ def _add(terms: list[pl.Expr]) -> pl.Expr:
     ``pl.sum_horizontal`` may add its inputs in a different order from run to run, which changes
     the last bit of a float sum: a score must not depend on the run (band edges, report hashes).
     """
-    return functools.reduce(operator.add, terms)
+    terms = list(terms)
+    if len(terms) < 64:
+        return functools.reduce(operator.add, terms)
+    # A chain of thousands of nested additions makes polars' planner slow down quadratically
+    # (3,000 metrics: minutes); a fold adds the same terms in the same order, one column at a time.
+    return pl.fold(acc=terms[0], function=operator.add, exprs=terms[1:], returns_scalar=False)
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -82,7 +88,7 @@ def calibrate(snapshots: Frame, model: ScoreModel) -> pl.DataFrame:
     lf = snapshots.lazy()
     columns = lf.collect_schema().names()
     _check_keys(columns)
-    model.check_columns(columns)
+    model.check_data(snapshots)
     metric_cols = {m.column for m in model.metrics}
     attrs = [c for c in columns if c not in metric_cols and c not in KEYS and c != "variant"]
     nvar = (pl.sum_horizontal([v.matches().cast(pl.Int32) for v in model.variants])
@@ -189,6 +195,18 @@ def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr],
             {k: _per_variant(model, v) for k, v in share.items()})
 
 
+def _weights_finite(model: ScoreModel) -> bool:
+    """Do the weights of every variant add up to finite numbers (so shares are not 0, NaN or inf)?"""
+    for r in [model.resolve(None), *(model.resolve(v.name) for v in model.variants)]:
+        per_cat: dict[str, float] = {}
+        for m in r.metrics:
+            per_cat[m.category] = per_cat.get(m.category, 0.0) + m.weight
+        sums = [sum(c.weight for c in r.categories.values()), *per_cat.values()]
+        if not all(math.isfinite(x) for x in sums):
+            return False
+    return True
+
+
 def combine(subscores: pl.DataFrame, model: ScoreModel, *,
             overrides: pl.DataFrame | str | os.PathLike[str] | None = None) -> pl.DataFrame:
     """Everything after calibration: categories, score, band, coverage, trend, drivers, stamp.
@@ -256,6 +274,12 @@ def combine(subscores: pl.DataFrame, model: ScoreModel, *,
         # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
         pl.when(pl.col("__ok")).then(_add([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
           .alias("__computed"),
+    ).with_columns(
+        # weights at the edge of float range give NaN or inf: such a score is null, never banded
+        ((pl.col("__ok") & ~pl.col("__computed").is_finite().fill_null(False))
+         | pl.lit(not _weights_finite(model))).alias("__nonfinite"),
+    ).with_columns(
+        pl.when(~pl.col("__nonfinite")).then(pl.col("__computed")).alias("__computed"),
     )
     if audit is not None:
         lf = lf.join(audit.lazy(), on=list(KEYS), how="left")
@@ -324,7 +348,10 @@ def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.
                              for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
     # rounded down to 0.1%, so a coverage just under the minimum never prints as equal to it
     pct = ((pl.col("coverage") * 1000).floor() / 10).cast(pl.String)
-    reason = (pl.when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
+    reason = (pl.when(pl.col("__nonfinite")).then(pl.lit(
+                "score is not a finite number: the weights are too far apart for floating point; "
+                "use relative weights between 1e-6 and 1e6"))
+                .when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
                 .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:g}% "
                                                             "(missing: ") + missing + pl.lit(")")))
     out = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("null_reason")

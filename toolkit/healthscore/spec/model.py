@@ -46,7 +46,7 @@ from typing import Any
 import polars as pl
 import tomlkit
 
-from healthscore.errors import HealthscoreError
+from healthscore.errors import DataWarning, HealthscoreError
 from healthscore.io import files
 from healthscore.results import Summary
 from healthscore.spec import calibration
@@ -65,7 +65,12 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
     ("green", 70.0, 100.0, "#009E73", "healthy"),
 )
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
-                "description", "action", "label"}
+                "description", "action", "label", "unit", "range"}
+# Weights are relative; beyond this range a sum of weights loses precision or overflows.
+MAX_WEIGHT = 1e6
+MIN_POSITIVE_WEIGHT = 1e-6
+# a stated unit implies the range of the raw values
+UNIT_RANGES = {"ratio": (0.0, 1.0), "percent": (0.0, 100.0)}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
 _DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
                     "outcomes"}
@@ -93,6 +98,15 @@ class Metric:
     description: str = ""
     action: str = ""
     label: str = ""
+    # what the raw values are ("ratio" 0..1, "percent" 0..100, or free text such as "days") and the
+    # range they must fall in; both only check the data (they never change a score)
+    unit: str = ""
+    value_range: tuple[float, float] | None = None
+
+    @property
+    def expected_range(self) -> tuple[float, float] | None:
+        """The range raw values should fall in: ``range`` if stated, else the one the unit implies."""
+        return self.value_range or UNIT_RANGES.get(self.unit)
 
     @property
     def na_score(self) -> float | None:
@@ -396,6 +410,80 @@ class ScoreModel:
             problems.append(f"(the data has columns: {', '.join(sorted(have))})")
             raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
 
+    def check_data(self, data: pl.DataFrame | pl.LazyFrame, *, source: str = "snapshots",
+                   warn: bool = True) -> list[str]:
+        """Check snapshots against the model before scoring.
+
+        Raises :class:`ModelError` when a column the model reads is missing or holds dates or text
+        (a metric must be a number). Returns (and, with ``warn``, issues as
+        :class:`~healthscore.errors.DataWarning`) the warnings: raw values outside the metric's
+        ``range`` or ``unit``, or a metric whose values look like percentages where its calibration
+        points are ratios (0..1).
+
+        >>> import polars as pl
+        >>> m = ScoreModel("m", "1", [Metric("u", "u", "c", params={"points": [[0, 0], [1, 100]]}, unit="ratio")],
+        ...                {"c": Category("c")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> print(m.check_data(pl.DataFrame({"u": [50.0, 80.0, 0.5]}), warn=False)[0])  # doctest: +ELLIPSIS
+        snapshots: column 'u' (metric u): 2 of 3 values are outside [0, 1] (unit ratio) (seen 0.5 to 80)...
+        """
+        schema = data.collect_schema() if isinstance(data, pl.LazyFrame) else data.schema
+        self.check_columns(schema.names())
+        problems: list[str] = []
+        numeric: list[Metric] = []
+        for i, m in enumerate(self.metrics, 1):
+            dtype = schema[m.column]
+            at = f"metrics[{i}] ({m.name}).column: column {m.column!r}"
+            if m.column in ("account_id", "as_of"):
+                problems.append(f"{at} is a key column, not a measurement; point the metric at a numeric column")
+            elif dtype.is_temporal():
+                problems.append(f"{at} holds dates ({dtype}); a metric needs numbers, e.g. days since that date "
+                                "computed in the export")
+            elif dtype == pl.String:
+                if isinstance(data, pl.DataFrame):
+                    values = data.get_column(m.column).drop_nulls()
+                    if values.len():
+                        shown = ", ".join(repr(v) for v in values.unique(maintain_order=True).head(5).to_list())
+                        problems.append(f"{at} holds text (values such as {shown}); a metric needs numbers: "
+                                        "correct the cells, or point the metric at a numeric column")
+                else:
+                    problems.append(f"{at} holds text; a metric needs numbers")
+            elif dtype.is_numeric():
+                numeric.append(m)
+            elif dtype not in (pl.Boolean, pl.Null):
+                problems.append(f"{at} has type {dtype}; a metric needs numbers")
+        if problems:
+            raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
+        if not isinstance(data, pl.DataFrame) or not numeric:
+            return []
+        found: list[str] = []
+        stats = data.select(*[pl.struct(
+            pl.col(m.column).count().alias("n"),
+            pl.col(m.column).min().cast(pl.Float64).alias("lo"), pl.col(m.column).max().cast(pl.Float64).alias("hi"),
+            *([(~pl.col(m.column).is_between(*m.expected_range)).sum().alias("out")] if m.expected_range else []),
+            (pl.col(m.column) > 1.5).sum().alias("above1"),
+        ).alias(m.name) for m in numeric]).row(0, named=True)
+        for m in numeric:
+            st = stats[m.name]
+            where = f"{source}: column {m.column!r} (metric {m.name})"
+            if m.expected_range and st.get("out"):
+                lo, hi = m.expected_range
+                unit = f" (unit {m.unit})" if m.unit and not m.value_range else ""
+                hint = (" They look like percentages: divide by 100, or state unit = \"percent\" and calibrate "
+                        "in percent." if m.expected_range == (0.0, 1.0) and st["hi"] is not None and st["hi"] <= 100
+                        else " Check the export's unit, or correct the model's range.")
+                found.append(f"{where}: {st['out']} of {st['n']} values are outside [{lo:g}, {hi:g}]{unit} "
+                             f"(seen {st['lo']:g} to {st['hi']:g}).{hint}")
+            elif (not m.expected_range and m.method == "thresholds" and st["n"]
+                  and _points_are_ratios(m.params) and st["above1"] > st["n"] / 2):
+                found.append(f"{where}: {st['above1']} of {st['n']} values are above 1 (seen {st['lo']:g} to "
+                             f"{st['hi']:g}) but the calibration points are ratios between 0 and 1, so almost every "
+                             "value gets the top sub-score. If the export sends percentages, divide by 100; state "
+                             "unit = \"ratio\" or range = [lo, hi] in the model to check this exactly.")
+        if warn:
+            for text in found:
+                warnings.warn(DataWarning(text), stacklevel=2)
+        return found
+
     def _where(self) -> str:
         where = self.source.name if self.source else f"model {self.name!r}"
         prefix = ".".join(self._prefix)
@@ -552,6 +640,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             description=need(mtab, "description", str, at, ""),
             action=need(mtab, "action", str, at, ""),
             label=need(mtab, "label", str, at, ""),
+            unit=need(mtab, "unit", str, at, ""),
+            value_range=_range(mtab.get("range"), problems, f"{at}range"),
         ))
 
     bands: list[Band] = [] if "bands" in table else [Band(*b) for b in DEFAULT_BANDS]
@@ -641,8 +731,9 @@ def _problems(model: ScoreModel) -> list[str]:
     if not model.categories:
         out.append("categories: the model has no [categories.<name>] tables")
     for cat in model.categories.values():
-        if not math.isfinite(cat.weight) or cat.weight < 0:
-            out.append(f"categories.{cat.name}.weight: {cat.weight:g} is negative; weights must be >= 0")
+        problem = _weight_problem(cat.weight)
+        if problem:
+            out.append(f"categories.{cat.name}.weight: {problem}")
     if model.categories and all(c.weight == 0 for c in model.categories.values()):
         out.append("categories: all category weights are zero; give at least one a positive weight")
     seen: set[str] = set()
@@ -658,8 +749,15 @@ def _problems(model: ScoreModel) -> list[str]:
                        f"declare [categories.{m.category}] or use one of {sorted(model.categories)}")
         if m.direction not in DIRECTIONS:
             out.append(f"{at}.direction: {m.direction!r} must be one of {list(DIRECTIONS)}")
-        if not math.isfinite(m.weight) or m.weight < 0:
-            out.append(f"{at}.weight: {m.weight:g} is negative; weights must be >= 0")
+        problem = _weight_problem(m.weight)
+        if problem:
+            out.append(f"{at}.weight: {problem}")
+        if m.unit and m.unit not in UNIT_RANGES and not re.fullmatch(r"[A-Za-z_ %/$-]{1,30}", m.unit):
+            out.append(f"{at}.unit: {m.unit!r}: use \"ratio\" (0..1), \"percent\" (0..100) or a short word such as \"days\"")
+        if m.value_range is not None:
+            lo, hi = m.value_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                out.append(f"{at}.range: [{lo:g}, {hi:g}] must be two finite numbers, the lower first")
         if m.na_policy != "exclude":
             ok = m.na_policy.startswith("score:")
             if ok:
@@ -676,7 +774,8 @@ def _problems(model: ScoreModel) -> list[str]:
     if model.metrics and all(m.weight == 0 for m in model.metrics):
         out.append("metrics: all metric weights are zero; give at least one a positive weight")
     out += _band_problems(model.bands)
-    names = [m.name for m in model.metrics]
+    names = {m.name for m in model.metrics}
+    metric_cols = {m.column for m in model.metrics}
     vnames: set[str] = set()
     for i, v in enumerate(model.variants, 1):
         at = f"variants[{i}] ({v.name})"
@@ -685,7 +784,6 @@ def _problems(model: ScoreModel) -> list[str]:
         vnames.add(v.name)
         if not v.filter:
             out.append(f"{at}.filter: empty; say which accounts it applies to, e.g. filter = {{segment = \"smb\"}}")
-        metric_cols = {m.column for m in model.metrics}
         for col in v.filter:
             if col in metric_cols:
                 out.append(f"{at}.filter.{col}: {col!r} is a metric column; filter on account attributes")
@@ -699,9 +797,11 @@ def _problems(model: ScoreModel) -> list[str]:
         for cname in v.categories:
             if cname not in model.categories:
                 out.append(f"{at}.categories.{cname}: unknown category {cname!r}")
-        for key, w in [*v.weights.items(), *v.categories.items()]:
-            if not math.isfinite(w) or w < 0:
-                out.append(f"{at}: weight of {key} is {w:g}; weights must be >= 0")
+        for table, weights in (("weights", v.weights), ("categories", v.categories)):
+            for key, w in weights.items():
+                problem = _weight_problem(w)
+                if problem:
+                    out.append(f"{at}.{table}.{key}: {problem}")
         if not out or not any(s.startswith(at) for s in out):
             resolved = model.resolve(v.name)
             if all(m.weight == 0 for m in resolved.metrics) or all(
@@ -712,6 +812,29 @@ def _problems(model: ScoreModel) -> list[str]:
                     out += [f"{at}.params.{m.name}: {msg}"
                             for msg in _param_problems(m.method, m.params, m.direction)]
     return out
+
+
+def _points_are_ratios(params: Mapping[str, Any]) -> bool:
+    points = params.get("points")
+    try:
+        xs = [float(p[0]) for p in points]
+    except (TypeError, ValueError, IndexError):
+        return False
+    return bool(xs) and min(xs) >= 0 and max(xs) <= 1
+
+
+def _weight_problem(weight: float) -> str | None:
+    """Why a weight is unusable (None when fine): weights are relative, 0 or 1e-6..1e6."""
+    if not math.isfinite(weight):
+        return f"{weight} is not a finite number; use a relative weight such as 1, 2 or 30"
+    if weight < 0:
+        return f"{weight:g} is negative; weights must be >= 0"
+    if weight > MAX_WEIGHT:
+        return f"{weight:g} is too large (at most {MAX_WEIGHT:g}); weights are relative, so scale them all down"
+    if 0 < weight < MIN_POSITIVE_WEIGHT:
+        return (f"{weight:g} is too small (0, or at least {MIN_POSITIVE_WEIGHT:g}); weights are relative, so "
+                "scale them all up, or use 0 to switch the metric off")
+    return None
 
 
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
@@ -813,6 +936,7 @@ def _metric_dict(m: Metric) -> dict[str, Any]:
     d: dict[str, Any] = {"name": m.name, "column": m.column, "category": m.category, "direction": m.direction,
                          "method": m.method, "weight": m.weight, "na_policy": m.na_policy,
                          "label": m.label, "description": m.description, "action": m.action,
+                         "unit": m.unit, "range": list(m.value_range) if m.value_range else None,
                          "params": m.params}
     return d
 
@@ -823,7 +947,7 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
             "weights": v.weights, "categories": v.categories, "params": v.params, "disabled": v.disabled}
 
 
-_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "",
+_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
                       "direction": "higher_is_better", "weights": {}, "categories": {}, "params": {},
                       "disabled": [], "colour": "", "meaning": ""}
 
@@ -855,6 +979,10 @@ def _write_aot(table: Any, name: str, rows: list[dict[str, Any]], key: str | Non
             aot.append(entry)
             continue
         for k, v in row.items():
+            if v is None:  # an optional key the model no longer has
+                if k in entry:
+                    del entry[k]
+                continue
             if k not in entry and k in _OPTIONAL_DEFAULTS and v == _OPTIONAL_DEFAULTS[k]:
                 continue
             if isinstance(v, dict) and k in entry and isinstance(entry[k], dict):
@@ -928,6 +1056,16 @@ def _is_number(value: Any, problems: list[str], at: str) -> bool:
         problems.append(f"{at}: expected a number, got {value!r}")
         return False
     return True
+
+
+def _range(value: Any, problems: list[str], at: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+        problems.append(f"{at}: expected [lower, upper], e.g. range = [0, 1], got {value!r}")
+        return None
+    return float(value[0]), float(value[1])
 
 
 def _default_colour(name: str) -> str:
