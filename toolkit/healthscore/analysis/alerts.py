@@ -1,0 +1,516 @@
+"""Early-warning alerts: the model's ``[[alerts]]`` rules applied to a score history.
+
+:func:`alerts` gives the alerts of one run (this week): each alert is ``new`` on the first date its
+condition holds after not holding (unless the same rule alerted the same account less than its
+cool-down ago: then the earlier alert simply goes on), ``ongoing`` while it holds and ``resolved`` on
+the first date it no longer holds. The run's ``state`` (open alerts, and recently alerted accounts
+for the cool-down) is kept in a file and handed to the next run, which goes on exactly where this one
+stopped: running week by week with the state gives the same alerts as one pass over the history.
+:func:`alert_history` is that one pass; :func:`backtest_alerts` checks every rule against what
+happened afterwards (precision, churners caught, lead time, alerts per CSM per week).
+
+Every condition is computed for the whole history at once with polars expressions; the cool-down is
+followed with numpy along the chain of alert starts, one step per alert, for all accounts together.
+
+>>> import datetime as dt, polars as pl
+>>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+>>> from healthscore.spec.alerts import AlertRule
+>>> rule = AlertRule("red", "enters_band", "high", "CSM", "Call them.", band="red")
+>>> model = ScoreModel("m", "1", [Metric("a", "a", "u", params={"points": [[0, 0], [1, 100]]})],
+...                    {"u": Category("u")}, [Band(*b[:3]) for b in DEFAULT_BANDS], alerts=[rule])
+>>> weeks = [dt.date(2026, 1, 5) + dt.timedelta(weeks=k) for k in range(4)]
+>>> scores = pl.DataFrame({"account_id": ["A1"] * 4, "as_of": weeks, "score": [55.0, 35.0, 30.0, 60.0]})
+>>> alert_history(scores, model).select("as_of", "status")["status"].to_list()
+['new', 'ongoing', 'resolved']
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import polars as pl
+
+from healthscore.analysis.cohorts import wilson_interval
+from healthscore.analysis.evaluation import ProbabilityMap
+from healthscore.analysis.fitting import label_outcomes
+from healthscore.results import Summary
+from healthscore.spec.alerts import AlertRule, order_rules
+from healthscore.spec.model import ModelError, ScoreModel
+from healthscore.spec.outcomes import horizon_days, horizon_words, parse_horizon
+
+__all__ = ["AlertError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
+           "backtest_alerts", "threshold_for_capacity", "ALERT_COLUMNS", "STATE_SCHEMA"]
+
+ALERT_COLUMNS = ["alert_id", "account_id", "as_of", "rule", "kind", "severity", "owner", "action", "fired_at",
+                 "status", "evidence", "model_hash"]
+STATE_SCHEMA: dict[str, pl.DataType] = {
+    "rule": pl.String(), "account_id": pl.String(), "alert_id": pl.String(), "open": pl.Boolean(),
+    "first_fired": pl.Date(), "last_fired": pl.Date(), "last_notified": pl.Date(), "as_of": pl.Date(),
+    "model_hash": pl.String()}
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+_EPOCH = dt.date(1970, 1, 1)
+_NO_DAY = np.iinfo(np.int64).min // 4
+
+
+class AlertError(ModelError):
+    """Alert rules that cannot run on the data given (a missing column, no probability map, a bad state)."""
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class AlertRun:
+    """The alerts of one run: ``alerts`` (one row per alert and date reported), ``state`` (to keep)."""
+
+    alerts: pl.DataFrame
+    state: pl.DataFrame
+    as_of: dt.date | None
+    model_name: str
+    model_hash: str
+    rules: list[AlertRule] = field(default_factory=list)
+
+    @property
+    def new(self) -> pl.DataFrame:
+        """The alerts to notify: status ``new``."""
+        return self.alerts.filter(pl.col("status") == "new")
+
+    def to_frame(self) -> pl.DataFrame:
+        return self.alerts
+
+    def summary(self) -> Summary:
+        counts = {s: int((self.alerts["status"] == s).sum()) for s in ("new", "ongoing", "resolved")}
+        lines = [f"alerts on {self.as_of} ({self.model_name}, hash {self.model_hash}): {counts['new']} new, "
+                 f"{counts['ongoing']} ongoing, {counts['resolved']} resolved"]
+        for rule in self.rules:
+            part = self.alerts.filter(pl.col("rule") == rule.name)
+            n = {s: int((part["status"] == s).sum()) for s in ("new", "ongoing", "resolved")}
+            lines.append(f"  {rule.name:<26} {rule.severity:<8} {rule.owner:<18} new {n['new']:>4}  "
+                         f"ongoing {n['ongoing']:>4}  resolved {n['resolved']:>4}")
+        return Summary("\n".join(lines))
+
+    def __repr__(self) -> str:
+        return f"AlertRun(as_of={self.as_of}, alerts={self.alerts.height}, new={self.new.height})"
+
+
+# ---------------------------------------------------------------- public functions
+def alerts(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None = None,
+           as_of: dt.date | str | None = None, snapshots: pl.DataFrame | None = None) -> AlertRun:
+    """Apply the model's alert rules to a score history; report the alerts of the latest date.
+
+    ``scores`` is the output of :func:`healthscore.score` over the history (conditions such as a drop
+    or a trend look back). ``as_of`` ignores rows after that date. Without ``state`` the whole
+    history is replayed and the alerts of the last date are reported; with the ``state`` of an earlier
+    run every date after that run is reported, continuing its alerts. Rules on data columns that the
+    score frame lacks (e.g. ``champion_left``) read them from ``snapshots``.
+    """
+    return _run(scores, model, state=state, as_of=as_of, snapshots=snapshots, report_all=False)
+
+
+def alert_history(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *,
+                  snapshots: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every alert status over the whole history (one row per alert and date it is new, ongoing or
+    resolved), as if the alerts had run on every date; firings are the ``new`` rows."""
+    return _run(scores, model, state=None, as_of=None, snapshots=snapshots, report_all=True).alerts
+
+
+# ---------------------------------------------------------------- the engine
+def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None,
+         as_of: dt.date | str | None, snapshots: pl.DataFrame | None, report_all: bool) -> AlertRun:
+    rules = list(model.alerts)
+    if not rules:
+        raise AlertError(f"{_where(model)}: the model has no [[alerts]] rules; add some (see the starter "
+                         "models) before running alerts")
+    frame = _prepare(scores, model, rules, as_of, snapshots)
+    state = _check_state(state, model)
+    state_date = None if state is None else state.filter(pl.col("rule").is_null())["as_of"].max()
+    frame, holds, evidence = _conditions(frame, model, rules)
+    run_date = frame["as_of"].max() if frame.height else state_date
+    if state_date is not None and run_date is not None and run_date < state_date:
+        run_date = state_date
+    window = frame if state_date is None else frame.filter(pl.col("as_of") > state_date)
+    window = window.with_row_index("__row")
+    accounts = window["account_id"].to_numpy()
+    codes = window.select(pl.col("account_id").rank("dense").cast(pl.Int64)).to_series().to_numpy() \
+        if window.height else np.zeros(0, np.int64)
+    days = window.select((pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)).to_series().to_numpy() \
+        if window.height else np.zeros(0, np.int64)
+    first_row = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
+
+    parts: list[pl.DataFrame] = []
+    states: list[pl.DataFrame] = []
+    for rule in rules:
+        h = window[holds[rule.name]].to_numpy().astype(bool) if window.height else np.zeros(0, bool)
+        init = _initial(window, state, rule) if state is not None else None
+        out = _statuses(codes, days, first_row, h, rule.cooldown_days, init)
+        rows = np.flatnonzero(out["status"] != "")
+        if not report_all and window.height:
+            wanted = days >= (_day(run_date) if state_date is None else _NO_DAY)
+            rows = rows[wanted[rows]]
+        ids = _alert_ids(accounts, out, rule.name)
+        if rows.size:
+            sel = window[rows]
+            part = sel.select(
+                pl.col("account_id"), pl.col("as_of"),
+                *([pl.col("csm")] if "csm" in window.columns else []),
+                evidence[rule.name].alias("evidence"))
+            part = part.with_columns(
+                pl.Series("alert_id", ids[rows], dtype=pl.String),
+                _to_date(pl.Series("fired_at", out["first"][rows], dtype=pl.Int64)),
+                pl.Series("status", out["status"][rows], dtype=pl.String),
+                pl.lit(rule.name).alias("rule"), pl.lit(rule.kind).alias("kind"),
+                pl.lit(rule.severity).alias("severity"), pl.lit(rule.owner).alias("owner"),
+                pl.lit(rule.action).alias("action"), pl.lit(model.hash).alias("model_hash"))
+            parts.append(part)
+        states.append(_next_state(window, accounts, codes, out, ids, state, rule, run_date, model.hash))
+
+    extra = ["csm"] if "csm" in frame.columns else []
+    columns = ALERT_COLUMNS + extra
+    if parts:
+        table = pl.concat([p.select(columns) for p in parts], how="vertical_relaxed")
+    else:
+        table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
+    table = table.sort("as_of", pl.col("severity").replace_strict(_SEVERITY_ORDER, default=9), "account_id",
+                       "rule")
+    marker = pl.DataFrame({"as_of": [run_date], "model_hash": [model.hash]},
+                          schema={"as_of": pl.Date, "model_hash": pl.String})
+    new_state = pl.concat([s.select(list(STATE_SCHEMA)) for s in states] + [marker],
+                          how="diagonal_relaxed").select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    new_state = new_state.sort(pl.col("rule").is_null(), "rule", "account_id")
+    return AlertRun(alerts=table, state=new_state, as_of=run_date, model_name=model.name, model_hash=model.hash,
+                    rules=rules)
+
+
+def _alert_schema() -> dict[str, Any]:
+    return {"alert_id": pl.String, "account_id": pl.String, "as_of": pl.Date, "rule": pl.String,
+            "kind": pl.String, "severity": pl.String, "owner": pl.String, "action": pl.String,
+            "fired_at": pl.Date, "status": pl.String, "evidence": pl.String, "model_hash": pl.String}
+
+
+def _to_date(s: pl.Series) -> pl.Series:
+    """Days since 1970-01-01 -> dates."""
+    return s.cast(pl.Int32).cast(pl.Date)
+
+
+def _day(d: dt.date) -> int:
+    return (d - _EPOCH).days
+
+
+def _where(model: ScoreModel) -> str:
+    return model.source.name if model.source is not None else f"model {model.name!r}"
+
+
+def _source_column(model: ScoreModel, rule: AlertRule) -> str | None:
+    """The score-frame column a threshold or trend rule reads."""
+    if rule.column is not None:
+        return rule.column
+    if rule.metric is None:
+        return None
+    if rule.metric == "score":
+        return "score"
+    if rule.metric in {m.name for m in model.metrics}:
+        return f"sub_{rule.metric}"
+    return f"cat_{rule.metric}"
+
+
+def _needed(model: ScoreModel, rule: AlertRule) -> list[str]:
+    cols: list[str] = list(rule.filter)
+    if rule.kind in ("drop", "probability"):
+        cols.append("score")
+    elif rule.kind == "enters_band":
+        cols.append("score")
+    elif rule.kind in ("threshold", "trend", "event", "flag"):
+        cols.append(_source_column(model, rule) or "")
+    return cols
+
+
+def _prepare(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[AlertRule],
+             as_of: dt.date | str | None, snapshots: pl.DataFrame | None) -> pl.DataFrame:
+    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+    for col in ("account_id", "as_of"):
+        if col not in frame.columns:
+            raise AlertError(f"scores: no {col!r} column; pass the output of healthscore score")
+    if frame.schema["as_of"] != pl.Date:
+        try:
+            frame = frame.with_columns(pl.col("as_of").cast(pl.String).str.slice(0, 10).str.to_date("%Y-%m-%d"))
+        except pl.exceptions.PolarsError:
+            raise AlertError("scores: as_of must hold dates (YYYY-MM-DD)") from None
+    if as_of is not None:
+        try:
+            cutoff = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        except ValueError:
+            raise AlertError(f"as_of {as_of!r}: give a date as YYYY-MM-DD") from None
+        frame = frame.filter(pl.col("as_of") <= cutoff)
+    frame = frame.with_columns(pl.col("account_id").cast(pl.String))
+    wanted = list(dict.fromkeys(c for r in rules for c in _needed(model, r)))
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing and snapshots is not None:
+        snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+        take = [c for c in missing if c in snaps.columns]
+        if take:
+            snaps = snaps.select(pl.col("account_id").cast(pl.String), pl.col("as_of").cast(pl.Date), *take)
+            if snaps.select(pl.struct("account_id", "as_of").is_duplicated().any()).item():
+                raise AlertError("snapshots: an account has two rows for the same as_of; keep one per date")
+            frame = frame.join(snaps, on=["account_id", "as_of"], how="left")
+        missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        uses = [f"{r.name} ({', '.join(c for c in _needed(model, r) if c in missing)})" for r in rules
+                if any(c in missing for c in _needed(model, r))]
+        raise AlertError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
+                         "pass the snapshots as well (snapshots= in Python, --snapshots on the command line) or "
+                         "change the rule's column")
+    keep = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else []), *wanted]
+    frame = frame.select(list(dict.fromkeys(keep))).sort("account_id", "as_of")
+    if frame.height and frame.select(pl.struct("account_id", "as_of").is_duplicated().any()).item():
+        raise AlertError("scores: an account has two rows for the same as_of; score each date once")
+    return frame
+
+
+def _check_state(state: pl.DataFrame | None, model: ScoreModel) -> pl.DataFrame | None:
+    if state is None:
+        return None
+    missing = [c for c in STATE_SCHEMA if c not in state.columns]
+    if missing:
+        raise AlertError(f"alert state: missing columns {missing}; pass the state written by an earlier "
+                         "alerts run (or none to start afresh)")
+    state = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    if state.filter(pl.col("rule").is_null()).height != 1:
+        raise AlertError("alert state: it does not say when it was written (no run row); pass the state "
+                         "written by an earlier alerts run")
+    names = {r.name for r in model.alerts}
+    # rules removed from the model leave no trace
+    return state.filter(pl.col("rule").is_null() | pl.col("rule").is_in(sorted(names)))
+
+
+# ---------------------------------------------------------------- conditions
+def _conditions(frame: pl.DataFrame, model: ScoreModel,
+                rules: list[AlertRule]) -> tuple[pl.DataFrame, dict[str, str], dict[str, pl.Expr]]:
+    """Add one Boolean column per rule (does the condition hold) and the helper columns the
+    evidence reads; return the frame, the column of each rule and each rule's evidence (JSON text)."""
+    holds: dict[str, str] = {}
+    structs: dict[str, pl.Expr] = {}
+    helpers: list[pl.Expr] = []
+    conds: list[pl.Expr] = []
+    for i, rule in enumerate(order_rules(rules)):
+        col = f"__h{i}"
+        holds[rule.name] = col
+        cond, evid, helper = _condition(model, rule, i, frame.schema)
+        helpers += helper
+        if rule.kind in ("all", "any"):
+            parts = [pl.col(holds[p]) for p in rule.rules]
+            cond = pl.all_horizontal(parts) if rule.kind == "all" else pl.any_horizontal(parts)
+            evid = pl.struct([structs[p].alias(p) for p in rule.rules])
+        if rule.filter:
+            cond = cond & pl.all_horizontal([pl.col(c).is_in(list(v)) for c, v in rule.filter.items()])
+        structs[rule.name] = evid
+        conds.append((col, cond))
+    if helpers:
+        frame = frame.with_columns(helpers)
+    # combinations read the columns of their parts, so add the columns in evaluation order
+    for col, cond in conds:
+        frame = frame.with_columns(cond.fill_null(False).alias(col))
+    evidence = {name: s.struct.json_encode() for name, s in structs.items()}
+    return frame, holds, evidence
+
+
+def _value(model: ScoreModel, rule: AlertRule) -> pl.Expr:
+    return pl.col(_source_column(model, rule) or "score").cast(pl.Float64)
+
+
+def _condition(model: ScoreModel, rule: AlertRule, i: int,
+               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[pl.Expr]]:
+    score = pl.col("score").cast(pl.Float64)
+    if rule.kind == "enters_band":
+        band = pl.col("band") if "band" in schema else model.band_of(score)
+        return band == rule.band, pl.struct(score.round(2).alias("score"), band.alias("band")), []
+    if rule.kind == "drop":
+        ref = f"__ref{i}"
+        helper = score.rolling_max_by("as_of", window_size=f"{rule.within_days}d", closed="left") \
+            .over("account_id").alias(ref)
+        drop = pl.col(ref) - score
+        return drop >= rule.points, pl.struct(score.round(2).alias("score"), pl.col(ref).round(2).alias("highest"),
+                                              drop.round(2).alias("drop"), pl.lit(rule.within).alias("within")), \
+            [helper]
+    if rule.kind == "threshold":
+        v = _value(model, rule)
+        op = {"<": v < rule.value, "<=": v <= rule.value, ">": v > rule.value, ">=": v >= rule.value}[rule.op or "<"]
+        name = rule.metric if rule.metric is not None else rule.column
+        what = "metric" if rule.metric is not None else "column"
+        return op, pl.struct(pl.lit(name).alias(what), v.round(4).alias("value"), pl.lit(rule.op).alias("op"),
+                             pl.lit(rule.value).alias("threshold")), []
+    if rule.kind == "trend":
+        v = _value(model, rule)
+        d = rule.over_days
+        present = v.is_not_null().cast(pl.Float64)
+        filled = v.fill_null(0.0)
+
+        def roll(expr: pl.Expr, days: int) -> pl.Expr:
+            return expr.rolling_sum_by("as_of", window_size=f"{days}d", closed="right").over("account_id")
+
+        recent, previous = f"__rec{i}", f"__prev{i}"
+        helpers = [
+            (roll(filled, d) / roll(present, d)).alias(recent),
+            ((roll(filled, 2 * d) - roll(filled, d)) / (roll(present, 2 * d) - roll(present, d))).alias(previous)]
+        change = pl.when(pl.col(previous) > 0).then(pl.col(recent) / pl.col(previous) - 1.0)
+        cond = change <= rule.change if (rule.change or 0) < 0 else change >= rule.change
+        name = rule.metric if rule.metric is not None else rule.column
+        return cond, pl.struct(pl.lit(name).alias("metric" if rule.metric is not None else "column"),
+                               pl.col(recent).round(4).alias("recent_mean"),
+                               pl.col(previous).round(4).alias("previous_mean"),
+                               change.round(4).alias("change"), pl.lit(rule.over).alias("over")), helpers
+    if rule.kind in ("event", "flag"):
+        col = rule.column or ""
+        dtype = schema.get(col)
+        c = pl.col(col)
+        if rule.kind == "event":
+            if isinstance(rule.equals, (bool, int, float)) and (dtype is not None and (dtype.is_numeric()
+                                                                                      or dtype == pl.Boolean)):
+                cond = c.cast(pl.Float64) == float(rule.equals)
+            else:
+                cond = c.cast(pl.String) == str(rule.equals)
+        elif dtype == pl.Boolean:
+            cond = c
+        elif dtype is not None and dtype.is_numeric():
+            cond = c != 0
+        else:
+            cond = c.cast(pl.String).str.strip_chars().str.to_lowercase().is_in(["", "0", "false", "no"]).not_()
+        return cond, pl.struct(pl.lit(col).alias("column"), c.alias("value")), []
+    if rule.kind == "probability":
+        if not model.probability:
+            raise AlertError(f"{_where(model)}: alert rule {rule.name!r} reads the model's probability map and "
+                             "the model has none; freeze one with 'healthscore evaluate --freeze' or drop the rule")
+        try:
+            pmap = ProbabilityMap.from_dict(model.probability)
+        except ValueError as exc:
+            raise AlertError(f"{_where(model)}: [probability]: {exc}") from None
+        p = pmap.expr(score)
+        return p >= rule.at_least, pl.struct(score.round(2).alias("score"), p.round(4).alias("probability"),
+                                             pl.lit(rule.at_least).alias("at_least")), []
+    return pl.lit(False), pl.struct(pl.lit(None).alias("none")), []  # all/any: built by the caller
+
+
+# ---------------------------------------------------------------- statuses
+def _initial(window: pl.DataFrame, state: pl.DataFrame, rule: AlertRule) -> dict[str, np.ndarray]:
+    """Per window row, the state its account starts from (open, alert id, first fired, last fired)."""
+    mine = state.filter(pl.col("rule") == rule.name).select(
+        "account_id", "open", "alert_id",
+        (pl.col("first_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__first"),
+        (pl.col("last_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__last"))
+    joined = window.select("__row", "account_id").join(mine, on="account_id", how="left").sort("__row")
+    return {"open": joined["open"].fill_null(False).to_numpy().astype(bool),
+            "id": joined["alert_id"].to_numpy().astype(object),
+            "first": joined["__first"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
+            "last": joined["__last"].fill_null(_NO_DAY).to_numpy().astype(np.int64)}
+
+
+def _statuses(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.ndarray, cooldown: int,
+              init: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Status of every row (``new``/``ongoing``/``resolved``/"") for one rule, rows sorted by account
+    and date; ``first`` is the day the row's alert was new (its id is derived from it)."""
+    n = len(h)
+    init_open = init["open"] if init is not None else np.zeros(n, bool)
+    init_first = init["first"] if init is not None else np.full(n, _NO_DAY, np.int64)
+    prev = np.r_[False, h[:-1]] if n else np.zeros(0, bool)
+    prev[first_row] = init_open[first_row]
+    start = h & ~prev
+    resolved = ~h & prev
+    is_new = start.copy()
+    if cooldown > 0 and start.any():
+        idx = np.flatnonzero(start)
+        sa, sd = codes[idx], days[idx]
+        allowed = np.where(init_first[idx] == _NO_DAY, _NO_DAY, init_first[idx] + cooldown)
+        ok = sd >= allowed                                # monotone within an account (sd grows)
+        new_account = np.r_[True, sa[1:] != sa[:-1]]
+        first_ok = ok & (new_account | ~np.r_[True, ok[:-1]])
+        base = int(sd.min())
+        key = sa * np.int64(10_000_000) + (sd - base)
+        nxt = np.searchsorted(key, key + cooldown, side="left")
+        valid = nxt < len(key)
+        valid[valid] &= sa[nxt[valid]] == sa[valid]
+        on = np.zeros(len(idx), bool)
+        frontier = np.flatnonzero(first_ok)
+        while frontier.size:  # one step per alert in the longest chain, all accounts at once
+            on[frontier] = True
+            frontier = nxt[frontier[valid[frontier]]]
+        is_new = np.zeros(n, bool)
+        is_new[idx[on]] = True
+    # day of the latest new alert of the same account at or before each row (else the state's)
+    pos = np.arange(n)
+    account_start = np.maximum.accumulate(np.where(first_row, pos, 0)) if n else pos
+    last_new = np.maximum.accumulate(np.where(is_new, pos, -1)) if n else pos
+    from_run = last_new >= account_start
+    first = np.where(from_run, days[np.maximum(last_new, 0)] if n else days, init_first)
+    status = np.full(n, "", dtype=object)
+    status[h] = "ongoing"
+    status[is_new] = "new"
+    status[resolved] = "resolved"
+    last_held = np.maximum.accumulate(np.where(h, pos, -1)) if n else pos
+    held_in_run = last_held >= account_start
+    init_last = init["last"] if init is not None else np.full(n, _NO_DAY, np.int64)
+    last = np.where(held_in_run, days[np.maximum(last_held, 0)] if n else days, init_last)
+    return {"status": status, "first": first, "from_run": from_run, "h": h, "last": last,
+            "init_id": init["id"] if init is not None else np.full(n, None, dtype=object)}
+
+
+def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
+    """The stable id of an alert: a hash of the account, the rule and the date it was new.
+
+    >>> alert_id("A00001", "entered_red", "2026-11-16")
+    '9b897fa384e15c9c'
+    """
+    text = f"{account_id}|{rule}|{fired}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _alert_ids(accounts: np.ndarray, out: dict[str, np.ndarray], rule: str) -> np.ndarray:
+    """The alert id of every row (None where the account has had no alert)."""
+    ids = out["init_id"].copy()
+    fresh = out["from_run"]
+    if fresh.any():
+        # one id per alert (account, first day), hashed once
+        pairs = pl.DataFrame({"a": accounts[fresh], "d": out["first"][fresh]})
+        uniq = pairs.unique(maintain_order=True)
+        dates = [(_EPOCH + dt.timedelta(days=int(d))).isoformat() for d in uniq["d"]]
+        hashed = [alert_id(a, rule, d) for a, d in zip(uniq["a"].to_list(), dates)]
+        lookup = uniq.with_columns(pl.Series("id", hashed, dtype=pl.String))
+        ids[fresh] = pairs.join(lookup, on=["a", "d"], how="left", maintain_order="left")["id"].to_numpy()
+    return ids
+
+
+def _next_state(window: pl.DataFrame, accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray],
+                ids: np.ndarray, state: pl.DataFrame | None, rule: AlertRule, run_date: dt.date | None,
+                model_hash: str) -> pl.DataFrame:
+    """Open alerts and alerts still within their cool-down after this run, for one rule."""
+    n = len(codes)
+    schema = {k: v for k, v in STATE_SCHEMA.items()}
+    if n:
+        last = np.r_[codes[1:] != codes[:-1], True]
+        has = np.array([i is not None for i in ids[last]], dtype=bool)
+        rows = pl.DataFrame({
+            "account_id": accounts[last][has].astype(str),
+            "alert_id": ids[last][has].astype(str),
+            "open": out["h"][last][has],
+            "__first": out["first"][last][has],
+            "__last": out["last"][last][has]}, schema_overrides={"account_id": pl.String, "alert_id": pl.String})
+        rows = rows.with_columns(
+            pl.lit(rule.name).alias("rule"),
+            _days_to_date("__first").alias("first_fired"), _days_to_date("__last").alias("last_fired"),
+        ).with_columns(pl.col("first_fired").alias("last_notified"))
+    else:
+        rows = pl.DataFrame(schema=schema)
+    rows = rows.with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
+    rows = rows.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    if state is not None:
+        seen = window["account_id"].unique().implode()
+        carried = state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen)) \
+            .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
+        rows = pl.concat([rows, carried.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)])
+    keep = pl.col("open") | (pl.col("last_notified") + pl.duration(days=rule.cooldown_days) > pl.lit(run_date))
+    return rows.filter(keep)
+
+
+def _days_to_date(col: str) -> pl.Expr:
+    return pl.when(pl.col(col) > _NO_DAY).then(pl.lit(_EPOCH) + pl.duration(days=pl.col(col)))
