@@ -134,15 +134,11 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     window = frame if state_date is None else frame.filter(pl.col("as_of") > state_date)
     window = window.with_row_index("__row")
     accounts = window["account_id"].to_numpy()
-    codes = window.select(pl.col("account_id").rank("dense").cast(pl.Int64)).to_series().to_numpy() \
-        if window.height else np.zeros(0, np.int64)
-    days = window.select((pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)).to_series().to_numpy() \
-        if window.height else np.zeros(0, np.int64)
-    first_row = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
+    codes, days, first_row = _keys(window)
 
     parts: list[pl.DataFrame] = []
     states: list[pl.DataFrame] = []
-    for rule in rules:
+    for rule_ix, rule in enumerate(rules):
         h = window[holds[rule.name]].to_numpy().astype(bool) if window.height else np.zeros(0, bool)
         init = _initial(window, state, rule) if state is not None else None
         out = _statuses(codes, days, first_row, h, rule.cooldown_days, init)
@@ -150,11 +146,11 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
         if not report_all and window.height:
             wanted = days >= (_day(run_date) if state_date is None else _NO_DAY)
             rows = rows[wanted[rows]]
-        ids = _alert_ids(accounts, out, rule.name)
+        ids = _alert_ids(accounts, codes, out, rule.name)
         if rows.size:
             sel = window[rows]
             part = sel.select(
-                pl.col("account_id"), pl.col("as_of"),
+                pl.lit(rule_ix).alias("__rule"), pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
                 *([pl.col("csm")] if "csm" in window.columns else []),
                 evidence[rule.name].alias("evidence"))
             part = part.with_columns(
@@ -170,11 +166,12 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     extra = ["csm"] if "csm" in frame.columns else []
     columns = ALERT_COLUMNS + extra
     if parts:
-        table = pl.concat([p.select(columns) for p in parts], how="vertical_relaxed")
+        table = pl.concat([p.select(*columns, "__code", "__rule") for p in parts], how="vertical_relaxed")
+        # integer keys sort far faster than text: date, severity, account, rule as in the model
+        sev = pl.col("severity").replace_strict(_SEVERITY_ORDER, default=9, return_dtype=pl.Int8)
+        table = table.sort(pl.col("as_of"), sev, "__code", "__rule").drop("__code", "__rule")
     else:
         table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
-    table = table.sort("as_of", pl.col("severity").replace_strict(_SEVERITY_ORDER, default=9), "account_id",
-                       "rule")
     marker = pl.DataFrame({"as_of": [run_date], "model_hash": [model.hash]},
                           schema={"as_of": pl.Date, "model_hash": pl.String})
     new_state = pl.concat([s.select(list(STATE_SCHEMA)) for s in states] + [marker],
@@ -182,6 +179,15 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     new_state = new_state.sort(pl.col("rule").is_null(), "rule", "account_id")
     return AlertRun(alerts=table, state=new_state, as_of=run_date, model_name=model.name, model_hash=model.hash,
                     rules=rules)
+
+
+def _keys(window: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Account codes, days since 1970 and first-row-of-account flags of a frame sorted by account, date."""
+    if not window.height:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
+    codes = window.select(pl.col("account_id").rank("dense").cast(pl.Int64)).to_series().to_numpy()
+    days = window.select((pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)).to_series().to_numpy()
+    return codes, days, np.r_[True, codes[1:] != codes[:-1]]
 
 
 def _alert_schema() -> dict[str, Any]:
@@ -465,18 +471,18 @@ def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _alert_ids(accounts: np.ndarray, out: dict[str, np.ndarray], rule: str) -> np.ndarray:
+def _alert_ids(accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray], rule: str) -> np.ndarray:
     """The alert id of every row (None where the account has had no alert)."""
     ids = out["init_id"].copy()
     fresh = out["from_run"]
     if fresh.any():
         # one id per alert (account, first day), hashed once
-        pairs = pl.DataFrame({"a": accounts[fresh], "d": out["first"][fresh]})
-        uniq = pairs.unique(maintain_order=True)
-        dates = [(_EPOCH + dt.timedelta(days=int(d))).isoformat() for d in uniq["d"]]
-        hashed = [alert_id(a, rule, d) for a, d in zip(uniq["a"].to_list(), dates)]
-        lookup = uniq.with_columns(pl.Series("id", hashed, dtype=pl.String))
-        ids[fresh] = pairs.join(lookup, on=["a", "d"], how="left", maintain_order="left")["id"].to_numpy()
+        keys = codes[fresh] * np.int64(100_000_000) + (out["first"][fresh] + 10_000_000)
+        uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rows = np.flatnonzero(fresh)[where]
+        hashed = np.array([alert_id(a, rule, (_EPOCH + dt.timedelta(days=int(d))).isoformat())
+                           for a, d in zip(accounts[rows], out["first"][rows])], dtype=object)
+        ids[fresh] = hashed[inverse.ravel()]
     return ids
 
 
@@ -514,3 +520,231 @@ def _next_state(window: pl.DataFrame, accounts: np.ndarray, codes: np.ndarray, o
 
 def _days_to_date(col: str) -> pl.Expr:
     return pl.when(pl.col(col) > _NO_DAY).then(pl.lit(_EPOCH) + pl.duration(days=pl.col(col)))
+
+
+# ---------------------------------------------------------------- backtest
+@dataclass
+class AlertBacktest:
+    """How each rule would have done: ``table`` has one row per rule and one for all rules together."""
+
+    table: pl.DataFrame
+    firings: pl.DataFrame
+    caught: pl.DataFrame
+    outcome: str
+    horizon: str
+    adverse: bool
+    model_name: str
+
+    def to_frame(self) -> pl.DataFrame:
+        return self.table
+
+    def summary(self) -> Summary:
+        who = "churners" if self.outcome == "churned" else f"accounts that {self.outcome}"
+        lines = [f"alert backtest of {self.model_name} against {self.outcome} within {horizon_words(self.horizon)}"
+                 f"{'' if self.adverse else ' (a favourable outcome: a firing followed by it is a hit)'}:"]
+        for r in self.table.iter_rows(named=True):
+            lines.append(line_of(r, who))
+        return Summary("\n".join(lines))
+
+    def charts(self) -> dict[str, Any]:
+        """``precision_lead``: precision against median lead time, one point per rule."""
+        from healthscore.viz import alerts as alert_charts  # viz sits above analysis; altair only when charted
+
+        return {"precision_lead": alert_charts.precision_lead_chart(self.table, self.outcome, self.horizon)}
+
+    def __repr__(self) -> str:
+        return f"AlertBacktest({self.outcome}, {self.horizon}, rules={self.table.height - 1})"
+
+
+def line_of(r: Mapping[str, Any], who: str = "churners") -> str:
+    """One readable line of a backtest table row."""
+    def pct(v: Any) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
+
+    def num(v: Any, fmt: str = ".0f") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    return (f"  {r['rule']:<24} {r['alerts']:>6} alerts, precision {pct(r['precision'])} "
+            f"[{pct(r['precision_lower'])}, {pct(r['precision_upper'])}] of {r['observable']}, "
+            f"{pct(r['share_caught'])} of {r['events']} {who} alerted before, lead time median "
+            f"{num(r['lead_days_median'])} days (IQR {num(r['lead_days_q25'])}-{num(r['lead_days_q75'])}), "
+            f"{num(r['alerts_per_csm_week'], '.2f')} per CSM per week, "
+            f"{num(r['false_per_true'], '.1f')} false per true alarm")
+
+
+def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, model: ScoreModel, *,
+                    outcome: str = "churned", horizon: str = "90d",
+                    snapshots: pl.DataFrame | None = None) -> AlertBacktest:
+    """Replay the alert rules over the history and check them against what happened.
+
+    Per rule and for all rules together: alerts fired (``new``), precision (the share of firings
+    followed by the outcome within the horizon, counting only firings whose horizon ends by the last
+    snapshot; Wilson 95% interval), the share of outcome events with a firing in the horizon before
+    them (events from one horizon after the first snapshot to the last snapshot; for a terminal
+    outcome the first per account), lead time from the first such firing to the event (days: median
+    and quartiles), firings on accounts with a CSM per CSM and week, and false alarms per true alarm.
+    """
+    horizon = parse_horizon(horizon)
+    h_days = horizon_days(horizon)
+    definition = model.outcome(outcome)
+    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+    hist = alert_history(frame, model, snapshots=snapshots)
+    firings = hist.filter(pl.col("status") == "new").select(
+        "account_id", pl.col("as_of"), "rule", *(["csm"] if "csm" in hist.columns else []))
+    for col in ("account_id", "date", "event"):
+        if col not in events.columns:
+            raise AlertError(f"events: no {col!r} column; an events table has account_id, date, event")
+    ev = events.select(pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), "event") \
+        .filter(pl.col("event") == outcome)
+    first, last = frame["as_of"].min(), frame["as_of"].max()
+    labelled = label_outcomes(firings, ev, outcome=outcome, horizon=horizon, data_end=last,
+                              terminal=definition.terminal)
+
+    known = frame.select(pl.col("account_id").cast(pl.String)).unique()
+    if definition.terminal:
+        ev = ev.group_by("account_id").agg(pl.col("date").min())
+    eligible = ev.select("account_id", "date").join(known, on="account_id", how="semi").filter(
+        pl.col("date") >= pl.lit(first) + pl.duration(days=h_days), pl.col("date") <= pl.lit(last)).unique()
+    before = eligible.join(firings.select("account_id", "as_of", "rule"), on="account_id", how="inner").filter(
+        pl.col("as_of") < pl.col("date"), pl.col("as_of") >= pl.col("date") - pl.duration(days=h_days))
+    per_rule = before.group_by("account_id", "date", "rule").agg(pl.col("as_of").min().alias("first_alert"))
+    any_rule = before.group_by("account_id", "date").agg(pl.col("as_of").min().alias("first_alert")) \
+        .with_columns(pl.lit(_ALL).alias("rule"))
+    caught = pl.concat([per_rule, any_rule.select(per_rule.columns)]).with_columns(
+        (pl.col("date") - pl.col("first_alert")).dt.total_days().alias("lead_days")).sort("rule", "account_id", "date")
+
+    csm_weeks = None
+    if "csm" in frame.columns:
+        csm_weeks = int(frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
+                        .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
+    n_events = eligible.height
+    rows = []
+    for rule in [*model.alerts, None]:
+        name = _ALL if rule is None else rule.name
+        fire = firings if rule is None else firings.filter(pl.col("rule") == name)
+        lab = labelled if rule is None else labelled.filter(pl.col("rule") == name)
+        hit = caught.filter(pl.col("rule") == name)
+        true = int(lab[outcome].sum()) if lab.height else 0
+        lead = hit["lead_days"].cast(pl.Float64)
+        per_csm = None
+        if csm_weeks:
+            per_csm = fire.filter(pl.col("csm").is_not_null()).height / csm_weeks
+        rows.append({
+            "rule": name, "kind": "" if rule is None else rule.kind, "severity": "" if rule is None else rule.severity,
+            "alerts": fire.height, "observable": lab.height, "true_alarms": true,
+            "precision": true / lab.height if lab.height else None,
+            "events": n_events, "caught": hit.height,
+            "share_caught": hit.height / n_events if n_events else None,
+            "lead_days_median": lead.median() if hit.height else None,
+            "lead_days_q25": lead.quantile(0.25, "linear") if hit.height else None,
+            "lead_days_q75": lead.quantile(0.75, "linear") if hit.height else None,
+            "alerts_per_csm_week": per_csm,
+            "false_per_true": (lab.height - true) / true if true else None})
+    table = pl.DataFrame(rows, schema_overrides={"precision": pl.Float64, "share_caught": pl.Float64,
+                                                 "lead_days_median": pl.Float64, "lead_days_q25": pl.Float64,
+                                                 "lead_days_q75": pl.Float64, "alerts_per_csm_week": pl.Float64,
+                                                 "false_per_true": pl.Float64})
+    lo, hi = wilson_interval(table["true_alarms"].to_numpy(), table["observable"].to_numpy())
+    table = table.with_columns(pl.Series("precision_lower", lo).fill_nan(None),
+                               pl.Series("precision_upper", hi).fill_nan(None))
+    order = ["rule", "kind", "severity", "alerts", "observable", "true_alarms", "precision", "precision_lower",
+             "precision_upper", "events", "caught", "share_caught", "lead_days_median", "lead_days_q25",
+             "lead_days_q75", "alerts_per_csm_week", "false_per_true"]
+    return AlertBacktest(table=table.select(order), firings=labelled, caught=caught, outcome=outcome,
+                         horizon=horizon, adverse=definition.adverse, model_name=model.name)
+
+
+_ALL = "all rules"
+
+
+# ---------------------------------------------------------------- capacity
+@dataclass
+class CapacityThreshold:
+    """The most permissive setting of a rule whose alerts fit a team's capacity."""
+
+    rule: AlertRule
+    setting: str
+    value: float | None
+    alerts_per_csm_week: float | None
+    capacity: float
+    table: pl.DataFrame
+
+    def to_frame(self) -> pl.DataFrame:
+        return self.table
+
+    def summary(self) -> Summary:
+        if self.value is None:
+            return Summary(f"{self.rule.name}: no {self.setting} keeps the alerts under {self.capacity:g} per CSM "
+                           "per week; raise the capacity or narrow the rule with a filter")
+        return Summary(f"{self.rule.name}: {self.setting} = {self.value:g} gives {self.alerts_per_csm_week:.2f} "
+                       f"alerts per CSM per week (capacity {self.capacity:g})")
+
+    def __repr__(self) -> str:
+        return f"CapacityThreshold({self.rule.name}, {self.setting}={self.value})"
+
+
+def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rule: str, *,
+                           capacity: float, candidates: int = 40,
+                           snapshots: pl.DataFrame | None = None) -> CapacityThreshold:
+    """The threshold of ``rule`` that fits a capacity in alerts per CSM per week, over the history.
+
+    Works for ``threshold`` rules (its ``value``), ``probability`` rules (``at_least``) and
+    ``enters_band`` rules (read as ``score < cut-off``; the result is a threshold rule on the score).
+    Candidates are quantiles of the values the rule reads; every candidate is replayed with the rule's
+    cool-down in one pass, and the most permissive one within the capacity is chosen.
+    """
+    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+    found = next((r for r in model.alerts if r.name == rule), None)
+    if found is None:
+        raise AlertError(f"{_where(model)}: no alert rule {rule!r}; rules: {[r.name for r in model.alerts]}")
+    if capacity <= 0:
+        raise AlertError(f"capacity {capacity:g}: give the alerts a CSM can work per week, above 0")
+    if "csm" not in frame.columns:
+        raise AlertError("scores: no 'csm' column, so alerts per CSM cannot be counted; keep csm in the scores")
+    base = found
+    if found.kind == "enters_band":
+        band = next(b for b in model.bands if b.name == found.band)
+        base = replace(found, kind="threshold", band=None, metric="score", op="<", value=band.upper)
+    if base.kind == "threshold":
+        setting = "value"
+        loosen_up = base.op in ("<", "<=")
+        source = _source_column(model, base)
+        values = _prepare(frame, model, [base], None, snapshots)[source or "score"].cast(pl.Float64).drop_nulls()
+    elif base.kind == "probability":
+        setting, loosen_up = "at_least", False
+        if not model.probability:
+            raise AlertError(f"{_where(model)}: rule {rule!r} needs the model's probability map and it has none")
+        values = frame.select(ProbabilityMap.from_dict(model.probability).expr("score")).to_series().drop_nulls()
+    else:
+        raise AlertError(f"rule {rule!r} is a {found.kind!r} rule; a capacity threshold is found for threshold, "
+                         "probability and enters_band rules")
+    if values.is_empty():
+        raise AlertError(f"rule {rule!r}: the scores hold no values for it to set a threshold on")
+    qs = np.quantile(values.to_numpy(), np.linspace(0.01, 0.99, candidates), method="nearest")
+    grid = sorted({round(float(v), 6) for v in qs})
+    trial = [replace(base, name=f"c{k}", **{setting: v}) for k, v in enumerate(grid)]
+    csm_weeks = int(frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
+                    .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
+    n = _firing_counts(frame, replace(model, alerts=trial), snapshots)
+    table = pl.DataFrame({setting: grid, "alerts": [int(n.get(f"c{k}", 0)) for k in range(len(grid))]}) \
+        .with_columns((pl.col("alerts") / max(csm_weeks, 1)).alias("alerts_per_csm_week"))
+    fits = table.filter(pl.col("alerts_per_csm_week") <= capacity)
+    if fits.is_empty():
+        return CapacityThreshold(base, setting, None, None, capacity, table)
+    best = fits.sort(setting, descending=loosen_up).row(0, named=True)
+    return CapacityThreshold(replace(base, **{setting: best[setting]}), setting, best[setting],
+                             best["alerts_per_csm_week"], capacity, table)
+
+
+def _firing_counts(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> dict[str, int]:
+    """Alerts fired (``new``) per rule on accounts with a CSM over the history: no ids, evidence or state."""
+    frame = _prepare(scores, model, model.alerts, None, snapshots)
+    frame, holds, _ = _conditions(frame, model, model.alerts)
+    codes, days, first_row = _keys(frame)
+    with_csm = frame["csm"].is_not_null().to_numpy()
+    out = {}
+    for rule in model.alerts:
+        h = frame[holds[rule.name]].to_numpy().astype(bool)
+        status = _statuses(codes, days, first_row, h, rule.cooldown_days, None)["status"]
+        out[rule.name] = int((status[with_csm] == "new").sum())
+    return out
