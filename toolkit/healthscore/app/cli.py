@@ -21,6 +21,7 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
+from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
 from healthscore.core.calibration import METHODS, describe
@@ -552,7 +553,14 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
             ("cohort review", _demo_review),
+            ("this week's alerts and a backtest of the alert rules", _demo_alerts),
             ("tune weights without a browser (the notebook's fast path)", _demo_tune)]
+
+
+def _demo_alerts(out: Path) -> str:
+    sample = load_sample()
+    scores = scoring.score(sample.snapshots, load_model(sample_dir() / "model.toml"))
+    return demo_lines(scores, sample.snapshots, sample.events, sample_dir() / "model.toml", out)
 
 
 def _demo_tune(out: Path) -> str:
@@ -588,7 +596,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review,
+             add_alerts, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
