@@ -219,6 +219,17 @@ def test_all_and_any_combine_the_conditions_of_other_rules(tmp_path):
     assert ev == {"red": {"score": 30.0, "band": "red"}, "x": {"column": "x", "value": 1}}
 
 
+def test_alert_ids_are_fnv1a_of_account_rule_and_date():
+    def reference(text: str) -> str:  # FNV-1a 64, byte by byte, as the algorithm defines it
+        h = 0xCBF29CE484222325
+        for byte in text.encode("utf-8"):
+            h = ((h ^ byte) * 0x100000001B3) % 2 ** 64
+        return f"{h:016x}"
+
+    for account in ("A1", "Zürich AG", ""):
+        assert alert_id(account, "red", "2026-01-05") == reference(f"{account}|red|2026-01-05")
+
+
 # ---------------------------------------------------------------- cool-down
 def test_cooldown_reopens_the_earlier_alert_and_fires_again_after_it(tmp_path):
     model = model_of(tmp_path, rule('kind = "enters_band"\nband = "red"', cooldown="3w"))

@@ -55,6 +55,7 @@ STATE_SCHEMA: dict[str, pl.DataType] = {
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _EPOCH = dt.date(1970, 1, 1)
 _NO_DAY = np.iinfo(np.int64).min // 4
+_KEY = "__key"
 
 
 class AlertError(ModelError):
@@ -146,30 +147,36 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
         if not report_all and window.height:
             wanted = days >= (_day(run_date) if state_date is None else _NO_DAY)
             rows = rows[wanted[rows]]
-        ids = _alert_ids(accounts, codes, out, rule.name)
+        need = np.zeros(len(codes), bool)
+        need[rows] = True
+        need[np.r_[first_row[1:], True] if len(codes) else need] = True  # each account's last row: the state
+        ids = _alert_ids(accounts, codes, out, rule.name, need)
         if rows.size:
             sel = window[rows]
             part = sel.select(
-                pl.lit(rule_ix).alias("__rule"), pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
+                pl.lit(rule_ix, pl.Int32).alias("__rule"), pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8)
+                .alias("__sev"), pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
                 *([pl.col("csm")] if "csm" in window.columns else []),
                 evidence[rule.name].alias("evidence"))
             part = part.with_columns(
                 pl.Series("alert_id", ids[rows], dtype=pl.String),
                 _to_date(pl.Series("fired_at", out["first"][rows], dtype=pl.Int64)),
-                pl.Series("status", out["status"][rows], dtype=pl.String),
-                pl.lit(rule.name).alias("rule"), pl.lit(rule.kind).alias("kind"),
-                pl.lit(rule.severity).alias("severity"), pl.lit(rule.owner).alias("owner"),
-                pl.lit(rule.action).alias("action"), pl.lit(model.hash).alias("model_hash"))
+                pl.Series("status", out["status"][rows], dtype=pl.String))
             parts.append(part)
         states.append(_next_state(window, accounts, codes, out, ids, state, rule, run_date, model.hash))
 
     extra = ["csm"] if "csm" in frame.columns else []
     columns = ALERT_COLUMNS + extra
     if parts:
-        table = pl.concat([p.select(*columns, "__code", "__rule") for p in parts], how="vertical_relaxed")
-        # integer keys sort far faster than text: date, severity, account, rule as in the model
-        sev = pl.col("severity").replace_strict(_SEVERITY_ORDER, default=9, return_dtype=pl.Int8)
-        table = table.sort(pl.col("as_of"), sev, "__code", "__rule").drop("__code", "__rule")
+        table = pl.concat(parts, how="vertical_relaxed")
+        # integer keys sort far faster than text: date, severity, account, rule as in the model; the
+        # rule's texts are added after the sort, so they are never moved around
+        table = table.sort("as_of", "__sev", "__code", "__rule")
+        meta = {key: {i: getattr(r, key) for i, r in enumerate(rules)} for key in ("name", "kind", "severity",
+                                                                                  "owner", "action")}
+        table = table.with_columns(
+            *[pl.col("__rule").replace_strict(meta[key], return_dtype=pl.String).alias("rule" if key == "name" else key)
+              for key in meta], pl.lit(model.hash).alias("model_hash")).select(columns)
     else:
         table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
     marker = pl.DataFrame({"as_of": [run_date], "model_hash": [model.hash]},
@@ -272,7 +279,11 @@ def _prepare(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list
     frame = frame.select(list(dict.fromkeys(keep))).sort("account_id", "as_of")
     if frame.height and frame.select(pl.struct("account_id", "as_of").is_duplicated().any()).item():
         raise AlertError("scores: an account has two rows for the same as_of; score each date once")
-    return frame
+    # one increasing integer per row: account number * 10^7 + day. A look-back window of d days on it
+    # never reaches into the previous account, so windows need no per-account partition.
+    key = pl.col("account_id").rank("dense").cast(pl.Int64) * 10_000_000 + \
+        (pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)
+    return frame.with_columns(key.alias(_KEY)).with_columns(pl.col(_KEY).set_sorted())
 
 
 def _check_state(state: pl.DataFrame | None, model: ScoreModel) -> pl.DataFrame | None:
@@ -315,9 +326,12 @@ def _conditions(frame: pl.DataFrame, model: ScoreModel,
         conds.append((col, cond))
     if helpers:
         frame = frame.with_columns(helpers)
-    # combinations read the columns of their parts, so add the columns in evaluation order
+    # combinations read the columns of their parts: the plain rules first, then each combination
+    combos = {holds[r.name] for r in rules if r.kind in ("all", "any")}
+    frame = frame.with_columns([c.fill_null(False).alias(col) for col, c in conds if col not in combos])
     for col, cond in conds:
-        frame = frame.with_columns(cond.fill_null(False).alias(col))
+        if col in combos:
+            frame = frame.with_columns(cond.fill_null(False).alias(col))
     evidence = {name: s.struct.json_encode() for name, s in structs.items()}
     return frame, holds, evidence
 
@@ -334,8 +348,7 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
         return band == rule.band, pl.struct(score.round(2).alias("score"), band.alias("band")), []
     if rule.kind == "drop":
         ref = f"__ref{i}"
-        helper = score.rolling_max_by("as_of", window_size=f"{rule.within_days}d", closed="left") \
-            .over("account_id").alias(ref)
+        helper = score.rolling_max_by(_KEY, window_size=f"{rule.within_days}i", closed="left").alias(ref)
         drop = pl.col(ref) - score
         return drop >= rule.points, pl.struct(score.round(2).alias("score"), pl.col(ref).round(2).alias("highest"),
                                               drop.round(2).alias("drop"), pl.lit(rule.within).alias("within")), \
@@ -354,7 +367,7 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
         filled = v.fill_null(0.0)
 
         def roll(expr: pl.Expr, days: int) -> pl.Expr:
-            return expr.rolling_sum_by("as_of", window_size=f"{days}d", closed="right").over("account_id")
+            return expr.rolling_sum_by(_KEY, window_size=f"{days}i", closed="right")
 
         recent, previous = f"__rec{i}", f"__prev{i}"
         helpers = [
@@ -462,27 +475,51 @@ def _statuses(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.
 
 
 def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
-    """The stable id of an alert: a hash of the account, the rule and the date it was new.
+    """The stable id of an alert: a 64-bit FNV-1a hash of ``account|rule|YYYY-MM-DD`` (the account,
+    the rule and the date it was new) as 16 hex digits; the same on every machine and version.
 
     >>> alert_id("A00001", "entered_red", "2026-11-16")
-    '9b897fa384e15c9c'
+    'dabc9a8d7c9c00d9'
     """
     text = f"{account_id}|{rule}|{fired}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return str(_fnv1a64(np.char.encode(np.asarray([text], dtype=str), "utf-8"))[0])
 
 
-def _alert_ids(accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray], rule: str) -> np.ndarray:
-    """The alert id of every row (None where the account has had no alert)."""
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+
+
+def _fnv1a64(texts: np.ndarray) -> np.ndarray:
+    """FNV-1a (64 bit) of many byte strings at once: one step per byte position, all strings together."""
+    n = len(texts)
+    if n == 0:
+        return np.zeros(0, dtype="U16")
+    fixed = np.asarray(texts, dtype="S")
+    width = fixed.dtype.itemsize
+    data = fixed.view(np.uint8).reshape(n, width)
+    lengths = np.char.str_len(fixed)
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            step = (h ^ data[:, j].astype(np.uint64)) * _FNV_PRIME
+            h = np.where(j < lengths, step, h)
+    return np.array(h.astype(">u8").tobytes().hex()).reshape(1).view("U16")
+
+
+def _alert_ids(accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray], rule: str,
+               need: np.ndarray) -> np.ndarray:
+    """The alert id of the ``need`` rows (None where the account has had no alert)."""
     ids = out["init_id"].copy()
-    fresh = out["from_run"]
+    fresh = out["from_run"] & need
     if fresh.any():
         # one id per alert (account, first day), hashed once
         keys = codes[fresh] * np.int64(100_000_000) + (out["first"][fresh] + 10_000_000)
         uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
         rows = np.flatnonzero(fresh)[where]
-        hashed = np.array([alert_id(a, rule, (_EPOCH + dt.timedelta(days=int(d))).isoformat())
-                           for a, d in zip(accounts[rows], out["first"][rows])], dtype=object)
-        ids[fresh] = hashed[inverse.ravel()]
+        texts = pl.DataFrame({"a": accounts[rows].astype(str), "d": out["first"][rows]}).select(
+            pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
+        ).to_series()
+        raw = np.char.encode(np.asarray(texts.to_list(), dtype=str), "utf-8")
+        ids[fresh] = _fnv1a64(raw).astype(object)[inverse.ravel()]
     return ids
 
 
@@ -588,9 +625,7 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
     h_days = horizon_days(horizon)
     definition = model.outcome(outcome)
     frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
-    hist = alert_history(frame, model, snapshots=snapshots)
-    firings = hist.filter(pl.col("status") == "new").select(
-        "account_id", pl.col("as_of"), "rule", *(["csm"] if "csm" in hist.columns else []))
+    firings = _firings(frame, model, snapshots)
     for col in ("account_id", "date", "event"):
         if col not in events.columns:
             raise AlertError(f"events: no {col!r} column; an events table has account_id, date, event")
@@ -736,15 +771,23 @@ def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreMode
                              best["alerts_per_csm_week"], capacity, table)
 
 
-def _firing_counts(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> dict[str, int]:
-    """Alerts fired (``new``) per rule on accounts with a CSM over the history: no ids, evidence or state."""
+def _firings(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> pl.DataFrame:
+    """Every firing (``new``) over the history: account_id, as_of, rule (and csm); no ids, evidence or state.
+    The same statuses as :func:`alert_history`, computed without what a backtest does not read."""
     frame = _prepare(scores, model, model.alerts, None, snapshots)
     frame, holds, _ = _conditions(frame, model, model.alerts)
     codes, days, first_row = _keys(frame)
-    with_csm = frame["csm"].is_not_null().to_numpy()
-    out = {}
+    cols = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else [])]
+    parts = []
     for rule in model.alerts:
         h = frame[holds[rule.name]].to_numpy().astype(bool)
         status = _statuses(codes, days, first_row, h, rule.cooldown_days, None)["status"]
-        out[rule.name] = int((status[with_csm] == "new").sum())
-    return out
+        rows = np.flatnonzero(status == "new")
+        parts.append(frame[rows].select(*cols, pl.lit(rule.name).alias("rule")))
+    return pl.concat(parts).select("account_id", "as_of", "rule", *cols[2:])
+
+
+def _firing_counts(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> dict[str, int]:
+    """Alerts fired (``new``) per rule on accounts with a CSM over the history."""
+    fired = _firings(scores, model, snapshots).filter(pl.col("csm").is_not_null())
+    return dict(fired.group_by("rule").len().iter_rows())
