@@ -553,7 +553,7 @@ class ProbabilityMap:
             hi_s = [float(s_sorted[b - 1]) for _, b in steps]
             events = np.array([y_sorted[a:b].sum() for a, b in steps])
             rows = np.array([b - a for a, b in steps], dtype=float)
-            lo, hi = _wilson(events, rows, self.confidence)
+            lo, hi = wilson_interval(events, rows, confidence=self.confidence)
             xs, ps, ls, us = [], [], [], []
             for k in range(len(steps)):
                 for x in ([lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]):

@@ -27,6 +27,7 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
+from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.monitor import add_monitor
 from healthscore.app.widgets import TuningSession, edit_weights
@@ -714,7 +715,14 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
             ("cohort review", _demo_review),
+            ("this week's alerts and a backtest of the alert rules", _demo_alerts),
             ("tune weights without a browser (the notebook's fast path)", _demo_tune)]
+
+
+def _demo_alerts(out: Path) -> str:
+    sample = load_sample()
+    scores = scoring.score(sample.snapshots, load_model(sample_dir() / "model.toml"))
+    return demo_lines(scores, sample.snapshots, sample.events, sample_dir() / "model.toml", out)
 
 
 def _demo_tune(out: Path) -> str:
@@ -750,7 +758,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, add_monitor, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate,
+             _add_scorecards, _add_review, add_alerts, add_monitor, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,7 @@ from healthscore.errors import DataWarning, HealthscoreError
 from healthscore.io import files
 from healthscore.results import Summary
 from healthscore.spec import calibration
+from healthscore.spec.alerts import AlertRule, parse_alert_rules
 from healthscore.spec.outcomes import (
     Outcome,
     OutcomeError,
@@ -73,7 +74,7 @@ MIN_POSITIVE_WEIGHT = 1e-6
 UNIT_RANGES = {"ratio": (0.0, 1.0), "percent": (0.0, 100.0)}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
 _DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
-                    "outcomes"}
+                    "outcomes", "alerts"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -184,6 +185,8 @@ class ScoreModel:
     reference: dict[str, Any] | None = None
     # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # early-warning rules (``[[alerts]]``); they read scores and never change one, so no hash
+    alerts: list[AlertRule] = field(default_factory=list)
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -684,6 +687,11 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         except OutcomeError as exc:
             problems.append(str(exc).removeprefix(f"{path.name}: "))
 
+    alerts, alert_problems = parse_alert_rules(
+        table.get("alerts"), bands=[b.name for b in bands], metrics=[m.name for m in metrics],
+        categories=list(categories), has_probability=isinstance(probability, dict))
+    problems += alert_problems
+
     if problems:
         raise ModelError("\n".join(where + p for p in problems))
     model = ScoreModel(
@@ -692,7 +700,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         description=description, variants=variants, source=path,
         probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
         reference=_plain(dict(reference)) if reference is not None else None,
-        _text=text, _prefix=prefix)
+        alerts=alerts, _text=text, _prefix=prefix)
     model.validate()
     return model
 
@@ -930,6 +938,15 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         for key, value in model.reference.items():
             ref[key] = value
         table["reference"] = ref
+    # [[alerts]] tables already in the file stay exactly as written; a model built in code writes its own
+    if model.alerts and "alerts" not in table:
+        aot = tomlkit.aot()
+        for rule in model.alerts:
+            entry = tomlkit.table()
+            for key, value in rule.to_dict().items():
+                entry[key] = value
+            aot.append(entry)
+        table["alerts"] = aot
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:
