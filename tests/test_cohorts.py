@@ -110,8 +110,8 @@ def test_compare_cohorts_outcomes_point_in_time():
     assert s["labelled"].to_list() == [4, 4]
     assert s["churned"].to_list() == [0, 1]
     assert s["churn_rate"].to_list() == [0.0, 0.25]
-    assert s["churn_lo"].to_list() == pytest.approx([0.0, 0.045587], abs=1e-6)
-    assert s["churn_hi"].to_list() == pytest.approx([0.489891, 0.699358], abs=1e-6)
+    assert s["churn_lower"].to_list() == pytest.approx([0.0, 0.045587], abs=1e-6)
+    assert s["churn_upper"].to_list() == pytest.approx([0.489891, 0.699358], abs=1e-6)
     pair = cmp.tests.filter((pl.col("metric") == "churned") & (pl.col("kind") == "pairwise")).row(0, named=True)
     assert pair["test"] == "Fisher's exact"  # too few events for the normal approximation
     assert pair["p_value"] == pytest.approx(1.0)

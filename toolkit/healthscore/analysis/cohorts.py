@@ -483,8 +483,8 @@ def _add_rates(summary: pl.DataFrame, counts: pl.DataFrame, prefix: str) -> pl.D
     lo, hi = wilson_interval(out.get_column("k").to_numpy(), out.get_column("n").to_numpy())
     rate = pl.when(pl.col("n") > 0).then(pl.col("k") / pl.col("n"))
     out = out.with_columns(rate.alias(f"{prefix}_rate"),
-                           pl.Series(f"{prefix}_lo", lo).fill_nan(None),
-                           pl.Series(f"{prefix}_hi", hi).fill_nan(None))
+                           pl.Series(f"{prefix}_lower", lo).fill_nan(None),
+                           pl.Series(f"{prefix}_upper", hi).fill_nan(None))
     names = {"n": "labelled", "k": "churned" if prefix == "churn" else "expanded"}
     if "labelled" in out.columns:
         names["n"] = f"labelled_{prefix}"
@@ -929,8 +929,8 @@ def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "c
 def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
                dimension: str = "cohort") -> alt.LayerChart:
     """Rate per cohort (point) with its Wilson interval (rule)."""
-    data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lo").alias("lo"),
-                          pl.col(f"{prefix}_hi").alias("hi"),
+    data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lower").alias("lo"),
+                          pl.col(f"{prefix}_upper").alias("hi"),
                           size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough"))
                           ).to_pandas()
     base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
@@ -1066,8 +1066,8 @@ class CohortReview:
         for prefix, label in [("churn", "churn"), ("expansion", "expansion")]:
             if f"{prefix}_rate" in s.columns:
                 cols[f"{label} per {self.comparison.horizon} (95% CI)"] = pl.format(
-                    "{} ({} to {})", _pct_expr(pl.col(f"{prefix}_rate")), _pct_expr(pl.col(f"{prefix}_lo")),
-                    _pct_expr(pl.col(f"{prefix}_hi")))
+                    "{} ({} to {})", _pct_expr(pl.col(f"{prefix}_rate")), _pct_expr(pl.col(f"{prefix}_lower")),
+                    _pct_expr(pl.col(f"{prefix}_upper")))
         cols["small cohort"] = pl.when(pl.col("small")).then(pl.lit("yes")).otherwise(pl.lit(""))
         return html_table(s.select(**cols))
 
