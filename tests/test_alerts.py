@@ -411,7 +411,7 @@ def test_cli_alerts_state_and_backtest(tmp_path, sample, capsys):
     assert second.height == expected.height and set(second["alert_id"]) == set(expected["alert_id"])
     capsys.readouterr()
     assert cli.main(["alerts", "--model", str(SAMPLE_MODEL), "--scores", str(scores_path),
-                     "--out", str(tmp_path / "c.csv")]) == 2
+                     "--out", str(tmp_path / "c.csv")]) == 1  # the scores lack a column the rules read: a data problem
     err = capsys.readouterr().err
     assert "champion_left" in err and "--snapshots" in err and "Traceback" not in err
     assert cli.main(["alerts", "--backtest", "--model", str(SAMPLE_MODEL), "--scores", str(scores_path),
