@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from healthscore.app import cli
+from healthscore.app import cli, demo_raw
 from healthscore.core.build import build
 from healthscore.datasets.portfolio import Portfolio, load_sample, make_portfolio
 from healthscore.datasets.raw import RawLayer, compare_built, raw_layer
@@ -152,3 +152,20 @@ def test_sample_command_writes_the_raw_layer_and_build_rebuilds_it(tmp_path: Pat
                      "--no-progress"]) == 0
     check_equal(pl.read_parquet(built), pl.read_parquet(out / "snapshots.parquet"))
     assert "raw layer" in capsys.readouterr().out
+
+
+def test_demo_starts_by_building_from_raw_events(tmp_path: Path, small: Portfolio, monkeypatch) -> None:
+    title, step = cli._demo_steps()[0]
+    assert title == "build snapshots from raw events"
+    monkeypatch.setattr(demo_raw, "load_sample", lambda: small)  # the same step on a small portfolio
+    text = step(tmp_path)
+    assert (tmp_path / "raw" / "spec.toml").is_file()
+    assert f"built {small.snapshots.height:,} snapshots of 150 accounts" in text
+    assert "columns equal to the bundled snapshots on every row" in text and "DIFFERENT" not in text
+    assert f"{small.events.height} outcome events equal to the bundled events" in text
+    broken = Portfolio(small.snapshots.with_columns(pl.col("nps") + 1), small.accounts, small.events, small.truth,
+                       small.origin)
+    monkeypatch.setattr(demo_raw, "load_sample", lambda: broken)
+    good = small.raw
+    monkeypatch.setattr(Portfolio, "raw", property(lambda self: good))  # raw data of the unbroken one
+    assert "DIFFERENT from the bundled snapshots: nps (" in step(tmp_path / "again")
