@@ -38,7 +38,7 @@ def build_from_raw(out: Path) -> str:
              "DIFFERENT from the bundled snapshots: " + ", ".join(
                  f"{r['metric']} ({r['differ']} rows)" for r in differ.iter_rows(named=True)))
     return (f"raw layer: {raw.events.height:,} events ({raw.events['event'].n_unique()} types), "
-            f"{raw.subscriptions.height:,} subscriptions, {raw.crm.height:,} CRM rows, written in {written:.1f} s "
+            f"{raw.subscriptions.height:,} subscriptions, {raw.crm.height:,} CRM rows, generated and written in {written:.1f} s "
             f"-> {out / 'raw'}\n"
             f"built {snaps.height:,} snapshots of {snaps['account_id'].n_unique():,} accounts "
             f"({snaps.width - 2} metrics) in {seconds:.1f} s: {check}; "

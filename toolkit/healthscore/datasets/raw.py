@@ -147,12 +147,11 @@ def _events(snaps: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         seconds = day * _DAY + rng.integers(7 * 3600, 20 * 3600, row.size)  # office hours
         frames.append(pl.DataFrame({
             "__row": row, "__us": seconds * 1_000_000, "__part": np.full(row.size, code, dtype=np.int64),
-            "__k": np.arange(row.size),
             "value": value if value is not None else np.full(row.size, np.nan),
             "__user": user if user is not None else np.zeros(row.size, dtype=np.int64),
         }))
-    # a log reads in time order; ties keep the generation order, so the table is deterministic
-    log = pl.concat(frames).sort("__us", "__row", "__part", "__k")
+    # a log reads in time order; ties keep the generation order (a stable sort), so it is deterministic
+    log = pl.concat(frames).sort("__us", maintain_order=True)
     return pl.DataFrame([
         snaps["account_id"].gather(log["__row"]),
         log["__us"].cast(pl.Datetime("us")).alias("time"),
