@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "make_portfolio": "healthscore.datasets.portfolio",
     "Portfolio": "healthscore.datasets.portfolio",
     "load_sample": "healthscore.datasets.portfolio",
+    "RawLayer": "healthscore.datasets.raw",
     "load_model": "healthscore.spec.model",
     "load_models": "healthscore.spec.model",
     "ScoreModel": "healthscore.spec.model",

@@ -30,6 +30,7 @@ from healthscore.app import batch
 from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.monitor import add_monitor
+from healthscore.app.demo_raw import build_from_raw
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
 from healthscore.core.calibration import METHODS, describe, fit_calibration
@@ -151,7 +152,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                                    "The true effect of every signal on churn and expansion is known,\n"
                                    "so fits and backtests can be checked against it.",
                        epilog="writes snapshots.parquet, events.parquet, accounts.parquet, latest_week.csv\n"
-                              "(for spreadsheets), truth_*.csv/parquet and README.md (the data dictionary).\n\n"
+                              "(for spreadsheets), truth_*.csv/parquet and README.md (the data dictionary);\n"
+                              "with --raw also raw/events.parquet, raw/subscriptions.parquet, raw/crm.parquet\n"
+                              "and raw/spec.toml: the raw layer that 'healthscore build' turns into snapshots.\n\n"
                               "example: healthscore sample --out build/big --accounts 20000 --weeks 26 --seed 1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder to write into (created if missing)")
@@ -160,6 +163,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same files (default 7)")
     p.add_argument("--end", type=dt.date.fromisoformat, default=dt.date(2026, 11, 16), metavar="YYYY-MM-DD",
                    help="date of the last weekly snapshot, moved back to a Monday (default 2026-11-16)")
+    p.add_argument("--raw", action="store_true",
+                   help="also write the raw layer (event log, subscriptions, CRM log, metric spec) into OUT/raw")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -170,6 +175,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                                progress=args.accounts * args.weeks > 500_000)
     for path in portfolio.save(args.out):
         print(f"wrote {path}")
+    if args.raw:
+        spec = portfolio.raw.save(args.out / "raw")
+        print(f"wrote the raw layer into {spec.parent}: events.parquet, subscriptions.parquet, crm.parquet, "
+              f"spec.toml\nbuild it: healthscore build --spec {spec} --out {args.out / 'built' / 'snapshots.parquet'}")
     print(portfolio.summary())
     return 0
 
@@ -708,7 +717,8 @@ def _demo_review(out: Path) -> str:
 
 
 def _demo_steps() -> list[tuple[str, DemoStep]]:
-    return [("load the sample portfolio", _demo_sample),
+    return [("build snapshots from raw events", build_from_raw),
+            ("load the sample portfolio", _demo_sample),
             ("score the sample", _demo_score),
             ("fit the churn index's calibration bins", _demo_calibrate),
             ("fit weights", _demo_fit),

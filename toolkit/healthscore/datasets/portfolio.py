@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from healthscore import resources
+from healthscore.datasets.raw import RawLayer, raw_layer
 from healthscore.io import files
 from healthscore.results import Summary
 
@@ -247,6 +249,17 @@ class Portfolio:
     FILES = ("snapshots.parquet", "events.parquet", "accounts.parquet", "truth_effects.csv",
              "truth_latent.parquet", "truth_segment_churn.csv", "truth_other_terms.csv",
              "latest_week.csv")
+
+    @cached_property
+    def raw(self) -> RawLayer:
+        """The raw layer behind the snapshots: event log, subscriptions, CRM change log and the metric
+        spec that rebuilds the event-derived columns exactly (computed on first use, then kept).
+
+        >>> make_portfolio(n_accounts=10, n_weeks=3, seed=2).raw.subscriptions["seats"].min() >= 3
+        True
+        """
+        found = re.search(r"seed=(\d+)", self.origin or "")
+        return raw_layer(self.snapshots, self.events, seed=int(found.group(1)) if found else 0)
 
     def summary(self) -> Summary:
         """A few lines: accounts by segment, ARR, weeks, annualised churn and expansion rates."""
