@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "HealthscoreError": "healthscore.errors",
     "Summary": "healthscore.results",
     "combine": "healthscore.core.scoring",
-    "label_outcomes": "healthscore.analysis.fitting",
+    "label_outcomes": "healthscore.core.labels",
     "fit_logit": "healthscore.analysis.fitting",
     "fit_weights": "healthscore.analysis.fitting",
     "WeightFit": "healthscore.analysis.fitting",

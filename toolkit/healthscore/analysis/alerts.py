@@ -36,7 +36,7 @@ import polars as pl
 
 from healthscore.analysis.cohorts import wilson_interval
 from healthscore.analysis.evaluation import ProbabilityMap
-from healthscore.analysis.fitting import label_outcomes
+from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.alerts import AlertRule, order_rules
 from healthscore.spec.model import ModelError, ScoreModel

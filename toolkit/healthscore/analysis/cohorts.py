@@ -40,8 +40,9 @@ import numpy as np
 import polars as pl
 
 from healthscore.core.kernels import wilson_interval
+from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
-from healthscore.spec.outcomes import resolve_outcome
+from healthscore.spec.outcomes import parse_horizon, resolve_outcome
 from healthscore.viz import charts
 
 KEYS = ["account_id", "as_of"]
@@ -225,7 +226,6 @@ def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, hor
     terminal outcome such as churn this is a discrete-time hazard: the windows of one account do
     not overlap and an account leaves after its event, so pooled counts give valid rates and tests.
     """
-    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
     horizon = parse_horizon(horizon)
     all_dates = _dates(scores)
@@ -755,7 +755,6 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
     Columns: ``decile``, ``label``, ``rows``, ``accounts``, ``low``, ``median``, ``high``, ``events``,
     ``rate``, ``rate_lower``, ``rate_upper``, ``portfolio_rate``.
     """
-    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
     _require(snapshots, ["account_id", "as_of", metric], "the snapshot frame",
              f"pass snapshots holding the raw metric {metric!r}")

@@ -37,6 +37,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from healthscore.core.kernels import wilson_interval
+from healthscore.core.labels import label_outcomes
 from healthscore.errors import HealthscoreError
 from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
@@ -1121,7 +1122,6 @@ def evaluate(
     >>> ev.models, 0.5 < ev.table["auc"][0] <= 1.0
     (['health'], True)
     """
-    from healthscore.analysis.fitting import label_outcomes
     from healthscore.core.scoring import score as score_frame
 
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots

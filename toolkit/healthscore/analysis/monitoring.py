@@ -36,7 +36,7 @@ from scipy.special import rel_entr
 from statsmodels.stats.proportion import proportion_confint
 
 from healthscore.analysis.evaluation import ProbabilityMap, auc_ci, expected_calibration_error, risk_of
-from healthscore.analysis.fitting import label_outcomes
+from healthscore.core.labels import label_outcomes
 from healthscore.core.scoring import score as score_frame
 from healthscore.errors import HealthscoreError
 from healthscore.results import Summary

@@ -44,8 +44,9 @@ from scipy.optimize import isotonic_regression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from healthscore.analysis.fitting import LogitResult, _input_error, fit_logit, label_outcomes
+from healthscore.analysis.fitting import LogitResult, fit_logit
 from healthscore.core.calibration import _equal_frequency_edges
+from healthscore.core.labels import _input_error, label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.model import ScoreModel
 from healthscore.spec.outcomes import horizon_days, parse_horizon, resolve_outcome

@@ -25,7 +25,7 @@ from healthscore.analysis import evaluation
 from healthscore.analysis import scorecard as cards
 from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
-from healthscore.analysis.fitting import fit_weights, label_outcomes
+from healthscore.analysis.fitting import fit_weights
 from healthscore.app import batch
 from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.commands.build import add_build
@@ -34,6 +34,7 @@ from healthscore.app.demo_raw import build_from_raw
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
 from healthscore.core.calibration import METHODS, describe, fit_calibration
+from healthscore.core.labels import label_outcomes
 from healthscore.core.scoring import band_summary
 from healthscore.datasets.portfolio import (
     load_sample,

@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from healthscore import resources
+from healthscore.core.labels import label_outcomes
 from healthscore.spec.model import Band, ModelError, ScoreModel
 
 SAMPLE_MODEL = resources.sample_model()
@@ -443,7 +444,6 @@ class TuningSession:
     def relabel(self, outcome: str, horizon: str, holdout: date | str | None = None) -> None:
         """Label the holdout for another outcome / horizon (the slow path: runs once per choice)."""
         from healthscore.analysis.evaluation import time_split
-        from healthscore.analysis.fitting import label_outcomes
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
         if labelled.is_empty():
