@@ -27,7 +27,7 @@ import polars as pl
 from healthscore.render import formats
 from healthscore.spec.palette import NA_COLOUR, safe_colour
 
-__all__ = ["CSP", "csp_meta", "escape", "table", "markdown", "sanitize", "colour", "badge"]
+__all__ = ["CSP", "csp_meta", "has_csp", "escape", "table", "markdown", "sanitize", "colour", "badge"]
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "script-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; frame-src 'none'; "
@@ -46,6 +46,23 @@ def csp_meta() -> str:
     True
     """
     return f'<meta http-equiv="Content-Security-Policy" content="{_html.escape(CSP, quote=True)}">'
+
+
+_CSP_META = re.compile(r"<meta\b[^>]*>", re.IGNORECASE)
+
+
+def has_csp(page: str) -> bool:
+    """True when ``page`` carries :data:`CSP` in a ``<meta>`` tag inside its ``<head>``.
+
+    >>> has_csp("<html><head>" + csp_meta() + "</head><body></body></html>"), has_csp("<p>hi</p>")
+    (True, False)
+    """
+    head = page.split("</head>", 1)[0] if "</head>" in page else ""
+    for tag in _CSP_META.findall(head):
+        tag = _html.unescape(tag)
+        if "http-equiv=\"Content-Security-Policy\"" in tag and f'content="{CSP}"' in tag:
+            return True
+    return False
 
 
 def escape(value: Any) -> str:
