@@ -162,12 +162,12 @@ def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
 
 def sanitize(fragment: str) -> str:
     """HTML cleaned against the report allowlist: no script, style, iframe, form or SVG; no
-    ``style`` or ``on*`` attributes; links only ``http(s)://`` or ``#``.
+    ``style`` or ``on*`` attributes; links only ``http(s)://`` or ``#``; no direction overrides.
 
     >>> sanitize('<a href="#top" onclick="x()">up</a><img src=x onerror=alert(1)><style>*{}</style>')
     '<a href="#top" rel="noopener noreferrer">up</a>'
     """
-    return nh3.clean(fragment, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=_attribute_filter,
+    return nh3.clean(_BIDI.sub("", fragment), tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=_attribute_filter,
                      url_schemes={"http", "https"}, strip_comments=True, link_rel="noopener noreferrer")
 
 

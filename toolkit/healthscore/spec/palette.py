@@ -56,7 +56,7 @@ _HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 def parse_colour(value: str) -> str:
     """A model colour as ``#rrggbb``: hex stays hex (``#rgb`` is expanded), a name from
     :data:`NAMED_COLOURS` becomes its hex value; anything else raises ``ValueError`` saying the fix."""
-    text = value.strip() if isinstance(value, str) else value
+    text = value
     if isinstance(text, str) and _HEX.fullmatch(text):
         digits = text[1:]
         return "#" + ("".join(c * 2 for c in digits) if len(digits) == 3 else digits)
