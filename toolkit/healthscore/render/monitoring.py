@@ -5,7 +5,7 @@ PSI charts (inline SVG drawn offline) and the detailed tables. Every string from
 model is escaped; the page runs no script and fetches nothing.
 
 >>> _table([{"metric": "a<b", "psi": 0.12345}], {"metric": ("metric", "s"), "psi": ("PSI", ".3f")})
-'<table class="metrics"><thead><tr><th>metric</th><th>PSI</th></tr></thead><tbody><tr><td>a&lt;b</td><td>0.123</td></tr></tbody></table>'
+'<table class="metrics"><thead><tr><th>metric</th><th class="num">PSI</th></tr></thead><tbody><tr><td>a&lt;b</td><td class="num">0.123</td></tr></tbody></table>'
 """
 from __future__ import annotations
 
