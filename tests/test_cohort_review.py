@@ -70,7 +70,7 @@ def test_notebook_executes_under_papermill(small, tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     svg = [o for o in outputs if "image/svg+xml" in o.get("data", {})]
     assert len(svg) >= 5  # charts are static SVG: the report works offline
-    text = json.dumps([o.get("data", {}).get("text/markdown", "") for o in outputs])
+    text = json.dumps([o.get("data", {}).get("text/html", "") for o in outputs])  # HTML from render.review
     assert "Executive summary" in text and "ARR at risk" in text
 
 

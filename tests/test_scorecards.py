@@ -39,9 +39,11 @@ min_coverage = 0.3
 [categories.usage]
 weight = 1
 label = "Product usage"
+audience = "customer"
 [categories.support]
 weight = 1
 label = "Support"
+audience = "customer"
 
 [[metrics]]
 name = "logins"
@@ -52,6 +54,8 @@ params = { points = [[0, 0], [5, 100]] }
 label = "Login days"
 description = "Days with any login in the week"
 action = "Agree a weekly routine with the team lead."
+audience = "customer"
+action_audience = "customer"
 
 [[metrics]]
 name = "adoption"
@@ -62,6 +66,8 @@ params = { points = [[0, 0], [1, 100]] }
 label = "Feature adoption"
 description = "Share of key features in use"
 action = "Book a feature workshop."
+audience = "customer"
+customer_action = "Ask us for a feature workshop."
 
 [[metrics]]
 name = "csat"
@@ -72,6 +78,7 @@ params = { points = [[1, 0], [5, 100]] }
 label = "Support satisfaction"
 description = "Mean CSAT of closed tickets"
 action = "Review open tickets together."
+audience = "customer"
 """
 
 
@@ -130,7 +137,7 @@ def test_scorecard_data_on_known_values(hand, model):
     assert (m["adoption"]["sub_score"], m["adoption"]["status"]) == (50.0, "yellow")
     # N/A is "not applicable", grey, never red
     assert m["csat"]["status"] == "not applicable" and m["csat"]["sub_score"] is None
-    assert m["csat"]["colour"] != "#D55E00" and m["csat"]["value"] == "–"
+    assert m["csat"]["colour"] != "#D55E00" and m["csat"]["raw"] is None
     # the month before: (100 + 50) / 2 = 75 usage, 100 support -> 87.5
     assert card.previous_score == pytest.approx(87.5)
     assert card.previous_as_of == dt.date(2026, 6, 1)
@@ -141,8 +148,11 @@ def test_scorecard_data_on_known_values(hand, model):
     assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.")]
     assert card.trend.height == 6 and card.trend["score"].to_list()[0] == pytest.approx(87.5)
     assert dict(zip(card.categories["category"], card.categories["score"])) == {"usage": 35.0, "support": None}
-    assert (card.model_name, card.model_version, card.model_hash) == ("cardtest", "2.0.0", model.hash)
+    assert card.model_hash == "" and card.variant is None and len(card.report_id) == 10  # customer card
     assert card.internal is None
+    inside = cards.scorecard_data(scores, model, "a", snapshots=snaps, internal=True)
+    assert (inside.model_name, inside.model_version, inside.model_hash) == ("cardtest", "2.0.0", model.hash)
+    assert inside.report_id == card.report_id
     assert "Alpha Widgets" in card.summary() and "35/100 (red)" in card.summary()
 
 
@@ -173,7 +183,7 @@ def test_internal_fields_only_when_asked(hand, model):
     public = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a")))
     internal = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a", internal=True)))
     assert "Casey Internal" not in public and "50,000" not in public and "Internal only" not in public
-    assert "Casey Internal" in internal and "50,000" in internal and "Internal only" in internal
+    assert "Casey Internal" in internal and "50.0k" in internal and "Internal only" in internal
 
 
 def test_internal_probability_from_a_probability_map(hand, model):

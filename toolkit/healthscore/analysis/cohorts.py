@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import altair as alt
 import numpy as np
 import polars as pl
 
@@ -43,7 +42,6 @@ from healthscore.core.kernels import wilson_interval
 from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.outcomes import parse_horizon, resolve_outcome
-from healthscore.viz import charts
 
 KEYS = ["account_id", "as_of"]
 DERIVED = ("signup_quarter", "arr_band", "handovers")
@@ -343,16 +341,12 @@ class CohortComparison:
                | ((pl.col("group_a") == b) & (pl.col("group_b") == a))))
         return rows.row(0, named=True) if rows.height else None
 
-    def charts(self) -> dict[str, alt.Chart]:
+    def charts(self) -> dict[str, Any]:
         """Altair charts: ``scores`` (distribution by cohort), ``band_mix`` and, with outcomes,
-        ``churn`` (rates with Wilson intervals)."""
-        out: dict[str, Any] = {
-            "scores": score_distribution_chart(self.cohorts, self.dimension),
-            "band_mix": band_mix_chart(self.band_mix, self.bands, self.dimension),
-        }
-        if "churn_rate" in self.cohorts.columns and self.cohorts["labelled"].sum() > 0:
-            out["churn"] = rate_chart(self.cohorts, "churn", f"Churn per {self.horizon}", self.dimension)
-        return out
+        ``churn`` (rates with Wilson intervals); drawn by :mod:`healthscore.viz.cohorts`."""
+        from healthscore.viz import cohorts as cohort_charts  # viz sits above analysis: charts are drawn on request
+
+        return cohort_charts.comparison_charts(self)
 
     def __repr__(self) -> str:
         sig = self.significant().get_column("metric").to_list()
@@ -855,9 +849,9 @@ class CSMView:
         """Findings about handovers, followed by the note on how to read this view."""
         return self.handovers.describe()[:3] + [self.note]
 
-    def charts(self) -> dict[str, alt.Chart]:
-        out = {f"handovers_{k}": v for k, v in self.handovers.charts().items()}
-        return out
+    def charts(self) -> dict[str, Any]:
+        """The handover comparison's charts, named ``handovers_<name>``."""
+        return {f"handovers_{k}": v for k, v in self.handovers.charts().items()}
 
 
 def csm_view(scores: pl.DataFrame, events: pl.DataFrame | None = None, as_of: str | dt.date | None = None,
@@ -881,111 +875,6 @@ def csm_view(scores: pl.DataFrame, events: pl.DataFrame | None = None, as_of: st
                  .sort("csm"))
     handovers = compare_cohorts(frame, by="handovers", events=events, as_of=when, horizon=horizon, min_size=min_size)
     return CSMView(portfolio=portfolio, handovers=handovers)
-
-
-# ------------------------------------------------------------------------------------------
-# charts (tidy aggregated frames in, altair charts out)
-def _finish(chart: Any, title: str, subtitle: str) -> Any:
-    """Title with an explanatory subtitle, and room on the left: static SVG export measures label
-    text with its own font, and long cohort names would otherwise be clipped."""
-    return chart.properties(title=alt.TitleParams(title, subtitle=subtitle), padding={"left": 24, "top": 6,
-                                                                                        "right": 12, "bottom": 6})
-
-
-def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -> alt.LayerChart:
-    """Score distribution per cohort as a box plot drawn from aggregates (p10-p90 whiskers,
-    quartile box, median tick); cohort sizes in the tooltip."""
-    data = summary.select("cohort", "accounts", "score_p10", "score_q1", "score_median", "score_q3", "score_p90",
-                          "small").to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
-    tip = [alt.Tooltip("cohort:N"), alt.Tooltip("accounts:Q"), alt.Tooltip("score_median:Q", format=".0f"),
-           alt.Tooltip("score_q1:Q", format=".0f"), alt.Tooltip("score_q3:Q", format=".0f")]
-    whisker = base.mark_rule(color="#555").encode(x=alt.X("score_p10:Q", title="score (0-100)",
-                                                          scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q")
-    box = base.mark_bar(size=14, color=charts.SERIES_COLOURS[2]).encode(x="score_q1:Q", x2="score_q3:Q", tooltip=tip)
-    median = base.mark_tick(color="#000", thickness=2, size=14).encode(x="score_median:Q", tooltip=tip)
-    return _finish(whisker + box + median, f"Score by {dimension.replace('_', ' ')}",
-                   "box: middle half of the accounts, tick: median, line: 10th to 90th percentile")
-
-
-def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "cohort") -> alt.Chart:
-    """Stacked bars of band shares per cohort, band colours with their names in the legend."""
-    order = bands + sorted(set(band_mix.get_column("band")) - set(bands))
-    colours = [charts.band_colour(b, "#BBBBBB" if b == UNSCORED else charts.EXTRA_COLOURS[i % 5])
-               for i, b in enumerate(order)]
-    data = band_mix.with_columns(
-        order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))).to_pandas()
-    chart = alt.Chart(data).mark_bar().encode(
-        y=alt.Y("cohort:N", title=None),
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
-        color=alt.Color("band:N", scale=charts.band_scale(order, colours), title="band"),
-        order=alt.Order("order:Q"),
-        tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
-    )
-    return _finish(chart, f"Band mix by {dimension.replace('_', ' ')}", "share of accounts in each band")
-
-
-def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
-               dimension: str = "cohort") -> alt.LayerChart:
-    """Rate per cohort (point) with its Wilson interval (rule)."""
-    data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lower").alias("lo"),
-                          pl.col(f"{prefix}_upper").alias("hi"),
-                          size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough"))
-                          ).to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
-    rule = base.mark_rule(color="#555").encode(x=alt.X("lo:Q", axis=alt.Axis(format="%"), title=title), x2="hi:Q")
-    point = base.mark_point(filled=True, size=60, color=charts.SERIES_COLOURS[0]).encode(
-        x="rate:Q", shape=alt.Shape("size:N", title="cohort size", legend=alt.Legend(labelLimit=200)),
-        tooltip=["cohort:N", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
-                 alt.Tooltip("hi:Q", format=".1%")])
-    return _finish(rule + point, f"{title} by {dimension.replace('_', ' ')}", "point: rate, line: 95% Wilson interval")
-
-
-def trend_chart(trend: pl.DataFrame) -> alt.Chart:
-    """Mean score per cohort over time."""
-    chart = alt.Chart(trend.to_pandas()).mark_line(point=False).encode(
-        x=alt.X("as_of:T", title="snapshot"), y=alt.Y("score_mean:Q", title="mean score", scale=alt.Scale(zero=False)),
-        color=alt.Color("cohort:N", title="cohort", legend=alt.Legend(labelLimit=240)),
-        tooltip=["cohort:N", "as_of:T", alt.Tooltip("score_mean:Q", format=".1f"), "accounts:Q"],
-    )
-    return _finish(chart, "Score trend by cohort", "mean score of the accounts in each cohort on each snapshot")
-
-
-def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None = None,
-                    end: dt.date | None = None) -> alt.LayerChart:
-    """Heatmap of band migration with the account count written in each cell."""
-    order = bands + sorted((set(long.get_column("from_band")) | set(long.get_column("to_band"))) - set(bands))
-    data = long.to_pandas()
-    base = alt.Chart(data).encode(
-        x=alt.X("to_band:N", sort=order, title=f"band at {end}" if end else "band at end", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("from_band:N", sort=order, title=f"band at {start}" if start else "band at start"))
-    cells = base.mark_rect().encode(
-        color=alt.Color("accounts:Q", scale=alt.Scale(scheme="blues"), title="accounts"),
-        tooltip=["from_band:N", "to_band:N", "accounts:Q", alt.Tooltip("arr:Q", format=",.0f")])
-    text = base.mark_text(fontSize=13).encode(
-        text="accounts:Q",
-        color=alt.condition(alt.datum.accounts > float(long.get_column("accounts").max() or 0) / 2,
-                            alt.value("white"), alt.value("black")))
-    return _finish((cells + text).properties(width=260, height=220), "Band migration",
-                   "accounts by band at the start (rows) and at the end (columns)")
-
-
-def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
-    """Outcome rate by metric decile with Wilson intervals and the portfolio average as a dashed line."""
-    d = deciles.filter(pl.col("decile").is_not_null())
-    metric = d.get_column("metric")[0] if d.height else "metric"
-    outcome = d.get_column("outcome")[0] if d.height else "outcome"
-    data = d.to_pandas()
-    x = alt.X("median:Q", title=f"{metric} (decile median)")
-    base = alt.Chart(data)
-    band = base.mark_rule(color="#555").encode(x=x, y=alt.Y("rate_lower:Q", axis=alt.Axis(format="%"),
-                                                                title=f"{outcome} rate"), y2="rate_upper:Q")
-    line = base.mark_line(point=True, color=charts.SERIES_COLOURS[0]).encode(
-        x=x, y="rate:Q", tooltip=["label:N", "rows:Q", alt.Tooltip("rate:Q", format=".1%"),
-                                  alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
-    avg = base.mark_rule(strokeDash=[4, 4], color="#999").encode(y="mean(portfolio_rate):Q")
-    return _finish(band + line + avg, f"{outcome} rate by decile of {metric}",
-                   "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1051,83 +940,34 @@ class CohortReview:
                 + f" · outcome rates per {self.comparison.horizon}, labelled point-in-time.")
 
     def cohort_table(self) -> str:
-        """HTML table, one row per cohort: size, ARR, score, worst-band share, outcome rates."""
-        s = self.comparison.cohorts
-        worst = self.portfolio["worst_band"]
-        cols: dict[str, pl.Expr] = {
-            "cohort": pl.col("cohort"), "accounts": pl.col("accounts"),
-            "ARR": pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
-            "median score": pl.col("score_median").round(0),
-            "quartiles": pl.format("{} to {}", pl.col("score_q1").round(0), pl.col("score_q3").round(0)),
-        }
-        if f"share_{worst}" in s.columns:
-            cols[f"in {worst}"] = _pct_expr(pl.col(f"share_{worst}"))
-        for prefix, label in [("churn", "churn"), ("expansion", "expansion")]:
-            if f"{prefix}_rate" in s.columns:
-                cols[f"{label} per {self.comparison.horizon} (95% CI)"] = pl.format(
-                    "{} ({} to {})", _pct_expr(pl.col(f"{prefix}_rate")), _pct_expr(pl.col(f"{prefix}_lower")),
-                    _pct_expr(pl.col(f"{prefix}_upper")))
-        cols["small cohort"] = pl.when(pl.col("small")).then(pl.lit("yes")).otherwise(pl.lit(""))
-        return html_table(s.select(**cols))
+        """HTML table, one row per cohort (see :func:`healthscore.render.review.cohort_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.cohort_table(self)
 
     def tests_table(self, kind: str = "omnibus") -> str:
-        """HTML table of the tests of ``kind`` with raw and adjusted p-values and effect sizes."""
-        t = self.comparison.tests.filter(pl.col("kind") == kind)
-        if kind == "pairwise":
-            t = t.filter(pl.col("significant"))
-        return html_table(t.select(
-            what=pl.col("metric").str.replace("_", " "), test=pl.col("test"),
-            **({"between": pl.format("{} vs {}", pl.col("group_a"), pl.col("group_b"))} if kind == "pairwise" else {}),
-            p=pl.col("p_value").map_elements(_format_p, return_dtype=pl.Utf8),
-            adjusted=pl.col("p_adjusted").map_elements(_format_p, return_dtype=pl.Utf8),
-            effect=pl.format("{} {}", pl.col("effect_measure").str.replace("_", " "), pl.col("effect_size").round(2)),
-            significant=pl.when(pl.col("significant")).then(pl.lit("yes")).otherwise(pl.lit("no"))))
+        """HTML table of the tests of ``kind`` (see :func:`healthscore.render.review.significance_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.significance_table(self, kind)
 
     def movers_table(self) -> str:
-        """HTML table of the biggest movers with the metrics behind their change."""
-        m = self.movers
-        name = pl.col("company_name") if "company_name" in m.columns else pl.col("account_id")
-        return html_table(m.select(
-            account=name, **({"segment": pl.col("segment")} if "segment" in m.columns else {}),
-            change=pl.col("change").round(1), band=pl.format("{} → {}", pl.col("band_start"), pl.col("band_end")),
-            **({"drivers": pl.col("drivers")} if "drivers" in m.columns else {})))
+        """HTML table of the biggest movers (see :func:`healthscore.render.review.movers_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.movers_table(self)
 
     def csm_table(self) -> str:
-        """HTML table of the portfolio per CSM (alphabetical)."""
-        if self.csm is None:
-            return "<p>No CSM column in the data.</p>"
-        c = self.csm.portfolio
-        return html_table(c.select(
-            CSM=pl.col("csm"), accounts=pl.col("accounts"),
-            ARR=pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
-            **{f"in {self.portfolio['worst_band']}": _pct_expr(pl.col("share_red")),
-               f"ARR in {self.portfolio['worst_band']}": pl.col("arr_red").map_elements(_money, return_dtype=pl.Utf8)},
-            **{"accounts with a handover": _pct_expr(pl.col("with_handover"))}))
+        """HTML table of the portfolio per CSM (see :func:`healthscore.render.review.csm_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.csm_table(self)
 
     def charts(self) -> dict[str, Any]:
-        """Every chart of the review by name."""
-        out: dict[str, Any] = dict(self.comparison.charts())
-        out["trend"] = trend_chart(self.trend)
-        out["migration"] = migration_chart(self.migration_long, self.comparison.bands, self.date_from, self.date_to)
-        if self.score_deciles is not None and self.score_deciles.height:
-            out["score_deciles"] = decile_chart(self.score_deciles)
-        if self.csm is not None and "churn" in self.csm.handovers.charts():
-            out["handovers_churn"] = self.csm.handovers.charts()["churn"]
-        return out
+        """Every chart of the review by name; drawn by :mod:`healthscore.viz.cohorts`."""
+        from healthscore.viz import cohorts as cohort_charts  # viz sits above analysis: charts are drawn on request
 
-
-def _pct_expr(e: pl.Expr) -> pl.Expr:
-    return pl.format("{}%", (e * 100).round(1))
-
-
-def html_table(frame: pl.DataFrame) -> str:
-    """A plain HTML table (no index, no dtypes) for static reports."""
-    from html import escape
-
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.iter_rows())
-    return f'<table class="hs-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return cohort_charts.review_charts(self)
 
 
 def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, by: str | Sequence[str] = "segment",

@@ -13,20 +13,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nbformat
 import polars as pl
 
 from healthscore import resources
-from healthscore.analysis.scorecard import _band_colour, _num, load_scores, peer_figures
+from healthscore.analysis.scorecard import _band_colour, load_scores, peer_figures
 from healthscore.io import files
+from healthscore.render import formats as fmt
+from healthscore.render.html import badge, escape
 from healthscore.render.reports import (
     TEMPLATE_NAME,
     TEMPLATES,
     _html_exporter,
     export_html,
 )
-from healthscore.render.scorecard import _badge, _e
 from healthscore.results import Summary
 
 NOTEBOOK = resources.notebook("scorecard")
@@ -330,14 +332,15 @@ def _index_html(manifest: pl.DataFrame, latest: pl.DataFrame, title: str) -> str
     rows = []
     table = manifest.join(latest, on="account_id", how="left").sort("company_name", "account_id", nulls_last=True)
     for r in table.iter_rows(named=True):
-        from urllib.parse import quote
         name = r["company_name"] or r["account_id"]
-        link = (f'<a href="{_e(quote(r["file"]))}">{_e(name)}</a>' if r["status"] in _DONE else _e(name))
+        # file names come from safe_name (letters, digits, . _ -): a relative link, never a scheme
+        link = (f'<a href="{escape(quote(r["file"]))}">{escape(name)}</a>' if r["status"] in _DONE else escape(name))
         status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
-        rows.append(f'<tr><td>{link}</td><td>{_e(r["account_id"])}</td><td class="num">{_num(r["score"])}</td>'
-                    f'<td>{_badge(r["band"], _band_colour(r["band"])) if r["band"] else "–"}</td>'
-                    f"<td>{_e(status)}</td></tr>")
-    body = (f"<h1>{_e(title)}</h1><p class=\"muted\">{manifest.height} accounts · internal list, "
+        rows.append(f'<tr><td>{link}</td><td>{escape(r["account_id"])}</td>'
+                    f'<td class="num">{escape(fmt.points(r["score"]))}</td>'
+                    f'<td>{badge(r["band"], _band_colour(r["band"])) if r["band"] else fmt.MISSING}</td>'
+                    f"<td>{escape(status)}</td></tr>")
+    body = (f"<h1>{escape(title)}</h1><p class=\"muted\">{fmt.count(manifest.height)} accounts · internal list, "
             "share each scorecard on its own.</p><table><thead><tr><th>Account</th><th>ID</th>"
             '<th class="num">Score</th><th>Band</th><th>Report</th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table>")

@@ -37,6 +37,7 @@ import polars as pl
 
 from healthscore import resources
 from healthscore.core.labels import label_outcomes
+from healthscore.render import formats as fmt
 from healthscore.spec.model import Band, ModelError, ScoreModel
 
 SAMPLE_MODEL = resources.sample_model()
@@ -660,21 +661,6 @@ def contribution_chart(labels: Sequence[str]) -> Any:
 
 
 # ---------------------------------------------------------------- small HTML pieces
-def _num(x: float, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _money(x: float) -> str:
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.1f}{unit}"
-    return f"{x:.0f}"
-
-
-def _pct(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
-
-
 def _delta(now: float, start: float, digits: int = 3) -> str:
     if any(v is None or math.isnan(v) for v in (now, start)):
         return ""
@@ -1158,10 +1144,10 @@ class WeightTuner:
     def _summary_html(self, st: dict[str, Any]) -> str:
         what = f"{st['outcome']} within {st['horizon']}"
         rows = [
-            ["holdout AUC", f"<span class='hs-auc'>{_num(st['auc'])}</span> {_delta(st['auc'], st['auc_start'])}",
-             _num(st["auc_start"])],
-            ["top-decile lift", f"<span class='hs-lift'>{_num(st['lift'], 2)}</span> "
-                                f"{_delta(st['lift'], st['lift_start'], 2)}", _num(st["lift_start"], 2)],
+            ["holdout AUC", f"<span class='hs-auc'>{fmt.number(st['auc'], 3)}</span> {_delta(st['auc'], st['auc_start'])}",
+             fmt.number(st["auc_start"], 3)],
+            ["top-decile lift", f"<span class='hs-lift'>{fmt.number(st['lift'], 2)}</span> "
+                                f"{_delta(st['lift'], st['lift_start'], 2)}", fmt.number(st["lift_start"], 2)],
         ]
         return (f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots, "
                 f"{st['holdout_events']:,} {html.escape(what)}</div>"
@@ -1177,7 +1163,7 @@ class WeightTuner:
             r, r0 = st["churn_by_band"].get(b.name, float("nan")), st["churn_by_band_start"].get(b.name, float("nan"))
             rows.append([_swatch(b.name, b.colour or charts.band_colour(b.name)),
                          f"<span class='hs-count-{html.escape(b.name)}'>{n:,}</span> ({n0:,})",
-                         f"{_money(arr)} ({_money(arr0)})", f"{_pct(r)} ({_pct(r0)})"])
+                         f"{fmt.money(arr)} ({fmt.money(arr0)})", f"{fmt.percent(r, 1)} ({fmt.percent(r0, 1)})"])
         rows.append(["no score", f"{st['accounts'] - st['scored_accounts']:,}", "", ""])
         return _table(["band", "accounts now (start)", "ARR now (start)",
                        f"{html.escape(st['outcome'])} rate, holdout (start)"], rows, "hs-band-table")
@@ -1185,12 +1171,12 @@ class WeightTuner:
     def _changed_html(self, st: dict[str, Any]) -> str:
         t: pl.DataFrame = st["changed"]
         head = (f"<div style='font-size:12px'><b class='hs-changed'>{st['n_changed']:,}</b> accounts change band "
-                f"(ARR {_money(st['arr_changed'])})" + (f"; the {t.height} largest:" if t.height else "") + "</div>")
+                f"(ARR {fmt.money(st['arr_changed'])})" + (f"; the {t.height} largest:" if t.height else "") + "</div>")
         if not t.height:
             return head
         name_col = "company_name" if "company_name" in t.columns else "account_id"
-        rows = [[html.escape(str(r["account_id"])), html.escape(str(r[name_col])), _money(r["arr"]),
-                 f"{html.escape(str(r['old_band']))} ({_num(r['old_score'], 1)})",
-                 f"{html.escape(str(r['new_band']))} ({_num(r['new_score'], 1)})"]
+        rows = [[html.escape(str(r["account_id"])), html.escape(str(r[name_col])), fmt.money(r["arr"]),
+                 f"{html.escape(str(r['old_band']))} ({fmt.number(r['old_score'], 1)})",
+                 f"{html.escape(str(r['new_band']))} ({fmt.number(r['new_score'], 1)})"]
                 for r in t.iter_rows(named=True)]
         return head + _table(["account", "name", "ARR", "old band", "new band"], rows, "hs-changed-table")

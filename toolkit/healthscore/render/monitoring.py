@@ -5,12 +5,10 @@ PSI charts (inline SVG drawn offline) and the detailed tables. Every string from
 model is escaped; the page runs no script and fetches nothing.
 
 >>> _table([{"metric": "a<b", "psi": 0.12345}], {"metric": ("metric", "s"), "psi": ("PSI", ".3f")})
-'<table class="metrics"><thead><tr><th>metric</th><th>PSI</th></tr></thead><tbody><tr><td>a&lt;b</td><td>0.123</td></tr></tbody></table>'
+'<table class="metrics"><thead><tr><th>metric</th><th class="num">PSI</th></tr></thead><tbody><tr><td>a&lt;b</td><td class="num">0.123</td></tr></tbody></table>'
 """
 from __future__ import annotations
 
-import html
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,33 +17,23 @@ import nbformat
 import polars as pl
 
 from healthscore.analysis.monitoring import PSI_DRIFT, PSI_WATCH, SCORE, Monitoring
+from healthscore.render.html import escape, table
 from healthscore.render.reports import export_html
 from healthscore.spec.outcomes import horizon_words
 
 __all__ = ["monitoring_report"]
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if fmt == "s" or isinstance(value, str):
-        return _e(value)
-    try:
-        return _e(format(value, fmt))
-    except (TypeError, ValueError):
-        return _e(value)
+_e = escape
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, tuple[str, str]]) -> str:
-    """Rows as an HTML table: ``columns`` maps a key to (heading, format); everything escaped."""
-    head = "".join(f"<th>{_e(h)}</th>" for h, _ in columns.values())
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k), f)}</td>" for k, (_, f) in columns.items()) + "</tr>"
-                   for r in rows)
-    return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    """Rows as an HTML table through the one renderer: ``columns`` maps a key to (heading, format)."""
+    keys = list(columns)
+    frame = (pl.DataFrame([{k: r.get(k) for k in keys} for r in rows], infer_schema_length=None) if rows
+             else pl.DataFrame(schema={k: pl.String for k in keys}))
+    return table(frame, columns=keys, headings={k: h for k, (h, _) in columns.items()},
+                 formats={k: f for k, (_, f) in columns.items() if f != "s"}, css="metrics")
 
 
 _PERIODS = {"period": ("period", "s"), "rows": ("snapshots", ",d"), "status": ("status", "s"),

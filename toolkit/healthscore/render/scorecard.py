@@ -1,10 +1,10 @@
 """A scorecard as escaped HTML fragments, in reading order; ``scorecard()`` builds one from files
-as the scorecard notebook calls it."""
+as the scorecard notebook calls it. Every value is formatted by :mod:`healthscore.render.formats`
+and escaped by :mod:`healthscore.render.html`; colours reach CSS only through ``html.colour``."""
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import html as _html
 import os
 from pathlib import Path
 from typing import Any
@@ -16,44 +16,46 @@ from healthscore.analysis.scorecard import (
     NOT_APPLICABLE,
     Scorecard,
     _cached_table,
-    _num,
     load_scorecard_model,
     load_scores,
     peer_figures,
     scorecard_data,
 )
+from healthscore.render import formats as fmt
+from healthscore.render.html import badge, colour, escape
 from healthscore.viz.scorecard import chart_svg, trend_chart
 
-
-def _e(value: Any) -> str:
-    """Escape any value for HTML text or attribute context."""
-    return _html.escape("" if value is None else str(value), quote=True)
+_e = escape
 
 
-def _badge(name: str | None, colour: str, css: str = "band") -> str:
-    label = NOT_APPLICABLE if name is None else name
-    cls = f"{css} status-na" if name in (None, NOT_APPLICABLE) else css
-    return (f'<span class="{cls}"><span class="swatch" style="background:{_e(colour)}"></span>'
-            f"{_e(label)}</span>")
+def _badge(name: str | None, swatch: str, css: str = "band") -> str:
+    return badge(name, swatch, css, missing=NOT_APPLICABLE)
 
 
-def _date(d: dt.date | None) -> str:
-    return "" if d is None else f"{d.day} {d:%B %Y}"
+def _field_value(value: Any, kind: str) -> str:
+    if fmt.missing(value) or value == "":
+        return fmt.MISSING
+    if kind in ("money", "percent", "count", "days", "number", "date"):
+        try:
+            return fmt.FORMATTERS[kind](value)
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
 
 
 def _header_html(card: Scorecard) -> str:
     if card.score is None:
+        reason = f'<div class="muted">{_e(card.null_reason)}</div>' if card.null_reason else ""
         score = (f'<div class="hs-score"><span class="value">–</span><div>No score this week: too few '
-                 f'measures were available for a fair score.<div class="muted">{_e(card.null_reason or "")}'
-                 f'</div></div></div>')
+                 f"measures were available for a fair score.{reason}</div></div>")
     else:
-        score = (f'<div class="hs-score"><span class="value" data-role="score">{_num(card.score)}</span>'
+        score = (f'<div class="hs-score"><span class="value" data-role="score">{_e(fmt.points(card.score))}</span>'
                  f'<div><span class="of">out of 100</span><br>'
                  f'{_badge(card.band, card.band_colour, "band large")}</div></div>')
     meaning = (f'<p class="note">What {_e(card.band)} means: {_e(card.band_meaning)}</p>'
                if card.band_meaning and card.score is not None else "")
     return (f'<header class="hs-head"><div><h1>{_e(card.company_name)}</h1>'
-            f'<p class="subtitle">Customer health scorecard · {_e(_date(card.as_of))}</p></div>{score}</header>'
+            f'<p class="subtitle">Customer health scorecard · {_e(fmt.date(card.as_of))}</p></div>{score}</header>'
             f"{meaning}")
 
 
@@ -67,22 +69,26 @@ def _trend_html(card: Scorecard) -> str:
 
 
 def _categories_html(card: Scorecard) -> str:
+    if card.categories.is_empty():
+        return ""
     cells = []
     for r in card.categories.iter_rows(named=True):
         width = 0 if r["score"] is None else max(0.0, min(100.0, r["score"]))
         cells.append(f'<div class="cat"><div class="name">{_e(r["label"])}</div>'
-                     f'<div class="value">{_num(r["score"])}</div>'
-                     f'<div class="bar"><span style="width:{width:.0f}%;background:{_e(r["colour"])}"></span></div>'
+                     f'<div class="value">{_e(fmt.points(r["score"]))}</div>'
+                     f'<div class="bar"><span style="width:{width:.0f}%;background:{colour(r["colour"])}"></span></div>'
                      f'{_badge(r["band"], r["colour"])}</div>')
     return "<h2>Scores by area</h2><div class=\"cats\">" + "".join(cells) + "</div>"
 
 
 def _metrics_html(card: Scorecard) -> str:
+    if card.metrics.is_empty():
+        return ""
     body = []
     for r in card.metrics.iter_rows(named=True):
         body.append(f'<tr><td>{_e(r["label"])}<div class="muted">{_e(r["description"])}</div></td>'
-                    f'<td>{_e(r["category"])}</td><td class="num">{_e(r["value"])}</td>'
-                    f'<td class="num">{_num(r["sub_score"])}</td>'
+                    f'<td>{_e(r["category"])}</td><td class="num">{_e(fmt.metric_value(r["raw"], r["method"]))}</td>'
+                    f'<td class="num">{_e(fmt.points(r["sub_score"]))}</td>'
                     f'<td>{_badge(None if r["status"] == NOT_APPLICABLE else r["status"], r["colour"])}</td></tr>')
     return ("<h2>What the score is made of</h2><table><thead><tr><th>Measure</th><th>Area</th>"
             '<th class="num">Value</th><th class="num">Score</th><th>Status</th></tr></thead><tbody>'
@@ -94,20 +100,21 @@ def _changes_html(card: Scorecard) -> str:
         return ("<h2>What changed since last month</h2>"
                 "<p class=\"muted\">No score a month ago to compare with.</p>")
     delta = card.score - card.previous_score
+    was, now = fmt.points(card.previous_score), fmt.points(card.score)
     if abs(delta) < 0.5:
-        head = f"Your score stayed about the same ({_num(card.previous_score)} → {_num(card.score)})"
+        head = f"Your score stayed about the same ({was} → {now})"
     else:
-        head = (f"Your score went {'up' if delta > 0 else 'down'} {_num(abs(delta))} points "
-                f"({_num(card.previous_score)} → {_num(card.score)})")
-    head += f" since {_e(_date(card.previous_as_of))}."
+        head = f"Your score went {'up' if delta > 0 else 'down'} {fmt.points(abs(delta))} points ({was} → {now})"
+    head += f" since {fmt.date(card.previous_as_of)}."
     items = []
     for r in card.changes.filter(pl.col("points").abs() >= 0.5).head(5).iter_rows(named=True):
         verb = "raised" if r["points"] > 0 else "lowered"
-        pts = abs(r["points"])
-        items.append(f"<li><strong>{_e(r['label'])}</strong> {verb} the score by {pts:.1f} "
-                     f"point{'s' if round(pts, 1) != 1 else ''}.</li>")
-    detail = "<ul>" + "".join(items) + "</ul>" if items else "<p>No single measure moved it by half a point or more.</p>"
-    return f"<h2>What changed since last month</h2><p>{head}</p>{detail}"
+        pts = fmt.points(abs(r["points"]), 1)
+        items.append(f"<li><strong>{_e(r['label'])}</strong> {verb} the score by {_e(pts)} "
+                     f"point{'' if pts == '1.0' else 's'}.</li>")
+    detail = ("<ul>" + "".join(items) + "</ul>" if items
+              else "<p>No single measure moved it by half a point or more.</p>")
+    return f"<h2>What changed since last month</h2><p>{_e(head)}</p>{detail}"
 
 
 def _peers_html(card: Scorecard) -> str:
@@ -115,11 +122,12 @@ def _peers_html(card: Scorecard) -> str:
     if card.peers is None:
         return title + ("<p class=\"muted\">Too few similar accounts to compare fairly "
                         f"(a comparison needs at least {MIN_COHORT}).</p>")
-    rows = "".join(f'<tr><td>{_e(r["label"])}</td><td class="num">{_num(r["percentile"])}%</td>'
-                   f'<td class="num">{_num(r["cohort_median"])}</td></tr>'
+    rows = "".join(f'<tr><td>{_e(r["label"])}</td>'
+                   f'<td class="num">{_e(fmt.percent(None if r["percentile"] is None else r["percentile"] / 100, 0))}</td>'
+                   f'<td class="num">{_e(fmt.points(r["cohort_median"]))}</td></tr>'
                    for r in card.peers.iter_rows(named=True))
-    return (title + f"<p>Compared with {card.peer_size} similar accounts, anonymised: the percentage of "
-            "them you are ahead of, and their typical (median) score.</p>"
+    return (title + f"<p>Compared with {_e(fmt.count(card.peer_size))} similar accounts, anonymised: the "
+            "percentage of them you are ahead of, and their typical (median) score.</p>"
             '<table><thead><tr><th>Area</th><th class="num">Ahead of</th><th class="num">Typical score</th>'
             "</tr></thead><tbody>" + rows + "</tbody></table>")
 
@@ -133,35 +141,40 @@ def _actions_html(card: Scorecard) -> str:
     return title + f"<ul>{items}</ul>"
 
 
-def _internal_html(card: Scorecard) -> str:
-    if not card.internal:
+def _fields_html(card: Scorecard) -> str:
+    if not card.fields:
         return ""
-    names = {"csm": "CSM", "arr": "ARR", "renewal_date": "Renewal date", "segment": "Segment",
-             "lifecycle_stage": "Lifecycle stage"}
-    rows = []
-    for key, value in card.internal.items():
-        if key == "arr" and value is not None:
-            value = f"{value:,.0f}"
-        elif key.endswith(")") and "probability" in key and value is not None:
-            value = f"{value:.0%}"
-        rows.append(f"<tr><th>{_e(names.get(key, key[:1].upper() + key[1:]))}</th><td>{_e(value if value is not None else '–')}</td></tr>")
+    rows = "".join(f"<tr><th>{_e(label)}</th><td>{_e(_field_value(value, kind))}</td></tr>"
+                   for label, value, kind in card.fields)
+    return f"<h2>Your account</h2><table>{rows}</table>"
+
+
+def _internal_html(card: Scorecard) -> str:
+    if card.internal_fields is None:
+        return ""
+    rows = "".join(f"<tr><th>{_e(label)}</th><td>{_e(_field_value(value, kind))}</td></tr>"
+                   for label, value, kind in card.internal_fields)
     return ('<section class="internal"><h2>Internal only: do not share</h2><table>'
-            + "".join(rows) + "</table></section>")
+            + rows + "</table></section>")
 
 
 def _footer_html(card: Scorecard) -> str:
+    coverage = f" · data coverage {_e(fmt.percent(card.coverage, 0))}" if card.coverage is not None else ""
+    if card.audience != "internal":
+        return (f'<footer class="hs-foot">Report {_e(card.report_id)} · data as of '
+                f"{_e(fmt.date(card.as_of, style='iso'))}{coverage}.</footer>")
     variant = f" · variant {_e(card.variant)}" if card.variant not in (None, "default") else ""
-    coverage = f" · data coverage {card.coverage:.0%}" if card.coverage is not None else ""
     return (f'<footer class="hs-foot">Health model {_e(card.model_name)} version {_e(card.model_version)} '
-            f"(#{_e(card.model_hash)}){variant} · data as of {_e(card.as_of.isoformat())}{coverage}.</footer>")
+            f"(#{_e(card.model_hash)}){variant} · report {_e(card.report_id)} · data as of "
+            f"{_e(fmt.date(card.as_of, style='iso'))}{coverage}.</footer>")
 
 
 def scorecard_sections(card: Scorecard) -> list[str]:
     """The scorecard as a list of escaped HTML fragments, in reading order (the notebook displays
     each one; the trend chart is inline SVG)."""
     parts = [_header_html(card), _trend_html(card), _categories_html(card), _metrics_html(card),
-             _changes_html(card), _peers_html(card), _actions_html(card), _internal_html(card),
-             _footer_html(card)]
+             _changes_html(card), _peers_html(card), _actions_html(card), _fields_html(card),
+             _internal_html(card), _footer_html(card)]
     return [p for p in parts if p]
 
 

@@ -57,7 +57,7 @@ from healthscore.spec.outcomes import (
     parse_outcomes,
     resolve_outcome,
 )
-from healthscore.spec.palette import band_colour
+from healthscore.spec.palette import band_colour, parse_colour
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
@@ -66,15 +66,24 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
     ("green", 70.0, 100.0, "#009E73", "healthy"),
 )
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
-                "description", "action", "label", "unit", "range"}
+                "description", "action", "label", "unit", "range", "audience", "action_audience",
+                "customer_label", "customer_description", "customer_action"}
 # Weights are relative; beyond this range a sum of weights loses precision or overflows.
 MAX_WEIGHT = 1e6
 MIN_POSITIVE_WEIGHT = 1e-6
 # a stated unit implies the range of the raw values
 UNIT_RANGES = {"ratio": (0.0, 1.0), "percent": (0.0, 100.0)}
+AUDIENCES = ("customer", "internal")
+_CATEGORY_KEYS = {"weight", "label", "audience", "customer_label"}
+_FIELD_KEYS = {"label", "audience", "format", "customer_label"}
+FIELD_FORMATS = ("text", "money", "date", "percent", "count", "days", "number")
+# the account fields a report shows when a model has no [report.fields] table: all internal
+DEFAULT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("csm", "CSM", "text"), ("arr", "ARR", "money"), ("renewal_date", "Renewal date", "date"),
+    ("segment", "Segment", "text"), ("lifecycle_stage", "Lifecycle stage", "text"))
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
 _DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
-                    "outcomes", "alerts"}
+                    "outcomes", "alerts", "report"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,10 +113,29 @@ class Metric:
     unit: str = ""
     value_range: tuple[float, float] | None = None
 
+    # who may read it: "customer" (the customer scorecard) or "internal" (the team only, the default)
+    audience: str = "internal"
+    action_audience: str = "internal"
+    customer_label: str = ""
+    customer_description: str = ""
+    customer_action: str = ""
+
     @property
     def expected_range(self) -> tuple[float, float] | None:
         """The range raw values should fall in: ``range`` if stated, else the one the unit implies."""
         return self.value_range or UNIT_RANGES.get(self.unit)
+
+    @property
+    def for_customer(self) -> bool:
+        """Shown on customer scorecards."""
+        return self.audience == "customer"
+
+    def customer_text(self) -> tuple[str, str, str]:
+        """(label, description, action) in the customer's words; the action is empty unless a
+        ``customer_action`` is written or ``action_audience = "customer"``."""
+        label = self.customer_label or self.label or self.name.replace("_", " ")
+        action = self.customer_action or (self.action if self.action_audience == "customer" else "")
+        return label, self.customer_description or self.description, action
 
     @property
     def na_score(self) -> float | None:
@@ -124,6 +152,20 @@ class Category:
     name: str
     weight: float = 1.0
     label: str = ""
+    audience: str = "internal"
+    customer_label: str = ""
+
+
+@dataclass(frozen=True)
+class ReportField:
+    """An account attribute a scorecard may show (CSM, ARR, renewal date...), with its audience
+    and its display format (one of :data:`FIELD_FORMATS`)."""
+
+    column: str
+    label: str = ""
+    audience: str = "internal"
+    format: str = "text"
+    customer_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +229,9 @@ class ScoreModel:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     # early-warning rules (``[[alerts]]``); they read scores and never change one, so no hash
     alerts: list[AlertRule] = field(default_factory=list)
+    # account fields reports may show, with their audience (``[report.fields.<column>]``)
+    fields: list[ReportField] = field(default_factory=lambda: [ReportField(*f[:2], "internal", f[2])
+                                                                for f in DEFAULT_FIELDS])
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -196,8 +241,8 @@ class ScoreModel:
     def definition(self) -> dict[str, Any]:
         """The parts of the model that change a score, as plain data (what the hash covers).
 
-        Version, descriptions, labels, actions, band colours and meanings are left out: editing
-        them never changes a score, so it never changes the hash.
+        Version, descriptions, labels, actions, audiences, report fields, band colours and meanings
+        are left out: editing them never changes a score, so it never changes the hash.
         """
         return _canonical({
             "name": self.name,
@@ -622,10 +667,11 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         if not isinstance(ctab, dict):
             problems.append(f"categories.{cname}: expected a table with weight and label")
             continue
-        for key in set(ctab) - {"weight", "label"}:
-            problems.append(f"{at}{key}: unknown key (expected weight, label)")
+        for key in set(ctab) - _CATEGORY_KEYS:
+            problems.append(f"{at}{key}: unknown key (expected one of {sorted(_CATEGORY_KEYS)})")
         categories[cname] = Category(cname, float(need(ctab, "weight", (int, float), at, 1.0) or 0.0),
-                                     need(ctab, "label", str, at, ""))
+                                     need(ctab, "label", str, at, ""), need(ctab, "audience", str, at, "internal"),
+                                     need(ctab, "customer_label", str, at, ""))
 
     metrics: list[Metric] = []
     for i, at, mtab in _entries(table, "metrics", _METRIC_KEYS, problems):
@@ -645,6 +691,11 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             label=need(mtab, "label", str, at, ""),
             unit=need(mtab, "unit", str, at, ""),
             value_range=_range(mtab.get("range"), problems, f"{at}range"),
+            audience=need(mtab, "audience", str, at, "internal"),
+            action_audience=need(mtab, "action_audience", str, at, "internal"),
+            customer_label=need(mtab, "customer_label", str, at, ""),
+            customer_description=need(mtab, "customer_description", str, at, ""),
+            customer_action=need(mtab, "customer_action", str, at, ""),
         ))
 
     bands: list[Band] = [] if "bands" in table else [Band(*b) for b in DEFAULT_BANDS]
@@ -669,6 +720,24 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             params=need(vtab, "params", dict, at, {}) or {},
             disabled=list(need(vtab, "disabled", list, at, []) or []),
         ))
+
+    fields = [ReportField(*f[:2], "internal", f[2]) for f in DEFAULT_FIELDS]
+    report = table.get("report")
+    if report is not None:
+        raw_fields = report.get("fields", {}) if isinstance(report, dict) else None
+        if not isinstance(raw_fields, dict) or set(report) - {"fields"}:
+            problems.append("report: expected [report.fields.<column>] tables (label, audience, format)")
+            raw_fields = {}
+        fields = []
+        for col, ftab in raw_fields.items():
+            at = f"report.fields.{col}."
+            if not isinstance(ftab, dict):
+                problems.append(f"report.fields.{col}: expected a table with label, audience and format")
+                continue
+            for key in set(ftab) - _FIELD_KEYS:
+                problems.append(f"{at}{key}: unknown key (expected one of {sorted(_FIELD_KEYS)})")
+            fields.append(ReportField(col, need(ftab, "label", str, at, ""), need(ftab, "audience", str, at, "internal"),
+                                      need(ftab, "format", str, at, "text"), need(ftab, "customer_label", str, at, "")))
 
     probability = table.get("probability")
     if probability is not None and not isinstance(probability, dict):
@@ -700,7 +769,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         description=description, variants=variants, source=path,
         probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
         reference=_plain(dict(reference)) if reference is not None else None,
-        alerts=alerts, _text=text, _prefix=prefix)
+        alerts=alerts, fields=fields, _text=text, _prefix=prefix)
     model.validate()
     return model
 
@@ -779,6 +848,23 @@ def _problems(model: ScoreModel) -> list[str]:
             out.append(f"{at}.method: unknown method {m.method!r}; use one of {sorted(calibration.METHODS)}")
         else:
             out += [f"{at}.params: {msg}" for msg in _param_problems(m.method, m.params, m.direction)]
+    for cat in model.categories.values():
+        if cat.audience not in AUDIENCES:
+            out.append(f"categories.{cat.name}.audience: {cat.audience!r} must be \"customer\" or \"internal\"")
+    for i, m in enumerate(model.metrics, 1):
+        at = f"metrics[{i}] ({m.name})"
+        for key in ("audience", "action_audience"):
+            if getattr(m, key) not in AUDIENCES:
+                out.append(f"{at}.{key}: {getattr(m, key)!r} must be \"customer\" or \"internal\"")
+        cat = model.categories.get(m.category)
+        if m.audience == "customer" and cat is not None and cat.audience != "customer":
+            out.append(f"{at}.audience: a customer metric in the internal category {m.category!r}; set "
+                       f"audience = \"customer\" in [categories.{m.category}] or keep the metric internal")
+    for f in model.fields:
+        if f.audience not in AUDIENCES:
+            out.append(f"report.fields.{f.column}.audience: {f.audience!r} must be \"customer\" or \"internal\"")
+        if f.format not in FIELD_FORMATS:
+            out.append(f"report.fields.{f.column}.format: {f.format!r} must be one of {list(FIELD_FORMATS)}")
     if model.metrics and all(m.weight == 0 for m in model.metrics):
         out.append("metrics: all metric weights are zero; give at least one a positive weight")
     out += _band_problems(model.bands)
@@ -859,6 +945,12 @@ def _band_problems(bands: list[Band]) -> list[str]:
     names = [b.name for b in bands]
     for name in {n for n in names if names.count(n) > 1}:
         out.append(f"bands: band name {name!r} is used twice")
+    for i, b in enumerate(bands, 1):
+        if b.colour:
+            try:
+                parse_colour(b.colour)
+            except ValueError as exc:
+                out.append(f"bands[{i}] ({b.name}).colour: {exc}")
     ordered = sorted(enumerate(bands, 1), key=lambda ib: ib[1].lower)
     for i, b in ordered:
         if b.upper <= b.lower:
@@ -915,6 +1007,10 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         _set(ctab, "weight", cat.weight)
         if cat.label or "label" in ctab:
             _set(ctab, "label", cat.label)
+        if cat.audience != "internal" or "audience" in ctab:
+            _set(ctab, "audience", cat.audience)
+        if cat.customer_label or "customer_label" in ctab:
+            _set(ctab, "customer_label", cat.customer_label)
 
     _write_aot(table, "metrics", [_metric_dict(m) for m in model.metrics], key="name")
     if "bands" in table or [(b.name, b.lower, b.upper) for b in model.bands] != [b[:3] for b in DEFAULT_BANDS]:
@@ -922,6 +1018,26 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
                                      "meaning": b.meaning} for b in model.bands], key=None)
     if model.variants or "variants" in table:
         _write_aot(table, "variants", [_variant_dict(v) for v in model.variants], key="name")
+    default_fields = [ReportField(*f[:2], "internal", f[2]) for f in DEFAULT_FIELDS]
+    if model.fields != default_fields or "report" in table:
+        report = table.get("report")
+        if report is None:
+            report = tomlkit.table(is_super_table=True)
+            table["report"] = report
+        ftabs = report.get("fields")
+        if ftabs is None:
+            ftabs = tomlkit.table(is_super_table=True)
+            report["fields"] = ftabs
+        for col in [k for k in ftabs if k not in {f.column for f in model.fields}]:
+            del ftabs[col]
+        for f in model.fields:
+            if f.column not in ftabs:
+                ftabs[f.column] = tomlkit.table()
+            ftab = ftabs[f.column]
+            for key in ("label", "audience", "format", "customer_label"):
+                value = getattr(f, key)
+                if value != {"audience": "internal", "format": "text"}.get(key, "") or key in ftab:
+                    _set(ftab, key, value)
     if model.probability is None:
         table.pop("probability", None)
     elif "probability" not in table or _plain(table["probability"]) != model.probability:
@@ -954,7 +1070,9 @@ def _metric_dict(m: Metric) -> dict[str, Any]:
                          "method": m.method, "weight": m.weight, "na_policy": m.na_policy,
                          "label": m.label, "description": m.description, "action": m.action,
                          "unit": m.unit, "range": list(m.value_range) if m.value_range else None,
-                         "params": m.params}
+                         "audience": m.audience, "action_audience": m.action_audience,
+                         "customer_label": m.customer_label, "customer_description": m.customer_description,
+                         "customer_action": m.customer_action, "params": m.params}
     return d
 
 
@@ -965,6 +1083,8 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
 
 
 _OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
+                      "audience": "internal", "action_audience": "internal", "customer_label": "",
+                      "customer_description": "", "customer_action": "",
                       "direction": "higher_is_better", "weights": {}, "categories": {}, "params": {},
                       "disabled": [], "colour": "", "meaning": ""}
 
