@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,11 @@ import polars as pl
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
-    The parent folder is created when missing. On an exception the temporary file is removed and
-    ``path`` is untouched.
+    The parent folder is created when missing. Before the rename the file's data is flushed to
+    disk, and after it the folder entry, so a crash leaves either the old or the new file, never
+    an empty one. On an exception the temporary file is removed and ``path`` is untouched.
+    Temporary files are named ``.<name>.<random>.tmp``; :func:`clean_stale_temporaries` removes
+    those that a killed process left behind.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -36,11 +40,65 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield Path(tmp)
         # mkstemp makes the file private (0600); give it the mode an ordinary write would have.
         os.chmod(tmp, 0o666 & ~_umask())
+        fsync_file(tmp)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk; a no-op where folders
+    cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: the data itself is already synced
+        pass
+    finally:
+        os.close(fd)
+
+
+STALE_SECONDS = 3600.0
+
+
+def clean_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Remove the ``.<name>.<random>.tmp`` files that :func:`atomic_path` leaves when a process is
+    killed mid-write. Only files older than ``older_than`` seconds go (0: all), so a write still
+    under way in another process is left alone. Returns the paths removed.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / ".a.html.x1y2.tmp").write_text("half"); _ = (d / "a.html").write_text("whole")
+    >>> [p.name for p in clean_stale_temporaries(d, older_than=0)], sorted(p.name for p in d.iterdir())
+    (['.a.html.x1y2.tmp'], ['a.html'])
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for p in sorted(root.glob(".*.tmp")):
+        try:
+            if p.is_file() and now - p.stat().st_mtime >= older_than:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:  # another process finished or removed it meanwhile
+            continue
+    return removed
 
 
 def _umask() -> int:
