@@ -43,6 +43,7 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
+from healthscore.errors import HealthscoreError
 from healthscore.spec.model import ModelError, ScoreModel
 
 KEYS = ("account_id", "as_of")
@@ -68,6 +69,60 @@ Frame = pl.DataFrame | pl.LazyFrame
 
 class OverrideError(ModelError):
     """An override file is wrong (unknown account or metric, bad value, missing reason...)."""
+
+
+class ScoresError(HealthscoreError, ValueError):
+    """A score frame cannot be used as it is: produced by another model, or with repeated
+    (account_id, as_of) rows."""
+
+
+def check_scores(scores: Frame, model: ScoreModel | None = None, *, scores_source: str = "the scores",
+                 model_source: str = "the model") -> None:
+    """Refuse a score frame that does not belong to ``model`` or holds one snapshot twice.
+
+    Every score row carries the ``model_hash`` of the model that produced it; reports must use
+    that same model, or they would show the areas and metrics of one model beside the score of
+    another. Raises :class:`ScoresError` naming both hashes and both sources, or the repeated
+    rows (1-based row numbers). Reads only the key and hash columns of a lazy frame.
+
+    >>> import polars as pl, datetime as dt
+    >>> f = pl.DataFrame({"account_id": ["a", "a"], "as_of": [dt.date(2026, 1, 5)] * 2, "model_hash": ["h1"] * 2})
+    >>> check_scores(f)
+    Traceback (most recent call last):
+    ...
+    healthscore.core.scoring.ScoresError: the scores: 2 rows repeat an (account_id, as_of) pair: rows 1 and 2 (account 'a', as_of 2026-01-05); keep one score row per account and date (score the snapshots again without the repeats)
+    """
+    lf = scores.lazy()
+    columns = lf.collect_schema().names()
+    missing = [k for k in KEYS if k not in columns]
+    if missing:
+        raise ScoresError(f"{scores_source}: missing column(s) {missing}; pass a score frame written by "
+                          "'healthscore score'")
+    if model is not None:
+        if "model_hash" not in columns:
+            raise ScoresError(f"{scores_source}: has no model_hash column, so the model that produced it is "
+                              f"unknown; score the snapshots again with {model_source} ('healthscore score')")
+        hashes = (lf.select(pl.col("model_hash").cast(pl.String)).unique().collect()
+                  ["model_hash"].drop_nulls().sort().to_list())
+        wrong = [h for h in hashes if h != model.hash]
+        if wrong or not hashes:
+            found = ", ".join(hashes) if hashes else "none"
+            raise ScoresError(
+                f"{scores_source} were produced by model hash {found}, but {model_source} "
+                f"({model.name} {model.version}) has hash {model.hash}; pass the model file that produced "
+                f"these scores, or score the snapshots again with {model_source} ('healthscore score')")
+    keys = lf.select(*KEYS).with_row_index("__row", offset=1)
+    dup = (keys.filter(pl.struct(*KEYS).is_duplicated()).sort(*KEYS, "__row").collect())
+    if dup.height:
+        first = dup.filter((pl.col("account_id") == dup["account_id"][0]) & (pl.col("as_of") == dup["as_of"][0]))
+        rows = first["__row"].to_list()
+        shown = " and ".join(str(r) for r in rows[:5]) if len(rows) <= 2 else \
+            ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        more = f"; {dup.height} repeated rows in all" if dup.height > len(rows) else ""
+        raise ScoresError(
+            f"{scores_source}: {dup.height} rows repeat an (account_id, as_of) pair: rows {shown} "
+            f"(account {first['account_id'][0]!r}, as_of {first['as_of'][0]}){more}; keep one score row per "
+            "account and date (score the snapshots again without the repeats)")
 
 
 # ---------------------------------------------------------------- calibrate

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+
+from healthscore.errors import HealthscoreError
+
+try:  # advisory locks: POSIX
+    import fcntl
+except ImportError:  # Windows: a lock file created exclusively stands in
+    fcntl = None  # type: ignore[assignment]
 
 
 @contextlib.contextmanager
@@ -128,3 +136,80 @@ def write_csv(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``frame`` as CSV atomically."""
     with atomic_path(path) as tmp:
         frame.write_csv(tmp)
+
+
+# ------------------------------------------------------------------ folder locks
+LOCK_NAME = ".healthscore.lock"
+
+
+class FolderBusyError(HealthscoreError):
+    """Another process is writing into the same output folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], *, timeout: float = 30.0, what: str = "a batch",
+                poll: float = 0.2) -> Iterator[Path]:
+    """Hold the folder's lock file (``.healthscore.lock``) while writing into it.
+
+    A second writer waits up to ``timeout`` seconds, then raises :class:`FolderBusyError` naming
+    the holder (process id, host, start time). The lock is an advisory ``flock``, so a killed
+    holder releases it at once; the file is removed on release.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with folder_lock(d) as lock:
+    ...     lock.name
+    '.healthscore.lock'
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        fd = _try_lock(path)
+        if fd is not None:
+            break
+        if time.monotonic() >= deadline:
+            try:
+                holder = path.read_text().strip() or "unknown process"
+            except OSError:
+                holder = "unknown process"
+            raise FolderBusyError(
+                f"{root}: another process is writing into this folder ({holder}); waited {timeout:g} s. "
+                "Wait for it to finish and run again, or write to another folder (--out). If no such "
+                f"process is running any more, delete {path}.")
+        time.sleep(poll)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what}: pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open, locked descriptor of ``path``, or None while another process holds it."""
+    if fcntl is None:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    try:
+        same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:  # the holder removed it as we locked it: try again with a new file
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
