@@ -686,11 +686,13 @@ def _check_review_scores(data: Any, model: Any) -> None:
         suffix = path.suffix.lower()
         if not path.is_file() or suffix not in {".parquet", ".pq", ".csv"}:
             return  # the notebook reports what it cannot read
-        lf = (pl.scan_parquet(path) if suffix != ".csv" else
-              pl.scan_csv(path, infer_schema=False).with_columns(pl.col("as_of").str.to_date(strict=False)))
+        lf = pl.scan_parquet(path) if suffix != ".csv" else pl.scan_csv(path, infer_schema=False)
         label = f"--data {data}"
-    if "score" not in lf.collect_schema().names():
+    columns = lf.collect_schema().names()
+    if "score" not in columns:
         return
+    if "as_of" in columns and lf.collect_schema()["as_of"] == pl.String:
+        lf = lf.with_columns(pl.col("as_of").str.strip_chars())
     score_model = load_model(model) if model is not None else None
     check_scores(lf, score_model, scores_source=label,
                  model_source=f"--model {model}" if model is not None else "the model")
