@@ -35,6 +35,7 @@ from healthscore.errors import HealthscoreError
 from healthscore.io import files, snapshots
 from healthscore.io.files import write_text
 from healthscore.io.snapshots import read_events, read_snapshots
+from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import load_model
 
 EPILOG = """\
@@ -132,13 +133,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
     model = load_model(args.model, args.name)
-    snaps = read_snapshots(args.data)
-    scores = scoring.score_in_chunks(snaps, model, overrides=args.overrides, as_of=args.as_of,
-                                     progress=snaps.height > 200_000)
-    (files.write_parquet if args.out.suffix == ".parquet" else files.write_csv)(scores, args.out)
-    print(f"scored {scores['account_id'].n_unique():,} accounts, {scores.height:,} snapshots with "
+    # read and scored part by part (whole accounts), written as it goes: memory follows a part,
+    # not the file; with --as-of only the dates that day needs are read
+    done = scoring.score_to_file(scan_snapshots(args.data), model, args.out, overrides=args.overrides,
+                                 as_of=args.as_of, progress=sys.stderr.isatty())
+    print(f"scored {done.accounts:,} accounts, {done.rows:,} snapshots with "
           f"{model.name} {model.version} (hash {model.hash}) -> {args.out}")
-    print(_band_lines(scores, model))
+    print(_band_lines(done.latest, model))
     return 0
 
 

@@ -38,12 +38,15 @@ import datetime as dt
 import functools
 import operator
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import polars as pl
 
 from healthscore.errors import HealthscoreError
+from healthscore.io import files
+from healthscore.io.stream import SnapshotScan
 from healthscore.spec.model import ModelError, ScoreModel
 
 KEYS = ("account_id", "as_of")
@@ -543,6 +546,188 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
         out = score(part, model, ov)
         parts.append(out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out)
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
+
+
+# ---------------------------------------------------------------- streaming to a file
+ROWS_PER_PART = 200_000
+
+
+@dataclass
+class ScoredFile:
+    """What :func:`score_to_file` wrote: the file, its row and account counts, and each
+    account's latest score row (account_id, as_of, score, band) for a summary such as
+    :func:`band_summary`."""
+
+    path: Path
+    rows: int
+    accounts: int
+    latest: pl.DataFrame
+    as_of: dt.date | None = None
+
+    def __repr__(self) -> str:
+        return f"ScoredFile({self.path}, {self.rows:,} rows, {self.accounts:,} accounts)"
+
+
+def history_rows(model: ScoreModel) -> int:
+    """How many snapshots of an account, up to and including a date, decide its score on that
+    date: the date itself, the four before it (``score_change_4``; ``drvchg_*`` needs one) and,
+    for a ``trend`` metric of window w, the 2w - 1 rows its oldest of those reads.
+
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> m = ScoreModel("d", "1", [Metric("u", "users", "usage", method="trend",
+    ...                                  params={"window": 4, "points": [[-1, 0], [1, 100]]})],
+    ...                {"usage": Category("usage", 1)}, [Band(*b) for b in DEFAULT_BANDS])
+    >>> history_rows(m)
+    12
+    """
+    windows = [1]
+    for key in (None, *(v.name for v in model.variants)):
+        for m in model.resolve(key).metrics:
+            if m.method == "trend":
+                windows.append(2 * int(m.params.get("window", 4)))
+    return 4 + max(windows)
+
+
+def _parts(counts: pl.DataFrame, rows_per_part: int) -> list[list[str]]:
+    """Accounts (sorted) grouped into runs of about ``rows_per_part`` rows; an account is never split."""
+    parts: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for aid, n in counts.sort("account_id").iter_rows():
+        if current and size + n > rows_per_part:
+            parts.append(current)
+            current, size = [], 0
+        current.append(aid)
+        size += n
+    if current:
+        parts.append(current)
+    return parts
+
+
+class _PartWriter:
+    """Writes score parts one after the other into one Parquet or CSV file (atomically)."""
+
+    def __init__(self, tmp: Path, suffix: str) -> None:
+        self.tmp, self.csv = tmp, suffix == ".csv"
+        self.schema: pl.Schema | None = None
+        self._writer: Any = None
+        self._fh: Any = None
+
+    def write(self, part: pl.DataFrame) -> None:
+        if self.schema is None:
+            self.schema = part.schema
+        else:
+            part = part.cast(dict(self.schema))  # the same types in every part, as one frame would have
+        if self.csv:
+            if self._fh is None:
+                self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
+                part.write_csv(self._fh, include_header=True)
+            else:
+                part.write_csv(self._fh, include_header=False)
+            return
+        table = part.to_arrow()
+        if self._writer is None:
+            import pyarrow.parquet as pq  # only the streaming writer needs pyarrow
+            # dictionary pages for the text columns only: on float columns they cost time and gain nothing
+            text = [n for n, t in part.schema.items() if t in (pl.String, pl.Categorical)]
+            self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", write_statistics=True,
+                                            use_dictionary=text)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._fh is not None:
+            self._fh.close()
+
+
+def score_to_file(snapshots: Any, model: ScoreModel, out: str | os.PathLike[str], *,
+                  overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
+                  as_of: dt.date | str | None = None, rows_per_part: int = ROWS_PER_PART,
+                  progress: bool = False) -> ScoredFile:
+    """Score snapshots part by part and write the scores to ``out`` (.parquet or .csv) as they come.
+
+    ``snapshots`` is a :class:`healthscore.io.stream.SnapshotScan` (see ``scan_snapshots``), a
+    frame or a lazy frame. Each part holds whole accounts, about ``rows_per_part`` rows, so
+    memory follows the part and not the table, and the scores are the same as :func:`score`'s
+    (bit for bit, same row order). With ``as_of`` only the dates that date needs are read: the
+    last :func:`history_rows` snapshot dates on or before it (and, for the few accounts with
+    gaps there, their earlier rows), so memory does not grow with the length of the history.
+    The file appears whole or not at all.
+
+    >>> import polars as pl, datetime as dt, tempfile, pathlib
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> model = ScoreModel("demo", "1", [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]})],
+    ...                    {"usage": Category("usage", 1)}, [Band(*b) for b in DEFAULT_BANDS])
+    >>> snaps = pl.DataFrame({"account_id": ["a", "b"], "as_of": [dt.date(2026, 1, 5)] * 2, "login_days": [5.0, 2.5]})
+    >>> done = score_to_file(snaps, model, pathlib.Path(tempfile.mkdtemp()) / "scores.parquet", rows_per_part=1)
+    >>> pl.read_parquet(done.path).equals(score(snaps, model))
+    True
+    """
+    from tqdm.auto import tqdm
+
+    scan = snapshots if isinstance(snapshots, SnapshotScan) else SnapshotScan.of_frame(snapshots)
+    target = Path(out)
+    if target.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{target}: write scores to a .parquet or .csv file")
+    keys = scan.keys()
+    day = scan.date()
+    cutoff = _cutoff(keys, as_of)
+    window = start = None
+    if cutoff is None:
+        counts = keys.group_by("account_id").len().collect(engine="streaming")
+        todo = [(ids, pl.col("account_id").cast(pl.String).is_in(ids)) for ids in _parts(counts, rows_per_part)]
+        short: set[str] = set()
+    else:
+        depth = history_rows(model)
+        dates = (keys.filter(pl.col("as_of") <= cutoff).select(pl.col("as_of").unique())
+                 .collect(engine="streaming")["as_of"].sort(descending=True))
+        start = dates[depth - 1] if dates.len() >= depth else None
+        window = (day <= cutoff) if start is None else ((day <= cutoff) & (day >= start))
+        near = keys.filter(pl.col("as_of") <= cutoff)
+        near = near if start is None else near.filter(pl.col("as_of") >= start)
+        counts = (near.group_by("account_id")
+                  .agg(pl.len().alias("len"), (pl.col("as_of") == cutoff).any().alias("current"))
+                  .filter(pl.col("current")).collect(engine="streaming"))
+        # an account with fewer rows than the depth in the window may have older rows it needs
+        short = set() if start is None else set(counts.filter(pl.col("len") < depth)["account_id"])
+        todo = [(ids, pl.col("account_id").cast(pl.String).is_in(ids) & window)
+                for ids in _parts(counts.select("account_id", "len"), rows_per_part)]
+    table = None
+    if overrides is not None:
+        known = (keys if cutoff is None else keys.filter(pl.col("as_of") <= cutoff))
+        table = read_overrides(overrides, model, accounts=known.select(pl.col("account_id").unique())
+                               .collect(engine="streaming")["account_id"])
+    if not todo:  # nothing to score: read everything so the table's own problem is reported
+        scan.read(pl.lit(True))
+        raise ModelError(f"{scan.source}: no snapshot to score")
+
+    n_rows, n_accounts, latest = 0, 0, []
+    with files.atomic_path(target) as tmp:
+        writer = _PartWriter(tmp, target.suffix)
+        try:
+            for ids, predicate in tqdm(todo, desc=f"scoring {model.name}", unit="part",
+                                       disable=not progress or len(todo) < 2):
+                part = scan.read(predicate)
+                older = [a for a in ids if a in short]
+                if older and start is not None:
+                    earlier = scan.read(pl.col("account_id").cast(pl.String).is_in(older) & (day < start))
+                    if earlier.height:
+                        part = pl.concat([earlier, part], how="vertical_relaxed").sort(KEYS)
+                ov = None if table is None else table.filter(pl.col("account_id").is_in(ids))
+                scored = combine(calibrate(part, model), model, ov)
+                del part
+                if cutoff is not None:
+                    scored = scored.filter(pl.col("as_of") == cutoff)
+                writer.write(scored)
+                n_rows += scored.height
+                n_accounts += scored["account_id"].n_unique()
+                latest.append(scored.group_by("account_id").agg(pl.all().sort_by("as_of").last())
+                              .select("account_id", "as_of", "score", "band"))
+                del scored
+        finally:
+            writer.close()
+    return ScoredFile(target, n_rows, n_accounts, pl.concat(latest).sort("account_id"), cutoff)
 
 
 def _chunks(ids: pl.Series, size: int) -> Iterator[pl.Series]:
