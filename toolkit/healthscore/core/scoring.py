@@ -44,6 +44,7 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
+from healthscore.core.calibration import ratio
 from healthscore.errors import HealthscoreError
 from healthscore.io import files
 from healthscore.io.stream import SnapshotScan
@@ -297,7 +298,7 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
           for c, names in by_cat.items()],
     ).with_columns(
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
-            _add([ps[n] for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
+            ratio(_add([ps[n] for n in names] or [pl.lit(0.0)]), pl.col(f"__cw_{c}")))
           .clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
         _add([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
           .alias("__tot"),
@@ -305,7 +306,8 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
         ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
     ).with_columns(
         *[pl.when(pl.col("__ok")).then(
-            pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c] / pl.col("__tot") / pl.col(f"__cw_{c}")).otherwise(0.0))
+            pl.when(pl.col(f"__cw_{c}") > 0).then(ratio(ratio(cat_w[c], pl.col("__tot")), pl.col(f"__cw_{c}")))
+            .otherwise(0.0))
           .alias(f"__f_{c}") for c in by_cat],
     ).with_columns(
         *[(ps[n] * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
@@ -380,7 +382,9 @@ def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.
     missing = pl.concat_str([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n))
                              for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
     # rounded down to 0.1%, so a coverage just under the minimum never prints as equal to it
-    pct = ((pl.col("coverage") * 1000).floor() / 10).cast(pl.String)
+    # formatted from whole tenths: a float division here printed 49.900000000000006 in some runs
+    tenths = (pl.col("coverage") * 1000).floor().cast(pl.Int64)
+    pct = (tenths // 10).cast(pl.String) + pl.lit(".") + (tenths % 10).cast(pl.String)
     reason = (pl.when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
                 .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:g}% "
                                                             "(missing: ") + missing + pl.lit(")")))
@@ -711,7 +715,8 @@ def score_to_file(snapshots: Any, model: ScoreModel, out: str | os.PathLike[str]
                 part = scan.read(predicate)
                 older = [a for a in ids if a in short]
                 if older and start is not None:
-                    earlier = scan.read(pl.col("account_id").cast(pl.String).is_in(older) & (day < start))
+                    earlier = scan.read(pl.col("account_id").cast(pl.String).is_in(older) & (day < start),
+                                        allow_empty=True)
                     if earlier.height:
                         part = pl.concat([earlier, part], how="vertical_relaxed").sort(KEYS)
                 ov = None if table is None else table.filter(pl.col("account_id").is_in(ids))

@@ -63,9 +63,10 @@ class SnapshotScan:
         """The ``as_of`` column as a date, for filters on the stored table."""
         return _as_date(self.lazy.collect_schema()["as_of"])
 
-    def read(self, predicate: pl.Expr) -> pl.DataFrame:
+    def read(self, predicate: pl.Expr, *, allow_empty: bool = False) -> pl.DataFrame:
         """The rows matching ``predicate`` (on the stored columns; see :meth:`date`), typed and
-        validated, sorted by account and date. Raises :class:`ValidationError` for their problems."""
+        validated, sorted by account and date. Raises :class:`ValidationError` for their problems
+        (no row at all is one, unless ``allow_empty``)."""
         part = self.lazy.filter(predicate).collect()
         if self.validated:
             return part
@@ -75,6 +76,8 @@ class SnapshotScan:
             part, prior = snap._type_text_columns(part, ["as_of"], offset, kinds=self.kinds)
         if "account_id" in part.columns and part.schema["account_id"] != pl.String:
             part = part.with_columns(pl.col("account_id").cast(pl.String))
+        if part.is_empty() and allow_empty:
+            return part.drop(snap._ROW)
         problems = snap.validate_snapshots(part, source=self.source, today=self.today,
                                            nonnegative=self.nonnegative, row_offset=offset, _prior=prior)
         if "as_of" in part.columns and isinstance(part.schema["as_of"], pl.Datetime):
