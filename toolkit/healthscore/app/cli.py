@@ -385,9 +385,10 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
         description="Run notebooks/scorecard.ipynb for each account (warm kernels, parameters injected as "
                     "papermill does) and export static, self-contained HTML without code: score and band, "
                     "26-week trend, scores by area, the metric table, what changed, peer percentiles and the "
-                    "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv. "
-                    "Accounts already rendered from the same model, data and notebook are skipped. Exit 1 "
-                    "when any account failed (see the manifest).",
+                    "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv; "
+                    "the index and the manifest list every account rendered into DIR over all runs. "
+                    "Accounts already rendered from the same model, data and notebook are skipped. The scores "
+                    "must come from --model. Exit 1 when any account failed (see the manifest).",
         epilog="example: healthscore scorecards --model data/model.toml --scores build/scores.parquet "
                "--snapshots data/snapshots.parquet --accounts segment=enterprise --out build/scorecards")
     p.add_argument("--model", type=Path, required=True, help="the score model TOML that produced the scores")
@@ -404,6 +405,8 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-by", default="segment", help="attribute that defines the peer cohort (default segment)")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one warm kernel each (default 2)")
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="when another batch is writing into --out, wait this long for it, then stop (default 30)")
     p.set_defaults(func=_cmd_scorecards)
 
 
@@ -421,7 +424,7 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
         run = batch.render_scorecards(
             args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
             as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability, snapshots=args.snapshots,
-            force=args.force)
+            force=args.force, wait=args.wait)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(run.summary())
