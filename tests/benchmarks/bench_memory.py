@@ -120,7 +120,7 @@ def bench_score_memory(sizes: tuple[int, ...] = (20_000, 100_000), weeks: int = 
     return rows
 
 
-def bench_as_of_memory(accounts: int = 20_000, short: int = 26, long: int = 104) -> list[Result]:
+def bench_as_of_memory(accounts: int = 10_000, short: int = 26, long: int = 104) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="hs-bench-asof-") as tmp:
         folder = Path(tmp)
         model = folder / "model.toml"
