@@ -1,15 +1,17 @@
-# healthscore: every target creates its own virtual environment when missing.
+# healthscore: every target creates its own virtual environment when missing, at the tested
+# versions pinned in requirements.lock (pyproject.toml keeps only the floors).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+LOCK    = requirements.lock
 
-.PHONY: demo test bench lab venv clean data
+.PHONY: demo test check bench lab venv clean data lock browsers
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[all,dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -18,17 +20,31 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/healthscore demo --out build/demo
 
-test: $(STAMP)
+# the gates first (seconds), then the tests; system programs the tests drive are provided first
+test: $(STAMP) check browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check toolkit tests
+	$(BIN)/ruff format --check toolkit tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+browsers:
+	@.ci/provide chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	cd notebooks && ../$(BIN)/jupyter lab
 
 data: $(STAMP)
 	$(BIN)/healthscore sample --out data
 
+# re-pin the tested versions after changing dependencies in pyproject.toml
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -v '^healthscore' > $(LOCK)
+
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

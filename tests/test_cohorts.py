@@ -17,8 +17,8 @@ from healthscore.analysis.cohorts import (
     metric_deciles,
     score_trend,
     suggest_breakpoints,
-    wilson_interval,
 )
+from healthscore.core.kernels import wilson_interval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,7 +91,7 @@ def test_compare_cohorts_golden_tests_and_effect_sizes():
     # Holm over the two omnibus tests: the smaller p doubles, the larger keeps max(own, that)
     omni = cmp.tests.filter(pl.col("kind") == "omnibus").sort("p_value")
     assert omni["p_adjusted"].to_list() == pytest.approx([2 * 0.0209213, math.exp(-2)], abs=1e-6)
-    s = cmp.summary.sort("cohort")
+    s = cmp.cohorts.sort("cohort")
     assert s["accounts"].to_list() == [4, 4]
     assert s["score_median"].to_list() == [70.0, 32.5]
     assert s["small"].to_list() == [True, True]  # flagged, not hidden
@@ -103,7 +103,7 @@ def test_compare_cohorts_outcomes_point_in_time():
     scores, events = _tiny()
     cmp = compare_cohorts(scores, by="segment", events=events, horizon="90d", min_size=2)
     assert cmp.label_dates == [D0]  # the only snapshot followed by a full 90 days of data
-    s = cmp.summary.sort("cohort")
+    s = cmp.cohorts.sort("cohort")
     # the cross-section is the last date: a1 churned before it and is not in the portfolio any more
     assert s["accounts"].to_list() == [4, 3]
     # churn is labelled on the cohort as it was at D0: 1 of 4 smb accounts, 0 of 4 enterprise
@@ -125,14 +125,14 @@ def test_derived_dimensions_and_multi_attribute_cohorts():
         .otherwise(pl.lit(dt.date(2025, 11, 30))),
         touch_model=pl.when(pl.col("account_id").str.ends_with("1")).then(pl.lit("digital")).otherwise(pl.lit("high")))
     q = compare_cohorts(scores, by="signup_quarter", as_of=D0, min_size=1)
-    assert q.summary["cohort"].to_list() == ["2024-Q1", "2025-Q4"]
-    assert q.summary["accounts"].to_list() == [2, 6]
+    assert q.cohorts["cohort"].to_list() == ["2024-Q1", "2025-Q4"]
+    assert q.cohorts["accounts"].to_list() == [2, 6]
     bands = compare_cohorts(scores.with_columns(arr=pl.col("arr") * 20), by="arr_band", as_of=D0, min_size=1)
     # ARR 20k..160k: bands in their natural order, not alphabetical
-    assert bands.summary["cohort"].to_list() == ["10k-50k", "50k-100k", "100k-250k"]
-    assert bands.summary["accounts"].to_list() == [2, 2, 4]
+    assert bands.cohorts["cohort"].to_list() == ["10k-50k", "50k-100k", "100k-250k"]
+    assert bands.cohorts["accounts"].to_list() == [2, 2, 4]
     combo = compare_cohorts(scores, by=["segment", "touch_model"], as_of=D0, min_size=1)
-    assert combo.summary["cohort"].to_list() == ["enterprise · digital", "enterprise · high",
+    assert combo.cohorts["cohort"].to_list() == ["enterprise · digital", "enterprise · high",
                                                  "smb · digital", "smb · high"]
     with pytest.raises(ValueError, match="cannot group by tier"):
         compare_cohorts(scores, by="tier")
@@ -159,7 +159,7 @@ def test_detects_the_built_in_segment_differences(sample):
         cohort=pl.concat_str("segment", "touch_model", separator=" · ")).sort("base_annual_churn")
     low, high = truth["cohort"][0], truth["cohort"][-1]
     assert high == "smb · digital"  # the sample's documented truth
-    rates = dict(cmp.summary.select("cohort", "churn_rate").rows())
+    rates = dict(cmp.cohorts.select("cohort", "churn_rate").rows())
     assert rates[high] > 2 * rates[low]  # the right direction, and clearly
     omnibus = cmp.tests.filter((pl.col("kind") == "omnibus") & (pl.col("metric") == "churned")).row(0, named=True)
     assert omnibus["significant"] and omnibus["p_adjusted"] < 0.001
@@ -283,7 +283,7 @@ def test_metric_deciles_follow_the_truth(sample):
     assert len(labelled) >= 3
     # every labelled row is in exactly one decile (or the "not measured" row)
     assert (dec["events"] <= dec["rows"]).all()
-    assert ((dec["rate_lo"] <= dec["rate"]) & (dec["rate"] <= dec["rate_hi"])).all()
+    assert ((dec["rate_lower"] <= dec["rate"]) & (dec["rate"] <= dec["rate_upper"])).all()
     direction = p.truth.effects.filter(pl.col("metric") == "seat_utilization")["direction"].item()
     assert direction == "higher_is_better"
     assert measured["rate"][0] > 2 * measured["rate"][-1]  # low utilisation churns more
@@ -344,9 +344,9 @@ def test_comparison_invariants(accounts):
                      schema={"account_id": pl.Utf8, "as_of": pl.Date, "tier": pl.Utf8, "score": pl.Float64,
                              "arr": pl.Float64, "band": pl.Utf8})
     cmp = compare_cohorts(s, by="tier", min_size=5)
-    assert cmp.summary["accounts"].sum() == len(accounts)  # every account in exactly one cohort
-    assert cmp.summary["arr"].sum() == pytest.approx(sum(a for *_, a in accounts))
-    assert cmp.summary["small"].to_list() == [n < 5 for n in cmp.summary["accounts"]]
+    assert cmp.cohorts["accounts"].sum() == len(accounts)  # every account in exactly one cohort
+    assert cmp.cohorts["arr"].sum() == pytest.approx(sum(a for *_, a in accounts))
+    assert cmp.cohorts["small"].to_list() == [n < 5 for n in cmp.cohorts["accounts"]]
     shares = cmp.band_mix.group_by("cohort").agg(pl.col("share").sum())["share"]
     assert shares.to_list() == pytest.approx([1.0] * len(shares))
     t = cmp.tests

@@ -174,7 +174,7 @@ def test_labels_match_the_definition(offsets, ev, days, outcome):
 import numpy as np  # noqa: E402
 import statsmodels.api as sm  # noqa: E402
 from healthscore.analysis.fitting import fit_logit, leakage_check  # noqa: E402
-from scipy.special import expit, logit  # noqa: E402
+from scipy.special import logit  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 TRUE = {"const": -1.5, "x1": 0.8, "x2": -0.5}
@@ -345,13 +345,13 @@ def test_churn_signs_follow_the_known_truth(churn_fit, portfolio):
     # a healthier sub-score lowers churn: negative coefficients
     right = strong.filter(pl.col("coef") < 0).height
     assert right >= 2 * strong.height / 3, strong
-    assert strong.filter((pl.col("coef") > 0) & (pl.col("p") < 0.05)).is_empty(), strong
+    assert strong.filter((pl.col("coef") > 0) & (pl.col("p_value") < 0.05)).is_empty(), strong
     champ = t.filter(pl.col("metric") == "champion_left").row(0, named=True)
-    assert champ["coef"] < 0 and champ["p"] < 0.05 and champ["odds_ratio"] < 1
+    assert champ["coef"] < 0 and champ["p_value"] < 0.05 and champ["odds_ratio"] < 1
     # the table's odds ratio and interval are exp(10 * coef) and exp(10 * CI)
     assert champ["odds_ratio"] == pytest.approx(np.exp(10 * champ["coef"]))
     lo, hi = churn_fit.logit.conf_int_["sub_champion_left"]
-    assert (champ["or_low"], champ["or_high"]) == pytest.approx((np.exp(10 * lo), np.exp(10 * hi)))
+    assert (champ["or_lower"], champ["or_upper"]) == pytest.approx((np.exp(10 * lo), np.exp(10 * hi)))
     assert churn_fit.table["vif"].drop_nulls().min() >= 1.0
 
 
@@ -375,7 +375,7 @@ def test_flags_wrong_sign_and_not_significant(churn_fit):
         if r["coef"] is None:
             continue
         assert ("wrong sign" in r["flags"]) == (r["coef"] > 0)
-        assert ("not significant" in r["flags"]) == (r["p"] > 0.05)
+        assert ("not significant" in r["flags"]) == (r["p_value"] > 0.05)
     text = churn_fit.summary()
     assert "odds ratio per 10 points below 1" in text and "champion_left" in text
 

@@ -209,7 +209,7 @@ filter = {{ segment = "smb" }}
     ("categories = { usge = 1 }", "model.toml: variants[1] (smb).categories.usge: unknown category 'usge'"),
     ("params = { logins = { points = [[5, 0], [1, 100]] } }",
      "model.toml: variants[1] (smb).params.logins: 'points' raw values must be strictly increasing"),
-    ("weights = { logins = -1 }", "model.toml: variants[1] (smb): weight of logins is -1"),
+    ("weights = { logins = -1 }", "model.toml: variants[1] (smb).weights.logins: -1 is negative"),
 ])
 def test_variant_errors(tmp_path, extra, expected):
     assert expected in error_of(tmp_path, BASE + VARIANT.format(extra=extra))
@@ -370,7 +370,7 @@ def test_fit_calibration_freezes_parameters(tmp_path):
     model = hs.load_model(path)
     with pytest.raises(ModelError, match=r"metrics\[3\] \(active_users\).params: method percentile learns quantiles"):
         hs.score(snaps, model)
-    fitted = model.fit_calibration(snaps)
+    fitted = hs.fit_calibration(model, snaps)
     quantiles = fitted.metric("active_users").params["quantiles"]
     assert len(quantiles) == 21 and quantiles == sorted(quantiles)
     assert quantiles[10] == pytest.approx(snaps["active_users"].drop_nulls().median())
@@ -390,9 +390,9 @@ def test_fit_monotone_bins_needs_an_outcome():
     snaps = hs.make_portfolio(n_accounts=200, n_weeks=12, seed=3).snapshots
     model = hs.load_model(ROOT / "templates" / "models" / "high_touch.toml", name="churn_index")
     with pytest.raises(ModelError, match="fitted against an outcome"):
-        model.fit_calibration(snaps)
+        hs.fit_calibration(model, snaps)
     outcome = snaps["seat_utilization"].fill_null(0.5) < 0.3  # a stand-in outcome tied to the metric
-    fitted = model.fit_calibration(snaps, outcome=outcome)
+    fitted = hs.fit_calibration(model, snaps, outcome=outcome)
     params = fitted.metric("seat_utilization").params
     assert params["edges"] == sorted(params["edges"])
     assert params["scores"] == sorted(params["scores"])  # higher is better: never lower for higher bins

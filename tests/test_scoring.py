@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import textwrap
 from pathlib import Path
 
 import healthscore as hs
@@ -222,7 +221,7 @@ def overrides(**cols) -> pl.DataFrame:
 
 
 def test_overall_override_sets_score_and_keeps_the_audit():
-    out = hs.score(tiny_snapshots(), tiny_model(), overrides(expires=[D1]))
+    out = hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(expires=[D1]))
     x1 = out.filter((pl.col("account_id") == "x") & (pl.col("as_of") == D1)).row(0, named=True)
     assert x1["score"] == 90.0 and x1["band"] == "green"
     assert x1["override_value"] == 90.0 and x1["override_target"] == "overall"
@@ -236,7 +235,7 @@ def test_overall_override_sets_score_and_keeps_the_audit():
 
 
 def test_metric_override_flows_into_the_score():
-    out = hs.score(tiny_snapshots(), tiny_model(), overrides(account_id=["y"], metric=["a"], value=[100.0]))
+    out = hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(account_id=["y"], metric=["a"], value=[100.0]))
     y = out.filter(pl.col("account_id") == "y").row(0, named=True)
     # a = 100 now present: usage = (100 + 3*40) / 4 = 55; score = (110 + 50) / 3
     assert y["sub_a"] == 100.0 and y["score"] == pytest.approx(160 / 3) and y["coverage"] == pytest.approx(1.0)
@@ -250,22 +249,22 @@ def test_override_validity_window_and_latest_wins():
         overrides(value=[20.0], created=[D2], reason=["newer"]),
         overrides(account_id=["y"], value=[5.0], created=[D2]),  # created after y's only snapshot
     ])
-    out = hs.score(tiny_snapshots(), tiny_model(), table).sort("account_id", "as_of")
+    out = hs.score(tiny_snapshots(), tiny_model(), overrides=table).sort("account_id", "as_of")
     assert out["override_value"].to_list() == [10.0, 20.0, None, None]
     assert out["override_reason"][1] == "overall: newer"
 
 
 def test_override_errors_name_the_row():
     with pytest.raises(OverrideError, match=r"overrides: row 1 \(account nobody, metric overall\): unknown account"):
-        hs.score(tiny_snapshots(), tiny_model(), overrides(account_id=["nobody"]))
+        hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(account_id=["nobody"]))
     with pytest.raises(OverrideError, match=r"row 1 \(account x, metric logins\): unknown metric 'logins'"):
-        hs.score(tiny_snapshots(), tiny_model(), overrides(metric=["logins"]))
+        hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(metric=["logins"]))
     with pytest.raises(OverrideError, match=r"value '150.0' must be a number in 0..100"):
-        hs.score(tiny_snapshots(), tiny_model(), overrides(value=[150.0]))
+        hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(value=[150.0]))
     with pytest.raises(OverrideError, match=r"reason is empty"):
-        hs.score(tiny_snapshots(), tiny_model(), overrides(reason=[""]))
+        hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(reason=[""]))
     with pytest.raises(OverrideError, match=r"expires is before created"):
-        hs.score(tiny_snapshots(), tiny_model(), overrides(expires=[dt.date(2025, 1, 1)]))
+        hs.score(tiny_snapshots(), tiny_model(), overrides=overrides(expires=[dt.date(2025, 1, 1)]))
 
 
 def test_overrides_from_csv(tmp_path):
@@ -273,12 +272,12 @@ def test_overrides_from_csv(tmp_path):
     path.write_text("account_id,metric,value,reason,author,created,expires\n"
                     "x,overall,15,champion gone,sam,2026-01-01,2026-01-06\n"
                     "y,c,100,ticket was a test,sam,,\n")
-    out = hs.score(tiny_snapshots(), tiny_model(), path).sort("account_id", "as_of")
+    out = hs.score(tiny_snapshots(), tiny_model(), overrides=path).sort("account_id", "as_of")
     assert out["override_value"].to_list() == [15.0, None, None, None]
     assert out.filter(pl.col("account_id") == "y")["sub_c"].item() == 100.0
     path.write_text("account_id,metric,value,reason,author,created,expires\nx,,15,r,a,someday,\n")
     with pytest.raises(OverrideError, match=r"overrides.csv: row 1 .*created 'someday' is not a date"):
-        hs.score(tiny_snapshots(), tiny_model(), path)
+        hs.score(tiny_snapshots(), tiny_model(), overrides=path)
 
 
 # ---------------------------------------------------------------- variants
@@ -366,9 +365,9 @@ def test_templates_score_the_sample(portfolio, template):
     for model in hs.load_models(ROOT / "templates" / "models" / f"{template}.toml").values():
         snaps = portfolio.snapshots
         if template == "high_touch" and model.name == "churn_index":
-            model = model.fit_calibration(snaps, outcome=snaps["champion_left"].fill_null(0) > 0)
+            model = hs.fit_calibration(model, snaps, outcome=snaps["champion_left"].fill_null(0) > 0)
         else:
-            model = model.fit_calibration(snaps)
+            model = hs.fit_calibration(model, snaps)
         out = hs.score(snaps, model)
         assert out["score"].drop_nulls().len() > 0 and out["model_hash"][0] == model.hash
 

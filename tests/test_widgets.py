@@ -255,7 +255,7 @@ def test_fit_then_adopt(tuner, portfolio):
         names = [m.name for m in tuner.model.metrics if m.category == cat]
         total = sum(sug.metrics[n][0] for n in names)
         assert total == pytest.approx(sum(tuner.model.metric(n).weight for n in names)) or total == 0
-    for name, (w, lo, hi) in sug.metrics.items():
+    for _w, lo, hi in sug.metrics.values():
         assert math.isnan(lo) or lo <= hi
     tuner.adopt_buttons["login_days"].click()
     want = sug.metrics["login_days"][0]

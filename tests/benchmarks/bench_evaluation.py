@@ -26,7 +26,7 @@ RAW_SIGNALS = [
 ]
 
 
-def _fitted_model(snapshots: pl.DataFrame, events: pl.DataFrame, model, split) -> tuple[object, str]:  # noqa: ANN001
+def _fitted_model(snapshots: pl.DataFrame, events: pl.DataFrame, model, split) -> tuple[object, str]:
     """The suggested model of a fit on rows before the split, or the hand-set one if fitting is missing."""
     try:
         from healthscore.analysis.fitting import fit_weights

@@ -50,7 +50,7 @@ def _naive(account: str, scores: Path, snaps: Path, model: Path, out: Path) -> N
                    check=True, capture_output=True, cwd=ROOT)
 
 
-def _ours(ids: list[str], scores: Path, snaps: Path, model: Path, out: Path):  # noqa: ANN202
+def _ours(ids: list[str], scores: Path, snaps: Path, model: Path, out: Path):
     from healthscore.render.reports import render_scorecards
 
     t0 = time.perf_counter()

@@ -20,13 +20,14 @@ import statistics
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import polars as pl
 from healthscore.core import scoring
+from healthscore.core.calibration import fit_calibration
 from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
 
 from tests.benchmarks import Result, timeit
@@ -94,7 +95,7 @@ def make_model(snapshots: pl.DataFrame) -> ScoreModel:
                for name, (cat, method, direction, params, weight, _) in SPEC.items()]
     model = ScoreModel("bench", "1", metrics, {c: Category(c, float(w)) for c, w in CATEGORIES.items()},
                        [Band(*b) for b in DEFAULT_BANDS], min_coverage=MIN_COVERAGE)
-    return model.fit_calibration(snapshots)
+    return fit_calibration(model, snapshots)
 
 
 # ---------------------------------------------------------------- the pandas baseline

@@ -11,7 +11,7 @@ True
 
 from __future__ import annotations
 
-__all__ = ["HealthscoreError", "UsageError"]
+__all__ = ["DataWarning", "HealthscoreError", "UsageError"]
 
 
 class HealthscoreError(Exception):
@@ -20,3 +20,9 @@ class HealthscoreError(Exception):
 
 class UsageError(HealthscoreError):
     """A setting or argument that cannot work together with the others (exit status 2 on the CLI)."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data looks wrong but can still be used (implausible dates, a unit that does
+    not match the model, events of unknown accounts): issued with :func:`warnings.warn`, printed by the
+    command line as ``healthscore: warning: ...``, and shown in notebooks like any warning."""

@@ -23,7 +23,7 @@ Derived dimensions usable in ``by``: ``signup_quarter`` (from ``contract_start``
 ...     "score": [20.0, 30, 35, 60, 70, 75, 80, 90],
 ...     "band": ["red", "red", "red", "yellow", "green", "green", "green", "green"]})
 >>> cmp = compare_cohorts(scores, by="segment", min_size=5)
->>> cmp.summary.select("cohort", "accounts", "score_median", "small").rows()
+>>> cmp.cohorts.select("cohort", "accounts", "score_median", "small").rows()
 [('enterprise', 4, 77.5, True), ('smb', 4, 32.5, True)]
 """
 from __future__ import annotations
@@ -31,13 +31,16 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import altair as alt
 import numpy as np
 import polars as pl
 
+from healthscore.core.kernels import wilson_interval
+from healthscore.results import Summary
 from healthscore.spec.outcomes import resolve_outcome
 from healthscore.viz import charts
 
@@ -53,26 +56,6 @@ HANDOVER_LABELS = ["0 handovers", "1 handover", "2+ handovers"]
 
 # ------------------------------------------------------------------------------------------
 # small statistics helpers (library calls; thin wrappers for vectors and empty groups)
-def wilson_interval(successes: Sequence[int] | np.ndarray, totals: Sequence[int] | np.ndarray,
-                    alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for each rate ``successes / totals``; NaN where the total is 0.
-
-    >>> lo, hi = wilson_interval([5], [20])
-    >>> round(float(lo[0]), 4), round(float(hi[0]), 4)
-    (0.1119, 0.4687)
-    """
-    from statsmodels.stats.proportion import proportion_confint
-
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(totals, dtype=float)
-    lo = np.full(k.shape, np.nan)
-    hi = np.full(k.shape, np.nan)
-    ok = n > 0
-    if ok.any():
-        lo[ok], hi[ok] = proportion_confint(k[ok], n[ok], alpha=alpha, method="wilson")
-    return lo, hi
-
-
 def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
     """Cliff's delta: P(a > b) - P(a < b), from the Mann-Whitney U statistic (ties count half).
 
@@ -260,12 +243,13 @@ def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, hor
 # the comparison
 @dataclass
 class CohortComparison:
-    """Result of :func:`compare_cohorts`: ``summary`` (one row per cohort), ``tests`` (one row
-    per test), ``band_mix`` (cohort x band), plus ``charts()`` and ``describe()``."""
+    """Result of :func:`compare_cohorts`: ``cohorts`` (one row per cohort), ``tests`` (one row
+    per test), ``band_mix`` (cohort x band), plus ``summary()``, ``to_frame()``, ``charts()`` and
+    ``describe()``."""
 
     by: list[str]
     as_of: dt.date
-    summary: pl.DataFrame
+    cohorts: pl.DataFrame
     tests: pl.DataFrame
     band_mix: pl.DataFrame
     bands: list[str]
@@ -277,6 +261,14 @@ class CohortComparison:
     correction: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> Summary:
+        """The findings in plain sentences, one per line."""
+        return Summary("\n".join([f"Cohorts by {self.dimension} on {self.as_of}:"] + self.describe()))
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per cohort: size, ARR, score distribution, band shares and outcome rates."""
+        return self.cohorts
+
     @property
     def dimension(self) -> str:
         return " x ".join(self.by)
@@ -287,7 +279,7 @@ class CohortComparison:
 
     def describe(self) -> list[str]:
         """Plain-language findings, one sentence each, most important first."""
-        s = self.summary
+        s = self.cohorts
         out: list[str] = []
         dim = self.dimension.replace("_", " ")
         tests = {r["metric"]: r for r in self.tests.filter(pl.col("kind") == "omnibus").iter_rows(named=True)}
@@ -355,21 +347,22 @@ class CohortComparison:
         """Altair charts: ``scores`` (distribution by cohort), ``band_mix`` and, with outcomes,
         ``churn`` (rates with Wilson intervals)."""
         out: dict[str, Any] = {
-            "scores": score_distribution_chart(self.summary, self.dimension),
+            "scores": score_distribution_chart(self.cohorts, self.dimension),
             "band_mix": band_mix_chart(self.band_mix, self.bands, self.dimension),
         }
-        if "churn_rate" in self.summary.columns and self.summary["labelled"].sum() > 0:
-            out["churn"] = rate_chart(self.summary, "churn", f"Churn per {self.horizon}", self.dimension)
+        if "churn_rate" in self.cohorts.columns and self.cohorts["labelled"].sum() > 0:
+            out["churn"] = rate_chart(self.cohorts, "churn", f"Churn per {self.horizon}", self.dimension)
         return out
 
     def __repr__(self) -> str:
         sig = self.significant().get_column("metric").to_list()
-        return (f"CohortComparison(by={self.by}, as_of={self.as_of}, cohorts={self.summary.height}, "
+        return (f"CohortComparison(by={self.by}, as_of={self.as_of}, cohorts={self.cohorts.height}, "
                 f"significant={sig})")
 
 
 def compare_cohorts(
     scores: pl.DataFrame,
+    *,
     by: str | Sequence[str] = "segment",
     events: pl.DataFrame | None = None,
     as_of: str | dt.date | None = None,
@@ -468,7 +461,7 @@ def compare_cohorts(
             rows += _pairwise_proportions(counts, name, max_pairs)
     rows += _pairwise_mannwhitney(scores_by, max_pairs)
     tests = _adjust(rows, alpha, correction)
-    return CohortComparison(by=by, as_of=when, summary=summary, tests=tests, band_mix=band_mix, bands=bands,
+    return CohortComparison(by=by, as_of=when, cohorts=summary, tests=tests, band_mix=band_mix, bands=bands,
                             outcome=outcome, horizon=horizon, label_dates=label_dates,
                             min_size=min_size, alpha=alpha, correction=correction)
 
@@ -760,7 +753,7 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
     decile, so a metric with few distinct values gets fewer rows. Missing values form their own
     row (``decile`` null, ``label`` "not measured"): a missing signal is often informative.
     Columns: ``decile``, ``label``, ``rows``, ``accounts``, ``low``, ``median``, ``high``, ``events``,
-    ``rate``, ``rate_lo``, ``rate_hi``, ``portfolio_rate``.
+    ``rate``, ``rate_lower``, ``rate_upper``, ``portfolio_rate``.
     """
     from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
@@ -790,10 +783,10 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
         .otherwise(pl.format("D{} ({} to {})", pl.col("decile"), pl.col("low").round_sig_figs(3),
                              pl.col("high").round_sig_figs(3))),
         rate=pl.col("events") / pl.col("rows"),
-        rate_lo=pl.Series(lo), rate_hi=pl.Series(hi), portfolio_rate=pl.lit(portfolio),
+        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi), portfolio_rate=pl.lit(portfolio),
         metric=pl.lit(metric), outcome=pl.lit(outcome),
     ).select("metric", "outcome", "decile", "label", "rows", "accounts", "low", "median", "high", "events",
-             "rate", "rate_lo", "rate_hi", "portfolio_rate")
+             "rate", "rate_lower", "rate_upper", "portfolio_rate")
 
 
 def suggest_breakpoints(deciles: pl.DataFrame, direction: Literal["higher_is_better", "lower_is_better"] | None = None
@@ -986,11 +979,11 @@ def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
     data = d.to_pandas()
     x = alt.X("median:Q", title=f"{metric} (decile median)")
     base = alt.Chart(data)
-    band = base.mark_rule(color="#555").encode(x=x, y=alt.Y("rate_lo:Q", axis=alt.Axis(format="%"),
-                                                                title=f"{outcome} rate"), y2="rate_hi:Q")
+    band = base.mark_rule(color="#555").encode(x=x, y=alt.Y("rate_lower:Q", axis=alt.Axis(format="%"),
+                                                                title=f"{outcome} rate"), y2="rate_upper:Q")
     line = base.mark_line(point=True, color=charts.SERIES_COLOURS[0]).encode(
         x=x, y="rate:Q", tooltip=["label:N", "rows:Q", alt.Tooltip("rate:Q", format=".1%"),
-                                  alt.Tooltip("rate_lo:Q", format=".1%"), alt.Tooltip("rate_hi:Q", format=".1%")])
+                                  alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
     avg = base.mark_rule(strokeDash=[4, 4], color="#999").encode(y="mean(portfolio_rate):Q")
     return _finish(band + line + avg, f"{outcome} rate by decile of {metric}",
                    "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average")
@@ -1030,7 +1023,7 @@ class CohortReview:
         shift = (self.trend.filter(pl.col("as_of").is_in([self.date_from, self.date_to]))
                  .group_by("cohort").agg(change=(pl.col("score_mean").sort_by("as_of").diff().last()))
                  .drop_nulls().sort(pl.col("change").abs(), "cohort", descending=[True, False]))
-        small = self.comparison.summary.filter(pl.col("small")).get_column("cohort")
+        small = self.comparison.cohorts.filter(pl.col("small")).get_column("cohort")
         shift = shift.filter(~pl.col("cohort").is_in(small.implode()))  # small cohorts swing by chance
         if shift.height:
             r = shift.row(0, named=True)
@@ -1060,7 +1053,7 @@ class CohortReview:
 
     def cohort_table(self) -> str:
         """HTML table, one row per cohort: size, ARR, score, worst-band share, outcome rates."""
-        s = self.comparison.summary
+        s = self.comparison.cohorts
         worst = self.portfolio["worst_band"]
         cols: dict[str, pl.Expr] = {
             "cohort": pl.col("cohort"), "accounts": pl.col("accounts"),
@@ -1138,7 +1131,7 @@ def html_table(frame: pl.DataFrame) -> str:
     return f'<table class="hs-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: str | Sequence[str] = "segment",
+def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, by: str | Sequence[str] = "segment",
                   date_from: str | dt.date | None = None, date_to: str | dt.date | None = None,
                   horizon: str = "90d", movers: int = 10) -> CohortReview:
     """Build the leadership cohort review between ``date_from`` (default: 13 weeks before the last
@@ -1206,8 +1199,8 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, by: 
 def _read_frame(path: str) -> pl.DataFrame:
     from pathlib import Path
 
-    from healthscore.io.snapshots import read_snapshots
     from healthscore.analysis.scorecard import load_scores
+    from healthscore.io.snapshots import read_snapshots
 
     if Path(path).suffix.lower() in {".parquet", ".pq", ".csv"} or not Path(path).exists():
         return load_scores(path)  # score frames or snapshots; a missing file gets a clear error

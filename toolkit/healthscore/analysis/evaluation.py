@@ -26,16 +26,19 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
 from scipy import stats
 from sklearn import metrics as skm
 
+from healthscore.core.kernels import wilson_interval
 from healthscore.errors import HealthscoreError
+from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
@@ -119,7 +122,7 @@ def _ranking_metric(fn: Any, y: ArrayLike, risk: ArrayLike) -> float:
     return float(fn(yy, xx)) if _both_classes(yy) else float("nan")
 
 
-def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike | None = None) -> Interval:
+def auc_ci(y: ArrayLike, risk: ArrayLike, *, confidence: float = 0.95, groups: ArrayLike | None = None) -> Interval:
     """AUC with a DeLong confidence interval (normal approximation, clipped to 0..1).
 
     Without ``groups`` every row is taken as independent (DeLong, DeLong and Clarke-Pearson 1988,
@@ -174,7 +177,7 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, level: float = 0.95, groups: ArrayLike
     if not math.isfinite(var):  # a single positive or negative: no variance to speak of
         return Interval(a, float("nan"), float("nan"))
     se = math.sqrt(max(float(var), 0.0))
-    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
 
 
@@ -296,25 +299,12 @@ def brier(y: ArrayLike, prob: ArrayLike) -> float:
     return float(skm.brier_score_loss(yy, pp))
 
 
-def _wilson(events: np.ndarray, count: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    from statsmodels.stats.proportion import proportion_confint
-
-    events = np.asarray(events, dtype=np.float64)
-    count = np.asarray(count, dtype=np.float64)
-    lo = np.full(count.shape, np.nan)
-    hi = np.full(count.shape, np.nan)
-    ok = count > 0
-    if ok.any():
-        lo[ok], hi[ok] = proportion_confint(events[ok], count[ok], alpha=1.0 - level, method="wilson")
-    return lo, hi
-
-
-def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: float = 0.95) -> pl.DataFrame:
+def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confidence: float = 0.95) -> pl.DataFrame:
     """Observed event rate against mean predicted probability, in quantile bins of the prediction.
 
     Quantile bins keep every bin populated when events are rare (a 5% churn rate would leave
     nine of ten equal-width bins empty). Columns: ``bin``, ``count``, ``mean_predicted``,
-    ``observed``, ``lower``, ``upper`` (Wilson interval of the observed rate).
+    ``observed``, ``observed_lower``, ``observed_upper`` (Wilson interval of the observed rate).
 
     >>> rc = reliability_curve([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_bins=2)
     >>> rc["observed"].to_list(), rc["count"].to_list()
@@ -323,7 +313,7 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: fl
     yy, pp = _pair(y, prob, "prob")
     if yy.size == 0:
         return pl.DataFrame(schema={"bin": pl.Int64, "count": pl.Int64, "mean_predicted": pl.Float64,
-                                    "observed": pl.Float64, "lower": pl.Float64, "upper": pl.Float64})
+                                    "observed": pl.Float64, "observed_lower": pl.Float64, "observed_upper": pl.Float64})
     edges = np.unique(np.quantile(pp, np.linspace(0.0, 1.0, n_bins + 1)))
     idx = np.searchsorted(edges[1:-1], pp, side="right")
     k = max(len(edges) - 1, 1)
@@ -332,10 +322,10 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, n_bins: int = 10, level: fl
     psum = np.bincount(idx, weights=pp, minlength=k)
     keep = count > 0
     count, events, psum = count[keep], events[keep], psum[keep]
-    lo, hi = _wilson(events, count, level)
+    lo, hi = wilson_interval(events, count, confidence=confidence)
     return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
                          "mean_predicted": psum / count, "observed": events / count,
-                         "lower": lo, "upper": hi})
+                         "observed_lower": lo, "observed_upper": hi})
 
 
 def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> float:
@@ -355,8 +345,8 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
 
 
 # ---------------------------------------------------------------- bands and cut-offs
-def band_table(frame: pl.DataFrame, outcome: str, band: str = "band", order: Sequence[str] | None = None,
-               level: float = 0.95) -> pl.DataFrame:
+def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: Sequence[str] | None = None,
+               confidence: float = 0.95) -> pl.DataFrame:
     """Rows, events, event rate and its Wilson interval per band.
 
     ``order`` fixes the row order (e.g. the model's bands from red to green); otherwise bands
@@ -381,10 +371,10 @@ def band_table(frame: pl.DataFrame, outcome: str, band: str = "band", order: Seq
          .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
          .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
          .sort("_rank").drop("_rank"))
-    lo, hi = _wilson(t["events"].to_numpy(), t["count"].to_numpy(), level)
+    lo, hi = wilson_interval(t["events"].to_numpy(), t["count"].to_numpy(), confidence=confidence)
     return t.with_columns(
         rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
-        lower=pl.Series(lo), upper=pl.Series(hi))
+        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi))
 
 
 def red_band_confusion(frame: pl.DataFrame, outcome: str, band: str = "band", red: str = "red") -> dict[str, float]:
@@ -491,10 +481,13 @@ def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, ou
 class ProbabilityMap:
     """Read a score as a probability: "a score of 35 means a 12% chance to churn within 90 days".
 
-    ``method="isotonic"`` fits a monotone step curve (``sklearn.isotonic.IsotonicRegression``,
-    linear between steps, flat beyond the ends); ``method="logistic"`` fits
-    ``P = 1 / (1 + exp(-(a + b * score / 100)))`` with ``statsmodels`` Logit. Fit it on training
-    rows only, then freeze it with :meth:`to_dict` (plain lists and floats, TOML/JSON-ready).
+    ``method="isotonic"`` fits a monotone step curve (``sklearn.isotonic.IsotonicRegression``),
+    then pools neighbouring steps until each holds at least ``min_events`` training events (and
+    as many rows without one), so no step claims 0% or 100% from a handful of accounts; each
+    step carries its Wilson interval (``confidence``). Between steps the map is linear, flat
+    beyond the ends. ``method="logistic"`` fits ``P = 1 / (1 + exp(-(a + b * score / 100)))``
+    with ``statsmodels`` Logit; its interval comes from the coefficients' covariance. Fit it on
+    training rows only, then freeze it with :meth:`to_dict` (plain lists and floats).
     ``increasing="auto"`` takes the direction from ``outcome`` (churn falls as the score rises).
 
     >>> import numpy as np
@@ -504,6 +497,8 @@ class ProbabilityMap:
     >>> pm = ProbabilityMap("isotonic").fit(s, y)
     >>> [round(float(p), 1) for p in pm.predict([5.0, 95.0])]
     [0.4, 0.0]
+    >>> bool(min(pm.events_) >= 30 and pm.predict([95.0])[0] > 0)
+    True
     >>> ProbabilityMap.from_dict(pm.to_dict()).predict([50.0]).round(3).tolist() == pm.predict([50.0]).round(3).tolist()
     True
     """
@@ -512,9 +507,16 @@ class ProbabilityMap:
     outcome: str = "churned"
     horizon: str = "90d"
     increasing: bool | Literal["auto"] = "auto"
+    min_events: int = 30
+    confidence: float = 0.95
     # fitted
     scores_: list[float] = field(default_factory=list)
     probabilities_: list[float] = field(default_factory=list)
+    lower_: list[float] = field(default_factory=list)
+    upper_: list[float] = field(default_factory=list)
+    events_: list[int] = field(default_factory=list)  # isotonic: training events in each pooled step
+    rows_: list[int] = field(default_factory=list)
+    cov_: list[float] = field(default_factory=list)  # logistic: var(a), cov(a, b), var(b)
     intercept_: float = float("nan")
     slope_: float = float("nan")
     n_train_: int = 0
@@ -540,8 +542,27 @@ class ProbabilityMap:
 
             inc = (not event_is_low_score(self.outcome)) if self.increasing == "auto" else bool(self.increasing)
             iso = IsotonicRegression(increasing=inc, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(ss, yy)
-            self.scores_ = [round(float(v), 6) for v in iso.X_thresholds_]
-            self.probabilities_ = [round(float(v), 6) for v in iso.y_thresholds_]
+            order = np.argsort(ss, kind="stable")
+            s_sorted, y_sorted = ss[order], yy[order]
+            fitted = iso.predict(s_sorted)
+            # steps: runs of one fitted value (ties of the score never straddle two steps)
+            cut = np.flatnonzero((np.diff(fitted) != 0) & (np.diff(s_sorted) > 0)) + 1
+            steps = [list(b) for b in zip(np.r_[0, cut], np.r_[cut, s_sorted.size])]
+            steps = _pool_steps(steps, y_sorted, self.min_events)
+            lo_s = [float(s_sorted[a]) for a, _ in steps]
+            hi_s = [float(s_sorted[b - 1]) for _, b in steps]
+            events = np.array([y_sorted[a:b].sum() for a, b in steps])
+            rows = np.array([b - a for a, b in steps], dtype=float)
+            lo, hi = wilson_interval(events, rows, confidence=self.confidence)
+            xs, ps, ls, us = [], [], [], []
+            for k in range(len(steps)):
+                for x in ([lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]):
+                    xs.append(round(x, 6))
+                    ps.append(round(float(events[k] / rows[k]), 6))
+                    ls.append(round(float(lo[k]), 6))
+                    us.append(round(float(hi[k]), 6))
+            self.scores_, self.probabilities_, self.lower_, self.upper_ = xs, ps, ls, us
+            self.events_, self.rows_ = [int(e) for e in events], [int(r) for r in rows]
         else:
             import statsmodels.api as sm
 
@@ -553,8 +574,36 @@ class ProbabilityMap:
                     raise ValueError("non-finite coefficients")
             except Exception:  # (quasi-)separation: a lightly penalised fit keeps the slope finite
                 params = np.asarray(sm.Logit(yy, X).fit_regularized(alpha=1e-3, disp=0).params, dtype=float)
+                res = None
             self.intercept_, self.slope_ = float(params[0]), float(params[1])
+            cov = np.asarray(res.cov_params(), dtype=float) if res is not None else np.full((2, 2), np.nan)
+            self.cov_ = [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
         return self
+
+    def predict_interval(self, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The ``confidence`` interval of the probability at each score: ``(lower, upper)``.
+
+        Isotonic maps: the Wilson interval of the step's training rows; logistic maps: the
+        interval of the linear predictor from the coefficients' covariance. NaN where the
+        score is missing, and for maps frozen before intervals were stored.
+        """
+        if not self.fitted:
+            raise ValueError("this ProbabilityMap is not fitted yet: call fit(scores, y) on training rows first")
+        s = _floats(scores)
+        if self.method == "isotonic":
+            if not self.lower_:
+                nan = np.full(s.shape, np.nan)
+                return nan, nan.copy()
+            xs = np.asarray(self.scores_)
+            lo, hi = np.interp(s, xs, np.asarray(self.lower_)), np.interp(s, xs, np.asarray(self.upper_))
+        else:
+            va, cab, vb = (self.cov_ or [np.nan] * 3)
+            x = s / 100.0
+            eta = self.intercept_ + self.slope_ * x
+            se = np.sqrt(np.maximum(va + 2 * x * cab + x * x * vb, 0.0))
+            z = float(stats.norm.ppf(0.5 + self.confidence / 2))
+            lo, hi = 1 / (1 + np.exp(-(eta - z * se))), 1 / (1 + np.exp(-(eta + z * se)))
+        return np.where(np.isnan(s), np.nan, lo), np.where(np.isnan(s), np.nan, hi)
 
     def predict(self, scores: ArrayLike) -> np.ndarray:
         """Probabilities for ``scores`` (NaN where the score is missing)."""
@@ -597,7 +646,9 @@ class ProbabilityMap:
         within = horizon_words(self.horizon)
         # an isotonic step with no event in training reads 0%: say "under 1%", not "no chance"
         chance = "an under 1%" if p < 0.005 else f"a {p:.0%}"
-        return f"a score of {score:g} means {chance} chance to {verb} within {within}"
+        lo, hi = (float(v[0]) for v in self.predict_interval([score]))
+        band = "" if math.isnan(lo) else f" ({self.confidence:.0%} interval {lo:.0%} to {hi:.0%})"
+        return f"a score of {score:g} means {chance} chance{band} to {verb} within {within}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
@@ -605,8 +656,13 @@ class ProbabilityMap:
                              "n_train": self.n_train_, "events_train": self.events_train_}
         if self.method == "isotonic":
             d.update(scores=list(self.scores_), probabilities=list(self.probabilities_))
+            if self.lower_:
+                d.update(lower=list(self.lower_), upper=list(self.upper_), step_events=list(self.events_),
+                         step_rows=list(self.rows_), min_events=self.min_events, confidence=self.confidence)
         else:
             d.update(intercept=self.intercept_, slope=self.slope_)
+            if self.cov_ and all(math.isfinite(v) for v in self.cov_):
+                d.update(cov=list(self.cov_), confidence=self.confidence)
         return d
 
     @classmethod
@@ -620,10 +676,19 @@ class ProbabilityMap:
                 raise ValueError("an isotonic probability map needs equally long, non-empty 'scores' and "
                                  "'probabilities' lists")
             pm.scores_, pm.probabilities_ = xs, ps
+            if "lower" in d and "upper" in d:
+                pm.lower_, pm.upper_ = [float(v) for v in d["lower"]], [float(v) for v in d["upper"]]
+                if len(pm.lower_) != len(xs) or len(pm.upper_) != len(xs):
+                    raise ValueError("an isotonic probability map needs 'lower' and 'upper' as long as 'scores'")
+                pm.events_ = [int(v) for v in d.get("step_events", [])]
+                pm.rows_ = [int(v) for v in d.get("step_rows", [])]
+                pm.min_events = int(d.get("min_events", pm.min_events))
         else:
             if "intercept" not in d or "slope" not in d:
                 raise ValueError("a logistic probability map needs 'intercept' and 'slope'")
             pm.intercept_, pm.slope_ = float(d["intercept"]), float(d["slope"])
+            pm.cov_ = [float(v) for v in d.get("cov", [])]
+        pm.confidence = float(d.get("confidence", pm.confidence))
         pm.n_train_ = max(int(d.get("n_train", 1)), 1)
         pm.events_train_ = int(d.get("events_train", 0))
         return pm
@@ -639,6 +704,26 @@ class ProbabilityMap:
         """Read a map written by :meth:`save`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
+
+
+def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[list[int]]:
+    """Merge neighbouring steps (row ranges of the sorted training rows) until each holds at
+    least ``min_events`` events and as many non-events; the thinnest step goes first, into its
+    thinner neighbour. Merging two steps of a monotone fit keeps the fit monotone."""
+    def short(a: int, b: int) -> int:
+        e = int(y[a:b].sum())
+        return min(e, (b - a) - e)
+
+    steps = [list(s) for s in steps]
+    while len(steps) > 1:
+        need = [short(a, b) for a, b in steps]
+        i = int(np.argmin(need))
+        if need[i] >= min_events:
+            break
+        j = i + 1 if i == 0 else i - 1 if i == len(steps) - 1 else (i - 1 if need[i - 1] <= need[i + 1] else i + 1)
+        a, b = min(i, j), max(i, j)
+        steps[a:b + 1] = [[steps[a][0], steps[b][1]]]
+    return steps
 
 
 # ---------------------------------------------------------------- backtest
@@ -658,7 +743,7 @@ def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: f
     return split.date() if isinstance(split, datetime) else split
 
 
-def time_split(labelled: pl.DataFrame, horizon: str = "90d", split: date | str | None = None,
+def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None,
                train_share: float = 0.7) -> tuple[pl.DataFrame, pl.DataFrame, date]:
     """Split labelled snapshots by time into ``(train, test, split_date)``.
 
@@ -734,17 +819,10 @@ def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> 
 
 
 def _alarm_band(model: Any, outcome: str) -> str | None:
-    """The band whose members are flagged: 'red' when the model has it, else the lowest band
-    (the highest for outcomes a high score predicts, such as expansion)."""
+    """The model's alarm band (``ScoreModel.alarm_band``); for a bare score frame 'red' for adverse outcomes."""
     if isinstance(model, (pl.DataFrame, pl.LazyFrame)):
         return "red" if event_is_low_score(outcome) else None
-    bands = sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)
-    if not bands:
-        return None
-    names = [b.name for b in bands]
-    if event_is_low_score(outcome):
-        return "red" if "red" in names else names[0]
-    return names[-1]
+    return model.alarm_band(outcome) if getattr(model, "bands", None) else None
 
 
 def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,
@@ -829,7 +907,7 @@ def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, week
          .agg(mean_score=pl.col("score").mean(), sd=pl.col("score").std(), accounts=pl.col("account_id").n_unique(),
               n=pl.len())
          .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
-         .with_columns(lower=pl.col("mean_score") - pl.col("half"), upper=pl.col("mean_score") + pl.col("half"))
+         .with_columns(score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half"))
          .drop("sd", "half")
          .sort("group", "weeks_before")
          .collect())
@@ -866,6 +944,10 @@ class Evaluation:
     train_dates: tuple[date, date]
     test_dates: tuple[date, date]
 
+    def to_frame(self) -> pl.DataFrame:
+        """One row per model: discrimination, calibration, alarm band and cut-off figures."""
+        return self.table
+
     @property
     def models(self) -> list[str]:
         return self.table["model"].to_list()
@@ -874,7 +956,7 @@ class Evaluation:
         """The name of the model with the highest ``metric`` on the holdout."""
         return self.table.sort(metric, descending=True, nulls_last=True)["model"][0]
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """Readable text: the split, then one block per model, then the head-to-head verdict."""
         verb = horizon_words(self.horizon)
         lines = [
@@ -919,7 +1001,7 @@ class Evaluation:
                 cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
                                    for m in self.models)
                 lines.append(f"  {r[self.by]:<12} {cells}")
-        return "\n".join(lines).rstrip()
+        return Summary("\n".join(lines).rstrip())
 
     def __str__(self) -> str:
         return self.summary()
@@ -1008,11 +1090,11 @@ def evaluate(
     snapshots: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
     models: Any,
+    *,
     outcome: str = "churned",
     horizon: str = "90d",
     split: date | str | None = None,
     by: str | None = "segment",
-    *,
     probability: Literal["isotonic", "logistic"] = "isotonic",
     target_precision: float = 0.2,
     capacity: int | None = None,
@@ -1053,7 +1135,7 @@ def evaluate(
         raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
                               "pick one of those as the outcome")
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
-    train, test, split_date = time_split(labelled, horizon, split, train_share)
+    train, test, split_date = time_split(labelled, horizon=horizon, split=split, train_share=train_share)
     if int(test[outcome].sum()) == 0:
         raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
                               "move the split earlier or use a longer history")
@@ -1153,7 +1235,7 @@ def reliability_chart(rel: pl.DataFrame) -> Any:
     base = alt.Chart(rel).encode(
         x=alt.X("mean_predicted:Q", title="predicted probability (map fitted on training rows)"),
         color=alt.Color("model:N", title="model"))
-    top = max(float(rel["upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
+    top = max(float(rel["observed_upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
     diag = (alt.Chart(pl.DataFrame({"mean_predicted": [0.0, top], "observed": [0.0, top]}))
             .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1)
             .encode(x="mean_predicted:Q", y="observed:Q"))
@@ -1161,7 +1243,7 @@ def reliability_chart(rel: pl.DataFrame) -> Any:
         y=alt.Y("observed:Q", title="observed event rate"),
         tooltip=["model:N", "count:Q", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed:Q", format=".3f")])
-    bars = base.mark_errorbar().encode(y=alt.Y("lower:Q", title="observed event rate"), y2="upper:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("observed_lower:Q", title="observed event rate"), y2="observed_upper:Q")
     return (diag + bars + pts).properties(title="Reliability: predicted vs observed", width=360, height=300)
 
 
@@ -1181,10 +1263,10 @@ def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None 
         y=alt.Y("rate:Q", title=f"share {outcome} within horizon", axis=alt.Axis(format="%")),
         color=alt.Color("band:N", scale=band_scale(names), title="band"),
         tooltip=["model:N", "band:N", "count:Q", "events:Q", alt.Tooltip("rate:Q", format=".1%"),
-                 alt.Tooltip("lower:Q", format=".1%"), alt.Tooltip("upper:Q", format=".1%")])
-    err = base.mark_errorbar(color="#333").encode(y=alt.Y("lower:Q", title=f"share {outcome} within horizon"),
-                                                  y2="upper:Q")
-    label = base.mark_text(dy=-8, fontSize=10).encode(y="upper:Q", text=alt.Text("rate:Q", format=".1%"))
+                 alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
+    err = base.mark_errorbar(color="#333").encode(y=alt.Y("rate_lower:Q", title=f"share {outcome} within horizon"),
+                                                  y2="rate_upper:Q")
+    label = base.mark_text(dy=-8, fontSize=10).encode(y="rate_upper:Q", text=alt.Text("rate:Q", format=".1%"))
     models = bands["model"].unique(maintain_order=True).to_list() if bands.height else []
     return (alt.layer(bars, err, label, data=bands).properties(width=200, height=240)
             .facet(column=alt.Column("model:N", title=None, sort=models))
@@ -1211,7 +1293,7 @@ def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
     x = alt.X("weeks_before:Q", title=f"weeks before {outcome} / data end",
               scale=alt.Scale(reverse=True))
     base = alt.Chart().encode(x=x, color=alt.Color("group:N", title="accounts"))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lower:Q", title="mean score"), y2="upper:Q")
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("score_lower:Q", title="mean score"), y2="score_upper:Q")
     line = base.mark_line(strokeWidth=2).encode(
         y="mean_score:Q",
         tooltip=["group:N", "weeks_before:Q", alt.Tooltip("mean_score:Q", format=".1f"), "accounts:Q"])
@@ -1265,8 +1347,8 @@ _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "precision_cutoff": ("cut-off @ target", ".1f"), "precision_cutoff_recall": ("recall @ target", ".0%"),
     "capacity_k": ("capacity", ",d"), "capacity_cutoff": ("capacity cut-off", ".1f"),
     "capacity_precision": ("capacity precision", ".0%"), "capacity_recall": ("capacity recall", ".0%"),
-    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "lower": ("low", ".1%"),
-    "upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
+    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "rate_lower": ("low", ".1%"),
+    "rate_upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
 }
 
 
@@ -1348,7 +1430,7 @@ def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str
     md(f"## Bands\n\nThe {ev.outcome} rate of each band on the holdout, with 95% Wilson intervals. Bands "
        "should separate clearly; a band whose interval overlaps its neighbour adds little.")
     chart(charts["bands"])
-    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "lower", "upper"])})
+    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "rate_lower", "rate_upper"])})
     md("### Alarms and cut-offs\n\nFalse alarms are flagged accounts without the event, misses are events outside "
        "the alarm band. The precision cut-off flags as many accounts as possible while keeping precision at the "
        "target; the capacity cut-off fits the weekly number of accounts a CS team can work.")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from healthscore.results import Summary
 from healthscore.spec.outcomes import parse_horizon, resolve_outcome
 
 __all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "fit_weights", "WeightFit",
@@ -53,6 +54,7 @@ def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
 def label_outcomes(
     snapshots: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
+    *,
     outcome: str = "churned",
     horizon: str = "90d",
     cadence: Literal["weekly", "monthly"] = "weekly",
@@ -187,12 +189,12 @@ class LogitResult:
             "term": t,
             "coef": [self.params_[k] for k in t],
             "se": [self.bse_[k] for k in t],
-            "p": [self.pvalues_[k] for k in t],
-            "ci_low": [self.conf_int_[k][0] for k in t],
-            "ci_high": [self.conf_int_[k][1] for k in t],
+            "p_value": [self.pvalues_[k] for k in t],
+            "coef_lower": [self.conf_int_[k][0] for k in t],
+            "coef_upper": [self.conf_int_[k][1] for k in t],
             "naive_se": [self.naive_bse_[k] for k in t],
-        }, schema={"term": pl.Utf8, "coef": pl.Float64, "se": pl.Float64, "p": pl.Float64,
-                   "ci_low": pl.Float64, "ci_high": pl.Float64, "naive_se": pl.Float64})
+        }, schema={"term": pl.Utf8, "coef": pl.Float64, "se": pl.Float64, "p_value": pl.Float64,
+                   "coef_lower": pl.Float64, "coef_upper": pl.Float64, "naive_se": pl.Float64})
 
     def design(self, frame: pl.DataFrame) -> np.ndarray:
         """The design matrix (``const`` first) this fit would build from ``frame``: same fills,
@@ -214,7 +216,7 @@ class LogitResult:
         beta = np.array([self.params_[k] for k in self.terms_])
         return 1.0 / (1.0 + np.exp(-(self.design(frame) @ beta)))
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A readable report: the fit, each term, and every note about the data."""
         kind = "clustered by account" if self.inference_ else "none (penalised fit)"
         head = [f"Logistic regression of {self.outcome!r}: {self.n_obs_:,} rows, {self.n_events_:,} events, "
@@ -225,10 +227,10 @@ class LogitResult:
             head.append(f"fallback: {self.fallback_}")
         lines = [f"{'term':<28}{'coef':>11}{'se':>11}{'p':>10}  95% CI"]
         for row in self.table.iter_rows(named=True):
-            ci = f"[{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
-            lines.append(f"{row['term']:<28}{row['coef']:>11.4g}{row['se']:>11.3g}{_fmt_p(row['p']):>10}  {ci}")
+            ci = f"[{row['coef_lower']:.4g}, {row['coef_upper']:.4g}]"
+            lines.append(f"{row['term']:<28}{row['coef']:>11.4g}{row['se']:>11.3g}{_fmt_p(row['p_value']):>10}  {ci}")
         notes = [f"dropped {k}: {v}" for k, v in self.dropped_.items()] + self.separation_ + self.notes_
-        return "\n".join(head + [""] + lines + ([""] + [f"note: {n}" for n in notes] if notes else []))
+        return Summary("\n".join(head + [""] + lines + ([""] + [f"note: {n}" for n in notes] if notes else [])))
 
     def __repr__(self) -> str:
         return f"LogitResult({self.outcome!r}, {len(self.terms_) - 1} features, n={self.n_obs_})"
@@ -460,6 +462,7 @@ def fit_logit(
     frame: pl.DataFrame,
     features: list[str],
     outcome: str,
+    *,
     groups: str | None = "account_id",
     penalty: Literal["l2", "l1"] | None = None,
     alpha: float | None = None,
@@ -712,9 +715,11 @@ class WeightFit:
     floor: float = 0.0
     basis: LogitResult | None = None
     drop_insignificant: bool = False
+    # the history the fit learned from: save_suggested takes the model's monitoring reference on it
+    history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ report
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A readable text table of the fit, one line per metric, then every flag."""
         lg = self.logit
         unit = "per 10 points" if self.features == "subscores" else "per SD"
@@ -733,17 +738,21 @@ class WeightFit:
             if r["coef"] is None:
                 body.append(f"{r['metric']:<24}{'-':>10}{'-':>18}{'-':>14}{'-':>9}{'-':>7}  {r['flags']}")
                 continue
-            ci = "-" if r["or_low"] is None or r["or_low"] != r["or_low"] else f"{r['or_low']:.2f}-{r['or_high']:.2f}"
+            ci = "-" if r["or_lower"] is None or r["or_lower"] != r["or_lower"] else f"{r['or_lower']:.2f}-{r['or_upper']:.2f}"
             vif = "-" if r["vif"] is None else f"{r['vif']:.1f}"
             body.append(f"{r['metric']:<24}{r['coef']:>10.4f}{r['odds_ratio']:>18.3f}{ci:>14}"
-                        f"{_fmt_p(r['p']):>9}{vif:>7}  {r['flags']}")
+                        f"{_fmt_p(r['p_value']):>9}{vif:>7}  {r['flags']}")
         tail = ([""] + [f"! {f}" for f in self.flags]) if self.flags else []
-        return "\n".join(head + body + tail)
+        return Summary("\n".join(head + body + tail))
 
     def __repr__(self) -> str:
         return f"WeightFit({self.model.name!r}, {self.outcome!r}, {self.horizon}, {self.table.height} metrics)"
 
     # ------------------------------------------------------------ suggestions
+    def to_frame(self) -> pl.DataFrame:
+        """One row per metric: coefficient, odds ratio per 10 points with its interval, p-value, VIF, flags."""
+        return self.table
+
     def suggested_weights(self) -> pl.DataFrame:
         """Metric weights from the coefficients, with the reason for each.
 
@@ -817,7 +826,7 @@ class WeightFit:
         weight within its category times the category's share), in percent."""
         new = self.suggested_model()
         reasons = dict(self.suggested_weights().select("metric", "reason").iter_rows())
-        cur, sug = _shares(self.model), _shares(new)
+        cur, sug = self.model.weight_shares(), new.weight_shares()
         rows = [(m.name, m.category, m.weight, round(cur[m.name], 1), n.weight, round(sug[m.name], 1),
                  round(sug[m.name] - cur[m.name], 1), reasons.get(m.name, "shares its raw column"))
                 for m, n in zip(self.model.metrics, new.metrics)]
@@ -841,22 +850,22 @@ class WeightFit:
     def save_suggested(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the suggested model to a new TOML file, keeping the comments of the model's file.
 
-        Refuses to replace an existing file unless ``overwrite=True``.
+        Refuses to replace an existing file unless ``overwrite=True``. The file also gets a
+        ``[reference]`` table: the fitted score's distribution, its metrics' and its AUC on the
+        history it was fitted on, which ``healthscore monitor`` later holds new snapshots against.
         """
         target = Path(path)
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose a new file name or pass overwrite=True")
-        return self.suggested_model().save(target)
+        model = self.suggested_model()
+        if self.history is not None:
+            # monitoring builds on this module's labels: imported here to keep the import graph acyclic
+            from healthscore.analysis.monitoring import reference_from
 
-
-def _shares(model: Any) -> dict[str, float]:
-    """Each metric's share of the overall score in percent when every metric is present."""
-    cat_total = sum(c.weight for c in model.categories.values()) or 1.0
-    in_cat: dict[str, float] = {}
-    for m in model.metrics:
-        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
-    return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
-            * model.categories[m.category].weight / cat_total for m in model.metrics}
+            snapshots, events = self.history
+            model = model.with_reference(reference_from(snapshots, events, model, outcome=self.outcome,
+                                                        horizon=self.horizon))
+        return model.save(target)
 
 
 def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame, model: Any,
@@ -886,6 +895,7 @@ def fit_weights(
     snapshots: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
     model: Any,
+    *,
     outcome: str = "churned",
     horizon: str = "90d",
     features: Literal["subscores", "raw"] = "subscores",
@@ -955,7 +965,8 @@ def fit_weights(
     table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
     wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
                    table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
-                   significance=significance, floor=floor, drop_insignificant=drop_insignificant)
+                   significance=significance, floor=floor, drop_insignificant=drop_insignificant,
+                   history=(snapshots, events))
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf
@@ -973,7 +984,7 @@ def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penal
     from healthscore.core.scoring import combine
     try:
         first = wf.suggested_model()
-    except Exception:  # noqa: BLE001 - no usable first suggestion: keep the main fit as the basis
+    except Exception:
         return None
     scored = combine(rows, first)
     fills = [pl.col(f"sub_{m.name}").fill_null(pl.col(f"cat_{m.category}")).fill_null(pl.col("score"))
@@ -1022,7 +1033,7 @@ def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[
                      float(np.exp(step * hi)), p, vif.get(f), ", ".join(flags)))
     return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "feature": pl.Utf8,
                                       "coef": pl.Float64, "se": pl.Float64, "odds_ratio": pl.Float64,
-                                      "or_low": pl.Float64, "or_high": pl.Float64, "p": pl.Float64,
+                                      "or_lower": pl.Float64, "or_upper": pl.Float64, "p_value": pl.Float64,
                                       "vif": pl.Float64, "flags": pl.Utf8}, orient="row")
 
 
@@ -1042,25 +1053,35 @@ class SegmentTest:
     verdict: str
     notes: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    @property
+    def p_value(self) -> float:
+        """The likelihood-ratio test's p-value (the one name for it across healthscore)."""
+        return self.pvalue
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per fit (pooled and each segment) with its coefficients."""
+        return self.table
+
+    def summary(self) -> Summary:
         """The verdict, the test statistic, and each segment's size."""
         lines = [self.verdict, f"LR = {self.lr:.2f} on {self.df} degrees of freedom, p = {self.pvalue:.3g}", ""]
         lines += [f"{r[self.by]:<16}{r['rows']:>9,} rows{r['events']:>7,} events  log-likelihood {r['loglik']:.1f}"
                   for r in self.table.iter_rows(named=True)]
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        return Summary("\n".join(lines + [f"note: {n}" for n in self.notes]))
 
 
 def segment_lr_test(
     snapshots: pl.DataFrame | pl.LazyFrame,
     events: pl.DataFrame | pl.LazyFrame,
     model: Any,
+    *,
     by: str = "touch_model",
     outcome: str = "churned",
     horizon: str = "90d",
     features: Literal["subscores", "raw"] = "subscores",
     cadence: Literal["weekly", "monthly"] = "monthly",
     na_threshold: float = 0.05,
-    level: float = 0.05,
+    alpha: float = 0.05,
 ) -> SegmentTest:
     """Do segments (e.g. high-touch and digital accounts) need separate scorecards?
 
@@ -1100,7 +1121,7 @@ def segment_lr_test(
     lr = max(2.0 * (llf_seg - llf_pooled), 0.0)
     p = float(chi2.sf(lr, df)) if df > 0 else 1.0
     names = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
-    if p < level:
+    if p < alpha:
         verdict = f"separate scorecards per {by} ({names}) are warranted (p={p:.3g})"
     else:
         verdict = f"one pooled scorecard serves every {by} ({names}); separate ones are not warranted (p={p:.3g})"

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import math
-
 import polars as pl
 
 from healthscore.core.scoring import ScoresError
+from healthscore.results import Summary
+from healthscore.spec.palette import NA_COLOUR, band_colour
 
 TREND_WEEKS = 26
 CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
 MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
-NA_COLOUR = "#8c959f"
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Scorecard:
     bands: list[tuple[str, float, float, str, str]]
     internal: dict[str, Any] | None = field(default=None)
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A few readable lines: who, when, score and band, what pulls it down."""
         score = "no score" if self.score is None else f"{self.score:.0f}/100 ({self.band})"
         lines = [f"{self.company_name} ({self.account_id}) on {self.as_of}: {score}"]
@@ -69,7 +69,7 @@ class Scorecard:
         if self.peers is not None:
             lines.append(f"peer cohort {self.peer_cohort}: {self.peer_size} accounts")
         lines.append(f"model {self.model_name} v{self.model_version} ({self.model_hash})")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
 
 def _read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
@@ -148,7 +148,6 @@ def _band_table(model: Any) -> list[tuple[str, float, float, str, str]]:
 
 
 def _band_colour(name: str | None) -> str:
-    from healthscore.viz.charts import band_colour
     return NA_COLOUR if name is None else band_colour(name)
 
 

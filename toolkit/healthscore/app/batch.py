@@ -30,6 +30,7 @@ from healthscore.render.reports import (
     export_html,
 )
 from healthscore.render.scorecard import _badge, _e
+from healthscore.results import Summary
 
 NOTEBOOK = resources.notebook("scorecard")
 MANIFEST_COLUMNS = {
@@ -281,7 +282,7 @@ class _Worker:
 
         self.wid, self.task = wid, None
         log.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log, "w")  # noqa: SIM115 - closed in close()
+        self._log = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from healthscore.app.batch import _worker_main; _worker_main()",
              notebook, str(timeout), os.getcwd()],
@@ -325,6 +326,10 @@ class ScorecardRun:
     memory: pl.DataFrame
     seconds: float
 
+    def to_frame(self) -> pl.DataFrame:
+        """The manifest: one row per account with its status, file and hashes."""
+        return self.manifest
+
     @property
     def failed(self) -> pl.DataFrame:
         return self.manifest.filter(pl.col("status") == "failed")
@@ -333,14 +338,14 @@ class ScorecardRun:
     def ok(self) -> bool:
         return self.failed.is_empty()
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         counts = dict(self.manifest.group_by("status").len().iter_rows())
         parts = [f"{counts.get(s, 0)} {s}" for s in ("rendered", "unchanged", "failed")]
         lines = [f"scorecards in {self.out_dir}: " + ", ".join(parts) + f" in {self.seconds:.1f} s",
                  f"open {self.out_dir / 'index.html'}"]
         for r in self.failed.head(10).iter_rows(named=True):
             lines.append(f"  failed {r['account_id']}: {r['error']}")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
 
 def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
@@ -432,8 +437,10 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
     settings) are skipped unless ``force``.
     A failing account is recorded as ``failed`` and the others still complete.
 
-    >>> run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")  # doctest: +SKIP
-    >>> print(run.summary())  # doctest: +SKIP
+    Example (a batch takes seconds per account, so it is shown rather than run here)::
+
+        run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")
+        print(run.summary())
     """
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -638,8 +645,10 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
     ``data`` holds snapshots (scored with ``model``) or a score frame; frames are passed through
     a temporary Parquet file. Returns the path written.
 
-    >>> render_review("data/snapshots.parquet", "review.html", events="data/events.parquet",
-    ...               model="data/model.toml", by="segment")  # doctest: +SKIP
+    Example (a papermill run; the tests execute it)::
+
+        render_review("data/snapshots.parquet", "review.html", events="data/events.parquet",
+                      model="data/model.toml", by="segment")
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError

@@ -2,17 +2,23 @@
 
 Each subcommand is a pair of small functions: ``_add_<name>`` declares its arguments and
 ``_cmd_<name>`` runs it by calling the library. Library errors that carry a message for the user
-(bad input, bad model) are printed without a traceback and exit with status 2.
+are printed without a traceback: exit status 1 for a problem in the data or the model, 2 for a
+wrong or conflicting argument. Data warnings are printed as ``healthscore: warning: ...``.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+import polars as pl
 
 from healthscore import __version__, resources
 from healthscore.analysis import evaluation
@@ -21,9 +27,12 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
+from healthscore.app.commands.alerts import add_alerts, demo_lines
+from healthscore.app.commands.build import add_build
+from healthscore.app.commands.monitor import add_monitor
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
-from healthscore.core.calibration import METHODS, describe
+from healthscore.core.calibration import METHODS, describe, fit_calibration
 from healthscore.core.scoring import band_summary
 from healthscore.datasets.portfolio import (
     load_sample,
@@ -31,12 +40,13 @@ from healthscore.datasets.portfolio import (
     portfolio_summary_line,
     sample_dir,
 )
-from healthscore.errors import HealthscoreError
+from healthscore.errors import DataWarning, HealthscoreError, UsageError
 from healthscore.io import files, snapshots
 from healthscore.io.files import write_text
-from healthscore.io.snapshots import read_events, read_snapshots
+from healthscore.io.snapshots import check_events, read_events, read_snapshots, warn_problems
 from healthscore.io.stream import scan_snapshots
-from healthscore.spec.model import load_model
+from healthscore.spec.model import ScoreModel, load_model
+from healthscore.spec.outcomes import parse_horizon
 
 EPILOG = """\
 typical session:
@@ -48,6 +58,91 @@ typical session:
 
 class UserError(HealthscoreError):
     """An error whose message tells the user what to fix; printed without a traceback."""
+
+
+# ---------------------------------------------------------------- shared input and output checks
+def _add_reading_args(p: argparse.ArgumentParser) -> None:
+    """--sheet and --timezone: how to read the data files of a command."""
+    p.add_argument("--sheet", help="sheet to read from an Excel workbook with several sheets")
+    p.add_argument("--timezone", metavar="ZONE",
+                   help="time zone in which timestamps with an offset fall on their day, e.g. UTC or Europe/Berlin "
+                        "(needed only when dates carry a time zone)")
+
+
+def _snapshots(args: argparse.Namespace, source: str | Path, **kw) -> pl.DataFrame:
+    return read_snapshots(str(source), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None), **kw)
+
+
+def _events(args: argparse.Namespace, source: str | Path, snaps=None, model: ScoreModel | None = None):
+    """Read the events; with the snapshots, warn about events that do not fit them."""
+    events = read_events(str(source), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None))
+    if snaps is not None:
+        terminal = ["churned"]
+        if model is not None:
+            terminal = sorted({e for e in events["event"].unique().to_list() if _is_terminal(model, e)}) or terminal
+        warn_problems(str(source), check_events(events, snaps, terminal=terminal))
+    return events
+
+
+def _is_terminal(model: ScoreModel, name: str) -> bool:
+    try:
+        return bool(model.outcome(name).terminal)
+    except HealthscoreError:
+        return False
+
+
+def _same_file(a: str | Path, b: str | Path | None) -> bool:
+    if b is None or "://" in str(b):
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _check_output(flag: str, path: str | Path, *, inputs: dict[str, str | Path | None] | None = None,
+                  folder: bool = False) -> None:
+    """Refuse an output that cannot be written, before any work is done.
+
+    The output must not be one of the inputs, must be a file (or a folder, with ``folder``) and its
+    nearest existing folder must accept a new file.
+    """
+    target = Path(path)
+    for in_flag, value in (inputs or {}).items():
+        if value is not None and _same_file(target, value):
+            raise UsageError(f"{flag} {target} is also the input {in_flag}: writing would replace it; "
+                             "choose another output name")
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"{flag} {target} is a file; give a folder (it is created if missing)")
+    elif target.is_dir():
+        raise UsageError(f"{flag} {target} is a folder; give a file name inside it, e.g. {target / 'out'}"
+                         f"{''.join(target.suffixes) or ''}")
+    base = target if folder else target.parent
+    while not base.exists():
+        if base.parent == base:
+            break
+        base = base.parent
+    if base.exists() and not base.is_dir():
+        raise UsageError(f"{flag} {target}: {base} is a file, not a folder; choose another place")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".healthscore-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag} {target}: cannot write into {base} ({exc.strerror or exc}); choose a folder "
+                         "you can write to") from None
+
+
+def _check_horizon(args: argparse.Namespace) -> None:
+    try:
+        parse_horizon(args.horizon)
+    except (HealthscoreError, ValueError) as exc:
+        raise UsageError(f"--horizon {args.horizon!r}: {exc}") from None
+
+
+def _check_model_against(model: ScoreModel, snaps, source: str) -> None:
+    model.check_data(snaps, source=source)
 
 
 # ---------------------------------------------------------------- sample
@@ -71,7 +166,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     if args.accounts < 1 or args.weeks < 1:
-        raise UserError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
+        raise UsageError(f"--accounts and --weeks must be at least 1 (got {args.accounts} and {args.weeks})")
     portfolio = make_portfolio(n_accounts=args.accounts, n_weeks=args.weeks, seed=args.seed, end=args.end,
                                progress=args.accounts * args.weeks > 500_000)
     for path in portfolio.save(args.out):
@@ -84,28 +179,51 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a snapshot file and list its problems",
                        description="Read a snapshot file (CSV, Parquet, Excel, DuckDB or SQL URI) and "
-                                   "validate it. Exit 0 when clean, 1 with the list of problems otherwise.")
+                                   "validate it. Exit 0 when clean (warnings are printed), 1 with the list of "
+                                   "problems otherwise (or with warnings, under --strict).")
     p.add_argument("file", help="path or URI of the snapshots (or of the events, with --events)")
     p.add_argument("--events", action="store_true", help="the file is an events table (account_id, date, event)")
+    p.add_argument("--snapshots", help="with --events: snapshots to check the events against (unknown accounts, "
+                                       "events before the first snapshot, repeated churn)")
+    p.add_argument("--model", metavar="FILE[#NAME]", help="also check the data against this score model "
+                                                          "(missing columns, metrics on dates or text, units)")
     p.add_argument("--table", help="table name inside a DuckDB/SQLite file or database")
     p.add_argument("--nonnegative", help="comma-separated columns that can never be negative "
                                          "(default: known metric names and count-like names)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    _add_reading_args(p)
     p.set_defaults(func=_cmd_validate)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-
-    try:
-        if args.events:
-            frame = snapshots.read_events(args.file, table=args.table)
-            print(f"{args.file}: OK, {frame.height:,} events of {frame['account_id'].n_unique():,} accounts "
-                  f"({', '.join(f'{e} {n}' for e, n in frame['event'].value_counts(sort=True).iter_rows())})")
-        else:
-            nonneg = [c.strip() for c in args.nonnegative.split(",")] if args.nonnegative else None
-            frame = snapshots.read_snapshots(args.file, table=args.table, nonnegative=nonneg)
-            print(f"{args.file}: OK\n{snapshots.describe(frame)}")
-    except snapshots.ValidationError as exc:
-        print(str(exc), file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            if args.events:
+                frame = read_events(args.file, table=args.table, sheet=args.sheet, timezone=args.timezone)
+                if args.snapshots:
+                    snaps = _snapshots(args, args.snapshots)
+                    model = _load_model_arg(args.model) if args.model else None
+                    _events_check = check_events(frame, snaps, terminal=["churned"] if model is None else sorted(
+                        {e for e in frame["event"].unique().to_list() if _is_terminal(model, e)}) or ["churned"])
+                    warn_problems(args.file, _events_check)
+                print(f"{args.file}: OK, {frame.height:,} events of {frame['account_id'].n_unique():,} accounts "
+                      f"({', '.join(f'{e} {n}' for e, n in frame['event'].value_counts(sort=True).iter_rows())})")
+            else:
+                nonneg = [c.strip() for c in args.nonnegative.split(",")] if args.nonnegative else None
+                model = _load_model_arg(args.model) if args.model else None
+                frame = snapshots.read_snapshots(args.file, table=args.table, nonnegative=nonneg, sheet=args.sheet,
+                                                 timezone=args.timezone)
+                if model is not None:
+                    model.check_data(frame, source=args.file)
+                print(f"{args.file}: OK\n{snapshots.describe(frame)}")
+        except snapshots.ValidationError as exc:
+            _print_warnings(caught)
+            print(str(exc), file=sys.stderr)
+            return 1
+        _print_warnings(caught)
+    if caught and args.strict:
+        print(f"{args.file}: {len(caught)} warning(s); exit 1 under --strict", file=sys.stderr)
         return 1
     return 0
 
@@ -125,17 +243,21 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help="score only the latest snapshot date on or before this day (default: every snapshot)")
     p.add_argument("--overrides", type=Path, help="CSV/Parquet of manual overrides: account_id, metric, value, "
                                                   "reason, author, created, expires")
+    _add_reading_args(p)
     p.set_defaults(func=_cmd_score)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
 
     if args.out.suffix not in (".parquet", ".csv"):
-        raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
+        raise UsageError(f"--out {args.out}: use a .parquet or .csv file name")
+    _check_output("--out", args.out, inputs={"--data": args.data, "--model": args.model, "--overrides": args.overrides})
     model = load_model(args.model, args.name)
     # read and scored part by part (whole accounts), written as it goes: memory follows a part,
     # not the file; with --as-of only the dates that day needs are read
-    done = scoring.score_to_file(scan_snapshots(args.data), model, args.out, overrides=args.overrides,
+    scan = scan_snapshots(str(args.data), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None))
+    _check_model_against(model, scan.typed(), args.data)
+    done = scoring.score_to_file(scan, model, args.out, overrides=args.overrides,
                                  as_of=args.as_of, progress=sys.stderr.isatty())
     print(f"scored {done.accounts:,} accounts, {done.rows:,} snapshots with "
           f"{model.name} {model.version} (hash {model.hash}) -> {args.out}")
@@ -143,7 +265,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _band_lines(scores, model) -> str:  # noqa: ANN001 - polars frame and ScoreModel
+def _band_lines(scores, model) -> str:
 
     lines = ["accounts per band at their latest snapshot:"]
     for band, n, mean, share in band_summary(scores, model).select("band", "accounts", "mean_score", "share").rows():
@@ -184,10 +306,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="report the cut-off that keeps alarm precision at or above P (default 0.2)")
     p.add_argument("--capacity", type=int, metavar="K",
                    help="accounts a CS team can work per week (default: a tenth of the book)")
+    _add_reading_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _load_model_arg(spec: str):  # noqa: ANN202 - a ScoreModel
+def _load_model_arg(spec: str):
 
     path, _, name = spec.partition("#")
     return load_model(Path(path), name or None)
@@ -196,19 +319,35 @@ def _load_model_arg(spec: str):  # noqa: ANN202 - a ScoreModel
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.target_precision <= 1.0:
-        raise UserError(f"--target-precision {args.target_precision}: give a share between 0 and 1, e.g. 0.2")
+        raise UsageError(f"--target-precision {args.target_precision}: give a share between 0 and 1, e.g. 0.2")
     if args.capacity is not None and args.capacity < 1:
-        raise UserError(f"--capacity {args.capacity}: give a number of accounts of at least 1")
+        raise UsageError(f"--capacity {args.capacity}: give a number of accounts of at least 1")
+    _check_horizon(args)
+    if args.split:
+        try:
+            dt.date.fromisoformat(args.split)
+        except ValueError:
+            raise UsageError(f"--split {args.split!r} is not a date: write it as YYYY-MM-DD") from None
+    _check_output("--out", args.out, folder=True,
+                  inputs={"--data": args.data, "--events": args.events,
+                          **{f"--model {m}": m.partition("#")[0] for m in args.model}})
     models = [_load_model_arg(m) for m in args.model]
-    snaps = read_snapshots(args.data)
-    events = read_events(args.events)
+    snaps = _snapshots(args, args.data)
+    for model in models:
+        _check_model_against(model, snaps, args.data)
+    events = _events(args, args.events, snaps, models[0])
+    by = None if args.by.lower() == "none" else args.by
+    if by is not None and by not in snaps.columns:
+        raise UsageError(f"--by {args.by}: {args.data} has no column {args.by!r}; use an attribute such as "
+                         f"{', '.join(c for c in ('segment', 'region', 'touch_model') if c in snaps.columns) or 'segment'}"
+                         ", or --by none")
     try:
         ev = evaluation.evaluate(
             snaps, events, models, outcome=args.outcome, horizon=args.horizon, split=args.split,
-            by=None if args.by.lower() == "none" else args.by, probability=args.probability,
+            by=by, probability=args.probability,
             target_precision=args.target_precision, capacity=args.capacity)
-    except evaluation.EvaluationError as exc:
-        raise UserError(str(exc)) from None
+    except evaluation.EvaluationError as exc:  # split, outcome or horizon do not fit this history
+        raise UsageError(str(exc)) from None
     written = ev.save(args.out)
     if args.freeze:
         for (name, model) in zip(ev.models, models):
@@ -255,35 +394,42 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
     p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
     p.add_argument("--until", metavar="YYYY-MM-DD", help=until)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_reading_args(p)
 
 
-def _model_and_history(args: argparse.Namespace):  # noqa: ANN202 - (ScoreModel, DataFrame)
+def _model_and_history(args: argparse.Namespace):
     """--model and --data (before --until) of a command that writes a new model to --out."""
 
-    import polars as pl
-
-
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"{args.out} exists: choose a new file or pass --overwrite")
-    model = _load_model_arg(args.model)
-    snaps = read_snapshots(args.data)
+    if args.out.exists() and not args.overwrite and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists: choose a new file or pass --overwrite")
+    _check_horizon(args)
+    _check_output("--out", args.out, inputs={"--data": args.data, "--events": args.events,
+                                             "--model": args.model.partition("#")[0]})
+    until = None
     if args.until:
         try:
             until = dt.date.fromisoformat(args.until)
         except ValueError:
-            raise UserError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
+            raise UsageError(f"--until {args.until!r} is not a date: write it as YYYY-MM-DD") from None
+    model = _load_model_arg(args.model)
+    snaps = _snapshots(args, args.data)
+    _check_model_against(model, snaps, args.data)
+    if until is not None:
+        first, last = snaps["as_of"].min(), snaps["as_of"].max()
         snaps = snaps.filter(pl.col("as_of") < until)
+        if snaps.height == 0:
+            raise UsageError(f"--until {args.until} leaves no snapshots: {args.data} runs from {first} to {last}; "
+                             f"give a date after {first}, or leave --until out")
     return model, snaps
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    import warnings
-
 
     model, snaps = _model_and_history(args)
+    events = _events(args, args.events, snaps, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is also a flag in the summary
-        fit = fit_weights(snaps, read_events(args.events), model, outcome=args.outcome, horizon=args.horizon,
+        fit = fit_weights(snaps, events, model, outcome=args.outcome, horizon=args.horizon,
                           features=args.features, penalty=args.penalty, cadence=args.cadence)
     print(fit.summary())
     print()
@@ -299,8 +445,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _demo_fit(out: Path) -> str:
-    import warnings
-
     import polars as pl
 
     sample, model = load_sample(), load_model(sample_dir() / "model.toml")
@@ -334,7 +478,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_calibrate)
 
 
-def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):  # noqa: ANN001, ANN202
+def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", horizon: str = "90d"):
     """The model with its data-derived calibrations fitted, and one line per fitted metric."""
 
     fitted = [m for m in model.metrics if METHODS[m.method].fitted]
@@ -343,13 +487,13 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
     if any(m.method == "monotone_bins" for m in fitted):
         if events is None:
             names = ", ".join(m.name for m in fitted if m.method == "monotone_bins")
-            raise UserError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
+            raise UsageError(f"{names}: monotone_bins is fitted against an outcome; pass --events "
                             "(and --outcome/--horizon if not churned within 90d)")
         # only snapshots whose outcome window is complete: recent ones would count as "no event"
         snapshots = label_outcomes(snapshots, events, outcome=outcome, horizon=horizon)
-        new = model.fit_calibration(snapshots, outcome=outcome)
+        new = fit_calibration(model, snapshots, outcome=outcome)
     else:
-        new = model.fit_calibration(snapshots)
+        new = fit_calibration(model, snapshots)
     width = max(len(m.name) for m in fitted)
     lines = [f"  {m.name:<{width}}  {m.method:<13}  {describe(m.method, m.params, m.direction)}"
              for m in new.metrics if METHODS[m.method].fitted]
@@ -359,7 +503,7 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
 def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     model, snaps = _model_and_history(args)
-    events = read_events(args.events) if args.events else None
+    events = _events(args, args.events, snaps, model) if args.events else None
     new, lines, n_rows = _fit_calibrations(model, snaps, events, args.outcome, args.horizon)
     print(f"{model.name}: fitted on {n_rows:,} snapshot rows")
     print("\n".join(lines))
@@ -407,6 +551,7 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
     p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                    help="when another batch is writing into --out, wait this long for it, then stop (default 30)")
+    _add_reading_args(p)
     p.set_defaults(func=_cmd_scorecards)
 
 
@@ -414,12 +559,27 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
 
 
     if args.workers < 1:
-        raise UserError(f"--workers {args.workers}: give at least 1")
+        raise UsageError(f"--workers {args.workers}: give at least 1")
     if args.as_of:
         try:
             dt.date.fromisoformat(args.as_of)
         except ValueError:
-            raise UserError(f"--as-of {args.as_of!r}: give a date as YYYY-MM-DD") from None
+            raise UsageError(f"--as-of {args.as_of!r}: give a date as YYYY-MM-DD") from None
+    _check_output("--out", args.out, folder=True, inputs={"--scores": args.scores, "--model": args.model,
+                                                          "--snapshots": args.snapshots})
+    # every input read and checked here, before a kernel starts
+    model = load_model(args.model)
+    scores = _snapshots(args, args.scores)
+    if "score" not in scores.columns:
+        raise UserError(f"--scores {args.scores} has no 'score' column: it holds snapshots; score them first with "
+                        f"healthscore score --model {args.model} --data {args.scores} --out scores.parquet")
+    if args.snapshots is not None:
+        _check_model_against(model, _snapshots(args, args.snapshots), str(args.snapshots))
+    if args.peer_by not in scores.columns:
+        attrs = [c for c in scores.columns if scores.schema[c] == pl.String and c not in ("account_id", "band",
+                 "null_reason", "variant", "model_name", "model_version", "model_hash") and not c.startswith("override_")]
+        raise UsageError(f"--peer-by {args.peer_by}: {args.scores} has no column {args.peer_by!r}; use an attribute "
+                         f"such as {', '.join(attrs[:6]) or 'segment'}")
     try:
         run = batch.render_scorecards(
             args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
@@ -453,6 +613,7 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="end of the period (default the last snapshot)")
     p.add_argument("--horizon", default="90d", help="outcome window for churn and expansion rates (default 90d)")
     p.add_argument("--out", type=Path, default=Path("review.html"), help="HTML file to write (default review.html)")
+    _add_reading_args(p)
     p.set_defaults(func=_cmd_review)
 
 
@@ -464,21 +625,24 @@ def _cmd_review(args: argparse.Namespace) -> int:
             try:
                 dt.date.fromisoformat(value)
             except ValueError:
-                raise UserError(f"{flag} {value!r}: give a date as YYYY-MM-DD") from None
-    for flag, path in [("--data", args.data), ("--events", args.events), ("--model", args.model)]:
-        if path is not None and not path.is_file():
-            raise UserError(f"{flag} {path}: no such file")
-    if args.data.suffix.lower() in {".parquet", ".pq"}:  # cheap checks before a kernel starts
-        import polars as pl
-
-
-        columns = pl.read_parquet_schema(args.data)
-        if args.model is None and "score" not in columns:
-            raise UserError(f"--data {args.data} holds snapshots (no 'score' column): pass --model to score them")
-        unknown = [b for b in (x.strip() for x in args.by.split(",")) if b and b not in columns and b not in DERIVED]
-        if unknown:
-            raise UserError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; use an "
-                            f"attribute such as segment, region or csm, or one of {', '.join(DERIVED)}")
+                raise UsageError(f"{flag} {value!r}: give a date as YYYY-MM-DD") from None
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--out {args.out}: give an .html file name, e.g. review.html")
+    _check_horizon(args)
+    _check_output("--out", args.out, inputs={"--data": args.data, "--events": args.events, "--model": args.model})
+    # every input read and checked here, before a kernel starts
+    data = _snapshots(args, args.data)
+    model = load_model(args.model) if args.model is not None else None
+    if model is None and "score" not in data.columns:
+        raise UsageError(f"--data {args.data} holds snapshots (no 'score' column): pass --model to score them")
+    if model is not None and "score" not in data.columns:
+        _check_model_against(model, data, str(args.data))
+    if args.events is not None:
+        _events(args, args.events, data, model)
+    unknown = [b for b in (x.strip() for x in args.by.split(",")) if b and b not in data.columns and b not in DERIVED]
+    if unknown:
+        raise UsageError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; use an "
+                         f"attribute such as segment, region or csm, or one of {', '.join(DERIVED)}")
     try:
         path = batch.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
                                      date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
@@ -556,7 +720,14 @@ def _demo_steps() -> list[tuple[str, DemoStep]]:
             ("evaluate the models on a time-split holdout", _demo_evaluate),
             ("render a few scorecards", _demo_scorecards),
             ("cohort review", _demo_review),
+            ("this week's alerts and a backtest of the alert rules", _demo_alerts),
             ("tune weights without a browser (the notebook's fast path)", _demo_tune)]
+
+
+def _demo_alerts(out: Path) -> str:
+    sample = load_sample()
+    scores = scoring.score(sample.snapshots, load_model(sample_dir() / "model.toml"))
+    return demo_lines(scores, sample.snapshots, sample.events, sample_dir() / "model.toml", out)
 
 
 def _demo_tune(out: Path) -> str:
@@ -592,7 +763,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate,
+             _add_scorecards, _add_review, add_alerts, add_monitor, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -609,20 +781,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 0 when it worked, 1 for a problem in the data or model (and a
+    failed write), 2 for a wrong argument, 130 when interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except (HealthscoreError, FileNotFoundError) as exc:
-        print(f"healthscore: error: {exc}",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            text = str(message)
+            if text not in shown:
+                shown.add(text)
+                print(f"healthscore: warning: {text}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        previous, warnings.showwarning = warnings.showwarning, show
+        try:
+            return int(args.func(args) or 0)
+        except (UsageError, FileNotFoundError) as exc:  # a wrong argument (a path that does not exist too)
+            print(f"healthscore: error: {exc}", file=sys.stderr)
+            return 2
+        except HealthscoreError as exc:
+            print(f"healthscore: error: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # a write failed half-way: full disk, quota, file size limit
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"healthscore: error: could not read or write{where}: {exc.strerror or exc}; check free disk "
+                  "space, quota and permissions, then run the command again", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    seen: set[str] = set()
+    for w in caught:
+        text = str(w.message)
+        if text not in seen:
+            seen.add(text)
+            print(f"healthscore: warning: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -720,10 +721,10 @@ def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
     unit = float("nan")
     interval: dict[str, tuple[float, float]] = {}
     table = getattr(fit, "table", None)
-    if isinstance(table, pl.DataFrame) and {"metric", "odds_ratio", "or_low", "or_high"} <= set(table.columns):
+    if isinstance(table, pl.DataFrame) and {"metric", "odds_ratio", "or_lower", "or_upper"} <= set(table.columns):
         sw = dict(fit.suggested_weights().select("metric", "weight").iter_rows())
         adverse = bool(getattr(fit, "adverse", True))
-        for name, odds, lo, hi in table.select("metric", "odds_ratio", "or_low", "or_high").iter_rows():
+        for name, odds, lo, hi in table.select("metric", "odds_ratio", "or_lower", "or_upper").iter_rows():
             if None in (odds, lo, hi) or min(odds, lo, hi) <= 0:
                 continue
             good = [-math.log(x) if adverse else math.log(x) for x in (odds, lo, hi)]

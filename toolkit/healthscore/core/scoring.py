@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import operator
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import polars as pl
 
@@ -66,7 +68,12 @@ def _add(terms: list[pl.Expr]) -> pl.Expr:
     ``pl.sum_horizontal`` may add its inputs in a different order from run to run, which changes
     the last bit of a float sum: a score must not depend on the run (band edges, report hashes).
     """
-    return functools.reduce(operator.add, terms)
+    terms = list(terms)
+    if len(terms) < 64:
+        return functools.reduce(operator.add, terms)
+    # A chain of thousands of nested additions makes polars' planner slow down quadratically
+    # (3,000 metrics: minutes); a fold adds the same terms in the same order, one column at a time.
+    return pl.fold(acc=terms[0], function=operator.add, exprs=terms[1:], returns_scalar=False)
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -140,7 +147,7 @@ def calibrate(snapshots: Frame, model: ScoreModel) -> pl.DataFrame:
     lf = snapshots.lazy()
     columns = lf.collect_schema().names()
     _check_keys(columns)
-    model.check_columns(columns)
+    model.check_data(snapshots)
     metric_cols = {m.column for m in model.metrics}
     attrs = [c for c in columns if c not in metric_cols and c not in KEYS and c != "variant"]
     nvar = (pl.sum_horizontal([v.matches().cast(pl.Int32) for v in model.variants])
@@ -191,7 +198,7 @@ def _calibrated(model: ScoreModel, metric_name: str, variant: str | None) -> pl.
         where = f" (variant {variant})" if variant else ""
         raise ModelError(f"{model._where()}metrics[{i}] ({m.name}).params{where}: method {m.method} learns "
                          f"{', '.join(missing)} from data and has not been fitted; run "
-                         "model.fit_calibration(snapshots) and save the model")
+                         "hs.fit_calibration(model, snapshots) and save the model")
     try:
         expr = calibration.calibrate_expr(m.column, m.method, m.params, m.direction)
     except ValueError as exc:
@@ -247,7 +254,19 @@ def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr],
             {k: _per_variant(model, v) for k, v in share.items()})
 
 
-def combine(subscores: pl.DataFrame, model: ScoreModel,
+def _weights_finite(model: ScoreModel) -> bool:
+    """Do the weights of every variant add up to finite numbers (so shares are not 0, NaN or inf)?"""
+    for r in [model.resolve(None), *(model.resolve(v.name) for v in model.variants)]:
+        per_cat: dict[str, float] = {}
+        for m in r.metrics:
+            per_cat[m.category] = per_cat.get(m.category, 0.0) + m.weight
+        sums = [sum(c.weight for c in r.categories.values()), *per_cat.values()]
+        if not all(math.isfinite(x) for x in sums):
+            return False
+    return True
+
+
+def combine(subscores: pl.DataFrame, model: ScoreModel, *,
             overrides: pl.DataFrame | str | os.PathLike[str] | None = None) -> pl.DataFrame:
     """Everything after calibration: categories, score, band, coverage, trend, drivers, stamp.
 
@@ -315,6 +334,12 @@ def combine(subscores: pl.DataFrame, model: ScoreModel,
         # clipped only against float rounding (100.00000000000001); drivers still sum to it within 1e-12
         pl.when(pl.col("__ok")).then(_add([pl.col(f"drv_{n}") for n in sub]).clip(0.0, 100.0))
           .alias("__computed"),
+    ).with_columns(
+        # weights at the edge of float range give NaN or inf: such a score is null, never banded
+        ((pl.col("__ok") & ~pl.col("__computed").is_finite().fill_null(False))
+         | pl.lit(not _weights_finite(model))).alias("__nonfinite"),
+    ).with_columns(
+        pl.when(~pl.col("__nonfinite")).then(pl.col("__computed")).alias("__computed"),
     )
     if audit is not None:
         lf = lf.join(audit.lazy(), on=list(KEYS), how="left")
@@ -361,7 +386,7 @@ _OUTPUT_SCALARS = {"score", "band", "coverage", "null_reason", "score_change_1",
                    "model_name", "model_version", "model_hash"}
 
 
-def _metric_order(model: ScoreModel):  # noqa: ANN202 - a sort key
+def _metric_order(model: ScoreModel):
     order = {f"sub_{m.name}": i for i, m in enumerate(model.metrics)}
     return lambda c: order[c]
 
@@ -385,7 +410,10 @@ def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.
     # formatted from whole tenths: a float division here printed 49.900000000000006 in some runs
     tenths = (pl.col("coverage") * 1000).floor().cast(pl.Int64)
     pct = (tenths // 10).cast(pl.String) + pl.lit(".") + (tenths % 10).cast(pl.String)
-    reason = (pl.when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
+    reason = (pl.when(pl.col("__nonfinite")).then(pl.lit(
+                "score is not a finite number: the weights are too far apart for floating point; "
+                "use relative weights between 1e-6 and 1e6"))
+                .when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
                 .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:g}% "
                                                             "(missing: ") + missing + pl.lit(")")))
     out = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias("null_reason")
@@ -497,7 +525,7 @@ def _apply_overrides(frame: pl.DataFrame, table: pl.DataFrame,
 
 
 # ---------------------------------------------------------------- score
-def score(snapshots: Frame, model: ScoreModel,
+def score(snapshots: Frame, model: ScoreModel, *,
           overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
           as_of: dt.date | str | None = None) -> pl.DataFrame:
     """Score every snapshot (or only the latest snapshot date on or before ``as_of``).
@@ -509,7 +537,7 @@ def score(snapshots: Frame, model: ScoreModel,
     cutoff = _cutoff(frame, as_of)
     if cutoff is not None:
         frame = frame.filter(pl.col("as_of") <= cutoff)
-    out = combine(calibrate(frame, model), model, overrides)
+    out = combine(calibrate(frame, model), model, overrides=overrides)
     return out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out
 
 
@@ -525,7 +553,7 @@ def _cutoff(frame: pl.LazyFrame, as_of: dt.date | str | None) -> dt.date | None:
     return cutoff
 
 
-def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
+def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel, *,
                     overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
                     as_of: dt.date | str | None = None, chunk_accounts: int = 20_000,
                     progress: bool = True) -> pl.DataFrame:
@@ -547,7 +575,7 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel,
     for ids in tqdm(chunks, desc=f"scoring {model.name}", unit="chunk", disable=not progress or len(chunks) < 2):
         part = snapshots.filter(pl.col("account_id").is_in(ids.implode()))
         ov = None if overrides is None else overrides.filter(pl.col("account_id").is_in(ids.implode()))
-        out = score(part, model, ov)
+        out = score(part, model, overrides=ov)
         parts.append(out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out)
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
 
@@ -720,7 +748,7 @@ def score_to_file(snapshots: Any, model: ScoreModel, out: str | os.PathLike[str]
                     if earlier.height:
                         part = pl.concat([earlier, part], how="vertical_relaxed").sort(KEYS)
                 ov = None if table is None else table.filter(pl.col("account_id").is_in(ids))
-                scored = combine(calibrate(part, model), model, ov)
+                scored = combine(calibrate(part, model), model, overrides=ov)
                 del part
                 if cutoff is not None:
                     scored = scored.filter(pl.col("as_of") == cutoff)

@@ -21,12 +21,14 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from healthscore import resources
 from healthscore.io import files
+from healthscore.results import Summary
 
 __all__ = ["Portfolio", "Truth", "make_portfolio", "sample_dir", "load_sample", "METRICS"]
 
@@ -125,6 +127,91 @@ _OTHER_TERMS: dict[str, tuple[float, float, str]] = {
 # contraction: only in the 8 weeks before a renewal; weekly log-odds intercept and per-SD effects
 _CONTRACTION = (-5.5, {"seat_utilization": -0.5, "seats_deployed_ratio": -0.4})
 
+# ------------------------------------------------ the non-linear truth (make_portfolio(truth="nonlinear"))
+# Churn only; expansion and contraction stay linear. Each metric adds curve(value) - curve(centre)
+# to the weekly churn log-odds (a null adds nothing); ``centre`` is the reference mean in raw units.
+# Shapes: saturation (exponential decay towards a floor), thresholds (a jump as soon as anything is
+# overdue), a U (seats deployed: both shelfware and over-provisioning raise churn), a sigmoid step
+# (NPS detractors) and level effects; two metrics interact with the segment (factor per segment).
+
+
+def _u_deployed(x: np.ndarray) -> np.ndarray:
+    return np.where(x < 0.8, 3.0 * (x - 0.8) ** 2, 15.0 * (x - 0.8) ** 2)
+
+
+_NONLINEAR: dict[str, tuple[str, object]] = {
+    "seat_utilization": ("saturating", lambda x: 1.6 * np.exp(-x / 0.2)),
+    "login_days": ("saturating", lambda x: 1.2 * np.exp(-0.7 * x)),
+    "key_feature_adoption": ("linear", lambda x: -1.2 * x),
+    "api_calls": ("linear in log1p(calls)", lambda x: -0.12 * np.log1p(np.maximum(x, 0.0))),
+    "high_sev_tickets": ("capped", lambda x: 0.5 * np.minimum(x, 2.0)),
+    "csat": ("linear", lambda x: -0.35 * x),
+    "nps": ("threshold (detractors)", lambda x: 0.9 / (1.0 + np.exp(-(6.0 - x) / 0.8))),
+    "exec_sponsor_engaged": ("level", lambda x: -0.4 * x),
+    "champion_left": ("level, by segment", lambda x: 0.9 * x),
+    "csm_assessment": ("levels", lambda x: np.interp(x, [1, 2, 3, 4, 5], [1.0, 0.5, 0.0, -0.2, -0.3])),
+    "days_invoice_overdue": ("threshold", lambda x: np.where(x > 0, 0.5 + 0.02 * np.minimum(x, 60.0), 0.0)),
+    "seats_deployed_ratio": ("U-shape", _u_deployed),
+    "goal_progress": ("saturating", lambda x: 0.8 * np.exp(-x / 0.3)),
+}
+# metric -> factor per segment (SEGMENTS order) multiplying its curve: the segment interaction
+_NONLINEAR_BY_SEGMENT: dict[str, tuple[float, float, float]] = {
+    "seat_utilization": (0.5, 1.0, 1.5),
+    "champion_left": (1.6, 1.0, 0.5),
+}
+_NONLINEAR_ARG = ", truth='nonlinear'"
+_NONLINEAR_CHURN_SCALE = 2.0  # base annual churn x this: more events for the curves to show in
+# grid on which truth.curves records each curve (raw units)
+_CURVE_GRID: dict[str, np.ndarray] = {
+    "active_users": np.linspace(0, 1000, 41), "seat_utilization": np.linspace(0, 1.5, 61),
+    "login_days": np.arange(8.0), "key_feature_adoption": np.linspace(0, 1, 11),
+    "api_calls": np.round(np.expm1(np.linspace(0, 10, 41)), 1), "tickets_opened": np.arange(7.0),
+    "high_sev_tickets": np.arange(5.0), "csat": np.linspace(1, 5, 41), "nps": np.arange(11.0),
+    "exec_sponsor_engaged": np.array([0.0, 1.0]), "champion_left": np.array([0.0, 1.0]),
+    "csm_assessment": np.arange(1.0, 6.0), "days_invoice_overdue": np.arange(0.0, 91.0, 1.0),
+    "seats_deployed_ratio": np.linspace(0, 1.2, 49), "goal_progress": np.linspace(0, 1.2, 49),
+    "email_ctr": np.linspace(0, 0.4, 41), "community_posts": np.arange(6.0),
+    "training_completions": np.arange(7.0),
+}
+
+
+def _curve_centre(metric: str) -> float:
+    mean = _REFERENCE[metric][0]
+    return float(np.expm1(mean)) if metric == "api_calls" else mean
+
+
+def _nonlinear_churn(metrics: dict[str, np.ndarray], seg: np.ndarray) -> np.ndarray:
+    """Per metric (METRICS order) and account: the metric's term of the churn log-odds."""
+    out = np.zeros((len(METRICS), len(seg)))
+    for k, m in enumerate(METRICS):
+        if m not in _NONLINEAR:
+            continue
+        curve = _NONLINEAR[m][1]
+        x = np.asarray(metrics[m], dtype=float)
+        term = curve(np.nan_to_num(x)) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+        if m in _NONLINEAR_BY_SEGMENT:
+            term = term * np.asarray(_NONLINEAR_BY_SEGMENT[m])[seg]
+        out[k] = np.where(np.isnan(x), 0.0, term)
+    return out
+
+
+def _truth_curves() -> pl.DataFrame:
+    """Long table: metric, segment ("all" = the shape without the segment factor), value,
+    churn_logit (the metric's term of the weekly churn log-odds at that value)."""
+    parts = []
+    for m in METRICS:
+        grid = _CURVE_GRID[m].astype(float)
+        if m in _NONLINEAR:
+            curve = _NONLINEAR[m][1]
+            base = curve(grid) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+        else:
+            base = np.zeros_like(grid)
+        factors = [("all", 1.0)] + list(zip(SEGMENTS, _NONLINEAR_BY_SEGMENT.get(m, ())))
+        for seg, f in factors:
+            parts.append(pl.DataFrame({"metric": m, "segment": seg, "value": grid, "churn_logit": base * f}))
+    return pl.concat(parts)
+
+
 _PHI = 0.9          # weekly persistence of the latent health
 _SIGMA = 0.3        # weekly innovation of the latent health
 _BURN_IN = 13       # weeks simulated before the first snapshot: fills the 90-day indicators
@@ -139,6 +226,10 @@ class Truth:
     latent: pl.DataFrame
     segment_churn: pl.DataFrame
     other_terms: pl.DataFrame
+    # truth="nonlinear": each metric's term of the churn log-odds on a grid of raw values
+    # (metric, segment, value, churn_logit); None for the linear truth, where ``effects`` says it all
+    curves: pl.DataFrame | None = None
+    kind: str = "linear"
 
 
 @dataclass(frozen=True)
@@ -157,7 +248,7 @@ class Portfolio:
              "truth_latent.parquet", "truth_segment_churn.csv", "truth_other_terms.csv",
              "latest_week.csv")
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A few lines: accounts by segment, ARR, weeks, annualised churn and expansion rates."""
         s = portfolio_stats(self)
         lines = [f"{s['accounts']} accounts, {s['weeks']} weekly snapshots "
@@ -166,7 +257,7 @@ class Portfolio:
             lines.append(f"  {seg:<11} {n:>6} accounts")
         lines.append(f"annual logo churn {s['churn_rate']:.1%}, accounts expanding per year "
                      f"{s['expansion_rate']:.1%}, contracting {s['contraction_rate']:.1%}")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
     def save(self, folder: str | os.PathLike[str]) -> list[Path]:
         """Write every table and a ``README.md`` data dictionary into ``folder`` atomically;
@@ -176,8 +267,12 @@ class Portfolio:
                   self.truth.segment_churn, self.truth.other_terms, latest_week(self.snapshots)]
         for name, frame in zip(self.FILES, tables, strict=True):
             (files.write_parquet if name.endswith(".parquet") else files.write_csv)(frame, folder / name)
+        extra = []
+        if self.truth.curves is not None:
+            files.write_csv(self.truth.curves, folder / "truth_curves.csv")
+            extra.append("truth_curves.csv")
         files.write_text(folder / "README.md", data_dictionary(self))
-        return [folder / name for name in (*self.FILES, "README.md")]
+        return [folder / name for name in (*self.FILES, *extra, "README.md")]
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Portfolio:
@@ -190,7 +285,10 @@ class Portfolio:
         truth = Truth(effects=pl.read_csv(folder / "truth_effects.csv"),
                       latent=pl.read_parquet(folder / "truth_latent.parquet"),
                       segment_churn=pl.read_csv(folder / "truth_segment_churn.csv"),
-                      other_terms=pl.read_csv(folder / "truth_other_terms.csv"))
+                      other_terms=pl.read_csv(folder / "truth_other_terms.csv"),
+                      curves=pl.read_csv(folder / "truth_curves.csv") if (folder / "truth_curves.csv").exists()
+                      else None,
+                      kind="nonlinear" if (folder / "truth_curves.csv").exists() else "linear")
         readme = folder / "README.md"
         found = re.search(r"`(make_portfolio\([^`]*\))`", readme.read_text()) if readme.exists() else None
         return cls(snapshots=pl.read_parquet(folder / "snapshots.parquet"),
@@ -359,12 +457,24 @@ def _draw_book(rng: np.random.Generator, n: int, end: np.datetime64) -> _Book:
 
 
 def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
-                   end: date = date(2026, 11, 16), progress: bool = False) -> Portfolio:
+                   end: date = date(2026, 11, 16), progress: bool = False,
+                   truth: Literal["linear", "nonlinear"] = "linear") -> Portfolio:
     """Generate a sample portfolio whose true effects are known.
 
     ``end`` is the last snapshot date (moved back to a Monday); snapshots are weekly. Accounts
     whose contract starts inside the window appear from their first Monday on, in ``onboarding``.
     ``progress`` shows a progress bar over the simulated weeks.
+
+    ``truth="nonlinear"`` draws churn from curves instead of straight lines: saturation (seat
+    utilisation, logins, goal progress), thresholds (any overdue invoice, NPS detractors), a
+    U-shape (seats deployed), level effects, and a segment interaction (seat utilisation matters
+    more for SMB, a champion leaving more for enterprise). Base churn is doubled so the curves
+    show. ``truth.curves`` records every curve on a grid of raw values. The signals themselves
+    are drawn exactly as for the linear truth (same seed, same snapshots until churn differs).
+
+    >>> nl = make_portfolio(n_accounts=30, n_weeks=4, seed=3, truth="nonlinear")
+    >>> nl.truth.kind, nl.truth.curves.columns
+    ('nonlinear', ['metric', 'segment', 'value', 'churn_logit'])
 
     >>> p = make_portfolio(n_accounts=30, n_weeks=4, seed=3)
     >>> p.snapshots["as_of"].max()
@@ -374,9 +484,11 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     """
     if n_accounts < 1 or n_weeks < 1:
         raise ValueError(f"n_accounts and n_weeks must be at least 1 (got {n_accounts}, {n_weeks})")
+    if truth not in ("linear", "nonlinear"):
+        raise ValueError(f"truth must be 'linear' or 'nonlinear', got {truth!r}")
     end = end - timedelta(days=end.weekday())
     first64 = np.datetime64(end, "D") - np.timedelta64(7 * (n_weeks - 1), "D")
-    sim = _Simulation(np.random.default_rng(seed), n_accounts, np.datetime64(end, "D"))
+    sim = _Simulation(np.random.default_rng(seed), n_accounts, np.datetime64(end, "D"), truth == "nonlinear")
     cols: dict[str, list[np.ndarray]] = {}
     events: list[np.ndarray] = []
     steps = range(-_BURN_IN, n_weeks)  # week 0 is the first snapshot
@@ -394,8 +506,8 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
         events.append(sim.outcomes(day, zs))
     data = {k: np.concatenate(v) for k, v in cols.items()}
     origin = (f"make_portfolio(n_accounts={n_accounts}, n_weeks={n_weeks}, seed={seed}, "
-              f"end=date({end.year}, {end.month}, {end.day}))")
-    return _assemble(sim.book, data, np.concatenate(events, axis=1), first64, origin)
+              f"end=date({end.year}, {end.month}, {end.day}){_NONLINEAR_ARG if sim.nonlinear else ''})")
+    return _assemble(sim.book, data, np.concatenate(events, axis=1), first64, origin, sim.nonlinear)
 
 
 class _Simulation:
@@ -405,8 +517,8 @@ class _Simulation:
     started ones too), so a seed fixes everything.
     """
 
-    def __init__(self, rng: np.random.Generator, n: int, end: np.datetime64) -> None:
-        self.rng, self.n = rng, n
+    def __init__(self, rng: np.random.Generator, n: int, end: np.datetime64, nonlinear: bool = False) -> None:
+        self.rng, self.n, self.nonlinear = rng, n, nonlinear
         self.book = book = _draw_book(rng, n, end)
         self.high = book.touch == 0
         self.csm = book.draw_csm(rng, np.ones(n, dtype=bool))
@@ -415,8 +527,9 @@ class _Simulation:
         self.h = self.mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI ** 2), n)
         self.eff_dr = rng.normal(0, 0.4, n)   # how fully an account provisions its seats
         self.eff_kf = rng.normal(0, 0.4, n)   # how broadly it uses the key features
-        self.base = np.stack([_weekly_logit(_lookup({k: v[i] for k, v in _BASE_RATES.items()},
-                                                    book.seg, book.touch)) for i in (0, 1)])
+        scale = (_NONLINEAR_CHURN_SCALE, 1.0) if nonlinear else (1.0, 1.0)
+        self.base = np.stack([_weekly_logit(scale[i] * _lookup({k: v[i] for k, v in _BASE_RATES.items()},
+                                                               book.seg, book.touch)) for i in (0, 1)])
         self.coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
         self.other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
         self.ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
@@ -507,6 +620,8 @@ class _Simulation:
         self.aux = {"near_renewal": to_renewal <= 56, "young": young,
                     "handover": (wk - self.last_handover) < _WINDOW_90D,
                     "champion_left": metrics["champion_left"]}
+        if self.nonlinear:
+            self.aux["churn_terms"] = _nonlinear_churn(metrics, self.book.seg)
 
         i = np.flatnonzero(self.alive & self.started)
         stage = np.where(young, 0, np.where((tenure >= 270) & (to_renewal <= 90), 3,
@@ -523,6 +638,10 @@ class _Simulation:
         rng, n, seats, aux = self.rng, self.n, self.seats, self.aux
         terms = np.stack([aux["near_renewal"], aux["young"], aux["handover"]]).astype(float)
         lp = self.base + self.coef @ zs + self.other @ terms  # [churn, expansion] weekly log-odds
+        contrib = self.coef[0][:, None] * zs
+        if self.nonlinear:
+            contrib = aux["churn_terms"]
+            lp[0] = self.base[0] + contrib.sum(axis=0) + self.other[0] @ terms
         row = self.alive & self.started
         churn = row & (rng.random(n) < _sigmoid(lp[0]))
         expand = row & ~churn & (rng.random(n) < _sigmoid(lp[1]))
@@ -532,7 +651,7 @@ class _Simulation:
         add = np.maximum(1, np.round(seats * rng.uniform(0.08, 0.4, n))).astype(np.int64)
         when = day.astype(np.int64) + rng.integers(1, 7, n)  # dated within the next six days
         j = np.flatnonzero(churn)
-        reason = _churn_reason(rng, self.coef[0][:, None] * zs[:, j], aux["champion_left"][j])
+        reason = _churn_reason(rng, contrib[:, j], aux["champion_left"][j])
         out = []
         for code, mask, detail in ((0, churn, None), (1, expand, add), (2, contract, cut)):
             j = np.flatnonzero(mask)
@@ -572,7 +691,7 @@ def _churn_reason(rng: np.random.Generator, contrib: np.ndarray, champ_left: np.
 
 
 def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
-              first64: np.datetime64, origin: str) -> Portfolio:
+              first64: np.datetime64, origin: str, nonlinear: bool = False) -> Portfolio:
     n = len(book.seg)
     width = max(5, len(str(n)))  # zero-padded ids sort like their numbers
     ids = pl.Series("account_id", np.arange(1, n + 1)).cast(pl.String).str.zfill(width)
@@ -613,8 +732,8 @@ def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
         .when(pl.col("_e") == 1).then(pl.format("+{} seats", pl.col("_d")))
         .otherwise(pl.format("-{} seats", pl.col("_d"))),
     ).sort("date", "account_id", "event")
-    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev, truth=_truth(latent),
-                     origin=origin)
+    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev,
+                     truth=_truth(latent, nonlinear), origin=origin)
 
 
 def _accounts_table(snaps: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
@@ -631,7 +750,7 @@ def _accounts_table(snaps: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
             .sort("account_id"))
 
 
-def _truth(latent: pl.DataFrame) -> Truth:
+def _truth(latent: pl.DataFrame, nonlinear: bool = False) -> Truth:
     effects = pl.DataFrame({
         "metric": list(METRICS),
         "category": [v[0] for v in METRICS.values()],
@@ -653,7 +772,15 @@ def _truth(latent: pl.DataFrame) -> Truth:
         "expansion_coef": [v[1] for v in _OTHER_TERMS.values()],
         "description": [v[2] for v in _OTHER_TERMS.values()],
     })
-    return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other)
+    if not nonlinear:
+        return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other)
+    # the churn coefficients do not apply: churn follows truth.curves (expansion stays linear)
+    effects = effects.with_columns(
+        churn_coef=pl.lit(None, pl.Float64),
+        churn_shape=pl.Series([_NONLINEAR[m][0] if m in _NONLINEAR else "none" for m in METRICS]))
+    segment_churn = segment_churn.with_columns(pl.col("base_annual_churn") * _NONLINEAR_CHURN_SCALE)
+    return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other,
+                 curves=_truth_curves(), kind="nonlinear")
 
 
 # ----------------------------------------------------------------------------- data dictionary

@@ -30,6 +30,10 @@ except ImportError:  # Windows: a lock file created exclusively stands in
     fcntl = None  # type: ignore[assignment]
 
 
+class WriteError(HealthscoreError, OSError):
+    """A file could not be written (full disk, quota, file size limit); the old file is kept."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
@@ -128,14 +132,25 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_parquet(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``frame`` as Parquet atomically (zstd; statistics on, so readers can skip row groups)."""
-    with atomic_path(path) as tmp:
+    with _polars_write(path), atomic_path(path) as tmp:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
 
 
 def write_csv(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``frame`` as CSV atomically."""
-    with atomic_path(path) as tmp:
+    with _polars_write(path), atomic_path(path) as tmp:
         frame.write_csv(tmp)
+
+
+@contextlib.contextmanager
+def _polars_write(path: str | os.PathLike[str]) -> Iterator[None]:
+    """polars reports a failed write (e.g. 'File too large') as a ComputeError: name the file instead."""
+    try:
+        yield
+    except pl.exceptions.PolarsError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WriteError(f"could not write {path}: {reason}; check free disk space, quota and file size "
+                         "limits, then run again (the previous file, if any, is unchanged)") from None
 
 
 # ------------------------------------------------------------------ folder locks

@@ -12,18 +12,24 @@ example rows and what to do; nothing is silently coerced.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import difflib
+import io
 import os
 import re
 import sqlite3
+import warnings
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fastexcel
 import polars as pl
+import pyarrow.parquet as pq
 
-from healthscore.errors import HealthscoreError
+from healthscore.errors import DataWarning, HealthscoreError
 
 KEYS = ("account_id", "as_of")
 EVENT_COLUMNS = ("account_id", "date", "event")
@@ -39,8 +45,10 @@ KNOWN_NONNEGATIVE = frozenset({
     "community_posts", "training_completions", "arr", "seats_purchased",
 })
 _NONNEGATIVE_PATTERN = re.compile(r"(_count|_days|_users|_tickets|_calls|_ratio|_rate|_seats|^seats_|^num_|^n_)")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+# a date, optionally with a midnight time as pandas and many databases write it ("2026-03-02 00:00:00")
+_MIDNIGHT_DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
+_TZ_SUFFIX = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})$"
+EARLIEST_PLAUSIBLE = dt.date(1990, 1, 1)
 _DATE_NAME = re.compile(r"(^as_of$|^date$|_date$|_at$|_on$|_start$|_end$|_due$)")
 
 
@@ -54,6 +62,7 @@ class Problem:
     fix: str
     rows: tuple[int, ...] = ()
     examples: tuple[str, ...] = ()
+    severity: str = "error"  # "warning": reported, but the table can still be used
 
     def render(self, row_label: str = "row") -> str:
         where = f"column '{self.column}': " if self.column else ""
@@ -89,7 +98,72 @@ def _row_label(source: str) -> tuple[str, int]:
     return ("line", 2) if str(source).lower().endswith((".csv", ".tsv", ".txt")) else ("row", 1)
 
 
-def _read_raw(source: str | os.PathLike[str], table: str | None, query: str | None) -> tuple[pl.DataFrame, bool]:
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls")
+_DUCKDB_SUFFIXES = (".duckdb", ".ddb")
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+# Readers of damaged files fail in many ways (pyo3 panics derive from BaseException).
+_READ_ERRORS = (Exception, pl.exceptions.PanicException)
+
+
+def _fail(source: str, check: str, message: str, fix: str, column: str | None = None) -> ValidationError:
+    return ValidationError(source, [Problem(check, column, message, fix)])
+
+
+def _sniff_kind(head: bytes) -> str | None:
+    """What a file really holds, from its first bytes (None: probably text)."""
+    if head.startswith(b"PAR1"):
+        return "Parquet"
+    if head.startswith(b"PK\x03\x04"):
+        return "Excel (xlsx) or another zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "Excel 97-2003 (xls)"
+    if head.startswith(b"SQLite format 3\x00"):
+        return "SQLite"
+    if head[8:12] == b"DUCK":
+        return "DuckDB"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text"
+    if b"\x00" in head[:4096]:
+        return "binary"
+    return None
+
+
+_EXPECTED = {"CSV": None, "Parquet": "Parquet", "Excel": ("Excel (xlsx) or another zip", "Excel 97-2003 (xls)"),
+             "SQLite": "SQLite", "DuckDB": "DuckDB"}
+_RENAME = {"Parquet": ".parquet", "Excel (xlsx) or another zip": ".xlsx", "Excel 97-2003 (xls)": ".xls",
+           "SQLite": ".sqlite", "DuckDB": ".duckdb"}
+
+
+def _check_kind(path: Path, text: str, expected: str) -> None:
+    """Refuse an empty file and a file whose content is not what its name says."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(text, "empty_file", "is empty (0 bytes)",
+                    "The export did not finish or wrote nothing: export the table again.")
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    kind = _sniff_kind(head)
+    wanted = _EXPECTED[expected]
+    if expected == "CSV":
+        if kind == "UTF-16 text":
+            return
+        if kind is not None:
+            rename = f" Rename it to *{_RENAME[kind]}." if kind in _RENAME else ""
+            raise _fail(text, "mislabelled", f"is named like a CSV file but holds {kind} data",
+                        f"Save the table as UTF-8 CSV, or give the file its real extension.{rename}")
+        return
+    ok = kind in wanted if isinstance(wanted, tuple) else kind == wanted
+    if not ok:
+        found = "text (it looks like CSV)" if kind is None else f"{kind} data"
+        rename = " Rename it to *.csv." if kind is None else (f" Rename it to *{_RENAME[kind]}." if kind in _RENAME else "")
+        raise _fail(text, "mislabelled", f"is named like a {expected} file but holds {found}",
+                    f"Export it again as {expected}, or give the file its real extension.{rename}")
+
+
+def _read_raw(source: str | os.PathLike[str], table: str | None, query: str | None,
+              sheet: str | None = None, wanted: str = "snapshots") -> tuple[pl.DataFrame, bool]:
     """Read a table as it is stored. Returns the frame and whether all its columns are text."""
     text = str(source)
     lower = text.lower()
@@ -100,25 +174,195 @@ def _read_raw(source: str | os.PathLike[str], table: str | None, query: str | No
         raise FileNotFoundError(f"{text}: no such file. Give the path of a CSV, Parquet, Excel, DuckDB or SQLite file.")
     if path.is_dir():
         raise ValidationError(text, [Problem("not_a_file", None, "is a folder, not a file",
-                                             "Point at the snapshot file inside it, e.g. snapshots.parquet.")])
-    if lower.endswith((".csv", ".tsv", ".txt")):
-        sep = "\t" if lower.endswith(".tsv") else ","
+                                             f"Point at the {wanted} file inside it, e.g. {wanted}.parquet.")])
+    if lower.endswith(_CSV_SUFFIXES):
+        _check_kind(path, text, "CSV")
+        return _read_csv(path, text, tab=lower.endswith(".tsv")), True
+    if lower.endswith(_PARQUET_SUFFIXES):
+        _check_kind(path, text, "Parquet")
         try:
-            # All text: types are decided column by column below, so bad cells are reported, not guessed.
-            return pl.read_csv(path, infer_schema=False, separator=sep, null_values=[""]), True
-        except pl.exceptions.ComputeError as exc:
-            raise ValidationError(text, [Problem("unreadable", None, f"cannot be read as CSV ({exc})",
-                                                 "Check the delimiter and quoting; export as UTF-8 CSV.")]) from exc
-    if lower.endswith((".parquet", ".pq")):
-        return pl.read_parquet(path), False
-    if lower.endswith((".xlsx", ".xlsm", ".xls")):
-        return pl.read_excel(path, sheet_id=1), False
-    if lower.endswith((".duckdb", ".ddb")):
-        return _read_duckdb(path, table, query), False
-    if lower.endswith((".db", ".sqlite", ".sqlite3")):
-        return _read_sqlite(path, table, query), False
+            frame = pl.read_parquet(path)
+        except _READ_ERRORS as exc:
+            raise _fail(text, "unreadable", f"is damaged and cannot be read as Parquet ({_short(exc)})",
+                        "The file is truncated or corrupted: copy or export it again.") from None
+        damaged = _parquet_statistics_mismatch(path, frame)
+        if damaged:
+            raise _fail(text, "unreadable", "is damaged: it holds values outside the minimum, maximum or null count "
+                        "recorded in the file's own footer", "The file was corrupted after it was "
+                        "written (copy, disk or transfer): copy or export it again.", damaged)
+        return frame, False
+    if lower.endswith(_EXCEL_SUFFIXES):
+        _check_kind(path, text, "Excel")
+        return _read_excel(path, text, sheet), False
+    if lower.endswith(_DUCKDB_SUFFIXES):
+        _check_kind(path, text, "DuckDB")
+        try:
+            return _read_duckdb(path, table, query, wanted), False
+        except ValidationError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _fail(text, "unreadable", f"cannot be read as a DuckDB database ({_short(exc)})",
+                        "Check the file is a DuckDB database written by a compatible DuckDB version, and the "
+                        "table or query.") from None
+    if lower.endswith(_SQLITE_SUFFIXES):
+        _check_kind(path, text, "SQLite")
+        try:
+            return _read_sqlite(path, table, query, wanted), False
+        except ValidationError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _fail(text, "unreadable", f"cannot be read as a SQLite database ({_short(exc)})",
+                        "Check the file is a complete SQLite database, and the table or query.") from None
     raise ValidationError(text, [Problem("format", None, f"unknown file type '{path.suffix}'",
                                          "Use .csv, .parquet, .xlsx, .duckdb, .sqlite or a SQL URI.")])
+
+
+def _parquet_statistics_mismatch(path: Path, frame: pl.DataFrame) -> str | None:
+    """The first column whose values contradict the min/max/null count the writer recorded (None: all agree).
+
+    Parquet pages carry no checksum by default, so damaged bytes can decode into other numbers;
+    the footer's statistics were computed from the true values and catch most such damage.
+    """
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except _READ_ERRORS:
+        return None
+    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    for j, name in enumerate(names):
+        if name not in frame.columns or names.count(name) > 1:
+            continue
+        series = frame.get_column(name)
+        if not (series.dtype.is_numeric() or series.dtype in (pl.Date, pl.String)):
+            continue
+        lows, highs, nulls = [], [], 0
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(j).statistics
+            if st is None or not st.has_min_max or st.null_count is None:
+                lows = None
+                break
+            lows.append(st.min)
+            highs.append(st.max)
+            nulls += st.null_count
+        if lows is None or not lows:
+            continue
+        values = series.drop_nulls()
+        if series.dtype.is_float():
+            values = values.filter(values.is_not_nan())
+        if series.null_count() != nulls:
+            return name
+        if values.len() and isinstance(lows[0], (int, float, str, dt.date)):
+            try:
+                if values.min() < min(lows) or values.max() > max(highs):
+                    return name
+            except TypeError:
+                continue
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first[:200]
+
+
+def _read_csv(path: Path, text: str, *, tab: bool) -> pl.DataFrame:
+    """CSV as all-text columns: encoding, BOM and delimiter sniffed; ragged rows and repeated headers refused."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = data.decode("utf-16").encode("utf-8")
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        body = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            body = data.decode("cp1252")
+        except UnicodeDecodeError as exc:
+            raise _fail(text, "encoding", f"is not UTF-8 text (byte {exc.start})",
+                        "Save the file as UTF-8 CSV.") from None
+        data = body.encode("utf-8")
+    if not body.strip():
+        raise _fail(text, "empty_file", "holds no header and no rows",
+                    "The export wrote nothing: export the table again.")
+    sample = body[:65536]
+    lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
+    sep = "\t" if tab else _sniff_delimiter(lines)
+    header = next(csv.reader([lines[0]], delimiter=sep))
+    names = [h.strip() for h in header]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if dup:
+        problems.append(Problem("duplicate_header", None, f"the header repeats column name(s) {', '.join(map(repr, dup))}",
+                                "Give every column its own name (rename or drop the repeat)."))
+    ragged = _ragged_lines(body, sep, len(header))
+    if ragged:
+        n, examples = ragged
+        rows = tuple(line for line, _ in examples)
+        ex = tuple(f"{k} fields" for _, k in examples)
+        problems.append(Problem("ragged_rows", None,
+                                f"{n} line(s) have a different number of fields than the header ({len(header)})",
+                                "A field holds an unquoted delimiter, or the file was cut or joined: quote fields "
+                                "that contain the delimiter and export again.", rows, ex))
+    if problems:
+        raise ValidationError(text, problems, "line")
+    try:
+        # All text: types are decided column by column below, so bad cells are reported, not guessed.
+        frame = pl.read_csv(io.BytesIO(data), infer_schema=False, separator=sep, null_values=[""])
+    except _READ_ERRORS as exc:
+        raise _fail(text, "unreadable", f"cannot be read as CSV ({_short(exc)})",
+                    "Check the delimiter and quoting; export as UTF-8 CSV.") from None
+    return frame.rename({c: c.strip() for c in frame.columns if c != c.strip()})
+
+
+def _sniff_delimiter(lines: list[str]) -> str:
+    """The delimiter that splits the first lines into the same number (>1) of fields: , ; tab or |."""
+    best, best_n = ",", 1
+    for sep in (",", ";", "\t", "|"):
+        counts = {len(row) for row in csv.reader(lines, delimiter=sep)}
+        if len(counts) == 1:
+            n = counts.pop()
+            if n > best_n:
+                best, best_n = sep, n
+    return best
+
+
+def _ragged_lines(body: str, sep: str, width: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """Records whose field count differs from the header: (count, first examples as (line, fields))."""
+    # fast path: no quotes and every line splits into the header's width
+    if '"' not in body:
+        counts = pl.Series(body.splitlines()).filter(pl.Series(body.splitlines()).str.strip_chars() != "")
+        if counts.str.count_matches(sep, literal=True).eq(width - 1).all():
+            return None
+    bad: list[tuple[int, int]] = []
+    n = 0
+    reader = csv.reader(io.StringIO(body), delimiter=sep)
+    for i, row in enumerate(reader):
+        if i == 0 or not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != width:
+            n += 1
+            if len(bad) < MAX_EXAMPLES:
+                bad.append((reader.line_num, len(row)))
+    return (n, bad) if n else None
+
+
+def _read_excel(path: Path, text: str, sheet: str | None) -> pl.DataFrame:
+    try:
+        names = list(fastexcel.read_excel(str(path)).sheet_names)
+    except _READ_ERRORS as exc:
+        raise _fail(text, "unreadable", f"is damaged and cannot be read as Excel ({_short(exc)})",
+                    "Open it in Excel and save it again as .xlsx, or export the sheet as CSV.") from None
+    if sheet is None:
+        if len(names) > 1:
+            raise _fail(text, "sheet", f"holds {len(names)} sheets ({', '.join(map(repr, names))})",
+                        "Say which one to read with --sheet NAME (sheet=\"NAME\" in Python).")
+        sheet = names[0] if names else None
+    elif sheet not in names:
+        raise _fail(text, "sheet", f"has no sheet {sheet!r} (sheets: {', '.join(map(repr, names))})",
+                    "Pass one of the listed sheet names.")
+    try:
+        return pl.read_excel(path, sheet_name=sheet)
+    except _READ_ERRORS as exc:
+        raise _fail(text, "unreadable", f"sheet {sheet!r} cannot be read ({_short(exc)})",
+                    "Check the sheet holds one table with a header row, or export it as CSV.") from None
 
 
 def _pick_table(tables: Sequence[str], table: str | None, source: str, wanted: str) -> str:
@@ -132,7 +376,7 @@ def _pick_table(tables: Sequence[str], table: str | None, source: str, wanted: s
     if len(tables) == 1:
         return tables[0]
     raise ValidationError(source, [Problem("table", None, f"holds {len(tables)} tables ({', '.join(tables) or 'none'})",
-                                           f"Name one with table=..., or call it '{wanted}'.")])
+                                           f"Name one with --table NAME (table=\"NAME\" in Python), or call it '{wanted}'.")])
 
 
 def _read_duckdb(path: Path, table: str | None, query: str | None, wanted: str = "snapshots") -> pl.DataFrame:
@@ -182,14 +426,32 @@ def _example_rows(frame: pl.DataFrame, mask: pl.Expr, column: str | None, offset
     return rows, tuple(repr(v) if isinstance(v, str) else str(v) for v in hits[column].to_list())
 
 
-NUMERIC_SHARE = 0.8  # a text column is numeric when at least this share of its filled cells are numbers
+def _text_to_date(col: pl.Expr, timezone: str | None) -> pl.Expr:
+    """YYYY-MM-DD (optionally with a midnight time) -> date; with ``timezone``, also timestamps with an offset."""
+    plain = col.str.extract(_MIDNIGHT_DATE, 1).str.to_date("%Y-%m-%d", strict=False)
+    if timezone is None:
+        return plain
+    aware = (pl.when(col.str.contains(_TZ_SUFFIX))
+             .then(col.str.replace(r"\s+(Z|[+-])", "$1").str.to_datetime(strict=False, time_zone="UTC",
+                                                                          time_unit="us"))
+             .dt.convert_time_zone(timezone).dt.date())
+    return pl.coalesce(plain, aware)
+
+
+def _timezone_problem(n: int, column: str, rows: tuple[int, ...], ex: tuple[str, ...]) -> Problem:
+    return Problem("timezone", column, f"{n} value(s) are timestamps with a time zone; the date depends on the zone",
+                   "Say in which zone a day is counted: --timezone UTC (or e.g. Europe/Berlin) on the command line, "
+                   "timezone=\"UTC\" in Python.", rows, ex)
+
+
+NUMERIC_SHARE = 0.5  # a text column is numeric when at least this share of its filled cells are numbers
 
 
 def text_column_kinds(frame: pl.DataFrame | pl.LazyFrame, date_columns: Iterable[str] = ("as_of",)) -> dict[str, str]:
     """How :func:`read_snapshots` types each text column: ``date``, ``number`` or ``text``.
 
-    Decided on the whole table in one aggregate query, so a table read in chunks types every
-    chunk alike (pass the result as ``kinds`` to ``_type_text_columns``).
+    Decided on the whole table in one aggregate query, so a table read in parts types every
+    part alike (pass the result as ``kinds`` to ``_type_text_columns``).
     """
     lf = frame.lazy()
     schema = lf.collect_schema()
@@ -219,12 +481,13 @@ def text_column_kinds(frame: pl.DataFrame | pl.LazyFrame, date_columns: Iterable
 
 
 def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset: int,
-                       kinds: dict[str, str] | None = None) -> tuple[pl.DataFrame, list[Problem]]:
+                       timezone: str | None = None, kinds: dict[str, str] | None = None,
+                       ) -> tuple[pl.DataFrame, list[Problem]]:
     """Give text columns their types: dates where the column is a date, numbers where it is numeric.
 
-    A column is numeric when most of its filled cells parse as numbers; the cells that do not are
-    reported rather than turned into nulls. ``kinds`` (from :func:`text_column_kinds`) decides
-    the numeric columns instead of this frame's own cells.
+    A column is numeric when at least half of its filled cells parse as numbers; the cells that do
+    not are reported rather than turned into nulls. ``kinds`` (from :func:`text_column_kinds`)
+    decides the numeric columns instead of this frame's own cells.
     """
     problems: list[Problem] = []
     date_columns = set(date_columns)
@@ -235,14 +498,19 @@ def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset:
         col = pl.col(name).str.strip_chars()
         filled = col.is_not_null() & (col != "")
         if name in date_columns or _DATE_NAME.search(name):
-            parsed = col.str.to_date("%Y-%m-%d", strict=False)
+            parsed = _text_to_date(col, timezone)
             bad = filled & parsed.is_null()
+            aware = bad & col.str.contains(_TZ_SUFFIX)
+            if timezone is None and frame.select(aware.any()).item():
+                rows, ex = _example_rows(frame, aware, name, offset)
+                problems.append(_timezone_problem(frame.select(aware.sum()).item(), name, rows, ex))
+                bad = bad & ~aware
             if frame.select(bad.any()).item():
                 rows, ex = _example_rows(frame, bad, name, offset)
                 n = frame.select(bad.sum()).item()
                 problems.append(Problem("unparseable_date", name, f"{n} value{'s' * (n != 1)} not a date in YYYY-MM-DD form",
-                                        "Write dates as YYYY-MM-DD (e.g. 2026-03-02); leave the cell empty when unknown.",
-                                        rows, ex))
+                                        "Write dates as YYYY-MM-DD (e.g. 2026-03-02), without a time of day; leave the "
+                                        "cell empty when unknown.", rows, ex))
             casts.append(pl.when(filled).then(parsed).alias(name))
             continue
         number = col.cast(pl.Float64, strict=False)
@@ -253,8 +521,12 @@ def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset:
             bad = filled & number.is_null()
             if n_numeric < n_filled:
                 rows, ex = _example_rows(frame, bad, name, offset)
-                problems.append(Problem("not_numeric", name, f"{n_filled - n_numeric} value(s) in a numeric column are not numbers",
-                                        "Correct them, or leave the cell empty for 'not measured' (empty is N/A, never zero).",
+                values = frame.filter(bad).select(col.unique().sort().head(MAX_EXAMPLES)).to_series().to_list()
+                problems.append(Problem("not_numeric", name,
+                                        f"{n_filled - n_numeric} value(s) in a numeric column are not numbers "
+                                        f"(values such as {', '.join(map(repr, values))})",
+                                        "Write plain numbers with a dot for decimals (0.3, not 30% or 0,3; 1 or 0, not "
+                                        "TRUE/FALSE); leave the cell empty for 'not measured' (empty is N/A, never zero).",
                                         rows, ex))
             casts.append(pl.when(filled).then(number).alias(name))
         else:
@@ -262,12 +534,29 @@ def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset:
     return (frame.with_columns(casts) if casts else frame), problems
 
 
+def _typed_dates(frame: pl.DataFrame, column: str, timezone: str | None, offset: int) -> tuple[pl.DataFrame, list[Problem]]:
+    """A Datetime ``column`` (Parquet, DuckDB, a frame) as dates; time-zone-aware ones need ``timezone``."""
+    dtype = frame.schema.get(column)
+    if not isinstance(dtype, pl.Datetime):
+        return frame, []
+    if dtype.time_zone is not None:
+        if timezone is None:
+            rows, ex = _example_rows(frame, pl.col(column).is_not_null(), column, offset)
+            n = frame.select(pl.col(column).is_not_null().sum()).item()
+            return frame, [_timezone_problem(n, column, rows, ex)]
+        return frame.with_columns(pl.col(column).dt.convert_time_zone(timezone).dt.date()), []
+    return frame.with_columns(pl.col(column).dt.date()), []
+
+
 # ------------------------------------------------------------------ validation (pure)
 def _nonnegative_columns(frame: pl.DataFrame, nonnegative: Iterable[str] | None) -> list[str]:
     numeric = [n for n, t in frame.schema.items() if t.is_numeric() and n != _ROW]
     if nonnegative is not None:
         return [n for n in nonnegative if n in numeric]
-    return [n for n in numeric if n in KNOWN_NONNEGATIVE or _NONNEGATIVE_PATTERN.search(n)]
+    # columns a score frame derives (driver changes, score changes) can be negative
+    derived = ("drv_", "drvchg_", "score_change_", "cat_", "sub_", "override_")
+    return [n for n in numeric if (n in KNOWN_NONNEGATIVE or _NONNEGATIVE_PATTERN.search(n))
+            and not n.startswith(derived)]
 
 
 def _missing_columns(frame: pl.DataFrame, required: Sequence[str]) -> list[Problem]:
@@ -282,12 +571,13 @@ def _missing_columns(frame: pl.DataFrame, required: Sequence[str]) -> list[Probl
 
 
 def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today: dt.date | None = None,
-                       nonnegative: Iterable[str] | None = None, row_offset: int = 1,
+                       nonnegative: Iterable[str] | None = None, row_offset: int = 1, timezone: str | None = None,
                        _prior: Sequence[Problem] = ()) -> list[Problem]:
     """Check a typed snapshot frame and return its problems (empty when clean).
 
     ``nonnegative`` names the columns that cannot be negative; by default the known metric names
-    and count-like names (``*_count``, ``*_days``, ``*_users``, ...).
+    and count-like names (``*_count``, ``*_days``, ``*_users``, ...). Problems with
+    ``severity == "warning"`` (implausible dates) do not stop the table from being used.
     """
     problems = list(_prior)
     if _ROW not in frame.columns:
@@ -300,8 +590,10 @@ def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today:
     today = today or dt.date.today()
     ex = lambda mask, col=None: _example_rows(frame, mask, col, row_offset)  # noqa: E731
 
-    if frame.schema["as_of"] == pl.Datetime or isinstance(frame.schema["as_of"], pl.Datetime):
-        frame = frame.with_columns(pl.col("as_of").dt.date())
+    if isinstance(frame.schema["as_of"], pl.Datetime):
+        frame, tz_problems = _typed_dates(frame, "as_of", timezone, row_offset)
+        if tz_problems:
+            return problems + tz_problems
     if frame.schema["as_of"] not in (pl.Date,) and not any(p.column == "as_of" for p in problems):
         problems.append(Problem("type", "as_of", f"has type {frame.schema['as_of']}, expected dates",
                                 "Store as_of as a date (YYYY-MM-DD)."))
@@ -313,6 +605,16 @@ def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today:
         if n and not any(p.column == key and p.check == "unparseable_date" for p in problems):
             rows, _ = ex(mask)
             problems.append(Problem("null_key", key, f"{n} row(s) have no {key}", f"Every row needs an {key}; fill or drop them.", rows))
+
+    if frame.schema["account_id"] == pl.String:
+        padded = pl.col("account_id") != pl.col("account_id").str.strip_chars()
+        n = frame.select(padded.sum()).item()
+        if n:
+            rows, exs = ex(padded, "account_id")
+            problems.append(Problem("whitespace_id", "account_id", f"{n} id(s) have spaces before or after them, so "
+                                    "'A1 ' and 'A1' would count as two accounts",
+                                    "Trim the spaces in the export (e.g. TRIM() in the query or the spreadsheet).",
+                                    rows, exs))
 
     dup = pl.struct(KEYS).is_duplicated() & pl.col("as_of").is_not_null() & pl.col("account_id").is_not_null()
     n = frame.select(dup.sum()).item()
@@ -330,6 +632,25 @@ def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today:
         rows, exs = ex(future, "as_of")
         problems.append(Problem("future_date", "as_of", f"{n} row(s) dated after today ({today})",
                                 "Snapshots describe the past: fix the dates or the system clock of the export.", rows, exs))
+
+    early = pl.col("as_of") < pl.lit(EARLIEST_PLAUSIBLE)
+    n = frame.select(early.sum()).item()
+    if n:
+        rows, exs = ex(early, "as_of")
+        problems.append(Problem("implausible_date", "as_of", f"{n} row(s) dated before {EARLIEST_PLAUSIBLE}",
+                                "Dates such as 1900-01-01 or 1970-01-01 are usually an empty cell written as a zero "
+                                "date: fix them in the export.", rows, exs, "warning"))
+    latest = dt.date(today.year + 50, 1, 1)
+    for name, dtype in frame.schema.items():
+        if name in (_ROW, "as_of") or dtype != pl.Date:
+            continue
+        odd = (pl.col(name) < pl.lit(EARLIEST_PLAUSIBLE)) | (pl.col(name) >= pl.lit(latest))
+        n = frame.select(odd.sum()).item()
+        if n:
+            rows, exs = ex(odd, name)
+            problems.append(Problem("implausible_date", name, f"{n} value(s) before {EARLIEST_PLAUSIBLE} or after "
+                                    f"{latest.year - 1}", "Zero dates (1900-01-01) and placeholders (9999-12-31) "
+                                    "usually stand for 'unknown': leave the cell empty instead.", rows, exs, "warning"))
 
     for name, dtype in frame.schema.items():
         if name == _ROW or not dtype.is_float():
@@ -353,66 +674,97 @@ def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today:
 
 
 def _finish(frame: pl.DataFrame, problems: list[Problem], source: str, label: str, sort: Sequence[str]) -> pl.DataFrame:
-    if problems:
-        raise ValidationError(source, problems, label)
+    errors = [p for p in problems if p.severity != "warning"]
+    if errors:
+        raise ValidationError(source, errors, label)
+    warn_problems(source, [p for p in problems if p.severity == "warning"], label)
     return frame.drop(_ROW).sort(list(sort))
 
 
+def warn_problems(source: str, problems: Sequence[Problem], row_label: str = "row") -> None:
+    """Issue each warning-level problem as a :class:`~healthscore.errors.DataWarning`."""
+    for p in problems:
+        warnings.warn(DataWarning(f"{source}: {p.render(row_label)}"), stacklevel=3)
+
+
 def read_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None, query: str | None = None,
-                   today: dt.date | None = None, nonnegative: Iterable[str] | None = None) -> pl.DataFrame:
+                   today: dt.date | None = None, nonnegative: Iterable[str] | None = None,
+                   sheet: str | None = None, timezone: str | None = None) -> pl.DataFrame:
     """Read snapshots from a file, URI or frame, validate them, and return them sorted by account and date.
 
-    Raises :class:`ValidationError` listing every problem found.
+    Raises :class:`ValidationError` listing every problem found; implausible values that can still be
+    used are issued as :class:`~healthscore.errors.DataWarning`. ``sheet`` picks the sheet of an Excel
+    workbook with several; ``timezone`` (e.g. ``"UTC"``) says in which zone a time-zone-aware ``as_of``
+    falls on its day.
 
     >>> import polars as pl, datetime as dt
     >>> read_snapshots(pl.DataFrame({"account_id": ["b", "a"], "as_of": [dt.date(2026, 1, 5)] * 2})).get_column("account_id").to_list()
     ['a', 'b']
     """
+    _check_timezone(timezone)
     if isinstance(source, pl.DataFrame):
         name, raw, all_text = "snapshots", source, False
     else:
         name = str(source).split("@")[-1]  # never echo credentials of a URI
-        raw, all_text = _read_raw(source, table, query)
+        raw, all_text = _read_raw(source, table, query, sheet)
     label, offset = _row_label(name)
     frame = raw.with_row_index(_ROW)
     prior: list[Problem] = []
     if all_text or any(t == pl.String for c, t in raw.schema.items() if c != "account_id"):
-        frame, prior = _type_text_columns(frame, ["as_of"], offset)
+        frame, prior = _type_text_columns(frame, ["as_of"], offset, timezone)
     if "account_id" in frame.columns and frame.schema["account_id"] != pl.String:
         frame = frame.with_columns(pl.col("account_id").cast(pl.String))
-    problems = validate_snapshots(frame, source=name, today=today, nonnegative=nonnegative, row_offset=offset, _prior=prior)
+    problems = validate_snapshots(frame, source=name, today=today, nonnegative=nonnegative, row_offset=offset,
+                                  timezone=timezone, _prior=prior)
     if "as_of" in frame.columns and isinstance(frame.schema["as_of"], pl.Datetime):
-        frame = frame.with_columns(pl.col("as_of").dt.date())
+        frame, _ = _typed_dates(frame, "as_of", timezone, offset)
     return _finish(frame, problems, name, label, KEYS)
 
 
+def _check_timezone(timezone: str | None) -> None:
+    if timezone is None:
+        return
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("timezone", [Problem("timezone", None, f"{timezone!r} is not a known time zone",
+                                                   "Use a name such as UTC, Europe/Berlin or America/New_York.")]) from None
+
+
 def read_events(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None,
-                query: str | None = None) -> pl.DataFrame:
+                query: str | None = None, sheet: str | None = None, timezone: str | None = None,
+                today: dt.date | None = None) -> pl.DataFrame:
     """Read and validate the outcome events table (``account_id, date, event[, details]``).
 
     >>> import polars as pl, datetime as dt
     >>> read_events(pl.DataFrame({"account_id": ["a"], "date": [dt.date(2026, 2, 1)], "event": ["churned"]})).columns
     ['account_id', 'date', 'event']
     """
+    _check_timezone(timezone)
     if isinstance(source, pl.DataFrame):
         name, raw, all_text = "events", source, False
     else:
         name = str(source).split("@")[-1]
         if str(source).lower().endswith((".duckdb", ".ddb")) and table is None and query is None:
             table = "events"
-        raw, all_text = _read_raw(source, table, query)
+        raw, all_text = _read_raw(source, table, query, sheet, wanted="events")
     label, offset = _row_label(name)
     frame = raw.with_row_index(_ROW)
     problems: list[Problem] = []
     if all_text or any(t == pl.String for c, t in raw.schema.items() if c in ("date",)):
-        typed, problems = _type_text_columns(frame.select(_ROW, *[c for c in ("date",) if c in frame.columns]), ["date"], offset)
+        typed, problems = _type_text_columns(frame.select(_ROW, *[c for c in ("date",) if c in frame.columns]),
+                                             ["date"], offset, timezone)
         frame = frame.with_columns(typed.drop(_ROW))
     if frame.height == 0:
         problems.append(Problem("empty", None, "has no rows", "Export the events again; the file holds only a header."))
     problems += _missing_columns(frame, EVENT_COLUMNS)
+    if not problems and isinstance(frame.schema["date"], pl.Datetime):
+        frame, tz_problems = _typed_dates(frame, "date", timezone, offset)
+        problems += tz_problems
+    if not problems and frame.schema["date"] != pl.Date:
+        problems.append(Problem("type", "date", f"has type {frame.schema['date']}, expected dates",
+                                "Store the event date as a date (YYYY-MM-DD)."))
     if not problems:
-        if isinstance(frame.schema["date"], pl.Datetime):
-            frame = frame.with_columns(pl.col("date").dt.date())
         frame = frame.with_columns(pl.col("account_id").cast(pl.String), pl.col("event").cast(pl.String))
         for col in EVENT_COLUMNS:
             mask = pl.col(col).is_null()
@@ -420,7 +772,60 @@ def read_events(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | N
             if n:
                 rows, _ = _example_rows(frame, mask, None, offset)
                 problems.append(Problem("null_value", col, f"{n} event(s) without {col}", f"Fill in {col} for every event.", rows))
+        padded = pl.col("account_id") != pl.col("account_id").str.strip_chars()
+        n = frame.select(padded.sum()).item()
+        if n:
+            rows, exs = _example_rows(frame, padded, "account_id", offset)
+            problems.append(Problem("whitespace_id", "account_id", f"{n} id(s) have spaces before or after them",
+                                    "Trim the spaces in the export, so the ids match the snapshots.", rows, exs))
+        today = today or dt.date.today()
+        odd = (pl.col("date") < pl.lit(EARLIEST_PLAUSIBLE)) | (pl.col("date") > pl.lit(today + dt.timedelta(days=366)))
+        n = frame.select(odd.sum()).item()
+        if n:
+            rows, exs = _example_rows(frame, odd, "date", offset)
+            problems.append(Problem("implausible_date", "date", f"{n} event(s) dated before {EARLIEST_PLAUSIBLE} or more "
+                                    "than a year after today", "Fix the dates in the export; placeholder dates such as "
+                                    "2099-12-31 are not events.", rows, exs, "warning"))
     return _finish(frame, problems, name, label, ("account_id", "date", "event"))
+
+
+def check_events(events: pl.DataFrame, snapshots: pl.DataFrame, *, terminal: Iterable[str] = ("churned",),
+                 source: str = "events") -> list[Problem]:
+    """Warnings about events that do not fit the snapshots (all of severity ``warning``).
+
+    Events of accounts with no snapshot, events dated before the account's first snapshot, and a
+    terminal event (``churned`` by default) recorded twice for one account.
+
+    >>> import polars as pl, datetime as dt
+    >>> snaps = pl.DataFrame({"account_id": ["a"], "as_of": [dt.date(2026, 1, 5)]})
+    >>> ev = pl.DataFrame({"account_id": ["a", "zz"], "date": [dt.date(2025, 1, 1), dt.date(2026, 2, 1)],
+    ...                    "event": ["churned", "churned"]})
+    >>> [p.check for p in check_events(ev, snaps)]
+    ['unknown_account', 'before_first_snapshot']
+    """
+    out: list[Problem] = []
+    ev = events.select("account_id", "date", "event").with_row_index("__i", offset=1)
+    first = snapshots.group_by("account_id").agg(pl.col("as_of").min().alias("__first"))
+    joined = ev.join(first, on="account_id", how="left").sort("__i")
+
+    def add(mask: pl.Expr, check: str, message: str, fix: str) -> None:
+        hits = joined.filter(mask)
+        if hits.height:
+            head = hits.head(MAX_EXAMPLES)
+            ex = tuple(f"{a} {e} {d}" for a, e, d in head.select("account_id", "event", "date").rows())
+            out.append(Problem(check, "account_id", message.format(n=hits.height), fix,
+                               tuple(head["__i"].to_list()), ex, "warning"))
+
+    add(pl.col("__first").is_null(), "unknown_account", "{n} event(s) of accounts that have no snapshot",
+        "Check the two exports cover the same accounts and use the same ids; these events are ignored.")
+    add(pl.col("date") < pl.col("__first"), "before_first_snapshot",
+        "{n} event(s) dated before the account's first snapshot",
+        "Check the dates; events before the snapshots began cannot be predicted and are ignored.")
+    terminal = list(terminal)
+    repeated = pl.col("event").is_in(terminal) & (pl.col("__i") != pl.col("__i").min().over("account_id", "event"))
+    add(repeated, "repeated_terminal", "{n} repeated ending event(s) (" + ", ".join(terminal) + ") of one account",
+        "An account ends once: keep the first record, or record a return as a separate event.")
+    return out
 
 
 def describe(frame: pl.DataFrame) -> str:

@@ -31,20 +31,26 @@ True
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
 import re
 import tomllib
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import polars as pl
 import tomlkit
 
-from healthscore.errors import HealthscoreError
+from healthscore.errors import DataWarning, HealthscoreError
 from healthscore.io import files
+from healthscore.results import Summary
+from healthscore.spec import calibration
+from healthscore.spec.alerts import AlertRule, parse_alert_rules
 from healthscore.spec.outcomes import (
     Outcome,
     OutcomeError,
@@ -60,9 +66,15 @@ DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
     ("green", 70.0, 100.0, "#009E73", "healthy"),
 )
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
-                "description", "action", "label"}
+                "description", "action", "label", "unit", "range"}
+# Weights are relative; beyond this range a sum of weights loses precision or overflows.
+MAX_WEIGHT = 1e6
+MIN_POSITIVE_WEIGHT = 1e-6
+# a stated unit implies the range of the raw values
+UNIT_RANGES = {"ratio": (0.0, 1.0), "percent": (0.0, 100.0)}
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
-_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "outcomes"}
+_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
+                    "outcomes", "alerts"}
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -87,6 +99,15 @@ class Metric:
     description: str = ""
     action: str = ""
     label: str = ""
+    # what the raw values are ("ratio" 0..1, "percent" 0..100, or free text such as "days") and the
+    # range they must fall in; both only check the data (they never change a score)
+    unit: str = ""
+    value_range: tuple[float, float] | None = None
+
+    @property
+    def expected_range(self) -> tuple[float, float] | None:
+        """The range raw values should fall in: ``range`` if stated, else the one the unit implies."""
+        return self.value_range or UNIT_RANGES.get(self.unit)
 
     @property
     def na_score(self) -> float | None:
@@ -158,8 +179,14 @@ class ScoreModel:
     # score -> probability of the outcome, fitted on training rows by ``evaluation.ProbabilityMap``
     # and frozen here (plain data); it reads a score, never changes one, so the hash leaves it out
     probability: dict[str, Any] | None = None
+    # what the score and its metrics looked like when the model was fitted or last checked (period,
+    # decile bins and shares, N/A shares, AUC with its interval), written by
+    # ``analysis.monitoring.reference_from``; plain data that watches the score, so outside the hash
+    reference: dict[str, Any] | None = None
     # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # early-warning rules (``[[alerts]]``); they read scores and never change one, so no hash
+    alerts: list[AlertRule] = field(default_factory=list)
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -215,7 +242,7 @@ class ScoreModel:
     def __str__(self) -> str:
         return self.summary()
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
         """A readable overview: categories, metrics with weights and methods, bands, variants."""
         lines = [f"score model {self.name!r} version {self.version} (hash {self.hash})"]
         if self.description:
@@ -230,9 +257,36 @@ class ScoreModel:
         lines.append("  bands: " + ", ".join(f"{b.name} {b.lower:g}-{b.upper:g}" for b in self.bands))
         for v in self.variants:
             lines.append(f"  variant {v.name}: {v.filter}")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
     # ------------------------------------------------------------ expressions
+    @property
+    def band_order(self) -> list[str]:
+        """Band names from the lowest score range to the highest (worst to best health)."""
+        return [b.name for b in sorted(self.bands, key=lambda b: b.lower)]
+
+    def alarm_band(self, outcome: str | Outcome = "churned") -> str | None:
+        """The band whose members are flagged for ``outcome``: 'red' when the model has it, else the
+        lowest band; for a favourable outcome (expansion) the highest band."""
+        names = self.band_order
+        if not names:
+            return None
+        if self.outcome(outcome).adverse:
+            return "red" if "red" in names else names[0]
+        return names[-1]
+
+    def weight_shares(self) -> dict[str, float]:
+        """Each metric's share of the overall score in percent when every metric is present.
+
+        The one rule for turning category and metric weights into shares (fit, tuner and reports).
+        """
+        cat_total = sum(c.weight for c in self.categories.values()) or 1.0
+        in_cat: dict[str, float] = {}
+        for m in self.metrics:
+            in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+        return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
+                * self.categories[m.category].weight / cat_total for m in self.metrics}
+
     def band_of(self, score: pl.Expr | str) -> pl.Expr:
         """Band name of a score expression (null stays null).
 
@@ -317,6 +371,16 @@ class ScoreModel:
         data = pmap.to_dict() if hasattr(pmap, "to_dict") else pmap
         return replace(self, probability=None if data is None else _plain(dict(data)))
 
+    def with_reference(self, reference: Mapping[str, Any] | None) -> ScoreModel:
+        """A copy with a monitoring reference frozen in (``None`` removes it). It is saved as the
+        ``[reference]`` table and, like ``[probability]``, leaves the hash unchanged.
+
+        >>> m = ScoreModel("m", "1", [], {}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> m.with_reference({"outcome": "churned"}).reference, m.with_reference({"a": 1}).hash == m.hash
+        ({'outcome': 'churned'}, True)
+        """
+        return replace(self, reference=None if reference is None else _plain(dict(reference)))
+
     def bump_version(self) -> ScoreModel:
         """A new model whose version's last number is one higher ("1.2.3" -> "1.2.4", "v7" -> "v8")."""
         match = re.search(r"(\d+)(?!.*\d)", self.version)
@@ -349,6 +413,80 @@ class ScoreModel:
             problems.append(f"(the data has columns: {', '.join(sorted(have))})")
             raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
 
+    def check_data(self, data: pl.DataFrame | pl.LazyFrame, *, source: str = "snapshots",
+                   warn: bool = True) -> list[str]:
+        """Check snapshots against the model before scoring.
+
+        Raises :class:`ModelError` when a column the model reads is missing or holds dates or text
+        (a metric must be a number). Returns (and, with ``warn``, issues as
+        :class:`~healthscore.errors.DataWarning`) the warnings: raw values outside the metric's
+        ``range`` or ``unit``, or a metric whose values look like percentages where its calibration
+        points are ratios (0..1).
+
+        >>> import polars as pl
+        >>> m = ScoreModel("m", "1", [Metric("u", "u", "c", params={"points": [[0, 0], [1, 100]]}, unit="ratio")],
+        ...                {"c": Category("c")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> print(m.check_data(pl.DataFrame({"u": [50.0, 80.0, 0.5]}), warn=False)[0])  # doctest: +ELLIPSIS
+        snapshots: column 'u' (metric u): 2 of 3 values are outside [0, 1] (unit ratio) (seen 0.5 to 80)...
+        """
+        schema = data.collect_schema() if isinstance(data, pl.LazyFrame) else data.schema
+        self.check_columns(schema.names())
+        problems: list[str] = []
+        numeric: list[Metric] = []
+        for i, m in enumerate(self.metrics, 1):
+            dtype = schema[m.column]
+            at = f"metrics[{i}] ({m.name}).column: column {m.column!r}"
+            if m.column in ("account_id", "as_of"):
+                problems.append(f"{at} is a key column, not a measurement; point the metric at a numeric column")
+            elif dtype.is_temporal():
+                problems.append(f"{at} holds dates ({dtype}); a metric needs numbers, e.g. days since that date "
+                                "computed in the export")
+            elif dtype == pl.String:
+                if isinstance(data, pl.DataFrame):
+                    values = data.get_column(m.column).drop_nulls()
+                    if values.len():
+                        shown = ", ".join(repr(v) for v in values.unique(maintain_order=True).head(5).to_list())
+                        problems.append(f"{at} holds text (values such as {shown}); a metric needs numbers: "
+                                        "correct the cells, or point the metric at a numeric column")
+                else:
+                    problems.append(f"{at} holds text; a metric needs numbers")
+            elif dtype.is_numeric():
+                numeric.append(m)
+            elif dtype not in (pl.Boolean, pl.Null):
+                problems.append(f"{at} has type {dtype}; a metric needs numbers")
+        if problems:
+            raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
+        if not isinstance(data, pl.DataFrame) or not numeric:
+            return []
+        found: list[str] = []
+        stats = data.select(*[pl.struct(
+            pl.col(m.column).count().alias("n"),
+            pl.col(m.column).min().cast(pl.Float64).alias("lo"), pl.col(m.column).max().cast(pl.Float64).alias("hi"),
+            *([(~pl.col(m.column).is_between(*m.expected_range)).sum().alias("out")] if m.expected_range else []),
+            (pl.col(m.column) > 1.5).sum().alias("above1"),
+        ).alias(m.name) for m in numeric]).row(0, named=True)
+        for m in numeric:
+            st = stats[m.name]
+            where = f"{source}: column {m.column!r} (metric {m.name})"
+            if m.expected_range and st.get("out"):
+                lo, hi = m.expected_range
+                unit = f" (unit {m.unit})" if m.unit and not m.value_range else ""
+                hint = (" They look like percentages: divide by 100, or state unit = \"percent\" and calibrate "
+                        "in percent." if m.expected_range == (0.0, 1.0) and st["hi"] is not None and st["hi"] <= 100
+                        else " Check the export's unit, or correct the model's range.")
+                found.append(f"{where}: {st['out']} of {st['n']} values are outside [{lo:g}, {hi:g}]{unit} "
+                             f"(seen {st['lo']:g} to {st['hi']:g}).{hint}")
+            elif (not m.expected_range and m.method == "thresholds" and st["n"]
+                  and _points_are_ratios(m.params) and st["above1"] > st["n"] / 2):
+                found.append(f"{where}: {st['above1']} of {st['n']} values are above 1 (seen {st['lo']:g} to "
+                             f"{st['hi']:g}) but the calibration points are ratios between 0 and 1, so almost every "
+                             "value gets the top sub-score. If the export sends percentages, divide by 100; state "
+                             "unit = \"ratio\" or range = [lo, hi] in the model to check this exactly.")
+        if warn:
+            for text in found:
+                warnings.warn(DataWarning(text), stacklevel=2)
+        return found
+
     def _where(self) -> str:
         where = self.source.name if self.source else f"model {self.name!r}"
         prefix = ".".join(self._prefix)
@@ -356,52 +494,13 @@ class ScoreModel:
 
     # ------------------------------------------------------------ fitting
     def fit_calibration(self, snapshots: pl.DataFrame, outcome: pl.Series | str | None = None) -> ScoreModel:
-        """A new model with the data-derived calibrations (percentile, log_z, monotone bins) fitted.
-
-        The fitted parameters are frozen into the model, so ``save`` stores them and scores do
-        not drift when the population changes. ``outcome`` (a Boolean series aligned with the
-        rows, or the name of a column of ``snapshots``) is needed by methods fitted against an
-        outcome. Variants that override a fitted metric's parameters are fitted on their own rows.
-        """
-        from healthscore.core import calibration
-
-        if isinstance(outcome, str):
-            outcome = snapshots[outcome]
-        if outcome is not None and len(outcome) != snapshots.height:
-            raise ModelError(f"{self._where()}fit_calibration: outcome has {len(outcome)} values "
-                             f"but snapshots have {snapshots.height} rows")
-        self.check_columns(snapshots.columns)
-        frame = snapshots if outcome is None else snapshots.with_columns(outcome.alias("__outcome"))
-
-        def fit(m: Metric, params: dict[str, Any], rows: pl.DataFrame) -> dict[str, Any]:
-            method = calibration.METHODS[m.method]
-            out = rows["__outcome"] if "__outcome" in rows.columns else None
-            if getattr(method, "needs_outcome", False) or m.method == "monotone_bins":
-                if out is None:
-                    raise ModelError(f"{self._where()}metric {m.name}: method {m.method} is fitted against "
-                                     "an outcome; pass outcome= to fit_calibration")
-            try:
-                return _plain(calibration.fit_params(m.method, rows[m.column], params,
-                                                     direction=m.direction, outcome=out))
-            except ValueError as exc:
-                raise ModelError(f"{self._where()}metric {m.name}: {exc}") from None
-
-        metrics = []
-        for m in self.metrics:
-            fitted = calibration.METHODS[m.method].fitted
-            metrics.append(replace(m, params=fit(m, m.params, frame)) if fitted else m)
-        variants = []
-        for v in self.variants:
-            vparams = dict(v.params)
-            for name, override in v.params.items():
-                base = next(m for m in metrics if m.name == name)
-                if calibration.METHODS[base.method].fitted:
-                    rows = frame.filter(v.matches())
-                    vparams[name] = fit(base, {**base.params, **override}, rows) if rows.height else override
-            variants.append(replace(v, params=vparams))
-        new = replace(self, metrics=metrics, variants=variants)
-        new.validate()
-        return new
+        """Deprecated: use ``hs.fit_calibration(model, snapshots, outcome=...)``; this method goes in
+        the next release."""
+        warnings.warn("ScoreModel.fit_calibration moved to healthscore.fit_calibration(model, snapshots, "
+                      "outcome=...); the method goes in the next release", DeprecationWarning, stacklevel=2)
+        # the one-release shim: core sits above spec, so it is looked up at call time
+        core = importlib.import_module("healthscore.core.calibration")
+        return core.fit_calibration(self, snapshots, outcome=outcome)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ saving
     def to_toml(self) -> str:
@@ -544,6 +643,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             description=need(mtab, "description", str, at, ""),
             action=need(mtab, "action", str, at, ""),
             label=need(mtab, "label", str, at, ""),
+            unit=need(mtab, "unit", str, at, ""),
+            value_range=_range(mtab.get("range"), problems, f"{at}range"),
         ))
 
     bands: list[Band] = [] if "bands" in table else [Band(*b) for b in DEFAULT_BANDS]
@@ -574,12 +675,22 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         probability, _ = None, problems.append("probability: expected a [probability] table "
                                                "(written by 'healthscore evaluate --freeze')")
 
+    reference = table.get("reference")
+    if reference is not None and not isinstance(reference, dict):
+        reference, _ = None, problems.append("reference: expected a [reference] table "
+                                             "(written by 'healthscore monitor --set-reference')")
+
     outcomes: dict[str, Outcome] = {}
     if table.get("outcomes") is not None:
         try:
             outcomes = parse_outcomes(table["outcomes"], source=path.name)
         except OutcomeError as exc:
             problems.append(str(exc).removeprefix(f"{path.name}: "))
+
+    alerts, alert_problems = parse_alert_rules(
+        table.get("alerts"), bands=[b.name for b in bands], metrics=[m.name for m in metrics],
+        categories=list(categories), has_probability=isinstance(probability, dict))
+    problems += alert_problems
 
     if problems:
         raise ModelError("\n".join(where + p for p in problems))
@@ -588,7 +699,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
         probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
-        _text=text, _prefix=prefix)
+        reference=_plain(dict(reference)) if reference is not None else None,
+        alerts=alerts, _text=text, _prefix=prefix)
     model.validate()
     return model
 
@@ -616,7 +728,6 @@ def _entries(table: dict[str, Any], key: str, allowed: set[str],
 
 def _problems(model: ScoreModel) -> list[str]:
     """Every semantic problem of a model, each as 'key.path: what is wrong (and what to do)'."""
-    from healthscore.core import calibration
 
     out: list[str] = []
     if not _NAME_RE.match(model.name or ""):
@@ -628,8 +739,9 @@ def _problems(model: ScoreModel) -> list[str]:
     if not model.categories:
         out.append("categories: the model has no [categories.<name>] tables")
     for cat in model.categories.values():
-        if not math.isfinite(cat.weight) or cat.weight < 0:
-            out.append(f"categories.{cat.name}.weight: {cat.weight:g} is negative; weights must be >= 0")
+        problem = _weight_problem(cat.weight)
+        if problem:
+            out.append(f"categories.{cat.name}.weight: {problem}")
     if model.categories and all(c.weight == 0 for c in model.categories.values()):
         out.append("categories: all category weights are zero; give at least one a positive weight")
     seen: set[str] = set()
@@ -645,8 +757,15 @@ def _problems(model: ScoreModel) -> list[str]:
                        f"declare [categories.{m.category}] or use one of {sorted(model.categories)}")
         if m.direction not in DIRECTIONS:
             out.append(f"{at}.direction: {m.direction!r} must be one of {list(DIRECTIONS)}")
-        if not math.isfinite(m.weight) or m.weight < 0:
-            out.append(f"{at}.weight: {m.weight:g} is negative; weights must be >= 0")
+        problem = _weight_problem(m.weight)
+        if problem:
+            out.append(f"{at}.weight: {problem}")
+        if m.unit and m.unit not in UNIT_RANGES and not re.fullmatch(r"[A-Za-z_ %/$-]{1,30}", m.unit):
+            out.append(f"{at}.unit: {m.unit!r}: use \"ratio\" (0..1), \"percent\" (0..100) or a short word such as \"days\"")
+        if m.value_range is not None:
+            lo, hi = m.value_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                out.append(f"{at}.range: [{lo:g}, {hi:g}] must be two finite numbers, the lower first")
         if m.na_policy != "exclude":
             ok = m.na_policy.startswith("score:")
             if ok:
@@ -663,7 +782,8 @@ def _problems(model: ScoreModel) -> list[str]:
     if model.metrics and all(m.weight == 0 for m in model.metrics):
         out.append("metrics: all metric weights are zero; give at least one a positive weight")
     out += _band_problems(model.bands)
-    names = [m.name for m in model.metrics]
+    names = {m.name for m in model.metrics}
+    metric_cols = {m.column for m in model.metrics}
     vnames: set[str] = set()
     for i, v in enumerate(model.variants, 1):
         at = f"variants[{i}] ({v.name})"
@@ -672,7 +792,6 @@ def _problems(model: ScoreModel) -> list[str]:
         vnames.add(v.name)
         if not v.filter:
             out.append(f"{at}.filter: empty; say which accounts it applies to, e.g. filter = {{segment = \"smb\"}}")
-        metric_cols = {m.column for m in model.metrics}
         for col in v.filter:
             if col in metric_cols:
                 out.append(f"{at}.filter.{col}: {col!r} is a metric column; filter on account attributes")
@@ -686,24 +805,48 @@ def _problems(model: ScoreModel) -> list[str]:
         for cname in v.categories:
             if cname not in model.categories:
                 out.append(f"{at}.categories.{cname}: unknown category {cname!r}")
-        for key, w in [*v.weights.items(), *v.categories.items()]:
-            if not math.isfinite(w) or w < 0:
-                out.append(f"{at}: weight of {key} is {w:g}; weights must be >= 0")
+        for table, weights in (("weights", v.weights), ("categories", v.categories)):
+            for key, w in weights.items():
+                problem = _weight_problem(w)
+                if problem:
+                    out.append(f"{at}.{table}.{key}: {problem}")
         if not out or not any(s.startswith(at) for s in out):
             resolved = model.resolve(v.name)
             if all(m.weight == 0 for m in resolved.metrics) or all(
                     c.weight == 0 for c in resolved.categories.values()):
                 out.append(f"{at}: all weights are zero in this variant")
-            for j, m in enumerate(resolved.metrics, 1):
+            for m in resolved.metrics:
                 if m.name in v.params and m.method in calibration.METHODS:
                     out += [f"{at}.params.{m.name}: {msg}"
                             for msg in _param_problems(m.method, m.params, m.direction)]
     return out
 
 
+def _points_are_ratios(params: Mapping[str, Any]) -> bool:
+    points = params.get("points")
+    try:
+        xs = [float(p[0]) for p in points]
+    except (TypeError, ValueError, IndexError):
+        return False
+    return bool(xs) and min(xs) >= 0 and max(xs) <= 1
+
+
+def _weight_problem(weight: float) -> str | None:
+    """Why a weight is unusable (None when fine): weights are relative, 0 or 1e-6..1e6."""
+    if not math.isfinite(weight):
+        return f"{weight} is not a finite number; use a relative weight such as 1, 2 or 30"
+    if weight < 0:
+        return f"{weight:g} is negative; weights must be >= 0"
+    if weight > MAX_WEIGHT:
+        return f"{weight:g} is too large (at most {MAX_WEIGHT:g}); weights are relative, so scale them all down"
+    if 0 < weight < MIN_POSITIVE_WEIGHT:
+        return (f"{weight:g} is too small (0, or at least {MIN_POSITIVE_WEIGHT:g}); weights are relative, so "
+                "scale them all up, or use 0 to switch the metric off")
+    return None
+
+
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
     """Parameter problems from the calibration module; fitted entries may still be missing."""
-    from healthscore.core import calibration
 
     direction = direction if direction in DIRECTIONS else None
     return list(calibration.check_params(method, params, direction, require_fitted=False))
@@ -787,12 +930,30 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         for key, value in model.probability.items():
             prob[key] = value
         table["probability"] = prob
+    if model.reference is None:
+        table.pop("reference", None)
+    elif "reference" not in table or _plain(table["reference"]) != model.reference:
+        ref = tomlkit.table()
+        ref.comment("what the score looked like when it was fitted; read by healthscore monitor")
+        for key, value in model.reference.items():
+            ref[key] = value
+        table["reference"] = ref
+    # [[alerts]] tables already in the file stay exactly as written; a model built in code writes its own
+    if model.alerts and "alerts" not in table:
+        aot = tomlkit.aot()
+        for rule in model.alerts:
+            entry = tomlkit.table()
+            for key, value in rule.to_dict().items():
+                entry[key] = value
+            aot.append(entry)
+        table["alerts"] = aot
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:
     d: dict[str, Any] = {"name": m.name, "column": m.column, "category": m.category, "direction": m.direction,
                          "method": m.method, "weight": m.weight, "na_policy": m.na_policy,
                          "label": m.label, "description": m.description, "action": m.action,
+                         "unit": m.unit, "range": list(m.value_range) if m.value_range else None,
                          "params": m.params}
     return d
 
@@ -803,7 +964,7 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
             "weights": v.weights, "categories": v.categories, "params": v.params, "disabled": v.disabled}
 
 
-_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "",
+_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
                       "direction": "higher_is_better", "weights": {}, "categories": {}, "params": {},
                       "disabled": [], "colour": "", "meaning": ""}
 
@@ -835,6 +996,10 @@ def _write_aot(table: Any, name: str, rows: list[dict[str, Any]], key: str | Non
             aot.append(entry)
             continue
         for k, v in row.items():
+            if v is None:  # an optional key the model no longer has
+                if k in entry:
+                    del entry[k]
+                continue
             if k not in entry and k in _OPTIONAL_DEFAULTS and v == _OPTIONAL_DEFAULTS[k]:
                 continue
             if isinstance(v, dict) and k in entry and isinstance(entry[k], dict):
@@ -908,6 +1073,16 @@ def _is_number(value: Any, problems: list[str], at: str) -> bool:
         problems.append(f"{at}: expected a number, got {value!r}")
         return False
     return True
+
+
+def _range(value: Any, problems: list[str], at: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+        problems.append(f"{at}: expected [lower, upper], e.g. range = [0, 1], got {value!r}")
+        return None
+    return float(value[0]), float(value[1])
 
 
 def _default_colour(name: str) -> str:

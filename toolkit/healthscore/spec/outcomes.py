@@ -109,22 +109,28 @@ def resolve_outcome(outcome: str | Outcome, definitions: Mapping[str, Outcome] |
 _HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
 
 
-def parse_horizon(horizon: str) -> str:
-    """Check a horizon such as ``"90d"``, ``"13w"`` or ``"3mo"`` and return it normalised."""
+def parse_horizon(horizon: str, *, allow_zero: bool = False) -> str:
+    """Check a horizon such as ``"90d"``, ``"13w"`` or ``"3mo"`` and return it normalised.
+
+    ``allow_zero=True`` also accepts a zero duration (an alert cool-down of ``"0d"``).
+
+    >>> parse_horizon("0d", allow_zero=True)
+    '0d'
+    """
     m = _HORIZON.match(str(horizon))
-    if not m or int(m.group(1)) == 0:
+    if not m or (int(m.group(1)) == 0 and not allow_zero):
         raise OutcomeError(f"horizon {horizon!r} is not understood: write a positive number of days, "
                            "weeks or calendar months, e.g. '90d', '13w' or '3mo'")
     return f"{int(m.group(1))}{m.group(2)}"
 
 
-def horizon_days(horizon: str) -> int:
+def horizon_days(horizon: str, *, allow_zero: bool = False) -> int:
     """The horizon as a whole number of days (a month counts 30).
 
     >>> horizon_days("13w"), horizon_days("3mo")
     (91, 90)
     """
-    m = _HORIZON.match(parse_horizon(horizon))
+    m = _HORIZON.match(parse_horizon(horizon, allow_zero=allow_zero))
     assert m is not None
     n, unit = int(m.group(1)), m.group(2)
     return n * {"d": 1, "w": 7, "mo": 30}[unit]
