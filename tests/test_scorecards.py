@@ -437,7 +437,7 @@ def test_reports_show_not_applicable_and_hide_small_cohorts(batch, portfolio):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path):
+def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path, capsys):
     ids = portfolio["ids"][3:5]
     argv = ["scorecards", "--model", str(model_path), "--scores", str(portfolio["folder"] / "scores.parquet"),
             "--accounts", ",".join(ids), "--out", str(tmp_path), "--workers", "1"]
@@ -452,11 +452,17 @@ def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path):
     assert {f: (tmp_path / f).stat().st_mtime_ns for f in second["file"]} == stamp
     assert second["model_hash"].to_list() == first["model_hash"].to_list()
 
-    # a changed model re-renders, and a missing account makes the exit status non-zero
+    # a changed model needs scores of its own: the old scores are refused with it
     changed = tmp_path / "changed.toml"
     changed.write_text(MODEL_TOML.replace('name = "csat"\ncolumn = "csat"', 'name = "csat"\ncolumn = "csat"\nweight = 3'))
     argv_changed = argv.copy()
     argv_changed[2] = str(changed)
+    assert cli.main(argv_changed) == 1
+    assert "produced by model hash" in capsys.readouterr().err
+    # with its own scores it re-renders, and a missing account makes the exit status non-zero
+    changed_scores = tmp_path / "changed_scores.parquet"
+    hs.score(portfolio["snapshots"], hs.load_model(changed)).write_parquet(changed_scores)
+    argv_changed[argv.index("--scores") + 1] = str(changed_scores)
     argv_changed[argv.index("--accounts") + 1] = ",".join(ids + ["accMISSING"])
     assert cli.main(argv_changed) == 1
     third = pl.read_csv(tmp_path / "manifest.csv")

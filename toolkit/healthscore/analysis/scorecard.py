@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from healthscore.core.scoring import ScoresError
 from healthscore.results import Summary
 from healthscore.spec.palette import NA_COLOUR, band_colour, safe_colour
 
@@ -209,6 +210,16 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
                          + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
                          + "; check the account id (see the account_id column of the scores file)")
     rows = rows.sort("as_of")
+    repeated = rows.filter(pl.col("as_of").is_duplicated())
+    if repeated.height:
+        raise ScoresError(f"account {account_id!r} has {repeated.height} score rows for as_of "
+                          f"{repeated['as_of'][0]} (one expected); keep one score row per account and date "
+                          "(score the snapshots again without the repeats)")
+    stamped = rows["model_hash"].drop_nulls().unique().sort().to_list() if "model_hash" in rows.columns else []
+    if any(h != model.hash for h in stamped):
+        raise ScoresError(f"the scores of account {account_id!r} were produced by model hash "
+                          f"{', '.join(stamped)}, but the model {model.name} {model.version} has hash "
+                          f"{model.hash}; pass the model that produced the scores, or score again with this one")
     if as_of is not None:
         as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
         rows = rows.filter(pl.col("as_of") <= as_of)

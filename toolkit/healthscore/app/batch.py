@@ -8,7 +8,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import polars as pl
 
 from healthscore import resources
 from healthscore.analysis.scorecard import _band_colour, load_scores, peer_figures
+from healthscore.core.scoring import check_scores
 from healthscore.io import files
 from healthscore.render import formats as fmt
 from healthscore.render.html import badge, escape
@@ -35,25 +38,76 @@ NOTEBOOK = resources.notebook("scorecard")
 MANIFEST_COLUMNS = {
     "account_id": pl.String, "company_name": pl.String, "status": pl.String, "file": pl.String,
     "model_hash": pl.String, "data_hash": pl.String, "notebook_hash": pl.String, "as_of": pl.String,
-    "seconds": pl.Float64, "error": pl.String,
+    "seconds": pl.Float64, "error": pl.String, "score": pl.Float64, "band": pl.String,
 }
 _DONE = ("rendered", "unchanged")
+# names an account page may never take (compared without case): the folder's own files, and the
+# device names Windows refuses as file names
+RESERVED = frozenset({"index", "manifest", "con", "prn", "aux", "nul",
+                      *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))})
+_PAGE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.html")
 _PROTO = "@@healthscore "  # marks protocol lines in a worker's output
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_name(account_id: str) -> str:
-    """A file name for an account id that cannot leave its folder or collide with another id.
+    """A file name for an account id that cannot leave its folder, take a reserved name
+    (``index``, ``manifest``, ...) or collide with another id.
 
     >>> safe_name("ACME-001")
     'ACME-001'
     >>> safe_name("../x")            # path characters are replaced and a short hash keeps it unique
     'x-d6b96a97'
+    >>> safe_name("index")           # the folder's own index page is never overwritten
+    'index-1bc04b52'
     """
     base = _SAFE.sub("_", account_id).strip("._")[:80] or "account"
-    if base == account_id:
+    if base == account_id and base.lower() not in RESERVED:
         return base
+    return _hashed_name(account_id)
+
+
+def _hashed_name(account_id: str) -> str:
+    base = _SAFE.sub("_", account_id).strip("._")[:80] or "account"
     return f"{base}-{hashlib.sha256(account_id.encode()).hexdigest()[:8]}"
+
+
+def page_files(ids: list[str], earlier: dict[str, str] | None = None) -> dict[str, str]:
+    """The page file of each account: ``safe_name`` + ``.html``, unique without regard to case
+    (``ACME`` and ``acme`` would share one file on macOS and Windows, and in a zip).
+
+    ``earlier`` maps the accounts of earlier runs in the folder to their files: they keep them,
+    so links stay valid, and a new account never takes one. An account whose plain name clashes
+    gets the hashed form (name plus a short hash of the exact id).
+
+    >>> page_files(["ACME", "acme", "b"])
+    {'ACME': 'ACME-a8308e8e.html', 'acme': 'acme-822b33ad.html', 'b': 'b.html'}
+    >>> page_files(["acme"], earlier={"ACME": "ACME.html"})
+    {'acme': 'acme-822b33ad.html'}
+    """
+    earlier = {a: f for a, f in (earlier or {}).items()
+               if f and _PAGE.fullmatch(f) and f[:-5].lower() not in RESERVED}
+    out: dict[str, str] = {}
+    taken: dict[str, str] = {}  # lower-case file -> account
+    for aid, f in earlier.items():
+        if taken.setdefault(f.lower(), aid) == aid:
+            if aid in ids:
+                out[aid] = f
+    new = [a for a in ids if a not in out]
+    plain = {a: safe_name(a) + ".html" for a in new}
+    counts: dict[str, int] = {}
+    for f in plain.values():
+        counts[f.lower()] = counts.get(f.lower(), 0) + 1
+    for aid in new:
+        f = plain[aid]
+        if counts[f.lower()] > 1 or taken.get(f.lower(), aid) != aid:
+            f = _hashed_name(aid) + ".html"
+        if taken.get(f.lower(), aid) != aid:
+            raise ValueError(f"account ids {taken[f.lower()]!r} and {aid!r} map to the same page file {f!r}; "
+                             "write them into different folders")
+        taken[f.lower()] = aid
+        out[aid] = f
+    return {a: out[a] for a in ids}
 
 
 def _sha(*parts: bytes) -> str:
@@ -298,7 +352,8 @@ class ScorecardRun:
 
 def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                     inputs: Path) -> tuple[Path, Any, Path]:
-    """Paths the notebook can read: frames and model objects are written beside the reports."""
+    """Paths the notebook can read: frames and model objects are written into the private work
+    folder ``inputs`` (never into the shared output folder)."""
     from healthscore.spec.model import load_model
 
     if isinstance(scores, pl.DataFrame):
@@ -322,10 +377,17 @@ def _read_manifest(path: Path) -> pl.DataFrame:
         return pl.DataFrame(schema=MANIFEST_COLUMNS)
     try:
         old = pl.read_csv(path, schema_overrides=MANIFEST_COLUMNS, infer_schema=False)
-        return old.select([pl.col(c).cast(t) if c in old.columns else pl.lit(None, t).alias(c)
-                           for c, t in MANIFEST_COLUMNS.items()])
+        old = old.select([pl.col(c).cast(t) if c in old.columns else pl.lit(None, t).alias(c)
+                          for c, t in MANIFEST_COLUMNS.items()])
     except Exception:  # an unreadable manifest only costs a full re-render
         return pl.DataFrame(schema=MANIFEST_COLUMNS)
+    # a row still pending belongs to a batch that was stopped before the account finished
+    pending = pl.col("status") == "pending"
+    return (old.drop_nulls("account_id").unique("account_id", keep="last", maintain_order=True)
+            .with_columns(pl.when(pending).then(pl.lit("failed")).otherwise(pl.col("status")).alias("status"),
+                          pl.when(pending).then(pl.lit("interrupted: the batch stopped before this account "
+                                                       "finished; run it again"))
+                          .otherwise(pl.col("error")).alias("error")))
 
 
 def _index_html(manifest: pl.DataFrame, latest: pl.DataFrame, title: str) -> str:
@@ -356,13 +418,23 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                       probabilities: str | os.PathLike[str] | None = None,
                       snapshots: pl.DataFrame | str | os.PathLike[str] | None = None,
                       notebook: str | os.PathLike[str] = NOTEBOOK, timeout: int = 300,
-                      progress: bool = True, force: bool = False) -> ScorecardRun:
+                      progress: bool = True, force: bool = False, wait: float = 30.0) -> ScorecardRun:
     """Render one static HTML scorecard per account with the scorecard notebook.
 
     Each of ``workers`` processes keeps one kernel warm and runs the notebook for account after
     account (parameters injected as papermill does), then exports the HTML in process. Writes
-    ``out_dir/<account>.html``, ``out_dir/index.html`` and ``out_dir/manifest.csv`` (account_id,
-    company_name, status, file, model_hash, data_hash, notebook_hash, as_of, seconds, error).
+    ``out_dir/<account>.html`` (see :func:`page_files`), ``out_dir/index.html`` and
+    ``out_dir/manifest.csv`` (account_id, company_name, status, file, model_hash, data_hash,
+    notebook_hash, as_of, seconds, error, score, band). The manifest and the index cover every
+    account in the folder: rows of earlier runs stay, and an account rendered again replaces its
+    row. ``run.manifest`` holds this run's rows.
+
+    The folder is meant for sharing: the batch's own inputs and worker logs live in a private
+    temporary folder that is removed at the end, and half-written files of killed runs are
+    removed at the start. A second batch into the same folder waits up to ``wait`` seconds for
+    the first, then stops with :class:`healthscore.io.files.FolderBusyError`. Scores produced by
+    another model than ``model``, or with one (account_id, as_of) twice, are refused
+    (:class:`healthscore.core.scoring.ScoresError`).
     ``snapshots`` (optional) supplies raw metric values for the metric table when the scores do not
     carry them. Accounts already rendered from the same model, data and notebook (and report
     settings) are skipped unless ``force``.
@@ -373,27 +445,75 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
         run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")
         print(run.summary())
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scores_path, model_obj, model_path = _prepare_inputs(scores, model, out / ".inputs")
+    with files.folder_lock(out, timeout=wait, what="scorecard batch"), \
+            tempfile.TemporaryDirectory(prefix="healthscore-scorecards-") as work:
+        _tidy_folder(out)
+        return _render_into(out, Path(work), t_start, scores, model, accounts, internal=internal,
+                            workers=workers, as_of=as_of, variant=variant, peer_by=peer_by,
+                            probabilities=probabilities, snapshots=snapshots, notebook=notebook,
+                            timeout=timeout, progress=progress, force=force)
+
+
+def _checked_earlier(row: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's manifest row; a page name that is unsafe or reserved (an older version
+    could write an account called ``index`` over the index page) no longer counts as rendered."""
+    f = row.get("file") or ""
+    if row.get("status") in _DONE and (not _PAGE.fullmatch(f) or f[:-5].lower() in RESERVED):
+        return {**row, "status": "failed",
+                "error": f"its page {f!r} clashes with the folder's own files; render this account again"}
+    return row
+
+
+def _tidy_folder(out: Path) -> None:
+    """Before a batch writes: remove the half-written files of killed runs, and the private
+    inputs folder that earlier versions kept inside the shared folder (every account's peer
+    percentiles, worker logs)."""
+    files.clean_stale_temporaries(out, older_than=0)  # we hold the folder's lock: nobody else writes
+    legacy = out / ".inputs"
+    if legacy.is_dir() and not legacy.is_symlink():
+        shutil.rmtree(legacy, ignore_errors=True)
+
+
+def _log_tail(logs: list[Path], lines: int = 3) -> str:
+    tails = []
+    for log in logs:
+        try:
+            text = [t for t in log.read_text(errors="replace").splitlines() if t.strip()]
+        except OSError:
+            continue
+        if text:
+            tails.append(" | ".join(text[-lines:]))
+    return ("; worker output: " + " || ".join(tails))[:2000] if tails else ""
+
+
+def _render_into(out: Path, work: Path, t_start: float, scores: Any, model: Any, accounts: Any, *,
+                 internal: bool, workers: int, as_of: Any, variant: str | None, peer_by: str,
+                 probabilities: Any, snapshots: Any, notebook: Any, timeout: int, progress: bool,
+                 force: bool) -> ScorecardRun:
+    from tqdm.auto import tqdm
+
+    scores_path, model_obj, model_path = _prepare_inputs(scores, model, work)
     snapshots_path = None
     if isinstance(snapshots, pl.DataFrame):
-        snapshots_path = (out / ".inputs" / "snapshots.parquet").resolve()
+        snapshots_path = (work / "snapshots.parquet").resolve()
         files.write_parquet(snapshots, snapshots_path)
     elif snapshots is not None:
         snapshots_path = Path(snapshots).resolve()
         if not snapshots_path.is_file():
             raise FileNotFoundError(f"{snapshots}: no such snapshots file")
     frame = load_scores(scores_path)
+    check_scores(frame, model_obj,
+                 scores_source="the scores frame" if isinstance(scores, pl.DataFrame) else f"scores {scores}",
+                 model_source=f"model {model}" if isinstance(model, (str, os.PathLike)) else "the model given")
     ids = _select_accounts(frame, accounts)
     as_of_s = None if as_of is None else str(as_of)
 
     # peers once for the whole batch (aggregates only), instead of once per kernel; written below,
     # once the workers are starting
-    cohort_path = (out / ".inputs" / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
+    cohort_path = (work / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
 
     template_bytes = b"".join(p.read_bytes() for p in sorted((TEMPLATES / TEMPLATE_NAME).iterdir()) if p.is_file())
     settings = repr((internal, as_of_s, variant, peer_by, str(probabilities))).encode()
@@ -412,18 +532,23 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
         if c not in latest.columns:
             latest = latest.with_columns(pl.lit(None, pl.Float64 if c == "score" else pl.String).alias(c))
     names = dict(zip(latest["account_id"], latest["company_name"]))
+    shown = {r["account_id"]: (r["score"], r["band"]) for r in latest.iter_rows(named=True)}
 
     manifest_path = out / "manifest.csv"
+    # rows of earlier runs stay (keyed by account; this run's row replaces an account's old one)
     previous = {r["account_id"]: r for r in _read_manifest(manifest_path).iter_rows(named=True)}
+    page = page_files(ids, {a: r["file"] for a, r in previous.items()})
     rows: dict[str, dict[str, Any]] = {}
     tasks = []
     for aid in ids:
-        file = safe_name(aid) + ".html"
+        file = page[aid]
         stamp = {"model_hash": model_hash, "data_hash": data_hash, "notebook_hash": notebook_hash}
+        score_now, band_now = shown.get(aid, (None, None))
         base = {"account_id": aid, "company_name": names.get(aid), "file": file, "as_of": as_of_s,
-                "error": None, **stamp}
+                "error": None, "score": score_now, "band": band_now, **stamp}
         old = previous.get(aid)
         if (not force and old is not None and old["status"] in _DONE and (out / file).is_file()
+                and old["file"] == file
                 and all(old[k] == v for k, v in stamp.items()) and old["as_of"] == as_of_s):
             rows[aid] = {**base, "status": "unchanged", "seconds": 0.0}
             continue
@@ -435,10 +560,15 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
         tasks.append({"index": len(tasks), "account_id": aid, "file": file, "out_dir": str(out),
                       "title": f"{names.get(aid) or aid}: health scorecard", "parameters": params})
 
+    def merged() -> pl.DataFrame:
+        """Earlier runs' rows in their order, updated by this run's, then this run's new ones."""
+        order = list(previous) + [a for a in ids if a not in previous]
+        table = [rows.get(a) or _checked_earlier(previous[a]) for a in order]
+        return pl.DataFrame([{c: r.get(c) for c in MANIFEST_COLUMNS} for r in table], schema=MANIFEST_COLUMNS)
+
     def write_manifest() -> pl.DataFrame:
-        m = pl.DataFrame([rows[a] for a in ids], schema=MANIFEST_COLUMNS)
-        files.write_csv(m, manifest_path)
-        return m
+        files.write_csv(merged(), manifest_path)
+        return pl.DataFrame([rows[a] for a in ids], schema=MANIFEST_COLUMNS)
 
     memory: list[dict[str, Any]] = []
     if tasks:
@@ -446,7 +576,8 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
 
         events: queue.Queue = queue.Queue()
         n_workers = max(1, min(int(workers), len(tasks)))
-        pool = [_Worker(w, str(Path(notebook).resolve()), timeout, out / ".inputs" / f"worker-{w}.log", events)
+        logs = [work / f"worker-{w}.log" for w in range(n_workers)]
+        pool = [_Worker(w, str(Path(notebook).resolve()), timeout, logs[w], events)
                 for w in range(n_workers)]
         todo = list(reversed(tasks))
         live, remaining = n_workers, len(tasks)
@@ -488,10 +619,13 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                 w.close()
         for r in rows.values():
             if r["status"] == "pending":
-                r.update(status="failed", error="not rendered: no worker could start a kernel "
-                                                f"(see {out / '.inputs'}/worker-*.log)")
+                r.update(status="failed", error="not rendered: no worker could start a kernel"
+                                                + _log_tail(logs))
     manifest = write_manifest()
-    files.write_text(out / "index.html", _index_html(manifest, latest, "Customer health scorecards"))
+    folder = merged()  # the index lists every account in the folder, from this run and earlier ones
+    files.write_text(out / "index.html", _index_html(folder.drop("score", "band"),
+                                                     folder.select("account_id", "score", "band"),
+                                                     "Customer health scorecards"))
     return ScorecardRun(out_dir=out, manifest=manifest,
                         memory=pl.DataFrame(memory, schema={"report": pl.Int64, "worker": pl.Int64,
                                                             "worker_rss_mb": pl.Float64,
@@ -519,11 +653,10 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
         render_review("data/snapshots.parquet", "review.html", events="data/events.parquet",
                       model="data/model.toml", by="segment")
     """
-    import tempfile
-
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    _check_review_scores(data, model)
     with tempfile.TemporaryDirectory(prefix="hs-review-") as tmp:
         def _path(value: Any, name: str) -> str | None:
             if value is None:
@@ -551,6 +684,30 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
     export_html(nbformat.from_dict(nb), out, title="Cohort review by " + " x ".join(
         b.strip().replace("_", " ") for b in by.split(",")))
     return Path(out)
+
+
+def _check_review_scores(data: Any, model: Any) -> None:
+    """A score frame handed to the review must come from ``model`` (when given) and hold each
+    (account_id, as_of) once; snapshots are scored inside the notebook and need no check."""
+    from healthscore.spec.model import load_model
+
+    if isinstance(data, pl.DataFrame):
+        lf, label = data.lazy(), "the review data"
+    else:
+        path = Path(data)
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in {".parquet", ".pq", ".csv"}:
+            return  # the notebook reports what it cannot read
+        lf = pl.scan_parquet(path) if suffix != ".csv" else pl.scan_csv(path, infer_schema=False)
+        label = f"--data {data}"
+    columns = lf.collect_schema().names()
+    if "score" not in columns:
+        return
+    if "as_of" in columns and lf.collect_schema()["as_of"] == pl.String:
+        lf = lf.with_columns(pl.col("as_of").str.strip_chars())
+    score_model = load_model(model) if model is not None else None
+    check_scores(lf, score_model, scores_source=label,
+                 model_source=f"--model {model}" if model is not None else "the model")
 
 
 def one_per_band(scores: pl.DataFrame, bands: tuple[str, ...] = ("green", "yellow", "red")) -> list[str]:

@@ -46,6 +46,7 @@ from healthscore.errors import DataWarning, HealthscoreError, UsageError
 from healthscore.io import files, snapshots
 from healthscore.io.files import write_text
 from healthscore.io.snapshots import check_events, read_events, read_snapshots, warn_problems
+from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import ScoreModel, load_model
 from healthscore.spec.outcomes import parse_horizon
 
@@ -262,14 +263,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: use a .parquet or .csv file name")
     _check_output("--out", args.out, inputs={"--data": args.data, "--model": args.model, "--overrides": args.overrides})
     model = load_model(args.model, args.name)
-    snaps = _snapshots(args, args.data)
-    _check_model_against(model, snaps, args.data)
-    scores = scoring.score_in_chunks(snaps, model, overrides=args.overrides, as_of=args.as_of,
-                                     progress=snaps.height > 200_000)
-    (files.write_parquet if args.out.suffix == ".parquet" else files.write_csv)(scores, args.out)
-    print(f"scored {scores['account_id'].n_unique():,} accounts, {scores.height:,} snapshots with "
+    # read and scored part by part (whole accounts), written as it goes: memory follows a part,
+    # not the file; with --as-of only the dates that day needs are read
+    scan = scan_snapshots(str(args.data), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None))
+    _check_model_against(model, scan.typed(), args.data)
+    done = scoring.score_to_file(scan, model, args.out, overrides=args.overrides,
+                                 as_of=args.as_of, progress=sys.stderr.isatty())
+    print(f"scored {done.accounts:,} accounts, {done.rows:,} snapshots with "
           f"{model.name} {model.version} (hash {model.hash}) -> {args.out}")
-    print(_band_lines(scores, model))
+    print(_band_lines(done.latest, model))
     return 0
 
 
@@ -537,9 +539,10 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
         description="Run notebooks/scorecard.ipynb for each account (warm kernels, parameters injected as "
                     "papermill does) and export static, self-contained HTML without code: score and band, "
                     "26-week trend, scores by area, the metric table, what changed, peer percentiles and the "
-                    "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv. "
-                    "Accounts already rendered from the same model, data and notebook are skipped. Exit 1 "
-                    "when any account failed (see the manifest).",
+                    "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv; "
+                    "the index and the manifest list every account rendered into DIR over all runs. "
+                    "Accounts already rendered from the same model, data and notebook are skipped. The scores "
+                    "must come from --model. Exit 1 when any account failed (see the manifest).",
         epilog="example: healthscore scorecards --model data/model.toml --scores build/scores.parquet "
                "--snapshots data/snapshots.parquet --accounts segment=enterprise --out build/scorecards")
     p.add_argument("--model", type=Path, required=True, help="the score model TOML that produced the scores")
@@ -556,6 +559,8 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-by", default="segment", help="attribute that defines the peer cohort (default segment)")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one warm kernel each (default 2)")
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="when another batch is writing into --out, wait this long for it, then stop (default 30)")
     _add_reading_args(p)
     p.set_defaults(func=_cmd_scorecards)
 
@@ -589,7 +594,7 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
         run = batch.render_scorecards(
             args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
             as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability, snapshots=args.snapshots,
-            force=args.force)
+            force=args.force, wait=args.wait)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(run.summary())

@@ -163,12 +163,29 @@ def _goal(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     length = (due - start).dt.total_days().cast(pl.Float64)
     share = pl.when(length > 0).then((elapsed / length).clip(0.0, 1.0)).when(elapsed > 0).then(1.0)
     expected = float(q["target"]) * share
-    attainment = value / expected
+    attainment = ratio(value, expected)
     zero, full = float(q["zero_at"]), float(q["full_at"])
     score = ((attainment - zero) / (full - zero) * 100.0).clip(0.0, 100.0)
     min_expected = float(q.get("min_expected", 0.02 * float(q["target"])))
     # before or on the start day, or too little expected yet -> null (documented above)
     return pl.when((elapsed > 0) & (expected > 0) & (expected >= min_expected)).then(_flip(score, direction))
+
+
+def ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """``numerator / denominator`` computed as ``numerator * (1 / denominator)``, always.
+
+    polars divides by a column that happens to be constant (e.g. a ``when/then`` whose mask is
+    all true) as a multiplication by its reciprocal, and by a varying column exactly; the same
+    row could then differ in its last bit with the rows scored beside it. Written this way
+    every row is rounded the same way whatever its neighbours.
+
+    >>> df = pl.DataFrame({"a": [625.0, 625.0], "b": [7.0, 7.0], "m": [True, False]})
+    >>> constant = df.head(1).select(ratio(pl.col("a"), pl.when(pl.col("m")).then(7.0).otherwise(1.0)))
+    >>> varying = df.select(ratio(pl.col("a"), pl.when(pl.col("m")).then(7.0).otherwise(1.0)))
+    >>> constant.item() == varying.item(0, 0)
+    True
+    """
+    return numerator * (pl.lit(1.0) / denominator)
 
 
 def _trend(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:

@@ -40,11 +40,16 @@ import math
 import operator
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from healthscore.core.calibration import ratio
+from healthscore.errors import HealthscoreError
+from healthscore.io import files
+from healthscore.io.stream import SnapshotScan
 from healthscore.spec.model import ModelError, ScoreModel
 
 KEYS = ("account_id", "as_of")
@@ -75,6 +80,60 @@ Frame = pl.DataFrame | pl.LazyFrame
 
 class OverrideError(ModelError):
     """An override file is wrong (unknown account or metric, bad value, missing reason...)."""
+
+
+class ScoresError(HealthscoreError, ValueError):
+    """A score frame cannot be used as it is: produced by another model, or with repeated
+    (account_id, as_of) rows."""
+
+
+def check_scores(scores: Frame, model: ScoreModel | None = None, *, scores_source: str = "the scores",
+                 model_source: str = "the model") -> None:
+    """Refuse a score frame that does not belong to ``model`` or holds one snapshot twice.
+
+    Every score row carries the ``model_hash`` of the model that produced it; reports must use
+    that same model, or they would show the areas and metrics of one model beside the score of
+    another. Raises :class:`ScoresError` naming both hashes and both sources, or the repeated
+    rows (1-based row numbers). Reads only the key and hash columns of a lazy frame.
+
+    >>> import polars as pl, datetime as dt
+    >>> f = pl.DataFrame({"account_id": ["a", "a"], "as_of": [dt.date(2026, 1, 5)] * 2, "model_hash": ["h1"] * 2})
+    >>> check_scores(f)
+    Traceback (most recent call last):
+    ...
+    healthscore.core.scoring.ScoresError: the scores: 2 rows repeat an (account_id, as_of) pair: rows 1 and 2 (account 'a', as_of 2026-01-05); keep one score row per account and date (score the snapshots again without the repeats)
+    """
+    lf = scores.lazy()
+    columns = lf.collect_schema().names()
+    missing = [k for k in KEYS if k not in columns]
+    if missing:
+        raise ScoresError(f"{scores_source}: missing column(s) {missing}; pass a score frame written by "
+                          "'healthscore score'")
+    if model is not None:
+        if "model_hash" not in columns:
+            raise ScoresError(f"{scores_source}: has no model_hash column, so the model that produced it is "
+                              f"unknown; score the snapshots again with {model_source} ('healthscore score')")
+        hashes = (lf.select(pl.col("model_hash").cast(pl.String)).unique().collect()
+                  ["model_hash"].drop_nulls().sort().to_list())
+        wrong = [h for h in hashes if h != model.hash]
+        if wrong or not hashes:
+            found = ", ".join(hashes) if hashes else "none"
+            raise ScoresError(
+                f"{scores_source} were produced by model hash {found}, but {model_source} "
+                f"({model.name} {model.version}) has hash {model.hash}; pass the model file that produced "
+                f"these scores, or score the snapshots again with {model_source} ('healthscore score')")
+    keys = lf.select(*KEYS).with_row_index("__row", offset=1)
+    dup = (keys.filter(pl.struct(*KEYS).is_duplicated()).sort(*KEYS, "__row").collect())
+    if dup.height:
+        first = dup.filter((pl.col("account_id") == dup["account_id"][0]) & (pl.col("as_of") == dup["as_of"][0]))
+        rows = first["__row"].to_list()
+        shown = " and ".join(str(r) for r in rows[:5]) if len(rows) <= 2 else \
+            ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+        more = f"; {dup.height} repeated rows in all" if dup.height > len(rows) else ""
+        raise ScoresError(
+            f"{scores_source}: {dup.height} rows repeat an (account_id, as_of) pair: rows {shown} "
+            f"(account {first['account_id'][0]!r}, as_of {first['as_of'][0]}){more}; keep one score row per "
+            "account and date (score the snapshots again without the repeats)")
 
 
 # ---------------------------------------------------------------- calibrate
@@ -258,7 +317,7 @@ def combine(subscores: pl.DataFrame, model: ScoreModel, *,
           for c, names in by_cat.items()],
     ).with_columns(
         *[pl.when(pl.col(f"__cw_{c}") > 0).then(
-            _add([ps[n] for n in names] or [pl.lit(0.0)]) / pl.col(f"__cw_{c}"))
+            ratio(_add([ps[n] for n in names] or [pl.lit(0.0)]), pl.col(f"__cw_{c}")))
           .clip(0.0, 100.0).alias(f"cat_{c}") for c, names in by_cat.items()],
         _add([pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c]).otherwise(0.0) for c in by_cat])
           .alias("__tot"),
@@ -266,7 +325,8 @@ def combine(subscores: pl.DataFrame, model: ScoreModel, *,
         ((pl.col("coverage") > 0) & (pl.col("coverage") >= model.min_coverage - _EPS)).alias("__ok"),
     ).with_columns(
         *[pl.when(pl.col("__ok")).then(
-            pl.when(pl.col(f"__cw_{c}") > 0).then(cat_w[c] / pl.col("__tot") / pl.col(f"__cw_{c}")).otherwise(0.0))
+            pl.when(pl.col(f"__cw_{c}") > 0).then(ratio(ratio(cat_w[c], pl.col("__tot")), pl.col(f"__cw_{c}")))
+            .otherwise(0.0))
           .alias(f"__f_{c}") for c in by_cat],
     ).with_columns(
         *[(ps[n] * pl.col(f"__f_{cat_of[n]}")).alias(f"drv_{n}") for n in sub],
@@ -347,7 +407,9 @@ def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.
     missing = pl.concat_str([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n))
                              for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
     # rounded down to 0.1%, so a coverage just under the minimum never prints as equal to it
-    pct = ((pl.col("coverage") * 1000).floor() / 10).cast(pl.String)
+    # formatted from whole tenths: a float division here printed 49.900000000000006 in some runs
+    tenths = (pl.col("coverage") * 1000).floor().cast(pl.Int64)
+    pct = (tenths // 10).cast(pl.String) + pl.lit(".") + (tenths % 10).cast(pl.String)
     reason = (pl.when(pl.col("__nonfinite")).then(pl.lit(
                 "score is not a finite number: the weights are too far apart for floating point; "
                 "use relative weights between 1e-6 and 1e6"))
@@ -516,6 +578,189 @@ def score_in_chunks(snapshots: pl.DataFrame, model: ScoreModel, *,
         out = score(part, model, overrides=ov)
         parts.append(out.filter(pl.col("as_of") == cutoff) if cutoff is not None else out)
     return pl.concat(parts, how="vertical_relaxed").sort(KEYS)
+
+
+# ---------------------------------------------------------------- streaming to a file
+ROWS_PER_PART = 200_000
+
+
+@dataclass
+class ScoredFile:
+    """What :func:`score_to_file` wrote: the file, its row and account counts, and each
+    account's latest score row (account_id, as_of, score, band) for a summary such as
+    :func:`band_summary`."""
+
+    path: Path
+    rows: int
+    accounts: int
+    latest: pl.DataFrame
+    as_of: dt.date | None = None
+
+    def __repr__(self) -> str:
+        return f"ScoredFile({self.path}, {self.rows:,} rows, {self.accounts:,} accounts)"
+
+
+def history_rows(model: ScoreModel) -> int:
+    """How many snapshots of an account, up to and including a date, decide its score on that
+    date: the date itself, the four before it (``score_change_4``; ``drvchg_*`` needs one) and,
+    for a ``trend`` metric of window w, the 2w - 1 rows its oldest of those reads.
+
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> m = ScoreModel("d", "1", [Metric("u", "users", "usage", method="trend",
+    ...                                  params={"window": 4, "points": [[-1, 0], [1, 100]]})],
+    ...                {"usage": Category("usage", 1)}, [Band(*b) for b in DEFAULT_BANDS])
+    >>> history_rows(m)
+    12
+    """
+    windows = [1]
+    for key in (None, *(v.name for v in model.variants)):
+        for m in model.resolve(key).metrics:
+            if m.method == "trend":
+                windows.append(2 * int(m.params.get("window", 4)))
+    return 4 + max(windows)
+
+
+def _parts(counts: pl.DataFrame, rows_per_part: int) -> list[list[str]]:
+    """Accounts (sorted) grouped into runs of about ``rows_per_part`` rows; an account is never split."""
+    parts: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for aid, n in counts.sort("account_id").iter_rows():
+        if current and size + n > rows_per_part:
+            parts.append(current)
+            current, size = [], 0
+        current.append(aid)
+        size += n
+    if current:
+        parts.append(current)
+    return parts
+
+
+class _PartWriter:
+    """Writes score parts one after the other into one Parquet or CSV file (atomically)."""
+
+    def __init__(self, tmp: Path, suffix: str) -> None:
+        self.tmp, self.csv = tmp, suffix == ".csv"
+        self.schema: pl.Schema | None = None
+        self._writer: Any = None
+        self._fh: Any = None
+
+    def write(self, part: pl.DataFrame) -> None:
+        if self.schema is None:
+            self.schema = part.schema
+        else:
+            part = part.cast(dict(self.schema))  # the same types in every part, as one frame would have
+        if self.csv:
+            if self._fh is None:
+                self._fh = open(self.tmp, "wb")
+                part.write_csv(self._fh, include_header=True)
+            else:
+                part.write_csv(self._fh, include_header=False)
+            return
+        table = part.to_arrow()
+        if self._writer is None:
+            import pyarrow.parquet as pq  # only the streaming writer needs pyarrow
+            # dictionary pages for the text columns only: on float columns they cost time and gain nothing
+            text = [n for n, t in part.schema.items() if t in (pl.String, pl.Categorical)]
+            self._writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd", write_statistics=True,
+                                            use_dictionary=text)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._fh is not None:
+            self._fh.close()
+
+
+def score_to_file(snapshots: Any, model: ScoreModel, out: str | os.PathLike[str], *,
+                  overrides: pl.DataFrame | str | os.PathLike[str] | None = None,
+                  as_of: dt.date | str | None = None, rows_per_part: int = ROWS_PER_PART,
+                  progress: bool = False) -> ScoredFile:
+    """Score snapshots part by part and write the scores to ``out`` (.parquet or .csv) as they come.
+
+    ``snapshots`` is a :class:`healthscore.io.stream.SnapshotScan` (see ``scan_snapshots``), a
+    frame or a lazy frame. Each part holds whole accounts, about ``rows_per_part`` rows, so
+    memory follows the part and not the table, and the scores are the same as :func:`score`'s
+    (bit for bit, same row order). With ``as_of`` only the dates that date needs are read: the
+    last :func:`history_rows` snapshot dates on or before it (and, for the few accounts with
+    gaps there, their earlier rows), so memory does not grow with the length of the history.
+    The file appears whole or not at all.
+
+    >>> import polars as pl, datetime as dt, tempfile, pathlib
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> model = ScoreModel("demo", "1", [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]})],
+    ...                    {"usage": Category("usage", 1)}, [Band(*b) for b in DEFAULT_BANDS])
+    >>> snaps = pl.DataFrame({"account_id": ["a", "b"], "as_of": [dt.date(2026, 1, 5)] * 2, "login_days": [5.0, 2.5]})
+    >>> done = score_to_file(snaps, model, pathlib.Path(tempfile.mkdtemp()) / "scores.parquet", rows_per_part=1)
+    >>> pl.read_parquet(done.path).equals(score(snaps, model))
+    True
+    """
+    from tqdm.auto import tqdm
+
+    scan = snapshots if isinstance(snapshots, SnapshotScan) else SnapshotScan.of_frame(snapshots)
+    target = Path(out)
+    if target.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{target}: write scores to a .parquet or .csv file")
+    keys = scan.keys()
+    day = scan.date()
+    cutoff = _cutoff(keys, as_of)
+    window = start = None
+    if cutoff is None:
+        counts = keys.group_by("account_id").len().collect(engine="streaming")
+        todo = [(ids, pl.col("account_id").cast(pl.String).is_in(ids)) for ids in _parts(counts, rows_per_part)]
+        short: set[str] = set()
+    else:
+        depth = history_rows(model)
+        dates = (keys.filter(pl.col("as_of") <= cutoff).select(pl.col("as_of").unique())
+                 .collect(engine="streaming")["as_of"].sort(descending=True))
+        start = dates[depth - 1] if dates.len() >= depth else None
+        window = (day <= cutoff) if start is None else ((day <= cutoff) & (day >= start))
+        near = keys.filter(pl.col("as_of") <= cutoff)
+        near = near if start is None else near.filter(pl.col("as_of") >= start)
+        counts = (near.group_by("account_id")
+                  .agg(pl.len().alias("len"), (pl.col("as_of") == cutoff).any().alias("current"))
+                  .filter(pl.col("current")).collect(engine="streaming"))
+        # an account with fewer rows than the depth in the window may have older rows it needs
+        short = set() if start is None else set(counts.filter(pl.col("len") < depth)["account_id"])
+        todo = [(ids, pl.col("account_id").cast(pl.String).is_in(ids) & window)
+                for ids in _parts(counts.select("account_id", "len"), rows_per_part)]
+    table = None
+    if overrides is not None:
+        known = (keys if cutoff is None else keys.filter(pl.col("as_of") <= cutoff))
+        table = read_overrides(overrides, model, accounts=known.select(pl.col("account_id").unique())
+                               .collect(engine="streaming")["account_id"])
+    if not todo:  # nothing to score: read everything so the table's own problem is reported
+        scan.read(pl.lit(True))
+        raise ModelError(f"{scan.source}: no snapshot to score")
+
+    n_rows, n_accounts, latest = 0, 0, []
+    with files.atomic_path(target) as tmp:
+        writer = _PartWriter(tmp, target.suffix)
+        try:
+            for ids, predicate in tqdm(todo, desc=f"scoring {model.name}", unit="part",
+                                       disable=not progress or len(todo) < 2):
+                part = scan.read(predicate)
+                older = [a for a in ids if a in short]
+                if older and start is not None:
+                    earlier = scan.read(pl.col("account_id").cast(pl.String).is_in(older) & (day < start),
+                                        allow_empty=True)
+                    if earlier.height:
+                        part = pl.concat([earlier, part], how="vertical_relaxed").sort(KEYS)
+                ov = None if table is None else table.filter(pl.col("account_id").is_in(ids))
+                scored = combine(calibrate(part, model), model, overrides=ov)
+                del part
+                if cutoff is not None:
+                    scored = scored.filter(pl.col("as_of") == cutoff)
+                writer.write(scored)
+                n_rows += scored.height
+                n_accounts += scored["account_id"].n_unique()
+                latest.append(scored.group_by("account_id").agg(pl.all().sort_by("as_of").last())
+                              .select("account_id", "as_of", "score", "band"))
+                del scored
+        finally:
+            writer.close()
+    return ScoredFile(target, n_rows, n_accounts, pl.concat(latest).sort("account_id"), cutoff)
 
 
 def _chunks(ids: pl.Series, size: int) -> Iterator[pl.Series]:

@@ -444,12 +444,50 @@ def _timezone_problem(n: int, column: str, rows: tuple[int, ...], ex: tuple[str,
                    "timezone=\"UTC\" in Python.", rows, ex)
 
 
+NUMERIC_SHARE = 0.5  # a text column is numeric when at least this share of its filled cells are numbers
+
+
+def text_column_kinds(frame: pl.DataFrame | pl.LazyFrame, date_columns: Iterable[str] = ("as_of",)) -> dict[str, str]:
+    """How :func:`read_snapshots` types each text column: ``date``, ``number`` or ``text``.
+
+    Decided on the whole table in one aggregate query, so a table read in parts types every
+    part alike (pass the result as ``kinds`` to ``_type_text_columns``).
+    """
+    lf = frame.lazy()
+    schema = lf.collect_schema()
+    date_columns = set(date_columns)
+    kinds: dict[str, str] = {}
+    counted = []
+    for name, dtype in schema.items():
+        if name == _ROW or dtype != pl.String or name == "account_id":
+            continue
+        if name in date_columns or _DATE_NAME.search(name):
+            kinds[name] = "date"
+            continue
+        counted.append(name)
+        kinds[name] = "text"
+    if counted:
+        exprs = []
+        for i, name in enumerate(counted):
+            col = pl.col(name).str.strip_chars()
+            exprs += [(col.is_not_null() & (col != "")).sum().alias(f"f{i}"),
+                      col.cast(pl.Float64, strict=False).is_not_null().sum().alias(f"n{i}")]
+        counts = lf.select(exprs).collect(engine="streaming").row(0)
+        for i, name in enumerate(counted):
+            n_filled, n_numeric = counts[2 * i], counts[2 * i + 1]
+            if n_filled and n_numeric / n_filled >= NUMERIC_SHARE:
+                kinds[name] = "number"
+    return kinds
+
+
 def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset: int,
-                       timezone: str | None = None) -> tuple[pl.DataFrame, list[Problem]]:
+                       timezone: str | None = None, kinds: dict[str, str] | None = None,
+                       ) -> tuple[pl.DataFrame, list[Problem]]:
     """Give text columns their types: dates where the column is a date, numbers where it is numeric.
 
     A column is numeric when at least half of its filled cells parse as numbers; the cells that do
-    not are reported rather than turned into nulls.
+    not are reported rather than turned into nulls. ``kinds`` (from :func:`text_column_kinds`)
+    decides the numeric columns instead of this frame's own cells.
     """
     problems: list[Problem] = []
     date_columns = set(date_columns)
@@ -477,7 +515,9 @@ def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset:
             continue
         number = col.cast(pl.Float64, strict=False)
         n_filled, n_numeric = frame.select(filled.sum().alias("f"), number.is_not_null().sum().alias("n")).row(0)
-        if n_filled and n_numeric / n_filled >= 0.5:
+        numeric = (kinds.get(name) == "number" if kinds is not None
+                   else bool(n_filled) and n_numeric / n_filled >= NUMERIC_SHARE)
+        if numeric:
             bad = filled & number.is_null()
             if n_numeric < n_filled:
                 rows, ex = _example_rows(frame, bad, name, offset)
