@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from healthscore.core.extract import is_cross_sectional, observation_end
 from healthscore.results import Summary
 from healthscore.spec.outcomes import parse_horizon, resolve_outcome
 
@@ -60,6 +61,7 @@ def label_outcomes(
     cadence: Literal["weekly", "monthly"] = "weekly",
     data_end: date | None = None,
     terminal: bool | None = None,
+    cross_sectional: bool | None = None,
 ) -> pl.DataFrame:
     """Label each snapshot by whether ``outcome`` happens in ``(as_of, as_of + horizon]``.
 
@@ -72,7 +74,10 @@ def label_outcomes(
     * censored rows are dropped: those with ``as_of + horizon`` past the end of the data, which
       is the last snapshot ``as_of`` unless ``data_end`` is given;
     * ``cadence="monthly"`` keeps one snapshot per account and calendar month (the last one),
-      for fits that want fewer, less dependent rows.
+      for fits that want fewer, less dependent rows;
+    * one snapshot per account (a CRM extract; ``cross_sectional=None`` detects it): the horizon is
+      the observation window, ``(as_of, data_end]`` with ``data_end`` the last day observed (by
+      default the latest ``as_of`` or ``outcome`` event), and no row is censored.
 
     The result holds the snapshot columns unchanged plus one Boolean column named ``outcome``,
     sorted by ``account_id`` and ``as_of``. Nothing else from the future is joined on.
@@ -103,6 +108,12 @@ def label_outcomes(
     if snaps.is_empty():
         return snaps.with_columns(pl.lit(None, pl.Boolean).alias(outcome)).clear()
 
+    if cross_sectional is None:
+        cross_sectional = is_cross_sectional(snaps)
+    if cross_sectional:
+        if data_end is None:
+            data_end = observation_end(snaps, ev, outcome)
+        # each row's window runs from its as_of to the end of observation: that window is the horizon
     if data_end is None:
         data_end = snaps["as_of"].max()
     ev = (ev.lazy()
@@ -120,7 +131,7 @@ def label_outcomes(
         rows = (rows.sort("account_id", "as_of")
                 .filter(pl.col("as_of") == pl.col("as_of").max()
                         .over("account_id", pl.col("as_of").dt.truncate("1mo"))))
-    end = pl.col("as_of").dt.offset_by(horizon)
+    end = pl.lit(data_end) if cross_sectional else pl.col("as_of").dt.offset_by(horizon)
     rows = rows.with_columns(_next_after=pl.col("as_of").dt.offset_by("1d")).sort("account_id", "_next_after")
     # forward as-of join on as_of + 1 day: the first event strictly after as_of
     labelled = rows.join_asof(ev.lazy().rename({"date": "_event"}), left_on="_next_after", right_on="_event",
@@ -640,8 +651,32 @@ def is_adverse(outcome: str) -> bool:
 def _orientation(model: Any, features: str) -> dict[str, float]:
     """+1 where a larger feature value means healthier, -1 where it means less healthy: sub-scores
     are always oriented (100 is good); raw columns follow the metric's direction."""
-    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" else 1.0
-            for m in model.metrics}
+    # a categorical metric enters a raw fit as its level scores, which are oriented already
+    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" and m.method != "categorical"
+            else 1.0 for m in model.metrics}
+
+
+def _raw_numeric(model: Any, cols: dict[str, str], schema: pl.Schema) -> list[pl.Expr]:
+    """Raw columns a regression can take: yes/no as 0/1, a categorical metric as its level scores.
+
+    A text column with no categorical calibration cannot be fitted raw: the error says so.
+    """
+    from healthscore.core.calibration import calibrate_expr  # core.calibration pulls in the model layer
+
+    exprs = []
+    for m in model.metrics:
+        col = cols.get(m.name)
+        if col is None:
+            continue
+        if m.method == "categorical":
+            exprs.append(calibrate_expr(col, m.method, m.params, m.direction))
+        elif schema[col] == pl.Boolean:
+            exprs.append(pl.col(col).cast(pl.Float64))
+        elif schema[col] == pl.Utf8:
+            raise _input_error("snapshots", f"column {col!r} of metric {m.name} holds text",
+                               "Give the metric a categorical calibration (its levels become scores), or fit "
+                               "on sub-scores (features='subscores')", column=col)
+    return exprs
 
 
 def _feature_columns(model: Any, features: str) -> dict[str, str]:
@@ -717,6 +752,8 @@ class WeightFit:
     drop_insignificant: bool = False
     # the history the fit learned from: save_suggested takes the model's monitoring reference on it
     history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    # what "within" means when it is not the horizon (one snapshot per account: the observation window)
+    window: str | None = None
 
     # ------------------------------------------------------------ report
     def summary(self) -> Summary:
@@ -725,7 +762,7 @@ class WeightFit:
         unit = "per 10 points" if self.features == "subscores" else "per SD"
         want = "lower" if self.adverse else "raise"
         head = [
-            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.horizon}",
+            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.window or self.horizon}",
             f"{lg.n_obs_:,} snapshots of {lg.n_groups_:,} accounts, {lg.n_events_:,} events; "
             + ("standard errors clustered by account" if lg.inference_ else "penalised fit: no valid standard errors"),
             f"a healthy metric should {want} the odds of {self.outcome!r}: odds ratio {unit} "
@@ -887,6 +924,7 @@ def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame |
         if missing:
             raise _input_error("snapshots", f"lacks the raw metric column(s) {missing}",
                                "Pass snapshots with every metric column of the model", column=missing[0])
+        frame = frame.with_columns(_raw_numeric(model, cols, frame.schema))
     return label_outcomes(frame, events, outcome=outcome, horizon=horizon, cadence=cadence,
                           data_end=data_end), cols
 
@@ -963,10 +1001,17 @@ def fit_weights(
         flags.append(f"collinear group {names}: these move together, so their separate weights are unreliable; "
                      "consider merging them into one metric")
     table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    if is_cross_sectional(snaps):
+        end = data_end or observation_end(snaps, events.collect() if isinstance(events, pl.LazyFrame) else events,
+                                          outcome)
+        window = f"the observation window (as_of .. {end}; one snapshot per account, so that window is the horizon)"
+    else:
+        window = None
     wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
                    table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
                    significance=significance, floor=floor, drop_insignificant=drop_insignificant,
-                   history=(snapshots, events))
+                   history=(snapshots, events), window=window)
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf
