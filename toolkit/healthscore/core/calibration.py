@@ -45,6 +45,8 @@ __all__ = [
     "fit_params",
     "describe",
     "fit_calibration",
+    "fit_levels",
+    "shrunk_rates",
 ]
 
 
@@ -406,7 +408,84 @@ def fit_params(method: str, values: pl.Series, params: Mapping[str, Any] | None 
         params.setdefault("clip", _DEFAULTS["log_z"]["clip"])
     elif method == "monotone_bins":
         params.update(_fit_monotone_bins(values, outcome, params, direction))
+    elif method == "categorical" and "map" not in params:
+        params.update(fit_levels(values, outcome, params))
     return params
+
+
+OTHER_LEVEL = "(other)"
+
+
+def shrunk_rates(events: np.ndarray, counts: np.ndarray, prior_weight: float) -> tuple[np.ndarray, float]:
+    """Event rate per group shrunk towards the overall rate: ``(k + m p) / (n + m)``.
+
+    ``m`` (``prior_weight``) is how many rows of the overall rate ``p`` each group is given: a
+    group of a few rows stays near ``p``, a large one keeps its own rate (a beta prior's posterior
+    mean). Returns the rates and ``p``.
+
+    >>> rates, p = shrunk_rates(np.array([1.0, 30.0]), np.array([2, 100]), prior_weight=10)
+    >>> round(p, 4), [round(float(r), 4) for r in rates]
+    (0.3039, [0.3366, 0.3004])
+    """
+    p = float(events.sum() / counts.sum())
+    return (events + prior_weight * p) / (counts + prior_weight), p
+
+
+def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Learn a categorical metric's level scores from the event rate of each level.
+
+    Each level's rate is shrunk towards the overall rate (:func:`shrunk_rates`, ``prior_weight``
+    rows, default 20); levels with fewer than ``min_level_rows`` rows (default 30) are pooled and
+    share one rate, also given to levels never seen (key ``"(other)"`` in ``rates``). For a bad
+    outcome (``outcome_is = "bad"``) the level with the lowest rate scores 100 and the highest 0,
+    linear in the rate between. Empty cells are not a level.
+
+    >>> v = pl.Series("plan", ["a"] * 40 + ["b"] * 40 + ["c"] * 4)
+    >>> y = pl.Series([True] * 4 + [False] * 36 + [True] * 20 + [False] * 20 + [True] + [False] * 3)
+    >>> fit_levels(v, y, {"prior_weight": 0, "min_level_rows": 30})["map"]
+    {'a': 100.0, 'b': 0.0, 'c': 62.5}
+    """
+    params = dict(params or {})
+    if outcome is None:
+        raise ValueError("categorical levels are learned from an outcome: pass outcome=<0/1 or Boolean series>, "
+                         "or give the level scores as map = {level = score}")
+    if len(outcome) != len(values):
+        raise ValueError(f"categorical: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
+    m = float(params.get("prior_weight", _DEFAULTS["categorical"]["prior_weight"]))
+    min_rows = int(params.get("min_level_rows", _DEFAULTS["categorical"]["min_level_rows"]))
+    good = params.get("outcome_is", _DEFAULTS["categorical"]["outcome_is"]) == "good"
+    text = values.cast(pl.Utf8) if values.dtype != pl.Boolean else values.cast(pl.Utf8)
+    frame = (pl.DataFrame({"level": text, "y": outcome.cast(pl.Float64, strict=False)})
+             .drop_nulls().group_by("level").agg(n=pl.len(), k=pl.col("y").sum()).sort("level"))
+    if frame.is_empty():
+        raise ValueError(f"cannot learn the levels of {values.name!r}: no row has both a level and an outcome")
+    rare = frame["n"].to_numpy() < min_rows
+    kept = frame.filter(~pl.Series(rare))
+    pooled = frame.filter(pl.Series(rare))
+    groups = kept["level"].to_list()
+    counts = kept["n"].to_numpy().astype(float)
+    events = kept["k"].to_numpy().astype(float)
+    # rare levels are one group: "(other)", with the pooled counts (empty when none is rare)
+    counts = np.append(counts, float(pooled["n"].sum()))
+    events = np.append(events, float(pooled["k"].sum()))
+    rates, _ = shrunk_rates(events, counts, m)
+    seen = counts > 0
+    lo, hi = float(rates[seen].min()), float(rates[seen].max())
+
+    def score(r: float) -> float:
+        if hi - lo <= 0:
+            return 50.0
+        share = (r - lo) / (hi - lo) if good else (hi - r) / (hi - lo)
+        return round(float(np.clip(100.0 * share, 0.0, 100.0)), 6)
+
+    level_rate = {g: float(r) for g, r in zip(groups, rates)}
+    level_rate.update({lvl: float(rates[-1]) for lvl in pooled["level"].to_list()})
+    level_count = dict(zip(frame["level"].to_list(), (int(n) for n in frame["n"].to_list())))
+    return {
+        "map": {lvl: score(r) for lvl, r in sorted(level_rate.items())},
+        "rates": {**{lvl: round(r, 6) for lvl, r in sorted(level_rate.items())}, OTHER_LEVEL: round(float(rates[-1]), 6)},
+        "counts": level_count,
+    }
 
 
 def _bin_counts(v: np.ndarray, y: np.ndarray, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -526,7 +605,8 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
     def fit(m: Metric, params: dict[str, Any], rows: pl.DataFrame) -> dict[str, Any]:
         method = METHODS[m.method]
         out = rows["__outcome"] if "__outcome" in rows.columns else None
-        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins":
+        learns_levels = m.method == "categorical" and "map" not in params
+        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins" or learns_levels:
             if out is None:
                 raise ModelError(f"{model._where()}metric {m.name}: method {m.method} is fitted against "
                                  "an outcome; pass outcome= to fit_calibration")
