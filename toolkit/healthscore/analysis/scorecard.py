@@ -17,7 +17,7 @@ from healthscore.results import Summary
 from healthscore.spec.palette import NA_COLOUR, band_colour
 
 TREND_WEEKS = 26
-CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
+CHANGE_DAYS = 30              # "since last month": against the snapshot nearest 30 days earlier
 MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
 
@@ -209,9 +209,12 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     mrows = []
     for m in model.metrics:
         col = f"sub_{m.name}"
-        raw = raw_row.get(m.column)
-        raw = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
-        mrows.append({"metric": m.name, "label": _label(m, m.name), "value": _value_text(raw, m.method),
+        value = raw_row.get(m.column)
+        raw = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        # a level's own text (a categorical or yes/no column): shown as written, with its label if any
+        text = (_level_text(value, m) if isinstance(value, (str, bool)) or m.method == "categorical"
+                else _value_text(raw, m.method))
+        mrows.append({"metric": m.name, "label": _label(m, m.name), "value": text,
                       "category": _label(model.categories.get(m.category), m.category)
                       if m.category in model.categories else m.category,
                       "raw": raw,
@@ -228,8 +231,14 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR))
 
     # what changed: drivers of the score change summed over the last few snapshots
-    recent = rows.tail(CHANGE_SNAPSHOTS)
-    prev_rows = rows.head(max(rows.height - CHANGE_SNAPSHOTS, 0))
+    prev_rows = rows.filter(pl.col("as_of") < cur["as_of"])
+    if prev_rows.height:
+        # the snapshot nearest CHANGE_DAYS before the current one, whatever the cadence
+        target = cur["as_of"] - dt.timedelta(days=CHANGE_DAYS)
+        gap = (pl.col("as_of") - pl.lit(target)).dt.total_days().abs()
+        base = prev_rows.with_columns(_gap=gap).sort("_gap", "as_of", descending=[False, True])["as_of"][0]
+        prev_rows = prev_rows.filter(pl.col("as_of") <= base)
+    recent = rows.filter(pl.col("as_of") > (prev_rows["as_of"].max() if prev_rows.height else dt.date.min))
     previous = prev_rows.row(-1, named=True) if prev_rows.height else None
     drv = [f"drvchg_{m.name}" for m in model.metrics if f"drvchg_{m.name}" in rows.columns]
     labels = dict(zip(metrics["metric"], metrics["label"]))
@@ -297,6 +306,17 @@ def _num(x: float | None, digits: int = 0) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:,.{digits}f}"
+
+
+def _level_text(value: Any, metric: Any) -> str:
+    """A categorical or yes/no value as text: the level's label from the model when it has one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    labels = (metric.params or {}).get("labels") or {}
+    key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return str(labels.get(key, key))
 
 
 def _value_text(x: float | None, method: str = "") -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from healthscore.io.snapshots import FALSE_WORDS, TRUE_WORDS
 from healthscore.spec.calibration import (
     _DEFAULTS,
     DIRECTIONS,
@@ -271,10 +272,18 @@ def _boolean(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     >>> df.select(calibrate_expr("champion_left", "boolean", {"true_score": 0, "false_score": 100},
     ...                          "lower_is_better"))["champion_left"].to_list()
     [100.0, 0.0, None, None]
+    >>> pl.DataFrame({"Partner": ["Yes", "No", None]}).select(
+    ...     calibrate_expr("Partner", "boolean", {"true_score": 100, "false_score": 0}))["Partner"].to_list()
+    [100.0, 0.0, None]
     """
-    x = _clean(pl.col(col))
-    return (pl.when(x == 1.0).then(pl.lit(float(p["true_score"])))
-            .when(x == 0.0).then(pl.lit(float(p["false_score"]))))
+    raw = pl.col(col)
+    x = _clean(raw.cast(pl.Float64, strict=False))
+    # Booleans and Yes/No text too: a CRM extract's yes/no column reads the same as 1/0
+    text = raw.cast(pl.Utf8, strict=False).str.strip_chars().str.to_lowercase()
+    yes = (x == 1.0) | text.is_in(list(TRUE_WORDS))
+    no = (x == 0.0) | text.is_in(list(FALSE_WORDS))
+    return (pl.when(yes).then(pl.lit(float(p["true_score"])))
+            .when(no).then(pl.lit(float(p["false_score"]))))
 
 
 def _level_key(key: Any) -> tuple[float | None, str]:
