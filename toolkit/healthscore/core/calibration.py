@@ -445,14 +445,16 @@ def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str
 
     Each level's rate is shrunk towards the overall rate (:func:`shrunk_rates`, ``prior_weight``
     rows, default 20); levels with fewer than ``min_level_rows`` rows (default 30) are pooled and
-    share one rate, also given to levels never seen (key ``"(other)"`` in ``rates``). For a bad
-    outcome (``outcome_is = "bad"``) the level with the lowest rate scores 100 and the highest 0,
-    linear in the rate between. Empty cells are not a level.
+    share one rate (key ``"(other)"`` in ``rates``). Scores read the rate against the overall rate
+    ``p`` on a fixed scale, so a level as risky as the book scores 50: for a bad outcome
+    (``outcome_is = "bad"``) ``100 - 50 * rate / p`` (no events 100, twice the book's rate or more 0),
+    for a good one ``50 * rate / p``. A column that barely separates churners stays near 50 instead
+    of being stretched to 0..100. Empty cells are not a level.
 
     >>> v = pl.Series("plan", ["a"] * 40 + ["b"] * 40 + ["c"] * 4)
     >>> y = pl.Series([True] * 4 + [False] * 36 + [True] * 20 + [False] * 20 + [True] + [False] * 3)
     >>> fit_levels(v, y, {"prior_weight": 0, "min_level_rows": 30})["map"]
-    {'a': 100.0, 'b': 0.0, 'c': 62.5}
+    {'a': 83.2, 'b': 16.0, 'c': 58.0}
     """
     params = dict(params or {})
     if outcome is None:
@@ -477,15 +479,12 @@ def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str
     # rare levels are one group: "(other)", with the pooled counts (empty when none is rare)
     counts = np.append(counts, float(pooled["n"].sum()))
     events = np.append(events, float(pooled["k"].sum()))
-    rates, _ = shrunk_rates(events, counts, m)
-    seen = counts > 0
-    lo, hi = float(rates[seen].min()), float(rates[seen].max())
+    rates, overall = shrunk_rates(events, counts, m)
 
     def score(r: float) -> float:
-        if hi - lo <= 0:
-            return 50.0
-        share = (r - lo) / (hi - lo) if good else (hi - r) / (hi - lo)
-        return round(float(np.clip(100.0 * share, 0.0, 100.0)), 6)
+        # relative risk on a fixed scale: the overall rate scores 50, twice it 0, no events 100
+        rel = r / overall if overall > 0 else 1.0
+        return round(float(np.clip(50.0 * rel if good else 100.0 - 50.0 * rel, 0.0, 100.0)), 6)
 
     level_rate = {g: float(r) for g, r in zip(groups, rates)}
     level_rate.update({lvl: float(rates[-1]) for lvl in pooled["level"].to_list()})
