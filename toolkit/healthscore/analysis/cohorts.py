@@ -1195,7 +1195,9 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, b
 
     With a single snapshot date (a one-row-per-customer extract) there is no movement to show:
     trend, migration and movers are left out and ``movement_note`` says why."""
-    by = [by] if isinstance(by, str) else list(by)
+    by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
+    if not by:  # no dimension: the portfolio as one cohort
+        scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
     frame = with_derived(scores)
     d1 = _snap_date(frame, date_to, "date_to")
     dates = [d for d in _dates(frame) if d <= d1]

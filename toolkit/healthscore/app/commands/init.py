@@ -239,11 +239,11 @@ def starter_spec(events: pl.DataFrame, *, events_path: str, subscriptions: str |
                   "[[metrics]]", f"name = \"days_since_{base}\"", f"days_since = {_toml_str(str(ev))}", ""]
     lines += ["[[metrics]]", "name = \"tenure_days\"", "tenure = true", ""]
     if subscriptions:
-        lines += ["[outcomes.churned]", "from = \"subscriptions\"", "gap = \"7d\"   # a renewal within a week is "
-                  "not churn", ""]
+        lines += ["[outcomes.churned]", "adverse = true", "terminal = true", "from = \"subscriptions\"",
+                  "gap = \"7d\"   # a renewal within a week is not churn", ""]
     else:
-        lines += ["[outcomes.churned]", "from = \"activity\"", "days = 60   # no event for 60 days counts as churn",
-                  ""]
+        lines += ["[outcomes.churned]", "adverse = true", "terminal = true", "from = \"activity\"",
+                  "days = 60   # no event for 60 days counts as churn", ""]
     return "\n".join(lines)
 
 
