@@ -31,8 +31,6 @@ from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.init import add_init
 from healthscore.app.commands.options import add_extract_args, add_map_arg, parse_map, read_history
-from healthscore.app.commands.options import add_extract_args, add_map_arg, parse_map, read_history
-from healthscore.app.commands.options import add_extract_args, add_map_arg, parse_map, read_history
 from healthscore.app.commands.monitor import add_monitor
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
@@ -422,8 +420,6 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
     p.add_argument("--until", metavar="YYYY-MM-DD", help=until)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_extract_args(p)
-    add_extract_args(p)
-    add_extract_args(p)
     _add_reading_args(p)
 
 
@@ -579,8 +575,6 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-by", default="segment", help="attribute that defines the peer cohort (default segment)")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one warm kernel each (default 2)")
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
-    add_map_arg(p, "the --snapshots file's own column name for a role, e.g. --map account_id=customerID")
-    add_map_arg(p, "the --snapshots file's own column name for a role, e.g. --map account_id=customerID")
     add_map_arg(p, "the --snapshots file's own column name for a role, e.g. --map account_id=customerID")
     _add_reading_args(p)
     p.set_defaults(func=_cmd_scorecards)
