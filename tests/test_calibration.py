@@ -42,7 +42,7 @@ def test_docstring_examples_run():
 def test_registry_shape():
     assert set(METHODS) == {"thresholds", "steps", "goal", "trend", "percentile", "log_z", "boolean",
                             "categorical", "monotone_bins"}
-    assert {m for m, spec in METHODS.items() if spec.fitted} == {"percentile", "log_z", "monotone_bins"}
+    assert {m for m, spec in METHODS.items() if spec.fitted} == {"percentile", "log_z", "monotone_bins", "categorical"}
     assert {m for m, spec in METHODS.items() if spec.needs_history} == {"trend"}
     for name, spec in METHODS.items():
         assert spec.name == name

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.kernels import wilson_interval
 from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
@@ -227,13 +228,17 @@ def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, hor
 
     horizon = parse_horizon(horizon)
     all_dates = _dates(scores)
+    if is_cross_sectional(scores):  # one snapshot per account: the outcome over the observation window
+        labelled = label_outcomes(scores.select(KEYS), events, outcome=outcome, cross_sectional=True)
+        return labelled.select(*KEYS, outcome), all_dates
     picked = _spaced_dates([d for d in all_dates if d <= as_of], horizon, all_dates[-1])
     if periods is not None:
         picked = picked[-periods:] if periods > 0 else []
     if not picked:
         return scores.select(KEYS).clear().with_columns(pl.lit(None, pl.Boolean).alias(outcome)), []
     snap = scores.filter(pl.col("as_of").is_in(picked)).select(KEYS)
-    labelled = label_outcomes(snap, events, outcome=outcome, horizon=horizon, data_end=all_dates[-1])
+    labelled = label_outcomes(snap, events, outcome=outcome, horizon=horizon, data_end=all_dates[-1],
+                              cross_sectional=False)
     return labelled.select(*KEYS, outcome), picked
 
 
@@ -388,16 +393,17 @@ def compare_cohorts(
         cmp.describe()[0]
         # 'smb · digital accounts churn at 4.0% per 90d vs 0.3% for enterprise · high accounts (p<0.001; ...)'
     """
-    by = [by] if isinstance(by, str) else list(by)
-    if not by:
-        raise ValueError("by is empty: name at least one attribute, e.g. by='segment'")
+    by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
     _require(scores, ["account_id", "as_of", "score"], "the score frame")
+    if not by:  # no dimension: the portfolio as one cohort
+        scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
     frame = with_derived(_narrow(scores, by))
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(
-            f"cannot group by {', '.join(unknown)}: not a column of the score frame. Attributes available: "
-            f"{', '.join(c for c in frame.columns if _is_attribute(c))}; derived: {', '.join(DERIVED)}")
+            f"cannot group by {', '.join(unknown)}: not a column of the score frame. Columns available: "
+            f"{', '.join(c for c in scores.columns if _is_attribute(c)) or 'none'}; derived: {', '.join(DERIVED)}")
+    frame = bin_numeric(frame, by)
     when = _snap_date(frame, as_of, "as_of")
     snap = cross_section(frame, when, events).with_columns(_cohort_label(by))
     bands = _band_order(frame)
@@ -456,8 +462,45 @@ def compare_cohorts(
     rows += _pairwise_mannwhitney(scores_by, max_pairs)
     tests = _adjust(rows, alpha, correction)
     return CohortComparison(by=by, as_of=when, cohorts=summary, tests=tests, band_mix=band_mix, bands=bands,
-                            outcome=outcome, horizon=horizon, label_dates=label_dates,
+                            outcome=outcome, horizon="observation window" if is_cross_sectional(frame) else horizon, label_dates=label_dates,
                             min_size=min_size, alpha=alpha, correction=correction)
+
+
+WHOLE_PORTFOLIO = "all accounts"
+PERIOD_DAYS = 91  # the review's default period: 13 weeks back, on weekly or monthly snapshots alike
+BIN_LEVELS = 5  # a numeric column with more distinct values than this is grouped in quintiles
+
+
+def bin_numeric(frame: pl.DataFrame, by: Sequence[str], bins: int = BIN_LEVELS) -> pl.DataFrame:
+    """Numeric grouping columns with more than ``bins`` distinct values as quantile bins (text
+    labels such as ``"Q1: 0 to 12"``, which sort in order); other columns unchanged. Empty stays empty.
+
+    >>> f = pl.DataFrame({"tenure": [float(v) for v in range(10)]})
+    >>> bin_numeric(f, ["tenure"])["tenure"].unique().sort().to_list()[:2]
+    ['Q1: 0 to 1', 'Q2: 2 to 3']
+    """
+    exprs = []
+    for c in by:
+        dtype = frame.schema[c]
+        if not dtype.is_numeric() or frame[c].n_unique() <= bins:
+            continue
+        v = frame[c].cast(pl.Float64).drop_nulls().drop_nans()
+        edges = sorted({float(e) for e in np.quantile(v.to_numpy(), np.linspace(0, 1, bins + 1)[1:-1])})
+        idx = pl.sum_horizontal([(pl.col(c).cast(pl.Float64) > e).cast(pl.Int32) for e in edges])
+        labels = []
+        for i in range(len(edges) + 1):
+            part = v.filter((v > edges[i - 1]) if i else pl.Series([True] * v.len()))
+            part = part.filter(part <= edges[i]) if i < len(edges) else part
+            lo, hi = (part.min(), part.max()) if part.len() else (float("nan"), float("nan"))
+            labels.append(f"Q{i + 1}: {_num_text(lo)} to {_num_text(hi)}")
+        exprs.append(pl.when(pl.col(c).is_not_null() & pl.col(c).cast(pl.Float64).is_finite())
+                     .then(idx).otherwise(None)
+                     .replace_strict(dict(enumerate(labels)), default=None, return_dtype=pl.Utf8).alias(c))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def _num_text(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:,.2g}"
 
 
 def _narrow(scores: pl.DataFrame, by: Sequence[str], extra: Sequence[str] = ()) -> pl.DataFrame:
@@ -754,11 +797,13 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
              f"pass snapshots holding the raw metric {metric!r}")
     horizon = parse_horizon(horizon)
     data_end = snapshots.get_column("as_of").max()
-    picked = _spaced_dates(_dates(snapshots), horizon, data_end)
+    cross = is_cross_sectional(snapshots)
+    picked = _dates(snapshots) if cross else _spaced_dates(_dates(snapshots), horizon, data_end)
     if not picked:
         raise ValueError(f"no snapshot is followed by a full {horizon} of data: use a shorter horizon")
     rows = snapshots.filter(pl.col("as_of").is_in(picked)).select("account_id", "as_of", metric)
-    lab = label_outcomes(rows, events, outcome=outcome, horizon=horizon, data_end=data_end)
+    lab = label_outcomes(rows, events, outcome=outcome, horizon=horizon, data_end=None if cross else data_end,
+                         cross_sectional=cross)
     v = pl.col(metric)
     n_valid = v.count()
     lab = lab.with_columns(
@@ -894,17 +939,23 @@ class CohortReview:
     portfolio: dict[str, Any]
     csm: CSMView | None
     score_deciles: pl.DataFrame | None = None
+    # why movement (trend, migration, movers) is left out, e.g. a single snapshot date
+    movement_note: str | None = None
 
     def executive_summary(self) -> str:
         """Markdown: portfolio health, ARR at risk, the biggest movements, significant differences."""
         p = self.portfolio
         worst = p["worst_band"]
+        change = ("" if self.movement_note else
+                  f" ({p['score_change']:+.1f} points of mean score since {self.date_from})")
         lines = [f"**Portfolio health on {self.date_to}.** {p['accounts']:,} accounts, ARR {_money(p['arr'])}; "
-                 f"median score {p['score_median']:.0f} ({p['score_change']:+.1f} points of mean score since "
-                 f"{self.date_from}). Band mix: "
+                 f"median score {p['score_median']:.0f}{change}. Band mix: "
                  + ", ".join(f"{b} {_pct(s)}" for b, s in p["band_shares"].items()) + "."]
         lines.append(f"**ARR at risk** (ARR in {worst}): {_money(p['arr_at_risk'])} "
                      f"({_pct(p['arr_at_risk_share'])} of ARR) across {p['accounts_at_risk']:,} accounts.")
+        if self.movement_note:
+            lines.append(f"**Movements.** {self.movement_note}")
+            return self._significance(lines)
         lines.append(f"**Movements since {self.date_from}.** {p['moved_down']:,} accounts moved to a worse band "
                      f"(ARR {_money(p['arr_moved_down'])}), {p['moved_up']:,} to a better one; "
                      f"{p['into_worst']:,} newly in {worst}.")
@@ -922,6 +973,9 @@ class CohortReview:
                    + (f", mostly {r['top_driver']}" if r.get("top_driver") else "") + ")"
                    for r in down.iter_rows(named=True)]
             lines.append("Largest drops: " + "; ".join(who) + ".")
+        return self._significance(lines)
+
+    def _significance(self, lines: list[str]) -> str:
         sig = self.comparison.significant()
         dim = self.comparison.dimension.replace("_", " ")
         if sig.height:
@@ -973,24 +1027,40 @@ class CohortReview:
 def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, by: str | Sequence[str] = "segment",
                   date_from: str | dt.date | None = None, date_to: str | dt.date | None = None,
                   horizon: str = "90d", movers: int = 10) -> CohortReview:
-    """Build the leadership cohort review between ``date_from`` (default: 13 weeks before the last
-    snapshot) and ``date_to`` (default: the last snapshot)."""
-    by = [by] if isinstance(by, str) else list(by)
+    """Build the leadership cohort review between ``date_from`` (default: the snapshot 13 weeks,
+    91 days, before ``date_to``, whatever the cadence) and ``date_to`` (default: the last snapshot).
+
+    With a single snapshot date (a one-row-per-customer extract) there is no movement to show:
+    trend, migration and movers are left out and ``movement_note`` says why."""
+    by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
+    if not by:  # no dimension: the portfolio as one cohort
+        scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
     frame = with_derived(scores)
     d1 = _snap_date(frame, date_to, "date_to")
     dates = [d for d in _dates(frame) if d <= d1]
     # a period that starts before the data starts where the data does
     start = _as_date(date_from)
-    d0 = (dates[max(0, len(dates) - 14)] if start is None else dates[0] if start < dates[0]
-          else _snap_date(frame, start, "date_from"))
-    if d0 >= d1:
+    if start is None:
+        back = [d for d in dates if d <= d1 - dt.timedelta(days=PERIOD_DAYS)]
+        d0 = back[-1] if back else dates[0]
+    else:
+        d0 = dates[0] if start < dates[0] else _snap_date(frame, start, "date_from")
+    note = None
+    if len(dates) == 1:
+        note = (f"Left out: every account has one snapshot ({d1}), so there is no earlier score to move "
+                "from; score trends, band migration and movers need snapshots on two dates or more.")
+    elif d0 >= d1:
         raise ValueError(f"date_from {d0} must be before date_to {d1}")
     comparison = compare_cohorts(frame, by=by, events=events, as_of=d1, horizon=horizon)
     window = frame.filter(pl.col("as_of").is_between(d0, d1))
-    trend = score_trend(window, by)
-    long = migration_long(frame, d0, d1)
-    matrix = band_migration(frame, d0, d1)
-    mv = biggest_movers(frame, d0, d1, n=movers)
+    if note is None:
+        trend = score_trend(window, by)
+        long = migration_long(frame, d0, d1)
+        matrix = band_migration(frame, d0, d1)
+        mv = biggest_movers(frame, d0, d1, n=movers)
+    else:
+        trend, matrix, mv = pl.DataFrame(), pl.DataFrame(), pl.DataFrame()
+        long = pl.DataFrame(schema={"from_band": pl.Utf8, "to_band": pl.Utf8, "accounts": pl.Int64, "arr": pl.Float64})
     bands = _band_order(frame)
     worst = bands[0] if bands else "red"
     rank = {b: i for i, b in enumerate(bands)}
@@ -1030,7 +1100,8 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, b
         except ValueError:  # no snapshot followed by a full horizon before date_to
             deciles = None
     return CohortReview(by=by, date_from=d0, date_to=d1, comparison=comparison, trend=trend, migration=matrix,
-                        migration_long=long, movers=mv, portfolio=portfolio, csm=csm, score_deciles=deciles)
+                        migration_long=long, movers=mv, portfolio=portfolio, csm=csm, score_deciles=deciles,
+                        movement_note=note)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1058,7 +1129,12 @@ def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | No
         from healthscore.io.snapshots import read_snapshots
         from healthscore.spec.model import load_model
 
-        frame = score(read_snapshots(frame), load_model(model))
+        snaps = read_snapshots(frame)
+        frame = score(snaps, load_model(model))
+        # every attribute and metric column can define a cohort, not only those a score row carries
+        extra = [c for c in snaps.columns if c not in frame.columns]
+        if extra:
+            frame = frame.join(snaps.select(*KEYS, *extra), on=list(KEYS), how="left")
     ev = None
     if events is not None:
         from healthscore.io.snapshots import read_events

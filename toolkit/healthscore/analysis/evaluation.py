@@ -36,6 +36,7 @@ import polars as pl
 from scipy import stats
 from sklearn import metrics as skm
 
+from healthscore.core.extract import cadence_of, is_cross_sectional, observation_end
 from healthscore.core.kernels import wilson_interval
 from healthscore.core.labels import label_outcomes
 from healthscore.errors import HealthscoreError
@@ -835,7 +836,10 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
     s = scored["score"].to_numpy()
     risk = risk_of(s, outcome)
     ci = auc_ci(y, risk, groups=scored["account_id"])
-    prob = pmap.predict(s) if pmap is not None else np.full(s.shape, np.nan)
+    if "_prob" in scored.columns:  # out-of-fold probabilities (cross-validation)
+        prob = scored["_prob"].to_numpy()
+    else:
+        prob = pmap.predict(s) if pmap is not None else np.full(s.shape, np.nan)
     row: dict[str, Any] = {
         "rows": part.height,
         "accounts": part["account_id"].n_unique(),
@@ -862,15 +866,17 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
 
 
 def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[str, Any]:
-    """Flag the ``capacity`` riskiest accounts on every holdout date; pool what that catches.
+    """Flag the ``capacity`` riskiest accounts in every snapshot period of the holdout; pool what that catches.
 
-    Default capacity: a tenth of the accounts on a date.
+    The period follows the dates (a week for weekly snapshots, a month for monthly ones, the whole
+    holdout for one snapshot per account). Default capacity: a tenth of the accounts in a period.
     """
     flagged = hits = 0
     cutoffs: list[float] = []
     ks: list[int] = []
-    # one small numpy call per snapshot date (a dozen or so), never per row
-    for (_,), day in scored.sort("as_of").group_by("as_of", maintain_order=True):
+    period = _period_key(scored)
+    # one small numpy call per snapshot period (a dozen or so), never per row
+    for _, day in scored.with_columns(_period=period).sort("_period", "as_of").group_by("_period", maintain_order=True):
         k = capacity if capacity is not None else max(1, round(0.1 * day.height))
         c = cutoff_for_capacity(day["score"], k, y=day[outcome].cast(pl.Float64), outcome=outcome)
         if c is None:
@@ -884,6 +890,21 @@ def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[
             "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
             "capacity_precision": hits / flagged if flagged else float("nan"),
             "capacity_recall": hits / events if events else float("nan")}
+
+
+def _period_key(frame: pl.DataFrame) -> pl.Expr:
+    """The snapshot period of each row: its week, its month, or one period for a cross-section."""
+    kind = "single" if is_cross_sectional(frame) else cadence_of(frame["as_of"])
+    if kind in ("single", "quarterly"):
+        return pl.lit(0) if kind == "single" else pl.col("as_of").dt.truncate("1q")
+    return pl.col("as_of").dt.truncate({"daily": "1d", "weekly": "1w", "monthly": "1mo"}[kind])
+
+
+def _period_word(frame: pl.DataFrame) -> str:
+    if is_cross_sectional(frame):
+        return "extract"
+    return {"daily": "day", "weekly": "week", "monthly": "month", "quarterly": "quarter"}.get(
+        cadence_of(frame["as_of"]), "week")
 
 
 def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, weeks: int) -> pl.DataFrame:
@@ -944,6 +965,27 @@ class Evaluation:
     test_events: int
     train_dates: tuple[date, date]
     test_dates: tuple[date, date]
+    # how the holdout was drawn: "time" (split date), "kfold" (grouped, stratified CV) or "random" (grouped)
+    method: str = "time"
+    folds: int | None = None
+    # what "within" means when it is not the horizon (one snapshot per account: the observation window)
+    window: str | None = None
+    period: str = "week"
+
+    @property
+    def within(self) -> str:
+        return self.window or horizon_words(self.horizon)
+
+    def design(self) -> str:
+        """One line: the outcome, its window and how the holdout was drawn."""
+        if self.method == "kfold":
+            how = (f"{self.folds}-fold cross-validation, stratified by {self.outcome} and grouped by account "
+                   "(every row is scored by the fold that did not see it)")
+        elif self.method == "random":
+            how = "random holdout of 30% of accounts, grouped by account"
+        else:
+            how = f"time split at {self.split}"
+        return f"Backtest: {self.outcome} within {self.within}, {how}"
 
     def to_frame(self) -> pl.DataFrame:
         """One row per model: discrimination, calibration, alarm band and cut-off figures."""
@@ -959,9 +1001,8 @@ class Evaluation:
 
     def summary(self) -> Summary:
         """Readable text: the split, then one block per model, then the head-to-head verdict."""
-        verb = horizon_words(self.horizon)
         lines = [
-            f"Backtest: {self.outcome} within {verb}, time split at {self.split}",
+            self.design(),
             f"  train {self.train_rows:,} snapshots ({self.train_events:,} with the event), as_of "
             f"{self.train_dates[0]} .. {self.train_dates[1]}",
             f"  test  {self.test_rows:,} snapshots ({self.test_events:,} with the event), as_of "
@@ -981,7 +1022,7 @@ class Evaluation:
             else:
                 lines.append(f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
                              f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})")
-            lines.append(f"  capacity of {r['capacity_k']} accounts per week: score {_flag_op(self.outcome)} "
+            lines.append(f"  capacity of {r['capacity_k']} accounts per {self.period}: score {_flag_op(self.outcome)} "
                          f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
                          f"recall {_pct(r['capacity_recall'])})")
             pm = self.probability_maps.get(r["model"])
@@ -1057,7 +1098,7 @@ def key_table_text(ev: Evaluation) -> str:
     """The head-to-head table as fixed-width text (what the command line prints)."""
     head = (f"{'model':<24} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
             f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
-    lines = [f"{ev.outcome} within {horizon_words(ev.horizon)}; holdout {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+    lines = [ev.design(), f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
              f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
     for r in ev.table.iter_rows(named=True):
         ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
@@ -1089,14 +1130,25 @@ def evaluate(
     outcome: str = "churned",
     horizon: str = "90d",
     split: date | str | None = None,
-    by: str | None = "segment",
+    by: str | None = "auto",
     probability: Literal["isotonic", "logistic"] = "isotonic",
     target_precision: float = 0.2,
     capacity: int | None = None,
     train_share: float = 0.7,
     trajectory_weeks: int = 26,
+    folds: int = 5,
+    seed: int = 0,
 ) -> Evaluation:
-    """Backtest one or more score models on the same time-split holdout.
+    """Backtest one or more score models on the same holdout: a time split, or cross-validation
+    when there is one snapshot per account.
+
+    ``split``: a date (the first test date; training rows end a horizon earlier), ``"kfold"``
+    (``folds``-fold cross-validation, stratified by the outcome and grouped by account, scikit-learn's
+    StratifiedGroupKFold; each row's probability comes from the map fitted without its fold),
+    ``"random"`` (a random 30% of accounts held out) or None: a time split 70% into the labelled
+    range, or ``"kfold"`` for a one-row-per-customer extract (its outcome window is the observation
+    window, and there is no later time to test on). ``by="auto"`` breaks results down by
+    ``segment`` when the snapshots have it.
 
     Labels every snapshot point-in-time (``label_outcomes``), splits by time (:func:`time_split`),
     scores each model on all snapshots (so trend metrics see their history), fits each model's
@@ -1120,6 +1172,8 @@ def evaluate(
 
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     ev = events.collect() if isinstance(events, pl.LazyFrame) else events
+    if by == "auto":
+        by = "segment" if "segment" in snaps.columns else None
     if by is not None and by not in snaps.columns:
         raise EvaluationError(f"cannot break the backtest down by {by!r}: the snapshots have no such column "
                               f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column")
@@ -1128,11 +1182,21 @@ def evaluate(
         known = ", ".join(sorted(str(e) for e in ev["event"].drop_nulls().unique())) or "none"
         raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
                               "pick one of those as the outcome")
+    cross = is_cross_sectional(snaps)
+    method = split if split in ("kfold", "random", "time") else "time" if split is not None or not cross else "kfold"
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
-    train, test, split_date = time_split(labelled, horizon=horizon, split=split, train_share=train_share)
-    if int(test[outcome].sum()) == 0:
-        raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
-                              "move the split earlier or use a longer history")
+    window = (f"the observation window (as_of .. {observation_end(snaps, ev, outcome)}; one snapshot per account, "
+              "so that window is the horizon)") if cross else None
+    fold_of: pl.DataFrame | None = None
+    if method == "time":
+        train, test, split_date = time_split(labelled, horizon=horizon, split=None if split == "time" else split,
+                                             train_share=train_share)
+        if int(test[outcome].sum()) == 0:
+            raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
+                                  "move the split earlier or use a longer history")
+    else:
+        train, test, fold_of = _grouped_split(labelled, outcome, method, folds, seed)
+        split_date = None
     keys = ["account_id", "as_of"]
     attrs = [by] if by is not None else []
     label_cols = [*keys, *attrs, outcome]
@@ -1153,6 +1217,8 @@ def evaluate(
             pmaps[name] = pm
         except ValueError:  # no events among scored training rows: report without probabilities
             pm = None
+        if fold_of is not None and pm is not None:
+            te = _out_of_fold(te.join(fold_of, on=keys, how="left"), outcome, probability, horizon)
         alarm = _alarm_band(model, outcome)
         stamp = {"model": name, "model_hash": str(getattr(model, "hash", "") or "")}
         rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction)})
@@ -1170,7 +1236,8 @@ def evaluate(
         y = ok[outcome].cast(pl.Float64).to_numpy()
         risk = risk_of(ok["score"], outcome)
         if pm is not None:
-            rel_t.append(reliability_curve(y, pm.predict(ok["score"])).with_columns(model=pl.lit(name)))
+            prob = ok["_prob"].to_numpy() if "_prob" in ok.columns else pm.predict(ok["score"])
+            rel_t.append(reliability_curve(y, prob).with_columns(model=pl.lit(name)))
         roc_t.append(roc_points(y, risk).with_columns(model=pl.lit(name)))
         gain_t.append(gains_curve(y, risk).with_columns(model=pl.lit(name)))
         traj_t.append(_trajectories(scored, ev, outcome, trajectory_weeks).with_columns(model=pl.lit(name)))
@@ -1190,4 +1257,51 @@ def evaluate(
         train_events=int(train[outcome].sum()), test_events=int(test[outcome].sum()),
         train_dates=(train["as_of"].min(), train["as_of"].max()),
         test_dates=(test["as_of"].min(), test["as_of"].max()),
+        method=method, folds=folds if method == "kfold" else None, window=window, period=_period_word(test),
     )
+
+
+def _grouped_split(labelled: pl.DataFrame, outcome: str, method: str, folds: int,
+                   seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(train, test, fold of each row): all rows with their fold for k-fold, a 70/30 split of accounts for random."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    rows = labelled.sort("account_id", "as_of")
+    y = rows[outcome].cast(pl.Int8).to_numpy()
+    groups = rows["account_id"].to_numpy()
+    n_events, n_accounts = int(y.sum()), rows["account_id"].n_unique()
+    if n_events == 0:
+        raise EvaluationError(f"no labelled snapshot has the {outcome!r} event: nothing to evaluate against")
+    if method == "random":
+        tr_idx, te_idx = next(GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=seed).split(rows, y, groups))
+        train, test = rows[np.sort(tr_idx)], rows[np.sort(te_idx)]
+        if int(test[outcome].sum()) == 0:
+            raise EvaluationError(f"the random holdout holds no {outcome!r} event: use more accounts or split='kfold'")
+        return train, test, None
+    if folds < 2 or folds > min(n_events, n_accounts):
+        raise EvaluationError(f"{folds}-fold cross-validation needs 2 to {min(n_events, n_accounts)} folds (one "
+                              f"event and one account per fold at least): choose folds in that range")
+    fold = np.empty(rows.height, dtype=np.int32)
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, te_idx) in enumerate(cv.split(np.zeros(rows.height), y, groups)):
+        fold[te_idx] = k
+    fold_of = rows.select("account_id", "as_of").with_columns(pl.Series("_fold", fold))
+    return rows, rows, fold_of
+
+
+def _out_of_fold(te: pl.DataFrame, outcome: str, probability: str, horizon: str) -> pl.DataFrame:
+    """Each row's probability from the map fitted on the other folds (``_prob``)."""
+    prob = np.full(te.height, np.nan)
+    fold = te["_fold"].to_numpy()
+    score = te["score"].to_numpy()
+    for k in np.unique(fold):
+        rest = te.filter(pl.col("_fold") != k)
+        try:
+            pm = ProbabilityMap(method=probability, outcome=outcome, horizon=horizon).fit(rest["score"], rest[outcome])
+        except ValueError:  # a fold whose complement has no scored event: those rows stay without one
+            continue
+        mine = fold == k
+        prob[mine] = pm.predict(score[mine])
+    return te.with_columns(pl.Series("_prob", prob, nan_to_null=False)).drop("_fold")
+
+

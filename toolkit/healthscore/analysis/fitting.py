@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from healthscore.core.extract import is_cross_sectional, observation_end
 from healthscore.core.labels import _input_error, label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.outcomes import parse_horizon, resolve_outcome
@@ -528,8 +529,32 @@ def is_adverse(outcome: str) -> bool:
 def _orientation(model: Any, features: str) -> dict[str, float]:
     """+1 where a larger feature value means healthier, -1 where it means less healthy: sub-scores
     are always oriented (100 is good); raw columns follow the metric's direction."""
-    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" else 1.0
-            for m in model.metrics}
+    # a categorical metric enters a raw fit as its level scores, which are oriented already
+    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" and m.method != "categorical"
+            else 1.0 for m in model.metrics}
+
+
+def _raw_numeric(model: Any, cols: dict[str, str], schema: pl.Schema) -> list[pl.Expr]:
+    """Raw columns a regression can take: yes/no as 0/1, a categorical metric as its level scores.
+
+    A text column with no categorical calibration cannot be fitted raw: the error says so.
+    """
+    from healthscore.core.calibration import calibrate_expr  # core.calibration pulls in the model layer
+
+    exprs = []
+    for m in model.metrics:
+        col = cols.get(m.name)
+        if col is None:
+            continue
+        if m.method == "categorical":
+            exprs.append(calibrate_expr(col, m.method, m.params, m.direction))
+        elif schema[col] == pl.Boolean:
+            exprs.append(pl.col(col).cast(pl.Float64))
+        elif schema[col] == pl.Utf8:
+            raise _input_error("snapshots", f"column {col!r} of metric {m.name} holds text",
+                               "Give the metric a categorical calibration (its levels become scores), or fit "
+                               "on sub-scores (features='subscores')", column=col)
+    return exprs
 
 
 def _feature_columns(model: Any, features: str) -> dict[str, str]:
@@ -605,6 +630,8 @@ class WeightFit:
     drop_insignificant: bool = False
     # the history the fit learned from: save_suggested takes the model's monitoring reference on it
     history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    # what "within" means when it is not the horizon (one snapshot per account: the observation window)
+    window: str | None = None
 
     # ------------------------------------------------------------ report
     def summary(self) -> Summary:
@@ -613,7 +640,7 @@ class WeightFit:
         unit = "per 10 points" if self.features == "subscores" else "per SD"
         want = "lower" if self.adverse else "raise"
         head = [
-            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.horizon}",
+            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.window or self.horizon}",
             f"{lg.n_obs_:,} snapshots of {lg.n_groups_:,} accounts, {lg.n_events_:,} events; "
             + ("standard errors clustered by account" if lg.inference_ else "penalised fit: no valid standard errors"),
             f"a healthy metric should {want} the odds of {self.outcome!r}: odds ratio {unit} "
@@ -775,6 +802,7 @@ def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame |
         if missing:
             raise _input_error("snapshots", f"lacks the raw metric column(s) {missing}",
                                "Pass snapshots with every metric column of the model", column=missing[0])
+        frame = frame.with_columns(_raw_numeric(model, cols, frame.schema))
     return label_outcomes(frame, events, outcome=outcome, horizon=horizon, cadence=cadence,
                           data_end=data_end), cols
 
@@ -851,10 +879,17 @@ def fit_weights(
         flags.append(f"collinear group {names}: these move together, so their separate weights are unreliable; "
                      "consider merging them into one metric")
     table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    if is_cross_sectional(snaps):
+        end = data_end or observation_end(snaps, events.collect() if isinstance(events, pl.LazyFrame) else events,
+                                          outcome)
+        window = f"the observation window (as_of .. {end}; one snapshot per account, so that window is the horizon)"
+    else:
+        window = None
     wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
                    table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
                    significance=significance, floor=floor, drop_insignificant=drop_insignificant,
-                   history=(snapshots, events))
+                   history=(snapshots, events), window=window)
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf

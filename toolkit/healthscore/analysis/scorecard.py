@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from healthscore.results import Summary
 from healthscore.spec.palette import NA_COLOUR, band_colour, safe_colour
 
 TREND_WEEKS = 26
-CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
+CHANGE_DAYS = 30              # "since last month": against the snapshot nearest 30 days earlier
 MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
 
@@ -254,8 +255,10 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     mrows = []
     for m in shown_metrics:
         col = f"sub_{m.name}"
-        raw = raw_row.get(m.column)
-        raw = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        value = raw_row.get(m.column)
+        raw = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        # a level's own text (a categorical or yes/no column) is shown as written, with its label if any
+        level = _level_text(value, m) if isinstance(value, (str, bool)) or m.method == "categorical" else None
         if customer:
             label, description, action = m.customer_text()
         else:
@@ -263,10 +266,10 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         cat = shown_cats.get(m.category)
         mrows.append({"metric": m.name, "label": label,
                       "category": _label(cat, m.category, customer) if cat is not None else "",
-                      "raw": raw, "method": m.method,
+                      "raw": raw, "level": level, "method": m.method,
                       "sub_score": cur.get(col), "description": description, "action": action})
     metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "category": pl.String,
-                                          "raw": pl.Float64, "method": pl.String, "sub_score": pl.Float64,
+                                          "raw": pl.Float64, "level": pl.String, "method": pl.String, "sub_score": pl.Float64,
                                           "description": pl.String, "action": pl.String})
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
     colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
@@ -275,8 +278,14 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR))
 
     # what changed: drivers of the score change summed over the last few snapshots
-    recent = rows.tail(CHANGE_SNAPSHOTS)
-    prev_rows = rows.head(max(rows.height - CHANGE_SNAPSHOTS, 0))
+    prev_rows = rows.filter(pl.col("as_of") < cur["as_of"])
+    if prev_rows.height:
+        # the snapshot nearest CHANGE_DAYS before the current one, whatever the cadence
+        target = cur["as_of"] - dt.timedelta(days=CHANGE_DAYS)
+        gap = (pl.col("as_of") - pl.lit(target)).dt.total_days().abs()
+        base = prev_rows.with_columns(_gap=gap).sort("_gap", "as_of", descending=[False, True])["as_of"][0]
+        prev_rows = prev_rows.filter(pl.col("as_of") <= base)
+    recent = rows.filter(pl.col("as_of") > (prev_rows["as_of"].max() if prev_rows.height else dt.date.min))
     previous = prev_rows.row(-1, named=True) if prev_rows.height else None
     drv = [f"drvchg_{m.name}" for m in shown_metrics if f"drvchg_{m.name}" in rows.columns]
     labels = dict(zip(metrics["metric"], metrics["label"]))
@@ -346,3 +355,14 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         bands=bands, audience="internal" if internal else "customer",
         report_id=report_id(model_hash, account_id, cur["as_of"], cur.get("variant")),
         fields=fields, internal_fields=internal_fields)
+
+
+def _level_text(value: Any, metric: Any) -> str:
+    """A categorical or yes/no value as text: the level's label from the model when it has one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    labels = (metric.params or {}).get("labels") or {}
+    key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return str(labels.get(key, key))

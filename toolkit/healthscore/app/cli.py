@@ -29,7 +29,9 @@ from healthscore.analysis.fitting import fit_weights
 from healthscore.app import batch
 from healthscore.app.commands.alerts import add_alerts, demo_lines
 from healthscore.app.commands.build import add_build
+from healthscore.app.commands.init import add_init
 from healthscore.app.commands.monitor import add_monitor
+from healthscore.app.commands.options import add_extract_args, add_map_arg, parse_map, read_history
 from healthscore.app.demo_raw import build_from_raw
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
@@ -72,12 +74,25 @@ def _add_reading_args(p: argparse.ArgumentParser) -> None:
 
 
 def _snapshots(args: argparse.Namespace, source: str | Path, **kw) -> pl.DataFrame:
+    # --map names the file's own columns; --as-of / --observed-until date an extract without as_of
+    kw.setdefault("columns", parse_map(getattr(args, "map", None)))
+    as_of = getattr(args, "as_of", None) if getattr(args, "as_of_fills", True) else None
+    kw.setdefault("as_of", as_of or getattr(args, "observed_until", None))
     return read_snapshots(str(source), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None), **kw)
+
+
+def _history(args: argparse.Namespace, snaps: pl.DataFrame, model: ScoreModel | None = None,
+             required: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(snapshots, events): from --events, or from an extract's --outcome-column (then dropped from the data)."""
+    if getattr(args, "outcome_column", None) or not getattr(args, "events", None):
+        return read_history(args, snaps, required=required)
+    return snaps, _events(args, args.events, snaps, model)
 
 
 def _events(args: argparse.Namespace, source: str | Path, snaps=None, model: ScoreModel | None = None):
     """Read the events; with the snapshots, warn about events that do not fit them."""
-    events = read_events(str(source), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None))
+    events = read_events(str(source), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None),
+                         columns=parse_map(getattr(args, "map", None)))
     if snaps is not None:
         terminal = ["churned"]
         if model is not None:
@@ -202,6 +217,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
                                          "(default: known metric names and count-like names)")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     _add_reading_args(p)
+    add_extract_args(p)
     p.set_defaults(func=_cmd_validate)
 
 
@@ -210,7 +226,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", DataWarning)
         try:
             if args.events:
-                frame = read_events(args.file, table=args.table, sheet=args.sheet, timezone=args.timezone)
+                frame = read_events(args.file, table=args.table, sheet=args.sheet, timezone=args.timezone,
+                                    columns=parse_map(args.map))
                 if args.snapshots:
                     snaps = _snapshots(args, args.snapshots)
                     model = _load_model_arg(args.model) if args.model else None
@@ -222,11 +239,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             else:
                 nonneg = [c.strip() for c in args.nonnegative.split(",")] if args.nonnegative else None
                 model = _load_model_arg(args.model) if args.model else None
-                frame = snapshots.read_snapshots(args.file, table=args.table, nonnegative=nonneg, sheet=args.sheet,
-                                                 timezone=args.timezone)
+                frame = _snapshots(args, args.file, table=args.table, nonnegative=nonneg)
+                if args.outcome_column:
+                    frame, churn = read_history(args, frame)
                 if model is not None:
                     model.check_data(frame, source=args.file)
                 print(f"{args.file}: OK\n{snapshots.describe(frame)}")
+                if args.outcome_column:
+                    print(f"outcome column {args.outcome_column}: {churn.height:,} of "
+                          f"{frame['account_id'].n_unique():,} accounts churned")
         except snapshots.ValidationError as exc:
             _print_warnings(caught)
             print(str(exc), file=sys.stderr)
@@ -254,7 +275,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overrides", type=Path, help="CSV/Parquet of manual overrides: account_id, metric, value, "
                                                   "reason, author, created, expires")
     _add_reading_args(p)
-    p.set_defaults(func=_cmd_score)
+    add_extract_args(p, as_of=False, outcome=False)
+    p.set_defaults(func=_cmd_score, as_of_fills=False)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -300,13 +322,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="score model TOML; repeat to compare models head to head. FILE#NAME picks one "
                         "definition of a multi-definition file (default: its first)")
     p.add_argument("--data", required=True, help="snapshots: CSV, Parquet, Excel, DuckDB file or database URI")
-    p.add_argument("--events", required=True, help="events table (account_id, date, event)")
+    p.add_argument("--events", help="events table (account_id, date, event); or --outcome-column for an extract")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (created if missing)")
     p.add_argument("--outcome", default="churned", help="event to predict (default churned; e.g. expanded)")
     p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
-    p.add_argument("--split", metavar="YYYY-MM-DD",
-                   help="first test date; training rows end a horizon earlier (default: 70%% into the labelled range)")
-    p.add_argument("--by", default="segment", help="attribute to break results down by, or 'none' (default segment)")
+    p.add_argument("--split", metavar="YYYY-MM-DD|kfold|random",
+                   help="first test date (training rows end a horizon earlier), 'kfold' (grouped, stratified "
+                        "cross-validation) or 'random' (a grouped 30%% holdout); default: 70%% into the labelled "
+                        "range, or kfold when there is one snapshot per account")
+    p.add_argument("--by", help="attribute to break results down by, or 'none' (default segment when the data has it)")
     p.add_argument("--probability", choices=["isotonic", "logistic"], default="isotonic",
                    help="score-to-probability map fitted on the training rows (default isotonic)")
     p.add_argument("--freeze", action="store_true",
@@ -315,8 +339,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-precision", type=float, default=0.2, metavar="P",
                    help="report the cut-off that keeps alarm precision at or above P (default 0.2)")
     p.add_argument("--capacity", type=int, metavar="K",
-                   help="accounts a CS team can work per week (default: a tenth of the book)")
+                   help="accounts a CS team can work per snapshot period (default: a tenth of the book)")
+    p.add_argument("--folds", type=int, default=5, help="folds of --split kfold (default 5)")
     _add_reading_args(p)
+    add_extract_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -333,11 +359,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.capacity is not None and args.capacity < 1:
         raise UsageError(f"--capacity {args.capacity}: give a number of accounts of at least 1")
     _check_horizon(args)
-    if args.split:
+    if args.split and args.split not in ("kfold", "random", "time"):
         try:
             dt.date.fromisoformat(args.split)
         except ValueError:
-            raise UsageError(f"--split {args.split!r} is not a date: write it as YYYY-MM-DD") from None
+            raise UsageError(f"--split {args.split!r} is not a date: write it as YYYY-MM-DD, or give kfold, "
+                             "random or time") from None
     _check_output("--out", args.out, folder=True,
                   inputs={"--data": args.data, "--events": args.events,
                           **{f"--model {m}": m.partition("#")[0] for m in args.model}})
@@ -345,15 +372,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     snaps = _snapshots(args, args.data)
     for model in models:
         _check_model_against(model, snaps, args.data)
-    events = _events(args, args.events, snaps, models[0])
-    by = None if args.by.lower() == "none" else args.by
-    if by is not None and by not in snaps.columns:
+    snaps, events = _history(args, snaps, models[0])
+    by = "auto" if args.by is None else None if args.by.lower() == "none" else args.by
+    if by not in (None, "auto") and by not in snaps.columns:
         raise UsageError(f"--by {args.by}: {args.data} has no column {args.by!r}; use an attribute such as "
                          f"{', '.join(c for c in ('segment', 'region', 'touch_model') if c in snaps.columns) or 'segment'}"
                          ", or --by none")
     try:
         ev = evaluation.evaluate(
-            snaps, events, models, outcome=args.outcome, horizon=args.horizon, split=args.split,
+            snaps, events, models, outcome=args.outcome, horizon=args.horizon, split=args.split, folds=args.folds,
             by=by, probability=args.probability,
             target_precision=args.target_precision, capacity=args.capacity)
     except evaluation.EvaluationError as exc:  # split, outcome or horizon do not fit this history
@@ -398,12 +425,13 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
     p.add_argument("--model", required=True, metavar="FILE[#NAME]",
                    help="score model TOML; FILE#NAME picks one definition of a multi-definition file")
     p.add_argument("--data", required=True, help=f"{data}: CSV, Parquet, Excel, DuckDB file or database URI")
-    p.add_argument("--events", required=events_required, help=events)
+    p.add_argument("--events", help=events + ("; or --outcome-column for an extract" if events_required else ""))
     p.add_argument("--out", type=Path, required=True, help=f"where to write {out} (a new .toml file)")
     p.add_argument("--outcome", default="churned", help=outcome)
     p.add_argument("--horizon", default="90d", help="outcome window after each snapshot: 90d, 13w, 3mo (default 90d)")
     p.add_argument("--until", metavar="YYYY-MM-DD", help=until)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_extract_args(p)
     _add_reading_args(p)
 
 
@@ -436,7 +464,7 @@ def _model_and_history(args: argparse.Namespace):
 def _cmd_fit(args: argparse.Namespace) -> int:
 
     model, snaps = _model_and_history(args)
-    events = _events(args, args.events, snaps, model)
+    snaps, events = _history(args, snaps, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is also a flag in the summary
         fit = fit_weights(snaps, events, model, outcome=args.outcome, horizon=args.horizon,
@@ -449,8 +477,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
     print(f"\nwritten {path} ({fit.model.name} {fit.suggested_model().version}); compare it with: "
-          f"healthscore evaluate --model {args.model} --model {path} --data {args.data} --events {args.events} "
-          "--out build/evaluation")
+          f"healthscore evaluate --model {args.model} --model {path} --data {args.data} "
+          + (f"--events {args.events} " if args.events else f"--outcome-column {args.outcome_column} ")
+          + "".join(f"--map {m} " for m in args.map) + "--out build/evaluation")
     return 0
 
 
@@ -513,7 +542,7 @@ def _fit_calibrations(model, snapshots, events=None, outcome: str = "churned", h
 def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     model, snaps = _model_and_history(args)
-    events = _events(args, args.events, snaps, model) if args.events else None
+    snaps, events = _history(args, snaps, model, required=False)
     new, lines, n_rows = _fit_calibrations(model, snaps, events, args.outcome, args.horizon)
     print(f"{model.name}: fitted on {n_rows:,} snapshot rows")
     print("\n".join(lines))
@@ -561,6 +590,7 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
     p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                    help="when another batch is writing into --out, wait this long for it, then stop (default 30)")
+    add_map_arg(p, "the --snapshots file's own column name for a role, e.g. --map account_id=customerID")
     _add_reading_args(p)
     p.set_defaults(func=_cmd_scorecards)
 
@@ -593,7 +623,8 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
     try:
         run = batch.render_scorecards(
             args.scores, args.model, args.accounts, args.out, internal=args.internal, workers=args.workers,
-            as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability, snapshots=args.snapshots,
+            as_of=args.as_of, peer_by=args.peer_by, probabilities=args.probability,
+            snapshots=_snapshots(args, args.snapshots) if args.map and args.snapshots else args.snapshots,
             force=args.force, wait=args.wait)
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -615,15 +646,17 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
                    help="snapshots (scored with --model) or a score frame from 'healthscore score'")
     p.add_argument("--events", type=Path, help="outcome events; without them churn and expansion rates are left out")
     p.add_argument("--model", type=Path, help="score model TOML (needed when --data holds snapshots)")
-    p.add_argument("--by", default="segment",
-                   help="cohort dimension: an attribute, several joined by commas, or a derived one "
-                        "(signup_quarter, arr_band, handovers); default segment")
+    p.add_argument("--by",
+                   help="cohort dimension: an attribute or metric column (numeric ones in quintiles), several "
+                        "joined by commas, or a derived one (signup_quarter, arr_band, handovers); default "
+                        "segment when the data has it, else the portfolio as a whole")
     p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD",
-                   help="start of the period (default 13 weeks before --to)")
+                   help="start of the period (default the snapshot 13 weeks, 91 days, before --to)")
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="end of the period (default the last snapshot)")
     p.add_argument("--horizon", default="90d", help="outcome window for churn and expansion rates (default 90d)")
     p.add_argument("--out", type=Path, default=Path("review.html"), help="HTML file to write (default review.html)")
     _add_reading_args(p)
+    add_extract_args(p)
     p.set_defaults(func=_cmd_review)
 
 
@@ -647,18 +680,23 @@ def _cmd_review(args: argparse.Namespace) -> int:
         raise UsageError(f"--data {args.data} holds snapshots (no 'score' column): pass --model to score them")
     if model is not None and "score" not in data.columns:
         _check_model_against(model, data, str(args.data))
-    if args.events is not None:
-        _events(args, args.events, data, model)
-    unknown = [b for b in (x.strip() for x in args.by.split(",")) if b and b not in data.columns and b not in DERIVED]
+    data, events = _history(args, data, model, required=False)
+    unknown = [b for b in (x.strip() for x in (args.by or "").split(",")) if b and b not in data.columns
+               and b not in DERIVED]
     if unknown:
-        raise UsageError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; use an "
-                         f"attribute such as segment, region or csm, or one of {', '.join(DERIVED)}")
+        raise UsageError(f"--by {args.by}: {', '.join(unknown)} is not a column of {args.data}; columns: "
+                         f"{', '.join(c for c in data.columns if c not in ('account_id', 'as_of'))}; derived: "
+                         f"{', '.join(DERIVED)}")
+    by = args.by if args.by is not None else ("segment" if "segment" in data.columns else "")
+    # mapped, dated or outcome-split data goes on as read; otherwise the notebook reads the files itself
+    extract = args.map or args.outcome_column or args.as_of or args.observed_until
     try:
-        path = batch.render_review(args.data, args.out, events=args.events, model=args.model, by=args.by,
-                                     date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
+        path = batch.render_review(data if extract else args.data, args.out,
+                                   events=events if extract else args.events, model=args.model, by=by,
+                                   date_from=args.date_from, date_to=args.date_to, horizon=args.horizon)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    print(f"cohort review by {args.by} -> {path}")
+    print(f"cohort review {'by ' + by if by else 'of the whole portfolio'} -> {path}")
     return 0
 
 
@@ -774,7 +812,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate,
+_COMMANDS = [add_init, _add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate,
              _add_scorecards, _add_review, add_alerts, add_monitor, _add_demo]
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from healthscore import resources
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.labels import label_outcomes
 from healthscore.render import formats as fmt
 from healthscore.spec.model import Band, ModelError, ScoreModel
@@ -447,16 +448,26 @@ class TuningSession:
         from healthscore.analysis.evaluation import time_split
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
-        if labelled.is_empty():
+        if holdout == "random" or (holdout is None and is_cross_sectional(self.snapshots)):
+            # one snapshot per account has no later time to hold out: a random 30% of accounts instead
+            from healthscore.analysis.evaluation import _grouped_split
+
+            _, test, _ = _grouped_split(labelled, outcome, "random", 0, 0)
+            split = None
+            self.test_accounts = test.select("account_id").unique()
+        else:
+            test = None
+        if test is None and labelled.is_empty():
             first, last = self.snapshots["as_of"].min(), self.snapshots["as_of"].max()
             raise ModelError(f"no snapshot can be labelled for {outcome!r} within {horizon}: the snapshots run "
                              f"{first} .. {last}, which must be longer than the horizon; choose a shorter one")
-        if holdout is None:
+        if test is None and holdout is None:
             # 70% into the labelled dates, but late enough that the fit keeps some training rows
             first, last = labelled["as_of"].min(), labelled["as_of"].max()
             after_one_horizon = pl.select(pl.lit(first).dt.offset_by(horizon)).item()
             holdout = min(max(first + (last - first) * 0.7, after_one_horizon), last)
-        _, test, split = time_split(labelled, horizon=horizon, split=holdout)
+        if test is None:
+            _, test, split = time_split(labelled, horizon=horizon, split=holdout)
         index = self.sub.select(*KEYS).with_row_index("__row")
         test = test.select(*KEYS, outcome).join(index, on=list(KEYS), how="inner").sort(KEYS)
         self.outcome, self.horizon, self.holdout, self.split = outcome, horizon, holdout, split
@@ -1002,7 +1013,10 @@ class WeightTuner:
         self._say("fitting weights ...")
         s = self.session
         # training labels must be known by the start of the holdout: as_of + horizon <= split
-        train = s.snapshots.filter(pl.col("as_of") < s.split)
+        if s.split is None:  # a random holdout of accounts: fit on the other accounts
+            train = s.snapshots.join(s.test_accounts, on="account_id", how="anti")
+        else:
+            train = s.snapshots.filter(pl.col("as_of") < s.split)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.fit_result = fit_weights(train, s.events, self.model, outcome=s.outcome, horizon=s.horizon,

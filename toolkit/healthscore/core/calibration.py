@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from healthscore.io.snapshots import FALSE_WORDS, TRUE_WORDS
 from healthscore.spec.calibration import (
     _DEFAULTS,
     DIRECTIONS,
@@ -45,6 +46,8 @@ __all__ = [
     "fit_params",
     "describe",
     "fit_calibration",
+    "fit_levels",
+    "shrunk_rates",
 ]
 
 
@@ -286,10 +289,18 @@ def _boolean(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     >>> df.select(calibrate_expr("champion_left", "boolean", {"true_score": 0, "false_score": 100},
     ...                          "lower_is_better"))["champion_left"].to_list()
     [100.0, 0.0, None, None]
+    >>> pl.DataFrame({"Partner": ["Yes", "No", None]}).select(
+    ...     calibrate_expr("Partner", "boolean", {"true_score": 100, "false_score": 0}))["Partner"].to_list()
+    [100.0, 0.0, None]
     """
-    x = _clean(pl.col(col))
-    return (pl.when(x == 1.0).then(pl.lit(float(p["true_score"])))
-            .when(x == 0.0).then(pl.lit(float(p["false_score"]))))
+    raw = pl.col(col)
+    x = _clean(raw.cast(pl.Float64, strict=False))
+    # Booleans and Yes/No text too: a CRM extract's yes/no column reads the same as 1/0
+    text = raw.cast(pl.Utf8, strict=False).str.strip_chars().str.to_lowercase()
+    yes = (x == 1.0) | text.is_in(list(TRUE_WORDS))
+    no = (x == 0.0) | text.is_in(list(FALSE_WORDS))
+    return (pl.when(yes).then(pl.lit(float(p["true_score"])))
+            .when(no).then(pl.lit(float(p["false_score"]))))
 
 
 def _level_key(key: Any) -> tuple[float | None, str]:
@@ -423,7 +434,83 @@ def fit_params(method: str, values: pl.Series, params: Mapping[str, Any] | None 
         params.setdefault("clip", _DEFAULTS["log_z"]["clip"])
     elif method == "monotone_bins":
         params.update(_fit_monotone_bins(values, outcome, params, direction))
+    elif method == "categorical" and "map" not in params:
+        params.update(fit_levels(values, outcome, params))
     return params
+
+
+OTHER_LEVEL = "(other)"
+
+
+def shrunk_rates(events: np.ndarray, counts: np.ndarray, prior_weight: float) -> tuple[np.ndarray, float]:
+    """Event rate per group shrunk towards the overall rate: ``(k + m p) / (n + m)``.
+
+    ``m`` (``prior_weight``) is how many rows of the overall rate ``p`` each group is given: a
+    group of a few rows stays near ``p``, a large one keeps its own rate (a beta prior's posterior
+    mean). Returns the rates and ``p``.
+
+    >>> rates, p = shrunk_rates(np.array([1.0, 30.0]), np.array([2, 100]), prior_weight=10)
+    >>> round(p, 4), [round(float(r), 4) for r in rates]
+    (0.3039, [0.3366, 0.3004])
+    """
+    p = float(events.sum() / counts.sum())
+    return (events + prior_weight * p) / (counts + prior_weight), p
+
+
+def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Learn a categorical metric's level scores from the event rate of each level.
+
+    Each level's rate is shrunk towards the overall rate (:func:`shrunk_rates`, ``prior_weight``
+    rows, default 20); levels with fewer than ``min_level_rows`` rows (default 30) are pooled and
+    share one rate (key ``"(other)"`` in ``rates``). Scores read the rate against the overall rate
+    ``p`` on a fixed scale, so a level as risky as the book scores 50: for a bad outcome
+    (``outcome_is = "bad"``) ``100 - 50 * rate / p`` (no events 100, twice the book's rate or more 0),
+    for a good one ``50 * rate / p``. A column that barely separates churners stays near 50 instead
+    of being stretched to 0..100. Empty cells are not a level.
+
+    >>> v = pl.Series("plan", ["a"] * 40 + ["b"] * 40 + ["c"] * 4)
+    >>> y = pl.Series([True] * 4 + [False] * 36 + [True] * 20 + [False] * 20 + [True] + [False] * 3)
+    >>> fit_levels(v, y, {"prior_weight": 0, "min_level_rows": 30})["map"]
+    {'a': 83.2, 'b': 16.0, 'c': 58.0}
+    """
+    params = dict(params or {})
+    if outcome is None:
+        raise ValueError("categorical levels are learned from an outcome: pass outcome=<0/1 or Boolean series>, "
+                         "or give the level scores as map = {level = score}")
+    if len(outcome) != len(values):
+        raise ValueError(f"categorical: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
+    m = float(params.get("prior_weight", _DEFAULTS["categorical"]["prior_weight"]))
+    min_rows = int(params.get("min_level_rows", _DEFAULTS["categorical"]["min_level_rows"]))
+    good = params.get("outcome_is", _DEFAULTS["categorical"]["outcome_is"]) == "good"
+    text = values.cast(pl.Utf8) if values.dtype != pl.Boolean else values.cast(pl.Utf8)
+    frame = (pl.DataFrame({"level": text, "y": outcome.cast(pl.Float64, strict=False)})
+             .drop_nulls().group_by("level").agg(n=pl.len(), k=pl.col("y").sum()).sort("level"))
+    if frame.is_empty():
+        raise ValueError(f"cannot learn the levels of {values.name!r}: no row has both a level and an outcome")
+    rare = frame["n"].to_numpy() < min_rows
+    kept = frame.filter(~pl.Series(rare))
+    pooled = frame.filter(pl.Series(rare))
+    groups = kept["level"].to_list()
+    counts = kept["n"].to_numpy().astype(float)
+    events = kept["k"].to_numpy().astype(float)
+    # rare levels are one group: "(other)", with the pooled counts (empty when none is rare)
+    counts = np.append(counts, float(pooled["n"].sum()))
+    events = np.append(events, float(pooled["k"].sum()))
+    rates, overall = shrunk_rates(events, counts, m)
+
+    def score(r: float) -> float:
+        # relative risk on a fixed scale: the overall rate scores 50, twice it 0, no events 100
+        rel = r / overall if overall > 0 else 1.0
+        return round(float(np.clip(50.0 * rel if good else 100.0 - 50.0 * rel, 0.0, 100.0)), 6)
+
+    level_rate = {g: float(r) for g, r in zip(groups, rates)}
+    level_rate.update({lvl: float(rates[-1]) for lvl in pooled["level"].to_list()})
+    level_count = dict(zip(frame["level"].to_list(), (int(n) for n in frame["n"].to_list())))
+    return {
+        "map": {lvl: score(r) for lvl, r in sorted(level_rate.items())},
+        "rates": {**{lvl: round(r, 6) for lvl, r in sorted(level_rate.items())}, OTHER_LEVEL: round(float(rates[-1]), 6)},
+        "counts": level_count,
+    }
 
 
 def _bin_counts(v: np.ndarray, y: np.ndarray, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -543,7 +630,8 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
     def fit(m: Metric, params: dict[str, Any], rows: pl.DataFrame) -> dict[str, Any]:
         method = METHODS[m.method]
         out = rows["__outcome"] if "__outcome" in rows.columns else None
-        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins":
+        learns_levels = m.method == "categorical" and "map" not in params
+        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins" or learns_levels:
             if out is None:
                 raise ModelError(f"{model._where()}metric {m.name}: method {m.method} is fitted against "
                                  "an outcome; pass outcome= to fit_calibration")

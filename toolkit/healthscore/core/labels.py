@@ -18,6 +18,7 @@ from typing import Literal
 
 import polars as pl
 
+from healthscore.core.extract import is_cross_sectional, observation_end
 from healthscore.io.snapshots import Problem, ValidationError
 from healthscore.spec.outcomes import parse_horizon, resolve_outcome
 
@@ -55,6 +56,7 @@ def label_outcomes(
     cadence: Literal["weekly", "monthly"] = "weekly",
     data_end: date | None = None,
     terminal: bool | None = None,
+    cross_sectional: bool | None = None,
 ) -> pl.DataFrame:
     """Label each snapshot by whether ``outcome`` happens in ``(as_of, as_of + horizon]``.
 
@@ -67,7 +69,10 @@ def label_outcomes(
     * censored rows are dropped: those with ``as_of + horizon`` past the end of the data, which
       is the last snapshot ``as_of`` unless ``data_end`` is given;
     * ``cadence="monthly"`` keeps one snapshot per account and calendar month (the last one),
-      for fits that want fewer, less dependent rows.
+      for fits that want fewer, less dependent rows;
+    * one snapshot per account (a CRM extract; ``cross_sectional=None`` detects it): the horizon is
+      the observation window, ``(as_of, data_end]`` with ``data_end`` the last day observed (by
+      default the latest ``as_of`` or ``outcome`` event), and no row is censored.
 
     The result holds the snapshot columns unchanged plus one Boolean column named ``outcome``,
     sorted by ``account_id`` and ``as_of``. Nothing else from the future is joined on.
@@ -98,6 +103,12 @@ def label_outcomes(
     if snaps.is_empty():
         return snaps.with_columns(pl.lit(None, pl.Boolean).alias(outcome)).clear()
 
+    if cross_sectional is None:
+        cross_sectional = is_cross_sectional(snaps)
+    if cross_sectional:
+        if data_end is None:
+            data_end = observation_end(snaps, ev, outcome)
+        # each row's window runs from its as_of to the end of observation: that window is the horizon
     if data_end is None:
         data_end = snaps["as_of"].max()
     ev = (ev.lazy()
@@ -115,7 +126,7 @@ def label_outcomes(
         rows = (rows.sort("account_id", "as_of")
                 .filter(pl.col("as_of") == pl.col("as_of").max()
                         .over("account_id", pl.col("as_of").dt.truncate("1mo"))))
-    end = pl.col("as_of").dt.offset_by(horizon)
+    end = pl.lit(data_end) if cross_sectional else pl.col("as_of").dt.offset_by(horizon)
     rows = rows.with_columns(_next_after=pl.col("as_of").dt.offset_by("1d")).sort("account_id", "_next_after")
     # forward as-of join on as_of + 1 day: the first event strictly after as_of
     labelled = rows.join_asof(ev.lazy().rename({"date": "_event"}), left_on="_next_after", right_on="_event",

@@ -21,7 +21,7 @@ import re
 import sqlite3
 import warnings
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +50,12 @@ _MIDNIGHT_DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
 _TZ_SUFFIX = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})$"
 EARLIEST_PLAUSIBLE = dt.date(1990, 1, 1)
 _DATE_NAME = re.compile(r"(^as_of$|^date$|_date$|_at$|_on$|_start$|_end$|_due$)")
+# text a person or a CRM writes for yes and no; 1/0 count too in a column that uses words
+TRUE_WORDS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
+FALSE_WORDS = frozenset({"no", "n", "false", "f", "0", "0.0"})
+_WORDS = frozenset({"yes", "y", "true", "t", "no", "n", "false", "f"})
+# a column whose filled cells are at least this share yes/no words is a Boolean column; the rest are errors
+_BOOLEAN_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -513,6 +519,24 @@ def _type_text_columns(frame: pl.DataFrame, date_columns: Iterable[str], offset:
                                         "cell empty when unknown.", rows, ex))
             casts.append(pl.when(filled).then(parsed).alias(name))
             continue
+        lower = col.str.to_lowercase()
+        n_filled, n_word, n_yes_no = frame.select(
+            filled.sum().alias("f"), (filled & lower.is_in(list(_WORDS))).sum().alias("w"),
+            (filled & lower.is_in(list(TRUE_WORDS | FALSE_WORDS))).sum().alias("b")).row(0)
+        if n_word and n_yes_no / n_filled >= _BOOLEAN_SHARE:
+            bad = filled & ~lower.is_in(list(TRUE_WORDS | FALSE_WORDS))
+            if n_yes_no < n_filled:
+                rows, ex = _example_rows(frame, bad, name, offset)
+                odd = sorted(set(frame.filter(bad)[name].drop_nulls().str.strip_chars().to_list()))[:MAX_EXAMPLES]
+                problems.append(Problem("not_boolean", name,
+                                        f"{n_filled - n_yes_no} value(s) in a yes/no column cannot be read as yes "
+                                        f"or no: {', '.join(repr(v) for v in odd)}",
+                                        "Write Yes/No, True/False, Y/N or 1/0; leave the cell empty when unknown.",
+                                        rows, ex))
+            casts.append(pl.when(filled & lower.is_in(list(TRUE_WORDS))).then(pl.lit(True))
+                         .when(filled & lower.is_in(list(FALSE_WORDS))).then(pl.lit(False))
+                         .otherwise(pl.lit(None, pl.Boolean)).alias(name))
+            continue
         number = col.cast(pl.Float64, strict=False)
         n_filled, n_numeric = frame.select(filled.sum().alias("f"), number.is_not_null().sum().alias("n")).row(0)
         numeric = (kinds.get(name) == "number" if kinds is not None
@@ -687,19 +711,52 @@ def warn_problems(source: str, problems: Sequence[Problem], row_label: str = "ro
         warnings.warn(DataWarning(f"{source}: {p.render(row_label)}"), stacklevel=3)
 
 
+def map_columns(frame: pl.DataFrame, columns: Mapping[str, str] | None, *, source: str = "snapshots") -> pl.DataFrame:
+    """Rename the table's own column names to the roles healthscore reads (``{"account_id": "customerID"}``).
+
+    A mapped column that is missing is an error naming the columns present.
+
+    >>> import polars as pl
+    >>> map_columns(pl.DataFrame({"customerID": ["a"], "x": [1]}), {"account_id": "customerID"}).columns
+    ['account_id', 'x']
+    """
+    if not columns:
+        return frame
+    problems = []
+    for role, column in columns.items():
+        if column not in frame.columns:
+            close = difflib.get_close_matches(column, frame.columns, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem("missing_column", column, f"is mapped to {role} but is not a column",
+                                    f"Map {role} to one of: {', '.join(frame.columns[:30])}.{hint}"))
+        elif role != column and role in frame.columns and role not in columns.values():
+            problems.append(Problem("mapped_twice", role, f"exists and '{column}' is also mapped to it",
+                                    f"Drop or rename the '{role}' column, or map {role} to it."))
+    if problems:
+        raise ValidationError(source, problems)
+    return frame.rename({column: role for role, column in columns.items() if column != role})
+
+
 def read_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None, query: str | None = None,
                    today: dt.date | None = None, nonnegative: Iterable[str] | None = None,
-                   sheet: str | None = None, timezone: str | None = None) -> pl.DataFrame:
+                   sheet: str | None = None, timezone: str | None = None,
+                   columns: Mapping[str, str] | None = None, as_of: dt.date | str | None = None) -> pl.DataFrame:
     """Read snapshots from a file, URI or frame, validate them, and return them sorted by account and date.
 
     Raises :class:`ValidationError` listing every problem found; implausible values that can still be
     used are issued as :class:`~healthscore.errors.DataWarning`. ``sheet`` picks the sheet of an Excel
     workbook with several; ``timezone`` (e.g. ``"UTC"``) says in which zone a time-zone-aware ``as_of``
-    falls on its day.
+    falls on its day. ``columns`` maps the roles healthscore reads to the table's own names, e.g.
+    ``{"account_id": "customerID", "as_of": "date"}``. ``as_of`` supplies the date of a table that has
+    no ``as_of`` column (a one-row-per-customer extract taken on that day). Yes/No, True/False, Y/N
+    (and 1/0 alongside them) text columns are read as Booleans.
 
     >>> import polars as pl, datetime as dt
     >>> read_snapshots(pl.DataFrame({"account_id": ["b", "a"], "as_of": [dt.date(2026, 1, 5)] * 2})).get_column("account_id").to_list()
     ['a', 'b']
+    >>> read_snapshots(pl.DataFrame({"customerID": ["a"], "Partner": ["Yes"]}), columns={"account_id": "customerID"},
+    ...                as_of="2026-01-05").row(0)
+    ('a', datetime.date(2026, 1, 5), True)
     """
     _check_timezone(timezone)
     if isinstance(source, pl.DataFrame):
@@ -707,6 +764,10 @@ def read_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str 
     else:
         name = str(source).split("@")[-1]  # never echo credentials of a URI
         raw, all_text = _read_raw(source, table, query, sheet)
+    raw = map_columns(raw, columns, source=name)
+    if as_of is not None and "as_of" not in raw.columns:
+        day = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        raw = raw.insert_column(min(1, raw.width), pl.lit(day, pl.Date).alias("as_of"))
     label, offset = _row_label(name)
     frame = raw.with_row_index(_ROW)
     prior: list[Problem] = []
@@ -733,7 +794,7 @@ def _check_timezone(timezone: str | None) -> None:
 
 def read_events(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None,
                 query: str | None = None, sheet: str | None = None, timezone: str | None = None,
-                today: dt.date | None = None) -> pl.DataFrame:
+                today: dt.date | None = None, columns: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Read and validate the outcome events table (``account_id, date, event[, details]``).
 
     >>> import polars as pl, datetime as dt
@@ -748,6 +809,9 @@ def read_events(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | N
         if str(source).lower().endswith((".duckdb", ".ddb")) and table is None and query is None:
             table = "events"
         raw, all_text = _read_raw(source, table, query, sheet, wanted="events")
+    # only the event table's own roles; a mapping shared with the snapshots names other columns too
+    raw = map_columns(raw, {r: c for r, c in (columns or {}).items() if r in EVENT_COLUMNS and c in raw.columns},
+                      source=name)
     label, offset = _row_label(name)
     frame = raw.with_row_index(_ROW)
     problems: list[Problem] = []

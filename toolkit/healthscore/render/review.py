@@ -41,6 +41,11 @@ def executive_summary(review: CohortReview) -> str:
     return "<h2>Executive summary</h2>" + markdown(review.executive_summary())
 
 
+def paragraph(text: str) -> str:
+    """One paragraph of plain words (escaped)."""
+    return f"<p>{escape(text)}</p>"
+
+
 def describe(lines: list[str], title: str = "") -> str:
     """Findings (plain sentences that may carry names) as a list under an optional heading."""
     head = f"<h3>{escape(title)}</h3>" if title else ""

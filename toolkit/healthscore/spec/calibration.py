@@ -63,7 +63,9 @@ METHODS: dict[str, Method] = {
         _m("log_z", ["center", "scale"], ["clip"], fitted_keys=["center", "scale"],
            summary="z-score of log1p(value) against a frozen reference, clipped"),
         _m("boolean", ["true_score", "false_score"], summary="1/true and 0/false each get a score"),
-        _m("categorical", ["map"], ["labels"], summary="each level (as a string) maps to a score"),
+        _m("categorical", ["map"], ["labels", "prior_weight", "min_level_rows", "outcome_is", "rates", "counts"],
+           fitted_keys=["map"],
+           summary="each level (as a string) maps to a score, given or learned from the event rate per level"),
         _m("monotone_bins", ["edges", "scores"], ["n_bins", "min_bin_size", "outcome_is", "rates", "counts"],
            fitted_keys=["edges", "scores"],
            summary="bins fitted against an outcome so that risk is monotone in the metric"),
@@ -77,6 +79,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "percentile": {"n_quantiles": 101},
     "log_z": {"clip": 2.5},
     "monotone_bins": {"n_bins": 10, "min_bin_size": 50, "outcome_is": "bad"},
+    "categorical": {"prior_weight": 20.0, "min_level_rows": 30, "outcome_is": "bad"},
 }
 
 
@@ -262,7 +265,10 @@ def check_params(method: str, params: Mapping[str, Any], direction: str | None =
 def _check_fit_settings(params: Mapping[str, Any]) -> list[str]:
     """Settings that steer fitting (present before and after a fit)."""
     msgs = []
-    ints = {"n_quantiles": 2, "n_bins": 2, "min_bin_size": 1}
+    ints = {"n_quantiles": 2, "n_bins": 2, "min_bin_size": 1, "min_level_rows": 1}
+    if "prior_weight" in params and (not _is_num(params["prior_weight"]) or params["prior_weight"] < 0):
+        msgs.append(f"'prior_weight' must be a number >= 0 (rows of the overall rate added to each level), "
+                    f"got {params['prior_weight']!r}")
     for key, low in ints.items():
         if key in params and (not _is_int(params[key]) or params[key] < low):
             msgs.append(f"'{key}' must be an integer >= {low}, got {params[key]!r}")

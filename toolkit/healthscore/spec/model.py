@@ -486,13 +486,16 @@ class ScoreModel:
             elif dtype.is_temporal():
                 problems.append(f"{at} holds dates ({dtype}); a metric needs numbers, e.g. days since that date "
                                 "computed in the export")
+            elif dtype == pl.String and m.method in ("categorical", "boolean"):
+                continue  # levels and yes/no words are text by nature; their calibration reads them
             elif dtype == pl.String:
                 if isinstance(data, pl.DataFrame):
                     values = data.get_column(m.column).drop_nulls()
                     if values.len():
                         shown = ", ".join(repr(v) for v in values.unique(maintain_order=True).head(5).to_list())
                         problems.append(f"{at} holds text (values such as {shown}); a metric needs numbers: "
-                                        "correct the cells, or point the metric at a numeric column")
+                                        "correct the cells, point the metric at a numeric column, or give it "
+                                        "method = \"categorical\" (level scores)")
                 else:
                     problems.append(f"{at} holds text; a metric needs numbers")
             elif dtype.is_numeric():

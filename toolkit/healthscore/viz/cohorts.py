@@ -39,9 +39,10 @@ def comparison_charts(cmp: CohortComparison) -> dict[str, Any]:
 def review_charts(review: CohortReview) -> dict[str, Any]:
     """Every chart of the leadership review by name."""
     out: dict[str, Any] = comparison_charts(review.comparison)
-    out["trend"] = trend_chart(review.trend)
-    out["migration"] = migration_chart(review.migration_long, review.comparison.bands, review.date_from,
-                                       review.date_to)
+    if getattr(review, "movement_note", None) is None:  # one snapshot date: no movement to draw
+        out["trend"] = trend_chart(review.trend)
+        out["migration"] = migration_chart(review.migration_long, review.comparison.bands, review.date_from,
+                                           review.date_to)
     if review.score_deciles is not None and review.score_deciles.height:
         out["score_deciles"] = decile_chart(review.score_deciles)
     if review.csm is not None:

@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from healthscore.app.commands.options import add_map_arg, parse_map
 from healthscore.core.build import ENGINES, BuildWarning, build
 from healthscore.errors import UsageError
 from healthscore.io import files
@@ -37,21 +38,13 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", help="observation dates: 1w, 2w, 1mo, anniversary (default: the spec's [grid])")
     p.add_argument("--engine", choices=ENGINES, default="polars",
                    help="polars (in memory, default) or duckdb (reads files in place, spills to disk)")
-    p.add_argument("--map", action="append", default=[], metavar="ROLE=COLUMN",
-                   help="column name in the raw files, overriding [source.columns]; repeat, e.g. "
-                        "--map account_id=customerID --map time=ts")
+    add_map_arg(p, "column name in the raw files, overriding [source.columns]; repeat, e.g. "
+                   "--map account_id=customerID --map time=ts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build)
 
 
-def _mapping(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        role, sep, column = item.partition("=")
-        if not sep or not role.strip() or not column.strip():
-            raise UsageError(f"--map {item!r}: write ROLE=COLUMN, e.g. --map account_id=customerID")
-        out[role.strip()] = column.strip()
-    return out
+_mapping = parse_map  # one --map parser for every command
 
 
 def _writer(path: Path, flag: str):
