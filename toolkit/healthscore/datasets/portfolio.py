@@ -190,7 +190,7 @@ def _nonlinear_churn(metrics: dict[str, np.ndarray], seg: np.ndarray) -> np.ndar
             continue
         curve = _NONLINEAR[m][1]
         x = np.asarray(metrics[m], dtype=float)
-        term = curve(np.nan_to_num(x)) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+        term = curve(np.nan_to_num(x)) - curve(np.array(_curve_centre(m)))
         if m in _NONLINEAR_BY_SEGMENT:
             term = term * np.asarray(_NONLINEAR_BY_SEGMENT[m])[seg]
         out[k] = np.where(np.isnan(x), 0.0, term)
@@ -205,7 +205,7 @@ def _truth_curves() -> pl.DataFrame:
         grid = _CURVE_GRID[m].astype(float)
         if m in _NONLINEAR:
             curve = _NONLINEAR[m][1]
-            base = curve(grid) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+            base = curve(grid) - curve(np.array(_curve_centre(m)))
         else:
             base = np.zeros_like(grid)
         factors = [("all", 1.0)] + list(zip(SEGMENTS, _NONLINEAR_BY_SEGMENT.get(m, ())))
