@@ -23,6 +23,7 @@ from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.monitor import add_monitor
+from healthscore.app.commands.sql import add_sql
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
 from healthscore.core.calibration import METHODS, describe, fit_calibration
@@ -590,7 +591,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, add_monitor, _add_demo]
+_COMMANDS = [_add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate, _add_scorecards, _add_review, add_monitor, _add_demo, add_sql]
 
 
 def build_parser() -> argparse.ArgumentParser:
