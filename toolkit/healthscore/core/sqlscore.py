@@ -259,7 +259,7 @@ def _check_version(model: ScoreModel, ver: _Version) -> None:
     if missing:
         raise ModelError(f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: method {m.method} learns "
                          f"{', '.join(missing)} from data and has not been fitted; run "
-                         "model.fit_calibration(snapshots) and save the model")
+                         "hs.fit_calibration(model, snapshots) and save the model")
     msgs = calibration.check_params(m.method, m.params, m.direction)
     if msgs:
         raise ModelError(f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: "
