@@ -323,7 +323,9 @@ def _null_reason(frame: pl.DataFrame, model: ScoreModel, metric_w: dict[str, pl.
     missing = pl.concat_str([pl.when(pl.col(f"sub_{n}").is_null() & (w > 0)).then(pl.lit(n))
                              for n, w in metric_w.items()], separator=", ", ignore_nulls=True)
     # rounded down to 0.1%, so a coverage just under the minimum never prints as equal to it
-    pct = ((pl.col("coverage") * 1000).floor() / 10).cast(pl.String)
+    # written from whole tenths ("22.2", not the 22.200000000000003 that dividing a float by 10 can print)
+    tenths = (pl.col("coverage") * 1000).floor().cast(pl.Int64)
+    pct = (tenths // 10).cast(pl.String) + pl.lit(".") + (tenths % 10).cast(pl.String)
     reason = (pl.when(pl.col("coverage") <= 0).then(pl.lit("no metric present (missing: ") + missing + pl.lit(")"))
                 .otherwise(pl.lit("coverage ") + pct + pl.lit(f"% below minimum {model.min_coverage * 100:g}% "
                                                             "(missing: ") + missing + pl.lit(")")))

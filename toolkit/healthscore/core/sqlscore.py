@@ -660,9 +660,12 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
     final = exp.select(*[e if isinstance(e, exp.Column) and e.name == c else exp.alias_(e, c)
                          for c, e in out.items()]).from_("scored")
     if as_of is not None:
+        # windows see every earlier snapshot: the filter to the latest date comes after them
+        ctes.append(_cte("all_dates", final, "every snapshot date up to as_of, with its history"))
         latest = exp.select(exp.Max(this=_col(day))).from_(plan.table).where(
             exp.LTE(this=_col(day), expression=_date(as_of)))
-        final = final.where(_eq(_col(day), exp.Subquery(this=latest)))
+        final = exp.select(*[_col(c) for c in out]).from_("all_dates").where(
+            _eq(_col(day), exp.Subquery(this=latest)))
     final = final.order_by(_ordered(acc, dialect), _ordered(day, dialect))
     final.add_comments([f"bands ({', '.join(f'{b.name} {b.lower:g}-{b.upper:g}' for b in model.bands)}), "
                         "null reason, changes since the previous snapshots, model stamp"])
