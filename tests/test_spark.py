@@ -2,21 +2,24 @@
 
 One SparkSession for the module (local[2], two shuffle partitions); `make test` provides Java.
 """
+
 from __future__ import annotations
 
 import shutil
 
-import pytest
-
 import healthscore as hs
+import pytest
 from healthscore.core.scoring import score
 from healthscore.core.sqlscore import score_with
+
 from tests.engine_checks import assert_same_scores
 
 pyspark = pytest.importorskip("pyspark", reason="Spark tests need the spark extra: pip install 'healthscore[spark]'")
 if shutil.which("java") is None:
-    pytest.skip("Spark needs Java 17 or newer: `make engines` installs Debian's openjdk-17-jre-headless",
-                allow_module_level=True)
+    pytest.skip(
+        "Spark needs Java 17 or newer: `make engines` installs Debian's openjdk-17-jre-headless",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """The score model as SQL: DuckDB and PostgreSQL return what the polars engine returns (to 1e-9,
 bands and coverage exactly); Snowflake and BigQuery text parses back; what SQL cannot do is refused
 with a message naming the metric and method."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,21 +12,20 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+import healthscore as hs
 import polars as pl
 import pytest
 import sqlglot
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import healthscore as hs
 from healthscore.app.cli import main
 from healthscore.core import sqlscore
 from healthscore.core.scoring import score
 from healthscore.core.sqlscore import SqlScoreError, score_query, score_sql, score_with
 from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ModelError, ScoreModel, Variant
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tests.engine_checks import assert_same_scores
 
 
@@ -59,28 +59,59 @@ def _model() -> ScoreModel:
     metrics = [
         Metric("th", "a", "usage", params={"points": [[0, 0], [0.3, 40], [0.7, 90], [1, 100]]}, weight=3),
         Metric("st", "b", "usage", "lower_is_better", "steps", {"edges": [1, 2, 5], "scores": [100, 60, 20, 0]}),
-        Metric("tr", "a", "usage", method="trend", params={"window": 2, "min_base": 0.1,
-                                                            "points": [[-0.5, 0], [0, 60], [0.5, 100]]}),
+        Metric(
+            "tr",
+            "a",
+            "usage",
+            method="trend",
+            params={"window": 2, "min_base": 0.1, "points": [[-0.5, 0], [0, 60], [0.5, 100]]},
+        ),
         Metric("pc", "c", "support", method="percentile", params={"quantiles": q}, weight=2),
         Metric("pc2", "c", "support", "lower_is_better", "percentile", {"quantiles": [0, 5, 5, 40]}),
         Metric("lz", "c", "support", method="log_z", params={"center": 2.0, "scale": 1.3, "clip": 2.0}),
         Metric("bo", "d", "relation", method="boolean", params={"true_score": 100, "false_score": 20}),
-        Metric("ca", "e", "relation", method="categorical", params={"map": {"1": 0, "2": 50, "3": 100}},
-               na_policy="score:50"),
-        Metric("mb", "b", "relation", "lower_is_better", "monotone_bins", {"edges": [1.0, 3.0], "scores": [100, 30, 0]}),
+        Metric(
+            "ca",
+            "e",
+            "relation",
+            method="categorical",
+            params={"map": {"1": 0, "2": 50, "3": 100}},
+            na_policy="score:50",
+        ),
+        Metric(
+            "mb", "b", "relation", "lower_is_better", "monotone_bins", {"edges": [1.0, 3.0], "scores": [100, 30, 0]}
+        ),
         Metric("go", "a", "outcomes", method="goal", params={"start_column": "gs", "due_column": "gd", "target": 0.8}),
     ]
-    cats = {"usage": Category("usage", 3), "support": Category("support", 2), "relation": Category("relation", 1),
-            "outcomes": Category("outcomes", 1), "empty": Category("empty", 1)}
-    variants = [Variant("small", {"seg": ["s"]}, disabled=["ca"], weights={"th": 1.0}, categories={"usage": 5},
-                        params={"st": {"scores": [100, 80, 40, 10]}, "tr": {"window": 1}})]
-    return ScoreModel("random", "1", metrics, cats, [Band(*b[:3]) for b in DEFAULT_BANDS], min_coverage=0.55,
-                      variants=variants)
+    cats = {
+        "usage": Category("usage", 3),
+        "support": Category("support", 2),
+        "relation": Category("relation", 1),
+        "outcomes": Category("outcomes", 1),
+        "empty": Category("empty", 1),
+    }
+    variants = [
+        Variant(
+            "small",
+            {"seg": ["s"]},
+            disabled=["ca"],
+            weights={"th": 1.0},
+            categories={"usage": 5},
+            params={"st": {"scores": [100, 80, 40, 10]}, "tr": {"window": 1}},
+        )
+    ]
+    return ScoreModel(
+        "random", "1", metrics, cats, [Band(*b[:3]) for b in DEFAULT_BANDS], min_coverage=0.55, variants=variants
+    )
 
 
-_value = st.one_of(st.none(), st.just(math.nan), st.just(math.inf),
-                   st.floats(-1.5, 7.0, allow_nan=False).map(lambda v: round(v, 2)),
-                   st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 0.3, 0.7]))
+_value = st.one_of(
+    st.none(),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.floats(-1.5, 7.0, allow_nan=False).map(lambda v: round(v, 2)),
+    st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 0.3, 0.7]),
+)
 
 
 @st.composite
@@ -90,12 +121,27 @@ def _frames(draw) -> pl.DataFrame:
     for a in range(n_acc):
         seg = draw(st.sampled_from(["s", "l", None]))
         for w in range(n_weeks):
-            rows.append({"account_id": f"acc{a}", "as_of": dt.date(2025, 1, 6) + dt.timedelta(weeks=w), "seg": seg,
-                         **{c: draw(_value) for c in "abcde"},
-                         "gs": dt.date(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-20, 40))),
-                         "gd": dt.date(2025, 2, 1) + dt.timedelta(days=draw(st.integers(-40, 30)))})
-    return pl.DataFrame(rows, schema={"account_id": pl.String, "as_of": pl.Date, "seg": pl.String,
-                                      **{c: pl.Float64 for c in "abcde"}, "gs": pl.Date, "gd": pl.Date})
+            rows.append(
+                {
+                    "account_id": f"acc{a}",
+                    "as_of": dt.date(2025, 1, 6) + dt.timedelta(weeks=w),
+                    "seg": seg,
+                    **{c: draw(_value) for c in "abcde"},
+                    "gs": dt.date(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-20, 40))),
+                    "gd": dt.date(2025, 2, 1) + dt.timedelta(days=draw(st.integers(-40, 30))),
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "account_id": pl.String,
+            "as_of": pl.Date,
+            "seg": pl.String,
+            **{c: pl.Float64 for c in "abcde"},
+            "gs": pl.Date,
+            "gd": pl.Date,
+        },
+    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,8 +183,11 @@ def postgres():
     try:
         yield f"host=127.0.0.1 port={port} dbname=postgres user=hs connect_timeout=10"
     finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -163,11 +212,27 @@ def _fixed_frame() -> pl.DataFrame:
     for a, seg in enumerate(["s", "l", None]):
         for w in range(8):
             k = a * 8 + w
-            rows.append({"account_id": f"acc{a}", "as_of": dt.date(2025, 1, 6) + dt.timedelta(weeks=w), "seg": seg,
-                         **{c: vals[(k * (i + 2) + i) % len(vals)] for i, c in enumerate("abcde")},
-                         "gs": dt.date(2025, 1, 1) + dt.timedelta(days=7 * (a - 1)), "gd": dt.date(2025, 3, 1)})
-    return pl.DataFrame(rows, schema={"account_id": pl.String, "as_of": pl.Date, "seg": pl.String,
-                                      **{c: pl.Float64 for c in "abcde"}, "gs": pl.Date, "gd": pl.Date})
+            rows.append(
+                {
+                    "account_id": f"acc{a}",
+                    "as_of": dt.date(2025, 1, 6) + dt.timedelta(weeks=w),
+                    "seg": seg,
+                    **{c: vals[(k * (i + 2) + i) % len(vals)] for i, c in enumerate("abcde")},
+                    "gs": dt.date(2025, 1, 1) + dt.timedelta(days=7 * (a - 1)),
+                    "gd": dt.date(2025, 3, 1),
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "account_id": pl.String,
+            "as_of": pl.Date,
+            "seg": pl.String,
+            **{c: pl.Float64 for c in "abcde"},
+            "gs": pl.Date,
+            "gd": pl.Date,
+        },
+    )
 
 
 def test_duckdb_equals_polars_on_the_fixed_frame():
@@ -192,8 +257,20 @@ def test_the_query_reads_as_steps_with_the_model_named(sample):
     _, model, _ = sample
     query = score_query(model, dialect="snowflake", table="analytics.snapshots")
     names = [cte.alias for cte in query.args["with_"].expressions]
-    assert names == ["prepared", "trend_windows", "trend_lagged", "measured", "calibrated", "subscores",
-                     "presence", "categories", "coverage_gate", "factors", "drivers", "scored"]
+    assert names == [
+        "prepared",
+        "trend_windows",
+        "trend_lagged",
+        "measured",
+        "calibrated",
+        "subscores",
+        "presence",
+        "categories",
+        "coverage_gate",
+        "factors",
+        "drivers",
+        "scored",
+    ]
     text = query.sql(dialect="snowflake", pretty=True)
     assert "FROM analytics.snapshots" in text
     assert "csm_assessment (categorical, csm_assessment)" in text
@@ -224,8 +301,13 @@ def test_overrides_are_refused_outside_polars(sample):
 
 
 def test_unfitted_method_names_metric_and_method():
-    model = ScoreModel("m", "1", [Metric("calls", "api_calls", "usage", method="log_z", params={"clip": 2.0})],
-                       {"usage": Category("usage")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+    model = ScoreModel(
+        "m",
+        "1",
+        [Metric("calls", "api_calls", "usage", method="log_z", params={"clip": 2.0})],
+        {"usage": Category("usage")},
+        [Band(*b[:3]) for b in DEFAULT_BANDS],
+    )
     with pytest.raises(ModelError, match=r"metrics\[1\] \(calls\).params: method log_z learns center, scale"):
         score_sql(model)
 
@@ -233,8 +315,11 @@ def test_unfitted_method_names_metric_and_method():
 def test_a_method_without_sql_form_names_metric_and_method(sample, monkeypatch):
     _, model, _ = sample
     monkeypatch.delitem(sqlscore._MEASURES, "goal")
-    with pytest.raises(SqlScoreError, match=r"metrics\[14\] \(goal_progress\): calibration method 'goal' has no "
-                                            "SQL form yet"):
+    with pytest.raises(
+        SqlScoreError,
+        match=r"metrics\[14\] \(goal_progress\): calibration method 'goal' has no "
+        "SQL form yet",
+    ):
         score_sql(model)
 
 
@@ -245,14 +330,34 @@ def test_cli_prints_sql_and_writes_a_dbt_model(tmp_path, capsys):
     printed = capsys.readouterr().out
     sqlglot.parse_one(printed, read="bigquery")
     assert "FLOAT64" in printed
-    assert main(["sql", "--model", model_file, "--dialect", "snowflake", "--table", "stg_snapshots",
-                 "--dbt", str(tmp_path / "models")]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "--model",
+                model_file,
+                "--dialect",
+                "snowflake",
+                "--table",
+                "stg_snapshots",
+                "--dbt",
+                str(tmp_path / "models"),
+            ]
+        )
+        == 0
+    )
     sql = (tmp_path / "models" / "health_scores.sql").read_text()
     schema = (tmp_path / "models" / "schema.yml").read_text()
     assert "FROM {{ ref('stg_snapshots') }}" in sql and "{{ config(materialized='table') }}" in sql
     sqlglot.parse_one(sql.split("}}", 1)[1].replace("{{ ref('stg_snapshots') }}", "stg_snapshots"), read="snowflake")
-    for needle in ("unique_combination_of_columns", "combination_of_columns: [account_id, as_of]",
-                   "tests: [not_null]", "min_value: 0", "max_value: 100", '["red", "yellow", "green"]'):
+    for needle in (
+        "unique_combination_of_columns",
+        "combination_of_columns: [account_id, as_of]",
+        "tests: [not_null]",
+        "min_value: 0",
+        "max_value: 100",
+        '["red", "yellow", "green"]',
+    ):
         assert needle in schema
     assert main(["sql", "--model", model_file, "--table", "a.b", "--dbt", str(tmp_path / "x")]) == 2
     assert "--table 'a.b': with --dbt" in capsys.readouterr().err

@@ -11,6 +11,7 @@ query planning and the job included). A log-log chart of rows against seconds go
 Sizes: ``HS_BENCH_ENGINE_ROWS`` (comma-separated, default ``10000,100000,1000000``); the 10M size
 needs about 20 GB for polars and several minutes on Spark, so it is opt-in.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,14 @@ _CHILD = textwrap.dedent("""
 
 def _run(engine: str, n: int) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "toolkit"), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, engine, str(n)], capture_output=True, text=True,
-                          env=env, timeout=3600, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, engine, str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -65,11 +72,16 @@ def _chart(points: list[dict], out: Path) -> None:
     import polars as pl
 
     frame = pl.DataFrame(points)
-    chart = (alt.Chart(frame).mark_line(point=True)
-             .encode(x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="snapshot rows"),
-                     y=alt.Y("seconds:Q", scale=alt.Scale(type="log"), title="seconds to score"),
-                     color=alt.Color("engine:N", title="engine"))
-             .properties(title="Scoring time by engine (log-log)", width=420, height=300))
+    chart = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="snapshot rows"),
+            y=alt.Y("seconds:Q", scale=alt.Scale(type="log"), title="seconds to score"),
+            color=alt.Color("engine:N", title="engine"),
+        )
+        .properties(title="Scoring time by engine (log-log)", width=420, height=300)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     chart.save(str(out.with_suffix(".html")))
     try:
@@ -86,13 +98,30 @@ def bench_engines() -> list[Result]:
         base = runs["polars"]["seconds"]
         for engine, r in runs.items():
             points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
-            results.append(Result(
-                benchmark="engines", measure=f"{engine} score {n:,} rows", ours=r["seconds"], baseline=base,
-                ratio=base / r["seconds"], goal="report (polars = 1)", ok=None,
-                detail={"rows_per_second": n / r["seconds"], "peak_mb": round(r["peak_mb"]), "rows": r["rows"]}))
+            results.append(
+                Result(
+                    benchmark="engines",
+                    measure=f"{engine} score {n:,} rows",
+                    ours=r["seconds"],
+                    baseline=base,
+                    ratio=base / r["seconds"],
+                    goal="report (polars = 1)",
+                    ok=None,
+                    detail={"rows_per_second": n / r["seconds"], "peak_mb": round(r["peak_mb"]), "rows": r["rows"]},
+                )
+            )
     spark_fixed = min(p["seconds"] for p in points if p["engine"] == "spark")
-    results.append(Result(benchmark="engines", measure=f"spark fixed cost ({min(sizes):,} rows)", ours=spark_fixed,
-                          baseline=None, ratio=None, goal="report", ok=None))
+    results.append(
+        Result(
+            benchmark="engines",
+            measure=f"spark fixed cost ({min(sizes):,} rows)",
+            ours=spark_fixed,
+            baseline=None,
+            ratio=None,
+            goal="report",
+            ok=None,
+        )
+    )
     _chart(points, ROOT / "build" / "bench_engines")
     return results
 

@@ -20,6 +20,7 @@ Agreement with the polars engine to the last bit is designed in, not hoped for:
 >>> "WITH prepared AS" in sql and f"model health {model.hash}" in sql
 True
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,9 +33,8 @@ import polars as pl
 import sqlglot
 from sqlglot import exp
 
-from healthscore.core import calibration
-from healthscore.core.scoring import AUDIT_COLUMNS, KEYS, _EPS, _OUTPUT_SCALARS
-from healthscore.core import scoring
+from healthscore.core import calibration, scoring
+from healthscore.core.scoring import _EPS, _OUTPUT_SCALARS, AUDIT_COLUMNS, KEYS
 from healthscore.errors import HealthscoreError
 from healthscore.io import runners
 from healthscore.spec.model import Metric, ModelError, ScoreModel
@@ -77,8 +77,9 @@ def _col(name: str) -> exp.Column:
     return exp.column(name)
 
 
-def _case(branches: Sequence[tuple[exp.Expression, exp.Expression]],
-          default: exp.Expression | None = None) -> exp.Expression:
+def _case(
+    branches: Sequence[tuple[exp.Expression, exp.Expression]], default: exp.Expression | None = None
+) -> exp.Expression:
     case = exp.Case()
     for cond, value in branches:
         case = case.when(cond, value)
@@ -154,10 +155,10 @@ def _ordered(name: str, dialect: str) -> exp.Ordered:
     return exp.Ordered(this=_col(name), nulls_first=nulls_first)
 
 
-def _window(func: exp.Expression, acc: str, day: str, dialect: str,
-            frame: exp.WindowSpec | None = None) -> exp.Window:
-    return exp.Window(this=func, partition_by=[_col(acc)], order=exp.Order(expressions=[_ordered(day, dialect)]),
-                      spec=frame)
+def _window(func: exp.Expression, acc: str, day: str, dialect: str, frame: exp.WindowSpec | None = None) -> exp.Window:
+    return exp.Window(
+        this=func, partition_by=[_col(acc)], order=exp.Order(expressions=[_ordered(day, dialect)]), spec=frame
+    )
 
 
 # ---------------------------------------------------------------- calibration maps
@@ -216,8 +217,8 @@ class _Plan:
     schema: dict[str, str] | None
     acc: str = KEYS[0]
     day: str = KEYS[1]
-    clean: dict[str, str] = field(default_factory=dict)        # raw column -> cleaned column
-    raw: dict[str, str] = field(default_factory=dict)          # raw column -> copy as it is (categorical)
+    clean: dict[str, str] = field(default_factory=dict)  # raw column -> cleaned column
+    raw: dict[str, str] = field(default_factory=dict)  # raw column -> copy as it is (categorical)
     goals: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (start, due, date) -> prefix
     trends: dict[tuple[str, int, str, str], str] = field(default_factory=dict)  # (col, w, acc, day) -> prefix
 
@@ -253,20 +254,28 @@ def _check_version(model: ScoreModel, ver: _Version) -> None:
     m = ver.metric
     where = f" (variant {ver.variant})" if ver.variant else ""
     if m.method not in calibration.METHODS:
-        raise ModelError(f"{model._where()}metrics[{ver.index}] ({m.name}).method: "
-                         + calibration.check_params(m.method, m.params)[0])
+        raise ModelError(
+            f"{model._where()}metrics[{ver.index}] ({m.name}).method: "
+            + calibration.check_params(m.method, m.params)[0]
+        )
     missing = sorted(calibration.METHODS[m.method].fitted_keys - set(m.params))
     if missing:
-        raise ModelError(f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: method {m.method} learns "
-                         f"{', '.join(missing)} from data and has not been fitted; run "
-                         "hs.fit_calibration(model, snapshots) and save the model")
+        raise ModelError(
+            f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: method {m.method} learns "
+            f"{', '.join(missing)} from data and has not been fitted; run "
+            "hs.fit_calibration(model, snapshots) and save the model"
+        )
     msgs = calibration.check_params(m.method, m.params, m.direction)
     if msgs:
-        raise ModelError(f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: "
-                         f"calibration '{m.method}': " + "; ".join(msgs))
+        raise ModelError(
+            f"{model._where()}metrics[{ver.index}] ({m.name}).params{where}: "
+            f"calibration '{m.method}': " + "; ".join(msgs)
+        )
     if m.method not in _MEASURES:
-        raise SqlScoreError(f"{model._where()}metrics[{ver.index}] ({m.name}): calibration method {m.method!r} "
-                            "has no SQL form yet; score this model with engine=\"polars\"")
+        raise SqlScoreError(
+            f"{model._where()}metrics[{ver.index}] ({m.name}): calibration method {m.method!r} "
+            'has no SQL form yet; score this model with engine="polars"'
+        )
 
 
 def _params(ver: _Version) -> dict[str, Any]:
@@ -294,8 +303,9 @@ def _measure_goal(plan: _Plan, ver: _Version) -> exp.Expression:
     key = (p["start_column"], p["due_column"], p["date_column"])
     prefix = plan.goals.setdefault(key, f"goal{len(plan.goals) + 1}")
     elapsed, length = _col(f"{prefix}_elapsed"), _col(f"{prefix}_length")
-    share = _case([(_gt(length, _num(0.0)), _clip(_div(elapsed, length), 0.0, 1.0)),
-                   (_gt(elapsed, _num(0.0)), _num(1.0))])
+    share = _case(
+        [(_gt(length, _num(0.0)), _clip(_div(elapsed, length), 0.0, 1.0)), (_gt(elapsed, _num(0.0)), _num(1.0))]
+    )
     return _mul(_num(p["target"]), share)
 
 
@@ -307,8 +317,11 @@ def _map_goal(plan: _Plan, ver: _Version, expected: exp.Expression) -> exp.Expre
     attainment = _div(value, expected)
     score = _clip(_mul(_div(_sub(attainment, _num(zero)), _num(full - zero)), _num(100.0)), 0.0, 100.0)
     min_expected = float(p.get("min_expected", 0.02 * float(p["target"])))
-    cond = exp.and_(_gt(_col(f"{prefix}_elapsed"), _num(0.0)), _gt(expected, _num(0.0)),
-                    exp.GTE(this=expected, expression=_num(min_expected)))
+    cond = exp.and_(
+        _gt(_col(f"{prefix}_elapsed"), _num(0.0)),
+        _gt(expected, _num(0.0)),
+        exp.GTE(this=expected, expression=_num(min_expected)),
+    )
     return _case([(cond, _flip(score, ver.metric.direction))])
 
 
@@ -369,12 +382,28 @@ def _map_categorical(plan: _Plan, ver: _Version, _: Any) -> exp.Expression:
     return _case(branches)
 
 
-_MEASURES = {"log_z": _measure_log_z, "goal": _measure_goal, "trend": _measure_trend,
-             "thresholds": None, "steps": None, "monotone_bins": None, "percentile": None,
-             "boolean": None, "categorical": None}
-_MAPS = {"log_z": _map_log_z, "goal": _map_goal, "trend": _map_trend, "thresholds": _map_thresholds,
-         "steps": _map_steps, "monotone_bins": _map_steps, "percentile": _map_percentile,
-         "boolean": _map_boolean, "categorical": _map_categorical}
+_MEASURES = {
+    "log_z": _measure_log_z,
+    "goal": _measure_goal,
+    "trend": _measure_trend,
+    "thresholds": None,
+    "steps": None,
+    "monotone_bins": None,
+    "percentile": None,
+    "boolean": None,
+    "categorical": None,
+}
+_MAPS = {
+    "log_z": _map_log_z,
+    "goal": _map_goal,
+    "trend": _map_trend,
+    "thresholds": _map_thresholds,
+    "steps": _map_steps,
+    "monotone_bins": _map_steps,
+    "percentile": _map_percentile,
+    "boolean": _map_boolean,
+    "categorical": _map_categorical,
+}
 
 
 def _raw_double(raw: exp.Expression, kind: str) -> exp.Expression:
@@ -389,8 +418,9 @@ def _clean(raw: exp.Expression, kind: str) -> exp.Expression:
     value = _raw_double(raw, kind)
     if kind == "boolean":
         return value
-    finite = exp.Between(this=value, low=exp.Neg(this=exp.Literal.number(_DOUBLE_MAX)),
-                         high=exp.Literal.number(_DOUBLE_MAX))
+    finite = exp.Between(
+        this=value, low=exp.Neg(this=exp.Literal.number(_DOUBLE_MAX)), high=exp.Literal.number(_DOUBLE_MAX)
+    )
     return _case([(finite, value)])
 
 
@@ -403,8 +433,9 @@ def _per_variant(values: dict[str | None, float]) -> exp.Expression:
     return _case([(_eq(_col("variant"), _str(k)), _num(v)) for k, v in differing.items()], _num(default))
 
 
-def _weights(model: ScoreModel) -> tuple[dict[str, exp.Expression], dict[str, exp.Expression],
-                                         dict[str, exp.Expression]]:
+def _weights(
+    model: ScoreModel,
+) -> tuple[dict[str, exp.Expression], dict[str, exp.Expression], dict[str, exp.Expression]]:
     """Metric weights, category weights and nominal shares, as ``core.scoring._weights`` computes them."""
     resolved = {None: model.resolve(None), **{v.name: model.resolve(v.name) for v in model.variants}}
     metric_w: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
@@ -419,8 +450,11 @@ def _weights(model: ScoreModel) -> tuple[dict[str, exp.Expression], dict[str, ex
             metric_w[m.name][key] = m.weight
             ok = total > 0 and in_cat[m.category] > 0
             share[m.name][key] = r.categories[m.category].weight / total * m.weight / in_cat[m.category] if ok else 0.0
-    return ({k: _per_variant(v) for k, v in metric_w.items()}, {k: _per_variant(v) for k, v in cat_w.items()},
-            {k: _per_variant(v) for k, v in share.items()})
+    return (
+        {k: _per_variant(v) for k, v in metric_w.items()},
+        {k: _per_variant(v) for k, v in cat_w.items()},
+        {k: _per_variant(v) for k, v in share.items()},
+    )
 
 
 # ---------------------------------------------------------------- schema
@@ -455,18 +489,40 @@ def output_columns(model: ScoreModel, columns: Sequence[str] = ()) -> list[str]:
     ['account_id', 'as_of', 'sub_seat_utilization']
     """
     names = [m.name for m in model.metrics]
-    return [*KEYS, *_attributes(model, columns), *[f"sub_{n}" for n in names],
-            *[f"cat_{c}" for c in model.categories],
-            "score", "band", "coverage", "null_reason", "score_change_1", "score_change_4",
-            *[f"drv_{n}" for n in names], *[f"drvchg_{n}" for n in names],
-            "variant", *AUDIT_COLUMNS, "model_name", "model_version", "model_hash"]
+    return [
+        *KEYS,
+        *_attributes(model, columns),
+        *[f"sub_{n}" for n in names],
+        *[f"cat_{c}" for c in model.categories],
+        "score",
+        "band",
+        "coverage",
+        "null_reason",
+        "score_change_1",
+        "score_change_4",
+        *[f"drv_{n}" for n in names],
+        *[f"drvchg_{n}" for n in names],
+        "variant",
+        *AUDIT_COLUMNS,
+        "model_name",
+        "model_version",
+        "model_hash",
+    ]
 
 
 def _attributes(model: ScoreModel, columns: Sequence[str]) -> list[str]:
     metric_cols = {m.column for m in model.metrics}
     subs = {f"sub_{m.name}" for m in model.metrics}
-    return [c for c in columns if c not in metric_cols and c not in KEYS and c != "variant" and c not in subs
-            and not c.startswith(_DERIVED) and c not in _OUTPUT_SCALARS]
+    return [
+        c
+        for c in columns
+        if c not in metric_cols
+        and c not in KEYS
+        and c != "variant"
+        and c not in subs
+        and not c.startswith(_DERIVED)
+        and c not in _OUTPUT_SCALARS
+    ]
 
 
 # ---------------------------------------------------------------- the query
@@ -491,9 +547,14 @@ def _star_from(name: str, *projections: exp.Expression) -> exp.Select:
     return exp.select(exp.Star(), *projections).from_(name)
 
 
-def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "duckdb",
-                columns: Mapping[str, Any] | Sequence[str] | None = None,
-                as_of: dt.date | str | None = None) -> exp.Expression:
+def score_query(
+    model: ScoreModel,
+    *,
+    table: str = "snapshots",
+    dialect: str = "duckdb",
+    columns: Mapping[str, Any] | Sequence[str] | None = None,
+    as_of: dt.date | str | None = None,
+) -> exp.Expression:
     """The scoring of ``model`` over ``table`` as one sqlglot query (CTEs: one step each).
 
     ``columns`` (names, or a polars schema) lists the snapshot columns: the attribute columns are
@@ -519,8 +580,9 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
         _check_version(model, ver)
 
     # measures and maps are built first: they register the cleaned columns, goals and trends they use
-    measures = {ver.tag: _MEASURES[ver.metric.method](plan, ver) for ver in versions
-                if _MEASURES[ver.metric.method] is not None}
+    measures = {
+        ver.tag: _MEASURES[ver.metric.method](plan, ver) for ver in versions if _MEASURES[ver.metric.method] is not None
+    }
     maps = {ver.tag: _MAPS[ver.metric.method](plan, ver, _col(f"measure__{ver.tag}")) for ver in versions}
 
     attrs = _attributes(model, list(kinds or {}))
@@ -528,8 +590,11 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
     names = [m.name for m in model.metrics]
 
     # 1. prepared: keys, attributes, variant, cleaned raw values, goal periods
-    variant = (_case([(_variant_match(v), _str(v.name)) for v in model.variants], _str("default"))
-               if model.variants else _str("default"))
+    variant = (
+        _case([(_variant_match(v), _str(v.name)) for v in model.variants], _str("default"))
+        if model.variants
+        else _str("default")
+    )
     prepared = [_col(k) for k in KEYS] + [_col(a) for a in attrs] + [exp.alias_(variant, "variant")]
     for column, alias in plan.clean.items():
         prepared.append(exp.alias_(_clean(_col(column), (kinds or {}).get(column, "")), alias))
@@ -542,8 +607,14 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
     select = exp.select(*prepared).from_(plan.table)
     if as_of is not None:
         select = select.where(exp.LTE(this=_col(KEYS[1]), expression=_date(as_of)))
-    ctes.append(_cte("prepared", select, f"model {model.name} {model.hash} (version {model.version}): "
-                                         "keys, attributes, variant, raw values (NaN and infinity -> null)"))
+    ctes.append(
+        _cte(
+            "prepared",
+            select,
+            f"model {model.name} {model.hash} (version {model.version}): "
+            "keys, attributes, variant, raw values (NaN and infinity -> null)",
+        )
+    )
     last = "prepared"
 
     # 2. trend windows: mean over the last window and the window before, per account in date order
@@ -562,14 +633,23 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
 
     # 3. measures: the number a method maps (z-score, expected goal progress, relative change)
     if measures:
-        ctes.append(_cte("measured", _star_from(last, *[exp.alias_(e, f"measure__{t}") for t, e in measures.items()]),
-                         "measures: " + ", ".join(f"{v.tag} ({v.metric.method})" for v in versions
-                                                  if v.tag in measures)))
+        ctes.append(
+            _cte(
+                "measured",
+                _star_from(last, *[exp.alias_(e, f"measure__{t}") for t, e in measures.items()]),
+                "measures: " + ", ".join(f"{v.tag} ({v.metric.method})" for v in versions if v.tag in measures),
+            )
+        )
         last = "measured"
 
     # 4. calibrated: each metric (and each variant's version of it) mapped to a score, not yet clipped
-    ctes.append(_cte("calibrated", _star_from(last, *[exp.alias_(e, f"cal__{t}") for t, e in maps.items()]),
-                     "calibration: " + ", ".join(f"{v.tag} ({v.metric.method}, {v.metric.column})" for v in versions)))
+    ctes.append(
+        _cte(
+            "calibrated",
+            _star_from(last, *[exp.alias_(e, f"cal__{t}") for t, e in maps.items()]),
+            "calibration: " + ", ".join(f"{v.tag} ({v.metric.method}, {v.metric.column})" for v in versions),
+        )
+    )
 
     # 5. sub-scores: clipped to 0..100, N/A policy, variant versions
     subs = []
@@ -583,12 +663,22 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
 
         expr = finished(ver)
         if special[n]:
-            expr = _case([(_eq(_col("variant"), _str(vname)), exp.Null() if v is None else finished(v))
-                          for vname, v in special[n].items()], expr)
+            expr = _case(
+                [
+                    (_eq(_col("variant"), _str(vname)), exp.Null() if v is None else finished(v))
+                    for vname, v in special[n].items()
+                ],
+                expr,
+            )
         subs.append(exp.alias_(_double(expr), f"sub_{n}"))
     keep = [_col(k) for k in KEYS] + [_col(a) for a in attrs] + [_col("variant")]
-    ctes.append(_cte("subscores", exp.select(*keep, *subs).from_("calibrated"),
-                     "sub-scores 0..100 (null = not applicable): " + ", ".join(names)))
+    ctes.append(
+        _cte(
+            "subscores",
+            exp.select(*keep, *subs).from_("calibrated"),
+            "sub-scores 0..100 (null = not applicable): " + ", ".join(names),
+        )
+    )
 
     # 6.. combine, in the order and with the same sums as core.scoring.combine
     metric_w, cat_w, share = _weights(model)
@@ -600,35 +690,71 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
     presence = [exp.alias_(_sum([_case([(_not_null(sub[n]), share[n])], _num(0.0)) for n in names]), "coverage_raw")]
     presence += [exp.alias_(_sum([present_w[n] for n in ns] or [_num(0.0)]), f"weight_{c}") for c, ns in by_cat.items()]
     presence += [exp.alias_(ps[n], f"points_{n}") for n in names]
-    ctes.append(_cte("presence", _star_from("subscores", *presence),
-                     "present weight per category, weight x sub-score per metric, raw coverage"))
+    ctes.append(
+        _cte(
+            "presence",
+            _star_from("subscores", *presence),
+            "present weight per category, weight x sub-score per metric, raw coverage",
+        )
+    )
 
     cw = {c: _col(f"weight_{c}") for c in by_cat}
     cats = [exp.alias_(_clip(_col("coverage_raw"), 0.0, 1.0), "coverage")]
-    cats += [exp.alias_(_case([(_gt(cw[c], _num(0.0)),
-                                _div(_sum([_col(f"points_{n}") for n in ns] or [_num(0.0)]), cw[c]))]),
-                        f"cat_raw_{c}") for c, ns in by_cat.items()]
-    cats.append(exp.alias_(_sum([_case([(_gt(cw[c], _num(0.0)), cat_w[c])], _num(0.0)) for c in by_cat]),
-                           "total_weight"))
-    ctes.append(_cte("categories", _star_from("presence", *cats),
-                     "category scores (weights renormalised over the metrics present) and coverage"))
+    cats += [
+        exp.alias_(
+            _case([(_gt(cw[c], _num(0.0)), _div(_sum([_col(f"points_{n}") for n in ns] or [_num(0.0)]), cw[c]))]),
+            f"cat_raw_{c}",
+        )
+        for c, ns in by_cat.items()
+    ]
+    cats.append(
+        exp.alias_(_sum([_case([(_gt(cw[c], _num(0.0)), cat_w[c])], _num(0.0)) for c in by_cat]), "total_weight")
+    )
+    ctes.append(
+        _cte(
+            "categories",
+            _star_from("presence", *cats),
+            "category scores (weights renormalised over the metrics present) and coverage",
+        )
+    )
 
-    ok_expr = exp.and_(_gt(_col("coverage"), _num(0.0)),
-                       exp.GTE(this=_col("coverage"), expression=_num(model.min_coverage - _EPS)))
+    ok_expr = exp.and_(
+        _gt(_col("coverage"), _num(0.0)), exp.GTE(this=_col("coverage"), expression=_num(model.min_coverage - _EPS))
+    )
     gate = [exp.alias_(ok_expr, "has_score")]
     gate += [exp.alias_(_clip(_col(f"cat_raw_{c}"), 0.0, 100.0), f"cat_{c}") for c in by_cat]
-    ctes.append(_cte("coverage_gate", _star_from("categories", *gate),
-                     f"a score needs coverage >= {model.min_coverage:g}"))
+    ctes.append(
+        _cte("coverage_gate", _star_from("categories", *gate), f"a score needs coverage >= {model.min_coverage:g}")
+    )
 
-    factors = [exp.alias_(_case([(_col("has_score"), _case([(_gt(cw[c], _num(0.0)),
-                                                             _div(_div(cat_w[c], _col("total_weight")), cw[c]))],
-                                                           _num(0.0)))]), f"factor_{c}") for c in by_cat]
-    ctes.append(_cte("factors", _star_from("coverage_gate", *factors),
-                     "each category's share of the score per unit of present weight"))
+    factors = [
+        exp.alias_(
+            _case(
+                [
+                    (
+                        _col("has_score"),
+                        _case([(_gt(cw[c], _num(0.0)), _div(_div(cat_w[c], _col("total_weight")), cw[c]))], _num(0.0)),
+                    )
+                ]
+            ),
+            f"factor_{c}",
+        )
+        for c in by_cat
+    ]
+    ctes.append(
+        _cte(
+            "factors",
+            _star_from("coverage_gate", *factors),
+            "each category's share of the score per unit of present weight",
+        )
+    )
 
     drivers = [exp.alias_(_mul(_col(f"points_{n}"), _col(f"factor_{cat_of[n]}")), f"drv_{n}") for n in names]
-    ctes.append(_cte("drivers", _star_from("factors", *drivers),
-                     "drivers: each metric's points in the score (they add up to it)"))
+    ctes.append(
+        _cte(
+            "drivers", _star_from("factors", *drivers), "drivers: each metric's points in the score (they add up to it)"
+        )
+    )
 
     total = _case([(_col("has_score"), _clip(_sum([_col(f"drv_{n}") for n in names]), 0.0, 100.0))])
     ctes.append(_cte("scored", _star_from("drivers", exp.alias_(total, "score")), "score = sum of the drivers"))
@@ -655,20 +781,30 @@ def score_query(model: ScoreModel, *, table: str = "snapshots", dialect: str = "
     for c in AUDIT_COLUMNS[1:4]:
         out[c] = exp.cast(exp.Null(), exp.DataType.build("TEXT"))
     out["override_computed_score"] = _double(exp.Null())
-    out["model_name"], out["model_version"], out["model_hash"] = (_str(model.name), _str(model.version),
-                                                                  _str(model.hash))
-    final = exp.select(*[e if isinstance(e, exp.Column) and e.name == c else exp.alias_(e, c)
-                         for c, e in out.items()]).from_("scored")
+    out["model_name"], out["model_version"], out["model_hash"] = (
+        _str(model.name),
+        _str(model.version),
+        _str(model.hash),
+    )
+    final = exp.select(
+        *[e if isinstance(e, exp.Column) and e.name == c else exp.alias_(e, c) for c, e in out.items()]
+    ).from_("scored")
     if as_of is not None:
         # windows see every earlier snapshot: the filter to the latest date comes after them
         ctes.append(_cte("all_dates", final, "every snapshot date up to as_of, with its history"))
-        latest = exp.select(exp.Max(this=_col(day))).from_(plan.table).where(
-            exp.LTE(this=_col(day), expression=_date(as_of)))
-        final = exp.select(*[_col(c) for c in out]).from_("all_dates").where(
-            _eq(_col(day), exp.Subquery(this=latest)))
+        latest = (
+            exp.select(exp.Max(this=_col(day)))
+            .from_(plan.table)
+            .where(exp.LTE(this=_col(day), expression=_date(as_of)))
+        )
+        final = exp.select(*[_col(c) for c in out]).from_("all_dates").where(_eq(_col(day), exp.Subquery(this=latest)))
     final = final.order_by(_ordered(acc, dialect), _ordered(day, dialect))
-    final.add_comments([f"bands ({', '.join(f'{b.name} {b.lower:g}-{b.upper:g}' for b in model.bands)}), "
-                        "null reason, changes since the previous snapshots, model stamp"])
+    final.add_comments(
+        [
+            f"bands ({', '.join(f'{b.name} {b.lower:g}-{b.upper:g}' for b in model.bands)}), "
+            "null reason, changes since the previous snapshots, model stamp"
+        ]
+    )
     final.set("with_", exp.With(expressions=ctes))
     return final
 
@@ -701,8 +837,10 @@ def _band(model: ScoreModel, score: exp.Expression) -> exp.Expression:
 
 def _null_reason(model: ScoreModel, metric_w: dict[str, exp.Expression]) -> exp.Expression:
     """Why the score is null, spelled like the polars engine (coverage rounded down to 0.1%)."""
-    parts = [_case([(exp.and_(_is_null(_col(f"sub_{n}")), _gt(w, _num(0.0))), _str(f", {n}"))], _str(""))
-             for n, w in metric_w.items()]
+    parts = [
+        _case([(exp.and_(_is_null(_col(f"sub_{n}")), _gt(w, _num(0.0))), _str(f", {n}"))], _str(""))
+        for n, w in metric_w.items()
+    ]
     joined = parts[0]
     for p in parts[1:]:
         joined = exp.DPipe(this=joined, expression=p)
@@ -710,8 +848,10 @@ def _null_reason(model: ScoreModel, metric_w: dict[str, exp.Expression]) -> exp.
     permille = exp.cast(exp.Floor(this=_mul(_col("coverage"), _num(1000.0))), exp.DataType.build("BIGINT"))
     whole = exp.cast(exp.Floor(this=_div(permille, _num(10.0))), exp.DataType.build("BIGINT"))
     tenth = _sub(permille, _mul(_int(10), whole))
-    pct = exp.DPipe(this=exp.DPipe(this=exp.cast(whole, exp.DataType.build("TEXT")), expression=_str(".")),
-                    expression=exp.cast(tenth, exp.DataType.build("TEXT")))
+    pct = exp.DPipe(
+        this=exp.DPipe(this=exp.cast(whole, exp.DataType.build("TEXT")), expression=_str(".")),
+        expression=exp.cast(tenth, exp.DataType.build("TEXT")),
+    )
 
     def cat(*xs: exp.Expression) -> exp.Expression:
         out = xs[0]
@@ -720,15 +860,23 @@ def _null_reason(model: ScoreModel, metric_w: dict[str, exp.Expression]) -> exp.
         return out
 
     none = cat(_str("no metric present (missing: "), missing, _str(")"))
-    low = cat(_str("coverage "), pct, _str(f"% below minimum {model.min_coverage * 100:g}% (missing: "), missing,
-              _str(")"))
-    return _case([(_is_null(_col("score")),
-                   _case([(exp.LTE(this=_col("coverage"), expression=_num(0.0)), none)], low))])
+    low = cat(
+        _str("coverage "), pct, _str(f"% below minimum {model.min_coverage * 100:g}% (missing: "), missing, _str(")")
+    )
+    return _case(
+        [(_is_null(_col("score")), _case([(exp.LTE(this=_col("coverage"), expression=_num(0.0)), none)], low))]
+    )
 
 
-def score_sql(model: ScoreModel, *, dialect: str = "duckdb", table: str = "snapshots",
-              columns: Mapping[str, Any] | Sequence[str] | None = None, as_of: dt.date | str | None = None,
-              pretty: bool = True) -> str:
+def score_sql(
+    model: ScoreModel,
+    *,
+    dialect: str = "duckdb",
+    table: str = "snapshots",
+    columns: Mapping[str, Any] | Sequence[str] | None = None,
+    as_of: dt.date | str | None = None,
+    pretty: bool = True,
+) -> str:
     """:func:`score_query` as text in ``dialect`` (duckdb, spark, postgres, snowflake, bigquery).
 
     >>> import healthscore as hs
@@ -740,21 +888,35 @@ def score_sql(model: ScoreModel, *, dialect: str = "duckdb", table: str = "snaps
     return query.sql(dialect=dialect, pretty=pretty) + "\n"
 
 
-
 def _spark_kinds(frame: Any) -> dict[str, str]:
     kinds = {}
     for f in frame.schema.fields:
         name = f.dataType.typeName()
-        kinds[f.name] = ("boolean" if name == "boolean" else "text" if name == "string"
-                         else "date" if name in ("date", "timestamp", "timestamp_ntz")
-                         else "number" if name in ("double", "float", "integer", "long", "short", "byte", "decimal")
-                         else "other")
+        kinds[f.name] = (
+            "boolean"
+            if name == "boolean"
+            else "text"
+            if name == "string"
+            else "date"
+            if name in ("date", "timestamp", "timestamp_ntz")
+            else "number"
+            if name in ("double", "float", "integer", "long", "short", "byte", "decimal")
+            else "other"
+        )
     return kinds
 
 
-def score_with(engine: str, snapshots: Any, model: ScoreModel, *, as_of: dt.date | str | None = None,
-               overrides: Any = None, session: Any = None, dsn: str | None = None,
-               connection: Any = None) -> pl.DataFrame:
+def score_with(
+    engine: str,
+    snapshots: Any,
+    model: ScoreModel,
+    *,
+    as_of: dt.date | str | None = None,
+    overrides: Any = None,
+    session: Any = None,
+    dsn: str | None = None,
+    connection: Any = None,
+) -> pl.DataFrame:
     """Score ``snapshots`` with ``model`` on ``engine``: polars, duckdb, spark or postgres.
 
     Every engine returns the frame :func:`healthscore.core.scoring.score` returns, equal to 1e-9
@@ -774,8 +936,10 @@ def score_with(engine: str, snapshots: Any, model: ScoreModel, *, as_of: dt.date
     if engine == "polars":
         return scoring.score(snapshots, model, overrides=overrides, as_of=as_of)
     if overrides is not None:
-        raise SqlScoreError(f"overrides are applied by the polars engine only; score with engine=\"polars\" "
-                            f"or drop overrides= for engine={engine!r}")
+        raise SqlScoreError(
+            f'overrides are applied by the polars engine only; score with engine="polars" '
+            f"or drop overrides= for engine={engine!r}"
+        )
     table = "snapshots"
     if engine == "spark":
         spark = session if session is not None else runners.spark_session()
@@ -796,6 +960,8 @@ def score_with(engine: str, snapshots: Any, model: ScoreModel, *, as_of: dt.date
     if engine == "duckdb":
         return runners.run_duckdb(sql, {table: frame}, connection=connection)
     if dsn is None:
-        raise SqlScoreError("engine=\"postgres\" needs dsn= (a connection string such as "
-                            "\"host=127.0.0.1 port=5432 dbname=health user=me\")")
+        raise SqlScoreError(
+            'engine="postgres" needs dsn= (a connection string such as '
+            '"host=127.0.0.1 port=5432 dbname=health user=me")'
+        )
     return runners.run_postgres(sql, {table: frame}, dsn=dsn)

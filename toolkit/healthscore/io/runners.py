@@ -10,6 +10,7 @@ Query generation lives in ``healthscore.core.sqlscore``; this module only connec
 >>> run_duckdb("SELECT SUM(x) AS total FROM t", {"t": pl.DataFrame({"x": [1.5, 2.5]})})["total"].to_list()
 [4.0]
 """
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ class EngineError(HealthscoreError):
     """An engine is missing, cannot be reached, or refused a query; the message says how to fix it."""
 
 
-def run_duckdb(sql: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame], *,
-               connection: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
+def run_duckdb(
+    sql: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame], *, connection: duckdb.DuckDBPyConnection | None = None
+) -> pl.DataFrame:
     """Run ``sql`` on DuckDB with ``tables`` registered as views (no copy); the result as polars.
 
     ``connection`` (optional) is a DuckDB connection whose own tables the query may also read,
@@ -65,11 +67,14 @@ def spark_session(master: str = "local[2]", *, shuffle_partitions: int = 4) -> A
         from pyspark.sql import SparkSession
     except ImportError:
         raise EngineError("Spark needs pyspark: pip install 'healthscore[spark]' (and Java 17 or newer)") from None
-    return (SparkSession.builder.master(master).appName("healthscore")
-            .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate())
+    return (
+        SparkSession.builder.master(master)
+        .appName("healthscore")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
 
 
 def run_spark(sql: str, tables: Mapping[str, Any], *, session: Any = None) -> pl.DataFrame:
@@ -101,10 +106,21 @@ def run_spark(sql: str, tables: Mapping[str, Any], *, session: Any = None) -> pl
     return pl.from_arrow(arrow)  # type: ignore[return-value]
 
 
-_PG_TYPES = {pl.Float64: "DOUBLE PRECISION", pl.Float32: "REAL", pl.Int64: "BIGINT", pl.Int32: "INTEGER",
-             pl.Int16: "SMALLINT", pl.Int8: "SMALLINT", pl.UInt8: "SMALLINT", pl.UInt16: "INTEGER",
-             pl.UInt32: "BIGINT", pl.Boolean: "BOOLEAN", pl.String: "TEXT", pl.Date: "DATE",
-             pl.Datetime: "TIMESTAMP"}
+_PG_TYPES = {
+    pl.Float64: "DOUBLE PRECISION",
+    pl.Float32: "REAL",
+    pl.Int64: "BIGINT",
+    pl.Int32: "INTEGER",
+    pl.Int16: "SMALLINT",
+    pl.Int8: "SMALLINT",
+    pl.UInt8: "SMALLINT",
+    pl.UInt16: "INTEGER",
+    pl.UInt32: "BIGINT",
+    pl.Boolean: "BOOLEAN",
+    pl.String: "TEXT",
+    pl.Date: "DATE",
+    pl.Datetime: "TIMESTAMP",
+}
 
 
 def run_postgres(sql: str, tables: Mapping[str, pl.DataFrame], *, dsn: str) -> pl.DataFrame:
@@ -130,16 +146,22 @@ def run_postgres(sql: str, tables: Mapping[str, pl.DataFrame], *, dsn: str) -> p
                 for col, dtype in frame.schema.items():
                     pg = _PG_TYPES.get(dtype.base_type() if hasattr(dtype, "base_type") else dtype)
                     if pg is None:
-                        raise EngineError(f"table {name}: column {col!r} has type {dtype}, which this loader "
-                                          "cannot send to PostgreSQL; cast it to text, a number or a date")
+                        raise EngineError(
+                            f"table {name}: column {col!r} has type {dtype}, which this loader "
+                            "cannot send to PostgreSQL; cast it to text, a number or a date"
+                        )
                     cols.append(pgsql.SQL("{} {}").format(pgsql.Identifier(col), pgsql.SQL(pg)))
-                cur.execute(pgsql.SQL("CREATE TEMPORARY TABLE {} ({})").format(
-                    pgsql.Identifier(name), pgsql.SQL(", ").join(cols)))
+                cur.execute(
+                    pgsql.SQL("CREATE TEMPORARY TABLE {} ({})").format(
+                        pgsql.Identifier(name), pgsql.SQL(", ").join(cols)
+                    )
+                )
                 buf = io.BytesIO()
                 # floats written with the shortest text that reads back as the same double
                 frame.write_csv(buf, include_header=False, null_value="\\N", float_precision=None)
-                with cur.copy(pgsql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(
-                        pgsql.Identifier(name))) as copy:
+                with cur.copy(
+                    pgsql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, NULL '\\N')").format(pgsql.Identifier(name))
+                ) as copy:
                     copy.write(buf.getvalue())
             try:
                 cur.execute(sql)
