@@ -426,11 +426,13 @@ def _clean(raw: exp.Expression, kind: str) -> exp.Expression:
 
 # ---------------------------------------------------------------- weights per variant
 def _per_variant(values: dict[str | None, float]) -> exp.Expression:
+    """A weight that depends on the row's variant, typed DOUBLE: sums of weights are literal-only,
+    and PostgreSQL reads ``0.3e0`` as NUMERIC, whose sums and quotients round differently."""
     default = values[None]
     differing = {k: v for k, v in values.items() if k is not None and v != default}
     if not differing:
-        return _num(default)
-    return _case([(_eq(_col("variant"), _str(k)), _num(v)) for k, v in differing.items()], _num(default))
+        return _double(_num(default))
+    return _double(_case([(_eq(_col("variant"), _str(k)), _num(v)) for k, v in differing.items()], _num(default)))
 
 
 def _weights(
@@ -536,6 +538,12 @@ def _table(table: str, dialect: str) -> exp.Expression:
 def _check_dialect(dialect: str) -> None:
     if dialect not in DIALECTS:
         raise SqlScoreError(f"unknown SQL dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+
+
+# Dialects whose planners inline a CTE into the next one: a step that uses a column three times (a
+# clip) would copy the expression behind it three times, step after step, and the plan grows
+# exponentially. MATERIALIZED keeps each step a step.
+_MATERIALIZE = ("duckdb", "postgres")
 
 
 def _cte(name: str, select: exp.Select, comment: str) -> exp.CTE:
@@ -805,6 +813,9 @@ def score_query(
             "null reason, changes since the previous snapshots, model stamp"
         ]
     )
+    if dialect in _MATERIALIZE:
+        for cte in ctes:
+            cte.set("materialized", True)
     final.set("with_", exp.With(expressions=ctes))
     return final
 
