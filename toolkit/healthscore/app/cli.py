@@ -32,6 +32,7 @@ from healthscore.app.commands.build import add_build
 from healthscore.app.commands.init import add_init
 from healthscore.app.commands.monitor import add_monitor
 from healthscore.app.commands.options import add_extract_args, add_map_arg, parse_map, read_history
+from healthscore.app.commands.sql import add_sql
 from healthscore.app.demo_raw import build_from_raw
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
@@ -813,7 +814,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- main
 _COMMANDS = [add_init, _add_sample, _add_validate, add_build, _add_score, _add_calibrate, _add_fit, _add_evaluate,
-             _add_scorecards, _add_review, add_alerts, add_monitor, _add_demo]
+             _add_scorecards, _add_review, add_alerts, add_monitor, add_sql, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
