@@ -46,7 +46,7 @@ from healthscore.spec.alerts import AlertRule, order_rules
 from healthscore.spec.model import ModelError, ScoreModel
 from healthscore.spec.outcomes import horizon_days, horizon_words, parse_horizon
 
-__all__ = ["AlertError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
+__all__ = ["AlertError", "AlertColumnsError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
            "backtest_alerts", "threshold_for_capacity", "ALERT_COLUMNS", "STATE_SCHEMA"]
 
 ALERT_COLUMNS = ["alert_id", "account_id", "as_of", "rule", "kind", "severity", "owner", "action", "fired_at",
@@ -63,6 +63,10 @@ _KEY = "__key"
 
 class AlertError(ModelError):
     """Alert rules that cannot run on the data given (a missing column, no probability map, a bad state)."""
+
+
+class AlertColumnsError(AlertError):
+    """Alert rules read columns that neither the scores nor the snapshots given have."""
 
 
 # ---------------------------------------------------------------- results
@@ -170,7 +174,7 @@ def _book(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[Al
     first_row = np.empty(len(codes), bool)
     first_row[:1] = True
     np.not_equal(codes[1:], codes[:-1], out=first_row[1:])
-    book = _Book(prepared.drop("__code", "__day"), codes, days, first_row, holds, evidence,
+    book = _Book(prepared.drop("__code", "__day").rechunk(), codes, days, first_row, holds, evidence,
                  prepared["account_id"].filter(pl.Series(first_row)))
     if key is not None:
         try:
@@ -226,6 +230,7 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     # the rows reported: every row of the window with a state, else the run date's (or all rows)
     report = None if report_all or state_date is not None else np.flatnonzero(days >= _day(run_date))
 
+    extra = ["csm"] if "csm" in book.frame.columns else []
     parts: list[pl.DataFrame] = []
     states: list[pl.DataFrame] = []
     for rule_ix, rule in enumerate(rules):
@@ -243,22 +248,22 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
         fired, ids, known = _fired(book, rule.name, codes, days, new_at, np.concatenate([rows, last_rows]), init)
         if rows.size:
             status = np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8)
-            taken = book.frame[rows if sel is None else sel[rows]]
+            evidence = book.evidence[rule.name]
+            cols = dict.fromkeys(["account_id", "as_of", *extra, *evidence.meta.root_names()])
+            taken = book.frame.select(list(cols))[rows if sel is None else sel[rows]]
             part = taken.select(
                 pl.lit(rule_ix, pl.Int32).alias("__rule"),
                 pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8).alias("__sev"),
                 pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
-                *([pl.col("csm")] if "csm" in taken.columns else []),
-                book.evidence[rule.name].struct.json_encode().alias("evidence"),
-                pl.Series("alert_id", ids[:rows.size], dtype=pl.String),
+                *[pl.col(c) for c in extra], evidence.struct.json_encode().alias("evidence"),
+                ids.slice(0, rows.size),
                 _to_date(pl.Series("fired_at", fired[:rows.size], dtype=pl.Int64)),
                 pl.Series("__status", status).replace_strict(_STATUS, return_dtype=pl.String).alias("status"))
             parts.append(part)
         at = slice(rows.size, None)
-        states.append(_next_state(book, codes, days, h, last_rows, fired[at], ids[at], known[at], init, state, rule,
-                                  run_date, model.hash))
+        states.append(_next_state(book, codes, days, h, last_rows, fired[at], ids.slice(rows.size), known[at], init,
+                                  state, rule, run_date, model.hash))
 
-    extra = ["csm"] if "csm" in book.frame.columns else []
     columns = ALERT_COLUMNS + extra
     if parts:
         table = pl.concat(parts, how="vertical_relaxed")
@@ -362,7 +367,7 @@ def _prepare(frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule],
     if missing:
         uses = [f"{r.name} ({', '.join(c for c in _needed(model, r) if c in missing)})" for r in rules
                 if any(c in missing for c in _needed(model, r))]
-        raise AlertError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
+        raise AlertColumnsError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
                          "pass the snapshots as well (snapshots= in Python, --snapshots on the command line) or "
                          "change the rule's column")
     keep = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else []), *wanted]
@@ -410,14 +415,17 @@ def _conditions(frame: pl.DataFrame, model: ScoreModel,
     the evidence reads, and each rule's evidence (a struct; encoded only for the rows reported)."""
     holds: dict[str, str] = {}
     structs: dict[str, pl.Expr] = {}
-    helpers: list[pl.Expr] = []
+    helpers: list[list[pl.Expr]] = []
     steps: list[list[pl.Expr]] = [[]]   # plain rules, then each combination after its parts
     depth: dict[str, int] = {}
     for i, rule in enumerate(order_rules(rules)):
         col = f"__h{i}"
         holds[rule.name] = col
         cond, evid, helper = _condition(model, rule, i, frame.schema)
-        helpers += helper
+        for stage, exprs in enumerate(helper):
+            while len(helpers) <= stage:
+                helpers.append([])
+            helpers[stage] += exprs
         level = 0
         if rule.kind in ("all", "any"):
             parts = [pl.col(holds[p]) for p in rule.rules]
@@ -432,12 +440,10 @@ def _conditions(frame: pl.DataFrame, model: ScoreModel,
             steps.append([])
         steps[level].append(cond.fill_null(False).alias(col))
     query = frame.lazy()
-    if helpers:
-        query = query.with_columns(helpers)
-    for step in steps:
-        if step:
-            query = query.with_columns(step)
-    out = query.collect()
+    for stage in helpers + steps:
+        if stage:
+            query = query.with_columns(stage)
+    out = query.collect(engine="in-memory")  # keeps row order (the rows line up with the account numbers)
     cols = list(holds.values())
     arrays = {name: out[col].to_numpy().astype(bool, copy=False) for name, col in holds.items()}
     return out.drop(cols), arrays, structs
@@ -447,18 +453,21 @@ def _value(model: ScoreModel, rule: AlertRule) -> pl.Expr:
 
 
 def _condition(model: ScoreModel, rule: AlertRule, i: int,
-               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[pl.Expr]]:
+               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[list[pl.Expr]]]:
+    """The rule's condition, its evidence and the helper columns both read (in stages: a stage reads
+    the columns of the stages before it)."""
     score = pl.col("score").cast(pl.Float64)
     if rule.kind == "enters_band":
         band = pl.col("band") if "band" in schema else model.band_of(score)
-        return band == rule.band, pl.struct(score.round(2).alias("score"), band.alias("band")), []
+        holds = pl.col("band") == rule.band if "band" in schema else model.in_band(score, rule.band or "")
+        return holds, pl.struct(score.round(2).alias("score"), band.alias("band")), []
     if rule.kind == "drop":
         ref = f"__ref{i}"
         helper = score.rolling_max_by(_KEY, window_size=f"{rule.within_days}i", closed="left").alias(ref)
         drop = pl.col(ref) - score
         return drop >= rule.points, pl.struct(score.round(2).alias("score"), pl.col(ref).round(2).alias("highest"),
                                               drop.round(2).alias("drop"), pl.lit(rule.within).alias("within")), \
-            [helper]
+            [[helper]]
     if rule.kind == "threshold":
         v = _value(model, rule)
         op = {"<": v < rule.value, "<=": v <= rule.value, ">": v > rule.value, ">=": v >= rule.value}[rule.op or "<"]
@@ -476,9 +485,11 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
             return expr.rolling_sum_by(_KEY, window_size=f"{days}i", closed="right")
 
         recent, previous = f"__rec{i}", f"__prev{i}"
-        helpers = [
-            (roll(filled, d) / roll(present, d)).alias(recent),
-            ((roll(filled, 2 * d) - roll(filled, d)) / (roll(present, 2 * d) - roll(present, d))).alias(previous)]
+        s1, n1, s2, n2 = (pl.col(f"__{part}{i}") for part in ("s1_", "n1_", "s2_", "n2_"))
+        # stage 1: the four window sums (each once); stage 2: the two means
+        helpers = [[roll(filled, d).alias(f"__s1_{i}"), roll(present, d).alias(f"__n1_{i}"),
+                    roll(filled, 2 * d).alias(f"__s2_{i}"), roll(present, 2 * d).alias(f"__n2_{i}")],
+                   [(s1 / n1).alias(recent), ((s2 - s1) / (n2 - n1)).alias(previous)]]
         change = pl.when(pl.col(previous) > 0).then(pl.col(recent) / pl.col(previous) - 1.0)
         cond = change <= rule.change if (rule.change or 0) < 0 else change >= rule.change
         name = rule.metric if rule.metric is not None else rule.column
@@ -518,7 +529,7 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
 
 
 # ---------------------------------------------------------------- statuses
-def _initial(book: _Book, state: pl.DataFrame, rule: AlertRule) -> dict[str, np.ndarray]:
+def _initial(book: _Book, state: pl.DataFrame, rule: AlertRule) -> dict[str, Any]:
     """Per account number, the state it starts from (open, alert id, first fired, last fired)."""
     mine = state.filter(pl.col("rule") == rule.name).select(
         "account_id", "open", "alert_id",
@@ -527,7 +538,7 @@ def _initial(book: _Book, state: pl.DataFrame, rule: AlertRule) -> dict[str, np.
     joined = pl.DataFrame({"account_id": book.accounts}).with_row_index("__code") \
         .join(mine, on="account_id", how="left").sort("__code")
     return {"open": joined["open"].fill_null(False).to_numpy().astype(bool),
-            "id": joined["alert_id"].to_numpy().astype(object),
+            "id": joined["alert_id"],
             "has": joined["alert_id"].is_not_null().to_numpy(),
             "first": joined["__first"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
             "last": joined["__last"].fill_null(_NO_DAY).to_numpy().astype(np.int64)}
@@ -586,16 +597,16 @@ def _latest(positions: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.nd
 
 
 def _fired(book: _Book, rule: str, codes: np.ndarray, days: np.ndarray, new_at: np.ndarray, rows: np.ndarray,
-           init: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Day each row's alert was new, its id (None where the account has had no alert) and whether it has one."""
+           init: dict[str, Any] | None) -> tuple[np.ndarray, pl.Series, np.ndarray]:
+    """Day each row's alert was new, its id (null where the account has had no alert) and whether it has one."""
     latest = _latest(new_at, rows, codes)
     fresh = latest >= 0
     fired = np.where(fresh, days[np.maximum(latest, 0)], _NO_DAY if init is None else init["first"][codes[rows]])
-    ids = np.full(len(rows), None, dtype=object) if init is None else init["id"][codes[rows]]
+    ids = pl.repeat(None, len(rows), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[rows])
     known = fresh.copy() if init is None else fresh | init["has"][codes[rows]]
     if fresh.any():
-        ids[fresh] = _alert_ids(book.accounts, codes[rows][fresh], fired[fresh], rule)
-    return fired, ids, known
+        ids = ids.scatter(np.flatnonzero(fresh), _alert_ids(book.accounts, codes[rows][fresh], fired[fresh], rule))
+    return fired, ids.alias("alert_id"), known
 
 
 def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
@@ -605,7 +616,7 @@ def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
     >>> alert_id("A00001", "entered_red", "2026-11-16")
     'dabc9a8d7c9c00d9'
     """
-    return str(_fnv1a64(pl.Series([f"{account_id}|{rule}|{fired}"], dtype=pl.String))[0])
+    return _hex(_fnv1a64(pl.Series([f"{account_id}|{rule}|{fired}"], dtype=pl.String)))[0]
 
 
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
@@ -616,7 +627,7 @@ def _fnv1a64(texts: pl.Series) -> np.ndarray:
     together; the bytes are read straight from the column's Arrow buffers."""
     n = len(texts)
     if n == 0:
-        return np.zeros(0, dtype="U16")
+        return np.zeros(0, dtype=np.uint64)
     arrow = texts.to_arrow().cast(pa.large_string())
     _, offsets, data = arrow.buffers()
     start = np.frombuffer(offsets, dtype=np.int64)[arrow.offset:arrow.offset + n + 1]
@@ -627,21 +638,28 @@ def _fnv1a64(texts: pl.Series) -> np.ndarray:
         for j in range(int(lengths.max())):
             live = np.flatnonzero(lengths > j)
             h[live] = (h[live] ^ raw[start[live] + j].astype(np.uint64)) * _FNV_PRIME
-    return np.array(h.astype(">u8").tobytes().hex()).reshape(1).view("U16")
+    return h
 
 
-def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rule: str) -> np.ndarray:
+def _hex(h: np.ndarray) -> pl.Series:
+    """64-bit integers as 16 lower-case hex digits each."""
+    nibbles = (h[:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(15)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)[nibbles]
+    return pl.Series(np.ascontiguousarray(digits).view("S16").ravel()).cast(pl.String)
+
+
+def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rule: str) -> pl.Series:
     """The ids of alerts (account number, day new) of one rule; each distinct alert hashed once."""
     keys = codes * np.int64(100_000_000) + (fired + 10_000_000)
     uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
     texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where]}).select(
         pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
     ).to_series()
-    return _fnv1a64(texts).astype(object)[inverse.ravel()]
+    return _hex(_fnv1a64(texts)).gather(inverse.ravel())
 
 
 def _next_state(book: _Book, codes: np.ndarray, days: np.ndarray, h: np.ndarray, last_rows: np.ndarray,
-                fired: np.ndarray, ids: np.ndarray, has: np.ndarray, init: dict[str, np.ndarray] | None,
+                fired: np.ndarray, ids: pl.Series, has: np.ndarray, init: dict[str, Any] | None,
                 state: pl.DataFrame | None, rule: AlertRule, run_date: dt.date | None,
                 model_hash: str) -> pl.DataFrame:
     """Open alerts and alerts still within their cool-down after this run, for one rule (from each
@@ -652,7 +670,7 @@ def _next_state(book: _Book, codes: np.ndarray, days: np.ndarray, h: np.ndarray,
         last = np.where(held >= 0, days[np.maximum(held, 0)], earlier)
         rows = pl.DataFrame({
             "account_id": book.accounts.gather(codes[last_rows][has]),
-            "alert_id": ids[has].astype(str),
+            "alert_id": ids.filter(pl.Series(has)),
             "open": h[last_rows][has],
             "__first": fired[has],
             "__last": last[has]}, schema_overrides={"account_id": pl.String, "alert_id": pl.String})
@@ -754,14 +772,25 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
         .filter(pl.col("event") == outcome).join(numbers, on="account_id", how="left")
     firings, at, which = _firings(book, rules)
     first, last = _date(int(book.days.min())), _date(int(book.days.max()))
-    labelled = label_outcomes(
-        firings, ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event"), outcome=outcome,
+    # a label belongs to the account and date: label each row with a firing once, then every firing on it
+    fired_rows = np.flatnonzero(np.bincount(at, minlength=len(book.codes))) if at.size else at
+    labels = label_outcomes(
+        pl.DataFrame({"account_id": book.codes[fired_rows], "__row": fired_rows}).with_columns(
+            _to_date(pl.Series("as_of", book.days[fired_rows]))),
+        ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event"), outcome=outcome,
         horizon=horizon, data_end=last, terminal=definition.terminal)
+    observable = np.zeros(len(book.codes), bool)
+    observable[labels["__row"].to_numpy()] = True
+    label = np.zeros(len(book.codes), bool)
+    label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
+    seen = np.flatnonzero(observable[at])
     names = {i: r.name for i, r in enumerate(rules)}
     has_csm = "csm" in book.frame.columns
-    readable = [pl.Series("account_id", book.accounts.gather(labelled["account_id"])), pl.col("as_of"),
-                pl.col("rule").replace_strict(names, return_dtype=pl.String),
-                *([book.frame["csm"].gather(labelled["__row"])] if has_csm else []), pl.col(outcome)]
+    labelled = pl.DataFrame({"account_id": book.accounts.gather(book.codes[at[seen]]),
+                             "as_of": firings["as_of"].gather(seen),
+                             "rule": pl.Series(which[seen]).replace_strict(names, return_dtype=pl.String),
+                             **({"csm": book.frame["csm"].gather(at[seen])} if has_csm else {}),
+                             outcome: label[at[seen]]})
 
     if definition.terminal:
         ev = ev.group_by("account_id", "__code").agg(pl.col("date").min())
@@ -785,10 +814,10 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
     count = np.bincount(which, minlength=len(rules))
     with_csm = np.bincount(which, weights=book.frame["csm"].is_not_null().to_numpy()[at], minlength=len(rules)) \
         if has_csm else np.zeros(len(rules))
-    lab = labelled.group_by("rule").agg(pl.len().alias("observable"), pl.col(outcome).sum().alias("true_alarms"))
-    lab = pl.concat([lab.with_columns(pl.col("rule").replace_strict(names, return_dtype=pl.String)),
-                     labelled.select(pl.lit(_ALL).alias("rule"), pl.len().alias("observable"),
-                                     pl.col(outcome).sum().alias("true_alarms"))], how="vertical_relaxed")
+    n_seen = np.bincount(which[seen], minlength=len(rules))
+    n_true = np.bincount(which[seen], weights=label[at[seen]], minlength=len(rules)).astype(np.int64)
+    lab = pl.DataFrame({"rule": [r.name for r in rules] + [_ALL], "observable": np.r_[n_seen, n_seen.sum()],
+                        "true_alarms": np.r_[n_true, n_true.sum()]})
     lead = pl.col("lead_days").cast(pl.Float64)
     hits = caught.group_by("rule").agg(pl.len().alias("caught"), lead.median().alias("lead_days_median"),
                                        lead.quantile(0.25, "linear").alias("lead_days_q25"),
@@ -818,7 +847,7 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
              "precision_upper", "events", "caught", "share_caught", "lead_days_median", "lead_days_q25",
              "lead_days_q75", "alerts_per_csm_week", "false_per_true"]
     table = table.select(order).cast({c: pl.Float64 for c in order[6:9] + order[11:]})
-    return AlertBacktest(table=table, firings=labelled.select(readable), caught=caught, outcome=outcome,
+    return AlertBacktest(table=table, firings=labelled, caught=caught, outcome=outcome,
                          horizon=horizon, adverse=definition.adverse, model_name=model.name)
 
 
@@ -914,6 +943,8 @@ def _firings(book: _Book, rules: list[AlertRule]) -> tuple[pl.DataFrame, np.ndar
     rows = [np.flatnonzero(book.new(rule)) for rule in rules]
     at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     which = np.repeat(np.arange(len(rules), dtype=np.int32), [len(r) for r in rows])
+    order = np.argsort(at, kind="stable")  # by account and date (the rows of the book), then rule
+    at, which = at[order], which[order]
     frame = pl.DataFrame({"account_id": book.codes[at], "as_of": book.days[at], "rule": which, "__row": at}) \
         .with_columns(pl.col("as_of").cast(pl.Int32).cast(pl.Date))
     return frame, at, which

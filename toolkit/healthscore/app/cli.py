@@ -27,7 +27,7 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights, label_outcomes
 from healthscore.app import batch
-from healthscore.app.commands.alerts import add_alerts, demo_lines
+from healthscore.app.commands.alerts import add_alerts, check_alert_models, demo_lines, evaluation_backtest
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.monitor import add_monitor
 from healthscore.app.widgets import TuningSession, edit_weights
@@ -304,6 +304,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="report the cut-off that keeps alarm precision at or above P (default 0.2)")
     p.add_argument("--capacity", type=int, metavar="K",
                    help="accounts a CS team can work per week (default: a tenth of the book)")
+    p.add_argument("--alerts", action="store_true",
+                   help="also backtest the models' [[alerts]] rules over the history: one line per rule, and "
+                        "DIR/alerts_backtest.csv")
     _add_reading_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -330,6 +333,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                   inputs={"--data": args.data, "--events": args.events,
                           **{f"--model {m}": m.partition("#")[0] for m in args.model}})
     models = [_load_model_arg(m) for m in args.model]
+    if args.alerts:
+        check_alert_models(models)
     snaps = _snapshots(args, args.data)
     for model in models:
         _check_model_against(model, snaps, args.data)
@@ -353,6 +358,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 target = Path(args.out) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}_with_probability.toml"
                 written.append(str(model.with_probability_map(ev.probability_maps[name]).save(target)))
     print(evaluation.key_table_text(ev))
+    if args.alerts:
+        text, path = evaluation_backtest(snaps, events, models, outcome=args.outcome, horizon=args.horizon,
+                                         out=args.out)
+        print(f"\n{text}")
+        written.append(str(path))
     print(f"\nwritten {', '.join(str(p) for p in written)}")
     return 0
 
