@@ -772,17 +772,32 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
         .filter(pl.col("event") == outcome).join(numbers, on="account_id", how="left")
     firings, at, which = _firings(book, rules)
     first, last = _date(int(book.days.min())), _date(int(book.days.max()))
-    # a label belongs to the account and date: label each row with a firing once, then every firing on it
+    # a label belongs to the account and date: label each row with a firing once, then every firing on it.
+    # On an account without an event of the outcome the label reads only the date (no event: false; the
+    # horizon must end by the last snapshot), so those rows are labelled once per date.
     fired_rows = np.flatnonzero(np.bincount(at, minlength=len(book.codes))) if at.size else at
-    labels = label_outcomes(
-        pl.DataFrame({"account_id": book.codes[fired_rows], "__row": fired_rows}).with_columns(
-            _to_date(pl.Series("as_of", book.days[fired_rows]))),
-        ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event"), outcome=outcome,
-        horizon=horizon, data_end=last, terminal=definition.terminal)
+    ev_codes = ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event")
+    with_event = np.zeros(len(book.accounts), bool)
+    with_event[ev["__code"].drop_nulls().to_numpy()] = True
+    on_event = with_event[book.codes[fired_rows]]
     observable = np.zeros(len(book.codes), bool)
-    observable[labels["__row"].to_numpy()] = True
     label = np.zeros(len(book.codes), bool)
-    label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
+    rows = fired_rows[on_event]
+    if rows.size:
+        labels = label_outcomes(
+            pl.DataFrame({"account_id": book.codes[rows], "__row": rows}).with_columns(
+                _to_date(pl.Series("as_of", book.days[rows]))),
+            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+        observable[labels["__row"].to_numpy()] = True
+        label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
+    rows = fired_rows[~on_event]
+    if rows.size:
+        dates = np.unique(book.days[rows])
+        labels = label_outcomes(  # account number -2: no event has it
+            pl.DataFrame({"account_id": np.full(len(dates), -2, np.int64), "__day": dates}).with_columns(
+                _to_date(pl.Series("as_of", dates))),
+            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+        observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
     seen = np.flatnonzero(observable[at])
     names = {i: r.name for i, r in enumerate(rules)}
     has_csm = "csm" in book.frame.columns
