@@ -3,6 +3,7 @@ state, the backtest against hand and brute-force computations, and the command l
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import textwrap
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import healthscore as hs
 import polars as pl
 import pytest
+from healthscore.analysis import alerts as alerts_module
 from healthscore.analysis.alerts import (
     AlertError,
     alert_history,
@@ -305,6 +307,22 @@ def test_running_week_by_week_with_state_equals_one_pass(tmp_path, data):
     assert state.sort("rule", "account_id").equals(once.state.sort("rule", "account_id"))
 
 
+def test_a_prepared_history_is_reused_only_for_the_same_unchanged_scores(tmp_path):
+    model = model_of(tmp_path, rule('kind = "enters_band"\nband = "red"'))
+    scores = history(score=[55.0, 35.0, 30.0, 60.0, 20.0])
+    events = pl.DataFrame({"account_id": ["A1"], "date": [MONDAY + dt.timedelta(weeks=6)], "event": ["churned"]})
+    alerts(scores, model)
+    book = alerts_module._BOOK[0][2]
+    backtest_alerts(scores, events, model, horizon="14d")
+    assert alerts_module._BOOK[0][2] is book                      # the backtest read the same preparation
+    scores[1, "score"] = 80.0                                     # changed in place: prepared afresh
+    assert statuses(scores, model) == [(2, "new"), (3, "resolved"), (4, "new")]
+    assert alerts_module._BOOK[0][2] is not book
+    del scores
+    gc.collect()
+    assert not alerts_module._BOOK                                # nothing kept once the scores are gone
+
+
 # ---------------------------------------------------------------- backtest
 def test_backtest_against_a_hand_computation(tmp_path):
     model = model_of(tmp_path, rule('kind = "enters_band"\nband = "red"', name="red"))
@@ -418,3 +436,51 @@ def test_cli_alerts_state_and_backtest(tmp_path, sample, capsys):
                      "--snapshots", str(data / "snapshots.parquet"), "--events", str(data / "events.parquet")]) == 0
     out = capsys.readouterr().out
     assert all(f"  {r.name} " in out for r in model.alerts) and "all rules" in out
+
+
+def test_cli_backtest_with_capacity_prints_a_setting_per_threshold_rule(tmp_path, sample, capsys):
+    p, model, scores = sample
+    scores_path = tmp_path / "scores.parquet"
+    scores.write_parquet(scores_path)
+    data = ROOT / "data"
+    args = ["alerts", "--backtest", "--model", str(SAMPLE_MODEL), "--scores", str(scores_path),
+            "--snapshots", str(data / "snapshots.parquet"), "--events", str(data / "events.parquet")]
+    assert cli.main(args + ["--capacity", "0.3"]) == 0
+    out = capsys.readouterr().out
+    snaps = hs.read_snapshots(str(data / "snapshots.parquet"))
+    kinds = ("threshold", "probability", "enters_band")
+    assert any(r.kind in kinds for r in model.alerts)
+    for r in model.alerts:
+        if r.kind in kinds:
+            found = threshold_for_capacity(scores, model, r.name, capacity=0.3, snapshots=snaps)
+            assert f"  {found.summary()}" in out
+    assert "settings for at most 0.3 alerts per CSM per week" in out
+    for bad in (["--capacity", "0"], ["--capacity", "-1"]):
+        assert cli.main(args + bad) == 2
+    assert cli.main(args[:1] + args[2:] + ["--out", str(tmp_path / "x.csv"), "--capacity", "2"]) == 2
+    assert "--capacity goes with --backtest" in capsys.readouterr().err
+
+
+def test_cli_evaluate_with_alerts_adds_the_backtest(tmp_path, capsys):
+    data = ROOT / "data"
+    out = tmp_path / "evaluation"
+    args = ["evaluate", "--model", str(SAMPLE_MODEL), "--data", str(data / "snapshots.parquet"),
+            "--events", str(data / "events.parquet"), "--by", "none"]
+    assert cli.main(args + ["--out", str(out), "--alerts"]) == 0
+    printed = capsys.readouterr().out
+    model = hs.load_model(SAMPLE_MODEL)
+    table = pl.read_csv(out / "alerts_backtest.csv")
+    assert table["rule"].to_list() == [r.name for r in model.alerts] + ["all rules"]
+    assert set(table["model"]) == {model.name}
+    snaps = hs.read_snapshots(str(data / "snapshots.parquet"))
+    events = hs.read_events(str(data / "events.parquet"))
+    expected = backtest_alerts(hs.score(snaps, model), events, model, snapshots=snaps).to_frame()
+    assert table["alerts"].to_list() == expected["alerts"].to_list()
+    assert table["precision"].to_list() == pytest.approx(expected["precision"].to_list(), nan_ok=True)
+    for r in expected.iter_rows(named=True):
+        assert alerts_module.line_of(r) in printed
+    assert "alerts_backtest.csv" in printed
+    no_rules = model_of(tmp_path)
+    assert cli.main(["evaluate", "--model", str(no_rules.source), "--data", str(data / "snapshots.parquet"),
+                     "--events", str(data / "events.parquet"), "--out", str(tmp_path / "e2"), "--alerts"]) == 2
+    assert "--alerts: no model given has [[alerts]] rules" in capsys.readouterr().err

@@ -105,6 +105,16 @@ def test_band_of_edges():
         "red", "red", "yellow", "yellow", "green", "green", None]
 
 
+def test_in_band_agrees_with_band_of():
+    model = hs.load_model(SAMPLE_MODEL)
+    values = [0.0, 39.999, 40.0, 69.9, 70.0, 100.0, 120.0, -5.0, float("nan"), None]
+    frame = pl.DataFrame({"s": values}, schema={"s": pl.Float64})
+    for band in [*(b.name for b in model.bands), "purple"]:
+        got = frame.select(model.in_band("s", band).alias("x"))["x"].to_list()
+        want = frame.select((model.band_of("s") == band).alias("x"))["x"].to_list()
+        assert got == want, band
+
+
 def test_load_model_unknown_name(tmp_path):
     with pytest.raises(ModelError, match=r"model.toml: no model called 'churn'"):
         hs.load_model(SAMPLE_MODEL, name="churn")

@@ -26,13 +26,17 @@ followed with numpy along the chain of alert starts, one step per alert, for all
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from healthscore.analysis.cohorts import wilson_interval
 from healthscore.analysis.evaluation import ProbabilityMap
@@ -42,7 +46,7 @@ from healthscore.spec.alerts import AlertRule, order_rules
 from healthscore.spec.model import ModelError, ScoreModel
 from healthscore.spec.outcomes import horizon_days, horizon_words, parse_horizon
 
-__all__ = ["AlertError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
+__all__ = ["AlertError", "AlertColumnsError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
            "backtest_alerts", "threshold_for_capacity", "ALERT_COLUMNS", "STATE_SCHEMA"]
 
 ALERT_COLUMNS = ["alert_id", "account_id", "as_of", "rule", "kind", "severity", "owner", "action", "fired_at",
@@ -59,6 +63,10 @@ _KEY = "__key"
 
 class AlertError(ModelError):
     """Alert rules that cannot run on the data given (a missing column, no probability map, a bad state)."""
+
+
+class AlertColumnsError(AlertError):
+    """Alert rules read columns that neither the scores nor the snapshots given have."""
 
 
 # ---------------------------------------------------------------- results
@@ -118,53 +126,144 @@ def alert_history(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *,
 
 
 # ---------------------------------------------------------------- the engine
+_NEW, _ONGOING, _RESOLVED = 1, 2, 3
+_STATUS = {_NEW: "new", _ONGOING: "ongoing", _RESOLVED: "resolved"}
+
+
+@dataclass
+class _Book:
+    """A score history made ready for a set of rules: one row per account and date, sorted by both,
+    with the columns the rules read (and the helper columns of windowed rules) and every rule's
+    condition as a numpy array. alerts() and backtest_alerts() on the same scores share one."""
+
+    frame: pl.DataFrame
+    codes: np.ndarray          # account number of each row: 0, 1, ... in account order
+    days: np.ndarray           # days since 1970-01-01
+    first_row: np.ndarray      # the row is its account's first
+    holds: dict[str, np.ndarray]
+    evidence: dict[str, pl.Expr]
+    accounts: pl.Series        # account id of each account number
+    _new: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def new(self, rule: AlertRule) -> np.ndarray:
+        """Where the rule's alerts are new when the whole history is replayed from no state."""
+        if rule.name not in self._new:
+            self._new[rule.name] = _starts(self.codes, self.days, self.first_row, self.holds[rule.name],
+                                           rule.cooldown_days)[1]
+        return self._new[rule.name]
+
+
+# one prepared history, kept while the caller holds the scores it was made from and reused only for
+# the same scores object with the same content (its rows hashed) and the same rules
+_BOOK: list[Any] = []
+
+
+def _book(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[AlertRule],
+          as_of: dt.date | str | None, snapshots: pl.DataFrame | pl.LazyFrame | None, *,
+          reuse: bool = True) -> _Book:
+    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    key = _fingerprint(frame, snaps, model, rules, as_of) if reuse else None
+    held = _BOOK[0] if _BOOK else None
+    if key is not None and held is not None and held[0]() is scores and held[1] == key:
+        return held[2]
+    prepared = _prepare(frame, model, rules, as_of, snaps)
+    prepared, holds, evidence = _conditions(prepared, model, rules)
+    codes = prepared["__code"].to_numpy()
+    days = prepared["__day"].to_numpy()
+    first_row = np.empty(len(codes), bool)
+    first_row[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=first_row[1:])
+    book = _Book(prepared.drop("__code", "__day").rechunk(), codes, days, first_row, holds, evidence,
+                 prepared["account_id"].filter(pl.Series(first_row)))
+    if key is not None:
+        try:
+            ref = weakref.ref(scores, lambda r: _BOOK.clear() if _BOOK and _BOOK[0][0] is r else None)
+        except TypeError:  # an object that cannot be referred to weakly: nothing to keep it for
+            return book
+        _BOOK[:] = [(ref, key, book)]
+    return book
+
+
+def _fingerprint(frame: pl.DataFrame, snaps: pl.DataFrame | None, model: ScoreModel, rules: list[AlertRule],
+                 as_of: dt.date | str | None) -> tuple[Any, ...] | None:
+    """What a prepared history depends on: the rows of the columns read, the rules, bands, metrics."""
+    wanted = ["account_id", "as_of", "csm", *(c for r in rules for c in _needed(model, r))]
+    try:
+        parts = [_digest(frame, wanted)]
+        if snaps is not None and any(c not in frame.columns for c in wanted):
+            parts.append(_digest(snaps, wanted))
+    except pl.exceptions.PolarsError:  # columns that cannot be hashed: prepare afresh every time
+        return None
+    rules_text = json.dumps([r.to_dict() for r in rules], sort_keys=True, default=str)
+    model_text = json.dumps([model.hash, model.probability, sorted(model.categories)], sort_keys=True, default=str)
+    return tuple(parts), rules_text, model_text, str(as_of)
+
+
+def _digest(frame: pl.DataFrame, wanted: list[str]) -> str:
+    cols = [c for c in dict.fromkeys(wanted) if c in frame.columns]
+    part = frame.select(cols)
+    rows = part.hash_rows(seed=11).to_numpy()
+    return f"{part.schema}{part.height}:" + hashlib.blake2b(rows.tobytes(), digest_size=20).hexdigest()
+
+
 def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None,
          as_of: dt.date | str | None, snapshots: pl.DataFrame | None, report_all: bool) -> AlertRun:
     rules = list(model.alerts)
     if not rules:
         raise AlertError(f"{_where(model)}: the model has no [[alerts]] rules; add some (see the starter "
                          "models) before running alerts")
-    frame = _prepare(scores, model, rules, as_of, snapshots)
+    book = _book(scores, model, rules, as_of, snapshots)
     state = _check_state(state, model)
     state_date = None if state is None else state.filter(pl.col("rule").is_null())["as_of"].max()
-    frame, holds, evidence = _conditions(frame, model, rules)
-    run_date = frame["as_of"].max() if frame.height else state_date
+    run_date = _date(int(book.days.max())) if len(book.days) else state_date
     if state_date is not None and run_date is not None and run_date < state_date:
         run_date = state_date
-    window = frame if state_date is None else frame.filter(pl.col("as_of") > state_date)
-    window = window.with_row_index("__row")
-    accounts = window["account_id"].to_numpy()
-    codes, days, first_row = _keys(window)
+    if state_date is None:
+        sel, codes, days, first_row = None, book.codes, book.days, book.first_row
+    else:
+        sel = np.flatnonzero(book.days > _day(state_date))
+        codes, days = book.codes[sel], book.days[sel]
+        first_row = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
+    n = len(codes)
+    last_rows = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True]) if n else np.zeros(0, np.int64)
+    # the rows reported: every row of the window with a state, else the run date's (or all rows)
+    report = None if report_all or state_date is not None else np.flatnonzero(days >= _day(run_date))
 
+    extra = ["csm"] if "csm" in book.frame.columns else []
     parts: list[pl.DataFrame] = []
     states: list[pl.DataFrame] = []
     for rule_ix, rule in enumerate(rules):
-        h = window[holds[rule.name]].to_numpy().astype(bool) if window.height else np.zeros(0, bool)
-        init = _initial(window, state, rule) if state is not None else None
-        out = _statuses(codes, days, first_row, h, rule.cooldown_days, init)
-        rows = np.flatnonzero(out["status"] != "")
-        if not report_all and window.height:
-            wanted = days >= (_day(run_date) if state_date is None else _NO_DAY)
-            rows = rows[wanted[rows]]
-        need = np.zeros(len(codes), bool)
-        need[rows] = True
-        need[np.r_[first_row[1:], True] if len(codes) else need] = True  # each account's last row: the state
-        ids = _alert_ids(accounts, codes, out, rule.name, need)
+        h = book.holds[rule.name] if sel is None else book.holds[rule.name][sel]
+        init = _initial(book, state, rule) if state is not None else None
+        if init is None:
+            is_new = book.new(rule) if sel is None else _starts(codes, days, first_row, h, rule.cooldown_days)[1]
+            prev = _before(h, first_row, None, codes)
+        else:
+            prev, is_new = _starts(codes, days, first_row, h, rule.cooldown_days, init["open"], init["first"])
+        new_at = np.flatnonzero(is_new)
+        shown = h | prev
+        rows = np.flatnonzero(shown) if report is None else report[shown[report]]
+        # the day each alert was new and its id: for the rows reported and each account's last row (the state)
+        fired, ids, known = _fired(book, rule.name, codes, days, new_at, np.concatenate([rows, last_rows]), init)
         if rows.size:
-            sel = window[rows]
-            part = sel.select(
-                pl.lit(rule_ix, pl.Int32).alias("__rule"), pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8)
-                .alias("__sev"), pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
-                *([pl.col("csm")] if "csm" in window.columns else []),
-                evidence[rule.name].alias("evidence"))
-            part = part.with_columns(
-                pl.Series("alert_id", ids[rows], dtype=pl.String),
-                _to_date(pl.Series("fired_at", out["first"][rows], dtype=pl.Int64)),
-                pl.Series("status", out["status"][rows], dtype=pl.String))
+            status = np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8)
+            evidence = book.evidence[rule.name]
+            cols = dict.fromkeys(["account_id", "as_of", *extra, *evidence.meta.root_names()])
+            taken = book.frame.select(list(cols))[rows if sel is None else sel[rows]]
+            part = taken.select(
+                pl.lit(rule_ix, pl.Int32).alias("__rule"),
+                pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8).alias("__sev"),
+                pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
+                *[pl.col(c) for c in extra], evidence.struct.json_encode().alias("evidence"),
+                ids.slice(0, rows.size),
+                _to_date(pl.Series("fired_at", fired[:rows.size], dtype=pl.Int64)),
+                pl.Series("__status", status).replace_strict(_STATUS, return_dtype=pl.String).alias("status"))
             parts.append(part)
-        states.append(_next_state(window, accounts, codes, out, ids, state, rule, run_date, model.hash))
+        at = slice(rows.size, None)
+        states.append(_next_state(book, codes, days, h, last_rows, fired[at], ids.slice(rows.size), known[at], init,
+                                  state, rule, run_date, model.hash))
 
-    extra = ["csm"] if "csm" in frame.columns else []
     columns = ALERT_COLUMNS + extra
     if parts:
         table = pl.concat(parts, how="vertical_relaxed")
@@ -187,15 +286,6 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
                     rules=rules)
 
 
-def _keys(window: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Account codes, days since 1970 and first-row-of-account flags of a frame sorted by account, date."""
-    if not window.height:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
-    codes = window.select(pl.col("account_id").rank("dense").cast(pl.Int64)).to_series().to_numpy()
-    days = window.select((pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)).to_series().to_numpy()
-    return codes, days, np.r_[True, codes[1:] != codes[:-1]]
-
-
 def _alert_schema() -> dict[str, Any]:
     return {"alert_id": pl.String, "account_id": pl.String, "as_of": pl.Date, "rule": pl.String,
             "kind": pl.String, "severity": pl.String, "owner": pl.String, "action": pl.String,
@@ -209,6 +299,10 @@ def _to_date(s: pl.Series) -> pl.Series:
 
 def _day(d: dt.date) -> int:
     return (d - _EPOCH).days
+
+
+def _date(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=day)
 
 
 def _where(model: ScoreModel) -> str:
@@ -239,9 +333,10 @@ def _needed(model: ScoreModel, rule: AlertRule) -> list[str]:
     return cols
 
 
-def _prepare(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[AlertRule],
+def _prepare(frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule],
              as_of: dt.date | str | None, snapshots: pl.DataFrame | None) -> pl.DataFrame:
-    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
+    """The columns the rules read, one row per account and date sorted by both, with the account
+    number (``__code``), the day number (``__day``) and a window key (``__key``) per row."""
     for col in ("account_id", "as_of"):
         if col not in frame.columns:
             raise AlertError(f"scores: no {col!r} column; pass the output of healthscore score")
@@ -256,11 +351,12 @@ def _prepare(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list
         except ValueError:
             raise AlertError(f"as_of {as_of!r}: give a date as YYYY-MM-DD") from None
         frame = frame.filter(pl.col("as_of") <= cutoff)
-    frame = frame.with_columns(pl.col("account_id").cast(pl.String))
+    if frame.schema["account_id"] != pl.String:
+        frame = frame.with_columns(pl.col("account_id").cast(pl.String))
     wanted = list(dict.fromkeys(c for r in rules for c in _needed(model, r)))
     missing = [c for c in wanted if c not in frame.columns]
     if missing and snapshots is not None:
-        snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+        snaps = snapshots
         take = [c for c in missing if c in snaps.columns]
         if take:
             snaps = snaps.select(pl.col("account_id").cast(pl.String), pl.col("as_of").cast(pl.Date), *take)
@@ -271,18 +367,29 @@ def _prepare(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list
     if missing:
         uses = [f"{r.name} ({', '.join(c for c in _needed(model, r) if c in missing)})" for r in rules
                 if any(c in missing for c in _needed(model, r))]
-        raise AlertError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
+        raise AlertColumnsError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
                          "pass the snapshots as well (snapshots= in Python, --snapshots on the command line) or "
                          "change the rule's column")
     keep = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else []), *wanted]
-    frame = frame.select(list(dict.fromkeys(keep))).sort("account_id", "as_of")
-    if frame.height and frame.select(pl.struct("account_id", "as_of").is_duplicated().any()).item():
-        raise AlertError("scores: an account has two rows for the same as_of; score each date once")
+    frame = frame.select(list(dict.fromkeys(keep)))
+    for col in ("account_id", "as_of"):
+        blank = frame[col].null_count()
+        if blank:
+            raise AlertError(f"scores: {blank} rows have no {col}; drop or complete them")
+    acc, day = pl.col("account_id"), pl.col("as_of")
+    # sorting text is slow: check the order first (scores usually come sorted)
+    in_order = frame.select(((acc > acc.shift()) | ((acc == acc.shift()) & (day > day.shift())))
+                            .fill_null(True).all()).item()
+    if not in_order:
+        frame = frame.sort("account_id", "as_of")
+        if frame.select(((acc == acc.shift()) & (day == day.shift())).any()).item():
+            raise AlertError("scores: an account has two rows for the same as_of; score each date once")
     # one increasing integer per row: account number * 10^7 + day. A look-back window of d days on it
     # never reaches into the previous account, so windows need no per-account partition.
-    key = pl.col("account_id").rank("dense").cast(pl.Int64) * 10_000_000 + \
-        (pl.col("as_of") - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)
-    return frame.with_columns(key.alias(_KEY)).with_columns(pl.col(_KEY).set_sorted())
+    code = (acc != acc.shift()).fill_null(True).cum_sum().cast(pl.Int64) - 1
+    days = (day - pl.lit(_EPOCH)).dt.total_days().cast(pl.Int64)
+    frame = frame.with_columns(code.alias("__code"), days.alias("__day"))
+    return frame.with_columns((pl.col("__code") * 10_000_000 + pl.col("__day")).alias(_KEY).set_sorted())
 
 
 def _check_state(state: pl.DataFrame | None, model: ScoreModel) -> pl.DataFrame | None:
@@ -303,55 +410,64 @@ def _check_state(state: pl.DataFrame | None, model: ScoreModel) -> pl.DataFrame 
 
 # ---------------------------------------------------------------- conditions
 def _conditions(frame: pl.DataFrame, model: ScoreModel,
-                rules: list[AlertRule]) -> tuple[pl.DataFrame, dict[str, str], dict[str, pl.Expr]]:
-    """Add one Boolean column per rule (does the condition hold) and the helper columns the
-    evidence reads; return the frame, the column of each rule and each rule's evidence (JSON text)."""
+                rules: list[AlertRule]) -> tuple[pl.DataFrame, dict[str, np.ndarray], dict[str, pl.Expr]]:
+    """Every rule's condition (does it hold, per row) in one query, the frame with the helper columns
+    the evidence reads, and each rule's evidence (a struct; encoded only for the rows reported)."""
     holds: dict[str, str] = {}
     structs: dict[str, pl.Expr] = {}
-    helpers: list[pl.Expr] = []
-    conds: list[pl.Expr] = []
+    helpers: list[list[pl.Expr]] = []
+    steps: list[list[pl.Expr]] = [[]]   # plain rules, then each combination after its parts
+    depth: dict[str, int] = {}
     for i, rule in enumerate(order_rules(rules)):
         col = f"__h{i}"
         holds[rule.name] = col
         cond, evid, helper = _condition(model, rule, i, frame.schema)
-        helpers += helper
+        for stage, exprs in enumerate(helper):
+            while len(helpers) <= stage:
+                helpers.append([])
+            helpers[stage] += exprs
+        level = 0
         if rule.kind in ("all", "any"):
             parts = [pl.col(holds[p]) for p in rule.rules]
             cond = pl.all_horizontal(parts) if rule.kind == "all" else pl.any_horizontal(parts)
             evid = pl.struct([structs[p].alias(p) for p in rule.rules])
+            level = 1 + max(depth[p] for p in rule.rules)
         if rule.filter:
             cond = cond & pl.all_horizontal([pl.col(c).is_in(list(v)) for c, v in rule.filter.items()])
+        depth[rule.name] = level
         structs[rule.name] = evid
-        conds.append((col, cond))
-    if helpers:
-        frame = frame.with_columns(helpers)
-    # combinations read the columns of their parts: the plain rules first, then each combination
-    combos = {holds[r.name] for r in rules if r.kind in ("all", "any")}
-    frame = frame.with_columns([c.fill_null(False).alias(col) for col, c in conds if col not in combos])
-    for col, cond in conds:
-        if col in combos:
-            frame = frame.with_columns(cond.fill_null(False).alias(col))
-    evidence = {name: s.struct.json_encode() for name, s in structs.items()}
-    return frame, holds, evidence
-
+        while len(steps) <= level:
+            steps.append([])
+        steps[level].append(cond.fill_null(False).alias(col))
+    query = frame.lazy()
+    for stage in helpers + steps:
+        if stage:
+            query = query.with_columns(stage)
+    out = query.collect(engine="in-memory")  # keeps row order (the rows line up with the account numbers)
+    cols = list(holds.values())
+    arrays = {name: out[col].to_numpy().astype(bool, copy=False) for name, col in holds.items()}
+    return out.drop(cols), arrays, structs
 
 def _value(model: ScoreModel, rule: AlertRule) -> pl.Expr:
     return pl.col(_source_column(model, rule) or "score").cast(pl.Float64)
 
 
 def _condition(model: ScoreModel, rule: AlertRule, i: int,
-               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[pl.Expr]]:
+               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[list[pl.Expr]]]:
+    """The rule's condition, its evidence and the helper columns both read (in stages: a stage reads
+    the columns of the stages before it)."""
     score = pl.col("score").cast(pl.Float64)
     if rule.kind == "enters_band":
         band = pl.col("band") if "band" in schema else model.band_of(score)
-        return band == rule.band, pl.struct(score.round(2).alias("score"), band.alias("band")), []
+        holds = pl.col("band") == rule.band if "band" in schema else model.in_band(score, rule.band or "")
+        return holds, pl.struct(score.round(2).alias("score"), band.alias("band")), []
     if rule.kind == "drop":
         ref = f"__ref{i}"
         helper = score.rolling_max_by(_KEY, window_size=f"{rule.within_days}i", closed="left").alias(ref)
         drop = pl.col(ref) - score
         return drop >= rule.points, pl.struct(score.round(2).alias("score"), pl.col(ref).round(2).alias("highest"),
                                               drop.round(2).alias("drop"), pl.lit(rule.within).alias("within")), \
-            [helper]
+            [[helper]]
     if rule.kind == "threshold":
         v = _value(model, rule)
         op = {"<": v < rule.value, "<=": v <= rule.value, ">": v > rule.value, ">=": v >= rule.value}[rule.op or "<"]
@@ -369,9 +485,11 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
             return expr.rolling_sum_by(_KEY, window_size=f"{days}i", closed="right")
 
         recent, previous = f"__rec{i}", f"__prev{i}"
-        helpers = [
-            (roll(filled, d) / roll(present, d)).alias(recent),
-            ((roll(filled, 2 * d) - roll(filled, d)) / (roll(present, 2 * d) - roll(present, d))).alias(previous)]
+        s1, n1, s2, n2 = (pl.col(f"__{part}{i}") for part in ("s1_", "n1_", "s2_", "n2_"))
+        # stage 1: the four window sums (each once); stage 2: the two means
+        helpers = [[roll(filled, d).alias(f"__s1_{i}"), roll(present, d).alias(f"__n1_{i}"),
+                    roll(filled, 2 * d).alias(f"__s2_{i}"), roll(present, 2 * d).alias(f"__n2_{i}")],
+                   [(s1 / n1).alias(recent), ((s2 - s1) / (n2 - n1)).alias(previous)]]
         change = pl.when(pl.col(previous) > 0).then(pl.col(recent) / pl.col(previous) - 1.0)
         cond = change <= rule.change if (rule.change or 0) < 0 else change >= rule.change
         name = rule.metric if rule.metric is not None else rule.column
@@ -411,66 +529,84 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
 
 
 # ---------------------------------------------------------------- statuses
-def _initial(window: pl.DataFrame, state: pl.DataFrame, rule: AlertRule) -> dict[str, np.ndarray]:
-    """Per window row, the state its account starts from (open, alert id, first fired, last fired)."""
+def _initial(book: _Book, state: pl.DataFrame, rule: AlertRule) -> dict[str, Any]:
+    """Per account number, the state it starts from (open, alert id, first fired, last fired)."""
     mine = state.filter(pl.col("rule") == rule.name).select(
         "account_id", "open", "alert_id",
         (pl.col("first_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__first"),
         (pl.col("last_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__last"))
-    joined = window.select("__row", "account_id").join(mine, on="account_id", how="left").sort("__row")
+    joined = pl.DataFrame({"account_id": book.accounts}).with_row_index("__code") \
+        .join(mine, on="account_id", how="left").sort("__code")
     return {"open": joined["open"].fill_null(False).to_numpy().astype(bool),
-            "id": joined["alert_id"].to_numpy().astype(object),
+            "id": joined["alert_id"],
+            "has": joined["alert_id"].is_not_null().to_numpy(),
             "first": joined["__first"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
             "last": joined["__last"].fill_null(_NO_DAY).to_numpy().astype(np.int64)}
 
 
-def _statuses(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.ndarray, cooldown: int,
-              init: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Status of every row (``new``/``ongoing``/``resolved``/"") for one rule, rows sorted by account
-    and date; ``first`` is the day the row's alert was new (its id is derived from it)."""
-    n = len(h)
-    init_open = init["open"] if init is not None else np.zeros(n, bool)
-    init_first = init["first"] if init is not None else np.full(n, _NO_DAY, np.int64)
-    prev = np.r_[False, h[:-1]] if n else np.zeros(0, bool)
-    prev[first_row] = init_open[first_row]
+def _before(h: np.ndarray, first_row: np.ndarray, open_by_code: np.ndarray | None,
+            codes: np.ndarray) -> np.ndarray:
+    """Did the condition hold on the account's row before (on its first row: is an alert open)?"""
+    prev = np.empty(len(h), bool)
+    if len(h):
+        prev[1:] = h[:-1]
+        prev[first_row] = False if open_by_code is None else open_by_code[codes[first_row]]
+    return prev
+
+
+def _starts(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.ndarray, cooldown: int,
+            open_by_code: np.ndarray | None = None,
+            first_by_code: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For one rule over rows sorted by account and date: whether the condition held on the row before
+    and whether an alert is new on the row (its condition starts to hold, and the account's last new
+    alert of this rule, in this run or in the state, is at least ``cooldown`` days earlier)."""
+    prev = _before(h, first_row, open_by_code, codes)
     start = h & ~prev
-    resolved = ~h & prev
-    is_new = start.copy()
-    if cooldown > 0 and start.any():
-        idx = np.flatnonzero(start)
-        sa, sd = codes[idx], days[idx]
-        allowed = np.where(init_first[idx] == _NO_DAY, _NO_DAY, init_first[idx] + cooldown)
-        ok = sd >= allowed                                # monotone within an account (sd grows)
-        new_account = np.r_[True, sa[1:] != sa[:-1]]
-        first_ok = ok & (new_account | ~np.r_[True, ok[:-1]])
-        base = int(sd.min())
-        key = sa * np.int64(10_000_000) + (sd - base)
-        nxt = np.searchsorted(key, key + cooldown, side="left")
-        valid = nxt < len(key)
-        valid[valid] &= sa[nxt[valid]] == sa[valid]
-        on = np.zeros(len(idx), bool)
-        frontier = np.flatnonzero(first_ok)
-        while frontier.size:  # one step per alert in the longest chain, all accounts at once
-            on[frontier] = True
-            frontier = nxt[frontier[valid[frontier]]]
-        is_new = np.zeros(n, bool)
-        is_new[idx[on]] = True
-    # day of the latest new alert of the same account at or before each row (else the state's)
-    pos = np.arange(n)
-    account_start = np.maximum.accumulate(np.where(first_row, pos, 0)) if n else pos
-    last_new = np.maximum.accumulate(np.where(is_new, pos, -1)) if n else pos
-    from_run = last_new >= account_start
-    first = np.where(from_run, days[np.maximum(last_new, 0)] if n else days, init_first)
-    status = np.full(n, "", dtype=object)
-    status[h] = "ongoing"
-    status[is_new] = "new"
-    status[resolved] = "resolved"
-    last_held = np.maximum.accumulate(np.where(h, pos, -1)) if n else pos
-    held_in_run = last_held >= account_start
-    init_last = init["last"] if init is not None else np.full(n, _NO_DAY, np.int64)
-    last = np.where(held_in_run, days[np.maximum(last_held, 0)] if n else days, init_last)
-    return {"status": status, "first": first, "from_run": from_run, "h": h, "last": last,
-            "init_id": init["id"] if init is not None else np.full(n, None, dtype=object)}
+    if cooldown <= 0 or not start.any():
+        return prev, start
+    idx = np.flatnonzero(start)
+    sa, sd = codes[idx], days[idx]
+    if first_by_code is None:
+        ok = np.ones(len(idx), bool)
+    else:
+        earlier = first_by_code[sa]
+        ok = (earlier == _NO_DAY) | (sd >= earlier + cooldown)   # monotone within an account (sd grows)
+    new_account = np.r_[True, sa[1:] != sa[:-1]]
+    first_ok = ok & (new_account | ~np.r_[True, ok[:-1]])
+    key = sa * np.int64(10_000_000) + (sd - int(sd.min()))
+    nxt = np.searchsorted(key, key + cooldown, side="left")
+    valid = nxt < len(key)
+    valid[valid] &= sa[nxt[valid]] == sa[valid]
+    on = np.zeros(len(idx), bool)
+    frontier = np.flatnonzero(first_ok)
+    while frontier.size:  # one step per alert in the longest chain, all accounts at once
+        on[frontier] = True
+        frontier = nxt[frontier[valid[frontier]]]
+    is_new = np.zeros(len(h), bool)
+    is_new[idx[on]] = True
+    return prev, is_new
+
+
+def _latest(positions: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each row, the last of ``positions`` (sorted) at or before it in the same account, else -1."""
+    if not positions.size:
+        return np.full(len(rows), -1, np.int64)
+    j = np.searchsorted(positions, rows, side="right") - 1
+    found = positions[np.maximum(j, 0)]
+    return np.where((j >= 0) & (codes[found] == codes[rows]), found, -1)
+
+
+def _fired(book: _Book, rule: str, codes: np.ndarray, days: np.ndarray, new_at: np.ndarray, rows: np.ndarray,
+           init: dict[str, Any] | None) -> tuple[np.ndarray, pl.Series, np.ndarray]:
+    """Day each row's alert was new, its id (null where the account has had no alert) and whether it has one."""
+    latest = _latest(new_at, rows, codes)
+    fresh = latest >= 0
+    fired = np.where(fresh, days[np.maximum(latest, 0)], _NO_DAY if init is None else init["first"][codes[rows]])
+    ids = pl.repeat(None, len(rows), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[rows])
+    known = fresh.copy() if init is None else fresh | init["has"][codes[rows]]
+    if fresh.any():
+        ids = ids.scatter(np.flatnonzero(fresh), _alert_ids(book.accounts, codes[rows][fresh], fired[fresh], rule))
+    return fired, ids.alias("alert_id"), known
 
 
 def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
@@ -480,74 +616,75 @@ def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
     >>> alert_id("A00001", "entered_red", "2026-11-16")
     'dabc9a8d7c9c00d9'
     """
-    text = f"{account_id}|{rule}|{fired}"
-    return str(_fnv1a64(np.char.encode(np.asarray([text], dtype=str), "utf-8"))[0])
+    return _hex(_fnv1a64(pl.Series([f"{account_id}|{rule}|{fired}"], dtype=pl.String)))[0]
 
 
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
-def _fnv1a64(texts: np.ndarray) -> np.ndarray:
-    """FNV-1a (64 bit) of many byte strings at once: one step per byte position, all strings together."""
+def _fnv1a64(texts: pl.Series) -> np.ndarray:
+    """FNV-1a (64 bit) of the UTF-8 bytes of many texts at once: one step per byte position, all texts
+    together; the bytes are read straight from the column's Arrow buffers."""
     n = len(texts)
     if n == 0:
-        return np.zeros(0, dtype="U16")
-    fixed = np.asarray(texts, dtype="S")
-    width = fixed.dtype.itemsize
-    data = fixed.view(np.uint8).reshape(n, width)
-    lengths = np.char.str_len(fixed)
+        return np.zeros(0, dtype=np.uint64)
+    arrow = texts.to_arrow().cast(pa.large_string())
+    _, offsets, data = arrow.buffers()
+    start = np.frombuffer(offsets, dtype=np.int64)[arrow.offset:arrow.offset + n + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, np.uint8)
+    lengths = np.diff(start)
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(width):
-            step = (h ^ data[:, j].astype(np.uint64)) * _FNV_PRIME
-            h = np.where(j < lengths, step, h)
-    return np.array(h.astype(">u8").tobytes().hex()).reshape(1).view("U16")
+        for j in range(int(lengths.max())):
+            live = np.flatnonzero(lengths > j)
+            h[live] = (h[live] ^ raw[start[live] + j].astype(np.uint64)) * _FNV_PRIME
+    return h
 
 
-def _alert_ids(accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray], rule: str,
-               need: np.ndarray) -> np.ndarray:
-    """The alert id of the ``need`` rows (None where the account has had no alert)."""
-    ids = out["init_id"].copy()
-    fresh = out["from_run"] & need
-    if fresh.any():
-        # one id per alert (account, first day), hashed once
-        keys = codes[fresh] * np.int64(100_000_000) + (out["first"][fresh] + 10_000_000)
-        uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        rows = np.flatnonzero(fresh)[where]
-        texts = pl.DataFrame({"a": accounts[rows].astype(str), "d": out["first"][rows]}).select(
-            pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
-        ).to_series()
-        raw = np.char.encode(np.asarray(texts.to_list(), dtype=str), "utf-8")
-        ids[fresh] = _fnv1a64(raw).astype(object)[inverse.ravel()]
-    return ids
+def _hex(h: np.ndarray) -> pl.Series:
+    """64-bit integers as 16 lower-case hex digits each."""
+    nibbles = (h[:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(15)
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)[nibbles]
+    return pl.Series(np.ascontiguousarray(digits).view("S16").ravel()).cast(pl.String)
 
 
-def _next_state(window: pl.DataFrame, accounts: np.ndarray, codes: np.ndarray, out: dict[str, np.ndarray],
-                ids: np.ndarray, state: pl.DataFrame | None, rule: AlertRule, run_date: dt.date | None,
+def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rule: str) -> pl.Series:
+    """The ids of alerts (account number, day new) of one rule; each distinct alert hashed once."""
+    keys = codes * np.int64(100_000_000) + (fired + 10_000_000)
+    uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where]}).select(
+        pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
+    ).to_series()
+    return _hex(_fnv1a64(texts)).gather(inverse.ravel())
+
+
+def _next_state(book: _Book, codes: np.ndarray, days: np.ndarray, h: np.ndarray, last_rows: np.ndarray,
+                fired: np.ndarray, ids: pl.Series, has: np.ndarray, init: dict[str, Any] | None,
+                state: pl.DataFrame | None, rule: AlertRule, run_date: dt.date | None,
                 model_hash: str) -> pl.DataFrame:
-    """Open alerts and alerts still within their cool-down after this run, for one rule."""
-    n = len(codes)
-    schema = {k: v for k, v in STATE_SCHEMA.items()}
-    if n:
-        last = np.r_[codes[1:] != codes[:-1], True]
-        has = np.array([i is not None for i in ids[last]], dtype=bool)
+    """Open alerts and alerts still within their cool-down after this run, for one rule (from each
+    account's last row: the day its alert was new, the alert id and whether it has one)."""
+    if len(last_rows):
+        held = _latest(np.flatnonzero(h), last_rows, codes)
+        earlier = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
+        last = np.where(held >= 0, days[np.maximum(held, 0)], earlier)
         rows = pl.DataFrame({
-            "account_id": accounts[last][has].astype(str),
-            "alert_id": ids[last][has].astype(str),
-            "open": out["h"][last][has],
-            "__first": out["first"][last][has],
-            "__last": out["last"][last][has]}, schema_overrides={"account_id": pl.String, "alert_id": pl.String})
+            "account_id": book.accounts.gather(codes[last_rows][has]),
+            "alert_id": ids.filter(pl.Series(has)),
+            "open": h[last_rows][has],
+            "__first": fired[has],
+            "__last": last[has]}, schema_overrides={"account_id": pl.String, "alert_id": pl.String})
         rows = rows.with_columns(
             pl.lit(rule.name).alias("rule"),
             _days_to_date("__first").alias("first_fired"), _days_to_date("__last").alias("last_fired"),
         ).with_columns(pl.col("first_fired").alias("last_notified"))
     else:
-        rows = pl.DataFrame(schema=schema)
+        rows = pl.DataFrame(schema=STATE_SCHEMA)
     rows = rows.with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
     rows = rows.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     if state is not None:
-        seen = window["account_id"].unique().implode()
-        carried = state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen)) \
+        seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
+        carried = state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode())) \
             .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
         rows = pl.concat([rows, carried.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)])
     keep = pl.col("open") | (pl.col("last_notified") + pl.duration(days=rule.cooldown_days) > pl.lit(run_date))
@@ -623,24 +760,60 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
     horizon = parse_horizon(horizon)
     h_days = horizon_days(horizon)
     definition = model.outcome(outcome)
-    frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
-    firings = _firings(frame, model, snapshots)
+    rules = list(model.alerts)
     for col in ("account_id", "date", "event"):
         if col not in events.columns:
             raise AlertError(f"events: no {col!r} column; an events table has account_id, date, event")
+    book = _book(scores, model, rules, None, snapshots)
+    # accounts travel as their numbers (sorted like the ids, far cheaper to sort and join than text)
+    numbers = pl.DataFrame({"account_id": book.accounts}).with_row_index("__code").with_columns(
+        pl.col("__code").cast(pl.Int64))
     ev = events.select(pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), "event") \
-        .filter(pl.col("event") == outcome)
-    first, last = frame["as_of"].min(), frame["as_of"].max()
-    labelled = label_outcomes(firings, ev, outcome=outcome, horizon=horizon, data_end=last,
-                              terminal=definition.terminal)
+        .filter(pl.col("event") == outcome).join(numbers, on="account_id", how="left")
+    firings, at, which = _firings(book, rules)
+    first, last = _date(int(book.days.min())), _date(int(book.days.max()))
+    # a label belongs to the account and date: label each row with a firing once, then every firing on it.
+    # On an account without an event of the outcome the label reads only the date (no event: false; the
+    # horizon must end by the last snapshot), so those rows are labelled once per date.
+    fired_rows = np.flatnonzero(np.bincount(at, minlength=len(book.codes))) if at.size else at
+    ev_codes = ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event")
+    with_event = np.zeros(len(book.accounts), bool)
+    with_event[ev["__code"].drop_nulls().to_numpy()] = True
+    on_event = with_event[book.codes[fired_rows]]
+    observable = np.zeros(len(book.codes), bool)
+    label = np.zeros(len(book.codes), bool)
+    rows = fired_rows[on_event]
+    if rows.size:
+        labels = label_outcomes(
+            pl.DataFrame({"account_id": book.codes[rows], "__row": rows}).with_columns(
+                _to_date(pl.Series("as_of", book.days[rows]))),
+            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+        observable[labels["__row"].to_numpy()] = True
+        label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
+    rows = fired_rows[~on_event]
+    if rows.size:
+        dates = np.unique(book.days[rows])
+        labels = label_outcomes(  # account number -2: no event has it
+            pl.DataFrame({"account_id": np.full(len(dates), -2, np.int64), "__day": dates}).with_columns(
+                _to_date(pl.Series("as_of", dates))),
+            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+        observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
+    seen = np.flatnonzero(observable[at])
+    names = {i: r.name for i, r in enumerate(rules)}
+    has_csm = "csm" in book.frame.columns
+    labelled = pl.DataFrame({"account_id": book.accounts.gather(book.codes[at[seen]]),
+                             "as_of": firings["as_of"].gather(seen),
+                             "rule": pl.Series(which[seen]).replace_strict(names, return_dtype=pl.String),
+                             **({"csm": book.frame["csm"].gather(at[seen])} if has_csm else {}),
+                             outcome: label[at[seen]]})
 
-    known = frame.select(pl.col("account_id").cast(pl.String)).unique()
     if definition.terminal:
-        ev = ev.group_by("account_id").agg(pl.col("date").min())
-    eligible = ev.select("account_id", "date").join(known, on="account_id", how="semi").filter(
+        ev = ev.group_by("account_id", "__code").agg(pl.col("date").min())
+    eligible = ev.filter(pl.col("__code").is_not_null()).select("account_id", "date", "__code").filter(
         pl.col("date") >= pl.lit(first) + pl.duration(days=h_days), pl.col("date") <= pl.lit(last)).unique()
-    before = eligible.join(firings.select("account_id", "as_of", "rule"), on="account_id", how="inner").filter(
-        pl.col("as_of") < pl.col("date"), pl.col("as_of") >= pl.col("date") - pl.duration(days=h_days))
+    before = eligible.join(firings.select(pl.col("account_id").alias("__code"), "as_of", "rule"), on="__code") \
+        .filter(pl.col("as_of") < pl.col("date"), pl.col("as_of") >= pl.col("date") - pl.duration(days=h_days)) \
+        .with_columns(pl.col("rule").replace_strict(names, return_dtype=pl.String))
     per_rule = before.group_by("account_id", "date", "rule").agg(pl.col("as_of").min().alias("first_alert"))
     any_rule = before.group_by("account_id", "date").agg(pl.col("as_of").min().alias("first_alert")) \
         .with_columns(pl.lit(_ALL).alias("rule"))
@@ -648,43 +821,48 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
         (pl.col("date") - pl.col("first_alert")).dt.total_days().alias("lead_days")).sort("rule", "account_id", "date")
 
     csm_weeks = None
-    if "csm" in frame.columns:
-        csm_weeks = int(frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
+    if has_csm:
+        csm_weeks = int(book.frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
                         .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
     n_events = eligible.height
-    rows = []
-    for rule in [*model.alerts, None]:
-        name = _ALL if rule is None else rule.name
-        fire = firings if rule is None else firings.filter(pl.col("rule") == name)
-        lab = labelled if rule is None else labelled.filter(pl.col("rule") == name)
-        hit = caught.filter(pl.col("rule") == name)
-        true = int(lab[outcome].sum()) if lab.height else 0
-        lead = hit["lead_days"].cast(pl.Float64)
-        per_csm = None
-        if csm_weeks:
-            per_csm = fire.filter(pl.col("csm").is_not_null()).height / csm_weeks
-        rows.append({
-            "rule": name, "kind": "" if rule is None else rule.kind, "severity": "" if rule is None else rule.severity,
-            "alerts": fire.height, "observable": lab.height, "true_alarms": true,
-            "precision": true / lab.height if lab.height else None,
-            "events": n_events, "caught": hit.height,
-            "share_caught": hit.height / n_events if n_events else None,
-            "lead_days_median": lead.median() if hit.height else None,
-            "lead_days_q25": lead.quantile(0.25, "linear") if hit.height else None,
-            "lead_days_q75": lead.quantile(0.75, "linear") if hit.height else None,
-            "alerts_per_csm_week": per_csm,
-            "false_per_true": (lab.height - true) / true if true else None})
-    table = pl.DataFrame(rows, schema_overrides={"precision": pl.Float64, "share_caught": pl.Float64,
-                                                 "lead_days_median": pl.Float64, "lead_days_q25": pl.Float64,
-                                                 "lead_days_q75": pl.Float64, "alerts_per_csm_week": pl.Float64,
-                                                 "false_per_true": pl.Float64})
+    # per rule, and for all rules together
+    count = np.bincount(which, minlength=len(rules))
+    with_csm = np.bincount(which, weights=book.frame["csm"].is_not_null().to_numpy()[at], minlength=len(rules)) \
+        if has_csm else np.zeros(len(rules))
+    n_seen = np.bincount(which[seen], minlength=len(rules))
+    n_true = np.bincount(which[seen], weights=label[at[seen]], minlength=len(rules)).astype(np.int64)
+    lab = pl.DataFrame({"rule": [r.name for r in rules] + [_ALL], "observable": np.r_[n_seen, n_seen.sum()],
+                        "true_alarms": np.r_[n_true, n_true.sum()]})
+    lead = pl.col("lead_days").cast(pl.Float64)
+    hits = caught.group_by("rule").agg(pl.len().alias("caught"), lead.median().alias("lead_days_median"),
+                                       lead.quantile(0.25, "linear").alias("lead_days_q25"),
+                                       lead.quantile(0.75, "linear").alias("lead_days_q75"))
+    table = pl.DataFrame({"rule": [r.name for r in rules] + [_ALL], "kind": [r.kind for r in rules] + [""],
+                          "severity": [r.severity for r in rules] + [""],
+                          "alerts": np.r_[count, count.sum()].astype(np.int64),
+                          "with_csm": np.r_[with_csm, with_csm.sum()]}) \
+        .join(lab, on="rule", how="left").join(hits, on="rule", how="left") \
+        .with_columns(pl.col("observable", "true_alarms", "caught").fill_null(0).cast(pl.Int64))
+    obs, true = pl.col("observable"), pl.col("true_alarms")
+
+    def per(col: str, total: int | None) -> pl.Series:  # numpy division: polars may divide by a reciprocal
+        return pl.Series(table[col].fill_null(0).to_numpy() / total if total else [None] * table.height,
+                         dtype=pl.Float64)
+
+    table = table.with_columns(
+        pl.when(obs > 0).then(true / obs).alias("precision"),
+        pl.lit(n_events, pl.Int64).alias("events"),
+        per("caught", n_events).alias("share_caught"),
+        (per("with_csm", csm_weeks) if csm_weeks else pl.lit(None, pl.Float64)).alias("alerts_per_csm_week"),
+        pl.when(true > 0).then((obs - true) / true).alias("false_per_true"))
     lo, hi = wilson_interval(table["true_alarms"].to_numpy(), table["observable"].to_numpy())
     table = table.with_columns(pl.Series("precision_lower", lo).fill_nan(None),
                                pl.Series("precision_upper", hi).fill_nan(None))
     order = ["rule", "kind", "severity", "alerts", "observable", "true_alarms", "precision", "precision_lower",
              "precision_upper", "events", "caught", "share_caught", "lead_days_median", "lead_days_q25",
              "lead_days_q75", "alerts_per_csm_week", "false_per_true"]
-    return AlertBacktest(table=table.select(order), firings=labelled, caught=caught, outcome=outcome,
+    table = table.select(order).cast({c: pl.Float64 for c in order[6:9] + order[11:]})
+    return AlertBacktest(table=table, firings=labelled, caught=caught, outcome=outcome,
                          horizon=horizon, adverse=definition.adverse, model_name=model.name)
 
 
@@ -743,7 +921,8 @@ def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreMode
         setting = "value"
         loosen_up = base.op in ("<", "<=")
         source = _source_column(model, base)
-        values = _prepare(frame, model, [base], None, snapshots)[source or "score"].cast(pl.Float64).drop_nulls()
+        snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+        values = _prepare(frame, model, [base], None, snaps)[source or "score"].cast(pl.Float64).drop_nulls()
     elif base.kind == "probability":
         setting, loosen_up = "at_least", False
         if not model.probability:
@@ -759,7 +938,9 @@ def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreMode
     trial = [replace(base, name=f"c{k}", **{setting: v}) for k, v in enumerate(grid)]
     csm_weeks = int(frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
                     .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
-    n = _firing_counts(frame, replace(model, alerts=trial), snapshots)
+    book = _book(frame, replace(model, alerts=trial), trial, None, snapshots, reuse=False)
+    with_csm = book.frame["csm"].is_not_null().to_numpy()
+    n = {r.name: int((book.new(r) & with_csm).sum()) for r in trial}
     table = pl.DataFrame({setting: grid, "alerts": [int(n.get(f"c{k}", 0)) for k in range(len(grid))]}) \
         .with_columns((pl.col("alerts") / max(csm_weeks, 1)).alias("alerts_per_csm_week"))
     fits = table.filter(pl.col("alerts_per_csm_week") <= capacity)
@@ -770,23 +951,15 @@ def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreMode
                              best["alerts_per_csm_week"], capacity, table)
 
 
-def _firings(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> pl.DataFrame:
-    """Every firing (``new``) over the history: account_id, as_of, rule (and csm); no ids, evidence or state.
-    The same statuses as :func:`alert_history`, computed without what a backtest does not read."""
-    frame = _prepare(scores, model, model.alerts, None, snapshots)
-    frame, holds, _ = _conditions(frame, model, model.alerts)
-    codes, days, first_row = _keys(frame)
-    cols = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else [])]
-    parts = []
-    for rule in model.alerts:
-        h = frame[holds[rule.name]].to_numpy().astype(bool)
-        status = _statuses(codes, days, first_row, h, rule.cooldown_days, None)["status"]
-        rows = np.flatnonzero(status == "new")
-        parts.append(frame[rows].select(*cols, pl.lit(rule.name).alias("rule")))
-    return pl.concat(parts).select("account_id", "as_of", "rule", *cols[2:])
-
-
-def _firing_counts(scores: pl.DataFrame, model: ScoreModel, snapshots: pl.DataFrame | None) -> dict[str, int]:
-    """Alerts fired (``new``) per rule on accounts with a CSM over the history."""
-    fired = _firings(scores, model, snapshots).filter(pl.col("csm").is_not_null())
-    return dict(fired.group_by("rule").len().iter_rows())
+def _firings(book: _Book, rules: list[AlertRule]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Every firing (``new``) over the history, the same statuses as :func:`alert_history` without what a
+    backtest does not read: account_id (the account's number), as_of, rule (its position in ``rules``) and
+    ``__row`` (the row of the book); also the rows and rule positions as numpy arrays."""
+    rows = [np.flatnonzero(book.new(rule)) for rule in rules]
+    at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    which = np.repeat(np.arange(len(rules), dtype=np.int32), [len(r) for r in rows])
+    order = np.argsort(at, kind="stable")  # by account and date (the rows of the book), then rule
+    at, which = at[order], which[order]
+    frame = pl.DataFrame({"account_id": book.codes[at], "as_of": book.days[at], "rule": which, "__row": at}) \
+        .with_columns(pl.col("as_of").cast(pl.Int32).cast(pl.Date))
+    return frame, at, which

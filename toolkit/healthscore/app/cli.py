@@ -27,7 +27,7 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights
 from healthscore.app import batch
-from healthscore.app.commands.alerts import add_alerts, demo_lines
+from healthscore.app.commands.alerts import add_alerts, check_alert_models, demo_lines, evaluation_backtest
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.init import add_init
 from healthscore.app.commands.monitor import add_monitor
@@ -342,6 +342,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capacity", type=int, metavar="K",
                    help="accounts a CS team can work per snapshot period (default: a tenth of the book)")
     p.add_argument("--folds", type=int, default=5, help="folds of --split kfold (default 5)")
+    p.add_argument("--alerts", action="store_true",
+                   help="also backtest the models' [[alerts]] rules over the history: one line per rule, and "
+                        "DIR/alerts_backtest.csv")
     _add_reading_args(p)
     add_extract_args(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -370,6 +373,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                   inputs={"--data": args.data, "--events": args.events,
                           **{f"--model {m}": m.partition("#")[0] for m in args.model}})
     models = [_load_model_arg(m) for m in args.model]
+    if args.alerts:
+        check_alert_models(models)
     snaps = _snapshots(args, args.data)
     for model in models:
         _check_model_against(model, snaps, args.data)
@@ -393,6 +398,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 target = Path(args.out) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}_with_probability.toml"
                 written.append(str(model.with_probability_map(ev.probability_maps[name]).save(target)))
     print(evaluation.key_table_text(ev))
+    if args.alerts:
+        text, path = evaluation_backtest(snaps, events, models, outcome=args.outcome, horizon=args.horizon,
+                                         out=args.out)
+        print(f"\n{text}")
+        written.append(str(path))
     print(f"\nwritten {', '.join(str(p) for p in written)}")
     return 0
 

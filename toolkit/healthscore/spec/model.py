@@ -346,6 +346,27 @@ class ScoreModel:
             chain = chain.when(expr < band.upper).then(pl.lit(band.name))
         return chain.otherwise(pl.lit(self.bands[-1].name)) if self.bands else pl.lit(None, dtype=pl.String)
 
+    def in_band(self, score: pl.Expr | str, band: str) -> pl.Expr:
+        """Is the score in ``band``: the same as ``band_of(score) == band`` (null stays null), with
+        numeric comparisons only, so it is cheap over long histories.
+
+        >>> import polars as pl
+        >>> m = ScoreModel("m", "1", [], {}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> pl.select(m.in_band(pl.Series([10.0, 40.0, None]), "red")).to_series().to_list()
+        [True, False, None]
+        """
+        expr = pl.col(score) if isinstance(score, str) else score
+        names = [b.name for b in self.bands]
+        if band not in names:
+            return pl.when(expr.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(pl.lit(False))
+        k = names.index(band)
+        # band_of picks the first band whose upper bound the score is below (the last band otherwise)
+        below_earlier = [expr < b.upper for b in self.bands[:k]]
+        out = ~pl.any_horizontal(below_earlier) if below_earlier else pl.lit(True)
+        if k < len(self.bands) - 1:
+            out = out & (expr < self.bands[k].upper)
+        return pl.when(expr.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(out)
+
     # ------------------------------------------------------------ variants
     def resolve(self, variant: str | None) -> ScoreModel:
         """The model as it applies to accounts of one variant (``None``/"default": the base model).

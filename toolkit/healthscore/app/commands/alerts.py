@@ -9,14 +9,18 @@ from pathlib import Path
 
 import polars as pl
 
-from healthscore.analysis.alerts import alerts, backtest_alerts, line_of
+from healthscore.analysis.alerts import AlertColumnsError, alerts, backtest_alerts, line_of, threshold_for_capacity
 from healthscore.app.notify import deliver_alerts
+from healthscore.core.scoring import score
 from healthscore.errors import UsageError
 from healthscore.io import files
 from healthscore.io.snapshots import read_events, read_snapshots
-from healthscore.spec.model import load_model
+from healthscore.spec.model import ScoreModel, load_model
 
-__all__ = ["add_alerts"]
+__all__ = ["add_alerts", "check_alert_models", "evaluation_backtest"]
+
+# the kinds of rule a capacity threshold is found for (threshold_for_capacity)
+_CAPACITY_KINDS = ("threshold", "probability", "enters_band")
 
 
 def add_alerts(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +50,9 @@ def add_alerts(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", help="events table (account_id, date, event), for --backtest")
     p.add_argument("--outcome", default="churned", help="outcome to backtest against (default churned)")
     p.add_argument("--horizon", default="90d", help="how long after an alert the outcome counts (default 90d)")
+    p.add_argument("--capacity", type=float, metavar="N",
+                   help="with --backtest: for each threshold, probability and enters_band rule, the setting that "
+                        "keeps it within N alerts per CSM per week over the history")
     p.set_defaults(func=_cmd_alerts)
 
 
@@ -58,15 +65,31 @@ def _read_scores(path: Path) -> pl.DataFrame:
 
 
 def _cmd_alerts(args: argparse.Namespace) -> int:
+    if args.capacity is not None and not args.backtest:
+        raise UsageError("--capacity goes with --backtest: it sets thresholds from the history")
+    if args.capacity is not None and not args.capacity > 0:
+        raise UsageError(f"--capacity {args.capacity:g}: give the alerts a CSM can work per week, above 0 (e.g. 3)")
     model = load_model(args.model, args.name)
     scores = _read_scores(args.scores)
     snaps = read_snapshots(args.snapshots) if args.snapshots else None
+    try:
+        return _alerts_or_backtest(args, model, scores, snaps)
+    except AlertColumnsError as exc:
+        if snaps is None:  # the fix is a flag: --snapshots
+            raise UsageError(str(exc)) from None
+        raise
+
+
+def _alerts_or_backtest(args: argparse.Namespace, model: ScoreModel, scores: pl.DataFrame,
+                        snaps: pl.DataFrame | None) -> int:
     if args.backtest:
         if not args.events:
             raise UsageError("--backtest needs --events (account_id, date, event)")
         bt = backtest_alerts(scores, read_events(args.events), model, outcome=args.outcome, horizon=args.horizon,
                              snapshots=snaps)
         print(bt.summary())
+        if args.capacity is not None:
+            print(capacity_lines(scores, model, args.capacity, snapshots=snaps))
         if args.out:
             _write(bt.to_frame(), args.out)
             print(f"written {args.out}")
@@ -95,6 +118,41 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
         print(delivery.summary() + f" (outbox {outbox})")
         return 0 if delivery.ok else 1
     return 0
+
+
+def capacity_lines(scores: pl.DataFrame, model: ScoreModel, capacity: float, *,
+                   snapshots: pl.DataFrame | None = None) -> str:
+    """Per threshold-like rule, the setting that fits ``capacity`` alerts per CSM per week."""
+    lines = [f"settings for at most {capacity:g} alerts per CSM per week (over the history, with each rule's "
+             "cool-down):"]
+    rules = [r for r in model.alerts if r.kind in _CAPACITY_KINDS]
+    for rule in rules:
+        found = threshold_for_capacity(scores, model, rule.name, capacity=capacity, snapshots=snapshots)
+        lines.append(f"  {found.summary()}")
+    if not rules:
+        lines.append(f"  the model has no {', '.join(_CAPACITY_KINDS)} rule to set")
+    return "\n".join(lines)
+
+
+def check_alert_models(models: list[ScoreModel]) -> None:
+    """``evaluate --alerts`` needs a model with [[alerts]] rules (checked before the long work)."""
+    if not any(m.alerts for m in models):
+        raise UsageError("--alerts: no model given has [[alerts]] rules; add some (see the starter models) or "
+                         "leave out --alerts")
+
+
+def evaluation_backtest(snaps: pl.DataFrame, events: pl.DataFrame, models: list[ScoreModel], *, outcome: str,
+                        horizon: str, out: Path) -> tuple[str, Path]:
+    """The alert backtest of every model with rules over the whole history: the printed lines and
+    DIR/alerts_backtest.csv (one row per model and rule), for ``healthscore evaluate --alerts``."""
+    texts, tables = [], []
+    for model in (m for m in models if m.alerts):
+        bt = backtest_alerts(score(snaps, model), events, model, outcome=outcome, horizon=horizon, snapshots=snaps)
+        texts.append(str(bt.summary()))
+        tables.append(bt.to_frame().select(pl.lit(model.name).alias("model"), pl.all()))
+    path = Path(out) / "alerts_backtest.csv"
+    files.write_csv(pl.concat(tables), path)
+    return "\n".join(texts), path
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
