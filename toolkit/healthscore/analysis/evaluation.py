@@ -913,7 +913,10 @@ def _alarm_band(model: Any, outcome: str) -> str | None:
 
 def _watch_band(model: Any, alarm: str | None, outcome: str) -> str | None:
     """The band next to the alarm band on the alarming side's way to healthy ('yellow' next to 'red')."""
-    names = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
+    if isinstance(model, (pl.DataFrame, pl.LazyFrame)):  # a score frame's bands: the standard three
+        names = ["red", "yellow", "green"]
+    else:
+        names = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
     if alarm is None or alarm not in names or len(names) < 3:
         return None
     i = names.index(alarm) + (1 if event_is_low_score(outcome) else -1)
@@ -1471,7 +1474,8 @@ def evaluate(
             pm = None
         if fold_of is not None and pm is not None:
             te = _out_of_fold(te.join(fold_of, on=keys, how="left"), outcome, probability, horizon)
-        alarm = _alarm_band(model, outcome)
+        # a score frame without bands has no alarm band to judge (not one that catches nothing)
+        alarm = _alarm_band(model, outcome) if te["band"].null_count() < te.height else None
         watch = _watch_band(model, alarm, outcome)
         stamp = {"model": name, "model_hash": str(getattr(model, "hash", "") or "")}
         rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction, watch)})
