@@ -44,10 +44,10 @@ from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
-    "auc", "auc_ci", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",
+    "auc", "auc_ci", "auc_difference", "Difference", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",
     "expected_calibration_error", "band_table", "red_band_confusion", "cutoff_for_precision",
     "cutoff_for_capacity", "roc_points", "gains_curve", "risk_of", "event_is_low_score",
-    "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split",
+    "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split", "compare_models",
 ]
 
 ArrayLike = Any  # numpy array, polars Series, list
@@ -181,6 +181,90 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, *, confidence: float = 0.95, groups: A
     se = math.sqrt(max(float(var), 0.0))
     z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
+
+
+class Difference(NamedTuple):
+    """A paired difference (model A minus model B) with its confidence interval and two-sided p-value."""
+
+    estimate: float
+    lower: float
+    upper: float
+    p_value: float
+
+
+def _placements(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """DeLong placement value of every row, in the rows' own order: for a positive, the share of
+    negatives ranked below it; for a negative, the share of positives ranked above it (ties
+    count one half). Both kinds average to the AUC."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    gid = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+    pos_in = np.bincount(gid, weights=ys)
+    neg_in = np.bincount(gid, weights=1.0 - ys)
+    m, n = float(pos_in.sum()), float(neg_in.sum())
+    v_pos = (np.cumsum(neg_in) - 0.5 * neg_in) / n
+    v_neg = (m - np.cumsum(pos_in) + 0.5 * pos_in) / m
+    out = np.empty(x.size)
+    out[order] = np.where(ys == 1.0, v_pos[gid], v_neg[gid])
+    return out
+
+
+def auc_difference(y: ArrayLike, risk_a: ArrayLike, risk_b: ArrayLike, *, confidence: float = 0.95,
+                   groups: ArrayLike | None = None) -> Difference:
+    """AUC of ``risk_a`` minus AUC of ``risk_b`` on the same rows, with a paired DeLong interval.
+
+    Both scores rank the same rows, so their AUCs are correlated: the variance of the difference
+    comes from the difference of the two placement values per row (DeLong, DeLong and
+    Clarke-Pearson 1988), which is far narrower than two separate intervals suggest. With
+    ``groups=account_id`` the differences are summed per account first (Obuchowski's clustered
+    form), so repeated snapshots of one account count as one piece of evidence. Rows where
+    either score or the outcome is missing are left out of both.
+
+    >>> y = [0, 0, 1, 1, 0, 1, 0, 1]
+    >>> d = auc_difference(y, [1, 2, 3, 4, 1, 5, 2, 6], [4, 3, 2, 1, 2, 1, 5, 3])
+    >>> round(d.estimate, 4), d.lower > 0, d.p_value < 0.05
+    (0.875, True, True)
+    """
+    yy, xa, keep_a = _pair(y, risk_a, with_mask=True)
+    yb, xb, keep_b = _pair(y, risk_b, with_mask=True)
+    if xa.size != keep_a.size or xb.size != keep_b.size or not np.array_equal(keep_a, keep_b):
+        keep = keep_a & keep_b
+        yy, xa, xb = _floats(y)[keep], _floats(risk_a)[keep], _floats(risk_b)[keep]
+    else:
+        keep = keep_a
+    nan = Difference(float("nan"), float("nan"), float("nan"), float("nan"))
+    if not _both_classes(yy):
+        return nan
+    d = _placements(yy, xa) - _placements(yy, xb)
+    pos = yy == 1.0
+    m, n = float(pos.sum()), float((~pos).sum())
+    diff = float(d[pos].mean())
+    if groups is None:
+        var = d[pos].var(ddof=1) / m + d[~pos].var(ddof=1) / n if m > 1 and n > 1 else float("nan")
+    else:
+        g = _group_codes(groups, keep)
+        k = int(g.max()) + 1
+        dp_sum = np.bincount(g[pos], weights=d[pos], minlength=k)
+        dn_sum = np.bincount(g[~pos], weights=d[~pos], minlength=k)
+        mp = np.bincount(g[pos], minlength=k)
+        nn = np.bincount(g[~pos], minlength=k)
+        present = (mp + nn) > 0
+        n_clusters = int(present.sum())
+        if n_clusters < 2:
+            return Difference(diff, float("nan"), float("nan"), float("nan"))
+        dp = (dp_sum - mp * diff)[present]
+        dn = (dn_sum - nn * diff)[present]
+        c = n_clusters / (n_clusters - 1)
+        var = (c * float(np.sum(dp * dp)) / m / m + c * float(np.sum(dn * dn)) / n / n
+               + 2.0 * c * float(np.sum(dp * dn)) / (m * n))
+    if not math.isfinite(var):
+        return Difference(diff, float("nan"), float("nan"), float("nan"))
+    se = math.sqrt(max(float(var), 0.0))
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    if se == 0.0:  # the two scores rank every pair alike
+        return Difference(diff, diff, diff, 1.0 if diff == 0.0 else 0.0)
+    p = float(2.0 * stats.norm.sf(abs(diff) / se))
+    return Difference(diff, diff - z * se, diff + z * se, p)
 
 
 def _group_codes(groups: ArrayLike, keep: np.ndarray) -> np.ndarray:
@@ -827,8 +911,21 @@ def _alarm_band(model: Any, outcome: str) -> str | None:
     return model.alarm_band(outcome) if getattr(model, "bands", None) else None
 
 
+def _watch_band(model: Any, alarm: str | None, outcome: str) -> str | None:
+    """The band next to the alarm band on the alarming side's way to healthy ('yellow' next to 'red')."""
+    if isinstance(model, (pl.DataFrame, pl.LazyFrame)):  # a score frame's bands: the standard three
+        names = ["red", "yellow", "green"]
+    else:
+        names = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
+    if alarm is None or alarm not in names or len(names) < 3:
+        return None
+    i = names.index(alarm) + (1 if event_is_low_score(outcome) else -1)
+    return names[i] if 0 <= i < len(names) else None
+
+
 def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,
-             target_precision: float, capacity: int | None, fraction: float) -> dict[str, Any]:
+             target_precision: float, capacity: int | None, fraction: float,
+             watch: str | None = None) -> dict[str, Any]:
     """Every backtest figure for one model on one slice of the holdout."""
     y_all = part[outcome].cast(pl.Float64)
     scored = part.filter(pl.col("score").is_not_null())
@@ -856,7 +953,12 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
     if alarm is not None:
         conf = red_band_confusion(part, outcome, red=alarm)
         row.update(alarm_band=alarm, alarm_flagged=conf["flagged"], alarm_precision=conf["precision"],
-                   alarm_recall=conf["recall"], false_alarms=conf["false_alarms"], misses=conf["misses"])
+                   alarm_recall=conf["recall"], false_alarms=conf["false_alarms"], misses=conf["misses"],
+                   alarm_share=conf["flagged"] / part.height if part.height else float("nan"))
+        if watch is not None:
+            both = red_band_confusion(part.with_columns(pl.col("band").replace(watch, alarm)), outcome, red=alarm)
+            row.update(watch_band=watch, alarm_watch_flagged=both["flagged"], alarm_watch_recall=both["recall"],
+                       alarm_watch_share=both["flagged"] / part.height if part.height else float("nan"))
     cut = cutoff_for_precision(y, s, target_precision, outcome) if y.size else None
     row.update(precision_target=target_precision,
                precision_cutoff=cut.cutoff if cut else float("nan"),
@@ -986,6 +1088,12 @@ class Evaluation:
         else:
             how = f"time split at {self.split}"
         return f"Backtest: {self.outcome} within {self.within}, {how}"
+    # one row per pair of models on the same rows: paired AUC difference and the verdict
+    comparisons: pl.DataFrame = field(default_factory=lambda: _comparison_frame([]))
+    # model -> how its training window overlaps the holdout (only with allow_overlap=True)
+    overlaps: dict[str, str] = field(default_factory=dict)
+    # what a reader must not miss (an AUC below 0.5, ...), one sentence each
+    warnings: list[str] = field(default_factory=list)
 
     def to_frame(self) -> pl.DataFrame:
         """One row per model: discrimination, calibration, alarm band and cut-off figures."""
@@ -999,10 +1107,35 @@ class Evaluation:
         """The name of the model with the highest ``metric`` on the holdout."""
         return self.table.sort(metric, descending=True, nulls_last=True)["model"][0]
 
+    @property
+    def verdicts(self) -> list[str]:
+        """One sentence per pair of models: which ranks the events better, or that no difference shows."""
+        return self.comparisons["verdict"].to_list() if self.comparisons.height else []
+
+    def catch_lines(self) -> list[str]:
+        """Per model: the share of the holdout's events its alarm band catches, and with the next band."""
+        noun = _event_noun(self.outcome)
+        out = []
+        for r in self.table.iter_rows(named=True):
+            if r.get("alarm_band") is None or r.get("alarm_recall") is None:
+                continue
+            text = (f"{r['model']}: {r['alarm_band']} catches {_pct(r['alarm_recall'])} of {noun} "
+                    f"(flagging {_pct(r.get('alarm_share'))} of snapshots)")
+            if r.get("watch_band") is not None:
+                text += (f"; {r['alarm_band']} plus {r['watch_band']} {_pct(r.get('alarm_watch_recall'))} "
+                         f"(flagging {_pct(r.get('alarm_watch_share'))})")
+            out.append(text)
+        return out
+
     def summary(self) -> Summary:
-        """Readable text: the split, then one block per model, then the head-to-head verdict."""
-        lines = [
-            self.design(),
+        """Readable text: overlap banners, the design, the verdicts, what the alarm bands catch and any
+        warning first; then the split, one block per model and the breakdown."""
+        lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in self.overlaps.items()]
+        lines.append(self.design())
+        lines += [f"  {v}" for v in self.verdicts]
+        lines += [f"  {c}" for c in self.catch_lines()]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [
             f"  train {self.train_rows:,} snapshots ({self.train_events:,} with the event), as_of "
             f"{self.train_dates[0]} .. {self.train_dates[1]}",
             f"  test  {self.test_rows:,} snapshots ({self.test_events:,} with the event), as_of "
@@ -1034,15 +1167,17 @@ class Evaluation:
             a, b = ranked.row(0, named=True), ranked.row(1, named=True)
             overlap = a["auc_lower"] <= b["auc_upper"]
             lines.append(f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
-                         f"{'; the intervals overlap' if overlap else ''})")
+                         f"{'; the separate intervals overlap' if overlap else ''}); paired on the same rows:")
+            lines += [f"  {v}" for v in self.verdicts]
         if self.by is not None:
             lines.append(f"\nAUC by {self.by}:")
             piv = (self.segments.select("model", self.by, "auc")
                    .pivot(on="model", index=self.by, values="auc"))
+            width = max([12, *(len(str(v)) for v in piv[self.by].to_list())])
             for r in piv.iter_rows(named=True):
                 cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
                                    for m in self.models)
-                lines.append(f"  {r[self.by]:<12} {cells}")
+                lines.append(f"  {str(r[self.by]):<{width}} {cells}")
         return Summary("\n".join(lines).rstrip())
 
     def __str__(self) -> str:
@@ -1096,16 +1231,109 @@ class Evaluation:
 
 def key_table_text(ev: Evaluation) -> str:
     """The head-to-head table as fixed-width text (what the command line prints)."""
-    head = (f"{'model':<24} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
+    w = max([5, *(len(m) for m in ev.models)])  # full model names: never cut
+    head = (f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
             f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
-    lines = [ev.design(), f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
-             f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
+    lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in ev.overlaps.items()]
+    lines += [ev.design(), f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+              f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
     for r in ev.table.iter_rows(named=True):
         ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
-        lines.append(f"{r['model'][:24]:<24} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
+        lines.append(f"{r['model']:<{w}} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
                      f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
                      f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}")
-    return "\n".join(lines)
+    tail = ev.verdicts + ev.catch_lines() + [f"warning: {x}" for x in ev.warnings]
+    return "\n".join(lines + ([""] + tail if tail else []))
+
+
+_NOUNS = {"churned": ("churners", "churn"), "expanded": ("expanding accounts", "expansion"),
+          "contracted": ("contracting accounts", "contraction")}
+
+
+def _event_noun(outcome: str, *, plural: bool = True) -> str:
+    """Who has the event ("churners") or the event itself ("churn"), for sentences."""
+    people, thing = _NOUNS.get(outcome, (f"accounts with {outcome!r}", repr(outcome)))
+    return people if plural else thing
+
+
+def _verdict(a: str, b: str, d: Difference, outcome: str, confidence: float) -> tuple[str, str, Difference, str]:
+    """Order the pair so a measurable difference reads in favour of the better model, and say it."""
+    if math.isnan(d.lower):
+        return a, b, d, f"{a} vs {b}: no paired interval (too few events or accounts on the shared rows)"
+    if d.lower > 0 or d.upper < 0:
+        if d.upper < 0:
+            a, b, d = b, a, Difference(-d.estimate, -d.upper, -d.lower, d.p_value)
+        return a, b, d, (f"{a} ranks {_event_noun(outcome)} better than {b}: AUC {d.estimate:+.3f} "
+                         f"[{d.lower:+.3f}, {d.upper:+.3f}]")
+    return a, b, d, (f"no measurable difference between {a} and {b} (AUC difference {d.estimate:+.3f} "
+                     f"[{d.lower:+.3f}, {d.upper:+.3f}], {confidence:.0%} paired interval)")
+
+
+def _comparison_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    schema = {"model_a": pl.Utf8, "model_b": pl.Utf8, "rows": pl.Int64, "events": pl.Int64,
+              "auc_a": pl.Float64, "auc_b": pl.Float64, "auc_difference": pl.Float64,
+              "auc_difference_lower": pl.Float64, "auc_difference_upper": pl.Float64, "p_value": pl.Float64,
+              "verdict": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+
+
+def compare_models(frame: pl.DataFrame, outcome: str, *, confidence: float = 0.95) -> pl.DataFrame:
+    """Every pair of models head to head on the rows both scored: paired AUC difference and verdict.
+
+    ``frame`` holds ``account_id``, ``outcome`` and one score column per model (higher is
+    healthier), named after the model; a pair is compared on the rows where both have a score,
+    clustered by account (:func:`auc_difference`).
+
+    >>> f = pl.DataFrame({"account_id": list("abcdefgh"), "churned": [0, 0, 1, 1, 0, 1, 0, 1],
+    ...                   "good": [9, 8, 2, 1, 9, 2, 7, 3], "same": [9, 8, 2, 1, 9, 2, 7, 3]})
+    >>> compare_models(f, "churned")["verdict"][0]
+    'no measurable difference between good and same (AUC difference +0.000 [+0.000, +0.000], 95% paired interval)'
+    """
+    names = [c for c in frame.columns if c not in ("account_id", outcome)]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = frame.filter(pl.col(a).is_not_null(), pl.col(b).is_not_null())
+            y = both[outcome].cast(pl.Float64).to_numpy()
+            ra, rb = risk_of(both[a], outcome), risk_of(both[b], outcome)
+            d = auc_difference(y, ra, rb, confidence=confidence, groups=both["account_id"])
+            auc_a, auc_b = auc(y, ra), auc(y, rb)
+            ma, mb, dd, text = _verdict(a, b, d, outcome, confidence)
+            if ma != a:
+                auc_a, auc_b = auc_b, auc_a
+            rows.append({"model_a": ma, "model_b": mb, "rows": both.height, "events": int(y.sum()),
+                         "auc_a": auc_a, "auc_b": auc_b, "auc_difference": dd.estimate,
+                         "auc_difference_lower": dd.lower, "auc_difference_upper": dd.upper,
+                         "p_value": dd.p_value, "verdict": text})
+    return _comparison_frame(rows)
+
+
+def _reversed_warnings(table: pl.DataFrame, outcome: str) -> list[str]:
+    """A model whose AUC is below 0.5 ranks the wrong way round: say so, with the likely cause."""
+    more = "more" if event_is_low_score(outcome) else "less"
+    out = []
+    for r in table.iter_rows(named=True):
+        a = r["auc"]
+        if a is None or math.isnan(a) or a >= 0.5:
+            continue
+        sure = ("; its whole interval is below 0.5" if r["auc_upper"] is not None and r["auc_upper"] < 0.5
+                else "")
+        out.append(f"{r['model']} has AUC {a:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}], below 0.5{sure}: "
+                   f"a higher score goes with {more} {_event_noun(outcome, plural=False)}: is a direction "
+                   "reversed? (a metric's direction, the outcome, or a score that reads higher = riskier)")
+    return out
+
+
+def _overlap(name: str, model: Any, split: date, test_end: date, data_end: date) -> str | None:
+    """How a fitted model's training window reaches into the holdout, or None when it does not."""
+    window = getattr(model, "training_window", None)
+    if window is None:
+        return None
+    first, until = window
+    if until < split or first > data_end:
+        return None
+    return (f"fitted on snapshots from {first} with outcomes seen until {until}; the holdout is snapshots "
+            f"{split} .. {test_end} with outcomes until {data_end}")
 
 
 def _slug(name: str) -> str:
@@ -1138,6 +1366,8 @@ def evaluate(
     trajectory_weeks: int = 26,
     folds: int = 5,
     seed: int = 0,
+    allow_overlap: bool = False,
+    confidence: float = 0.95,
 ) -> Evaluation:
     """Backtest one or more score models on the same holdout: a time split, or cross-validation
     when there is one snapshot per account.
@@ -1161,6 +1391,12 @@ def evaluate(
     ``models`` is one model, a list, or a dict name -> model; a model is a ``ScoreModel`` or a
     ready-made score frame (``account_id``, ``as_of``, ``score`` higher-is-healthier, optional
     ``band``), so a score from any other tool can be held against the same holdout.
+
+    Every pair of models is compared on the rows both scored with a paired, account-clustered
+    DeLong interval of the AUC difference (``comparisons``, with a one-sentence verdict at
+    ``confidence``); a model whose AUC is below 0.5 gets a warning. A fitted model whose
+    ``[fitted]`` training window reaches into the holdout is refused (it saw the weeks it would
+    be judged on) unless ``allow_overlap=True``, which marks the summary and every chart.
 
     >>> import healthscore as hs
     >>> p = hs.make_portfolio(n_accounts=300, n_weeks=52, seed=1)
@@ -1197,6 +1433,24 @@ def evaluate(
     else:
         train, test, fold_of = _grouped_split(labelled, outcome, method, folds, seed)
         split_date = None
+    data_end = snaps["as_of"].max()
+    first_test = split_date if split_date is not None else test["as_of"].min()
+    overlaps = {name: how for name, m in named.items()
+                if (how := _overlap(name, m, first_test, test["as_of"].max(), data_end)) is not None}
+    if overlaps and not allow_overlap:
+        name, how = next(iter(overlaps.items()))
+        after = named[name].training_window[1] + timedelta(days=1)
+        source = getattr(named[name], "source", None)
+        if split_date is None:
+            fix = "evaluate it on accounts it was not fitted on, "
+        else:
+            later = (f"evaluate after its training window with split='{after}' (--split {after}), "
+                     if after <= labelled["as_of"].max() else "")
+            fix = f"{later}refit it on the weeks before the holdout (healthscore fit --until {split_date}), "
+        raise EvaluationError(
+            f"model {name!r}{f' ({source.name})' if source is not None else ''} saw the holdout: it was {how}, "
+            f"so its AUC would flatter it. To fix it, {fix}or accept the overlap with allow_overlap=True "
+            "(--allow-overlap), which marks the summary and every figure")
     keys = ["account_id", "as_of"]
     attrs = [by] if by is not None else []
     label_cols = [*keys, *attrs, outcome]
@@ -1207,6 +1461,7 @@ def evaluate(
     pmaps: dict[str, ProbabilityMap] = {}
     orders: dict[str, list[str]] = {}
     fraction = 0.1
+    paired = test_l.select(*keys, outcome).sort(keys)
     for name, model in named.items():
         scored = _scores_of(model, snaps, score_frame, name)
         tr = train_l.join(scored, on=keys, how="left")
@@ -1219,9 +1474,12 @@ def evaluate(
             pm = None
         if fold_of is not None and pm is not None:
             te = _out_of_fold(te.join(fold_of, on=keys, how="left"), outcome, probability, horizon)
-        alarm = _alarm_band(model, outcome)
+        # a score frame without bands has no alarm band to judge (not one that catches nothing)
+        alarm = _alarm_band(model, outcome) if te["band"].null_count() < te.height else None
+        watch = _watch_band(model, alarm, outcome)
         stamp = {"model": name, "model_hash": str(getattr(model, "hash", "") or "")}
-        rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction)})
+        rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction, watch)})
+        paired = paired.join(te.select(*keys, pl.col("score").alias(name)), on=keys, how="left")
         parts = [("(all)", te)]
         if by is not None:
             parts += [(str(k[0]), g) for k, g in te.sort(by).group_by(by, maintain_order=True) if k[0] is not None]
@@ -1248,9 +1506,10 @@ def evaluate(
         f = pl.concat(parts, how="diagonal_relaxed")
         return f.select("model", *[c for c in f.columns if c != "model"])
 
+    table = pl.DataFrame(rows)
     return Evaluation(
         outcome=outcome, horizon=horizon, split=split_date, by=by,
-        table=pl.DataFrame(rows), segments=pl.DataFrame(seg_rows),
+        table=table, segments=pl.DataFrame(seg_rows),
         bands=stack(band_t), reliability=stack(rel_t), roc=stack(roc_t), gains=stack(gain_t),
         trajectories=stack(traj_t), probability_maps=pmaps, band_orders=orders,
         train_rows=train.height, test_rows=test.height,
@@ -1258,6 +1517,8 @@ def evaluate(
         train_dates=(train["as_of"].min(), train["as_of"].max()),
         test_dates=(test["as_of"].min(), test["as_of"].max()),
         method=method, folds=folds if method == "kfold" else None, window=window, period=_period_word(test),
+        comparisons=compare_models(paired.drop("as_of"), outcome, confidence=confidence),
+        overlaps=overlaps, warnings=_reversed_warnings(table, outcome),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +24,49 @@ import polars as pl
 
 from healthscore.core.extract import is_cross_sectional, observation_end
 from healthscore.core.labels import _input_error, label_outcomes
+from healthscore.io.fingerprint import data_hash
 from healthscore.results import Summary
-from healthscore.spec.outcomes import parse_horizon, resolve_outcome
+from healthscore.spec.outcomes import horizon_days, parse_horizon, resolve_outcome
 
 __all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "fit_weights", "WeightFit",
-           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest"]
+           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest", "fitted_record"]
 
+def fitted_record(snapshots: pl.DataFrame | pl.LazyFrame, rows: pl.DataFrame, model: Any, *, method: str,
+                  outcome: str, horizon: str, data_end: date | None = None,
+                  labelled: bool = False) -> dict[str, Any]:
+    """What a fit learned from, for the fitted model's ``[fitted]`` table.
+
+    ``snapshots`` are the snapshots the fit was given (their hash covers the keys and the
+    columns the model reads), ``rows`` the labelled rows it fitted on (first and last
+    ``as_of``). ``observed_until`` is the last day whose events the labels could see: the data
+    end (``data_end``, else the last snapshot), or for rows labelled elsewhere (``labelled``)
+    the last ``as_of`` plus the horizon.
+
+    >>> import datetime as dt, polars as pl
+    >>> snaps = pl.DataFrame({"account_id": ["a"] * 3, "as_of": [dt.date(2024, 1, d) for d in (1, 8, 15)]})
+    >>> r = fitted_record(snaps, snaps.head(2), None, method="weights", outcome="churned", horizon="7d")
+    >>> r["first_as_of"], r["last_as_of"], r["observed_until"], r["rows"]
+    (datetime.date(2024, 1, 1), datetime.date(2024, 1, 8), datetime.date(2024, 1, 15), 2)
+    """
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    wanted = ["account_id", "as_of", *(getattr(model, "columns", None) or [])]
+    cols = [c for c in dict.fromkeys(wanted) if c in snaps.columns]
+    first, last = rows["as_of"].min(), rows["as_of"].max()
+    if data_end is not None:
+        until = data_end
+    elif labelled:
+        until = last + timedelta(days=horizon_days(horizon)) if last is not None else None
+    else:
+        until = snaps["as_of"].max()
+    record = {"method": method, "outcome": outcome, "horizon": parse_horizon(horizon),
+              "data_hash": data_hash(snaps, cols), "rows": int(rows.height),
+              "first_as_of": first, "last_as_of": last, "observed_until": until, "fitted_at": date.today()}
+    return {k: v for k, v in record.items() if v is not None}
+
+
+# ---------------------------------------------------------------- logistic fits
+# A standard error above this many log-odds per standard deviation of the feature means the
+# likelihood is flat in that direction: the mark of (quasi-)separation, not of a real effect.
 _HUGE_SE_PER_SD = 5.0
 _HUGE_COEF_PER_SD = 10.0
 _BIG_DATA = 200_000  # above this many rows, start Newton from a fit on a subsample
@@ -632,6 +669,8 @@ class WeightFit:
     history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
     # what "within" means when it is not the horizon (one snapshot per account: the observation window)
     window: str | None = None
+    # what the fit learned from (``fitted_record``): the suggested model carries it as ``[fitted]``
+    fitted: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ report
     def summary(self) -> Summary:
@@ -734,7 +773,7 @@ class WeightFit:
             # silently replace them for its accounts (segment_lr_test says whether to split)
             new = replace(new, variants=[replace(v, weights={}, categories={}) for v in new.variants])
             new.validate()
-        return new.bump_version()
+        return new.bump_version().with_fitted(self.fitted)
 
     def comparison(self) -> pl.DataFrame:
         """Current against suggested weights: each metric's effective share of the score (metric
@@ -885,11 +924,13 @@ def fit_weights(
                                           outcome)
         window = f"the observation window (as_of .. {end}; one snapshot per account, so that window is the horizon)"
     else:
-        window = None
+        window, end = None, None
     wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
                    table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
                    significance=significance, floor=floor, drop_insignificant=drop_insignificant,
-                   history=(snapshots, events), window=window)
+                   history=(snapshots, events), window=window,
+                   fitted=fitted_record(snapshots, rows, model, method="weights", outcome=outcome,
+                                        horizon=horizon, data_end=end if window is not None else data_end))
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf

@@ -44,7 +44,8 @@ from scipy.optimize import isotonic_regression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from healthscore.analysis.fitting import LogitResult, fit_logit
+from healthscore.analysis.fitting import LogitResult, fit_logit, fitted_record
+from healthscore.analysis.monitoring import reference_from
 from healthscore.core.calibration import _equal_frequency_edges
 from healthscore.core.labels import _input_error, label_outcomes
 from healthscore.results import Summary
@@ -333,6 +334,9 @@ class ShapeFit:
     logit: LogitResult | None
     n_rows: int
     n_events: int
+    # the history it learned from (save adds the monitoring reference on it) and the model it started from
+    history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    original: ScoreModel | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> Summary:
         """The fit, one line per metric, then every flag."""
@@ -353,12 +357,43 @@ class ShapeFit:
         """The per-metric table."""
         return self.table
 
+    def comparison(self) -> pl.DataFrame:
+        """The starting model against the fitted one: each metric's calibration method and its share
+        of the score in percent (metric weight within its category times the category's share)."""
+        before = self.original or self.model
+        cur, new = before.weight_shares(), self.model.weight_shares()
+        shape = dict(self.table.select("metric", "shape").iter_rows())
+        rows = [(m.name, m.category, m.method, round(cur[m.name], 1), n.method, round(new[m.name], 1),
+                 round(new[m.name] - cur[m.name], 1), shape.get(m.name, ""))
+                for m, n in zip(before.metrics, self.model.metrics)]
+        return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "current_method": pl.Utf8,
+                                          "current_share": pl.Float64, "fitted_method": pl.Utf8,
+                                          "fitted_share": pl.Float64, "change": pl.Float64, "shape": pl.Utf8},
+                            orient="row")
+
+    def comparison_text(self) -> str:
+        """:meth:`comparison` as a readable table (the layout of the weight fit's)."""
+        lines = [f"{'metric':<24}{'category':<14}{'current %':>10}{'fitted %':>10}{'change':>8}  calibration"]
+        lines += [f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['fitted_share']:>10.1f}"
+                  f"{r['change']:>+8.1f}  {r['current_method']} -> {r['fitted_method']} ({r['shape']})"
+                  for r in self.comparison().iter_rows(named=True)]
+        return "\n".join(lines)
+
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the fitted model to a new TOML file (refuses to replace one unless ``overwrite``)."""
+        """Write the fitted model to a new TOML file (refuses to replace one unless ``overwrite``).
+
+        Like the weight fit's file it carries ``[fitted]`` (what it learned from) and, when the fit
+        read an events table, a ``[reference]`` table for ``healthscore monitor``.
+        """
         target = Path(path)
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose a new file name or pass overwrite=True")
-        return self.model.save(target)
+        model = self.model
+        if self.history is not None:
+            snapshots, events = self.history
+            model = model.with_reference(reference_from(snapshots, events, model, outcome=self.outcome,
+                                                        horizon=self.horizon))
+        return model.save(target)
 
     def __repr__(self) -> str:
         return f"ShapeFit({self.outcome!r}, {self.table.height} metrics, n={self.n_rows})"
@@ -399,6 +434,7 @@ def fit_shapes(
     adverse = resolve_outcome(outcome, getattr(model, "outcomes", None) or None).adverse
     fixed = [m for m in model.metrics if m.method in _FIXED_METHODS]
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    given = snaps
     if fixed:
         from healthscore.core.scoring import calibrate  # only trend/goal metrics need their sub-scores
         subs = calibrate(snaps, model).select("account_id", "as_of", *[f"sub_{m.name}" for m in fixed])
@@ -506,8 +542,11 @@ def fit_shapes(
     feats = {f"s__{e.metric}": _row_values(e, cv_.chosen) for e, cv_ in zip(encs, curves)}
     final = _stage_two(rows, feats, outcome)
     fitted, table, curve_rows = _build(model, encs, curves, final, sign, significance, stated, flags, outcome)
+    fitted = fitted.with_fitted(fitted_record(given, rows, model, method="shapes", outcome=outcome, horizon=horizon,
+                                              data_end=data_end, labelled=events is None))
     return ShapeFit(model=fitted, outcome=outcome, horizon=horizon, table=table, curves=curve_rows, cv=cv,
-                    alpha=alpha, flags=flags, logit=final, n_rows=n, n_events=n_events)
+                    alpha=alpha, flags=flags, logit=final, n_rows=n, n_events=n_events,
+                    history=(snapshots, events) if events is not None else None, original=model)
 
 
 def _fmt_p(p: float) -> str:

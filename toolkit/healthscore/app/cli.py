@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from healthscore.analysis import scorecard as cards
 from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights
+from healthscore.analysis.shapes import fit_shapes
 from healthscore.app import batch
 from healthscore.app.commands.alerts import add_alerts, check_alert_models, demo_lines, evaluation_backtest
 from healthscore.app.commands.build import add_build
@@ -37,6 +39,7 @@ from healthscore.app.demo_raw import build_from_raw
 from healthscore.app.widgets import TuningSession, edit_weights
 from healthscore.core import scoring
 from healthscore.core.calibration import METHODS, describe, fit_calibration
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.labels import label_outcomes
 from healthscore.core.scoring import band_summary
 from healthscore.datasets.portfolio import (
@@ -51,7 +54,7 @@ from healthscore.io.files import write_text
 from healthscore.io.snapshots import check_events, read_events, read_snapshots, warn_problems
 from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import ScoreModel, load_model
-from healthscore.spec.outcomes import parse_horizon
+from healthscore.spec.outcomes import horizon_days, parse_horizon
 
 EPILOG = """\
 typical session:
@@ -345,6 +348,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alerts", action="store_true",
                    help="also backtest the models' [[alerts]] rules over the history: one line per rule, and "
                         "DIR/alerts_backtest.csv")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate a fitted model even when its training window (its [fitted] table) reaches into "
+                        "the holdout; every figure and the summary then say that it saw the holdout")
     _add_reading_args(p)
     add_extract_args(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -388,7 +394,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ev = evaluation.evaluate(
             snaps, events, models, outcome=args.outcome, horizon=args.horizon, split=args.split, folds=args.folds,
             by=by, probability=args.probability,
-            target_precision=args.target_precision, capacity=args.capacity)
+            target_precision=args.target_precision, capacity=args.capacity, allow_overlap=args.allow_overlap)
     except evaluation.EvaluationError as exc:  # split, outcome or horizon do not fit this history
         raise UsageError(str(exc)) from None
     written = ev.save(args.out)
@@ -410,14 +416,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- fit
 def _add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "fit", help="learn a score model's weights from history (logistic regression)",
+        "fit", help="learn a score model's weights (or, with --shapes, its curves too) from history",
         description="Label every snapshot point-in-time with the outcome, fit a logistic regression of it on "
                     "the model's calibrated sub-scores (standard errors clustered by account), print per metric "
                     "the coefficient, odds ratio per 10 points, 95 percent CI, p-value, VIF and flags (wrong sign, not "
                     "significant, collinear, separation, too few events), then the current vs suggested "
-                    "weights, and write the suggested model to a new TOML file that keeps the comments.",
+                    "weights, and write the suggested model to a new TOML file that keeps the comments. With "
+                    "--shapes every metric's calibration curve is learned together with the weights. The file "
+                    "records what it was fitted on ([fitted]); the command prints the evaluate command that "
+                    "tests it on the weeks after its training window.",
         epilog="example: healthscore fit --model data/model.toml --data data/snapshots.parquet "
-               "--events data/events.parquet --outcome churned --horizon 90d --out build/fitted.toml")
+               "--events data/events.parquet --outcome churned --horizon 90d --until 2025-06-01 "
+               "--out build/fitted.toml")
     _add_history_args(p, data="snapshots", events="events table (account_id, date, event)",
                       out="the suggested model", outcome="event to predict (default churned; expanded for an "
                                                          "expansion index)",
@@ -427,6 +437,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="fit on calibrated sub-scores (default) or on the raw metric columns")
     p.add_argument("--cadence", choices=["weekly", "monthly"], default="weekly",
                    help="every snapshot (default) or the last one per account and month")
+    p.add_argument("--shapes", action="store_true",
+                   help="learn each metric's calibration curve (bins, levels, monotone unless the data say "
+                        "otherwise) together with the weights, instead of the weights alone")
     p.set_defaults(func=_cmd_fit)
 
 
@@ -446,8 +459,9 @@ def _add_history_args(p: argparse.ArgumentParser, *, data: str, events: str, out
     _add_reading_args(p)
 
 
-def _model_and_history(args: argparse.Namespace):
-    """--model and --data (before --until) of a command that writes a new model to --out."""
+def _model_and_history(args: argparse.Namespace, *, dates: bool = False):
+    """--model and --data (before --until) of a command that writes a new model to --out; with
+    ``dates`` also every snapshot date of --data, before --until cuts it."""
 
     if args.out.exists() and not args.overwrite and not args.out.is_dir():
         raise UsageError(f"--out {args.out} exists: choose a new file or pass --overwrite")
@@ -463,35 +477,97 @@ def _model_and_history(args: argparse.Namespace):
     model = _load_model_arg(args.model)
     snaps = _snapshots(args, args.data)
     _check_model_against(model, snaps, args.data)
+    all_dates = snaps.get_column("as_of").unique().sort() if dates else None
     if until is not None:
         first, last = snaps["as_of"].min(), snaps["as_of"].max()
         snaps = snaps.filter(pl.col("as_of") < until)
         if snaps.height == 0:
             raise UsageError(f"--until {args.until} leaves no snapshots: {args.data} runs from {first} to {last}; "
                              f"give a date after {first}, or leave --until out")
-    return model, snaps
+    return (model, snaps, all_dates) if dates else (model, snaps)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
 
-    model, snaps = _model_and_history(args)
+    if args.shapes and (args.features != "subscores" or args.penalty is not None):
+        flag = "--features raw" if args.features != "subscores" else f"--penalty {args.penalty}"
+        raise UsageError(f"--shapes learns the curves and chooses its own penalty: leave out {flag}")
+    model, snaps, dates = _model_and_history(args, dates=True)
     snaps, events = _history(args, snaps, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every warning is also a flag in the summary
-        fit = fit_weights(snaps, events, model, outcome=args.outcome, horizon=args.horizon,
-                          features=args.features, penalty=args.penalty, cadence=args.cadence)
+        if args.shapes:
+            fit = fit_shapes(snaps, events, model, outcome=args.outcome, horizon=args.horizon, cadence=args.cadence)
+        else:
+            fit = fit_weights(snaps, events, model, outcome=args.outcome, horizon=args.horizon,
+                              features=args.features, penalty=args.penalty, cadence=args.cadence)
     print(fit.summary())
     print()
     print(fit.comparison_text())
     try:
-        path = fit.save_suggested(args.out, overwrite=args.overwrite)
+        path = (fit.save if args.shapes else fit.save_suggested)(args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
-    print(f"\nwritten {path} ({fit.model.name} {fit.suggested_model().version}); compare it with: "
-          f"healthscore evaluate --model {args.model} --model {path} --data {args.data} "
-          + (f"--events {args.events} " if args.events else f"--outcome-column {args.outcome_column} ")
-          + "".join(f"--map {m} " for m in args.map) + "--out build/evaluation")
+    fitted = load_model(path, fit.model.name)
+    window = fitted.training_window
+    print(f"\nwritten {path} ({fitted.name} {fitted.version}"
+          + (f", fitted on snapshots from {window[0]} with outcomes seen until {window[1]})" if window else ")"))
+    print(_evaluate_hint(args, path, fitted, snaps, dates))
     return 0
+
+
+def _evaluate_hint(args: argparse.Namespace, path: Path, fitted: ScoreModel, snaps: pl.DataFrame,
+                   dates: pl.Series) -> str:
+    """The ``healthscore evaluate`` command that tests the fitted model on the weeks after its
+    training window, with every flag it needs; when no such weeks are left, how to keep some."""
+    window = fitted.training_window
+    by = "segment" if "segment" in snaps.columns else "none"
+    reading = [(flag, getattr(args, attr)) for flag, attr in (("--sheet", "sheet"), ("--timezone", "timezone"),
+                                                              ("--as-of", "as_of"), ("--observed-until", "observed_until"))
+               if getattr(args, attr, None)]
+    data: list[tuple[str, object]] = [("--data", args.data)]
+    data += ([("--events", args.events)] if args.events and not getattr(args, "outcome_column", None)
+             else [("--outcome-column", args.outcome_column)])
+    data += [("--map", m) for m in (getattr(args, "map", None) or [])]
+
+    def command(name: str, flags: list[tuple[str, object]]) -> str:
+        return " ".join(["healthscore", name] + [f"{f} {shlex.quote(str(v))}" if v is not None else f
+                                                 for f, v in flags])
+
+    def evaluate_flags(split: dt.date, model_file: object) -> list[tuple[str, object]]:
+        return [("--model", args.model), ("--model", model_file), *data, ("--outcome", args.outcome),
+                ("--horizon", args.horizon), ("--split", split), ("--by", by), ("--out", "build/evaluation"),
+                *reading]
+
+    if is_cross_sectional(snaps):  # one snapshot per account: no later weeks, the accounts were all seen
+        flags = [("--model", args.model), ("--model", path), *data, ("--outcome", args.outcome), ("--by", by),
+                 ("--out", "build/evaluation"), *reading, ("--allow-overlap", None)]
+        return ("this model was fitted on every account of the extract, so cross-validation on the same accounts "
+                "flatters it (the report says so); compare it with:\n  " + command("evaluate", flags))
+    last = dates[-1]
+    hdays = horizon_days(args.horizon)
+    if window is not None:
+        split = window[1] + dt.timedelta(days=1)
+        if any(d >= split and d + dt.timedelta(days=hdays) <= last for d in dates):
+            return "compare it on the weeks after its training window with:\n  " + command(
+                "evaluate", evaluate_flags(split, path))
+    # no labelled weeks after the window: refit on the earlier weeks (the evaluate default, 70% in)
+    labelled = [d for d in dates if d + dt.timedelta(days=hdays) <= last]
+    if len(labelled) < 2:
+        return (f"no weeks after its training window can be labelled within {args.horizon}: a fair comparison "
+                "needs a longer history")
+    until = labelled[0] + dt.timedelta(days=round(0.7 * (labelled[-1] - labelled[0]).days))
+    seen = max(d for d in dates if d < until)
+    refit = args.out.with_name(f"{args.out.stem}_until_{until}{args.out.suffix or '.toml'}")
+    fit_flags = [("--model", args.model), *data, ("--outcome", args.outcome), ("--horizon", args.horizon), ("--until", until),
+                 ("--out", refit), *([("--shapes", None)] if args.shapes else []),
+                 *([("--features", args.features)] if args.features != "subscores" else []),
+                 *([("--penalty", args.penalty)] if args.penalty else []),
+                 *([("--cadence", args.cadence)] if args.cadence != "weekly" else []), *reading]
+    return ("this model saw every week of the data, so no later weeks are left to test it on (evaluating it on "
+            "weeks it was fitted on flatters it). To compare it fairly, fit on the weeks before a holdout and "
+            "evaluate on the holdout:\n  " + command("fit", fit_flags) + "\n  "
+            + command("evaluate", evaluate_flags(seen + dt.timedelta(days=1), refit)))
 
 
 def _demo_fit(out: Path) -> str:

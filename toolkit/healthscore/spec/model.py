@@ -40,6 +40,7 @@ import tomllib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,11 @@ DEFAULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("segment", "Segment", "text"), ("lifecycle_stage", "Lifecycle stage", "text"))
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
 _DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
-                    "outcomes", "alerts", "report"}
+                    "fitted", "outcomes", "alerts", "report"}
+# what a fitted model records about its fit (``[fitted]``); the dates are TOML dates
+FITTED_KEYS = ("method", "outcome", "horizon", "data_hash", "rows", "first_as_of", "last_as_of",
+               "observed_until", "fitted_at")
+_FITTED_DATES = ("first_as_of", "last_as_of", "observed_until", "fitted_at")
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -225,6 +230,9 @@ class ScoreModel:
     # decile bins and shares, N/A shares, AUC with its interval), written by
     # ``analysis.monitoring.reference_from``; plain data that watches the score, so outside the hash
     reference: dict[str, Any] | None = None
+    # what a fitted model was fitted on (``[fitted]``: method, outcome, horizon, data hash, training
+    # window, fitting date), written by the fits; plain data about its history, so outside the hash
+    fitted: dict[str, Any] | None = None
     # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     # early-warning rules (``[[alerts]]``); they read scores and never change one, so no hash
@@ -446,6 +454,34 @@ class ScoreModel:
         ({'outcome': 'churned'}, True)
         """
         return replace(self, reference=None if reference is None else _plain(dict(reference)))
+
+    def with_fitted(self, fitted: Mapping[str, Any] | None) -> ScoreModel:
+        """A copy that records what it was fitted on (``None`` removes the record). It is saved as the
+        ``[fitted]`` table and, like ``[reference]``, leaves the hash unchanged. Dates may be given
+        as ``date`` objects or ISO text; they are kept as dates.
+
+        >>> m = ScoreModel("m", "1", [], {}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> f = m.with_fitted({"method": "weights", "first_as_of": "2024-01-01", "observed_until": "2024-06-30"})
+        >>> f.training_window, f.hash == m.hash
+        ((datetime.date(2024, 1, 1), datetime.date(2024, 6, 30)), True)
+        """
+        if fitted is None:
+            return replace(self, fitted=None)
+        problems = _fitted_problems(fitted)
+        if problems:
+            raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
+        return replace(self, fitted=_fitted_plain(fitted))
+
+    @property
+    def training_window(self) -> tuple[date, date] | None:
+        """First snapshot and last day of outcomes the model was fitted on (``[fitted]``), else None.
+
+        The window ends on ``observed_until``: the fit read events up to that day, so any holdout
+        that starts on or before it was partly seen.
+        """
+        f = self.fitted or {}
+        first, last = f.get("first_as_of"), f.get("observed_until") or f.get("last_as_of")
+        return (first, last) if isinstance(first, date) and isinstance(last, date) else None
 
     def bump_version(self) -> ScoreModel:
         """A new model whose version's last number is one higher ("1.2.3" -> "1.2.4", "v7" -> "v8")."""
@@ -773,6 +809,15 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         reference, _ = None, problems.append("reference: expected a [reference] table "
                                              "(written by 'healthscore monitor --set-reference')")
 
+    fitted = table.get("fitted")
+    if fitted is not None:
+        if not isinstance(fitted, dict):
+            fitted, _ = None, problems.append("fitted: expected a [fitted] table (written by 'healthscore fit')")
+        else:
+            fitted_problems = _fitted_problems(fitted)
+            problems += fitted_problems
+            fitted = None if fitted_problems else _fitted_plain(fitted)
+
     outcomes: dict[str, Outcome] = {}
     if table.get("outcomes") is not None:
         try:
@@ -792,7 +837,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
         description=description, variants=variants, source=path,
         probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
-        reference=_plain(dict(reference)) if reference is not None else None,
+        reference=_plain(dict(reference)) if reference is not None else None, fitted=fitted,
         alerts=alerts, fields=fields, _text=text, _prefix=prefix)
     model.validate()
     return model
@@ -929,6 +974,39 @@ def _problems(model: ScoreModel) -> list[str]:
                 if m.name in v.params and m.method in calibration.METHODS:
                     out += [f"{at}.params.{m.name}: {msg}"
                             for msg in _param_problems(m.method, m.params, m.direction)]
+    return out
+
+
+def _fitted_plain(fitted: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[fitted]`` record as plain data, its dates as ``date`` objects, keys in a fixed order."""
+    data = _plain(dict(fitted))
+    for key in _FITTED_DATES:
+        value = data.get(key)
+        if isinstance(value, datetime):
+            data[key] = value.date()
+        elif isinstance(value, str):
+            data[key] = date.fromisoformat(value)
+    order = {k: i for i, k in enumerate(FITTED_KEYS)}
+    return dict(sorted(data.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def _fitted_problems(fitted: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a ``[fitted]`` record (dates that are not dates, a window that runs backwards)."""
+    out: list[str] = []
+    data = _plain(dict(fitted))
+    for key in _FITTED_DATES:
+        value = data.get(key)
+        if value is None or isinstance(value, date):
+            continue
+        try:
+            date.fromisoformat(str(value))
+        except ValueError:
+            out.append(f"fitted.{key}: {value!r} is not a date; write it as YYYY-MM-DD")
+    if not out:
+        plain = _fitted_plain(data)
+        first, last = plain.get("first_as_of"), plain.get("observed_until")
+        if isinstance(first, date) and isinstance(last, date) and last < first:
+            out.append(f"fitted.observed_until: {last} is before first_as_of {first}; the window must run forwards")
     return out
 
 
@@ -1078,6 +1156,14 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         for key, value in model.reference.items():
             ref[key] = value
         table["reference"] = ref
+    if model.fitted is None:
+        table.pop("fitted", None)
+    elif "fitted" not in table or _plain(table["fitted"]) != model.fitted:
+        fit = tomlkit.table()
+        fit.comment("what this model was fitted on; healthscore evaluate refuses a holdout inside this window")
+        for key, value in model.fitted.items():
+            fit[key] = value
+        table["fitted"] = fit
     # [[alerts]] tables already in the file stay exactly as written; a model built in code writes its own
     if model.alerts and "alerts" not in table:
         aot = tomlkit.aot()

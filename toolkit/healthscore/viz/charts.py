@@ -19,7 +19,7 @@ from healthscore.spec.palette import (
 )
 
 __all__ = ["THEME_NAME", "BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "band_colour", "band_scale",
-           "enable_theme"]
+           "enable_theme", "with_banner"]
 
 THEME_NAME = "healthscore"
 
@@ -47,6 +47,31 @@ def _theme() -> alt.theme.ThemeConfig:
             "range": {"category": SERIES_COLOURS},
         }
     }
+
+
+def with_banner(chart: alt.TopLevelMixin, text: str, colour: str | None = None) -> alt.VConcatChart:
+    """The chart under a one-line banner in the alarm colour (red unless ``colour`` is given), for
+    a warning that must travel with the figure, e.g. that a model saw the holdout it is judged on.
+
+    >>> c = alt.Chart().mark_point()
+    >>> spec = with_banner(c, "overlap: this model saw the holdout").to_dict()
+    >>> spec["vconcat"][0]["mark"]["color"], spec["vconcat"][0]["data"]["values"][0]["text"]
+    ('#D55E00', 'overlap: this model saw the holdout')
+    """
+    banner = (alt.Chart(alt.Data(values=[{"text": text}]))
+              .mark_text(color=colour or band_colour("red"), fontSize=14, fontWeight="bold", align="left",
+                         baseline="middle", x=0, y=10, limit=1000)
+              .encode(text="text:N")
+              .properties(height=20, width=400))
+    # top-level-only settings (padding, autosize) move from the chart to the concatenation
+    inner = chart.copy(deep=False)
+    top = {}
+    for key in ("padding", "autosize", "background"):
+        value = getattr(inner, key, alt.Undefined)
+        if value is not alt.Undefined:
+            top[key] = value
+            setattr(inner, key, alt.Undefined)
+    return alt.vconcat(banner, inner, **top)
 
 
 def enable_theme() -> None:

@@ -10,15 +10,16 @@ import altair as alt
 import polars as pl
 
 from healthscore.analysis.evaluation import Evaluation
-from healthscore.viz.charts import band_scale
+from healthscore.viz.charts import band_scale, with_banner
 
 __all__ = ["charts", "roc_chart", "reliability_chart", "band_rate_chart", "lift_chart", "trajectory_chart",
            "comparison_chart"]
 
 
 def charts(ev: Evaluation) -> dict[str, Any]:
-    """``roc``, ``reliability``, ``bands``, ``lift``, ``trajectories`` and ``comparison``."""
-    return {
+    """``roc``, ``reliability``, ``bands``, ``lift``, ``trajectories`` and ``comparison``; each under a
+    red banner when a model saw the holdout it is judged on (``ev.overlaps``)."""
+    out = {
         "roc": roc_chart(ev.roc),
         "reliability": reliability_chart(ev.reliability),
         "bands": band_rate_chart(ev.bands, ev.band_orders, ev.outcome),
@@ -26,6 +27,11 @@ def charts(ev: Evaluation) -> dict[str, Any]:
         "trajectories": trajectory_chart(ev.trajectories, ev.outcome),
         "comparison": comparison_chart(ev.segments, ev.by),
     }
+    overlaps = getattr(ev, "overlaps", None)
+    if overlaps:
+        text = "overlap: this model saw the holdout (" + ", ".join(overlaps) + ")"
+        out = {key: with_banner(chart, text) for key, chart in out.items()}
+    return out
 
 
 # model legends sit under the chart: a browser's font can be wider than the one the SVG was laid
