@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,9 @@ HORIZONS = ("30d", "60d", "90d", "180d", "365d")
 HISTORY_LIMIT = 500              # undo steps kept
 CHANGED_ROWS = 15                # rows shown in the "accounts that change band" table
 _EPS = 1e-12                     # the scoring engine's tolerance on minimum coverage
+# a change that leaves more than this many percentage points of the book unscored is flagged in red
+# and "adopt all" waits for a confirmation
+MAX_COVERAGE_DROP = 1.0
 # Scores are rounded to this many decimals: adding the same terms in another order can change
 # the last bit, and scores that are equal should stay tied (AUC, band boundaries) however summed.
 SCORE_DECIMALS = 9
@@ -57,8 +61,12 @@ _EDITABLE = {"thresholds": "points", "steps": "edges"}
 
 STATE_KEYS = (
     "model", "hash", "variant", "outcome", "horizon", "split",
-    "accounts", "scored_accounts", "band_counts", "band_arr", "band_counts_start", "band_arr_start",
-    "holdout_rows", "holdout_events", "auc", "auc_start", "lift", "lift_start",
+    "accounts", "scored_accounts", "scored_accounts_start", "unscored_either", "coverage", "coverage_start",
+    "coverage_drop", "band_counts", "band_arr", "band_counts_start", "band_arr_start",
+    "holdout_rows", "holdout_events", "holdout_rows_left_out", "holdout_events_left_out",
+    "holdout_events_now", "holdout_events_start", "auc", "auc_start",
+    "auc_difference", "auc_difference_lower", "auc_difference_upper", "auc_change_measurable",
+    "lift", "lift_start", "shares", "shares_start",
     "churn_by_band", "churn_by_band_start", "contributions", "contributions_start",
     "n_changed", "arr_changed", "changed", "histogram",
 )
@@ -300,21 +308,49 @@ def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tupl
     0.75
     """
     keep = ~np.isnan(risk)
-    r = risk[keep]
-    pos = np.asarray(y)[keep] > 0.5
+    auc, lift, _ = auc_lift_influence(np.asarray(y)[keep], np.asarray(risk)[keep], fraction)
+    return auc, lift
+
+
+def auc_lift_influence(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1,
+                       influence: bool = False) -> tuple[float, float, np.ndarray | None]:
+    """AUC, top-``fraction`` lift and (with ``influence=True``) each row's influence on the AUC.
+
+    No NaN in ``risk``. A row's influence is its placement minus the AUC, over the size of its
+    group: for an event, the share of non-events it out-ranks (ties half); for a non-event, the
+    share of events that out-rank it. The AUC moves by about the sum of the influences of the rows
+    added, so summing them per account and squaring gives the AUC's variance with accounts as the
+    unit that is resampled (see :func:`paired_auc_interval`).
+
+    >>> auc, lift, inf = auc_lift_influence(np.array([0., 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), influence=True)
+    >>> auc, [round(v, 3) for v in inf]
+    (0.75, [0.125, -0.125, -0.125, 0.125])
+    """
+    r = np.asarray(risk, dtype=np.float64)
+    pos = np.asarray(y) > 0.5
     n = r.size
     rp = np.sort(r[pos])
     n1 = rp.size
     if n == 0 or n1 == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), (np.zeros(n) if influence else None)
     rn = np.sort(r[~pos])
     n0 = rn.size
+    inf = None
     if n0 == 0:
         auc = float("nan")
+        inf = np.zeros(n) if influence else None
     else:
         below = int(np.searchsorted(rn, rp, side="left").sum())
         below_or_tied = int(np.searchsorted(rn, rp, side="right").sum())
         auc = (below + 0.5 * (below_or_tied - below)) / (n1 * n0)
+        if influence:
+            inf = np.empty(n)
+            q = r[pos]
+            inf[pos] = ((np.searchsorted(rn, q, side="left") + np.searchsorted(rn, q, side="right")) / (2 * n0)
+                        - auc) / n1
+            q = r[~pos]
+            inf[~pos] = ((2 * n1 - np.searchsorted(rp, q, side="right") - np.searchsorted(rp, q, side="left"))
+                         / (2 * n1) - auc) / n0
     k = max(1, int(round(fraction * n)))
     edge = np.partition(r, n - k)[n - k]
     n_above = n0 - int(np.searchsorted(rn, edge, side="right")) + n1 - int(np.searchsorted(rp, edge, side="right"))
@@ -322,7 +358,49 @@ def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tupl
     ev_above = n1 - int(np.searchsorted(rp, edge, side="right"))
     ev_tied = int(np.searchsorted(rp, edge, side="right")) - int(np.searchsorted(rp, edge, side="left"))
     events = ev_above + ev_tied * (k - n_above) / n_tied
-    return float(auc), float((events / k) / (n1 / n))
+    return float(auc), float((events / k) / (n1 / n)), inf
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Two models' AUC on the same rows, their difference and its paired interval by account."""
+
+    auc: float              # the current model
+    auc_start: float        # the starting model, same rows
+    difference: float       # auc - auc_start
+    difference_lower: float
+    difference_upper: float
+    confidence: float
+
+    @property
+    def measurable(self) -> bool:
+        """True when the interval excludes zero (the change is more than resampling noise)."""
+        return bool(self.difference_lower > 0 or self.difference_upper < 0)
+
+
+def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, groups: np.ndarray,
+                        auc: float, auc_start: float, *, confidence: float = 0.95) -> PairedDifference:
+    """Interval of an AUC difference between two scores of the same rows, resampling accounts.
+
+    ``influence``/``influence_start``: each row's influence on each model's AUC (from
+    :func:`auc_lift_influence`); ``groups``: each row's account as an integer code. The
+    difference's influence is summed per account; its variance is the sum of squares (times
+    A/(A-1) for A accounts). This is the variance a paired bootstrap that resamples accounts
+    converges to, at the cost of a ``bincount`` instead of hundreds of re-sorted resamples, so
+    it keeps up with a slider; the tests hold it to an explicit paired bootstrap by account.
+
+    >>> d = paired_auc_interval(np.array([.1, -.1]), np.array([.1, -.1]), np.array([0, 1]), 0.8, 0.8)
+    >>> d.difference, d.measurable
+    (0.0, False)
+    """
+    diff = auc - auc_start
+    if math.isnan(diff):
+        return PairedDifference(auc, auc_start, diff, float("nan"), float("nan"), confidence)
+    per_account = np.bincount(groups, weights=influence - influence_start)
+    a = int(np.count_nonzero(np.bincount(groups)))
+    var = float(np.dot(per_account, per_account)) * (a / (a - 1) if a > 1 else 1.0)
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(var)
+    return PairedDifference(auc, auc_start, diff, diff - half, diff + half, confidence)
 
 
 def _close(a: float, b: float, tol: float = 1e-9) -> bool:
@@ -473,7 +551,10 @@ class TuningSession:
         self.outcome, self.horizon, self.holdout, self.split = outcome, horizon, holdout, split
         self.holdout_rows = test["__row"].to_numpy().astype(np.intp)
         self.y = test[outcome].cast(pl.Int8).to_numpy().astype(np.float64)
-        self.low_is_risk = outcome != "expanded"
+        # each holdout row's account as a code: the unit the AUC difference's interval resamples
+        self.hold_account = test["account_id"].rank("dense").cast(pl.Int64).to_numpy().astype(np.intp) - 1
+        self.low_is_risk = self.start.outcome(outcome).adverse      # adverse: a low score is the risk
+        self._paired_start: tuple[np.ndarray, Any] | None = None
         # score only the rows shown: the book first, then the holdout
         self.rows = np.concatenate([self.book_rows, self.holdout_rows])
         self.scorer = FastScorer(self.sub[self.rows], self.start)
@@ -510,10 +591,7 @@ class TuningSession:
         hold_band = band_index(hold_score, model.bands)
         scored = book_band >= 0
         risk = -hold_score if self.low_is_risk else hold_score
-        auc, lift = auc_and_lift(self.y, risk)
         hold_ok = hold_band >= 0
-        n_band = np.bincount(hold_band[hold_ok], minlength=k)
-        ev_band = np.bincount(hold_band[hold_ok], weights=self.y[hold_ok], minlength=k)
         bins = np.minimum((book_score[scored] // (100 / N_BINS)).astype(np.intp), N_BINS - 1)
         hist = np.bincount(np.clip(bins, 0, N_BINS - 1) * k + book_band[scored], minlength=N_BINS * k)
         contrib = totals / max(int(scored.sum()), 1)          # mean points over the scored accounts
@@ -521,17 +599,50 @@ class TuningSession:
             "score": book_score, "band": book_band,
             "band_counts": np.bincount(book_band[scored], minlength=k),
             "band_arr": np.bincount(book_band[scored], weights=self.arr[scored], minlength=k),
-            "auc": auc, "lift": lift,
-            "rate": np.where(n_band > 0, ev_band / np.maximum(n_band, 1), np.nan),
+            "risk": risk, "hold_band": hold_band, "hold_ok": hold_ok,
             "holdout_events": int(self.y[hold_ok].sum()),
             "holdout_rows": int(hold_ok.sum()),
             "contrib": contrib, "hist": hist,
         }
 
+    def _holdout_figures(self, ev: dict[str, Any], both: np.ndarray, k: int) -> tuple[float, float, np.ndarray,
+                                                                                     np.ndarray]:
+        """AUC, lift, each row's AUC influence and the rate per band on the rows in ``both``."""
+        y = self.y[both]
+        auc, lift, inf = auc_lift_influence(y, ev["risk"][both], influence=True)
+        band = ev["hold_band"][both]
+        n_band = np.bincount(band, minlength=k)
+        ev_band = np.bincount(band, weights=y, minlength=k)
+        return auc, lift, inf, np.where(n_band > 0, ev_band / np.maximum(n_band, 1), np.nan)
+
+    def compare(self, model: ScoreModel, now: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The holdout figures of ``model`` and the starting model on the rows both of them score.
+
+        A model that scores fewer rows is not credited with the easier rows it keeps: AUC, lift
+        and the rate per band of both models come from the same rows, and the AUC difference gets
+        a paired interval by account (:func:`paired_auc_interval`).
+        """
+        now = self._evaluate(model) if now is None else now
+        start = self.start_eval
+        both = now["hold_ok"] & start["hold_ok"]
+        auc, lift, inf, rate = self._holdout_figures(now, both, len(model.bands))
+        # the starting model's side only changes when the set of rows does
+        if self._paired_start is None or not np.array_equal(self._paired_start[0], both):
+            self._paired_start = (both, self._holdout_figures(start, both, len(self.start.bands)))
+        auc0, lift0, inf0, rate0 = self._paired_start[1]
+        diff = paired_auc_interval(inf, inf0, self.hold_account[both], auc, auc0)
+        return {"both": both, "auc": auc, "lift": lift, "rate": rate, "auc_start": auc0, "lift_start": lift0,
+                "rate_start": rate0, "difference": diff}
+
     def evaluate(self, model: ScoreModel) -> dict[str, Any]:
         """Every figure the tuner shows for ``model`` next to the starting model's (the ``state`` dict)."""
         self.recalibrate(model)
         now, start = self._evaluate(model), self.start_eval
+        paired = self.compare(model, now)
+        both, diff = paired["both"], paired["difference"]
+        left_out = ~both & (now["hold_ok"] | start["hold_ok"])
+        n_book = len(self.book_rows)
+        scored_now, scored_start = now["band"] >= 0, start["band"] >= 0
         names = [b.name for b in model.bands]
         start_names = [b.name for b in self.start.bands]
         changed = np.flatnonzero(now["band"] != start["band"])
@@ -551,20 +662,31 @@ class TuningSession:
         return {
             "model": model, "hash": None, "variant": None,
             "outcome": self.outcome, "horizon": self.horizon, "split": self.split,
-            "accounts": len(self.book_rows), "scored_accounts": int(now["band_counts"].sum()),
+            "accounts": n_book, "scored_accounts": int(now["band_counts"].sum()),
+            "scored_accounts_start": int(start["band_counts"].sum()),
+            "unscored_either": int((~(scored_now & scored_start)).sum()),
+            "coverage": float(scored_now.mean()) if n_book else float("nan"),
+            "coverage_start": float(scored_start.mean()) if n_book else float("nan"),
+            "coverage_drop": 100.0 * float(scored_start.mean() - scored_now.mean()) if n_book else 0.0,
             "band_counts": dict(zip(names, now["band_counts"].astype(int).tolist())),
             "band_arr": dict(zip(names, now["band_arr"].tolist())),
             "band_counts_start": dict(zip(start_names, start["band_counts"].astype(int).tolist())),
             "band_arr_start": dict(zip(start_names, start["band_arr"].tolist())),
-            "holdout_rows": now["holdout_rows"], "holdout_events": now["holdout_events"],
-            "auc": now["auc"], "auc_start": start["auc"], "lift": now["lift"], "lift_start": start["lift"],
-            "churn_by_band": dict(zip(names, now["rate"].tolist())),
-            "churn_by_band_start": dict(zip(start_names, start["rate"].tolist())),
+            "holdout_rows": int(both.sum()), "holdout_events": int(self.y[both].sum()),
+            "holdout_rows_left_out": int(left_out.sum()), "holdout_events_left_out": int(self.y[left_out].sum()),
+            "holdout_events_now": now["holdout_events"], "holdout_events_start": start["holdout_events"],
+            "auc": paired["auc"], "auc_start": paired["auc_start"],
+            "auc_difference": diff.difference, "auc_difference_lower": diff.difference_lower,
+            "auc_difference_upper": diff.difference_upper, "auc_change_measurable": diff.measurable,
+            "lift": paired["lift"], "lift_start": paired["lift_start"],
+            "churn_by_band": dict(zip(names, paired["rate"].tolist())),
+            "churn_by_band_start": dict(zip(start_names, paired["rate_start"].tolist())),
             "contributions": dict(zip(metrics, now["contrib"].tolist())),
             "contributions_start": dict(zip(metrics, start["contrib"].tolist())),
             "n_changed": int(changed.size), "arr_changed": float(self.arr[changed].sum()),
             "changed": table,
             "histogram": now["hist"].astype(int).tolist(),
+            "shares": model.weight_shares(), "shares_start": self.start.weight_shares(),
         }
 
     def verify(self, model: ScoreModel) -> dict[str, Any]:
@@ -575,8 +697,13 @@ class TuningSession:
 
         fast = self.evaluate(model)
         scores = combine(calibrate(self.snapshots, model), model).with_row_index("__row")
+        start = combine(calibrate(self.snapshots, self.start), self.start).select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), pl.col("score").alias("start_score"))
         book = scores.filter(pl.col("__row").is_in(pl.Series(self.book_rows).implode())).sort("account_id")
-        hold = pl.DataFrame({"__row": self.holdout_rows, "y": self.y}).join(scores, on="__row").sort(KEYS)
+        # the holdout rows both models score
+        hold = (pl.DataFrame({"__row": self.holdout_rows, "y": self.y}).cast({"__row": pl.UInt32})
+                .join(scores, on="__row").join(start, on="__row")
+                .filter(pl.col("score").is_not_null() & pl.col("start_score").is_not_null()).sort(KEYS))
         # on the tuner's 1e-9 grid: the engine's last bit depends on its order of addition
         risk = evaluation.risk_of(hold["score"].round(SCORE_DECIMALS), self.outcome)
         counts = dict(book.filter(pl.col("band").is_not_null()).group_by("band").len().iter_rows())
