@@ -441,32 +441,65 @@ def move_cutoff(model: ScoreModel, index: int, value: float) -> ScoreModel:
     return model.with_bands(bands)
 
 
-def parse_breakpoints(text: str, method: str) -> dict[str, Any]:
-    """Parse the text of a thresholds (``x:score, ...``) or steps (``edge, edge, ...``) control.
+def breakpoint_rows(params: Mapping[str, Any], method: str) -> list[tuple[float | None, float]]:
+    """A thresholds/steps calibration as table rows ``(raw value, sub-score)``.
 
-    >>> parse_breakpoints("0:0, 2:40, 6:100", "thresholds")
-    {'points': [[0.0, 0.0], [2.0, 40.0], [6.0, 100.0]]}
-    >>> parse_breakpoints("1, 2", "steps")
-    {'edges': [1.0, 2.0]}
+    Thresholds: one row per breakpoint. Steps: the first row is the score below the first edge
+    (its value is ``None``), then one row per edge with the score from that edge up.
+
+    >>> breakpoint_rows({"points": [[0, 0], [2, 40]]}, "thresholds")
+    [(0.0, 0.0), (2.0, 40.0)]
+    >>> breakpoint_rows({"edges": [1, 2], "scores": [100, 40, 0]}, "steps")
+    [(None, 100.0), (1.0, 40.0), (2.0, 0.0)]
     """
-    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    try:
-        if method == "thresholds":
-            points = [[float(a), float(b)] for a, b in (p.split(":") for p in parts)]
-            if len(points) < 2:
-                raise ValueError
-            return {"points": points}
-        return {"edges": [float(p) for p in parts]}
-    except ValueError:
-        shape = "raw:score pairs such as 0:0, 2:40, 6:100" if method == "thresholds" else "numbers such as 1, 2"
-        raise ModelError(f"could not read {text!r}: write {shape}") from None
-
-
-def format_breakpoints(params: Mapping[str, Any], method: str) -> str:
-    """The text shown in a thresholds/steps control (inverse of :func:`parse_breakpoints`)."""
     if method == "thresholds":
-        return ", ".join(f"{x:g}:{s:g}" for x, s in params.get("points", []))
-    return ", ".join(f"{x:g}" for x in params.get("edges", []))
+        return [(float(x), float(y)) for x, y in params.get("points", [])]
+    scores = [float(v) for v in params.get("scores", [])]
+    return [(None, scores[0]), *((float(e), sc) for e, sc in zip(params.get("edges", []), scores[1:]))]
+
+
+def breakpoints_from_rows(rows: Sequence[tuple[float | None, float]], method: str,
+                          direction: str = "higher_is_better", *, monotone: bool = True) -> dict[str, Any]:
+    """Check table rows and turn them into calibration parameters (the inverse of :func:`breakpoint_rows`).
+
+    Raw values must increase from row to row, sub-scores lie in 0..100, and the scores follow the
+    metric's direction (they may not fall as the value rises when higher is better, nor rise when
+    lower is better; ``monotone=False`` lifts that rule). Each problem names its row.
+
+    >>> breakpoints_from_rows([(0, 0), (2, 40), (6, 100)], "thresholds")
+    {'points': [[0.0, 0.0], [2.0, 40.0], [6.0, 100.0]]}
+    >>> breakpoints_from_rows([(0, 0), (2, 40)], "thresholds", "lower_is_better")
+    Traceback (most recent call last):
+    ...
+    healthscore.spec.model.ModelError: row 2: sub-score 40 is above row 1's 0, but lower values are better for this metric: scores must not rise from row to row
+    """
+    problems: list[str] = []
+    first = 1 if method == "steps" else 0
+    if len(rows) < 2:
+        problems.append("the table needs at least two rows")
+    for i, (x, y) in enumerate(rows, 1):
+        if y is None or not math.isfinite(float(y)) or not 0 <= float(y) <= 100:
+            problems.append(f"row {i}: sub-score {y} must be a number from 0 to 100")
+        if i > first and (x is None or not math.isfinite(float(x))):
+            problems.append(f"row {i}: the raw value must be a number")
+    if not problems:
+        for i in range(first + 1, len(rows)):
+            if not rows[i][0] > rows[i - 1][0]:       # type: ignore[operator]
+                problems.append(f"row {i + 1}: value {rows[i][0]:g} must be above row {i}'s {rows[i - 1][0]:g} "
+                                "(values increase down the table)")
+        for i in range(1, len(rows)):
+            y0, y1 = rows[i - 1][1], rows[i][1]
+            if monotone and direction == "higher_is_better" and y1 < y0:
+                problems.append(f"row {i + 1}: sub-score {y1:g} is below row {i}'s {y0:g}, but higher values are "
+                                "better for this metric: scores must not fall from row to row")
+            if monotone and direction == "lower_is_better" and y1 > y0:
+                problems.append(f"row {i + 1}: sub-score {y1:g} is above row {i}'s {y0:g}, but lower values are "
+                                "better for this metric: scores must not rise from row to row")
+    if problems:
+        raise ModelError("; ".join(problems))
+    if method == "thresholds":
+        return {"points": [[float(x), float(y)] for x, y in rows]}    # type: ignore[arg-type]
+    return {"edges": [float(x) for x, _ in rows[1:]], "scores": [float(y) for _, y in rows]}  # type: ignore[arg-type]
 
 
 def hs_model() -> ScoreModel:
@@ -799,12 +832,21 @@ def contribution_chart(labels: Sequence[str]) -> Any:
 
 
 # ---------------------------------------------------------------- small HTML pieces
-def _delta(now: float, start: float, digits: int = 3) -> str:
-    if any(v is None or math.isnan(v) for v in (now, start)):
-        return ""
-    d = now - start
-    colour = "#009E73" if d > 0 else "#D55E00" if d < 0 else "#777"
-    return f"<span style='color:{colour}'>({d:+.{digits}f})</span>"
+def _signed(x: float, digits: int = 3) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:+.{digits}f}"
+
+
+def _auc_change(st: Mapping[str, Any]) -> str:
+    """The AUC change with its paired interval; coloured only when the interval excludes 0."""
+    d, lo, hi = st["auc_difference"], st["auc_difference_lower"], st["auc_difference_upper"]
+    if any(v is None or math.isnan(v) for v in (d, lo, hi)):
+        return "<span class='hs-auc-change' style='color:#777'>–</span>"
+    interval = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if not st["auc_change_measurable"]:
+        return (f"<span class='hs-auc-change' data-measurable='no' style='color:#777'>no measurable change "
+                f"({interval})</span>")
+    colour = "#009E73" if d > 0 else "#D55E00"
+    return f"<span class='hs-auc-change' data-measurable='yes' style='color:{colour}'>{interval}</span>"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> str:
@@ -820,51 +862,149 @@ def _swatch(name: str, colour: str) -> str:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """Fitted weights in the units of the sliders being edited (see :func:`suggestions_from_fit`)."""
+    """A fitted suggestion for the weights being edited (see :func:`suggestions_from_fit`)."""
 
-    metrics: dict[str, tuple[float, float, float]]   # metric -> (weight, interval low, interval high)
-    categories: dict[str, float]
+    weights: dict[str, float]                         # metric -> weight in the sliders' units (adopt all)
+    shares: dict[str, tuple[float, float, float]]     # metric -> (% of score, interval lower, upper)
+    categories: dict[str, float]                      # category -> weight in the sliders' units
 
 
 def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
-    """Express a :class:`~healthscore.analysis.fitting.WeightFit`'s suggestion in ``current``'s weight units.
+    """Express a :class:`~healthscore.analysis.fitting.WeightFit`'s suggestion for the sliders of ``current``.
 
-    The fit suggests shares of 100. Scores only depend on the weights *within* a category and on
-    the category weights relative to each other, so each category's suggested metric weights are
-    rescaled to add up to what that category's metric weights add up to now, and the category
-    weights to their current total. Adopting them all gives the suggested model's scores; adopting
-    one keeps the slider's scale. The interval is the coefficient's 95% interval mapped the same way
-    (other metrics held at their estimates).
+    ``shares`` is what the tuner shows: each metric's suggested share of the score in percent with
+    its interval in the same unit (``WeightFit.suggested_shares``, which applies
+    :meth:`~healthscore.spec.model.ScoreModel.weight_shares`). ``weights`` and ``categories`` are
+    the suggested model's weights rescaled so each category's metric weights add up to what they
+    add up to now, and the category weights to their current total: adopting them all gives the
+    suggested model's scores and keeps every slider's scale.
     """
     suggested = fit.suggested_model()
     cats = list(current.categories)
     now_in = {c: sum(m.weight for m in current.metrics if m.category == c) for c in cats}
     sug_in = {c: sum(m.weight for m in suggested.metrics if m.category == c) for c in cats}
     factor = {c: (now_in[c] / sug_in[c]) if sug_in[c] > 0 and now_in[c] > 0 else 1.0 for c in cats}
-    # weight per unit of log-odds per 10 points, shared by every metric weighted by its effect
-    unit = float("nan")
-    interval: dict[str, tuple[float, float]] = {}
-    table = getattr(fit, "table", None)
-    if isinstance(table, pl.DataFrame) and {"metric", "odds_ratio", "or_lower", "or_upper"} <= set(table.columns):
-        sw = dict(fit.suggested_weights().select("metric", "weight").iter_rows())
-        adverse = bool(getattr(fit, "adverse", True))
-        for name, odds, lo, hi in table.select("metric", "odds_ratio", "or_lower", "or_upper").iter_rows():
-            if None in (odds, lo, hi) or min(odds, lo, hi) <= 0:
-                continue
-            good = [-math.log(x) if adverse else math.log(x) for x in (odds, lo, hi)]
-            if good[0] > 0 and sw.get(name, 0) > 0 and math.isnan(unit):
-                unit = sw[name] / good[0]
-            interval[name] = (min(good[1:]), max(good[1:]))
-    metrics = {}
-    for m in suggested.metrics:
-        f = factor[m.category]
-        lo, hi = interval.get(m.name, (float("nan"), float("nan")))
-        metrics[m.name] = (float(m.weight) * f, max(lo * unit, 0.0) * f, max(hi * unit, 0.0) * f)
+    weights = {m.name: float(m.weight) * factor[m.category] for m in suggested.metrics}
+    nan = float("nan")
+    shares = {m: (s, nan if lo is None else lo, nan if hi is None else hi)
+              for m, s, lo, hi in fit.suggested_shares().select("metric", "share", "share_lower", "share_upper")
+              .iter_rows()}
     total_now = sum(c.weight for c in current.categories.values())
     total_sug = sum(c.weight for c in suggested.categories.values())
     categories = {c.name: (c.weight * total_now / total_sug if total_sug > 0 else c.weight)
                   for c in suggested.categories.values()}
-    return Suggestion(metrics, categories)
+    return Suggestion(weights, shares, categories)
+
+
+def weights_for_share(model: ScoreModel, metric: str, share: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The weight change that gives ``metric`` ``share`` percent of the score, other weights kept.
+
+    Weights are relative within a category, so a metric's share moves with its own weight while
+    the others in its category keep theirs. A metric alone in its category (or with only
+    switched-off companions) takes the category's whole share: then the category weight moves.
+    Returns ``(metric weights, category weights)`` for :func:`edit_weights`.
+
+    >>> m = hs_model()
+    >>> w, c = weights_for_share(m, "nps", 20.0)
+    >>> round(m.with_weights(metrics=w, categories=c).weight_shares()["nps"], 6)
+    20.0
+    """
+    target = float(share) / 100.0
+    me = model.metric(metric)
+    cat = model.categories[me.category]
+    total = sum(c.weight for c in model.categories.values())
+    rest_in = sum(m.weight for m in model.metrics if m.category == me.category and m.name != metric)
+    if not 0 <= target < 1:
+        raise ModelError(f"a share of {share:g}% cannot be set: shares lie between 0 and 100%")
+    if rest_in <= 0:
+        rest = total - cat.weight
+        if rest <= 0:
+            raise ModelError(f"{metric!r} is the only weighted metric of the model: its share is always 100%")
+        return ({metric: 1.0} if me.weight <= 0 and target > 0 else {}), {me.category: target * rest / (1 - target)}
+    r = target * total / cat.weight if cat.weight > 0 else math.inf
+    if r >= 1:
+        whole = 100.0 * cat.weight / total if total > 0 else 0.0
+        raise ModelError(f"{share:.1f}% of the score is more than category {me.category!r} holds ({whole:.1f}%): "
+                         "raise that category's weight first, or press 'adopt all'")
+    return {metric: r * rest_in / (1 - r)}, {}
+
+
+class BreakpointTable:
+    """One metric's thresholds or steps as an editable table of (raw value -> sub-score) rows.
+
+    ``apply()`` checks the rows (:func:`breakpoints_from_rows`) and hands the parameters to
+    ``on_apply``; a problem shows under the table, naming the row.
+    """
+
+    def __init__(self, metric: Any, on_apply: Callable[[str, dict[str, Any]], None]) -> None:
+        import ipywidgets as W
+
+        self.name, self.method, self.direction = metric.name, metric.method, metric.direction
+        self.monotone = metric.params.get("monotone", True) is not False
+        self._on_apply = on_apply
+        self._W = W
+        self.values: list[Any] = []
+        self.scores: list[Any] = []
+        self.rows_box = W.VBox([])
+        self.add_button = W.Button(description="add row", layout=W.Layout(width="90px"))
+        self.remove_button = W.Button(description="remove last", layout=W.Layout(width="100px"))
+        self.apply_button = W.Button(description="apply", button_style="primary", layout=W.Layout(width="80px"))
+        self.message = W.HTML("")
+        self.message.add_class(f"hs-bp-message-{self.name}")
+        self.add_button.on_click(lambda _b: self.add_row())
+        self.remove_button.on_click(lambda _b: self.remove_row())
+        self.apply_button.on_click(lambda _b: self.apply())
+        better = "higher values are better" if self.direction == "higher_is_better" else "lower values are better"
+        head = "raw value" if self.method == "thresholds" else "from raw value"
+        title = W.HTML(f"<b>{html.escape(metric.label or metric.name)}</b> "
+                       f"<span style='font-size:11px;color:#555'>({html.escape(self.method)}; {better})</span>"
+                       f"<div style='font-size:11px'><span style='display:inline-block;width:110px'>{head}</span>"
+                       "sub-score (0-100)</div>")
+        self.widget = W.VBox([title, self.rows_box, W.HBox([self.add_button, self.remove_button, self.apply_button]),
+                              self.message], layout=W.Layout(margin="0 0 10px 0"))
+        self.widget.add_class(f"hs-bp-{self.name}")
+        self.set_rows(breakpoint_rows(metric.params, metric.method))
+
+    def _row(self, value: float | None, score: float) -> Any:
+        W = self._W
+        box = W.Layout(width="105px")
+        v = (W.HTML("below the first", layout=box) if value is None
+             else W.FloatText(value=value, layout=box))
+        sc = W.BoundedFloatText(value=score, min=0, max=100, layout=W.Layout(width="90px"))
+        self.values.append(v)
+        self.scores.append(sc)
+        return W.HBox([v, W.HTML("&rarr;", layout=W.Layout(width="16px")), sc])
+
+    def set_rows(self, rows: Sequence[tuple[float | None, float]]) -> None:
+        """Show these rows (replacing the table's contents)."""
+        self.values, self.scores = [], []
+        self.rows_box.children = [self._row(v, sc) for v, sc in rows]
+        self.message.value = ""
+
+    def rows(self) -> list[tuple[float | None, float]]:
+        """The rows as entered."""
+        return [(None if isinstance(v, self._W.HTML) else float(v.value), float(sc.value))
+                for v, sc in zip(self.values, self.scores)]
+
+    def add_row(self) -> None:
+        rows = self.rows()
+        last = rows[-1] if rows else (0.0, 0.0)
+        x = (last[0] if last[0] is not None else 0.0) + 1.0
+        self.set_rows([*rows, (x, last[1])])
+
+    def remove_row(self) -> None:
+        self.set_rows(self.rows()[:-1])
+
+    def apply(self) -> bool:
+        """Check the rows and apply them; False (and the problem under the table) when they do not hold."""
+        try:
+            params = breakpoints_from_rows(self.rows(), self.method, self.direction, monotone=self.monotone)
+        except ModelError as exc:
+            self.message.value = f"<span style='color:#D55E00'>{html.escape(str(exc))}</span>"
+            return False
+        self.message.value = ""
+        self._on_apply(self.name, params)
+        return True
 
 
 # ---------------------------------------------------------------- the tuner
@@ -876,6 +1016,12 @@ class WeightTuner:
     the figures from ``tuner.state`` (see :data:`STATE_KEYS`). ``tuner.model`` is the tuned
     :class:`~healthscore.spec.model.ScoreModel`; :meth:`save` writes it, :meth:`undo` and
     :meth:`reset` step back.
+
+    The evidence compares the tuned model with the starting one on the same rows: holdout
+    figures come from the rows both models score, the accounts either leaves unscored are
+    counted, and an AUC change is coloured only when its paired interval by account excludes 0.
+    Weights are shown as a share of the score (``ScoreModel.weight_shares``), the fit's
+    suggestion and its interval in the same unit.
 
     ``holdout`` is the first ``as_of`` of the holdout (default: 70% into the labelled dates);
     AUC, lift and the rate per band are measured there, the fit uses the rows before it.
@@ -910,9 +1056,11 @@ class WeightTuner:
         import altair as alt
         import ipywidgets as W
 
+        from healthscore.viz import charts
+
         m0 = self.model
-        wide = W.Layout(width="340px")
-        style = {"description_width": "160px"}
+        wide = W.Layout(width="330px")
+        style = {"description_width": "150px"}
         top_w = max([m.weight for m in m0.metrics] + [5.0])
         top_c = max([c.weight for c in m0.categories.values()] + [50.0])
 
@@ -930,12 +1078,26 @@ class WeightTuner:
         for name, s in self.metric_sliders.items():
             s.add_class(f"hs-w-{name}")
             s.observe(lambda ch, n=name: self._on_metric(n, ch["new"]), "value")
-        self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="130px")) for n in self.metric_sliders}
+        # each weight as its share of the score (the one rule: ScoreModel.weight_shares)
+        self.share_labels = {n: W.HTML("", layout=W.Layout(width="58px")) for n in self.metric_sliders}
+        self.category_share_labels = {n: W.HTML("") for n in self.category_sliders}
+        for n, lab in self.share_labels.items():
+            lab.add_class(f"hs-share-{n}")
+        self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="150px")) for n in self.metric_sliders}
         self.adopt_buttons = {n: W.Button(description="adopt", disabled=True, layout=W.Layout(width="64px"),
-                                          tooltip="set this weight to the fitted suggestion")
+                                          tooltip="give this metric the fitted share of the score")
                               for n in self.metric_sliders}
         for n, b in self.adopt_buttons.items():
-            b.on_click(lambda _b, n=n: self.adopt(n))
+            b.on_click(lambda _b, n=n: self._guard(lambda: self.adopt(n)))
+        # a metric alone in its category: its weight cannot change its share (weights are relative
+        # within a category), the category weight does; say so where the slider is
+        self.single_notes: dict[str, Any] = {}
+        for cat in m0.categories.values():
+            members = [m for m in m0.metrics if m.category == cat.name]
+            if len(members) == 1:
+                note = W.HTML("")
+                note.add_class(f"hs-single-{members[0].name}")
+                self.single_notes[members[0].name] = note
 
         bands = m0.bands
         self.cutoff_sliders = [
@@ -948,20 +1110,16 @@ class WeightTuner:
         self.coverage_slider = W.FloatSlider(value=m0.min_coverage, min=0, max=1, step=0.05, continuous_update=False,
                                              description="minimum coverage", layout=wide, style=style)
         self.coverage_slider.observe(lambda ch: self._on_coverage(ch["new"]), "value")
-        self.threshold_inputs = {
-            m.name: W.Text(value=format_breakpoints(m.params, m.method), continuous_update=False,
-                           description=f"{m.label or m.name} ({'raw:score' if m.method == 'thresholds' else 'edges'})",
-                           layout=W.Layout(width="520px"), style={"description_width": "250px"})
-            for m in m0.metrics if m.method in _EDITABLE}
-        for name, t in self.threshold_inputs.items():
-            t.observe(lambda ch, n=name: self._on_threshold(n, ch["new"]), "value")
+        self.threshold_tables = {m.name: BreakpointTable(m, self._on_breakpoints)
+                                 for m in m0.metrics if m.method in _EDITABLE}
 
         self.variant_select = W.Dropdown(options=["default", *(v.name for v in m0.variants)], value="default",
-                                         description="edit variant", style={"description_width": "90px"})
+                                         description="edit variant", style={"description_width": "90px"},
+                                         layout=W.Layout(width="200px"))
         self.variant_select.observe(lambda ch: self._on_variant(ch["new"]), "value")
         outcomes = sorted(set(self.session.events["event"].unique().drop_nulls().to_list()) | {self.session.outcome})
         self.outcome_select = W.Dropdown(options=outcomes, value=self.session.outcome, description="outcome",
-                                         style={"description_width": "60px"})
+                                         style={"description_width": "60px"}, layout=W.Layout(width="200px"))
         horizons = list(dict.fromkeys([*HORIZONS, self.session.horizon]))
         self.horizon_select = W.Dropdown(options=horizons, value=self.session.horizon, description="horizon",
                                          style={"description_width": "60px"}, layout=W.Layout(width="170px"))
@@ -971,20 +1129,36 @@ class WeightTuner:
         self.fit_button = W.Button(description="fit weights", icon="calculator", button_style="info",
                                    tooltip="logistic fit on the rows before the holdout; suggestions appear beside the sliders")
         self.adopt_all_button = W.Button(description="adopt all", disabled=True)
+        self.adopt_all_button.add_class("hs-adopt-all")
+        self.adopt_warning = W.HTML("")
+        self.adopt_warning.add_class("hs-adopt-warning")
+        self.confirm_drop = W.Checkbox(value=False, description="adopt anyway: I accept the lower coverage",
+                                       indent=False, layout=W.Layout(display="none", width="330px"))
+        self.confirm_drop.add_class("hs-confirm-drop")
         self.undo_button = W.Button(description="undo", icon="undo")
         self.reset_button = W.Button(description="reset", icon="refresh")
-        self.save_path = W.Text(value=str(m0.source) if m0.source else "", placeholder="model.toml",
-                                description="save to", layout=W.Layout(width="420px"))
-        self.save_button = W.Button(description="save", icon="save", button_style="success")
+        self.save_button = W.Button(description="save as new version", icon="save", button_style="success",
+                                    layout=W.Layout(width="190px"),
+                                    tooltip="write model_vX.Y.Z.toml next to the model file; the original stays")
+        self.save_button.add_class("hs-save")
+        self.overwrite_button = W.Button(description="overwrite the original ...", layout=W.Layout(width="210px"))
+        self.overwrite_button.add_class("hs-overwrite")
+        self.overwrite_confirm = W.Button(description="yes, overwrite", button_style="danger",
+                                          layout=W.Layout(display="none", width="130px"))
+        self.overwrite_confirm.add_class("hs-overwrite-confirm")
         self.fit_button.on_click(lambda _b: self._guard(self.run_fit))
         self.adopt_all_button.on_click(lambda _b: self._guard(self.adopt_all))
         self.undo_button.on_click(lambda _b: self._guard(self.undo))
         self.reset_button.on_click(lambda _b: self._guard(self.reset))
-        self.save_button.on_click(lambda _b: self._guard(lambda: self.save(self.save_path.value or None)))
+        self.save_button.on_click(lambda _b: self._guard(self.save))
+        self.overwrite_button.on_click(lambda _b: self._guard(self._ask_overwrite))
+        self.overwrite_confirm.on_click(lambda _b: self._guard(lambda: self.save(overwrite=True)))
         self.status = W.HTML("")
         self.status.add_class("hs-tuner-status")
 
         self.title = W.HTML("")
+        self.coverage_html = W.HTML("")
+        self.coverage_html.add_class("hs-tuner-coverage")
         self.summary_html = W.HTML("")
         self.summary_html.add_class("hs-tuner-summary")
         self.bands_html = W.HTML("")
@@ -992,8 +1166,6 @@ class WeightTuner:
         self.changed_html = W.HTML("")
         self.changed_html.add_class("hs-tuner-changed")
         band_names = [b.name for b in bands]
-        from healthscore.viz import charts
-
         colours = [b.colour or charts.band_colour(b.name) for b in bands]
         self.distribution = alt.JupyterChart(distribution_chart(band_names, colours))
         self.contributions = alt.JupyterChart(contribution_chart([m.label or m.name for m in m0.metrics]))
@@ -1002,25 +1174,40 @@ class WeightTuner:
 
         rows = []
         for cat in m0.categories.values():
-            rows.append(W.HTML(f"<b>{html.escape(cat.label or cat.name)}</b>"))
+            rows.append(W.HBox([W.HTML(f"<b>{html.escape(cat.label or cat.name)}</b>&nbsp;"),
+                                self.category_share_labels[cat.name]]))
             rows.append(self.category_sliders[cat.name])
             for m in (m for m in m0.metrics if m.category == cat.name):
-                rows.append(W.HBox([self.metric_sliders[m.name], self.suggestion_labels[m.name],
-                                    self.adopt_buttons[m.name]]))
-        weights_tab = W.VBox([W.HBox([self.variant_select, self.fit_button, self.adopt_all_button]), *rows])
+                rows.append(W.HBox([self.metric_sliders[m.name], self.share_labels[m.name],
+                                    self.suggestion_labels[m.name], self.adopt_buttons[m.name]]))
+                if m.name in self.single_notes:
+                    rows.append(self.single_notes[m.name])
+        weights_tab = W.VBox([
+            W.HBox([self.variant_select, self.fit_button, self.adopt_all_button]),
+            self.adopt_warning, self.confirm_drop,
+            W.HTML("<span style='font-size:11px;color:#555'>Weights are relative: beside each slider, the "
+                   "metric's share of the score when every metric is present.</span>"),
+            *rows])
         bands_tab = W.VBox([W.HTML("Cut-offs between bands (score points)"), *self.cutoff_sliders,
                             self.coverage_slider])
-        thresholds_tab = W.VBox([W.HTML("Breakpoints of the metrics calibrated by thresholds or steps; "
-                                        "press Enter to apply"), *self.threshold_inputs.values()])
-        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab])
+        thresholds_tab = W.VBox([W.HTML("Breakpoints of the metrics calibrated by thresholds or steps: edit the "
+                                        "rows, then press apply"),
+                                 *(t.widget for t in self.threshold_tables.values())])
+        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab], layout=W.Layout(flex="0 1 auto"))
         for i, t in enumerate(["Weights", "Bands", "Thresholds"]):
             tabs.set_title(i, t)
-        evidence = W.VBox([self.summary_html, self.distribution, self.bands_html, self.contributions,
-                           self.changed_html], layout=W.Layout(margin="0 0 0 16px"))
+        # the evidence sits beside the controls when there is room and wraps below them when not,
+        # so it never gets squeezed narrower than its charts and tables
+        self.evidence = W.VBox([self.coverage_html, self.summary_html, self.distribution, self.bands_html,
+                                self.contributions, self.changed_html],
+                               layout=W.Layout(margin="0 0 0 16px", flex="1 1 500px", min_width="500px",
+                                               overflow="visible"))
+        self.evidence.add_class("hs-tuner-evidence")
         self.widget = W.VBox([
-            W.HBox([self.title, self.outcome_select, self.horizon_select]),
-            W.HBox([tabs, evidence]),
-            W.HBox([self.undo_button, self.reset_button, self.save_path, self.save_button]),
+            W.HBox([self.title, self.outcome_select, self.horizon_select], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([tabs, self.evidence], layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
+            W.HBox([self.undo_button, self.reset_button, self.save_button, self.overwrite_button,
+                    self.overwrite_confirm], layout=W.Layout(flex_flow="row wrap")),
             self.status,
         ])
         self.widget.add_class("hs-tuner")
@@ -1078,10 +1265,8 @@ class WeightTuner:
         if not self._syncing:
             self._guard(lambda: self._commit(self.model.with_min_coverage(value)))
 
-    def _on_threshold(self, name: str, text: str) -> None:
-        if not self._syncing:
-            method = self.model.metric(name).method
-            self._guard(lambda: self._commit(self.model.with_params(name, parse_breakpoints(text, method))))
+    def _on_breakpoints(self, name: str, params: dict[str, Any]) -> None:
+        self._guard(lambda: self._commit(self.model.with_params(name, params)))
 
     def _on_variant(self, variant: str) -> None:
         self.variant = variant
@@ -1099,6 +1284,7 @@ class WeightTuner:
             self._refresh()
             self._say(f"outcome {self.session.outcome} within {self.session.horizon}")
         self._guard(relabel)
+
 
     # ------------------------------------------------------------ history
     def _commit(self, model: ScoreModel) -> None:
@@ -1132,6 +1318,7 @@ class WeightTuner:
         self._commit(model)
         self._sync_controls()
 
+
     # ------------------------------------------------------------ fit
     def run_fit(self) -> Any:
         """Fit weights by logistic regression on the rows before the holdout and show the suggestions."""
@@ -1150,72 +1337,126 @@ class WeightTuner:
                                           data_end=s.split)
         self._show_suggestions()
         notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-        self._say("fitted: suggested weights are shown beside the sliders" + (f". Note: {notes}" if notes else ""))
+        self._say("fitted: suggested shares of the score are shown beside the sliders"
+                  + (f". Note: {notes}" if notes else ""))
         return self.fit_result
 
+    def _resolved(self, model: ScoreModel | None = None) -> ScoreModel:
+        return (model or self.model).resolve(None if self.variant == "default" else self.variant)
+
     def _show_suggestions(self) -> None:
-        """Suggestions in the units of the variant being edited (recomputed when it changes)."""
+        """Suggestions as shares of the score, for the variant being edited (recomputed when it changes)."""
         if self.fit_result is None:
             return
-        resolved = self.model.resolve(None if self.variant == "default" else self.variant)
-        self.suggestion = suggestions_from_fit(self.fit_result, resolved)
+        self.suggestion = suggestions_from_fit(self.fit_result, self._resolved())
         for name, label in self.suggestion_labels.items():
-            if name not in self.suggestion.metrics:
+            if name not in self.suggestion.shares:
                 label.value, self.adopt_buttons[name].disabled = "", True
                 continue
-            w, lo, hi = self.suggestion.metrics[name]
-            ci = f" [{lo:.2g}, {hi:.2g}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
-            label.value = f"<span class='hs-suggest' title='fitted weight and interval'>fit {w:.2g}{ci}</span>"
+            share, lo, hi = self.suggestion.shares[name]
+            ci = f" [{lo:.1f}, {hi:.1f}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
+            label.value = (f"<span class='hs-suggest' title='fitted share of the score, 95% interval'>"
+                           f"fit {share:.1f}%{ci}</span>")
             self.adopt_buttons[name].disabled = False
         self.adopt_all_button.disabled = False
 
     def adopt(self, metric: str) -> None:
-        """Set one metric's slider to the fitted suggestion."""
-        if self.suggestion is None or metric not in self.suggestion.metrics:
+        """Give one metric its fitted share of the score (its weight moves; alone in its category, the category's)."""
+        if self.suggestion is None or metric not in self.suggestion.shares:
             raise ModelError(f"no fitted suggestion for {metric!r}: press 'fit weights' first")
-        self.metric_sliders[metric].value = self.suggestion.metrics[metric][0]
+        metrics, categories = weights_for_share(self._resolved(), metric, self.suggestion.shares[metric][0])
+        self.set_model(edit_weights(self.model, self.variant, metrics=metrics, categories=categories))
 
-    def adopt_all(self) -> None:
-        """Adopt every fitted weight (metrics and categories) in one undoable step."""
+    def adopt_all(self, confirm: bool = False) -> bool:
+        """Adopt every fitted weight (metrics and categories) in one undoable step.
+
+        When the result would leave more than :data:`MAX_COVERAGE_DROP` points more of the book
+        unscored than the starting model, nothing changes: a red warning says what would be lost
+        and a confirmation box appears; adopting then needs ``confirm=True`` (or the box ticked).
+        Returns whether the weights were adopted.
+        """
         if self.suggestion is None:
             raise ModelError("no fit yet: press 'fit weights' first")
-        self.set_model(edit_weights(self.model, self.variant,
-                                    metrics={k: v[0] for k, v in self.suggestion.metrics.items()},
-                                    categories=self.suggestion.categories))
+        candidate = edit_weights(self.model, self.variant, metrics=self.suggestion.weights,
+                                 categories=self.suggestion.categories)
+        st = self.session.evaluate(candidate)
+        if st["coverage_drop"] > MAX_COVERAGE_DROP and not (confirm or self.confirm_drop.value):
+            self.adopt_warning.value = (
+                "<div class='hs-coverage-warning' style='color:#fff;background:#C0392B;padding:4px 8px;"
+                "border-radius:3px;font-size:12px;max-width:620px'><b>Adopting all would leave "
+                f"{st['accounts'] - st['scored_accounts']:,} of {st['accounts']:,} accounts unscored</b> "
+                f"(starting model: {st['accounts'] - st['scored_accounts_start']:,}), coverage "
+                f"{fmt.percent(st['coverage'], 1)} instead of {fmt.percent(st['coverage_start'], 1)}. The holdout both models score "
+                f"would hold {st['holdout_events']:,} {html.escape(st['outcome'])} events instead of "
+                f"{st['holdout_events_start']:,}. Tick the box below to adopt anyway.</div>")
+            self.confirm_drop.layout.display = "flex"
+            self._say("adopt all is waiting for a confirmation: it lowers coverage", error=True)
+            return False
+        self._clear_adopt_warning()
+        self.set_model(candidate)
+        return True
+
+    def _clear_adopt_warning(self) -> None:
+        self.adopt_warning.value = ""
+        self.confirm_drop.value = False
+        self.confirm_drop.layout.display = "none"
 
     # ------------------------------------------------------------ save
+    def versioned_path(self, version: str | None = None) -> Path:
+        """Where "save as new version" writes: ``<stem>_v<version>.toml`` next to the model's file."""
+        if self.start.source is None:
+            raise ModelError("this model was not loaded from a file: give save() a path")
+        version = version or replace(self.model, version=self._last_version).bump_version().version
+        src = self.start.source
+        return src.with_name(f"{src.stem}_v{version}{src.suffix or '.toml'}")
+
+    def _ask_overwrite(self) -> None:
+        if self.start.source is None:
+            raise ModelError("this model was not loaded from a file: there is no original to overwrite")
+        self.overwrite_confirm.layout.display = "flex"
+        self._say(f"overwrite {self.start.source.name}? Press 'yes, overwrite' to replace it; "
+                  "'save as new version' keeps it", error=True)
+
     def save(self, path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
         """Write the tuned model to TOML with a bumped version, keeping the file's comments.
 
-        The default target is the file the model came from. An existing file that is neither that
-        file nor one this tuner wrote is not overwritten unless ``overwrite=True``; nor is the
-        source file when it changed on disk since it was loaded.
+        By default a new file next to the original, named after the new version
+        (``model_v1.0.1.toml``); the original is left as it is. ``overwrite=True`` without a path
+        writes over the file the model came from (the widget asks first), unless it changed on
+        disk since it was loaded. An existing file is never replaced unless ``overwrite=True`` or
+        this tuner wrote it.
         """
-        target = Path(path) if path else self.start.source
-        if target is None:
-            raise ModelError("this model was not loaded from a file: give a path to save to")
+        saved = replace(self.model, version=self._last_version).bump_version()
         source = self.start.source.resolve() if self.start.source else None
-        if target.exists() and not overwrite:
+        if path:
+            target = Path(path)
+        elif overwrite:
+            if self.start.source is None:
+                raise ModelError("this model was not loaded from a file: give a path to save to")
+            target = self.start.source
+        else:
+            target = self.versioned_path(saved.version)
+        if target.exists():
             now = target.read_text(encoding="utf-8")
             key = target.resolve()
             if key in self._written:
-                if now != self._written[key]:
+                if now != self._written[key] and not overwrite:
                     raise ModelError(f"{target} changed on disk since this tuner saved it; "
                                      "save to another path or pass overwrite=True")
-            elif key == source:
+            elif key == source and overwrite:
                 if now != self.start._text:
                     raise ModelError(f"{target} changed on disk since the model was loaded; "
-                                     "save to another path or pass overwrite=True")
-            else:
-                raise ModelError(f"{target} already exists and is not the file this model came from; "
+                                     "save as a new version instead")
+            elif not overwrite:
+                raise ModelError(f"{target} already exists and this tuner did not write it; "
                                  "choose another path or pass overwrite=True")
-        saved = replace(self.model, version=self._last_version).bump_version()
         saved.save(target)
         self._written[target.resolve()] = target.read_text(encoding="utf-8")
         self._last_version = saved.version
         self.model = saved if self.model.hash == saved.hash else self.model
+        self.overwrite_confirm.layout.display = "none"
         self._refresh()
-        self._say(f"saved version {saved.version} to {html.escape(str(target))}")
+        self._say(f"saved version {saved.version} to {target}")
         return target
 
     # ------------------------------------------------------------ view
@@ -1227,7 +1468,7 @@ class WeightTuner:
         """Set every control from ``self.model`` without triggering changes."""
         self._syncing = True
         try:
-            r = self.model.resolve(None if self.variant == "default" else self.variant)
+            r = self._resolved()
             disabled = set()
             if self.variant != "default":
                 disabled = set(next(v for v in self.model.variants if v.name == self.variant).disabled)
@@ -1243,9 +1484,9 @@ class WeightTuner:
                 s.value = self.model.bands[i].upper
             self.coverage_slider.value = self.model.min_coverage
             self.outcome_select.value, self.horizon_select.value = self.session.outcome, self.session.horizon
-            for name, t in self.threshold_inputs.items():
+            for name, t in self.threshold_tables.items():
                 m = self.model.metric(name)
-                t.value = format_breakpoints(m.params, m.method)
+                t.set_rows(breakpoint_rows(m.params, m.method))
         finally:
             self._syncing = False
 
@@ -1267,10 +1508,14 @@ class WeightTuner:
         m = self.model
         digest = m.hash          # a canonical JSON dump: compute it once per refresh
         st["variant"], st["hash"] = self.variant, digest
+        # shares of the variant being edited, by the one rule
+        st["shares"], st["shares_start"] = self._resolved().weight_shares(), self._resolved(self.start).weight_shares()
         self.state = st
         edited = "" if digest == self._start_hash else " <i>(edited)</i>"
         self.title.value = (f"<b>{html.escape(m.name)}</b> version {html.escape(m.version)} "
                             f"<code>{digest}</code>{edited}")
+        self._show_shares(st)
+        self.coverage_html.value = self._coverage_html(st)
         self.summary_html.value = self._summary_html(st)
         self.bands_html.value = self._bands_html(st)
         self.changed_html.value = self._changed_html(st)
@@ -1282,17 +1527,50 @@ class WeightTuner:
         clean_start = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions_start"].values()]
         self._push(self.contributions, {"contrib": clean, "contrib_start": clean_start})
 
+    def _show_shares(self, st: dict[str, Any]) -> None:
+        r = self._resolved()
+        total = sum(c.weight for c in r.categories.values())
+        for name, label in self.share_labels.items():
+            label.value = f"<span title='share of the score'>{st['shares'][name]:.1f}%</span>"
+        for name, label in self.category_share_labels.items():
+            share = 100 * r.categories[name].weight / total if total > 0 else 0.0
+            label.value = f"<span style='font-size:12px'>{share:.1f}% of the score</span>"
+        for name, note in self.single_notes.items():
+            m = r.metric(name)
+            cat = r.categories[m.category]
+            note.value = (
+                "<div style='font-size:11px;color:#555;max-width:600px;margin:0 0 4px 8px'>"
+                f"<b>{html.escape(m.label or m.name)}</b> is the only metric in "
+                f"{html.escape(cat.label or cat.name)}: weights are relative within a category, so any weight "
+                "above 0 gives the same scores (0 switches it off). Its share of the score "
+                f"({st['shares'][name]:.1f}%) is set by the category weight above.</div>")
+
+    def _coverage_html(self, st: dict[str, Any]) -> str:
+        """Accounts either model leaves unscored; a drop of more than MAX_COVERAGE_DROP points in red."""
+        n, now, start = st["accounts"], st["accounts"] - st["scored_accounts"], st["accounts"] - st["scored_accounts_start"]
+        text = (f"Unscored accounts: <b class='hs-unscored'>{now:,}</b> of {n:,} now, {start:,} with the starting "
+                f"model, {st['unscored_either']:,} by either. Holdout figures use the {st['holdout_rows']:,} "
+                f"snapshots both models score")
+        if st["holdout_rows_left_out"]:
+            text += (f"; {st['holdout_rows_left_out']:,} scored by only one model "
+                     f"({st['holdout_events_left_out']:,} events) are left out")
+        if st["coverage_drop"] > MAX_COVERAGE_DROP:
+            return ("<div class='hs-coverage-warning' style='color:#fff;background:#C0392B;padding:4px 8px;"
+                    f"border-radius:3px;font-size:12px'><b>Coverage fell from {fmt.percent(st['coverage_start'], 1)} to "
+                    f"{fmt.percent(st['coverage'], 1)}</b>: {text}.</div>")
+        return f"<div style='font-size:12px'>{text}.</div>"
+
     def _summary_html(self, st: dict[str, Any]) -> str:
         what = f"{st['outcome']} within {st['horizon']}"
         rows = [
-            ["holdout AUC", f"<span class='hs-auc'>{fmt.number(st['auc'], 3)}</span> {_delta(st['auc'], st['auc_start'])}",
-             fmt.number(st["auc_start"], 3)],
-            ["top-decile lift", f"<span class='hs-lift'>{fmt.number(st['lift'], 2)}</span> "
-                                f"{_delta(st['lift'], st['lift_start'], 2)}", fmt.number(st["lift_start"], 2)],
+            ["holdout AUC", f"<span class='hs-auc'>{fmt.number(st['auc'], 3)}</span>", fmt.number(st["auc_start"], 3),
+             _auc_change(st)],
+            ["top-decile lift", f"<span class='hs-lift'>{fmt.number(st['lift'], 2)}</span>", fmt.number(st["lift_start"], 2),
+             f"<span style='color:#777'>{_signed(st['lift'] - st['lift_start'], 2)}</span>"],
         ]
-        return (f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots, "
-                f"{st['holdout_events']:,} {html.escape(what)}</div>"
-                + _table(["", "now", "starting model"], rows, "hs-summary-table"))
+        return (f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots scored by "
+                f"both models, {st['holdout_events']:,} {html.escape(what)}</div>"
+                + _table(["", "now", "start", "change (95% interval, paired by account)"], rows, "hs-summary-table"))
 
     def _bands_html(self, st: dict[str, Any]) -> str:
         from healthscore.viz import charts
@@ -1305,7 +1583,8 @@ class WeightTuner:
             rows.append([_swatch(b.name, b.colour or charts.band_colour(b.name)),
                          f"<span class='hs-count-{html.escape(b.name)}'>{n:,}</span> ({n0:,})",
                          f"{fmt.money(arr)} ({fmt.money(arr0)})", f"{fmt.percent(r, 1)} ({fmt.percent(r0, 1)})"])
-        rows.append(["no score", f"{st['accounts'] - st['scored_accounts']:,}", "", ""])
+        rows.append(["no score", f"{st['accounts'] - st['scored_accounts']:,} "
+                                 f"({st['accounts'] - st['scored_accounts_start']:,})", "", ""])
         return _table(["band", "accounts now (start)", "ARR now (start)",
                        f"{html.escape(st['outcome'])} rate, holdout (start)"], rows, "hs-band-table")
 
