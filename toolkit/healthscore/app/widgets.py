@@ -58,6 +58,8 @@ MAX_COVERAGE_DROP = 1.0
 SCORE_DECIMALS = 9
 # how a thresholds/steps parameter is edited as text
 _EDITABLE = {"thresholds": "points", "steps": "edges"}
+# charts drawn as SVG: titles and labels are text a reader (or a test) can select and measure
+_EMBED = {"renderer": "svg", "actions": False}
 
 STATE_KEYS = (
     "model", "hash", "variant", "outcome", "horizon", "split",
@@ -1167,8 +1169,9 @@ class WeightTuner:
         self.changed_html.add_class("hs-tuner-changed")
         band_names = [b.name for b in bands]
         colours = [b.colour or charts.band_colour(b.name) for b in bands]
-        self.distribution = alt.JupyterChart(distribution_chart(band_names, colours))
-        self.contributions = alt.JupyterChart(contribution_chart([m.label or m.name for m in m0.metrics]))
+        self.distribution = alt.JupyterChart(distribution_chart(band_names, colours), embed_options=_EMBED)
+        self.contributions = alt.JupyterChart(contribution_chart([m.label or m.name for m in m0.metrics]),
+                                              embed_options=_EMBED)
         for chart in (self.distribution, self.contributions):
             chart.observe(lambda ch, c=chart: self._repush(c), "_params")
 
