@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 from healthscore.analysis import evaluation
 from healthscore.app.widgets import (
+    MAX_COVERAGE_DROP,
     SCORE_DECIMALS,
     STATE_KEYS,
-    MAX_COVERAGE_DROP,
     FastScorer,
     Suggestion,
     WeightTuner,
@@ -578,3 +578,43 @@ def test_breakpoint_table_in_the_tuner(tuner, portfolio):
     assert_matches_engine(tuner, portfolio)
     tuner.undo()
     assert steps.rows() == [(None, 100), (1, 40), (2, 0)]           # the table follows undo
+
+
+# ---------------------------------------------------------------- alerts tab
+def test_alert_setting_moves_the_backtest_and_is_saved(tmp_path, portfolio):
+    from healthscore.analysis.alerts import backtest_alerts
+    from healthscore.app.widgets import with_alert_setting
+
+    path = tmp_path / "model.toml"
+    shutil.copy(MODEL_FILE, path)
+    tuner = WeightTuner(portfolio.snapshots, portfolio.events, hs.load_model(path))
+    assert set(tuner.alerts.sliders) == {"score_drop", "no_sponsor_at_renewal", "low_seat_utilization"}
+    tuner.tabs.selected_index = 3                              # opening the tab runs the backtest
+    start = tuner.alerts.state["start"]
+    assert tuner.alerts.state["now"].equals(start)
+    tuner.alerts.sliders["low_seat_utilization"].value = 60    # a looser threshold: more alerts
+    now = tuner.alerts.state["now"]
+    rule = next(r for r in tuner.model.alerts if r.name == "low_seat_utilization")
+    assert rule.value == 60 and tuner.model.hash == tuner.start.hash      # a rule never changes a score
+    # the same figures as a backtest run from scratch on the engine's scores
+    scores = hs.combine(hs.calibrate(portfolio.snapshots, tuner.model), tuner.model)
+    ref = backtest_alerts(scores, portfolio.events, tuner.model, outcome="churned", horizon="90d",
+                          snapshots=portfolio.snapshots).table
+    assert now.equals(ref)
+
+    def row(t, name):
+        return next(r for r in t.iter_rows(named=True) if r["rule"] == name)
+    assert row(now, "low_seat_utilization")["alerts"] > row(start, "low_seat_utilization")["alerts"]
+    assert row(now, "entered_red") == row(start, "entered_red")
+    table = tuner.alerts.table_html.value
+    assert f"{row(now, 'low_seat_utilization')['alerts']:,} ({row(start, 'low_seat_utilization')['alerts']:,})" in table
+    tuner.undo()
+    assert tuner.alerts.sliders["low_seat_utilization"].value == 25
+    tuner.alerts.sliders["score_drop"].value = 10
+    saved = hs.load_model(tuner.save())
+    assert next(r.points for r in saved.alerts if r.name == "score_drop") == 10
+    assert next(r.value for r in saved.alerts if r.name == "low_seat_utilization") == 25
+    with pytest.raises(ModelError, match="no alert rule 'entered_red' with a numeric setting"):
+        with_alert_setting(tuner.model, "entered_red", 3)
+    with pytest.raises(ModelError, match="out of range"):
+        with_alert_setting(tuner.model, "score_drop", 0)

@@ -60,6 +60,8 @@ SCORE_DECIMALS = 9
 _EDITABLE = {"thresholds": "points", "steps": "edges"}
 # charts drawn as SVG: titles and labels are text a reader (or a test) can select and measure
 _EMBED = {"renderer": "svg", "actions": False}
+# room around each chart, so a title's first letter is not cut at the chart's edge
+_PADDING = {"left": 10, "top": 5, "right": 10, "bottom": 5}
 
 STATE_KEYS = (
     "model", "hash", "variant", "outcome", "horizon", "split",
@@ -645,6 +647,7 @@ class TuningSession:
         """AUC, lift, each row's AUC influence and the rate per band on the rows in ``both``."""
         y = self.y[both]
         auc, lift, inf = auc_lift_influence(y, ev["risk"][both], influence=True)
+        assert inf is not None                     # asked for
         band = ev["hold_band"][both]
         n_band = np.bincount(band, minlength=k)
         ev_band = np.bincount(band, weights=y, minlength=k)
@@ -807,7 +810,7 @@ def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int
              .transform_calculate(cut="cuts[datum.i]")
              .mark_rule(color="#555", strokeWidth=1).encode(x="cut:Q"))
     return (alt.layer(bars, before, rules).add_params(hist, start, cuts)
-            .properties(width=360, height=190,
+            .properties(width=360, height=190, padding=_PADDING,
                         title=alt.Title("Score distribution by band", subtitle="dashes: the starting model")))
 
 
@@ -829,7 +832,7 @@ def contribution_chart(labels: Sequence[str]) -> Any:
         tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("now:Q", format=".2f"), alt.Tooltip("start:Q", format=".2f")])
     ticks = base.mark_tick(color="black", thickness=2).encode(y=y, x="start:Q")
     return (alt.layer(bars, ticks).add_params(now, start)
-            .properties(width=260, height=max(120, 16 * len(labels)),
+            .properties(width=260, height=max(120, 16 * len(labels)), padding=_PADDING,
                         title=alt.Title("Each metric's contribution", subtitle="ticks: the starting model")))
 
 
@@ -1007,6 +1010,132 @@ class BreakpointTable:
         self.message.value = ""
         self._on_apply(self.name, params)
         return True
+
+
+# ---------------------------------------------------------------- alert rules
+# the numeric setting of each kind of alert rule the Alerts tab moves
+ALERT_SETTINGS = {"threshold": "value", "drop": "points", "probability": "at_least"}
+
+
+def with_alert_setting(model: ScoreModel, rule: str, value: float) -> ScoreModel:
+    """A new model whose alert rule ``rule`` has its numeric setting (see :data:`ALERT_SETTINGS`) at ``value``.
+
+    >>> m = with_alert_setting(hs_model(), "score_drop", 10)
+    >>> next(r.points for r in m.alerts if r.name == "score_drop"), m.hash == hs_model().hash
+    (10.0, True)
+    """
+    found = next((r for r in model.alerts if r.name == rule), None)
+    if found is None or found.kind not in ALERT_SETTINGS:
+        movable = [r.name for r in model.alerts if r.kind in ALERT_SETTINGS]
+        raise ModelError(f"model {model.name!r} has no alert rule {rule!r} with a numeric setting; "
+                         f"these have one: {movable}")
+    key = ALERT_SETTINGS[found.kind]
+    v = float(value)
+    if key == "points" and v <= 0 or key == "at_least" and not 0 < v <= 1 or not math.isfinite(v):
+        raise ModelError(f"alert rule {rule!r}: {key} = {v:g} is out of range"
+                         + (" (a probability above 0, at most 1)" if key == "at_least" else " (above 0)"))
+    change: dict[str, Any] = {key: v}
+    return replace(model, alerts=[replace(r, **change) if r.name == rule else r for r in model.alerts])
+
+
+class AlertsPanel:
+    """The Alerts tab: each alert rule's setting on a slider and its backtest beside the starting rules'.
+
+    The backtest (:func:`healthscore.analysis.alerts.backtest_alerts`) replays the rules over the
+    whole history of scores of the model being tuned; figures per rule: alerts fired, precision,
+    share of the outcome's events alerted before, median lead time, alerts per CSM per week.
+    Scores are computed once per scoring change and kept; a rule's setting never changes a score.
+    """
+
+    COLUMNS = (("alerts", "alerts", "{:,.0f}"), ("precision", "precision", "pct"),
+               ("share_caught", "caught", "pct"), ("lead_days_median", "lead (days)", "{:.0f}"),
+               ("alerts_per_csm_week", "per CSM / week", "{:.2f}"))
+
+    def __init__(self, tuner: WeightTuner) -> None:
+        import ipywidgets as W
+
+        self.tuner = tuner
+        self._scores: dict[str, pl.DataFrame] = {}
+        self._start_table: tuple[tuple[str, str], pl.DataFrame] | None = None
+        self.sliders: dict[str, Any] = {}
+        for r in tuner.model.alerts:
+            key = ALERT_SETTINGS.get(r.kind)
+            if key is None:
+                continue
+            v = float(getattr(r, key))
+            lo, hi, step = ((0.01, 1.0, 0.01) if key == "at_least" else (1.0, 50.0, 1.0) if key == "points"
+                            else (0.0, 100.0, 1.0))
+            what = {"value": f"{r.metric or r.column} {r.op}", "points": "drop of at least", "at_least": "chance >="}
+            s = W.FloatSlider(value=v, min=min(lo, v), max=max(hi, v), step=step, continuous_update=False,
+                              description=f"{r.name}: {what[key]}", layout=W.Layout(width="420px"),
+                              style={"description_width": "240px"})
+            s.add_class(f"hs-alert-{r.name}")
+            s.observe(lambda ch, n=r.name: self._on_setting(n, ch["new"]), "value")
+            self.sliders[r.name] = s
+        self.table_html = W.HTML("")
+        self.table_html.add_class("hs-alerts-table")
+        note = ("Move a rule's setting to see how it would have done over the history, next to the starting "
+                "rules (in brackets). Saving writes the settings into the model's [[alerts]].")
+        self.widget = W.VBox([W.HTML(f"<div style='font-size:12px;max-width:600px'>{note}</div>"),
+                              *self.sliders.values(), self.table_html])
+        self.state: dict[str, Any] = {}
+
+    def _on_setting(self, rule: str, value: float) -> None:
+        if not self.tuner._syncing:
+            self.tuner._guard(lambda: self.tuner._commit(with_alert_setting(self.tuner.model, rule, value)))
+
+    def sync(self) -> None:
+        for r in self.tuner.model.alerts:
+            if r.name in self.sliders:
+                self.sliders[r.name].value = float(getattr(r, ALERT_SETTINGS[r.kind]))
+
+    def scores(self, model: ScoreModel) -> pl.DataFrame:
+        """Every snapshot's score under ``model`` (kept per model hash)."""
+        from healthscore.core.scoring import combine
+
+        key = model.hash
+        if key not in self._scores:
+            s = self.tuner.session
+            s.recalibrate(model)
+            self._scores = {key: combine(s.sub, model), **{k: v for k, v in self._scores.items() if k == s.start.hash}}
+        return self._scores[key]
+
+    def backtest(self, model: ScoreModel) -> pl.DataFrame:
+        from healthscore.analysis.alerts import backtest_alerts
+
+        s = self.tuner.session
+        return backtest_alerts(self.scores(model), s.events, model, outcome=s.outcome, horizon=s.horizon,
+                               snapshots=s.snapshots).table
+
+    def refresh(self) -> None:
+        """Backtest the current rules and the starting ones (the latter once per outcome and horizon)."""
+        if not self.tuner.model.alerts:
+            self.table_html.value = "<i>This model has no [[alerts]] rules.</i>"
+            return
+        s = self.tuner.session
+        key = (s.outcome, s.horizon)
+        if self._start_table is None or self._start_table[0] != key:
+            self._start_table = (key, self.backtest(self.tuner.start))
+        now, start = self.backtest(self.tuner.model), self._start_table[1]
+        self.state = {"now": now, "start": start}
+        before = {r["rule"]: r for r in start.iter_rows(named=True)}
+        rows = []
+        for r in now.iter_rows(named=True):
+            b = before.get(r["rule"], {})
+            cells = [html.escape(str(r["rule"]))]
+            for col, _, fmt in self.COLUMNS:
+                cells.append(f"<span class='hs-alert-{col}'>{_fmt_cell(r.get(col), fmt)}</span> "
+                             f"({_fmt_cell(b.get(col), fmt)})")
+            rows.append(cells)
+        self.table_html.value = (f"<div style='font-size:12px'>Backtest against {html.escape(s.outcome)} within "
+                                 f"{html.escape(s.horizon)}: now (starting rules)</div>"
+                                 + _table(["rule", *(h for _, h, _ in self.COLUMNS)], rows, "hs-alert-backtest"))
+
+
+def _fmt_cell(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return _pct(v) if fmt == "pct" else fmt.format(v)
 
 
 # ---------------------------------------------------------------- the tuner
@@ -1196,9 +1325,14 @@ class WeightTuner:
         thresholds_tab = W.VBox([W.HTML("Breakpoints of the metrics calibrated by thresholds or steps: edit the "
                                         "rows, then press apply"),
                                  *(t.widget for t in self.threshold_tables.values())])
-        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab], layout=W.Layout(flex="0 1 auto"))
-        for i, t in enumerate(["Weights", "Bands", "Thresholds"]):
+        self.alerts = AlertsPanel(self)
+        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab, self.alerts.widget],
+                     layout=W.Layout(flex="0 1 auto"))
+        for i, t in enumerate(["Weights", "Bands", "Thresholds", "Alerts"]):
             tabs.set_title(i, t)
+        self.tabs = tabs
+        # the backtest replays the whole history: run it while the Alerts tab is open, not on every step
+        tabs.observe(lambda ch: self._guard(self._refresh_alerts) if ch["new"] == 3 else None, "selected_index")
         # the evidence sits beside the controls when there is room and wraps below them when not,
         # so it never gets squeezed narrower than its charts and tables
         self.evidence = W.VBox([self.coverage_html, self.summary_html, self.distribution, self.bands_html,
@@ -1490,6 +1624,7 @@ class WeightTuner:
             for name, t in self.threshold_tables.items():
                 m = self.model.metric(name)
                 t.set_rows(breakpoint_rows(m.params, m.method))
+            self.alerts.sync()
         finally:
             self._syncing = False
 
@@ -1529,6 +1664,11 @@ class WeightTuner:
         clean = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions"].values()]
         clean_start = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions_start"].values()]
         self._push(self.contributions, {"contrib": clean, "contrib_start": clean_start})
+        if self.tabs.selected_index == 3:
+            self._refresh_alerts()
+
+    def _refresh_alerts(self) -> None:
+        self.alerts.refresh()
 
     def _show_shares(self, st: dict[str, Any]) -> None:
         r = self._resolved()
