@@ -300,13 +300,10 @@ def band_index(score: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
 
 
 def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tuple[float, float]:
-    """ROC AUC and top-``fraction`` lift, counting pairs instead of building a curve.
+    """ROC AUC and top-``fraction`` lift; rows with NaN risk are left out (see :func:`auc_lift_influence`).
 
-    AUC is the share of (event, non-event) pairs that the risk orders correctly, a tie counting
-    half: sort the two groups' risks and count with ``searchsorted``. The lift's cut-off is the
-    k-th largest risk (``np.partition``, no full sort); rows tied with it share the remaining
-    places pro rata. Same numbers as :func:`healthscore.analysis.evaluation.auc` and
-    :func:`~healthscore.analysis.evaluation.top_decile_lift`; rows with NaN risk are left out.
+    Same numbers as :func:`healthscore.analysis.evaluation.auc` and
+    :func:`~healthscore.analysis.evaluation.top_decile_lift` (a test holds them equal).
 
     >>> auc_and_lift(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))[0]
     0.75
@@ -327,41 +324,59 @@ def auc_lift_influence(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1,
     unit that is resampled (see :func:`paired_auc_interval`).
 
     >>> auc, lift, inf = auc_lift_influence(np.array([0., 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]), influence=True)
-    >>> auc, [round(v, 3) for v in inf]
+    >>> auc, inf.round(3).tolist()
     (0.75, [0.125, -0.125, -0.125, 0.125])
     """
     r = np.asarray(risk, dtype=np.float64)
-    pos = np.asarray(y) > 0.5
-    n = r.size
-    rp = np.sort(r[pos])
-    n1 = rp.size
+    order = np.argsort(r)            # ties are handled as groups, so their order does not matter
+    auc, lift, inf_sorted = auc_lift_sorted(r[order], np.asarray(y)[order] > 0.5, fraction, influence)
+    if inf_sorted is None:
+        return auc, lift, None
+    inf = np.empty(r.size)
+    inf[order] = inf_sorted
+    return auc, lift, inf
+
+
+def auc_lift_sorted(rs: np.ndarray, pos: np.ndarray, fraction: float = 0.1,
+                    influence: bool = True) -> tuple[float, float, np.ndarray | None]:
+    """:func:`auc_lift_influence` on rows already sorted by risk (ascending, no NaN); influence in that order.
+
+    One pass over tie groups: for each distinct risk, the non-events below it and the events
+    above it are running sums, so no pair is counted and nothing is searched. The lift's cut-off
+    is the k-th largest risk; rows tied with it share the remaining places pro rata.
+    """
+    n = rs.size
+    n1 = int(np.count_nonzero(pos))
+    n0 = n - n1
     if n == 0 or n1 == 0:
         return float("nan"), float("nan"), (np.zeros(n) if influence else None)
-    rn = np.sort(r[~pos])
-    n0 = rn.size
-    inf = None
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(rs[1:], rs[:-1], out=new[1:])
+    gid = np.cumsum(new, dtype=np.intp)
+    gid -= 1
+    posf = pos.astype(np.float64)
+    cp = np.bincount(gid, weights=posf)            # events per tie group
+    cn = np.bincount(gid) - cp                     # non-events per tie group
+    inf: np.ndarray | None = None
     if n0 == 0:
         auc = float("nan")
         inf = np.zeros(n) if influence else None
     else:
-        below = int(np.searchsorted(rn, rp, side="left").sum())
-        below_or_tied = int(np.searchsorted(rn, rp, side="right").sum())
-        auc = (below + 0.5 * (below_or_tied - below)) / (n1 * n0)
+        placed = (np.cumsum(cn) - 0.5 * cn)        # non-events below the group + half its ties
+        auc = float(np.sum(cp * placed)) / (n1 * n0)     # np.sum, not BLAS: no thread start-up per call
         if influence:
-            inf = np.empty(n)
-            q = r[pos]
-            inf[pos] = ((np.searchsorted(rn, q, side="left") + np.searchsorted(rn, q, side="right")) / (2 * n0)
-                        - auc) / n1
-            q = r[~pos]
-            inf[~pos] = ((2 * n1 - np.searchsorted(rp, q, side="right") - np.searchsorted(rp, q, side="left"))
-                         / (2 * n1) - auc) / n0
+            above = n1 - np.cumsum(cp) + 0.5 * cp  # events above the group + half its ties
+            # per tie group and class (non-event, event), then one look-up per row
+            table = np.column_stack([(above / n1 - auc) / n0, (placed / n0 - auc) / n1]).ravel()
+            code = gid * 2
+            code += pos
+            inf = table[code]
     k = max(1, int(round(fraction * n)))
-    edge = np.partition(r, n - k)[n - k]
-    n_above = n0 - int(np.searchsorted(rn, edge, side="right")) + n1 - int(np.searchsorted(rp, edge, side="right"))
-    n_tied = n - n_above - int(np.searchsorted(rn, edge, side="left")) - int(np.searchsorted(rp, edge, side="left"))
-    ev_above = n1 - int(np.searchsorted(rp, edge, side="right"))
-    ev_tied = int(np.searchsorted(rp, edge, side="right")) - int(np.searchsorted(rp, edge, side="left"))
-    events = ev_above + ev_tied * (k - n_above) / n_tied
+    edge = rs[n - k]
+    lo, hi = int(np.searchsorted(rs, edge, side="left")), int(np.searchsorted(rs, edge, side="right"))
+    ev_above, ev_tied = float(posf[hi:].sum()), float(posf[lo:hi].sum())
+    events = ev_above + ev_tied * (k - (n - hi)) / (hi - lo)
     return float(auc), float((events / k) / (n1 / n)), inf
 
 
@@ -382,12 +397,13 @@ class PairedDifference:
         return bool(self.difference_lower > 0 or self.difference_upper < 0)
 
 
-def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, groups: np.ndarray,
+def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, groups: np.ndarray | None,
                         auc: float, auc_start: float, *, confidence: float = 0.95) -> PairedDifference:
     """Interval of an AUC difference between two scores of the same rows, resampling accounts.
 
     ``influence``/``influence_start``: each row's influence on each model's AUC (from
-    :func:`auc_lift_influence`); ``groups``: each row's account as an integer code. The
+    :func:`auc_lift_influence`); ``groups``: each row's account as an integer code (``None``:
+    the influences are already summed per account, one entry per account present). The
     difference's influence is summed per account; its variance is the sum of squares (times
     A/(A-1) for A accounts). This is the variance a paired bootstrap that resamples accounts
     converges to, at the cost of a ``bincount`` instead of hundreds of re-sorted resamples, so
@@ -400,15 +416,14 @@ def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, grou
     diff = auc - auc_start
     if math.isnan(diff):
         return PairedDifference(auc, auc_start, diff, float("nan"), float("nan"), confidence)
-    per_account = np.bincount(groups, weights=influence - influence_start)
-    a = int(np.count_nonzero(np.bincount(groups)))
-    var = float(np.dot(per_account, per_account)) * (a / (a - 1) if a > 1 else 1.0)
+    if groups is None:
+        per_account, a = influence - influence_start, influence.size
+    else:
+        per_account = np.bincount(groups, weights=influence - influence_start)
+        a = int(np.count_nonzero(np.bincount(groups)))
+    var = float(np.sum(per_account * per_account)) * (a / (a - 1) if a > 1 else 1.0)
     half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(var)
     return PairedDifference(auc, auc_start, diff, diff - half, diff + half, confidence)
-
-
-def _close(a: float, b: float, tol: float = 1e-9) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
 
 
 # ---------------------------------------------------------------- model edits
@@ -598,6 +613,9 @@ class TuningSession:
         self.book_mask = np.arange(len(self.rows)) < len(self.book_rows)
         self.recalibrate(self.start)   # the starting figures use the starting calibration
         self.start_eval = self._evaluate(self.start)
+        self.n_hold_accounts = int(self.hold_account.max()) + 1 if self.hold_account.size else 0
+        risk0 = self.start_eval["risk"]
+        self._start_order = np.argsort(np.where(np.isnan(risk0), np.inf, risk0))
 
     # ------------------------------------------------------------ calibration changes
     def recalibrate(self, model: ScoreModel) -> list[str]:
@@ -642,16 +660,27 @@ class TuningSession:
             "contrib": contrib, "hist": hist,
         }
 
-    def _holdout_figures(self, ev: dict[str, Any], both: np.ndarray, k: int) -> tuple[float, float, np.ndarray,
-                                                                                     np.ndarray]:
-        """AUC, lift, each row's AUC influence and the rate per band on the rows in ``both``."""
-        y = self.y[both]
-        auc, lift, inf = auc_lift_influence(y, ev["risk"][both], influence=True)
+    def _holdout_figures(self, ev: dict[str, Any], both: np.ndarray, k: int,
+                         order: np.ndarray | None = None) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """AUC, lift, the AUC influence summed per account and the rate per band on the rows in ``both``.
+
+        ``order``: the rows sorted by this model's risk, when known (the starting model's, sorted
+        once), so a new set of rows needs no new sort.
+        """
+        if order is None:
+            rows = np.flatnonzero(both)
+            idx = rows[np.argsort(ev["risk"][rows])]      # ties are grouped: their order does not matter
+        else:
+            idx = order[both[order]]
+        y = self.y[idx]
+        auc, lift, inf = auc_lift_sorted(ev["risk"][idx], y > 0.5)
         assert inf is not None                     # asked for
-        band = ev["hold_band"][both]
+        acc = self.hold_account[idx]
+        per_account = np.bincount(acc, weights=inf, minlength=self.n_hold_accounts)
+        band = ev["hold_band"][idx]
         n_band = np.bincount(band, minlength=k)
         ev_band = np.bincount(band, weights=y, minlength=k)
-        return auc, lift, inf, np.where(n_band > 0, ev_band / np.maximum(n_band, 1), np.nan)
+        return auc, lift, per_account, np.where(n_band > 0, ev_band / np.maximum(n_band, 1), np.nan)
 
     def compare(self, model: ScoreModel, now: dict[str, Any] | None = None) -> dict[str, Any]:
         """The holdout figures of ``model`` and the starting model on the rows both of them score.
@@ -666,9 +695,10 @@ class TuningSession:
         auc, lift, inf, rate = self._holdout_figures(now, both, len(model.bands))
         # the starting model's side only changes when the set of rows does
         if self._paired_start is None or not np.array_equal(self._paired_start[0], both):
-            self._paired_start = (both, self._holdout_figures(start, both, len(self.start.bands)))
+            self._paired_start = (both, self._holdout_figures(start, both, len(self.start.bands), self._start_order))
         auc0, lift0, inf0, rate0 = self._paired_start[1]
-        diff = paired_auc_interval(inf, inf0, self.hold_account[both], auc, auc0)
+        present = np.bincount(self.hold_account[both], minlength=self.n_hold_accounts) > 0
+        diff = paired_auc_interval(inf[present], inf0[present], None, auc, auc0)
         return {"both": both, "auc": auc, "lift": lift, "rate": rate, "auc_start": auc0, "lift_start": lift0,
                 "rate_start": rate0, "difference": diff}
 
