@@ -5,6 +5,8 @@ labelled snapshot per account): scores, bands, band counts and ARR, holdout AUC,
 churn rate per band, the accounts that change band, each metric's mean contribution and the
 histogram. The baseline does the same with pandas the obvious way (renormalised weighted means
 per category and variant, ``pd.cut``, ``groupby``, sklearn's AUC); both must give the same numbers.
+Holdout figures come from the rows both the tuned and the starting model score; ours also gets the
+AUC difference's paired interval by account (the baseline does not: it only has to agree on AUC).
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def _data(n: int = int(N_ACCOUNTS / 0.92), seed: int = 3):
 
 
 def _pandas_recompute(frame: pd.DataFrame, model, start_band: pd.Series) -> dict:
-    """The obvious pandas version of one slider step (frame: book rows then holdout rows)."""
+    """The obvious pandas version of one slider step (frame: book rows then holdout rows; holdout
+    figures on the rows the starting model scores too, ``frame["start_scored"]``)."""
     scores = pd.Series(np.nan, index=frame.index)
     drivers = pd.DataFrame(0.0, index=frame.index, columns=[m.name for m in model.metrics])
     for variant in ["default", *(v.name for v in model.variants)]:
@@ -94,7 +97,8 @@ def _pandas_recompute(frame: pd.DataFrame, model, start_band: pd.Series) -> dict
     book, hold = frame["book"], ~frame["book"]
     counts = band[book].value_counts()
     arr = frame.loc[book, "arr"].groupby(band[book], observed=False).sum()
-    h = pd.DataFrame({"score": scores[hold], "y": frame.loc[hold, "y"], "band": band[hold]}).dropna(subset=["score"])
+    both = hold & frame["start_scored"]
+    h = pd.DataFrame({"score": scores[both], "y": frame.loc[both, "y"], "band": band[both]}).dropna(subset=["score"])
     auc = roc_auc_score(h["y"], -h["score"])
     risk = -h["score"]
     k = max(1, int(round(0.1 * len(h))))
@@ -135,6 +139,7 @@ def bench_slider_step() -> list[Result]:
     frame = sub[rows].to_pandas()
     frame["book"] = np.r_[np.ones(n_book, bool), np.zeros(n_hold, bool)]
     frame["y"] = np.r_[np.full(n_book, np.nan), session.y]
+    frame["start_scored"] = np.r_[np.zeros(n_book, bool), ~np.isnan(session.start_eval["risk"])]
     start_band = pd.Series([model.bands[i].name if i >= 0 else None for i in session.start_eval["band"]],
                            index=frame.index[:n_book], dtype=object)
     baseline_out: dict = {}
@@ -151,6 +156,7 @@ def bench_slider_step() -> list[Result]:
     assert np.allclose(book_scores, baseline_out["score"], atol=1e-9, equal_nan=True)
     assert state["band_counts"] == {k: int(v) for k, v in baseline_out["counts"].items()}
     assert abs(state["auc"] - baseline_out["auc"]) < 1e-9, (state["auc"], baseline_out["auc"])
+    assert state["auc_difference_lower"] <= state["auc_difference"] <= state["auc_difference_upper"]
     assert abs(state["lift"] - baseline_out["lift"]) < 1e-9, (state["lift"], baseline_out["lift"])
     assert state["n_changed"] == baseline_out["changed"]
     for band, rate in baseline_out["rates"].items():

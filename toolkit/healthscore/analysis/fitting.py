@@ -722,28 +722,7 @@ class WeightFit:
         so each is the metric's share of the score in percent; a category's weight is the sum of
         its metrics' shares.
         """
-        basis = self.basis or self.logit
-        step = 10.0 if self.features == "subscores" else 1.0
-        how = "per 10 points" if self.features == "subscores" else "per SD"
-        rows = []
-        for r in self.table.iter_rows(named=True):
-            f = r["feature"]
-            if f not in basis.params_:
-                rows.append((r["metric"], r["category"], 0.0, self.floor, "could not be fitted: set to the floor"))
-                continue
-            coef, p = basis.params_[f], basis.pvalues_[f]
-            good = (-coef if self.adverse else coef) * step * _orientation(self.model, self.features)[r["metric"]]
-            if good <= 0:
-                rows.append((r["metric"], r["category"], 0.0, self.floor, "wrong sign: set to the floor"))
-            elif basis.inference_ and not (p <= self.significance):
-                if self.drop_insignificant:
-                    rows.append((r["metric"], r["category"], good, self.floor,
-                                 f"not significant (p={p:.2f}): set to the floor"))
-                else:
-                    rows.append((r["metric"], r["category"], good, None,
-                                 f"proportional to its effect {how} (not significant, p={p:.2f})"))
-            else:
-                rows.append((r["metric"], r["category"], good, None, f"proportional to its effect {how}"))
+        rows = self._strengths()
         strength = {m: s for m, _, s, fixed, _ in rows if fixed is None}
         total = sum(strength.values())
         if total <= 0:
@@ -756,6 +735,69 @@ class WeightFit:
                for m, c, _, fixed, why in rows]
         return pl.DataFrame(out, schema={"metric": pl.Utf8, "category": pl.Utf8, "weight": pl.Float64,
                                          "reason": pl.Utf8}, orient="row")
+
+    def _good(self, metric: str, coef: float) -> float:
+        """A coefficient as the change in log-odds in the healthy direction per 10 points (per SD raw)."""
+        step = 10.0 if self.features == "subscores" else 1.0
+        return (-coef if self.adverse else coef) * step * _orientation(self.model, self.features)[metric]
+
+    def _strengths(self) -> list[tuple[str, str, float, float | None, str]]:
+        """Per metric: (metric, category, strength, fixed weight or None when free, reason)."""
+        basis = self.basis or self.logit
+        how = "per 10 points" if self.features == "subscores" else "per SD"
+        rows: list[tuple[str, str, float, float | None, str]] = []
+        for r in self.table.iter_rows(named=True):
+            f = r["feature"]
+            if f not in basis.params_:
+                rows.append((r["metric"], r["category"], 0.0, self.floor, "could not be fitted: set to the floor"))
+                continue
+            coef, p = basis.params_[f], basis.pvalues_[f]
+            good = self._good(r["metric"], coef)
+            if good <= 0:
+                rows.append((r["metric"], r["category"], 0.0, self.floor, "wrong sign: set to the floor"))
+            elif basis.inference_ and not (p <= self.significance):
+                if self.drop_insignificant:
+                    rows.append((r["metric"], r["category"], good, self.floor,
+                                 f"not significant (p={p:.2f}): set to the floor"))
+                else:
+                    rows.append((r["metric"], r["category"], good, None,
+                                 f"proportional to its effect {how} (not significant, p={p:.2f})"))
+            else:
+                rows.append((r["metric"], r["category"], good, None, f"proportional to its effect {how}"))
+        return rows
+
+    def suggested_shares(self) -> pl.DataFrame:
+        """Each metric's suggested share of the score in percent, with an interval in the same unit.
+
+        ``share`` is the suggested model's :meth:`~healthscore.spec.model.ScoreModel.weight_shares`
+        (the one rule for shares). ``share_lower``/``share_upper`` put the ends of the coefficient's
+        95% interval (from the same fit as the suggestion) through the same rule, the other metrics
+        held at their estimates; an effect whose interval reaches the unhealthy side gets 0 there.
+        Null where the fit gives no interval (a penalised fit, a metric that could not be fitted).
+        """
+        shares = self.suggested_model().weight_shares()
+        basis = self.basis or self.logit
+        rows = self._strengths()
+        total = sum(s for _, _, s, fixed, _ in rows if fixed is None)
+        budget = max(100.0 - sum(fixed for _, _, _, fixed, _ in rows if fixed is not None), 0.0)
+        feature = dict(self.table.select("metric", "feature").iter_rows())
+        out = []
+        for m in self.model.metrics:
+            point = shares[m.name]
+            f = feature.get(m.name)
+            row = next((r for r in rows if r[0] == m.name), None)
+            if row is None or f not in basis.params_ or f not in basis.conf_int_ or not basis.inference_:
+                out.append((m.name, m.category, point, None, None))
+                continue
+            others = total - (row[2] if row[3] is None else 0.0)
+            ends = []
+            for coef in basis.conf_int_[f]:
+                g = max(self._good(m.name, coef), 0.0)
+                ends.append(budget * g / (g + others) if g + others > 0 else 0.0)
+            # the suggested weights are rounded to 0.1: keep the point inside its own interval
+            out.append((m.name, m.category, point, min(*ends, point), max(*ends, point)))
+        return pl.DataFrame(out, schema={"metric": pl.Utf8, "category": pl.Utf8, "share": pl.Float64,
+                                         "share_lower": pl.Float64, "share_upper": pl.Float64}, orient="row")
 
     def suggested_model(self) -> Any:
         """A new ScoreModel with the suggested metric and category weights and a bumped version."""

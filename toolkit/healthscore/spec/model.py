@@ -1173,6 +1173,15 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
                 entry[key] = value
             aot.append(entry)
         table["alerts"] = aot
+    elif model.alerts:
+        # a rule's numeric setting tuned in code (threshold value, drop points, probability) is written
+        # into its own entry; everything else in the entry stays as written
+        rules = {r.name: r for r in model.alerts}
+        for entry in table["alerts"]:
+            rule = rules.get(_plain(entry.get("name")))
+            for key in ("value", "points", "at_least"):
+                if rule is not None and key in entry and getattr(rule, key) is not None:
+                    _set(entry, key, float(getattr(rule, key)))
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:
