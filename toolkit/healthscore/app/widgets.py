@@ -426,6 +426,10 @@ def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, grou
     return PairedDifference(auc, auc_start, diff, diff - half, diff + half, confidence)
 
 
+def _close(a: float, b: float, tol: float = 1e-9) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
 # ---------------------------------------------------------------- model edits
 def edit_weights(model: ScoreModel, variant: str | None = None, metrics: Mapping[str, float] | None = None,
                  categories: Mapping[str, float] | None = None) -> ScoreModel:
@@ -1153,19 +1157,19 @@ class AlertsPanel:
         for r in now.iter_rows(named=True):
             b = before.get(r["rule"], {})
             cells = [html.escape(str(r["rule"]))]
-            for col, _, fmt in self.COLUMNS:
-                cells.append(f"<span class='hs-alert-{col}'>{_fmt_cell(r.get(col), fmt)}</span> "
-                             f"({_fmt_cell(b.get(col), fmt)})")
+            for col, _, form in self.COLUMNS:
+                cells.append(f"<span class='hs-alert-{col}'>{_fmt_cell(r.get(col), form)}</span> "
+                             f"({_fmt_cell(b.get(col), form)})")
             rows.append(cells)
         self.table_html.value = (f"<div style='font-size:12px'>Backtest against {html.escape(s.outcome)} within "
                                  f"{html.escape(s.horizon)}: now (starting rules)</div>"
                                  + _table(["rule", *(h for _, h, _ in self.COLUMNS)], rows, "hs-alert-backtest"))
 
 
-def _fmt_cell(v: Any, fmt: str) -> str:
+def _fmt_cell(v: Any, form: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return _pct(v) if fmt == "pct" else fmt.format(v)
+    return fmt.percent(v) if form == "pct" else form.format(v)
 
 
 # ---------------------------------------------------------------- the tuner
