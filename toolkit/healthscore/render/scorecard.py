@@ -87,10 +87,11 @@ def _metrics_html(card: Scorecard) -> str:
     body = []
     for r in card.metrics.iter_rows(named=True):
         body.append(f'<tr><td>{_e(r["label"])}<div class="muted">{_e(r["description"])}</div></td>'
-                    f'<td>{_e(r["category"])}</td><td class="num">{_e(fmt.metric_value(r["raw"], r["method"]))}</td>'
-                    f'<td class="num">{_e(fmt.points(r["sub_score"]))}</td>'
+                    f'<td data-label="Area">{_e(r["category"])}</td>'
+                    f'<td class="num" data-label="Value">{_e(fmt.metric_value(r["raw"], r["method"]))}</td>'
+                    f'<td class="num" data-label="Score">{_e(fmt.points(r["sub_score"]))}</td>'
                     f'<td>{_badge(None if r["status"] == NOT_APPLICABLE else r["status"], r["colour"])}</td></tr>')
-    return ("<h2>What the score is made of</h2><table><thead><tr><th>Measure</th><th>Area</th>"
+    return ("<h2>What the score is made of</h2><table class=\"stack\"><thead><tr><th>Measure</th><th>Area</th>"
             '<th class="num">Value</th><th class="num">Score</th><th>Status</th></tr></thead><tbody>'
             + "".join(body) + "</tbody></table>")
 
