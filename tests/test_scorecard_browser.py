@@ -80,7 +80,7 @@ def test_scorecard_in_a_browser(tmp_path):
             score = page.locator("[data-role=score]")
             assert score.is_visible() and score.inner_text() == f"{card.score:.0f}"
             band = page.locator(".hs-score .band")
-            assert band.is_visible() and band.inner_text().strip() == card.band
+            assert band.is_visible() and band.inner_text().strip().endswith(card.band)  # after its shape
             assert page.get_by_role("heading", name=card.company_name).is_visible()
             chart = page.locator("figure.chart svg")
             assert chart.count() == 1 and chart.is_visible()
@@ -164,3 +164,43 @@ def test_customer_scorecard_prints_on_one_page_and_fits_a_phone(tmp_path):
     for heading in ("Trend over the last 26 weeks", "Scores by area", "What the score is made of",
                     "Recommended next steps", "Your account"):
         assert heading in text
+
+
+_BADGE_STYLES = """() => [...document.querySelectorAll('.band')].map(e => {
+  const s = getComputedStyle(e);
+  return {text: e.innerText.trim(), color: s.color, background: s.backgroundColor};
+})"""
+
+
+def _rgb(css: str) -> str:
+    import re
+    r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+@pytest.mark.browser
+def test_band_badges_have_readable_text_and_a_shape(tmp_path):
+    _browser_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_palette_access import contrast
+
+    page_path = _sample_customer_page(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1200})
+            page.goto(page_path.as_uri())
+            badges = page.evaluate(_BADGE_STYLES)
+            page.screenshot(path=str(tmp_path / "badges.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(badges) >= 5
+    ratios = {}
+    for b in badges:
+        assert b["background"] not in ("rgba(0, 0, 0, 0)", "transparent"), b
+        ratios[b["text"]] = contrast(_rgb(b["color"]), _rgb(b["background"]))
+        # the shape comes first, then the band name: never the colour alone
+        assert b["text"][0] in "\u25b2\u25a0\u25cf\u25c6\u25cb" and len(b["text"]) > 2, b
+    assert min(ratios.values()) >= 4.5, ratios
+    print("badge contrast:", {k: round(v, 2) for k, v in ratios.items()})

@@ -131,13 +131,13 @@ def test_scorecard_data_on_known_values(hand, model):
     # last week: usage = (20 + 50) / 2 = 35, support N/A -> the score is the usage score
     assert card.as_of == dt.date(2026, 6, 29)
     assert card.score == pytest.approx(35.0)
-    assert card.band == "red" and card.band_colour == "#D55E00"
+    assert card.band == "red" and card.band_colour == "#A6192E"
     m = {r["metric"]: r for r in card.metrics.iter_rows(named=True)}
     assert (m["logins"]["raw"], m["logins"]["sub_score"], m["logins"]["status"]) == (1.0, 20.0, "red")
     assert (m["adoption"]["sub_score"], m["adoption"]["status"]) == (50.0, "yellow")
     # N/A is "not applicable", grey, never red
     assert m["csat"]["status"] == "not applicable" and m["csat"]["sub_score"] is None
-    assert m["csat"]["colour"] != "#D55E00" and m["csat"]["raw"] is None
+    assert m["csat"]["colour"] != "#A6192E" and m["csat"]["raw"] is None
     # the month before: (100 + 50) / 2 = 75 usage, 100 support -> 87.5
     assert card.previous_score == pytest.approx(87.5)
     assert card.previous_as_of == dt.date(2026, 6, 1)
