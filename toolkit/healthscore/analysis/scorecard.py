@@ -32,7 +32,7 @@ class Scorecard:
     """The content of one account's scorecard as tidy frames; ``scorecard_sections`` renders it.
 
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
-    ``metrics`` (metric, label, category, raw, method, sub_score, description, status, colour),
+    ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
     None when the cohort is too small, ``actions`` (metric, label, action). ``fields`` are the
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
@@ -252,10 +252,10 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         cat = shown_cats.get(m.category)
         mrows.append({"metric": m.name, "label": label,
                       "category": _label(cat, m.category, customer) if cat is not None else "",
-                      "raw": raw, "method": m.method,
+                      "raw": raw, "method": m.method, "unit": getattr(m, "unit", "") or "",
                       "sub_score": cur.get(col), "description": description, "action": action})
     metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "category": pl.String,
-                                          "raw": pl.Float64, "method": pl.String, "sub_score": pl.Float64,
+                                          "raw": pl.Float64, "method": pl.String, "unit": pl.String, "sub_score": pl.Float64,
                                           "description": pl.String, "action": pl.String})
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
     colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
