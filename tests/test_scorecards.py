@@ -146,7 +146,7 @@ def test_scorecard_data_on_known_values(hand, model):
     # drivers of the change: logins 0.5*20 - 0.25*100, adoption 0.5*50 - 0.25*50, csat 0 - 0.5*100
     assert ch == pytest.approx({"logins": -15.0, "adoption": 12.5, "csat": -50.0})
     assert sum(ch.values()) == pytest.approx(card.score - card.previous_score)
-    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.")]
+    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.", 40.0)]
     assert card.trend.height == 6 and card.trend["score"].to_list()[0] == pytest.approx(87.5)
     assert dict(zip(card.categories["category"], card.categories["score"])) == {"usage": 35.0, "support": None}
     assert card.model_hash == "" and card.variant is None and len(card.report_id) == 10  # customer card
@@ -507,3 +507,18 @@ def test_committed_notebook_is_clean():
     params = next(c for c in code if "parameters" in c.metadata.get("tags", []))
     for name in ("account_id", "as_of", "scores", "model", "variant", "internal", "cohort"):
         assert re.search(rf"^{name} = ", params.source, re.M), name
+
+
+def test_next_steps_are_at_most_three_and_ranked_by_points(hand, model):
+    snaps, scores = hand
+    for account in scores["account_id"].unique().sort():
+        card = cards.scorecard_data(scores, model, account, snapshots=snaps)
+        pts = card.actions["points"].to_list()
+        assert len(pts) <= cards.MAX_ACTIONS and pts == sorted(pts, reverse=True)
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
+    if card.actions.height:
+        # logins at 20 is the only red metric of "a"; usage is the only category present, two
+        # equal-weight metrics: reaching 100 adds half of the 80-point gap
+        row = card.actions.row(0, named=True)
+        assert row["metric"] == "logins" and row["points"] == pytest.approx(40.0)
+        assert "(up to 40 points)" in "".join(card_html.scorecard_sections(card))

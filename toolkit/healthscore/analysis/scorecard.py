@@ -25,6 +25,20 @@ TREND_WEEKS = 26
 CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
 MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
+MAX_ACTIONS = 3               # next steps shown, those that would recover the most points first
+
+
+def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
+    """Points each metric would add to the score at a sub-score of 100: its effective weight (the
+    model's base weights, renormalised over the metrics present, as scoring does) times its gap."""
+    present = [m for m in model.metrics if cur.get(f"sub_{m.name}") is not None]
+    in_cat: dict[str, float] = {}
+    for m in present:
+        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+    cat_w = {c: getattr(model.categories.get(c), "weight", 1.0) for c in in_cat if in_cat[c] > 0}
+    total = sum(cat_w.values())
+    return {m.name: (cat_w[m.category] / total) * (m.weight / in_cat[m.category]) * (100 - cur[f"sub_{m.name}"])
+            for m in present if total > 0 and m.category in cat_w}
 
 
 @dataclass
@@ -34,7 +48,8 @@ class Scorecard:
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
     ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
-    None when the cohort is too small, ``actions`` (metric, label, action). ``fields`` are the
+    None when the cohort is too small, ``actions`` (metric, label, action, points: what reaching 100 would add; at most
+    ``MAX_ACTIONS``, most points first). ``fields`` are the
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
     customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
     it), and ``internal_fields`` is None.
@@ -298,8 +313,12 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
                      .select("measure", "label", "percentile", "cohort_median"))
 
     reds = {b[0] for b in bands[:1]}  # the lowest band is the one that asks for action
+    gain = _recoverable_points(model, cur)
     actions = (metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
-               .select("metric", "label", "action"))
+               .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
+               .sort("points", "metric", descending=[True, False])
+               .head(MAX_ACTIONS)
+               .select("metric", "label", "action", "points"))
 
     fields: list[tuple[str, Any, str]] = []
     internal_fields: list[tuple[str, Any, str]] | None = [] if internal else None

@@ -140,9 +140,9 @@ def _actions_html(card: Scorecard) -> str:
     title = "<h2>Recommended next steps</h2>"
     if card.actions.is_empty():
         return title + "<p>No measure is in the red band: keep doing what works.</p>"
-    items = "".join(f"<li><strong>{_e(r['label'])}</strong>: {_e(r['action'])}</li>"
-                    for r in card.actions.iter_rows(named=True))
-    return title + f"<ul>{items}</ul>"
+    items = "".join(f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): "
+                    f"{_e(r['action'])}</li>" for r in card.actions.iter_rows(named=True))
+    return title + f"<p>The steps that would raise your score the most, first:</p><ol>{items}</ol>"
 
 
 def _fields_html(card: Scorecard) -> str:
