@@ -419,8 +419,8 @@ def test_html_report_is_static_and_self_contained(head_to_head, tmp_path):
     spec = json.dumps(charts["bands"].to_dict())
     scale = re.search(r'"scale": (\{"domain": \[[^]]*\], "range": \[[^]]*\]\})', spec)
     colours = dict(zip(*json.loads(scale.group(1)).values()))
-    assert {k: colours[k] for k in ("red", "yellow", "green")} == {"red": "#D55E00", "yellow": "#E69F00",
-                                                                 "green": "#009E73"}
+    assert {k: colours[k] for k in ("red", "yellow", "green")} == {"red": "#A6192E", "yellow": "#B07800",
+                                                                 "green": "#0F7B8A"}
 
 
 # ---------------------------------------------------------------- command line

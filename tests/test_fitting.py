@@ -164,7 +164,7 @@ def test_labels_match_the_definition(offsets, ev, days, outcome):
     events = _events([(a, MON + dt.timedelta(days=o), e) for a, o, e in ev])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an outcome absent from the drawn events warns
-        out = label_outcomes(snaps, events, outcome=outcome, horizon=f"{days}d")
+        out = label_outcomes(snaps, events, outcome=outcome, horizon=f"{days}d", cross_sectional=False)  # the panel rule
     got = {(a, d): v for a, d, v in out.select("account_id", "as_of", outcome).iter_rows()}
     assert got == _oracle(snaps, events, outcome, days, terminal=outcome == "churned")
 

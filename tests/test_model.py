@@ -95,7 +95,7 @@ def test_default_bands_when_left_out(tmp_path):
     model = hs.load_model(write(tmp_path, BASE))
     assert [(b.name, b.lower, b.upper) for b in model.bands] == [
         ("red", 0, 40), ("yellow", 40, 70), ("green", 70, 100)]
-    assert model.bands[0].colour == "#D55E00"
+    assert model.bands[0].colour == "#A6192E"
 
 
 def test_band_of_edges():
@@ -329,7 +329,7 @@ def test_probability_map_is_frozen_into_the_file_without_changing_the_hash(tmp_p
 def test_save_round_trips_bands_params_version(tmp_path):
     path = write(tmp_path, BASE)
     model = hs.load_model(path)
-    new = (model.with_bands([Band("low", 0, 30, "#D55E00", "bad"), Band("mid", 30, 60), Band("high", 60, 100)])
+    new = (model.with_bands([Band("low", 0, 30, "#A6192E", "bad"), Band("mid", 30, 60), Band("high", 60, 100)])
            .with_params("csat", {"points": [[1, 0], [3, 50], [5, 100]]}).bump_version())
     new.save()
     text = path.read_text()

@@ -63,6 +63,7 @@ column = "key_feature_adoption"
 category = "usage"
 method = "thresholds"
 params = { points = [[0, 0], [1, 100]] }
+unit = "ratio"
 label = "Feature adoption"
 description = "Share of key features in use"
 action = "Book a feature workshop."
@@ -131,13 +132,13 @@ def test_scorecard_data_on_known_values(hand, model):
     # last week: usage = (20 + 50) / 2 = 35, support N/A -> the score is the usage score
     assert card.as_of == dt.date(2026, 6, 29)
     assert card.score == pytest.approx(35.0)
-    assert card.band == "red" and card.band_colour == "#D55E00"
+    assert card.band == "red" and card.band_colour == "#A6192E"
     m = {r["metric"]: r for r in card.metrics.iter_rows(named=True)}
     assert (m["logins"]["raw"], m["logins"]["sub_score"], m["logins"]["status"]) == (1.0, 20.0, "red")
     assert (m["adoption"]["sub_score"], m["adoption"]["status"]) == (50.0, "yellow")
     # N/A is "not applicable", grey, never red
     assert m["csat"]["status"] == "not applicable" and m["csat"]["sub_score"] is None
-    assert m["csat"]["colour"] != "#D55E00" and m["csat"]["raw"] is None
+    assert m["csat"]["colour"] != "#A6192E" and m["csat"]["raw"] is None
     # the month before: (100 + 50) / 2 = 75 usage, 100 support -> 87.5
     assert card.previous_score == pytest.approx(87.5)
     assert card.previous_as_of == dt.date(2026, 6, 1)
@@ -145,7 +146,7 @@ def test_scorecard_data_on_known_values(hand, model):
     # drivers of the change: logins 0.5*20 - 0.25*100, adoption 0.5*50 - 0.25*50, csat 0 - 0.5*100
     assert ch == pytest.approx({"logins": -15.0, "adoption": 12.5, "csat": -50.0})
     assert sum(ch.values()) == pytest.approx(card.score - card.previous_score)
-    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.")]
+    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.", 40.0)]
     assert card.trend.height == 6 and card.trend["score"].to_list()[0] == pytest.approx(87.5)
     assert dict(zip(card.categories["category"], card.categories["score"])) == {"usage": 35.0, "support": None}
     assert card.model_hash == "" and card.variant is None and len(card.report_id) == 10  # customer card
@@ -166,8 +167,25 @@ def test_peer_percentiles_shown_for_five_or_more(hand, model):
     assert overall["cohort_median"] == pytest.approx(float(np.median([35, 37.5, 42.5, 47.5, 52.5, 57.5, 100])))
     p3 = cards.scorecard_data(scores, model, "p3").peers.filter(pl.col("measure") == "score")
     assert p3["percentile"][0] == pytest.approx(3 / 6 * 100)  # ahead of a, p1, p2 out of six others
+    # "a" is the lowest of its cohort: no comparison is shown to it (no shaming)
     html_text = "".join(card_html.scorecard_sections(card))
-    assert "How you compare" in html_text and "Ahead of" in html_text and "7 similar accounts" in html_text
+    assert "similar accounts" not in html_text and "typically score" not in html_text
+    p3_html = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "p3")))
+    assert "7 similar accounts" in p3_html and "Ahead of" not in p3_html
+    assert f"Accounts like yours typically score {overall['cohort_median']:.0f}." in p3_html
+
+
+def test_values_carry_their_unit_and_points_agree(hand, model):
+    snaps, scores = hand
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
+    adoption = card.metrics.filter(pl.col("metric") == "adoption").row(0, named=True)
+    assert adoption["unit"] == "ratio" and adoption["raw"] == pytest.approx(0.5)
+    html_text = "".join(card_html.scorecard_sections(card))
+    row = re.search(r"Feature adoption.*?</tr>", html_text).group(0)
+    assert '<td class="num" data-label="Value">50%</td>' in row
+    # 87.5 -> 35: the head names the change in points, with the noun agreeing
+    assert re.search(r"Your score went down 5\d points \(88 → 35\)", html_text), html_text
+    assert not re.search(r"\b1(\.0)? points\b", html_text)
 
 
 def test_peer_percentiles_hidden_under_five(hand, model):
@@ -175,7 +193,7 @@ def test_peer_percentiles_hidden_under_five(hand, model):
     card = cards.scorecard_data(scores, model, "t1")
     assert card.peer_size == 3 and card.peers is None
     html_text = "".join(card_html.scorecard_sections(card))
-    assert "Too few similar accounts" in html_text and "Ahead of" not in html_text
+    assert "similar accounts" not in html_text and "typically score" not in html_text
 
 
 def test_internal_fields_only_when_asked(hand, model):
@@ -429,10 +447,11 @@ def test_reports_show_not_applicable_and_hide_small_cohorts(batch, portfolio):
     assert na, "the portfolio has missing CSAT weeks, so some metric must read 'not applicable'"
     for aid, page in pages.items():
         if portfolio["segments"][aid] == "smallco":
-            assert "Too few similar accounts" in page and "Ahead of" not in page
+            assert "similar accounts" not in page and "typically score" not in page
         else:
-            found = re.search(r"Compared with (\d+) similar accounts", page)
-            assert found and 5 <= int(found.group(1)) <= 9 and "Ahead of" in page
+            found = re.search(r"From (\d+) similar accounts", page)
+            assert "Ahead of" not in page
+            assert found is None or (5 <= int(found.group(1)) <= 9 and "typically score" in page)
 
 
 @pytest.mark.notebook
@@ -494,3 +513,18 @@ def test_committed_notebook_is_clean():
     params = next(c for c in code if "parameters" in c.metadata.get("tags", []))
     for name in ("account_id", "as_of", "scores", "model", "variant", "internal", "cohort"):
         assert re.search(rf"^{name} = ", params.source, re.M), name
+
+
+def test_next_steps_are_at_most_three_and_ranked_by_points(hand, model):
+    snaps, scores = hand
+    for account in scores["account_id"].unique().sort():
+        card = cards.scorecard_data(scores, model, account, snapshots=snaps)
+        pts = card.actions["points"].to_list()
+        assert len(pts) <= cards.MAX_ACTIONS and pts == sorted(pts, reverse=True)
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
+    if card.actions.height:
+        # logins at 20 is the only red metric of "a"; usage is the only category present, two
+        # equal-weight metrics: reaching 100 adds half of the 80-point gap
+        row = card.actions.row(0, named=True)
+        assert row["metric"] == "logins" and row["points"] == pytest.approx(40.0)
+        assert "(up to 40 points)" in "".join(card_html.scorecard_sections(card))

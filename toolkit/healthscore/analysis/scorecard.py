@@ -27,6 +27,20 @@ TREND_WEEKS = 26
 CHANGE_DAYS = 30              # "since last month": against the snapshot nearest 30 days earlier
 MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
+MAX_ACTIONS = 3               # next steps shown, those that would recover the most points first
+
+
+def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
+    """Points each metric would add to the score at a sub-score of 100: its effective weight (the
+    model's base weights, renormalised over the metrics present, as scoring does) times its gap."""
+    present = [m for m in model.metrics if cur.get(f"sub_{m.name}") is not None]
+    in_cat: dict[str, float] = {}
+    for m in present:
+        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+    cat_w = {c: getattr(model.categories.get(c), "weight", 1.0) for c in in_cat if in_cat[c] > 0}
+    total = sum(cat_w.values())
+    return {m.name: (cat_w[m.category] / total) * (m.weight / in_cat[m.category]) * (100 - cur[f"sub_{m.name}"])
+            for m in present if total > 0 and m.category in cat_w}
 
 
 @dataclass
@@ -34,9 +48,10 @@ class Scorecard:
     """The content of one account's scorecard as tidy frames; ``scorecard_sections`` renders it.
 
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
-    ``metrics`` (metric, label, category, raw, method, sub_score, description, status, colour),
+    ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
-    None when the cohort is too small, ``actions`` (metric, label, action). ``fields`` are the
+    None when the cohort is too small, ``actions`` (metric, label, action, points: what reaching 100 would add; at most
+    ``MAX_ACTIONS``, most points first). ``fields`` are the
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
     customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
     it), and ``internal_fields`` is None.
@@ -266,10 +281,11 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         cat = shown_cats.get(m.category)
         mrows.append({"metric": m.name, "label": label,
                       "category": _label(cat, m.category, customer) if cat is not None else "",
-                      "raw": raw, "level": level, "method": m.method,
+                      "raw": raw, "level": level, "method": m.method, "unit": getattr(m, "unit", "") or "",
                       "sub_score": cur.get(col), "description": description, "action": action})
     metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "category": pl.String,
-                                          "raw": pl.Float64, "level": pl.String, "method": pl.String, "sub_score": pl.Float64,
+                                          "raw": pl.Float64, "level": pl.String, "method": pl.String,
+                                          "unit": pl.String, "sub_score": pl.Float64,
                                           "description": pl.String, "action": pl.String})
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
     colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
@@ -318,8 +334,12 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
                      .select("measure", "label", "percentile", "cohort_median"))
 
     reds = {b[0] for b in bands[:1]}  # the lowest band is the one that asks for action
+    gain = _recoverable_points(model, cur)
     actions = (metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
-               .select("metric", "label", "action"))
+               .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
+               .sort("points", "metric", descending=[True, False])
+               .head(MAX_ACTIONS)
+               .select("metric", "label", "action", "points"))
 
     fields: list[tuple[str, Any, str]] = []
     internal_fields: list[tuple[str, Any, str]] | None = [] if internal else None

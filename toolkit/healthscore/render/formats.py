@@ -139,9 +139,12 @@ def p_value(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
-def metric_value(x: float | None, method: str = "") -> str:
-    """A raw metric value: yes/no for yes/no metrics, whole numbers plain, else two decimals.
+def metric_value(x: float | None, method: str = "", unit: str = "") -> str:
+    """A raw metric value in its model ``unit`` (ratio and percent as %, days, currency, count);
+    without a unit: yes/no for yes/no metrics, whole numbers plain, else two decimals.
 
+    >>> metric_value(0.05, unit="ratio"), metric_value(80, unit="percent"), metric_value(23, unit="days")
+    ('5.0%', '80%', '23 days')
     >>> metric_value(1.0, "boolean"), metric_value(1234.0), metric_value(0.456), metric_value(250.4)
     ('yes', '1,234', '0.46', '250')
     """
@@ -150,9 +153,23 @@ def metric_value(x: float | None, method: str = "") -> str:
     v = float(x)
     if method == "boolean":
         return "yes" if v else "no"
+    by_unit = {"ratio": percent, "percent": lambda y: percent(y / 100), "days": days,
+               "currency": money, "count": count}
+    if unit in by_unit:
+        return by_unit[unit](v)
     if abs(v) >= 100 or v.is_integer():
         return f"{v:,.0f}"
     return f"{v:,.2f}"
+
+
+def points_phrase(x: float, digits: int = 0) -> str:
+    """A number of points with the noun agreeing with the number as written.
+
+    >>> points_phrase(1), points_phrase(1.04, 1), points_phrase(11), points_phrase(0.96)
+    ('1 point', '1.0 point', '11 points', '1 point')
+    """
+    text = points(x, digits)
+    return f"{text} point{'' if float(text) in (1.0, -1.0) else 's'}"
 
 
 FORMATTERS: dict[str, Callable[[Any], str]] = {

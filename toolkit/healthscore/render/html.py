@@ -28,7 +28,7 @@ import polars as pl
 from healthscore.render import formats
 from healthscore.spec.palette import NA_COLOUR, safe_colour
 
-__all__ = ["CSP", "csp_meta", "has_csp", "escape", "table", "markdown", "sanitize", "colour", "badge"]
+__all__ = ["CSP", "csp_meta", "has_csp", "escape", "table", "markdown", "sanitize", "colour", "tint", "badge", "BAND_SHAPES"]
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "script-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; frame-src 'none'; "
@@ -87,15 +87,37 @@ def colour(value: Any, default: str = NA_COLOUR) -> str:
     return safe_colour(value, default)
 
 
-def badge(name: str | None, swatch: Any, css: str = "band", *, missing: str = "not applicable") -> str:
-    """A band name beside its colour (never the colour alone).
+# a shape beside every band colour, so a band reads without colour at all (worst band first)
+BAND_SHAPES: dict[str, str] = {"red": "\u25b2", "yellow": "\u25a0", "green": "\u25cf"}
+OTHER_SHAPE = "\u25c6"
+NA_SHAPE = "\u25cb"
 
-    >>> badge("red", "#D55E00")
-    '<span class="band"><span class="swatch" style="background:#D55E00"></span>red</span>'
+
+def tint(value: Any, share: float = 0.86) -> str:
+    """A light tint of a colour (``share`` of white mixed in), for backgrounds under dark text.
+
+    >>> tint("#000000", 0.5)
+    '#808080'
+    """
+    hexa = colour(value)
+    rgb = [int(hexa[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in rgb)
+
+
+def badge(name: str | None, swatch: Any, css: str = "band", *, missing: str = "not applicable") -> str:
+    """A band name beside its colour and its shape (never the colour alone): dark text on a light
+    tint of the band colour, the shape drawn in the band colour.
+
+    >>> badge("red", "#A6192E")  # doctest: +NORMALIZE_WHITESPACE
+    '<span class="band" style="background:#f3dfe2;border-color:#A6192E"><span class="swatch"
+    aria-hidden="true" style="color:#A6192E">▲</span>red</span>'
     """
     label = missing if name is None else name
-    cls = f"{css} status-na" if name in (None, missing) else css
-    return (f'<span class="{escape(cls)}"><span class="swatch" style="background:{colour(swatch)}"></span>'
+    na = name in (None, missing)
+    cls = f"{css} status-na" if na else css
+    shape = NA_SHAPE if na else BAND_SHAPES.get(str(name).lower(), OTHER_SHAPE)
+    return (f'<span class="{escape(cls)}" style="background:{tint(swatch)};border-color:{colour(swatch)}">'
+            f'<span class="swatch" aria-hidden="true" style="color:{colour(swatch)}">{shape}</span>'
             f"{escape(label)}</span>")
 
 

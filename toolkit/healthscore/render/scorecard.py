@@ -12,7 +12,6 @@ from typing import Any
 import polars as pl
 
 from healthscore.analysis.scorecard import (
-    MIN_COHORT,
     NOT_APPLICABLE,
     Scorecard,
     _cached_table,
@@ -87,10 +86,11 @@ def _metrics_html(card: Scorecard) -> str:
     body = []
     for r in card.metrics.iter_rows(named=True):
         body.append(f'<tr><td>{_e(r["label"])}<div class="muted">{_e(r["description"])}</div></td>'
-                    f'<td>{_e(r["category"])}</td><td class="num">{_e(r["level"] if r.get("level") is not None else fmt.metric_value(r["raw"], r["method"]))}</td>'
-                    f'<td class="num">{_e(fmt.points(r["sub_score"]))}</td>'
+                    f'<td data-label="Area">{_e(r["category"])}</td>'
+                    f'<td class="num" data-label="Value">{_e(r["level"] if r.get("level") is not None else fmt.metric_value(r["raw"], r["method"], r.get("unit") or ""))}</td>'
+                    f'<td class="num" data-label="Score">{_e(fmt.points(r["sub_score"]))}</td>'
                     f'<td>{_badge(None if r["status"] == NOT_APPLICABLE else r["status"], r["colour"])}</td></tr>')
-    return ("<h2>What the score is made of</h2><table><thead><tr><th>Measure</th><th>Area</th>"
+    return ("<h2>What the score is made of</h2><table class=\"stack\"><thead><tr><th>Measure</th><th>Area</th>"
             '<th class="num">Value</th><th class="num">Score</th><th>Status</th></tr></thead><tbody>'
             + "".join(body) + "</tbody></table>")
 
@@ -104,41 +104,45 @@ def _changes_html(card: Scorecard) -> str:
     if abs(delta) < 0.5:
         head = f"Your score stayed about the same ({was} → {now})"
     else:
-        head = f"Your score went {'up' if delta > 0 else 'down'} {fmt.points(abs(delta))} points ({was} → {now})"
+        head = f"Your score went {'up' if delta > 0 else 'down'} {fmt.points_phrase(abs(delta))} ({was} → {now})"
     head += f" since {fmt.date(card.previous_as_of)}."
     items = []
     for r in card.changes.filter(pl.col("points").abs() >= 0.5).head(5).iter_rows(named=True):
         verb = "raised" if r["points"] > 0 else "lowered"
-        pts = fmt.points(abs(r["points"]), 1)
-        items.append(f"<li><strong>{_e(r['label'])}</strong> {verb} the score by {_e(pts)} "
-                     f"point{'' if pts == '1.0' else 's'}.</li>")
+        items.append(f"<li><strong>{_e(r['label'])}</strong> {verb} the score by "
+                     f"{_e(fmt.points_phrase(abs(r['points']), 1))}.</li>")
     detail = ("<ul>" + "".join(items) + "</ul>" if items
               else "<p>No single measure moved it by half a point or more.</p>")
     return f"<h2>What changed since last month</h2><p>{_e(head)}</p>{detail}"
 
 
+BOTTOM_PERCENTILE = 25.0   # an account in the bottom quarter of its cohort is not shown a comparison
+
+
 def _peers_html(card: Scorecard) -> str:
-    title = "<h2>How you compare with similar accounts</h2>"
+    """Typical scores of similar accounts, as plain figures; nothing when the cohort is too small
+    or when this account is in the bottom quarter of it (a comparison there only shames)."""
     if card.peers is None:
-        return title + ("<p class=\"muted\">Too few similar accounts to compare fairly "
-                        f"(a comparison needs at least {MIN_COHORT}).</p>")
-    rows = "".join(f'<tr><td>{_e(r["label"])}</td>'
-                   f'<td class="num">{_e(fmt.percent(None if r["percentile"] is None else r["percentile"] / 100, 0))}</td>'
-                   f'<td class="num">{_e(fmt.points(r["cohort_median"]))}</td></tr>'
-                   for r in card.peers.iter_rows(named=True))
-    return (title + f"<p>Compared with {_e(fmt.count(card.peer_size))} similar accounts, anonymised: the "
-            "percentage of them you are ahead of, and their typical (median) score.</p>"
-            '<table><thead><tr><th>Area</th><th class="num">Ahead of</th><th class="num">Typical score</th>'
-            "</tr></thead><tbody>" + rows + "</tbody></table>")
+        return ""
+    overall = card.peers.filter(pl.col("measure") == "score")
+    if overall.height and (overall["percentile"][0] is None or overall["percentile"][0] < BOTTOM_PERCENTILE):
+        return ""
+    lines = []
+    for r in card.peers.iter_rows(named=True):
+        what = "" if r["measure"] == "score" else f" on {r['label'].lower()}"
+        lines.append(f"<li>Accounts like yours typically score {_e(fmt.points(r['cohort_median']))}{_e(what)}.</li>")
+    return ("<h2>How similar accounts score</h2>"
+            f"<p>From {_e(fmt.count(card.peer_size))} similar accounts, anonymised:</p><ul>"
+            + "".join(lines) + "</ul>")
 
 
 def _actions_html(card: Scorecard) -> str:
     title = "<h2>Recommended next steps</h2>"
     if card.actions.is_empty():
         return title + "<p>No measure is in the red band: keep doing what works.</p>"
-    items = "".join(f"<li><strong>{_e(r['label'])}</strong>: {_e(r['action'])}</li>"
-                    for r in card.actions.iter_rows(named=True))
-    return title + f"<ul>{items}</ul>"
+    items = "".join(f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): "
+                    f"{_e(r['action'])}</li>" for r in card.actions.iter_rows(named=True))
+    return title + f"<p>The steps that would raise your score the most, first:</p><ol>{items}</ol>"
 
 
 def _fields_html(card: Scorecard) -> str:

@@ -62,9 +62,9 @@ from healthscore.spec.palette import band_colour, parse_colour
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
-    ("red", 0.0, 40.0, "#D55E00", "at risk: act now"),
-    ("yellow", 40.0, 70.0, "#E69F00", "watch: something is slipping"),
-    ("green", 70.0, 100.0, "#009E73", "healthy"),
+    ("red", 0.0, 40.0, "#A6192E", "at risk: act now"),
+    ("yellow", 40.0, 70.0, "#B07800", "watch: something is slipping"),
+    ("green", 70.0, 100.0, "#0F7B8A", "healthy"),
 )
 _METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
                 "description", "action", "label", "unit", "range", "audience", "action_audience",

@@ -1,10 +1,9 @@
 """The band colours: one validated palette that every chart and report draws from.
 
-Band colours come from the Okabe-Ito palette, which stays distinguishable under the common forms
-of colour blindness; every view shows the band *name* beside its colour as well.
+Band colours stay distinguishable under the common forms of colour blindness; every view shows the band *name* beside its colour as well.
 
 >>> band_colour("red")
-'#D55E00'
+'#A6192E'
 >>> band_colour("Teal", "#999999")
 '#999999'
 
@@ -26,11 +25,13 @@ import re
 __all__ = ["BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "NAMED_COLOURS", "band_colour",
            "parse_colour", "is_colour", "safe_colour"]
 
-# Okabe-Ito: vermillion, orange, bluish green; extra bands get sky blue, blue, reddish purple.
+# Band colours that stay apart under deuteranopia and protanopia (they differ in lightness as well
+# as hue: dark red, dark amber, teal) and reach 3:1 against white as fills; extra bands get the
+# Okabe-Ito sky blue, blue, reddish purple. tests/test_palette_access.py holds both properties.
 BAND_COLOURS: dict[str, str] = {
-    "red": "#D55E00",
-    "yellow": "#E69F00",
-    "green": "#009E73",
+    "red": "#A6192E",
+    "yellow": "#B07800",
+    "green": "#0F7B8A",
 }
 EXTRA_COLOURS = ["#56B4E9", "#0072B2", "#CC79A7", "#F0E442", "#000000"]
 # Neutral series colours (models, cohorts) that do not clash with the band colours.

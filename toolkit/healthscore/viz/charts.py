@@ -1,7 +1,7 @@
 """One chart theme for every healthscore chart; band colours come from :mod:`healthscore.spec.palette`.
 
 >>> band_colour("red")
-'#D55E00'
+'#A6192E'
 >>> import altair as alt
 >>> alt.theme.active == THEME_NAME or enable_theme() is None
 True
@@ -28,7 +28,7 @@ def band_scale(names: list[str], colours: list[str] | None = None) -> alt.Scale:
     """An altair colour scale mapping band names to their colours, in the given order.
 
     >>> band_scale(["red", "green"]).to_dict()["range"]
-    ['#D55E00', '#009E73']
+    ['#A6192E', '#0F7B8A']
     """
     colours = colours or [band_colour(n, EXTRA_COLOURS[i % len(EXTRA_COLOURS)]) for i, n in enumerate(names)]
     return alt.Scale(domain=list(names), range=list(colours))
