@@ -434,7 +434,7 @@ class _PolarsEngine(_Engine):
                           .dt.convert_time_zone(src.timezone).dt.replace_time_zone(None))
             else:
                 parsed = s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
-            ts = pl.when(ok).then(parsed)
+            ts: pl.Expr = pl.when(ok).then(parsed)
         elif isinstance(dtype, pl.Datetime):
             ts = t.dt.convert_time_zone(src.timezone).dt.replace_time_zone(None) if dtype.time_zone else t
             ts = ts.dt.cast_time_unit("us")
@@ -539,7 +539,10 @@ class _DuckDBEngine(_Engine):
         staged = sqlgen.stage_events(raw, self.spec, physical, time_kind=kind, extra={"__mixed": mixed})
         neg_all, neg_events = self._negative_events()
         v = col("value")
-        is_null = lambda e: exp.Is(this=e, expression=exp.null())  # noqa: E731
+
+        def is_null(e: exp.Expression) -> exp.Expression:
+            return exp.Is(this=e, expression=exp.null())
+
         flags: dict[str, exp.Expression] = {
             "bad_account": is_null(col("account_id")),
             "bad_event": is_null(col("event")),
@@ -638,14 +641,13 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
 
     def daily_for(event: str | None) -> pl.LazyFrame:
         if event not in daily:
-            order = dict(order_by="date")
             daily[event] = (ev.filter(_filter(event)).group_by("account_id", "date")
                             .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("value").sum().alias("s"),
                                  pl.col("value").count().cast(pl.Int64).alias("nv"))
-                            .with_columns(pl.col("n").cum_sum().over("account_id", **order).alias("cn"),
-                                          pl.col("s").cum_sum().over("account_id", **order).alias("cs"),
-                                          pl.col("nv").cum_sum().over("account_id", **order).alias("cnv"),
-                                          (pl.col("n") > 0).cast(pl.Int64).cum_sum().over("account_id", **order).alias("cd"),
+                            .with_columns(pl.col("n").cum_sum().over("account_id", order_by="date").alias("cn"),
+                                          pl.col("s").cum_sum().over("account_id", order_by="date").alias("cs"),
+                                          pl.col("nv").cum_sum().over("account_id", order_by="date").alias("cnv"),
+                                          (pl.col("n") > 0).cast(pl.Int64).cum_sum().over("account_id", order_by="date").alias("cd"),
                                           pl.col("date").alias("last_date")))
         return daily[event]
 
@@ -735,7 +737,7 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
     if any(m.kind == "tenure" for m in spec.metrics):
         parts.append(g.join(starts.lazy().select("account_id", pl.col("start").alias("__start")), on="account_id",
                             how="left"))
-    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription"} |
+    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription" and m.column is not None} |
                       ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set()))
     if sub_cols and subs is not None:
         active = pl.col("end").is_null() | (pl.col("end") > pl.col("as_of"))
@@ -879,7 +881,8 @@ def _derive(rule: OutcomeRule, subs: pl.DataFrame | None, accounts: pl.DataFrame
     dtype = accounts.schema[rule.column]
     if rule.value is None:
         if dtype == pl.String:
-            fixed, problems = accounts.select("account_id", rule.column), []
+            fixed = accounts.select("account_id", rule.column)
+            problems: list[_Problem] = []
             fixed = _as_date(fixed, rule.column, "accounts", problems, required=False)
             _raise(problems)
         elif dtype in (pl.Date,) or isinstance(dtype, pl.Datetime):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -81,7 +81,7 @@ def _interp(x: pl.Expr, xs: Sequence[float], ys: Sequence[float], *, cheap: bool
             # product stays within |y1 - y0|. A spacing too small to divide by acts as a step.
             slope = (y1 - y0) / (x1 - x0) if x1 - x0 >= 1e-300 else 0.0
             expr = expr.when(x < x1).then(y0 + (x - x0) * slope if slope else pl.lit(y0))
-        return expr.when(x.is_not_null()).then(pl.lit(ys[-1]))
+        return cast(pl.Expr, expr.when(x.is_not_null()).then(pl.lit(ys[-1])))
     xa, ya = np.asarray(xs), np.asarray(ys)
 
     def interp(s: pl.Series) -> pl.Series:
@@ -98,7 +98,7 @@ def _steps(x: pl.Expr, edges: Sequence[float], scores: Sequence[float]) -> pl.Ex
         expr: Any = pl
         for edge, score in zip(edges, scores):
             expr = expr.when(x < edge).then(pl.lit(score))
-        return expr.when(x.is_not_null()).then(pl.lit(scores[-1]))
+        return cast(pl.Expr, expr.when(x.is_not_null()).then(pl.lit(scores[-1])))
     ea, sa = np.asarray(edges), np.asarray(scores)
 
     def lookup(s: pl.Series) -> pl.Series:
@@ -336,7 +336,7 @@ def _categorical(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
         num, text = _level_key(key)
         hit = (as_num == num) if num is not None else (as_text == text)
         expr = expr.when(hit).then(pl.lit(float(score)))
-    return expr.otherwise(pl.lit(None, dtype=pl.Float64))
+    return cast(pl.Expr, expr.otherwise(pl.lit(None, dtype=pl.Float64)))
 
 
 def _monotone_bins(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
@@ -387,7 +387,7 @@ def calibrate_expr(column: str, method: str, params: Mapping[str, Any],
 
 
 def _finite_values(values: pl.Series, what: str = "values") -> np.ndarray:
-    arr = values.cast(pl.Float64, strict=False).to_numpy()
+    arr: np.ndarray = values.cast(pl.Float64, strict=False).to_numpy()
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         raise ValueError(f"cannot fit: no finite {what} in column {values.name!r}")
@@ -636,8 +636,8 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
                 raise ModelError(f"{model._where()}metric {m.name}: method {m.method} is fitted against "
                                  "an outcome; pass outcome= to fit_calibration")
         try:
-            return _plain(fit_params(m.method, rows[m.column], params,
-                                                 direction=m.direction, outcome=out))
+            return cast(dict[str, Any], _plain(fit_params(m.method, rows[m.column], params,
+                                                          direction=m.direction, outcome=out)))
         except ValueError as exc:
             raise ModelError(f"{model._where()}metric {m.name}: {exc}") from None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from statistics import median
+from typing import cast
 
 import polars as pl
 
@@ -77,8 +78,8 @@ def _flags(values: pl.Series, column: str) -> pl.Series:
 
 def observation_end(snapshots: pl.DataFrame, events: pl.DataFrame, outcome: str = "churned") -> dt.date | None:
     """The last day outcomes were observed: the latest of the last ``as_of`` and the last ``outcome`` event."""
-    last = snapshots["as_of"].max() if snapshots.height else None
-    ev = events.filter(pl.col("event") == outcome)["date"].max() if events.height else None
+    last = cast("dt.date | None", snapshots["as_of"].max()) if snapshots.height else None
+    ev = cast("dt.date | None", events.filter(pl.col("event") == outcome)["date"].max()) if events.height else None
     return max((d for d in (last, ev) if d is not None), default=None)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import date
-from typing import Literal
+from typing import Literal, cast
 
 import polars as pl
 
@@ -110,7 +110,7 @@ def label_outcomes(
             data_end = observation_end(snaps, ev, outcome)
         # each row's window runs from its as_of to the end of observation: that window is the horizon
     if data_end is None:
-        data_end = snaps["as_of"].max()
+        data_end = cast("date | None", snaps["as_of"].max())
     ev = (ev.lazy()
           .filter(pl.col("event") == outcome)
           .select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("date"))

@@ -39,10 +39,10 @@ import functools
 import math
 import operator
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import polars as pl
 
@@ -59,7 +59,7 @@ AUDIT_COLUMNS = ("override_value", "override_target", "override_reason", "overri
 _EPS = 1e-12
 # Scoring is wide and row-wise (dozens of columns per row, no joins): polars' in-memory engine ran
 # it about 3x faster than the streaming engine on 1M rows x 20 metrics, and keeps row order.
-ENGINE = "in-memory"
+ENGINE: Final = "in-memory"
 
 
 def _add(terms: list[pl.Expr]) -> pl.Expr:
@@ -155,7 +155,7 @@ def calibrate(snapshots: Frame, model: ScoreModel) -> pl.DataFrame:
     out = (lf.with_columns(_variant_expr(model).alias("variant"), nvar.alias("__nvar"))
              .select(*KEYS, *attrs, "variant", "__nvar", *[_sub_expr(model, m.name) for m in model.metrics])
              .collect(engine=ENGINE))
-    if model.variants and out["__nvar"].max() > 1:
+    if model.variants and cast(int, out["__nvar"].max()) > 1:
         _raise_conflict(out, model)
     out = out.drop("__nvar")
     return out if _is_sorted(out) else out.sort(KEYS)
@@ -173,7 +173,7 @@ def _variant_expr(model: ScoreModel) -> pl.Expr:
     chain: Any = pl
     for v in model.variants:
         chain = chain.when(v.matches()).then(pl.lit(v.name))
-    return chain.otherwise(pl.lit("default"))
+    return cast(pl.Expr, chain.otherwise(pl.lit("default")))
 
 
 def _raise_conflict(frame: pl.DataFrame, model: ScoreModel) -> None:
@@ -231,12 +231,12 @@ def _per_variant(model: ScoreModel, values: dict[str | None, float]) -> pl.Expr:
     chain: Any = pl
     for name, value in differing.items():
         chain = chain.when(pl.col("variant") == name).then(pl.lit(value, dtype=pl.Float64))
-    return chain.otherwise(pl.lit(default, dtype=pl.Float64))
+    return cast(pl.Expr, chain.otherwise(pl.lit(default, dtype=pl.Float64)))
 
 
 def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr], dict[str, pl.Expr]]:
     """Per metric: raw weight; per category: weight; per metric: nominal share of the total weight."""
-    resolved = {None: model.resolve(None), **{v.name: model.resolve(v.name) for v in model.variants}}
+    resolved: dict[str | None, ScoreModel] = {None: model.resolve(None), **{v.name: model.resolve(v.name) for v in model.variants}}
     metric_w: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
     cat_w: dict[str, dict[str | None, float]] = {c: {} for c in model.categories}
     share: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
@@ -386,7 +386,7 @@ _OUTPUT_SCALARS = {"score", "band", "coverage", "null_reason", "score_change_1",
                    "model_name", "model_version", "model_hash"}
 
 
-def _metric_order(model: ScoreModel):
+def _metric_order(model: ScoreModel) -> Callable[[str], int]:
     order = {f"sub_{m.name}": i for i, m in enumerate(model.metrics)}
     return lambda c: order[c]
 
@@ -461,7 +461,7 @@ def read_overrides(source: pl.DataFrame | str | os.PathLike[str], model: ScoreMo
     )
     problems: list[str] = []
 
-    def report(mask: pl.Expr, what: str) -> None:
+    def report(mask: pl.Expr, what: str | Callable[..., str]) -> None:
         bad = frame.filter(mask)
         for r in bad.head(5).iter_rows(named=True):
             problems.append(f"{label}: row {r['__row']} (account {r['account_id']}, metric {r['metric']}): {what(r)}"
@@ -546,7 +546,7 @@ def _cutoff(frame: pl.LazyFrame, as_of: dt.date | str | None) -> dt.date | None:
     if as_of is None:
         return None
     wanted = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-    cutoff = frame.filter(pl.col("as_of") <= wanted).select(pl.col("as_of").max()).collect().item()
+    cutoff = cast("dt.date | None", frame.filter(pl.col("as_of") <= wanted).select(pl.col("as_of").max()).collect().item())
     if cutoff is None:
         first = frame.select(pl.col("as_of").min()).collect().item()
         raise ModelError(f"snapshots: no snapshot on or before {wanted} (the first is {first})")
@@ -649,7 +649,7 @@ class _PartWriter:
         if self.schema is None:
             self.schema = part.schema
         else:
-            part = part.cast(dict(self.schema))  # the same types in every part, as one frame would have
+            part = part.cast(self.schema)  # the same types in every part, as one frame would have
         if self.csv:
             if self._fh is None:
                 self._fh = open(self.tmp, "wb")

@@ -168,8 +168,8 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     ctes.append(("grid_rows", exp.select(col("account_id"), col("as_of")).from_(inputs.grid)))
 
     def windowed(source: str, window: int | None, span: int | None, extra: list[exp.Expression]) -> exp.Select:
-        on = [exp.EQ(this=col("account_id", "d"), expression=col("account_id", "g")),
-              exp.LTE(this=col("date", "d"), expression=as_of)] + extra
+        on: list[exp.Expression] = [exp.EQ(this=col("account_id", "d"), expression=col("account_id", "g")),
+                                    exp.LTE(this=col("date", "d"), expression=as_of), *extra]
         if span is not None:
             on.append(exp.GT(this=col("date", "d"), expression=days_before(as_of, span)))
         return (exp.select(*gkey).from_(exp.alias_(exp.to_table("grid_rows"), "g"))
@@ -265,7 +265,7 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     # last value: one value per account, event filter and time (the largest), then the latest in the window
     for i, m in enumerate([m for m in spec.metrics if m.kind == "agg" and m.agg == "last"], 1):
         sname = f"lastsrc_{i}"
-        conds = [exp.Not(this=exp.Is(this=col("value"), expression=exp.null()))]
+        conds: list[exp.Expression] = [exp.Not(this=exp.Is(this=col("value"), expression=exp.null()))]
         if m.event is not None:
             conds.append(exp.EQ(this=col("event"), expression=lit(m.event)))
         q = (exp.select(col("account_id"), col("ts"), exp.Max(this=col("date")).as_("date"),
@@ -308,7 +308,7 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
             value_of[m.name] = col("tenure", "tenure")
 
     # subscriptions at as_of
-    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription"} |
+    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription" and m.column is not None} |
                       ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set()))
     if sub_cols:
         subs = inputs.subscriptions if inputs.subscriptions is not None else exp.to_table("subscriptions")
@@ -349,7 +349,7 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
         value_of[m.name] = col(m.name, name)
 
     # final select: derived metrics from the columns above
-    final: list[exp.Expression] = [col("account_id", "g"), col("as_of", "g")]
+    final: list[exp.Expr] = [col("account_id", "g"), col("as_of", "g")]  # aliases are exp.Expr in sqlglot's hints
     for m in spec.metrics:
         if m.kind == "ratio":
             e = _div(value_of[m.inputs[0]], value_of[m.inputs[1]])

@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -56,11 +57,11 @@ def table_names(path: Path) -> list[str]:
     if _kind(path) == "duckdb":
         with duckdb.connect(str(path), read_only=True) as con:
             return [r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()]
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [r[0] for r in con.execute("select name from sqlite_master where type = 'table'").fetchall()]
+        return [r[0] for r in db.execute("select name from sqlite_master where type = 'table'").fetchall()]
     finally:
-        con.close()
+        db.close()
 
 
 def _pick(path: Path, table: str | None, wanted: str) -> str:
@@ -167,7 +168,7 @@ class DuckDBSession:
     def run(self, query: exp.Expression) -> pl.DataFrame:
         """Run a sqlglot expression tree and return the result as a polars frame."""
         try:
-            return self.con.sql(query.sql("duckdb")).pl()
+            return cast(pl.DataFrame, self.con.sql(query.sql("duckdb")).pl())
         except duckdb.Error as exc:
             raise SourceError(f"DuckDB could not run the build query: {exc}. Check the column types of the raw "
                               "tables; report it if they are right.") from exc

@@ -24,6 +24,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import fastexcel
 import polars as pl
@@ -233,23 +234,26 @@ def _parquet_statistics_mismatch(path: Path, frame: pl.DataFrame) -> str | None:
         meta = pq.ParquetFile(path).metadata
     except _READ_ERRORS:
         return None
-    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    names: list[str] = [meta.schema.column(j).name for j in range(meta.num_columns)]
     for j, name in enumerate(names):
         if name not in frame.columns or names.count(name) > 1:
             continue
         series = frame.get_column(name)
         if not (series.dtype.is_numeric() or series.dtype in (pl.Date, pl.String)):
             continue
-        lows, highs, nulls = [], [], 0
+        lows: list[Any] = []
+        highs: list[Any] = []
+        nulls = 0
+        recorded = True
         for g in range(meta.num_row_groups):
             st = meta.row_group(g).column(j).statistics
             if st is None or not st.has_min_max or st.null_count is None:
-                lows = None
+                recorded = False
                 break
             lows.append(st.min)
             highs.append(st.max)
             nulls += st.null_count
-        if lows is None or not lows:
+        if not recorded or not lows:
             continue
         values = series.drop_nulls()
         if series.dtype.is_float():
@@ -392,7 +396,7 @@ def _read_duckdb(path: Path, table: str | None, query: str | None, wanted: str =
         if query is None:
             tables = [r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()]
             query = f'select * from "{_pick_table(tables, table, str(path), wanted)}"'
-        return con.sql(query).pl()
+        return cast(pl.DataFrame, con.sql(query).pl())
 
 
 def _read_sqlite(path: Path | str, table: str | None, query: str | None, wanted: str = "snapshots") -> pl.DataFrame:
@@ -612,7 +616,9 @@ def validate_snapshots(frame: pl.DataFrame, *, source: str = "snapshots", today:
     if any(p.check == "missing_column" for p in problems):
         return problems
     today = today or dt.date.today()
-    ex = lambda mask, col=None: _example_rows(frame, mask, col, row_offset)  # noqa: E731
+
+    def ex(mask: pl.Expr, col: str | None = None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        return _example_rows(frame, mask, col, row_offset)
 
     if isinstance(frame.schema["as_of"], pl.Datetime):
         frame, tz_problems = _typed_dates(frame, "as_of", timezone, row_offset)

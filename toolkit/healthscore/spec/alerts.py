@@ -314,7 +314,8 @@ def _cycles(rules: list[AlertRule]) -> list[str]:
     parts = {r.name: r.rules for r in rules}
     out: list[str] = []
     for rule in rules:
-        stack, seen = list(rule.rules), set()
+        stack = list(rule.rules)
+        seen: set[str] = set()
         while stack:
             name = stack.pop()
             if name == rule.name:

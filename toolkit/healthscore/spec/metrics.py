@@ -25,6 +25,7 @@ so an event at T 23:59 counts at T. Nothing dated after T is used for a snapshot
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -194,7 +195,7 @@ class MetricSpec:
 
 
 # ------------------------------------------------------------------------- parsing
-def load_spec(path: str | Path) -> MetricSpec:
+def load_spec(path: str | os.PathLike[str]) -> MetricSpec:
     """Read and validate a metric spec TOML file; relative table paths are resolved from its folder."""
     p = Path(path)
     if not p.exists():

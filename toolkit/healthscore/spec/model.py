@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import tomlkit
@@ -252,7 +252,7 @@ class ScoreModel:
         Version, descriptions, labels, actions, audiences, report fields, band colours and meanings
         are left out: editing them never changes a score, so it never changes the hash.
         """
-        return _canonical({
+        return cast(dict[str, Any], _canonical({
             "name": self.name,
             "min_coverage": self.min_coverage,
             "categories": {c.name: c.weight for c in self.categories.values()},
@@ -263,7 +263,7 @@ class ScoreModel:
             "variants": [{"name": v.name, "filter": v.filter, "weights": v.weights,
                           "categories": v.categories, "params": v.params,
                           "disabled": sorted(v.disabled)} for v in self.variants],
-        })
+        }))
 
     @property
     def hash(self) -> str:
@@ -659,7 +659,8 @@ def load_models(path: str | os.PathLike[str]) -> dict[str, ScoreModel]:
             raise ModelError(f"{path.name}: with [models.<name>] tables, put {sorted(extra)} inside each model")
         if not isinstance(data["models"], dict) or not data["models"]:
             raise ModelError(f"{path.name}: models: expected one or more [models.<name>] tables")
-        defs = {key: (("models", key), value) for key, value in data["models"].items()}
+        defs: dict[str | None, tuple[tuple[str, ...], Any]] = {
+            key: (("models", key), value) for key, value in data["models"].items()}
     else:
         defs = {None: ((), data)}
     models: dict[str, ScoreModel] = {}
@@ -689,7 +690,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
     where = f"{path.name}: {'.'.join(prefix) + '.' if prefix else ''}"
     problems: list[str] = []
 
-    def need(container: dict, key: str, kind: type | tuple, at: str, default: Any = ...) -> Any:
+    def need(container: dict[str, Any], key: str, kind: type | tuple[type, ...], at: str, default: Any = ...) -> Any:
         if key not in container:
             if default is ...:
                 problems.append(f"{at}{key}: required")
@@ -708,7 +709,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         problems.append(f"{key}: unknown section (expected one of {sorted(_DEFINITION_KEYS)})")
     head = table.get("model", {})
     if not isinstance(head, dict):
-        head, _ = {}, problems.append("model: expected a [model] table")
+        problems.append("model: expected a [model] table")
+        head = {}
     for key in set(head) - _MODEL_KEYS:
         problems.append(f"model.{key}: unknown key (expected one of {sorted(_MODEL_KEYS)})")
     name = need(head, "name", str, "model.", default_name)
@@ -719,7 +721,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
     categories: dict[str, Category] = {}
     raw_cats = table.get("categories", {})
     if not isinstance(raw_cats, dict):
-        raw_cats, _ = {}, problems.append("categories: expected [categories.<name>] tables")
+        problems.append("categories: expected [categories.<name>] tables")
+        raw_cats = {}
     for cname, ctab in raw_cats.items():
         at = f"categories.{cname}."
         if isinstance(ctab, (int, float)) and not isinstance(ctab, bool):
@@ -801,13 +804,15 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
 
     probability = table.get("probability")
     if probability is not None and not isinstance(probability, dict):
-        probability, _ = None, problems.append("probability: expected a [probability] table "
-                                               "(written by 'healthscore evaluate --freeze')")
+        problems.append("probability: expected a [probability] table "
+                        "(written by 'healthscore evaluate --freeze')")
+        probability = None
 
     reference = table.get("reference")
     if reference is not None and not isinstance(reference, dict):
-        reference, _ = None, problems.append("reference: expected a [reference] table "
-                                             "(written by 'healthscore monitor --set-reference')")
+        problems.append("reference: expected a [reference] table "
+                        "(written by 'healthscore monitor --set-reference')")
+        reference = None
 
     fitted = table.get("fitted")
     if fitted is not None:
@@ -925,8 +930,8 @@ def _problems(model: ScoreModel) -> list[str]:
         for key in ("audience", "action_audience"):
             if getattr(m, key) not in AUDIENCES:
                 out.append(f"{at}.{key}: {getattr(m, key)!r} must be \"customer\" or \"internal\"")
-        cat = model.categories.get(m.category)
-        if m.audience == "customer" and cat is not None and cat.audience != "customer":
+        mcat = model.categories.get(m.category)
+        if m.audience == "customer" and mcat is not None and mcat.audience != "customer":
             out.append(f"{at}.audience: a customer metric in the internal category {m.category!r}; set "
                        f"audience = \"customer\" in [categories.{m.category}] or keep the metric internal")
     for f in model.fields:
@@ -960,11 +965,11 @@ def _problems(model: ScoreModel) -> list[str]:
         for cname in v.categories:
             if cname not in model.categories:
                 out.append(f"{at}.categories.{cname}: unknown category {cname!r}")
-        for table, weights in (("weights", v.weights), ("categories", v.categories)):
+        for section, weights in (("weights", v.weights), ("categories", v.categories)):
             for key, w in weights.items():
                 problem = _weight_problem(w)
                 if problem:
-                    out.append(f"{at}.{table}.{key}: {problem}")
+                    out.append(f"{at}.{section}.{key}: {problem}")
         if not out or not any(s.startswith(at) for s in out):
             resolved = model.resolve(v.name)
             if all(m.weight == 0 for m in resolved.metrics) or all(
@@ -1011,7 +1016,7 @@ def _fitted_problems(fitted: Mapping[str, Any]) -> list[str]:
 
 
 def _points_are_ratios(params: Mapping[str, Any]) -> bool:
-    points = params.get("points")
+    points: Any = params.get("points")  # may be anything from the file; bad shapes fail below
     try:
         xs = [float(p[0]) for p in points]
     except (TypeError, ValueError, IndexError):
@@ -1036,8 +1041,8 @@ def _weight_problem(weight: float) -> str | None:
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
     """Parameter problems from the calibration module; fitted entries may still be missing."""
 
-    direction = direction if direction in DIRECTIONS else None
-    return list(calibration.check_params(method, params, direction, require_fitted=False))
+    known = direction if direction in DIRECTIONS else None
+    return list(calibration.check_params(method, params, known, require_fitted=False))
 
 
 def _band_problems(bands: list[Band]) -> list[str]:
@@ -1201,7 +1206,7 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
             "weights": v.weights, "categories": v.categories, "params": v.params, "disabled": v.disabled}
 
 
-_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
                       "audience": "internal", "action_audience": "internal", "customer_label": "",
                       "customer_description": "", "customer_action": "",
                       "direction": "higher_is_better", "weights": {}, "categories": {}, "params": {},
@@ -1260,7 +1265,7 @@ def _set(table: Any, key: str, value: Any) -> None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return _canonical(a) == _canonical(b)
+    return bool(_canonical(a) == _canonical(b))
 
 
 def _num(value: float, old: Any) -> Any:
@@ -1301,7 +1306,7 @@ def _canonical(value: Any) -> Any:
     return str(value)
 
 
-def _kind(kind: type | tuple) -> str:
+def _kind(kind: type | tuple[type, ...]) -> str:
     names = {str: "text", int: "a number", float: "a number", dict: "a table", list: "a list"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
