@@ -76,7 +76,10 @@ def test_fit_evaluate_review_scorecards(crm, starter, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "within the observation window" in out and fitted.is_file()
 
-    assert main(["evaluate", "--model", str(fitted), "--data", str(crm), *MAP, "--out", str(tmp_path / "ev")]) == 0
+    # the fitted model saw every account of the extract: its backtest here would flatter it
+    assert main(["evaluate", "--model", str(fitted), "--data", str(crm), *MAP, "--out", str(tmp_path / "ev")]) != 0
+    assert "saw the holdout" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(starter), "--data", str(crm), *MAP, "--out", str(tmp_path / "ev")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("Backtest: churned within the observation window")
     assert "5-fold cross-validation, stratified by churned and grouped by account" in first
