@@ -82,7 +82,11 @@ class SnapshotScan:
         """The rows matching ``predicate`` (on the stored columns; see :meth:`date`), typed and
         validated, sorted by account and date. Raises :class:`ValidationError` for their problems
         (no row at all is one, unless ``allow_empty``)."""
-        part = self.lazy.filter(predicate).collect()
+        try:
+            part = self.lazy.filter(predicate).collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:  # damage found part-way through a large file
+            raise snap._fail(self.source, "file", f"cannot be read: {snap._short(exc)}",
+                             "Export the file again; if it was copied, check the copy is complete") from None
         if self.validated:
             return part
         label, offset = snap._row_label(self.source)
@@ -115,6 +119,11 @@ def _kinds_of(lf: pl.LazyFrame) -> dict[str, str] | None:
     return None
 
 
+# files below this size are read whole (and checked whole); larger Parquet and Arrow files in parts
+STREAM_FROM_BYTES = 64 * 2**20
+BINARY_SUFFIXES = (".parquet", ".pq", ".arrow", ".ipc", ".feather")
+
+
 def scan_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None,
                    today: dt.date | None = None, nonnegative: Iterable[str] | None = None,
                    sheet: str | None = None, timezone: str | None = None) -> SnapshotScan:
@@ -132,21 +141,21 @@ def scan_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str 
                                     timezone=timezone)
         return SnapshotScan(text.split("@")[-1], frame.lazy(), validated=True)
 
+    # a file small enough to read whole gets every check of read_snapshots (sniffed delimiters, damaged
+    # files caught by their own statistics, ragged rows); only large binary files are read in parts
     if ("://" in text or table is not None or sheet is not None or timezone is not None
-            or not lower.endswith(LAZY_SUFFIXES) or not path.is_file()):
+            or not lower.endswith(LAZY_SUFFIXES) or not path.is_file()
+            or path.stat().st_size < STREAM_FROM_BYTES or not lower.endswith(BINARY_SUFFIXES)):
         return whole()
-    if lower.endswith((".parquet", ".pq")):
-        lf = pl.scan_parquet(path, row_index_name=snap._ROW)
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            lf = pl.scan_parquet(path, row_index_name=snap._ROW)
+        else:
+            lf = pl.scan_ipc(path, row_index_name=snap._ROW)
         kinds = _kinds_of(lf)
-    elif lower.endswith((".arrow", ".ipc", ".feather")):
-        lf = pl.scan_ipc(path, row_index_name=snap._ROW)
-        kinds = _kinds_of(lf)
-    else:
-        # all text, as read_snapshots reads CSV: types are decided per column on the whole file
-        lf = pl.scan_csv(path, infer_schema=False, separator="\t" if lower.endswith(".tsv") else ",",
-                         null_values=[""], row_index_name=snap._ROW)
-        kinds = snap.text_column_kinds(lf, ["as_of"])
-    as_of = lf.collect_schema().get("as_of")
+        as_of = lf.collect_schema().get("as_of")
+    except (pl.exceptions.PolarsError, OSError):  # not what its name says, or damaged: the whole read says which
+        return whole()
     if as_of is not None and as_of not in (pl.Date, pl.String):  # timestamps: their day needs the whole read
         return whole()
     return SnapshotScan(text, lf, kinds=kinds, today=today, timezone=timezone,
