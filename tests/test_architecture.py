@@ -20,9 +20,31 @@ PKG = Path(healthscore.__file__).resolve().parent
 ROOT = PKG.parents[1]
 LAYERS = ["errors", "results", "resources", "io", "spec", "core", "datasets", "analysis", "viz", "render", "app"]
 # third-party packages that are slow to import or optional: loaded inside the function that needs them
-HEAVY = {"statsmodels", "scipy", "sklearn", "altair", "vl_convert", "papermill", "nbclient", "nbconvert",
-         "nbformat", "ipywidgets", "duckdb", "sqlalchemy", "psutil", "tqdm", "pyspark", "playwright", "sqlglot",
-         "nh3", "pyarrow", "anywidget", "IPython", "jupyter_client", "psycopg"}
+HEAVY = {
+    "statsmodels",
+    "scipy",
+    "sklearn",
+    "altair",
+    "vl_convert",
+    "papermill",
+    "nbclient",
+    "nbconvert",
+    "nbformat",
+    "ipywidgets",
+    "duckdb",
+    "sqlalchemy",
+    "psutil",
+    "tqdm",
+    "pyspark",
+    "playwright",
+    "sqlglot",
+    "nh3",
+    "pyarrow",
+    "anywidget",
+    "IPython",
+    "jupyter_client",
+    "psycopg",
+}
 
 
 def _layer(module: str) -> int:
@@ -51,7 +73,7 @@ def _function_imports() -> list[tuple[str, int, str, str]]:
             for node in ast.walk(fn):
                 if isinstance(node, ast.Import | ast.ImportFrom):
                     target = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-                    text = lines[node.lineno - 2] + "\n" + lines[node.end_lineno - 1]
+                    text = "\n".join(lines[node.lineno - 2 : node.end_lineno])
                     found.append((name, node.lineno, target or "", text))
     return found
 
@@ -84,6 +106,11 @@ def test_the_number_layers_hold_no_charts_and_no_html(layer: str) -> None:
         top_imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
         names = {(n.module if isinstance(n, ast.ImportFrom) else n.names[0].name) or "" for n in top_imports}
         assert not {n for n in names if n.split(".")[0] == "altair"}, f"{module} imports altair"
-        markup = [c.value for c in ast.walk(tree) if isinstance(c, ast.Constant) and isinstance(c.value, str)
-                  and any(tag in c.value for tag in ("<table", "<div", "<span", "<td", "<p>", "<h2"))]
+        markup = [
+            c.value
+            for c in ast.walk(tree)
+            if isinstance(c, ast.Constant)
+            and isinstance(c.value, str)
+            and any(tag in c.value for tag in ("<table", "<div", "<span", "<td", "<p>", "<h2"))
+        ]
         assert not markup, f"{module} builds HTML: {markup[0][:80]!r}"

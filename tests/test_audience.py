@@ -1,5 +1,6 @@
 """The customer scorecard carries customer-audience content only: scanned for every internal label,
 description, action and field value of the bundled sample model, it has zero hits."""
+
 from __future__ import annotations
 
 import html
@@ -82,8 +83,13 @@ def test_customer_scorecard_has_no_internal_content(sample):
         assert hits == [], (account, hits)
         assert f"Report {card.report_id}" in text
         # the internal version of the same card shows them: the scan would have found a leak
-        inside = html.unescape("".join(card_html.scorecard_sections(
-            cards.scorecard_data(scores, model, account, snapshots=snaps, internal=True))))
+        inside = html.unescape(
+            "".join(
+                card_html.scorecard_sections(
+                    cards.scorecard_data(scores, model, account, snapshots=snaps, internal=True)
+                )
+            )
+        )
         assert model.hash in inside and "Internal only" in inside
         assert any(m.label in inside for m in model.metrics if m.audience == "internal")
         checked += 1

@@ -1,5 +1,6 @@
 """One-row-per-customer extracts end to end, column mapping, cadence from dates, booleans and
 learned categorical levels, and `healthscore init`."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,9 +59,9 @@ def test_init_recovers_the_true_directions(starter):
     model = load_model(starter)
     by_column = {m.column: m for m in model.metrics}
     assert "customerID" not in by_column and "Churn" not in by_column
-    assert by_column["tenure"].direction == "higher_is_better"       # truth: -0.9 per SD
+    assert by_column["tenure"].direction == "higher_is_better"  # truth: -0.9 per SD
     assert by_column["MonthlyCharges"].direction == "lower_is_better"  # truth: +0.3 per SD
-    assert by_column["SupportCalls"].direction == "lower_is_better"    # truth: +0.18 per call
+    assert by_column["SupportCalls"].direction == "lower_is_better"  # truth: +0.18 per call
     contract = by_column["Contract"].params["map"]
     order = sorted(contract, key=contract.get)
     truth = EXTRACT_TRUTH["Contract"]
@@ -87,14 +88,31 @@ def test_fit_evaluate_review_scorecards(crm, starter, tmp_path, capsys):
     assert 0.7 < auc < 0.95
 
     html = tmp_path / "review.html"
-    assert main(["review", "--data", str(crm), "--model", str(fitted), *MAP, "--by", "Contract",
-                 "--out", str(html)]) == 0
+    assert (
+        main(["review", "--data", str(crm), "--model", str(fitted), *MAP, "--by", "Contract", "--out", str(html)]) == 0
+    )
     text = html.read_text()
     assert "one snapshot" in text and "Month-to-month" in text
 
     scores = tmp_path / "scores.parquet"
-    assert main(["score", "--model", str(fitted), "--data", str(crm), "--map", "account_id=customerID",
-                 "--observed-until", AS_OF, "--out", str(scores)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(fitted),
+                "--data",
+                str(crm),
+                "--map",
+                "account_id=customerID",
+                "--observed-until",
+                AS_OF,
+                "--out",
+                str(scores),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     snaps = read_snapshots(str(crm), columns={"account_id": "customerID"}, as_of=AS_OF)
     account = snaps.filter(pl.col("Contract") == "Two year")["account_id"][0]
@@ -105,16 +123,32 @@ def test_fit_evaluate_review_scorecards(crm, starter, tmp_path, capsys):
 
 
 def test_review_unknown_column_lists_the_columns(crm, starter, tmp_path, capsys):
-    assert main(["review", "--data", str(crm), "--model", str(starter), *MAP, "--by", "Contrct",
-                 "--out", str(tmp_path / "r.html")]) == 2
+    assert (
+        main(
+            [
+                "review",
+                "--data",
+                str(crm),
+                "--model",
+                str(starter),
+                *MAP,
+                "--by",
+                "Contrct",
+                "--out",
+                str(tmp_path / "r.html"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Contrct is not a column" in err and "Contract" in err and "PaymentMethod" in err
 
 
 def test_kfold_and_random_splits():
     snaps, events = _extract_frames(1500, 3)
-    model = load_model(Path(__file__).parent.parent / "toolkit/healthscore/resources/sample/model.toml") \
-        if False else None
+    model = (
+        load_model(Path(__file__).parent.parent / "toolkit/healthscore/resources/sample/model.toml") if False else None
+    )
     frame = score(snaps.with_columns(tenure_score=pl.col("tenure")), _tenure_model())
     ev = evaluation.evaluate(snaps, events, frame.select("account_id", "as_of", "score"))
     assert ev.method == "kfold" and ev.folds == 5 and ev.test_rows == snaps.height
@@ -152,15 +186,21 @@ points = [[0, 0], [72, 100]]
 
 def test_label_outcomes_one_snapshot_per_account():
     snaps = pl.DataFrame({"account_id": ["a", "b", "c"], "as_of": [dt.date(2026, 1, 1)] * 3})
-    events = pl.DataFrame({"account_id": ["a", "c"], "date": [dt.date(2026, 6, 1), dt.date(2025, 12, 1)],
-                           "event": ["churned", "churned"]})
+    events = pl.DataFrame(
+        {"account_id": ["a", "c"], "date": [dt.date(2026, 6, 1), dt.date(2025, 12, 1)], "event": ["churned", "churned"]}
+    )
     out = label_outcomes(snaps, events, horizon="30d")  # the horizon is the observation window
     assert dict(zip(out["account_id"], out["churned"])) == {"a": True, "b": False}  # c churned before as_of
 
 
 def test_churn_date_column_and_bad_flags():
-    frame = pl.DataFrame({"account_id": ["a", "b", "c"], "as_of": [dt.date(2026, 1, 1)] * 3,
-                          "left_on": [dt.date(2026, 2, 1), None, dt.date(2026, 9, 1)]})
+    frame = pl.DataFrame(
+        {
+            "account_id": ["a", "b", "c"],
+            "as_of": [dt.date(2026, 1, 1)] * 3,
+            "left_on": [dt.date(2026, 2, 1), None, dt.date(2026, 9, 1)],
+        }
+    )
     _, events = outcomes_from_extract(frame, column="left_on", observed_until=dt.date(2026, 6, 30))
     assert events.rows() == [("a", dt.date(2026, 2, 1), "churned")]
     bad = frame.with_columns(flag=pl.Series(["Yes", "Maybe", "no"]))
@@ -185,19 +225,26 @@ def test_column_mapping(tmp_path, capsys):
 def test_yes_no_text_is_boolean_and_bad_cells_are_listed(tmp_path):
     path = tmp_path / "b.csv"
     values = ["Yes", "No", "y", "N", "TRUE", "false", "1", "0"] * 5
-    pl.DataFrame({"account_id": [f"a{i}" for i in range(40)], "as_of": ["2026-01-05"] * 40,
-                  "Partner": values}).write_csv(path)
+    pl.DataFrame(
+        {"account_id": [f"a{i}" for i in range(40)], "as_of": ["2026-01-05"] * 40, "Partner": values}
+    ).write_csv(path)
     frame = read_snapshots(str(path))
     assert frame.schema["Partner"] == pl.Boolean
     assert frame.sort("account_id")["Partner"].sum() == 20
     values[3] = "Yse"
-    pl.DataFrame({"account_id": [f"a{i}" for i in range(40)], "as_of": ["2026-01-05"] * 40,
-                  "Partner": values}).write_csv(path)
+    pl.DataFrame(
+        {"account_id": [f"a{i}" for i in range(40)], "as_of": ["2026-01-05"] * 40, "Partner": values}
+    ).write_csv(path)
     with pytest.raises(ValidationError, match=r"column 'Partner': 1 value\(s\) in a yes/no column .*'Yse'"):
         read_snapshots(str(path))
     # a column with a real third level is a category, not a broken boolean
-    three = pl.DataFrame({"account_id": ["a", "b", "c"], "as_of": ["2026-01-05"] * 3,
-                          "OnlineSecurity": ["Yes", "No", "No internet service"]})
+    three = pl.DataFrame(
+        {
+            "account_id": ["a", "b", "c"],
+            "as_of": ["2026-01-05"] * 3,
+            "OnlineSecurity": ["Yes", "No", "No internet service"],
+        }
+    )
     assert read_snapshots(three).schema["OnlineSecurity"] == pl.String
 
 
@@ -258,8 +305,11 @@ false_score = 0
 # ---------------------------------------------------------------- cadence from dates
 def _monthly_scores(model):
     dates = [dt.date(2025, m, 28) for m in range(1, 13)]
-    rows = [{"account_id": a, "as_of": d, "tenure": float(10 + 5 * i + (20 if a == "b" else 0))}
-            for a in ("a", "b") for i, d in enumerate(dates)]
+    rows = [
+        {"account_id": a, "as_of": d, "tenure": float(10 + 5 * i + (20 if a == "b" else 0))}
+        for a in ("a", "b")
+        for i, d in enumerate(dates)
+    ]
     return score(pl.DataFrame(rows), model), dates
 
 
@@ -291,13 +341,17 @@ def test_no_segment_means_no_grouping():
     ev = evaluation.evaluate(snaps, p.events, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
     assert ev.by is None and ev.method == "time"
     assert str(ev.summary()).splitlines()[0].startswith("Backtest: churned within 90 days, time split at")
-    cmp = cohorts.compare_cohorts(score(snaps, hs.load_model(hs.datasets.sample_dir() / "model.toml")), by=[],
-                                  events=p.events)
+    cmp = cohorts.compare_cohorts(
+        score(snaps, hs.load_model(hs.datasets.sample_dir() / "model.toml")), by=[], events=p.events
+    )
     assert cmp.cohorts.height == 1
     with pytest.raises(ValueError, match=r"Columns available: .*region"):
-        cohorts.compare_cohorts(score(snaps, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
-                                .join(snaps.select("account_id", "as_of", "region"), on=["account_id", "as_of"]),
-                                by="segment")
+        cohorts.compare_cohorts(
+            score(snaps, hs.load_model(hs.datasets.sample_dir() / "model.toml")).join(
+                snaps.select("account_id", "as_of", "region"), on=["account_id", "as_of"]
+            ),
+            by="segment",
+        )
 
 
 # ---------------------------------------------------------------- init from raw events
@@ -308,20 +362,54 @@ def test_init_from_events_writes_a_spec_and_model_that_load_and_score(tmp_path, 
     for i in range(60):
         acc = f"acc{i}"
         active = 400 if i % 3 else int(rng.integers(120, 300))
-        subs.append({"account_id": acc, "start": dt.date(2025, 1, 6),
-                     "end": None if i % 3 else (start + dt.timedelta(days=active)).date(), "mrr": 100.0, "seats": 5})
+        subs.append(
+            {
+                "account_id": acc,
+                "start": dt.date(2025, 1, 6),
+                "end": None if i % 3 else (start + dt.timedelta(days=active)).date(),
+                "mrr": 100.0,
+                "seats": 5,
+            }
+        )
         for d in range(0, min(active, 400), int(rng.integers(1, 4)) if i % 3 else 6):
-            rows.append({"account_id": acc, "time": start + dt.timedelta(days=d, hours=9), "event": "login",
-                         "value": None, "user_id": "u1"})
+            rows.append(
+                {
+                    "account_id": acc,
+                    "time": start + dt.timedelta(days=d, hours=9),
+                    "event": "login",
+                    "value": None,
+                    "user_id": "u1",
+                }
+            )
             if d % 9 == 0:
-                rows.append({"account_id": acc, "time": start + dt.timedelta(days=d, hours=10), "event": "report",
-                             "value": 1.0, "user_id": "u1"})
+                rows.append(
+                    {
+                        "account_id": acc,
+                        "time": start + dt.timedelta(days=d, hours=10),
+                        "event": "report",
+                        "value": 1.0,
+                        "user_id": "u1",
+                    }
+                )
     pl.DataFrame(rows).write_parquet(tmp_path / "events.parquet")
-    pl.DataFrame(subs, schema={"account_id": pl.String, "start": pl.Date, "end": pl.Date, "mrr": pl.Float64,
-                               "seats": pl.Int64}).write_parquet(tmp_path / "subs.parquet")
+    pl.DataFrame(
+        subs, schema={"account_id": pl.String, "start": pl.Date, "end": pl.Date, "mrr": pl.Float64, "seats": pl.Int64}
+    ).write_parquet(tmp_path / "subs.parquet")
     out = tmp_path / "starter"
-    assert main(["init", "--events", str(tmp_path / "events.parquet"), "--subscriptions",
-                 str(tmp_path / "subs.parquet"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "init",
+                "--events",
+                str(tmp_path / "events.parquet"),
+                "--subscriptions",
+                str(tmp_path / "subs.parquet"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     spec = hs.load_spec(out / "metrics.toml")
     names = {m.name for m in spec.metrics}
     assert {"login_7d", "login_28d", "days_since_login", "report_28d", "tenure_days"} <= names

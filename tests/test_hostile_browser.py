@@ -5,6 +5,7 @@ and with the policy bypassed, so escaping and sanitising alone are shown to hold
 
 Needs Debian's ``/usr/bin/chromium`` (see tests/test_scorecard_browser.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,13 +38,13 @@ HOSTILE = [
     f'<img src="{EVIL}/img.png">',
     f'<link rel="stylesheet" href="{EVIL}/s.css">',
     f'<iframe src="{EVIL}/frame"></iframe>',
-    f'</td></tr></table></div><script>window.{FLAG}=1</script>',
+    f"</td></tr></table></div><script>window.{FLAG}=1</script>",
     f'" onmouseover="window.{FLAG}=1" x="',
     f"' autofocus onfocus='window.{FLAG}=1' x='",
     "\u202egnp.exe\u202c Bidi \u2066override\u2069",
     "zero\u200bwidth\u200djoin\ufeffmark",
     "{{7*7}} ${7*7} <% 7*7 %>",
-    f'<style>body{{background:url({EVIL}/style.png)}}</style>',
+    f"<style>body{{background:url({EVIL}/style.png)}}</style>",
     f'<object data="{EVIL}/o"></object><embed src="{EVIL}/e">',
     "# Heading **bold** <b>b</b>",
     "N" * 10_000,
@@ -144,10 +145,18 @@ def hostile(tmp_path_factory):
     snaps = book.snapshots.with_columns(
         company_name=pl.col("account_id").replace_strict(names),
         csm=pl.col("account_id").replace_strict(csms),
-        segment=pl.col("segment").replace_strict(segments))
+        segment=pl.col("segment").replace_strict(segments),
+    )
     scores = hs.score(snaps, model)
-    return {"folder": folder, "model": model, "model_path": model_path, "snapshots": snaps,
-            "events": book.events, "scores": scores, "names": names}
+    return {
+        "folder": folder,
+        "model": model,
+        "model_path": model_path,
+        "snapshots": snaps,
+        "events": book.events,
+        "scores": scores,
+        "names": names,
+    }
 
 
 def _page(parts: list[str], path: Path, title: str) -> Path:
@@ -170,14 +179,19 @@ def pages(hostile):
         # a colour that got past the model (as if a score file carried it) is still not written into CSS
         card = dataclasses.replace(card, band_colour=f"#c00;background-image:url({EVIL}/colour.png)")
         kind = "internal" if internal else "customer"
-        out[f"scorecard_{kind}"] = _page(card_html.scorecard_sections(card), folder / f"card-{kind}.html",
-                                         f"{card.company_name}: health scorecard")
-    manifest = pl.DataFrame({"account_id": latest["account_id"], "company_name": latest["company_name"],
-                             "status": ["rendered"] * (latest.height - 1) + ["failed"],
-                             "file": [batch_run.safe_name(a) + ".html" for a in latest["account_id"]],
-                             "error": [None] * (latest.height - 1) + [HOSTILE[0]]})
-    index = batch_run._index_html(manifest, latest.select("account_id", "company_name", "score", "band"),
-                                  HOSTILE[1])
+        out[f"scorecard_{kind}"] = _page(
+            card_html.scorecard_sections(card), folder / f"card-{kind}.html", f"{card.company_name}: health scorecard"
+        )
+    manifest = pl.DataFrame(
+        {
+            "account_id": latest["account_id"],
+            "company_name": latest["company_name"],
+            "status": ["rendered"] * (latest.height - 1) + ["failed"],
+            "file": [batch_run.safe_name(a) + ".html" for a in latest["account_id"]],
+            "error": [None] * (latest.height - 1) + [HOSTILE[0]],
+        }
+    )
+    index = batch_run._index_html(manifest, latest.select("account_id", "company_name", "score", "band"), HOSTILE[1])
     (folder / "index.html").write_text(index)
     out["index"] = folder / "index.html"
     out["review"] = batch_run.render_review(scores, folder / "review.html", events=hostile["events"], by="segment")
@@ -220,8 +234,10 @@ def test_hostile_pages_in_chromium(pages, hostile):
 
     # the harness can see a script run: a page that carries one sets the flag once the policy is bypassed
     control = hostile["folder"] / "control.html"
-    control.write_text(f"<html><head>{reports.safe_html.csp_meta()}</head><body><p>control</p>"
-                       f"<script>window.{FLAG}=1</script></body></html>")
+    control.write_text(
+        f"<html><head>{reports.safe_html.csp_meta()}</head><body><p>control</p>"
+        f"<script>window.{FLAG}=1</script></body></html>"
+    )
     results = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -7,6 +7,7 @@
 * atomic writes flush to disk before the rename;
 * scores from another model, or with a repeated (account_id, as_of), are refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,8 +69,11 @@ def book(tmp_path_factory, model_path):
     p = hs.make_portfolio(n_accounts=5, n_weeks=8, seed=3)
     old = p.snapshots["account_id"].unique().sort().to_list()
     mapping = pl.DataFrame({"account_id": old, "new": IDS, "name": [f"Company {i}" for i in IDS]})
-    snaps = (p.snapshots.join(mapping, on="account_id").drop("account_id", "company_name")
-             .rename({"new": "account_id", "name": "company_name"}))
+    snaps = (
+        p.snapshots.join(mapping, on="account_id")
+        .drop("account_id", "company_name")
+        .rename({"new": "account_id", "name": "company_name"})
+    )
     folder = tmp_path_factory.mktemp("book")
     scores = hs.score(snaps, hs.load_model(model_path))
     scores.write_parquet(folder / "scores.parquet")
@@ -100,9 +104,14 @@ def test_earlier_pages_keep_their_names_and_are_never_taken():
     assert batch_run.page_files(["x"], {"x": "../x.html"})["x"] == "x.html"
 
 
-@given(st.lists(st.text(alphabet="aAbB._-/ xX", min_size=1, max_size=6), min_size=1, max_size=12, unique=True),
-       st.dictionaries(st.text(alphabet="aAbB", min_size=1, max_size=4),
-                       st.sampled_from(["a.html", "A.html", "b.html", "index.html", "B-1.html"]), max_size=4))
+@given(
+    st.lists(st.text(alphabet="aAbB._-/ xX", min_size=1, max_size=6), min_size=1, max_size=12, unique=True),
+    st.dictionaries(
+        st.text(alphabet="aAbB", min_size=1, max_size=4),
+        st.sampled_from(["a.html", "A.html", "b.html", "index.html", "B-1.html"]),
+        max_size=4,
+    ),
+)
 @settings(max_examples=300, deadline=None)
 def test_page_files_are_unique_without_case_and_never_reserved(ids, earlier):
     files_ = batch_run.page_files(ids, earlier)
@@ -160,8 +169,10 @@ def test_folder_lock_makes_a_second_writer_wait_then_stop(tmp_path):
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
-    code = ("import sys, time; from healthscore.io import files\n"
-            "with files.folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from healthscore.io import files\n"
+        "with files.folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -182,8 +193,9 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
 def test_a_busy_folder_stops_the_batch_before_anything_is_written(book, model_path, tmp_path):
     with files.folder_lock(tmp_path, what="scorecard batch"):
         with pytest.raises(files.FolderBusyError, match="another process is writing into this folder"):
-            batch_run.render_scorecards(book["folder"] / "scores.parquet", model_path, "all", tmp_path,
-                                        wait=0.3, progress=False)
+            batch_run.render_scorecards(
+                book["folder"] / "scores.parquet", model_path, "all", tmp_path, wait=0.3, progress=False
+            )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -193,8 +205,9 @@ def test_scores_of_another_model_are_refused_naming_both(book, model_path, other
     mine = hs.load_model(model_path)
     assert other.hash != mine.hash
     with pytest.raises(ScoresError) as err:
-        batch_run.render_scorecards(book["folder"] / "scores.parquet", other_model_path, "all", tmp_path,
-                                    progress=False)
+        batch_run.render_scorecards(
+            book["folder"] / "scores.parquet", other_model_path, "all", tmp_path, progress=False
+        )
     message = str(err.value)
     for needle in (mine.hash, other.hash, str(book["folder"] / "scores.parquet"), str(other_model_path)):
         assert needle in message
@@ -208,19 +221,20 @@ def test_repeated_score_rows_are_refused_naming_the_rows(book, model_path, tmp_p
     bad = pl.concat([scores, twin])
     bad.write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ScoresError) as err:
-        batch_run.render_scorecards(tmp_path / "bad.parquet", model_path, "all", tmp_path / "cards",
-                                    progress=False)
+        batch_run.render_scorecards(tmp_path / "bad.parquet", model_path, "all", tmp_path / "cards", progress=False)
     row = scores.row(5, named=True)
     assert f"rows 6 and {scores.height + 1}" in str(err.value)
     assert repr(row["account_id"]) in str(err.value) and str(row["as_of"]) in str(err.value)
     # the library refuses it too, for one account's card
     from healthscore.analysis.scorecard import scorecard_data
+
     with pytest.raises(ScoresError, match="2 score rows for as_of"):
         scorecard_data(bad, hs.load_model(model_path), row["account_id"])
 
 
 def test_a_card_refuses_a_model_that_did_not_make_its_scores(book, other_model_path):
     from healthscore.analysis.scorecard import scorecard_data
+
     with pytest.raises(ScoresError, match="produced by model hash"):
         scorecard_data(book["scores"], hs.load_model(other_model_path), "plain")
 
@@ -252,8 +266,9 @@ def _work_dirs() -> set[str]:
 def test_folder_over_two_runs(book, model_path, tmp_path):
     out = tmp_path / "cards"
     before = _work_dirs()
-    first = batch_run.render_scorecards(book["folder"] / "scores.parquet", model_path, "all", out,
-                                        workers=1, progress=False)
+    first = batch_run.render_scorecards(
+        book["folder"] / "scores.parquet", model_path, "all", out, workers=1, progress=False
+    )
     assert first.ok, first.manifest
     pages = dict(zip(first.manifest["account_id"], first.manifest["file"]))
     # every account has its own page; none is the index or the manifest; none differ only in case
@@ -281,8 +296,9 @@ def test_folder_over_two_runs(book, model_path, tmp_path):
     holder.start()
     holding.wait(10)
     t0 = time.monotonic()
-    second = batch_run.render_scorecards(book["folder"] / "scores.parquet", model_path, ["plain"], out,
-                                         workers=1, progress=False, force=True, wait=60)
+    second = batch_run.render_scorecards(
+        book["folder"] / "scores.parquet", model_path, ["plain"], out, workers=1, progress=False, force=True, wait=60
+    )
     holder.join()
     assert time.monotonic() - t0 >= 1.0  # it waited for the holder instead of writing beside it
     assert second.manifest["account_id"].to_list() == ["plain"]
@@ -306,13 +322,17 @@ def test_folder_over_two_runs(book, model_path, tmp_path):
 def test_two_batches_at_once_keep_every_row(book, model_path, tmp_path):
     """Two processes render different accounts into one folder at the same time."""
     out = tmp_path / "cards"
-    code = ("import sys\nfrom healthscore.app.batch import render_scorecards\n"
-            "run = render_scorecards(sys.argv[1], sys.argv[2], sys.argv[3].split(','), sys.argv[4], "
-            "workers=1, progress=False, wait=600)\nsys.exit(0 if run.ok else 1)")
+    code = (
+        "import sys\nfrom healthscore.app.batch import render_scorecards\n"
+        "run = render_scorecards(sys.argv[1], sys.argv[2], sys.argv[3].split(','), sys.argv[4], "
+        "workers=1, progress=False, wait=600)\nsys.exit(0 if run.ok else 1)"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     args = [str(book["folder"] / "scores.parquet"), str(model_path)]
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args, ids, str(out)], env=env)
-             for ids in ("index,ACME", "acme,plain")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, *args, ids, str(out)], env=env)
+        for ids in ("index,ACME", "acme,plain")
+    ]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
     on_disk = pl.read_csv(out / "manifest.csv")
     assert sorted(on_disk["account_id"].to_list()) == sorted(["index", "ACME", "acme", "plain"])

@@ -1,6 +1,7 @@
 """The band palette stays readable for colour-blind readers: after a simulated deuteranopia or
 protanopia (Machado, Oliveira and Fernandes 2009, severity 1.0, applied in linear RGB) every pair
 of band colours stays clearly apart in CIELAB, and each band colour as a fill reaches 3:1 on white."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,20 +11,20 @@ import pytest
 from healthscore.spec.palette import BAND_COLOURS
 
 MACHADO = {
-    "deuteranopia": np.array([[0.367322, 0.860646, -0.227968],
-                              [0.280085, 0.672501, 0.047413],
-                              [-0.011820, 0.042940, 0.968881]]),
-    "protanopia": np.array([[0.152286, 1.052583, -0.204868],
-                            [0.114503, 0.786281, 0.099216],
-                            [-0.003882, -0.048116, 1.051998]]),
+    "deuteranopia": np.array(
+        [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]
+    ),
+    "protanopia": np.array(
+        [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]]
+    ),
 }
 SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
 WHITE = np.array([0.95047, 1.0, 1.08883])
-MIN_DELTA_E = 25.0   # CIE76; 2.3 is a just-noticeable difference, 25 is "obviously another colour"
+MIN_DELTA_E = 25.0  # CIE76; 2.3 is a just-noticeable difference, 25 is "obviously another colour"
 
 
 def linear(hexa: str) -> np.ndarray:
-    c = np.array([int(hexa[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    c = np.array([int(hexa[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 

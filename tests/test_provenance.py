@@ -1,4 +1,5 @@
 """A fitted model records what it was fitted on, and evaluate will not judge it on weeks it saw."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,8 +35,10 @@ def fits(book, cut):
     early = book.snapshots.filter(pl.col("as_of") < cut)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {"early": hs.fit_weights(early, book.events, model),
-                "everything": hs.fit_weights(book.snapshots, book.events, model)}
+        return {
+            "early": hs.fit_weights(early, book.events, model),
+            "everything": hs.fit_weights(book.snapshots, book.events, model),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,12 @@ def test_data_hash_reads_values_not_order(book):
     s = book.snapshots
     shuffled = s.sample(fraction=1.0, shuffle=True, seed=3).select(list(reversed(s.columns)))
     assert data_hash(s) == data_hash(shuffled)
-    changed = s.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.col("login_days") + 1)
-                             .otherwise(pl.col("login_days")).alias("login_days"))
+    changed = s.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7)
+        .then(pl.col("login_days") + 1)
+        .otherwise(pl.col("login_days"))
+        .alias("login_days")
+    )
     assert data_hash(changed) != data_hash(s)
     assert data_hash(s.head(-1)) != data_hash(s)
 
@@ -110,20 +117,23 @@ def test_evaluate_refuses_a_model_that_saw_the_holdout_and_names_both_windows(bo
     labelled = hs.label_outcomes(book.snapshots, book.events, horizon="90d")
     split = E.time_split(labelled, horizon="90d")[2]
     assert "'fitted on all weeks'" in msg and "saw the holdout" in msg
-    assert f"from {first} with outcomes seen until {until}" in msg          # the training window
-    assert f"holdout is snapshots {split} .." in msg                          # the holdout
+    assert f"from {first} with outcomes seen until {until}" in msg  # the training window
+    assert f"holdout is snapshots {split} .." in msg  # the holdout
     assert "--allow-overlap" in msg and f"--until {split}" in msg
     # a model fitted before the holdout passes
-    ev = E.evaluate(book.snapshots, book.events, {"hand-set": hand, "fitted": fits["early"].suggested_model()},
-                    split=fits["early"].fitted["observed_until"] + dt.timedelta(days=1))
+    ev = E.evaluate(
+        book.snapshots,
+        book.events,
+        {"hand-set": hand, "fitted": fits["early"].suggested_model()},
+        split=fits["early"].fitted["observed_until"] + dt.timedelta(days=1),
+    )
     assert ev.overlaps == {}
     assert not str(ev.summary()).startswith("overlap")
 
 
 def test_allow_overlap_marks_every_chart_and_the_first_summary_line(book, fits):
     seen = fits["everything"].suggested_model()
-    ev = E.evaluate(book.snapshots, book.events, {"hand-set": hs.load_model(MODEL), "seen": seen},
-                    allow_overlap=True)
+    ev = E.evaluate(book.snapshots, book.events, {"hand-set": hs.load_model(MODEL), "seen": seen}, allow_overlap=True)
     assert list(ev.overlaps) == ["seen"]
     assert str(ev.summary()).splitlines()[0].startswith("overlap: this model saw the holdout: seen")
     assert E.key_table_text(ev).splitlines()[0].startswith("overlap: this model saw the holdout: seen")
@@ -143,19 +153,43 @@ def _printed_commands(out: str, name: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_printed_evaluate_command_runs_as_printed_and_reproduces_the_auc(files, book, cut, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_printed_evaluate_command_runs_as_printed_and_reproduces_the_auc(
+    files, book, cut, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     fitted = tmp_path / "fitted.toml"
-    assert cli.main(["fit", "--model", str(MODEL), "--data", str(files / "snapshots.parquet"),
-                     "--events", str(files / "events.parquet"), "--until", str(cut), "--out", str(fitted)]) == 0
+    assert (
+        cli.main(
+            [
+                "fit",
+                "--model",
+                str(MODEL),
+                "--data",
+                str(files / "snapshots.parquet"),
+                "--events",
+                str(files / "events.parquet"),
+                "--until",
+                str(cut),
+                "--out",
+                str(fitted),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     (command,) = _printed_commands(out, "evaluate")
     model = hs.load_model(fitted)
     split = model.fitted["observed_until"] + dt.timedelta(days=1)
-    for flag, value in [("--model", str(MODEL)), ("--model", str(fitted)), ("--outcome", "churned"),
-                        ("--horizon", "90d"), ("--split", str(split)), ("--by", "segment"),
-                        ("--data", str(files / "snapshots.parquet")), ("--events", str(files / "events.parquet"))]:
+    for flag, value in [
+        ("--model", str(MODEL)),
+        ("--model", str(fitted)),
+        ("--outcome", "churned"),
+        ("--horizon", "90d"),
+        ("--split", str(split)),
+        ("--by", "segment"),
+        ("--data", str(files / "snapshots.parquet")),
+        ("--events", str(files / "events.parquet")),
+    ]:
         assert (flag, value) in list(zip(command, command[1:])), flag
     assert cli.main(command[1:]) == 0  # as printed
     printed = capsys.readouterr().out
@@ -169,8 +203,14 @@ def test_printed_evaluate_command_runs_as_printed_and_reproduces_the_auc(files, 
 @pytest.mark.slow
 def test_a_fit_on_every_week_prints_how_to_keep_a_holdout(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    base = ["--model", str(MODEL), "--data", str(files / "snapshots.parquet"),
-            "--events", str(files / "events.parquet")]
+    base = [
+        "--model",
+        str(MODEL),
+        "--data",
+        str(files / "snapshots.parquet"),
+        "--events",
+        str(files / "events.parquet"),
+    ]
     assert cli.main(["fit", *base, "--out", str(tmp_path / "all.toml")]) == 0
     out = capsys.readouterr().out
     assert "no later weeks are left to test it on" in out
@@ -193,8 +233,20 @@ def test_a_fit_on_every_week_prints_how_to_keep_a_holdout(files, tmp_path, monke
 def test_fit_shapes_from_the_command_line(files, cut, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "shapes.toml"
-    argv = ["fit", "--shapes", "--model", str(MODEL), "--data", str(files / "snapshots.parquet"),
-            "--events", str(files / "events.parquet"), "--until", str(cut), "--out", str(out)]
+    argv = [
+        "fit",
+        "--shapes",
+        "--model",
+        str(MODEL),
+        "--data",
+        str(files / "snapshots.parquet"),
+        "--events",
+        str(files / "events.parquet"),
+        "--until",
+        str(cut),
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("Learned shapes for 'churned' within 90d")

@@ -1,5 +1,6 @@
 """The sample portfolio's raw layer: building it on either engine gives back the portfolio's
 event-derived, subscription and CRM columns and its outcome events, exactly; it is deterministic."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,7 @@ from healthscore.spec.metrics import load_spec
 TODAY = dt.date(2027, 6, 1)  # after every generated date, so the checks on future events stay quiet
 KEYS = ["account_id", "as_of"]
 COUNTS = ["active_users", "login_days", "tickets_opened", "high_sev_tickets", "seats_purchased"]
-VALUES = ["api_calls", "csat", "nps", "csm_assessment", "exec_sponsor_engaged", "champion_left",
-          "days_invoice_overdue"]
+VALUES = ["api_calls", "csat", "nps", "csm_assessment", "exec_sponsor_engaged", "champion_left", "days_invoice_overdue"]
 TEXTS = ["segment", "touch_model", "industry", "region", "csm"]
 OUTCOME_KEYS = ["account_id", "date", "event"]
 
@@ -62,10 +62,13 @@ def sample_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.Dat
     contracting ones among them), with the bundled snapshots and events of those accounts."""
     sample = load_sample()
     ev = sample.events
-    wanted = pl.concat([
-        ev.filter(pl.col("event") == e)["account_id"].unique().sort().head(20) for e in ("churned", "expanded",
-                                                                                       "contracted")
-    ] + [sample.snapshots["account_id"].unique().sort().head(60)]).unique()
+    wanted = pl.concat(
+        [
+            ev.filter(pl.col("event") == e)["account_id"].unique().sort().head(20)
+            for e in ("churned", "expanded", "contracted")
+        ]
+        + [sample.snapshots["account_id"].unique().sort().head(60)]
+    ).unique()
     raw = sample.raw
     keep = pl.col("account_id").is_in(wanted.implode())
     cut = RawLayer(raw.events.filter(keep), raw.subscriptions.filter(keep), raw.crm.filter(keep), raw.spec_toml)
@@ -97,15 +100,24 @@ def test_churn_is_where_the_subscriptions_end(small: Portfolio) -> None:
     assert inner["end"].equals(inner["next"].alias("end"))  # each row ends the day the next one starts
     ends = subs.group_by("account_id").agg(pl.col("end").last()).filter(pl.col("end").is_not_null())
     churn = small.events.filter(pl.col("event") == "churned")
-    assert ends.select("account_id", pl.col("end").alias("date")).sort("account_id").equals(
-        churn.select("account_id", "date").sort("account_id"))
+    assert (
+        ends.select("account_id", pl.col("end").alias("date"))
+        .sort("account_id")
+        .equals(churn.select("account_id", "date").sort("account_id"))
+    )
 
 
 def test_events_lie_in_their_snapshot_week(small: Portfolio) -> None:
     ev = small.raw.events.with_columns(pl.col("time").dt.date().alias("day"))
     weeks = small.snapshots.select("account_id", "as_of")
-    placed = ev.join_asof(weeks.sort("as_of"), left_on="day", right_on="as_of", by="account_id",
-                          strategy="forward", check_sortedness=False)
+    placed = ev.join_asof(
+        weeks.sort("as_of"),
+        left_on="day",
+        right_on="as_of",
+        by="account_id",
+        strategy="forward",
+        check_sortedness=False,
+    )
     assert placed["as_of"].null_count() == 0  # nothing after an account's last snapshot
     assert ((placed["as_of"] - placed["day"]).dt.total_days() <= 6).all()
     assert set(ev["event"]) == {"session", "login", "api_calls", "ticket_opened", "csat_response", "nps_response"}
@@ -125,11 +137,16 @@ def test_raw_layer_is_deterministic_and_lazy() -> None:
 
 def test_compare_built_reports_a_difference(small: Portfolio) -> None:
     changed = small.snapshots.with_columns(
-        pl.when(pl.col("account_id") == small.snapshots["account_id"][0]).then(pl.col("login_days") + 1)
-        .otherwise(pl.col("login_days")).alias("login_days"))
+        pl.when(pl.col("account_id") == small.snapshots["account_id"][0])
+        .then(pl.col("login_days") + 1)
+        .otherwise(pl.col("login_days"))
+        .alias("login_days")
+    )
     table = compare_built(changed.with_columns(mrr=pl.col("arr") / 12), small.snapshots)
     differ = dict(table.select("metric", "differ").iter_rows())
-    assert differ["login_days"] == small.snapshots.filter(pl.col("account_id") == small.snapshots["account_id"][0]).height
+    assert (
+        differ["login_days"] == small.snapshots.filter(pl.col("account_id") == small.snapshots["account_id"][0]).height
+    )
     assert sum(differ.values()) == differ["login_days"]
 
 
@@ -145,11 +162,28 @@ def test_spec_reads_and_names_its_tables(small: Portfolio, small_spec: Path) -> 
 def test_sample_command_writes_the_raw_layer_and_build_rebuilds_it(tmp_path: Path, capsys) -> None:
     out = tmp_path / "s"
     assert cli.main(["sample", "--out", str(out), "--accounts", "40", "--weeks", "8", "--seed", "2", "--raw"]) == 0
-    assert sorted(p.name for p in (out / "raw").iterdir()) == ["crm.parquet", "events.parquet", "spec.toml",
-                                                             "subscriptions.parquet"]
+    assert sorted(p.name for p in (out / "raw").iterdir()) == [
+        "crm.parquet",
+        "events.parquet",
+        "spec.toml",
+        "subscriptions.parquet",
+    ]
     built = tmp_path / "built.parquet"
-    assert cli.main(["build", "--spec", str(out / "raw" / "spec.toml"), "--out", str(built), "--engine", "duckdb",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "build",
+                "--spec",
+                str(out / "raw" / "spec.toml"),
+                "--out",
+                str(built),
+                "--engine",
+                "duckdb",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     check_equal(pl.read_parquet(built), pl.read_parquet(out / "snapshots.parquet"))
     assert "raw layer" in capsys.readouterr().out
 
@@ -163,8 +197,9 @@ def test_demo_starts_by_building_from_raw_events(tmp_path: Path, small: Portfoli
     assert f"built {small.snapshots.height:,} snapshots of 150 accounts" in text
     assert "columns equal to the bundled snapshots on every row" in text and "DIFFERENT" not in text
     assert f"{small.events.height} outcome events equal to the bundled events" in text
-    broken = Portfolio(small.snapshots.with_columns(pl.col("nps") + 1), small.accounts, small.events, small.truth,
-                       small.origin)
+    broken = Portfolio(
+        small.snapshots.with_columns(pl.col("nps") + 1), small.accounts, small.events, small.truth, small.origin
+    )
     monkeypatch.setattr(demo_raw, "load_sample", lambda: broken)
     good = small.raw
     monkeypatch.setattr(Portfolio, "raw", property(lambda self: good))  # raw data of the unbroken one

@@ -4,6 +4,7 @@ sees and keep a screenshot in ``build/test-artifacts/``.
 Needs Debian's ``/usr/bin/chromium``. When it is missing the test fails with a clear message,
 unless ``HEALTHSCORE_NO_BROWSER=1`` says this machine has no browser on purpose.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,21 @@ from tests.test_scorecards import MODEL_TOML
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # the model of the scorecard tests plus a relationship area with a yes/no metric
-MODEL = MODEL_TOML + """
+MODEL = (
+    MODEL_TOML
+    + """
 [categories.relationship]
 label = "Relationship"
 [[metrics]]
@@ -39,6 +50,7 @@ label = "Executive sponsor engaged"
 description = "An executive sponsor met us in the last 90 days"
 action = "Schedule an executive business review."
 """
+)
 
 
 def _browser_or_fail() -> None:
@@ -46,8 +58,10 @@ def _browser_or_fail() -> None:
         return
     if os.environ.get("HEALTHSCORE_NO_BROWSER") == "1":
         pytest.skip("HEALTHSCORE_NO_BROWSER=1: no browser on this machine by choice")
-    pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) "
-                "or set HEALTHSCORE_NO_BROWSER=1 to skip the browser tests on purpose")
+    pytest.fail(
+        f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) "
+        "or set HEALTHSCORE_NO_BROWSER=1 to skip the browser tests on purpose"
+    )
 
 
 @pytest.mark.browser
@@ -63,8 +77,9 @@ def test_scorecard_in_a_browser(tmp_path):
     latest = scores.filter(scores["as_of"] == scores["as_of"].max()).drop_nulls("score").sort("account_id")
     account = latest["account_id"][0]
     card = cards.scorecard_data(scores, model, account, snapshots=portfolio.snapshots)
-    outputs = [nbformat.v4.new_output("display_data", data={"text/html": part})
-               for part in card_html.scorecard_sections(card)]
+    outputs = [
+        nbformat.v4.new_output("display_data", data={"text/html": part}) for part in card_html.scorecard_sections(card)
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
     page_path = tmp_path / f"{batch_run.safe_name(account)}.html"
     reports.export_html(nb, page_path, title=f"{card.company_name}: health scorecard")
@@ -112,8 +127,9 @@ def _sample_customer_page(tmp_path: Path) -> Path:
     latest = scores.filter(pl.col("as_of") == last).drop_nulls("score").sort("score", "account_id")
     card = cards.scorecard_data(scores, model, latest["account_id"][0], snapshots=snaps)
     assert card.audience == "customer" and card.metrics.height >= 5
-    outputs = [nbformat.v4.new_output("display_data", data={"text/html": part})
-               for part in card_html.scorecard_sections(card)]
+    outputs = [
+        nbformat.v4.new_output("display_data", data={"text/html": part}) for part in card_html.scorecard_sections(card)
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
     page_path = tmp_path / "sample-card.html"
     reports.export_html(nb, page_path, title=f"{card.company_name}: health scorecard")
@@ -125,8 +141,10 @@ def _pdf_pages(data: bytes) -> int:
         import pypdf  # optional: a real PDF reader when the venv has one
     except ImportError:
         import re
+
         return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))
     import io
+
     return len(pypdf.PdfReader(io.BytesIO(data)).pages)
 
 
@@ -161,8 +179,13 @@ def test_customer_scorecard_prints_on_one_page_and_fits_a_phone(tmp_path):
             browser.close()
     assert pages == {"A4": 1, "Letter": 1}, pages
     # nothing customer-relevant is dropped from the printed page
-    for heading in ("Trend over the last 26 weeks", "Scores by area", "What the score is made of",
-                    "Recommended next steps", "Your account"):
+    for heading in (
+        "Trend over the last 26 weeks",
+        "Scores by area",
+        "What the score is made of",
+        "Recommended next steps",
+        "Your account",
+    ):
         assert heading in text
 
 
@@ -174,6 +197,7 @@ _BADGE_STYLES = """() => [...document.querySelectorAll('.band')].map(e => {
 
 def _rgb(css: str) -> str:
     import re
+
     r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
     return f"#{r:02x}{g:02x}{b:02x}"
 

@@ -4,6 +4,7 @@ The batch tests run the real notebook in warm kernels on a small portfolio whose
 company names are distinctive random words, so a leak of another account would be found by a
 plain substring search.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -107,16 +108,47 @@ def _hand_snapshots() -> pl.DataFrame:
     rows = []
     for i, d in enumerate(weeks):
         last = i == len(weeks) - 1
-        rows.append({"account_id": "a", "as_of": d, "company_name": "Alpha Widgets", "segment": "core",
-                     "csm": "Casey Internal", "arr": 50_000.0, "login_days": 1.0 if last else 5.0,
-                     "key_feature_adoption": 0.5, "csat": None if last else 5.0})
+        rows.append(
+            {
+                "account_id": "a",
+                "as_of": d,
+                "company_name": "Alpha Widgets",
+                "segment": "core",
+                "csm": "Casey Internal",
+                "arr": 50_000.0,
+                "login_days": 1.0 if last else 5.0,
+                "key_feature_adoption": 0.5,
+                "csat": None if last else 5.0,
+            }
+        )
     for k in range(1, 7):
-        rows.append({"account_id": f"p{k}", "as_of": weeks[-1], "company_name": f"Peer {k}", "segment": "core",
-                     "csm": "Casey Internal", "arr": 10_000.0, "login_days": float(k - 1),
-                     "key_feature_adoption": 1.0 if k == 6 else 0.5, "csat": 5.0 if k == 6 else 3.0})
+        rows.append(
+            {
+                "account_id": f"p{k}",
+                "as_of": weeks[-1],
+                "company_name": f"Peer {k}",
+                "segment": "core",
+                "csm": "Casey Internal",
+                "arr": 10_000.0,
+                "login_days": float(k - 1),
+                "key_feature_adoption": 1.0 if k == 6 else 0.5,
+                "csat": 5.0 if k == 6 else 3.0,
+            }
+        )
     for k in range(3):
-        rows.append({"account_id": f"t{k}", "as_of": weeks[-1], "company_name": f"Tiny {k}", "segment": "tiny",
-                     "csm": None, "arr": 1_000.0, "login_days": 2.0, "key_feature_adoption": 0.2, "csat": 4.0})
+        rows.append(
+            {
+                "account_id": f"t{k}",
+                "as_of": weeks[-1],
+                "company_name": f"Tiny {k}",
+                "segment": "tiny",
+                "csm": None,
+                "arr": 1_000.0,
+                "login_days": 2.0,
+                "key_feature_adoption": 0.2,
+                "csat": 4.0,
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -245,8 +277,9 @@ def test_as_of_picks_an_earlier_snapshot(hand, model):
 def test_markup_in_names_and_labels_is_inert(hand, model):
     snaps, _ = hand
     evil = "<script>alert(1)</script>"
-    snaps = snaps.with_columns(pl.when(pl.col("account_id") == "a").then(pl.lit(evil))
-                               .otherwise(pl.col("company_name")).alias("company_name"))
+    snaps = snaps.with_columns(
+        pl.when(pl.col("account_id") == "a").then(pl.lit(evil)).otherwise(pl.col("company_name")).alias("company_name")
+    )
     card = cards.scorecard_data(hs.score(snaps, model), model, "a")
     page = reports.export_html(_notebook_of(card_html.scorecard_sections(card)), None, title=evil)
     assert "<script" not in page
@@ -277,23 +310,45 @@ def test_export_html_has_no_code_inputs_or_widget_state(tmp_path):
     import altair as alt
 
     chart = alt.Chart(pl.DataFrame({"x": [1, 2], "y": [3, 4]})).mark_line().encode(x="x", y="y")
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Title"),
-        nbformat.v4.new_code_cell("import secret_module_name", outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text="printed secret"),
-            nbformat.v4.new_output("display_data", data={
-                "application/vnd.vegalite.v6+json": chart.to_dict(), "text/plain": "<VegaLite 6 object>"}),
-            nbformat.v4.new_output("display_data", data={
-                "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2},
-                "text/plain": "IntSlider()"}),
-            nbformat.v4.new_output("display_data", data={"text/html": "<p>kept</p><script>evil()</script>"}),
-        ])])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title"),
+            nbformat.v4.new_code_cell(
+                "import secret_module_name",
+                outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="printed secret"),
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"application/vnd.vegalite.v6+json": chart.to_dict(), "text/plain": "<VegaLite 6 object>"},
+                    ),
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={
+                            "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2},
+                            "text/plain": "IntSlider()",
+                        },
+                    ),
+                    nbformat.v4.new_output("display_data", data={"text/html": "<p>kept</p><script>evil()</script>"}),
+                ],
+            ),
+        ]
+    )
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc123": {}}}}
     out = tmp_path / "r.html"
     page = reports.export_html(nb, out, title="T")
     assert out.read_text() == page
-    for banned in ("secret_module_name", "printed secret", "jp-InputArea", "widget-state", "abc123",
-                   "<script", "IntSlider", "VegaLite 6 object", "In&nbsp;[", "\u00b6"):
+    for banned in (
+        "secret_module_name",
+        "printed secret",
+        "jp-InputArea",
+        "widget-state",
+        "abc123",
+        "<script",
+        "IntSlider",
+        "VegaLite 6 object",
+        "In&nbsp;[",
+        "\u00b6",
+    ):
         assert banned not in page, banned  # \u00b6: the pilcrow anchor after each heading
     assert "<h1" in page and "<p>kept</p>" in page and "<svg" in page
     assert "@media print" in page  # print-friendly CSS is inline
@@ -355,24 +410,38 @@ def portfolio(tmp_path_factory, model):
     names[2] = "<script>alert(1)</script>"
     segments = ["smallco"] * 3 + ["core"] * (len(old) - 3)
     mapping = pl.DataFrame({"account_id": old, "new_id": ids, "new_name": names, "new_segment": segments})
-    snaps = (p.snapshots.join(mapping, on="account_id")
-             .drop("account_id", "company_name", "segment")
-             .rename({"new_id": "account_id", "new_name": "company_name", "new_segment": "segment"}))
+    snaps = (
+        p.snapshots.join(mapping, on="account_id")
+        .drop("account_id", "company_name", "segment")
+        .rename({"new_id": "account_id", "new_name": "company_name", "new_segment": "segment"})
+    )
     folder = tmp_path_factory.mktemp("portfolio")
     snaps.write_parquet(folder / "snapshots.parquet")
     scores = hs.score(snaps, model)
     scores.write_parquet(folder / "scores.parquet")
-    return {"folder": folder, "snapshots": snaps, "scores": scores, "ids": ids, "names": names,
-            "segments": dict(zip(ids, segments))}
+    return {
+        "folder": folder,
+        "snapshots": snaps,
+        "scores": scores,
+        "ids": ids,
+        "names": names,
+        "segments": dict(zip(ids, segments)),
+    }
 
 
 @pytest.fixture(scope="module")
 def batch(portfolio, model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("cards")
     accounts = portfolio["ids"] + ["accMISSING"]
-    run = batch_run.render_scorecards(portfolio["folder"] / "scores.parquet", model_path, accounts, out,
-                                    snapshots=portfolio["folder"] / "snapshots.parquet", workers=2,
-                                    progress=False)
+    run = batch_run.render_scorecards(
+        portfolio["folder"] / "scores.parquet",
+        model_path,
+        accounts,
+        out,
+        snapshots=portfolio["folder"] / "snapshots.parquet",
+        workers=2,
+        progress=False,
+    )
     return run
 
 
@@ -426,8 +495,17 @@ def test_reports_are_static_and_safe(batch, portfolio):
     evil_id = portfolio["ids"][2]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[evil_id]
     for aid, page in pages.items():
-        for banned in ("<script", "jp-InputArea", "jp-CodeCell", "widget-state", "card_html.scorecard(",
-                       "import ", "account_id =", "Casey", "Internal only"):
+        for banned in (
+            "<script",
+            "jp-InputArea",
+            "jp-CodeCell",
+            "widget-state",
+            "card_html.scorecard(",
+            "import ",
+            "account_id =",
+            "Casey",
+            "Internal only",
+        ):
             assert banned not in page, (aid, banned)
         assert ("<svg" in page or "Not enough history" in page) and "@media print" in page
         assert not re.search(r"""(src|href)=["']https?://""", page)
@@ -458,8 +536,19 @@ def test_reports_show_not_applicable_and_hide_small_cohorts(batch, portfolio):
 @pytest.mark.slow
 def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path, capsys):
     ids = portfolio["ids"][3:5]
-    argv = ["scorecards", "--model", str(model_path), "--scores", str(portfolio["folder"] / "scores.parquet"),
-            "--accounts", ",".join(ids), "--out", str(tmp_path), "--workers", "1"]
+    argv = [
+        "scorecards",
+        "--model",
+        str(model_path),
+        "--scores",
+        str(portfolio["folder"] / "scores.parquet"),
+        "--accounts",
+        ",".join(ids),
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
     assert cli.main(argv) == 0
     first = pl.read_csv(tmp_path / "manifest.csv")
     assert first["status"].to_list() == ["rendered", "rendered"]
@@ -473,7 +562,9 @@ def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path, capsy
 
     # a changed model needs scores of its own: the old scores are refused with it
     changed = tmp_path / "changed.toml"
-    changed.write_text(MODEL_TOML.replace('name = "csat"\ncolumn = "csat"', 'name = "csat"\ncolumn = "csat"\nweight = 3'))
+    changed.write_text(
+        MODEL_TOML.replace('name = "csat"\ncolumn = "csat"', 'name = "csat"\ncolumn = "csat"\nweight = 3')
+    )
     argv_changed = argv.copy()
     argv_changed[2] = str(changed)
     assert cli.main(argv_changed) == 1
@@ -494,13 +585,30 @@ def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path, capsy
 def test_notebook_runs_by_hand_with_papermill(portfolio, model_path, tmp_path):
     aid = portfolio["ids"][5]
     out = tmp_path / "by_hand.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "scorecard.ipynb"), str(out),
-           "-p", "account_id", aid, "-p", "scores", str(portfolio["folder"] / "scores.parquet"),
-           "-p", "model", str(model_path), "-k", "python3", "--no-progress-bar"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(ROOT / "notebooks" / "scorecard.ipynb"),
+        str(out),
+        "-p",
+        "account_id",
+        aid,
+        "-p",
+        "scores",
+        str(portfolio["folder"] / "scores.parquet"),
+        "-p",
+        "model",
+        str(model_path),
+        "-k",
+        "python3",
+        "--no-progress-bar",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     nb = nbformat.read(out, as_version=4)
-    shown = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.outputs)
+    shown = "".join(
+        o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
     assert html.escape(portfolio["names"][5]) in shown and "<svg" in shown
 
 

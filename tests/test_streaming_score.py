@@ -3,6 +3,7 @@ scores written as they come. The scores must equal the in-memory ``score`` bit f
 without ``as_of``, whatever the size of a part; a problem in the file is reported as
 ``read_snapshots`` reports it; ``as_of`` reads only the history that date needs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,8 +33,7 @@ def book(tmp_path_factory):
     p = hs.make_portfolio(n_accounts=60, n_weeks=30, seed=11)
     snaps = p.snapshots
     # drop a scattering of rows so some accounts have holes in their history
-    snaps = (snaps.with_row_index("__i").filter((pl.col("__i") % 17 != 3) | (pl.col("__i") < 40))
-             .drop("__i"))
+    snaps = snaps.with_row_index("__i").filter((pl.col("__i") % 17 != 3) | (pl.col("__i") < 40)).drop("__i")
     folder = tmp_path_factory.mktemp("stream")
     snaps.write_parquet(folder / "snapshots.parquet")
     snaps.write_csv(folder / "snapshots.csv")
@@ -56,13 +56,15 @@ def test_history_rows_follows_the_trend_window(model):
 def test_streamed_scores_equal_the_in_memory_scores(book, model, tmp_path, rows_per_part):
     folder, snaps = book
     expected = scoring.score(snaps, model)
-    done = scoring.score_to_file(scan_snapshots(folder / "snapshots.parquet"), model, tmp_path / "s.parquet",
-                                 rows_per_part=rows_per_part)
+    done = scoring.score_to_file(
+        scan_snapshots(folder / "snapshots.parquet"), model, tmp_path / "s.parquet", rows_per_part=rows_per_part
+    )
     _same(pl.read_parquet(done.path), expected)
     assert (done.rows, done.accounts) == (expected.height, expected["account_id"].n_unique())
     latest = expected.sort("account_id", "as_of").group_by("account_id").last()
-    assert done.latest.sort("account_id").select("score", "band").equals(
-        latest.sort("account_id").select("score", "band"))
+    assert (
+        done.latest.sort("account_id").select("score", "band").equals(latest.sort("account_id").select("score", "band"))
+    )
 
 
 def test_every_as_of_equals_the_in_memory_scores(book, model, tmp_path):
@@ -85,27 +87,35 @@ def test_csv_in_and_out_equal_the_in_memory_path(book, model, tmp_path):
     folder, _ = book
     snaps = read_snapshots(folder / "snapshots.csv")  # typed from text, as the command reads CSV
     expected = scoring.score(snaps, model)
-    scoring.score_to_file(scan_snapshots(folder / "snapshots.csv"), model, tmp_path / "s.csv",
-                                 rows_per_part=200)
+    scoring.score_to_file(scan_snapshots(folder / "snapshots.csv"), model, tmp_path / "s.csv", rows_per_part=200)
     expected.write_csv(tmp_path / "expected.csv")
     assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
 
 
 def test_text_columns_are_typed_on_the_whole_file_not_per_part(tmp_path):
     """A column numeric in most of the file but not in one part keeps one type everywhere."""
-    model = ScoreModel("t", "1", [Metric("x", "x", "c", params={"points": [[0, 0], [10, 100]]})],
-                       {"c": Category("c", 1)}, [Band(*b) for b in DEFAULT_BANDS])
+    model = ScoreModel(
+        "t",
+        "1",
+        [Metric("x", "x", "c", params={"points": [[0, 0], [10, 100]]})],
+        {"c": Category("c", 1)},
+        [Band(*b) for b in DEFAULT_BANDS],
+    )
     n = 40
-    frame = pl.DataFrame({"account_id": [f"a{i:02d}" for i in range(n)], "as_of": [dt.date(2026, 1, 5)] * n,
-                          "x": [float(i % 10) for i in range(n)],
-                          # text in the first part only; numbers (90%) elsewhere: numeric overall
-                          "seats": [" n/a " if i < 4 else str(i) for i in range(n)]})
+    frame = pl.DataFrame(
+        {
+            "account_id": [f"a{i:02d}" for i in range(n)],
+            "as_of": [dt.date(2026, 1, 5)] * n,
+            "x": [float(i % 10) for i in range(n)],
+            # text in the first part only; numbers (90%) elsewhere: numeric overall
+            "seats": [" n/a " if i < 4 else str(i) for i in range(n)],
+        }
+    )
     frame.write_parquet(tmp_path / "in.parquet")
     with pytest.raises(ValidationError) as whole:
         read_snapshots(tmp_path / "in.parquet")
     with pytest.raises(ValidationError) as parts:
-        scoring.score_to_file(scan_snapshots(tmp_path / "in.parquet"), model, tmp_path / "s.parquet",
-                              rows_per_part=4)
+        scoring.score_to_file(scan_snapshots(tmp_path / "in.parquet"), model, tmp_path / "s.parquet", rows_per_part=4)
     assert "'seats'" in str(parts.value) and "row 1 (' n/a ')" in str(parts.value)
     assert str(parts.value).splitlines()[1] == str(whole.value).splitlines()[1]
     assert not (tmp_path / "s.parquet").exists()  # nothing written, not even half a file
@@ -118,8 +128,9 @@ def test_a_repeated_snapshot_is_reported_like_read_snapshots(book, model, tmp_pa
     with pytest.raises(ValidationError) as whole:
         read_snapshots(tmp_path / "bad.parquet")
     with pytest.raises(ValidationError) as parts:
-        scoring.score_to_file(scan_snapshots(tmp_path / "bad.parquet"), model, tmp_path / "s.parquet",
-                              rows_per_part=300)
+        scoring.score_to_file(
+            scan_snapshots(tmp_path / "bad.parquet"), model, tmp_path / "s.parquet", rows_per_part=300
+        )
     assert str(parts.value) == str(whole.value)
     assert "duplicate" in str(parts.value) or "share an (account_id, as_of)" in str(parts.value)
 
@@ -129,12 +140,12 @@ def test_as_of_reads_only_the_history_it_needs(model, tmp_path):
     while scoring the whole history reports it."""
     snaps = hs.make_portfolio(n_accounts=60, n_weeks=30, seed=11).snapshots  # no holes: no older rows needed
     first = snaps["as_of"].min()
-    broken = snaps.with_columns(pl.when(pl.col("as_of") == first).then(-5.0).otherwise(pl.col("login_days"))
-                                .alias("login_days"))
+    broken = snaps.with_columns(
+        pl.when(pl.col("as_of") == first).then(-5.0).otherwise(pl.col("login_days")).alias("login_days")
+    )
     broken.write_parquet(tmp_path / "broken.parquet")
     last = snaps["as_of"].max()
-    done = scoring.score_to_file(scan_snapshots(tmp_path / "broken.parquet"), model, tmp_path / "s.parquet",
-                                 as_of=last)
+    done = scoring.score_to_file(scan_snapshots(tmp_path / "broken.parquet"), model, tmp_path / "s.parquet", as_of=last)
     _same(pl.read_parquet(done.path), scoring.score(snaps, model, as_of=last))
     with pytest.raises(ValidationError, match="negative"):
         scoring.score_to_file(scan_snapshots(tmp_path / "broken.parquet"), model, tmp_path / "all.parquet")
@@ -144,8 +155,17 @@ def test_the_command_writes_what_score_returns(book, model, tmp_path, capsys):
     folder, snaps = book
     model_path = tmp_path / "model.toml"
     model.save(model_path)
-    argv = ["score", "--model", str(model_path), "--data", str(folder / "snapshots.parquet"),
-            "--out", str(tmp_path / "scores.parquet"), "--as-of", str(snaps["as_of"].max())]
+    argv = [
+        "score",
+        "--model",
+        str(model_path),
+        "--data",
+        str(folder / "snapshots.parquet"),
+        "--out",
+        str(tmp_path / "scores.parquet"),
+        "--as-of",
+        str(snaps["as_of"].max()),
+    ]
     assert cli.main(argv) == 0
     _same(pl.read_parquet(tmp_path / "scores.parquet"), scoring.score(snaps, model, as_of=snaps["as_of"].max()))
     out = capsys.readouterr().out
@@ -153,20 +173,27 @@ def test_the_command_writes_what_score_returns(book, model, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-@given(n_accounts=st.integers(1, 12), n_weeks=st.integers(1, 16), part=st.sampled_from([1, 40, 1000]),
-       holes=st.integers(2, 9), as_of_index=st.one_of(st.none(), st.integers(0, 15)))
+@given(
+    n_accounts=st.integers(1, 12),
+    n_weeks=st.integers(1, 16),
+    part=st.sampled_from([1, 40, 1000]),
+    holes=st.integers(2, 9),
+    as_of_index=st.one_of(st.none(), st.integers(0, 15)),
+)
 @settings(max_examples=12, deadline=None)
-def test_streaming_equals_in_memory_on_random_books(tmp_path_factory, model, n_accounts, n_weeks, part,
-                                                    holes, as_of_index):
+def test_streaming_equals_in_memory_on_random_books(
+    tmp_path_factory, model, n_accounts, n_weeks, part, holes, as_of_index
+):
     folder = tmp_path_factory.mktemp("random")
     p = hs.make_portfolio(n_accounts=n_accounts, n_weeks=n_weeks, seed=n_accounts * 31 + n_weeks)
-    snaps = (p.snapshots.with_row_index("__i").filter(pl.col("__i") % holes != 1).drop("__i"))
+    snaps = p.snapshots.with_row_index("__i").filter(pl.col("__i") % holes != 1).drop("__i")
     if snaps.is_empty():
         return
     snaps.write_parquet(folder / "in.parquet")
     snaps = read_snapshots(folder / "in.parquet")
     dates = snaps["as_of"].unique().sort()
     day = None if as_of_index is None else dates[min(as_of_index, dates.len() - 1)]
-    done = scoring.score_to_file(scan_snapshots(folder / "in.parquet"), model, folder / "s.parquet",
-                                 as_of=day, rows_per_part=part)
+    done = scoring.score_to_file(
+        scan_snapshots(folder / "in.parquet"), model, folder / "s.parquet", as_of=day, rows_per_part=part
+    )
     _same(pl.read_parquet(done.path), scoring.score(snaps, model, as_of=day))

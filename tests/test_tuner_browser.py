@@ -8,6 +8,7 @@ and changes nothing until the confirmation box is ticked. Screenshots are kept u
 temporary directory (the path is printed). Without /usr/bin/chromium the test fails, unless
 HEALTHSCORE_NO_BROWSER=1 says this machine has no browser on purpose.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,16 @@ CLIPPED_JS = """
   return out;
 }
 """
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -97,24 +106,40 @@ def test_slider_moves_auc_in_jupyterlab(tmp_path):
         pytest.skip("HEALTHSCORE_NO_BROWSER=1: this machine runs without a browser on purpose")
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium; .ci/run does "
-        "this), or set HEALTHSCORE_NO_BROWSER=1 to leave the browser test out on purpose")
+        "this), or set HEALTHSCORE_NO_BROWSER=1 to leave the browser test out on purpose"
+    )
     from playwright.sync_api import sync_playwright
 
     root = _lab_root(tmp_path / "lab")
     home = tmp_path / "jupyter"
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+    )
     # the kernel imports the healthscore under test, whatever the server's working folder
     package_root = str(Path(hs.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "lab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    artifacts = tmp_path / "artifacts"              # kept with pytest's temporary directories
+    artifacts = tmp_path / "artifacts"  # kept with pytest's temporary directories
     artifacts.mkdir()
     shot = artifacts / "tuner_browser.png"
     print(f"screenshots: {artifacts}")
@@ -141,7 +166,7 @@ def test_slider_moves_auc_in_jupyterlab(tmp_path):
                 auc.wait_for(state="visible", timeout=240_000)
                 page.locator(".hs-tuner .vega-embed").first.wait_for(state="visible", timeout=60_000)
                 no_news = page.get_by_role("button", name="No", exact=True)
-                if no_news.count() and no_news.first.is_visible():   # the "Jupyter news?" toast
+                if no_news.count() and no_news.first.is_visible():  # the "Jupyter news?" toast
                     no_news.first.click()
                 before_auc = auc.inner_text()
                 before_counts = page.locator(".hs-tuner-bands").inner_text()
@@ -150,17 +175,20 @@ def test_slider_moves_auc_in_jupyterlab(tmp_path):
                 handle = page.locator(".hs-w-login_days .noUi-handle")
                 handle.scroll_into_view_if_needed()
                 handle.focus()
-                for _ in range(30):               # +3.0 in steps of 0.1
+                for _ in range(30):  # +3.0 in steps of 0.1
                     handle.press("ArrowRight")
                 page.wait_for_function(
                     "([before]) => { const e = document.querySelector('.hs-auc');"
-                    " return e && e.textContent.trim() !== before; }", arg=[before_auc], timeout=60_000)
+                    " return e && e.textContent.trim() !== before; }",
+                    arg=[before_auc],
+                    timeout=60_000,
+                )
                 after_auc = auc.inner_text()
                 after_counts = page.locator(".hs-tuner-bands").inner_text()
                 readout = page.locator(".hs-w-login_days .widget-readout").inner_text()
                 assert after_auc != before_auc
                 assert after_counts != before_counts
-                assert float(readout) == pytest.approx(5.0)     # 2.0 in the model + 3.0
+                assert float(readout) == pytest.approx(5.0)  # 2.0 in the model + 3.0
                 assert "(edited)" in page.locator(".hs-tuner").inner_text()
                 # a change this small is within the noise: no colour, and it says so
                 change = page.locator(".hs-auc-change")
@@ -172,7 +200,7 @@ def test_slider_moves_auc_in_jupyterlab(tmp_path):
                 page.locator(".hs-tuner-evidence .vega-embed svg .role-title").first.wait_for(timeout=60_000)
                 assert page.evaluate(CLIPPED_JS) == []
                 page.locator(".hs-tuner-summary").scroll_into_view_if_needed()
-                page.screenshot(path=str(artifacts / "evidence_1280x800.png"))      # what the reader sees
+                page.screenshot(path=str(artifacts / "evidence_1280x800.png"))  # what the reader sees
 
                 # fit, then adopt all: on this sample it leaves accounts unscored, so it must wait
                 page.locator(".hs-tuner button", has_text="fit weights").click()
@@ -186,8 +214,8 @@ def test_slider_moves_auc_in_jupyterlab(tmp_path):
                 assert warning.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(192, 57, 43)"
                 confirm = page.locator(".hs-confirm-drop input[type=checkbox]")
                 assert confirm.is_visible() and not confirm.is_checked()
-                page.wait_for_timeout(1_000)                       # give a wrongful update time to show
-                assert auc.inner_text() == auc_before_adopt        # blocked: the figures did not move
+                page.wait_for_timeout(1_000)  # give a wrongful update time to show
+                assert auc.inner_text() == auc_before_adopt  # blocked: the figures did not move
                 assert page.locator(".hs-tuner-bands").inner_text() == counts_before_adopt
                 assert "confirmation" in page.locator(".hs-tuner-status").inner_text()
                 assert page.evaluate(CLIPPED_JS) == []

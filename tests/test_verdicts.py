@@ -1,5 +1,6 @@
 """Evaluate concludes: the paired AUC difference against a brute-force bootstrap, and the verdicts,
 warnings and catch rates on constructed books where the answer is known."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -81,17 +82,26 @@ def book():
     hazard = 1 / (1 + np.exp(-(-4.2 + 1.4 * risk)))
     churn_week = rng.geometric(hazard)
     ids = [f"acc{k:04d}" for k in range(n_acc)]
-    events = pl.DataFrame({"account_id": [ids[k] for k in range(n_acc) if churn_week[k] < n_weeks],
-                           "date": [start + dt.timedelta(days=7 * int(churn_week[k]) - 3)
-                                    for k in range(n_acc) if churn_week[k] < n_weeks],
-                           "event": "churned"})
+    events = pl.DataFrame(
+        {
+            "account_id": [ids[k] for k in range(n_acc) if churn_week[k] < n_weeks],
+            "date": [
+                start + dt.timedelta(days=7 * int(churn_week[k]) - 3) for k in range(n_acc) if churn_week[k] < n_weeks
+            ],
+            "event": "churned",
+        }
+    )
     acc = np.repeat(np.arange(n_acc), n_weeks)
     week = np.tile(np.arange(n_weeks), n_acc)
-    snaps = pl.DataFrame({"account_id": [ids[k] for k in acc],
-                          "as_of": [start + dt.timedelta(days=7 * int(w)) for w in week],
-                          "segment": np.where(acc % 2 == 0, "smb", "enterprise")})
+    snaps = pl.DataFrame(
+        {
+            "account_id": [ids[k] for k in acc],
+            "as_of": [start + dt.timedelta(days=7 * int(w)) for w in week],
+            "segment": np.where(acc % 2 == 0, "smb", "enterprise"),
+        }
+    )
     noise = rng.normal(size=acc.size)
-    clear = 50 - 15 * risk[acc] + 3 * noise                       # reads the risk well
+    clear = 50 - 15 * risk[acc] + 3 * noise  # reads the risk well
     blurred = 50 - 15 * (risk[acc] + 2.5 * rng.normal(size=n_acc)[acc]) + 3 * noise  # reads it badly
 
     def frame(score: np.ndarray) -> pl.DataFrame:
@@ -99,8 +109,13 @@ def book():
         band = np.where(s < 40, "red", np.where(s < 70, "yellow", "green"))
         return snaps.select("account_id", "as_of").with_columns(score=pl.Series(s), band=pl.Series(band))
 
-    return {"snaps": snaps, "events": events, "clear": frame(clear), "blurred": frame(blurred),
-            "reversed": frame(100 - clear)}
+    return {
+        "snaps": snaps,
+        "events": events,
+        "clear": frame(clear),
+        "blurred": frame(blurred),
+        "reversed": frame(100 - clear),
+    }
 
 
 def _evaluate(book, models, **kw):
@@ -129,8 +144,14 @@ def test_a_clearly_better_model_gets_the_verdict(book, order):
     assert c["p_value"] < 0.01
     d, lo, hi = c["auc_difference"], c["auc_difference_lower"], c["auc_difference_upper"]
     assert c["verdict"] == f"clear ranks churners better than blurred: AUC {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    assert set(ev.comparisons.columns) >= {"model_a", "model_b", "auc_difference", "auc_difference_lower",
-                                           "auc_difference_upper", "verdict"}
+    assert set(ev.comparisons.columns) >= {
+        "model_a",
+        "model_b",
+        "auc_difference",
+        "auc_difference_lower",
+        "auc_difference_upper",
+        "verdict",
+    }
     assert ev.to_frame().height == 2  # the per-model table is unchanged
 
 
@@ -150,16 +171,21 @@ def test_red_and_red_plus_yellow_catch_rates_lead_the_summary(book):
     ev = _evaluate(book, {"clear": book["clear"]})
     r = ev.table.row(0, named=True)
     labelled = hs.label_outcomes(book["snaps"], book["events"], horizon="28d")
-    test = (labelled.filter(pl.col("as_of") >= ev.split).join(book["clear"], on=["account_id", "as_of"])
-            .select("band", "churned"))
+    test = (
+        labelled.filter(pl.col("as_of") >= ev.split)
+        .join(book["clear"], on=["account_id", "as_of"])
+        .select("band", "churned")
+    )
     churners = test.filter(pl.col("churned"))
     red = churners.filter(pl.col("band") == "red").height / churners.height
     red_yellow = churners.filter(pl.col("band") != "green").height / churners.height
     assert r["alarm_recall"] == pytest.approx(red) and r["alarm_watch_recall"] == pytest.approx(red_yellow)
     assert r["alarm_watch_share"] == pytest.approx(test.filter(pl.col("band") != "green").height / test.height)
     line = str(ev.summary()).splitlines()[1]
-    assert line == (f"  clear: red catches {red:.0%} of churners (flagging {r['alarm_share']:.0%} of snapshots); "
-                    f"red plus yellow {red_yellow:.0%} (flagging {r['alarm_watch_share']:.0%})")
+    assert line == (
+        f"  clear: red catches {red:.0%} of churners (flagging {r['alarm_share']:.0%} of snapshots); "
+        f"red plus yellow {red_yellow:.0%} (flagging {r['alarm_watch_share']:.0%})"
+    )
 
 
 def test_long_model_names_are_never_cut(book):

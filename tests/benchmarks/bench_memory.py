@@ -8,6 +8,7 @@
 
 Peak memory is the process's VmHWM (Linux), read in the process that ran the command.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,13 @@ _MAKE = textwrap.dedent("""
 
 def _make(folder: Path, accounts: int, weeks: int, name: str, model: str = "-") -> Path:
     out = folder / name
-    subprocess.run([sys.executable, "-c", _MAKE, str(accounts), str(weeks), str(out), model],
-                   cwd=ROOT, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-c", _MAKE, str(accounts), str(weeks), str(out), model],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     for p in folder.glob(f"{name}.*.parquet"):
         p.unlink()
     return out
@@ -77,8 +83,9 @@ def _make(folder: Path, accounts: int, weeks: int, name: str, model: str = "-") 
 
 def _peak(argv: list[str], mode: str = "command") -> tuple[float, float]:
     """Peak MB and seconds of one run in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", _RUN, json.dumps(argv), mode], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, json.dumps(argv), mode], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     info = json.loads(done.stdout.strip().splitlines()[-1])
     return info["hwm_kb"] / 1024, info["seconds"]
 
@@ -89,6 +96,7 @@ def _argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def _last_date(data: Path) -> str:
     import polars as pl
+
     return str(pl.scan_parquet(data).select(pl.col("as_of").max()).collect().item())
 
 
@@ -106,16 +114,45 @@ def bench_score_memory(sizes: tuple[int, ...] = (20_000, 100_000), weeks: int = 
             goal = f"<= {GB_PER_MILLION / 1024:g} GB per M rows"
             if i == 0:  # the former in-memory path, side by side, on the smaller file only
                 base, t_base = _peak(argv, mode="in-memory")
-                rows.append(Result("memory", f"score command, {millions:g}M x 20 (MB per M rows)",
-                                   ours / millions, base / millions, base / ours, goal,
-                                   ours / millions <= GB_PER_MILLION, unit="MB",
-                                   detail={**detail, "baseline_seconds": round(t_base, 1)}))
-                rows.append(Result("memory", f"score command time, {millions:g}M x 20 (info)", t_ours, t_base,
-                                   t_base / t_ours, "(streamed vs in memory)", None, detail=detail))
+                rows.append(
+                    Result(
+                        "memory",
+                        f"score command, {millions:g}M x 20 (MB per M rows)",
+                        ours / millions,
+                        base / millions,
+                        base / ours,
+                        goal,
+                        ours / millions <= GB_PER_MILLION,
+                        unit="MB",
+                        detail={**detail, "baseline_seconds": round(t_base, 1)},
+                    )
+                )
+                rows.append(
+                    Result(
+                        "memory",
+                        f"score command time, {millions:g}M x 20 (info)",
+                        t_ours,
+                        t_base,
+                        t_base / t_ours,
+                        "(streamed vs in memory)",
+                        None,
+                        detail=detail,
+                    )
+                )
             else:
-                rows.append(Result("memory", f"score command, {millions:g}M x 20 (MB per M rows)",
-                                   ours / millions, None, None, goal, ours / millions <= GB_PER_MILLION,
-                                   unit="MB", detail=detail))
+                rows.append(
+                    Result(
+                        "memory",
+                        f"score command, {millions:g}M x 20 (MB per M rows)",
+                        ours / millions,
+                        None,
+                        None,
+                        goal,
+                        ours / millions <= GB_PER_MILLION,
+                        unit="MB",
+                        detail=detail,
+                    )
+                )
             data.unlink()
     return rows
 
@@ -130,9 +167,19 @@ def bench_as_of_memory(accounts: int = 10_000, short: int = 26, long: int = 104)
             peaks[weeks], _ = _peak(_argv(model, data, folder / "scores.parquet", "--as-of", _last_date(data)))
             data.unlink()
     ratio = peaks[long] / peaks[short]
-    return [Result("memory", f"score --as-of, {long} vs {short} weeks", peaks[long], peaks[short], ratio,
-                   "<= 1.25x (flat in history)", ratio <= 1.25, unit="MB",
-                   detail={"accounts": accounts, "peak_mb": {str(k): round(v) for k, v in peaks.items()}})]
+    return [
+        Result(
+            "memory",
+            f"score --as-of, {long} vs {short} weeks",
+            peaks[long],
+            peaks[short],
+            ratio,
+            "<= 1.25x (flat in history)",
+            ratio <= 1.25,
+            unit="MB",
+            detail={"accounts": accounts, "peak_mb": {str(k): round(v) for k, v in peaks.items()}},
+        )
+    ]
 
 
 if __name__ == "__main__":  # quick look: python -m tests.benchmarks.bench_memory

@@ -7,6 +7,7 @@
 The public names below load their module on first use, so ``import healthscore`` stays fast
 and a notebook that only scores never imports statsmodels or papermill.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -121,8 +122,11 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"healthscore.{name}")
     if name in _MOVED:
         # deprecated for one release: ``hs.scoring`` is now ``hs.core.scoring``
-        warnings.warn(f"healthscore.{name} moved to {_MOVED[name]}; the old name goes in the next release",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"healthscore.{name} moved to {_MOVED[name]}; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'healthscore' has no attribute {name!r}")
 

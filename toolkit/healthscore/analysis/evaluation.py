@@ -21,11 +21,13 @@ more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by
 >>> auc(y, risk_of(score, "churned"))
 0.75
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -39,15 +41,38 @@ from sklearn import metrics as skm
 from healthscore.core.extract import cadence_of, is_cross_sectional, observation_end
 from healthscore.core.kernels import wilson_interval
 from healthscore.core.labels import label_outcomes
+from healthscore.core.scoring import score as score_frame
 from healthscore.errors import HealthscoreError
+from healthscore.io import files
 from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
-    "auc", "auc_ci", "auc_difference", "Difference", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",
-    "expected_calibration_error", "band_table", "red_band_confusion", "cutoff_for_precision",
-    "cutoff_for_capacity", "roc_points", "gains_curve", "risk_of", "event_is_low_score",
-    "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split", "compare_models",
+    "auc",
+    "auc_ci",
+    "auc_difference",
+    "Difference",
+    "pr_auc",
+    "top_decile_lift",
+    "capture_rate",
+    "brier",
+    "reliability_curve",
+    "expected_calibration_error",
+    "band_table",
+    "red_band_confusion",
+    "cutoff_for_precision",
+    "cutoff_for_capacity",
+    "roc_points",
+    "gains_curve",
+    "risk_of",
+    "event_is_low_score",
+    "ProbabilityMap",
+    "Interval",
+    "Cutoff",
+    "evaluate",
+    "Evaluation",
+    "time_split",
+    "compare_models",
 ]
 
 ArrayLike = Any  # numpy array, polars Series, list
@@ -209,8 +234,9 @@ def _placements(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def auc_difference(y: ArrayLike, risk_a: ArrayLike, risk_b: ArrayLike, *, confidence: float = 0.95,
-                   groups: ArrayLike | None = None) -> Difference:
+def auc_difference(
+    y: ArrayLike, risk_a: ArrayLike, risk_b: ArrayLike, *, confidence: float = 0.95, groups: ArrayLike | None = None
+) -> Difference:
     """AUC of ``risk_a`` minus AUC of ``risk_b`` on the same rows, with a paired DeLong interval.
 
     Both scores rank the same rows, so their AUCs are correlated: the variance of the difference
@@ -255,8 +281,11 @@ def auc_difference(y: ArrayLike, risk_a: ArrayLike, risk_b: ArrayLike, *, confid
         dp = (dp_sum - mp * diff)[present]
         dn = (dn_sum - nn * diff)[present]
         c = n_clusters / (n_clusters - 1)
-        var = (c * float(np.sum(dp * dp)) / m / m + c * float(np.sum(dn * dn)) / n / n
-               + 2.0 * c * float(np.sum(dp * dn)) / (m * n))
+        var = (
+            c * float(np.sum(dp * dp)) / m / m
+            + c * float(np.sum(dn * dn)) / n / n
+            + 2.0 * c * float(np.sum(dp * dn)) / (m * n)
+        )
     if not math.isfinite(var):
         return Difference(diff, float("nan"), float("nan"), float("nan"))
     se = math.sqrt(max(float(var), 0.0))
@@ -398,8 +427,16 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confid
     """
     yy, pp = _pair(y, prob, "prob")
     if yy.size == 0:
-        return pl.DataFrame(schema={"bin": pl.Int64, "count": pl.Int64, "mean_predicted": pl.Float64,
-                                    "observed": pl.Float64, "observed_lower": pl.Float64, "observed_upper": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "bin": pl.Int64,
+                "count": pl.Int64,
+                "mean_predicted": pl.Float64,
+                "observed": pl.Float64,
+                "observed_lower": pl.Float64,
+                "observed_upper": pl.Float64,
+            }
+        )
     edges = np.unique(np.quantile(pp, np.linspace(0.0, 1.0, n_bins + 1)))
     idx = np.searchsorted(edges[1:-1], pp, side="right")
     k = max(len(edges) - 1, 1)
@@ -409,9 +446,16 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confid
     keep = count > 0
     count, events, psum = count[keep], events[keep], psum[keep]
     lo, hi = wilson_interval(events, count, confidence=confidence)
-    return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
-                         "mean_predicted": psum / count, "observed": events / count,
-                         "observed_lower": lo, "observed_upper": hi})
+    return pl.DataFrame(
+        {
+            "bin": np.arange(count.size),
+            "count": count.astype(np.int64),
+            "mean_predicted": psum / count,
+            "observed": events / count,
+            "observed_lower": lo,
+            "observed_upper": hi,
+        }
+    )
 
 
 def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> float:
@@ -431,8 +475,14 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
 
 
 # ---------------------------------------------------------------- bands and cut-offs
-def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: Sequence[str] | None = None,
-               confidence: float = 0.95) -> pl.DataFrame:
+def band_table(
+    frame: pl.DataFrame,
+    outcome: str,
+    *,
+    band: str = "band",
+    order: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> pl.DataFrame:
     """Rows, events, event rate and its Wilson interval per band.
 
     ``order`` fixes the row order (e.g. the model's bands from red to green); otherwise bands
@@ -446,21 +496,28 @@ def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: 
     for col in (band, outcome):
         if col not in frame.columns:
             raise ValueError(f"band_table: the frame has no column {col!r}; it has {frame.columns[:12]}")
-    t = (frame.lazy()
-         .group_by(pl.col(band).fill_null("(none)").alias("band"))
-         .agg(count=pl.len(), events=pl.col(outcome).cast(pl.Int64).sum())
-         .collect())
+    t = (
+        frame.lazy()
+        .group_by(pl.col(band).fill_null("(none)").alias("band"))
+        .agg(count=pl.len(), events=pl.col(outcome).cast(pl.Int64).sum())
+        .collect()
+    )
     names = list(order) if order is not None else sorted(t["band"].to_list())
     names += [b for b in sorted(t["band"].to_list()) if b not in names]
     rank = pl.DataFrame({"band": names, "_rank": range(len(names))})
-    t = (rank.join(t, on="band", how="left")
-         .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
-         .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
-         .sort("_rank").drop("_rank"))
+    t = (
+        rank.join(t, on="band", how="left")
+        .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
+        .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
+        .sort("_rank")
+        .drop("_rank")
+    )
     lo, hi = wilson_interval(t["events"].to_numpy(), t["count"].to_numpy(), confidence=confidence)
     return t.with_columns(
         rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
-        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi))
+        rate_lower=pl.Series(lo),
+        rate_upper=pl.Series(hi),
+    )
 
 
 def red_band_confusion(frame: pl.DataFrame, outcome: str, band: str = "band", red: str = "red") -> dict[str, float]:
@@ -531,7 +588,9 @@ def cutoff_for_precision(y: ArrayLike, score: ArrayLike, target: float, outcome:
     return Cutoff(float(cut[i]), int(flagged[i]), float(precision[i]), float(events[i] / yy.sum()))
 
 
-def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, outcome: str = "churned") -> Cutoff | None:
+def cutoff_for_capacity(
+    score: ArrayLike, k: int, y: ArrayLike | None = None, outcome: str = "churned"
+) -> Cutoff | None:
     """The cut-off that flags as many accounts as possible but no more than ``k`` (a CSM team's capacity).
 
     Pass one row per account (one snapshot date). With ``y`` the precision and recall at that
@@ -558,8 +617,12 @@ def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, ou
     if yy is None:
         return Cutoff(float(cut[i]), int(flagged[i]), float("nan"), float("nan"))
     total = yy.sum()
-    return Cutoff(float(cut[i]), int(flagged[i]), float(events[i] / flagged[i]),
-                  float(events[i] / total) if total else float("nan"))
+    return Cutoff(
+        float(cut[i]),
+        int(flagged[i]),
+        float(events[i] / flagged[i]),
+        float(events[i] / total) if total else float("nan"),
+    )
 
 
 # ---------------------------------------------------------------- score -> probability
@@ -620,11 +683,13 @@ class ProbabilityMap:
         """Learn the map from training scores and 0/1 outcomes (rows with a null score are skipped)."""
         yy, ss = _pair(y, scores, "scores")
         if yy.size < 2 or not _both_classes(yy):
-            raise ValueError(f"a probability map needs training rows with and without the outcome "
-                             f"({int(yy.sum())} events in {yy.size} scored rows); widen the training window")
+            raise ValueError(
+                f"a probability map needs training rows with and without the outcome "
+                f"({int(yy.sum())} events in {yy.size} scored rows); widen the training window"
+            )
         self.n_train_, self.events_train_ = int(yy.size), int(yy.sum())
         if self.method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
+            from sklearn.isotonic import IsotonicRegression  # scikit-learn is loaded only when a model is fitted
 
             inc = (not event_is_low_score(self.outcome)) if self.increasing == "auto" else bool(self.increasing)
             iso = IsotonicRegression(increasing=inc, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(ss, yy)
@@ -642,7 +707,7 @@ class ProbabilityMap:
             lo, hi = wilson_interval(events, rows, confidence=self.confidence)
             xs, ps, ls, us = [], [], [], []
             for k in range(len(steps)):
-                for x in ([lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]):
+                for x in [lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]:
                     xs.append(round(x, 6))
                     ps.append(round(float(events[k] / rows[k]), 6))
                     ls.append(round(float(lo[k]), 6))
@@ -650,7 +715,7 @@ class ProbabilityMap:
             self.scores_, self.probabilities_, self.lower_, self.upper_ = xs, ps, ls, us
             self.events_, self.rows_ = [int(e) for e in events], [int(r) for r in rows]
         else:
-            import statsmodels.api as sm
+            import statsmodels.api as sm  # statsmodels takes about a second to import; only fits and tests need it
 
             X = sm.add_constant(ss / 100.0)
             try:
@@ -683,7 +748,7 @@ class ProbabilityMap:
             xs = np.asarray(self.scores_)
             lo, hi = np.interp(s, xs, np.asarray(self.lower_)), np.interp(s, xs, np.asarray(self.upper_))
         else:
-            va, cab, vb = (self.cov_ or [np.nan] * 3)
+            va, cab, vb = self.cov_ or [np.nan] * 3
             x = s / 100.0
             eta = self.intercept_ + self.slope_ * x
             se = np.sqrt(np.maximum(va + 2 * x * cab + x * x * vb, 0.0))
@@ -738,13 +803,24 @@ class ProbabilityMap:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
-        d: dict[str, Any] = {"method": self.method, "outcome": self.outcome, "horizon": self.horizon,
-                             "n_train": self.n_train_, "events_train": self.events_train_}
+        d: dict[str, Any] = {
+            "method": self.method,
+            "outcome": self.outcome,
+            "horizon": self.horizon,
+            "n_train": self.n_train_,
+            "events_train": self.events_train_,
+        }
         if self.method == "isotonic":
             d.update(scores=list(self.scores_), probabilities=list(self.probabilities_))
             if self.lower_:
-                d.update(lower=list(self.lower_), upper=list(self.upper_), step_events=list(self.events_),
-                         step_rows=list(self.rows_), min_events=self.min_events, confidence=self.confidence)
+                d.update(
+                    lower=list(self.lower_),
+                    upper=list(self.upper_),
+                    step_events=list(self.events_),
+                    step_rows=list(self.rows_),
+                    min_events=self.min_events,
+                    confidence=self.confidence,
+                )
         else:
             d.update(intercept=self.intercept_, slope=self.slope_)
             if self.cov_ and all(math.isfinite(v) for v in self.cov_):
@@ -754,13 +830,17 @@ class ProbabilityMap:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ProbabilityMap:
         """Rebuild a fitted map from :meth:`to_dict` output."""
-        pm = cls(method=d.get("method", "isotonic"), outcome=str(d.get("outcome", "churned")),
-                 horizon=str(d.get("horizon", "90d")))
+        pm = cls(
+            method=d.get("method", "isotonic"),
+            outcome=str(d.get("outcome", "churned")),
+            horizon=str(d.get("horizon", "90d")),
+        )
         if pm.method == "isotonic":
             xs, ps = [float(v) for v in d.get("scores", [])], [float(v) for v in d.get("probabilities", [])]
             if not xs or len(xs) != len(ps):
-                raise ValueError("an isotonic probability map needs equally long, non-empty 'scores' and "
-                                 "'probabilities' lists")
+                raise ValueError(
+                    "an isotonic probability map needs equally long, non-empty 'scores' and 'probabilities' lists"
+                )
             pm.scores_, pm.probabilities_ = xs, ps
             if "lower" in d and "upper" in d:
                 pm.lower_, pm.upper_ = [float(v) for v in d["lower"]], [float(v) for v in d["upper"]]
@@ -781,7 +861,6 @@ class ProbabilityMap:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map as JSON, atomically."""
-        from healthscore.io import files
 
         files.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -796,6 +875,7 @@ def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[
     """Merge neighbouring steps (row ranges of the sorted training rows) until each holds at
     least ``min_events`` events and as many non-events; the thinnest step goes first, into its
     thinner neighbour. Merging two steps of a monotone fit keeps the fit monotone."""
+
     def short(a: int, b: int) -> int:
         e = int(y[a:b].sum())
         return min(e, (b - a) - e)
@@ -808,7 +888,7 @@ def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[
             break
         j = i + 1 if i == 0 else i - 1 if i == len(steps) - 1 else (i - 1 if need[i - 1] <= need[i + 1] else i + 1)
         a, b = min(i, j), max(i, j)
-        steps[a:b + 1] = [[steps[a][0], steps[b][1]]]
+        steps[a : b + 1] = [[steps[a][0], steps[b][1]]]
     return steps
 
 
@@ -829,8 +909,9 @@ def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: f
     return split.date() if isinstance(split, datetime) else split
 
 
-def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None,
-               train_share: float = 0.7) -> tuple[pl.DataFrame, pl.DataFrame, date]:
+def time_split(
+    labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None, train_share: float = 0.7
+) -> tuple[pl.DataFrame, pl.DataFrame, date]:
     """Split labelled snapshots by time into ``(train, test, split_date)``.
 
     ``train`` keeps rows whose whole outcome window ends on or before the split
@@ -857,7 +938,8 @@ def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | st
         raise EvaluationError(
             f"split date {d} leaves {'no training rows' if train.is_empty() else 'no test rows'}: labelled "
             f"snapshots run {first} .. {last} and training rows need as_of + {horizon} <= split; "
-            "pick a split date inside that range, later than the first date plus the horizon")
+            "pick a split date inside that range, later than the first date plus the horizon"
+        )
     return train, test, d
 
 
@@ -895,12 +977,21 @@ def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> 
         frame = model.collect() if isinstance(model, pl.LazyFrame) else model
         missing = [c for c in ("account_id", "as_of", "score") if c not in frame.columns]
         if missing:
-            raise EvaluationError(f"score frame {name!r} lacks column(s) {missing}: pass account_id, as_of, "
-                                  "score (higher is healthier) and optionally band")
+            raise EvaluationError(
+                f"score frame {name!r} lacks column(s) {missing}: pass account_id, as_of, "
+                "score (higher is healthier) and optionally band"
+            )
         band = pl.col("band").cast(pl.Utf8) if "band" in frame.columns else pl.lit(None, pl.Utf8).alias("band")
-        return (frame.select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("as_of"),
-                             pl.col("score").cast(pl.Float64), band)
-                .unique(["account_id", "as_of"], keep="first").sort("account_id", "as_of"))
+        return (
+            frame.select(
+                pl.col("account_id").cast(snaps.schema["account_id"]),
+                pl.col("as_of"),
+                pl.col("score").cast(pl.Float64),
+                band,
+            )
+            .unique(["account_id", "as_of"], keep="first")
+            .sort("account_id", "as_of")
+        )
     return score_frame(snaps, model).select("account_id", "as_of", "score", "band").sort("account_id", "as_of")
 
 
@@ -923,9 +1014,16 @@ def _watch_band(model: Any, alarm: str | None, outcome: str) -> str | None:
     return names[i] if 0 <= i < len(names) else None
 
 
-def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,
-             target_precision: float, capacity: int | None, fraction: float,
-             watch: str | None = None) -> dict[str, Any]:
+def _metrics(
+    part: pl.DataFrame,
+    outcome: str,
+    pmap: ProbabilityMap | None,
+    alarm: str | None,
+    target_precision: float,
+    capacity: int | None,
+    fraction: float,
+    watch: str | None = None,
+) -> dict[str, Any]:
     """Every backtest figure for one model on one slice of the holdout."""
     y_all = part[outcome].cast(pl.Float64)
     scored = part.filter(pl.col("score").is_not_null())
@@ -943,7 +1041,9 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
         "events": int(y_all.sum()),
         "event_rate": float(y_all.mean()) if part.height else float("nan"),
         "scored": scored.height / part.height if part.height else float("nan"),
-        "auc": ci.estimate, "auc_lower": ci.lower, "auc_upper": ci.upper,
+        "auc": ci.estimate,
+        "auc_lower": ci.lower,
+        "auc_upper": ci.upper,
         "pr_auc": pr_auc(y, risk),
         "lift_top10": top_decile_lift(y, risk, fraction) if y.size else float("nan"),
         "capture_top10": capture_rate(y, risk, fraction) if y.size else float("nan"),
@@ -952,17 +1052,29 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
     }
     if alarm is not None:
         conf = red_band_confusion(part, outcome, red=alarm)
-        row.update(alarm_band=alarm, alarm_flagged=conf["flagged"], alarm_precision=conf["precision"],
-                   alarm_recall=conf["recall"], false_alarms=conf["false_alarms"], misses=conf["misses"],
-                   alarm_share=conf["flagged"] / part.height if part.height else float("nan"))
+        row.update(
+            alarm_band=alarm,
+            alarm_flagged=conf["flagged"],
+            alarm_precision=conf["precision"],
+            alarm_recall=conf["recall"],
+            false_alarms=conf["false_alarms"],
+            misses=conf["misses"],
+            alarm_share=conf["flagged"] / part.height if part.height else float("nan"),
+        )
         if watch is not None:
             both = red_band_confusion(part.with_columns(pl.col("band").replace(watch, alarm)), outcome, red=alarm)
-            row.update(watch_band=watch, alarm_watch_flagged=both["flagged"], alarm_watch_recall=both["recall"],
-                       alarm_watch_share=both["flagged"] / part.height if part.height else float("nan"))
+            row.update(
+                watch_band=watch,
+                alarm_watch_flagged=both["flagged"],
+                alarm_watch_recall=both["recall"],
+                alarm_watch_share=both["flagged"] / part.height if part.height else float("nan"),
+            )
     cut = cutoff_for_precision(y, s, target_precision, outcome) if y.size else None
-    row.update(precision_target=target_precision,
-               precision_cutoff=cut.cutoff if cut else float("nan"),
-               precision_cutoff_recall=cut.recall if cut else float("nan"))
+    row.update(
+        precision_target=target_precision,
+        precision_cutoff=cut.cutoff if cut else float("nan"),
+        precision_cutoff_recall=cut.recall if cut else float("nan"),
+    )
     row.update(_capacity(scored, outcome, capacity))
     return row
 
@@ -988,10 +1100,12 @@ def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[
         flagged += c.flagged
         hits += round(c.precision * c.flagged)
     events = int(scored[outcome].sum()) if scored.height else 0
-    return {"capacity_k": int(np.median(ks)) if ks else 0,
-            "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
-            "capacity_precision": hits / flagged if flagged else float("nan"),
-            "capacity_recall": hits / events if events else float("nan")}
+    return {
+        "capacity_k": int(np.median(ks)) if ks else 0,
+        "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
+        "capacity_precision": hits / flagged if flagged else float("nan"),
+        "capacity_recall": hits / events if events else float("nan"),
+    }
 
 
 def _period_key(frame: pl.DataFrame) -> pl.Expr:
@@ -1006,7 +1120,8 @@ def _period_word(frame: pl.DataFrame) -> str:
     if is_cross_sectional(frame):
         return "extract"
     return {"daily": "day", "weekly": "week", "monthly": "month", "quarterly": "quarter"}.get(
-        cadence_of(frame["as_of"]), "week")
+        cadence_of(frame["as_of"]), "week"
+    )
 
 
 def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, weeks: int) -> pl.DataFrame:
@@ -1014,27 +1129,40 @@ def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, week
 
     Accounts without the event are lined up on the last snapshot date of the data instead.
     """
-    first = (events.lazy().filter(pl.col("event") == outcome)
-             .group_by("account_id").agg(_event=pl.col("date").min()))
+    first = events.lazy().filter(pl.col("event") == outcome).group_by("account_id").agg(_event=pl.col("date").min())
     last = scored["as_of"].max()
     yes = outcome
     no = "retained" if outcome == "churned" else f"not {outcome}"
-    t = (scored.lazy().select("account_id", "as_of", "score")
-         .join(first.with_columns(pl.col("account_id").cast(scored.schema["account_id"])), on="account_id", how="left")
-         .with_columns(group=pl.when(pl.col("_event").is_not_null()).then(pl.lit(yes)).otherwise(pl.lit(no)),
-                       _ref=pl.coalesce("_event", pl.lit(last)))
-         .with_columns(weeks_before=((pl.col("_ref") - pl.col("as_of")).dt.total_days() / 7).ceil().cast(pl.Int64))
-         .filter(pl.col("score").is_not_null(), pl.col("weeks_before").is_between(0, weeks),
-                 # with the event: only the run-up to it; without: the last `weeks` weeks of data
-                 (pl.col("as_of") < pl.col("_ref")) | pl.col("_event").is_null())
-         .group_by("group", "weeks_before")
-         .agg(mean_score=pl.col("score").mean(), sd=pl.col("score").std(), accounts=pl.col("account_id").n_unique(),
-              n=pl.len())
-         .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
-         .with_columns(score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half"))
-         .drop("sd", "half")
-         .sort("group", "weeks_before")
-         .collect())
+    t = (
+        scored.lazy()
+        .select("account_id", "as_of", "score")
+        .join(first.with_columns(pl.col("account_id").cast(scored.schema["account_id"])), on="account_id", how="left")
+        .with_columns(
+            group=pl.when(pl.col("_event").is_not_null()).then(pl.lit(yes)).otherwise(pl.lit(no)),
+            _ref=pl.coalesce("_event", pl.lit(last)),
+        )
+        .with_columns(weeks_before=((pl.col("_ref") - pl.col("as_of")).dt.total_days() / 7).ceil().cast(pl.Int64))
+        .filter(
+            pl.col("score").is_not_null(),
+            pl.col("weeks_before").is_between(0, weeks),
+            # with the event: only the run-up to it; without: the last `weeks` weeks of data
+            (pl.col("as_of") < pl.col("_ref")) | pl.col("_event").is_null(),
+        )
+        .group_by("group", "weeks_before")
+        .agg(
+            mean_score=pl.col("score").mean(),
+            sd=pl.col("score").std(),
+            accounts=pl.col("account_id").n_unique(),
+            n=pl.len(),
+        )
+        .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
+        .with_columns(
+            score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half")
+        )
+        .drop("sd", "half")
+        .sort("group", "weeks_before")
+        .collect()
+    )
     return t
 
 
@@ -1081,13 +1209,16 @@ class Evaluation:
     def design(self) -> str:
         """One line: the outcome, its window and how the holdout was drawn."""
         if self.method == "kfold":
-            how = (f"{self.folds}-fold cross-validation, stratified by {self.outcome} and grouped by account "
-                   "(every row is scored by the fold that did not see it)")
+            how = (
+                f"{self.folds}-fold cross-validation, stratified by {self.outcome} and grouped by account "
+                "(every row is scored by the fold that did not see it)"
+            )
         elif self.method == "random":
             how = "random holdout of 30% of accounts, grouped by account"
         else:
             how = f"time split at {self.split}"
         return f"Backtest: {self.outcome} within {self.within}, {how}"
+
     # one row per pair of models on the same rows: paired AUC difference and the verdict
     comparisons: pl.DataFrame = field(default_factory=lambda: _comparison_frame([]))
     # model -> how its training window overlaps the holdout (only with allow_overlap=True)
@@ -1119,11 +1250,15 @@ class Evaluation:
         for r in self.table.iter_rows(named=True):
             if r.get("alarm_band") is None or r.get("alarm_recall") is None:
                 continue
-            text = (f"{r['model']}: {r['alarm_band']} catches {_pct(r['alarm_recall'])} of {noun} "
-                    f"(flagging {_pct(r.get('alarm_share'))} of snapshots)")
+            text = (
+                f"{r['model']}: {r['alarm_band']} catches {_pct(r['alarm_recall'])} of {noun} "
+                f"(flagging {_pct(r.get('alarm_share'))} of snapshots)"
+            )
             if r.get("watch_band") is not None:
-                text += (f"; {r['alarm_band']} plus {r['watch_band']} {_pct(r.get('alarm_watch_recall'))} "
-                         f"(flagging {_pct(r.get('alarm_watch_share'))})")
+                text += (
+                    f"; {r['alarm_band']} plus {r['watch_band']} {_pct(r.get('alarm_watch_recall'))} "
+                    f"(flagging {_pct(r.get('alarm_watch_share'))})"
+                )
             out.append(text)
         return out
 
@@ -1144,20 +1279,30 @@ class Evaluation:
         ]
         for r in self.table.iter_rows(named=True):
             lines.append(f"{r['model']}  (hash {r['model_hash']})")
-            lines.append(f"  AUC {r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]   PR-AUC {r['pr_auc']:.3f}"
-                         f"   top-decile lift {r['lift_top10']:.2f} (captures {r['capture_top10']:.0%} of events)")
-            lines.append(f"  Brier {r['brier']:.4f}   calibration error {r['ece']:.4f}   scored {r['scored']:.0%} of rows")
+            lines.append(
+                f"  AUC {r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]   PR-AUC {r['pr_auc']:.3f}"
+                f"   top-decile lift {r['lift_top10']:.2f} (captures {r['capture_top10']:.0%} of events)"
+            )
+            lines.append(
+                f"  Brier {r['brier']:.4f}   calibration error {r['ece']:.4f}   scored {r['scored']:.0%} of rows"
+            )
             if r.get("alarm_band") is not None:
-                lines.append(f"  {r['alarm_band']} band: precision {_pct(r['alarm_precision'])}, recall "
-                             f"{_pct(r['alarm_recall'])}, {r['false_alarms']:,} false alarms, {r['misses']:,} misses")
+                lines.append(
+                    f"  {r['alarm_band']} band: precision {_pct(r['alarm_precision'])}, recall "
+                    f"{_pct(r['alarm_recall'])}, {r['false_alarms']:,} false alarms, {r['misses']:,} misses"
+                )
             if math.isnan(r["precision_cutoff"]):
                 lines.append(f"  no cut-off reaches {r['precision_target']:.0%} precision")
             else:
-                lines.append(f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
-                             f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})")
-            lines.append(f"  capacity of {r['capacity_k']} accounts per {self.period}: score {_flag_op(self.outcome)} "
-                         f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
-                         f"recall {_pct(r['capacity_recall'])})")
+                lines.append(
+                    f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
+                    f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})"
+                )
+            lines.append(
+                f"  capacity of {r['capacity_k']} accounts per {self.period}: score {_flag_op(self.outcome)} "
+                f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
+                f"recall {_pct(r['capacity_recall'])})"
+            )
             pm = self.probability_maps.get(r["model"])
             if pm is not None and pm.fitted:
                 lines.append(f"  reading the score: {pm.explain(30)}; {pm.explain(70)}")
@@ -1166,17 +1311,19 @@ class Evaluation:
             ranked = self.table.sort("auc", descending=True, nulls_last=True)
             a, b = ranked.row(0, named=True), ranked.row(1, named=True)
             overlap = a["auc_lower"] <= b["auc_upper"]
-            lines.append(f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
-                         f"{'; the separate intervals overlap' if overlap else ''}); paired on the same rows:")
+            lines.append(
+                f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
+                f"{'; the separate intervals overlap' if overlap else ''}); paired on the same rows:"
+            )
             lines += [f"  {v}" for v in self.verdicts]
         if self.by is not None:
             lines.append(f"\nAUC by {self.by}:")
-            piv = (self.segments.select("model", self.by, "auc")
-                   .pivot(on="model", index=self.by, values="auc"))
+            piv = self.segments.select("model", self.by, "auc").pivot(on="model", index=self.by, values="auc")
             width = max([12, *(len(str(v)) for v in piv[self.by].to_list())])
             for r in piv.iter_rows(named=True):
-                cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
-                                   for m in self.models)
+                cells = "   ".join(
+                    f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -" for m in self.models
+                )
                 lines.append(f"  {str(r[self.by]):<{width}} {cells}")
         return Summary("\n".join(lines).rstrip())
 
@@ -1208,13 +1355,15 @@ class Evaluation:
         """Write the report and its tables into ``folder``: ``evaluation.html``, ``evaluation.csv``
         (model x metrics), ``evaluation_segments.csv``, ``evaluation_bands.csv`` and one
         ``probability_<model>.json`` per model. Every file is written atomically."""
-        from healthscore.io import files
 
         folder = os.fspath(folder)
         paths = [os.path.join(folder, "evaluation.html")]
         self.to_html(paths[0])
-        for name, frame in [("evaluation.csv", self.table), ("evaluation_segments.csv", self.segments),
-                            ("evaluation_bands.csv", self.bands)]:
+        for name, frame in [
+            ("evaluation.csv", self.table),
+            ("evaluation_segments.csv", self.segments),
+            ("evaluation_bands.csv", self.bands),
+        ]:
             paths.append(os.path.join(folder, name))
             files.write_csv(frame, paths[-1])
         return paths + self.save_probability_maps(folder)
@@ -1232,22 +1381,34 @@ class Evaluation:
 def key_table_text(ev: Evaluation) -> str:
     """The head-to-head table as fixed-width text (what the command line prints)."""
     w = max([5, *(len(m) for m in ev.models)])  # full model names: never cut
-    head = (f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
-            f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
+    head = (
+        f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
+        f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}"
+    )
     lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in ev.overlaps.items()]
-    lines += [ev.design(), f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
-              f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
+    lines += [
+        ev.design(),
+        f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+        f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event",
+        head,
+        "-" * len(head),
+    ]
     for r in ev.table.iter_rows(named=True):
         ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
-        lines.append(f"{r['model']:<{w}} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
-                     f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
-                     f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}")
+        lines.append(
+            f"{r['model']:<{w}} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
+            f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
+            f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}"
+        )
     tail = ev.verdicts + ev.catch_lines() + [f"warning: {x}" for x in ev.warnings]
     return "\n".join(lines + ([""] + tail if tail else []))
 
 
-_NOUNS = {"churned": ("churners", "churn"), "expanded": ("expanding accounts", "expansion"),
-          "contracted": ("contracting accounts", "contraction")}
+_NOUNS = {
+    "churned": ("churners", "churn"),
+    "expanded": ("expanding accounts", "expansion"),
+    "contracted": ("contracting accounts", "contraction"),
+}
 
 
 def _event_noun(outcome: str, *, plural: bool = True) -> str:
@@ -1263,17 +1424,40 @@ def _verdict(a: str, b: str, d: Difference, outcome: str, confidence: float) -> 
     if d.lower > 0 or d.upper < 0:
         if d.upper < 0:
             a, b, d = b, a, Difference(-d.estimate, -d.upper, -d.lower, d.p_value)
-        return a, b, d, (f"{a} ranks {_event_noun(outcome)} better than {b}: AUC {d.estimate:+.3f} "
-                         f"[{d.lower:+.3f}, {d.upper:+.3f}]")
-    return a, b, d, (f"no measurable difference between {a} and {b} (AUC difference {d.estimate:+.3f} "
-                     f"[{d.lower:+.3f}, {d.upper:+.3f}], {confidence:.0%} paired interval)")
+        return (
+            a,
+            b,
+            d,
+            (
+                f"{a} ranks {_event_noun(outcome)} better than {b}: AUC {d.estimate:+.3f} "
+                f"[{d.lower:+.3f}, {d.upper:+.3f}]"
+            ),
+        )
+    return (
+        a,
+        b,
+        d,
+        (
+            f"no measurable difference between {a} and {b} (AUC difference {d.estimate:+.3f} "
+            f"[{d.lower:+.3f}, {d.upper:+.3f}], {confidence:.0%} paired interval)"
+        ),
+    )
 
 
 def _comparison_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    schema = {"model_a": pl.Utf8, "model_b": pl.Utf8, "rows": pl.Int64, "events": pl.Int64,
-              "auc_a": pl.Float64, "auc_b": pl.Float64, "auc_difference": pl.Float64,
-              "auc_difference_lower": pl.Float64, "auc_difference_upper": pl.Float64, "p_value": pl.Float64,
-              "verdict": pl.Utf8}
+    schema = {
+        "model_a": pl.Utf8,
+        "model_b": pl.Utf8,
+        "rows": pl.Int64,
+        "events": pl.Int64,
+        "auc_a": pl.Float64,
+        "auc_b": pl.Float64,
+        "auc_difference": pl.Float64,
+        "auc_difference_lower": pl.Float64,
+        "auc_difference_upper": pl.Float64,
+        "p_value": pl.Float64,
+        "verdict": pl.Utf8,
+    }
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
@@ -1292,7 +1476,7 @@ def compare_models(frame: pl.DataFrame, outcome: str, *, confidence: float = 0.9
     names = [c for c in frame.columns if c not in ("account_id", outcome)]
     rows = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             both = frame.filter(pl.col(a).is_not_null(), pl.col(b).is_not_null())
             y = both[outcome].cast(pl.Float64).to_numpy()
             ra, rb = risk_of(both[a], outcome), risk_of(both[b], outcome)
@@ -1301,10 +1485,21 @@ def compare_models(frame: pl.DataFrame, outcome: str, *, confidence: float = 0.9
             ma, mb, dd, text = _verdict(a, b, d, outcome, confidence)
             if ma != a:
                 auc_a, auc_b = auc_b, auc_a
-            rows.append({"model_a": ma, "model_b": mb, "rows": both.height, "events": int(y.sum()),
-                         "auc_a": auc_a, "auc_b": auc_b, "auc_difference": dd.estimate,
-                         "auc_difference_lower": dd.lower, "auc_difference_upper": dd.upper,
-                         "p_value": dd.p_value, "verdict": text})
+            rows.append(
+                {
+                    "model_a": ma,
+                    "model_b": mb,
+                    "rows": both.height,
+                    "events": int(y.sum()),
+                    "auc_a": auc_a,
+                    "auc_b": auc_b,
+                    "auc_difference": dd.estimate,
+                    "auc_difference_lower": dd.lower,
+                    "auc_difference_upper": dd.upper,
+                    "p_value": dd.p_value,
+                    "verdict": text,
+                }
+            )
     return _comparison_frame(rows)
 
 
@@ -1316,11 +1511,12 @@ def _reversed_warnings(table: pl.DataFrame, outcome: str) -> list[str]:
         a = r["auc"]
         if a is None or math.isnan(a) or a >= 0.5:
             continue
-        sure = ("; its whole interval is below 0.5" if r["auc_upper"] is not None and r["auc_upper"] < 0.5
-                else "")
-        out.append(f"{r['model']} has AUC {a:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}], below 0.5{sure}: "
-                   f"a higher score goes with {more} {_event_noun(outcome, plural=False)}: is a direction "
-                   "reversed? (a metric's direction, the outcome, or a score that reads higher = riskier)")
+        sure = "; its whole interval is below 0.5" if r["auc_upper"] is not None and r["auc_upper"] < 0.5 else ""
+        out.append(
+            f"{r['model']} has AUC {a:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}], below 0.5{sure}: "
+            f"a higher score goes with {more} {_event_noun(outcome, plural=False)}: is a direction "
+            "reversed? (a metric's direction, the outcome, or a score that reads higher = riskier)"
+        )
     return out
 
 
@@ -1332,12 +1528,13 @@ def _overlap(name: str, model: Any, split: date, test_end: date, data_end: date)
     first, until = window
     if until < split or first > data_end:
         return None
-    return (f"fitted on snapshots from {first} with outcomes seen until {until}; the holdout is snapshots "
-            f"{split} .. {test_end} with outcomes until {data_end}")
+    return (
+        f"fitted on snapshots from {first} with outcomes seen until {until}; the holdout is snapshots "
+        f"{split} .. {test_end} with outcomes until {data_end}"
+    )
 
 
 def _slug(name: str) -> str:
-    import re
 
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
@@ -1404,39 +1601,53 @@ def evaluate(
     >>> ev.models, 0.5 < ev.table["auc"][0] <= 1.0
     (['health'], True)
     """
-    from healthscore.core.scoring import score as score_frame
 
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     ev = events.collect() if isinstance(events, pl.LazyFrame) else events
     if by == "auto":
         by = "segment" if "segment" in snaps.columns else None
     if by is not None and by not in snaps.columns:
-        raise EvaluationError(f"cannot break the backtest down by {by!r}: the snapshots have no such column "
-                              f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column")
+        raise EvaluationError(
+            f"cannot break the backtest down by {by!r}: the snapshots have no such column "
+            f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column"
+        )
     named = _named_models(models)
     if "event" in ev.columns and not (ev["event"] == outcome).any():
         known = ", ".join(sorted(str(e) for e in ev["event"].drop_nulls().unique())) or "none"
-        raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
-                              "pick one of those as the outcome")
+        raise EvaluationError(
+            f"the events table holds no {outcome!r} event (it holds: {known}); pick one of those as the outcome"
+        )
     cross = is_cross_sectional(snaps)
     method = split if split in ("kfold", "random", "time") else "time" if split is not None or not cross else "kfold"
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
-    window = (f"the observation window (as_of .. {observation_end(snaps, ev, outcome)}; one snapshot per account, "
-              "so that window is the horizon)") if cross else None
+    window = (
+        (
+            f"the observation window (as_of .. {observation_end(snaps, ev, outcome)}; one snapshot per account, "
+            "so that window is the horizon)"
+        )
+        if cross
+        else None
+    )
     fold_of: pl.DataFrame | None = None
     if method == "time":
-        train, test, split_date = time_split(labelled, horizon=horizon, split=None if split == "time" else split,
-                                             train_share=train_share)
+        train, test, split_date = time_split(
+            labelled, horizon=horizon, split=None if split == "time" else split, train_share=train_share
+        )
         if int(test[outcome].sum()) == 0:
-            raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
-                                  "move the split earlier or use a longer history")
+            raise EvaluationError(
+                f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
+                "move the split earlier or use a longer history"
+            )
     else:
         train, test, fold_of = _grouped_split(labelled, outcome, method, folds, seed)
         split_date = None
     data_end = snaps["as_of"].max()
     first_test = split_date if split_date is not None else test["as_of"].min()
-    overlaps = {name: how for name, m in named.items()
-                if (how := _overlap(name, m, first_test, test["as_of"].max(), data_end)) is not None}
+    overlaps = {
+        name: how
+        for name, m in named.items()
+        if (how := _overlap(name, m, first_test, test["as_of"].max(), data_end)) is not None
+    }
     if overlaps and not allow_overlap:
         name, how = next(iter(overlaps.items()))
         after = named[name].training_window[1] + timedelta(days=1)
@@ -1444,13 +1655,17 @@ def evaluate(
         if split_date is None:
             fix = "evaluate it on accounts it was not fitted on, "
         else:
-            later = (f"evaluate after its training window with split='{after}' (--split {after}), "
-                     if after <= labelled["as_of"].max() else "")
+            later = (
+                f"evaluate after its training window with split='{after}' (--split {after}), "
+                if after <= labelled["as_of"].max()
+                else ""
+            )
             fix = f"{later}refit it on the weeks before the holdout (healthscore fit --until {split_date}), "
         raise EvaluationError(
             f"model {name!r}{f' ({source.name})' if source is not None else ''} saw the holdout: it was {how}, "
             f"so its AUC would flatter it. To fix it, {fix}or accept the overlap with allow_overlap=True "
-            "(--allow-overlap), which marks the summary and every figure")
+            "(--allow-overlap), which marks the summary and every figure"
+        )
     keys = ["account_id", "as_of"]
     attrs = [by] if by is not None else []
     label_cols = [*keys, *attrs, outcome]
@@ -1484,8 +1699,13 @@ def evaluate(
         if by is not None:
             parts += [(str(k[0]), g) for k, g in te.sort(by).group_by(by, maintain_order=True) if k[0] is not None]
         for seg, g in parts:
-            seg_rows.append({"model": name, by or "segment": seg,
-                             **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction)})
+            seg_rows.append(
+                {
+                    "model": name,
+                    by or "segment": seg,
+                    **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction),
+                }
+            )
         order = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
         orders[name] = order
         if te["band"].null_count() < te.height:  # a score frame without bands has no band table
@@ -1508,24 +1728,43 @@ def evaluate(
 
     table = pl.DataFrame(rows)
     return Evaluation(
-        outcome=outcome, horizon=horizon, split=split_date, by=by,
-        table=table, segments=pl.DataFrame(seg_rows),
-        bands=stack(band_t), reliability=stack(rel_t), roc=stack(roc_t), gains=stack(gain_t),
-        trajectories=stack(traj_t), probability_maps=pmaps, band_orders=orders,
-        train_rows=train.height, test_rows=test.height,
-        train_events=int(train[outcome].sum()), test_events=int(test[outcome].sum()),
+        outcome=outcome,
+        horizon=horizon,
+        split=split_date,
+        by=by,
+        table=table,
+        segments=pl.DataFrame(seg_rows),
+        bands=stack(band_t),
+        reliability=stack(rel_t),
+        roc=stack(roc_t),
+        gains=stack(gain_t),
+        trajectories=stack(traj_t),
+        probability_maps=pmaps,
+        band_orders=orders,
+        train_rows=train.height,
+        test_rows=test.height,
+        train_events=int(train[outcome].sum()),
+        test_events=int(test[outcome].sum()),
         train_dates=(train["as_of"].min(), train["as_of"].max()),
         test_dates=(test["as_of"].min(), test["as_of"].max()),
-        method=method, folds=folds if method == "kfold" else None, window=window, period=_period_word(test),
+        method=method,
+        folds=folds if method == "kfold" else None,
+        window=window,
+        period=_period_word(test),
         comparisons=compare_models(paired.drop("as_of"), outcome, confidence=confidence),
-        overlaps=overlaps, warnings=_reversed_warnings(table, outcome),
+        overlaps=overlaps,
+        warnings=_reversed_warnings(table, outcome),
     )
 
 
-def _grouped_split(labelled: pl.DataFrame, outcome: str, method: str, folds: int,
-                   seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+def _grouped_split(
+    labelled: pl.DataFrame, outcome: str, method: str, folds: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
     """(train, test, fold of each row): all rows with their fold for k-fold, a 70/30 split of accounts for random."""
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+    from sklearn.model_selection import (  # scikit-learn is loaded only when a model is fitted
+        GroupShuffleSplit,
+        StratifiedGroupKFold,
+    )
 
     rows = labelled.sort("account_id", "as_of")
     y = rows[outcome].cast(pl.Int8).to_numpy()
@@ -1540,8 +1779,10 @@ def _grouped_split(labelled: pl.DataFrame, outcome: str, method: str, folds: int
             raise EvaluationError(f"the random holdout holds no {outcome!r} event: use more accounts or split='kfold'")
         return train, test, None
     if folds < 2 or folds > min(n_events, n_accounts):
-        raise EvaluationError(f"{folds}-fold cross-validation needs 2 to {min(n_events, n_accounts)} folds (one "
-                              f"event and one account per fold at least): choose folds in that range")
+        raise EvaluationError(
+            f"{folds}-fold cross-validation needs 2 to {min(n_events, n_accounts)} folds (one "
+            f"event and one account per fold at least): choose folds in that range"
+        )
     fold = np.empty(rows.height, dtype=np.int32)
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (_, te_idx) in enumerate(cv.split(np.zeros(rows.height), y, groups)):
@@ -1564,5 +1805,3 @@ def _out_of_fold(te: pl.DataFrame, outcome: str, probability: str, horizon: str)
         mine = fold == k
         prob[mine] = pm.predict(score[mine])
     return te.with_columns(pl.Series("_prob", prob, nan_to_null=False)).drop("_fold")
-
-

@@ -6,6 +6,7 @@ A scorecard is built for one audience. The customer version holds only what the 
 and no model hash or variant name; the internal version holds everything. Values stay numbers
 here: ``render`` formats them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,13 +22,14 @@ import polars as pl
 
 from healthscore.core.scoring import ScoresError
 from healthscore.results import Summary
+from healthscore.spec.model import load_model
 from healthscore.spec.palette import NA_COLOUR, band_colour, safe_colour
 
 TREND_WEEKS = 26
-CHANGE_DAYS = 30              # "since last month": against the snapshot nearest 30 days earlier
-MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
+CHANGE_DAYS = 30  # "since last month": against the snapshot nearest 30 days earlier
+MIN_COHORT = 5  # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
-MAX_ACTIONS = 3               # next steps shown, those that would recover the most points first
+MAX_ACTIONS = 3  # next steps shown, those that would recover the most points first
 
 
 def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
@@ -39,8 +41,11 @@ def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
         in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
     cat_w = {c: getattr(model.categories.get(c), "weight", 1.0) for c in in_cat if in_cat[c] > 0}
     total = sum(cat_w.values())
-    return {m.name: (cat_w[m.category] / total) * (m.weight / in_cat[m.category]) * (100 - cur[f"sub_{m.name}"])
-            for m in present if total > 0 and m.category in cat_w}
+    return {
+        m.name: (cat_w[m.category] / total) * (m.weight / in_cat[m.category]) * (100 - cur[f"sub_{m.name}"])
+        for m in present
+        if total > 0 and m.category in cat_w
+    }
 
 
 @dataclass
@@ -134,7 +139,6 @@ def load_scores(path: str | os.PathLike[str]) -> pl.DataFrame:
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, mtime_ns: int) -> Any:
-    from healthscore.spec.model import load_model
     return load_model(path)
 
 
@@ -159,27 +163,36 @@ def peer_figures(scores: pl.DataFrame, by: str = "segment") -> pl.DataFrame:
     [0.0, 25.0, 50.0, 75.0, 100.0]
     """
     if by not in scores.columns:
-        raise ValueError(f"scores have no column {by!r} to form peer cohorts; choose one of "
-                         f"{[c for c in scores.columns if scores[c].dtype == pl.String][:8]}")
+        raise ValueError(
+            f"scores have no column {by!r} to form peer cohorts; choose one of "
+            f"{[c for c in scores.columns if scores[c].dtype == pl.String][:8]}"
+        )
     measures = ["score"] + sorted(c for c in scores.columns if c.startswith("cat_"))
-    long = (scores.select("account_id", "as_of", pl.col(by).cast(pl.String).alias("cohort"), *measures)
-            .unpivot(index=["account_id", "as_of", "cohort"], on=measures, variable_name="measure")
-            .drop_nulls("value"))
+    long = (
+        scores.select("account_id", "as_of", pl.col(by).cast(pl.String).alias("cohort"), *measures)
+        .unpivot(index=["account_id", "as_of", "cohort"], on=measures, variable_name="measure")
+        .drop_nulls("value")
+    )
     grp = ["as_of", "cohort", "measure"]
     n = pl.len().over(grp)
-    return (long.with_columns(
-                percentile=pl.when(n > 1)
-                .then((pl.col("value").rank("average").over(grp) - 1) / (n - 1) * 100)
-                .otherwise(None),
-                cohort_size=n.cast(pl.Int64),
-                cohort_median=pl.col("value").median().over(grp))
-            .drop("value")
-            .sort("account_id", "as_of", "measure"))
+    return (
+        long.with_columns(
+            percentile=pl.when(n > 1)
+            .then((pl.col("value").rank("average").over(grp) - 1) / (n - 1) * 100)
+            .otherwise(None),
+            cohort_size=n.cast(pl.Int64),
+            cohort_median=pl.col("value").median().over(grp),
+        )
+        .drop("value")
+        .sort("account_id", "as_of", "measure")
+    )
 
 
 def _band_table(model: Any) -> list[tuple[str, float, float, str, str]]:
-    return [(b.name, float(b.lower), float(b.upper), safe_colour(b.colour or _band_colour(b.name)), b.meaning or "")
-            for b in sorted(model.bands, key=lambda b: b.lower)]
+    return [
+        (b.name, float(b.lower), float(b.upper), safe_colour(b.colour or _band_colour(b.name)), b.meaning or "")
+        for b in sorted(model.bands, key=lambda b: b.lower)
+    ]
 
 
 def _band_colour(name: str | None) -> str:
@@ -201,11 +214,19 @@ def report_id(model_hash: str, account_id: str, as_of: dt.date, variant: str | N
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
 
 
-def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: dt.date | str | None = None,
-                   variant: str | None = None, internal: bool = False,
-                   cohort: pl.DataFrame | None = None, peer_by: str = "segment",
-                   probabilities: Any = None,
-                   snapshots: pl.DataFrame | None = None) -> Scorecard:
+def scorecard_data(
+    scores: pl.DataFrame,
+    model: Any,
+    account_id: str,
+    *,
+    as_of: dt.date | str | None = None,
+    variant: str | None = None,
+    internal: bool = False,
+    cohort: pl.DataFrame | None = None,
+    peer_by: str = "segment",
+    probabilities: Any = None,
+    snapshots: pl.DataFrame | None = None,
+) -> Scorecard:
     """Build one account's :class:`Scorecard` from a score frame (``hs.score`` output) and its model.
 
     ``as_of`` defaults to the account's latest snapshot; ``cohort`` is a ``peer_figures`` frame
@@ -222,20 +243,26 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     if variant not in (None, "", "default") and "variant" in rows.columns:
         rows = rows.filter(pl.col("variant") == variant)
     if rows.is_empty():
-        raise ValueError(f"account {account_id!r} has no rows in the scores"
-                         + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
-                         + "; check the account id (see the account_id column of the scores file)")
+        raise ValueError(
+            f"account {account_id!r} has no rows in the scores"
+            + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
+            + "; check the account id (see the account_id column of the scores file)"
+        )
     rows = rows.sort("as_of")
     repeated = rows.filter(pl.col("as_of").is_duplicated())
     if repeated.height:
-        raise ScoresError(f"account {account_id!r} has {repeated.height} score rows for as_of "
-                          f"{repeated['as_of'][0]} (one expected); keep one score row per account and date "
-                          "(score the snapshots again without the repeats)")
+        raise ScoresError(
+            f"account {account_id!r} has {repeated.height} score rows for as_of "
+            f"{repeated['as_of'][0]} (one expected); keep one score row per account and date "
+            "(score the snapshots again without the repeats)"
+        )
     stamped = rows["model_hash"].drop_nulls().unique().sort().to_list() if "model_hash" in rows.columns else []
     if any(h != model.hash for h in stamped):
-        raise ScoresError(f"the scores of account {account_id!r} were produced by model hash "
-                          f"{', '.join(stamped)}, but the model {model.name} {model.version} has hash "
-                          f"{model.hash}; pass the model that produced the scores, or score again with this one")
+        raise ScoresError(
+            f"the scores of account {account_id!r} were produced by model hash "
+            f"{', '.join(stamped)}, but the model {model.name} {model.version} has hash "
+            f"{model.hash}; pass the model that produced the scores, or score again with this one"
+        )
     if as_of is not None:
         as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
         rows = rows.filter(pl.col("as_of") <= as_of)
@@ -279,19 +306,41 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         else:
             label, description, action = _label(m, m.name), m.description or "", m.action or ""
         cat = shown_cats.get(m.category)
-        mrows.append({"metric": m.name, "label": label,
-                      "category": _label(cat, m.category, customer) if cat is not None else "",
-                      "raw": raw, "level": level, "method": m.method, "unit": getattr(m, "unit", "") or "",
-                      "sub_score": cur.get(col), "description": description, "action": action})
-    metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "category": pl.String,
-                                          "raw": pl.Float64, "level": pl.String, "method": pl.String,
-                                          "unit": pl.String, "sub_score": pl.Float64,
-                                          "description": pl.String, "action": pl.String})
+        mrows.append(
+            {
+                "metric": m.name,
+                "label": label,
+                "category": _label(cat, m.category, customer) if cat is not None else "",
+                "raw": raw,
+                "level": level,
+                "method": m.method,
+                "unit": getattr(m, "unit", "") or "",
+                "sub_score": cur.get(col),
+                "description": description,
+                "action": action,
+            }
+        )
+    metrics = pl.DataFrame(
+        mrows,
+        schema={
+            "metric": pl.String,
+            "label": pl.String,
+            "category": pl.String,
+            "raw": pl.Float64,
+            "level": pl.String,
+            "method": pl.String,
+            "unit": pl.String,
+            "sub_score": pl.Float64,
+            "description": pl.String,
+            "action": pl.String,
+        },
+    )
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
     colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
     metrics = metrics.with_columns(colour=pl.col("status").replace_strict(colours, default=NA_COLOUR))
     categories = categories.with_columns(
-        colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR))
+        colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR)
+    )
 
     # what changed: drivers of the score change summed over the last few snapshots
     prev_rows = rows.filter(pl.col("as_of") < cur["as_of"])
@@ -305,14 +354,19 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     previous = prev_rows.row(-1, named=True) if prev_rows.height else None
     drv = [f"drvchg_{m.name}" for m in shown_metrics if f"drvchg_{m.name}" in rows.columns]
     labels = dict(zip(metrics["metric"], metrics["label"]))
-    changes = (recent.select(pl.col(drv).fill_null(0).sum())
-               .unpivot(variable_name="metric", value_name="points")
-               .with_columns(pl.col("metric").str.strip_prefix("drvchg_"))
-               .with_columns(label=pl.col("metric").replace_strict(labels, default=None))
-               .filter(pl.col("points").abs() >= 0.05)
-               .sort(pl.col("points").abs(), "metric", descending=[True, False])
-               .select("metric", "label", "points")) if (drv and previous is not None) else \
-        pl.DataFrame(schema={"metric": pl.String, "label": pl.String, "points": pl.Float64})
+    changes = (
+        (
+            recent.select(pl.col(drv).fill_null(0).sum())
+            .unpivot(variable_name="metric", value_name="points")
+            .with_columns(pl.col("metric").str.strip_prefix("drvchg_"))
+            .with_columns(label=pl.col("metric").replace_strict(labels, default=None))
+            .filter(pl.col("points").abs() >= 0.05)
+            .sort(pl.col("points").abs(), "metric", descending=[True, False])
+            .select("metric", "label", "points")
+        )
+        if (drv and previous is not None)
+        else pl.DataFrame(schema={"metric": pl.String, "label": pl.String, "points": pl.Float64})
+    )
 
     # peers: anonymised percentiles, only for a cohort of MIN_COHORT or more
     peers, peer_cohort, peer_size = None, None, 0
@@ -325,21 +379,26 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         if peer_size >= MIN_COHORT:
             cat_labels = {f"cat_{n}": _label(c, n, customer) for n, c in shown_cats.items()}
             order = {m: i for i, m in enumerate(["score", *cat_labels])}  # overall first, then model order
-            peers = (mine.filter(pl.col("cohort_size") >= MIN_COHORT)
-                     .with_columns(label=pl.col("measure").replace_strict(
-                         {"score": "Overall score"} | cat_labels, default=None),
-                         order=pl.col("measure").replace_strict(order, default=len(order)))
-                     .drop_nulls("label")
-                     .sort("order")
-                     .select("measure", "label", "percentile", "cohort_median"))
+            peers = (
+                mine.filter(pl.col("cohort_size") >= MIN_COHORT)
+                .with_columns(
+                    label=pl.col("measure").replace_strict({"score": "Overall score"} | cat_labels, default=None),
+                    order=pl.col("measure").replace_strict(order, default=len(order)),
+                )
+                .drop_nulls("label")
+                .sort("order")
+                .select("measure", "label", "percentile", "cohort_median")
+            )
 
     reds = {b[0] for b in bands[:1]}  # the lowest band is the one that asks for action
     gain = _recoverable_points(model, cur)
-    actions = (metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
-               .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
-               .sort("points", "metric", descending=[True, False])
-               .head(MAX_ACTIONS)
-               .select("metric", "label", "action", "points"))
+    actions = (
+        metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
+        .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
+        .sort("points", "metric", descending=[True, False])
+        .head(MAX_ACTIONS)
+        .select("metric", "label", "action", "points")
+    )
 
     fields: list[tuple[str, Any, str]] = []
     internal_fields: list[tuple[str, Any, str]] | None = [] if internal else None
@@ -359,22 +418,36 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     band = cur.get("band")
     model_hash = str(cur.get("model_hash") or model.hash)
     return Scorecard(
-        account_id=account_id, company_name=str(cur.get("company_name") or account_id),
-        as_of=cur["as_of"], score=cur.get("score"), band=band,
+        account_id=account_id,
+        company_name=str(cur.get("company_name") or account_id),
+        as_of=cur["as_of"],
+        score=cur.get("score"),
+        band=band,
         band_colour=band_info[band][3] if band in band_info else _band_colour(band),
         band_meaning=band_info[band][4] if band in band_info else "",
         # the reason names the missing metrics, some of them internal
-        coverage=cur.get("coverage"), null_reason=cur.get("null_reason") if internal else None,
+        coverage=cur.get("coverage"),
+        null_reason=cur.get("null_reason") if internal else None,
         previous_score=previous.get("score") if previous else None,
         previous_as_of=previous["as_of"] if previous else None,
-        trend=trend, categories=categories, metrics=metrics.drop("action"), changes=changes, peers=peers,
-        peer_cohort=peer_cohort, peer_size=peer_size, actions=actions,
+        trend=trend,
+        categories=categories,
+        metrics=metrics.drop("action"),
+        changes=changes,
+        peers=peers,
+        peer_cohort=peer_cohort,
+        peer_size=peer_size,
+        actions=actions,
         model_name=str(cur.get("model_name") or model.name) if internal else "",
         model_version=str(cur.get("model_version") or model.version) if internal else "",
-        model_hash=model_hash if internal else "", variant=cur.get("variant") if internal else None,
-        bands=bands, audience="internal" if internal else "customer",
+        model_hash=model_hash if internal else "",
+        variant=cur.get("variant") if internal else None,
+        bands=bands,
+        audience="internal" if internal else "customer",
         report_id=report_id(model_hash, account_id, cur["as_of"], cur.get("variant")),
-        fields=fields, internal_fields=internal_fields)
+        fields=fields,
+        internal_fields=internal_fields,
+    )
 
 
 def _level_text(value: Any, metric: Any) -> str:

@@ -3,6 +3,7 @@
 >>> callable(build_from_raw)
 True
 """
+
 from __future__ import annotations
 
 import time
@@ -33,14 +34,18 @@ def build_from_raw(out: Path) -> str:
     differ = table.filter((pl.col("differ") > 0) | (pl.col("missing_rows") > 0))
     keys = ["account_id", "date", "event"]
     outcomes_equal = result.events.select(keys).sort(keys).equals(sample.events.select(keys).sort(keys))
-    check = (f"{table.height} columns equal to the bundled snapshots on every row"
-             if differ.is_empty() else
-             "DIFFERENT from the bundled snapshots: " + ", ".join(
-                 f"{r['metric']} ({r['differ']} rows)" for r in differ.iter_rows(named=True)))
-    return (f"raw layer: {raw.events.height:,} events ({raw.events['event'].n_unique()} types), "
-            f"{raw.subscriptions.height:,} subscriptions, {raw.crm.height:,} CRM rows, generated and written in {written:.1f} s "
-            f"-> {out / 'raw'}\n"
-            f"built {snaps.height:,} snapshots of {snaps['account_id'].n_unique():,} accounts "
-            f"({snaps.width - 2} metrics) in {seconds:.1f} s: {check}; "
-            f"{result.events.height} outcome events "
-            f"{'equal to the bundled events' if outcomes_equal else 'DIFFERENT from the bundled events'}")
+    check = (
+        f"{table.height} columns equal to the bundled snapshots on every row"
+        if differ.is_empty()
+        else "DIFFERENT from the bundled snapshots: "
+        + ", ".join(f"{r['metric']} ({r['differ']} rows)" for r in differ.iter_rows(named=True))
+    )
+    return (
+        f"raw layer: {raw.events.height:,} events ({raw.events['event'].n_unique()} types), "
+        f"{raw.subscriptions.height:,} subscriptions, {raw.crm.height:,} CRM rows, generated and written in {written:.1f} s "
+        f"-> {out / 'raw'}\n"
+        f"built {snaps.height:,} snapshots of {snaps['account_id'].n_unique():,} accounts "
+        f"({snaps.width - 2} metrics) in {seconds:.1f} s: {check}; "
+        f"{result.events.height} outcome events "
+        f"{'equal to the bundled events' if outcomes_equal else 'DIFFERENT from the bundled events'}"
+    )

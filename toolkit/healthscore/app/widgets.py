@@ -19,6 +19,7 @@ Charts get small aggregated tables through chart parameters, never the rows them
 >>> sorted(tuner.state) == sorted(STATE_KEYS)
 True
 """
+
 from __future__ import annotations
 
 import html
@@ -37,19 +38,26 @@ import numpy as np
 import polars as pl
 
 from healthscore import resources
+from healthscore.analysis import evaluation
+from healthscore.analysis.alerts import backtest_alerts
+from healthscore.analysis.evaluation import _grouped_split, time_split
+from healthscore.analysis.fitting import fit_weights
 from healthscore.core.extract import is_cross_sectional
 from healthscore.core.labels import label_outcomes
+from healthscore.core.scoring import calibrate, combine
+from healthscore.io.snapshots import read_events, read_snapshots
 from healthscore.render import formats as fmt
-from healthscore.spec.model import Band, ModelError, ScoreModel
+from healthscore.spec.model import Band, ModelError, ScoreModel, load_model
+from healthscore.viz import charts
 
 SAMPLE_MODEL = resources.sample_model()
 
 KEYS = ("account_id", "as_of")
-N_BINS = 20                      # score histogram: 20 bins of 5 points
+N_BINS = 20  # score histogram: 20 bins of 5 points
 HORIZONS = ("30d", "60d", "90d", "180d", "365d")
-HISTORY_LIMIT = 500              # undo steps kept
-CHANGED_ROWS = 15                # rows shown in the "accounts that change band" table
-_EPS = 1e-12                     # the scoring engine's tolerance on minimum coverage
+HISTORY_LIMIT = 500  # undo steps kept
+CHANGED_ROWS = 15  # rows shown in the "accounts that change band" table
+_EPS = 1e-12  # the scoring engine's tolerance on minimum coverage
 # a change that leaves more than this many percentage points of the book unscored is flagged in red
 # and "adopt all" waits for a confirmation
 MAX_COVERAGE_DROP = 1.0
@@ -64,15 +72,47 @@ _EMBED = {"renderer": "svg", "actions": False}
 _PADDING = {"left": 10, "top": 5, "right": 10, "bottom": 5}
 
 STATE_KEYS = (
-    "model", "hash", "variant", "outcome", "horizon", "split",
-    "accounts", "scored_accounts", "scored_accounts_start", "unscored_either", "coverage", "coverage_start",
-    "coverage_drop", "band_counts", "band_arr", "band_counts_start", "band_arr_start",
-    "holdout_rows", "holdout_events", "holdout_rows_left_out", "holdout_events_left_out",
-    "holdout_events_now", "holdout_events_start", "auc", "auc_start",
-    "auc_difference", "auc_difference_lower", "auc_difference_upper", "auc_change_measurable",
-    "lift", "lift_start", "shares", "shares_start",
-    "churn_by_band", "churn_by_band_start", "contributions", "contributions_start",
-    "n_changed", "arr_changed", "changed", "histogram",
+    "model",
+    "hash",
+    "variant",
+    "outcome",
+    "horizon",
+    "split",
+    "accounts",
+    "scored_accounts",
+    "scored_accounts_start",
+    "unscored_either",
+    "coverage",
+    "coverage_start",
+    "coverage_drop",
+    "band_counts",
+    "band_arr",
+    "band_counts_start",
+    "band_arr_start",
+    "holdout_rows",
+    "holdout_events",
+    "holdout_rows_left_out",
+    "holdout_events_left_out",
+    "holdout_events_now",
+    "holdout_events_start",
+    "auc",
+    "auc_start",
+    "auc_difference",
+    "auc_difference_lower",
+    "auc_difference_upper",
+    "auc_change_measurable",
+    "lift",
+    "lift_start",
+    "shares",
+    "shares_start",
+    "churn_by_band",
+    "churn_by_band_start",
+    "contributions",
+    "contributions_start",
+    "n_changed",
+    "arr_changed",
+    "changed",
+    "histogram",
 )
 
 
@@ -84,9 +124,9 @@ class Weights:
     Row ``g`` is variant ``g`` (0 is the base model, then ``model.variants`` in order).
     """
 
-    metric: np.ndarray      # (variants, metrics) metric weight, 0 when disabled
-    category: np.ndarray    # (variants, categories) category weight
-    share: np.ndarray       # (variants, metrics) nominal share of the total weight (for coverage)
+    metric: np.ndarray  # (variants, metrics) metric weight, 0 when disabled
+    category: np.ndarray  # (variants, categories) category weight
+    share: np.ndarray  # (variants, metrics) nominal share of the total weight (for coverage)
     min_coverage: float
 
 
@@ -126,10 +166,9 @@ class _Memo:
             if hi - lo == 1:
                 return cols[lo]
             mid = lo + (hi - lo) // 2
-            return self.get(f"{name}[{lo}:{hi}]", tuple(tokens[lo:hi]),
-                            lambda: np.add(node(lo, mid), node(mid, hi)))[1]
+            return self.get(f"{name}[{lo}:{hi}]", tuple(tokens[lo:hi]), lambda: np.add(node(lo, mid), node(mid, hi)))[1]
 
-        return self.get(name, tuple(tokens), lambda: node(0, len(cols)))   # callers never write into it
+        return self.get(name, tuple(tokens), lambda: node(0, len(cols)))  # callers never write into it
 
 
 class FastScorer:
@@ -209,8 +248,11 @@ class FastScorer:
             for j, metric in enumerate(r.metrics):
                 w[gi, j] = metric.weight
                 ok = total > 0 and in_cat[metric.category] > 0
-                s[gi, j] = (r.categories[metric.category].weight / total * metric.weight
-                            / in_cat[metric.category]) if ok else 0.0
+                s[gi, j] = (
+                    (r.categories[metric.category].weight / total * metric.weight / in_cat[metric.category])
+                    if ok
+                    else 0.0
+                )
         return Weights(w, c, s, float(model.min_coverage))
 
     def _group(self, g: int, wts: Weights) -> tuple[int, np.ndarray, np.ndarray, list[int], list[np.ndarray]]:
@@ -225,12 +267,15 @@ class FastScorer:
         ps = [memo.get(f"ps{j}", (pw[j][0],), lambda j=j: pw[j][1] * filled[j]) for j in range(m)]
         cov = [memo.get(f"cov{j}", (sh[j], ver[j]), lambda j=j: pf[j] * sh[j]) for j in range(m)]
         cov_t, coverage = memo.row_sum("coverage", [t for t, _ in cov], [a for _, a in cov], n)
-        ok_t, ok = memo.get("ok", (cov_t, wts.min_coverage), lambda: _covered(coverage, wts.min_coverage),
-                            compare=True)
-        cw = [memo.row_sum(f"cw{c}", [pw[j][0] for j in js], [pw[j][1] for j in js], n)
-              for c, js in enumerate(self.members)]
-        catw = [memo.get(f"catw{c}", (cw[c][0], v[c]), lambda c=c: np.where(cw[c][1] > 0, v[c], 0.0), compare=True)
-                for c in range(k)]
+        ok_t, ok = memo.get("ok", (cov_t, wts.min_coverage), lambda: _covered(coverage, wts.min_coverage), compare=True)
+        cw = [
+            memo.row_sum(f"cw{c}", [pw[j][0] for j in js], [pw[j][1] for j in js], n)
+            for c, js in enumerate(self.members)
+        ]
+        catw = [
+            memo.get(f"catw{c}", (cw[c][0], v[c]), lambda c=c: np.where(cw[c][1] > 0, v[c], 0.0), compare=True)
+            for c in range(k)
+        ]
         tot_t, tot = memo.row_sum("tot", [t for t, _ in catw], [a for _, a in catw], n)
 
         def share(c: int) -> np.ndarray:
@@ -242,15 +287,19 @@ class FastScorer:
 
         # rows without a score are masked at the end, so a coverage change keeps these arrays
         f = [memo.get(f"f{c}", (v[c], tot_t, cw[c][0]), lambda c=c: share(c)) for c in range(k)]
-        drv = [memo.get(f"drv{j}", (ps[j][0], f[c][0]), lambda j=j, c=c: ps[j][1] * f[c][1])
-               for j, c in enumerate(self.category_of)]
+        drv = [
+            memo.get(f"drv{j}", (ps[j][0], f[c][0]), lambda j=j, c=c: ps[j][1] * f[c][1])
+            for j, c in enumerate(self.category_of)
+        ]
         sum_t, total = memo.row_sum("score", [t for t, _ in drv], [a for _, a in drv], n)
-        _, score = memo.get("final", (sum_t, ok_t),
-                            lambda: np.where(ok, np.round(np.clip(total, 0.0, 100.0), SCORE_DECIMALS), np.nan))
+        _, score = memo.get(
+            "final", (sum_t, ok_t), lambda: np.where(ok, np.round(np.clip(total, 0.0, 100.0), SCORE_DECIMALS), np.nan)
+        )
         return ok_t, ok, score, [t for t, _ in drv], [a for _, a in drv]
 
-    def score(self, model: ScoreModel | Weights, drivers: bool = False,
-              totals_over: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+    def score(
+        self, model: ScoreModel | Weights, drivers: bool = False, totals_over: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Any]:
         """Scores (NaN below minimum coverage) and, optionally, the drivers.
 
         ``drivers=True``: a list with each metric's points per row (meaningless where the score is
@@ -274,8 +323,9 @@ class FastScorer:
                 _, mask = memo.get("mask", id(totals_over), lambda: totals_over[rows])
                 _, use = memo.get("use", (ok_t, id(totals_over)), lambda: mask & ok)
                 for j, p in enumerate(parts):
-                    totals[j] += memo.get(f"sum{j}", (tokens[j], ok_t, id(totals_over)),
-                                          lambda p=p: float(np.sum(p, where=use)))[1]
+                    totals[j] += memo.get(
+                        f"sum{j}", (tokens[j], ok_t, id(totals_over)), lambda p=p: float(np.sum(p, where=use))
+                    )[1]
         return score, (parts_full if drivers else totals if totals_over is not None else None)
 
 
@@ -313,8 +363,9 @@ def auc_and_lift(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1) -> tupl
     return auc, lift
 
 
-def auc_lift_influence(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1,
-                       influence: bool = False) -> tuple[float, float, np.ndarray | None]:
+def auc_lift_influence(
+    y: np.ndarray, risk: np.ndarray, fraction: float = 0.1, influence: bool = False
+) -> tuple[float, float, np.ndarray | None]:
     """AUC, top-``fraction`` lift and (with ``influence=True``) each row's influence on the AUC.
 
     No NaN in ``risk``. A row's influence is its placement minus the AUC, over the size of its
@@ -328,7 +379,7 @@ def auc_lift_influence(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1,
     (0.75, [0.125, -0.125, -0.125, 0.125])
     """
     r = np.asarray(risk, dtype=np.float64)
-    order = np.argsort(r)            # ties are handled as groups, so their order does not matter
+    order = np.argsort(r)  # ties are handled as groups, so their order does not matter
     auc, lift, inf_sorted = auc_lift_sorted(r[order], np.asarray(y)[order] > 0.5, fraction, influence)
     if inf_sorted is None:
         return auc, lift, None
@@ -337,8 +388,9 @@ def auc_lift_influence(y: np.ndarray, risk: np.ndarray, fraction: float = 0.1,
     return auc, lift, inf
 
 
-def auc_lift_sorted(rs: np.ndarray, pos: np.ndarray, fraction: float = 0.1,
-                    influence: bool = True) -> tuple[float, float, np.ndarray | None]:
+def auc_lift_sorted(
+    rs: np.ndarray, pos: np.ndarray, fraction: float = 0.1, influence: bool = True
+) -> tuple[float, float, np.ndarray | None]:
     """:func:`auc_lift_influence` on rows already sorted by risk (ascending, no NaN); influence in that order.
 
     One pass over tie groups: for each distinct risk, the non-events below it and the events
@@ -356,15 +408,15 @@ def auc_lift_sorted(rs: np.ndarray, pos: np.ndarray, fraction: float = 0.1,
     gid = np.cumsum(new, dtype=np.intp)
     gid -= 1
     posf = pos.astype(np.float64)
-    cp = np.bincount(gid, weights=posf)            # events per tie group
-    cn = np.bincount(gid) - cp                     # non-events per tie group
+    cp = np.bincount(gid, weights=posf)  # events per tie group
+    cn = np.bincount(gid) - cp  # non-events per tie group
     inf: np.ndarray | None = None
     if n0 == 0:
         auc = float("nan")
         inf = np.zeros(n) if influence else None
     else:
-        placed = (np.cumsum(cn) - 0.5 * cn)        # non-events below the group + half its ties
-        auc = float(np.sum(cp * placed)) / (n1 * n0)     # np.sum, not BLAS: no thread start-up per call
+        placed = np.cumsum(cn) - 0.5 * cn  # non-events below the group + half its ties
+        auc = float(np.sum(cp * placed)) / (n1 * n0)  # np.sum, not BLAS: no thread start-up per call
         if influence:
             above = n1 - np.cumsum(cp) + 0.5 * cp  # events above the group + half its ties
             # per tie group and class (non-event, event), then one look-up per row
@@ -384,9 +436,9 @@ def auc_lift_sorted(rs: np.ndarray, pos: np.ndarray, fraction: float = 0.1,
 class PairedDifference:
     """Two models' AUC on the same rows, their difference and its paired interval by account."""
 
-    auc: float              # the current model
-    auc_start: float        # the starting model, same rows
-    difference: float       # auc - auc_start
+    auc: float  # the current model
+    auc_start: float  # the starting model, same rows
+    difference: float  # auc - auc_start
     difference_lower: float
     difference_upper: float
     confidence: float
@@ -397,8 +449,15 @@ class PairedDifference:
         return bool(self.difference_lower > 0 or self.difference_upper < 0)
 
 
-def paired_auc_interval(influence: np.ndarray, influence_start: np.ndarray, groups: np.ndarray | None,
-                        auc: float, auc_start: float, *, confidence: float = 0.95) -> PairedDifference:
+def paired_auc_interval(
+    influence: np.ndarray,
+    influence_start: np.ndarray,
+    groups: np.ndarray | None,
+    auc: float,
+    auc_start: float,
+    *,
+    confidence: float = 0.95,
+) -> PairedDifference:
     """Interval of an AUC difference between two scores of the same rows, resampling accounts.
 
     ``influence``/``influence_start``: each row's influence on each model's AUC (from
@@ -431,8 +490,12 @@ def _close(a: float, b: float, tol: float = 1e-9) -> bool:
 
 
 # ---------------------------------------------------------------- model edits
-def edit_weights(model: ScoreModel, variant: str | None = None, metrics: Mapping[str, float] | None = None,
-                 categories: Mapping[str, float] | None = None) -> ScoreModel:
+def edit_weights(
+    model: ScoreModel,
+    variant: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    categories: Mapping[str, float] | None = None,
+) -> ScoreModel:
     """A new model with weights changed in the base model or in one variant's overrides.
 
     >>> m = edit_weights(hs_model(), "digital", categories={"usage": 50})
@@ -445,8 +508,12 @@ def edit_weights(model: ScoreModel, variant: str | None = None, metrics: Mapping
         raise ModelError(f"model {model.name!r} has no variant {variant!r}")
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
     categories = {k: float(v) for k, v in (categories or {}).items()}
-    variants = [replace(v, weights={**v.weights, **metrics}, categories={**v.categories, **categories})
-                if v.name == variant else v for v in model.variants]
+    variants = [
+        replace(v, weights={**v.weights, **metrics}, categories={**v.categories, **categories})
+        if v.name == variant
+        else v
+        for v in model.variants
+    ]
     new = replace(model, variants=variants)
     new.validate()
     return new
@@ -457,8 +524,10 @@ def move_cutoff(model: ScoreModel, index: int, value: float) -> ScoreModel:
     bands = list(model.bands)
     lo, hi = bands[index].lower, bands[index + 1].upper
     if not lo < value < hi:
-        raise ModelError(f"the cut-off between {bands[index].name} and {bands[index + 1].name} must lie "
-                         f"between {lo:g} and {hi:g}; got {value:g}")
+        raise ModelError(
+            f"the cut-off between {bands[index].name} and {bands[index + 1].name} must lie "
+            f"between {lo:g} and {hi:g}; got {value:g}"
+        )
     bands[index] = replace(bands[index], upper=float(value))
     bands[index + 1] = replace(bands[index + 1], lower=float(value))
     return model.with_bands(bands)
@@ -481,8 +550,13 @@ def breakpoint_rows(params: Mapping[str, Any], method: str) -> list[tuple[float 
     return [(None, scores[0]), *((float(e), sc) for e, sc in zip(params.get("edges", []), scores[1:]))]
 
 
-def breakpoints_from_rows(rows: Sequence[tuple[float | None, float]], method: str,
-                          direction: str = "higher_is_better", *, monotone: bool = True) -> dict[str, Any]:
+def breakpoints_from_rows(
+    rows: Sequence[tuple[float | None, float]],
+    method: str,
+    direction: str = "higher_is_better",
+    *,
+    monotone: bool = True,
+) -> dict[str, Any]:
     """Check table rows and turn them into calibration parameters (the inverse of :func:`breakpoint_rows`).
 
     Raw values must increase from row to row, sub-scores lie in 0..100, and the scores follow the
@@ -507,27 +581,32 @@ def breakpoints_from_rows(rows: Sequence[tuple[float | None, float]], method: st
             problems.append(f"row {i}: the raw value must be a number")
     if not problems:
         for i in range(first + 1, len(rows)):
-            if not rows[i][0] > rows[i - 1][0]:       # type: ignore[operator]
-                problems.append(f"row {i + 1}: value {rows[i][0]:g} must be above row {i}'s {rows[i - 1][0]:g} "
-                                "(values increase down the table)")
+            if not rows[i][0] > rows[i - 1][0]:  # type: ignore[operator]
+                problems.append(
+                    f"row {i + 1}: value {rows[i][0]:g} must be above row {i}'s {rows[i - 1][0]:g} "
+                    "(values increase down the table)"
+                )
         for i in range(1, len(rows)):
             y0, y1 = rows[i - 1][1], rows[i][1]
             if monotone and direction == "higher_is_better" and y1 < y0:
-                problems.append(f"row {i + 1}: sub-score {y1:g} is below row {i}'s {y0:g}, but higher values are "
-                                "better for this metric: scores must not fall from row to row")
+                problems.append(
+                    f"row {i + 1}: sub-score {y1:g} is below row {i}'s {y0:g}, but higher values are "
+                    "better for this metric: scores must not fall from row to row"
+                )
             if monotone and direction == "lower_is_better" and y1 > y0:
-                problems.append(f"row {i + 1}: sub-score {y1:g} is above row {i}'s {y0:g}, but lower values are "
-                                "better for this metric: scores must not rise from row to row")
+                problems.append(
+                    f"row {i + 1}: sub-score {y1:g} is above row {i}'s {y0:g}, but lower values are "
+                    "better for this metric: scores must not rise from row to row"
+                )
     if problems:
         raise ModelError("; ".join(problems))
     if method == "thresholds":
-        return {"points": [[float(x), float(y)] for x, y in rows]}    # type: ignore[arg-type]
+        return {"points": [[float(x), float(y)] for x, y in rows]}  # type: ignore[arg-type]
     return {"edges": [float(x) for x, _ in rows[1:]], "scores": [float(y) for _, y in rows]}  # type: ignore[arg-type]
 
 
 def hs_model() -> ScoreModel:
     """The bundled sample score model (for examples)."""
-    from healthscore.spec.model import load_model
 
     return load_model(SAMPLE_MODEL)
 
@@ -536,8 +615,9 @@ def _calibration_key(model: ScoreModel, metric: str) -> str:
     """What a metric's sub-score depends on (base and variant parameters, disabled flags)."""
     m = model.metric(metric)
     per_variant = [(v.name, v.params.get(metric), metric in v.disabled) for v in model.variants]
-    return json.dumps([m.column, m.method, m.direction, m.params, m.na_policy, per_variant], sort_keys=True,
-                      default=str)
+    return json.dumps(
+        [m.column, m.method, m.direction, m.params, m.na_policy, per_variant], sort_keys=True, default=str
+    )
 
 
 # ---------------------------------------------------------------- evidence (no widgets)
@@ -550,10 +630,16 @@ class TuningSession:
     before the split, so the holdout figures stay honest.
     """
 
-    def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
-                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None,
-                 subscores: pl.DataFrame | None = None) -> None:
-        from healthscore.core.scoring import calibrate
+    def __init__(
+        self,
+        snapshots: pl.DataFrame,
+        events: pl.DataFrame,
+        model: ScoreModel,
+        outcome: str = "churned",
+        horizon: str = "90d",
+        holdout: date | str | None = None,
+        subscores: pl.DataFrame | None = None,
+    ) -> None:
 
         if isinstance(snapshots, pl.LazyFrame):
             snapshots = snapshots.collect()
@@ -571,7 +657,8 @@ class TuningSession:
         self.book = book.select(
             "account_id",
             *(c for c in ("company_name", "segment", "csm") if c in book.columns),
-            (pl.col("arr").cast(pl.Float64).fill_null(0.0) if "arr" in book.columns else pl.lit(0.0)).alias("arr"))
+            (pl.col("arr").cast(pl.Float64).fill_null(0.0) if "arr" in book.columns else pl.lit(0.0)).alias("arr"),
+        )
         self.arr = self.book["arr"].to_numpy()
         self.outcome, self.horizon, self.holdout = outcome, horizon, holdout
         self.relabel(outcome, horizon, holdout)
@@ -579,12 +666,10 @@ class TuningSession:
     # ------------------------------------------------------------ labels
     def relabel(self, outcome: str, horizon: str, holdout: date | str | None = None) -> None:
         """Label the holdout for another outcome / horizon (the slow path: runs once per choice)."""
-        from healthscore.analysis.evaluation import time_split
 
         labelled = label_outcomes(self.snapshots.select(*KEYS), self.events, outcome=outcome, horizon=horizon)
         if holdout == "random" or (holdout is None and is_cross_sectional(self.snapshots)):
             # one snapshot per account has no later time to hold out: a random 30% of accounts instead
-            from healthscore.analysis.evaluation import _grouped_split
 
             _, test, _ = _grouped_split(labelled, outcome, "random", 0, 0)
             split = None
@@ -593,8 +678,10 @@ class TuningSession:
             test = None
         if test is None and labelled.is_empty():
             first, last = self.snapshots["as_of"].min(), self.snapshots["as_of"].max()
-            raise ModelError(f"no snapshot can be labelled for {outcome!r} within {horizon}: the snapshots run "
-                             f"{first} .. {last}, which must be longer than the horizon; choose a shorter one")
+            raise ModelError(
+                f"no snapshot can be labelled for {outcome!r} within {horizon}: the snapshots run "
+                f"{first} .. {last}, which must be longer than the horizon; choose a shorter one"
+            )
         if test is None and holdout is None:
             # 70% into the labelled dates, but late enough that the fit keeps some training rows
             first, last = labelled["as_of"].min(), labelled["as_of"].max()
@@ -609,13 +696,13 @@ class TuningSession:
         self.y = test[outcome].cast(pl.Int8).to_numpy().astype(np.float64)
         # each holdout row's account as a code: the unit the AUC difference's interval resamples
         self.hold_account = test["account_id"].rank("dense").cast(pl.Int64).to_numpy().astype(np.intp) - 1
-        self.low_is_risk = self.start.outcome(outcome).adverse      # adverse: a low score is the risk
+        self.low_is_risk = self.start.outcome(outcome).adverse  # adverse: a low score is the risk
         self._paired_start: tuple[np.ndarray, Any] | None = None
         # score only the rows shown: the book first, then the holdout
         self.rows = np.concatenate([self.book_rows, self.holdout_rows])
         self.scorer = FastScorer(self.sub[self.rows], self.start)
         self.book_mask = np.arange(len(self.rows)) < len(self.book_rows)
-        self.recalibrate(self.start)   # the starting figures use the starting calibration
+        self.recalibrate(self.start)  # the starting figures use the starting calibration
         self.start_eval = self._evaluate(self.start)
         self.n_hold_accounts = int(self.hold_account.max()) + 1 if self.hold_account.size else 0
         risk0 = self.start_eval["risk"]
@@ -624,14 +711,14 @@ class TuningSession:
     # ------------------------------------------------------------ calibration changes
     def recalibrate(self, model: ScoreModel) -> list[str]:
         """Recompute the sub-scores of metrics whose calibration changed; returns their names."""
-        from healthscore.core.scoring import calibrate
 
         changed = [m.name for m in model.metrics if self._calibrated.get(m.name) != _calibration_key(model, m.name)]
         if not changed:
             return []
         only = replace(model, metrics=[model.metric(n) for n in changed])
-        cols = [m.column for m in only.metrics] + [c for m in only.metrics for k, c in m.params.items()
-                                                     if k.endswith("_column")]
+        cols = [m.column for m in only.metrics] + [
+            c for m in only.metrics for k, c in m.params.items() if k.endswith("_column")
+        ]
         needed = list(dict.fromkeys([*KEYS, *cols, *(c for v in model.variants for c in v.filter)]))
         sub = calibrate(self.snapshots.select(needed), only)
         for n in changed:
@@ -653,19 +740,24 @@ class TuningSession:
         hold_ok = hold_band >= 0
         bins = np.minimum((book_score[scored] // (100 / N_BINS)).astype(np.intp), N_BINS - 1)
         hist = np.bincount(np.clip(bins, 0, N_BINS - 1) * k + book_band[scored], minlength=N_BINS * k)
-        contrib = totals / max(int(scored.sum()), 1)          # mean points over the scored accounts
+        contrib = totals / max(int(scored.sum()), 1)  # mean points over the scored accounts
         return {
-            "score": book_score, "band": book_band,
+            "score": book_score,
+            "band": book_band,
             "band_counts": np.bincount(book_band[scored], minlength=k),
             "band_arr": np.bincount(book_band[scored], weights=self.arr[scored], minlength=k),
-            "risk": risk, "hold_band": hold_band, "hold_ok": hold_ok,
+            "risk": risk,
+            "hold_band": hold_band,
+            "hold_ok": hold_ok,
             "holdout_events": int(self.y[hold_ok].sum()),
             "holdout_rows": int(hold_ok.sum()),
-            "contrib": contrib, "hist": hist,
+            "contrib": contrib,
+            "hist": hist,
         }
 
-    def _holdout_figures(self, ev: dict[str, Any], both: np.ndarray, k: int,
-                         order: np.ndarray | None = None) -> tuple[float, float, np.ndarray, np.ndarray]:
+    def _holdout_figures(
+        self, ev: dict[str, Any], both: np.ndarray, k: int, order: np.ndarray | None = None
+    ) -> tuple[float, float, np.ndarray, np.ndarray]:
         """AUC, lift, the AUC influence summed per account and the rate per band on the rows in ``both``.
 
         ``order``: the rows sorted by this model's risk, when known (the starting model's, sorted
@@ -673,12 +765,12 @@ class TuningSession:
         """
         if order is None:
             rows = np.flatnonzero(both)
-            idx = rows[np.argsort(ev["risk"][rows])]      # ties are grouped: their order does not matter
+            idx = rows[np.argsort(ev["risk"][rows])]  # ties are grouped: their order does not matter
         else:
             idx = order[both[order]]
         y = self.y[idx]
         auc, lift, inf = auc_lift_sorted(ev["risk"][idx], y > 0.5)
-        assert inf is not None                     # asked for
+        assert inf is not None  # asked for
         acc = self.hold_account[idx]
         per_account = np.bincount(acc, weights=inf, minlength=self.n_hold_accounts)
         band = ev["hold_band"][idx]
@@ -703,8 +795,16 @@ class TuningSession:
         auc0, lift0, inf0, rate0 = self._paired_start[1]
         present = np.bincount(self.hold_account[both], minlength=self.n_hold_accounts) > 0
         diff = paired_auc_interval(inf[present], inf0[present], None, auc, auc0)
-        return {"both": both, "auc": auc, "lift": lift, "rate": rate, "auc_start": auc0, "lift_start": lift0,
-                "rate_start": rate0, "difference": diff}
+        return {
+            "both": both,
+            "auc": auc,
+            "lift": lift,
+            "rate": rate,
+            "auc_start": auc0,
+            "lift_start": lift0,
+            "rate_start": rate0,
+            "difference": diff,
+        }
 
     def evaluate(self, model: ScoreModel) -> dict[str, Any]:
         """Every figure the tuner shows for ``model`` next to the starting model's (the ``state`` dict)."""
@@ -724,17 +824,23 @@ class TuningSession:
             return bands[idx] if idx >= 0 else None
 
         table = self.book.gather(changed[:CHANGED_ROWS]).with_columns(
-            pl.Series("old_band", [label(i, start_names) for i in start["band"][changed[:CHANGED_ROWS]]],
-                      dtype=pl.String),
+            pl.Series(
+                "old_band", [label(i, start_names) for i in start["band"][changed[:CHANGED_ROWS]]], dtype=pl.String
+            ),
             pl.Series("new_band", [label(i, names) for i in now["band"][changed[:CHANGED_ROWS]]], dtype=pl.String),
             pl.Series("old_score", start["score"][changed[:CHANGED_ROWS]]),
             pl.Series("new_score", now["score"][changed[:CHANGED_ROWS]]),
         )
         metrics = self.scorer.metrics
         return {
-            "model": model, "hash": None, "variant": None,
-            "outcome": self.outcome, "horizon": self.horizon, "split": self.split,
-            "accounts": n_book, "scored_accounts": int(now["band_counts"].sum()),
+            "model": model,
+            "hash": None,
+            "variant": None,
+            "outcome": self.outcome,
+            "horizon": self.horizon,
+            "split": self.split,
+            "accounts": n_book,
+            "scored_accounts": int(now["band_counts"].sum()),
             "scored_accounts_start": int(start["band_counts"].sum()),
             "unscored_either": int((~(scored_now & scored_start)).sum()),
             "coverage": float(scored_now.mean()) if n_book else float("nan"),
@@ -744,38 +850,51 @@ class TuningSession:
             "band_arr": dict(zip(names, now["band_arr"].tolist())),
             "band_counts_start": dict(zip(start_names, start["band_counts"].astype(int).tolist())),
             "band_arr_start": dict(zip(start_names, start["band_arr"].tolist())),
-            "holdout_rows": int(both.sum()), "holdout_events": int(self.y[both].sum()),
-            "holdout_rows_left_out": int(left_out.sum()), "holdout_events_left_out": int(self.y[left_out].sum()),
-            "holdout_events_now": now["holdout_events"], "holdout_events_start": start["holdout_events"],
-            "auc": paired["auc"], "auc_start": paired["auc_start"],
-            "auc_difference": diff.difference, "auc_difference_lower": diff.difference_lower,
-            "auc_difference_upper": diff.difference_upper, "auc_change_measurable": diff.measurable,
-            "lift": paired["lift"], "lift_start": paired["lift_start"],
+            "holdout_rows": int(both.sum()),
+            "holdout_events": int(self.y[both].sum()),
+            "holdout_rows_left_out": int(left_out.sum()),
+            "holdout_events_left_out": int(self.y[left_out].sum()),
+            "holdout_events_now": now["holdout_events"],
+            "holdout_events_start": start["holdout_events"],
+            "auc": paired["auc"],
+            "auc_start": paired["auc_start"],
+            "auc_difference": diff.difference,
+            "auc_difference_lower": diff.difference_lower,
+            "auc_difference_upper": diff.difference_upper,
+            "auc_change_measurable": diff.measurable,
+            "lift": paired["lift"],
+            "lift_start": paired["lift_start"],
             "churn_by_band": dict(zip(names, paired["rate"].tolist())),
             "churn_by_band_start": dict(zip(start_names, paired["rate_start"].tolist())),
             "contributions": dict(zip(metrics, now["contrib"].tolist())),
             "contributions_start": dict(zip(metrics, start["contrib"].tolist())),
-            "n_changed": int(changed.size), "arr_changed": float(self.arr[changed].sum()),
+            "n_changed": int(changed.size),
+            "arr_changed": float(self.arr[changed].sum()),
             "changed": table,
             "histogram": now["hist"].astype(int).tolist(),
-            "shares": model.weight_shares(), "shares_start": self.start.weight_shares(),
+            "shares": model.weight_shares(),
+            "shares_start": self.start.weight_shares(),
         }
 
     def verify(self, model: ScoreModel) -> dict[str, Any]:
         """Recompute ``model``'s figures the slow way (full calibrate + combine + evaluation
         functions) and compare them with the fast path. ``ok`` is True when everything agrees."""
-        from healthscore.analysis import evaluation
-        from healthscore.core.scoring import calibrate, combine
 
         fast = self.evaluate(model)
         scores = combine(calibrate(self.snapshots, model), model).with_row_index("__row")
         start = combine(calibrate(self.snapshots, self.start), self.start).select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), pl.col("score").alias("start_score"))
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), pl.col("score").alias("start_score")
+        )
         book = scores.filter(pl.col("__row").is_in(pl.Series(self.book_rows).implode())).sort("account_id")
         # the holdout rows both models score
-        hold = (pl.DataFrame({"__row": self.holdout_rows, "y": self.y}).cast({"__row": pl.UInt32})
-                .join(scores, on="__row").join(start, on="__row")
-                .filter(pl.col("score").is_not_null() & pl.col("start_score").is_not_null()).sort(KEYS))
+        hold = (
+            pl.DataFrame({"__row": self.holdout_rows, "y": self.y})
+            .cast({"__row": pl.UInt32})
+            .join(scores, on="__row")
+            .join(start, on="__row")
+            .filter(pl.col("score").is_not_null() & pl.col("start_score").is_not_null())
+            .sort(KEYS)
+        )
         # on the tuner's 1e-9 grid: the engine's last bit depends on its order of addition
         risk = evaluation.risk_of(hold["score"].round(SCORE_DECIMALS), self.outcome)
         counts = dict(book.filter(pl.col("band").is_not_null()).group_by("band").len().iter_rows())
@@ -788,23 +907,31 @@ class TuningSession:
             "same_missing_scores": bool(np.array_equal(np.isnan(ours), np.isnan(theirs))),
             "band_counts": fast["band_counts"],
             "band_counts_engine": {b.name: int(counts.get(b.name, 0)) for b in model.bands},
-            "auc": fast["auc"], "auc_engine": slow_auc, "lift": fast["lift"], "lift_engine": slow_lift,
+            "auc": fast["auc"],
+            "auc_engine": slow_auc,
+            "lift": fast["lift"],
+            "lift_engine": slow_lift,
         }
-        out["ok"] = bool(out["same_missing_scores"] and out["max_score_difference"] <= 1e-9
-                         and out["band_counts"] == out["band_counts_engine"]
-                         and _close(out["auc"], slow_auc) and _close(out["lift"], slow_lift))
+        out["ok"] = bool(
+            out["same_missing_scores"]
+            and out["max_score_difference"] <= 1e-9
+            and out["band_counts"] == out["band_counts_engine"]
+            and _close(out["auc"], slow_auc)
+            and _close(out["lift"], slow_lift)
+        )
         return out
 
     def book_scores(self, model: ScoreModel) -> pl.DataFrame:
         """``account_id``, ``score``, ``band`` of the book under ``model`` (fast path; for checks and export)."""
         self.recalibrate(model)
         score, _ = self.scorer.score(model)
-        score = score[:len(self.book_rows)]
+        score = score[: len(self.book_rows)]
         idx = band_index(score, model.bands)
         names = [b.name for b in model.bands]
         return self.book.select("account_id").with_columns(
             pl.Series("score", score).fill_nan(None),
-            pl.Series("band", [names[i] if i >= 0 else None for i in idx], dtype=pl.String))
+            pl.Series("band", [names[i] if i >= 0 else None for i in idx], dtype=pl.String),
+        )
 
 
 # ---------------------------------------------------------------- charts (fed by parameters)
@@ -815,9 +942,7 @@ def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int
     parameters (``hist``: bins x bands, bin-major; ``hist_start``: per bin; ``cuts``), so an update
     sends a few dozen numbers.
     """
-    import altair as alt
-
-    from healthscore.viz import charts
+    import altair as alt  # altair is loaded only when a chart is drawn
 
     k, width = len(bands), 100 / n_bins
     names = json.dumps(list(bands))
@@ -825,27 +950,57 @@ def distribution_chart(bands: Sequence[str], colours: Sequence[str], n_bins: int
     start = alt.param(name="hist_start", value=[0] * n_bins)
     cuts = alt.param(name="cuts", value=[0.0] * max(k - 1, 0))
     x = alt.X("lo:Q", bin="binned", scale=alt.Scale(domain=[0, 100]), title="score (book of business, now)")
-    bars = (alt.Chart(alt.sequence(0, n_bins * k, as_="i"))
-            .transform_calculate(lo=f"floor(datum.i / {k}) * {width}", hi=f"floor(datum.i / {k}) * {width} + {width}",
-                                 band=f"{names}[datum.i % {k}]", order=f"datum.i % {k}", accounts="hist[datum.i]")
-            .mark_bar(stroke="white", strokeWidth=0.5)
-            .encode(x=x, x2="hi:Q", y=alt.Y("sum(accounts):Q", title="accounts"),
-                    color=alt.Color("band:N", scale=charts.band_scale(list(bands), list(colours)), sort=list(bands),
-                                    legend=alt.Legend(title="band")),
-                    order=alt.Order("order:Q"),
-                    tooltip=[alt.Tooltip("band:N"), alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q")]))
-    before = (alt.Chart(alt.sequence(0, n_bins, as_="i"))
-              .transform_calculate(lo=f"datum.i * {width}", hi=f"datum.i * {width} + {width}",
-                                   accounts="hist_start[datum.i]")
-              .mark_rule(color="black", strokeDash=[4, 2], strokeWidth=1.5)
-              .encode(x=alt.X("lo:Q", scale=alt.Scale(domain=[0, 100])), x2="hi:Q", y="accounts:Q",
-                      tooltip=[alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q", title="starting model")]))
-    rules = (alt.Chart(alt.sequence(0, max(k - 1, 0), as_="i"))
-             .transform_calculate(cut="cuts[datum.i]")
-             .mark_rule(color="#555", strokeWidth=1).encode(x="cut:Q"))
-    return (alt.layer(bars, before, rules).add_params(hist, start, cuts)
-            .properties(width=360, height=190, padding=_PADDING,
-                        title=alt.Title("Score distribution by band", subtitle="dashes: the starting model")))
+    bars = (
+        alt.Chart(alt.sequence(0, n_bins * k, as_="i"))
+        .transform_calculate(
+            lo=f"floor(datum.i / {k}) * {width}",
+            hi=f"floor(datum.i / {k}) * {width} + {width}",
+            band=f"{names}[datum.i % {k}]",
+            order=f"datum.i % {k}",
+            accounts="hist[datum.i]",
+        )
+        .mark_bar(stroke="white", strokeWidth=0.5)
+        .encode(
+            x=x,
+            x2="hi:Q",
+            y=alt.Y("sum(accounts):Q", title="accounts"),
+            color=alt.Color(
+                "band:N",
+                scale=charts.band_scale(list(bands), list(colours)),
+                sort=list(bands),
+                legend=alt.Legend(title="band"),
+            ),
+            order=alt.Order("order:Q"),
+            tooltip=[alt.Tooltip("band:N"), alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q")],
+        )
+    )
+    before = (
+        alt.Chart(alt.sequence(0, n_bins, as_="i"))
+        .transform_calculate(lo=f"datum.i * {width}", hi=f"datum.i * {width} + {width}", accounts="hist_start[datum.i]")
+        .mark_rule(color="black", strokeDash=[4, 2], strokeWidth=1.5)
+        .encode(
+            x=alt.X("lo:Q", scale=alt.Scale(domain=[0, 100])),
+            x2="hi:Q",
+            y="accounts:Q",
+            tooltip=[alt.Tooltip("lo:Q", title="from"), alt.Tooltip("accounts:Q", title="starting model")],
+        )
+    )
+    rules = (
+        alt.Chart(alt.sequence(0, max(k - 1, 0), as_="i"))
+        .transform_calculate(cut="cuts[datum.i]")
+        .mark_rule(color="#555", strokeWidth=1)
+        .encode(x="cut:Q")
+    )
+    return (
+        alt.layer(bars, before, rules)
+        .add_params(hist, start, cuts)
+        .properties(
+            width=360,
+            height=190,
+            padding=_PADDING,
+            title=alt.Title("Score distribution by band", subtitle="dashes: the starting model"),
+        )
+    )
 
 
 def contribution_chart(labels: Sequence[str]) -> Any:
@@ -853,21 +1008,31 @@ def contribution_chart(labels: Sequence[str]) -> Any:
 
     Values come from the parameters ``contrib`` and ``contrib_start`` (one number per metric).
     """
-    import altair as alt
+    import altair as alt  # altair is loaded only when a chart is drawn
 
     names = json.dumps(list(labels))
     now = alt.param(name="contrib", value=[0.0] * len(labels))
     start = alt.param(name="contrib_start", value=[0.0] * len(labels))
-    base = (alt.Chart(alt.sequence(0, len(labels), as_="i"))
-            .transform_calculate(metric=f"{names}[datum.i]", now="contrib[datum.i]", start="contrib_start[datum.i]"))
+    base = alt.Chart(alt.sequence(0, len(labels), as_="i")).transform_calculate(
+        metric=f"{names}[datum.i]", now="contrib[datum.i]", start="contrib_start[datum.i]"
+    )
     y = alt.Y("metric:N", sort=list(labels), title=None)
     bars = base.mark_bar(color="#0072B2").encode(
-        y=y, x=alt.X("now:Q", title="mean points contributed to the score"),
-        tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("now:Q", format=".2f"), alt.Tooltip("start:Q", format=".2f")])
+        y=y,
+        x=alt.X("now:Q", title="mean points contributed to the score"),
+        tooltip=[alt.Tooltip("metric:N"), alt.Tooltip("now:Q", format=".2f"), alt.Tooltip("start:Q", format=".2f")],
+    )
     ticks = base.mark_tick(color="black", thickness=2).encode(y=y, x="start:Q")
-    return (alt.layer(bars, ticks).add_params(now, start)
-            .properties(width=260, height=max(120, 16 * len(labels)), padding=_PADDING,
-                        title=alt.Title("Each metric's contribution", subtitle="ticks: the starting model")))
+    return (
+        alt.layer(bars, ticks)
+        .add_params(now, start)
+        .properties(
+            width=260,
+            height=max(120, 16 * len(labels)),
+            padding=_PADDING,
+            title=alt.Title("Each metric's contribution", subtitle="ticks: the starting model"),
+        )
+    )
 
 
 # ---------------------------------------------------------------- small HTML pieces
@@ -882,8 +1047,10 @@ def _auc_change(st: Mapping[str, Any]) -> str:
         return "<span class='hs-auc-change' style='color:#777'>–</span>"
     interval = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     if not st["auc_change_measurable"]:
-        return (f"<span class='hs-auc-change' data-measurable='no' style='color:#777'>no measurable change "
-                f"({interval})</span>")
+        return (
+            f"<span class='hs-auc-change' data-measurable='no' style='color:#777'>no measurable change "
+            f"({interval})</span>"
+        )
     colour = "#009E73" if d > 0 else "#D55E00"
     return f"<span class='hs-auc-change' data-measurable='yes' style='color:{colour}'>{interval}</span>"
 
@@ -895,17 +1062,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str) -> s
 
 
 def _swatch(name: str, colour: str) -> str:
-    return (f"<span style='display:inline-block;width:10px;height:10px;background:{colour};"
-            f"margin-right:4px;border-radius:2px'></span>{html.escape(name)}")
+    return (
+        f"<span style='display:inline-block;width:10px;height:10px;background:{colour};"
+        f"margin-right:4px;border-radius:2px'></span>{html.escape(name)}"
+    )
 
 
 @dataclass(frozen=True)
 class Suggestion:
     """A fitted suggestion for the weights being edited (see :func:`suggestions_from_fit`)."""
 
-    weights: dict[str, float]                         # metric -> weight in the sliders' units (adopt all)
-    shares: dict[str, tuple[float, float, float]]     # metric -> (% of score, interval lower, upper)
-    categories: dict[str, float]                      # category -> weight in the sliders' units
+    weights: dict[str, float]  # metric -> weight in the sliders' units (adopt all)
+    shares: dict[str, tuple[float, float, float]]  # metric -> (% of score, interval lower, upper)
+    categories: dict[str, float]  # category -> weight in the sliders' units
 
 
 def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
@@ -925,13 +1094,15 @@ def suggestions_from_fit(fit: Any, current: ScoreModel) -> Suggestion:
     factor = {c: (now_in[c] / sug_in[c]) if sug_in[c] > 0 and now_in[c] > 0 else 1.0 for c in cats}
     weights = {m.name: float(m.weight) * factor[m.category] for m in suggested.metrics}
     nan = float("nan")
-    shares = {m: (s, nan if lo is None else lo, nan if hi is None else hi)
-              for m, s, lo, hi in fit.suggested_shares().select("metric", "share", "share_lower", "share_upper")
-              .iter_rows()}
+    shares = {
+        m: (s, nan if lo is None else lo, nan if hi is None else hi)
+        for m, s, lo, hi in fit.suggested_shares().select("metric", "share", "share_lower", "share_upper").iter_rows()
+    }
     total_now = sum(c.weight for c in current.categories.values())
     total_sug = sum(c.weight for c in suggested.categories.values())
-    categories = {c.name: (c.weight * total_now / total_sug if total_sug > 0 else c.weight)
-                  for c in suggested.categories.values()}
+    categories = {
+        c.name: (c.weight * total_now / total_sug if total_sug > 0 else c.weight) for c in suggested.categories.values()
+    }
     return Suggestion(weights, shares, categories)
 
 
@@ -963,8 +1134,10 @@ def weights_for_share(model: ScoreModel, metric: str, share: float) -> tuple[dic
     r = target * total / cat.weight if cat.weight > 0 else math.inf
     if r >= 1:
         whole = 100.0 * cat.weight / total if total > 0 else 0.0
-        raise ModelError(f"{share:.1f}% of the score is more than category {me.category!r} holds ({whole:.1f}%): "
-                         "raise that category's weight first, or press 'adopt all'")
+        raise ModelError(
+            f"{share:.1f}% of the score is more than category {me.category!r} holds ({whole:.1f}%): "
+            "raise that category's weight first, or press 'adopt all'"
+        )
     return {metric: r * rest_in / (1 - r)}, {}
 
 
@@ -976,7 +1149,7 @@ class BreakpointTable:
     """
 
     def __init__(self, metric: Any, on_apply: Callable[[str, dict[str, Any]], None]) -> None:
-        import ipywidgets as W
+        import ipywidgets as W  # widgets exist only inside a notebook
 
         self.name, self.method, self.direction = metric.name, metric.method, metric.direction
         self.monotone = metric.params.get("monotone", True) is not False
@@ -995,20 +1168,23 @@ class BreakpointTable:
         self.apply_button.on_click(lambda _b: self.apply())
         better = "higher values are better" if self.direction == "higher_is_better" else "lower values are better"
         head = "raw value" if self.method == "thresholds" else "from raw value"
-        title = W.HTML(f"<b>{html.escape(metric.label or metric.name)}</b> "
-                       f"<span style='font-size:11px;color:#555'>({html.escape(self.method)}; {better})</span>"
-                       f"<div style='font-size:11px'><span style='display:inline-block;width:110px'>{head}</span>"
-                       "sub-score (0-100)</div>")
-        self.widget = W.VBox([title, self.rows_box, W.HBox([self.add_button, self.remove_button, self.apply_button]),
-                              self.message], layout=W.Layout(margin="0 0 10px 0"))
+        title = W.HTML(
+            f"<b>{html.escape(metric.label or metric.name)}</b> "
+            f"<span style='font-size:11px;color:#555'>({html.escape(self.method)}; {better})</span>"
+            f"<div style='font-size:11px'><span style='display:inline-block;width:110px'>{head}</span>"
+            "sub-score (0-100)</div>"
+        )
+        self.widget = W.VBox(
+            [title, self.rows_box, W.HBox([self.add_button, self.remove_button, self.apply_button]), self.message],
+            layout=W.Layout(margin="0 0 10px 0"),
+        )
         self.widget.add_class(f"hs-bp-{self.name}")
         self.set_rows(breakpoint_rows(metric.params, metric.method))
 
     def _row(self, value: float | None, score: float) -> Any:
         W = self._W
         box = W.Layout(width="105px")
-        v = (W.HTML("below the first", layout=box) if value is None
-             else W.FloatText(value=value, layout=box))
+        v = W.HTML("below the first", layout=box) if value is None else W.FloatText(value=value, layout=box)
         sc = W.BoundedFloatText(value=score, min=0, max=100, layout=W.Layout(width="90px"))
         self.values.append(v)
         self.scores.append(sc)
@@ -1022,8 +1198,10 @@ class BreakpointTable:
 
     def rows(self) -> list[tuple[float | None, float]]:
         """The rows as entered."""
-        return [(None if isinstance(v, self._W.HTML) else float(v.value), float(sc.value))
-                for v, sc in zip(self.values, self.scores)]
+        return [
+            (None if isinstance(v, self._W.HTML) else float(v.value), float(sc.value))
+            for v, sc in zip(self.values, self.scores)
+        ]
 
     def add_row(self) -> None:
         rows = self.rows()
@@ -1061,13 +1239,16 @@ def with_alert_setting(model: ScoreModel, rule: str, value: float) -> ScoreModel
     found = next((r for r in model.alerts if r.name == rule), None)
     if found is None or found.kind not in ALERT_SETTINGS:
         movable = [r.name for r in model.alerts if r.kind in ALERT_SETTINGS]
-        raise ModelError(f"model {model.name!r} has no alert rule {rule!r} with a numeric setting; "
-                         f"these have one: {movable}")
+        raise ModelError(
+            f"model {model.name!r} has no alert rule {rule!r} with a numeric setting; these have one: {movable}"
+        )
     key = ALERT_SETTINGS[found.kind]
     v = float(value)
     if key == "points" and v <= 0 or key == "at_least" and not 0 < v <= 1 or not math.isfinite(v):
-        raise ModelError(f"alert rule {rule!r}: {key} = {v:g} is out of range"
-                         + (" (a probability above 0, at most 1)" if key == "at_least" else " (above 0)"))
+        raise ModelError(
+            f"alert rule {rule!r}: {key} = {v:g} is out of range"
+            + (" (a probability above 0, at most 1)" if key == "at_least" else " (above 0)")
+        )
     change: dict[str, Any] = {key: v}
     return replace(model, alerts=[replace(r, **change) if r.name == rule else r for r in model.alerts])
 
@@ -1081,12 +1262,16 @@ class AlertsPanel:
     Scores are computed once per scoring change and kept; a rule's setting never changes a score.
     """
 
-    COLUMNS = (("alerts", "alerts", "{:,.0f}"), ("precision", "precision", "pct"),
-               ("share_caught", "caught", "pct"), ("lead_days_median", "lead (days)", "{:.0f}"),
-               ("alerts_per_csm_week", "per CSM / week", "{:.2f}"))
+    COLUMNS = (
+        ("alerts", "alerts", "{:,.0f}"),
+        ("precision", "precision", "pct"),
+        ("share_caught", "caught", "pct"),
+        ("lead_days_median", "lead (days)", "{:.0f}"),
+        ("alerts_per_csm_week", "per CSM / week", "{:.2f}"),
+    )
 
     def __init__(self, tuner: WeightTuner) -> None:
-        import ipywidgets as W
+        import ipywidgets as W  # widgets exist only inside a notebook
 
         self.tuner = tuner
         self._scores: dict[str, pl.DataFrame] = {}
@@ -1097,21 +1282,36 @@ class AlertsPanel:
             if key is None:
                 continue
             v = float(getattr(r, key))
-            lo, hi, step = ((0.01, 1.0, 0.01) if key == "at_least" else (1.0, 50.0, 1.0) if key == "points"
-                            else (0.0, 100.0, 1.0))
+            lo, hi, step = (
+                (0.01, 1.0, 0.01) if key == "at_least" else (1.0, 50.0, 1.0) if key == "points" else (0.0, 100.0, 1.0)
+            )
             what = {"value": f"{r.metric or r.column} {r.op}", "points": "drop of at least", "at_least": "chance >="}
-            s = W.FloatSlider(value=v, min=min(lo, v), max=max(hi, v), step=step, continuous_update=False,
-                              description=f"{r.name}: {what[key]}", layout=W.Layout(width="420px"),
-                              style={"description_width": "240px"})
+            s = W.FloatSlider(
+                value=v,
+                min=min(lo, v),
+                max=max(hi, v),
+                step=step,
+                continuous_update=False,
+                description=f"{r.name}: {what[key]}",
+                layout=W.Layout(width="420px"),
+                style={"description_width": "240px"},
+            )
             s.add_class(f"hs-alert-{r.name}")
             s.observe(lambda ch, n=r.name: self._on_setting(n, ch["new"]), "value")
             self.sliders[r.name] = s
         self.table_html = W.HTML("")
         self.table_html.add_class("hs-alerts-table")
-        note = ("Move a rule's setting to see how it would have done over the history, next to the starting "
-                "rules (in brackets). Saving writes the settings into the model's [[alerts]].")
-        self.widget = W.VBox([W.HTML(f"<div style='font-size:12px;max-width:600px'>{note}</div>"),
-                              *self.sliders.values(), self.table_html])
+        note = (
+            "Move a rule's setting to see how it would have done over the history, next to the starting "
+            "rules (in brackets). Saving writes the settings into the model's [[alerts]]."
+        )
+        self.widget = W.VBox(
+            [
+                W.HTML(f"<div style='font-size:12px;max-width:600px'>{note}</div>"),
+                *self.sliders.values(),
+                self.table_html,
+            ]
+        )
         self.state: dict[str, Any] = {}
 
     def _on_setting(self, rule: str, value: float) -> None:
@@ -1125,7 +1325,6 @@ class AlertsPanel:
 
     def scores(self, model: ScoreModel) -> pl.DataFrame:
         """Every snapshot's score under ``model`` (kept per model hash)."""
-        from healthscore.core.scoring import combine
 
         key = model.hash
         if key not in self._scores:
@@ -1135,11 +1334,11 @@ class AlertsPanel:
         return self._scores[key]
 
     def backtest(self, model: ScoreModel) -> pl.DataFrame:
-        from healthscore.analysis.alerts import backtest_alerts
 
         s = self.tuner.session
-        return backtest_alerts(self.scores(model), s.events, model, outcome=s.outcome, horizon=s.horizon,
-                               snapshots=s.snapshots).table
+        return backtest_alerts(
+            self.scores(model), s.events, model, outcome=s.outcome, horizon=s.horizon, snapshots=s.snapshots
+        ).table
 
     def refresh(self) -> None:
         """Backtest the current rules and the starting ones (the latter once per outcome and horizon)."""
@@ -1158,12 +1357,15 @@ class AlertsPanel:
             b = before.get(r["rule"], {})
             cells = [html.escape(str(r["rule"]))]
             for col, _, form in self.COLUMNS:
-                cells.append(f"<span class='hs-alert-{col}'>{_fmt_cell(r.get(col), form)}</span> "
-                             f"({_fmt_cell(b.get(col), form)})")
+                cells.append(
+                    f"<span class='hs-alert-{col}'>{_fmt_cell(r.get(col), form)}</span> ({_fmt_cell(b.get(col), form)})"
+                )
             rows.append(cells)
-        self.table_html.value = (f"<div style='font-size:12px'>Backtest against {html.escape(s.outcome)} within "
-                                 f"{html.escape(s.horizon)}: now (starting rules)</div>"
-                                 + _table(["rule", *(h for _, h, _ in self.COLUMNS)], rows, "hs-alert-backtest"))
+        self.table_html.value = (
+            f"<div style='font-size:12px'>Backtest against {html.escape(s.outcome)} within "
+            f"{html.escape(s.horizon)}: now (starting rules)</div>"
+            + _table(["rule", *(h for _, h, _ in self.COLUMNS)], rows, "hs-alert-backtest")
+        )
 
 
 def _fmt_cell(v: Any, form: str) -> str:
@@ -1193,14 +1395,22 @@ class WeightTuner:
     ``subscores`` reuses the output of ``hs.calibrate(snapshots, model)`` instead of calibrating again.
     """
 
-    def __init__(self, snapshots: pl.DataFrame, events: pl.DataFrame, model: ScoreModel,
-                 outcome: str = "churned", horizon: str = "90d", holdout: date | str | None = None,
-                 subscores: pl.DataFrame | None = None) -> None:
-        import altair as alt
+    def __init__(
+        self,
+        snapshots: pl.DataFrame,
+        events: pl.DataFrame,
+        model: ScoreModel,
+        outcome: str = "churned",
+        horizon: str = "90d",
+        holdout: date | str | None = None,
+        subscores: pl.DataFrame | None = None,
+    ) -> None:
+        import altair as alt  # altair is loaded only when a chart is drawn
 
         alt.JupyterChart.enable_offline()  # the chart JavaScript comes with vl-convert, not from the internet
-        self.session = TuningSession(snapshots, events, model, outcome=outcome, horizon=horizon, holdout=holdout,
-                                     subscores=subscores)
+        self.session = TuningSession(
+            snapshots, events, model, outcome=outcome, horizon=horizon, holdout=holdout, subscores=subscores
+        )
         self.start = model
         self.model = model
         self.variant = "default"
@@ -1218,10 +1428,8 @@ class WeightTuner:
 
     # ------------------------------------------------------------ layout
     def _build(self) -> None:
-        import altair as alt
-        import ipywidgets as W
-
-        from healthscore.viz import charts
+        import altair as alt  # altair is loaded only when a chart is drawn
+        import ipywidgets as W  # widgets exist only inside a notebook
 
         m0 = self.model
         wide = W.Layout(width="330px")
@@ -1230,13 +1438,31 @@ class WeightTuner:
         top_c = max([c.weight for c in m0.categories.values()] + [50.0])
 
         self.category_sliders = {
-            c.name: W.FloatSlider(value=c.weight, min=0, max=float(math.ceil(2 * top_c)), step=0.5,
-                                  description=c.label or c.name, continuous_update=False, layout=wide, style=style)
-            for c in m0.categories.values()}
+            c.name: W.FloatSlider(
+                value=c.weight,
+                min=0,
+                max=float(math.ceil(2 * top_c)),
+                step=0.5,
+                description=c.label or c.name,
+                continuous_update=False,
+                layout=wide,
+                style=style,
+            )
+            for c in m0.categories.values()
+        }
         self.metric_sliders = {
-            m.name: W.FloatSlider(value=m.weight, min=0, max=float(math.ceil(2 * top_w)), step=0.1,
-                                  description=m.label or m.name, continuous_update=False, layout=wide, style=style)
-            for m in m0.metrics}
+            m.name: W.FloatSlider(
+                value=m.weight,
+                min=0,
+                max=float(math.ceil(2 * top_w)),
+                step=0.1,
+                description=m.label or m.name,
+                continuous_update=False,
+                layout=wide,
+                style=style,
+            )
+            for m in m0.metrics
+        }
         for name, s in self.category_sliders.items():
             s.add_class(f"hs-c-{name}")
             s.observe(lambda ch, n=name: self._on_category(n, ch["new"]), "value")
@@ -1249,9 +1475,15 @@ class WeightTuner:
         for n, lab in self.share_labels.items():
             lab.add_class(f"hs-share-{n}")
         self.suggestion_labels = {n: W.HTML("", layout=W.Layout(width="150px")) for n in self.metric_sliders}
-        self.adopt_buttons = {n: W.Button(description="adopt", disabled=True, layout=W.Layout(width="64px"),
-                                          tooltip="give this metric the fitted share of the score")
-                              for n in self.metric_sliders}
+        self.adopt_buttons = {
+            n: W.Button(
+                description="adopt",
+                disabled=True,
+                layout=W.Layout(width="64px"),
+                tooltip="give this metric the fitted share of the score",
+            )
+            for n in self.metric_sliders
+        }
         for n, b in self.adopt_buttons.items():
             b.on_click(lambda _b, n=n: self._guard(lambda: self.adopt(n)))
         # a metric alone in its category: its weight cannot change its share (weights are relative
@@ -1266,50 +1498,95 @@ class WeightTuner:
 
         bands = m0.bands
         self.cutoff_sliders = [
-            W.FloatSlider(value=b.upper, min=0, max=100, step=0.5, continuous_update=False,
-                          description=f"{b.name} | {bands[i + 1].name}", layout=wide, style=style)
-            for i, b in enumerate(bands[:-1])]
+            W.FloatSlider(
+                value=b.upper,
+                min=0,
+                max=100,
+                step=0.5,
+                continuous_update=False,
+                description=f"{b.name} | {bands[i + 1].name}",
+                layout=wide,
+                style=style,
+            )
+            for i, b in enumerate(bands[:-1])
+        ]
         for i, s in enumerate(self.cutoff_sliders):
             s.add_class(f"hs-cut-{i}")
             s.observe(lambda ch, i=i: self._on_cutoff(i, ch["new"]), "value")
-        self.coverage_slider = W.FloatSlider(value=m0.min_coverage, min=0, max=1, step=0.05, continuous_update=False,
-                                             description="minimum coverage", layout=wide, style=style)
+        self.coverage_slider = W.FloatSlider(
+            value=m0.min_coverage,
+            min=0,
+            max=1,
+            step=0.05,
+            continuous_update=False,
+            description="minimum coverage",
+            layout=wide,
+            style=style,
+        )
         self.coverage_slider.observe(lambda ch: self._on_coverage(ch["new"]), "value")
-        self.threshold_tables = {m.name: BreakpointTable(m, self._on_breakpoints)
-                                 for m in m0.metrics if m.method in _EDITABLE}
+        self.threshold_tables = {
+            m.name: BreakpointTable(m, self._on_breakpoints) for m in m0.metrics if m.method in _EDITABLE
+        }
 
-        self.variant_select = W.Dropdown(options=["default", *(v.name for v in m0.variants)], value="default",
-                                         description="edit variant", style={"description_width": "90px"},
-                                         layout=W.Layout(width="200px"))
+        self.variant_select = W.Dropdown(
+            options=["default", *(v.name for v in m0.variants)],
+            value="default",
+            description="edit variant",
+            style={"description_width": "90px"},
+            layout=W.Layout(width="200px"),
+        )
         self.variant_select.observe(lambda ch: self._on_variant(ch["new"]), "value")
         outcomes = sorted(set(self.session.events["event"].unique().drop_nulls().to_list()) | {self.session.outcome})
-        self.outcome_select = W.Dropdown(options=outcomes, value=self.session.outcome, description="outcome",
-                                         style={"description_width": "60px"}, layout=W.Layout(width="200px"))
+        self.outcome_select = W.Dropdown(
+            options=outcomes,
+            value=self.session.outcome,
+            description="outcome",
+            style={"description_width": "60px"},
+            layout=W.Layout(width="200px"),
+        )
         horizons = list(dict.fromkeys([*HORIZONS, self.session.horizon]))
-        self.horizon_select = W.Dropdown(options=horizons, value=self.session.horizon, description="horizon",
-                                         style={"description_width": "60px"}, layout=W.Layout(width="170px"))
+        self.horizon_select = W.Dropdown(
+            options=horizons,
+            value=self.session.horizon,
+            description="horizon",
+            style={"description_width": "60px"},
+            layout=W.Layout(width="170px"),
+        )
         self.outcome_select.observe(lambda ch: self._on_labels(), "value")
         self.horizon_select.observe(lambda ch: self._on_labels(), "value")
 
-        self.fit_button = W.Button(description="fit weights", icon="calculator", button_style="info",
-                                   tooltip="logistic fit on the rows before the holdout; suggestions appear beside the sliders")
+        self.fit_button = W.Button(
+            description="fit weights",
+            icon="calculator",
+            button_style="info",
+            tooltip="logistic fit on the rows before the holdout; suggestions appear beside the sliders",
+        )
         self.adopt_all_button = W.Button(description="adopt all", disabled=True)
         self.adopt_all_button.add_class("hs-adopt-all")
         self.adopt_warning = W.HTML("")
         self.adopt_warning.add_class("hs-adopt-warning")
-        self.confirm_drop = W.Checkbox(value=False, description="adopt anyway: I accept the lower coverage",
-                                       indent=False, layout=W.Layout(display="none", width="330px"))
+        self.confirm_drop = W.Checkbox(
+            value=False,
+            description="adopt anyway: I accept the lower coverage",
+            indent=False,
+            layout=W.Layout(display="none", width="330px"),
+        )
         self.confirm_drop.add_class("hs-confirm-drop")
         self.undo_button = W.Button(description="undo", icon="undo")
         self.reset_button = W.Button(description="reset", icon="refresh")
-        self.save_button = W.Button(description="save as new version", icon="save", button_style="success",
-                                    layout=W.Layout(width="190px"),
-                                    tooltip="write model_vX.Y.Z.toml next to the model file; the original stays")
+        self.save_button = W.Button(
+            description="save as new version",
+            icon="save",
+            button_style="success",
+            layout=W.Layout(width="190px"),
+            tooltip="write model_vX.Y.Z.toml next to the model file; the original stays",
+        )
         self.save_button.add_class("hs-save")
         self.overwrite_button = W.Button(description="overwrite the original ...", layout=W.Layout(width="210px"))
         self.overwrite_button.add_class("hs-overwrite")
-        self.overwrite_confirm = W.Button(description="yes, overwrite", button_style="danger",
-                                          layout=W.Layout(display="none", width="130px"))
+        self.overwrite_confirm = W.Button(
+            description="yes, overwrite", button_style="danger", layout=W.Layout(display="none", width="130px")
+        )
         self.overwrite_confirm.add_class("hs-overwrite-confirm")
         self.fit_button.on_click(lambda _b: self._guard(self.run_fit))
         self.adopt_all_button.on_click(lambda _b: self._guard(self.adopt_all))
@@ -1333,35 +1610,58 @@ class WeightTuner:
         band_names = [b.name for b in bands]
         colours = [b.colour or charts.band_colour(b.name) for b in bands]
         self.distribution = alt.JupyterChart(distribution_chart(band_names, colours), embed_options=_EMBED)
-        self.contributions = alt.JupyterChart(contribution_chart([m.label or m.name for m in m0.metrics]),
-                                              embed_options=_EMBED)
+        self.contributions = alt.JupyterChart(
+            contribution_chart([m.label or m.name for m in m0.metrics]), embed_options=_EMBED
+        )
         for chart in (self.distribution, self.contributions):
             chart.observe(lambda ch, c=chart: self._repush(c), "_params")
 
         rows = []
         for cat in m0.categories.values():
-            rows.append(W.HBox([W.HTML(f"<b>{html.escape(cat.label or cat.name)}</b>&nbsp;"),
-                                self.category_share_labels[cat.name]]))
+            rows.append(
+                W.HBox(
+                    [W.HTML(f"<b>{html.escape(cat.label or cat.name)}</b>&nbsp;"), self.category_share_labels[cat.name]]
+                )
+            )
             rows.append(self.category_sliders[cat.name])
             for m in (m for m in m0.metrics if m.category == cat.name):
-                rows.append(W.HBox([self.metric_sliders[m.name], self.share_labels[m.name],
-                                    self.suggestion_labels[m.name], self.adopt_buttons[m.name]]))
+                rows.append(
+                    W.HBox(
+                        [
+                            self.metric_sliders[m.name],
+                            self.share_labels[m.name],
+                            self.suggestion_labels[m.name],
+                            self.adopt_buttons[m.name],
+                        ]
+                    )
+                )
                 if m.name in self.single_notes:
                     rows.append(self.single_notes[m.name])
-        weights_tab = W.VBox([
-            W.HBox([self.variant_select, self.fit_button, self.adopt_all_button]),
-            self.adopt_warning, self.confirm_drop,
-            W.HTML("<span style='font-size:11px;color:#555'>Weights are relative: beside each slider, the "
-                   "metric's share of the score when every metric is present.</span>"),
-            *rows])
-        bands_tab = W.VBox([W.HTML("Cut-offs between bands (score points)"), *self.cutoff_sliders,
-                            self.coverage_slider])
-        thresholds_tab = W.VBox([W.HTML("Breakpoints of the metrics calibrated by thresholds or steps: edit the "
-                                        "rows, then press apply"),
-                                 *(t.widget for t in self.threshold_tables.values())])
+        weights_tab = W.VBox(
+            [
+                W.HBox([self.variant_select, self.fit_button, self.adopt_all_button]),
+                self.adopt_warning,
+                self.confirm_drop,
+                W.HTML(
+                    "<span style='font-size:11px;color:#555'>Weights are relative: beside each slider, the "
+                    "metric's share of the score when every metric is present.</span>"
+                ),
+                *rows,
+            ]
+        )
+        bands_tab = W.VBox(
+            [W.HTML("Cut-offs between bands (score points)"), *self.cutoff_sliders, self.coverage_slider]
+        )
+        thresholds_tab = W.VBox(
+            [
+                W.HTML("Breakpoints of the metrics calibrated by thresholds or steps: edit the rows, then press apply"),
+                *(t.widget for t in self.threshold_tables.values()),
+            ]
+        )
         self.alerts = AlertsPanel(self)
-        tabs = W.Tab(children=[weights_tab, bands_tab, thresholds_tab, self.alerts.widget],
-                     layout=W.Layout(flex="0 1 auto"))
+        tabs = W.Tab(
+            children=[weights_tab, bands_tab, thresholds_tab, self.alerts.widget], layout=W.Layout(flex="0 1 auto")
+        )
         for i, t in enumerate(["Weights", "Bands", "Thresholds", "Alerts"]):
             tabs.set_title(i, t)
         self.tabs = tabs
@@ -1369,24 +1669,47 @@ class WeightTuner:
         tabs.observe(lambda ch: self._guard(self._refresh_alerts) if ch["new"] == 3 else None, "selected_index")
         # the evidence sits beside the controls when there is room and wraps below them when not,
         # so it never gets squeezed narrower than its charts and tables
-        self.evidence = W.VBox([self.coverage_html, self.summary_html, self.distribution, self.bands_html,
-                                self.contributions, self.changed_html],
-                               layout=W.Layout(margin="0 0 0 16px", flex="1 1 500px", min_width="500px",
-                                               overflow="visible"))
+        self.evidence = W.VBox(
+            [
+                self.coverage_html,
+                self.summary_html,
+                self.distribution,
+                self.bands_html,
+                self.contributions,
+                self.changed_html,
+            ],
+            layout=W.Layout(margin="0 0 0 16px", flex="1 1 500px", min_width="500px", overflow="visible"),
+        )
         self.evidence.add_class("hs-tuner-evidence")
-        self.widget = W.VBox([
-            W.HBox([self.title, self.outcome_select, self.horizon_select], layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([tabs, self.evidence], layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
-            W.HBox([self.undo_button, self.reset_button, self.save_button, self.overwrite_button,
-                    self.overwrite_confirm], layout=W.Layout(flex_flow="row wrap")),
-            self.status,
-        ])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.title, self.outcome_select, self.horizon_select], layout=W.Layout(flex_flow="row wrap")),
+                W.HBox([tabs, self.evidence], layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
+                W.HBox(
+                    [
+                        self.undo_button,
+                        self.reset_button,
+                        self.save_button,
+                        self.overwrite_button,
+                        self.overwrite_confirm,
+                    ],
+                    layout=W.Layout(flex_flow="row wrap"),
+                ),
+                self.status,
+            ]
+        )
         self.widget.add_class("hs-tuner")
 
     @classmethod
-    def from_files(cls, snapshots: str | os.PathLike[str], events: str | os.PathLike[str],
-                   model: str | os.PathLike[str], n_accounts: int | None = None, model_name: str | None = None,
-                   **kwargs: Any) -> WeightTuner:
+    def from_files(
+        cls,
+        snapshots: str | os.PathLike[str],
+        events: str | os.PathLike[str],
+        model: str | os.PathLike[str],
+        n_accounts: int | None = None,
+        model_name: str | None = None,
+        **kwargs: Any,
+    ) -> WeightTuner:
         """Read and validate the files, optionally keep the first ``n_accounts`` accounts, build the tuner.
 
         >>> tuner = WeightTuner.from_files(SAMPLE_MODEL.parent / "snapshots.parquet",
@@ -1394,8 +1717,6 @@ class WeightTuner:
         >>> tuner.state["accounts"] <= 100
         True
         """
-        from healthscore.io.snapshots import read_events, read_snapshots
-        from healthscore.spec.model import load_model
 
         snaps, ev = read_snapshots(snapshots), read_events(events)
         if n_accounts is not None:
@@ -1454,8 +1775,8 @@ class WeightTuner:
             self.session.relabel(self.outcome_select.value, self.horizon_select.value, self.session.holdout)
             self._refresh()
             self._say(f"outcome {self.session.outcome} within {self.session.horizon}")
-        self._guard(relabel)
 
+        self._guard(relabel)
 
     # ------------------------------------------------------------ history
     def _commit(self, model: ScoreModel) -> None:
@@ -1489,11 +1810,9 @@ class WeightTuner:
         self._commit(model)
         self._sync_controls()
 
-
     # ------------------------------------------------------------ fit
     def run_fit(self) -> Any:
         """Fit weights by logistic regression on the rows before the holdout and show the suggestions."""
-        from healthscore.analysis.fitting import fit_weights
 
         self._say("fitting weights ...")
         s = self.session
@@ -1504,12 +1823,14 @@ class WeightTuner:
             train = s.snapshots.filter(pl.col("as_of") < s.split)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.fit_result = fit_weights(train, s.events, self.model, outcome=s.outcome, horizon=s.horizon,
-                                          data_end=s.split)
+            self.fit_result = fit_weights(
+                train, s.events, self.model, outcome=s.outcome, horizon=s.horizon, data_end=s.split
+            )
         self._show_suggestions()
         notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-        self._say("fitted: suggested shares of the score are shown beside the sliders"
-                  + (f". Note: {notes}" if notes else ""))
+        self._say(
+            "fitted: suggested shares of the score are shown beside the sliders" + (f". Note: {notes}" if notes else "")
+        )
         return self.fit_result
 
     def _resolved(self, model: ScoreModel | None = None) -> ScoreModel:
@@ -1526,8 +1847,9 @@ class WeightTuner:
                 continue
             share, lo, hi = self.suggestion.shares[name]
             ci = f" [{lo:.1f}, {hi:.1f}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
-            label.value = (f"<span class='hs-suggest' title='fitted share of the score, 95% interval'>"
-                           f"fit {share:.1f}%{ci}</span>")
+            label.value = (
+                f"<span class='hs-suggest' title='fitted share of the score, 95% interval'>fit {share:.1f}%{ci}</span>"
+            )
             self.adopt_buttons[name].disabled = False
         self.adopt_all_button.disabled = False
 
@@ -1548,8 +1870,9 @@ class WeightTuner:
         """
         if self.suggestion is None:
             raise ModelError("no fit yet: press 'fit weights' first")
-        candidate = edit_weights(self.model, self.variant, metrics=self.suggestion.weights,
-                                 categories=self.suggestion.categories)
+        candidate = edit_weights(
+            self.model, self.variant, metrics=self.suggestion.weights, categories=self.suggestion.categories
+        )
         st = self.session.evaluate(candidate)
         if st["coverage_drop"] > MAX_COVERAGE_DROP and not (confirm or self.confirm_drop.value):
             self.adopt_warning.value = (
@@ -1559,7 +1882,8 @@ class WeightTuner:
                 f"(starting model: {st['accounts'] - st['scored_accounts_start']:,}), coverage "
                 f"{fmt.percent(st['coverage'], 1)} instead of {fmt.percent(st['coverage_start'], 1)}. The holdout both models score "
                 f"would hold {st['holdout_events']:,} {html.escape(st['outcome'])} events instead of "
-                f"{st['holdout_events_start']:,}. Tick the box below to adopt anyway.</div>")
+                f"{st['holdout_events_start']:,}. Tick the box below to adopt anyway.</div>"
+            )
             self.confirm_drop.layout.display = "flex"
             self._say("adopt all is waiting for a confirmation: it lowers coverage", error=True)
             return False
@@ -1585,8 +1909,10 @@ class WeightTuner:
         if self.start.source is None:
             raise ModelError("this model was not loaded from a file: there is no original to overwrite")
         self.overwrite_confirm.layout.display = "flex"
-        self._say(f"overwrite {self.start.source.name}? Press 'yes, overwrite' to replace it; "
-                  "'save as new version' keeps it", error=True)
+        self._say(
+            f"overwrite {self.start.source.name}? Press 'yes, overwrite' to replace it; 'save as new version' keeps it",
+            error=True,
+        )
 
     def save(self, path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
         """Write the tuned model to TOML with a bumped version, keeping the file's comments.
@@ -1612,15 +1938,20 @@ class WeightTuner:
             key = target.resolve()
             if key in self._written:
                 if now != self._written[key] and not overwrite:
-                    raise ModelError(f"{target} changed on disk since this tuner saved it; "
-                                     "save to another path or pass overwrite=True")
+                    raise ModelError(
+                        f"{target} changed on disk since this tuner saved it; "
+                        "save to another path or pass overwrite=True"
+                    )
             elif key == source and overwrite:
                 if now != self.start._text:
-                    raise ModelError(f"{target} changed on disk since the model was loaded; "
-                                     "save as a new version instead")
+                    raise ModelError(
+                        f"{target} changed on disk since the model was loaded; save as a new version instead"
+                    )
             elif not overwrite:
-                raise ModelError(f"{target} already exists and this tuner did not write it; "
-                                 "choose another path or pass overwrite=True")
+                raise ModelError(
+                    f"{target} already exists and this tuner did not write it; "
+                    "choose another path or pass overwrite=True"
+                )
         saved.save(target)
         self._written[target.resolve()] = target.read_text(encoding="utf-8")
         self._last_version = saved.version
@@ -1678,23 +2009,28 @@ class WeightTuner:
     def _refresh(self) -> None:
         st = self.session.evaluate(self.model)
         m = self.model
-        digest = m.hash          # a canonical JSON dump: compute it once per refresh
+        digest = m.hash  # a canonical JSON dump: compute it once per refresh
         st["variant"], st["hash"] = self.variant, digest
         # shares of the variant being edited, by the one rule
         st["shares"], st["shares_start"] = self._resolved().weight_shares(), self._resolved(self.start).weight_shares()
         self.state = st
         edited = "" if digest == self._start_hash else " <i>(edited)</i>"
-        self.title.value = (f"<b>{html.escape(m.name)}</b> version {html.escape(m.version)} "
-                            f"<code>{digest}</code>{edited}")
+        self.title.value = (
+            f"<b>{html.escape(m.name)}</b> version {html.escape(m.version)} <code>{digest}</code>{edited}"
+        )
         self._show_shares(st)
         self.coverage_html.value = self._coverage_html(st)
         self.summary_html.value = self._summary_html(st)
         self.bands_html.value = self._bands_html(st)
         self.changed_html.value = self._changed_html(st)
-        self._push(self.distribution, {
-            "hist": st["histogram"],
-            "hist_start": np.asarray(self.session.start_eval["hist"]).reshape(N_BINS, -1).sum(axis=1).tolist(),
-            "cuts": [b.upper for b in m.bands[:-1]]})
+        self._push(
+            self.distribution,
+            {
+                "hist": st["histogram"],
+                "hist_start": np.asarray(self.session.start_eval["hist"]).reshape(N_BINS, -1).sum(axis=1).tolist(),
+                "cuts": [b.upper for b in m.bands[:-1]],
+            },
+        )
         clean = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions"].values()]
         clean_start = [0.0 if math.isnan(v) else round(v, 4) for v in st["contributions_start"].values()]
         self._push(self.contributions, {"contrib": clean, "contrib_start": clean_start})
@@ -1720,60 +2056,102 @@ class WeightTuner:
                 f"<b>{html.escape(m.label or m.name)}</b> is the only metric in "
                 f"{html.escape(cat.label or cat.name)}: weights are relative within a category, so any weight "
                 "above 0 gives the same scores (0 switches it off). Its share of the score "
-                f"({st['shares'][name]:.1f}%) is set by the category weight above.</div>")
+                f"({st['shares'][name]:.1f}%) is set by the category weight above.</div>"
+            )
 
     def _coverage_html(self, st: dict[str, Any]) -> str:
         """Accounts either model leaves unscored; a drop of more than MAX_COVERAGE_DROP points in red."""
-        n, now, start = st["accounts"], st["accounts"] - st["scored_accounts"], st["accounts"] - st["scored_accounts_start"]
-        text = (f"Unscored accounts: <b class='hs-unscored'>{now:,}</b> of {n:,} now, {start:,} with the starting "
-                f"model, {st['unscored_either']:,} by either. Holdout figures use the {st['holdout_rows']:,} "
-                f"snapshots both models score")
+        n, now, start = (
+            st["accounts"],
+            st["accounts"] - st["scored_accounts"],
+            st["accounts"] - st["scored_accounts_start"],
+        )
+        text = (
+            f"Unscored accounts: <b class='hs-unscored'>{now:,}</b> of {n:,} now, {start:,} with the starting "
+            f"model, {st['unscored_either']:,} by either. Holdout figures use the {st['holdout_rows']:,} "
+            f"snapshots both models score"
+        )
         if st["holdout_rows_left_out"]:
-            text += (f"; {st['holdout_rows_left_out']:,} scored by only one model "
-                     f"({st['holdout_events_left_out']:,} events) are left out")
+            text += (
+                f"; {st['holdout_rows_left_out']:,} scored by only one model "
+                f"({st['holdout_events_left_out']:,} events) are left out"
+            )
         if st["coverage_drop"] > MAX_COVERAGE_DROP:
-            return ("<div class='hs-coverage-warning' style='color:#fff;background:#C0392B;padding:4px 8px;"
-                    f"border-radius:3px;font-size:12px'><b>Coverage fell from {fmt.percent(st['coverage_start'], 1)} to "
-                    f"{fmt.percent(st['coverage'], 1)}</b>: {text}.</div>")
+            return (
+                "<div class='hs-coverage-warning' style='color:#fff;background:#C0392B;padding:4px 8px;"
+                f"border-radius:3px;font-size:12px'><b>Coverage fell from {fmt.percent(st['coverage_start'], 1)} to "
+                f"{fmt.percent(st['coverage'], 1)}</b>: {text}.</div>"
+            )
         return f"<div style='font-size:12px'>{text}.</div>"
 
     def _summary_html(self, st: dict[str, Any]) -> str:
         what = f"{st['outcome']} within {st['horizon']}"
         rows = [
-            ["holdout AUC", f"<span class='hs-auc'>{fmt.number(st['auc'], 3)}</span>", fmt.number(st["auc_start"], 3),
-             _auc_change(st)],
-            ["top-decile lift", f"<span class='hs-lift'>{fmt.number(st['lift'], 2)}</span>", fmt.number(st["lift_start"], 2),
-             f"<span style='color:#777'>{_signed(st['lift'] - st['lift_start'], 2)}</span>"],
+            [
+                "holdout AUC",
+                f"<span class='hs-auc'>{fmt.number(st['auc'], 3)}</span>",
+                fmt.number(st["auc_start"], 3),
+                _auc_change(st),
+            ],
+            [
+                "top-decile lift",
+                f"<span class='hs-lift'>{fmt.number(st['lift'], 2)}</span>",
+                fmt.number(st["lift_start"], 2),
+                f"<span style='color:#777'>{_signed(st['lift'] - st['lift_start'], 2)}</span>",
+            ],
         ]
-        return (f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots scored by "
-                f"both models, {st['holdout_events']:,} {html.escape(what)}</div>"
-                + _table(["", "now", "start", "change (95% interval, paired by account)"], rows, "hs-summary-table"))
+        return (
+            f"<div style='font-size:12px'>Holdout from {st['split']}: {st['holdout_rows']:,} snapshots scored by "
+            f"both models, {st['holdout_events']:,} {html.escape(what)}</div>"
+            + _table(["", "now", "start", "change (95% interval, paired by account)"], rows, "hs-summary-table")
+        )
 
     def _bands_html(self, st: dict[str, Any]) -> str:
-        from healthscore.viz import charts
 
         rows = []
         for b in self.model.bands:
             n, n0 = st["band_counts"].get(b.name, 0), st["band_counts_start"].get(b.name, 0)
             arr, arr0 = st["band_arr"].get(b.name, 0.0), st["band_arr_start"].get(b.name, 0.0)
             r, r0 = st["churn_by_band"].get(b.name, float("nan")), st["churn_by_band_start"].get(b.name, float("nan"))
-            rows.append([_swatch(b.name, b.colour or charts.band_colour(b.name)),
-                         f"<span class='hs-count-{html.escape(b.name)}'>{n:,}</span> ({n0:,})",
-                         f"{fmt.money(arr)} ({fmt.money(arr0)})", f"{fmt.percent(r, 1)} ({fmt.percent(r0, 1)})"])
-        rows.append(["no score", f"{st['accounts'] - st['scored_accounts']:,} "
-                                 f"({st['accounts'] - st['scored_accounts_start']:,})", "", ""])
-        return _table(["band", "accounts now (start)", "ARR now (start)",
-                       f"{html.escape(st['outcome'])} rate, holdout (start)"], rows, "hs-band-table")
+            rows.append(
+                [
+                    _swatch(b.name, b.colour or charts.band_colour(b.name)),
+                    f"<span class='hs-count-{html.escape(b.name)}'>{n:,}</span> ({n0:,})",
+                    f"{fmt.money(arr)} ({fmt.money(arr0)})",
+                    f"{fmt.percent(r, 1)} ({fmt.percent(r0, 1)})",
+                ]
+            )
+        rows.append(
+            [
+                "no score",
+                f"{st['accounts'] - st['scored_accounts']:,} ({st['accounts'] - st['scored_accounts_start']:,})",
+                "",
+                "",
+            ]
+        )
+        return _table(
+            ["band", "accounts now (start)", "ARR now (start)", f"{html.escape(st['outcome'])} rate, holdout (start)"],
+            rows,
+            "hs-band-table",
+        )
 
     def _changed_html(self, st: dict[str, Any]) -> str:
         t: pl.DataFrame = st["changed"]
-        head = (f"<div style='font-size:12px'><b class='hs-changed'>{st['n_changed']:,}</b> accounts change band "
-                f"(ARR {fmt.money(st['arr_changed'])})" + (f"; the {t.height} largest:" if t.height else "") + "</div>")
+        head = (
+            f"<div style='font-size:12px'><b class='hs-changed'>{st['n_changed']:,}</b> accounts change band "
+            f"(ARR {fmt.money(st['arr_changed'])})" + (f"; the {t.height} largest:" if t.height else "") + "</div>"
+        )
         if not t.height:
             return head
         name_col = "company_name" if "company_name" in t.columns else "account_id"
-        rows = [[html.escape(str(r["account_id"])), html.escape(str(r[name_col])), fmt.money(r["arr"]),
-                 f"{html.escape(str(r['old_band']))} ({fmt.number(r['old_score'], 1)})",
-                 f"{html.escape(str(r['new_band']))} ({fmt.number(r['new_score'], 1)})"]
-                for r in t.iter_rows(named=True)]
+        rows = [
+            [
+                html.escape(str(r["account_id"])),
+                html.escape(str(r[name_col])),
+                fmt.money(r["arr"]),
+                f"{html.escape(str(r['old_band']))} ({fmt.number(r['old_score'], 1)})",
+                f"{html.escape(str(r['new_band']))} ({fmt.number(r['new_score'], 1)})",
+            ]
+            for r in t.iter_rows(named=True)
+        ]
         return head + _table(["account", "name", "ARR", "old band", "new band"], rows, "hs-changed-table")

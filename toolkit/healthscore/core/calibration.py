@@ -15,6 +15,7 @@ transform: :func:`fit_params` computes the learned entries once from a reference
 returns plain lists and floats that are stored in the score model, and :func:`calibrate_expr`
 only ever uses those frozen entries, so scores never drift when the population changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -299,8 +300,7 @@ def _boolean(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     text = raw.cast(pl.Utf8, strict=False).str.strip_chars().str.to_lowercase()
     yes = (x == 1.0) | text.is_in(list(TRUE_WORDS))
     no = (x == 0.0) | text.is_in(list(FALSE_WORDS))
-    return (pl.when(yes).then(pl.lit(float(p["true_score"])))
-            .when(no).then(pl.lit(float(p["false_score"]))))
+    return pl.when(yes).then(pl.lit(float(p["true_score"]))).when(no).then(pl.lit(float(p["false_score"])))
 
 
 def _level_key(key: Any) -> tuple[float | None, str]:
@@ -366,8 +366,7 @@ _TRANSFORMS = {
 }
 
 
-def calibrate_expr(column: str, method: str, params: Mapping[str, Any],
-                   direction: str = "higher_is_better") -> pl.Expr:
+def calibrate_expr(column: str, method: str, params: Mapping[str, Any], direction: str = "higher_is_better") -> pl.Expr:
     """Expression scoring ``column`` 0..100 (100 = best) with ``method``; named after ``column``.
 
     Null where the raw value is null, NaN or infinite. Raises ``ValueError`` with the
@@ -394,8 +393,13 @@ def _finite_values(values: pl.Series, what: str = "values") -> np.ndarray:
     return arr
 
 
-def fit_params(method: str, values: pl.Series, params: Mapping[str, Any] | None = None,
-               direction: str = "higher_is_better", outcome: pl.Series | None = None) -> dict[str, Any]:
+def fit_params(
+    method: str,
+    values: pl.Series,
+    params: Mapping[str, Any] | None = None,
+    direction: str = "higher_is_better",
+    outcome: pl.Series | None = None,
+) -> dict[str, Any]:
     """Learn the data-derived entries of ``method`` from a reference population.
 
     Returns a copy of ``params`` with the fitted entries filled in (plain floats and lists, ready
@@ -475,16 +479,23 @@ def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str
     """
     params = dict(params or {})
     if outcome is None:
-        raise ValueError("categorical levels are learned from an outcome: pass outcome=<0/1 or Boolean series>, "
-                         "or give the level scores as map = {level = score}")
+        raise ValueError(
+            "categorical levels are learned from an outcome: pass outcome=<0/1 or Boolean series>, "
+            "or give the level scores as map = {level = score}"
+        )
     if len(outcome) != len(values):
         raise ValueError(f"categorical: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
     m = float(params.get("prior_weight", _DEFAULTS["categorical"]["prior_weight"]))
     min_rows = int(params.get("min_level_rows", _DEFAULTS["categorical"]["min_level_rows"]))
     good = params.get("outcome_is", _DEFAULTS["categorical"]["outcome_is"]) == "good"
     text = values.cast(pl.Utf8) if values.dtype != pl.Boolean else values.cast(pl.Utf8)
-    frame = (pl.DataFrame({"level": text, "y": outcome.cast(pl.Float64, strict=False)})
-             .drop_nulls().group_by("level").agg(n=pl.len(), k=pl.col("y").sum()).sort("level"))
+    frame = (
+        pl.DataFrame({"level": text, "y": outcome.cast(pl.Float64, strict=False)})
+        .drop_nulls()
+        .group_by("level")
+        .agg(n=pl.len(), k=pl.col("y").sum())
+        .sort("level")
+    )
     if frame.is_empty():
         raise ValueError(f"cannot learn the levels of {values.name!r}: no row has both a level and an outcome")
     rare = frame["n"].to_numpy() < min_rows
@@ -508,7 +519,10 @@ def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str
     level_count = dict(zip(frame["level"].to_list(), (int(n) for n in frame["n"].to_list())))
     return {
         "map": {lvl: score(r) for lvl, r in sorted(level_rate.items())},
-        "rates": {**{lvl: round(r, 6) for lvl, r in sorted(level_rate.items())}, OTHER_LEVEL: round(float(rates[-1]), 6)},
+        "rates": {
+            **{lvl: round(r, 6) for lvl, r in sorted(level_rate.items())},
+            OTHER_LEVEL: round(float(rates[-1]), 6),
+        },
         "counts": level_count,
     }
 
@@ -543,8 +557,9 @@ def _equal_frequency_edges(v: np.ndarray, n_bins: int) -> list[float]:
     return edges
 
 
-def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any],
-                       direction: str) -> dict[str, Any]:
+def _fit_monotone_bins(
+    values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any], direction: str
+) -> dict[str, Any]:
     """Quantile bins, merged until each holds ``min_bin_size`` rows and risk is monotone.
 
     Monotonicity comes from isotonic regression of the bins' event rates (weighted by their
@@ -553,12 +568,14 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
     100 and the highest 0; for a good one (``"good"``, e.g. expanded) the other way round. When
     the metric carries no monotone signal at all a single bin remains and everyone scores 50.
     """
-    from sklearn.isotonic import IsotonicRegression
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn is loaded only when a model is fitted
 
     if outcome is None:
         raise ValueError("monotone_bins needs an outcome: pass outcome=<0/1 or Boolean series> to fit_params")
     if len(outcome) != len(values):
-        raise ValueError(f"monotone_bins: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
+        raise ValueError(
+            f"monotone_bins: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length"
+        )
     v = values.cast(pl.Float64, strict=False).to_numpy()
     y = outcome.cast(pl.Float64, strict=False).to_numpy()
     keep = np.isfinite(v) & np.isfinite(y)
@@ -611,7 +628,9 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
 # a whole model
 
 
-def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.Series | str | None = None) -> ScoreModel:
+def fit_calibration(
+    model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.Series | str | None = None
+) -> ScoreModel:
     """A new model with the data-derived calibrations (percentile, log_z, monotone bins) fitted.
 
     The fitted parameters are frozen into the model, so ``save`` stores them and scores do
@@ -622,8 +641,10 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
     if isinstance(outcome, str):
         outcome = snapshots[outcome]
     if outcome is not None and len(outcome) != snapshots.height:
-        raise ModelError(f"{model._where()}fit_calibration: outcome has {len(outcome)} values "
-                         f"but snapshots have {snapshots.height} rows")
+        raise ModelError(
+            f"{model._where()}fit_calibration: outcome has {len(outcome)} values "
+            f"but snapshots have {snapshots.height} rows"
+        )
     model.check_columns(snapshots.columns)
     frame = snapshots if outcome is None else snapshots.with_columns(outcome.alias("__outcome"))
 
@@ -633,11 +654,14 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
         learns_levels = m.method == "categorical" and "map" not in params
         if getattr(method, "needs_outcome", False) or m.method == "monotone_bins" or learns_levels:
             if out is None:
-                raise ModelError(f"{model._where()}metric {m.name}: method {m.method} is fitted against "
-                                 "an outcome; pass outcome= to fit_calibration")
+                raise ModelError(
+                    f"{model._where()}metric {m.name}: method {m.method} is fitted against "
+                    "an outcome; pass outcome= to fit_calibration"
+                )
         try:
-            return cast(dict[str, Any], _plain(fit_params(m.method, rows[m.column], params,
-                                                          direction=m.direction, outcome=out)))
+            return cast(
+                dict[str, Any], _plain(fit_params(m.method, rows[m.column], params, direction=m.direction, outcome=out))
+            )
         except ValueError as exc:
             raise ModelError(f"{model._where()}metric {m.name}: {exc}") from None
 

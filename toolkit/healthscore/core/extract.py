@@ -15,6 +15,7 @@ With one snapshot per account the outcome is observed over the window from each 
 >>> snaps.columns, events.rows()
 (['account_id', 'as_of'], [('a', datetime.date(2026, 3, 31), 'churned')])
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,14 @@ import polars as pl
 from healthscore.errors import HealthscoreError
 from healthscore.io.snapshots import FALSE_WORDS, TRUE_WORDS
 
-__all__ = ["ExtractError", "outcomes_from_extract", "is_cross_sectional", "cadence_of", "CADENCE_DAYS",
-           "observation_end"]
+__all__ = [
+    "ExtractError",
+    "outcomes_from_extract",
+    "is_cross_sectional",
+    "cadence_of",
+    "CADENCE_DAYS",
+    "observation_end",
+]
 
 # days between snapshots for each cadence; "single" is one snapshot date (a cross-section)
 CADENCE_DAYS = {"daily": 1, "weekly": 7, "monthly": 30, "quarterly": 91}
@@ -71,8 +78,10 @@ def _flags(values: pl.Series, column: str) -> pl.Series:
     known = text.is_in(list(TRUE_WORDS | FALSE_WORDS)) | text.is_null()
     if not known.all():
         odd = sorted(set(values.filter(~known).cast(pl.Utf8).to_list()))[:5]
-        raise ExtractError(f"outcome column {column!r}: {', '.join(repr(v) for v in odd)} cannot be read as churned "
-                           "or not; write Yes/No, True/False or 1/0 (empty when unknown), or name a churn date column")
+        raise ExtractError(
+            f"outcome column {column!r}: {', '.join(repr(v) for v in odd)} cannot be read as churned "
+            "or not; write Yes/No, True/False or 1/0 (empty when unknown), or name a churn date column"
+        )
     return text.is_in(list(TRUE_WORDS))
 
 
@@ -83,8 +92,9 @@ def observation_end(snapshots: pl.DataFrame, events: pl.DataFrame, outcome: str 
     return max((d for d in (last, ev) if d is not None), default=None)
 
 
-def outcomes_from_extract(frame: pl.DataFrame, *, column: str, outcome: str = "churned",
-                          observed_until: dt.date | str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def outcomes_from_extract(
+    frame: pl.DataFrame, *, column: str, outcome: str = "churned", observed_until: dt.date | str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split an extract into (snapshots without ``column``, events ``account_id, date, event``).
 
     ``column`` is a churn flag (Boolean, Yes/No, True/False, 1/0) or a churn date. A flagged
@@ -99,12 +109,16 @@ def outcomes_from_extract(frame: pl.DataFrame, *, column: str, outcome: str = "c
     [('a', datetime.date(2026, 2, 3), 'churned')]
     """
     if column not in frame.columns:
-        raise ExtractError(f"outcome column {column!r} is not a column of the extract; columns: "
-                           f"{', '.join(c for c in frame.columns if c not in ('account_id', 'as_of'))}")
+        raise ExtractError(
+            f"outcome column {column!r} is not a column of the extract; columns: "
+            f"{', '.join(c for c in frame.columns if c not in ('account_id', 'as_of'))}"
+        )
     for key in ("account_id", "as_of"):
         if key not in frame.columns:
-            raise ExtractError(f"the extract has no {key} column: map it (--map {key}=COLUMN)"
-                               + (" or give the extract's date with --as-of/--observed-until" if key == "as_of" else ""))
+            raise ExtractError(
+                f"the extract has no {key} column: map it (--map {key}=COLUMN)"
+                + (" or give the extract's date with --as-of/--observed-until" if key == "as_of" else "")
+            )
     until = dt.date.fromisoformat(observed_until) if isinstance(observed_until, str) else observed_until
     values = frame[column]
     if values.dtype == pl.Datetime or isinstance(values.dtype, pl.Datetime):

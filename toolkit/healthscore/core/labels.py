@@ -33,8 +33,12 @@ def _input_error(source: str, message: str, fix: str, column: str | None = None)
 def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise _input_error(what, f"lacks column(s) {missing}; it has {frame.columns[:12]}",
-                           f"Rename the columns or pass a {what} table with {columns}", column=missing[0])
+        raise _input_error(
+            what,
+            f"lacks column(s) {missing}; it has {frame.columns[:12]}",
+            f"Rename the columns or pass a {what} table with {columns}",
+            column=missing[0],
+        )
 
 
 def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
@@ -43,8 +47,9 @@ def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
         return frame
     if isinstance(dtype, pl.Datetime):
         return frame.with_columns(pl.col(column).dt.date())
-    raise _input_error(what, f"must be a date, not {dtype}",
-                       f"Parse it first, e.g. pl.col({column!r}).str.to_date()", column=column)
+    raise _input_error(
+        what, f"must be a date, not {dtype}", f"Parse it first, e.g. pl.col({column!r}).str.to_date()", column=column
+    )
 
 
 def label_outcomes(
@@ -85,8 +90,11 @@ def label_outcomes(
     [False, True]
     """
     if cadence not in ("weekly", "monthly"):
-        raise _input_error("cadence", f"cadence {cadence!r} is not known",
-                           "Use 'weekly' (every snapshot) or 'monthly' (the last snapshot of each month)")
+        raise _input_error(
+            "cadence",
+            f"cadence {cadence!r} is not known",
+            "Use 'weekly' (every snapshot) or 'monthly' (the last snapshot of each month)",
+        )
     horizon = parse_horizon(horizon)
     if terminal is None:
         terminal = resolve_outcome(outcome).terminal
@@ -95,9 +103,13 @@ def label_outcomes(
     _require(snaps, ["account_id", "as_of"], "snapshots")
     _require(ev, ["account_id", "date", "event"], "events")
     if outcome in snaps.columns:
-        raise _input_error("snapshots", f"already has a column named after the outcome {outcome!r}",
-                           "Outcomes come from the events table only: drop or rename that column so no "
-                           "label can leak into the features", column=outcome)
+        raise _input_error(
+            "snapshots",
+            f"already has a column named after the outcome {outcome!r}",
+            "Outcomes come from the events table only: drop or rename that column so no "
+            "label can leak into the features",
+            column=outcome,
+        )
     snaps = _as_date(snaps, "as_of", "snapshots")
     ev = _as_date(ev, "date", "events")
     if snaps.is_empty():
@@ -111,36 +123,46 @@ def label_outcomes(
         # each row's window runs from its as_of to the end of observation: that window is the horizon
     if data_end is None:
         data_end = cast("date | None", snaps["as_of"].max())
-    ev = (ev.lazy()
-          .filter(pl.col("event") == outcome)
-          .select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("date"))
-          .drop_nulls()
-          .unique()
-          .sort("account_id", "date")
-          .collect())
+    ev = (
+        ev.lazy()
+        .filter(pl.col("event") == outcome)
+        .select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("date"))
+        .drop_nulls()
+        .unique()
+        .sort("account_id", "date")
+        .collect()
+    )
     if ev.is_empty():
         warnings.warn(f"the events table holds no {outcome!r} event: every label is False", stacklevel=2)
 
     rows = snaps.lazy()
     if cadence == "monthly":
-        rows = (rows.sort("account_id", "as_of")
-                .filter(pl.col("as_of") == pl.col("as_of").max()
-                        .over("account_id", pl.col("as_of").dt.truncate("1mo"))))
+        rows = rows.sort("account_id", "as_of").filter(
+            pl.col("as_of") == pl.col("as_of").max().over("account_id", pl.col("as_of").dt.truncate("1mo"))
+        )
     end = pl.lit(data_end) if cross_sectional else pl.col("as_of").dt.offset_by(horizon)
     rows = rows.with_columns(_next_after=pl.col("as_of").dt.offset_by("1d")).sort("account_id", "_next_after")
     # forward as-of join on as_of + 1 day: the first event strictly after as_of
-    labelled = rows.join_asof(ev.lazy().rename({"date": "_event"}), left_on="_next_after", right_on="_event",
-                              by="account_id", strategy="forward", check_sortedness=False)
+    labelled = rows.join_asof(
+        ev.lazy().rename({"date": "_event"}),
+        left_on="_next_after",
+        right_on="_event",
+        by="account_id",
+        strategy="forward",
+        check_sortedness=False,
+    )
     if terminal:
         first = ev.group_by("account_id").agg(_first=pl.col("date").min()).lazy()
-        labelled = (labelled.join(first, on="account_id", how="left")
-                    .filter(pl.col("_first").is_null() | (pl.col("as_of") < pl.col("_first"))))
-    out = (labelled
-           .filter(end <= pl.lit(data_end))
-           .with_columns(pl.col("_event").is_not_null().and_(pl.col("_event") <= end).alias(outcome))
-           .select(*snaps.columns, outcome)
-           .sort("account_id", "as_of")
-           .collect())
+        labelled = labelled.join(first, on="account_id", how="left").filter(
+            pl.col("_first").is_null() | (pl.col("as_of") < pl.col("_first"))
+        )
+    out = (
+        labelled.filter(end <= pl.lit(data_end))
+        .with_columns(pl.col("_event").is_not_null().and_(pl.col("_event") <= end).alias(outcome))
+        .select(*snaps.columns, outcome)
+        .sort("account_id", "as_of")
+        .collect()
+    )
     return out
 
 

@@ -17,5 +17,14 @@ from healthscore.datasets.portfolio import (
 )
 from healthscore.datasets.raw import RawLayer
 
-__all__ = ["METRICS", "SAMPLE_ARGS", "Portfolio", "Truth", "load_sample", "make_portfolio",
-           "portfolio_summary_line", "sample_dir", "RawLayer"]
+__all__ = [
+    "METRICS",
+    "SAMPLE_ARGS",
+    "Portfolio",
+    "Truth",
+    "load_sample",
+    "make_portfolio",
+    "portfolio_summary_line",
+    "sample_dir",
+    "RawLayer",
+]

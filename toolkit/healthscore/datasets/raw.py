@@ -31,6 +31,7 @@ deployment are not events; they stay in the weekly export (the snapshots).
 >>> raw.subscriptions.columns
 ['account_id', 'start', 'end', 'mrr', 'seats']
 """
+
 from __future__ import annotations
 
 import os
@@ -48,16 +49,50 @@ __all__ = ["RawLayer", "raw_layer", "RAW_METRICS", "EVENT_METRICS", "RAW_FILES",
 # built column -> (snapshot column, how they compare): "exact" (counts and stored values, floats to
 # 1e-9), "round4" (the snapshot stores the ratio rounded to 4 decimals), "x12" (MRR against ARR)
 RAW_METRICS: dict[str, tuple[str, str]] = {
-    **{m: (m, "exact") for m in ("active_users", "login_days", "api_calls", "tickets_opened", "high_sev_tickets",
-                                 "csat", "nps", "seats_purchased")},
-    "seat_utilization": ("seat_utilization", "round4"), "mrr": ("arr", "x12"),
-    **{m: (m, "exact") for m in ("csm", "csm_assessment", "exec_sponsor_engaged", "champion_left",
-                                 "days_invoice_overdue", "segment", "touch_model", "industry", "region")},
+    **{
+        m: (m, "exact")
+        for m in (
+            "active_users",
+            "login_days",
+            "api_calls",
+            "tickets_opened",
+            "high_sev_tickets",
+            "csat",
+            "nps",
+            "seats_purchased",
+        )
+    },
+    "seat_utilization": ("seat_utilization", "round4"),
+    "mrr": ("arr", "x12"),
+    **{
+        m: (m, "exact")
+        for m in (
+            "csm",
+            "csm_assessment",
+            "exec_sponsor_engaged",
+            "champion_left",
+            "days_invoice_overdue",
+            "segment",
+            "touch_model",
+            "industry",
+            "region",
+        )
+    },
 }
 EVENT_METRICS = ("active_users", "login_days", "api_calls", "tickets_opened", "high_sev_tickets", "csat", "nps")
 # the CRM change log's fields (all of them read with point-in-time field metrics)
-CRM_FIELDS = ("company_name", "segment", "touch_model", "industry", "region", "csm", "csm_assessment",
-              "exec_sponsor_engaged", "champion_left", "days_invoice_overdue")
+CRM_FIELDS = (
+    "company_name",
+    "segment",
+    "touch_model",
+    "industry",
+    "region",
+    "csm",
+    "csm_assessment",
+    "exec_sponsor_engaged",
+    "champion_left",
+    "days_invoice_overdue",
+)
 RAW_FILES = ("events.parquet", "subscriptions.parquet", "crm.parquet", "spec.toml")
 _DAY = 86_400  # seconds
 
@@ -72,8 +107,10 @@ class RawLayer:
     spec_toml: str
 
     def __repr__(self) -> str:
-        return (f"RawLayer({self.events.height:,} events, {self.subscriptions.height:,} subscriptions, "
-                f"{self.crm.height:,} CRM rows)")
+        return (
+            f"RawLayer({self.events.height:,} events, {self.subscriptions.height:,} subscriptions, "
+            f"{self.crm.height:,} CRM rows)"
+        )
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``events.parquet``, ``subscriptions.parquet``, ``crm.parquet`` and ``spec.toml`` into
@@ -93,8 +130,12 @@ def raw_layer(snapshots: pl.DataFrame, events: pl.DataFrame, *, seed: int = 0) -
     rng = np.random.default_rng([seed, 0x7261])  # its own stream: the portfolio's draws are untouched
     first, last = snaps["as_of"].min(), snaps["as_of"].max()
     assert isinstance(first, date) and isinstance(last, date)
-    return RawLayer(events=_events(snaps, rng), subscriptions=_subscriptions(snaps, events, last),
-                    crm=_crm(snaps), spec_toml=_spec_toml(first, last))
+    return RawLayer(
+        events=_events(snaps, rng),
+        subscriptions=_subscriptions(snaps, events, last),
+        crm=_crm(snaps),
+        spec_toml=_spec_toml(first, last),
+    )
 
 
 def _ints(snaps: pl.DataFrame, name: str) -> np.ndarray:
@@ -118,13 +159,15 @@ def _events(snaps: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
     parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
     # session: one per active user in the 7-day window
     row, k = expand(active)
-    parts.append(("session", row, as_of[row] - rng.integers(0, 7, row.size), None,
-                  (offset[row] + k) % pool[row] + 1))
+    parts.append(("session", row, as_of[row] - rng.integers(0, 7, row.size), None, (offset[row] + k) % pool[row] + 1))
     # login: on login_days distinct days of the window, by one of the week's active users
     days = np.argsort(rng.random((n, 7)), axis=1)
     row, k = expand(_ints(snaps, "login_days"))
-    who = np.where(active[row] > 0, (offset[row] + rng.integers(0, np.maximum(active[row], 1))) % pool[row],
-                   rng.integers(0, pool[row]))
+    who = np.where(
+        active[row] > 0,
+        (offset[row] + rng.integers(0, np.maximum(active[row], 1))) % pool[row],
+        rng.integers(0, pool[row]),
+    )
     parts.append(("login", row, as_of[row] - days[row, k], None, who + 1))
     # api_calls: a weekly meter reading on the snapshot day, only for accounts with an integration
     calls = snaps["api_calls"].to_numpy()
@@ -133,49 +176,71 @@ def _events(snaps: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
     # ticket_opened: value 1 marks a severity-1/2 ticket (the first high_sev_tickets of the week)
     row, k = expand(_ints(snaps, "tickets_opened"))
     high = (k < _ints(snaps, "high_sev_tickets")[row]).astype(np.float64)
-    parts.append(("ticket_opened", row, as_of[row] - rng.integers(0, 7, row.size), high,
-                  rng.integers(0, pool[row]) + 1))
+    parts.append(
+        ("ticket_opened", row, as_of[row] - rng.integers(0, 7, row.size), high, rng.integers(0, pool[row]) + 1)
+    )
     # survey answers: one per week where the snapshot has one
     for event, column in (("csat_response", "csat"), ("nps_response", "nps")):
         answer = snaps[column].to_numpy()
         row = np.flatnonzero(~np.isnan(answer))
-        parts.append((event, row, as_of[row] - rng.integers(0, 7, row.size), answer[row],
-                      rng.integers(0, pool[row]) + 1))
+        parts.append(
+            (event, row, as_of[row] - rng.integers(0, 7, row.size), answer[row], rng.integers(0, pool[row]) + 1)
+        )
 
     frames = []
     for code, (_event, row, day, value, user) in enumerate(parts):
         seconds = day * _DAY + rng.integers(7 * 3600, 20 * 3600, row.size)  # office hours
-        frames.append(pl.DataFrame({
-            "__row": row, "__us": seconds * 1_000_000, "__part": np.full(row.size, code, dtype=np.int64),
-            "value": value if value is not None else np.full(row.size, np.nan),
-            "__user": user if user is not None else np.zeros(row.size, dtype=np.int64),
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "__row": row,
+                    "__us": seconds * 1_000_000,
+                    "__part": np.full(row.size, code, dtype=np.int64),
+                    "value": value if value is not None else np.full(row.size, np.nan),
+                    "__user": user if user is not None else np.zeros(row.size, dtype=np.int64),
+                }
+            )
+        )
     # a log reads in time order; ties keep the generation order (a stable sort), so it is deterministic
     log = pl.concat(frames).sort("__us", maintain_order=True)
-    return pl.DataFrame([
-        snaps["account_id"].gather(log["__row"]),
-        log["__us"].cast(pl.Datetime("us")).alias("time"),
-        pl.Series("event", [p[0] for p in parts], dtype=pl.String).gather(log["__part"]),
-        log["value"].fill_nan(None),
-        log.select(pl.when(pl.col("__user") > 0).then(pl.lit("u") + pl.col("__user").cast(pl.String)
-                                                       .str.zfill(4)).alias("user_id")).to_series(),
-    ])
+    return pl.DataFrame(
+        [
+            snaps["account_id"].gather(log["__row"]),
+            log["__us"].cast(pl.Datetime("us")).alias("time"),
+            pl.Series("event", [p[0] for p in parts], dtype=pl.String).gather(log["__part"]),
+            log["value"].fill_nan(None),
+            log.select(
+                pl.when(pl.col("__user") > 0)
+                .then(pl.lit("u") + pl.col("__user").cast(pl.String).str.zfill(4))
+                .alias("user_id")
+            ).to_series(),
+        ]
+    )
 
 
 def _subscriptions(snaps: pl.DataFrame, events: pl.DataFrame, last: date) -> pl.DataFrame:
     """Contract years split at seat changes; the state at each boundary comes from the snapshots
     (or, for a change after an account's last snapshot, from the change's seat count)."""
-    firsts = (snaps.group_by("account_id").agg(pl.all().sort_by("as_of").first())
-              .select("account_id", pl.col("contract_start").alias("date"), pl.col("seats_purchased").alias("seats"),
-                      "arr"))
+    firsts = (
+        snaps.group_by("account_id")
+        .agg(pl.all().sort_by("as_of").first())
+        .select("account_id", pl.col("contract_start").alias("date"), pl.col("seats_purchased").alias("seats"), "arr")
+    )
     lasts = snaps.group_by("account_id").agg(pl.col("as_of", "seats_purchased", "arr").sort_by("as_of").last())
-    changes = (events.filter(pl.col("event").is_in(["expanded", "contracted"]))
-               .with_columns(pl.col("details").str.extract(r"([+-]\d+)").cast(pl.Int64).alias("delta"))
-               .select("account_id", "date", "delta").sort("date"))
+    changes = (
+        events.filter(pl.col("event").is_in(["expanded", "contracted"]))
+        .with_columns(pl.col("details").str.extract(r"([+-]\d+)").cast(pl.Int64).alias("delta"))
+        .select("account_id", "date", "delta")
+        .sort("date")
+    )
     # the state just after a change: the next snapshot's seats and ARR when there is one
-    after = changes.join_asof(snaps.select("account_id", pl.col("as_of").alias("date"), "seats_purchased", "arr")
-                              .sort("date"), on="date", by="account_id", strategy="forward",
-                              check_sortedness=False)
+    after = changes.join_asof(
+        snaps.select("account_id", pl.col("as_of").alias("date"), "seats_purchased", "arr").sort("date"),
+        on="date",
+        by="account_id",
+        strategy="forward",
+        check_sortedness=False,
+    )
     tail = after.filter(pl.col("seats_purchased").is_null()).join(lasts, on="account_id")
     if tail.height:  # a change after the account's last snapshot: seats move by the change, ARR per seat kept
         seats = tail["seats_purchased_right"].to_numpy().astype(np.float64)
@@ -184,26 +249,44 @@ def _subscriptions(snaps: pl.DataFrame, events: pl.DataFrame, last: date) -> pl.
         tail = tail.select("account_id", "date", pl.Series("seats", new.astype(np.int64)), pl.Series("arr", arr))
     else:
         tail = pl.DataFrame(schema={"account_id": pl.String, "date": pl.Date, "seats": pl.Int64, "arr": pl.Float64})
-    states = pl.concat([
-        firsts.select("account_id", "date", pl.col("seats").cast(pl.Int64), pl.col("arr").cast(pl.Float64)),
-        after.filter(pl.col("seats_purchased").is_not_null()).select(
-            "account_id", "date", pl.col("seats_purchased").cast(pl.Int64).alias("seats"),
-            pl.col("arr").cast(pl.Float64)),
-        tail.select("account_id", "date", pl.col("seats").cast(pl.Int64), pl.col("arr").cast(pl.Float64)),
-    ]).sort("date")
+    states = pl.concat(
+        [
+            firsts.select("account_id", "date", pl.col("seats").cast(pl.Int64), pl.col("arr").cast(pl.Float64)),
+            after.filter(pl.col("seats_purchased").is_not_null()).select(
+                "account_id",
+                "date",
+                pl.col("seats_purchased").cast(pl.Int64).alias("seats"),
+                pl.col("arr").cast(pl.Float64),
+            ),
+            tail.select("account_id", "date", pl.col("seats").cast(pl.Int64), pl.col("arr").cast(pl.Float64)),
+        ]
+    ).sort("date")
     churn = events.filter(pl.col("event") == "churned").select("account_id", pl.col("date").alias("churn"))
     # contract anniversaries up to the churn (or the last snapshot) start a new row each
-    terms = (firsts.select("account_id", pl.col("date").alias("start")).join(churn, on="account_id", how="left")
-             .with_columns(pl.date_ranges("start", pl.coalesce(pl.col("churn") - pl.duration(days=1), pl.lit(last)),
-                                          interval="1y").alias("date"))
-             .explode("date").select("account_id", "date"))
+    terms = (
+        firsts.select("account_id", pl.col("date").alias("start"))
+        .join(churn, on="account_id", how="left")
+        .with_columns(
+            pl.date_ranges(
+                "start", pl.coalesce(pl.col("churn") - pl.duration(days=1), pl.lit(last)), interval="1y"
+            ).alias("date")
+        )
+        .explode("date")
+        .select("account_id", "date")
+    )
     bounds = pl.concat([terms, changes.select("account_id", "date")]).unique().sort("date")
-    rows = (bounds.join_asof(states, on="date", by="account_id", strategy="backward", check_sortedness=False)
-            .join(churn, on="account_id", how="left").sort("account_id", "date"))
+    rows = (
+        bounds.join_asof(states, on="date", by="account_id", strategy="backward", check_sortedness=False)
+        .join(churn, on="account_id", how="left")
+        .sort("account_id", "date")
+    )
     nxt = pl.col("date").shift(-1).over("account_id", order_by="date")
     return rows.select(
-        "account_id", pl.col("date").alias("start"), pl.coalesce(nxt, pl.col("churn")).alias("end"),
-        (pl.col("arr") / 12.0).alias("mrr"), pl.col("seats"),
+        "account_id",
+        pl.col("date").alias("start"),
+        pl.coalesce(nxt, pl.col("churn")).alias("end"),
+        (pl.col("arr") / 12.0).alias("mrr"),
+        pl.col("seats"),
     ).sort("account_id", "start")
 
 
@@ -213,20 +296,32 @@ def _crm(snaps: pl.DataFrame) -> pl.DataFrame:
     for c in CRM_FIELDS:
         changed = changed | pl.col(c).ne_missing(pl.col(c).shift(1).over("account_id", order_by="as_of"))
     first = pl.col("as_of") == pl.col("as_of").min().over("account_id")
-    return (snaps.filter(first | changed).select("account_id", pl.col("as_of").alias("changed_at"), *CRM_FIELDS)
-            .sort("account_id", "changed_at"))
+    return (
+        snaps.filter(first | changed)
+        .select("account_id", pl.col("as_of").alias("changed_at"), *CRM_FIELDS)
+        .sort("account_id", "changed_at")
+    )
 
 
 def _spec_toml(first: date, last: date) -> str:
     metrics = [
-        ("active_users", 'event = "session"\nagg = "distinct_users"\nwindow = "7d"',
-         "distinct users with a session in the 7 days up to the snapshot"),
+        (
+            "active_users",
+            'event = "session"\nagg = "distinct_users"\nwindow = "7d"',
+            "distinct users with a session in the 7 days up to the snapshot",
+        ),
         ("login_days", 'event = "login"\nagg = "active_days"\nwindow = "7d"', "days with a login"),
-        ("api_calls", 'event = "api_calls"\nagg = "last"\nwindow = "7d"',
-         "the weekly meter reading; empty (null) without an integration"),
+        (
+            "api_calls",
+            'event = "api_calls"\nagg = "last"\nwindow = "7d"',
+            "the weekly meter reading; empty (null) without an integration",
+        ),
         ("tickets_opened", 'event = "ticket_opened"\nagg = "count"\nwindow = "7d"', "tickets opened"),
-        ("high_sev_tickets", 'event = "ticket_opened"\nagg = "sum"\nwindow = "7d"',
-         "the value of ticket_opened is 1 for a severity-1/2 ticket"),
+        (
+            "high_sev_tickets",
+            'event = "ticket_opened"\nagg = "sum"\nwindow = "7d"',
+            "the value of ticket_opened is 1 for a severity-1/2 ticket",
+        ),
         ("csat", 'event = "csat_response"\nagg = "mean"\nwindow = "7d"', "mean CSAT answer; null without one"),
         ("nps", 'event = "nps_response"\nagg = "last"\nwindow = "7d"', "latest NPS answer in the week"),
         ("seats_purchased", 'subscription = "seats"', "seats of the running subscription"),
@@ -301,7 +396,22 @@ def compare_built(built: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
         else:
             bad = a.cast(pl.String).ne_missing(b.cast(pl.String))
             worst = None
-        rows.append({"metric": m, "compared": joined.height, "differ": int(joined.select(bad.sum()).item()),
-                     "max_abs_diff": float(worst) if worst is not None else 0.0, "missing_rows": n_missing})
-    return pl.DataFrame(rows, schema={"metric": pl.String, "compared": pl.Int64, "differ": pl.Int64,
-                                      "max_abs_diff": pl.Float64, "missing_rows": pl.Int64})
+        rows.append(
+            {
+                "metric": m,
+                "compared": joined.height,
+                "differ": int(joined.select(bad.sum()).item()),
+                "max_abs_diff": float(worst) if worst is not None else 0.0,
+                "missing_rows": n_missing,
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "metric": pl.String,
+            "compared": pl.Int64,
+            "differ": pl.Int64,
+            "max_abs_diff": pl.Float64,
+            "missing_rows": pl.Int64,
+        },
+    )

@@ -10,6 +10,7 @@ Everything healthscore writes (models, scores, reports, sample data) goes throug
 >>> oct((d / "a.txt").stat().st_mode & 0o077) == oct(0o077 & ~_umask() & 0o066)
 True
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -149,8 +150,10 @@ def _polars_write(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     except pl.exceptions.PolarsError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WriteError(f"could not write {path}: {reason}; check free disk space, quota and file size "
-                         "limits, then run again (the previous file, if any, is unchanged)") from None
+        raise WriteError(
+            f"could not write {path}: {reason}; check free disk space, quota and file size "
+            "limits, then run again (the previous file, if any, is unchanged)"
+        ) from None
 
 
 # ------------------------------------------------------------------ folder locks
@@ -162,8 +165,9 @@ class FolderBusyError(HealthscoreError):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str], *, timeout: float = 30.0, what: str = "a batch",
-                poll: float = 0.2) -> Iterator[Path]:
+def folder_lock(
+    folder: str | os.PathLike[str], *, timeout: float = 30.0, what: str = "a batch", poll: float = 0.2
+) -> Iterator[Path]:
     """Hold the folder's lock file (``.healthscore.lock``) while writing into it.
 
     A second writer waits up to ``timeout`` seconds, then raises :class:`FolderBusyError` naming
@@ -192,12 +196,16 @@ def folder_lock(folder: str | os.PathLike[str], *, timeout: float = 30.0, what: 
             raise FolderBusyError(
                 f"{root}: another process is writing into this folder ({holder}); waited {timeout:g} s. "
                 "Wait for it to finish and run again, or write to another folder (--out). If no such "
-                f"process is running any more, delete {path}.")
+                f"process is running any more, delete {path}."
+            )
         time.sleep(poll)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{what}: pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        os.write(
+            fd,
+            f"{what}: pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+        )
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):

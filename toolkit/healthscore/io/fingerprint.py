@@ -14,6 +14,7 @@ value marked apart from any value) and fed with its name and type to sha256.
 >>> len(data_hash(a))
 16
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,13 @@ def data_hash(frame: pl.DataFrame | pl.LazyFrame, columns: Sequence[str] | None 
     if df.height and cols:
         keys = [c for c in _KEYS if c in cols] + [c for c in cols if c not in _KEYS]
         # nested or object columns do not sort; they still hash, in the order of the sortable keys
-        sortable = [c for c in keys if df.schema[c].is_numeric() or df.schema[c].is_temporal()
-                    or df.schema[c] in (pl.String, pl.Boolean, pl.Categorical, pl.Enum)]
+        sortable = [
+            c
+            for c in keys
+            if df.schema[c].is_numeric()
+            or df.schema[c].is_temporal()
+            or df.schema[c] in (pl.String, pl.Boolean, pl.Categorical, pl.Enum)
+        ]
         if sortable:
             df = df.sort(sortable, nulls_last=True, maintain_order=True)
     h = hashlib.sha256(f"rows={df.height}".encode())
@@ -69,8 +75,15 @@ def _value_bytes(s: pl.Series) -> bytes:
     if kind == "date":
         return s.cast(pl.Int32).fill_null(0).to_numpy().astype("<i8").tobytes()
     if kind == "datetime":
-        return s.dt.cast_time_unit("us").dt.replace_time_zone(None).cast(pl.Int64).fill_null(0) \
-            .to_numpy().astype("<i8").tobytes()
+        return (
+            s.dt.cast_time_unit("us")
+            .dt.replace_time_zone(None)
+            .cast(pl.Int64)
+            .fill_null(0)
+            .to_numpy()
+            .astype("<i8")
+            .tobytes()
+        )
     try:
         values = (s.cast(pl.String) if s.dtype != pl.String else s).fill_null("").to_list()
     except pl.exceptions.PolarsError:  # nested values (lists, structs) have no text cast: their repr

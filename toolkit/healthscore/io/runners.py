@@ -132,7 +132,7 @@ def run_postgres(sql: str, tables: Mapping[str, pl.DataFrame], *, dsn: str) -> p
     try:
         # psycopg is optional: only PostgreSQL users need it
         import psycopg
-        from psycopg import sql as pgsql
+        from psycopg import sql as pgsql  # optional dependency: loaded on first use
     except ImportError:
         raise EngineError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     try:

@@ -10,6 +10,7 @@ URIs) are read and validated whole, then served in the same parts.
 >>> scan.read(pl.col("account_id") == "a").rows()
 [('a', datetime.date(2026, 1, 5))]
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -72,8 +73,13 @@ class SnapshotScan:
         casts = []
         for name, kind in (self.kinds or {}).items():
             col = pl.col(name).str.strip_chars()
-            value = (snap._text_to_date(col, self.timezone) if kind == "date" else
-                     col.cast(pl.Float64, strict=False) if kind == "number" else col)
+            value = (
+                snap._text_to_date(col, self.timezone)
+                if kind == "date"
+                else col.cast(pl.Float64, strict=False)
+                if kind == "number"
+                else col
+            )
             casts.append(pl.when(col.is_not_null() & (col != "")).then(value).alias(name))
         lf = self.lazy.with_columns(casts) if casts else self.lazy
         return lf.drop(snap._ROW)
@@ -85,8 +91,12 @@ class SnapshotScan:
         try:
             part = self.lazy.filter(predicate).collect()
         except (pl.exceptions.PolarsError, OSError) as exc:  # damage found part-way through a large file
-            raise snap._fail(self.source, "file", f"cannot be read: {snap._short(exc)}",
-                             "Export the file again; if it was copied, check the copy is complete") from None
+            raise snap._fail(
+                self.source,
+                "file",
+                f"cannot be read: {snap._short(exc)}",
+                "Export the file again; if it was copied, check the copy is complete",
+            ) from None
         if self.validated:
             return part
         label, offset = snap._row_label(self.source)
@@ -97,9 +107,15 @@ class SnapshotScan:
             part = part.with_columns(pl.col("account_id").cast(pl.String))
         if part.is_empty() and allow_empty:
             return part.drop(snap._ROW)
-        problems = snap.validate_snapshots(part, source=self.source, today=self.today,
-                                           nonnegative=self.nonnegative, row_offset=offset,
-                                           timezone=self.timezone, _prior=prior)
+        problems = snap.validate_snapshots(
+            part,
+            source=self.source,
+            today=self.today,
+            nonnegative=self.nonnegative,
+            row_offset=offset,
+            timezone=self.timezone,
+            _prior=prior,
+        )
         if "as_of" in part.columns and isinstance(part.schema["as_of"], pl.Datetime):
             part, _ = snap._typed_dates(part, "as_of", self.timezone, offset)
         return snap._finish(part, problems, self.source, label, KEYS)
@@ -124,9 +140,15 @@ STREAM_FROM_BYTES = 64 * 2**20
 BINARY_SUFFIXES = (".parquet", ".pq", ".arrow", ".ipc", ".feather")
 
 
-def scan_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str | None = None,
-                   today: dt.date | None = None, nonnegative: Iterable[str] | None = None,
-                   sheet: str | None = None, timezone: str | None = None) -> SnapshotScan:
+def scan_snapshots(
+    source: str | os.PathLike[str] | pl.DataFrame,
+    *,
+    table: str | None = None,
+    today: dt.date | None = None,
+    nonnegative: Iterable[str] | None = None,
+    sheet: str | None = None,
+    timezone: str | None = None,
+) -> SnapshotScan:
     """Open snapshots for reading in parts: lazily for Parquet, Arrow IPC and CSV files whose
     ``as_of`` is a date or plain text; other sources (and time-zone-aware dates) are read and
     validated whole (see :func:`read_snapshots`)."""
@@ -137,15 +159,23 @@ def scan_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str 
     path = Path(text)
 
     def whole() -> SnapshotScan:
-        frame = snap.read_snapshots(source, table=table, today=today, nonnegative=nonnegative, sheet=sheet,
-                                    timezone=timezone)
+        frame = snap.read_snapshots(
+            source, table=table, today=today, nonnegative=nonnegative, sheet=sheet, timezone=timezone
+        )
         return SnapshotScan(text.split("@")[-1], frame.lazy(), validated=True)
 
     # a file small enough to read whole gets every check of read_snapshots (sniffed delimiters, damaged
     # files caught by their own statistics, ragged rows); only large binary files are read in parts
-    if ("://" in text or table is not None or sheet is not None or timezone is not None
-            or not lower.endswith(LAZY_SUFFIXES) or not path.is_file()
-            or path.stat().st_size < STREAM_FROM_BYTES or not lower.endswith(BINARY_SUFFIXES)):
+    if (
+        "://" in text
+        or table is not None
+        or sheet is not None
+        or timezone is not None
+        or not lower.endswith(LAZY_SUFFIXES)
+        or not path.is_file()
+        or path.stat().st_size < STREAM_FROM_BYTES
+        or not lower.endswith(BINARY_SUFFIXES)
+    ):
         return whole()
     try:
         if lower.endswith((".parquet", ".pq")):
@@ -158,5 +188,11 @@ def scan_snapshots(source: str | os.PathLike[str] | pl.DataFrame, *, table: str 
         return whole()
     if as_of is not None and as_of not in (pl.Date, pl.String):  # timestamps: their day needs the whole read
         return whole()
-    return SnapshotScan(text, lf, kinds=kinds, today=today, timezone=timezone,
-                        nonnegative=list(nonnegative) if nonnegative is not None else None)
+    return SnapshotScan(
+        text,
+        lf,
+        kinds=kinds,
+        today=today,
+        timezone=timezone,
+        nonnegative=list(nonnegative) if nonnegative is not None else None,
+    )

@@ -9,6 +9,7 @@ They return plain text; :mod:`healthscore.render.html` escapes it on the way int
 >>> points(-3.25, 1, signed=True), date(dt.date(2026, 1, 5)), p_value(0.0004), percent(None)
 ('-3.2', '5 January 2026', 'p<0.001', '–')
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,21 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MISSING", "missing", "number", "percent", "money", "days", "count", "points", "date",
-           "p_value", "metric_value", "FORMATTERS", "formatter"]
+__all__ = [
+    "MISSING",
+    "missing",
+    "number",
+    "percent",
+    "money",
+    "days",
+    "count",
+    "points",
+    "date",
+    "p_value",
+    "metric_value",
+    "FORMATTERS",
+    "formatter",
+]
 
 MISSING = "–"
 
@@ -153,8 +167,7 @@ def metric_value(x: float | None, method: str = "", unit: str = "") -> str:
     v = float(x)
     if method == "boolean":
         return "yes" if v else "no"
-    by_unit = {"ratio": percent, "percent": lambda y: percent(y / 100), "days": days,
-               "currency": money, "count": count}
+    by_unit = {"ratio": percent, "percent": lambda y: percent(y / 100), "days": days, "currency": money, "count": count}
     if unit in by_unit:
         return by_unit[unit](v)
     if abs(v) >= 100 or v.is_integer():
@@ -173,8 +186,15 @@ def points_phrase(x: float, digits: int = 0) -> str:
 
 
 FORMATTERS: dict[str, Callable[[Any], str]] = {
-    "number": number, "percent": percent, "money": money, "days": days, "count": count,
-    "points": points, "date": date, "p_value": p_value, "metric_value": metric_value,
+    "number": number,
+    "percent": percent,
+    "money": money,
+    "days": days,
+    "count": count,
+    "points": points,
+    "date": date,
+    "p_value": p_value,
+    "metric_value": metric_value,
 }
 
 

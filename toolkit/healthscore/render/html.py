@@ -14,6 +14,7 @@
 >>> markdown("**ok** <script>alert(1)</script> [x](javascript:alert(1))")
 '<p><strong>ok</strong> &lt;script&gt;alert(1)&lt;/script&gt; <a href="#harmful-link" rel="noopener noreferrer">x</a></p>'
 """
+
 from __future__ import annotations
 
 import html as _html
@@ -28,11 +29,25 @@ import polars as pl
 from healthscore.render import formats
 from healthscore.spec.palette import NA_COLOUR, safe_colour
 
-__all__ = ["CSP", "csp_meta", "has_csp", "escape", "table", "markdown", "sanitize", "colour", "tint", "badge", "BAND_SHAPES"]
+__all__ = [
+    "CSP",
+    "csp_meta",
+    "has_csp",
+    "escape",
+    "table",
+    "markdown",
+    "sanitize",
+    "colour",
+    "tint",
+    "badge",
+    "BAND_SHAPES",
+]
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
-       "script-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; frame-src 'none'; "
-       "base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+    "script-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; frame-src 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
 
 # explicit direction controls (embeddings, overrides, isolates) can make text read differently
 # from what it is; letters and joiners stay
@@ -61,7 +76,7 @@ def has_csp(page: str) -> bool:
     head = page.split("</head>", 1)[0] if "</head>" in page else ""
     for tag in _CSP_META.findall(head):
         tag = _html.unescape(tag)
-        if "http-equiv=\"Content-Security-Policy\"" in tag and f'content="{CSP}"' in tag:
+        if 'http-equiv="Content-Security-Policy"' in tag and f'content="{CSP}"' in tag:
             return True
     return False
 
@@ -100,7 +115,7 @@ def tint(value: Any, share: float = 0.86) -> str:
     '#808080'
     """
     hexa = colour(value)
-    rgb = [int(hexa[i:i + 2], 16) for i in (1, 3, 5)]
+    rgb = [int(hexa[i : i + 2], 16) for i in (1, 3, 5)]
     return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in rgb)
 
 
@@ -116,9 +131,11 @@ def badge(name: str | None, swatch: Any, css: str = "band", *, missing: str = "n
     na = name in (None, missing)
     cls = f"{css} status-na" if na else css
     shape = NA_SHAPE if na else BAND_SHAPES.get(str(name).lower(), OTHER_SHAPE)
-    return (f'<span class="{escape(cls)}" style="background:{tint(swatch)};border-color:{colour(swatch)}">'
-            f'<span class="swatch" aria-hidden="true" style="color:{colour(swatch)}">{shape}</span>'
-            f"{escape(label)}</span>")
+    return (
+        f'<span class="{escape(cls)}" style="background:{tint(swatch)};border-color:{colour(swatch)}">'
+        f'<span class="swatch" aria-hidden="true" style="color:{colour(swatch)}">{shape}</span>'
+        f"{escape(label)}</span>"
+    )
 
 
 def _default_format(dtype: pl.DataType) -> str | Callable[[Any], str]:
@@ -131,9 +148,14 @@ def _default_format(dtype: pl.DataType) -> str | Callable[[Any], str]:
     return str
 
 
-def table(frame: pl.DataFrame, *, columns: Sequence[str] | None = None,
-          formats: Mapping[str, str | Callable[[Any], str]] | None = None,
-          headings: Mapping[str, str] | None = None, css: str = "hs-table") -> str:
+def table(
+    frame: pl.DataFrame,
+    *,
+    columns: Sequence[str] | None = None,
+    formats: Mapping[str, str | Callable[[Any], str]] | None = None,
+    headings: Mapping[str, str] | None = None,
+    css: str = "hs-table",
+) -> str:
     """A frame as an HTML table: ``columns`` (default all, in order), ``formats`` per column (a
     formatter name from :mod:`healthscore.render.formats`, a Python format spec or a callable),
     ``headings`` per column (default the column name). Numbers align right; every cell is escaped.
@@ -149,12 +171,14 @@ def table(frame: pl.DataFrame, *, columns: Sequence[str] | None = None,
     head = "".join(f"<th{cls[c]}>{escape((headings or {}).get(c, c))}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(f"<td{cls[c]}>{escape(_cell(fmts[c], v))}</td>" for c, v in zip(cols, row)) + "</tr>"
-        for row in frame.select(cols).iter_rows())
+        for row in frame.select(cols).iter_rows()
+    )
     return f'<table class="{escape(css)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def formats_of(column: str, dtype: pl.DataType,
-               given: Mapping[str, str | Callable[[Any], str]] | None) -> Callable[[Any], str]:
+def formats_of(
+    column: str, dtype: pl.DataType, given: Mapping[str, str | Callable[[Any], str]] | None
+) -> Callable[[Any], str]:
     spec = (given or {}).get(column) or _default_format(dtype)
     return formats.formatter(spec)
 
@@ -166,11 +190,44 @@ def _cell(fmt: Callable[[Any], str], value: Any) -> str:
 
 
 # ------------------------------------------------------------------ Markdown and sanitising
-_TAGS = {"p", "br", "hr", "strong", "em", "b", "i", "code", "pre", "blockquote", "ul", "ol", "li",
-         "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td", "span",
-         "div", "del", "sup", "sub", "section", "figure", "figcaption", "abbr"}
-_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "abbr": {"title"},
-               "*": {"class", "id"}}
+_TAGS = {
+    "p",
+    "br",
+    "hr",
+    "strong",
+    "em",
+    "b",
+    "i",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "span",
+    "div",
+    "del",
+    "sup",
+    "sub",
+    "section",
+    "figure",
+    "figcaption",
+    "abbr",
+}
+_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "abbr": {"title"}, "*": {"class", "id"}}
 _md = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
 
 
@@ -190,8 +247,15 @@ def sanitize(fragment: str) -> str:
     >>> sanitize('<a href="#top" onclick="x()">up</a><img src=x onerror=alert(1)><style>*{}</style>')
     '<a href="#top" rel="noopener noreferrer">up</a>'
     """
-    return nh3.clean(_BIDI.sub("", fragment), tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=_attribute_filter,
-                     url_schemes={"http", "https"}, strip_comments=True, link_rel="noopener noreferrer")
+    return nh3.clean(
+        _BIDI.sub("", fragment),
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        attribute_filter=_attribute_filter,
+        url_schemes={"http", "https"},
+        strip_comments=True,
+        link_rel="noopener noreferrer",
+    )
 
 
 def markdown(text: str) -> str:

@@ -22,8 +22,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "NAMED_COLOURS", "band_colour",
-           "parse_colour", "is_colour", "safe_colour"]
+__all__ = [
+    "BAND_COLOURS",
+    "EXTRA_COLOURS",
+    "SERIES_COLOURS",
+    "NA_COLOUR",
+    "NAMED_COLOURS",
+    "band_colour",
+    "parse_colour",
+    "is_colour",
+    "safe_colour",
+]
 
 # Band colours that stay apart under deuteranopia and protanopia (they differ in lightness as well
 # as hue: dark red, dark amber, teal) and reach 3:1 against white as fills; extra bands get the
@@ -47,9 +56,16 @@ def band_colour(name: str, default: str = "#999999") -> str:
 
 # the colour names a model may use (case-insensitive), each a fixed Okabe-Ito hex value
 NAMED_COLOURS: dict[str, str] = {
-    "red": "#D55E00", "vermillion": "#D55E00", "orange": "#E69F00", "yellow": "#F0E442",
-    "green": "#009E73", "sky_blue": "#56B4E9", "blue": "#0072B2", "purple": "#CC79A7",
-    "grey": "#8c959f", "black": "#000000",
+    "red": "#D55E00",
+    "vermillion": "#D55E00",
+    "orange": "#E69F00",
+    "yellow": "#F0E442",
+    "green": "#009E73",
+    "sky_blue": "#56B4E9",
+    "blue": "#0072B2",
+    "purple": "#CC79A7",
+    "grey": "#8c959f",
+    "black": "#000000",
 }
 _HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 

@@ -6,6 +6,7 @@
 >>> alt.theme.active == THEME_NAME or enable_theme() is None
 True
 """
+
 from __future__ import annotations
 
 import altair as alt
@@ -18,8 +19,17 @@ from healthscore.spec.palette import (
     band_colour,
 )
 
-__all__ = ["THEME_NAME", "BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "band_colour", "band_scale",
-           "enable_theme", "with_banner"]
+__all__ = [
+    "THEME_NAME",
+    "BAND_COLOURS",
+    "EXTRA_COLOURS",
+    "SERIES_COLOURS",
+    "NA_COLOUR",
+    "band_colour",
+    "band_scale",
+    "enable_theme",
+    "with_banner",
+]
 
 THEME_NAME = "healthscore"
 
@@ -58,11 +68,21 @@ def with_banner(chart: alt.TopLevelMixin, text: str, colour: str | None = None) 
     >>> spec["vconcat"][0]["mark"]["color"], spec["vconcat"][0]["data"]["values"][0]["text"]
     ('#D55E00', 'overlap: this model saw the holdout')
     """
-    banner = (alt.Chart(alt.Data(values=[{"text": text}]))
-              .mark_text(color=colour or band_colour("red"), fontSize=14, fontWeight="bold", align="left",
-                         baseline="middle", x=0, y=10, limit=1000)
-              .encode(text="text:N")
-              .properties(height=20, width=400))
+    banner = (
+        alt.Chart(alt.Data(values=[{"text": text}]))
+        .mark_text(
+            color=colour or band_colour("red"),
+            fontSize=14,
+            fontWeight="bold",
+            align="left",
+            baseline="middle",
+            x=0,
+            y=10,
+            limit=1000,
+        )
+        .encode(text="text:N")
+        .properties(height=20, width=400)
+    )
     # top-level-only settings (padding, autosize) move from the chart to the concatenation
     inner = chart.copy(deep=False)
     top = {}

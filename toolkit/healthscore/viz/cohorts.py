@@ -9,6 +9,7 @@ only, so a chart never embeds account-level rows it does not need).
 >>> sorted(comparison_charts(compare_cohorts(scores, by="segment", min_size=2)))
 ['band_mix', 'scores']
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,8 +22,16 @@ from healthscore.analysis.cohorts import UNSCORED, CohortComparison, CohortRevie
 from healthscore.viz import charts
 from healthscore.viz.charts import band_scale
 
-__all__ = ["comparison_charts", "review_charts", "score_distribution_chart", "band_mix_chart", "rate_chart",
-           "trend_chart", "migration_chart", "decile_chart"]
+__all__ = [
+    "comparison_charts",
+    "review_charts",
+    "score_distribution_chart",
+    "band_mix_chart",
+    "rate_chart",
+    "trend_chart",
+    "migration_chart",
+    "decile_chart",
+]
 
 
 def comparison_charts(cmp: CohortComparison) -> dict[str, Any]:
@@ -41,8 +50,9 @@ def review_charts(review: CohortReview) -> dict[str, Any]:
     out: dict[str, Any] = comparison_charts(review.comparison)
     if getattr(review, "movement_note", None) is None:  # one snapshot date: no movement to draw
         out["trend"] = trend_chart(review.trend)
-        out["migration"] = migration_chart(review.migration_long, review.comparison.bands, review.date_from,
-                                           review.date_to)
+        out["migration"] = migration_chart(
+            review.migration_long, review.comparison.bands, review.date_from, review.date_to
+        )
     if review.score_deciles is not None and review.score_deciles.height:
         out["score_deciles"] = decile_chart(review.score_deciles)
     if review.csm is not None:
@@ -55,86 +65,128 @@ def review_charts(review: CohortReview) -> dict[str, Any]:
 def _finish(chart: Any, title: str, subtitle: str) -> Any:
     """Title with an explanatory subtitle, and room on the left: static SVG export measures label
     text with its own font, and long cohort names would otherwise be clipped."""
-    return chart.properties(title=alt.TitleParams(title, subtitle=subtitle), padding={"left": 24, "top": 6,
-                                                                                        "right": 12, "bottom": 6})
+    return chart.properties(
+        title=alt.TitleParams(title, subtitle=subtitle), padding={"left": 24, "top": 6, "right": 12, "bottom": 6}
+    )
 
 
 def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -> alt.LayerChart:
     """Score distribution per cohort as a box plot drawn from aggregates (p10-p90 whiskers,
     quartile box, median tick); cohort sizes in the tooltip."""
-    data = summary.select("cohort", "accounts", "score_p10", "score_q1", "score_median", "score_q3", "score_p90",
-                          "small").to_pandas()
+    data = summary.select(
+        "cohort", "accounts", "score_p10", "score_q1", "score_median", "score_q3", "score_p90", "small"
+    ).to_pandas()
     base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
-    tip = [alt.Tooltip("cohort:N"), alt.Tooltip("accounts:Q"), alt.Tooltip("score_median:Q", format=".0f"),
-           alt.Tooltip("score_q1:Q", format=".0f"), alt.Tooltip("score_q3:Q", format=".0f")]
-    whisker = base.mark_rule(color="#555").encode(x=alt.X("score_p10:Q", title="score (0-100)",
-                                                          scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q")
+    tip = [
+        alt.Tooltip("cohort:N"),
+        alt.Tooltip("accounts:Q"),
+        alt.Tooltip("score_median:Q", format=".0f"),
+        alt.Tooltip("score_q1:Q", format=".0f"),
+        alt.Tooltip("score_q3:Q", format=".0f"),
+    ]
+    whisker = base.mark_rule(color="#555").encode(
+        x=alt.X("score_p10:Q", title="score (0-100)", scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q"
+    )
     box = base.mark_bar(size=14, color=charts.SERIES_COLOURS[2]).encode(x="score_q1:Q", x2="score_q3:Q", tooltip=tip)
     median = base.mark_tick(color="#000", thickness=2, size=14).encode(x="score_median:Q", tooltip=tip)
-    return _finish(whisker + box + median, f"Score by {dimension.replace('_', ' ')}",
-                   "box: middle half of the accounts, tick: median, line: 10th to 90th percentile")
+    return _finish(
+        whisker + box + median,
+        f"Score by {dimension.replace('_', ' ')}",
+        "box: middle half of the accounts, tick: median, line: 10th to 90th percentile",
+    )
 
 
 def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "cohort") -> alt.Chart:
     """Stacked bars of band shares per cohort, band colours with their names in the legend."""
     order = bands + sorted(set(band_mix.get_column("band")) - set(bands))
-    colours = [charts.band_colour(b, "#BBBBBB" if b == UNSCORED else charts.EXTRA_COLOURS[i % 5])
-               for i, b in enumerate(order)]
+    colours = [
+        charts.band_colour(b, "#BBBBBB" if b == UNSCORED else charts.EXTRA_COLOURS[i % 5]) for i, b in enumerate(order)
+    ]
     data = band_mix.with_columns(
-        order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))).to_pandas()
-    chart = alt.Chart(data).mark_bar().encode(
-        y=alt.Y("cohort:N", title=None),
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
-        color=alt.Color("band:N", scale=band_scale(order, colours), title="band"),
-        order=alt.Order("order:Q"),
-        tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
+        order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))
+    ).to_pandas()
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("cohort:N", title=None),
+            x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
+            color=alt.Color("band:N", scale=band_scale(order, colours), title="band"),
+            order=alt.Order("order:Q"),
+            tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
+        )
     )
     return _finish(chart, f"Band mix by {dimension.replace('_', ' ')}", "share of accounts in each band")
 
 
-def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
-               dimension: str = "cohort") -> alt.LayerChart:
+def rate_chart(
+    summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate", dimension: str = "cohort"
+) -> alt.LayerChart:
     """Rate per cohort (point) with its Wilson interval (rule)."""
-    data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lower").alias("lo"),
-                          pl.col(f"{prefix}_upper").alias("hi"),
-                          size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough"))
-                          ).to_pandas()
+    data = summary.select(
+        "cohort",
+        pl.col(f"{prefix}_rate").alias("rate"),
+        pl.col(f"{prefix}_lower").alias("lo"),
+        pl.col(f"{prefix}_upper").alias("hi"),
+        size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough")),
+    ).to_pandas()
     base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
     rule = base.mark_rule(color="#555").encode(x=alt.X("lo:Q", axis=alt.Axis(format="%"), title=title), x2="hi:Q")
     point = base.mark_point(filled=True, size=60, color=charts.SERIES_COLOURS[0]).encode(
-        x="rate:Q", shape=alt.Shape("size:N", title="cohort size", legend=alt.Legend(labelLimit=200)),
-        tooltip=["cohort:N", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
-                 alt.Tooltip("hi:Q", format=".1%")])
+        x="rate:Q",
+        shape=alt.Shape("size:N", title="cohort size", legend=alt.Legend(labelLimit=200)),
+        tooltip=[
+            "cohort:N",
+            alt.Tooltip("rate:Q", format=".1%"),
+            alt.Tooltip("lo:Q", format=".1%"),
+            alt.Tooltip("hi:Q", format=".1%"),
+        ],
+    )
     return _finish(rule + point, f"{title} by {dimension.replace('_', ' ')}", "point: rate, line: 95% Wilson interval")
 
 
 def trend_chart(trend: pl.DataFrame) -> alt.Chart:
     """Mean score per cohort over time."""
-    chart = alt.Chart(trend.to_pandas()).mark_line(point=False).encode(
-        x=alt.X("as_of:T", title="snapshot"), y=alt.Y("score_mean:Q", title="mean score", scale=alt.Scale(zero=False)),
-        color=alt.Color("cohort:N", title="cohort", legend=alt.Legend(labelLimit=240)),
-        tooltip=["cohort:N", "as_of:T", alt.Tooltip("score_mean:Q", format=".1f"), "accounts:Q"],
+    chart = (
+        alt.Chart(trend.to_pandas())
+        .mark_line(point=False)
+        .encode(
+            x=alt.X("as_of:T", title="snapshot"),
+            y=alt.Y("score_mean:Q", title="mean score", scale=alt.Scale(zero=False)),
+            color=alt.Color("cohort:N", title="cohort", legend=alt.Legend(labelLimit=240)),
+            tooltip=["cohort:N", "as_of:T", alt.Tooltip("score_mean:Q", format=".1f"), "accounts:Q"],
+        )
     )
     return _finish(chart, "Score trend by cohort", "mean score of the accounts in each cohort on each snapshot")
 
 
-def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None = None,
-                    end: dt.date | None = None) -> alt.LayerChart:
+def migration_chart(
+    long: pl.DataFrame, bands: list[str], start: dt.date | None = None, end: dt.date | None = None
+) -> alt.LayerChart:
     """Heatmap of band migration with the account count written in each cell."""
     order = bands + sorted((set(long.get_column("from_band")) | set(long.get_column("to_band"))) - set(bands))
     data = long.to_pandas()
     base = alt.Chart(data).encode(
         x=alt.X("to_band:N", sort=order, title=f"band at {end}" if end else "band at end", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("from_band:N", sort=order, title=f"band at {start}" if start else "band at start"))
+        y=alt.Y("from_band:N", sort=order, title=f"band at {start}" if start else "band at start"),
+    )
     cells = base.mark_rect().encode(
         color=alt.Color("accounts:Q", scale=alt.Scale(scheme="blues"), title="accounts"),
-        tooltip=["from_band:N", "to_band:N", "accounts:Q", alt.Tooltip("arr:Q", format=",.0f")])
+        tooltip=["from_band:N", "to_band:N", "accounts:Q", alt.Tooltip("arr:Q", format=",.0f")],
+    )
     text = base.mark_text(fontSize=13).encode(
         text="accounts:Q",
-        color=alt.condition(alt.datum.accounts > float(long.get_column("accounts").max() or 0) / 2,
-                            alt.value("white"), alt.value("black")))
-    return _finish((cells + text).properties(width=260, height=220), "Band migration",
-                   "accounts by band at the start (rows) and at the end (columns)")
+        color=alt.condition(
+            alt.datum.accounts > float(long.get_column("accounts").max() or 0) / 2,
+            alt.value("white"),
+            alt.value("black"),
+        ),
+    )
+    return _finish(
+        (cells + text).properties(width=260, height=220),
+        "Band migration",
+        "accounts by band at the start (rows) and at the end (columns)",
+    )
 
 
 def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
@@ -145,11 +197,23 @@ def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
     data = d.to_pandas()
     x = alt.X("median:Q", title=f"{metric} (decile median)")
     base = alt.Chart(data)
-    band = base.mark_rule(color="#555").encode(x=x, y=alt.Y("rate_lower:Q", axis=alt.Axis(format="%"),
-                                                                title=f"{outcome} rate"), y2="rate_upper:Q")
+    band = base.mark_rule(color="#555").encode(
+        x=x, y=alt.Y("rate_lower:Q", axis=alt.Axis(format="%"), title=f"{outcome} rate"), y2="rate_upper:Q"
+    )
     line = base.mark_line(point=True, color=charts.SERIES_COLOURS[0]).encode(
-        x=x, y="rate:Q", tooltip=["label:N", "rows:Q", alt.Tooltip("rate:Q", format=".1%"),
-                                  alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
+        x=x,
+        y="rate:Q",
+        tooltip=[
+            "label:N",
+            "rows:Q",
+            alt.Tooltip("rate:Q", format=".1%"),
+            alt.Tooltip("rate_lower:Q", format=".1%"),
+            alt.Tooltip("rate_upper:Q", format=".1%"),
+        ],
+    )
     avg = base.mark_rule(strokeDash=[4, 4], color="#999").encode(y="mean(portfolio_rate):Q")
-    return _finish(band + line + avg, f"{outcome} rate by decile of {metric}",
-                   "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average")
+    return _finish(
+        band + line + avg,
+        f"{outcome} rate by decile of {metric}",
+        "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average",
+    )
