@@ -28,7 +28,7 @@ from healthscore.analysis import scorecard as cards
 from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights
-from healthscore.analysis.shapes import fit_shapes
+from healthscore.analysis.shapes import ShapeFit, fit_shapes
 from healthscore.app import batch
 from healthscore.app.commands.alerts import add_alerts, check_alert_models, demo_lines, evaluation_backtest
 from healthscore.app.commands.build import add_build
@@ -669,7 +669,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print()
     print(fit.comparison_text())
     try:
-        path = (fit.save if args.shapes else fit.save_suggested)(args.out, overwrite=args.overwrite)
+        save = fit.save if isinstance(fit, ShapeFit) else fit.save_suggested
+        path = save(args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
     fitted = load_model(path, fit.model.name)

@@ -581,7 +581,7 @@ def breakpoints_from_rows(
             problems.append(f"row {i}: the raw value must be a number")
     if not problems:
         for i in range(first + 1, len(rows)):
-            if not rows[i][0] > rows[i - 1][0]:  # type: ignore[operator]
+            if not rows[i][0] > rows[i - 1][0]:
                 problems.append(
                     f"row {i + 1}: value {rows[i][0]:g} must be above row {i}'s {rows[i - 1][0]:g} "
                     "(values increase down the table)"
@@ -601,8 +601,8 @@ def breakpoints_from_rows(
     if problems:
         raise ModelError("; ".join(problems))
     if method == "thresholds":
-        return {"points": [[float(x), float(y)] for x, y in rows]}  # type: ignore[arg-type]
-    return {"edges": [float(x) for x, _ in rows[1:]], "scores": [float(y) for _, y in rows]}  # type: ignore[arg-type]
+        return {"points": [[float(x), float(y)] for x, y in rows]}
+    return {"edges": [float(x) for x, _ in rows[1:]], "scores": [float(y) for _, y in rows]}
 
 
 def hs_model() -> ScoreModel:

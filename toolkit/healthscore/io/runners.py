@@ -47,7 +47,7 @@ def run_duckdb(
             data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
             con.register(name, data.to_arrow())
         try:
-            return pl.from_arrow(con.sql(sql).to_arrow_table())  # type: ignore[return-value]
+            return pl.from_arrow(con.sql(sql).to_arrow_table())
         except duckdb.Error as exc:
             raise EngineError(f"DuckDB refused the query: {exc}") from None
     finally:
@@ -103,7 +103,7 @@ def run_spark(sql: str, tables: Mapping[str, Any], *, session: Any = None) -> pl
         finally:
             for name in tables:
                 spark.catalog.dropTempView(name)
-    return pl.from_arrow(arrow)  # type: ignore[return-value]
+    return pl.from_arrow(arrow)
 
 
 _PG_TYPES = {

@@ -952,7 +952,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
     fitted = table.get("fitted")
     if fitted is not None:
         if not isinstance(fitted, dict):
-            fitted, _ = None, problems.append("fitted: expected a [fitted] table (written by 'healthscore fit')")
+            problems.append("fitted: expected a [fitted] table (written by 'healthscore fit')")
+            fitted = None
         else:
             fitted_problems = _fitted_problems(fitted)
             problems += fitted_problems
@@ -1350,10 +1351,10 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         # into its own entry; everything else in the entry stays as written
         rules = {r.name: r for r in model.alerts}
         for entry in table["alerts"]:
-            rule = rules.get(_plain(entry.get("name")))
+            tuned = rules.get(_plain(entry.get("name")))
             for key in ("value", "points", "at_least"):
-                if rule is not None and key in entry and getattr(rule, key) is not None:
-                    _set(entry, key, float(getattr(rule, key)))
+                if tuned is not None and key in entry and getattr(tuned, key) is not None:
+                    _set(entry, key, float(getattr(tuned, key)))
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:

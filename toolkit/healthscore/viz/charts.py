@@ -84,7 +84,7 @@ def with_banner(chart: alt.TopLevelMixin, text: str, colour: str | None = None) 
         .properties(height=20, width=400)
     )
     # top-level-only settings (padding, autosize) move from the chart to the concatenation
-    inner = chart.copy(deep=False)
+    inner = chart.copy(deep=False)  # type: ignore[attr-defined]  # altair's stubs omit copy() on charts
     top = {}
     for key in ("padding", "autosize", "background"):
         value = getattr(inner, key, alt.Undefined)
