@@ -1019,6 +1019,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
+            cross_sectional=False,  # firings are points on a history, even one per account
         )
         observable[labels["__row"].to_numpy()] = True
         label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
@@ -1034,6 +1035,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
+            cross_sectional=False,  # firings are points on a history, even one per account
         )
         observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
     seen = np.flatnonzero(observable[at])
