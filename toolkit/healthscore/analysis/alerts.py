@@ -228,11 +228,15 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     n = len(codes)
     last_rows = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True]) if n else np.zeros(0, np.int64)
     # the rows reported: every row of the window with a state, else the run date's (or all rows)
-    report = None if report_all or state_date is not None else np.flatnonzero(days >= _day(run_date))
+    report = None if report_all or state_date is not None else \
+        np.flatnonzero(days >= _day(run_date)) if run_date is not None else np.zeros(0, np.int64)
 
     extra = ["csm"] if "csm" in book.frame.columns else []
-    parts: list[pl.DataFrame] = []
-    states: list[pl.DataFrame] = []
+    names = [r.name for r in rules]
+    # per rule, numpy only: the rows reported and each account's last row (for the state), the day each
+    # row's alert was new, whether it is new in this run (its id is hashed) or known from the state
+    rep_rows, rep_status, need_rows, need_rule, fired, fresh, known, init_ids = [], [], [], [], [], [], [], []
+    last_open, last_held, carried = [], [], []
     for rule_ix, rule in enumerate(rules):
         h = book.holds[rule.name] if sel is None else book.holds[rule.name][sel]
         init = _initial(book, state, rule) if state is not None else None
@@ -241,32 +245,55 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
             prev = _before(h, first_row, None, codes)
         else:
             prev, is_new = _starts(codes, days, first_row, h, rule.cooldown_days, init["open"], init["first"])
-        new_at = np.flatnonzero(is_new)
         shown = h | prev
         rows = np.flatnonzero(shown) if report is None else report[shown[report]]
-        # the day each alert was new and its id: for the rows reported and each account's last row (the state)
-        fired, ids, known = _fired(book, rule.name, codes, days, new_at, np.concatenate([rows, last_rows]), init)
-        if rows.size:
-            status = np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8)
-            evidence = book.evidence[rule.name]
-            cols = dict.fromkeys(["account_id", "as_of", *extra, *evidence.meta.root_names()])
-            taken = book.frame.select(list(cols))[rows if sel is None else sel[rows]]
-            part = taken.select(
-                pl.lit(rule_ix, pl.Int32).alias("__rule"),
-                pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8).alias("__sev"),
-                pl.Series("__code", codes[rows]), pl.col("account_id"), pl.col("as_of"),
-                *[pl.col(c) for c in extra], evidence.struct.json_encode().alias("evidence"),
-                ids.slice(0, rows.size),
-                _to_date(pl.Series("fired_at", fired[:rows.size], dtype=pl.Int64)),
-                pl.Series("__status", status).replace_strict(_STATUS, return_dtype=pl.String).alias("status"))
-            parts.append(part)
-        at = slice(rows.size, None)
-        states.append(_next_state(book, codes, days, h, last_rows, fired[at], ids.slice(rows.size), known[at], init,
-                                  state, rule, run_date, model.hash))
+        rep_rows.append(rows)
+        rep_status.append(np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8))
+        need = np.concatenate([rows, last_rows])
+        latest = _latest(np.flatnonzero(is_new), need, codes)
+        new_here = latest >= 0
+        earlier = _NO_DAY if init is None else init["first"][codes[need]]
+        need_rows.append(need)
+        need_rule.append(np.full(len(need), rule_ix, np.int32))
+        fired.append(np.where(new_here, days[np.maximum(latest, 0)], earlier))
+        fresh.append(new_here)
+        known.append(new_here if init is None else new_here | init["has"][codes[need]])
+        init_ids.append(pl.repeat(None, len(need), dtype=pl.String, eager=True) if init is None
+                        else init["id"].gather(codes[need]))
+        held = _latest(np.flatnonzero(h), last_rows, codes)
+        before = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
+        last_held.append(np.where(held >= 0, days[np.maximum(held, 0)], before))
+        last_open.append(h[last_rows])
+        if state is not None:
+            carried.append(_carried(book, codes, state, rule, run_date, model.hash))
+    need_at, rule_at = np.concatenate(need_rows), np.concatenate(need_rule)
+    fired_at, fresh_at, known_at = np.concatenate(fired), np.concatenate(fresh), np.concatenate(known)
+    ids = pl.concat(init_ids)
+    if fresh_at.any():  # every alert new in this run hashed once, all rules together
+        ids = ids.scatter(np.flatnonzero(fresh_at), _alert_ids(book.accounts, codes[need_at[fresh_at]],
+                                                              fired_at[fresh_at], rule_at[fresh_at], names))
+    ids = ids.alias("alert_id")
+    is_report = np.concatenate([np.r_[np.ones(len(r), bool), np.zeros(len(last_rows), bool)] for r in rep_rows])
 
     columns = ALERT_COLUMNS + extra
-    if parts:
-        table = pl.concat(parts, how="vertical_relaxed")
+    rows = need_at[is_report]
+    if rows.size:
+        book_rows = rows if sel is None else sel[rows]
+        which = rule_at[is_report]
+        evidence = []
+        for rule_ix, rule in enumerate(rules):  # each rule's evidence on its own rows
+            mine = book_rows[which == rule_ix]
+            if mine.size:
+                expr = book.evidence[rule.name]
+                roots = list(dict.fromkeys(["as_of", *expr.meta.root_names()]))
+                evidence.append(book.frame.select(roots)[mine]
+                                .select(expr.struct.json_encode().alias("evidence")).to_series())
+        severity = np.array([_SEVERITY_ORDER.get(r.severity, 9) for r in rules], np.int8)
+        table = book.frame.select("account_id", "as_of", *extra)[book_rows].with_columns(
+            pl.Series("__rule", which), pl.Series("__sev", severity[which]), pl.Series("__code", codes[rows]),
+            pl.concat(evidence), ids.filter(pl.Series(is_report)),
+            _to_date(pl.Series("fired_at", fired_at[is_report], dtype=pl.Int64)),
+            pl.Series("status", np.concatenate(rep_status)).replace_strict(_STATUS, return_dtype=pl.String))
         # integer keys sort far faster than text: date, severity, account, rule as in the model; the
         # rule's texts are added after the sort, so they are never moved around
         table = table.sort("as_of", "__sev", "__code", "__rule")
@@ -277,9 +304,25 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
               for key in meta], pl.lit(model.hash).alias("model_hash")).select(columns)
     else:
         table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
+
+    # the state: each account's last row with an alert, open or within its rule's cool-down
+    last = ~is_report & known_at
+    run_day = _day(run_date) if run_date is not None else 0
+    cooldown = np.array([r.cooldown_days for r in rules], np.int64)
+    opened, held_last = np.concatenate(last_open), np.concatenate(last_held)
+    state_of_last = known_at[~is_report]
+    keep = state_of_last & (opened | (fired_at[~is_report] + cooldown[rule_at[~is_report]] > run_day))
+    pick = np.flatnonzero(last)[keep[state_of_last]]
+    rows_state = pl.DataFrame({
+        "rule": pl.Series(rule_at[pick]).replace_strict(dict(enumerate(names)), return_dtype=pl.String),
+        "account_id": book.accounts.gather(codes[need_at[pick]]), "alert_id": ids.gather(pick),
+        "open": opened[keep], "__first": fired_at[pick], "__last": held_last[keep]}).with_columns(
+        _days_to_date("__first").alias("first_fired"), _days_to_date("__last").alias("last_fired"),
+    ).with_columns(pl.col("first_fired").alias("last_notified"), pl.lit(run_date, pl.Date).alias("as_of"),
+                   pl.lit(model.hash).alias("model_hash"))
     marker = pl.DataFrame({"as_of": [run_date], "model_hash": [model.hash]},
                           schema={"as_of": pl.Date, "model_hash": pl.String})
-    new_state = pl.concat([s.select(list(STATE_SCHEMA)) for s in states] + [marker],
+    new_state = pl.concat([s.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA) for s in [rows_state, *carried]] + [marker],
                           how="diagonal_relaxed").select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     new_state = new_state.sort(pl.col("rule").is_null(), "rule", "account_id")
     return AlertRun(alerts=table, state=new_state, as_of=run_date, model_name=model.name, model_hash=model.hash,
@@ -596,19 +639,6 @@ def _latest(positions: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.nd
     return np.where((j >= 0) & (codes[found] == codes[rows]), found, -1)
 
 
-def _fired(book: _Book, rule: str, codes: np.ndarray, days: np.ndarray, new_at: np.ndarray, rows: np.ndarray,
-           init: dict[str, Any] | None) -> tuple[np.ndarray, pl.Series, np.ndarray]:
-    """Day each row's alert was new, its id (null where the account has had no alert) and whether it has one."""
-    latest = _latest(new_at, rows, codes)
-    fresh = latest >= 0
-    fired = np.where(fresh, days[np.maximum(latest, 0)], _NO_DAY if init is None else init["first"][codes[rows]])
-    ids = pl.repeat(None, len(rows), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[rows])
-    known = fresh.copy() if init is None else fresh | init["has"][codes[rows]]
-    if fresh.any():
-        ids = ids.scatter(np.flatnonzero(fresh), _alert_ids(book.accounts, codes[rows][fresh], fired[fresh], rule))
-    return fired, ids.alias("alert_id"), known
-
-
 def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
     """The stable id of an alert: a 64-bit FNV-1a hash of ``account|rule|YYYY-MM-DD`` (the account,
     the rule and the date it was new) as 16 hex digits; the same on every machine and version.
@@ -648,47 +678,25 @@ def _hex(h: np.ndarray) -> pl.Series:
     return pl.Series(np.ascontiguousarray(digits).view("S16").ravel()).cast(pl.String)
 
 
-def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rule: str) -> pl.Series:
-    """The ids of alerts (account number, day new) of one rule; each distinct alert hashed once."""
-    keys = codes * np.int64(100_000_000) + (fired + 10_000_000)
-    uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where]}).select(
-        pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
-    ).to_series()
+def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rules: np.ndarray,
+               names: list[str]) -> pl.Series:
+    """The ids of alerts (account number, day new, rule position); each distinct alert hashed once."""
+    uniq, where, inverse = np.unique(np.stack([rules.astype(np.int64), codes, fired], axis=1), axis=0,
+                                     return_index=True, return_inverse=True)
+    texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where], "r": rules[where]}).select(
+        pl.concat_str(pl.col("a"), pl.lit("|"), pl.col("r").replace_strict(dict(enumerate(names)),
+                                                                          return_dtype=pl.String),
+                      pl.lit("|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))).to_series()
     return _hex(_fnv1a64(texts)).gather(inverse.ravel())
 
 
-def _next_state(book: _Book, codes: np.ndarray, days: np.ndarray, h: np.ndarray, last_rows: np.ndarray,
-                fired: np.ndarray, ids: pl.Series, has: np.ndarray, init: dict[str, Any] | None,
-                state: pl.DataFrame | None, rule: AlertRule, run_date: dt.date | None,
-                model_hash: str) -> pl.DataFrame:
-    """Open alerts and alerts still within their cool-down after this run, for one rule (from each
-    account's last row: the day its alert was new, the alert id and whether it has one)."""
-    if len(last_rows):
-        held = _latest(np.flatnonzero(h), last_rows, codes)
-        earlier = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
-        last = np.where(held >= 0, days[np.maximum(held, 0)], earlier)
-        rows = pl.DataFrame({
-            "account_id": book.accounts.gather(codes[last_rows][has]),
-            "alert_id": ids.filter(pl.Series(has)),
-            "open": h[last_rows][has],
-            "__first": fired[has],
-            "__last": last[has]}, schema_overrides={"account_id": pl.String, "alert_id": pl.String})
-        rows = rows.with_columns(
-            pl.lit(rule.name).alias("rule"),
-            _days_to_date("__first").alias("first_fired"), _days_to_date("__last").alias("last_fired"),
-        ).with_columns(pl.col("first_fired").alias("last_notified"))
-    else:
-        rows = pl.DataFrame(schema=STATE_SCHEMA)
-    rows = rows.with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
-    rows = rows.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
-    if state is not None:
-        seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
-        carried = state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode())) \
-            .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
-        rows = pl.concat([rows, carried.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)])
+def _carried(book: _Book, codes: np.ndarray, state: pl.DataFrame, rule: AlertRule, run_date: dt.date | None,
+             model_hash: str) -> pl.DataFrame:
+    """The state rows of one rule for accounts without rows in this run, kept while open or cooling down."""
+    seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
     keep = pl.col("open") | (pl.col("last_notified") + pl.duration(days=rule.cooldown_days) > pl.lit(run_date))
-    return rows.filter(keep)
+    return state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode())) \
+        .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash")).filter(keep)
 
 
 def _days_to_date(col: str) -> pl.Expr:
@@ -771,7 +779,7 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
     ev = events.select(pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), "event") \
         .filter(pl.col("event") == outcome).join(numbers, on="account_id", how="left")
     firings, at, which = _firings(book, rules)
-    first, last = _date(int(book.days.min())), _date(int(book.days.max()))
+    first, last = (_date(int(book.days.min())), _date(int(book.days.max()))) if len(book.days) else (None, None)
     # a label belongs to the account and date: label each row with a firing once, then every firing on it.
     # On an account without an event of the outcome the label reads only the date (no event: false; the
     # horizon must end by the last snapshot), so those rows are labelled once per date.
