@@ -204,7 +204,7 @@ def _digest(frame: pl.DataFrame, wanted: list[str]) -> str:
     cols = [c for c in dict.fromkeys(wanted) if c in frame.columns]
     part = frame.select(cols)
     rows = part.hash_rows(seed=11).to_numpy()
-    return f"{part.schema}{part.height}:" + hashlib.blake2b(rows.tobytes(), digest_size=20).hexdigest()
+    return f"{part.schema}{part.height}:" + hashlib.blake2b(np.ascontiguousarray(rows), digest_size=20).hexdigest()
 
 
 def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None,
@@ -665,9 +665,14 @@ def _fnv1a64(texts: pl.Series) -> np.ndarray:
     lengths = np.diff(start)
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(int(lengths.max())):
-            live = np.flatnonzero(lengths > j)
-            h[live] = (h[live] ^ raw[start[live] + j].astype(np.uint64)) * _FNV_PRIME
+        for width in np.unique(lengths[lengths > 0]):  # texts of one length together: plain column steps
+            group = np.flatnonzero(lengths == width)
+            columns = np.ascontiguousarray(raw[start[group][:, None] + np.arange(width)].T)
+            part = h[group]
+            for column in columns:
+                part ^= column
+                part *= _FNV_PRIME
+            h[group] = part
     return h
 
 
@@ -681,8 +686,12 @@ def _hex(h: np.ndarray) -> pl.Series:
 def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rules: np.ndarray,
                names: list[str]) -> pl.Series:
     """The ids of alerts (account number, day new, rule position); each distinct alert hashed once."""
-    uniq, where, inverse = np.unique(np.stack([rules.astype(np.int64), codes, fired], axis=1), axis=0,
-                                     return_index=True, return_inverse=True)
+    if len(names) < 2 ** 8 and (codes.max(initial=0) < 2 ** 30) and np.abs(fired).max(initial=0) < 2 ** 24:
+        keys = (rules.astype(np.int64) << 55) | (codes << 25) | (fired + 2 ** 24)   # one integer per alert
+    else:
+        keys = np.stack([rules.astype(np.int64), codes, fired], axis=1)
+    uniq, where, inverse = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_index=True,
+                                     return_inverse=True)
     texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where], "r": rules[where]}).select(
         pl.concat_str(pl.col("a"), pl.lit("|"), pl.col("r").replace_strict(dict(enumerate(names)),
                                                                           return_dtype=pl.String),
