@@ -9,8 +9,11 @@ stopped: running week by week with the state gives the same alerts as one pass o
 :func:`alert_history` is that one pass; :func:`backtest_alerts` checks every rule against what
 happened afterwards (precision, churners caught, lead time, alerts per CSM per week).
 
-Every condition is computed for the whole history at once with polars expressions; the cool-down is
+Every condition is computed for the whole history at once in one polars query; the cool-down is
 followed with numpy along the chain of alert starts, one step per alert, for all accounts together.
+The prepared history (sorted rows, each rule's condition) is kept while the caller holds the scores
+frame, so :func:`alerts` and :func:`backtest_alerts` on the same scores and rules prepare it once; it
+is reused only when the frame's rows (hashed) are unchanged.
 
 >>> import datetime as dt, polars as pl
 >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
