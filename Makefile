@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 
-.PHONY: demo test check bench lab venv clean data lock browsers
+.PHONY: demo test check bench lab venv clean data lock browsers engines
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/healthscore demo --out build/demo
 
 # the gates first (seconds), then the tests; system programs the tests drive are provided first
-test: $(STAMP) check browsers
+test: $(STAMP) check browsers engines
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)
@@ -32,6 +32,12 @@ check: $(STAMP)
 
 browsers:
 	@.ci/provide chromium
+
+# Spark tests need Java (stops with the install line when it cannot be provided); the PostgreSQL
+# tests start their own throwaway server and are skipped, with the reason, where none can be installed
+engines:
+	@.ci/provide java
+	-@.ci/provide postgres
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

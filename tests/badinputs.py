@@ -12,6 +12,7 @@ arguments, and what must happen:
 
 Run ``python -m tests.badinputs DIR`` to write every case into DIR and look at them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -55,8 +56,11 @@ class Clean:
 
     def write(self, folder: Path) -> dict[str, Path]:
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"data": folder / "snapshots.parquet", "events": folder / "events.parquet",
-                 "model": folder / "model.toml"}
+        paths = {
+            "data": folder / "snapshots.parquet",
+            "events": folder / "events.parquet",
+            "model": folder / "model.toml",
+        }
         self.snapshots.write_parquet(paths["data"])
         self.events.write_parquet(paths["events"])
         paths["model"].write_text(self.model_text, encoding="utf-8")
@@ -140,8 +144,10 @@ def _text(folder: Path, name: str, text: str | bytes) -> Path:
 def _with_text_cells(frame: pl.DataFrame, column: str, value: str, share: float = 0.2) -> pl.DataFrame:
     n = frame.height
     every = max(1, round(1 / share))
-    cells = [value if i % every == 0 else (None if v is None else repr(float(v)))
-             for i, v in enumerate(frame[column].to_list())]
+    cells = [
+        value if i % every == 0 else (None if v is None else repr(float(v)))
+        for i, v in enumerate(frame[column].to_list())
+    ]
     return frame.with_columns(pl.Series(column, cells, dtype=pl.String)) if n else frame
 
 
@@ -243,7 +249,10 @@ def cases() -> list[Case]:
     error("truncated_parquet", _data(lambda f, c: _truncate(_parquet(f, "s.parquet", S(c)), 0.6)))
     error("bit_flipped_parquet", _data(lambda f, c: _flip(_parquet(f, "s.parquet", S(c)))))
     error("csv_named_parquet", _data(lambda f, c: _text(f, "s.parquet", _csv_text(S(c)))))
-    error("parquet_named_csv", _data(lambda f, c: Path(os.replace(_parquet(f, "x.parquet", S(c)), f / "s.csv") or f / "s.csv")))
+    error(
+        "parquet_named_csv",
+        _data(lambda f, c: Path(os.replace(_parquet(f, "x.parquet", S(c)), f / "s.csv") or f / "s.csv")),
+    )
     error("corrupt_xlsx", _data(lambda f, c: _text(f, "s.xlsx", b"PK\x03\x04" + os.urandom(2000))))
     error("csv_named_xlsx", _data(lambda f, c: _text(f, "s.xlsx", _csv_text(S(c)))))
     error("xlsx_two_sheets", _data(lambda f, c: _xlsx(f, {"notes": S(c).head(3).select("account_id"), "weekly": S(c)})))
@@ -265,71 +274,260 @@ def cases() -> list[Case]:
 
     error("ragged_rows", _data(ragged))
     error("duplicate_header", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c)).replace("csat", "login_days", 1))))
-    error("semicolon_with_missing_as_of", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).drop("as_of")).replace(",", ";"))))
+    error(
+        "semicolon_with_missing_as_of",
+        _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).drop("as_of")).replace(",", ";"))),
+    )
 
     # --- cells
     for value in ("n/a", "30%", "4,5", "TRUE"):
-        error(f"numeric_text_{value.replace('/', '').replace('%', 'pct').replace(',', 'comma')}",
-              _data(lambda f, c, v=value: _text(f, "s.csv", _csv_text(_with_text_cells(S(c), "login_days", v)))))
-    error("metric_all_text", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.when(pl.col("login_days") > 2).then(pl.lit("high")).otherwise(pl.lit("low")).alias("login_days")))))
-    error("metric_is_a_date", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.col("as_of").alias("login_days")))))
-    error("whitespace_ids", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.when(pl.col("as_of") == pl.col("as_of").max()).then(pl.col("account_id") + " ")
-        .otherwise(pl.col("account_id")).alias("account_id")))))
-    error("timezone_aware_as_of", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        (pl.col("as_of").cast(pl.Datetime("us")) + pl.duration(hours=23)).dt.replace_time_zone("UTC")
-        .dt.convert_time_zone("Asia/Tokyo").alias("as_of")))))
-    error("timezone_aware_csv", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).with_columns(
-        (pl.col("as_of").cast(pl.String) + "T23:00:00+00:00").alias("as_of"))))))
+        error(
+            f"numeric_text_{value.replace('/', '').replace('%', 'pct').replace(',', 'comma')}",
+            _data(lambda f, c, v=value: _text(f, "s.csv", _csv_text(_with_text_cells(S(c), "login_days", v)))),
+        )
+    error(
+        "metric_all_text",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    pl.when(pl.col("login_days") > 2).then(pl.lit("high")).otherwise(pl.lit("low")).alias("login_days")
+                ),
+            )
+        ),
+    )
+    error(
+        "metric_is_a_date",
+        _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(pl.col("as_of").alias("login_days")))),
+    )
+    error(
+        "whitespace_ids",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    pl.when(pl.col("as_of") == pl.col("as_of").max())
+                    .then(pl.col("account_id") + " ")
+                    .otherwise(pl.col("account_id"))
+                    .alias("account_id")
+                ),
+            )
+        ),
+    )
+    error(
+        "timezone_aware_as_of",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    (pl.col("as_of").cast(pl.Datetime("us")) + pl.duration(hours=23))
+                    .dt.replace_time_zone("UTC")
+                    .dt.convert_time_zone("Asia/Tokyo")
+                    .alias("as_of")
+                ),
+            )
+        ),
+    )
+    error(
+        "timezone_aware_csv",
+        _data(
+            lambda f, c: _text(
+                f,
+                "s.csv",
+                _csv_text(S(c).with_columns((pl.col("as_of").cast(pl.String) + "T23:00:00+00:00").alias("as_of"))),
+            )
+        ),
+    )
     error("missing_as_of", _data(lambda f, c: _parquet(f, "s.parquet", S(c).drop("as_of"))))
     error("missing_metric_column", _data(lambda f, c: _parquet(f, "s.parquet", S(c).drop("login_days"))))
     error("duplicate_keys", _data(lambda f, c: _parquet(f, "s.parquet", pl.concat([S(c), S(c).head(3)]))))
-    error("unparseable_dates", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).with_columns(
-        pl.col("as_of").dt.strftime("%d/%m/%Y"))))))
-    error("future_dates", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        (pl.col("as_of") + pl.duration(days=3650)).alias("as_of")))))
-    error("negative_values", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        (-pl.col("login_days")).alias("login_days")))))
-    error("infinite_values", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.when(pl.int_range(pl.len()) % 7 == 0).then(float("inf")).otherwise(pl.col("csat")).alias("csat")))))
-    error("null_account_ids", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.when(pl.int_range(pl.len()) % 11 == 0).then(None).otherwise(pl.col("account_id")).alias("account_id")))))
+    error(
+        "unparseable_dates",
+        _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).with_columns(pl.col("as_of").dt.strftime("%d/%m/%Y"))))),
+    )
+    error(
+        "future_dates",
+        _data(
+            lambda f, c: _parquet(
+                f, "s.parquet", S(c).with_columns((pl.col("as_of") + pl.duration(days=3650)).alias("as_of"))
+            )
+        ),
+    )
+    error(
+        "negative_values",
+        _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns((-pl.col("login_days")).alias("login_days")))),
+    )
+    error(
+        "infinite_values",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    pl.when(pl.int_range(pl.len()) % 7 == 0).then(float("inf")).otherwise(pl.col("csat")).alias("csat")
+                ),
+            )
+        ),
+    )
+    error(
+        "null_account_ids",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    pl.when(pl.int_range(pl.len()) % 11 == 0)
+                    .then(None)
+                    .otherwise(pl.col("account_id"))
+                    .alias("account_id")
+                ),
+            )
+        ),
+    )
 
     # --- implausible but usable: warnings
-    warning("as_of_1900", _data(lambda f, c: _parquet(f, "s.parquet", pl.concat([
-        S(c), S(c).filter(pl.col("as_of") == pl.col("as_of").min()).with_columns(
-            pl.lit(dt.date(1900, 1, 1)).alias("as_of"))]))))
-    warning("renewal_9999", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.when(pl.int_range(pl.len()) % 5 == 0).then(dt.date(9999, 12, 31)).otherwise(pl.col("renewal_date"))
-        .alias("renewal_date")))))
-    warning("seat_utilization_in_percent", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.col("seat_utilization") * 100))))
-    warning("events_unknown_accounts", _events(lambda f, c: _parquet(f, "e.parquet", pl.concat([
-        c.events, pl.DataFrame({"account_id": ["Z99999"], "date": [END - dt.timedelta(days=60)],
-                                "event": ["churned"], "details": ["?"]})]))),
-        commands=("fit", "evaluate", "calibrate", "validate"))
-    warning("events_before_first_snapshot", _events(lambda f, c: _parquet(f, "e.parquet", pl.concat([
-        c.events, pl.DataFrame({"account_id": [c.snapshots["account_id"][0]], "date": [dt.date(2020, 1, 6)],
-                                "event": ["expanded"], "details": ["+1"]})]))),
-        commands=("fit", "evaluate", "calibrate", "validate"))
-    warning("events_double_churn", _events(lambda f, c: _parquet(f, "e.parquet", pl.concat([
-        c.events, c.events.filter(pl.col("event") == "churned").head(1).with_columns(
-            (pl.col("date") + pl.duration(days=14)).alias("date"))]))),
-        commands=("fit", "evaluate", "calibrate", "validate"))
-    warning("events_year_2099", _events(lambda f, c: _parquet(f, "e.parquet", pl.concat([
-        c.events, c.events.head(1).with_columns(pl.lit(dt.date(2099, 1, 1)).alias("date"), pl.lit("expanded").alias("event"))]))),
-        commands=("fit", "evaluate", "calibrate", "validate"))
+    warning(
+        "as_of_1900",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                pl.concat(
+                    [
+                        S(c),
+                        S(c)
+                        .filter(pl.col("as_of") == pl.col("as_of").min())
+                        .with_columns(pl.lit(dt.date(1900, 1, 1)).alias("as_of")),
+                    ]
+                ),
+            )
+        ),
+    )
+    warning(
+        "renewal_9999",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(
+                    pl.when(pl.int_range(pl.len()) % 5 == 0)
+                    .then(dt.date(9999, 12, 31))
+                    .otherwise(pl.col("renewal_date"))
+                    .alias("renewal_date")
+                ),
+            )
+        ),
+    )
+    warning(
+        "seat_utilization_in_percent",
+        _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(pl.col("seat_utilization") * 100))),
+    )
+    warning(
+        "events_unknown_accounts",
+        _events(
+            lambda f, c: _parquet(
+                f,
+                "e.parquet",
+                pl.concat(
+                    [
+                        c.events,
+                        pl.DataFrame(
+                            {
+                                "account_id": ["Z99999"],
+                                "date": [END - dt.timedelta(days=60)],
+                                "event": ["churned"],
+                                "details": ["?"],
+                            }
+                        ),
+                    ]
+                ),
+            )
+        ),
+        commands=("fit", "evaluate", "calibrate", "validate"),
+    )
+    warning(
+        "events_before_first_snapshot",
+        _events(
+            lambda f, c: _parquet(
+                f,
+                "e.parquet",
+                pl.concat(
+                    [
+                        c.events,
+                        pl.DataFrame(
+                            {
+                                "account_id": [c.snapshots["account_id"][0]],
+                                "date": [dt.date(2020, 1, 6)],
+                                "event": ["expanded"],
+                                "details": ["+1"],
+                            }
+                        ),
+                    ]
+                ),
+            )
+        ),
+        commands=("fit", "evaluate", "calibrate", "validate"),
+    )
+    warning(
+        "events_double_churn",
+        _events(
+            lambda f, c: _parquet(
+                f,
+                "e.parquet",
+                pl.concat(
+                    [
+                        c.events,
+                        c.events.filter(pl.col("event") == "churned")
+                        .head(1)
+                        .with_columns((pl.col("date") + pl.duration(days=14)).alias("date")),
+                    ]
+                ),
+            )
+        ),
+        commands=("fit", "evaluate", "calibrate", "validate"),
+    )
+    warning(
+        "events_year_2099",
+        _events(
+            lambda f, c: _parquet(
+                f,
+                "e.parquet",
+                pl.concat(
+                    [
+                        c.events,
+                        c.events.head(1).with_columns(
+                            pl.lit(dt.date(2099, 1, 1)).alias("date"), pl.lit("expanded").alias("event")
+                        ),
+                    ]
+                ),
+            )
+        ),
+        commands=("fit", "evaluate", "calibrate", "validate"),
+    )
 
     # --- events that cannot be used
     ev_cmds = ("fit", "evaluate", "validate")
     error("events_empty", _events(lambda f, c: _text(f, "e.csv", b"")), commands=ev_cmds)
-    error("events_missing_column", _events(lambda f, c: _parquet(f, "e.parquet", c.events.drop("event"))), commands=ev_cmds)
-    error("events_bad_dates", _events(lambda f, c: _text(f, "e.csv", _csv_text(c.events.with_columns(
-        pl.col("date").dt.strftime("%m/%d/%Y"))))), commands=ev_cmds)
-    error("events_truncated_parquet", _events(lambda f, c: _truncate(_parquet(f, "e.parquet", c.events), 0.5)),
-          commands=ev_cmds)
+    error(
+        "events_missing_column",
+        _events(lambda f, c: _parquet(f, "e.parquet", c.events.drop("event"))),
+        commands=ev_cmds,
+    )
+    error(
+        "events_bad_dates",
+        _events(
+            lambda f, c: _text(f, "e.csv", _csv_text(c.events.with_columns(pl.col("date").dt.strftime("%m/%d/%Y"))))
+        ),
+        commands=ev_cmds,
+    )
+    error(
+        "events_truncated_parquet",
+        _events(lambda f, c: _truncate(_parquet(f, "e.parquet", c.events), 0.5)),
+        commands=ev_cmds,
+    )
 
     # --- hostile models
     m_cmds = ("validate", "score", "fit", "evaluate", "calibrate")
@@ -343,32 +541,52 @@ def cases() -> list[Case]:
     error("metric_on_date_column", _model(lambda t: _first_metric_line(t, "column", '"renewal_date"')), commands=m_cmds)
     error("model_not_toml", _model(lambda t: t[: len(t) // 2] + "\n[[[broken"), commands=m_cmds)
     error("model_empty", _model(lambda t: ""), commands=m_cmds)
-    error("model_unknown_column", _model(lambda t: _first_metric_line(t, "column", '"no_such_column"')), commands=m_cmds)
-    error("model_range_mismatch", _model(lambda t: _first_metric_line(t, "weight", '3\nrange = "zero to one"')),
-          commands=m_cmds)
-    warning("model_states_ratio_data_in_percent", lambda f, c: {
-        "model": _text(f, "m.toml", _first_metric_line(c.model_text, "weight", '3\nunit = "ratio"')),
-        "data": _parquet(f, "s.parquet", S(c).with_columns(pl.col("seat_utilization") * 100))},
-        commands=("validate", "score"))
+    error(
+        "model_unknown_column", _model(lambda t: _first_metric_line(t, "column", '"no_such_column"')), commands=m_cmds
+    )
+    error(
+        "model_range_mismatch",
+        _model(lambda t: _first_metric_line(t, "weight", '3\nrange = "zero to one"')),
+        commands=m_cmds,
+    )
+    warning(
+        "model_states_ratio_data_in_percent",
+        lambda f, c: {
+            "model": _text(f, "m.toml", _first_metric_line(c.model_text, "weight", '3\nunit = "ratio"')),
+            "data": _parquet(f, "s.parquet", S(c).with_columns(pl.col("seat_utilization") * 100)),
+        },
+        commands=("validate", "score"),
+    )
 
     # --- arguments
     error("until_before_data", lambda f, c: {}, commands=("fit", "calibrate"), args={"*": ["--until", "2001-01-01"]})
     error("until_not_a_date", lambda f, c: {}, commands=("fit", "calibrate"), args={"*": ["--until", "last week"]})
     error("by_unknown_column", lambda f, c: {}, commands=("evaluate",), args={"*": ["--by", "nosuchcol"]})
-    error("unknown_timezone", lambda f, c: {}, commands=("validate", "score"), args={"*": ["--timezone", "Mars/Olympus"]})
+    error(
+        "unknown_timezone", lambda f, c: {}, commands=("validate", "score"), args={"*": ["--timezone", "Mars/Olympus"]}
+    )
     error("out_is_input", lambda f, c: {"out": f / "snapshots.parquet"}, commands=("score",))
-    error("out_is_model", lambda f, c: {"out": f / "model.toml"}, commands=("fit", "calibrate"),
-          args={"*": ["--overwrite"]})
+    error(
+        "out_is_model",
+        lambda f, c: {"out": f / "model.toml"},
+        commands=("fit", "calibrate"),
+        args={"*": ["--overwrite"]},
+    )
     error("out_names_a_folder", lambda f, c: {"out": (f / "outdir").mkdir() or f / "outdir"}, commands=("score",))
-    error("out_under_a_file", lambda f, c: {"out": _text(f, "plain.txt", "x") / "out.parquet"},
-          commands=("score", "fit", "calibrate"))
+    error(
+        "out_under_a_file",
+        lambda f, c: {"out": _text(f, "plain.txt", "x") / "out.parquet"},
+        commands=("score", "fit", "calibrate"),
+    )
     error("out_folder_is_a_file", lambda f, c: {"out": _text(f, "plain.txt", "x")}, commands=("evaluate",))
     if hasattr(os, "geteuid") and os.geteuid() != 0:  # root writes into read-only folders anyway
+
         def read_only(f: Path, c: Clean) -> dict[str, Path]:
             ro = f / "ro"
             ro.mkdir()
             ro.chmod(0o555)
             return {"out": ro / "out.parquet"}
+
         error("out_read_only_folder", read_only, commands=("score", "fit", "calibrate"))
     error("disk_full", lambda f, c: {}, commands=("score", "fit", "evaluate"), full_disk=True)
 
@@ -381,19 +599,41 @@ def cases() -> list[Case]:
     same("crlf_csv", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c)).replace("\n", "\r\n").encode())))
     same("column_order_reversed", _data(lambda f, c: _parquet(f, "s.parquet", S(c).select(S(c).columns[::-1]))))
     same("rows_shuffled", _data(lambda f, c: _parquet(f, "s.parquet", S(c).sample(fraction=1.0, shuffle=True, seed=1))))
-    same("extra_columns", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.lit("note").alias("comment"), pl.lit(1.5).alias("unused_number")))))
+    same(
+        "extra_columns",
+        _data(
+            lambda f, c: _parquet(
+                f, "s.parquet", S(c).with_columns(pl.lit("note").alias("comment"), pl.lit(1.5).alias("unused_number"))
+            )
+        ),
+    )
     same("sqlite_pandas_dates", _data(lambda f, c: _sqlite(f, S(c))))
     same("duckdb", _data(lambda f, c: _duckdb(f, S(c))))
     same("xlsx_one_sheet", _data(lambda f, c: _xlsx(f, {"weekly": S(c)})))
-    same("xlsx_two_sheets_with_sheet_flag", _data(lambda f, c: _xlsx(f, {"notes": S(c).head(3).select("account_id"),
-                                                                         "weekly": S(c)})),
-         args={"*": ["--sheet", "weekly"]})
-    same("timezone_aware_with_flag", _data(lambda f, c: _parquet(f, "s.parquet", S(c).with_columns(
-        pl.col("as_of").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("as_of")))),
-         args={"*": ["--timezone", "UTC"]})
-    same("datetime_midnight_csv", _data(lambda f, c: _text(f, "s.csv", _csv_text(S(c).with_columns(
-        (pl.col("as_of").cast(pl.String) + " 00:00:00").alias("as_of"))))))
+    same(
+        "xlsx_two_sheets_with_sheet_flag",
+        _data(lambda f, c: _xlsx(f, {"notes": S(c).head(3).select("account_id"), "weekly": S(c)})),
+        args={"*": ["--sheet", "weekly"]},
+    )
+    same(
+        "timezone_aware_with_flag",
+        _data(
+            lambda f, c: _parquet(
+                f,
+                "s.parquet",
+                S(c).with_columns(pl.col("as_of").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("as_of")),
+            )
+        ),
+        args={"*": ["--timezone", "UTC"]},
+    )
+    same(
+        "datetime_midnight_csv",
+        _data(
+            lambda f, c: _text(
+                f, "s.csv", _csv_text(S(c).with_columns((pl.col("as_of").cast(pl.String) + " 00:00:00").alias("as_of")))
+            )
+        ),
+    )
     return out
 
 
@@ -414,12 +654,30 @@ EVENT_CASE_PREFIX = "events_"
 # scorecards and review start notebook kernels (a minute each on a busy machine): they run on bad
 # inputs, which must be refused before any kernel starts, and on clean inputs with one setting that
 # only fails after every input check passed (so the checks are shown to let good data through)
-SCORECARD_CASES = ("empty_csv_0_bytes", "truncated_parquet", "numeric_text_na", "timezone_aware_as_of",
-                   "whitespace_ids", "metric_is_a_date", "weight_1e308", "metric_on_as_of", "peer_by_unknown",
-                   "clean_inputs_unknown_accounts")
-REVIEW_CASES = ("empty_csv_0_bytes", "csv_named_parquet", "numeric_text_30pct", "duplicate_keys", "weight_inf",
-                "metric_on_text_column", "events_truncated_parquet", "review_by_unknown", "review_out_is_input",
-                "clean_inputs_bad_horizon")
+SCORECARD_CASES = (
+    "empty_csv_0_bytes",
+    "truncated_parquet",
+    "numeric_text_na",
+    "timezone_aware_as_of",
+    "whitespace_ids",
+    "metric_is_a_date",
+    "weight_1e308",
+    "metric_on_as_of",
+    "peer_by_unknown",
+    "clean_inputs_unknown_accounts",
+)
+REVIEW_CASES = (
+    "empty_csv_0_bytes",
+    "csv_named_parquet",
+    "numeric_text_30pct",
+    "duplicate_keys",
+    "weight_inf",
+    "metric_on_text_column",
+    "events_truncated_parquet",
+    "review_by_unknown",
+    "review_out_is_input",
+    "clean_inputs_bad_horizon",
+)
 FULL_HISTORY_SAME = ("clean_parquet",)  # fit/evaluate on legit variants
 
 
@@ -441,8 +699,12 @@ class Outcome:
 
     @property
     def clean_error(self) -> bool:
-        return (not self.traceback and self.status in (1, 2)
-                and "healthscore: error:" in self.stderr + self.stdout or self._validation_report())
+        return (
+            not self.traceback
+            and self.status in (1, 2)
+            and "healthscore: error:" in self.stderr + self.stdout
+            or self._validation_report()
+        )
 
     def _validation_report(self) -> bool:  # `validate` prints the problem list itself
         return self.command == "validate" and self.status == 1 and not self.traceback and "problem" in self.stderr
@@ -482,18 +744,67 @@ def argv(command: str, case: Case, paths: dict[str, Path], work: Path, scores: P
     if command == "score":
         return ["score", "--model", m, "--data", d, "--out", str(out or work / "scores.parquet"), *extra]
     if command == "fit":
-        return ["fit", "--model", m, "--data", d, "--events", e, "--horizon", HORIZON,
-                "--out", str(out or work / "fitted.toml"), *extra]
+        return [
+            "fit",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--events",
+            e,
+            "--horizon",
+            HORIZON,
+            "--out",
+            str(out or work / "fitted.toml"),
+            *extra,
+        ]
     if command == "calibrate":
-        return ["calibrate", "--model", m, "--data", d, "--events", e, "--horizon", HORIZON,
-                "--out", str(out or work / "calibrated.toml"), *extra]
+        return [
+            "calibrate",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--events",
+            e,
+            "--horizon",
+            HORIZON,
+            "--out",
+            str(out or work / "calibrated.toml"),
+            *extra,
+        ]
     if command == "evaluate":
-        return ["evaluate", "--model", m, "--data", d, "--events", e, "--horizon", HORIZON,
-                "--out", str(out or work / "evaluation"), *extra]
+        return [
+            "evaluate",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--events",
+            e,
+            "--horizon",
+            HORIZON,
+            "--out",
+            str(out or work / "evaluation"),
+            *extra,
+        ]
     if command == "scorecards":
         accounts = [] if "--accounts" in extra else ["--accounts", ACCOUNT]
-        return ["scorecards", "--model", m, "--scores", str(scores), "--snapshots", d, "--workers", "1",
-                *accounts, "--out", str(out or work / "cards"), *extra]
+        return [
+            "scorecards",
+            "--model",
+            m,
+            "--scores",
+            str(scores),
+            "--snapshots",
+            d,
+            "--workers",
+            "1",
+            *accounts,
+            "--out",
+            str(out or work / "cards"),
+            *extra,
+        ]
     if command == "review":
         return ["review", "--data", d, "--model", m, "--events", e, "--out", str(out or work / "review.html"), *extra]
     raise ValueError(command)
@@ -516,6 +827,7 @@ def _file_size_limit(nbytes: int):
             yield
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
     return limited()
 
 
@@ -554,8 +866,12 @@ def _scores_of(path: Path) -> pl.DataFrame | None:
     return pl.read_parquet(path).select("account_id", "as_of", "score", "band", "coverage").sort("account_id", "as_of")
 
 
-def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit", "evaluate", "calibrate"),
-            slow: bool = True, progress: Callable[[str], None] | None = None) -> list[Outcome]:
+def run_all(
+    folder: Path,
+    commands: tuple[str, ...] = ("validate", "score", "fit", "evaluate", "calibrate"),
+    slow: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[Outcome]:
     """Build every case under ``folder`` and run the commands on it; returns one outcome per try.
 
     ``slow`` adds the scorecards and review commands on their subsets of cases.
@@ -567,17 +883,35 @@ def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit
     scores = folder / "_reference" / "scores.parquet"
     with open(os.devnull, "w") as sink:
         import contextlib
+
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             assert main(["score", "--model", str(ref["model"]), "--data", str(ref["data"]), "--out", str(scores)]) == 0
     reference = _scores_of(scores)
-    extra_cases = [Case("peer_by_unknown", "error", lambda f, c: {}, commands=("scorecards",),
-                        args={"*": ["--peer-by", "nosuchcol"]}),
-                   Case("review_out_is_input", "error", lambda f, c: {"out": f / "events.parquet"}, commands=("review",)),
-                   Case("review_by_unknown", "error", lambda f, c: {}, commands=("review",), args={"*": ["--by", "nosuchcol"]}),
-                   Case("clean_inputs_unknown_accounts", "error", lambda f, c: {}, commands=("scorecards",),
-                        args={"*": ["--accounts", "segment=nosuchsegment"]}),
-                   Case("clean_inputs_bad_horizon", "error", lambda f, c: {}, commands=("review",),
-                        args={"*": ["--horizon", "3 weeks"]})]
+    extra_cases = [
+        Case(
+            "peer_by_unknown",
+            "error",
+            lambda f, c: {},
+            commands=("scorecards",),
+            args={"*": ["--peer-by", "nosuchcol"]},
+        ),
+        Case("review_out_is_input", "error", lambda f, c: {"out": f / "events.parquet"}, commands=("review",)),
+        Case("review_by_unknown", "error", lambda f, c: {}, commands=("review",), args={"*": ["--by", "nosuchcol"]}),
+        Case(
+            "clean_inputs_unknown_accounts",
+            "error",
+            lambda f, c: {},
+            commands=("scorecards",),
+            args={"*": ["--accounts", "segment=nosuchsegment"]},
+        ),
+        Case(
+            "clean_inputs_bad_horizon",
+            "error",
+            lambda f, c: {},
+            commands=("review",),
+            args={"*": ["--horizon", "3 weeks"]},
+        ),
+    ]
     outcomes: list[Outcome] = []
     for case in [*cases(), *extra_cases]:
         sub = folder / case.name
@@ -592,8 +926,11 @@ def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit
         if case.expect == "warning" and case.name != "events_double_churn":
             todo = [c for c in todo if c != "evaluate"]
         if slow:
-            todo += [c for c, subset in (("scorecards", SCORECARD_CASES), ("review", REVIEW_CASES))
-                     if case.name in subset and c not in todo]
+            todo += [
+                c
+                for c, subset in (("scorecards", SCORECARD_CASES), ("review", REVIEW_CASES))
+                if case.name in subset and c not in todo
+            ]
         for command in todo:
             work = sub / f"out_{command}"
             args = argv(command, case, paths, work, scores)
@@ -601,8 +938,7 @@ def run_all(folder: Path, commands: tuple[str, ...] = ("validate", "score", "fit
                 progress(f"{case.name} {command}")
             t0 = time.perf_counter()
             status, so, se, crash = run_one(args, file_size_limit=200 if case.full_disk else None)
-            outcome = Outcome(case.name, command, case.expect, status, so, se, crash,
-                              seconds=time.perf_counter() - t0)
+            outcome = Outcome(case.name, command, case.expect, status, so, se, crash, seconds=time.perf_counter() - t0)
             if case.expect == "same" and command == "score" and status == 0:
                 outcome.changed_scores = changed_rows(reference, _scores_of(work / "scores.parquet"))
             outcomes.append(outcome)
@@ -614,15 +950,27 @@ def changed_rows(reference: pl.DataFrame, got: pl.DataFrame | None) -> int:
     if got is None:
         return reference.height
     joined = reference.join(got, on=["account_id", "as_of"], how="full", suffix="_got")
-    same = (pl.col("account_id").eq_missing(pl.col("account_id_got")) & pl.col("as_of").eq_missing(pl.col("as_of_got"))
-            & pl.col("score").eq_missing(pl.col("score_got")) & pl.col("band").eq_missing(pl.col("band_got")))
+    same = (
+        pl.col("account_id").eq_missing(pl.col("account_id_got"))
+        & pl.col("as_of").eq_missing(pl.col("as_of_got"))
+        & pl.col("score").eq_missing(pl.col("score_got"))
+        & pl.col("band").eq_missing(pl.col("band_got"))
+    )
     return joined.filter(~same).height
 
 
 def count_table(outcomes: list[Outcome]) -> str:
     """tries, clean errors, warnings, tracebacks, exit 0 on bad input, refused/changed legit, per command."""
-    cols = ("tries", "clean error", "warned", "traceback", "exit 0 on bad input", "unclear",
-            "refused good input", "changed scores")
+    cols = (
+        "tries",
+        "clean error",
+        "warned",
+        "traceback",
+        "exit 0 on bad input",
+        "unclear",
+        "refused good input",
+        "changed scores",
+    )
     commands = list(dict.fromkeys(o.command for o in outcomes))
     lines = [f"{'command':<11}" + "".join(f"{c:>21}" for c in cols)]
     for command in [*commands, "all"]:

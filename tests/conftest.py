@@ -1,4 +1,5 @@
 """Shared test helpers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,9 @@ from pathlib import Path
 import pytest
 
 
-def book_on_disk(tmp_path_factory: pytest.TempPathFactory, name: str, *, seed: int,
-                 n_accounts: int = 300, n_weeks: int = 30):
+def book_on_disk(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *, seed: int, n_accounts: int = 300, n_weeks: int = 30
+):
     """A small sample portfolio written as snapshots.parquet and events.parquet in a fresh folder.
 
     Returns ``(folder, portfolio)``.

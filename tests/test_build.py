@@ -1,5 +1,6 @@
 """Snapshot and outcome building from raw events: engines against a brute-force reference, point in
 time, golden tables on a hand-made log, and bad input."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,8 +49,11 @@ METRICS = [
 
 def _spec(folder: Path, metrics=METRICS, outcomes=None, grid=None, **source) -> object:
     tables = {"events": "events.parquet", "subscriptions": "subs.parquet", "accounts": "accounts.parquet", **source}
-    data = {"source": {k: v for k, v in tables.items() if v is not None},
-            "grid": grid or {"dates": [d.isoformat() for d in GRID]}, "metrics": metrics}
+    data = {
+        "source": {k: v for k, v in tables.items() if v is not None},
+        "grid": grid or {"dates": [d.isoformat() for d in GRID]},
+        "metrics": metrics,
+    }
     if outcomes:
         data["outcomes"] = outcomes
     return parse_spec(data, origin=str(folder / "spec.toml"), base=folder)
@@ -70,8 +74,13 @@ def reference(events: list[dict], subs: list[dict], accounts: list[dict], grid: 
 
             def window(n, event=None, shift=0):
                 hi = t - dt.timedelta(days=shift)
-                return [e for e in evs if (event is None or e["event"] == event) and e["time"].date() <= hi
-                        and (n is None or e["time"].date() > hi - dt.timedelta(days=n))]
+                return [
+                    e
+                    for e in evs
+                    if (event is None or e["event"] == event)
+                    and e["time"].date() <= hi
+                    and (n is None or e["time"].date() > hi - dt.timedelta(days=n))
+                ]
 
             def users(n, event=None, shift=0):
                 return len({e["user_id"] for e in window(n, event, shift) if e["user_id"] is not None})
@@ -94,28 +103,37 @@ def reference(events: list[dict], subs: list[dict], accounts: list[dict], grid: 
             started = [s for s in my_subs if s["start"] <= t]
             seats = float(sum(s["seats"] for s in active)) if started else None
             likes_ever = [e["time"].date() for e in window(None, "like")]
-            plans = sorted((r["changed_at"], r["plan"]) for r in accounts
-                           if r["account_id"] == a and r["changed_at"] <= t and r["plan"] is not None)
-            rows.append({
-                "account_id": a, "as_of": t,
-                "posts_28d": posts, "likes_28d": likes,
-                "value_7d": math.fsum(e["value"] for e in window(7) if e["value"] is not None),
-                "post_value_mean_14d": math.fsum(pv) / len(pv) if pv else None,
-                "users_28d": u28, "posters_7d": users(7, "post"),
-                "active_days_28d": len({e["time"].date() for e in window(28)}),
-                "last_like_value": last(21, "like"), "last_value_ever": last(None),
-                "events_all": len(window(None)),
-                "likes_per_post": div(likes, posts),
-                "posts_per_seat": div(posts, seats),
-                "posts_per_user": div(posts, u28),
-                "posts_change": div(posts - prev_posts, prev_posts),
-                "users_change": div(u28 - prev_u, prev_u) if prev_u >= 2 else None,
-                "days_since_like": (t - max(likes_ever)).days if likes_ever else None,
-                "tenure_days": (t - start).days,
-                "mrr": float(sum(s["mrr"] for s in active)) if started else None,
-                "seats": seats,
-                "plan": plans[-1][1] if plans else None,
-            })
+            plans = sorted(
+                (r["changed_at"], r["plan"])
+                for r in accounts
+                if r["account_id"] == a and r["changed_at"] <= t and r["plan"] is not None
+            )
+            rows.append(
+                {
+                    "account_id": a,
+                    "as_of": t,
+                    "posts_28d": posts,
+                    "likes_28d": likes,
+                    "value_7d": math.fsum(e["value"] for e in window(7) if e["value"] is not None),
+                    "post_value_mean_14d": math.fsum(pv) / len(pv) if pv else None,
+                    "users_28d": u28,
+                    "posters_7d": users(7, "post"),
+                    "active_days_28d": len({e["time"].date() for e in window(28)}),
+                    "last_like_value": last(21, "like"),
+                    "last_value_ever": last(None),
+                    "events_all": len(window(None)),
+                    "likes_per_post": div(likes, posts),
+                    "posts_per_seat": div(posts, seats),
+                    "posts_per_user": div(posts, u28),
+                    "posts_change": div(posts - prev_posts, prev_posts),
+                    "users_change": div(u28 - prev_u, prev_u) if prev_u >= 2 else None,
+                    "days_since_like": (t - max(likes_ever)).days if likes_ever else None,
+                    "tenure_days": (t - start).days,
+                    "mrr": float(sum(s["mrr"] for s in active)) if started else None,
+                    "seats": seats,
+                    "plan": plans[-1][1] if plans else None,
+                }
+            )
     schema = {"account_id": pl.String, "as_of": pl.Date}
     for m in METRICS:
         name = m["name"]
@@ -129,22 +147,37 @@ def reference(events: list[dict], subs: list[dict], accounts: list[dict], grid: 
 
 
 def _write(folder: Path, events: list[dict], subs: list[dict], accounts: list[dict]) -> None:
-    pl.DataFrame(events, schema={"account_id": pl.String, "time": pl.Datetime("us"), "event": pl.String,
-                                 "value": pl.Float64, "user_id": pl.String}).write_parquet(folder / "events.parquet")
-    pl.DataFrame(subs, schema={"account_id": pl.String, "start": pl.Date, "end": pl.Date, "mrr": pl.Float64,
-                               "seats": pl.Int64}).write_parquet(folder / "subs.parquet")
-    pl.DataFrame(accounts, schema={"account_id": pl.String, "changed_at": pl.Date, "plan": pl.String}
-                 ).write_parquet(folder / "accounts.parquet")
+    pl.DataFrame(
+        events,
+        schema={
+            "account_id": pl.String,
+            "time": pl.Datetime("us"),
+            "event": pl.String,
+            "value": pl.Float64,
+            "user_id": pl.String,
+        },
+    ).write_parquet(folder / "events.parquet")
+    pl.DataFrame(
+        subs, schema={"account_id": pl.String, "start": pl.Date, "end": pl.Date, "mrr": pl.Float64, "seats": pl.Int64}
+    ).write_parquet(folder / "subs.parquet")
+    pl.DataFrame(accounts, schema={"account_id": pl.String, "changed_at": pl.Date, "plan": pl.String}).write_parquet(
+        folder / "accounts.parquet"
+    )
 
 
-_event = st.fixed_dictionaries({
-    "account_id": st.sampled_from(["a", "b", "c"]),
-    "time": st.builds(lambda d, m: dt.datetime.combine(D0, dt.time()) + dt.timedelta(days=d, minutes=m),
-                      st.integers(0, 75), st.sampled_from([0, 1, 600, 1439])),
-    "event": st.sampled_from(["post", "like", "login"]),
-    "value": st.one_of(st.none(), st.integers(0, 20).map(lambda x: x / 4)),
-    "user_id": st.one_of(st.none(), st.sampled_from(["u1", "u2", "u3", "u4"])),
-})
+_event = st.fixed_dictionaries(
+    {
+        "account_id": st.sampled_from(["a", "b", "c"]),
+        "time": st.builds(
+            lambda d, m: dt.datetime.combine(D0, dt.time()) + dt.timedelta(days=d, minutes=m),
+            st.integers(0, 75),
+            st.sampled_from([0, 1, 600, 1439]),
+        ),
+        "event": st.sampled_from(["post", "like", "login"]),
+        "value": st.one_of(st.none(), st.integers(0, 20).map(lambda x: x / 4)),
+        "user_id": st.one_of(st.none(), st.sampled_from(["u1", "u2", "u3", "u4"])),
+    }
+)
 
 
 @st.composite
@@ -157,14 +190,26 @@ def raw_data(draw):
             start = D0 + dt.timedelta(days=day)
             length = draw(st.one_of(st.none(), st.integers(1, 40)))
             end = None if length is None else start + dt.timedelta(days=length)
-            subs.append({"account_id": a, "start": start, "end": end, "mrr": float(draw(st.integers(0, 500))),
-                         "seats": draw(st.integers(0, 4))})
+            subs.append(
+                {
+                    "account_id": a,
+                    "start": start,
+                    "end": end,
+                    "mrr": float(draw(st.integers(0, 500))),
+                    "seats": draw(st.integers(0, 4)),
+                }
+            )
             if end is None:
                 break
             day = (end - D0).days + draw(st.integers(0, 15))
         for k in range(draw(st.integers(0, 3))):
-            accounts.append({"account_id": a, "changed_at": D0 + dt.timedelta(days=20 * k + draw(st.integers(0, 19))),
-                             "plan": draw(st.sampled_from(["basic", "pro", None]))})
+            accounts.append(
+                {
+                    "account_id": a,
+                    "changed_at": D0 + dt.timedelta(days=20 * k + draw(st.integers(0, 19))),
+                    "plan": draw(st.sampled_from(["basic", "pro", None])),
+                }
+            )
     return events, subs, accounts
 
 
@@ -203,8 +248,15 @@ def test_point_in_time(data, extra):
         spec = _spec(folder)
         before = {e: build_snapshots(spec, engine=e, today=TODAY) for e in ("polars", "duckdb")}
         for t in (GRID[2], GRID[6]):
-            later = [{**e, "time": dt.datetime.combine(t, dt.time()) + dt.timedelta(days=1) + (e["time"] - dt.datetime.combine(D0, dt.time()))}
-                     for e in extra]
+            later = [
+                {
+                    **e,
+                    "time": dt.datetime.combine(t, dt.time())
+                    + dt.timedelta(days=1)
+                    + (e["time"] - dt.datetime.combine(D0, dt.time())),
+                }
+                for e in extra
+            ]
             _write(folder, events + later, subs, accounts)
             for engine, old in before.items():
                 new = build_snapshots(spec, engine=engine, today=TODAY)
@@ -267,18 +319,22 @@ def test_golden_metrics(golden: Path, engine: str):
     spec = _spec(golden, GOLDEN_METRICS, grid={"dates": ["2025-01-06", "2025-01-13", "2025-01-20"]})
     got = build_snapshots(spec, engine=engine, today=TODAY)
     n = None
-    expected = pl.DataFrame([
-        # a, Jan 6: window Dec 31..Jan 6 holds posts Jan 1 (1.0) and Jan 6 23:59 (3.0), like Jan 5 (2.0)
-        ("a", dt.date(2025, 1, 6), 2, 1, 6.0, 2.0, 2, 3, 3.0, 0.5, 0.5, 1.0, n, n, 1, 5, 100.0, "basic"),
-        # a, Jan 13: window Jan 7..13 holds posts Jan 7 00:00 (10.0) and Jan 10 (no value); plan pro since Jan 13
-        ("a", dt.date(2025, 1, 13), 2, 0, 10.0, 10.0, 1, 2, 10.0, 0.0, 0.5, 2.0, 0.0, n, 8, 12, 100.0, "pro"),
-        # a, Jan 20: like Jan 20 (4.0, no user); a blank plan on Jan 14 keeps pro; new subscription since Jan 15
-        ("a", dt.date(2025, 1, 20), 0, 1, 4.0, n, 0, 1, 4.0, n, 0.0, n, -1.0, n, 0, 19, 150.0, "pro"),
-        ("b", dt.date(2025, 1, 6), 1, 0, 5.0, 5.0, 1, 1, 5.0, 0.0, 0.5, 1.0, n, n, n, 4, 50.0, n),
-        ("b", dt.date(2025, 1, 13), 0, 0, 0.0, n, 0, 0, n, n, 0.0, n, -1.0, n, n, 11, 50.0, n),
-        # b's subscription ended Jan 18 and no churn rule is given: b stays, paying 0 for 0 seats (per seat: null)
-        ("b", dt.date(2025, 1, 20), 0, 0, 0.0, n, 0, 0, n, n, n, n, n, n, n, 18, 0.0, n),
-    ], schema=got.schema, orient="row")
+    expected = pl.DataFrame(
+        [
+            # a, Jan 6: window Dec 31..Jan 6 holds posts Jan 1 (1.0) and Jan 6 23:59 (3.0), like Jan 5 (2.0)
+            ("a", dt.date(2025, 1, 6), 2, 1, 6.0, 2.0, 2, 3, 3.0, 0.5, 0.5, 1.0, n, n, 1, 5, 100.0, "basic"),
+            # a, Jan 13: window Jan 7..13 holds posts Jan 7 00:00 (10.0) and Jan 10 (no value); plan pro since Jan 13
+            ("a", dt.date(2025, 1, 13), 2, 0, 10.0, 10.0, 1, 2, 10.0, 0.0, 0.5, 2.0, 0.0, n, 8, 12, 100.0, "pro"),
+            # a, Jan 20: like Jan 20 (4.0, no user); a blank plan on Jan 14 keeps pro; new subscription since Jan 15
+            ("a", dt.date(2025, 1, 20), 0, 1, 4.0, n, 0, 1, 4.0, n, 0.0, n, -1.0, n, 0, 19, 150.0, "pro"),
+            ("b", dt.date(2025, 1, 6), 1, 0, 5.0, 5.0, 1, 1, 5.0, 0.0, 0.5, 1.0, n, n, n, 4, 50.0, n),
+            ("b", dt.date(2025, 1, 13), 0, 0, 0.0, n, 0, 0, n, n, 0.0, n, -1.0, n, n, 11, 50.0, n),
+            # b's subscription ended Jan 18 and no churn rule is given: b stays, paying 0 for 0 seats (per seat: null)
+            ("b", dt.date(2025, 1, 20), 0, 0, 0.0, n, 0, 0, n, n, n, n, n, n, n, 18, 0.0, n),
+        ],
+        schema=got.schema,
+        orient="row",
+    )
     _assert_close(got, expected)
 
 
@@ -303,25 +359,51 @@ def lifecycle(tmp_path: Path) -> Path:
         {"account_id": "b", "start": d(2025, 1, 1), "end": d(2025, 2, 1), "mrr": 50.0, "seats": 1},
         {"account_id": "b", "start": d(2025, 3, 1), "end": d(2025, 4, 1), "mrr": 50.0, "seats": 1},
     ]
-    events = [{"account_id": a, "time": dt.datetime(2025, 1, 1) + dt.timedelta(days=k), "event": "login",
-               "value": None, "user_id": None} for a in ("a", "b") for k in (0, 3, 20, 31, 45, 100)]
+    events = [
+        {
+            "account_id": a,
+            "time": dt.datetime(2025, 1, 1) + dt.timedelta(days=k),
+            "event": "login",
+            "value": None,
+            "user_id": None,
+        }
+        for a in ("a", "b")
+        for k in (0, 3, 20, 31, 45, 100)
+    ]
     _write(tmp_path, events, subs, [])
     return tmp_path
 
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])
 def test_golden_outcomes(lifecycle: Path, engine: str):
-    spec = _spec(lifecycle, [{"name": "mrr", "subscription": "mrr"}], outcomes=OUTCOMES,
-                 grid={"every": "2w", "start": "2025-01-06", "end": "2025-04-28"}, accounts=None)
+    spec = _spec(
+        lifecycle,
+        [{"name": "mrr", "subscription": "mrr"}],
+        outcomes=OUTCOMES,
+        grid={"every": "2w", "start": "2025-01-06", "end": "2025-04-28"},
+        accounts=None,
+    )
     result = build(spec, engine=engine, today=TODAY)
     d = dt.date
-    expected = pl.DataFrame([
-        # inactivity: 10 days without a login after Jan 4, Jan 21, Feb 1 and Feb 15 (Apr 11 + 10 is past the data)
-        ("a", d(2025, 1, 14), "inactive"), ("a", d(2025, 1, 31), "inactive"), ("a", d(2025, 2, 11), "inactive"),
-        ("a", d(2025, 2, 25), "inactive"), ("a", d(2025, 3, 6), "expanded"), ("a", d(2025, 4, 1), "contracted"),
-        ("b", d(2025, 1, 14), "inactive"), ("b", d(2025, 1, 31), "inactive"), ("b", d(2025, 2, 1), "churned"),
-        ("b", d(2025, 2, 11), "inactive"), ("b", d(2025, 2, 25), "inactive"), ("b", d(2025, 4, 1), "churned"),
-    ], schema={"account_id": pl.String, "date": pl.Date, "event": pl.String}, orient="row")
+    expected = pl.DataFrame(
+        [
+            # inactivity: 10 days without a login after Jan 4, Jan 21, Feb 1 and Feb 15 (Apr 11 + 10 is past the data)
+            ("a", d(2025, 1, 14), "inactive"),
+            ("a", d(2025, 1, 31), "inactive"),
+            ("a", d(2025, 2, 11), "inactive"),
+            ("a", d(2025, 2, 25), "inactive"),
+            ("a", d(2025, 3, 6), "expanded"),
+            ("a", d(2025, 4, 1), "contracted"),
+            ("b", d(2025, 1, 14), "inactive"),
+            ("b", d(2025, 1, 31), "inactive"),
+            ("b", d(2025, 2, 1), "churned"),
+            ("b", d(2025, 2, 11), "inactive"),
+            ("b", d(2025, 2, 25), "inactive"),
+            ("b", d(2025, 4, 1), "churned"),
+        ],
+        schema={"account_id": pl.String, "date": pl.Date, "event": pl.String},
+        orient="row",
+    )
     assert_frame_equal(result.events, expected)
     # b has no rows while churned (Feb 1 .. Mar 1) nor after its final churn; a has every row
     grid = [d(2025, 1, 6) + dt.timedelta(days=14 * k) for k in range(9)]
@@ -329,7 +411,16 @@ def test_golden_outcomes(lifecycle: Path, engine: str):
     assert b_rows == [x for x in grid if x < d(2025, 2, 1) or d(2025, 3, 1) <= x < d(2025, 4, 1)]
     assert result.snapshots.filter(pl.col("account_id") == "a")["as_of"].to_list() == grid
     assert result.snapshots.filter(pl.col("account_id") == "a")["mrr"].to_list() == [
-        100.0, 100.0, 105.0, 105.0, 0.0, 150.0, 150.0, 120.0, 120.0]
+        100.0,
+        100.0,
+        105.0,
+        105.0,
+        0.0,
+        150.0,
+        150.0,
+        120.0,
+        120.0,
+    ]
 
 
 def test_outcome_meaning_comes_from_spec_outcomes(lifecycle: Path):
@@ -346,30 +437,41 @@ def test_grid_kinds(golden: Path):
     assert weekly.filter(pl.col("account_id") == "a")["as_of"].min() == dt.date(2025, 1, 6)
     monthly = build_snapshots(base, grid="1mo", today=TODAY)
     assert monthly["as_of"].unique().sort().to_list() == [dt.date(2025, 1, 1), dt.date(2025, 2, 1)]
-    anniversary = build_snapshots(base.with_grid(Grid("anniversary", (), None, dt.date(2025, 3, 5))),
-                                  today=TODAY)
-    assert anniversary.filter(pl.col("account_id") == "b")["as_of"].to_list() == [dt.date(2025, 2, 2),
-                                                                                 dt.date(2025, 3, 2)]
+    anniversary = build_snapshots(base.with_grid(Grid("anniversary", (), None, dt.date(2025, 3, 5))), today=TODAY)
+    assert anniversary.filter(pl.col("account_id") == "b")["as_of"].to_list() == [
+        dt.date(2025, 2, 2),
+        dt.date(2025, 3, 2),
+    ]
 
 
 # ------------------------------------------------------------------------ bad input
 def _csv_spec(folder: Path, rows: list[str], metrics=None) -> object:
     (folder / "events.csv").write_text("customer,event_time,event_type,value\n" + "\n".join(rows) + "\n")
-    return parse_spec({"source": {"events": "events.csv", "columns": {"account_id": "customer", "time": "event_time",
-                                                                      "event": "event_type"}},
-                       "grid": {"dates": ["2025-01-06"]},
-                       "metrics": metrics or [{"name": "v", "agg": "sum", "window": "7d"}]},
-                      origin=str(folder / "spec.toml"), base=folder)
+    return parse_spec(
+        {
+            "source": {
+                "events": "events.csv",
+                "columns": {"account_id": "customer", "time": "event_time", "event": "event_type"},
+            },
+            "grid": {"dates": ["2025-01-06"]},
+            "metrics": metrics or [{"name": "v", "agg": "sum", "window": "7d"}],
+        },
+        origin=str(folder / "spec.toml"),
+        base=folder,
+    )
 
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])
-@pytest.mark.parametrize("rows, words", [
-    (["a,2025-01-02 10:00,post,1", "a,02/01/2025,post,1"], ["event_time", "not readable", "02/01/2025"]),
-    (["a,2025-01-02T10:00:00+01:00,post,1", "a,2025-01-03 10:00,post,1"], ["event_time", "ambiguous", "offset"]),
-    (["a,2025-01-02 10:00,post,1", "a,2099-01-03 10:00,post,1"], ["event_time", "after today", "2099-01-03"]),
-    (["a,2025-01-02 10:00,post,-3"], ["value", "negative", "allow_negative"]),
-    (["a,2025-01-02 10:00,post,lots"], ["value", "not numbers", "lots"]),
-])
+@pytest.mark.parametrize(
+    "rows, words",
+    [
+        (["a,2025-01-02 10:00,post,1", "a,02/01/2025,post,1"], ["event_time", "not readable", "02/01/2025"]),
+        (["a,2025-01-02T10:00:00+01:00,post,1", "a,2025-01-03 10:00,post,1"], ["event_time", "ambiguous", "offset"]),
+        (["a,2025-01-02 10:00,post,1", "a,2099-01-03 10:00,post,1"], ["event_time", "after today", "2099-01-03"]),
+        (["a,2025-01-02 10:00,post,-3"], ["value", "negative", "allow_negative"]),
+        (["a,2025-01-02 10:00,post,lots"], ["value", "not numbers", "lots"]),
+    ],
+)
 def test_bad_events(tmp_path: Path, engine: str, rows, words):
     spec = _csv_spec(tmp_path, rows)
     with pytest.raises(BuildError) as err:
@@ -398,13 +500,17 @@ def test_unknown_accounts_warn_and_are_left_out(golden: Path, engine: str):
     assert "zz" not in out["account_id"].to_list()
 
 
-@pytest.mark.parametrize("subs, words", [
-    ([("a", "2025-01-10", "2025-01-05")], ["end before", "2025-01-10"]),
-    ([("a", "2025-01-01", "2025-02-01"), ("a", "2025-01-20", None)], ["overlap", "2025-01-20"]),
-])
+@pytest.mark.parametrize(
+    "subs, words",
+    [
+        ([("a", "2025-01-10", "2025-01-05")], ["end before", "2025-01-10"]),
+        ([("a", "2025-01-01", "2025-02-01"), ("a", "2025-01-20", None)], ["overlap", "2025-01-20"]),
+    ],
+)
 def test_bad_subscriptions(golden: Path, subs, words):
-    pl.DataFrame(subs, schema={"account_id": pl.String, "start": pl.String, "end": pl.String}, orient="row") \
-        .with_columns(pl.lit(10.0).alias("mrr"), pl.lit(1).alias("seats")).write_csv(golden / "subs.csv")
+    pl.DataFrame(
+        subs, schema={"account_id": pl.String, "start": pl.String, "end": pl.String}, orient="row"
+    ).with_columns(pl.lit(10.0).alias("mrr"), pl.lit(1).alias("seats")).write_csv(golden / "subs.csv")
     spec = _spec(golden, [{"name": "mrr", "subscription": "mrr"}], subscriptions="subs.csv")
     with pytest.raises(BuildError) as err:
         build_snapshots(spec, today=TODAY)
@@ -423,8 +529,13 @@ def test_spec_errors_name_file_key_and_fix(tmp_path: Path):
     with pytest.raises(SpecError, match="window"):
         parse_spec({"source": {"events": "e.parquet"}, "metrics": [{"name": "w", "agg": "count", "window": "soon"}]})
     with pytest.raises(HealthscoreError, match="spec: \\[outcomes.gone\\] needs adverse"):
-        parse_spec({"source": {"events": "e.parquet"}, "metrics": [{"name": "w", "agg": "count"}],
-                    "outcomes": {"gone": {"from": "activity", "days": 30}}})
+        parse_spec(
+            {
+                "source": {"events": "e.parquet"},
+                "metrics": [{"name": "w", "agg": "count"}],
+                "outcomes": {"gone": {"from": "activity", "days": 30}},
+            }
+        )
 
 
 def test_static_field_needs_a_date_or_static(golden: Path):
@@ -441,8 +552,11 @@ def test_static_field_needs_a_date_or_static(golden: Path):
 def test_sql_is_a_tree_with_one_commented_cte_per_step(golden: Path):
     spec = _spec(golden, GOLDEN_METRICS)
     tree = sqlgen.snapshot_query(spec)
-    names = [c.alias for c in tree.args["with_"].expressions] if "with_" in tree.args else \
-        [c.alias for c in tree.args["with"].expressions]
+    names = (
+        [c.alias for c in tree.args["with_"].expressions]
+        if "with_" in tree.args
+        else [c.alias for c in tree.args["with"].expressions]
+    )
     assert names[0] == "grid_rows" and "subs_at" in names and "tenure" in names
     text = tree.sql("duckdb", pretty=True)
     assert "posts_7d" in text and "/* window 7 days, event = 'post'" in text
@@ -462,13 +576,16 @@ def test_duckdb_reads_csv_duckdb_and_sqlite_files(golden: Path):
         con.execute("create table events as select * from f")
     with sqlite3.connect(golden / "raw.sqlite") as con:
         con.execute("create table events (account_id text, time text, event text, value real, user_id text)")
-        con.executemany("insert into events values (?, ?, ?, ?, ?)",
-                        [(r[0], r[1].isoformat(sep=" "), r[2], r[3], r[4]) for r in frame.iter_rows()])
+        con.executemany(
+            "insert into events values (?, ?, ?, ?, ?)",
+            [(r[0], r[1].isoformat(sep=" "), r[2], r[3], r[4]) for r in frame.iter_rows()],
+        )
     frame.with_columns(pl.col("time").dt.strftime("%Y-%m-%d %H:%M:%S")).write_csv(golden / "events.csv")
     for file in ("raw.duckdb", "raw.sqlite", "events.csv"):
         for engine in ("polars", "duckdb"):
-            got = build_snapshots(_spec(golden, [{"name": "n", "agg": "count", "window": "28d"}], events=file),
-                                  engine=engine, today=TODAY)
+            got = build_snapshots(
+                _spec(golden, [{"name": "n", "agg": "count", "window": "28d"}], events=file), engine=engine, today=TODAY
+            )
             assert_frame_equal(got, expected)
 
 
@@ -477,13 +594,23 @@ def test_cli_build_writes_both_files_and_maps_columns(golden: Path, capsys):
 
     frame = pl.read_parquet(golden / "events.parquet").rename({"account_id": "customerID"})
     frame.write_parquet(golden / "events.parquet")
-    (golden / "spec.toml").write_text('[source]\nevents = "events.parquet"\nsubscriptions = "subs.parquet"\n'
-                                      '[grid]\nevery = "1w"\nend = "2025-01-20"\n'
-                                      '[[metrics]]\nname = "posts_7d"\nevent = "post"\nagg = "count"\nwindow = "7d"\n'
-                                      '[outcomes.churned]\nadverse = true\nterminal = true\nfrom = "subscriptions"\n')
-    args = ["build", "--spec", str(golden / "spec.toml"), "--out", str(golden / "out" / "snaps.parquet"),
-            "--events-out", str(golden / "out" / "events.csv"), "--no-progress"]
-    assert main(args) == 2  # the events use customerID
+    (golden / "spec.toml").write_text(
+        '[source]\nevents = "events.parquet"\nsubscriptions = "subs.parquet"\n'
+        '[grid]\nevery = "1w"\nend = "2025-01-20"\n'
+        '[[metrics]]\nname = "posts_7d"\nevent = "post"\nagg = "count"\nwindow = "7d"\n'
+        '[outcomes.churned]\nadverse = true\nterminal = true\nfrom = "subscriptions"\n'
+    )
+    args = [
+        "build",
+        "--spec",
+        str(golden / "spec.toml"),
+        "--out",
+        str(golden / "out" / "snaps.parquet"),
+        "--events-out",
+        str(golden / "out" / "events.csv"),
+        "--no-progress",
+    ]
+    assert main(args) == 1  # the events use customerID: a data problem
     assert "--map account_id=<column>" in capsys.readouterr().err
     assert not (golden / "out" / "snaps.parquet").exists()
     assert main(args + ["--map", "account_id=customerID", "--engine", "duckdb"]) == 0

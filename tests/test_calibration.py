@@ -1,4 +1,5 @@
 """Calibration methods: golden tables checked by hand, parameter checks, and properties."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,9 +41,18 @@ def test_docstring_examples_run():
 
 
 def test_registry_shape():
-    assert set(METHODS) == {"thresholds", "steps", "goal", "trend", "percentile", "log_z", "boolean",
-                            "categorical", "monotone_bins"}
-    assert {m for m, spec in METHODS.items() if spec.fitted} == {"percentile", "log_z", "monotone_bins"}
+    assert set(METHODS) == {
+        "thresholds",
+        "steps",
+        "goal",
+        "trend",
+        "percentile",
+        "log_z",
+        "boolean",
+        "categorical",
+        "monotone_bins",
+    }
+    assert {m for m, spec in METHODS.items() if spec.fitted} == {"percentile", "log_z", "monotone_bins", "categorical"}
     assert {m for m, spec in METHODS.items() if spec.needs_history} == {"trend"}
     for name, spec in METHODS.items():
         assert spec.name == name
@@ -51,6 +61,7 @@ def test_registry_shape():
 
 
 # ---------------------------------------------------------------------------------- thresholds
+
 
 def test_thresholds_golden_at_and_around_breakpoints():
     p = {"points": [[1, 0], [3, 50], [5, 100]]}
@@ -81,12 +92,13 @@ def test_integer_column_is_calibrated_like_float():
 
 
 def test_params_from_toml_work_unchanged():
-    doc = tomlkit.parse('points = [[0, 0], [2.5, 40], [5, 100]]  # days a week\n')
+    doc = tomlkit.parse("points = [[0, 0], [2.5, 40], [5, 100]]  # days a week\n")
     assert check_params("thresholds", doc) == []
     assert run([2.5, 3.75], "thresholds", doc) == approx_list([40, 70])
 
 
 # ---------------------------------------------------------------------------------------- steps
+
 
 def test_steps_golden():
     p = {"edges": [7, 9], "scores": [0, 50, 100]}
@@ -97,17 +109,20 @@ def test_steps_golden():
 
 def test_steps_lower_is_better_and_single_step():
     p = {"edges": [1, 3], "scores": [100, 40, 0]}
-    assert run([0.0, 0.99, 1.0, 2.99, 3.0, 50.0, None], "steps", p, "lower_is_better") == [
-        100, 100, 40, 40, 0, 0, None]
+    assert run([0.0, 0.99, 1.0, 2.99, 3.0, 50.0, None], "steps", p, "lower_is_better") == [100, 100, 40, 40, 0, 0, None]
     assert run([-1.0, 5.0, None], "steps", {"edges": [], "scores": [70]}) == [70, 70, None]
 
 
 # ----------------------------------------------------------------------------------------- goal
 
+
 def goal_frame(rows):
     """rows: (as_of, goal_start, goal_due, goal_progress)."""
-    return pl.DataFrame(rows, schema={"as_of": pl.Date, "goal_start": pl.Date, "goal_due": pl.Date,
-                                      "goal_progress": pl.Float64}, orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={"as_of": pl.Date, "goal_start": pl.Date, "goal_due": pl.Date, "goal_progress": pl.Float64},
+        orient="row",
+    )
 
 
 D = dt.date
@@ -116,20 +131,22 @@ GOAL = {"start_column": "goal_start", "due_column": "goal_due"}
 
 
 def test_goal_golden_with_dates():
-    df = goal_frame([
-        (D(2023, 12, 25), START, DUE, 0.3),   # before the goal starts -> null
-        (D(2024, 1, 1), START, DUE, 0.3),     # start day: nothing expected yet -> null
-        (D(2024, 1, 2), START, DUE, 1 / 60),  # the day after: expected 1/30, half of it reached
-        (D(2024, 1, 16), START, DUE, 0.25),   # half way: expected 0.5 -> attainment 0.5
-        (D(2024, 1, 16), START, DUE, 0.5),    # on pace
-        (D(2024, 1, 16), START, DUE, 0.6),    # ahead of pace, clipped
-        (D(2024, 1, 16), START, DUE, 0.0),
-        (D(2024, 1, 7), START, DUE, 0.1),     # 6/30 elapsed: expected 0.2
-        (D(2024, 1, 31), START, DUE, 0.9),    # due day: full target expected
-        (D(2024, 2, 15), START, DUE, 0.8),    # after the due date: full target expected
-        (D(2024, 1, 16), START, DUE, None),   # not measured
-        (D(2024, 1, 16), None, DUE, 0.5),     # no goal set
-    ])
+    df = goal_frame(
+        [
+            (D(2023, 12, 25), START, DUE, 0.3),  # before the goal starts -> null
+            (D(2024, 1, 1), START, DUE, 0.3),  # start day: nothing expected yet -> null
+            (D(2024, 1, 2), START, DUE, 1 / 60),  # the day after: expected 1/30, half of it reached
+            (D(2024, 1, 16), START, DUE, 0.25),  # half way: expected 0.5 -> attainment 0.5
+            (D(2024, 1, 16), START, DUE, 0.5),  # on pace
+            (D(2024, 1, 16), START, DUE, 0.6),  # ahead of pace, clipped
+            (D(2024, 1, 16), START, DUE, 0.0),
+            (D(2024, 1, 7), START, DUE, 0.1),  # 6/30 elapsed: expected 0.2
+            (D(2024, 1, 31), START, DUE, 0.9),  # due day: full target expected
+            (D(2024, 2, 15), START, DUE, 0.8),  # after the due date: full target expected
+            (D(2024, 1, 16), START, DUE, None),  # not measured
+            (D(2024, 1, 16), None, DUE, 0.5),  # no goal set
+        ]
+    )
     out = df.select(calibrate_expr("goal_progress", "goal", GOAL))["goal_progress"].to_list()
     assert out == approx_list([None, None, 50, 50, 100, 100, 0, 50, 90, 80, None, None])
 
@@ -150,8 +167,9 @@ def test_goal_too_early_to_judge_below_min_expected():
     out = df.select(calibrate_expr("goal_progress", "goal", p))["goal_progress"].to_list()
     assert out == approx_list([None, None, 50])
     # the default threshold is 2% of the target: a 100-day goal is judged from its third day on
-    long_goal = goal_frame([(D(2024, 1, 2), START, D(2024, 4, 10), 0.005),
-                            (D(2024, 1, 3), START, D(2024, 4, 10), 0.005)])
+    long_goal = goal_frame(
+        [(D(2024, 1, 2), START, D(2024, 4, 10), 0.005), (D(2024, 1, 3), START, D(2024, 4, 10), 0.005)]
+    )
     out = long_goal.select(calibrate_expr("goal_progress", "goal", GOAL))["goal_progress"].to_list()
     assert out == approx_list([None, 25])
 
@@ -171,11 +189,11 @@ TREND = {"window": 2, "points": [[-0.5, 0], [0, 60], [0.5, 100]], "min_base": 1}
 def history():
     rows = []
     for acct, values in {
-        "a": [10, 10, 5, 5, 5],           # halves, then partly recovers in the window
-        "b": [0, 0, 0.2, 0.2],            # tiny base: min_base keeps the change finite
-        "c": [4, None, 4, 6, None],       # nulls inside a window are skipped
-        "d": [1, 2, 3],                   # fewer than 2 x window snapshots
-        "e": [3, 3, 3, 3],                # flat: no change
+        "a": [10, 10, 5, 5, 5],  # halves, then partly recovers in the window
+        "b": [0, 0, 0.2, 0.2],  # tiny base: min_base keeps the change finite
+        "c": [4, None, 4, 6, None],  # nulls inside a window are skipped
+        "d": [1, 2, 3],  # fewer than 2 x window snapshots
+        "e": [3, 3, 3, 3],  # flat: no change
     }.items():
         for week, v in enumerate(values):
             rows.append((acct, D(2024, 1, 1) + dt.timedelta(weeks=week), None if v is None else float(v)))
@@ -188,8 +206,8 @@ def test_trend_golden_with_account_history():
     df = history()
     out = df.with_columns(s=calibrate_expr("x", "trend", TREND)).sort("account_id", "as_of")
     expected = {
-        "a": [None, None, None, 0, 20],    # -50% then (5 - 7.5) / 7.5 = -33.3% -> 60 * (1 - 2/3)
-        "b": [None, None, None, 76],       # (0.2 - 0) / max(0, 1) = +20% -> 60 + 40 * 0.4
+        "a": [None, None, None, 0, 20],  # -50% then (5 - 7.5) / 7.5 = -33.3% -> 60 * (1 - 2/3)
+        "b": [None, None, None, 76],  # (0.2 - 0) / max(0, 1) = +20% -> 60 + 40 * 0.4
         "c": [None, None, None, 80, None],  # mean(4, 6) = 5 vs mean(4) = 4 -> +25%; current null -> null
         "d": [None, None, None],
         "e": [None, None, None, 60],
@@ -215,6 +233,7 @@ def test_trend_custom_key_columns():
 
 # ----------------------------------------------------------------------------------- percentile
 
+
 def test_percentile_golden():
     p = {"quantiles": [0, 10, 20, 40, 100]}  # percentiles 0, 25, 50, 75, 100
     values = [-1.0, 0.0, 5.0, 9.9, 10.0, 10.1, 30.0, 40.0, 70.0, 99.9, 100.0, 100.1, 1000.0, None, NAN]
@@ -229,7 +248,8 @@ def test_percentile_mass_point_gets_middle_of_its_range():
     assert run([-1.0, 0.0, 5.0, 10.0, 20.0, 21.0], "percentile", p) == approx_list([0, 25, 50, 75, 100, 100])
     assert run([2.0, 3.0, 4.0], "percentile", {"quantiles": [3, 3]}) == [0.0, 50.0, 100.0]
     assert run([-1.0, 0.0, 5.0, 10.0, 11.0], "percentile", {"quantiles": [0, 5, 10, 10, 10]}) == approx_list(
-        [0, 0, 25, 75, 100])
+        [0, 0, 25, 75, 100]
+    )
 
 
 def test_percentile_fit_freezes_quantiles():
@@ -244,17 +264,33 @@ def test_percentile_fit_freezes_quantiles():
 
 # ---------------------------------------------------------------------------------------- log_z
 
+
 def test_log_z_golden():
     p = {"center": 1.0, "scale": 0.5, "clip": 2.0}
+
     def raw(z):  # the raw value whose log1p sits z standard deviations from the centre
         return math.exp(1.0 + 0.5 * z) - 1
 
-    values = [0.0, raw(-2.1), raw(-2.0), raw(-1.9), raw(-1), raw(0), raw(1), raw(1.9), raw(2.0), raw(2.1), 1e9,
-              -1.0, -2.0, None, NAN]
+    values = [
+        0.0,
+        raw(-2.1),
+        raw(-2.0),
+        raw(-1.9),
+        raw(-1),
+        raw(0),
+        raw(1),
+        raw(1.9),
+        raw(2.0),
+        raw(2.1),
+        1e9,
+        -1.0,
+        -2.0,
+        None,
+        NAN,
+    ]
     expected = [0, 0, 0, 2.5, 25, 50, 75, 97.5, 100, 100, 100, None, None, None, None]
     assert run(values, "log_z", p) == approx_list(expected)
-    assert run(values, "log_z", p, "lower_is_better") == approx_list(
-        [None if e is None else 100 - e for e in expected])
+    assert run(values, "log_z", p, "lower_is_better") == approx_list([None if e is None else 100 - e for e in expected])
 
 
 def test_log_z_fit_and_default_clip():
@@ -271,6 +307,7 @@ def test_log_z_fit_and_default_clip():
 
 # ---------------------------------------------------------------------------- boolean, categorical
 
+
 def test_boolean_golden():
     p = {"true_score": 100, "false_score": 0}
     assert run([1.0, 0.0, None, 0.5, NAN, 2.0], "boolean", p) == [100, 0, None, None, None, None]
@@ -280,10 +317,21 @@ def test_boolean_golden():
 
 
 def test_categorical_numeric_levels_and_labels():
-    p = {"map": {"1": 0, "2": 25, "3": 50, "4": 75, "5": 100},
-         "labels": {"1": "at risk", "3": "steady", "5": "advocate"}}
+    p = {
+        "map": {"1": 0, "2": 25, "3": 50, "4": 75, "5": 100},
+        "labels": {"1": "at risk", "3": "steady", "5": "advocate"},
+    }
     assert run([1.0, 2.0, 3.0, 4.0, 5.0, 2.5, 6.0, None, NAN], "categorical", p) == [
-        0, 25, 50, 75, 100, None, None, None, None]
+        0,
+        25,
+        50,
+        75,
+        100,
+        None,
+        None,
+        None,
+        None,
+    ]
     assert run([1, 5, 9, None], "categorical", p, dtype=pl.Int64) == [0, 100, None, None]
     assert run(["1", "4", "x"], "categorical", p, dtype=pl.Utf8) == [0, 75, None]
 
@@ -296,12 +344,13 @@ def test_categorical_text_levels():
 
 # -------------------------------------------------------------------------------- monotone_bins
 
+
 def staircase(rates=(0.4, 0.2, 0.3, 0.1), per_bin=250):
     """Values 0..999 in four quartile bins with a known event rate each."""
     values = np.arange(per_bin * len(rates), dtype=float)
     outcome = np.zeros_like(values, dtype=bool)
     for k, r in enumerate(rates):
-        outcome[k * per_bin: k * per_bin + int(r * per_bin)] = True
+        outcome[k * per_bin : k * per_bin + int(r * per_bin)] = True
     return pl.Series("x", values), pl.Series("churned", outcome)
 
 
@@ -315,27 +364,37 @@ def test_monotone_bins_pools_violators_and_scores_by_rate():
     assert fitted["scores"] == pytest.approx([0, 50, 100])
     assert check_params("monotone_bins", fitted, "higher_is_better") == []
     assert run([0.0, 249.9, 250.0, 749.9, 750.0, 5000.0, None], "monotone_bins", fitted) == [
-        0, 0, 50, 50, 100, 100, None]
+        0,
+        0,
+        50,
+        50,
+        100,
+        100,
+        None,
+    ]
 
 
 def test_monotone_bins_against_a_good_outcome():
     # expansion: the more of the metric, the more expansions; the highest-rate bin scores 100
     values, outcome = staircase(rates=(0.1, 0.3, 0.2, 0.4))
-    fitted = fit_params("monotone_bins", values, {"n_bins": 4, "outcome_is": "good"}, "higher_is_better",
-                        outcome=outcome)
+    fitted = fit_params(
+        "monotone_bins", values, {"n_bins": 4, "outcome_is": "good"}, "higher_is_better", outcome=outcome
+    )
     assert fitted["rates"] == pytest.approx([0.1, 0.25, 0.4])
     assert fitted["scores"] == pytest.approx([0, 50, 100])
     assert check_params("monotone_bins", {"outcome_is": "great"}, require_fitted=False) == [
-        "'outcome_is' must be \"bad\" (e.g. churned) or \"good\" (e.g. expanded), got 'great'"]
+        "'outcome_is' must be \"bad\" (e.g. churned) or \"good\" (e.g. expanded), got 'great'"
+    ]
 
 
 def test_monotone_bins_keep_the_tail_above_a_mass_point():
     # 90% of accounts have no severe ticket; quantile edges alone would leave a single bin
     values = pl.Series("high_sev_tickets", [0.0] * 900 + [1.0] * 60 + [2.0] * 30 + [4.0] * 10)
-    outcome = pl.Series("churned", [False] * 855 + [True] * 45 + [False] * 48 + [True] * 12
-                        + [False] * 21 + [True] * 9 + [False] * 5 + [True] * 5)
-    fitted = fit_params("monotone_bins", values, {"n_bins": 10, "min_bin_size": 10}, "lower_is_better",
-                        outcome=outcome)
+    outcome = pl.Series(
+        "churned",
+        [False] * 855 + [True] * 45 + [False] * 48 + [True] * 12 + [False] * 21 + [True] * 9 + [False] * 5 + [True] * 5,
+    )
+    fitted = fit_params("monotone_bins", values, {"n_bins": 10, "min_bin_size": 10}, "lower_is_better", outcome=outcome)
     assert fitted["edges"] == [1.0, 2.0, 4.0]
     assert fitted["counts"] == [900, 60, 30, 10]
     assert fitted["rates"] == pytest.approx([0.05, 0.2, 0.3, 0.5])
@@ -348,8 +407,9 @@ def test_monotone_bins_lower_is_better_and_no_signal():
     assert fitted["rates"] == pytest.approx([0.1, 0.25, 0.4])
     assert fitted["scores"] == pytest.approx([100, 50, 0])
     # a metric that goes the wrong way entirely collapses into one bin: no information, 50 for all
-    wrong = fit_params("monotone_bins", values, {"n_bins": 4}, "higher_is_better",
-                       outcome=pl.Series(np.sort(outcome.to_numpy())))
+    wrong = fit_params(
+        "monotone_bins", values, {"n_bins": 4}, "higher_is_better", outcome=pl.Series(np.sort(outcome.to_numpy()))
+    )
     assert wrong["edges"] == [] and wrong["scores"] == [50.0]
 
 
@@ -357,8 +417,9 @@ def test_monotone_bins_respect_min_bin_size():
     rng = np.random.default_rng(3)
     v = rng.exponential(2.0, 1000)
     y = rng.random(1000) < 1 / (1 + np.exp(v - 1.0))
-    fitted = fit_params("monotone_bins", pl.Series("x", v), {"n_bins": 10, "min_bin_size": 300},
-                        outcome=pl.Series("y", y))
+    fitted = fit_params(
+        "monotone_bins", pl.Series("x", v), {"n_bins": 10, "min_bin_size": 300}, outcome=pl.Series("y", y)
+    )
     assert sum(fitted["counts"]) == 1000
     assert min(fitted["counts"]) >= 300
     assert np.all(np.diff(fitted["rates"]) <= 0)
@@ -384,9 +445,13 @@ def test_fit_params_leaves_unfitted_methods_alone():
 
 # -------------------------------------------------------------- both evaluation plans, engines
 
+
 @settings(max_examples=60, deadline=None)
-@given(st.integers(2, 40), st.lists(st.one_of(st.none(), st.floats(-200, 200)), min_size=1, max_size=50),
-       st.randoms(use_true_random=False))
+@given(
+    st.integers(2, 40),
+    st.lists(st.one_of(st.none(), st.floats(-200, 200)), min_size=1, max_size=50),
+    st.randoms(use_true_random=False),
+)
 def test_property_chain_and_numpy_plans_agree_with_numpy(n_points, values, rnd):
     # up to 12 breakpoints run as a when/then chain, more through numpy: both must match np.interp
     xs = sorted(rnd.sample(range(-150, 150), n_points))
@@ -418,46 +483,95 @@ def test_lazy_streaming_gives_the_same_scores():
 
 # ---------------------------------------------------------------------------------- check_params
 
-@pytest.mark.parametrize("method, params, direction, fragment", [
-    ("thresold", {}, None, "unknown calibration method 'thresold' (did you mean 'thresholds'?)"),
-    ("thresholds", {}, None, "missing parameter 'points'"),
-    ("thresholds", {"points": [[0, 0], [1, 100]], "slope": 2}, None, "unknown parameter 'slope'"),
-    ("thresholds", {"points": [[0, 0], [0, 100]]}, None, "raw values must be strictly increasing: 0 is followed by 0"),
-    ("thresholds", {"points": [[3, 0], [1, 100]]}, None, "raw values must be strictly increasing: 3 is followed by 1"),
-    ("thresholds", {"points": [[0, 0]]}, None, "at least two [raw, score] pairs"),
-    ("thresholds", {"points": [[0, "low"], [1, 100]]}, None, "at least two [raw, score] pairs"),
-    ("thresholds", {"points": [[0, 0], [1, 120]]}, None, "must lie in 0..100, got 120"),
-    ("thresholds", {"points": [[0, 100], [1, 0]]}, "higher_is_better", "scores go down although direction is higher_is_better"),
-    ("thresholds", {"points": [[0, 0], [1, 100]]}, "lower_is_better", "scores go up although direction is lower_is_better"),
-    ("thresholds", {"points": [[0, 0], [1, 100]]}, "up", "direction must be one of"),
-    ("steps", {"edges": [1, 2], "scores": [0, 100]}, None, "one more entry than 'edges'"),
-    ("steps", {"edges": [2, 1], "scores": [0, 50, 100]}, None, "'edges' must be strictly increasing: 2 is followed by 1"),
-    ("steps", {"edges": [1], "scores": [100, 0]}, "higher_is_better", "scores go down"),
-    ("steps", {"edges": [True], "scores": [0, 100]}, None, "'edges' must be a list"),
-    ("goal", {"start_column": "goal_start"}, None, "missing parameter 'due_column'"),
-    ("goal", {**GOAL, "target": 0}, None, "'target' must be positive"),
-    ("goal", {**GOAL, "full_at": 0.5, "zero_at": 0.5}, None, "'full_at' (0.5) must be greater than 'zero_at' (0.5)"),
-    ("goal", {"start_column": 3, "due_column": "goal_due"}, None, "'start_column' must be a column name"),
-    ("goal", {**GOAL, "min_expected": -0.1}, None, "'min_expected' must not be negative"),
-    ("trend", {"window": 0, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
-    ("trend", {"window": 2.5, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
-    ("trend", {"window": 2, "points": [[-1, 0], [1, 100]], "min_base": -1}, None, "'min_base' must be a positive number"),
-    ("percentile", {"quantiles": [3, 2, 5]}, None, "'quantiles' must be non-decreasing: 3 is followed by 2"),
-    ("percentile", {"quantiles": [3]}, None, "'quantiles' must be a list of at least 2"),
-    ("percentile", {}, None, "missing parameter 'quantiles' for method 'percentile' (fit it with fit_params)"),
-    ("log_z", {"center": 1.0, "scale": 0.0}, None, "'scale' must be a positive number"),
-    ("log_z", {"center": "mid", "scale": 1.0}, None, "'center' must be a number"),
-    ("boolean", {"true_score": 100}, None, "missing parameter 'false_score'"),
-    ("boolean", {"true_score": 100, "false_score": 0}, "lower_is_better", "disagree with direction lower_is_better"),
-    ("boolean", {"true_score": True, "false_score": 0}, None, "'true_score' must be a number in 0..100"),
-    ("categorical", {"map": {}}, None, "'map' must be a non-empty table"),
-    ("categorical", {"map": {"1": 150}}, None, "'map' level '1' must map to a number in 0..100"),
-    ("categorical", {"map": {"1": 0}, "labels": {"2": "ok"}}, None, "'labels' has level '2' that is not in 'map'"),
-    ("monotone_bins", {"n_bins": 10}, None, "missing parameter 'edges' for method 'monotone_bins' (fit it with fit_params)"),
-    ("monotone_bins", {"edges": [1], "scores": [0, 100], "n_bins": 1}, None, "'n_bins' must be an integer >= 2"),
-    ("monotone_bins", {"edges": [1], "scores": [100, 0]}, "higher_is_better", "scores go down"),
-    ("monotone_bins", {"edges": [1], "scores": [0, 100], "outcome_is": "churn"}, None, "'outcome_is' must be"),
-])
+
+@pytest.mark.parametrize(
+    "method, params, direction, fragment",
+    [
+        ("thresold", {}, None, "unknown calibration method 'thresold' (did you mean 'thresholds'?)"),
+        ("thresholds", {}, None, "missing parameter 'points'"),
+        ("thresholds", {"points": [[0, 0], [1, 100]], "slope": 2}, None, "unknown parameter 'slope'"),
+        (
+            "thresholds",
+            {"points": [[0, 0], [0, 100]]},
+            None,
+            "raw values must be strictly increasing: 0 is followed by 0",
+        ),
+        (
+            "thresholds",
+            {"points": [[3, 0], [1, 100]]},
+            None,
+            "raw values must be strictly increasing: 3 is followed by 1",
+        ),
+        ("thresholds", {"points": [[0, 0]]}, None, "at least two [raw, score] pairs"),
+        ("thresholds", {"points": [[0, "low"], [1, 100]]}, None, "at least two [raw, score] pairs"),
+        ("thresholds", {"points": [[0, 0], [1, 120]]}, None, "must lie in 0..100, got 120"),
+        (
+            "thresholds",
+            {"points": [[0, 100], [1, 0]]},
+            "higher_is_better",
+            "scores go down although direction is higher_is_better",
+        ),
+        (
+            "thresholds",
+            {"points": [[0, 0], [1, 100]]},
+            "lower_is_better",
+            "scores go up although direction is lower_is_better",
+        ),
+        ("thresholds", {"points": [[0, 0], [1, 100]]}, "up", "direction must be one of"),
+        ("steps", {"edges": [1, 2], "scores": [0, 100]}, None, "one more entry than 'edges'"),
+        (
+            "steps",
+            {"edges": [2, 1], "scores": [0, 50, 100]},
+            None,
+            "'edges' must be strictly increasing: 2 is followed by 1",
+        ),
+        ("steps", {"edges": [1], "scores": [100, 0]}, "higher_is_better", "scores go down"),
+        ("steps", {"edges": [True], "scores": [0, 100]}, None, "'edges' must be a list"),
+        ("goal", {"start_column": "goal_start"}, None, "missing parameter 'due_column'"),
+        ("goal", {**GOAL, "target": 0}, None, "'target' must be positive"),
+        (
+            "goal",
+            {**GOAL, "full_at": 0.5, "zero_at": 0.5},
+            None,
+            "'full_at' (0.5) must be greater than 'zero_at' (0.5)",
+        ),
+        ("goal", {"start_column": 3, "due_column": "goal_due"}, None, "'start_column' must be a column name"),
+        ("goal", {**GOAL, "min_expected": -0.1}, None, "'min_expected' must not be negative"),
+        ("trend", {"window": 0, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
+        ("trend", {"window": 2.5, "points": [[-1, 0], [1, 100]]}, None, "'window' must be a positive integer"),
+        (
+            "trend",
+            {"window": 2, "points": [[-1, 0], [1, 100]], "min_base": -1},
+            None,
+            "'min_base' must be a positive number",
+        ),
+        ("percentile", {"quantiles": [3, 2, 5]}, None, "'quantiles' must be non-decreasing: 3 is followed by 2"),
+        ("percentile", {"quantiles": [3]}, None, "'quantiles' must be a list of at least 2"),
+        ("percentile", {}, None, "missing parameter 'quantiles' for method 'percentile' (fit it with fit_params)"),
+        ("log_z", {"center": 1.0, "scale": 0.0}, None, "'scale' must be a positive number"),
+        ("log_z", {"center": "mid", "scale": 1.0}, None, "'center' must be a number"),
+        ("boolean", {"true_score": 100}, None, "missing parameter 'false_score'"),
+        (
+            "boolean",
+            {"true_score": 100, "false_score": 0},
+            "lower_is_better",
+            "disagree with direction lower_is_better",
+        ),
+        ("boolean", {"true_score": True, "false_score": 0}, None, "'true_score' must be a number in 0..100"),
+        ("categorical", {"map": {}}, None, "'map' must be a non-empty table"),
+        ("categorical", {"map": {"1": 150}}, None, "'map' level '1' must map to a number in 0..100"),
+        ("categorical", {"map": {"1": 0}, "labels": {"2": "ok"}}, None, "'labels' has level '2' that is not in 'map'"),
+        (
+            "monotone_bins",
+            {"n_bins": 10},
+            None,
+            "missing parameter 'edges' for method 'monotone_bins' (fit it with fit_params)",
+        ),
+        ("monotone_bins", {"edges": [1], "scores": [0, 100], "n_bins": 1}, None, "'n_bins' must be an integer >= 2"),
+        ("monotone_bins", {"edges": [1], "scores": [100, 0]}, "higher_is_better", "scores go down"),
+        ("monotone_bins", {"edges": [1], "scores": [0, 100], "outcome_is": "churn"}, None, "'outcome_is' must be"),
+    ],
+)
 def test_check_params_messages(method, params, direction, fragment):
     msgs = check_params(method, params, direction)
     assert any(fragment in m for m in msgs), msgs
@@ -484,21 +598,26 @@ def test_check_params_accepts_good_params_and_unfitted_models():
         assert isinstance(describe(method, params), str) and describe(method, params)
     assert check_params("percentile", {"n_quantiles": 11}, require_fitted=False) == []
     assert check_params("monotone_bins", {"n_bins": 1}, require_fitted=False) == [
-        "'n_bins' must be an integer >= 2, got 1"]
+        "'n_bins' must be an integer >= 2, got 1"
+    ]
     assert check_params("log_z", {}, require_fitted=False) == []
     assert check_params("thresholds", [1, 2]) == ["parameters of method 'thresholds' must be a table, got list"]
 
 
 def test_describe_lines():
     assert describe("thresholds", {"points": [[0, 0], [5, 100]]}, unit="days") == (
-        "0 at 0 days or less, 100 at 5 days or more, linear in between")
+        "0 at 0 days or less, 100 at 5 days or more, linear in between"
+    )
     assert describe("trend", TREND) == (
         "change of the mean over the last 2 snapshots against the 2 before: "
-        "0 at -50% or less, 60 at +0%, 100 at +50% or more, linear in between")
+        "0 at -50% or less, 60 at +0%, 100 at +50% or more, linear in between"
+    )
     assert describe("log_z", {"center": 0.0, "scale": 1.0, "clip": 1.0}, "lower_is_better") == (
-        "100 at -0.6321 or less, 50 at 0, 0 at 1.718 or more, on a log scale")
+        "100 at -0.6321 or less, 50 at 0, 0 at 1.718 or more, on a log scale"
+    )
     assert describe("percentile", {"quantiles": [0, 10, 20]}) == (
-        "percentile in the reference population (median 10); the highest values score 100")
+        "percentile in the reference population (median 10); the highest values score 100"
+    )
     assert describe("percentile", {}) == "percentile in a reference population (not fitted yet)"
     assert describe("boolean", {"true_score": 0, "false_score": 100}) == "yes: 0, no: 100"
 
@@ -524,8 +643,9 @@ def monotone_points(draw, direction="higher_is_better"):
 def any_method(draw):
     """A method with valid parameters and a direction they agree with."""
     direction = draw(st.sampled_from(["higher_is_better", "lower_is_better"]))
-    method = draw(st.sampled_from(["thresholds", "steps", "percentile", "log_z", "monotone_bins",
-                                   "boolean", "categorical"]))
+    method = draw(
+        st.sampled_from(["thresholds", "steps", "percentile", "log_z", "monotone_bins", "boolean", "categorical"])
+    )
     if method == "thresholds":
         params = {"points": draw(monotone_points(direction))}
     elif method in ("steps", "monotone_bins"):
@@ -535,12 +655,18 @@ def any_method(draw):
     elif method == "percentile":
         params = {"quantiles": sorted(draw(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=2, max_size=30)))}
     elif method == "log_z":
-        params = {"center": draw(st.floats(-5, 20)), "scale": draw(st.floats(0.01, 10)),
-                  "clip": draw(st.floats(0.5, 5))}
+        params = {
+            "center": draw(st.floats(-5, 20)),
+            "scale": draw(st.floats(0.01, 10)),
+            "clip": draw(st.floats(0.5, 5)),
+        }
     elif method == "boolean":
         a, b = sorted(draw(st.lists(st.floats(0, 100), min_size=2, max_size=2)))
-        params = {"true_score": b, "false_score": a} if direction == "higher_is_better" else {
-            "true_score": a, "false_score": b}
+        params = (
+            {"true_score": b, "false_score": a}
+            if direction == "higher_is_better"
+            else {"true_score": a, "false_score": b}
+        )
     else:
         levels = draw(st.lists(st.integers(-3, 9), min_size=1, max_size=6, unique=True))
         params = {"map": {str(k): draw(st.floats(0, 100)) for k in levels}}
@@ -581,8 +707,12 @@ def test_property_monotone_in_stated_direction(spec, values):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(finite, min_size=5, max_size=200), st.lists(finite, min_size=1, max_size=20),
-       st.floats(-1e6, 1e6), st.sampled_from(["higher_is_better", "lower_is_better"]))
+@given(
+    st.lists(finite, min_size=5, max_size=200),
+    st.lists(finite, min_size=1, max_size=20),
+    st.floats(-1e6, 1e6),
+    st.sampled_from(["higher_is_better", "lower_is_better"]),
+)
 def test_property_percentile_frozen_against_a_shifted_population(reference, probe, shift, direction):
     fitted = fit_params("percentile", pl.Series("x", reference), {"n_quantiles": 21}, direction)
     expr = calibrate_expr("x", "percentile", fitted, direction)
@@ -593,8 +723,10 @@ def test_property_percentile_frozen_against_a_shifted_population(reference, prob
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(-10**6, 10**6), min_size=2, max_size=60, unique=True),
-       st.sampled_from(["higher_is_better", "lower_is_better"]))
+@given(
+    st.lists(st.integers(-(10**6), 10**6), min_size=2, max_size=60, unique=True),
+    st.sampled_from(["higher_is_better", "lower_is_better"]),
+)
 def test_property_percentile_of_the_reference_itself(reference, direction):
     # with one quantile per reference value, the i-th smallest value sits at percentile 100*i/(n-1)
     # (distinct integers: np.quantile cannot tell apart values closer than its rounding)
@@ -609,9 +741,13 @@ def test_property_percentile_of_the_reference_itself(reference, direction):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 50, allow_nan=False), st.booleans()), min_size=20, max_size=300),
-       st.sampled_from(["higher_is_better", "lower_is_better"]), st.sampled_from(["bad", "good"]),
-       st.integers(2, 12), st.integers(1, 40))
+@given(
+    st.lists(st.tuples(st.floats(0, 50, allow_nan=False), st.booleans()), min_size=20, max_size=300),
+    st.sampled_from(["higher_is_better", "lower_is_better"]),
+    st.sampled_from(["bad", "good"]),
+    st.integers(2, 12),
+    st.integers(1, 40),
+)
 def test_property_monotone_bins_rates_are_monotone(rows, direction, outcome_is, n_bins, min_bin_size):
     values = pl.Series("x", [r[0] for r in rows])
     outcome = pl.Series("y", [r[1] for r in rows])
@@ -683,8 +819,17 @@ def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
 
     folder, book = small_book
     out = folder / "fitted.toml"
-    argv = ["calibrate", "--model", str(folder / "model.toml"), "--data", str(folder / "snapshots.parquet"),
-            "--events", str(folder / "events.parquet"), "--out", str(out)]
+    argv = [
+        "calibrate",
+        "--model",
+        str(folder / "model.toml"),
+        "--data",
+        str(folder / "snapshots.parquet"),
+        "--events",
+        str(folder / "events.parquet"),
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "api_calls" in printed and "percentile in the reference population" in printed
@@ -694,8 +839,9 @@ def test_cli_calibrate_freezes_fitted_settings(small_book, capsys):
     params = {m.name: m.params for m in model.metrics}
     # the monotone bins were fitted on the labelled snapshots, exactly as fit_params does it
     labelled = label_outcomes(book.snapshots, book.events, outcome="churned", horizon="90d")
-    expected = fit_params("monotone_bins", labelled["login_days"], {"n_bins": 4, "min_bin_size": 100},
-                          outcome=labelled["churned"])
+    expected = fit_params(
+        "monotone_bins", labelled["login_days"], {"n_bins": 4, "min_bin_size": 100}, outcome=labelled["churned"]
+    )
     assert params["login_days"]["edges"] == pytest.approx(expected["edges"])
     assert params["login_days"]["scores"] == pytest.approx(expected["scores"])
     assert len(params["api_calls"]["quantiles"]) == 11
@@ -715,8 +861,10 @@ def test_cli_calibrate_errors_name_what_to_do(small_book, tmp_path, capsys):
     assert cli.main(["calibrate", "--model", str(folder / "model.toml"), *base]) == 2
     assert "login_days: monotone_bins is fitted against an outcome; pass --events" in capsys.readouterr().err
     plain = tmp_path / "plain.toml"
-    plain.write_text(SMALL_MODEL.split("[[metrics]]")[0] + "[[metrics]]\nname = \"nps\"\ncolumn = \"nps\"\n"
-                     "category = \"usage\"\nmethod = \"thresholds\"\nweight = 1\n[metrics.params]\n"
-                     "points = [[0, 0], [10, 100]]\n")
+    plain.write_text(
+        SMALL_MODEL.split("[[metrics]]")[0] + '[[metrics]]\nname = "nps"\ncolumn = "nps"\n'
+        'category = "usage"\nmethod = "thresholds"\nweight = 1\n[metrics.params]\n'
+        "points = [[0, 0], [10, 100]]\n"
+    )
     assert cli.main(["calibrate", "--model", str(plain), *base]) == 1  # a model problem, not an argument
     assert "nothing to fit" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Cohort comparison: golden statistics on tiny frames, detection of the sample's built-in cohort
 differences, the nominal error rate on random splits, and the invariants of the movement views."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,8 +63,16 @@ def _tiny() -> tuple[pl.DataFrame, pl.DataFrame]:
         for i, a in enumerate(ids):
             if sc[i] is None:
                 continue
-            rows.append({"account_id": a, "as_of": when, "segment": seg[i], "arr": 1000.0 * (i + 1),
-                         "score": sc[i], "band": _band(sc[i])})
+            rows.append(
+                {
+                    "account_id": a,
+                    "as_of": when,
+                    "segment": seg[i],
+                    "arr": 1000.0 * (i + 1),
+                    "score": sc[i],
+                    "band": _band(sc[i]),
+                }
+            )
     scores = pl.DataFrame(rows)
     events = pl.DataFrame({"account_id": ["a1"], "date": [D0 + dt.timedelta(days=35)], "event": ["churned"]})
     return scores, events
@@ -110,8 +119,8 @@ def test_compare_cohorts_outcomes_point_in_time():
     assert s["labelled"].to_list() == [4, 4]
     assert s["churned"].to_list() == [0, 1]
     assert s["churn_rate"].to_list() == [0.0, 0.25]
-    assert s["churn_lo"].to_list() == pytest.approx([0.0, 0.045587], abs=1e-6)
-    assert s["churn_hi"].to_list() == pytest.approx([0.489891, 0.699358], abs=1e-6)
+    assert s["churn_lower"].to_list() == pytest.approx([0.0, 0.045587], abs=1e-6)
+    assert s["churn_upper"].to_list() == pytest.approx([0.489891, 0.699358], abs=1e-6)
     pair = cmp.tests.filter((pl.col("metric") == "churned") & (pl.col("kind") == "pairwise")).row(0, named=True)
     assert pair["test"] == "Fisher's exact"  # too few events for the normal approximation
     assert pair["p_value"] == pytest.approx(1.0)
@@ -121,9 +130,11 @@ def test_compare_cohorts_outcomes_point_in_time():
 def test_derived_dimensions_and_multi_attribute_cohorts():
     scores, _ = _tiny()
     scores = scores.with_columns(
-        contract_start=pl.when(pl.col("account_id").is_in(["a1", "b1"])).then(pl.lit(dt.date(2024, 2, 1)))
+        contract_start=pl.when(pl.col("account_id").is_in(["a1", "b1"]))
+        .then(pl.lit(dt.date(2024, 2, 1)))
         .otherwise(pl.lit(dt.date(2025, 11, 30))),
-        touch_model=pl.when(pl.col("account_id").str.ends_with("1")).then(pl.lit("digital")).otherwise(pl.lit("high")))
+        touch_model=pl.when(pl.col("account_id").str.ends_with("1")).then(pl.lit("digital")).otherwise(pl.lit("high")),
+    )
     q = compare_cohorts(scores, by="signup_quarter", as_of=D0, min_size=1)
     assert q.cohorts["cohort"].to_list() == ["2024-Q1", "2025-Q4"]
     assert q.cohorts["accounts"].to_list() == [2, 6]
@@ -132,8 +143,12 @@ def test_derived_dimensions_and_multi_attribute_cohorts():
     assert bands.cohorts["cohort"].to_list() == ["10k-50k", "50k-100k", "100k-250k"]
     assert bands.cohorts["accounts"].to_list() == [2, 2, 4]
     combo = compare_cohorts(scores, by=["segment", "touch_model"], as_of=D0, min_size=1)
-    assert combo.cohorts["cohort"].to_list() == ["enterprise · digital", "enterprise · high",
-                                                 "smb · digital", "smb · high"]
+    assert combo.cohorts["cohort"].to_list() == [
+        "enterprise · digital",
+        "enterprise · high",
+        "smb · digital",
+        "smb · high",
+    ]
     with pytest.raises(ValueError, match="cannot group by tier"):
         compare_cohorts(scores, by="tier")
     with pytest.raises(ValueError, match="events table lacks column.s. date, event"):
@@ -155,8 +170,9 @@ def sample():
 def test_detects_the_built_in_segment_differences(sample):
     p, scores = sample
     cmp = compare_cohorts(scores, by=["segment", "touch_model"], events=p.events)
-    truth = p.truth.segment_churn.with_columns(
-        cohort=pl.concat_str("segment", "touch_model", separator=" · ")).sort("base_annual_churn")
+    truth = p.truth.segment_churn.with_columns(cohort=pl.concat_str("segment", "touch_model", separator=" · ")).sort(
+        "base_annual_churn"
+    )
     low, high = truth["cohort"][0], truth["cohort"][-1]
     assert high == "smb · digital"  # the sample's documented truth
     rates = dict(cmp.cohorts.select("cohort", "churn_rate").rows())
@@ -177,7 +193,8 @@ def test_random_splits_keep_the_nominal_error_rate(sample):
     p, scores = sample
     # one population (no real cohort structure), a short history so each run is quick
     frame = scores.filter(pl.col("as_of") >= scores["as_of"].max() - dt.timedelta(weeks=27)).select(
-        "account_id", "as_of", "score", "band", "arr")
+        "account_id", "as_of", "score", "band", "arr"
+    )
     ids = frame["account_id"].unique().sort()
     rng = np.random.default_rng(20261123)
     n_splits = 400  # a rate of 0.05 then has a standard error of 0.011
@@ -190,8 +207,9 @@ def test_random_splits_keep_the_nominal_error_rate(sample):
         for metric, p_value in omnibus.select("metric", "p_value").iter_rows():
             flags[metric] += p_value < 0.05
         flags["any omnibus"] += omnibus["significant"].any()
-        flags["any pairwise"] += tests.filter((pl.col("kind") == "pairwise") & (pl.col("metric") == "score")
-                                              )["significant"].any()
+        flags["any pairwise"] += tests.filter((pl.col("kind") == "pairwise") & (pl.col("metric") == "score"))[
+            "significant"
+        ].any()
     rates = {k: v / n_splits for k, v in flags.items()}
     assert all(r <= 0.08 for r in rates.values()), rates
 
@@ -199,19 +217,43 @@ def test_random_splits_keep_the_nominal_error_rate(sample):
 # ------------------------------------------------------------------ movement
 def _movement_frame() -> pl.DataFrame:
     # a: green -> red; b: red -> red; c: yellow -> green; d only at the start; e only at the end; f unscored at start
-    rows = [("a", 0, 80.0, 10.0), ("b", 0, 20.0, 5.0), ("c", 0, 50.0, 7.0), ("d", 0, 90.0, 1.0), ("f", 0, None, 3.0),
-            ("a", 4, 30.0, 11.0), ("b", 4, 25.0, 6.0), ("c", 4, 75.0, 8.0), ("e", 4, 60.0, 2.0), ("f", 4, 45.0, 4.0)]
+    rows = [
+        ("a", 0, 80.0, 10.0),
+        ("b", 0, 20.0, 5.0),
+        ("c", 0, 50.0, 7.0),
+        ("d", 0, 90.0, 1.0),
+        ("f", 0, None, 3.0),
+        ("a", 4, 30.0, 11.0),
+        ("b", 4, 25.0, 6.0),
+        ("c", 4, 75.0, 8.0),
+        ("e", 4, 60.0, 2.0),
+        ("f", 4, 45.0, 4.0),
+    ]
     return pl.DataFrame(
-        [{"account_id": a, "as_of": _day(w), "segment": "smb" if a in "abf" else "enterprise", "arr": arr,
-          "score": sc, "band": None if sc is None else _band(sc)} for a, w, sc, arr in rows])
+        [
+            {
+                "account_id": a,
+                "as_of": _day(w),
+                "segment": "smb" if a in "abf" else "enterprise",
+                "arr": arr,
+                "score": sc,
+                "band": None if sc is None else _band(sc),
+            }
+            for a, w, sc, arr in rows
+        ]
+    )
 
 
 def test_band_migration_golden():
     s = _movement_frame()
     m = band_migration(s, _day(0), _day(4))
     assert m.columns == ["from_band", "red", "yellow", "green", "unscored", "total"]
-    assert m.rows() == [("red", 1, 0, 0, 0, 1), ("yellow", 0, 0, 1, 0, 1), ("green", 1, 0, 0, 0, 1),
-                        ("unscored", 0, 1, 0, 0, 1)]
+    assert m.rows() == [
+        ("red", 1, 0, 0, 0, 1),
+        ("yellow", 0, 0, 1, 0, 1),
+        ("green", 1, 0, 0, 0, 1),
+        ("unscored", 0, 1, 0, 0, 1),
+    ]
     arr = band_migration(s, _day(0), _day(4), weight="arr")
     assert arr.filter(pl.col("from_band") == "green")["red"].item() == 11.0  # ARR at the end date
     assert arr["total"].sum() == 11.0 + 6.0 + 8.0 + 4.0
@@ -222,21 +264,40 @@ def test_band_migration_golden():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.booleans(),
-                          st.one_of(st.none(), st.floats(0, 100)), st.one_of(st.none(), st.floats(0, 100)),
-                          st.floats(1, 1e6)), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.booleans(),
+            st.one_of(st.none(), st.floats(0, 100)),
+            st.one_of(st.none(), st.floats(0, 100)),
+            st.floats(1, 1e6),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_band_migration_totals_add_up(accounts):
     rows = []
     for i, (at_start, at_end, s0, s1, arr) in enumerate(accounts):
         for present, when, sc in [(at_start, _day(0), s0), (at_end, _day(2), s1)]:
             if present:
-                rows.append({"account_id": f"x{i}", "as_of": when, "score": sc, "arr": arr,
-                             "band": None if sc is None else _band(sc)})
+                rows.append(
+                    {
+                        "account_id": f"x{i}",
+                        "as_of": when,
+                        "score": sc,
+                        "arr": arr,
+                        "band": None if sc is None else _band(sc),
+                    }
+                )
     # a third account makes sure both dates exist in the frame
-    rows += [{"account_id": "anchor", "as_of": d, "score": 50.0, "arr": 1.0, "band": "yellow"}
-             for d in (_day(0), _day(2))]
-    s = pl.DataFrame(rows, schema={"account_id": pl.Utf8, "as_of": pl.Date, "score": pl.Float64,
-                                   "arr": pl.Float64, "band": pl.Utf8})
+    rows += [
+        {"account_id": "anchor", "as_of": d, "score": 50.0, "arr": 1.0, "band": "yellow"} for d in (_day(0), _day(2))
+    ]
+    s = pl.DataFrame(
+        rows, schema={"account_id": pl.Utf8, "as_of": pl.Date, "score": pl.Float64, "arr": pl.Float64, "band": pl.Utf8}
+    )
     both = {f"x{i}" for i, t in enumerate(accounts) if t[0] and t[1]} | {"anchor"}
     counts = band_migration(s, _day(0), _day(2))
     bands = [c for c in counts.columns if c not in ("from_band", "total")]
@@ -250,8 +311,7 @@ def test_band_migration_totals_add_up(accounts):
 
 
 def test_biggest_movers_and_their_drivers():
-    s = _movement_frame().with_columns(
-        drv_login_days=pl.col("score") * 0.7, drv_csat=pl.col("score") * 0.3)
+    s = _movement_frame().with_columns(drv_login_days=pl.col("score") * 0.7, drv_csat=pl.col("score") * 0.3)
     movers = biggest_movers(s, _day(0), _day(4), n=2)
     assert movers["account_id"].to_list() == ["a", "c"]  # -50 and +25; d and e are not present at both dates
     a = movers.row(0, named=True)
@@ -278,8 +338,7 @@ def test_metric_deciles_follow_the_truth(sample):
     dec = metric_deciles(p.snapshots, p.events, "seat_utilization")
     measured = dec.filter(pl.col("decile").is_not_null()).sort("decile")
     assert measured.height == 10
-    labelled = cohorts._spaced_dates(sorted(p.snapshots["as_of"].unique().to_list()), "90d",
-                                     p.snapshots["as_of"].max())
+    labelled = cohorts._spaced_dates(sorted(p.snapshots["as_of"].unique().to_list()), "90d", p.snapshots["as_of"].max())
     assert len(labelled) >= 3
     # every labelled row is in exactly one decile (or the "not measured" row)
     assert (dec["events"] <= dec["rows"]).all()
@@ -296,8 +355,15 @@ def test_metric_deciles_follow_the_truth(sample):
 
 
 def test_suggest_breakpoints_lower_is_better():
-    d = pl.DataFrame({"decile": [1, 2, 3], "median": [0.0, 5.0, 20.0], "rate": [0.02, 0.05, 0.2],
-                      "rows": [100, 100, 100], "portfolio_rate": [0.09] * 3})
+    d = pl.DataFrame(
+        {
+            "decile": [1, 2, 3],
+            "median": [0.0, 5.0, 20.0],
+            "rate": [0.02, 0.05, 0.2],
+            "rows": [100, 100, 100],
+            "portfolio_rate": [0.09] * 3,
+        }
+    )
     bp = suggest_breakpoints(d)
     assert bp["direction"] == "lower_is_better"
     assert bp["points"] == [[0.0, 100.0], [5.0, 78.6], [20.0, 0.0]]
@@ -306,17 +372,22 @@ def test_suggest_breakpoints_lower_is_better():
 # ------------------------------------------------------------------ CSM view
 def test_csm_view_counts_handovers_point_in_time():
     csm = ["Ann", "Ann", None, "Bo", "Bo", "Ann"]  # Ann -> Bo -> Ann: two handovers, a gap is not one
-    rows = [{"account_id": "h", "as_of": _day(w), "csm": c, "score": 30.0, "band": "red", "arr": 5.0}
-            for w, c in enumerate(csm)]
-    rows += [{"account_id": "k", "as_of": _day(w), "csm": "Cy", "score": 80.0, "band": "green", "arr": 7.0}
-             for w in range(6)]
+    rows = [
+        {"account_id": "h", "as_of": _day(w), "csm": c, "score": 30.0, "band": "red", "arr": 5.0}
+        for w, c in enumerate(csm)
+    ]
+    rows += [
+        {"account_id": "k", "as_of": _day(w), "csm": "Cy", "score": 80.0, "band": "green", "arr": 7.0} for w in range(6)
+    ]
     s = pl.DataFrame(rows)
     derived = cohorts.with_derived(s).filter(pl.col("account_id") == "h").sort("as_of")
     assert derived["handovers"].cast(pl.Utf8).to_list() == ["0 handovers"] * 3 + ["1 handover"] * 2 + ["2+ handovers"]
     view = csm_view(s, min_size=1)
     assert view.portfolio["csm"].to_list() == ["Ann", "Cy"]  # alphabetical: not a ranking
-    assert view.portfolio.select("accounts", "in_red", "share_red", "arr_red").rows() == [(1, 1, 1.0, 5.0),
-                                                                                        (1, 0, 0.0, 0.0)]
+    assert view.portfolio.select("accounts", "in_red", "share_red", "arr_red").rows() == [
+        (1, 1, 1.0, 5.0),
+        (1, 0, 0.0, 0.0),
+    ]
     assert "not a ranking of people" in view.describe()[-1]
 
 
@@ -327,7 +398,8 @@ def test_many_cohorts_are_tested_against_all_others():
     pairs = every_pair.tests.filter(pl.col("kind") == "pairwise")
     assert pairs.height == 3 and "all others" not in pairs["group_b"].to_list()  # p, 3, 4: three pairs
     rest = compare_cohorts(three, by="tier", as_of=D0, min_size=1, max_pairs=2).tests.filter(
-        pl.col("kind") == "pairwise")
+        pl.col("kind") == "pairwise"
+    )
     assert rest["group_b"].to_list() == ["all others"] * 3
     # "3" holds a3 (45) and b3 (75); against the six others (10, 20, 55, 60, 65, 80): 45 wins 2 and
     # loses 4, 75 wins 5 and loses 1, so Cliff's delta = (7 - 5) / 12
@@ -336,13 +408,35 @@ def test_many_cohorts_are_tested_against_all_others():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["p", "q", "r"]), st.one_of(st.none(), st.floats(0, 100)),
-                          st.floats(0, 1e5)), min_size=2, max_size=60))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["p", "q", "r"]), st.one_of(st.none(), st.floats(0, 100)), st.floats(0, 1e5)),
+        min_size=2,
+        max_size=60,
+    )
+)
 def test_comparison_invariants(accounts):
-    s = pl.DataFrame([{"account_id": f"x{i}", "as_of": D0, "tier": t, "score": sc, "arr": arr,
-                       "band": None if sc is None else _band(sc)} for i, (t, sc, arr) in enumerate(accounts)],
-                     schema={"account_id": pl.Utf8, "as_of": pl.Date, "tier": pl.Utf8, "score": pl.Float64,
-                             "arr": pl.Float64, "band": pl.Utf8})
+    s = pl.DataFrame(
+        [
+            {
+                "account_id": f"x{i}",
+                "as_of": D0,
+                "tier": t,
+                "score": sc,
+                "arr": arr,
+                "band": None if sc is None else _band(sc),
+            }
+            for i, (t, sc, arr) in enumerate(accounts)
+        ],
+        schema={
+            "account_id": pl.Utf8,
+            "as_of": pl.Date,
+            "tier": pl.Utf8,
+            "score": pl.Float64,
+            "arr": pl.Float64,
+            "band": pl.Utf8,
+        },
+    )
     cmp = compare_cohorts(s, by="tier", min_size=5)
     assert cmp.cohorts["accounts"].sum() == len(accounts)  # every account in exactly one cohort
     assert cmp.cohorts["arr"].sum() == pytest.approx(sum(a for *_, a in accounts))

@@ -1,4 +1,5 @@
 """The sample portfolio: contract, determinism, and that the documented truth shows in the data."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,16 +23,41 @@ from hypothesis import strategies as st
 from scipy import stats
 
 ATTRIBUTES = {
-    "account_id": pl.String, "as_of": pl.Date, "company_name": pl.String, "segment": pl.String,
-    "touch_model": pl.String, "industry": pl.String, "region": pl.String, "csm": pl.String,
-    "lifecycle_stage": pl.String, "arr": pl.Float64, "seats_purchased": pl.Int64,
-    "contract_start": pl.Date, "renewal_date": pl.Date, "goal_start": pl.Date, "goal_due": pl.Date,
+    "account_id": pl.String,
+    "as_of": pl.Date,
+    "company_name": pl.String,
+    "segment": pl.String,
+    "touch_model": pl.String,
+    "industry": pl.String,
+    "region": pl.String,
+    "csm": pl.String,
+    "lifecycle_stage": pl.String,
+    "arr": pl.Float64,
+    "seats_purchased": pl.Int64,
+    "contract_start": pl.Date,
+    "renewal_date": pl.Date,
+    "goal_start": pl.Date,
+    "goal_due": pl.Date,
 }
 CONTRACT_METRICS = [
-    "active_users", "seat_utilization", "login_days", "key_feature_adoption", "api_calls",
-    "tickets_opened", "high_sev_tickets", "csat", "nps", "exec_sponsor_engaged", "champion_left",
-    "csm_assessment", "days_invoice_overdue", "seats_deployed_ratio", "goal_progress", "email_ctr",
-    "community_posts", "training_completions",
+    "active_users",
+    "seat_utilization",
+    "login_days",
+    "key_feature_adoption",
+    "api_calls",
+    "tickets_opened",
+    "high_sev_tickets",
+    "csat",
+    "nps",
+    "exec_sponsor_engaged",
+    "champion_left",
+    "csm_assessment",
+    "days_invoice_overdue",
+    "seats_deployed_ratio",
+    "goal_progress",
+    "email_ctr",
+    "community_posts",
+    "training_completions",
 ]
 
 
@@ -53,12 +79,19 @@ def _churn_dates(p: Portfolio) -> pl.DataFrame:
 def _weekly_outcome(p: Portfolio, event: str) -> pl.DataFrame:
     """Each snapshot with ``y`` = the event happens before the next weekly snapshot."""
     ev = p.events.filter(pl.col("event") == event).select("account_id", "date")
-    hit = (p.snapshots.select("account_id", "as_of")
-           .join(ev, on="account_id", how="inner")
-           .filter((pl.col("date") > pl.col("as_of")) & (pl.col("date") <= pl.col("as_of") + pl.duration(days=7)))
-           .select("account_id", "as_of").unique().with_columns(y=pl.lit(1)))
-    return (p.snapshots.join(hit, on=["account_id", "as_of"], how="left")
-            .with_columns(pl.col("y").fill_null(0)).sort("account_id", "as_of"))
+    hit = (
+        p.snapshots.select("account_id", "as_of")
+        .join(ev, on="account_id", how="inner")
+        .filter((pl.col("date") > pl.col("as_of")) & (pl.col("date") <= pl.col("as_of") + pl.duration(days=7)))
+        .select("account_id", "as_of")
+        .unique()
+        .with_columns(y=pl.lit(1))
+    )
+    return (
+        p.snapshots.join(hit, on=["account_id", "as_of"], how="left")
+        .with_columns(pl.col("y").fill_null(0))
+        .sort("account_id", "as_of")
+    )
 
 
 def _assert_same(a: Portfolio, b: Portfolio) -> None:
@@ -74,10 +107,20 @@ def test_snapshot_columns_and_types_follow_the_contract(small: Portfolio) -> Non
     expected = {**ATTRIBUTES, **{m: pl.Float64 for m in CONTRACT_METRICS}}
     assert list(small.snapshots.schema.items()) == list(expected.items())
     assert list(METRICS) == CONTRACT_METRICS
-    assert dict(small.events.schema) == {"account_id": pl.String, "date": pl.Date, "event": pl.String,
-                                         "details": pl.String}
-    assert small.truth.effects.columns == ["metric", "category", "direction", "churn_coef",
-                                           "expansion_coef", "description"]
+    assert dict(small.events.schema) == {
+        "account_id": pl.String,
+        "date": pl.Date,
+        "event": pl.String,
+        "details": pl.String,
+    }
+    assert small.truth.effects.columns == [
+        "metric",
+        "category",
+        "direction",
+        "churn_coef",
+        "expansion_coef",
+        "description",
+    ]
     assert small.truth.effects["metric"].to_list() == CONTRACT_METRICS
     assert dict(small.truth.latent.schema) == {"account_id": pl.String, "as_of": pl.Date, "health": pl.Float64}
     assert small.truth.latent.height == small.snapshots.height
@@ -110,10 +153,19 @@ def test_categorical_values_keys_and_dates(small: Portfolio) -> None:
 
 def test_metric_ranges_and_missingness_rules(small: Portfolio) -> None:
     s = small.snapshots
-    bounds = {"seat_utilization": (0, 1.5), "login_days": (0, 7), "key_feature_adoption": (0, 1),
-              "csat": (1, 5), "nps": (0, 10), "csm_assessment": (1, 5), "seats_deployed_ratio": (0, 1.2),
-              "goal_progress": (0, 1.2), "email_ctr": (0, 1), "exec_sponsor_engaged": (0, 1),
-              "champion_left": (0, 1)}
+    bounds = {
+        "seat_utilization": (0, 1.5),
+        "login_days": (0, 7),
+        "key_feature_adoption": (0, 1),
+        "csat": (1, 5),
+        "nps": (0, 10),
+        "csm_assessment": (1, 5),
+        "seats_deployed_ratio": (0, 1.2),
+        "goal_progress": (0, 1.2),
+        "email_ctr": (0, 1),
+        "exec_sponsor_engaged": (0, 1),
+        "champion_left": (0, 1),
+    }
     for col, (lo, hi) in bounds.items():
         assert s[col].min() >= lo and s[col].max() <= hi, col
     for col in CONTRACT_METRICS:
@@ -127,7 +179,9 @@ def test_metric_ranges_and_missingness_rules(small: Portfolio) -> None:
     per_account = s.group_by("account_id").agg(pl.col("api_calls").is_null().mean().alias("null_share"))
     assert set(per_account["null_share"].round(6).unique()) <= {0.0, 1.0}
     # csat is null without tickets
-    assert s.filter(pl.col("tickets_opened") == 0)["csat"].null_count() == s.filter(pl.col("tickets_opened") == 0).height
+    assert (
+        s.filter(pl.col("tickets_opened") == 0)["csat"].null_count() == s.filter(pl.col("tickets_opened") == 0).height
+    )
     # NPS is sparse
     assert s["nps"].null_count() / s.height > 0.85
     # high-severity tickets are a subset of tickets
@@ -154,13 +208,16 @@ def test_csm_changes_for_some_accounts_and_seats_follow_events(medium: Portfolio
     assert s.filter(pl.col("touch_model") == "digital", pl.col("segment") == "smb")["csm"].null_count() > 0
     # an expansion shows as more seats (and ARR) in the next snapshot
     exp = medium.events.filter(pl.col("event") == "expanded").with_columns(
-        added=pl.col("details").str.extract(r"\+(\d+) seats").cast(pl.Int64))
+        added=pl.col("details").str.extract(r"\+(\d+) seats").cast(pl.Int64)
+    )
     ordered = s.sort("account_id", "as_of").with_columns(
         d_seats=pl.col("seats_purchased").diff().over("account_id"),
         d_arr=pl.col("arr").diff().over("account_id"),
-        prev_as_of=pl.col("as_of").shift().over("account_id"))
+        prev_as_of=pl.col("as_of").shift().over("account_id"),
+    )
     rows = exp.join(ordered, on="account_id").filter(
-        (pl.col("date") > pl.col("prev_as_of")) & (pl.col("date") < pl.col("as_of")))
+        (pl.col("date") > pl.col("prev_as_of")) & (pl.col("date") < pl.col("as_of"))
+    )
     assert rows.height > 100
     assert (rows["d_seats"] >= rows["added"]).mean() > 0.95
     assert (rows["d_arr"] > 0).mean() > 0.95
@@ -236,8 +293,9 @@ def test_rates_within_targets(medium: Portfolio) -> None:
     first = s.filter(pl.col("as_of") == s["as_of"].min()).select("account_id", "segment", "touch_model")
     churned = set(_churn_dates(medium)["account_id"])
     expanded = set(medium.events.filter(pl.col("event") == "expanded")["account_id"])
-    cohort = first.with_columns(churned=pl.col("account_id").is_in(list(churned)),
-                                expanded=pl.col("account_id").is_in(list(expanded)))
+    cohort = first.with_columns(
+        churned=pl.col("account_id").is_in(list(churned)), expanded=pl.col("account_id").is_in(list(expanded))
+    )
     assert 0.08 <= cohort["churned"].mean() <= 0.15
     assert 0.15 <= cohort["expanded"].mean() <= 0.25
     rate = dict(cohort.group_by(pl.format("{}/{}", "segment", "touch_model")).agg(pl.col("churned").mean()).rows())
@@ -248,8 +306,12 @@ def test_rates_within_targets(medium: Portfolio) -> None:
 
 def test_churn_falls_across_deciles_of_latent_health(medium: Portfolio) -> None:
     weekly = _weekly_outcome(medium, "churned").join(medium.truth.latent, on=["account_id", "as_of"])
-    by_decile = (weekly.with_columns(decile=(pl.col("health").rank("ordinal") * 10 / pl.len()).floor().clip(0, 9))
-                 .group_by("decile").agg(rate=pl.col("y").mean()).sort("decile"))
+    by_decile = (
+        weekly.with_columns(decile=(pl.col("health").rank("ordinal") * 10 / pl.len()).floor().clip(0, 9))
+        .group_by("decile")
+        .agg(rate=pl.col("y").mean())
+        .sort("decile")
+    )
     rates = by_decile["rate"].to_numpy()
     assert rates[0] > 4 * rates[-1]
     rho = stats.spearmanr(by_decile["decile"].to_numpy(), rates).statistic
@@ -259,16 +321,24 @@ def test_churn_falls_across_deciles_of_latent_health(medium: Portfolio) -> None:
 def test_churners_used_the_product_less_before_churning(medium: Portfolio) -> None:
     churn = _churn_dates(medium)
     s = medium.snapshots
-    before = (s.join(churn, on="account_id")
-              .filter(pl.col("as_of") >= pl.col("churn_date") - pl.duration(weeks=8)))
-    retained = s.join(churn, on="account_id", how="anti").filter(pl.col("as_of") >= s["as_of"].max() - dt.timedelta(weeks=8))
-    for col, sign in [("login_days", -1), ("seat_utilization", -1), ("key_feature_adoption", -1),
-                      ("days_invoice_overdue", +1), ("champion_left", +1)]:
+    before = s.join(churn, on="account_id").filter(pl.col("as_of") >= pl.col("churn_date") - pl.duration(weeks=8))
+    retained = s.join(churn, on="account_id", how="anti").filter(
+        pl.col("as_of") >= s["as_of"].max() - dt.timedelta(weeks=8)
+    )
+    for col, sign in [
+        ("login_days", -1),
+        ("seat_utilization", -1),
+        ("key_feature_adoption", -1),
+        ("days_invoice_overdue", +1),
+        ("champion_left", +1),
+    ]:
         diff = before[col].mean() - retained[col].mean()
         assert sign * diff > 0, (col, diff)
     # expanders had fuller seats before expanding
     exp = medium.events.filter(pl.col("event") == "expanded").group_by("account_id").agg(pl.col("date").min())
-    pre = s.join(exp, on="account_id").filter(pl.col("as_of").is_between(pl.col("date") - pl.duration(weeks=8), pl.col("date")))
+    pre = s.join(exp, on="account_id").filter(
+        pl.col("as_of").is_between(pl.col("date") - pl.duration(weeks=8), pl.col("date"))
+    )
     never = s.join(exp, on="account_id", how="anti")
     assert pre["seat_utilization"].mean() > never["seat_utilization"].mean() + 0.05
 
@@ -276,8 +346,11 @@ def test_churners_used_the_product_less_before_churning(medium: Portfolio) -> No
 def test_churners_decline_in_the_weeks_before_churn(medium: Portfolio) -> None:
     """Trend signals have something to find: health and usage slide before a churn."""
     churn = _churn_dates(medium)
-    s = (medium.snapshots.join(churn, on="account_id").join(medium.truth.latent, on=["account_id", "as_of"])
-         .with_columns(weeks_before=(pl.col("churn_date") - pl.col("as_of")).dt.total_days() // 7))
+    s = (
+        medium.snapshots.join(churn, on="account_id")
+        .join(medium.truth.latent, on=["account_id", "as_of"])
+        .with_columns(weeks_before=(pl.col("churn_date") - pl.col("as_of")).dt.total_days() // 7)
+    )
     late = s.filter(pl.col("weeks_before") < 4)
     early = s.filter(pl.col("weeks_before").is_between(12, 20))
     assert late["health"].mean() < early["health"].mean() - 0.3
@@ -298,6 +371,7 @@ def test_unhappy_accounts_answer_nps_less(medium: Portfolio) -> None:
 def _design(weekly: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     """The generator's linear predictor as a design matrix: every metric standardised with the
     reference mean/SD (nulls at the mean), segment x touch intercepts, renewal and tenure terms."""
+
     def z(c: str) -> np.ndarray:
         v = weekly[c].to_numpy().astype(float)
         v = np.log1p(v) if c == "api_calls" else v
@@ -307,8 +381,9 @@ def _design(weekly: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     levels = sorted(set(group))
     days_to_renewal = (weekly["renewal_date"] - weekly["as_of"]).dt.total_days().to_numpy()
     tenure = (weekly["as_of"] - weekly["contract_start"]).dt.total_days().to_numpy()
-    x = np.column_stack([z(c) for c in CONTRACT_METRICS] + [group == g for g in levels]
-                        + [days_to_renewal <= 56, tenure < 91]).astype(float)
+    x = np.column_stack(
+        [z(c) for c in CONTRACT_METRICS] + [group == g for g in levels] + [days_to_renewal <= 56, tenure < 91]
+    ).astype(float)
     return x, CONTRACT_METRICS + levels + ["renewal_within_8_weeks", "first_13_weeks"]
 
 
@@ -322,7 +397,8 @@ def test_a_logit_recovers_the_true_effects(medium: Portfolio, event: str, column
     x, names = _design(weekly)
     with threadpool_limits(1):  # a tall, thin problem: BLAS threads only contend with each other
         fit = sm.Logit(weekly["y"].to_numpy(), x).fit(
-            disp=0, cov_type="cluster", cov_kwds={"groups": weekly["account_id"].rank("dense").to_numpy()})
+            disp=0, cov_type="cluster", cov_kwds={"groups": weekly["account_id"].rank("dense").to_numpy()}
+        )
     est = dict(zip(names, fit.params))
     se = dict(zip(names, fit.bse))
     truth = dict(zip(medium.truth.effects["metric"], medium.truth.effects[column]))
@@ -378,8 +454,7 @@ def test_cli_sample_refuses_bad_sizes(tmp_path, capsys) -> None:
 
 
 def test_demo_step_summarises_the_sample(tmp_path) -> None:
-    title, step = cli._demo_steps()[0]
-    assert title == "load the sample portfolio"
+    step = dict(cli._demo_steps())["load the sample portfolio"]
     line = step(tmp_path)
     assert "2000 accounts" in line and "annual churn" in line
     assert "\n" not in line

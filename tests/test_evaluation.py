@@ -1,5 +1,6 @@
 """Backtesting: metric functions against hand-computed values, statistics on data whose truth is
 known, the time split, head to head on the sample portfolio, the HTML report and the CLI."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -207,8 +208,9 @@ def test_probability_map_is_calibrated_on_held_out_data(method, tmp_path):
     got = frame.select(p=pm.expr())["p"]
     np.testing.assert_allclose(got[:200].to_numpy(), pred[:200], atol=1e-9)
     assert got[200] is None
-    assert re.fullmatch(r"a score of 20 means a \d+% chance \(95% interval \d+% to \d+%\) to churn within 90 days",
-                        pm.explain(20))
+    assert re.fullmatch(
+        r"a score of 20 means a \d+% chance \(95% interval \d+% to \d+%\) to churn within 90 days", pm.explain(20)
+    )
     never = E.ProbabilityMap.from_dict({"method": "isotonic", "scores": [0, 50, 100], "probabilities": [0.3, 0.0, 0.0]})
     assert never.explain(90) == "a score of 90 means an under 1% chance to churn within 90 days"
 
@@ -231,10 +233,12 @@ def _wilson_by_formula(k: int, n: int, z: float = stats.norm.ppf(0.975)) -> tupl
 
 
 def test_band_table_counts_rates_and_wilson_intervals():
-    frame = pl.DataFrame({
-        "band": ["red"] * 10 + ["yellow"] * 40 + ["green"] * 50 + [None] * 3,
-        "churned": [True] * 4 + [False] * 6 + [True] * 2 + [False] * 38 + [False] * 50 + [True, False, False],
-    })
+    frame = pl.DataFrame(
+        {
+            "band": ["red"] * 10 + ["yellow"] * 40 + ["green"] * 50 + [None] * 3,
+            "churned": [True] * 4 + [False] * 6 + [True] * 2 + [False] * 38 + [False] * 50 + [True, False, False],
+        }
+    )
     t = E.band_table(frame, "churned", order=["red", "yellow", "green"])
     assert t["band"].to_list() == ["red", "yellow", "green", "(none)"]
     assert t["count"].to_list() == [10, 40, 50, 3]
@@ -243,15 +247,24 @@ def test_band_table_counts_rates_and_wilson_intervals():
     lo, hi = _wilson_by_formula(4, 10)
     assert (t["rate_lower"][0], t["rate_upper"][0]) == pytest.approx((lo, hi))
     assert (round(lo, 4), round(hi, 4)) == (0.1682, 0.6873)  # the textbook Wilson interval for 4/10
-    assert t["rate_lower"][2] == pytest.approx(0.0, abs=1e-12) and t["rate_upper"][2] == pytest.approx(_wilson_by_formula(0, 50)[1])
+    assert t["rate_lower"][2] == pytest.approx(0.0, abs=1e-12) and t["rate_upper"][2] == pytest.approx(
+        _wilson_by_formula(0, 50)[1]
+    )
 
 
 def test_red_band_confusion_by_hand():
-    frame = pl.DataFrame({"band": ["red", "red", "red", "yellow", "green", "green"],
-                          "churned": [True, True, False, True, False, False]})
+    frame = pl.DataFrame(
+        {"band": ["red", "red", "red", "yellow", "green", "green"], "churned": [True, True, False, True, False, False]}
+    )
     c = E.red_band_confusion(frame, "churned")
-    assert c == {"flagged": 3, "hits": 2, "false_alarms": 1, "misses": 1,
-                 "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)}
+    assert c == {
+        "flagged": 3,
+        "hits": 2,
+        "false_alarms": 1,
+        "misses": 1,
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+    }
 
 
 def test_cutoff_for_precision_by_hand():
@@ -263,7 +276,9 @@ def test_cutoff_for_precision_by_hand():
     assert E.cutoff_for_precision(y, s, 0.5).cutoff == 70.0
     assert E.cutoff_for_precision([0, 0, 1], [10, 20, 30], 0.9) is None
     # expansion: a high score is the signal, flag score >= c
-    assert E.cutoff_for_precision([0, 0, 1, 1], [10, 20, 30, 40], 1.0, outcome="expanded") == E.Cutoff(30.0, 2, 1.0, 1.0)
+    assert E.cutoff_for_precision([0, 0, 1, 1], [10, 20, 30, 40], 1.0, outcome="expanded") == E.Cutoff(
+        30.0, 2, 1.0, 1.0
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -327,7 +342,8 @@ def head_to_head(portfolio):
         models[f"random {seed}"] = _random_weights_score(portfolio.snapshots, model, seed)
     rng = np.random.default_rng(0)
     models["noise"] = portfolio.snapshots.select("account_id", "as_of").with_columns(
-        score=pl.Series(rng.uniform(0, 100, portfolio.snapshots.height)))
+        score=pl.Series(rng.uniform(0, 100, portfolio.snapshots.height))
+    )
     return E.evaluate(portfolio.snapshots, portfolio.events, models, outcome="churned", horizon="90d")
 
 
@@ -380,8 +396,14 @@ def test_evaluation_tables_hang_together(head_to_head, portfolio):
 
 
 def test_expansion_is_scored_in_its_own_direction(portfolio):
-    ev = E.evaluate(portfolio.snapshots, portfolio.events, hs.load_model(MODEL, "expansion"),
-                    outcome="expanded", horizon="90d", by=None)
+    ev = E.evaluate(
+        portfolio.snapshots,
+        portfolio.events,
+        hs.load_model(MODEL, "expansion"),
+        outcome="expanded",
+        horizon="90d",
+        by=None,
+    )
     r = ev.table.row(0, named=True)
     assert r["auc"] > 0.6  # a high expansion index means likely to expand
     assert r["alarm_band"] == ev.band_orders[r["model"]][-1]  # the top band is the one to act on
@@ -419,8 +441,11 @@ def test_html_report_is_static_and_self_contained(head_to_head, tmp_path):
     spec = json.dumps(charts["bands"].to_dict())
     scale = re.search(r'"scale": (\{"domain": \[[^]]*\], "range": \[[^]]*\]\})', spec)
     colours = dict(zip(*json.loads(scale.group(1)).values()))
-    assert {k: colours[k] for k in ("red", "yellow", "green")} == {"red": "#D55E00", "yellow": "#E69F00",
-                                                                 "green": "#009E73"}
+    assert {k: colours[k] for k in ("red", "yellow", "green")} == {
+        "red": "#A6192E",
+        "yellow": "#B07800",
+        "green": "#0F7B8A",
+    }
 
 
 # ---------------------------------------------------------------- command line
@@ -435,9 +460,25 @@ def cli_inputs(tmp_path_factory, portfolio):
 @pytest.mark.slow
 def test_cli_evaluate_writes_the_report_and_prints_the_key_table(cli_inputs, capsys):
     d = cli_inputs
-    rc = cli.main(["evaluate", "--model", str(MODEL), "--model", f"{MODEL}#expansion",
-                   "--data", str(d / "snapshots.parquet"), "--events", str(d / "events.parquet"),
-                   "--out", str(d / "out"), "--split", "2026-06-01", "--capacity", "25"])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(MODEL),
+            "--model",
+            f"{MODEL}#expansion",
+            "--data",
+            str(d / "snapshots.parquet"),
+            "--events",
+            str(d / "events.parquet"),
+            "--out",
+            str(d / "out"),
+            "--split",
+            "2026-06-01",
+            "--capacity",
+            "25",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert (d / "out" / "evaluation.html").is_file() and (d / "out" / "evaluation.csv").is_file()
@@ -449,9 +490,22 @@ def test_cli_evaluate_writes_the_report_and_prints_the_key_table(cli_inputs, cap
 @pytest.mark.slow
 def test_cli_evaluate_freeze_writes_the_model_with_its_probability_map(cli_inputs):
     d = cli_inputs
-    rc = cli.main(["evaluate", "--model", str(MODEL), "--data", str(d / "snapshots.parquet"),
-                   "--events", str(d / "events.parquet"), "--out", str(d / "frozen"), "--split", "2026-06-01",
-                   "--freeze"])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(MODEL),
+            "--data",
+            str(d / "snapshots.parquet"),
+            "--events",
+            str(d / "events.parquet"),
+            "--out",
+            str(d / "frozen"),
+            "--split",
+            "2026-06-01",
+            "--freeze",
+        ]
+    )
     assert rc == 0
     frozen = hs.load_model(d / "frozen" / "health_with_probability.toml")
     saved = E.ProbabilityMap.load(d / "frozen" / "probability_health.json")
@@ -459,18 +513,33 @@ def test_cli_evaluate_freeze_writes_the_model_with_its_probability_map(cli_input
     assert frozen.hash == hs.load_model(MODEL).hash
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--split", "soon"], "YYYY-MM-DD"),
-    (["--split", "2020-01-01"], "no training rows"),
-    (["--by", "tier"], "tier"),
-    (["--horizon", "ninety"], "horizon"),
-    (["--target-precision", "7"], "target-precision"),
-    (["--outcome", "upsold"], "holds no 'upsold' event (it holds: churned, contracted, expanded)"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--split", "soon"], "YYYY-MM-DD"),
+        (["--split", "2020-01-01"], "no training rows"),
+        (["--by", "tier"], "tier"),
+        (["--horizon", "ninety"], "horizon"),
+        (["--target-precision", "7"], "target-precision"),
+        (["--outcome", "upsold"], "holds no 'upsold' event (it holds: churned, contracted, expanded)"),
+    ],
+)
 def test_cli_evaluate_user_errors_exit_2_with_a_message(cli_inputs, capsys, extra, message):
     d = cli_inputs
-    rc = cli.main(["evaluate", "--model", str(MODEL), "--data", str(d / "snapshots.parquet"),
-                   "--events", str(d / "events.parquet"), "--out", str(d / "bad"), *extra])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(MODEL),
+            "--data",
+            str(d / "snapshots.parquet"),
+            "--events",
+            str(d / "events.parquet"),
+            "--out",
+            str(d / "bad"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and "Traceback" not in err
@@ -479,8 +548,19 @@ def test_cli_evaluate_user_errors_exit_2_with_a_message(cli_inputs, capsys, extr
 
 def test_cli_evaluate_missing_files_and_help(cli_inputs, capsys):
     d = cli_inputs
-    rc = cli.main(["evaluate", "--model", str(d / "nope.toml"), "--data", str(d / "snapshots.parquet"),
-                   "--events", str(d / "events.parquet"), "--out", str(d / "x")])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(d / "nope.toml"),
+            "--data",
+            str(d / "snapshots.parquet"),
+            "--events",
+            str(d / "events.parquet"),
+            "--out",
+            str(d / "x"),
+        ]
+    )
     assert rc == 2 and "nope.toml" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["evaluate", "--help"])

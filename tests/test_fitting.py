@@ -1,4 +1,5 @@
 """Tests for healthscore.analysis.fitting: point-in-time labels, logistic fits and suggested weights."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,14 +21,19 @@ def _one_blas_thread():
     """These fits multiply small matrices, where a second BLAS thread only helps when it has a
     core to itself; on a busy two-core machine it makes them many times slower."""
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
 
 def _weekly(account: str, n: int, start: dt.date = MON) -> pl.DataFrame:
-    return pl.DataFrame({"account_id": [account] * n,
-                         "as_of": [start + dt.timedelta(weeks=k) for k in range(n)],
-                         "x": [float(k) for k in range(n)]})
+    return pl.DataFrame(
+        {
+            "account_id": [account] * n,
+            "as_of": [start + dt.timedelta(weeks=k) for k in range(n)],
+            "x": [float(k) for k in range(n)],
+        }
+    )
 
 
 def _events(rows: list[tuple[str, dt.date, str]]) -> pl.DataFrame:
@@ -43,13 +49,15 @@ def _labels(frame: pl.DataFrame, account: str, outcome: str = "churned") -> dict
 @pytest.fixture
 def book() -> tuple[pl.DataFrame, pl.DataFrame]:
     snaps = pl.concat([_weekly(a, 20) for a in "ABCDE"])
-    events = _events([
-        ("A", MON + dt.timedelta(weeks=5), "churned"),        # exactly on a snapshot day
-        ("C", dt.date(2024, 5, 10), "churned"),               # inside the last uncensored window
-        ("D", MON + dt.timedelta(days=1), "churned"),         # the day after the first snapshot
-        ("E", MON, "churned"),                                # on the first snapshot day
-        ("B", MON + dt.timedelta(days=3), "expanded"),        # another outcome: no churn label
-    ])
+    events = _events(
+        [
+            ("A", MON + dt.timedelta(weeks=5), "churned"),  # exactly on a snapshot day
+            ("C", dt.date(2024, 5, 10), "churned"),  # inside the last uncensored window
+            ("D", MON + dt.timedelta(days=1), "churned"),  # the day after the first snapshot
+            ("E", MON, "churned"),  # on the first snapshot day
+            ("B", MON + dt.timedelta(days=3), "expanded"),  # another outcome: no churn label
+        ]
+    )
     return snaps, events
 
 
@@ -78,19 +86,30 @@ def test_labels_every_case(book):
 
 def test_boundary_day_is_inside_and_as_of_day_is_outside():
     snaps = _weekly("A", 10)
-    on_boundary = label_outcomes(snaps, _events([("A", MON + dt.timedelta(days=28), "churned")]),
-                                 horizon="28d", data_end=dt.date(2025, 1, 1))
-    assert _labels(on_boundary, "A") == {MON: True, MON + dt.timedelta(weeks=1): True,
-                                         MON + dt.timedelta(weeks=2): True, MON + dt.timedelta(weeks=3): True}
-    one_past = label_outcomes(snaps, _events([("A", MON + dt.timedelta(days=29), "churned")]),
-                              horizon="28d", data_end=dt.date(2025, 1, 1))
+    on_boundary = label_outcomes(
+        snaps, _events([("A", MON + dt.timedelta(days=28), "churned")]), horizon="28d", data_end=dt.date(2025, 1, 1)
+    )
+    assert _labels(on_boundary, "A") == {
+        MON: True,
+        MON + dt.timedelta(weeks=1): True,
+        MON + dt.timedelta(weeks=2): True,
+        MON + dt.timedelta(weeks=3): True,
+    }
+    one_past = label_outcomes(
+        snaps, _events([("A", MON + dt.timedelta(days=29), "churned")]), horizon="28d", data_end=dt.date(2025, 1, 1)
+    )
     assert _labels(one_past, "A")[MON] is False
 
 
 def test_expansion_keeps_going_after_an_event():
     snaps = _weekly("F", 14)
-    events = _events([("F", dt.date(2024, 1, 10), "expanded"), ("F", dt.date(2024, 3, 20), "expanded"),
-                      ("F", dt.date(2024, 1, 10), "expanded")])  # duplicate rows count once
+    events = _events(
+        [
+            ("F", dt.date(2024, 1, 10), "expanded"),
+            ("F", dt.date(2024, 3, 20), "expanded"),
+            ("F", dt.date(2024, 1, 10), "expanded"),
+        ]
+    )  # duplicate rows count once
     out = label_outcomes(snaps, events, outcome="expanded", horizon="28d", data_end=dt.date(2024, 12, 31))
     got = _labels(out, "F", "expanded")
     assert len(got) == 14  # nothing dropped after an expansion
@@ -117,8 +136,13 @@ def test_monthly_cadence_keeps_last_snapshot_of_each_month():
     snaps = _weekly("A", 26)
     events = _events([("A", dt.date(2024, 6, 20), "churned")])
     out = label_outcomes(snaps, events, horizon="28d", cadence="monthly")
-    assert out["as_of"].to_list() == [dt.date(2024, 1, 29), dt.date(2024, 2, 26), dt.date(2024, 3, 25),
-                                      dt.date(2024, 4, 29), dt.date(2024, 5, 27)]
+    assert out["as_of"].to_list() == [
+        dt.date(2024, 1, 29),
+        dt.date(2024, 2, 26),
+        dt.date(2024, 3, 25),
+        dt.date(2024, 4, 29),
+        dt.date(2024, 5, 27),
+    ]
     assert out["churned"].to_list() == [False, False, False, False, True]
 
 
@@ -153,21 +177,24 @@ def _oracle(snaps: pl.DataFrame, events: pl.DataFrame, outcome: str, days: int, 
 @settings(max_examples=60, deadline=None)
 @given(
     offsets=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 120)), min_size=1, max_size=40),
-    ev=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(-5, 130), st.sampled_from(["churned", "expanded"])),
-                max_size=12),
+    ev=st.lists(
+        st.tuples(st.sampled_from("abcd"), st.integers(-5, 130), st.sampled_from(["churned", "expanded"])), max_size=12
+    ),
     days=st.integers(1, 60),
     outcome=st.sampled_from(["churned", "expanded"]),
 )
 def test_labels_match_the_definition(offsets, ev, days, outcome):
-    snaps = pl.DataFrame({"account_id": [a for a, _ in offsets],
-                          "as_of": [MON + dt.timedelta(days=o) for _, o in offsets]}).unique()
+    snaps = pl.DataFrame(
+        {"account_id": [a for a, _ in offsets], "as_of": [MON + dt.timedelta(days=o) for _, o in offsets]}
+    ).unique()
     events = _events([(a, MON + dt.timedelta(days=o), e) for a, o, e in ev])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an outcome absent from the drawn events warns
-        out = label_outcomes(snaps, events, outcome=outcome, horizon=f"{days}d")
+        out = label_outcomes(
+            snaps, events, outcome=outcome, horizon=f"{days}d", cross_sectional=False
+        )  # the panel rule
     got = {(a, d): v for a, d, v in out.select("account_id", "as_of", outcome).iter_rows()}
     assert got == _oracle(snaps, events, outcome, days, terminal=outcome == "churned")
-
 
 
 # ---------------------------------------------------------------- fit_logit: statistics against truth
@@ -224,8 +251,9 @@ def test_clustered_errors_equal_statsmodels_cluster_covariance():
     fit = fit_logit(df, ["x1", "x2"], "y")
     X = sm.add_constant(df.select("x1", "x2").to_numpy())
     groups = df["account_id"].str.replace("acc", "").cast(pl.Int64).to_numpy()
-    ref = sm.Logit(df["y"].cast(pl.Float64).to_numpy(), X).fit(disp=False, cov_type="cluster",
-                                                                 cov_kwds={"groups": groups})
+    ref = sm.Logit(df["y"].cast(pl.Float64).to_numpy(), X).fit(
+        disp=False, cov_type="cluster", cov_kwds={"groups": groups}
+    )
     np.testing.assert_allclose([fit.params_[k] for k in TRUE], ref.params, rtol=1e-6)
     np.testing.assert_allclose([fit.bse_[k] for k in TRUE], ref.bse, rtol=1e-8)
     np.testing.assert_allclose([fit.pvalues_[k] for k in TRUE], ref.pvalues, rtol=1e-6)
@@ -235,6 +263,7 @@ def test_clustered_errors_equal_statsmodels_cluster_covariance():
 
 def test_big_data_start_gives_the_full_newton_answer(monkeypatch):
     import healthscore.analysis.fitting as fitting
+
     df = _clustered_logistic(5, n_acc=400, per_acc=10)
     full = fit_logit(df, ["x1", "x2"], "y")
     monkeypatch.setattr(fitting, "_BIG_DATA", 1000)  # forces the subsample start + 2 Newton steps
@@ -249,8 +278,8 @@ def test_null_policy_fills_mean_and_adds_indicator_only_above_threshold():
     df = _clustered_logistic(3)
     n = df.height
     df = df.with_columns(
-        pl.when(pl.int_range(n) % 5 == 0).then(None).otherwise(pl.col("x2")).alias("x2"),   # 20% missing
-        pl.when(pl.int_range(n) == 7).then(None).otherwise(pl.col("x1")).alias("x1"),       # one missing
+        pl.when(pl.int_range(n) % 5 == 0).then(None).otherwise(pl.col("x2")).alias("x2"),  # 20% missing
+        pl.when(pl.int_range(n) == 7).then(None).otherwise(pl.col("x1")).alias("x1"),  # one missing
     )
     fit = fit_logit(df, ["x1", "x2"], "y", na_threshold=0.05)
     assert fit.terms_ == ["const", "x1", "x2", "na_x2"]
@@ -271,8 +300,13 @@ def test_penalised_fits_report_no_standard_errors_and_shrink():
     assert ridge.params_["x1"] == pytest.approx(mle.params_["x1"], abs=0.01)  # back on the raw scale
     strong = fit_logit(df, ["x1", "x2"], "y", penalty="l2", alpha=0.5)
     assert abs(strong.params_["x1"]) < 0.5 * abs(mle.params_["x1"])
-    lasso = fit_logit(df.with_columns(noise=pl.Series(np.random.default_rng(0).normal(size=df.height))),
-                      ["x1", "x2", "noise"], "y", penalty="l1", alpha=0.02)
+    lasso = fit_logit(
+        df.with_columns(noise=pl.Series(np.random.default_rng(0).normal(size=df.height))),
+        ["x1", "x2", "noise"],
+        "y",
+        penalty="l1",
+        alpha=0.02,
+    )
     assert lasso.params_["noise"] == 0.0 and lasso.params_["x1"] != 0.0
     assert "no valid standard errors" in ridge.summary() or "penalised" in ridge.summary()
 
@@ -333,8 +367,9 @@ def churn_fit(portfolio):
 def _with_truth(fit, portfolio, outcome_col: str) -> pl.DataFrame:
     columns = {m.name: m.column for m in fit.model.metrics}
     truth = portfolio.truth.effects.select(pl.col("metric").alias("column"), outcome_col)
-    return (fit.table.with_columns(pl.col("metric").replace_strict(columns, default=None).alias("column"))
-            .join(truth, on="column"))
+    return fit.table.with_columns(pl.col("metric").replace_strict(columns, default=None).alias("column")).join(
+        truth, on="column"
+    )
 
 
 @pytest.mark.slow
@@ -389,8 +424,11 @@ def test_suggested_weights_follow_the_refit_and_sum_to_100(churn_fit):
         coef = basis.params_[f"sub_{r['metric']}"]
         if coef >= 0:
             assert r["weight"] == 0.0 and "wrong sign" in r["reason"]
-    pos = {r["metric"]: (r["weight"], -basis.params_[f"sub_{r['metric']}"]) for r in w.iter_rows(named=True)
-           if r["weight"] > 0}
+    pos = {
+        r["metric"]: (r["weight"], -basis.params_[f"sub_{r['metric']}"])
+        for r in w.iter_rows(named=True)
+        if r["weight"] > 0
+    }
     (m1, (w1, c1)), (m2, (w2, c2)) = list(pos.items())[:2]
     assert w1 / w2 == pytest.approx(c1 / c2, rel=0.05)  # proportional to the effect (rounding aside)
     churn_fit.drop_insignificant = True
@@ -426,8 +464,9 @@ def test_suggested_model_round_trip_keeps_comments_and_refuses_overwrite(churn_f
 
 
 def test_too_few_events_warns_with_the_number(portfolio):
-    small = portfolio.snapshots.filter(pl.col("account_id").is_in(
-        portfolio.snapshots["account_id"].unique().sort().head(120).implode()))
+    small = portfolio.snapshots.filter(
+        pl.col("account_id").is_in(portfolio.snapshots["account_id"].unique().sort().head(120).implode())
+    )
     with pytest.warns(UserWarning, match=r"too few events: \d+ events for \d+ features is \d+\.\d events per variable"):
         fit = fit_weights(small, portfolio.events, hs.load_model(MODEL))
     assert any(f.startswith("too few events") for f in fit.flags)
@@ -436,10 +475,14 @@ def test_too_few_events_warns_with_the_number(portfolio):
 
 def test_leaky_feature_is_flagged_by_fit_weights(portfolio):
     from healthscore.analysis.fitting import label_outcomes
+
     # a "days until churn" style column: it knows the label
     lab = label_outcomes(portfolio.snapshots, portfolio.events).select("account_id", "as_of", "churned")
-    leaky = (portfolio.snapshots.join(lab, on=["account_id", "as_of"], how="left")
-             .with_columns(login_days=pl.when(pl.col("churned")).then(0.0).otherwise(7.0)).drop("churned"))
+    leaky = (
+        portfolio.snapshots.join(lab, on=["account_id", "as_of"], how="left")
+        .with_columns(login_days=pl.when(pl.col("churned")).then(0.0).otherwise(7.0))
+        .drop("churned")
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_weights(leaky, portfolio.events, hs.load_model(MODEL))
@@ -469,7 +512,7 @@ def test_fitted_model_holds_up_against_the_hand_set_one_on_a_time_split():
     sub = hs.calibrate(sample.snapshots, hand).join(keys, on=["account_id", "as_of"])
     logit_auc = roc_auc_score(sub["churned"].to_numpy(), fit.logit.predict(sub))
     hand_auc, fitted_auc = auc(hand), auc(fit.suggested_model())
-    assert logit_auc > hand_auc, (logit_auc, hand_auc)     # the fitted regression beats the hand weights
+    assert logit_auc > hand_auc, (logit_auc, hand_auc)  # the fitted regression beats the hand weights
     assert fitted_auc > hand_auc - 0.01, (fitted_auc, hand_auc)  # its weighted score is at least as good
 
 
@@ -502,8 +545,21 @@ def test_cli_fit_writes_the_model_prints_the_summary_and_refuses_overwrite(portf
     data, events, out = tmp_path / "snaps.parquet", tmp_path / "events.parquet", tmp_path / "fitted.toml"
     portfolio.snapshots.write_parquet(data)
     portfolio.events.write_parquet(events)
-    argv = ["fit", "--model", str(MODEL), "--data", str(data), "--events", str(events),
-            "--outcome", "churned", "--horizon", "90d", "--out", str(out)]
+    argv = [
+        "fit",
+        "--model",
+        str(MODEL),
+        "--data",
+        str(data),
+        "--events",
+        str(events),
+        "--outcome",
+        "churned",
+        "--horizon",
+        "90d",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Weight fit of model 'health'" in printed and "OR per 10 points" in printed

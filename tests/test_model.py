@@ -1,4 +1,5 @@
 """Score model files: loading, validation messages, hashing, saving with comments kept, fitting."""
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,15 @@ def test_sample_model_follows_the_contract():
     model = hs.load_model(SAMPLE_MODEL)
     assert model.name == "health"
     assert isinstance(model.metrics[0], Metric)
-    assert set(model.categories) == {"usage", "support", "sentiment", "relationship", "commercial",
-                                     "outcomes", "engagement"}
+    assert set(model.categories) == {
+        "usage",
+        "support",
+        "sentiment",
+        "relationship",
+        "commercial",
+        "outcomes",
+        "engagement",
+    }
     assert [b.name for b in model.bands] == ["red", "yellow", "green"]
     assert model.min_coverage == 0.6
     assert len(model.hash) == 12 and int(model.hash, 16) >= 0
@@ -93,16 +101,22 @@ def test_four_starter_templates_exist():
 
 def test_default_bands_when_left_out(tmp_path):
     model = hs.load_model(write(tmp_path, BASE))
-    assert [(b.name, b.lower, b.upper) for b in model.bands] == [
-        ("red", 0, 40), ("yellow", 40, 70), ("green", 70, 100)]
-    assert model.bands[0].colour == "#D55E00"
+    assert [(b.name, b.lower, b.upper) for b in model.bands] == [("red", 0, 40), ("yellow", 40, 70), ("green", 70, 100)]
+    assert model.bands[0].colour == "#A6192E"
 
 
 def test_band_of_edges():
     model = hs.load_model(SAMPLE_MODEL)
     frame = pl.DataFrame({"s": [0.0, 39.999, 40.0, 69.9, 70.0, 100.0, None]})
     assert frame.select(model.band_of("s").alias("b"))["b"].to_list() == [
-        "red", "red", "yellow", "yellow", "green", "green", None]
+        "red",
+        "red",
+        "yellow",
+        "yellow",
+        "green",
+        "green",
+        None,
+    ]
 
 
 def test_in_band_agrees_with_band_of():
@@ -121,36 +135,64 @@ def test_load_model_unknown_name(tmp_path):
 
 
 # ---------------------------------------------------------------- validation: one file per error
-@pytest.mark.parametrize("old, new, expected", [
-    ("weight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]",
-     "weight = -1\n[metrics.params]\npoints = [[0, 0], [5, 100]]",
-     r"model.toml: metrics\[1\] \(logins\).weight: -1 is negative"),
-    ("weight = 2  # usage matters most", "weight = -2",
-     r"model.toml: categories.usage.weight: -2 is negative"),
-    ("points = [[0, 0], [5, 100]]", "points = [[5, 0], [0, 100]]",
-     r"model.toml: metrics\[1\] \(logins\).params: 'points' raw values must be strictly increasing"),
-    ('method = "thresholds"\nweight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]',
-     'method = "tresholds"\nweight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]',
-     r"model.toml: metrics\[1\] \(logins\).method: unknown method 'tresholds'"),
-    ("points = [[1, 0], [5, 100]]", "pointz = [[1, 0], [5, 100]]",
-     r"model.toml: metrics\[2\] \(csat\).params: missing parameter 'points'"),
-    ("points = [[1, 0], [5, 100]]", "points = [[1, 0], [5, 100]]\nslope = 2",
-     r"model.toml: metrics\[2\] \(csat\).params: unknown parameter 'slope'"),
-    ('category = "support"', 'category = "suport"',
-     r"model.toml: metrics\[2\] \(csat\).category: unknown category 'suport'"),
-    ('name = "csat"', 'name = "logins"',
-     r"model.toml: metrics\[2\] \(logins\).name: duplicate metric name 'logins'"),
-    ("min_coverage = 0.5", "min_coverage = 60",
-     r"model.toml: model.min_coverage: 60 must be between 0 and 1"),
-    ('column = "csat"', 'column = "csat"\ndirection = "up"',
-     r"model.toml: metrics\[2\] \(csat\).direction: 'up' must be one of"),
-    ('column = "csat"', 'column = "csat"\nna_policy = "zero"',
-     r"model.toml: metrics\[2\] \(csat\).na_policy: 'zero' must be \"exclude\" or \"score:<0..100>\""),
-    ('column = "csat"', 'column = "csat"\nwieght = 3',
-     r"model.toml: metrics\[2\] \(csat\).wieght: unknown key"),
-    ('weight = 1\n[metrics.params]\npoints = [[1, 0]', 'weight = "heavy"\n[metrics.params]\npoints = [[1, 0]',
-     r"model.toml: metrics\[2\] \(csat\).weight: expected a number, got 'heavy'"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "weight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]",
+            "weight = -1\n[metrics.params]\npoints = [[0, 0], [5, 100]]",
+            r"model.toml: metrics\[1\] \(logins\).weight: -1 is negative",
+        ),
+        ("weight = 2  # usage matters most", "weight = -2", r"model.toml: categories.usage.weight: -2 is negative"),
+        (
+            "points = [[0, 0], [5, 100]]",
+            "points = [[5, 0], [0, 100]]",
+            r"model.toml: metrics\[1\] \(logins\).params: 'points' raw values must be strictly increasing",
+        ),
+        (
+            'method = "thresholds"\nweight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]',
+            'method = "tresholds"\nweight = 1\n[metrics.params]\npoints = [[0, 0], [5, 100]]',
+            r"model.toml: metrics\[1\] \(logins\).method: unknown method 'tresholds'",
+        ),
+        (
+            "points = [[1, 0], [5, 100]]",
+            "pointz = [[1, 0], [5, 100]]",
+            r"model.toml: metrics\[2\] \(csat\).params: missing parameter 'points'",
+        ),
+        (
+            "points = [[1, 0], [5, 100]]",
+            "points = [[1, 0], [5, 100]]\nslope = 2",
+            r"model.toml: metrics\[2\] \(csat\).params: unknown parameter 'slope'",
+        ),
+        (
+            'category = "support"',
+            'category = "suport"',
+            r"model.toml: metrics\[2\] \(csat\).category: unknown category 'suport'",
+        ),
+        (
+            'name = "csat"',
+            'name = "logins"',
+            r"model.toml: metrics\[2\] \(logins\).name: duplicate metric name 'logins'",
+        ),
+        ("min_coverage = 0.5", "min_coverage = 60", r"model.toml: model.min_coverage: 60 must be between 0 and 1"),
+        (
+            'column = "csat"',
+            'column = "csat"\ndirection = "up"',
+            r"model.toml: metrics\[2\] \(csat\).direction: 'up' must be one of",
+        ),
+        (
+            'column = "csat"',
+            'column = "csat"\nna_policy = "zero"',
+            r"model.toml: metrics\[2\] \(csat\).na_policy: 'zero' must be \"exclude\" or \"score:<0..100>\"",
+        ),
+        ('column = "csat"', 'column = "csat"\nwieght = 3', r"model.toml: metrics\[2\] \(csat\).wieght: unknown key"),
+        (
+            "weight = 1\n[metrics.params]\npoints = [[1, 0]",
+            'weight = "heavy"\n[metrics.params]\npoints = [[1, 0]',
+            r"model.toml: metrics\[2\] \(csat\).weight: expected a number, got 'heavy'",
+        ),
+    ],
+)
 def test_each_validation_error_names_file_and_key(tmp_path, old, new, expected):
     assert BASE.count(old) == 1, old
     message = error_of(tmp_path, BASE.replace(old, new))
@@ -162,7 +204,8 @@ def test_all_zero_weights(tmp_path):
     message = error_of(tmp_path, text)
     assert "model.toml: metrics: all metric weights are zero" in message
     text = BASE.replace("weight = 2  # usage matters most", "weight = 0").replace(
-        "[categories.support]\nweight = 1", "[categories.support]\nweight = 0")
+        "[categories.support]\nweight = 1", "[categories.support]\nweight = 0"
+    )
     assert "model.toml: categories: all category weights are zero" in error_of(tmp_path, text)
 
 
@@ -179,11 +222,14 @@ upper = {green_upper}
 """
 
 
-@pytest.mark.parametrize("red_upper, green_lower, green_upper, expected", [
-    (50, 40, 100, "model.toml: bands[2] (green).lower: green (starts 40) overlaps red (ends 50)"),
-    (40, 50, 100, "model.toml: bands[2] (green).lower: gap between red (ends 40) and green (starts 50)"),
-    (50, 50, 90, "model.toml: bands[2] (green).upper: bands must end at 100, not 90"),
-])
+@pytest.mark.parametrize(
+    "red_upper, green_lower, green_upper, expected",
+    [
+        (50, 40, 100, "model.toml: bands[2] (green).lower: green (starts 40) overlaps red (ends 50)"),
+        (40, 50, 100, "model.toml: bands[2] (green).lower: gap between red (ends 40) and green (starts 50)"),
+        (50, 50, 90, "model.toml: bands[2] (green).upper: bands must end at 100, not 90"),
+    ],
+)
 def test_band_errors(tmp_path, red_upper, green_lower, green_upper, expected):
     text = BASE + BANDS.format(red_upper=red_upper, green_lower=green_lower, green_upper=green_upper)
     assert expected in error_of(tmp_path, text)
@@ -199,8 +245,14 @@ def test_not_toml(tmp_path):
 
 
 def test_errors_in_a_multi_definition_file_name_the_definition(tmp_path):
-    text = (ROOT / "data" / "model.toml").read_text().replace(
-        '[models.expansion.categories.commercial]\nweight = 20', '[models.expansion.categories.commercial]\nweight = -20')
+    text = (
+        (ROOT / "data" / "model.toml")
+        .read_text()
+        .replace(
+            "[models.expansion.categories.commercial]\nweight = 20",
+            "[models.expansion.categories.commercial]\nweight = -20",
+        )
+    )
     message = error_of(tmp_path, text)
     assert "model.toml: models.expansion.categories.commercial.weight: -20 is negative" in message
 
@@ -213,14 +265,19 @@ filter = {{ segment = "smb" }}
 """
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("weights = { logn = 2 }", "model.toml: variants[1] (smb).weights.logn: unknown metric 'logn'"),
-    ('disabled = ["nps"]', "model.toml: variants[1] (smb).disabled: unknown metric 'nps'"),
-    ("categories = { usge = 1 }", "model.toml: variants[1] (smb).categories.usge: unknown category 'usge'"),
-    ("params = { logins = { points = [[5, 0], [1, 100]] } }",
-     "model.toml: variants[1] (smb).params.logins: 'points' raw values must be strictly increasing"),
-    ("weights = { logins = -1 }", "model.toml: variants[1] (smb).weights.logins: -1 is negative"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("weights = { logn = 2 }", "model.toml: variants[1] (smb).weights.logn: unknown metric 'logn'"),
+        ('disabled = ["nps"]', "model.toml: variants[1] (smb).disabled: unknown metric 'nps'"),
+        ("categories = { usge = 1 }", "model.toml: variants[1] (smb).categories.usge: unknown category 'usge'"),
+        (
+            "params = { logins = { points = [[5, 0], [1, 100]] } }",
+            "model.toml: variants[1] (smb).params.logins: 'points' raw values must be strictly increasing",
+        ),
+        ("weights = { logins = -1 }", "model.toml: variants[1] (smb).weights.logins: -1 is negative"),
+    ],
+)
 def test_variant_errors(tmp_path, extra, expected):
     assert expected in error_of(tmp_path, BASE + VARIANT.format(extra=extra))
 
@@ -251,7 +308,8 @@ def test_all_problems_reported_at_once(tmp_path):
 def test_hash_ignores_comments_layout_and_number_spelling(tmp_path):
     original = hs.load_model(write(tmp_path, BASE, "a.toml"))
     edited = BASE.replace("# a small model", "# another comment entirely\n\n# on the model").replace(
-        "weight = 2  # usage matters most", "weight   =   2.0")
+        "weight = 2  # usage matters most", "weight   =   2.0"
+    )
     assert hs.load_model(write(tmp_path, edited, "b.toml")).hash == original.hash
     descr = BASE.replace('version = "1.0.0"', 'version = "2.0.0"\ndescription = "words only"')
     assert hs.load_model(write(tmp_path, descr, "c.toml")).hash == original.hash
@@ -281,7 +339,9 @@ def test_with_methods_return_new_validated_models(tmp_path):
     with pytest.raises(ModelError, match="gap"):
         model.with_bands([Band("low", 0, 40), Band("high", 50, 100)])
     assert model.with_params("logins", {"points": [[0, 0], [3, 100]]}).metric("logins").params["points"] == [
-        [0, 0], [3, 100]]
+        [0, 0],
+        [3, 100],
+    ]
     with pytest.raises(ModelError, match="strictly increasing"):
         model.with_params("logins", {"points": [[3, 0], [0, 100]]})
     assert model.bump_version().version == "1.0.1"
@@ -329,8 +389,11 @@ def test_probability_map_is_frozen_into_the_file_without_changing_the_hash(tmp_p
 def test_save_round_trips_bands_params_version(tmp_path):
     path = write(tmp_path, BASE)
     model = hs.load_model(path)
-    new = (model.with_bands([Band("low", 0, 30, "#D55E00", "bad"), Band("mid", 30, 60), Band("high", 60, 100)])
-           .with_params("csat", {"points": [[1, 0], [3, 50], [5, 100]]}).bump_version())
+    new = (
+        model.with_bands([Band("low", 0, 30, "#A6192E", "bad"), Band("mid", 30, 60), Band("high", 60, 100)])
+        .with_params("csat", {"points": [[1, 0], [3, 50], [5, 100]]})
+        .bump_version()
+    )
     new.save()
     text = path.read_text()
     assert "# a small model used by the validation tests" in text and "# usage matters most" in text
@@ -354,8 +417,13 @@ def test_save_one_definition_leaves_the_other_alone(tmp_path):
 
 
 def test_save_a_model_built_in_code(tmp_path):
-    model = ScoreModel("built", "1", [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]})],
-                       {"usage": Category("usage", 1.0)}, [Band("low", 0, 50), Band("high", 50, 100)])
+    model = ScoreModel(
+        "built",
+        "1",
+        [Metric("logins", "login_days", "usage", params={"points": [[0, 0], [5, 100]]})],
+        {"usage": Category("usage", 1.0)},
+        [Band("low", 0, 50), Band("high", 50, 100)],
+    )
     with pytest.raises(ModelError, match="pass save"):
         model.save()
     path = model.save(tmp_path / "built.toml")
@@ -392,8 +460,13 @@ def test_fit_calibration_freezes_parameters(tmp_path):
     scores = hs.score(snaps, again)
     # frozen: scoring a different population does not move the sub-scores of the same rows
     first = snaps.filter(pl.col("account_id").is_in(snaps["account_id"].unique().sort().head(20).implode()))
-    assert hs.score(first, again).select("sub_active_users").equals(
-        scores.filter(pl.col("account_id").is_in(first["account_id"].unique().implode())).select("sub_active_users"))
+    assert (
+        hs.score(first, again)
+        .select("sub_active_users")
+        .equals(
+            scores.filter(pl.col("account_id").is_in(first["account_id"].unique().implode())).select("sub_active_users")
+        )
+    )
 
 
 def test_fit_monotone_bins_needs_an_outcome():

@@ -1,4 +1,5 @@
 """Model monitoring: PSI, the reference in the model file, drift and AUC checks, alerts, report and CLI."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,11 @@ def test_psi_matches_a_hand_computation():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=2, max_size=12)
-       .filter(lambda bins: sum(a for a, _ in bins) > 0 and sum(b for _, b in bins) > 0))
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=2, max_size=12).filter(
+        lambda bins: sum(a for a, _ in bins) > 0 and sum(b for _, b in bins) > 0
+    )
+)
 def test_psi_is_symmetric_non_negative_and_equal_to_the_textbook_sum(bins):
     e = np.array([a for a, _ in bins], float)
     a = np.array([b for _, b in bins], float)
@@ -122,16 +126,24 @@ def _shift(frame, half, column, how):
 def _some_missing(frame, half, column, share, seed=0):
     rng = np.random.default_rng(seed)
     blank = pl.Series("_blank", rng.random(frame.height) < share)
-    return (frame.with_columns(blank).with_columns(
-        pl.when((pl.col("as_of") > half) & pl.col("_blank")).then(None).otherwise(pl.col(column)).alias(column))
-            .drop("_blank"))
+    return (
+        frame.with_columns(blank)
+        .with_columns(
+            pl.when((pl.col("as_of") > half) & pl.col("_blank")).then(None).otherwise(pl.col(column)).alias(column)
+        )
+        .drop("_blank")
+    )
 
 
-@pytest.mark.parametrize("metric, column, change", [
-    ("login_days", "login_days", lambda f, h: _shift(f, h, "login_days", lambda c: c + 3.0)),
-    ("api_calls", "api_calls", lambda f, h: _shift(f, h, "api_calls", lambda c: c * 100.0)),
-    ("seat_utilization", "seat_utilization", lambda f, h: _some_missing(f, h, "seat_utilization", 0.4)),
-], ids=["shift-3-days", "scale-100x", "40pct-missing"])
+@pytest.mark.parametrize(
+    "metric, column, change",
+    [
+        ("login_days", "login_days", lambda f, h: _shift(f, h, "login_days", lambda c: c + 3.0)),
+        ("api_calls", "api_calls", lambda f, h: _shift(f, h, "api_calls", lambda c: c * 100.0)),
+        ("seat_utilization", "seat_utilization", lambda f, h: _some_missing(f, h, "seat_utilization", 0.4)),
+    ],
+    ids=["shift-3-days", "scale-100x", "40pct-missing"],
+)
 def test_injected_drift_is_detected_and_recommends_a_refit(sample, metric, column, change):
     book, model, half, ref = sample
     drifted = change(_second_half(book, half), half)
@@ -176,9 +188,13 @@ def test_auc_by_quarter_equals_auc_ci_on_the_same_rows(sample):
     book, model, half, ref = sample
     mon = monitor(book.snapshots, book.events, model, reference=ref)
     labels = label_outcomes(book.snapshots.select("account_id", "as_of"), book.events, horizon="90d")
-    rows = (score(book.snapshots, model).select("account_id", "as_of", "score")
-            .join(labels, on=["account_id", "as_of"]).filter(pl.col("score").is_not_null())
-            .with_columns(q=pl.format("{}Q{}", pl.col("as_of").dt.year(), pl.col("as_of").dt.quarter())))
+    rows = (
+        score(book.snapshots, model)
+        .select("account_id", "as_of", "score")
+        .join(labels, on=["account_id", "as_of"])
+        .filter(pl.col("score").is_not_null())
+        .with_columns(q=pl.format("{}Q{}", pl.col("as_of").dt.year(), pl.col("as_of").dt.quarter()))
+    )
     checked = 0
     for r in mon.performance.iter_rows(named=True):
         part = rows.filter(pl.col("q") == r["period"])
@@ -196,7 +212,8 @@ def test_calibration_is_read_through_the_models_probability_map(sample):
     book, model, half, ref = sample
     pm = hs.ProbabilityMap("logistic")
     first = score(book.snapshots, model).join(
-        label_outcomes(book.snapshots.select("account_id", "as_of"), book.events), on=["account_id", "as_of"])
+        label_outcomes(book.snapshots.select("account_id", "as_of"), book.events), on=["account_id", "as_of"]
+    )
     pm.fit(first["score"], first["churned"])
     mon = monitor(book.snapshots, book.events, model.with_probability_map(pm), reference=ref)
     cal = mon.performance.filter(pl.col("labelled_rows") > 0)
@@ -235,9 +252,12 @@ def test_reference_round_trips_through_the_model_file_and_leaves_the_hash(sample
     again.with_reference(None).save()
     assert hs.load_model(path).reference is None and "[models.health.reference" not in path.read_text()
     bad = tmp_path / "bad.toml"
-    bad.write_text("reference = 3\n" + MODEL_FILE.read_text().split("# ====", 1)[0]
-                   + "[model]\nname = \"m\"\n[categories.u]\nweight = 1\n[[metrics]]\nname = \"x\"\n"
-                     "category = \"u\"\nmethod = \"thresholds\"\nparams = { points = [[0, 0], [1, 100]] }\n")
+    bad.write_text(
+        "reference = 3\n"
+        + MODEL_FILE.read_text().split("# ====", 1)[0]
+        + '[model]\nname = "m"\n[categories.u]\nweight = 1\n[[metrics]]\nname = "x"\n'
+        'category = "u"\nmethod = "thresholds"\nparams = { points = [[0, 0], [1, 100]] }\n'
+    )
     with pytest.raises(hs.ModelError, match=r"reference: expected a \[reference\] table"):
         hs.load_model(bad)
 
@@ -252,7 +272,8 @@ def test_a_fitted_model_is_saved_with_its_reference(tmp_path):
     assert ref is not None and ref["model_hash"] == saved.hash != model.hash
     assert (ref["outcome"], ref["horizon"]) == ("churned", "8w")
     assert (ref["first_as_of"], ref["last_as_of"]) == tuple(
-        d.isoformat() for d in (book.snapshots["as_of"].min(), book.snapshots["as_of"].max()))
+        d.isoformat() for d in (book.snapshots["as_of"].min(), book.snapshots["as_of"].max())
+    )
     assert ref == reference_from(book.snapshots, book.events, saved, horizon="8w")
     # monitoring the fitted model on its own history finds nothing
     assert monitor(book.snapshots, book.events, saved).verdict == "stable"
@@ -283,9 +304,26 @@ def test_cli_sets_a_reference_and_writes_the_report(tmp_path_factory, capsys):
     data, events = str(folder / "snapshots.parquet"), str(folder / "events.parquet")
     until = book.snapshots["as_of"].unique().sort()[19].isoformat()
     watched, report = folder / "watched.toml", folder / "report.html"
-    rc = main(["monitor", "--model", f"{MODEL_FILE}#health", "--data", data, "--events", events,
-               "--horizon", "28d", "--set-reference", "--reference-until", until, "--out-model", str(watched),
-               "--out", str(report)])
+    rc = main(
+        [
+            "monitor",
+            "--model",
+            f"{MODEL_FILE}#health",
+            "--data",
+            data,
+            "--events",
+            events,
+            "--horizon",
+            "28d",
+            "--set-reference",
+            "--reference-until",
+            until,
+            "--out-model",
+            str(watched),
+            "--out",
+            str(report),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and watched.is_file() and report.is_file()
     assert f".. {until}" in out and out.index("reference") < out.index("written")

@@ -1,5 +1,6 @@
 """Webhook delivery of new alerts against a local HTTP server that fails, stalls and repeats on purpose:
 no alert is lost and none is delivered twice."""
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,17 @@ class Receiver:
 
 
 def alert(i: int) -> dict:
-    return {"alert_id": f"id{i}", "account_id": f"A{i}", "rule": "entered_red", "severity": "high",
-            "owner": "CSM", "action": "Call them.", "as_of": "2026-11-16", "status": "new",
-            "evidence": json.dumps({"score": 30 + i})}
+    return {
+        "alert_id": f"id{i}",
+        "account_id": f"A{i}",
+        "rule": "entered_red",
+        "severity": "high",
+        "owner": "CSM",
+        "action": "Call them.",
+        "as_of": "2026-11-16",
+        "status": "new",
+        "evidence": json.dumps({"score": 30 + i}),
+    }
 
 
 def no_sleep(_: float) -> None:
@@ -82,8 +91,9 @@ def test_every_alert_is_posted_once_with_text_record_and_idempotency_key(tmp_pat
 def test_server_errors_and_timeouts_are_retried_with_growing_waits(tmp_path: Path):
     waits: list[float] = []
     with Receiver(["500", "slow", "503"]) as hook:
-        result = deliver_alerts([alert(1)], hook.url, tmp_path / "outbox.jsonl", timeout=0.3, retries=4,
-                                backoff=0.1, sleep=waits.append)
+        result = deliver_alerts(
+            [alert(1)], hook.url, tmp_path / "outbox.jsonl", timeout=0.3, retries=4, backoff=0.1, sleep=waits.append
+        )
     assert result.delivered == ["id1"]
     assert waits == [0.1, 0.2, 0.4]  # three failures, then success
     # the stalled request may still have been accepted late by the server: the receiver sees the same key,

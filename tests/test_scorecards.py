@@ -4,6 +4,7 @@ The batch tests run the real notebook in warm kernels on a small portfolio whose
 company names are distinctive random words, so a leak of another account would be found by a
 plain substring search.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,9 +40,11 @@ min_coverage = 0.3
 [categories.usage]
 weight = 1
 label = "Product usage"
+audience = "customer"
 [categories.support]
 weight = 1
 label = "Support"
+audience = "customer"
 
 [[metrics]]
 name = "logins"
@@ -52,6 +55,8 @@ params = { points = [[0, 0], [5, 100]] }
 label = "Login days"
 description = "Days with any login in the week"
 action = "Agree a weekly routine with the team lead."
+audience = "customer"
+action_audience = "customer"
 
 [[metrics]]
 name = "adoption"
@@ -59,9 +64,12 @@ column = "key_feature_adoption"
 category = "usage"
 method = "thresholds"
 params = { points = [[0, 0], [1, 100]] }
+unit = "ratio"
 label = "Feature adoption"
 description = "Share of key features in use"
 action = "Book a feature workshop."
+audience = "customer"
+customer_action = "Ask us for a feature workshop."
 
 [[metrics]]
 name = "csat"
@@ -72,6 +80,7 @@ params = { points = [[1, 0], [5, 100]] }
 label = "Support satisfaction"
 description = "Mean CSAT of closed tickets"
 action = "Review open tickets together."
+audience = "customer"
 """
 
 
@@ -99,16 +108,47 @@ def _hand_snapshots() -> pl.DataFrame:
     rows = []
     for i, d in enumerate(weeks):
         last = i == len(weeks) - 1
-        rows.append({"account_id": "a", "as_of": d, "company_name": "Alpha Widgets", "segment": "core",
-                     "csm": "Casey Internal", "arr": 50_000.0, "login_days": 1.0 if last else 5.0,
-                     "key_feature_adoption": 0.5, "csat": None if last else 5.0})
+        rows.append(
+            {
+                "account_id": "a",
+                "as_of": d,
+                "company_name": "Alpha Widgets",
+                "segment": "core",
+                "csm": "Casey Internal",
+                "arr": 50_000.0,
+                "login_days": 1.0 if last else 5.0,
+                "key_feature_adoption": 0.5,
+                "csat": None if last else 5.0,
+            }
+        )
     for k in range(1, 7):
-        rows.append({"account_id": f"p{k}", "as_of": weeks[-1], "company_name": f"Peer {k}", "segment": "core",
-                     "csm": "Casey Internal", "arr": 10_000.0, "login_days": float(k - 1),
-                     "key_feature_adoption": 1.0 if k == 6 else 0.5, "csat": 5.0 if k == 6 else 3.0})
+        rows.append(
+            {
+                "account_id": f"p{k}",
+                "as_of": weeks[-1],
+                "company_name": f"Peer {k}",
+                "segment": "core",
+                "csm": "Casey Internal",
+                "arr": 10_000.0,
+                "login_days": float(k - 1),
+                "key_feature_adoption": 1.0 if k == 6 else 0.5,
+                "csat": 5.0 if k == 6 else 3.0,
+            }
+        )
     for k in range(3):
-        rows.append({"account_id": f"t{k}", "as_of": weeks[-1], "company_name": f"Tiny {k}", "segment": "tiny",
-                     "csm": None, "arr": 1_000.0, "login_days": 2.0, "key_feature_adoption": 0.2, "csat": 4.0})
+        rows.append(
+            {
+                "account_id": f"t{k}",
+                "as_of": weeks[-1],
+                "company_name": f"Tiny {k}",
+                "segment": "tiny",
+                "csm": None,
+                "arr": 1_000.0,
+                "login_days": 2.0,
+                "key_feature_adoption": 0.2,
+                "csat": 4.0,
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -124,13 +164,13 @@ def test_scorecard_data_on_known_values(hand, model):
     # last week: usage = (20 + 50) / 2 = 35, support N/A -> the score is the usage score
     assert card.as_of == dt.date(2026, 6, 29)
     assert card.score == pytest.approx(35.0)
-    assert card.band == "red" and card.band_colour == "#D55E00"
+    assert card.band == "red" and card.band_colour == "#A6192E"
     m = {r["metric"]: r for r in card.metrics.iter_rows(named=True)}
     assert (m["logins"]["raw"], m["logins"]["sub_score"], m["logins"]["status"]) == (1.0, 20.0, "red")
     assert (m["adoption"]["sub_score"], m["adoption"]["status"]) == (50.0, "yellow")
     # N/A is "not applicable", grey, never red
     assert m["csat"]["status"] == "not applicable" and m["csat"]["sub_score"] is None
-    assert m["csat"]["colour"] != "#D55E00" and m["csat"]["value"] == "–"
+    assert m["csat"]["colour"] != "#A6192E" and m["csat"]["raw"] is None
     # the month before: (100 + 50) / 2 = 75 usage, 100 support -> 87.5
     assert card.previous_score == pytest.approx(87.5)
     assert card.previous_as_of == dt.date(2026, 6, 1)
@@ -138,11 +178,14 @@ def test_scorecard_data_on_known_values(hand, model):
     # drivers of the change: logins 0.5*20 - 0.25*100, adoption 0.5*50 - 0.25*50, csat 0 - 0.5*100
     assert ch == pytest.approx({"logins": -15.0, "adoption": 12.5, "csat": -50.0})
     assert sum(ch.values()) == pytest.approx(card.score - card.previous_score)
-    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.")]
+    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.", 40.0)]
     assert card.trend.height == 6 and card.trend["score"].to_list()[0] == pytest.approx(87.5)
     assert dict(zip(card.categories["category"], card.categories["score"])) == {"usage": 35.0, "support": None}
-    assert (card.model_name, card.model_version, card.model_hash) == ("cardtest", "2.0.0", model.hash)
+    assert card.model_hash == "" and card.variant is None and len(card.report_id) == 10  # customer card
     assert card.internal is None
+    inside = cards.scorecard_data(scores, model, "a", snapshots=snaps, internal=True)
+    assert (inside.model_name, inside.model_version, inside.model_hash) == ("cardtest", "2.0.0", model.hash)
+    assert inside.report_id == card.report_id
     assert "Alpha Widgets" in card.summary() and "35/100 (red)" in card.summary()
 
 
@@ -156,8 +199,25 @@ def test_peer_percentiles_shown_for_five_or_more(hand, model):
     assert overall["cohort_median"] == pytest.approx(float(np.median([35, 37.5, 42.5, 47.5, 52.5, 57.5, 100])))
     p3 = cards.scorecard_data(scores, model, "p3").peers.filter(pl.col("measure") == "score")
     assert p3["percentile"][0] == pytest.approx(3 / 6 * 100)  # ahead of a, p1, p2 out of six others
+    # "a" is the lowest of its cohort: no comparison is shown to it (no shaming)
     html_text = "".join(card_html.scorecard_sections(card))
-    assert "How you compare" in html_text and "Ahead of" in html_text and "7 similar accounts" in html_text
+    assert "similar accounts" not in html_text and "typically score" not in html_text
+    p3_html = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "p3")))
+    assert "7 similar accounts" in p3_html and "Ahead of" not in p3_html
+    assert f"Accounts like yours typically score {overall['cohort_median']:.0f}." in p3_html
+
+
+def test_values_carry_their_unit_and_points_agree(hand, model):
+    snaps, scores = hand
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
+    adoption = card.metrics.filter(pl.col("metric") == "adoption").row(0, named=True)
+    assert adoption["unit"] == "ratio" and adoption["raw"] == pytest.approx(0.5)
+    html_text = "".join(card_html.scorecard_sections(card))
+    row = re.search(r"Feature adoption.*?</tr>", html_text).group(0)
+    assert '<td class="num" data-label="Value">50%</td>' in row
+    # 87.5 -> 35: the head names the change in points, with the noun agreeing
+    assert re.search(r"Your score went down 5\d points \(88 → 35\)", html_text), html_text
+    assert not re.search(r"\b1(\.0)? points\b", html_text)
 
 
 def test_peer_percentiles_hidden_under_five(hand, model):
@@ -165,7 +225,7 @@ def test_peer_percentiles_hidden_under_five(hand, model):
     card = cards.scorecard_data(scores, model, "t1")
     assert card.peer_size == 3 and card.peers is None
     html_text = "".join(card_html.scorecard_sections(card))
-    assert "Too few similar accounts" in html_text and "Ahead of" not in html_text
+    assert "similar accounts" not in html_text and "typically score" not in html_text
 
 
 def test_internal_fields_only_when_asked(hand, model):
@@ -173,7 +233,7 @@ def test_internal_fields_only_when_asked(hand, model):
     public = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a")))
     internal = "".join(card_html.scorecard_sections(cards.scorecard_data(scores, model, "a", internal=True)))
     assert "Casey Internal" not in public and "50,000" not in public and "Internal only" not in public
-    assert "Casey Internal" in internal and "50,000" in internal and "Internal only" in internal
+    assert "Casey Internal" in internal and "50.0k" in internal and "Internal only" in internal
 
 
 def test_internal_probability_from_a_probability_map(hand, model):
@@ -217,8 +277,9 @@ def test_as_of_picks_an_earlier_snapshot(hand, model):
 def test_markup_in_names_and_labels_is_inert(hand, model):
     snaps, _ = hand
     evil = "<script>alert(1)</script>"
-    snaps = snaps.with_columns(pl.when(pl.col("account_id") == "a").then(pl.lit(evil))
-                               .otherwise(pl.col("company_name")).alias("company_name"))
+    snaps = snaps.with_columns(
+        pl.when(pl.col("account_id") == "a").then(pl.lit(evil)).otherwise(pl.col("company_name")).alias("company_name")
+    )
     card = cards.scorecard_data(hs.score(snaps, model), model, "a")
     page = reports.export_html(_notebook_of(card_html.scorecard_sections(card)), None, title=evil)
     assert "<script" not in page
@@ -249,23 +310,45 @@ def test_export_html_has_no_code_inputs_or_widget_state(tmp_path):
     import altair as alt
 
     chart = alt.Chart(pl.DataFrame({"x": [1, 2], "y": [3, 4]})).mark_line().encode(x="x", y="y")
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Title"),
-        nbformat.v4.new_code_cell("import secret_module_name", outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text="printed secret"),
-            nbformat.v4.new_output("display_data", data={
-                "application/vnd.vegalite.v6+json": chart.to_dict(), "text/plain": "<VegaLite 6 object>"}),
-            nbformat.v4.new_output("display_data", data={
-                "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2},
-                "text/plain": "IntSlider()"}),
-            nbformat.v4.new_output("display_data", data={"text/html": "<p>kept</p><script>evil()</script>"}),
-        ])])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# Title"),
+            nbformat.v4.new_code_cell(
+                "import secret_module_name",
+                outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="printed secret"),
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"application/vnd.vegalite.v6+json": chart.to_dict(), "text/plain": "<VegaLite 6 object>"},
+                    ),
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={
+                            "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2},
+                            "text/plain": "IntSlider()",
+                        },
+                    ),
+                    nbformat.v4.new_output("display_data", data={"text/html": "<p>kept</p><script>evil()</script>"}),
+                ],
+            ),
+        ]
+    )
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc123": {}}}}
     out = tmp_path / "r.html"
     page = reports.export_html(nb, out, title="T")
     assert out.read_text() == page
-    for banned in ("secret_module_name", "printed secret", "jp-InputArea", "widget-state", "abc123",
-                   "<script", "IntSlider", "VegaLite 6 object", "In&nbsp;[", "\u00b6"):
+    for banned in (
+        "secret_module_name",
+        "printed secret",
+        "jp-InputArea",
+        "widget-state",
+        "abc123",
+        "<script",
+        "IntSlider",
+        "VegaLite 6 object",
+        "In&nbsp;[",
+        "\u00b6",
+    ):
         assert banned not in page, banned  # \u00b6: the pilcrow anchor after each heading
     assert "<h1" in page and "<p>kept</p>" in page and "<svg" in page
     assert "@media print" in page  # print-friendly CSS is inline
@@ -327,24 +410,38 @@ def portfolio(tmp_path_factory, model):
     names[2] = "<script>alert(1)</script>"
     segments = ["smallco"] * 3 + ["core"] * (len(old) - 3)
     mapping = pl.DataFrame({"account_id": old, "new_id": ids, "new_name": names, "new_segment": segments})
-    snaps = (p.snapshots.join(mapping, on="account_id")
-             .drop("account_id", "company_name", "segment")
-             .rename({"new_id": "account_id", "new_name": "company_name", "new_segment": "segment"}))
+    snaps = (
+        p.snapshots.join(mapping, on="account_id")
+        .drop("account_id", "company_name", "segment")
+        .rename({"new_id": "account_id", "new_name": "company_name", "new_segment": "segment"})
+    )
     folder = tmp_path_factory.mktemp("portfolio")
     snaps.write_parquet(folder / "snapshots.parquet")
     scores = hs.score(snaps, model)
     scores.write_parquet(folder / "scores.parquet")
-    return {"folder": folder, "snapshots": snaps, "scores": scores, "ids": ids, "names": names,
-            "segments": dict(zip(ids, segments))}
+    return {
+        "folder": folder,
+        "snapshots": snaps,
+        "scores": scores,
+        "ids": ids,
+        "names": names,
+        "segments": dict(zip(ids, segments)),
+    }
 
 
 @pytest.fixture(scope="module")
 def batch(portfolio, model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("cards")
     accounts = portfolio["ids"] + ["accMISSING"]
-    run = batch_run.render_scorecards(portfolio["folder"] / "scores.parquet", model_path, accounts, out,
-                                    snapshots=portfolio["folder"] / "snapshots.parquet", workers=2,
-                                    progress=False)
+    run = batch_run.render_scorecards(
+        portfolio["folder"] / "scores.parquet",
+        model_path,
+        accounts,
+        out,
+        snapshots=portfolio["folder"] / "snapshots.parquet",
+        workers=2,
+        progress=False,
+    )
     return run
 
 
@@ -398,8 +495,17 @@ def test_reports_are_static_and_safe(batch, portfolio):
     evil_id = portfolio["ids"][2]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[evil_id]
     for aid, page in pages.items():
-        for banned in ("<script", "jp-InputArea", "jp-CodeCell", "widget-state", "card_html.scorecard(",
-                       "import ", "account_id =", "Casey", "Internal only"):
+        for banned in (
+            "<script",
+            "jp-InputArea",
+            "jp-CodeCell",
+            "widget-state",
+            "card_html.scorecard(",
+            "import ",
+            "account_id =",
+            "Casey",
+            "Internal only",
+        ):
             assert banned not in page, (aid, banned)
         assert ("<svg" in page or "Not enough history" in page) and "@media print" in page
         assert not re.search(r"""(src|href)=["']https?://""", page)
@@ -419,18 +525,30 @@ def test_reports_show_not_applicable_and_hide_small_cohorts(batch, portfolio):
     assert na, "the portfolio has missing CSAT weeks, so some metric must read 'not applicable'"
     for aid, page in pages.items():
         if portfolio["segments"][aid] == "smallco":
-            assert "Too few similar accounts" in page and "Ahead of" not in page
+            assert "similar accounts" not in page and "typically score" not in page
         else:
-            found = re.search(r"Compared with (\d+) similar accounts", page)
-            assert found and 5 <= int(found.group(1)) <= 9 and "Ahead of" in page
+            found = re.search(r"From (\d+) similar accounts", page)
+            assert "Ahead of" not in page
+            assert found is None or (5 <= int(found.group(1)) <= 9 and "typically score" in page)
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path):
+def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path, capsys):
     ids = portfolio["ids"][3:5]
-    argv = ["scorecards", "--model", str(model_path), "--scores", str(portfolio["folder"] / "scores.parquet"),
-            "--accounts", ",".join(ids), "--out", str(tmp_path), "--workers", "1"]
+    argv = [
+        "scorecards",
+        "--model",
+        str(model_path),
+        "--scores",
+        str(portfolio["folder"] / "scores.parquet"),
+        "--accounts",
+        ",".join(ids),
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
     assert cli.main(argv) == 0
     first = pl.read_csv(tmp_path / "manifest.csv")
     assert first["status"].to_list() == ["rendered", "rendered"]
@@ -442,11 +560,19 @@ def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path):
     assert {f: (tmp_path / f).stat().st_mtime_ns for f in second["file"]} == stamp
     assert second["model_hash"].to_list() == first["model_hash"].to_list()
 
-    # a changed model re-renders, and a missing account makes the exit status non-zero
+    # a changed model needs scores of its own: the old scores are refused with it
     changed = tmp_path / "changed.toml"
-    changed.write_text(MODEL_TOML.replace('name = "csat"\ncolumn = "csat"', 'name = "csat"\ncolumn = "csat"\nweight = 3'))
+    changed.write_text(
+        MODEL_TOML.replace('name = "csat"\ncolumn = "csat"', 'name = "csat"\ncolumn = "csat"\nweight = 3')
+    )
     argv_changed = argv.copy()
     argv_changed[2] = str(changed)
+    assert cli.main(argv_changed) == 1
+    assert "produced by model hash" in capsys.readouterr().err
+    # with its own scores it re-renders, and a missing account makes the exit status non-zero
+    changed_scores = tmp_path / "changed_scores.parquet"
+    hs.score(portfolio["snapshots"], hs.load_model(changed)).write_parquet(changed_scores)
+    argv_changed[argv.index("--scores") + 1] = str(changed_scores)
     argv_changed[argv.index("--accounts") + 1] = ",".join(ids + ["accMISSING"])
     assert cli.main(argv_changed) == 1
     third = pl.read_csv(tmp_path / "manifest.csv")
@@ -459,13 +585,30 @@ def test_cli_resumes_and_reports_failures(portfolio, model_path, tmp_path):
 def test_notebook_runs_by_hand_with_papermill(portfolio, model_path, tmp_path):
     aid = portfolio["ids"][5]
     out = tmp_path / "by_hand.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "scorecard.ipynb"), str(out),
-           "-p", "account_id", aid, "-p", "scores", str(portfolio["folder"] / "scores.parquet"),
-           "-p", "model", str(model_path), "-k", "python3", "--no-progress-bar"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(ROOT / "notebooks" / "scorecard.ipynb"),
+        str(out),
+        "-p",
+        "account_id",
+        aid,
+        "-p",
+        "scores",
+        str(portfolio["folder"] / "scores.parquet"),
+        "-p",
+        "model",
+        str(model_path),
+        "-k",
+        "python3",
+        "--no-progress-bar",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     nb = nbformat.read(out, as_version=4)
-    shown = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.outputs)
+    shown = "".join(
+        o.get("data", {}).get("text/html", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
     assert html.escape(portfolio["names"][5]) in shown and "<svg" in shown
 
 
@@ -478,3 +621,18 @@ def test_committed_notebook_is_clean():
     params = next(c for c in code if "parameters" in c.metadata.get("tags", []))
     for name in ("account_id", "as_of", "scores", "model", "variant", "internal", "cohort"):
         assert re.search(rf"^{name} = ", params.source, re.M), name
+
+
+def test_next_steps_are_at_most_three_and_ranked_by_points(hand, model):
+    snaps, scores = hand
+    for account in scores["account_id"].unique().sort():
+        card = cards.scorecard_data(scores, model, account, snapshots=snaps)
+        pts = card.actions["points"].to_list()
+        assert len(pts) <= cards.MAX_ACTIONS and pts == sorted(pts, reverse=True)
+    card = cards.scorecard_data(scores, model, "a", snapshots=snaps)
+    if card.actions.height:
+        # logins at 20 is the only red metric of "a"; usage is the only category present, two
+        # equal-weight metrics: reaching 100 adds half of the 80-point gap
+        row = card.actions.row(0, named=True)
+        assert row["metric"] == "logins" and row["points"] == pytest.approx(40.0)
+        assert "(up to 40 points)" in "".join(card_html.scorecard_sections(card))

@@ -1,4 +1,5 @@
 """The scoring engine: golden tables, invariants (hypothesis), overrides, variants, the sample end to end."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,24 +26,30 @@ def tiny_model(min_coverage: float = 0.5, **weights: float) -> ScoreModel:
     """2 categories, 3 metrics: usage = a (w 1) + b (w 3), support = c (w 1, lower is better)."""
     w = {"a": 1.0, "b": 3.0, "c": 1.0, "usage": 2.0, "support": 1.0, **weights}
     return ScoreModel(
-        "tiny", "1.0", [
+        "tiny",
+        "1.0",
+        [
             Metric("a", "a", "usage", params={"points": [[0, 0], [10, 100]]}, weight=w["a"]),
             Metric("b", "b", "usage", params={"points": [[0, 0], [100, 100]]}, weight=w["b"]),
             Metric("c", "c", "support", "lower_is_better", params={"points": [[0, 100], [4, 0]]}, weight=w["c"]),
         ],
         {"usage": Category("usage", w["usage"]), "support": Category("support", w["support"])},
-        BANDS, min_coverage=min_coverage)
+        BANDS,
+        min_coverage=min_coverage,
+    )
 
 
 def tiny_snapshots() -> pl.DataFrame:
-    return pl.DataFrame({
-        "account_id": ["x", "y", "z", "x"],
-        "as_of": [D1, D1, D1, D2],
-        "segment": ["smb", "smb", "enterprise", "smb"],
-        "a": [5.0, None, None, 10.0],
-        "b": [80.0, 40.0, None, 80.0],
-        "c": [1.0, 2.0, 3.0, 1.0],
-    })
+    return pl.DataFrame(
+        {
+            "account_id": ["x", "y", "z", "x"],
+            "as_of": [D1, D1, D1, D2],
+            "segment": ["smb", "smb", "enterprise", "smb"],
+            "a": [5.0, None, None, 10.0],
+            "b": [80.0, 40.0, None, 80.0],
+            "c": [1.0, 2.0, 3.0, 1.0],
+        }
+    )
 
 
 # ---------------------------------------------------------------- golden table
@@ -81,19 +88,49 @@ def test_golden_table_by_hand():
 def test_score_frame_columns_follow_the_contract():
     out = hs.score(tiny_snapshots(), tiny_model())
     assert out.columns == [
-        "account_id", "as_of", "segment", "sub_a", "sub_b", "sub_c", "cat_usage", "cat_support",
-        "score", "band", "coverage", "null_reason", "score_change_1", "score_change_4",
-        "drv_a", "drv_b", "drv_c", "drvchg_a", "drvchg_b", "drvchg_c", "variant",
-        "override_value", "override_target", "override_reason", "override_author", "override_computed_score",
-        "model_name", "model_version", "model_hash"]
+        "account_id",
+        "as_of",
+        "segment",
+        "sub_a",
+        "sub_b",
+        "sub_c",
+        "cat_usage",
+        "cat_support",
+        "score",
+        "band",
+        "coverage",
+        "null_reason",
+        "score_change_1",
+        "score_change_4",
+        "drv_a",
+        "drv_b",
+        "drv_c",
+        "drvchg_a",
+        "drvchg_b",
+        "drvchg_c",
+        "variant",
+        "override_value",
+        "override_target",
+        "override_reason",
+        "override_author",
+        "override_computed_score",
+        "model_name",
+        "model_version",
+        "model_hash",
+    ]
     assert out.schema["score"] == pl.Float64 and out.schema["band"] == pl.String
 
 
 def test_na_policy_score(tmp_path):
     model = tiny_model()
-    model = ScoreModel(model.name, model.version,
-                       [Metric("a", "a", "usage", params={"points": [[0, 0], [10, 100]]}, na_policy="score:20"),
-                        *model.metrics[1:]], model.categories, model.bands, model.min_coverage)
+    model = ScoreModel(
+        model.name,
+        model.version,
+        [Metric("a", "a", "usage", params={"points": [[0, 0], [10, 100]]}, na_policy="score:20"), *model.metrics[1:]],
+        model.categories,
+        model.bands,
+        model.min_coverage,
+    )
     out = hs.score(tiny_snapshots(), model)
     assert out.filter(pl.col("account_id") == "y")["sub_a"].item() == 20.0
 
@@ -107,8 +144,16 @@ def test_no_metric_present():
 
 def test_score_change_4_and_as_of():
     dates = [D1 + dt.timedelta(weeks=i) for i in range(6)]
-    snaps = pl.DataFrame({"account_id": ["x"] * 6, "as_of": dates, "segment": ["smb"] * 6,
-                          "a": [float(i) for i in range(6)], "b": [50.0] * 6, "c": [0.0] * 6})
+    snaps = pl.DataFrame(
+        {
+            "account_id": ["x"] * 6,
+            "as_of": dates,
+            "segment": ["smb"] * 6,
+            "a": [float(i) for i in range(6)],
+            "b": [50.0] * 6,
+            "c": [0.0] * 6,
+        }
+    )
     out = hs.score(snaps.sample(fraction=1.0, shuffle=True, seed=1), tiny_model())
     assert out["as_of"].to_list() == dates  # sorted whatever the input order
     # each step of a (+1) adds 10 sub-score points x effective weight (2/3 x 1/4)
@@ -151,8 +196,9 @@ def frame_of(data: list[tuple]) -> pl.DataFrame:
     for acc, a, b, c in data:
         records.append({"account_id": acc, "as_of": D1 + dt.timedelta(weeks=n[acc]), "a": a, "b": b, "c": c})
         n[acc] += 1
-    return pl.DataFrame(records, schema={"account_id": pl.String, "as_of": pl.Date, "a": pl.Float64,
-                                         "b": pl.Float64, "c": pl.Float64})
+    return pl.DataFrame(
+        records, schema={"account_id": pl.String, "as_of": pl.Date, "a": pl.Float64, "b": pl.Float64, "c": pl.Float64}
+    )
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -214,8 +260,15 @@ def test_raising_a_higher_is_better_value_never_lowers_the_score(data, metric, b
 
 # ---------------------------------------------------------------- overrides
 def overrides(**cols) -> pl.DataFrame:
-    base = {"account_id": ["x"], "metric": [None], "value": [90.0], "reason": ["renewal signed"],
-            "author": ["dana"], "created": [D1], "expires": [None]}
+    base = {
+        "account_id": ["x"],
+        "metric": [None],
+        "value": [90.0],
+        "reason": ["renewal signed"],
+        "author": ["dana"],
+        "created": [D1],
+        "expires": [None],
+    }
     base.update(cols)
     return pl.DataFrame(base, schema_overrides={"metric": pl.String, "created": pl.Date, "expires": pl.Date})
 
@@ -244,11 +297,13 @@ def test_metric_override_flows_into_the_score():
 
 
 def test_override_validity_window_and_latest_wins():
-    table = pl.concat([
-        overrides(value=[10.0], created=[D1]),
-        overrides(value=[20.0], created=[D2], reason=["newer"]),
-        overrides(account_id=["y"], value=[5.0], created=[D2]),  # created after y's only snapshot
-    ])
+    table = pl.concat(
+        [
+            overrides(value=[10.0], created=[D1]),
+            overrides(value=[20.0], created=[D2], reason=["newer"]),
+            overrides(account_id=["y"], value=[5.0], created=[D2]),  # created after y's only snapshot
+        ]
+    )
     out = hs.score(tiny_snapshots(), tiny_model(), overrides=table).sort("account_id", "as_of")
     assert out["override_value"].to_list() == [10.0, 20.0, None, None]
     assert out["override_reason"][1] == "overall: newer"
@@ -269,9 +324,11 @@ def test_override_errors_name_the_row():
 
 def test_overrides_from_csv(tmp_path):
     path = tmp_path / "overrides.csv"
-    path.write_text("account_id,metric,value,reason,author,created,expires\n"
-                    "x,overall,15,champion gone,sam,2026-01-01,2026-01-06\n"
-                    "y,c,100,ticket was a test,sam,,\n")
+    path.write_text(
+        "account_id,metric,value,reason,author,created,expires\n"
+        "x,overall,15,champion gone,sam,2026-01-01,2026-01-06\n"
+        "y,c,100,ticket was a test,sam,,\n"
+    )
     out = hs.score(tiny_snapshots(), tiny_model(), overrides=path).sort("account_id", "as_of")
     assert out["override_value"].to_list() == [15.0, None, None, None]
     assert out.filter(pl.col("account_id") == "y")["sub_c"].item() == 100.0
@@ -329,8 +386,11 @@ def test_variant_selection(tmp_path):
 
 def test_variant_conflict_names_both_and_the_account(tmp_path):
     path = tmp_path / "v.toml"
-    path.write_text(VARIANT_MODEL.replace('filter = { segment = ["enterprise", "mid_market"] }',
-                                          'filter = { segment = ["enterprise", "smb"] }'))
+    path.write_text(
+        VARIANT_MODEL.replace(
+            'filter = { segment = ["enterprise", "mid_market"] }', 'filter = { segment = ["enterprise", "smb"] }'
+        )
+    )
     with pytest.raises(ModelError, match=r"account x \(as_of 2026-01-05\) matches variants 'small' and 'big'"):
         hs.score(tiny_snapshots(), hs.load_model(path))
 
@@ -350,13 +410,17 @@ def test_sample_portfolio_scores_end_to_end(portfolio):
         assert set(out["band"].drop_nulls().unique()) <= {b.name for b in model.bands}
     health = hs.score(portfolio.snapshots, models["health"])
     assert set(health["variant"].unique()) == {"default", "digital"}
-    assert health.filter(pl.col("variant") == "digital")["sub_csm_assessment"].null_count() == \
-        health.filter(pl.col("variant") == "digital").height
+    assert (
+        health.filter(pl.col("variant") == "digital")["sub_csm_assessment"].null_count()
+        == health.filter(pl.col("variant") == "digital").height
+    )
     # the score means something: accounts that later churn score lower at their last snapshot
     churned = portfolio.events.filter(pl.col("event") == "churned")["account_id"].unique()
     last = health.sort("as_of").group_by("account_id").last()
-    gap = (last.filter(~pl.col("account_id").is_in(churned.implode()))["score"].mean()
-           - last.filter(pl.col("account_id").is_in(churned.implode()))["score"].mean())
+    gap = (
+        last.filter(~pl.col("account_id").is_in(churned.implode()))["score"].mean()
+        - last.filter(pl.col("account_id").is_in(churned.implode()))["score"].mean()
+    )
     assert gap > 5
 
 
@@ -378,10 +442,24 @@ def test_cli_score(portfolio, tmp_path, capsys):
     out = tmp_path / "scores.parquet"
     last = portfolio.snapshots.filter(pl.col("as_of") == dt.date(2026, 11, 16))
     last_date_account = last["account_id"].sort()[0]
-    (tmp_path / "ov.csv").write_text("account_id,metric,value,reason,author,created,expires\n"
-                                     f"{last_date_account},overall,5,test,me,,\n")
-    code = cli.main(["score", "--model", str(ROOT / "data" / "model.toml"), "--data", str(data),
-                     "--out", str(out), "--as-of", "2026-11-16", "--overrides", str(tmp_path / "ov.csv")])
+    (tmp_path / "ov.csv").write_text(
+        f"account_id,metric,value,reason,author,created,expires\n{last_date_account},overall,5,test,me,,\n"
+    )
+    code = cli.main(
+        [
+            "score",
+            "--model",
+            str(ROOT / "data" / "model.toml"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--as-of",
+            "2026-11-16",
+            "--overrides",
+            str(tmp_path / "ov.csv"),
+        ]
+    )
     assert code == 0
     scores = pl.read_parquet(out)
     assert scores["as_of"].unique().to_list() == [dt.date(2026, 11, 16)]
@@ -390,8 +468,9 @@ def test_cli_score(portfolio, tmp_path, capsys):
     assert scores.height == last.height
     assert scores.filter(pl.col("override_value").is_not_null())["account_id"].to_list() == [last_date_account]
     assert scores.filter(pl.col("account_id") == last_date_account)["score"].item() == 5.0
-    code = cli.main(["score", "--model", str(ROOT / "data" / "model.toml"), "--data", str(data),
-                     "--out", str(tmp_path / "s.txt")])
+    code = cli.main(
+        ["score", "--model", str(ROOT / "data" / "model.toml"), "--data", str(data), "--out", str(tmp_path / "s.txt")]
+    )
     assert code == 2 and "use a .parquet or .csv" in capsys.readouterr().err
 
 
@@ -404,7 +483,8 @@ def test_chunked_scoring_equals_one_go(portfolio):
     early = portfolio.snapshots.group_by("account_id").agg(pl.col("as_of").max()).sort("as_of")["account_id"][:5]
     first = pl.col("account_id").is_in(early.implode())
     snaps = portfolio.snapshots.with_columns(  # renamed so that they make up the first chunk
-        pl.when(first).then(pl.lit("0") + pl.col("account_id")).otherwise(pl.col("account_id")).alias("account_id"))
+        pl.when(first).then(pl.lit("0") + pl.col("account_id")).otherwise(pl.col("account_id")).alias("account_id")
+    )
     assert portfolio.snapshots.filter(first)["as_of"].max() < dt.date(2026, 11, 16)
     on_date = hs.score(snaps, model, as_of="2026-11-16")
     chunked = scoring.score_in_chunks(snaps, model, as_of="2026-11-16", chunk_accounts=5, progress=False)

@@ -1,4 +1,5 @@
 """Learned shapes: against the known non-linear truth, against gradient boosting, and their flags."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,13 +26,29 @@ def _model() -> ScoreModel:
     for name, (cat, direction, *_rest) in METRICS.items():
         if name in ("exec_sponsor_engaged", "champion_left"):
             good = direction == "higher_is_better"
-            metrics.append(Metric(name, name, cat, direction, "boolean",
-                                  {"true_score": 100 if good else 0, "false_score": 0 if good else 100}))
+            metrics.append(
+                Metric(
+                    name,
+                    name,
+                    cat,
+                    direction,
+                    "boolean",
+                    {"true_score": 100 if good else 0, "false_score": 0 if good else 100},
+                )
+            )
         else:
             pts = [[0, 0], [1, 100]] if direction == "higher_is_better" else [[0, 100], [1, 0]]
             metrics.append(Metric(name, name, cat, direction, "thresholds", {"points": pts}))
-    metrics.append(Metric("lifecycle_stage", "lifecycle_stage", "lifecycle", "higher_is_better", "categorical",
-                          {"map": {"onboarding": 50, "adoption": 50, "mature": 50, "renewal": 50}}))
+    metrics.append(
+        Metric(
+            "lifecycle_stage",
+            "lifecycle_stage",
+            "lifecycle",
+            "higher_is_better",
+            "categorical",
+            {"map": {"onboarding": 50, "adoption": 50, "mature": 50, "renewal": 50}},
+        )
+    )
     cats = {c: Category(c) for c in {m.category for m in metrics}}
     bands = [hs.spec.model.Band(*b[:3]) for b in hs.spec.model.DEFAULT_BANDS]
     model = ScoreModel("nonlinear", "1.0.0", metrics, cats, bands)
@@ -50,8 +67,9 @@ def world():
 
 
 def _raw(frame: pl.DataFrame) -> np.ndarray:
-    stage = pl.col("lifecycle_stage").replace_strict(["onboarding", "adoption", "mature", "renewal"],
-                                                     [0.0, 1.0, 2.0, 3.0])
+    stage = pl.col("lifecycle_stage").replace_strict(
+        ["onboarding", "adoption", "mature", "renewal"], [0.0, 1.0, 2.0, 3.0]
+    )
     return frame.select(*[pl.col(m).cast(pl.Float64) for m in METRICS], stage).to_numpy()
 
 
@@ -70,6 +88,7 @@ def test_learned_score_ranks_like_gradient_boosting(world) -> None:
         def design(X):
             miss = np.isnan(X)[:, keep].astype(float)
             return np.column_stack([(np.where(np.isnan(X), mean, X) - mean) / sd, miss])
+
         lr = LogisticRegression(C=1.0, max_iter=2000).fit(design(X_tr), y_tr)
         auc_lr = auc(y_te, lr.predict_proba(design(X_te))[:, 1])
     scored = hs.score(p.snapshots, fit.model).select("account_id", "as_of", "score")
@@ -91,8 +110,15 @@ def _learned_vs_truth(p, fit, metric: str, train: pl.DataFrame) -> tuple[float, 
 
 
 # smooth monotone truths on a grid fine enough to rank (booleans and two-valued counts have no rank)
-MONOTONE = ["seat_utilization", "login_days", "key_feature_adoption", "api_calls", "csat",
-            "csm_assessment", "goal_progress"]
+MONOTONE = [
+    "seat_utilization",
+    "login_days",
+    "key_feature_adoption",
+    "api_calls",
+    "csat",
+    "csm_assessment",
+    "goal_progress",
+]
 
 
 @pytest.mark.parametrize("metric", MONOTONE)
@@ -143,8 +169,10 @@ def test_fitted_model_round_trips_through_toml(world, tmp_path) -> None:
 def test_wrong_sign_is_flagged_with_evidence_and_not_zeroed(world) -> None:
     p, train, _test, _fit = world
     model = _model()
-    flipped = [replace(m, direction="lower_is_better", params={"points": [[0, 100], [1, 0]]})
-               if m.name == "login_days" else m for m in model.metrics]
+    flipped = [
+        replace(m, direction="lower_is_better", params={"points": [[0, 100], [1, 0]]}) if m.name == "login_days" else m
+        for m in model.metrics
+    ]
     model = replace(model, metrics=flipped)
     snaps = p.snapshots.filter(pl.col("as_of") <= train["as_of"].max())
     with threadpool_limits(limits=1, user_api="blas"):
@@ -190,8 +218,15 @@ def test_probability_map_never_says_zero_from_a_handful_of_accounts() -> None:
 
 
 def test_old_probability_maps_still_load() -> None:
-    old = {"method": "isotonic", "outcome": "churned", "horizon": "90d", "n_train": 100, "events_train": 10,
-           "scores": [0.0, 100.0], "probabilities": [0.2, 0.05]}
+    old = {
+        "method": "isotonic",
+        "outcome": "churned",
+        "horizon": "90d",
+        "n_train": 100,
+        "events_train": 10,
+        "scores": [0.0, 100.0],
+        "probabilities": [0.2, 0.05],
+    }
     pm = ProbabilityMap.from_dict(old)
     assert pm.predict([50.0]).round(3).tolist() == [0.125]
     lo, hi = pm.predict_interval([50.0])

@@ -1,4 +1,5 @@
 """Reading and validating snapshots and events: every check on crafted bad files, every format."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,13 +21,15 @@ D = dt.date(2026, 11, 2)
 
 
 def good_frame() -> pl.DataFrame:
-    return pl.DataFrame({
-        "account_id": ["A2", "A1", "A1", "A2"],
-        "as_of": [D, D, D + dt.timedelta(days=7), D + dt.timedelta(days=7)],
-        "segment": ["smb", "enterprise", "enterprise", "smb"],
-        "login_days": [3.0, None, 5.0, 0.0],
-        "arr": [1200.0, 90000.0, 90000.0, 1200.0],
-    })
+    return pl.DataFrame(
+        {
+            "account_id": ["A2", "A1", "A1", "A2"],
+            "as_of": [D, D, D + dt.timedelta(days=7), D + dt.timedelta(days=7)],
+            "segment": ["smb", "enterprise", "enterprise", "smb"],
+            "login_days": [3.0, None, 5.0, 0.0],
+            "arr": [1200.0, 90000.0, 90000.0, 1200.0],
+        }
+    )
 
 
 def problems_of(source, **kw) -> dict[str, list]:
@@ -61,8 +64,10 @@ def test_clean_input_round_trips_in_every_format(tmp_path, fmt):
     else:
         con = sqlite3.connect(path)
         con.execute("create table snapshots (account_id text, as_of text, segment text, login_days real, arr real)")
-        con.executemany("insert into snapshots values (?,?,?,?,?)",
-                        [(r[0], r[1].isoformat(), r[2], r[3], r[4]) for r in frame.iter_rows()])
+        con.executemany(
+            "insert into snapshots values (?,?,?,?,?)",
+            [(r[0], r[1].isoformat(), r[2], r[3], r[4]) for r in frame.iter_rows()],
+        )
         con.commit()
         con.close()
     got = read_snapshots(path, today=TODAY)
@@ -134,8 +139,10 @@ def test_duplicate_keys(tmp_path):
 
 
 def test_negative_values_where_impossible(tmp_path):
-    path = write(tmp_path / "s.csv", "account_id,as_of,login_days,tickets_count,balance\n"
-                                     "A1,2026-11-02,-1,2,-50\nA2,2026-11-02,2,-3,10")
+    path = write(
+        tmp_path / "s.csv",
+        "account_id,as_of,login_days,tickets_count,balance\nA1,2026-11-02,-1,2,-50\nA2,2026-11-02,2,-3,10",
+    )
     found = problems_of(path)["negative"]
     assert {p.column for p in found} == {"login_days", "tickets_count"}  # a balance may be negative
     found = problems_of(path, nonnegative=["balance"])["negative"]
@@ -162,7 +169,9 @@ def test_missing_account_id(tmp_path):
 
 
 def test_all_problems_reported_together_with_the_file_name(tmp_path):
-    path = write(tmp_path / "bad.csv", "account_id,as_of,login_days\nA1,2026-11-02,-1\nA1,2026-11-02,inf\nA2,2099-01-05,1")
+    path = write(
+        tmp_path / "bad.csv", "account_id,as_of,login_days\nA1,2026-11-02,-1\nA1,2026-11-02,inf\nA2,2099-01-05,1"
+    )
     with pytest.raises(ValidationError) as info:
         read_snapshots(path, today=TODAY)
     text = str(info.value)
@@ -173,11 +182,13 @@ def test_all_problems_reported_together_with_the_file_name(tmp_path):
 
 # ------------------------------------------------------------------ the same checks on Parquet
 def test_parquet_problems_use_row_numbers(tmp_path):
-    frame = pl.DataFrame({
-        "account_id": ["A1", "A1", "A2", None],
-        "as_of": [D, D, dt.date(2030, 1, 7), D],
-        "login_days": [1.0, float("inf"), -2.0, 1.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "account_id": ["A1", "A1", "A2", None],
+            "as_of": [D, D, dt.date(2030, 1, 7), D],
+            "login_days": [1.0, float("inf"), -2.0, 1.0],
+        }
+    )
     path = tmp_path / "s.parquet"
     frame.write_parquet(path)
     found = problems_of(path)
@@ -216,7 +227,10 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 # ------------------------------------------------------------------ events
 def test_read_events_and_its_errors(tmp_path):
-    path = write(tmp_path / "e.csv", "account_id,date,event,details\nA1,2026-03-02,churned,price\nA2,2026-04-06,expanded,+5 seats")
+    path = write(
+        tmp_path / "e.csv",
+        "account_id,date,event,details\nA1,2026-03-02,churned,price\nA2,2026-04-06,expanded,+5 seats",
+    )
     events = read_events(path)
     assert events.schema["date"] == pl.Date
     assert events["event"].to_list() == ["churned", "expanded"]

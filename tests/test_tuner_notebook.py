@@ -1,4 +1,5 @@
 """notebooks/tune_weights.ipynb runs top to bottom under papermill and its tuner drives correctly."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,19 @@ def test_notebook_executes_and_checks_the_tuner(tmp_path):
     shutil.copy(ROOT / "data" / "model.toml", tmp_path / "model.toml")
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(out), cwd=str(NOTEBOOK.parent), kernel_name="python3", progress_bar=False,
-        parameters={"snapshots": str(tmp_path / "snapshots.parquet"), "events": str(tmp_path / "events.parquet"),
-                    "model": str(tmp_path / "model.toml"), "n_accounts": 200, "check": True})
+        str(NOTEBOOK),
+        str(out),
+        cwd=str(NOTEBOOK.parent),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters={
+            "snapshots": str(tmp_path / "snapshots.parquet"),
+            "events": str(tmp_path / "events.parquet"),
+            "model": str(tmp_path / "model.toml"),
+            "n_accounts": 200,
+            "check": True,
+        },
+    )
     nb = nbformat.read(out, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)

@@ -4,6 +4,7 @@ A benchmark function takes no arguments and returns a list of :class:`Result` ro
 compares our implementation with a baseline measured side by side in the same process, so the
 figure that matters is a ratio, not a wall-clock time on some machine.
 """
+
 from __future__ import annotations
 
 import gc

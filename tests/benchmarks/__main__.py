@@ -2,6 +2,7 @@
 
 Usage: ``python -m tests.benchmarks [-k NAME]`` (``make bench``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for r in rows:
         ok = {True: "yes", False: "NO", None: "-"}[r.ok]
-        print(f"{r.benchmark:<34} {r.measure:<34} {_fmt(r.ours, r.unit):>11} {_fmt(r.baseline, r.unit):>11} "
-              f"{_fmt(r.ratio, 'x') if r.ratio is not None else '-':>8}  {r.goal:<24} {ok}")
+        print(
+            f"{r.benchmark:<34} {r.measure:<34} {_fmt(r.ours, r.unit):>11} {_fmt(r.baseline, r.unit):>11} "
+            f"{_fmt(r.ratio, 'x') if r.ratio is not None else '-':>8}  {r.goal:<24} {ok}"
+        )
     for e in errors:
         print(f"\nFAILED {e}", file=sys.stderr)
 

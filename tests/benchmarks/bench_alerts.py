@@ -13,6 +13,7 @@ one prepared history, as the baseline computes its conditions once. Goal: at lea
 seconds per million account-weeks. ``HS_BENCH_ALERT_ROWS`` sets the size (default 300,000 so the run
 stays short; the 1,000,000 figure is in the report of the change).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -124,24 +125,36 @@ def _history(rows: int, seed: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
     week = np.tile(np.arange(WEEKS), n_acc)
     score = np.clip(60 + np.cumsum(rng.normal(0, 6, (n_acc, WEEKS)), axis=1), 0, 100).ravel()
     band = np.where(score < 40, "red", np.where(score < 70, "yellow", "green"))
-    frame = pl.DataFrame({
-        "account_id": [f"A{i:07d}" for i in acc], "as_of": [start + dt.timedelta(weeks=int(w)) for w in week],
-        "score": score, "band": band,
-        "sub_a": np.clip(score + rng.normal(0, 20, acc.size), 0, 100),
-        "sub_b": np.clip(score + rng.normal(0, 25, acc.size), 0, 100),
-        "users": rng.poisson(np.clip(score / 5, 0.5, None)).astype(float),
-        "overdue": rng.choice([0, 0, 0, 10, 45], acc.size).astype(float),
-        "escalated": rng.random(acc.size) < 0.05,
-        "champion_left": (rng.random(acc.size) < 0.02).astype(np.int64),
-        "csm": [f"csm{i % max(1, n_acc // 60)}" for i in acc]})
+    frame = pl.DataFrame(
+        {
+            "account_id": [f"A{i:07d}" for i in acc],
+            "as_of": [start + dt.timedelta(weeks=int(w)) for w in week],
+            "score": score,
+            "band": band,
+            "sub_a": np.clip(score + rng.normal(0, 20, acc.size), 0, 100),
+            "sub_b": np.clip(score + rng.normal(0, 25, acc.size), 0, 100),
+            "users": rng.poisson(np.clip(score / 5, 0.5, None)).astype(float),
+            "overdue": rng.choice([0, 0, 0, 10, 45], acc.size).astype(float),
+            "escalated": rng.random(acc.size) < 0.05,
+            "champion_left": (rng.random(acc.size) < 0.02).astype(np.int64),
+            "csm": [f"csm{i % max(1, n_acc // 60)}" for i in acc],
+        }
+    )
     churners = rng.choice(n_acc, size=max(1, n_acc // 12), replace=False)
     when = rng.integers(10, WEEKS + 8, churners.size)
-    events = pl.DataFrame({"account_id": [f"A{i:07d}" for i in churners],
-                           "date": [start + dt.timedelta(weeks=int(w), days=3) for w in when],
-                           "event": ["churned"] * churners.size})
+    events = pl.DataFrame(
+        {
+            "account_id": [f"A{i:07d}" for i in churners],
+            "date": [start + dt.timedelta(weeks=int(w), days=3) for w in when],
+            "event": ["churned"] * churners.size,
+        }
+    )
     # terminal outcome: no snapshot on or after churn
-    frame = frame.join(events.select("account_id", "date"), on="account_id", how="left") \
-        .filter(pl.col("date").is_null() | (pl.col("as_of") < pl.col("date"))).drop("date")
+    frame = (
+        frame.join(events.select("account_id", "date"), on="account_id", how="left")
+        .filter(pl.col("date").is_null() | (pl.col("as_of") < pl.col("date")))
+        .drop("date")
+    )
     return frame, events
 
 
@@ -166,8 +179,9 @@ def _pandas(scores, events, rules, horizon_days: int = 90):
             c = (rolled("score", r.within_days, "max", "left") - df["score"]) >= r.points
         elif r.kind == "threshold":
             col = f"sub_{r.metric}" if r.metric else r.column
-            c = {"<": df[col] < r.value, "<=": df[col] <= r.value, ">": df[col] > r.value,
-                 ">=": df[col] >= r.value}[r.op]
+            c = {"<": df[col] < r.value, "<=": df[col] <= r.value, ">": df[col] > r.value, ">=": df[col] >= r.value}[
+                r.op
+            ]
         elif r.kind == "trend":
             d = r.over_days
             df["__n"] = df[r.column].notna().astype(float)
@@ -248,15 +262,33 @@ def bench_alerts_and_backtest() -> list[Result]:
     same_lead = all(abs(medians[r] - m) < 1e-12 for r, m in lead.items())
     ratio = baseline / ours
     per_million = ours / (scores.height / 1e6)
-    return [Result("alerts.alerts+backtest",
-                   f"{scores.height:,} account-weeks x {len(model.alerts)} rules vs pandas", ours, baseline, ratio,
-                   ">= 10x, same firings", ok=same and same_precision and same_lead and ratio >= 10,
-                   detail={"rows": scores.height, "firings": ours_fired, "alerts_last_week": run.alerts.height,
-                           "same_firings": same, "same_precision": same_precision, "same_lead_time": same_lead,
-                           "seconds_per_million_rows": per_million})]
+    return [
+        Result(
+            "alerts.alerts+backtest",
+            f"{scores.height:,} account-weeks x {len(model.alerts)} rules vs pandas",
+            ours,
+            baseline,
+            ratio,
+            ">= 10x, same firings",
+            ok=same and same_precision and same_lead and ratio >= 10,
+            detail={
+                "rows": scores.height,
+                "firings": ours_fired,
+                "alerts_last_week": run.alerts.height,
+                "same_firings": same,
+                "same_precision": same_precision,
+                "same_lead_time": same_lead,
+                "seconds_per_million_rows": per_million,
+            },
+        )
+    ]
 
 
 if __name__ == "__main__":
     for r in bench_alerts_and_backtest():
-        print(r.measure, f"ours {r.ours:.2f}s baseline {r.baseline:.2f}s ratio {r.ratio:.1f}x ok={r.ok}",
-              f"{r.detail['seconds_per_million_rows']:.2f} s per million account-weeks", r.detail)
+        print(
+            r.measure,
+            f"ours {r.ours:.2f}s baseline {r.baseline:.2f}s ratio {r.ratio:.1f}x ok={r.ok}",
+            f"{r.detail['seconds_per_million_rows']:.2f} s per million account-weeks",
+            r.detail,
+        )

@@ -10,6 +10,7 @@ against ours before any time is reported.
 
 Run alone: ``python -m tests.benchmarks -k bench_build`` (50 M events: set the variable to 50000000).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -51,13 +52,17 @@ def generate(path: Path, n_events: int, seed: int = 7) -> int:
     seconds = rng.integers(0, 365 * 86400, size=n_events)
     kind = rng.choice(len(TYPES), size=n_events, p=[0.4, 0.3, 0.1, 0.05, 0.15])
     value = np.where(kind == 4, rng.integers(1, 50, size=n_events).astype(float), np.nan)
-    frame = pl.DataFrame({
-        "account_id": pl.Series(account).cast(pl.String),
-        "time": (pl.Series(seconds * 1_000_000).cast(pl.Datetime("us"))
-                 + (dt.datetime(2025, 1, 1) - dt.datetime(1970, 1, 1))),
-        "event": pl.Series(np.array(TYPES)[kind]),
-        "value": pl.Series(value).fill_nan(None),
-    })
+    frame = pl.DataFrame(
+        {
+            "account_id": pl.Series(account).cast(pl.String),
+            "time": (
+                pl.Series(seconds * 1_000_000).cast(pl.Datetime("us"))
+                + (dt.datetime(2025, 1, 1) - dt.datetime(1970, 1, 1))
+            ),
+            "event": pl.Series(np.array(TYPES)[kind]),
+            "value": pl.Series(value).fill_nan(None),
+        }
+    )
     frame.write_parquet(path, row_group_size=500_000)
     return n_accounts
 
@@ -65,8 +70,10 @@ def generate(path: Path, n_events: int, seed: int = 7) -> int:
 def _spec(folder: Path):
     from healthscore.spec.metrics import parse_spec
 
-    return parse_spec({"source": {"events": "events.parquet"}, "grid": {"dates": [d.isoformat() for d in GRID]},
-                       "metrics": METRICS}, base=folder)
+    return parse_spec(
+        {"source": {"events": "events.parquet"}, "grid": {"dates": [d.isoformat() for d in GRID]}, "metrics": METRICS},
+        base=folder,
+    )
 
 
 def pandas_build(path: Path):
@@ -91,8 +98,15 @@ def pandas_build(path: Path):
         wide = daily.unstack("account_id", fill_value=0).reindex(days, fill_value=0)
         rolled = wide.rolling(n, min_periods=1).sum()
         if m["agg"] == "mean":
-            counts = sub[sub["value"].notna()].groupby(["date", "account_id"]).size() \
-                .unstack("account_id", fill_value=0).reindex(days, fill_value=0).rolling(n, min_periods=1).sum()
+            counts = (
+                sub[sub["value"].notna()]
+                .groupby(["date", "account_id"])
+                .size()
+                .unstack("account_id", fill_value=0)
+                .reindex(days, fill_value=0)
+                .rolling(n, min_periods=1)
+                .sum()
+            )
             rolled = rolled / counts.where(counts > 0)
         out[m["name"]] = rolled.reindex(grid).stack(future_stack=True)
     frame = pd.DataFrame(out)
@@ -151,12 +165,29 @@ def bench_build(n_events: int | None = None) -> list[Result]:
     rows = []
     for side in ("polars", "duckdb"):
         t, mem, cpu = timings[side]
-        rows.append(Result("core.build", f"{side}: {millions:g}M events, 10 metrics", t / millions, base_t / millions,
-                           base_t / t, "faster than pandas", t < base_t, unit="s",
-                           detail={"per": "second per million events", "accounts": n_accounts, "weeks": len(GRID),
-                                   "peak_rss_mib": round(mem), "pandas_peak_rss_mib": round(base_mem),
-                                   "total_s": round(t, 2), "pandas_total_s": round(base_t, 2),
-                                   "cpu_s": round(cpu, 2), "pandas_cpu_s": round(base_cpu, 2)}))
+        rows.append(
+            Result(
+                "core.build",
+                f"{side}: {millions:g}M events, 10 metrics",
+                t / millions,
+                base_t / millions,
+                base_t / t,
+                "faster than pandas",
+                t < base_t,
+                unit="s",
+                detail={
+                    "per": "second per million events",
+                    "accounts": n_accounts,
+                    "weeks": len(GRID),
+                    "peak_rss_mib": round(mem),
+                    "pandas_peak_rss_mib": round(base_mem),
+                    "total_s": round(t, 2),
+                    "pandas_total_s": round(base_t, 2),
+                    "cpu_s": round(cpu, 2),
+                    "pandas_cpu_s": round(base_cpu, 2),
+                },
+            )
+        )
     return rows
 
 

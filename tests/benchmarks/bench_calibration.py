@@ -10,6 +10,7 @@
 - ``trend`` (window 4, per account in as_of order) against a straightforward pandas
   sort + groupby-rolling + groupby-shift. Goal: at least 3x faster than pandas.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +27,13 @@ def _frame(seed: int = 0) -> pl.DataFrame:
     n = N_ACCOUNTS * N_WEEKS
     x = rng.gamma(2.0, 3.0, n)
     x[rng.random(n) < 0.05] = np.nan
-    frame = pl.DataFrame({
-        "account_id": np.repeat(np.arange(N_ACCOUNTS), N_WEEKS).astype(str),
-        "as_of": np.tile(np.arange(N_WEEKS, dtype=np.int32), N_ACCOUNTS),
-        "x": x,
-    }).with_columns(pl.col("x").fill_nan(None))
+    frame = pl.DataFrame(
+        {
+            "account_id": np.repeat(np.arange(N_ACCOUNTS), N_WEEKS).astype(str),
+            "as_of": np.tile(np.arange(N_WEEKS, dtype=np.int32), N_ACCOUNTS),
+            "x": x,
+        }
+    ).with_columns(pl.col("x").fill_nan(None))
     return frame.sample(fraction=1.0, shuffle=True, seed=seed)
 
 
@@ -56,7 +59,12 @@ def bench_calibration_against_numpy_floor() -> list[Result]:
     xs, ys = _percentile_points(percentile["quantiles"])
     rows = []
     for name, params, floor_xs, floor_ys in [
-        ("thresholds (3 points)", thresholds, [p[0] for p in thresholds["points"]], [p[1] for p in thresholds["points"]]),
+        (
+            "thresholds (3 points)",
+            thresholds,
+            [p[0] for p in thresholds["points"]],
+            [p[1] for p in thresholds["points"]],
+        ),
         ("percentile (101 quantiles)", percentile, xs, ys),
     ]:
         expr = calibrate_expr("x", name.split()[0], params)
@@ -67,8 +75,19 @@ def bench_calibration_against_numpy_floor() -> list[Result]:
         ours = timeit(lambda: frame.select(expr), repeat=5)
         base = timeit(lambda: np.interp(arr, floor_xs, floor_ys), repeat=5)
         ratio = ours / base
-        rows.append(Result(f"calibrate 1M rows: {name}", "time vs np.interp floor (ours/numpy)", ours, base, ratio,
-                           "ours/numpy <= 3", ratio <= 3, "s", {"rows": frame.height, "max_abs_gap": gap}))
+        rows.append(
+            Result(
+                f"calibrate 1M rows: {name}",
+                "time vs np.interp floor (ours/numpy)",
+                ours,
+                base,
+                ratio,
+                "ours/numpy <= 3",
+                ratio <= 3,
+                "s",
+                {"rows": frame.height, "max_abs_gap": gap},
+            )
+        )
     return rows
 
 
@@ -88,8 +107,19 @@ def bench_percentile_search_vs_when_chain() -> list[Result]:
     ours = timeit(lambda: frame.select(ours_expr), repeat=3)
     base = timeit(lambda: frame.select(chain), repeat=3)
     ratio = base / ours
-    return [Result("percentile 1M rows, 101 quantiles", "speed-up vs when/then chain (chain/ours)", ours, base,
-                   ratio, "chain/ours >= 5", ratio >= 5, "s", {"max_abs_gap": gap})]
+    return [
+        Result(
+            "percentile 1M rows, 101 quantiles",
+            "speed-up vs when/then chain (chain/ours)",
+            ours,
+            base,
+            ratio,
+            "chain/ours >= 5",
+            ratio >= 5,
+            "s",
+            {"max_abs_gap": gap},
+        )
+    ]
 
 
 def bench_trend_vs_pandas() -> list[Result]:
@@ -121,6 +151,16 @@ def bench_trend_vs_pandas() -> list[Result]:
     ours = timeit(lambda: frame.select(expr), repeat=3)
     base = timeit(lambda: pandas_trend(pdf), repeat=3)
     ratio = base / ours
-    return [Result("trend 1M rows (50k accounts, window 4)", "speed-up vs pandas groupby (pandas/ours)", ours, base,
-                   ratio, "pandas/ours >= 3", ratio >= 3, "s",
-                   {"max_abs_gap": gap, "same_nulls": same_nulls})]
+    return [
+        Result(
+            "trend 1M rows (50k accounts, window 4)",
+            "speed-up vs pandas groupby (pandas/ours)",
+            ours,
+            base,
+            ratio,
+            "pandas/ours >= 3",
+            ratio >= 3,
+            "s",
+            {"max_abs_gap": gap, "same_nulls": same_nulls},
+        )
+    ]

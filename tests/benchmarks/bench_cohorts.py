@@ -8,6 +8,7 @@
   ``group_by("account_id").agg(pl.all().last())`` on the wide score frame (sub_/cat_/drv_ columns
   per metric) and the same staleness rule. Goal: at least 1.5x faster, same rows.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -46,9 +47,18 @@ def bench_compare_cohorts_holm() -> list[Result]:
         cohorts._holm = original
     same = ours_tests["p_adjusted"].to_list() == base_tests["p_adjusted"].to_list()
     ratio = baseline / ours
-    return [Result("cohorts.compare_cohorts", f"segment x touch model, {ours_tests.height} tests, own Holm vs "
-                   "statsmodels multipletests", ours, baseline, ratio, ">= 2x, identical p_adjusted",
-                   ok=same and ratio >= 2, detail={"identical": same, "accounts": scores["account_id"].n_unique()})]
+    return [
+        Result(
+            "cohorts.compare_cohorts",
+            f"segment x touch model, {ours_tests.height} tests, own Holm vs statsmodels multipletests",
+            ours,
+            baseline,
+            ratio,
+            ">= 2x, identical p_adjusted",
+            ok=same and ratio >= 2,
+            detail={"identical": same, "accounts": scores["account_id"].n_unique()},
+        )
+    ]
 
 
 def bench_cross_section() -> list[Result]:
@@ -62,13 +72,28 @@ def bench_cross_section() -> list[Result]:
     last = scores["as_of"].max()
 
     def base_fn():  # the same rule: latest row per account, seen within the weekly cadence
-        return (scores.sort("account_id", "as_of").group_by("account_id").agg(pl.all().last())
-                .filter(pl.col("as_of") > last - dt.timedelta(days=7)).sort("account_id"))
+        return (
+            scores.sort("account_id", "as_of")
+            .group_by("account_id")
+            .agg(pl.all().last())
+            .filter(pl.col("as_of") > last - dt.timedelta(days=7))
+            .sort("account_id")
+        )
 
     same = ours_fn().select(scores.columns).sort("account_id").equals(base_fn().select(scores.columns))
     ours = timeit(ours_fn, repeat=5)
     baseline = timeit(base_fn, repeat=5)
     ratio = baseline / ours
-    return [Result("cohorts.cross_section", f"latest snapshot per account, {scores.height:,} rows x "
-                   f"{scores.width} columns, window filter vs group_by/last", ours, baseline, ratio,
-                   ">= 1.5x, same rows", ok=same and ratio >= 1.5, detail={"identical": same})]
+    return [
+        Result(
+            "cohorts.cross_section",
+            f"latest snapshot per account, {scores.height:,} rows x "
+            f"{scores.width} columns, window filter vs group_by/last",
+            ours,
+            baseline,
+            ratio,
+            ">= 1.5x, same rows",
+            ok=same and ratio >= 1.5,
+            detail={"identical": same},
+        )
+    ]

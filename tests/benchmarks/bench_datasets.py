@@ -8,6 +8,7 @@
   linear extrapolation of the 2,000 x 52 run per snapshot row: a ratio above 1 means the
   generator scales better than linearly in rows (the burn-in weeks are paid per account).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,9 +48,18 @@ def bench_sample_generation() -> list[Result]:
     t0 = time.perf_counter()
     _row_loop(500, 52)
     loop = (time.perf_counter() - t0) * 4
-    return [Result("datasets.make_portfolio", "2,000 accounts x 52 weeks", ours, loop, loop / ours,
-                   "< 5 s, faster than a row loop", ours < 5 and ours < loop,
-                   detail={"baseline": "Python loop over account-weeks (latent + 8 signals), 500 accounts x4"})]
+    return [
+        Result(
+            "datasets.make_portfolio",
+            "2,000 accounts x 52 weeks",
+            ours,
+            loop,
+            loop / ours,
+            "< 5 s, faster than a row loop",
+            ours < 5 and ours < loop,
+            detail={"baseline": "Python loop over account-weeks (latent + 8 signals), 500 accounts x4"},
+        )
+    ]
 
 
 def bench_wide_book() -> list[Result]:
@@ -59,6 +69,15 @@ def bench_wide_book() -> list[Result]:
     wide = make_portfolio(n_accounts=100_000, n_weeks=4, seed=7)
     ours = time.perf_counter() - t0
     linear = t_small * wide.snapshots.height / small.snapshots.height
-    return [Result("datasets.make_portfolio", "100,000 accounts x 4 weeks", ours, linear, linear / ours,
-                   "< 20 s", ours < 20,
-                   detail={"rows": wide.snapshots.height, "baseline": "2,000 x 52 run scaled per row"})]
+    return [
+        Result(
+            "datasets.make_portfolio",
+            "100,000 accounts x 4 weeks",
+            ours,
+            linear,
+            linear / ours,
+            "< 20 s",
+            ours < 20,
+            detail={"rows": wide.snapshots.height, "baseline": "2,000 x 52 run scaled per row"},
+        )
+    ]

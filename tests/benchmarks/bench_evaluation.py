@@ -9,6 +9,7 @@ team can read.
 Speed: the tuner recomputes the AUC and its clustered interval on every slider move; that
 should cost about what scikit-learn's bare ``roc_auc_score`` costs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,23 @@ from tests.benchmarks import Result, timeit
 HORIZON = "90d"
 # the raw signals of the snapshot contract (toolkit/CONTRACTS.md)
 RAW_SIGNALS = [
-    "active_users", "seat_utilization", "login_days", "key_feature_adoption", "api_calls", "tickets_opened",
-    "high_sev_tickets", "csat", "nps", "exec_sponsor_engaged", "champion_left", "csm_assessment",
-    "days_invoice_overdue", "seats_deployed_ratio", "goal_progress", "email_ctr", "community_posts",
+    "active_users",
+    "seat_utilization",
+    "login_days",
+    "key_feature_adoption",
+    "api_calls",
+    "tickets_opened",
+    "high_sev_tickets",
+    "csat",
+    "nps",
+    "exec_sponsor_engaged",
+    "champion_left",
+    "csm_assessment",
+    "days_invoice_overdue",
+    "seats_deployed_ratio",
+    "goal_progress",
+    "email_ctr",
+    "community_posts",
     "training_completions",
 ]
 
@@ -52,33 +67,57 @@ def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
     fitted, how = _fitted_model(snaps, events, hand, split)
 
     keys = ["account_id", "as_of"]
-    scores = {name: hs.score(snaps, m).select(*keys, pl.col("score").alias(f"score_{name}"))
-              for name, m in [("fitted", fitted), ("hand", hand)]}
+    scores = {
+        name: hs.score(snaps, m).select(*keys, pl.col("score").alias(f"score_{name}"))
+        for name, m in [("fitted", fitted), ("hand", hand)]
+    }
     rows = test.select(*keys, "churned", *[c for c in RAW_SIGNALS if c in test.columns])
     for s in scores.values():
         rows = rows.join(s, on=keys, how="left")
     signals = [c for c in RAW_SIGNALS if c in test.columns]
     hgb = HistGradientBoostingClassifier(random_state=0).fit(
-        train.select(signals).to_numpy().astype(float), train["churned"].to_numpy())
+        train.select(signals).to_numpy().astype(float), train["churned"].to_numpy()
+    )
     rows = rows.sort(keys).with_columns(
-        p_hgb=pl.Series(hgb.predict_proba(rows.sort(keys).select(signals).to_numpy().astype(float))[:, 1]))
+        p_hgb=pl.Series(hgb.predict_proba(rows.sort(keys).select(signals).to_numpy().astype(float))[:, 1])
+    )
 
     def head_to_head(name: str) -> tuple[float, float, dict]:
         # score and baseline on exactly the same rows: those the score covers (null = below coverage)
         r = rows.filter(pl.col(f"score_{name}").is_not_null())
         y = r["churned"].cast(pl.Float64).to_numpy()
-        return (E.auc(y, E.risk_of(r[f"score_{name}"], "churned")), E.auc(y, r["p_hgb"]),
-                {"compared_rows": r.height, "scored_share": r.height / rows.height, "events": int(y.sum())})
+        return (
+            E.auc(y, E.risk_of(r[f"score_{name}"], "churned")),
+            E.auc(y, r["p_hgb"]),
+            {"compared_rows": r.height, "scored_share": r.height / rows.height, "events": int(y.sum())},
+        )
 
     auc_fit, hgb_fit, d_fit = head_to_head("fitted")
     auc_hand, hgb_hand, d_hand = head_to_head("hand")
     common = {"split": str(split), "train_rows": train.height, "test_rows": rows.height, "signals": len(signals)}
     return [
-        Result("holdout AUC, sample portfolio", "fitted score vs HistGradientBoosting", auc_fit, hgb_fit,
-               auc_fit / hgb_fit, "ours/HGB >= 0.98", auc_fit / hgb_fit >= 0.98, "",
-               {**common, **d_fit, "fitted_model": how}),
-        Result("holdout AUC, sample portfolio", "hand-set score vs HistGradientBoosting", auc_hand, hgb_hand,
-               auc_hand / hgb_hand, "context (no goal)", None, "", {**common, **d_hand}),
+        Result(
+            "holdout AUC, sample portfolio",
+            "fitted score vs HistGradientBoosting",
+            auc_fit,
+            hgb_fit,
+            auc_fit / hgb_fit,
+            "ours/HGB >= 0.98",
+            auc_fit / hgb_fit >= 0.98,
+            "",
+            {**common, **d_fit, "fitted_model": how},
+        ),
+        Result(
+            "holdout AUC, sample portfolio",
+            "hand-set score vs HistGradientBoosting",
+            auc_hand,
+            hgb_hand,
+            auc_hand / hgb_hand,
+            "context (no goal)",
+            None,
+            "",
+            {**common, **d_hand},
+        ),
     ]
 
 
@@ -93,5 +132,15 @@ def bench_auc_interval_speed() -> list[Result]:
     groups = np.arange(n) // 4
     ours = timeit(lambda: E.auc_ci(y, x, groups=groups), repeat=5)
     base = timeit(lambda: roc_auc_score(y, x), repeat=5)
-    return [Result("AUC + clustered DeLong CI, 100k rows", "time vs sklearn roc_auc_score (sklearn/ours)",
-                   ours, base, base / ours, "sklearn/ours >= 1 (no slower)", base / ours >= 1.0, "s")]
+    return [
+        Result(
+            "AUC + clustered DeLong CI, 100k rows",
+            "time vs sklearn roc_auc_score (sklearn/ours)",
+            ours,
+            base,
+            base / ours,
+            "sklearn/ours >= 1 (no slower)",
+            base / ours >= 1.0,
+            "s",
+        )
+    ]

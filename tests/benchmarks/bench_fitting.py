@@ -5,6 +5,7 @@ polars frame, checks for separation, and computes standard errors clustered by a
 is that all of that costs no more than 1.5 times scikit-learn's lbfgs fit (no inference) on the
 same 1,000,000 rows x 20 features.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,14 +55,36 @@ def _fit_logit_vs_sklearn() -> list[Result]:
     ratio = ours / base
     coef_gap = float(np.max(np.abs(np.array([fit.params_[n] for n in names]) - sk.coef_[0])))
     inflation = float(np.median([fit.bse_[n] / fit.naive_bse_[n] for n in names]))
-    detail = {"rows": N_ROWS, "features": N_FEATURES, "accounts": fit.n_groups_,
-              "max_coef_gap_vs_sklearn": coef_gap, "median_cluster_se_inflation": inflation,
-              "max_coef_error_vs_truth": float(np.max(np.abs([fit.params_[n] - b for n, b in zip(names, beta)])))}
+    detail = {
+        "rows": N_ROWS,
+        "features": N_FEATURES,
+        "accounts": fit.n_groups_,
+        "max_coef_gap_vs_sklearn": coef_gap,
+        "median_cluster_se_inflation": inflation,
+        "max_coef_error_vs_truth": float(np.max(np.abs([fit.params_[n] - b for n, b in zip(names, beta)]))),
+    }
     return [
-        Result("fit_logit 1M x 20, clustered SE", "time vs sklearn lbfgs (ours/sklearn)", ours, base, ratio,
-               "ours/sklearn <= 1.5", ratio <= 1.5, "s", detail),
-        Result("fit_logit 1M x 20, clustered SE", "max |coef - sklearn coef|", coef_gap, None, None,
-               "< 0.01 (same optimum)", coef_gap < 0.01, ""),
+        Result(
+            "fit_logit 1M x 20, clustered SE",
+            "time vs sklearn lbfgs (ours/sklearn)",
+            ours,
+            base,
+            ratio,
+            "ours/sklearn <= 1.5",
+            ratio <= 1.5,
+            "s",
+            detail,
+        ),
+        Result(
+            "fit_logit 1M x 20, clustered SE",
+            "max |coef - sklearn coef|",
+            coef_gap,
+            None,
+            None,
+            "< 0.01 (same optimum)",
+            coef_gap < 0.01,
+            "",
+        ),
     ]
 
 
@@ -88,12 +111,24 @@ def _sandwich_vs_statsmodels() -> list[Result]:
         return np.asarray(r.bse)
 
     def theirs() -> np.ndarray:
-        return np.asarray(sm.Logit(y, X, check_rank=False).fit(
-            method="newton", disp=False, start_params=res.params, cov_type="cluster",
-            cov_kwds={"groups": groups}).bse)
+        return np.asarray(
+            sm.Logit(y, X, check_rank=False)
+            .fit(method="newton", disp=False, start_params=res.params, cov_type="cluster", cov_kwds={"groups": groups})
+            .bse
+        )
 
     same = bool(np.allclose(ours(), theirs(), rtol=1e-8))
     t_ours, t_theirs = timeit(ours, repeat=2), timeit(theirs, repeat=2)
-    return [Result("clustered SE 1M x 20 (fit + covariance)", "statsmodels cov_type=cluster / ours", t_ours,
-                   t_theirs, t_theirs / t_ours, ">= 1 and identical SEs", same and t_theirs >= t_ours, "s",
-                   {"identical_se": same})]
+    return [
+        Result(
+            "clustered SE 1M x 20 (fit + covariance)",
+            "statsmodels cov_type=cluster / ours",
+            t_ours,
+            t_theirs,
+            t_theirs / t_ours,
+            ">= 1 and identical SEs",
+            same and t_theirs >= t_ours,
+            "s",
+            {"identical_se": same},
+        )
+    ]

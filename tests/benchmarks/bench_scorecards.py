@@ -6,6 +6,7 @@ then ``jupyter nbconvert --to html --no-input``, each a fresh process with a fre
 
 ``HEALTHSCORE_BENCH_MEMORY_REPORTS`` (default 1000) sets how many reports the memory run renders.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,12 +43,41 @@ def _inputs(folder: Path) -> tuple[Path, Path, Path, list[str]]:
 
 def _naive(account: str, scores: Path, snaps: Path, model: Path, out: Path) -> None:
     executed = out / f"{account}.ipynb"
-    subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOK), str(executed), "-k", "python3",
-                    "-p", "account_id", account, "-p", "scores", str(scores), "-p", "model", str(model),
-                    "-p", "snapshots", str(snaps), "--no-progress-bar", "--log-level", "ERROR"],
-                   check=True, capture_output=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(executed)],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(NOTEBOOK),
+            str(executed),
+            "-k",
+            "python3",
+            "-p",
+            "account_id",
+            account,
+            "-p",
+            "scores",
+            str(scores),
+            "-p",
+            "model",
+            str(model),
+            "-p",
+            "snapshots",
+            str(snaps),
+            "--no-progress-bar",
+            "--log-level",
+            "ERROR",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(executed)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
 
 
 def _ours(ids: list[str], scores: Path, snaps: Path, model: Path, out: Path):
@@ -78,17 +108,38 @@ def bench_scorecards() -> list[Result]:
 
         _, ours10 = _ours(ten, scores, snaps, model, tmp / "ours10")
         # informative: with only 10 accounts the two kernels' start-up is most of our time
-        rows.append(Result("scorecards", "10 reports incl. kernel start", ours10 / 10, naive_per,
-                           naive_per / (ours10 / 10), "(start-up included)", None,
-                           detail={"accounts": 10, "ours_total_s": ours10, "naive_total_s": naive_per * 10}))
+        rows.append(
+            Result(
+                "scorecards",
+                "10 reports incl. kernel start",
+                ours10 / 10,
+                naive_per,
+                naive_per / (ours10 / 10),
+                "(start-up included)",
+                None,
+                detail={"accounts": 10, "ours_total_s": ours10, "naive_total_s": naive_per * 10},
+            )
+        )
 
         two_hundred = ids[10:210]
         run200, ours200 = _ours(two_hundred, scores, snaps, model, tmp / "ours200")
         per = ours200 / len(two_hundred)
-        rows.append(Result("scorecards", "200 reports, seconds per report", per, naive_per, naive_per / per,
-                           ">= 20x per report", naive_per / per >= 20,
-                           detail={"accounts": len(two_hundred), "ours_total_s": ours200,
-                                   "median_render_s": float(run200.manifest["seconds"].median())}))
+        rows.append(
+            Result(
+                "scorecards",
+                "200 reports, seconds per report",
+                per,
+                naive_per,
+                naive_per / per,
+                ">= 20x per report",
+                naive_per / per >= 20,
+                detail={
+                    "accounts": len(two_hundred),
+                    "ours_total_s": ours200,
+                    "median_render_s": float(run200.manifest["seconds"].median()),
+                },
+            )
+        )
 
         n_mem = int(os.environ.get("HEALTHSCORE_BENCH_MEMORY_REPORTS", "1000"))
         n_mem = min(n_mem, len(ids))
@@ -98,8 +149,17 @@ def bench_scorecards() -> list[Result]:
         # each worker's process + kernel RSS near report 100 and at the end, summed over workers
         early = mem.filter(pl.col("report") <= early_at).group_by("worker").agg(pl.col("total").last())["total"].sum()
         late = mem.group_by("worker").agg(pl.col("total").last())["total"].sum()
-        rows.append(Result("scorecards", f"RSS MB at report {early_at} vs {n_mem}", late, early, late / early,
-                           "<= 1.10 (flat)", late / early <= 1.10, unit="MB",
-                           detail={"reports": n_mem, "seconds_per_report": secs_mem / n_mem,
-                                   "workers": mem["worker"].n_unique()}))
+        rows.append(
+            Result(
+                "scorecards",
+                f"RSS MB at report {early_at} vs {n_mem}",
+                late,
+                early,
+                late / early,
+                "<= 1.10 (flat)",
+                late / early <= 1.10,
+                unit="MB",
+                detail={"reports": n_mem, "seconds_per_report": secs_mem / n_mem, "workers": mem["worker"].n_unique()},
+            )
+        )
     return rows

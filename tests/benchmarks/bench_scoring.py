@@ -11,6 +11,7 @@ N/A values, five categories, bands, drivers and driver changes. Compared side by
 
 Peak memory of a full ``score`` run is measured in a fresh subprocess (``ru_maxrss``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,18 +38,39 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # name -> (category, method, direction, params, weight, share of N/A)
 SPEC: dict[str, tuple[str, str, str, dict, float, float]] = {
-    "m00": ("usage", "thresholds", "higher_is_better", {"points": [[0.1, 0], [0.3, 40], [0.6, 80], [0.9, 100]]}, 3, 0.02),
+    "m00": (
+        "usage",
+        "thresholds",
+        "higher_is_better",
+        {"points": [[0.1, 0], [0.3, 40], [0.6, 80], [0.9, 100]]},
+        3,
+        0.02,
+    ),
     "m01": ("usage", "thresholds", "higher_is_better", {"points": [[0, 0], [2, 40], [4, 80], [6, 100]]}, 2, 0.02),
     "m02": ("usage", "thresholds", "higher_is_better", {"points": [[0.1, 0], [0.4, 60], [0.7, 100]]}, 2, 0.05),
     "m03": ("usage", "log_z", "higher_is_better", {"clip": 2.5}, 1, 0.40),
     "m04": ("usage", "percentile", "higher_is_better", {"n_quantiles": 101}, 1, 0.05),
-    "m05": ("usage", "trend", "higher_is_better", {"window": 4, "min_base": 1, "points": [[-0.3, 0], [0, 60], [0.2, 100]]}, 1, 0.02),
+    "m05": (
+        "usage",
+        "trend",
+        "higher_is_better",
+        {"window": 4, "min_base": 1, "points": [[-0.3, 0], [0, 60], [0.2, 100]]},
+        1,
+        0.02,
+    ),
     "m06": ("support", "steps", "lower_is_better", {"edges": [1, 2], "scores": [100, 40, 0]}, 2, 0.0),
     "m07": ("support", "thresholds", "higher_is_better", {"points": [[2, 0], [3, 40], [4, 75], [5, 100]]}, 1, 0.6),
     "m08": ("support", "thresholds", "lower_is_better", {"points": [[0, 100], [2, 60], [5, 0]]}, 1, 0.0),
     "m09": ("relationship", "boolean", "higher_is_better", {"true_score": 100, "false_score": 30}, 2, 0.0),
     "m10": ("relationship", "boolean", "lower_is_better", {"true_score": 0, "false_score": 100}, 2, 0.0),
-    "m11": ("relationship", "categorical", "higher_is_better", {"map": {"1": 0, "2": 25, "3": 50, "4": 75, "5": 100}}, 2, 0.5),
+    "m11": (
+        "relationship",
+        "categorical",
+        "higher_is_better",
+        {"map": {"1": 0, "2": 25, "3": 50, "4": 75, "5": 100}},
+        2,
+        0.5,
+    ),
     "m12": ("relationship", "steps", "higher_is_better", {"edges": [7, 9], "scores": [0, 60, 100]}, 1, 0.85),
     "m13": ("commercial", "thresholds", "lower_is_better", {"points": [[0, 100], [15, 70], [30, 30], [60, 0]]}, 1, 0.0),
     "m14": ("commercial", "thresholds", "higher_is_better", {"points": [[0.3, 0], [0.6, 50], [0.9, 100]]}, 1, 0.0),
@@ -67,34 +89,56 @@ def make_snapshots(n_accounts: int = N_ACCOUNTS, n_weeks: int = N_WEEKS, seed: i
     rng = np.random.default_rng(seed)
     n = n_accounts * n_weeks
     base = {
-        "m00": rng.beta(3, 4, n) * 1.2, "m01": rng.integers(0, 8, n).astype(float),
-        "m02": rng.beta(2, 2, n), "m03": rng.lognormal(6, 1.7, n), "m04": rng.gamma(2, 30, n),
-        "m05": rng.gamma(3, 10, n), "m06": rng.poisson(0.2, n).astype(float), "m07": rng.uniform(1, 5, n),
-        "m08": rng.poisson(0.8, n).astype(float), "m09": rng.integers(0, 2, n).astype(float),
-        "m10": (rng.random(n) < 0.05).astype(float), "m11": rng.integers(1, 6, n).astype(float),
-        "m12": rng.integers(0, 11, n).astype(float), "m13": np.where(rng.random(n) < 0.8, 0, rng.exponential(20, n)),
-        "m14": rng.uniform(0.2, 1.1, n), "m15": rng.lognormal(10, 1, n), "m16": rng.beta(2, 15, n),
-        "m17": rng.poisson(0.8, n).astype(float), "m18": rng.poisson(1, n).astype(float),
+        "m00": rng.beta(3, 4, n) * 1.2,
+        "m01": rng.integers(0, 8, n).astype(float),
+        "m02": rng.beta(2, 2, n),
+        "m03": rng.lognormal(6, 1.7, n),
+        "m04": rng.gamma(2, 30, n),
+        "m05": rng.gamma(3, 10, n),
+        "m06": rng.poisson(0.2, n).astype(float),
+        "m07": rng.uniform(1, 5, n),
+        "m08": rng.poisson(0.8, n).astype(float),
+        "m09": rng.integers(0, 2, n).astype(float),
+        "m10": (rng.random(n) < 0.05).astype(float),
+        "m11": rng.integers(1, 6, n).astype(float),
+        "m12": rng.integers(0, 11, n).astype(float),
+        "m13": np.where(rng.random(n) < 0.8, 0, rng.exponential(20, n)),
+        "m14": rng.uniform(0.2, 1.1, n),
+        "m15": rng.lognormal(10, 1, n),
+        "m16": rng.beta(2, 15, n),
+        "m17": rng.poisson(0.8, n).astype(float),
+        "m18": rng.poisson(1, n).astype(float),
         "m19": rng.lognormal(1, 1, n),
     }
     cols = {name: np.where(rng.random(n) < SPEC[name][5], np.nan, values) for name, values in base.items()}
     start = dt.date(2025, 1, 6)
-    frame = pl.DataFrame({
-        "account_id": np.repeat([f"A{i:06d}" for i in range(n_accounts)], n_weeks),
-        "as_of": np.tile(np.array([start + dt.timedelta(weeks=w) for w in range(n_weeks)], dtype="datetime64[D]"),
-                         n_accounts),
-        "segment": np.repeat(rng.choice(["smb", "mid_market", "enterprise"], n_accounts), n_weeks),
-        **cols,
-    })
+    frame = pl.DataFrame(
+        {
+            "account_id": np.repeat([f"A{i:06d}" for i in range(n_accounts)], n_weeks),
+            "as_of": np.tile(
+                np.array([start + dt.timedelta(weeks=w) for w in range(n_weeks)], dtype="datetime64[D]"), n_accounts
+            ),
+            "segment": np.repeat(rng.choice(["smb", "mid_market", "enterprise"], n_accounts), n_weeks),
+            **cols,
+        }
+    )
     return frame.with_columns(pl.col("as_of").cast(pl.Date), *[pl.col(c).fill_nan(None) for c in cols])
 
 
 def make_model(snapshots: pl.DataFrame) -> ScoreModel:
     """The benchmark model, with its data-derived calibrations fitted on ``snapshots``."""
-    metrics = [Metric(name, name, cat, direction, method, dict(params), float(weight))
-               for name, (cat, method, direction, params, weight, _) in SPEC.items()]
-    model = ScoreModel("bench", "1", metrics, {c: Category(c, float(w)) for c, w in CATEGORIES.items()},
-                       [Band(*b) for b in DEFAULT_BANDS], min_coverage=MIN_COVERAGE)
+    metrics = [
+        Metric(name, name, cat, direction, method, dict(params), float(weight))
+        for name, (cat, method, direction, params, weight, _) in SPEC.items()
+    ]
+    model = ScoreModel(
+        "bench",
+        "1",
+        metrics,
+        {c: Category(c, float(w)) for c, w in CATEGORIES.items()},
+        [Band(*b) for b in DEFAULT_BANDS],
+        min_coverage=MIN_COVERAGE,
+    )
     return fit_calibration(model, snapshots)
 
 
@@ -152,8 +196,14 @@ def _cal_trend(x, p, direction, accounts):
     return _interp(change, p["points"])
 
 
-CALIBRATORS = {"thresholds": _cal_thresholds, "steps": _cal_steps, "boolean": _cal_boolean,
-               "categorical": _cal_categorical, "log_z": _cal_log_z, "percentile": _cal_percentile}
+CALIBRATORS = {
+    "thresholds": _cal_thresholds,
+    "steps": _cal_steps,
+    "boolean": _cal_boolean,
+    "categorical": _cal_categorical,
+    "log_z": _cal_log_z,
+    "percentile": _cal_percentile,
+}
 
 
 def pandas_score(df: pd.DataFrame, model: ScoreModel) -> pd.DataFrame:
@@ -182,12 +232,17 @@ def pandas_score(df: pd.DataFrame, model: ScoreModel) -> pd.DataFrame:
     for c, members in cats.items():
         pw = cat_present_w[c]
         for m in members:
-            eff = (model.categories[c].weight / present_cat_w.where(present_cat_w > 0)
-                   * (out[f"sub_{m.name}"].notna() * m.weight) / pw.where(pw > 0)).fillna(0)
+            eff = (
+                model.categories[c].weight
+                / present_cat_w.where(present_cat_w > 0)
+                * (out[f"sub_{m.name}"].notna() * m.weight)
+                / pw.where(pw > 0)
+            ).fillna(0)
             out[f"drv_{m.name}"] = (eff * out[f"sub_{m.name}"].fillna(0)).where(ok)
     out["score"] = out[[f"drv_{m.name}" for m in model.metrics]].sum(axis=1).clip(0, 100).where(ok)
-    out["band"] = pd.cut(out["score"], [b.lower for b in model.bands] + [np.inf],
-                         labels=[b.name for b in model.bands], right=False).astype(object)
+    out["band"] = pd.cut(
+        out["score"], [b.lower for b in model.bands] + [np.inf], labels=[b.name for b in model.bands], right=False
+    ).astype(object)
     grouped = out.groupby("account_id")
     out["score_change_1"] = out["score"] - grouped["score"].shift(1)
     out["score_change_4"] = out["score"] - grouped["score"].shift(4)
@@ -197,13 +252,14 @@ def pandas_score(df: pd.DataFrame, model: ScoreModel) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- the numpy floor
-def numpy_floor(sub: np.ndarray, metric_w: np.ndarray, cat_of: np.ndarray, cat_w: np.ndarray,
-                min_coverage: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def numpy_floor(
+    sub: np.ndarray, metric_w: np.ndarray, cat_of: np.ndarray, cat_w: np.ndarray, min_coverage: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Renormalised weighted sum over a calibrated matrix (NaN = N/A): score, coverage, drivers."""
     present = ~np.isnan(sub)
-    onehot = np.eye(len(cat_w))[cat_of]                      # metrics x categories
-    pw = present * metric_w                                  # present weight per metric
-    cw = pw @ onehot                                         # present weight per category
+    onehot = np.eye(len(cat_w))[cat_of]  # metrics x categories
+    pw = present * metric_w  # present weight per metric
+    cw = pw @ onehot  # present weight per category
     cat_present = cw > 0
     tot = cat_present @ cat_w
     nominal = metric_w / (metric_w @ onehot)[cat_of] * cat_w[cat_of] / cat_w.sum()
@@ -251,9 +307,11 @@ def _cpu_seconds(fn: Callable[[], object], repeat: int) -> float:
 def _check_same(ours: pl.DataFrame, theirs: pd.DataFrame, model: ScoreModel, sample: int = 50_000) -> float:
     """Largest absolute difference between our and the pandas scores on a sample of rows."""
     rows = np.random.default_rng(0).choice(ours.height, size=min(sample, ours.height), replace=False)
-    cols = (["score", "coverage", "score_change_1", "score_change_4"]
-            + [f"{p}_{m.name}" for m in model.metrics for p in ("sub", "drv", "drvchg")]
-            + [f"cat_{c}" for c in model.categories])
+    cols = (
+        ["score", "coverage", "score_change_1", "score_change_4"]
+        + [f"{p}_{m.name}" for m in model.metrics for p in ("sub", "drv", "drvchg")]
+        + [f"cat_{c}" for c in model.categories]
+    )
     worst = 0.0
     for col in cols:
         a = ours[col].to_numpy()[rows].astype(float)
@@ -263,7 +321,8 @@ def _check_same(ours: pl.DataFrame, theirs: pd.DataFrame, model: ScoreModel, sam
         if np.any(~np.isnan(a)):
             worst = max(worst, float(np.nanmax(np.abs(a - b))))
     bands_equal = (ours["band"].to_numpy()[rows] == theirs["band"].to_numpy()[rows]) | (
-        ours["band"].is_null().to_numpy()[rows] & theirs["band"].isna().to_numpy()[rows])
+        ours["band"].is_null().to_numpy()[rows] & theirs["band"].isna().to_numpy()[rows]
+    )
     if not bands_equal.all():
         raise AssertionError("pandas baseline disagrees on bands")
     if worst > 1e-9:
@@ -306,16 +365,65 @@ def bench_scoring() -> list[Result]:
     c_floor = _cpu_seconds(floor, repeat=3)
 
     return [
-        Result("scoring", "score() vs pandas, 1M x 20", t_score, t_pandas, t_pandas / t_score,
-               ">= 10x faster", t_pandas / t_score >= 10, detail={**detail, "max_abs_diff": worst}),
-        Result("scoring", "combine() vs numpy floor", t_combine, t_floor, t_combine / t_floor,
-               "<= 5x the floor", t_combine / t_floor <= 5, detail=detail),
-        Result("scoring", "score() vs pandas, CPU time", c_score, c_pandas, c_pandas / c_score,
-               ">= 10x less CPU", c_pandas / c_score >= 10, detail=detail),
-        Result("scoring", "combine() vs numpy floor, CPU time", c_combine, c_floor, c_combine / c_floor,
-               "<= 5x the floor", c_combine / c_floor <= 5, detail=detail),
-        Result("scoring", "score() vs numpy floor (info)", t_score, t_floor, t_score / t_floor,
-               "(calibration included)", None, detail=detail),
-        Result("scoring", "peak memory of score(), 1M x 20", peak, 4096.0, peak / 4096.0,
-               "< 4 GB", peak < 4096, unit="MB", detail=detail),
+        Result(
+            "scoring",
+            "score() vs pandas, 1M x 20",
+            t_score,
+            t_pandas,
+            t_pandas / t_score,
+            ">= 10x faster",
+            t_pandas / t_score >= 10,
+            detail={**detail, "max_abs_diff": worst},
+        ),
+        Result(
+            "scoring",
+            "combine() vs numpy floor",
+            t_combine,
+            t_floor,
+            t_combine / t_floor,
+            "<= 5x the floor",
+            t_combine / t_floor <= 5,
+            detail=detail,
+        ),
+        Result(
+            "scoring",
+            "score() vs pandas, CPU time",
+            c_score,
+            c_pandas,
+            c_pandas / c_score,
+            ">= 10x less CPU",
+            c_pandas / c_score >= 10,
+            detail=detail,
+        ),
+        Result(
+            "scoring",
+            "combine() vs numpy floor, CPU time",
+            c_combine,
+            c_floor,
+            c_combine / c_floor,
+            "<= 5x the floor",
+            c_combine / c_floor <= 5,
+            detail=detail,
+        ),
+        Result(
+            "scoring",
+            "score() vs numpy floor (info)",
+            t_score,
+            t_floor,
+            t_score / t_floor,
+            "(calibration included)",
+            None,
+            detail=detail,
+        ),
+        Result(
+            "scoring",
+            "peak memory of score(), 1M x 20",
+            peak,
+            4096.0,
+            peak / 4096.0,
+            "< 4 GB",
+            peak < 4096,
+            unit="MB",
+            detail=detail,
+        ),
     ]

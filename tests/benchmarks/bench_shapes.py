@@ -6,6 +6,7 @@ penalty, tests every curve's shape and computes clustered standard errors, and i
 additive score model; the goal is that all of it costs at most 3 times the boosting fit.
 ``HEALTHSCORE_BENCH_ROWS`` sets the size (default 1,000,000; the run reports the size used).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,21 +28,28 @@ def _data(seed: int = 0) -> pl.DataFrame:
     acc = np.repeat(np.arange(n_acc), WEEKS)
     week = np.tile(np.arange(WEEKS), n_acc)
     X = rng.normal(size=(N_ROWS, N_FEATURES)) + 0.5 * rng.normal(size=(n_acc, N_FEATURES))[acc]
-    shapes = [lambda x: 0.6 * np.exp(-x), lambda x: 0.5 * (x > 0.5), lambda x: 0.3 * x ** 2, lambda x: -0.3 * x]
+    shapes = [lambda x: 0.6 * np.exp(-x), lambda x: 0.5 * (x > 0.5), lambda x: 0.3 * x**2, lambda x: -0.3 * x]
     eta = -3.0 + sum(shapes[j % 4](X[:, j]) * (1.0 if j < 12 else 0.0) for j in range(N_FEATURES))
     y = rng.random(N_ROWS) < 1 / (1 + np.exp(-eta))
     X[rng.random(X.shape) < 0.02] = np.nan  # a few values not measured
     as_of = np.datetime64("2025-01-06") + 7 * week.astype("timedelta64[D]")
-    return pl.DataFrame({"account_id": acc, "as_of": as_of.astype("datetime64[D]"),
-                         **{f"f{j:02d}": X[:, j] for j in range(N_FEATURES)}, "churned": y}
-                        ).with_columns(pl.col("as_of").cast(pl.Date))
+    return pl.DataFrame(
+        {
+            "account_id": acc,
+            "as_of": as_of.astype("datetime64[D]"),
+            **{f"f{j:02d}": X[:, j] for j in range(N_FEATURES)},
+            "churned": y,
+        }
+    ).with_columns(pl.col("as_of").cast(pl.Date))
 
 
 def _model():
     from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
 
-    metrics = [Metric(f"f{j:02d}", f"f{j:02d}", "all", "higher_is_better", "thresholds",
-                      {"points": [[-1, 0], [1, 100]]}) for j in range(N_FEATURES)]
+    metrics = [
+        Metric(f"f{j:02d}", f"f{j:02d}", "all", "higher_is_better", "thresholds", {"points": [[-1, 0], [1, 100]]})
+        for j in range(N_FEATURES)
+    ]
     return ScoreModel("bench", "1", metrics, {"all": Category("all")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
 
 
@@ -67,7 +75,22 @@ def _shapes_vs_hgb() -> list[Result]:
     base = timeit(lambda: HistGradientBoostingClassifier(random_state=0).fit(X, y), repeat=1, warmup=0)
     ratio = ours / base
     s = score(frame.drop("churned"), fit.model)["score"].to_numpy()
-    detail = {"rows": N_ROWS, "features": N_FEATURES, "in_sample_auc_shapes": auc(y, -s),
-              "in_sample_auc_hgb": auc(y, hgb.predict_proba(X)[:, 1])}
-    return [Result(f"fit_shapes {N_ROWS:,} x {N_FEATURES}", "time vs HistGradientBoosting (ours/HGB)", ours, base,
-                   ratio, "ours/HGB <= 3", ratio <= 3.0, "s", detail)]
+    detail = {
+        "rows": N_ROWS,
+        "features": N_FEATURES,
+        "in_sample_auc_shapes": auc(y, -s),
+        "in_sample_auc_hgb": auc(y, hgb.predict_proba(X)[:, 1]),
+    }
+    return [
+        Result(
+            f"fit_shapes {N_ROWS:,} x {N_FEATURES}",
+            "time vs HistGradientBoosting (ours/HGB)",
+            ours,
+            base,
+            ratio,
+            "ours/HGB <= 3",
+            ratio <= 3.0,
+            "s",
+            detail,
+        )
+    ]

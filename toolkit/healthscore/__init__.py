@@ -7,6 +7,7 @@
 The public names below load their module on first use, so ``import healthscore`` stays fast
 and a notebook that only scores never imports statsmodels or papermill.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "make_portfolio": "healthscore.datasets.portfolio",
     "Portfolio": "healthscore.datasets.portfolio",
     "load_sample": "healthscore.datasets.portfolio",
+    "RawLayer": "healthscore.datasets.raw",
     "load_model": "healthscore.spec.model",
     "load_models": "healthscore.spec.model",
     "ScoreModel": "healthscore.spec.model",
@@ -36,7 +38,15 @@ _EXPORTS: dict[str, str] = {
     "HealthscoreError": "healthscore.errors",
     "Summary": "healthscore.results",
     "combine": "healthscore.core.scoring",
-    "label_outcomes": "healthscore.analysis.fitting",
+    "label_outcomes": "healthscore.core.labels",
+    "score_to_file": "healthscore.core.scoring",
+    "check_scores": "healthscore.core.scoring",
+    "ScoresError": "healthscore.core.scoring",
+    "scan_snapshots": "healthscore.io.stream",
+    "FolderBusyError": "healthscore.io.files",
+    "score_with": "healthscore.core.sqlscore",
+    "score_sql": "healthscore.core.sqlscore",
+    "score_query": "healthscore.core.sqlscore",
     "fit_logit": "healthscore.analysis.fitting",
     "fit_weights": "healthscore.analysis.fitting",
     "WeightFit": "healthscore.analysis.fitting",
@@ -49,6 +59,9 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "healthscore.analysis.evaluation",
     "Evaluation": "healthscore.analysis.evaluation",
     "ProbabilityMap": "healthscore.analysis.evaluation",
+    "auc_difference": "healthscore.analysis.evaluation",
+    "compare_models": "healthscore.analysis.evaluation",
+    "data_hash": "healthscore.io.fingerprint",
     "monitor": "healthscore.analysis.monitoring",
     "Monitoring": "healthscore.analysis.monitoring",
     "reference_from": "healthscore.analysis.monitoring",
@@ -109,8 +122,11 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"healthscore.{name}")
     if name in _MOVED:
         # deprecated for one release: ``hs.scoring`` is now ``hs.core.scoring``
-        warnings.warn(f"healthscore.{name} moved to {_MOVED[name]}; the old name goes in the next release",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"healthscore.{name} moved to {_MOVED[name]}; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'healthscore' has no attribute {name!r}")
 

@@ -26,6 +26,7 @@ is reused only when the frame's rows (hashed) are unchanged.
 >>> alert_history(scores, model).select("as_of", "status")["status"].to_list()
 ['new', 'ongoing', 'resolved']
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,21 +44,51 @@ import pyarrow as pa
 
 from healthscore.analysis.cohorts import wilson_interval
 from healthscore.analysis.evaluation import ProbabilityMap
-from healthscore.analysis.fitting import label_outcomes
+from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.alerts import AlertRule, order_rules
 from healthscore.spec.model import ModelError, ScoreModel
 from healthscore.spec.outcomes import horizon_days, horizon_words, parse_horizon
 
-__all__ = ["AlertError", "AlertColumnsError", "AlertRun", "AlertBacktest", "CapacityThreshold", "alerts", "alert_history",
-           "backtest_alerts", "threshold_for_capacity", "ALERT_COLUMNS", "STATE_SCHEMA"]
+__all__ = [
+    "AlertError",
+    "AlertColumnsError",
+    "AlertRun",
+    "AlertBacktest",
+    "CapacityThreshold",
+    "alerts",
+    "alert_history",
+    "backtest_alerts",
+    "threshold_for_capacity",
+    "ALERT_COLUMNS",
+    "STATE_SCHEMA",
+]
 
-ALERT_COLUMNS = ["alert_id", "account_id", "as_of", "rule", "kind", "severity", "owner", "action", "fired_at",
-                 "status", "evidence", "model_hash"]
+ALERT_COLUMNS = [
+    "alert_id",
+    "account_id",
+    "as_of",
+    "rule",
+    "kind",
+    "severity",
+    "owner",
+    "action",
+    "fired_at",
+    "status",
+    "evidence",
+    "model_hash",
+]
 STATE_SCHEMA: dict[str, pl.DataType] = {
-    "rule": pl.String(), "account_id": pl.String(), "alert_id": pl.String(), "open": pl.Boolean(),
-    "first_fired": pl.Date(), "last_fired": pl.Date(), "last_notified": pl.Date(), "as_of": pl.Date(),
-    "model_hash": pl.String()}
+    "rule": pl.String(),
+    "account_id": pl.String(),
+    "alert_id": pl.String(),
+    "open": pl.Boolean(),
+    "first_fired": pl.Date(),
+    "last_fired": pl.Date(),
+    "last_notified": pl.Date(),
+    "as_of": pl.Date(),
+    "model_hash": pl.String(),
+}
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _EPOCH = dt.date(1970, 1, 1)
 _NO_DAY = np.iinfo(np.int64).min // 4
@@ -94,13 +125,17 @@ class AlertRun:
 
     def summary(self) -> Summary:
         counts = {s: int((self.alerts["status"] == s).sum()) for s in ("new", "ongoing", "resolved")}
-        lines = [f"alerts on {self.as_of} ({self.model_name}, hash {self.model_hash}): {counts['new']} new, "
-                 f"{counts['ongoing']} ongoing, {counts['resolved']} resolved"]
+        lines = [
+            f"alerts on {self.as_of} ({self.model_name}, hash {self.model_hash}): {counts['new']} new, "
+            f"{counts['ongoing']} ongoing, {counts['resolved']} resolved"
+        ]
         for rule in self.rules:
             part = self.alerts.filter(pl.col("rule") == rule.name)
             n = {s: int((part["status"] == s).sum()) for s in ("new", "ongoing", "resolved")}
-            lines.append(f"  {rule.name:<26} {rule.severity:<8} {rule.owner:<18} new {n['new']:>4}  "
-                         f"ongoing {n['ongoing']:>4}  resolved {n['resolved']:>4}")
+            lines.append(
+                f"  {rule.name:<26} {rule.severity:<8} {rule.owner:<18} new {n['new']:>4}  "
+                f"ongoing {n['ongoing']:>4}  resolved {n['resolved']:>4}"
+            )
         return Summary("\n".join(lines))
 
     def __repr__(self) -> str:
@@ -108,8 +143,14 @@ class AlertRun:
 
 
 # ---------------------------------------------------------------- public functions
-def alerts(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None = None,
-           as_of: dt.date | str | None = None, snapshots: pl.DataFrame | None = None) -> AlertRun:
+def alerts(
+    scores: pl.DataFrame | pl.LazyFrame,
+    model: ScoreModel,
+    *,
+    state: pl.DataFrame | None = None,
+    as_of: dt.date | str | None = None,
+    snapshots: pl.DataFrame | None = None,
+) -> AlertRun:
     """Apply the model's alert rules to a score history; report the alerts of the latest date.
 
     ``scores`` is the output of :func:`healthscore.score` over the history (conditions such as a drop
@@ -121,8 +162,9 @@ def alerts(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.
     return _run(scores, model, state=state, as_of=as_of, snapshots=snapshots, report_all=False)
 
 
-def alert_history(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *,
-                  snapshots: pl.DataFrame | None = None) -> pl.DataFrame:
+def alert_history(
+    scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, snapshots: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Every alert status over the whole history (one row per alert and date it is new, ongoing or
     resolved), as if the alerts had run on every date; firings are the ``new`` rows."""
     return _run(scores, model, state=None, as_of=None, snapshots=snapshots, report_all=True).alerts
@@ -140,19 +182,20 @@ class _Book:
     condition as a numpy array. alerts() and backtest_alerts() on the same scores share one."""
 
     frame: pl.DataFrame
-    codes: np.ndarray          # account number of each row: 0, 1, ... in account order
-    days: np.ndarray           # days since 1970-01-01
-    first_row: np.ndarray      # the row is its account's first
+    codes: np.ndarray  # account number of each row: 0, 1, ... in account order
+    days: np.ndarray  # days since 1970-01-01
+    first_row: np.ndarray  # the row is its account's first
     holds: dict[str, np.ndarray]
     evidence: dict[str, pl.Expr]
-    accounts: pl.Series        # account id of each account number
+    accounts: pl.Series  # account id of each account number
     _new: dict[str, np.ndarray] = field(default_factory=dict)
 
     def new(self, rule: AlertRule) -> np.ndarray:
         """Where the rule's alerts are new when the whole history is replayed from no state."""
         if rule.name not in self._new:
-            self._new[rule.name] = _starts(self.codes, self.days, self.first_row, self.holds[rule.name],
-                                           rule.cooldown_days)[1]
+            self._new[rule.name] = _starts(
+                self.codes, self.days, self.first_row, self.holds[rule.name], rule.cooldown_days
+            )[1]
         return self._new[rule.name]
 
 
@@ -161,9 +204,15 @@ class _Book:
 _BOOK: list[Any] = []
 
 
-def _book(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[AlertRule],
-          as_of: dt.date | str | None, snapshots: pl.DataFrame | pl.LazyFrame | None, *,
-          reuse: bool = True) -> _Book:
+def _book(
+    scores: pl.DataFrame | pl.LazyFrame,
+    model: ScoreModel,
+    rules: list[AlertRule],
+    as_of: dt.date | str | None,
+    snapshots: pl.DataFrame | pl.LazyFrame | None,
+    *,
+    reuse: bool = True,
+) -> _Book:
     frame = scores.collect() if isinstance(scores, pl.LazyFrame) else scores
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     key = _fingerprint(frame, snaps, model, rules, as_of) if reuse else None
@@ -177,8 +226,15 @@ def _book(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[Al
     first_row = np.empty(len(codes), bool)
     first_row[:1] = True
     np.not_equal(codes[1:], codes[:-1], out=first_row[1:])
-    book = _Book(prepared.drop("__code", "__day").rechunk(), codes, days, first_row, holds, evidence,
-                 prepared["account_id"].filter(pl.Series(first_row)))
+    book = _Book(
+        prepared.drop("__code", "__day").rechunk(),
+        codes,
+        days,
+        first_row,
+        holds,
+        evidence,
+        prepared["account_id"].filter(pl.Series(first_row)),
+    )
     if key is not None:
         try:
             ref = weakref.ref(scores, lambda r: _BOOK.clear() if _BOOK and _BOOK[0][0] is r else None)
@@ -188,8 +244,13 @@ def _book(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rules: list[Al
     return book
 
 
-def _fingerprint(frame: pl.DataFrame, snaps: pl.DataFrame | None, model: ScoreModel, rules: list[AlertRule],
-                 as_of: dt.date | str | None) -> tuple[Any, ...] | None:
+def _fingerprint(
+    frame: pl.DataFrame,
+    snaps: pl.DataFrame | None,
+    model: ScoreModel,
+    rules: list[AlertRule],
+    as_of: dt.date | str | None,
+) -> tuple[Any, ...] | None:
     """What a prepared history depends on: the rows of the columns read, the rules, bands, metrics."""
     wanted = ["account_id", "as_of", "csm", *(c for r in rules for c in _needed(model, r))]
     try:
@@ -210,12 +271,21 @@ def _digest(frame: pl.DataFrame, wanted: list[str]) -> str:
     return f"{part.schema}{part.height}:" + hashlib.blake2b(np.ascontiguousarray(rows), digest_size=20).hexdigest()
 
 
-def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.DataFrame | None,
-         as_of: dt.date | str | None, snapshots: pl.DataFrame | None, report_all: bool) -> AlertRun:
+def _run(
+    scores: pl.DataFrame | pl.LazyFrame,
+    model: ScoreModel,
+    *,
+    state: pl.DataFrame | None,
+    as_of: dt.date | str | None,
+    snapshots: pl.DataFrame | None,
+    report_all: bool,
+) -> AlertRun:
     rules = list(model.alerts)
     if not rules:
-        raise AlertError(f"{_where(model)}: the model has no [[alerts]] rules; add some (see the starter "
-                         "models) before running alerts")
+        raise AlertError(
+            f"{_where(model)}: the model has no [[alerts]] rules; add some (see the starter "
+            "models) before running alerts"
+        )
     book = _book(scores, model, rules, as_of, snapshots)
     state = _check_state(state, model)
     state_date = None if state is None else state.filter(pl.col("rule").is_null())["as_of"].max()
@@ -231,8 +301,13 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     n = len(codes)
     last_rows = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True]) if n else np.zeros(0, np.int64)
     # the rows reported: every row of the window with a state, else the run date's (or all rows)
-    report = None if report_all or state_date is not None else \
-        np.flatnonzero(days >= _day(run_date)) if run_date is not None else np.zeros(0, np.int64)
+    report = (
+        None
+        if report_all or state_date is not None
+        else np.flatnonzero(days >= _day(run_date))
+        if run_date is not None
+        else np.zeros(0, np.int64)
+    )
 
     extra = ["csm"] if "csm" in book.frame.columns else []
     names = [r.name for r in rules]
@@ -261,8 +336,9 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
         fired.append(np.where(new_here, days[np.maximum(latest, 0)], earlier))
         fresh.append(new_here)
         known.append(new_here if init is None else new_here | init["has"][codes[need]])
-        init_ids.append(pl.repeat(None, len(need), dtype=pl.String, eager=True) if init is None
-                        else init["id"].gather(codes[need]))
+        init_ids.append(
+            pl.repeat(None, len(need), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[need])
+        )
         held = _latest(np.flatnonzero(h), last_rows, codes)
         before = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
         last_held.append(np.where(held >= 0, days[np.maximum(held, 0)], before))
@@ -273,8 +349,10 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     fired_at, fresh_at, known_at = np.concatenate(fired), np.concatenate(fresh), np.concatenate(known)
     ids = pl.concat(init_ids)
     if fresh_at.any():  # every alert new in this run hashed once, all rules together
-        ids = ids.scatter(np.flatnonzero(fresh_at), _alert_ids(book.accounts, codes[need_at[fresh_at]],
-                                                              fired_at[fresh_at], rule_at[fresh_at], names))
+        ids = ids.scatter(
+            np.flatnonzero(fresh_at),
+            _alert_ids(book.accounts, codes[need_at[fresh_at]], fired_at[fresh_at], rule_at[fresh_at], names),
+        )
     ids = ids.alias("alert_id")
     is_report = np.concatenate([np.r_[np.ones(len(r), bool), np.zeros(len(last_rows), bool)] for r in rep_rows])
 
@@ -289,22 +367,35 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
             if mine.size:
                 expr = book.evidence[rule.name]
                 roots = list(dict.fromkeys(["as_of", *expr.meta.root_names()]))
-                evidence.append(book.frame.select(roots)[mine]
-                                .select(expr.struct.json_encode().alias("evidence")).to_series())
+                evidence.append(
+                    book.frame.select(roots)[mine].select(expr.struct.json_encode().alias("evidence")).to_series()
+                )
         severity = np.array([_SEVERITY_ORDER.get(r.severity, 9) for r in rules], np.int8)
         table = book.frame.select("account_id", "as_of", *extra)[book_rows].with_columns(
-            pl.Series("__rule", which), pl.Series("__sev", severity[which]), pl.Series("__code", codes[rows]),
-            pl.concat(evidence), ids.filter(pl.Series(is_report)),
+            pl.Series("__rule", which),
+            pl.Series("__sev", severity[which]),
+            pl.Series("__code", codes[rows]),
+            pl.concat(evidence),
+            ids.filter(pl.Series(is_report)),
             _to_date(pl.Series("fired_at", fired_at[is_report], dtype=pl.Int64)),
-            pl.Series("status", np.concatenate(rep_status)).replace_strict(_STATUS, return_dtype=pl.String))
+            pl.Series("status", np.concatenate(rep_status)).replace_strict(_STATUS, return_dtype=pl.String),
+        )
         # integer keys sort far faster than text: date, severity, account, rule as in the model; the
         # rule's texts are added after the sort, so they are never moved around
         table = table.sort("as_of", "__sev", "__code", "__rule")
-        meta = {key: {i: getattr(r, key) for i, r in enumerate(rules)} for key in ("name", "kind", "severity",
-                                                                                  "owner", "action")}
+        meta = {
+            key: {i: getattr(r, key) for i, r in enumerate(rules)}
+            for key in ("name", "kind", "severity", "owner", "action")
+        }
         table = table.with_columns(
-            *[pl.col("__rule").replace_strict(meta[key], return_dtype=pl.String).alias("rule" if key == "name" else key)
-              for key in meta], pl.lit(model.hash).alias("model_hash")).select(columns)
+            *[
+                pl.col("__rule")
+                .replace_strict(meta[key], return_dtype=pl.String)
+                .alias("rule" if key == "name" else key)
+                for key in meta
+            ],
+            pl.lit(model.hash).alias("model_hash"),
+        ).select(columns)
     else:
         table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
 
@@ -316,26 +407,59 @@ def _run(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, *, state: pl.Da
     state_of_last = known_at[~is_report]
     keep = state_of_last & (opened | (fired_at[~is_report] + cooldown[rule_at[~is_report]] > run_day))
     pick = np.flatnonzero(last)[keep[state_of_last]]
-    rows_state = pl.DataFrame({
-        "rule": pl.Series(rule_at[pick]).replace_strict(dict(enumerate(names)), return_dtype=pl.String),
-        "account_id": book.accounts.gather(codes[need_at[pick]]), "alert_id": ids.gather(pick),
-        "open": opened[keep], "__first": fired_at[pick], "__last": held_last[keep]}).with_columns(
-        _days_to_date("__first").alias("first_fired"), _days_to_date("__last").alias("last_fired"),
-    ).with_columns(pl.col("first_fired").alias("last_notified"), pl.lit(run_date, pl.Date).alias("as_of"),
-                   pl.lit(model.hash).alias("model_hash"))
-    marker = pl.DataFrame({"as_of": [run_date], "model_hash": [model.hash]},
-                          schema={"as_of": pl.Date, "model_hash": pl.String})
-    new_state = pl.concat([s.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA) for s in [rows_state, *carried]] + [marker],
-                          how="diagonal_relaxed").select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    rows_state = (
+        pl.DataFrame(
+            {
+                "rule": pl.Series(rule_at[pick]).replace_strict(dict(enumerate(names)), return_dtype=pl.String),
+                "account_id": book.accounts.gather(codes[need_at[pick]]),
+                "alert_id": ids.gather(pick),
+                "open": opened[keep],
+                "__first": fired_at[pick],
+                "__last": held_last[keep],
+            }
+        )
+        .with_columns(
+            _days_to_date("__first").alias("first_fired"),
+            _days_to_date("__last").alias("last_fired"),
+        )
+        .with_columns(
+            pl.col("first_fired").alias("last_notified"),
+            pl.lit(run_date, pl.Date).alias("as_of"),
+            pl.lit(model.hash).alias("model_hash"),
+        )
+    )
+    marker = pl.DataFrame(
+        {"as_of": [run_date], "model_hash": [model.hash]}, schema={"as_of": pl.Date, "model_hash": pl.String}
+    )
+    new_state = (
+        pl.concat(
+            [s.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA) for s in [rows_state, *carried]] + [marker],
+            how="diagonal_relaxed",
+        )
+        .select(list(STATE_SCHEMA))
+        .cast(STATE_SCHEMA)
+    )
     new_state = new_state.sort(pl.col("rule").is_null(), "rule", "account_id")
-    return AlertRun(alerts=table, state=new_state, as_of=run_date, model_name=model.name, model_hash=model.hash,
-                    rules=rules)
+    return AlertRun(
+        alerts=table, state=new_state, as_of=run_date, model_name=model.name, model_hash=model.hash, rules=rules
+    )
 
 
 def _alert_schema() -> dict[str, Any]:
-    return {"alert_id": pl.String, "account_id": pl.String, "as_of": pl.Date, "rule": pl.String,
-            "kind": pl.String, "severity": pl.String, "owner": pl.String, "action": pl.String,
-            "fired_at": pl.Date, "status": pl.String, "evidence": pl.String, "model_hash": pl.String}
+    return {
+        "alert_id": pl.String,
+        "account_id": pl.String,
+        "as_of": pl.Date,
+        "rule": pl.String,
+        "kind": pl.String,
+        "severity": pl.String,
+        "owner": pl.String,
+        "action": pl.String,
+        "fired_at": pl.Date,
+        "status": pl.String,
+        "evidence": pl.String,
+        "model_hash": pl.String,
+    }
 
 
 def _to_date(s: pl.Series) -> pl.Series:
@@ -379,8 +503,13 @@ def _needed(model: ScoreModel, rule: AlertRule) -> list[str]:
     return cols
 
 
-def _prepare(frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule],
-             as_of: dt.date | str | None, snapshots: pl.DataFrame | None) -> pl.DataFrame:
+def _prepare(
+    frame: pl.DataFrame,
+    model: ScoreModel,
+    rules: list[AlertRule],
+    as_of: dt.date | str | None,
+    snapshots: pl.DataFrame | None,
+) -> pl.DataFrame:
     """The columns the rules read, one row per account and date sorted by both, with the account
     number (``__code``), the day number (``__day``) and a window key (``__key``) per row."""
     for col in ("account_id", "as_of"):
@@ -411,11 +540,16 @@ def _prepare(frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule],
             frame = frame.join(snaps, on=["account_id", "as_of"], how="left")
         missing = [c for c in wanted if c not in frame.columns]
     if missing:
-        uses = [f"{r.name} ({', '.join(c for c in _needed(model, r) if c in missing)})" for r in rules
-                if any(c in missing for c in _needed(model, r))]
-        raise AlertColumnsError(f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
-                         "pass the snapshots as well (snapshots= in Python, --snapshots on the command line) or "
-                         "change the rule's column")
+        uses = [
+            f"{r.name} ({', '.join(c for c in _needed(model, r) if c in missing)})"
+            for r in rules
+            if any(c in missing for c in _needed(model, r))
+        ]
+        raise AlertColumnsError(
+            f"{_where(model)}: alert rules {', '.join(uses)} read columns the scores do not have; "
+            "pass the snapshots as well (snapshots= in Python, --snapshots on the command line) or "
+            "change the rule's column"
+        )
     keep = ["account_id", "as_of", *(["csm"] if "csm" in frame.columns else []), *wanted]
     frame = frame.select(list(dict.fromkeys(keep)))
     for col in ("account_id", "as_of"):
@@ -424,8 +558,9 @@ def _prepare(frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule],
             raise AlertError(f"scores: {blank} rows have no {col}; drop or complete them")
     acc, day = pl.col("account_id"), pl.col("as_of")
     # sorting text is slow: check the order first (scores usually come sorted)
-    in_order = frame.select(((acc > acc.shift()) | ((acc == acc.shift()) & (day > day.shift())))
-                            .fill_null(True).all()).item()
+    in_order = frame.select(
+        ((acc > acc.shift()) | ((acc == acc.shift()) & (day > day.shift()))).fill_null(True).all()
+    ).item()
     if not in_order:
         frame = frame.sort("account_id", "as_of")
         if frame.select(((acc == acc.shift()) & (day == day.shift())).any()).item():
@@ -443,26 +578,31 @@ def _check_state(state: pl.DataFrame | None, model: ScoreModel) -> pl.DataFrame 
         return None
     missing = [c for c in STATE_SCHEMA if c not in state.columns]
     if missing:
-        raise AlertError(f"alert state: missing columns {missing}; pass the state written by an earlier "
-                         "alerts run (or none to start afresh)")
+        raise AlertError(
+            f"alert state: missing columns {missing}; pass the state written by an earlier "
+            "alerts run (or none to start afresh)"
+        )
     state = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     if state.filter(pl.col("rule").is_null()).height != 1:
-        raise AlertError("alert state: it does not say when it was written (no run row); pass the state "
-                         "written by an earlier alerts run")
+        raise AlertError(
+            "alert state: it does not say when it was written (no run row); pass the state "
+            "written by an earlier alerts run"
+        )
     names = {r.name for r in model.alerts}
     # rules removed from the model leave no trace
     return state.filter(pl.col("rule").is_null() | pl.col("rule").is_in(sorted(names)))
 
 
 # ---------------------------------------------------------------- conditions
-def _conditions(frame: pl.DataFrame, model: ScoreModel,
-                rules: list[AlertRule]) -> tuple[pl.DataFrame, dict[str, np.ndarray], dict[str, pl.Expr]]:
+def _conditions(
+    frame: pl.DataFrame, model: ScoreModel, rules: list[AlertRule]
+) -> tuple[pl.DataFrame, dict[str, np.ndarray], dict[str, pl.Expr]]:
     """Every rule's condition (does it hold, per row) in one query, the frame with the helper columns
     the evidence reads, and each rule's evidence (a struct; encoded only for the rows reported)."""
     holds: dict[str, str] = {}
     structs: dict[str, pl.Expr] = {}
     helpers: list[list[pl.Expr]] = []
-    steps: list[list[pl.Expr]] = [[]]   # plain rules, then each combination after its parts
+    steps: list[list[pl.Expr]] = [[]]  # plain rules, then each combination after its parts
     depth: dict[str, int] = {}
     for i, rule in enumerate(order_rules(rules)):
         col = f"__h{i}"
@@ -494,12 +634,14 @@ def _conditions(frame: pl.DataFrame, model: ScoreModel,
     arrays = {name: out[col].to_numpy().astype(bool, copy=False) for name, col in holds.items()}
     return out.drop(cols), arrays, structs
 
+
 def _value(model: ScoreModel, rule: AlertRule) -> pl.Expr:
     return pl.col(_source_column(model, rule) or "score").cast(pl.Float64)
 
 
-def _condition(model: ScoreModel, rule: AlertRule, i: int,
-               schema: Mapping[str, pl.DataType]) -> tuple[pl.Expr, pl.Expr, list[list[pl.Expr]]]:
+def _condition(
+    model: ScoreModel, rule: AlertRule, i: int, schema: Mapping[str, pl.DataType]
+) -> tuple[pl.Expr, pl.Expr, list[list[pl.Expr]]]:
     """The rule's condition, its evidence and the helper columns both read (in stages: a stage reads
     the columns of the stages before it)."""
     score = pl.col("score").cast(pl.Float64)
@@ -511,16 +653,31 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
         ref = f"__ref{i}"
         helper = score.rolling_max_by(_KEY, window_size=f"{rule.within_days}i", closed="left").alias(ref)
         drop = pl.col(ref) - score
-        return drop >= rule.points, pl.struct(score.round(2).alias("score"), pl.col(ref).round(2).alias("highest"),
-                                              drop.round(2).alias("drop"), pl.lit(rule.within).alias("within")), \
-            [[helper]]
+        return (
+            drop >= rule.points,
+            pl.struct(
+                score.round(2).alias("score"),
+                pl.col(ref).round(2).alias("highest"),
+                drop.round(2).alias("drop"),
+                pl.lit(rule.within).alias("within"),
+            ),
+            [[helper]],
+        )
     if rule.kind == "threshold":
         v = _value(model, rule)
         op = {"<": v < rule.value, "<=": v <= rule.value, ">": v > rule.value, ">=": v >= rule.value}[rule.op or "<"]
         name = rule.metric if rule.metric is not None else rule.column
         what = "metric" if rule.metric is not None else "column"
-        return op, pl.struct(pl.lit(name).alias(what), v.round(4).alias("value"), pl.lit(rule.op).alias("op"),
-                             pl.lit(rule.value).alias("threshold")), []
+        return (
+            op,
+            pl.struct(
+                pl.lit(name).alias(what),
+                v.round(4).alias("value"),
+                pl.lit(rule.op).alias("op"),
+                pl.lit(rule.value).alias("threshold"),
+            ),
+            [],
+        )
     if rule.kind == "trend":
         v = _value(model, rule)
         d = rule.over_days
@@ -533,23 +690,37 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
         recent, previous = f"__rec{i}", f"__prev{i}"
         s1, n1, s2, n2 = (pl.col(f"__{part}{i}") for part in ("s1_", "n1_", "s2_", "n2_"))
         # stage 1: the four window sums (each once); stage 2: the two means
-        helpers = [[roll(filled, d).alias(f"__s1_{i}"), roll(present, d).alias(f"__n1_{i}"),
-                    roll(filled, 2 * d).alias(f"__s2_{i}"), roll(present, 2 * d).alias(f"__n2_{i}")],
-                   [(s1 / n1).alias(recent), ((s2 - s1) / (n2 - n1)).alias(previous)]]
+        helpers = [
+            [
+                roll(filled, d).alias(f"__s1_{i}"),
+                roll(present, d).alias(f"__n1_{i}"),
+                roll(filled, 2 * d).alias(f"__s2_{i}"),
+                roll(present, 2 * d).alias(f"__n2_{i}"),
+            ],
+            [(s1 / n1).alias(recent), ((s2 - s1) / (n2 - n1)).alias(previous)],
+        ]
         change = pl.when(pl.col(previous) > 0).then(pl.col(recent) / pl.col(previous) - 1.0)
         cond = change <= rule.change if (rule.change or 0) < 0 else change >= rule.change
         name = rule.metric if rule.metric is not None else rule.column
-        return cond, pl.struct(pl.lit(name).alias("metric" if rule.metric is not None else "column"),
-                               pl.col(recent).round(4).alias("recent_mean"),
-                               pl.col(previous).round(4).alias("previous_mean"),
-                               change.round(4).alias("change"), pl.lit(rule.over).alias("over")), helpers
+        return (
+            cond,
+            pl.struct(
+                pl.lit(name).alias("metric" if rule.metric is not None else "column"),
+                pl.col(recent).round(4).alias("recent_mean"),
+                pl.col(previous).round(4).alias("previous_mean"),
+                change.round(4).alias("change"),
+                pl.lit(rule.over).alias("over"),
+            ),
+            helpers,
+        )
     if rule.kind in ("event", "flag"):
         col = rule.column or ""
         dtype = schema.get(col)
         c = pl.col(col)
         if rule.kind == "event":
-            if isinstance(rule.equals, (bool, int, float)) and (dtype is not None and (dtype.is_numeric()
-                                                                                      or dtype == pl.Boolean)):
+            if isinstance(rule.equals, (bool, int, float)) and (
+                dtype is not None and (dtype.is_numeric() or dtype == pl.Boolean)
+            ):
                 cond = c.cast(pl.Float64) == float(rule.equals)
             else:
                 cond = c.cast(pl.String) == str(rule.equals)
@@ -562,15 +733,22 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
         return cond, pl.struct(pl.lit(col).alias("column"), c.alias("value")), []
     if rule.kind == "probability":
         if not model.probability:
-            raise AlertError(f"{_where(model)}: alert rule {rule.name!r} reads the model's probability map and "
-                             "the model has none; freeze one with 'healthscore evaluate --freeze' or drop the rule")
+            raise AlertError(
+                f"{_where(model)}: alert rule {rule.name!r} reads the model's probability map and "
+                "the model has none; freeze one with 'healthscore evaluate --freeze' or drop the rule"
+            )
         try:
             pmap = ProbabilityMap.from_dict(model.probability)
         except ValueError as exc:
             raise AlertError(f"{_where(model)}: [probability]: {exc}") from None
         p = pmap.expr(score)
-        return p >= rule.at_least, pl.struct(score.round(2).alias("score"), p.round(4).alias("probability"),
-                                             pl.lit(rule.at_least).alias("at_least")), []
+        return (
+            p >= rule.at_least,
+            pl.struct(
+                score.round(2).alias("score"), p.round(4).alias("probability"), pl.lit(rule.at_least).alias("at_least")
+            ),
+            [],
+        )
     return pl.lit(False), pl.struct(pl.lit(None).alias("none")), []  # all/any: built by the caller
 
 
@@ -578,20 +756,28 @@ def _condition(model: ScoreModel, rule: AlertRule, i: int,
 def _initial(book: _Book, state: pl.DataFrame, rule: AlertRule) -> dict[str, Any]:
     """Per account number, the state it starts from (open, alert id, first fired, last fired)."""
     mine = state.filter(pl.col("rule") == rule.name).select(
-        "account_id", "open", "alert_id",
+        "account_id",
+        "open",
+        "alert_id",
         (pl.col("first_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__first"),
-        (pl.col("last_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__last"))
-    joined = pl.DataFrame({"account_id": book.accounts}).with_row_index("__code") \
-        .join(mine, on="account_id", how="left").sort("__code")
-    return {"open": joined["open"].fill_null(False).to_numpy().astype(bool),
-            "id": joined["alert_id"],
-            "has": joined["alert_id"].is_not_null().to_numpy(),
-            "first": joined["__first"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
-            "last": joined["__last"].fill_null(_NO_DAY).to_numpy().astype(np.int64)}
+        (pl.col("last_fired") - pl.lit(_EPOCH)).dt.total_days().alias("__last"),
+    )
+    joined = (
+        pl.DataFrame({"account_id": book.accounts})
+        .with_row_index("__code")
+        .join(mine, on="account_id", how="left")
+        .sort("__code")
+    )
+    return {
+        "open": joined["open"].fill_null(False).to_numpy().astype(bool),
+        "id": joined["alert_id"],
+        "has": joined["alert_id"].is_not_null().to_numpy(),
+        "first": joined["__first"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
+        "last": joined["__last"].fill_null(_NO_DAY).to_numpy().astype(np.int64),
+    }
 
 
-def _before(h: np.ndarray, first_row: np.ndarray, open_by_code: np.ndarray | None,
-            codes: np.ndarray) -> np.ndarray:
+def _before(h: np.ndarray, first_row: np.ndarray, open_by_code: np.ndarray | None, codes: np.ndarray) -> np.ndarray:
     """Did the condition hold on the account's row before (on its first row: is an alert open)?"""
     prev = np.empty(len(h), bool)
     if len(h):
@@ -600,9 +786,15 @@ def _before(h: np.ndarray, first_row: np.ndarray, open_by_code: np.ndarray | Non
     return prev
 
 
-def _starts(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.ndarray, cooldown: int,
-            open_by_code: np.ndarray | None = None,
-            first_by_code: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _starts(
+    codes: np.ndarray,
+    days: np.ndarray,
+    first_row: np.ndarray,
+    h: np.ndarray,
+    cooldown: int,
+    open_by_code: np.ndarray | None = None,
+    first_by_code: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """For one rule over rows sorted by account and date: whether the condition held on the row before
     and whether an alert is new on the row (its condition starts to hold, and the account's last new
     alert of this rule, in this run or in the state, is at least ``cooldown`` days earlier)."""
@@ -616,7 +808,7 @@ def _starts(codes: np.ndarray, days: np.ndarray, first_row: np.ndarray, h: np.nd
         ok = np.ones(len(idx), bool)
     else:
         earlier = first_by_code[sa]
-        ok = (earlier == _NO_DAY) | (sd >= earlier + cooldown)   # monotone within an account (sd grows)
+        ok = (earlier == _NO_DAY) | (sd >= earlier + cooldown)  # monotone within an account (sd grows)
     new_account = np.r_[True, sa[1:] != sa[:-1]]
     first_ok = ok & (new_account | ~np.r_[True, ok[:-1]])
     key = sa * np.int64(10_000_000) + (sd - int(sd.min()))
@@ -663,7 +855,7 @@ def _fnv1a64(texts: pl.Series) -> np.ndarray:
         return np.zeros(0, dtype=np.uint64)
     arrow = texts.to_arrow().cast(pa.large_string())
     _, offsets, data = arrow.buffers()
-    start = np.frombuffer(offsets, dtype=np.int64)[arrow.offset:arrow.offset + n + 1]
+    start = np.frombuffer(offsets, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
     raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, np.uint8)
     lengths = np.diff(start)
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
@@ -686,29 +878,42 @@ def _hex(h: np.ndarray) -> pl.Series:
     return pl.Series(np.ascontiguousarray(digits).view("S16").ravel()).cast(pl.String)
 
 
-def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rules: np.ndarray,
-               names: list[str]) -> pl.Series:
+def _alert_ids(
+    accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rules: np.ndarray, names: list[str]
+) -> pl.Series:
     """The ids of alerts (account number, day new, rule position); each distinct alert hashed once."""
-    if len(names) < 2 ** 8 and (codes.max(initial=0) < 2 ** 30) and np.abs(fired).max(initial=0) < 2 ** 24:
-        keys = (rules.astype(np.int64) << 55) | (codes << 25) | (fired + 2 ** 24)   # one integer per alert
+    if len(names) < 2**8 and (codes.max(initial=0) < 2**30) and np.abs(fired).max(initial=0) < 2**24:
+        keys = (rules.astype(np.int64) << 55) | (codes << 25) | (fired + 2**24)  # one integer per alert
     else:
         keys = np.stack([rules.astype(np.int64), codes, fired], axis=1)
-    uniq, where, inverse = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_index=True,
-                                     return_inverse=True)
-    texts = pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where], "r": rules[where]}).select(
-        pl.concat_str(pl.col("a"), pl.lit("|"), pl.col("r").replace_strict(dict(enumerate(names)),
-                                                                          return_dtype=pl.String),
-                      pl.lit("|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))).to_series()
+    uniq, where, inverse = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_index=True, return_inverse=True)
+    texts = (
+        pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where], "r": rules[where]})
+        .select(
+            pl.concat_str(
+                pl.col("a"),
+                pl.lit("|"),
+                pl.col("r").replace_strict(dict(enumerate(names)), return_dtype=pl.String),
+                pl.lit("|"),
+                pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String),
+            )
+        )
+        .to_series()
+    )
     return _hex(_fnv1a64(texts)).gather(inverse.ravel())
 
 
-def _carried(book: _Book, codes: np.ndarray, state: pl.DataFrame, rule: AlertRule, run_date: dt.date | None,
-             model_hash: str) -> pl.DataFrame:
+def _carried(
+    book: _Book, codes: np.ndarray, state: pl.DataFrame, rule: AlertRule, run_date: dt.date | None, model_hash: str
+) -> pl.DataFrame:
     """The state rows of one rule for accounts without rows in this run, kept while open or cooling down."""
     seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
     keep = pl.col("open") | (pl.col("last_notified") + pl.duration(days=rule.cooldown_days) > pl.lit(run_date))
-    return state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode())) \
-        .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash")).filter(keep)
+    return (
+        state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode()))
+        .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
+        .filter(keep)
+    )
 
 
 def _days_to_date(col: str) -> pl.Expr:
@@ -733,8 +938,10 @@ class AlertBacktest:
 
     def summary(self) -> Summary:
         who = "churners" if self.outcome == "churned" else f"accounts that {self.outcome}"
-        lines = [f"alert backtest of {self.model_name} against {self.outcome} within {horizon_words(self.horizon)}"
-                 f"{'' if self.adverse else ' (a favourable outcome: a firing followed by it is a hit)'}:"]
+        lines = [
+            f"alert backtest of {self.model_name} against {self.outcome} within {horizon_words(self.horizon)}"
+            f"{'' if self.adverse else ' (a favourable outcome: a firing followed by it is a hit)'}:"
+        ]
         for r in self.table.iter_rows(named=True):
             lines.append(line_of(r, who))
         return Summary("\n".join(lines))
@@ -751,23 +958,32 @@ class AlertBacktest:
 
 def line_of(r: Mapping[str, Any], who: str = "churners") -> str:
     """One readable line of a backtest table row."""
+
     def pct(v: Any) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
 
     def num(v: Any, fmt: str = ".0f") -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-    return (f"  {r['rule']:<24} {r['alerts']:>6} alerts, precision {pct(r['precision'])} "
-            f"[{pct(r['precision_lower'])}, {pct(r['precision_upper'])}] of {r['observable']}, "
-            f"{pct(r['share_caught'])} of {r['events']} {who} alerted before, lead time median "
-            f"{num(r['lead_days_median'])} days (IQR {num(r['lead_days_q25'])}-{num(r['lead_days_q75'])}), "
-            f"{num(r['alerts_per_csm_week'], '.2f')} per CSM per week, "
-            f"{num(r['false_per_true'], '.1f')} false per true alarm")
+    return (
+        f"  {r['rule']:<24} {r['alerts']:>6} alerts, precision {pct(r['precision'])} "
+        f"[{pct(r['precision_lower'])}, {pct(r['precision_upper'])}] of {r['observable']}, "
+        f"{pct(r['share_caught'])} of {r['events']} {who} alerted before, lead time median "
+        f"{num(r['lead_days_median'])} days (IQR {num(r['lead_days_q25'])}-{num(r['lead_days_q75'])}), "
+        f"{num(r['alerts_per_csm_week'], '.2f')} per CSM per week, "
+        f"{num(r['false_per_true'], '.1f')} false per true alarm"
+    )
 
 
-def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, model: ScoreModel, *,
-                    outcome: str = "churned", horizon: str = "90d",
-                    snapshots: pl.DataFrame | None = None) -> AlertBacktest:
+def backtest_alerts(
+    scores: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame,
+    model: ScoreModel,
+    *,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    snapshots: pl.DataFrame | None = None,
+) -> AlertBacktest:
     """Replay the alert rules over the history and check them against what happened.
 
     Per rule and for all rules together: alerts fired (``new``), precision (the share of firings
@@ -786,10 +1002,16 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
             raise AlertError(f"events: no {col!r} column; an events table has account_id, date, event")
     book = _book(scores, model, rules, None, snapshots)
     # accounts travel as their numbers (sorted like the ids, far cheaper to sort and join than text)
-    numbers = pl.DataFrame({"account_id": book.accounts}).with_row_index("__code").with_columns(
-        pl.col("__code").cast(pl.Int64))
-    ev = events.select(pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), "event") \
-        .filter(pl.col("event") == outcome).join(numbers, on="account_id", how="left")
+    numbers = (
+        pl.DataFrame({"account_id": book.accounts})
+        .with_row_index("__code")
+        .with_columns(pl.col("__code").cast(pl.Int64))
+    )
+    ev = (
+        events.select(pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), "event")
+        .filter(pl.col("event") == outcome)
+        .join(numbers, on="account_id", how="left")
+    )
     firings, at, which = _firings(book, rules)
     first, last = (_date(int(book.days.min())), _date(int(book.days.max()))) if len(book.days) else (None, None)
     # a label belongs to the account and date: label each row with a firing once, then every firing on it.
@@ -806,8 +1028,14 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
     if rows.size:
         labels = label_outcomes(
             pl.DataFrame({"account_id": book.codes[rows], "__row": rows}).with_columns(
-                _to_date(pl.Series("as_of", book.days[rows]))),
-            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+                _to_date(pl.Series("as_of", book.days[rows]))
+            ),
+            ev_codes,
+            outcome=outcome,
+            horizon=horizon,
+            data_end=last,
+            terminal=definition.terminal,
+        )
         observable[labels["__row"].to_numpy()] = True
         label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
     rows = fired_rows[~on_event]
@@ -815,75 +1043,148 @@ def backtest_alerts(scores: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame, m
         dates = np.unique(book.days[rows])
         labels = label_outcomes(  # account number -2: no event has it
             pl.DataFrame({"account_id": np.full(len(dates), -2, np.int64), "__day": dates}).with_columns(
-                _to_date(pl.Series("as_of", dates))),
-            ev_codes, outcome=outcome, horizon=horizon, data_end=last, terminal=definition.terminal)
+                _to_date(pl.Series("as_of", dates))
+            ),
+            ev_codes,
+            outcome=outcome,
+            horizon=horizon,
+            data_end=last,
+            terminal=definition.terminal,
+        )
         observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
     seen = np.flatnonzero(observable[at])
     names = {i: r.name for i, r in enumerate(rules)}
     has_csm = "csm" in book.frame.columns
-    labelled = pl.DataFrame({"account_id": book.accounts.gather(book.codes[at[seen]]),
-                             "as_of": firings["as_of"].gather(seen),
-                             "rule": pl.Series(which[seen]).replace_strict(names, return_dtype=pl.String),
-                             **({"csm": book.frame["csm"].gather(at[seen])} if has_csm else {}),
-                             outcome: label[at[seen]]})
+    labelled = pl.DataFrame(
+        {
+            "account_id": book.accounts.gather(book.codes[at[seen]]),
+            "as_of": firings["as_of"].gather(seen),
+            "rule": pl.Series(which[seen]).replace_strict(names, return_dtype=pl.String),
+            **({"csm": book.frame["csm"].gather(at[seen])} if has_csm else {}),
+            outcome: label[at[seen]],
+        }
+    )
 
     if definition.terminal:
         ev = ev.group_by("account_id", "__code").agg(pl.col("date").min())
-    eligible = ev.filter(pl.col("__code").is_not_null()).select("account_id", "date", "__code").filter(
-        pl.col("date") >= pl.lit(first) + pl.duration(days=h_days), pl.col("date") <= pl.lit(last)).unique()
-    before = eligible.join(firings.select(pl.col("account_id").alias("__code"), "as_of", "rule"), on="__code") \
-        .filter(pl.col("as_of") < pl.col("date"), pl.col("as_of") >= pl.col("date") - pl.duration(days=h_days)) \
+    eligible = (
+        ev.filter(pl.col("__code").is_not_null())
+        .select("account_id", "date", "__code")
+        .filter(pl.col("date") >= pl.lit(first) + pl.duration(days=h_days), pl.col("date") <= pl.lit(last))
+        .unique()
+    )
+    before = (
+        eligible.join(firings.select(pl.col("account_id").alias("__code"), "as_of", "rule"), on="__code")
+        .filter(pl.col("as_of") < pl.col("date"), pl.col("as_of") >= pl.col("date") - pl.duration(days=h_days))
         .with_columns(pl.col("rule").replace_strict(names, return_dtype=pl.String))
+    )
     per_rule = before.group_by("account_id", "date", "rule").agg(pl.col("as_of").min().alias("first_alert"))
-    any_rule = before.group_by("account_id", "date").agg(pl.col("as_of").min().alias("first_alert")) \
+    any_rule = (
+        before.group_by("account_id", "date")
+        .agg(pl.col("as_of").min().alias("first_alert"))
         .with_columns(pl.lit(_ALL).alias("rule"))
-    caught = pl.concat([per_rule, any_rule.select(per_rule.columns)]).with_columns(
-        (pl.col("date") - pl.col("first_alert")).dt.total_days().alias("lead_days")).sort("rule", "account_id", "date")
+    )
+    caught = (
+        pl.concat([per_rule, any_rule.select(per_rule.columns)])
+        .with_columns((pl.col("date") - pl.col("first_alert")).dt.total_days().alias("lead_days"))
+        .sort("rule", "account_id", "date")
+    )
 
     csm_weeks = None
     if has_csm:
-        csm_weeks = int(book.frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
-                        .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
+        csm_weeks = int(
+            book.frame.filter(pl.col("csm").is_not_null())
+            .group_by("as_of")
+            .agg(pl.col("csm").n_unique())
+            .select(pl.col("csm").sum())
+            .item()
+            or 0
+        )
     n_events = eligible.height
     # per rule, and for all rules together
     count = np.bincount(which, minlength=len(rules))
-    with_csm = np.bincount(which, weights=book.frame["csm"].is_not_null().to_numpy()[at], minlength=len(rules)) \
-        if has_csm else np.zeros(len(rules))
+    with_csm = (
+        np.bincount(which, weights=book.frame["csm"].is_not_null().to_numpy()[at], minlength=len(rules))
+        if has_csm
+        else np.zeros(len(rules))
+    )
     n_seen = np.bincount(which[seen], minlength=len(rules))
     n_true = np.bincount(which[seen], weights=label[at[seen]], minlength=len(rules)).astype(np.int64)
-    lab = pl.DataFrame({"rule": [r.name for r in rules] + [_ALL], "observable": np.r_[n_seen, n_seen.sum()],
-                        "true_alarms": np.r_[n_true, n_true.sum()]})
+    lab = pl.DataFrame(
+        {
+            "rule": [r.name for r in rules] + [_ALL],
+            "observable": np.r_[n_seen, n_seen.sum()],
+            "true_alarms": np.r_[n_true, n_true.sum()],
+        }
+    )
     lead = pl.col("lead_days").cast(pl.Float64)
-    hits = caught.group_by("rule").agg(pl.len().alias("caught"), lead.median().alias("lead_days_median"),
-                                       lead.quantile(0.25, "linear").alias("lead_days_q25"),
-                                       lead.quantile(0.75, "linear").alias("lead_days_q75"))
-    table = pl.DataFrame({"rule": [r.name for r in rules] + [_ALL], "kind": [r.kind for r in rules] + [""],
-                          "severity": [r.severity for r in rules] + [""],
-                          "alerts": np.r_[count, count.sum()].astype(np.int64),
-                          "with_csm": np.r_[with_csm, with_csm.sum()]}) \
-        .join(lab, on="rule", how="left").join(hits, on="rule", how="left") \
+    hits = caught.group_by("rule").agg(
+        pl.len().alias("caught"),
+        lead.median().alias("lead_days_median"),
+        lead.quantile(0.25, "linear").alias("lead_days_q25"),
+        lead.quantile(0.75, "linear").alias("lead_days_q75"),
+    )
+    table = (
+        pl.DataFrame(
+            {
+                "rule": [r.name for r in rules] + [_ALL],
+                "kind": [r.kind for r in rules] + [""],
+                "severity": [r.severity for r in rules] + [""],
+                "alerts": np.r_[count, count.sum()].astype(np.int64),
+                "with_csm": np.r_[with_csm, with_csm.sum()],
+            }
+        )
+        .join(lab, on="rule", how="left")
+        .join(hits, on="rule", how="left")
         .with_columns(pl.col("observable", "true_alarms", "caught").fill_null(0).cast(pl.Int64))
+    )
     obs, true = pl.col("observable"), pl.col("true_alarms")
 
     def per(col: str, total: int | None) -> pl.Series:  # numpy division: polars may divide by a reciprocal
-        return pl.Series(table[col].fill_null(0).to_numpy() / total if total else [None] * table.height,
-                         dtype=pl.Float64)
+        return pl.Series(
+            table[col].fill_null(0).to_numpy() / total if total else [None] * table.height, dtype=pl.Float64
+        )
 
     table = table.with_columns(
         pl.when(obs > 0).then(true / obs).alias("precision"),
         pl.lit(n_events, pl.Int64).alias("events"),
         per("caught", n_events).alias("share_caught"),
         (per("with_csm", csm_weeks) if csm_weeks else pl.lit(None, pl.Float64)).alias("alerts_per_csm_week"),
-        pl.when(true > 0).then((obs - true) / true).alias("false_per_true"))
+        pl.when(true > 0).then((obs - true) / true).alias("false_per_true"),
+    )
     lo, hi = wilson_interval(table["true_alarms"].to_numpy(), table["observable"].to_numpy())
-    table = table.with_columns(pl.Series("precision_lower", lo).fill_nan(None),
-                               pl.Series("precision_upper", hi).fill_nan(None))
-    order = ["rule", "kind", "severity", "alerts", "observable", "true_alarms", "precision", "precision_lower",
-             "precision_upper", "events", "caught", "share_caught", "lead_days_median", "lead_days_q25",
-             "lead_days_q75", "alerts_per_csm_week", "false_per_true"]
+    table = table.with_columns(
+        pl.Series("precision_lower", lo).fill_nan(None), pl.Series("precision_upper", hi).fill_nan(None)
+    )
+    order = [
+        "rule",
+        "kind",
+        "severity",
+        "alerts",
+        "observable",
+        "true_alarms",
+        "precision",
+        "precision_lower",
+        "precision_upper",
+        "events",
+        "caught",
+        "share_caught",
+        "lead_days_median",
+        "lead_days_q25",
+        "lead_days_q75",
+        "alerts_per_csm_week",
+        "false_per_true",
+    ]
     table = table.select(order).cast({c: pl.Float64 for c in order[6:9] + order[11:]})
-    return AlertBacktest(table=table, firings=labelled, caught=caught, outcome=outcome,
-                         horizon=horizon, adverse=definition.adverse, model_name=model.name)
+    return AlertBacktest(
+        table=table,
+        firings=labelled,
+        caught=caught,
+        outcome=outcome,
+        horizon=horizon,
+        adverse=definition.adverse,
+        model_name=model.name,
+    )
 
 
 _ALL = "all rules"
@@ -906,18 +1207,28 @@ class CapacityThreshold:
 
     def summary(self) -> Summary:
         if self.value is None:
-            return Summary(f"{self.rule.name}: no {self.setting} keeps the alerts under {self.capacity:g} per CSM "
-                           "per week; raise the capacity or narrow the rule with a filter")
-        return Summary(f"{self.rule.name}: {self.setting} = {self.value:g} gives {self.alerts_per_csm_week:.2f} "
-                       f"alerts per CSM per week (capacity {self.capacity:g})")
+            return Summary(
+                f"{self.rule.name}: no {self.setting} keeps the alerts under {self.capacity:g} per CSM "
+                "per week; raise the capacity or narrow the rule with a filter"
+            )
+        return Summary(
+            f"{self.rule.name}: {self.setting} = {self.value:g} gives {self.alerts_per_csm_week:.2f} "
+            f"alerts per CSM per week (capacity {self.capacity:g})"
+        )
 
     def __repr__(self) -> str:
         return f"CapacityThreshold({self.rule.name}, {self.setting}={self.value})"
 
 
-def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreModel, rule: str, *,
-                           capacity: float, candidates: int = 40,
-                           snapshots: pl.DataFrame | None = None) -> CapacityThreshold:
+def threshold_for_capacity(
+    scores: pl.DataFrame | pl.LazyFrame,
+    model: ScoreModel,
+    rule: str,
+    *,
+    capacity: float,
+    candidates: int = 40,
+    snapshots: pl.DataFrame | None = None,
+) -> CapacityThreshold:
     """The threshold of ``rule`` that fits a capacity in alerts per CSM per week, over the history.
 
     Works for ``threshold`` rules (its ``value``), ``probability`` rules (``at_least``) and
@@ -949,26 +1260,36 @@ def threshold_for_capacity(scores: pl.DataFrame | pl.LazyFrame, model: ScoreMode
             raise AlertError(f"{_where(model)}: rule {rule!r} needs the model's probability map and it has none")
         values = frame.select(ProbabilityMap.from_dict(model.probability).expr("score")).to_series().drop_nulls()
     else:
-        raise AlertError(f"rule {rule!r} is a {found.kind!r} rule; a capacity threshold is found for threshold, "
-                         "probability and enters_band rules")
+        raise AlertError(
+            f"rule {rule!r} is a {found.kind!r} rule; a capacity threshold is found for threshold, "
+            "probability and enters_band rules"
+        )
     if values.is_empty():
         raise AlertError(f"rule {rule!r}: the scores hold no values for it to set a threshold on")
     qs = np.quantile(values.to_numpy(), np.linspace(0.01, 0.99, candidates), method="nearest")
     grid = sorted({round(float(v), 6) for v in qs})
     trial = [replace(base, name=f"c{k}", **{setting: v}) for k, v in enumerate(grid)]
-    csm_weeks = int(frame.filter(pl.col("csm").is_not_null()).group_by("as_of")
-                    .agg(pl.col("csm").n_unique()).select(pl.col("csm").sum()).item() or 0)
+    csm_weeks = int(
+        frame.filter(pl.col("csm").is_not_null())
+        .group_by("as_of")
+        .agg(pl.col("csm").n_unique())
+        .select(pl.col("csm").sum())
+        .item()
+        or 0
+    )
     book = _book(frame, replace(model, alerts=trial), trial, None, snapshots, reuse=False)
     with_csm = book.frame["csm"].is_not_null().to_numpy()
     n = {r.name: int((book.new(r) & with_csm).sum()) for r in trial}
-    table = pl.DataFrame({setting: grid, "alerts": [int(n.get(f"c{k}", 0)) for k in range(len(grid))]}) \
-        .with_columns((pl.col("alerts") / max(csm_weeks, 1)).alias("alerts_per_csm_week"))
+    table = pl.DataFrame({setting: grid, "alerts": [int(n.get(f"c{k}", 0)) for k in range(len(grid))]}).with_columns(
+        (pl.col("alerts") / max(csm_weeks, 1)).alias("alerts_per_csm_week")
+    )
     fits = table.filter(pl.col("alerts_per_csm_week") <= capacity)
     if fits.is_empty():
         return CapacityThreshold(base, setting, None, None, capacity, table)
     best = fits.sort(setting, descending=loosen_up).row(0, named=True)
-    return CapacityThreshold(replace(base, **{setting: best[setting]}), setting, best[setting],
-                             best["alerts_per_csm_week"], capacity, table)
+    return CapacityThreshold(
+        replace(base, **{setting: best[setting]}), setting, best[setting], best["alerts_per_csm_week"], capacity, table
+    )
 
 
 def _firings(book: _Book, rules: list[AlertRule]) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
@@ -980,6 +1301,7 @@ def _firings(book: _Book, rules: list[AlertRule]) -> tuple[pl.DataFrame, np.ndar
     which = np.repeat(np.arange(len(rules), dtype=np.int32), [len(r) for r in rows])
     order = np.argsort(at, kind="stable")  # by account and date (the rows of the book), then rule
     at, which = at[order], which[order]
-    frame = pl.DataFrame({"account_id": book.codes[at], "as_of": book.days[at], "rule": which, "__row": at}) \
-        .with_columns(pl.col("as_of").cast(pl.Int32).cast(pl.Date))
+    frame = pl.DataFrame(
+        {"account_id": book.codes[at], "as_of": book.days[at], "rule": which, "__row": at}
+    ).with_columns(pl.col("as_of").cast(pl.Int32).cast(pl.Date))
     return frame, at, which

@@ -26,6 +26,7 @@ Derived dimensions usable in ``by``: ``signup_quarter`` (from ``contract_start``
 >>> cmp.cohorts.select("cohort", "accounts", "score_median", "small").rows()
 [('enterprise', 4, 77.5, True), ('smb', 4, 32.5, True)]
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,16 +34,21 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-import altair as alt
 import numpy as np
 import polars as pl
 
+from healthscore.analysis.scorecard import load_scores
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.kernels import wilson_interval
+from healthscore.core.labels import label_outcomes
+from healthscore.core.scoring import score
+from healthscore.io.snapshots import read_events, read_snapshots
 from healthscore.results import Summary
-from healthscore.spec.outcomes import resolve_outcome
-from healthscore.viz import charts
+from healthscore.spec.model import load_model
+from healthscore.spec.outcomes import parse_horizon, resolve_outcome
 
 KEYS = ["account_id", "as_of"]
 DERIVED = ("signup_quarter", "arr_band", "handovers")
@@ -62,7 +68,7 @@ def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
     >>> cliffs_delta(np.array([3.0, 4.0]), np.array([1.0, 2.0]))
     1.0
     """
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import mannwhitneyu  # scipy.stats is loaded only when a test statistic is computed
 
     u = mannwhitneyu(a, b, alternative="two-sided").statistic
     return float(2.0 * u / (len(a) * len(b)) - 1.0)
@@ -121,13 +127,15 @@ def _as_date(value: str | dt.date | dt.datetime | None) -> dt.date | None:
         raise ValueError(f"date {value!r} is not understood: write it as YYYY-MM-DD, e.g. 2026-03-02") from None
 
 
-def _require(frame: pl.DataFrame, columns: Sequence[str], what: str,
-             fix: str = "pass the output of healthscore.score()") -> None:
+def _require(
+    frame: pl.DataFrame, columns: Sequence[str], what: str, fix: str = "pass the output of healthscore.score()"
+) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
             f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(frame.columns[:12])}"
-            f"{' ...' if len(frame.columns) > 12 else ''}: {fix}")
+            f"{' ...' if len(frame.columns) > 12 else ''}: {fix}"
+        )
 
 
 def with_derived(scores: pl.DataFrame) -> pl.DataFrame:
@@ -140,24 +148,36 @@ def with_derived(scores: pl.DataFrame) -> pl.DataFrame:
         exprs.append(pl.format("{}-Q{}", start.dt.year(), start.dt.quarter()).alias("signup_quarter"))
     if "arr" in cols and "arr_band" not in cols:
         idx = pl.sum_horizontal([(pl.col("arr") >= b).cast(pl.Int32) for b in ARR_BREAKS])
-        exprs.append(pl.when(pl.col("arr").is_not_null())
-                     .then(idx).otherwise(None)
-                     .replace_strict(dict(enumerate(ARR_LABELS)), return_dtype=pl.Enum(ARR_LABELS))
-                     .alias("arr_band"))
+        exprs.append(
+            pl.when(pl.col("arr").is_not_null())
+            .then(idx)
+            .otherwise(None)
+            .replace_strict(dict(enumerate(ARR_LABELS)), return_dtype=pl.Enum(ARR_LABELS))
+            .alias("arr_band")
+        )
     out = scores.with_columns(exprs) if exprs else scores
     if "csm" in cols and "handovers" not in cols:
         # a handover is a change of the (last known) CSM from one snapshot to the next
         ffill = pl.col("csm").forward_fill().over("account_id", order_by="as_of")
-        out = (out.sort(KEYS)
-               .with_columns(_csm_ff=ffill)
-               .with_columns(
-                   (pl.col("_csm_ff") != pl.col("_csm_ff").shift(1).over("account_id", order_by="as_of"))
-                   .fill_null(False).cast(pl.Int32).cum_sum().over("account_id", order_by="as_of")
-                   .alias("_handovers"))
-               .with_columns(pl.col("_handovers").clip(0, 2)
-                             .replace_strict(dict(enumerate(HANDOVER_LABELS)), return_dtype=pl.Enum(HANDOVER_LABELS))
-                             .alias("handovers"))
-               .drop("_csm_ff", "_handovers"))
+        out = (
+            out.sort(KEYS)
+            .with_columns(_csm_ff=ffill)
+            .with_columns(
+                (pl.col("_csm_ff") != pl.col("_csm_ff").shift(1).over("account_id", order_by="as_of"))
+                .fill_null(False)
+                .cast(pl.Int32)
+                .cum_sum()
+                .over("account_id", order_by="as_of")
+                .alias("_handovers")
+            )
+            .with_columns(
+                pl.col("_handovers")
+                .clip(0, 2)
+                .replace_strict(dict(enumerate(HANDOVER_LABELS)), return_dtype=pl.Enum(HANDOVER_LABELS))
+                .alias("handovers")
+            )
+            .drop("_csm_ff", "_handovers")
+        )
     return out
 
 
@@ -184,8 +204,9 @@ def _snap_date(scores: pl.DataFrame, when: str | dt.date | None, what: str) -> d
     return earlier[-1]
 
 
-def cross_section(scores: pl.DataFrame, as_of: str | dt.date | None = None,
-                  events: pl.DataFrame | None = None) -> pl.DataFrame:
+def cross_section(
+    scores: pl.DataFrame, as_of: str | dt.date | None = None, events: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Each account's latest snapshot on or before ``as_of`` (default: the last date), leaving out
     accounts that are gone by then: no snapshot within one snapshot interval (the median gap
     between snapshot dates; no rows exist after churn) or, with ``events``, churned on or before it.
@@ -199,10 +220,17 @@ def cross_section(scores: pl.DataFrame, as_of: str | dt.date | None = None,
         rows = rows.filter(pl.col("as_of") > when - cadence)
     rows = rows.filter(pl.col("as_of") == pl.col("as_of").max().over("account_id")).collect()
     if events is not None and events.height:
-        _require(events, ["account_id", "date", "event"], "the events table",
-                 "pass the outcome events (healthscore.read_events)")
-        gone = (events.filter((pl.col("event") == "churned") & (pl.col("date") <= when))
-                .select(pl.col("account_id").cast(rows.schema["account_id"])).unique())
+        _require(
+            events,
+            ["account_id", "date", "event"],
+            "the events table",
+            "pass the outcome events (healthscore.read_events)",
+        )
+        gone = (
+            events.filter((pl.col("event") == "churned") & (pl.col("date") <= when))
+            .select(pl.col("account_id").cast(rows.schema["account_id"]))
+            .unique()
+        )
         rows = rows.join(gone, on="account_id", how="anti")
     return rows.sort("account_id")
 
@@ -211,13 +239,18 @@ def _band_order(scores: pl.DataFrame) -> list[str]:
     """Band names from worst to best (by the mean score of the rows in each band)."""
     if "band" not in scores.columns:
         return []
-    order = (scores.filter(pl.col("band").is_not_null() & pl.col("score").is_not_null())
-             .group_by("band").agg(pl.col("score").mean()).sort("score", "band"))
+    order = (
+        scores.filter(pl.col("band").is_not_null() & pl.col("score").is_not_null())
+        .group_by("band")
+        .agg(pl.col("score").mean())
+        .sort("score", "band")
+    )
     return order.get_column("band").to_list()
 
 
-def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, horizon: str,
-                   as_of: dt.date, periods: int | None) -> tuple[pl.DataFrame, list[dt.date]]:
+def _label_windows(
+    scores: pl.DataFrame, events: pl.DataFrame, outcome: str, horizon: str, as_of: dt.date, periods: int | None
+) -> tuple[pl.DataFrame, list[dt.date]]:
     """Point-in-time outcome labels on snapshot dates ``horizon`` apart, counting back from the
     latest date on or before ``as_of`` whose horizon is fully observed (at most ``periods`` dates).
 
@@ -225,17 +258,21 @@ def _label_windows(scores: pl.DataFrame, events: pl.DataFrame, outcome: str, hor
     terminal outcome such as churn this is a discrete-time hazard: the windows of one account do
     not overlap and an account leaves after its event, so pooled counts give valid rates and tests.
     """
-    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
     horizon = parse_horizon(horizon)
     all_dates = _dates(scores)
+    if is_cross_sectional(scores):  # one snapshot per account: the outcome over the observation window
+        labelled = label_outcomes(scores.select(KEYS), events, outcome=outcome, cross_sectional=True)
+        return labelled.select(*KEYS, outcome), all_dates
     picked = _spaced_dates([d for d in all_dates if d <= as_of], horizon, all_dates[-1])
     if periods is not None:
         picked = picked[-periods:] if periods > 0 else []
     if not picked:
         return scores.select(KEYS).clear().with_columns(pl.lit(None, pl.Boolean).alias(outcome)), []
     snap = scores.filter(pl.col("as_of").is_in(picked)).select(KEYS)
-    labelled = label_outcomes(snap, events, outcome=outcome, horizon=horizon, data_end=all_dates[-1])
+    labelled = label_outcomes(
+        snap, events, outcome=outcome, horizon=horizon, data_end=all_dates[-1], cross_sectional=False
+    )
     return labelled.select(*KEYS, outcome), picked
 
 
@@ -296,7 +333,8 @@ class CohortComparison:
             out.append(
                 f"{self._who(hi_row['cohort'], start=True)} churn at {_pct(hi_row['churn_rate'])} per {self.horizon} vs "
                 f"{_pct(lo_row['churn_rate'])} for {self._who(lo_row['cohort'])} ({_format_p(p)}; "
-                f"{verdict} across {dim} cohorts, {_format_p(t['p_adjusted'])}).")
+                f"{verdict} across {dim} cohorts, {_format_p(t['p_adjusted'])})."
+            )
         if "score" in tests and s.height >= 2:
             t = tests["score"]
             ranked = s.filter(pl.col("score_median").is_not_null()).sort("score_median", descending=True)
@@ -306,10 +344,12 @@ class CohortComparison:
                     out.append(
                         f"Scores differ between {dim} cohorts (Kruskal-Wallis {_format_p(t['p_adjusted'])}, "
                         f"epsilon-squared {t['effect_size']:.2f}): median {top['score_median']:.0f} for "
-                        f"{top['cohort']} vs {bottom['score_median']:.0f} for {bottom['cohort']}.")
+                        f"{top['cohort']} vs {bottom['score_median']:.0f} for {bottom['cohort']}."
+                    )
                 else:
-                    out.append(f"Scores do not differ significantly between {dim} cohorts "
-                               f"({_format_p(t['p_adjusted'])}).")
+                    out.append(
+                        f"Scores do not differ significantly between {dim} cohorts ({_format_p(t['p_adjusted'])})."
+                    )
         if "band_mix" in tests and self.bands:
             t = tests["band_mix"]
             worst = self.bands[0]
@@ -319,16 +359,21 @@ class CohortComparison:
                 out.append(
                     f"Band mix {'differs' if t['significant'] else 'does not differ significantly'} between "
                     f"{dim} cohorts ({_format_p(t['p_adjusted'])}, Cramér's V {t['effect_size']:.2f}); the "
-                    f"largest share in {worst} is {r['cohort']} with {_pct(r[col])}.")
+                    f"largest share in {worst} is {r['cohort']} with {_pct(r[col])}."
+                )
         if rated.height >= 2 and "expanded" in tests and tests["expanded"]["significant"]:
             hi_row = rated.sort("expansion_rate", descending=True).row(0, named=True)
-            out.append(f"Expansion differs between {dim} cohorts ({_format_p(tests['expanded']['p_adjusted'])}): "
-                       f"highest {hi_row['cohort']} at {_pct(hi_row['expansion_rate'])} per {self.horizon}.")
+            out.append(
+                f"Expansion differs between {dim} cohorts ({_format_p(tests['expanded']['p_adjusted'])}): "
+                f"highest {hi_row['cohort']} at {_pct(hi_row['expansion_rate'])} per {self.horizon}."
+            )
         small = s.filter(pl.col("small"))
         if small.height:
-            out.append(f"{small.height} cohort(s) have fewer than {self.min_size} accounts "
-                       f"({', '.join(small.get_column('cohort').to_list()[:5])}"
-                       f"{' ...' if small.height > 5 else ''}); their figures are uncertain.")
+            out.append(
+                f"{small.height} cohort(s) have fewer than {self.min_size} accounts "
+                f"({', '.join(small.get_column('cohort').to_list()[:5])}"
+                f"{' ...' if small.height > 5 else ''}); their figures are uncertain."
+            )
         return out
 
     def _who(self, cohort: str, start: bool = False) -> str:
@@ -338,26 +383,25 @@ class CohortComparison:
 
     def _pair(self, metric: str, a: str, b: str) -> dict[str, Any] | None:
         rows = self.tests.filter(
-            (pl.col("kind") == "pairwise") & (pl.col("metric") == metric)
-            & (((pl.col("group_a") == a) & (pl.col("group_b") == b))
-               | ((pl.col("group_a") == b) & (pl.col("group_b") == a))))
+            (pl.col("kind") == "pairwise")
+            & (pl.col("metric") == metric)
+            & (
+                ((pl.col("group_a") == a) & (pl.col("group_b") == b))
+                | ((pl.col("group_a") == b) & (pl.col("group_b") == a))
+            )
+        )
         return rows.row(0, named=True) if rows.height else None
 
-    def charts(self) -> dict[str, alt.Chart]:
+    def charts(self) -> dict[str, Any]:
         """Altair charts: ``scores`` (distribution by cohort), ``band_mix`` and, with outcomes,
-        ``churn`` (rates with Wilson intervals)."""
-        out: dict[str, Any] = {
-            "scores": score_distribution_chart(self.cohorts, self.dimension),
-            "band_mix": band_mix_chart(self.band_mix, self.bands, self.dimension),
-        }
-        if "churn_rate" in self.cohorts.columns and self.cohorts["labelled"].sum() > 0:
-            out["churn"] = rate_chart(self.cohorts, "churn", f"Churn per {self.horizon}", self.dimension)
-        return out
+        ``churn`` (rates with Wilson intervals); drawn by :mod:`healthscore.viz.cohorts`."""
+        from healthscore.viz import cohorts as cohort_charts  # viz sits above analysis: charts are drawn on request
+
+        return cohort_charts.comparison_charts(self)
 
     def __repr__(self) -> str:
         sig = self.significant().get_column("metric").to_list()
-        return (f"CohortComparison(by={self.by}, as_of={self.as_of}, cohorts={self.cohorts.height}, "
-                f"significant={sig})")
+        return f"CohortComparison(by={self.by}, as_of={self.as_of}, cohorts={self.cohorts.height}, significant={sig})"
 
 
 def compare_cohorts(
@@ -394,16 +438,18 @@ def compare_cohorts(
         cmp.describe()[0]
         # 'smb · digital accounts churn at 4.0% per 90d vs 0.3% for enterprise · high accounts (p<0.001; ...)'
     """
-    by = [by] if isinstance(by, str) else list(by)
-    if not by:
-        raise ValueError("by is empty: name at least one attribute, e.g. by='segment'")
+    by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
     _require(scores, ["account_id", "as_of", "score"], "the score frame")
+    if not by:  # no dimension: the portfolio as one cohort
+        scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
     frame = with_derived(_narrow(scores, by))
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ValueError(
-            f"cannot group by {', '.join(unknown)}: not a column of the score frame. Attributes available: "
-            f"{', '.join(c for c in frame.columns if _is_attribute(c))}; derived: {', '.join(DERIVED)}")
+            f"cannot group by {', '.join(unknown)}: not a column of the score frame. Columns available: "
+            f"{', '.join(c for c in scores.columns if _is_attribute(c)) or 'none'}; derived: {', '.join(DERIVED)}"
+        )
+    frame = bin_numeric(frame, by)
     when = _snap_date(frame, as_of, "as_of")
     snap = cross_section(frame, when, events).with_columns(_cohort_label(by))
     bands = _band_order(frame)
@@ -412,31 +458,41 @@ def compare_cohorts(
     band_col = pl.col("band").fill_null(UNSCORED) if "band" in snap.columns else pl.lit(UNSCORED)
     snap = snap.with_columns(_band=band_col)
 
-    summary = (snap.group_by(*by, "cohort").agg(
-        accounts=pl.len(),
-        arr=pl.col("arr").sum(),
-        scored=pl.col("score").count(),
-        score_mean=pl.col("score").mean(),
-        score_median=pl.col("score").median(),
-        score_q1=pl.col("score").quantile(0.25, interpolation="linear"),
-        score_q3=pl.col("score").quantile(0.75, interpolation="linear"),
-        score_p10=pl.col("score").quantile(0.10, interpolation="linear"),
-        score_p90=pl.col("score").quantile(0.90, interpolation="linear"),
-        *[(pl.col("_band") == b).mean().alias(f"share_{b}") for b in bands],
-        *[pl.col("arr").filter(pl.col("_band") == b).sum().alias(f"arr_{b}") for b in bands[:1]],
-    ).sort(by, nulls_last=True))
+    summary = (
+        snap.group_by(*by, "cohort")
+        .agg(
+            accounts=pl.len(),
+            arr=pl.col("arr").sum(),
+            scored=pl.col("score").count(),
+            score_mean=pl.col("score").mean(),
+            score_median=pl.col("score").median(),
+            score_q1=pl.col("score").quantile(0.25, interpolation="linear"),
+            score_q3=pl.col("score").quantile(0.75, interpolation="linear"),
+            score_p10=pl.col("score").quantile(0.10, interpolation="linear"),
+            score_p90=pl.col("score").quantile(0.90, interpolation="linear"),
+            *[(pl.col("_band") == b).mean().alias(f"share_{b}") for b in bands],
+            *[pl.col("arr").filter(pl.col("_band") == b).sum().alias(f"arr_{b}") for b in bands[:1]],
+        )
+        .sort(by, nulls_last=True)
+    )
     total_arr = summary.get_column("arr").sum()
     summary = summary.with_columns(
         arr_share=pl.col("arr") / total_arr if total_arr else pl.lit(None, pl.Float64),
-        small=pl.col("accounts") < min_size)
+        small=pl.col("accounts") < min_size,
+    )
 
-    band_mix = (snap.group_by("cohort", "_band").agg(accounts=pl.len(), arr=pl.col("arr").sum())
-                .rename({"_band": "band"})
-                .with_columns(share=pl.col("accounts") / pl.col("accounts").sum().over("cohort"))
-                .sort("cohort", "band"))
+    band_mix = (
+        snap.group_by("cohort", "_band")
+        .agg(accounts=pl.len(), arr=pl.col("arr").sum())
+        .rename({"_band": "band"})
+        .with_columns(share=pl.col("accounts") / pl.col("accounts").sum().over("cohort"))
+        .sort("cohort", "band")
+    )
 
-    scores_by = {k[0]: g.get_column("score").drop_nulls().to_numpy()
-                 for k, g in snap.partition_by("cohort", as_dict=True, maintain_order=True).items()}
+    scores_by = {
+        k[0]: g.get_column("score").drop_nulls().to_numpy()
+        for k, g in snap.partition_by("cohort", as_dict=True, maintain_order=True).items()
+    }
     rows: list[dict[str, Any]] = []
     rows += _kruskal(scores_by)
     rows += _chi2_table(band_mix.select("cohort", "band", "accounts"), "band_mix", "chi-square (band mix)")
@@ -452,7 +508,7 @@ def compare_cohorts(
             windows = periods if resolve_outcome(name).terminal else 1
             labels, picked = _label_windows(frame, events, name, horizon, when, windows)
             label_dates = label_dates or picked
-            lab = (labels.join(frame.select(*KEYS, *by), on=KEYS, how="left").with_columns(_cohort_label(by)))
+            lab = labels.join(frame.select(*KEYS, *by), on=KEYS, how="left").with_columns(_cohort_label(by))
             counts = lab.group_by("cohort").agg(n=pl.len(), k=pl.col(name).sum().cast(pl.Int64))
             summary = _add_rates(summary, counts, prefix)
             table = counts.select("cohort", pl.col("k").alias("yes"), (pl.col("n") - pl.col("k")).alias("no"))
@@ -461,9 +517,61 @@ def compare_cohorts(
             rows += _pairwise_proportions(counts, name, max_pairs)
     rows += _pairwise_mannwhitney(scores_by, max_pairs)
     tests = _adjust(rows, alpha, correction)
-    return CohortComparison(by=by, as_of=when, cohorts=summary, tests=tests, band_mix=band_mix, bands=bands,
-                            outcome=outcome, horizon=horizon, label_dates=label_dates,
-                            min_size=min_size, alpha=alpha, correction=correction)
+    return CohortComparison(
+        by=by,
+        as_of=when,
+        cohorts=summary,
+        tests=tests,
+        band_mix=band_mix,
+        bands=bands,
+        outcome=outcome,
+        horizon="observation window" if is_cross_sectional(frame) else horizon,
+        label_dates=label_dates,
+        min_size=min_size,
+        alpha=alpha,
+        correction=correction,
+    )
+
+
+WHOLE_PORTFOLIO = "all accounts"
+PERIOD_DAYS = 91  # the review's default period: 13 weeks back, on weekly or monthly snapshots alike
+BIN_LEVELS = 5  # a numeric column with more distinct values than this is grouped in quintiles
+
+
+def bin_numeric(frame: pl.DataFrame, by: Sequence[str], bins: int = BIN_LEVELS) -> pl.DataFrame:
+    """Numeric grouping columns with more than ``bins`` distinct values as quantile bins (text
+    labels such as ``"Q1: 0 to 12"``, which sort in order); other columns unchanged. Empty stays empty.
+
+    >>> f = pl.DataFrame({"tenure": [float(v) for v in range(10)]})
+    >>> bin_numeric(f, ["tenure"])["tenure"].unique().sort().to_list()[:2]
+    ['Q1: 0 to 1', 'Q2: 2 to 3']
+    """
+    exprs = []
+    for c in by:
+        dtype = frame.schema[c]
+        if not dtype.is_numeric() or frame[c].n_unique() <= bins:
+            continue
+        v = frame[c].cast(pl.Float64).drop_nulls().drop_nans()
+        edges = sorted({float(e) for e in np.quantile(v.to_numpy(), np.linspace(0, 1, bins + 1)[1:-1])})
+        idx = pl.sum_horizontal([(pl.col(c).cast(pl.Float64) > e).cast(pl.Int32) for e in edges])
+        labels = []
+        for i in range(len(edges) + 1):
+            part = v.filter((v > edges[i - 1]) if i else pl.Series([True] * v.len()))
+            part = part.filter(part <= edges[i]) if i < len(edges) else part
+            lo, hi = (part.min(), part.max()) if part.len() else (float("nan"), float("nan"))
+            labels.append(f"Q{i + 1}: {_num_text(lo)} to {_num_text(hi)}")
+        exprs.append(
+            pl.when(pl.col(c).is_not_null() & pl.col(c).cast(pl.Float64).is_finite())
+            .then(idx)
+            .otherwise(None)
+            .replace_strict(dict(enumerate(labels)), default=None, return_dtype=pl.Utf8)
+            .alias(c)
+        )
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def _num_text(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:,.2g}"
 
 
 def _narrow(scores: pl.DataFrame, by: Sequence[str], extra: Sequence[str] = ()) -> pl.DataFrame:
@@ -474,45 +582,74 @@ def _narrow(scores: pl.DataFrame, by: Sequence[str], extra: Sequence[str] = ()) 
 
 
 def _is_attribute(col: str) -> bool:
-    return not (col in KEYS or col.startswith(("sub_", "cat_", "drv_", "drvchg_", "score", "override_", "model_"))
-                or col in ("band", "coverage", "null_reason", "variant"))
+    return not (
+        col in KEYS
+        or col.startswith(("sub_", "cat_", "drv_", "drvchg_", "score", "override_", "model_"))
+        or col in ("band", "coverage", "null_reason", "variant")
+    )
 
 
 def _add_rates(summary: pl.DataFrame, counts: pl.DataFrame, prefix: str) -> pl.DataFrame:
     out = summary.join(counts, on="cohort", how="left").with_columns(pl.col("n", "k").fill_null(0))
     lo, hi = wilson_interval(out.get_column("k").to_numpy(), out.get_column("n").to_numpy())
     rate = pl.when(pl.col("n") > 0).then(pl.col("k") / pl.col("n"))
-    out = out.with_columns(rate.alias(f"{prefix}_rate"),
-                           pl.Series(f"{prefix}_lo", lo).fill_nan(None),
-                           pl.Series(f"{prefix}_hi", hi).fill_nan(None))
+    out = out.with_columns(
+        rate.alias(f"{prefix}_rate"),
+        pl.Series(f"{prefix}_lower", lo).fill_nan(None),
+        pl.Series(f"{prefix}_upper", hi).fill_nan(None),
+    )
     names = {"n": "labelled", "k": "churned" if prefix == "churn" else "expanded"}
     if "labelled" in out.columns:
         names["n"] = f"labelled_{prefix}"
     return out.rename(names)
 
 
-def _test_row(metric: str, kind: str, test: str, statistic: float, p: float, effect: float, measure: str,
-              n: int, group_a: str | None = None, group_b: str | None = None, df: int | None = None) -> dict[str, Any]:
-    return {"metric": metric, "kind": kind, "test": test, "group_a": group_a, "group_b": group_b,
-            "n": int(n), "statistic": float(statistic), "df": df, "p_value": float(p),
-            "effect_size": float(effect), "effect_measure": measure}
+def _test_row(
+    metric: str,
+    kind: str,
+    test: str,
+    statistic: float,
+    p: float,
+    effect: float,
+    measure: str,
+    n: int,
+    group_a: str | None = None,
+    group_b: str | None = None,
+    df: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "kind": kind,
+        "test": test,
+        "group_a": group_a,
+        "group_b": group_b,
+        "n": int(n),
+        "statistic": float(statistic),
+        "df": df,
+        "p_value": float(p),
+        "effect_size": float(effect),
+        "effect_measure": measure,
+    }
 
 
 def _kruskal(groups: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    from scipy.stats import kruskal
+    from scipy.stats import kruskal  # scipy.stats is loaded only when a test statistic is computed
 
     arrays = [a for a in groups.values() if len(a) > 0]
     n = sum(len(a) for a in arrays)
     if len(arrays) < 2 or np.unique(np.concatenate(arrays)).size < 2:
         return []
     h, p = kruskal(*arrays)
-    return [_test_row("score", "omnibus", "Kruskal-Wallis", h, p, epsilon_squared(h, n), "epsilon_squared",
-                      n, df=len(arrays) - 1)]
+    return [
+        _test_row(
+            "score", "omnibus", "Kruskal-Wallis", h, p, epsilon_squared(h, n), "epsilon_squared", n, df=len(arrays) - 1
+        )
+    ]
 
 
 def _chi2_table(long: pl.DataFrame, metric: str, test: str) -> list[dict[str, Any]]:
     """Chi-square of independence on a (cohort, band, accounts) table; empty rows/columns dropped."""
-    from scipy.stats import chi2_contingency
+    from scipy.stats import chi2_contingency  # scipy.stats is loaded only when a test statistic is computed
 
     if long.is_empty():
         return []
@@ -523,8 +660,19 @@ def _chi2_table(long: pl.DataFrame, metric: str, test: str) -> list[dict[str, An
         return []
     res = chi2_contingency(table)
     n = int(table.sum())
-    return [_test_row(metric, "omnibus", test, res.statistic, res.pvalue,
-                      cramers_v(res.statistic, n, table.shape), "cramers_v", n, df=int(res.dof))]
+    return [
+        _test_row(
+            metric,
+            "omnibus",
+            test,
+            res.statistic,
+            res.pvalue,
+            cramers_v(res.statistic, n, table.shape),
+            "cramers_v",
+            n,
+            df=int(res.dof),
+        )
+    ]
 
 
 REST = "all others"
@@ -538,7 +686,7 @@ def _pairs(names: list[str], max_pairs: int) -> list[tuple[str, str]]:
 
 
 def _pairwise_mannwhitney(groups: dict[str, np.ndarray], max_pairs: int) -> list[dict[str, Any]]:
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import mannwhitneyu  # scipy.stats is loaded only when a test statistic is computed
 
     rows = []
     names = [k for k, a in groups.items() if len(a) > 0]
@@ -549,15 +697,29 @@ def _pairwise_mannwhitney(groups: dict[str, np.ndarray], max_pairs: int) -> list
             continue
         res = mannwhitneyu(x, y, alternative="two-sided")
         delta = 2.0 * res.statistic / (len(x) * len(y)) - 1.0
-        rows.append(_test_row("score", "pairwise", "Mann-Whitney U", res.statistic, res.pvalue, delta,
-                              "cliffs_delta", len(x) + len(y), a, b))
+        rows.append(
+            _test_row(
+                "score",
+                "pairwise",
+                "Mann-Whitney U",
+                res.statistic,
+                res.pvalue,
+                delta,
+                "cliffs_delta",
+                len(x) + len(y),
+                a,
+                b,
+            )
+        )
     return rows
 
 
 def _pairwise_proportions(counts: pl.DataFrame, metric: str, max_pairs: int) -> list[dict[str, Any]]:
     """Two-proportion z-test per pair of cohorts; Fisher's exact when an expected count is below 5."""
-    from scipy.stats import fisher_exact
-    from statsmodels.stats.proportion import proportions_ztest
+    from scipy.stats import fisher_exact  # scipy.stats is loaded only when a test statistic is computed
+    from statsmodels.stats.proportion import (
+        proportions_ztest,  # statsmodels takes about a second to import; only fits and tests need it
+    )
 
     rows = []
     c = {r["cohort"]: (int(r["k"]), int(r["n"])) for r in counts.sort("cohort").iter_rows(named=True) if r["n"] > 0}
@@ -582,9 +744,19 @@ def _pairwise_proportions(counts: pl.DataFrame, metric: str, max_pairs: int) -> 
     return rows
 
 
-_TEST_SCHEMA = {"metric": pl.Utf8, "kind": pl.Utf8, "test": pl.Utf8, "group_a": pl.Utf8, "group_b": pl.Utf8,
-                "n": pl.Int64, "statistic": pl.Float64, "df": pl.Int64, "p_value": pl.Float64,
-                "effect_size": pl.Float64, "effect_measure": pl.Utf8}
+_TEST_SCHEMA = {
+    "metric": pl.Utf8,
+    "kind": pl.Utf8,
+    "test": pl.Utf8,
+    "group_a": pl.Utf8,
+    "group_b": pl.Utf8,
+    "n": pl.Int64,
+    "statistic": pl.Float64,
+    "df": pl.Int64,
+    "p_value": pl.Float64,
+    "effect_size": pl.Float64,
+    "effect_measure": pl.Utf8,
+}
 
 
 def _holm(p: np.ndarray) -> np.ndarray:
@@ -604,21 +776,26 @@ def _holm(p: np.ndarray) -> np.ndarray:
 
 def _adjust(rows: list[dict[str, Any]], alpha: float, method: str) -> pl.DataFrame:
     """Multiple-testing correction: omnibus tests as one family, pairwise tests per metric."""
-    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.multitest import (
+        multipletests,  # statsmodels takes about a second to import; only fits and tests need it
+    )
 
     tests = pl.DataFrame(rows, schema=_TEST_SCHEMA, orient="row").with_row_index("_i")
     adjusted = np.full(tests.height, np.nan)
-    for _, g in tests.group_by(pl.when(pl.col("kind") == "omnibus").then(pl.lit("")).otherwise(pl.col("metric")),
-                               pl.col("kind")):
+    for _, g in tests.group_by(
+        pl.when(pl.col("kind") == "omnibus").then(pl.lit("")).otherwise(pl.col("metric")), pl.col("kind")
+    ):
         p = g.get_column("p_value").to_numpy()
         ok = np.isfinite(p)
         if ok.any():
             adj = np.full(p.shape, np.nan)
             adj[ok] = _holm(p[ok]) if method == "holm" else multipletests(p[ok], alpha=alpha, method=method)[1]
             adjusted[g.get_column("_i").to_numpy()] = adj
-    return (tests.with_columns(pl.Series("p_adjusted", adjusted).fill_nan(None))
-            .with_columns(significant=(pl.col("p_adjusted") < alpha).fill_null(False))
-            .drop("_i"))
+    return (
+        tests.with_columns(pl.Series("p_adjusted", adjusted).fill_nan(None))
+        .with_columns(significant=(pl.col("p_adjusted") < alpha).fill_null(False))
+        .drop("_i")
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -634,13 +811,17 @@ def score_trend(scores: pl.DataFrame, by: str | Sequence[str] = "segment") -> pl
     """
     by = [by] if isinstance(by, str) else list(by)
     frame = with_derived(scores)
-    return (frame.with_columns(_cohort_label(by))
-            .group_by(*by, "cohort", "as_of")
-            .agg(accounts=pl.len(), score_mean=pl.col("score").mean(), score_median=pl.col("score").median())
-            .sort("cohort", "as_of"))
+    return (
+        frame.with_columns(_cohort_label(by))
+        .group_by(*by, "cohort", "as_of")
+        .agg(accounts=pl.len(), score_mean=pl.col("score").mean(), score_median=pl.col("score").median())
+        .sort("cohort", "as_of")
+    )
 
 
-def _pair_frame(scores: pl.DataFrame, start: str | dt.date, end: str | dt.date) -> tuple[pl.DataFrame, dt.date, dt.date]:
+def _pair_frame(
+    scores: pl.DataFrame, start: str | dt.date, end: str | dt.date
+) -> tuple[pl.DataFrame, dt.date, dt.date]:
     """Accounts present at both snapshot dates, side by side (``_start`` / ``_end`` suffixes)."""
     d0 = _snap_date(scores, start, "start")
     d1 = _snap_date(scores, end, "end")
@@ -657,14 +838,19 @@ def migration_long(scores: pl.DataFrame, start: str | dt.date, end: str | dt.dat
     Only accounts present at both dates; a null band counts as ``unscored``."""
     pair, _, _ = _pair_frame(scores, start, end)
     arr = pl.col("arr_end") if "arr_end" in pair.columns else pl.lit(None, pl.Float64)
-    return (pair.select(from_band=pl.col("band_start").fill_null(UNSCORED),
-                        to_band=pl.col("band_end").fill_null(UNSCORED), arr=arr)
-            .group_by("from_band", "to_band").agg(accounts=pl.len(), arr=pl.col("arr").sum())
-            .sort("from_band", "to_band"))
+    return (
+        pair.select(
+            from_band=pl.col("band_start").fill_null(UNSCORED), to_band=pl.col("band_end").fill_null(UNSCORED), arr=arr
+        )
+        .group_by("from_band", "to_band")
+        .agg(accounts=pl.len(), arr=pl.col("arr").sum())
+        .sort("from_band", "to_band")
+    )
 
 
-def band_migration(scores: pl.DataFrame, start: str | dt.date, end: str | dt.date,
-                   weight: Literal["arr"] | None = None) -> pl.DataFrame:
+def band_migration(
+    scores: pl.DataFrame, start: str | dt.date, end: str | dt.date, weight: Literal["arr"] | None = None
+) -> pl.DataFrame:
     """Band migration matrix between two dates: one row per band at ``start`` (``from_band``), one
     column per band at ``end``, cells = accounts (or ARR at ``end`` with ``weight="arr"``), and a
     ``total`` column. Only accounts present at both dates; bands ordered worst to best.
@@ -685,15 +871,25 @@ def band_migration(scores: pl.DataFrame, start: str | dt.date, end: str | dt.dat
     value = "arr" if weight == "arr" else "accounts"
     enum = pl.Enum(names)
     grid = pl.DataFrame({"from_band": names}).join(pl.DataFrame({"to_band": names}), how="cross")
-    full = (grid.join(long, on=["from_band", "to_band"], how="left").with_columns(pl.col(value).fill_null(0))
-            .with_columns(pl.col("from_band", "to_band").cast(enum)).sort("from_band", "to_band"))
+    full = (
+        grid.join(long, on=["from_band", "to_band"], how="left")
+        .with_columns(pl.col(value).fill_null(0))
+        .with_columns(pl.col("from_band", "to_band").cast(enum))
+        .sort("from_band", "to_band")
+    )
     wide = full.pivot(on="to_band", index="from_band", values=value, sort_columns=False)
     wide = wide.select("from_band", *names).with_columns(total=pl.sum_horizontal(names))
     return wide.with_columns(pl.col("from_band").cast(pl.Utf8))
 
 
-def biggest_movers(scores: pl.DataFrame, start: str | dt.date, end: str | dt.date, n: int = 10,
-                   direction: Literal["both", "down", "up"] = "both", top_drivers: int = 3) -> pl.DataFrame:
+def biggest_movers(
+    scores: pl.DataFrame,
+    start: str | dt.date,
+    end: str | dt.date,
+    n: int = 10,
+    direction: Literal["both", "down", "up"] = "both",
+    top_drivers: int = 3,
+) -> pl.DataFrame:
     """The ``n`` accounts whose score changed most between two dates, with the metrics behind the
     change (difference of their ``drv_`` contributions, which sums to the score change).
 
@@ -703,7 +899,7 @@ def biggest_movers(scores: pl.DataFrame, start: str | dt.date, end: str | dt.dat
     if direction not in ("both", "down", "up"):
         raise ValueError(f"direction must be 'both', 'down' or 'up', not {direction!r}")
     pair, _, _ = _pair_frame(scores, start, end)
-    drv = [c[len("drv_"):] for c in scores.columns if c.startswith("drv_")]
+    drv = [c[len("drv_") :] for c in scores.columns if c.startswith("drv_")]
     pair = pair.with_columns(change=pl.col("score_end") - pl.col("score_start")).filter(pl.col("change").is_not_null())
     if direction == "down":
         pair = pair.filter(pl.col("change") < 0)
@@ -715,20 +911,28 @@ def biggest_movers(scores: pl.DataFrame, start: str | dt.date, end: str | dt.dat
     out = out.rename({c: c[: -len("_end")] for c in keep})
     if not drv:
         return out
-    contrib = (top.select("account_id", "change",
-                          *[(pl.col(f"drv_{m}_end").fill_null(0) - pl.col(f"drv_{m}_start").fill_null(0)).alias(m)
-                            for m in drv])
-               .unpivot(index=["account_id", "change"], variable_name="metric", value_name="points")
-               # drivers that pushed in the direction of the change, biggest first
-               .filter((pl.col("points") * pl.col("change").sign()) > 0)
-               .sort("account_id", pl.col("points").abs(), "metric", descending=[False, True, False])
-               .group_by("account_id", maintain_order=True).head(top_drivers)
-               .group_by("account_id", maintain_order=True)
-               .agg(top_driver=pl.col("metric").first(), top_driver_points=pl.col("points").first(),
-                    drivers=pl.format("{} {}", pl.col("metric"),
-                                      pl.col("points").round(1).cast(pl.Utf8)).str.join(", ")))
-    return (out.join(contrib, on="account_id", how="left")
-            .sort(pl.col("change").abs(), "account_id", descending=[True, False]))
+    contrib = (
+        top.select(
+            "account_id",
+            "change",
+            *[(pl.col(f"drv_{m}_end").fill_null(0) - pl.col(f"drv_{m}_start").fill_null(0)).alias(m) for m in drv],
+        )
+        .unpivot(index=["account_id", "change"], variable_name="metric", value_name="points")
+        # drivers that pushed in the direction of the change, biggest first
+        .filter((pl.col("points") * pl.col("change").sign()) > 0)
+        .sort("account_id", pl.col("points").abs(), "metric", descending=[False, True, False])
+        .group_by("account_id", maintain_order=True)
+        .head(top_drivers)
+        .group_by("account_id", maintain_order=True)
+        .agg(
+            top_driver=pl.col("metric").first(),
+            top_driver_points=pl.col("points").first(),
+            drivers=pl.format("{} {}", pl.col("metric"), pl.col("points").round(1).cast(pl.Utf8)).str.join(", "),
+        )
+    )
+    return out.join(contrib, on="account_id", how="left").sort(
+        pl.col("change").abs(), "account_id", descending=[True, False]
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -744,8 +948,14 @@ def _spaced_dates(dates: list[dt.date], horizon: str, data_end: dt.date) -> list
     return sorted(picked)
 
 
-def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, outcome: str = "churned",
-                   horizon: str = "90d", q: int = 10) -> pl.DataFrame:
+def metric_deciles(
+    snapshots: pl.DataFrame,
+    events: pl.DataFrame,
+    metric: str,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    q: int = 10,
+) -> pl.DataFrame:
     """Outcome rate by decile (``q``-tile) of a raw metric, with Wilson intervals.
 
     Rows are point-in-time: snapshots on dates ``horizon`` apart (so one account's outcome
@@ -755,42 +965,79 @@ def metric_deciles(snapshots: pl.DataFrame, events: pl.DataFrame, metric: str, o
     Columns: ``decile``, ``label``, ``rows``, ``accounts``, ``low``, ``median``, ``high``, ``events``,
     ``rate``, ``rate_lower``, ``rate_upper``, ``portfolio_rate``.
     """
-    from healthscore.analysis.fitting import label_outcomes, parse_horizon
 
-    _require(snapshots, ["account_id", "as_of", metric], "the snapshot frame",
-             f"pass snapshots holding the raw metric {metric!r}")
+    _require(
+        snapshots,
+        ["account_id", "as_of", metric],
+        "the snapshot frame",
+        f"pass snapshots holding the raw metric {metric!r}",
+    )
     horizon = parse_horizon(horizon)
     data_end = snapshots.get_column("as_of").max()
-    picked = _spaced_dates(_dates(snapshots), horizon, data_end)
+    cross = is_cross_sectional(snapshots)
+    picked = _dates(snapshots) if cross else _spaced_dates(_dates(snapshots), horizon, data_end)
     if not picked:
         raise ValueError(f"no snapshot is followed by a full {horizon} of data: use a shorter horizon")
     rows = snapshots.filter(pl.col("as_of").is_in(picked)).select("account_id", "as_of", metric)
-    lab = label_outcomes(rows, events, outcome=outcome, horizon=horizon, data_end=data_end)
+    lab = label_outcomes(
+        rows, events, outcome=outcome, horizon=horizon, data_end=None if cross else data_end, cross_sectional=cross
+    )
     v = pl.col(metric)
     n_valid = v.count()
     lab = lab.with_columns(
-        decile=pl.when(v.is_not_null()).then(((v.rank("min") - 1) * q / n_valid).floor().cast(pl.Int32) + 1))
+        decile=pl.when(v.is_not_null()).then(((v.rank("min") - 1) * q / n_valid).floor().cast(pl.Int32) + 1)
+    )
     # ties at a decile edge share the lower decile number; renumber the deciles that exist 1..k
     lab = lab.with_columns(decile=pl.col("decile").rank("dense").cast(pl.Int32))
-    table = (lab.group_by("decile").agg(
-        rows=pl.len(), accounts=pl.col("account_id").n_unique(), low=v.min(), median=v.median(), high=v.max(),
-        events=pl.col(outcome).sum().cast(pl.Int64))
-        .sort("decile", nulls_last=True))
+    table = (
+        lab.group_by("decile")
+        .agg(
+            rows=pl.len(),
+            accounts=pl.col("account_id").n_unique(),
+            low=v.min(),
+            median=v.median(),
+            high=v.max(),
+            events=pl.col(outcome).sum().cast(pl.Int64),
+        )
+        .sort("decile", nulls_last=True)
+    )
     lo, hi = wilson_interval(table.get_column("events").to_numpy(), table.get_column("rows").to_numpy())
     portfolio = float(lab.get_column(outcome).mean()) if lab.height else float("nan")
     return table.with_columns(
-        label=pl.when(pl.col("decile").is_null()).then(pl.lit("not measured"))
-        .otherwise(pl.format("D{} ({} to {})", pl.col("decile"), pl.col("low").round_sig_figs(3),
-                             pl.col("high").round_sig_figs(3))),
+        label=pl.when(pl.col("decile").is_null())
+        .then(pl.lit("not measured"))
+        .otherwise(
+            pl.format(
+                "D{} ({} to {})", pl.col("decile"), pl.col("low").round_sig_figs(3), pl.col("high").round_sig_figs(3)
+            )
+        ),
         rate=pl.col("events") / pl.col("rows"),
-        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi), portfolio_rate=pl.lit(portfolio),
-        metric=pl.lit(metric), outcome=pl.lit(outcome),
-    ).select("metric", "outcome", "decile", "label", "rows", "accounts", "low", "median", "high", "events",
-             "rate", "rate_lower", "rate_upper", "portfolio_rate")
+        rate_lower=pl.Series(lo),
+        rate_upper=pl.Series(hi),
+        portfolio_rate=pl.lit(portfolio),
+        metric=pl.lit(metric),
+        outcome=pl.lit(outcome),
+    ).select(
+        "metric",
+        "outcome",
+        "decile",
+        "label",
+        "rows",
+        "accounts",
+        "low",
+        "median",
+        "high",
+        "events",
+        "rate",
+        "rate_lower",
+        "rate_upper",
+        "portfolio_rate",
+    )
 
 
-def suggest_breakpoints(deciles: pl.DataFrame, direction: Literal["higher_is_better", "lower_is_better"] | None = None
-                        ) -> dict[str, Any]:
+def suggest_breakpoints(
+    deciles: pl.DataFrame, direction: Literal["higher_is_better", "lower_is_better"] | None = None
+) -> dict[str, Any]:
     """Breakpoints for the ``thresholds`` calibration from a :func:`metric_deciles` table.
 
     The outcome rate per decile is smoothed to be monotone (isotonic regression, direction
@@ -804,7 +1051,7 @@ def suggest_breakpoints(deciles: pl.DataFrame, direction: Literal["higher_is_bet
     >>> suggest_breakpoints(d)["points"]
     [[1.0, 0.0], [2.0, 47.1], [3.0, 81.8], [4.0, 100.0]]
     """
-    from sklearn.isotonic import IsotonicRegression
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn is loaded only when a model is fitted
 
     d = deciles.filter(pl.col("decile").is_not_null() & pl.col("median").is_not_null()).sort("median")
     if d.height < 2:
@@ -838,9 +1085,11 @@ def suggest_breakpoints(deciles: pl.DataFrame, direction: Literal["higher_is_bet
 
 # ------------------------------------------------------------------------------------------
 # CSM view
-PROCESS_NOTE = ("This view is a signal about process and investment (coverage, portfolio size, how "
-                "handovers are run), not a ranking of people: portfolios differ in segment mix and "
-                "difficulty, and CSMs are listed alphabetically on purpose.")
+PROCESS_NOTE = (
+    "This view is a signal about process and investment (coverage, portfolio size, how "
+    "handovers are run), not a ranking of people: portfolios differ in segment mix and "
+    "difficulty, and CSMs are listed alphabetically on purpose."
+)
 
 
 @dataclass
@@ -856,13 +1105,18 @@ class CSMView:
         """Findings about handovers, followed by the note on how to read this view."""
         return self.handovers.describe()[:3] + [self.note]
 
-    def charts(self) -> dict[str, alt.Chart]:
-        out = {f"handovers_{k}": v for k, v in self.handovers.charts().items()}
-        return out
+    def charts(self) -> dict[str, Any]:
+        """The handover comparison's charts, named ``handovers_<name>``."""
+        return {f"handovers_{k}": v for k, v in self.handovers.charts().items()}
 
 
-def csm_view(scores: pl.DataFrame, events: pl.DataFrame | None = None, as_of: str | dt.date | None = None,
-             horizon: str = "90d", min_size: int = 30) -> CSMView:
+def csm_view(
+    scores: pl.DataFrame,
+    events: pl.DataFrame | None = None,
+    as_of: str | dt.date | None = None,
+    horizon: str = "90d",
+    min_size: int = 30,
+) -> CSMView:
     """Portfolio per CSM (accounts, ARR, share and ARR in the worst band, mean score) and the
     relation between CSM handovers on an account and its health and churn."""
     _require(scores, ["account_id", "as_of", "score", "csm"], "the score frame")
@@ -873,120 +1127,22 @@ def csm_view(scores: pl.DataFrame, events: pl.DataFrame | None = None, as_of: st
     worst = bands[0] if bands else None
     arr = pl.col("arr") if "arr" in snap.columns else pl.lit(None, pl.Float64)
     in_worst = (pl.col("band") == worst).fill_null(False) if worst else pl.lit(False)
-    portfolio = (snap.with_columns(_arr=arr, _worst=in_worst)
-                 .group_by(pl.col("csm").fill_null("(unassigned)"))
-                 .agg(accounts=pl.len(), arr=pl.col("_arr").sum(), score_mean=pl.col("score").mean(),
-                      in_red=pl.col("_worst").sum().cast(pl.Int64), share_red=pl.col("_worst").mean(),
-                      arr_red=pl.col("_arr").filter(pl.col("_worst")).sum(),
-                      with_handover=(pl.col("handovers") != HANDOVER_LABELS[0]).mean())
-                 .sort("csm"))
+    portfolio = (
+        snap.with_columns(_arr=arr, _worst=in_worst)
+        .group_by(pl.col("csm").fill_null("(unassigned)"))
+        .agg(
+            accounts=pl.len(),
+            arr=pl.col("_arr").sum(),
+            score_mean=pl.col("score").mean(),
+            in_red=pl.col("_worst").sum().cast(pl.Int64),
+            share_red=pl.col("_worst").mean(),
+            arr_red=pl.col("_arr").filter(pl.col("_worst")).sum(),
+            with_handover=(pl.col("handovers") != HANDOVER_LABELS[0]).mean(),
+        )
+        .sort("csm")
+    )
     handovers = compare_cohorts(frame, by="handovers", events=events, as_of=when, horizon=horizon, min_size=min_size)
     return CSMView(portfolio=portfolio, handovers=handovers)
-
-
-# ------------------------------------------------------------------------------------------
-# charts (tidy aggregated frames in, altair charts out)
-def _finish(chart: Any, title: str, subtitle: str) -> Any:
-    """Title with an explanatory subtitle, and room on the left: static SVG export measures label
-    text with its own font, and long cohort names would otherwise be clipped."""
-    return chart.properties(title=alt.TitleParams(title, subtitle=subtitle), padding={"left": 24, "top": 6,
-                                                                                        "right": 12, "bottom": 6})
-
-
-def score_distribution_chart(summary: pl.DataFrame, dimension: str = "cohort") -> alt.LayerChart:
-    """Score distribution per cohort as a box plot drawn from aggregates (p10-p90 whiskers,
-    quartile box, median tick); cohort sizes in the tooltip."""
-    data = summary.select("cohort", "accounts", "score_p10", "score_q1", "score_median", "score_q3", "score_p90",
-                          "small").to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
-    tip = [alt.Tooltip("cohort:N"), alt.Tooltip("accounts:Q"), alt.Tooltip("score_median:Q", format=".0f"),
-           alt.Tooltip("score_q1:Q", format=".0f"), alt.Tooltip("score_q3:Q", format=".0f")]
-    whisker = base.mark_rule(color="#555").encode(x=alt.X("score_p10:Q", title="score (0-100)",
-                                                          scale=alt.Scale(domain=[0, 100])), x2="score_p90:Q")
-    box = base.mark_bar(size=14, color=charts.SERIES_COLOURS[2]).encode(x="score_q1:Q", x2="score_q3:Q", tooltip=tip)
-    median = base.mark_tick(color="#000", thickness=2, size=14).encode(x="score_median:Q", tooltip=tip)
-    return _finish(whisker + box + median, f"Score by {dimension.replace('_', ' ')}",
-                   "box: middle half of the accounts, tick: median, line: 10th to 90th percentile")
-
-
-def band_mix_chart(band_mix: pl.DataFrame, bands: list[str], dimension: str = "cohort") -> alt.Chart:
-    """Stacked bars of band shares per cohort, band colours with their names in the legend."""
-    order = bands + sorted(set(band_mix.get_column("band")) - set(bands))
-    colours = [charts.band_colour(b, "#BBBBBB" if b == UNSCORED else charts.EXTRA_COLOURS[i % 5])
-               for i, b in enumerate(order)]
-    data = band_mix.with_columns(
-        order=pl.col("band").replace_strict({b: i for i, b in enumerate(order)}, default=len(order))).to_pandas()
-    chart = alt.Chart(data).mark_bar().encode(
-        y=alt.Y("cohort:N", title=None),
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title="share of accounts"),
-        color=alt.Color("band:N", scale=charts.band_scale(order, colours), title="band"),
-        order=alt.Order("order:Q"),
-        tooltip=["cohort:N", "band:N", "accounts:Q", alt.Tooltip("share:Q", format=".0%")],
-    )
-    return _finish(chart, f"Band mix by {dimension.replace('_', ' ')}", "share of accounts in each band")
-
-
-def rate_chart(summary: pl.DataFrame, prefix: str = "churn", title: str = "Churn rate",
-               dimension: str = "cohort") -> alt.LayerChart:
-    """Rate per cohort (point) with its Wilson interval (rule)."""
-    data = summary.select("cohort", pl.col(f"{prefix}_rate").alias("rate"), pl.col(f"{prefix}_lo").alias("lo"),
-                          pl.col(f"{prefix}_hi").alias("hi"),
-                          size=pl.when(pl.col("small")).then(pl.lit("small")).otherwise(pl.lit("large enough"))
-                          ).to_pandas()
-    base = alt.Chart(data).encode(y=alt.Y("cohort:N", title=None, sort=None))
-    rule = base.mark_rule(color="#555").encode(x=alt.X("lo:Q", axis=alt.Axis(format="%"), title=title), x2="hi:Q")
-    point = base.mark_point(filled=True, size=60, color=charts.SERIES_COLOURS[0]).encode(
-        x="rate:Q", shape=alt.Shape("size:N", title="cohort size", legend=alt.Legend(labelLimit=200)),
-        tooltip=["cohort:N", alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("lo:Q", format=".1%"),
-                 alt.Tooltip("hi:Q", format=".1%")])
-    return _finish(rule + point, f"{title} by {dimension.replace('_', ' ')}", "point: rate, line: 95% Wilson interval")
-
-
-def trend_chart(trend: pl.DataFrame) -> alt.Chart:
-    """Mean score per cohort over time."""
-    chart = alt.Chart(trend.to_pandas()).mark_line(point=False).encode(
-        x=alt.X("as_of:T", title="snapshot"), y=alt.Y("score_mean:Q", title="mean score", scale=alt.Scale(zero=False)),
-        color=alt.Color("cohort:N", title="cohort", legend=alt.Legend(labelLimit=240)),
-        tooltip=["cohort:N", "as_of:T", alt.Tooltip("score_mean:Q", format=".1f"), "accounts:Q"],
-    )
-    return _finish(chart, "Score trend by cohort", "mean score of the accounts in each cohort on each snapshot")
-
-
-def migration_chart(long: pl.DataFrame, bands: list[str], start: dt.date | None = None,
-                    end: dt.date | None = None) -> alt.LayerChart:
-    """Heatmap of band migration with the account count written in each cell."""
-    order = bands + sorted((set(long.get_column("from_band")) | set(long.get_column("to_band"))) - set(bands))
-    data = long.to_pandas()
-    base = alt.Chart(data).encode(
-        x=alt.X("to_band:N", sort=order, title=f"band at {end}" if end else "band at end", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("from_band:N", sort=order, title=f"band at {start}" if start else "band at start"))
-    cells = base.mark_rect().encode(
-        color=alt.Color("accounts:Q", scale=alt.Scale(scheme="blues"), title="accounts"),
-        tooltip=["from_band:N", "to_band:N", "accounts:Q", alt.Tooltip("arr:Q", format=",.0f")])
-    text = base.mark_text(fontSize=13).encode(
-        text="accounts:Q",
-        color=alt.condition(alt.datum.accounts > float(long.get_column("accounts").max() or 0) / 2,
-                            alt.value("white"), alt.value("black")))
-    return _finish((cells + text).properties(width=260, height=220), "Band migration",
-                   "accounts by band at the start (rows) and at the end (columns)")
-
-
-def decile_chart(deciles: pl.DataFrame) -> alt.LayerChart:
-    """Outcome rate by metric decile with Wilson intervals and the portfolio average as a dashed line."""
-    d = deciles.filter(pl.col("decile").is_not_null())
-    metric = d.get_column("metric")[0] if d.height else "metric"
-    outcome = d.get_column("outcome")[0] if d.height else "outcome"
-    data = d.to_pandas()
-    x = alt.X("median:Q", title=f"{metric} (decile median)")
-    base = alt.Chart(data)
-    band = base.mark_rule(color="#555").encode(x=x, y=alt.Y("rate_lower:Q", axis=alt.Axis(format="%"),
-                                                                title=f"{outcome} rate"), y2="rate_upper:Q")
-    line = base.mark_line(point=True, color=charts.SERIES_COLOURS[0]).encode(
-        x=x, y="rate:Q", tooltip=["label:N", "rows:Q", alt.Tooltip("rate:Q", format=".1%"),
-                                  alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
-    avg = base.mark_rule(strokeDash=[4, 4], color="#999").encode(y="mean(portfolio_rate):Q")
-    return _finish(band + line + avg, f"{outcome} rate by decile of {metric}",
-                   "line: rate per decile, bars: 95% Wilson interval, dashed: portfolio average")
 
 
 # ------------------------------------------------------------------------------------------
@@ -1006,23 +1162,41 @@ class CohortReview:
     portfolio: dict[str, Any]
     csm: CSMView | None
     score_deciles: pl.DataFrame | None = None
+    # why movement (trend, migration, movers) is left out, e.g. a single snapshot date
+    movement_note: str | None = None
 
     def executive_summary(self) -> str:
         """Markdown: portfolio health, ARR at risk, the biggest movements, significant differences."""
         p = self.portfolio
         worst = p["worst_band"]
-        lines = [f"**Portfolio health on {self.date_to}.** {p['accounts']:,} accounts, ARR {_money(p['arr'])}; "
-                 f"median score {p['score_median']:.0f} ({p['score_change']:+.1f} points of mean score since "
-                 f"{self.date_from}). Band mix: "
-                 + ", ".join(f"{b} {_pct(s)}" for b, s in p["band_shares"].items()) + "."]
-        lines.append(f"**ARR at risk** (ARR in {worst}): {_money(p['arr_at_risk'])} "
-                     f"({_pct(p['arr_at_risk_share'])} of ARR) across {p['accounts_at_risk']:,} accounts.")
-        lines.append(f"**Movements since {self.date_from}.** {p['moved_down']:,} accounts moved to a worse band "
-                     f"(ARR {_money(p['arr_moved_down'])}), {p['moved_up']:,} to a better one; "
-                     f"{p['into_worst']:,} newly in {worst}.")
-        shift = (self.trend.filter(pl.col("as_of").is_in([self.date_from, self.date_to]))
-                 .group_by("cohort").agg(change=(pl.col("score_mean").sort_by("as_of").diff().last()))
-                 .drop_nulls().sort(pl.col("change").abs(), "cohort", descending=[True, False]))
+        change = (
+            "" if self.movement_note else f" ({p['score_change']:+.1f} points of mean score since {self.date_from})"
+        )
+        lines = [
+            f"**Portfolio health on {self.date_to}.** {p['accounts']:,} accounts, ARR {_money(p['arr'])}; "
+            f"median score {p['score_median']:.0f}{change}. Band mix: "
+            + ", ".join(f"{b} {_pct(s)}" for b, s in p["band_shares"].items())
+            + "."
+        ]
+        lines.append(
+            f"**ARR at risk** (ARR in {worst}): {_money(p['arr_at_risk'])} "
+            f"({_pct(p['arr_at_risk_share'])} of ARR) across {p['accounts_at_risk']:,} accounts."
+        )
+        if self.movement_note:
+            lines.append(f"**Movements.** {self.movement_note}")
+            return self._significance(lines)
+        lines.append(
+            f"**Movements since {self.date_from}.** {p['moved_down']:,} accounts moved to a worse band "
+            f"(ARR {_money(p['arr_moved_down'])}), {p['moved_up']:,} to a better one; "
+            f"{p['into_worst']:,} newly in {worst}."
+        )
+        shift = (
+            self.trend.filter(pl.col("as_of").is_in([self.date_from, self.date_to]))
+            .group_by("cohort")
+            .agg(change=(pl.col("score_mean").sort_by("as_of").diff().last()))
+            .drop_nulls()
+            .sort(pl.col("change").abs(), "cohort", descending=[True, False])
+        )
         small = self.comparison.cohorts.filter(pl.col("small")).get_column("cohort")
         shift = shift.filter(~pl.col("cohort").is_in(small.implode()))  # small cohorts swing by chance
         if shift.height:
@@ -1030,10 +1204,16 @@ class CohortReview:
             lines[-1] += f" The largest cohort shift: {r['cohort']}, {r['change']:+.1f} points of mean score."
         down = self.movers.filter(pl.col("change") < 0).head(3)
         if down.height:
-            who = [f"{r.get('company_name') or r['account_id']} ({r['change']:+.0f}"
-                   + (f", mostly {r['top_driver']}" if r.get("top_driver") else "") + ")"
-                   for r in down.iter_rows(named=True)]
+            who = [
+                f"{r.get('company_name') or r['account_id']} ({r['change']:+.0f}"
+                + (f", mostly {r['top_driver']}" if r.get("top_driver") else "")
+                + ")"
+                for r in down.iter_rows(named=True)
+            ]
             lines.append("Largest drops: " + "; ".join(who) + ".")
+        return self._significance(lines)
+
+    def _significance(self, lines: list[str]) -> str:
         sig = self.comparison.significant()
         dim = self.comparison.dimension.replace("_", " ")
         if sig.height:
@@ -1047,124 +1227,105 @@ class CohortReview:
     def heading(self) -> str:
         """Markdown title block: dimension, period, model stamp when the frame carries one."""
         stamp = self.portfolio.get("model")
-        return (f"# Cohort review by {self.comparison.dimension.replace('_', ' ')}\n\n"
-                f"Period {self.date_from} to {self.date_to}" + (f" · score model {stamp}" if stamp else "")
-                + f" · outcome rates per {self.comparison.horizon}, labelled point-in-time.")
+        return (
+            f"# Cohort review by {self.comparison.dimension.replace('_', ' ')}\n\n"
+            f"Period {self.date_from} to {self.date_to}"
+            + (f" · score model {stamp}" if stamp else "")
+            + f" · outcome rates per {self.comparison.horizon}, labelled point-in-time."
+        )
 
     def cohort_table(self) -> str:
-        """HTML table, one row per cohort: size, ARR, score, worst-band share, outcome rates."""
-        s = self.comparison.cohorts
-        worst = self.portfolio["worst_band"]
-        cols: dict[str, pl.Expr] = {
-            "cohort": pl.col("cohort"), "accounts": pl.col("accounts"),
-            "ARR": pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
-            "median score": pl.col("score_median").round(0),
-            "quartiles": pl.format("{} to {}", pl.col("score_q1").round(0), pl.col("score_q3").round(0)),
-        }
-        if f"share_{worst}" in s.columns:
-            cols[f"in {worst}"] = _pct_expr(pl.col(f"share_{worst}"))
-        for prefix, label in [("churn", "churn"), ("expansion", "expansion")]:
-            if f"{prefix}_rate" in s.columns:
-                cols[f"{label} per {self.comparison.horizon} (95% CI)"] = pl.format(
-                    "{} ({} to {})", _pct_expr(pl.col(f"{prefix}_rate")), _pct_expr(pl.col(f"{prefix}_lo")),
-                    _pct_expr(pl.col(f"{prefix}_hi")))
-        cols["small cohort"] = pl.when(pl.col("small")).then(pl.lit("yes")).otherwise(pl.lit(""))
-        return html_table(s.select(**cols))
+        """HTML table, one row per cohort (see :func:`healthscore.render.review.cohort_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.cohort_table(self)
 
     def tests_table(self, kind: str = "omnibus") -> str:
-        """HTML table of the tests of ``kind`` with raw and adjusted p-values and effect sizes."""
-        t = self.comparison.tests.filter(pl.col("kind") == kind)
-        if kind == "pairwise":
-            t = t.filter(pl.col("significant"))
-        return html_table(t.select(
-            what=pl.col("metric").str.replace("_", " "), test=pl.col("test"),
-            **({"between": pl.format("{} vs {}", pl.col("group_a"), pl.col("group_b"))} if kind == "pairwise" else {}),
-            p=pl.col("p_value").map_elements(_format_p, return_dtype=pl.Utf8),
-            adjusted=pl.col("p_adjusted").map_elements(_format_p, return_dtype=pl.Utf8),
-            effect=pl.format("{} {}", pl.col("effect_measure").str.replace("_", " "), pl.col("effect_size").round(2)),
-            significant=pl.when(pl.col("significant")).then(pl.lit("yes")).otherwise(pl.lit("no"))))
+        """HTML table of the tests of ``kind`` (see :func:`healthscore.render.review.significance_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.significance_table(self, kind)
 
     def movers_table(self) -> str:
-        """HTML table of the biggest movers with the metrics behind their change."""
-        m = self.movers
-        name = pl.col("company_name") if "company_name" in m.columns else pl.col("account_id")
-        return html_table(m.select(
-            account=name, **({"segment": pl.col("segment")} if "segment" in m.columns else {}),
-            change=pl.col("change").round(1), band=pl.format("{} → {}", pl.col("band_start"), pl.col("band_end")),
-            **({"drivers": pl.col("drivers")} if "drivers" in m.columns else {})))
+        """HTML table of the biggest movers (see :func:`healthscore.render.review.movers_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.movers_table(self)
 
     def csm_table(self) -> str:
-        """HTML table of the portfolio per CSM (alphabetical)."""
-        if self.csm is None:
-            return "<p>No CSM column in the data.</p>"
-        c = self.csm.portfolio
-        return html_table(c.select(
-            CSM=pl.col("csm"), accounts=pl.col("accounts"),
-            ARR=pl.col("arr").map_elements(_money, return_dtype=pl.Utf8),
-            **{f"in {self.portfolio['worst_band']}": _pct_expr(pl.col("share_red")),
-               f"ARR in {self.portfolio['worst_band']}": pl.col("arr_red").map_elements(_money, return_dtype=pl.Utf8)},
-            **{"accounts with a handover": _pct_expr(pl.col("with_handover"))}))
+        """HTML table of the portfolio per CSM (see :func:`healthscore.render.review.csm_table`)."""
+        from healthscore.render import review as review_html  # render sits above analysis: HTML on request
+
+        return review_html.csm_table(self)
 
     def charts(self) -> dict[str, Any]:
-        """Every chart of the review by name."""
-        out: dict[str, Any] = dict(self.comparison.charts())
-        out["trend"] = trend_chart(self.trend)
-        out["migration"] = migration_chart(self.migration_long, self.comparison.bands, self.date_from, self.date_to)
-        if self.score_deciles is not None and self.score_deciles.height:
-            out["score_deciles"] = decile_chart(self.score_deciles)
-        if self.csm is not None and "churn" in self.csm.handovers.charts():
-            out["handovers_churn"] = self.csm.handovers.charts()["churn"]
-        return out
+        """Every chart of the review by name; drawn by :mod:`healthscore.viz.cohorts`."""
+        from healthscore.viz import cohorts as cohort_charts  # viz sits above analysis: charts are drawn on request
+
+        return cohort_charts.review_charts(self)
 
 
-def _pct_expr(e: pl.Expr) -> pl.Expr:
-    return pl.format("{}%", (e * 100).round(1))
+def cohort_review(
+    scores: pl.DataFrame,
+    events: pl.DataFrame | None = None,
+    *,
+    by: str | Sequence[str] = "segment",
+    date_from: str | dt.date | None = None,
+    date_to: str | dt.date | None = None,
+    horizon: str = "90d",
+    movers: int = 10,
+) -> CohortReview:
+    """Build the leadership cohort review between ``date_from`` (default: the snapshot 13 weeks,
+    91 days, before ``date_to``, whatever the cadence) and ``date_to`` (default: the last snapshot).
 
-
-def html_table(frame: pl.DataFrame) -> str:
-    """A plain HTML table (no index, no dtypes) for static reports."""
-    from html import escape
-
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.iter_rows())
-    return f'<table class="hs-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, by: str | Sequence[str] = "segment",
-                  date_from: str | dt.date | None = None, date_to: str | dt.date | None = None,
-                  horizon: str = "90d", movers: int = 10) -> CohortReview:
-    """Build the leadership cohort review between ``date_from`` (default: 13 weeks before the last
-    snapshot) and ``date_to`` (default: the last snapshot)."""
-    by = [by] if isinstance(by, str) else list(by)
+    With a single snapshot date (a one-row-per-customer extract) there is no movement to show:
+    trend, migration and movers are left out and ``movement_note`` says why."""
+    by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
+    if not by:  # no dimension: the portfolio as one cohort
+        scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
     frame = with_derived(scores)
     d1 = _snap_date(frame, date_to, "date_to")
     dates = [d for d in _dates(frame) if d <= d1]
     # a period that starts before the data starts where the data does
     start = _as_date(date_from)
-    d0 = (dates[max(0, len(dates) - 14)] if start is None else dates[0] if start < dates[0]
-          else _snap_date(frame, start, "date_from"))
-    if d0 >= d1:
+    if start is None:
+        back = [d for d in dates if d <= d1 - dt.timedelta(days=PERIOD_DAYS)]
+        d0 = back[-1] if back else dates[0]
+    else:
+        d0 = dates[0] if start < dates[0] else _snap_date(frame, start, "date_from")
+    note = None
+    if len(dates) == 1:
+        note = (
+            f"Left out: every account has one snapshot ({d1}), so there is no earlier score to move "
+            "from; score trends, band migration and movers need snapshots on two dates or more."
+        )
+    elif d0 >= d1:
         raise ValueError(f"date_from {d0} must be before date_to {d1}")
     comparison = compare_cohorts(frame, by=by, events=events, as_of=d1, horizon=horizon)
     window = frame.filter(pl.col("as_of").is_between(d0, d1))
-    trend = score_trend(window, by)
-    long = migration_long(frame, d0, d1)
-    matrix = band_migration(frame, d0, d1)
-    mv = biggest_movers(frame, d0, d1, n=movers)
+    if note is None:
+        trend = score_trend(window, by)
+        long = migration_long(frame, d0, d1)
+        matrix = band_migration(frame, d0, d1)
+        mv = biggest_movers(frame, d0, d1, n=movers)
+    else:
+        trend, matrix, mv = pl.DataFrame(), pl.DataFrame(), pl.DataFrame()
+        long = pl.DataFrame(schema={"from_band": pl.Utf8, "to_band": pl.Utf8, "accounts": pl.Int64, "arr": pl.Float64})
     bands = _band_order(frame)
     worst = bands[0] if bands else "red"
     rank = {b: i for i, b in enumerate(bands)}
     moves = long.with_columns(
         r0=pl.col("from_band").replace_strict(rank, default=None, return_dtype=pl.Int32),
-        r1=pl.col("to_band").replace_strict(rank, default=None, return_dtype=pl.Int32))
+        r1=pl.col("to_band").replace_strict(rank, default=None, return_dtype=pl.Int32),
+    )
     snap = cross_section(frame, d1, events)
     start_snap = frame.filter(pl.col("as_of") == d0)
     arr = snap.get_column("arr") if "arr" in snap.columns else pl.Series([0.0] * snap.height)
     in_worst = snap.get_column("band") == worst
     total_arr = float(arr.sum() or 0.0)
     portfolio = {
-        "accounts": snap.height, "arr": total_arr,
+        "accounts": snap.height,
+        "arr": total_arr,
         "score_median": float(snap.get_column("score").median() or float("nan")),
         "score_change": float((snap.get_column("score").mean() or 0) - (start_snap.get_column("score").mean() or 0)),
         "band_shares": {b: float((snap.get_column("band") == b).mean() or 0) for b in reversed(bands)},
@@ -1174,8 +1335,9 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, b
         "moved_down": int(moves.filter(pl.col("r1") < pl.col("r0")).get_column("accounts").sum()),
         "arr_moved_down": float(moves.filter(pl.col("r1") < pl.col("r0")).get_column("arr").sum() or 0.0),
         "moved_up": int(moves.filter(pl.col("r1") > pl.col("r0")).get_column("accounts").sum()),
-        "into_worst": int(moves.filter((pl.col("to_band") == worst) & (pl.col("from_band") != worst))
-                          .get_column("accounts").sum()),
+        "into_worst": int(
+            moves.filter((pl.col("to_band") == worst) & (pl.col("from_band") != worst)).get_column("accounts").sum()
+        ),
     }
     if "model_name" in frame.columns and frame.height:
         last = frame.row(frame.height - 1, named=True)
@@ -1186,51 +1348,71 @@ def cohort_review(scores: pl.DataFrame, events: pl.DataFrame | None = None, *, b
     if events is not None and events.filter(pl.col("event") == comparison.outcome).height:
         # does the score rank churn? the same point-in-time windows, up to the end of the period
         try:
-            deciles = metric_deciles(frame.filter(pl.col("as_of") <= d1).select(*KEYS, "score"), events, "score",
-                                     outcome=comparison.outcome, horizon=horizon)
+            deciles = metric_deciles(
+                frame.filter(pl.col("as_of") <= d1).select(*KEYS, "score"),
+                events,
+                "score",
+                outcome=comparison.outcome,
+                horizon=horizon,
+            )
         except ValueError:  # no snapshot followed by a full horizon before date_to
             deciles = None
-    return CohortReview(by=by, date_from=d0, date_to=d1, comparison=comparison, trend=trend, migration=matrix,
-                        migration_long=long, movers=mv, portfolio=portfolio, csm=csm, score_deciles=deciles)
+    return CohortReview(
+        by=by,
+        date_from=d0,
+        date_to=d1,
+        comparison=comparison,
+        trend=trend,
+        migration=matrix,
+        migration_long=long,
+        movers=mv,
+        portfolio=portfolio,
+        csm=csm,
+        score_deciles=deciles,
+        movement_note=note,
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # edge: files in, review out (used by notebooks/cohort_review.ipynb and `healthscore review`)
 def _read_frame(path: str) -> pl.DataFrame:
-    from pathlib import Path
-
-    from healthscore.analysis.scorecard import load_scores
-    from healthscore.io.snapshots import read_snapshots
 
     if Path(path).suffix.lower() in {".parquet", ".pq", ".csv"} or not Path(path).exists():
         return load_scores(path)  # score frames or snapshots; a missing file gets a clear error
     return read_snapshots(path)  # Excel, DuckDB, SQL URIs
 
 
-def load_review_inputs(data: str | pl.DataFrame, events: str | pl.DataFrame | None = None,
-                       model: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def load_review_inputs(
+    data: str | pl.DataFrame, events: str | pl.DataFrame | None = None, model: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Read what the review needs: ``data`` is a score frame (has a ``score`` column) or snapshots,
     which are then scored with ``model``; ``events`` is optional. Returns (scores, events)."""
     frame = data if isinstance(data, pl.DataFrame) else _read_frame(str(data))
     if "score" not in frame.columns:
         if model is None:
             raise ValueError(f"{data}: these are snapshots without a 'score' column; pass --model to score them")
-        from healthscore.core.scoring import score
-        from healthscore.io.snapshots import read_snapshots
-        from healthscore.spec.model import load_model
 
-        frame = score(read_snapshots(frame), load_model(model))
+        snaps = read_snapshots(frame)
+        frame = score(snaps, load_model(model))
+        # every attribute and metric column can define a cohort, not only those a score row carries
+        extra = [c for c in snaps.columns if c not in frame.columns]
+        if extra:
+            frame = frame.join(snaps.select(*KEYS, *extra), on=list(KEYS), how="left")
     ev = None
     if events is not None:
-        from healthscore.io.snapshots import read_events
-
         ev = read_events(events)
     return frame, ev
 
 
-def review_from_files(data: str, events: str | None = None, model: str | None = None, by: str = "segment",
-                      date_from: str | None = None, date_to: str | None = None,
-                      horizon: str = "90d") -> CohortReview:
+def review_from_files(
+    data: str,
+    events: str | None = None,
+    model: str | None = None,
+    by: str = "segment",
+    date_from: str | None = None,
+    date_to: str | None = None,
+    horizon: str = "90d",
+) -> CohortReview:
     """:func:`cohort_review` from file paths; ``by`` may name several attributes joined by commas."""
     scores, ev = load_review_inputs(data, events, model)
     dims = [b.strip() for b in by.split(",") if b.strip()] if isinstance(by, str) else list(by)

@@ -21,11 +21,13 @@ more likely to expand, so ``risk = score``. :func:`risk_of` applies that rule by
 >>> auc(y, risk_of(score, "churned"))
 0.75
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -36,16 +38,41 @@ import polars as pl
 from scipy import stats
 from sklearn import metrics as skm
 
+from healthscore.core.extract import cadence_of, is_cross_sectional, observation_end
 from healthscore.core.kernels import wilson_interval
+from healthscore.core.labels import label_outcomes
+from healthscore.core.scoring import score as score_frame
 from healthscore.errors import HealthscoreError
+from healthscore.io import files
 from healthscore.results import Summary
 from healthscore.spec.outcomes import Outcome, horizon_words, resolve_outcome
 
 __all__ = [
-    "auc", "auc_ci", "pr_auc", "top_decile_lift", "capture_rate", "brier", "reliability_curve",
-    "expected_calibration_error", "band_table", "red_band_confusion", "cutoff_for_precision",
-    "cutoff_for_capacity", "roc_points", "gains_curve", "risk_of", "event_is_low_score",
-    "ProbabilityMap", "Interval", "Cutoff", "evaluate", "Evaluation", "time_split",
+    "auc",
+    "auc_ci",
+    "auc_difference",
+    "Difference",
+    "pr_auc",
+    "top_decile_lift",
+    "capture_rate",
+    "brier",
+    "reliability_curve",
+    "expected_calibration_error",
+    "band_table",
+    "red_band_confusion",
+    "cutoff_for_precision",
+    "cutoff_for_capacity",
+    "roc_points",
+    "gains_curve",
+    "risk_of",
+    "event_is_low_score",
+    "ProbabilityMap",
+    "Interval",
+    "Cutoff",
+    "evaluate",
+    "Evaluation",
+    "time_split",
+    "compare_models",
 ]
 
 ArrayLike = Any  # numpy array, polars Series, list
@@ -181,6 +208,94 @@ def auc_ci(y: ArrayLike, risk: ArrayLike, *, confidence: float = 0.95, groups: A
     return Interval(a, max(0.0, a - z * se), min(1.0, a + z * se))
 
 
+class Difference(NamedTuple):
+    """A paired difference (model A minus model B) with its confidence interval and two-sided p-value."""
+
+    estimate: float
+    lower: float
+    upper: float
+    p_value: float
+
+
+def _placements(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """DeLong placement value of every row, in the rows' own order: for a positive, the share of
+    negatives ranked below it; for a negative, the share of positives ranked above it (ties
+    count one half). Both kinds average to the AUC."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    gid = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+    pos_in = np.bincount(gid, weights=ys)
+    neg_in = np.bincount(gid, weights=1.0 - ys)
+    m, n = float(pos_in.sum()), float(neg_in.sum())
+    v_pos = (np.cumsum(neg_in) - 0.5 * neg_in) / n
+    v_neg = (m - np.cumsum(pos_in) + 0.5 * pos_in) / m
+    out = np.empty(x.size)
+    out[order] = np.where(ys == 1.0, v_pos[gid], v_neg[gid])
+    return out
+
+
+def auc_difference(
+    y: ArrayLike, risk_a: ArrayLike, risk_b: ArrayLike, *, confidence: float = 0.95, groups: ArrayLike | None = None
+) -> Difference:
+    """AUC of ``risk_a`` minus AUC of ``risk_b`` on the same rows, with a paired DeLong interval.
+
+    Both scores rank the same rows, so their AUCs are correlated: the variance of the difference
+    comes from the difference of the two placement values per row (DeLong, DeLong and
+    Clarke-Pearson 1988), which is far narrower than two separate intervals suggest. With
+    ``groups=account_id`` the differences are summed per account first (Obuchowski's clustered
+    form), so repeated snapshots of one account count as one piece of evidence. Rows where
+    either score or the outcome is missing are left out of both.
+
+    >>> y = [0, 0, 1, 1, 0, 1, 0, 1]
+    >>> d = auc_difference(y, [1, 2, 3, 4, 1, 5, 2, 6], [4, 3, 2, 1, 2, 1, 5, 3])
+    >>> round(d.estimate, 4), d.lower > 0, d.p_value < 0.05
+    (0.875, True, True)
+    """
+    yy, xa, keep_a = _pair(y, risk_a, with_mask=True)
+    yb, xb, keep_b = _pair(y, risk_b, with_mask=True)
+    if xa.size != keep_a.size or xb.size != keep_b.size or not np.array_equal(keep_a, keep_b):
+        keep = keep_a & keep_b
+        yy, xa, xb = _floats(y)[keep], _floats(risk_a)[keep], _floats(risk_b)[keep]
+    else:
+        keep = keep_a
+    nan = Difference(float("nan"), float("nan"), float("nan"), float("nan"))
+    if not _both_classes(yy):
+        return nan
+    d = _placements(yy, xa) - _placements(yy, xb)
+    pos = yy == 1.0
+    m, n = float(pos.sum()), float((~pos).sum())
+    diff = float(d[pos].mean())
+    if groups is None:
+        var = d[pos].var(ddof=1) / m + d[~pos].var(ddof=1) / n if m > 1 and n > 1 else float("nan")
+    else:
+        g = _group_codes(groups, keep)
+        k = int(g.max()) + 1
+        dp_sum = np.bincount(g[pos], weights=d[pos], minlength=k)
+        dn_sum = np.bincount(g[~pos], weights=d[~pos], minlength=k)
+        mp = np.bincount(g[pos], minlength=k)
+        nn = np.bincount(g[~pos], minlength=k)
+        present = (mp + nn) > 0
+        n_clusters = int(present.sum())
+        if n_clusters < 2:
+            return Difference(diff, float("nan"), float("nan"), float("nan"))
+        dp = (dp_sum - mp * diff)[present]
+        dn = (dn_sum - nn * diff)[present]
+        c = n_clusters / (n_clusters - 1)
+        var = (
+            c * float(np.sum(dp * dp)) / m / m
+            + c * float(np.sum(dn * dn)) / n / n
+            + 2.0 * c * float(np.sum(dp * dn)) / (m * n)
+        )
+    if not math.isfinite(var):
+        return Difference(diff, float("nan"), float("nan"), float("nan"))
+    se = math.sqrt(max(float(var), 0.0))
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    if se == 0.0:  # the two scores rank every pair alike
+        return Difference(diff, diff, diff, 1.0 if diff == 0.0 else 0.0)
+    p = float(2.0 * stats.norm.sf(abs(diff) / se))
+    return Difference(diff, diff - z * se, diff + z * se, p)
+
+
 def _group_codes(groups: ArrayLike, keep: np.ndarray) -> np.ndarray:
     """Small integer codes 0..k-1 for the groups of the kept rows (polars ranks: fast on strings)."""
     g = groups if isinstance(groups, pl.Series) else pl.Series("g", np.asarray(groups))
@@ -312,8 +427,16 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confid
     """
     yy, pp = _pair(y, prob, "prob")
     if yy.size == 0:
-        return pl.DataFrame(schema={"bin": pl.Int64, "count": pl.Int64, "mean_predicted": pl.Float64,
-                                    "observed": pl.Float64, "observed_lower": pl.Float64, "observed_upper": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "bin": pl.Int64,
+                "count": pl.Int64,
+                "mean_predicted": pl.Float64,
+                "observed": pl.Float64,
+                "observed_lower": pl.Float64,
+                "observed_upper": pl.Float64,
+            }
+        )
     edges = np.unique(np.quantile(pp, np.linspace(0.0, 1.0, n_bins + 1)))
     idx = np.searchsorted(edges[1:-1], pp, side="right")
     k = max(len(edges) - 1, 1)
@@ -323,9 +446,16 @@ def reliability_curve(y: ArrayLike, prob: ArrayLike, *, n_bins: int = 10, confid
     keep = count > 0
     count, events, psum = count[keep], events[keep], psum[keep]
     lo, hi = wilson_interval(events, count, confidence=confidence)
-    return pl.DataFrame({"bin": np.arange(count.size), "count": count.astype(np.int64),
-                         "mean_predicted": psum / count, "observed": events / count,
-                         "observed_lower": lo, "observed_upper": hi})
+    return pl.DataFrame(
+        {
+            "bin": np.arange(count.size),
+            "count": count.astype(np.int64),
+            "mean_predicted": psum / count,
+            "observed": events / count,
+            "observed_lower": lo,
+            "observed_upper": hi,
+        }
+    )
 
 
 def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) -> float:
@@ -345,8 +475,14 @@ def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = 10) 
 
 
 # ---------------------------------------------------------------- bands and cut-offs
-def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: Sequence[str] | None = None,
-               confidence: float = 0.95) -> pl.DataFrame:
+def band_table(
+    frame: pl.DataFrame,
+    outcome: str,
+    *,
+    band: str = "band",
+    order: Sequence[str] | None = None,
+    confidence: float = 0.95,
+) -> pl.DataFrame:
     """Rows, events, event rate and its Wilson interval per band.
 
     ``order`` fixes the row order (e.g. the model's bands from red to green); otherwise bands
@@ -360,21 +496,28 @@ def band_table(frame: pl.DataFrame, outcome: str, *, band: str = "band", order: 
     for col in (band, outcome):
         if col not in frame.columns:
             raise ValueError(f"band_table: the frame has no column {col!r}; it has {frame.columns[:12]}")
-    t = (frame.lazy()
-         .group_by(pl.col(band).fill_null("(none)").alias("band"))
-         .agg(count=pl.len(), events=pl.col(outcome).cast(pl.Int64).sum())
-         .collect())
+    t = (
+        frame.lazy()
+        .group_by(pl.col(band).fill_null("(none)").alias("band"))
+        .agg(count=pl.len(), events=pl.col(outcome).cast(pl.Int64).sum())
+        .collect()
+    )
     names = list(order) if order is not None else sorted(t["band"].to_list())
     names += [b for b in sorted(t["band"].to_list()) if b not in names]
     rank = pl.DataFrame({"band": names, "_rank": range(len(names))})
-    t = (rank.join(t, on="band", how="left")
-         .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
-         .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
-         .sort("_rank").drop("_rank"))
+    t = (
+        rank.join(t, on="band", how="left")
+        .with_columns(pl.col("count", "events").fill_null(0).cast(pl.Int64))
+        .filter((pl.col("count") > 0) | pl.col("band").is_in(list(order or [])))
+        .sort("_rank")
+        .drop("_rank")
+    )
     lo, hi = wilson_interval(t["events"].to_numpy(), t["count"].to_numpy(), confidence=confidence)
     return t.with_columns(
         rate=pl.when(pl.col("count") > 0).then(pl.col("events") / pl.col("count")),
-        rate_lower=pl.Series(lo), rate_upper=pl.Series(hi))
+        rate_lower=pl.Series(lo),
+        rate_upper=pl.Series(hi),
+    )
 
 
 def red_band_confusion(frame: pl.DataFrame, outcome: str, band: str = "band", red: str = "red") -> dict[str, float]:
@@ -445,7 +588,9 @@ def cutoff_for_precision(y: ArrayLike, score: ArrayLike, target: float, outcome:
     return Cutoff(float(cut[i]), int(flagged[i]), float(precision[i]), float(events[i] / yy.sum()))
 
 
-def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, outcome: str = "churned") -> Cutoff | None:
+def cutoff_for_capacity(
+    score: ArrayLike, k: int, y: ArrayLike | None = None, outcome: str = "churned"
+) -> Cutoff | None:
     """The cut-off that flags as many accounts as possible but no more than ``k`` (a CSM team's capacity).
 
     Pass one row per account (one snapshot date). With ``y`` the precision and recall at that
@@ -472,8 +617,12 @@ def cutoff_for_capacity(score: ArrayLike, k: int, y: ArrayLike | None = None, ou
     if yy is None:
         return Cutoff(float(cut[i]), int(flagged[i]), float("nan"), float("nan"))
     total = yy.sum()
-    return Cutoff(float(cut[i]), int(flagged[i]), float(events[i] / flagged[i]),
-                  float(events[i] / total) if total else float("nan"))
+    return Cutoff(
+        float(cut[i]),
+        int(flagged[i]),
+        float(events[i] / flagged[i]),
+        float(events[i] / total) if total else float("nan"),
+    )
 
 
 # ---------------------------------------------------------------- score -> probability
@@ -534,11 +683,13 @@ class ProbabilityMap:
         """Learn the map from training scores and 0/1 outcomes (rows with a null score are skipped)."""
         yy, ss = _pair(y, scores, "scores")
         if yy.size < 2 or not _both_classes(yy):
-            raise ValueError(f"a probability map needs training rows with and without the outcome "
-                             f"({int(yy.sum())} events in {yy.size} scored rows); widen the training window")
+            raise ValueError(
+                f"a probability map needs training rows with and without the outcome "
+                f"({int(yy.sum())} events in {yy.size} scored rows); widen the training window"
+            )
         self.n_train_, self.events_train_ = int(yy.size), int(yy.sum())
         if self.method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
+            from sklearn.isotonic import IsotonicRegression  # scikit-learn is loaded only when a model is fitted
 
             inc = (not event_is_low_score(self.outcome)) if self.increasing == "auto" else bool(self.increasing)
             iso = IsotonicRegression(increasing=inc, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(ss, yy)
@@ -556,7 +707,7 @@ class ProbabilityMap:
             lo, hi = wilson_interval(events, rows, confidence=self.confidence)
             xs, ps, ls, us = [], [], [], []
             for k in range(len(steps)):
-                for x in ([lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]):
+                for x in [lo_s[k], hi_s[k]] if hi_s[k] > lo_s[k] else [lo_s[k]]:
                     xs.append(round(x, 6))
                     ps.append(round(float(events[k] / rows[k]), 6))
                     ls.append(round(float(lo[k]), 6))
@@ -564,7 +715,7 @@ class ProbabilityMap:
             self.scores_, self.probabilities_, self.lower_, self.upper_ = xs, ps, ls, us
             self.events_, self.rows_ = [int(e) for e in events], [int(r) for r in rows]
         else:
-            import statsmodels.api as sm
+            import statsmodels.api as sm  # statsmodels takes about a second to import; only fits and tests need it
 
             X = sm.add_constant(ss / 100.0)
             try:
@@ -597,7 +748,7 @@ class ProbabilityMap:
             xs = np.asarray(self.scores_)
             lo, hi = np.interp(s, xs, np.asarray(self.lower_)), np.interp(s, xs, np.asarray(self.upper_))
         else:
-            va, cab, vb = (self.cov_ or [np.nan] * 3)
+            va, cab, vb = self.cov_ or [np.nan] * 3
             x = s / 100.0
             eta = self.intercept_ + self.slope_ * x
             se = np.sqrt(np.maximum(va + 2 * x * cab + x * x * vb, 0.0))
@@ -652,13 +803,24 @@ class ProbabilityMap:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (str, int, float, lists) to freeze into a model file or JSON."""
-        d: dict[str, Any] = {"method": self.method, "outcome": self.outcome, "horizon": self.horizon,
-                             "n_train": self.n_train_, "events_train": self.events_train_}
+        d: dict[str, Any] = {
+            "method": self.method,
+            "outcome": self.outcome,
+            "horizon": self.horizon,
+            "n_train": self.n_train_,
+            "events_train": self.events_train_,
+        }
         if self.method == "isotonic":
             d.update(scores=list(self.scores_), probabilities=list(self.probabilities_))
             if self.lower_:
-                d.update(lower=list(self.lower_), upper=list(self.upper_), step_events=list(self.events_),
-                         step_rows=list(self.rows_), min_events=self.min_events, confidence=self.confidence)
+                d.update(
+                    lower=list(self.lower_),
+                    upper=list(self.upper_),
+                    step_events=list(self.events_),
+                    step_rows=list(self.rows_),
+                    min_events=self.min_events,
+                    confidence=self.confidence,
+                )
         else:
             d.update(intercept=self.intercept_, slope=self.slope_)
             if self.cov_ and all(math.isfinite(v) for v in self.cov_):
@@ -668,13 +830,17 @@ class ProbabilityMap:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ProbabilityMap:
         """Rebuild a fitted map from :meth:`to_dict` output."""
-        pm = cls(method=d.get("method", "isotonic"), outcome=str(d.get("outcome", "churned")),
-                 horizon=str(d.get("horizon", "90d")))
+        pm = cls(
+            method=d.get("method", "isotonic"),
+            outcome=str(d.get("outcome", "churned")),
+            horizon=str(d.get("horizon", "90d")),
+        )
         if pm.method == "isotonic":
             xs, ps = [float(v) for v in d.get("scores", [])], [float(v) for v in d.get("probabilities", [])]
             if not xs or len(xs) != len(ps):
-                raise ValueError("an isotonic probability map needs equally long, non-empty 'scores' and "
-                                 "'probabilities' lists")
+                raise ValueError(
+                    "an isotonic probability map needs equally long, non-empty 'scores' and 'probabilities' lists"
+                )
             pm.scores_, pm.probabilities_ = xs, ps
             if "lower" in d and "upper" in d:
                 pm.lower_, pm.upper_ = [float(v) for v in d["lower"]], [float(v) for v in d["upper"]]
@@ -695,7 +861,6 @@ class ProbabilityMap:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the map as JSON, atomically."""
-        from healthscore.io import files
 
         files.write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -710,6 +875,7 @@ def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[
     """Merge neighbouring steps (row ranges of the sorted training rows) until each holds at
     least ``min_events`` events and as many non-events; the thinnest step goes first, into its
     thinner neighbour. Merging two steps of a monotone fit keeps the fit monotone."""
+
     def short(a: int, b: int) -> int:
         e = int(y[a:b].sum())
         return min(e, (b - a) - e)
@@ -722,7 +888,7 @@ def _pool_steps(steps: list[list[int]], y: np.ndarray, min_events: int) -> list[
             break
         j = i + 1 if i == 0 else i - 1 if i == len(steps) - 1 else (i - 1 if need[i - 1] <= need[i + 1] else i + 1)
         a, b = min(i, j), max(i, j)
-        steps[a:b + 1] = [[steps[a][0], steps[b][1]]]
+        steps[a : b + 1] = [[steps[a][0], steps[b][1]]]
     return steps
 
 
@@ -743,8 +909,9 @@ def _split_date(labelled: pl.DataFrame, split: date | str | None, train_share: f
     return split.date() if isinstance(split, datetime) else split
 
 
-def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None,
-               train_share: float = 0.7) -> tuple[pl.DataFrame, pl.DataFrame, date]:
+def time_split(
+    labelled: pl.DataFrame, *, horizon: str = "90d", split: date | str | None = None, train_share: float = 0.7
+) -> tuple[pl.DataFrame, pl.DataFrame, date]:
     """Split labelled snapshots by time into ``(train, test, split_date)``.
 
     ``train`` keeps rows whose whole outcome window ends on or before the split
@@ -771,7 +938,8 @@ def time_split(labelled: pl.DataFrame, *, horizon: str = "90d", split: date | st
         raise EvaluationError(
             f"split date {d} leaves {'no training rows' if train.is_empty() else 'no test rows'}: labelled "
             f"snapshots run {first} .. {last} and training rows need as_of + {horizon} <= split; "
-            "pick a split date inside that range, later than the first date plus the horizon")
+            "pick a split date inside that range, later than the first date plus the horizon"
+        )
     return train, test, d
 
 
@@ -809,12 +977,21 @@ def _scores_of(model: Any, snaps: pl.DataFrame, score_frame: Any, name: str) -> 
         frame = model.collect() if isinstance(model, pl.LazyFrame) else model
         missing = [c for c in ("account_id", "as_of", "score") if c not in frame.columns]
         if missing:
-            raise EvaluationError(f"score frame {name!r} lacks column(s) {missing}: pass account_id, as_of, "
-                                  "score (higher is healthier) and optionally band")
+            raise EvaluationError(
+                f"score frame {name!r} lacks column(s) {missing}: pass account_id, as_of, "
+                "score (higher is healthier) and optionally band"
+            )
         band = pl.col("band").cast(pl.Utf8) if "band" in frame.columns else pl.lit(None, pl.Utf8).alias("band")
-        return (frame.select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("as_of"),
-                             pl.col("score").cast(pl.Float64), band)
-                .unique(["account_id", "as_of"], keep="first").sort("account_id", "as_of"))
+        return (
+            frame.select(
+                pl.col("account_id").cast(snaps.schema["account_id"]),
+                pl.col("as_of"),
+                pl.col("score").cast(pl.Float64),
+                band,
+            )
+            .unique(["account_id", "as_of"], keep="first")
+            .sort("account_id", "as_of")
+        )
     return score_frame(snaps, model).select("account_id", "as_of", "score", "band").sort("account_id", "as_of")
 
 
@@ -825,8 +1002,28 @@ def _alarm_band(model: Any, outcome: str) -> str | None:
     return model.alarm_band(outcome) if getattr(model, "bands", None) else None
 
 
-def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alarm: str | None,
-             target_precision: float, capacity: int | None, fraction: float) -> dict[str, Any]:
+def _watch_band(model: Any, alarm: str | None, outcome: str) -> str | None:
+    """The band next to the alarm band on the alarming side's way to healthy ('yellow' next to 'red')."""
+    if isinstance(model, (pl.DataFrame, pl.LazyFrame)):  # a score frame's bands: the standard three
+        names = ["red", "yellow", "green"]
+    else:
+        names = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
+    if alarm is None or alarm not in names or len(names) < 3:
+        return None
+    i = names.index(alarm) + (1 if event_is_low_score(outcome) else -1)
+    return names[i] if 0 <= i < len(names) else None
+
+
+def _metrics(
+    part: pl.DataFrame,
+    outcome: str,
+    pmap: ProbabilityMap | None,
+    alarm: str | None,
+    target_precision: float,
+    capacity: int | None,
+    fraction: float,
+    watch: str | None = None,
+) -> dict[str, Any]:
     """Every backtest figure for one model on one slice of the holdout."""
     y_all = part[outcome].cast(pl.Float64)
     scored = part.filter(pl.col("score").is_not_null())
@@ -834,14 +1031,19 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
     s = scored["score"].to_numpy()
     risk = risk_of(s, outcome)
     ci = auc_ci(y, risk, groups=scored["account_id"])
-    prob = pmap.predict(s) if pmap is not None else np.full(s.shape, np.nan)
+    if "_prob" in scored.columns:  # out-of-fold probabilities (cross-validation)
+        prob = scored["_prob"].to_numpy()
+    else:
+        prob = pmap.predict(s) if pmap is not None else np.full(s.shape, np.nan)
     row: dict[str, Any] = {
         "rows": part.height,
         "accounts": part["account_id"].n_unique(),
         "events": int(y_all.sum()),
         "event_rate": float(y_all.mean()) if part.height else float("nan"),
         "scored": scored.height / part.height if part.height else float("nan"),
-        "auc": ci.estimate, "auc_lower": ci.lower, "auc_upper": ci.upper,
+        "auc": ci.estimate,
+        "auc_lower": ci.lower,
+        "auc_upper": ci.upper,
         "pr_auc": pr_auc(y, risk),
         "lift_top10": top_decile_lift(y, risk, fraction) if y.size else float("nan"),
         "capture_top10": capture_rate(y, risk, fraction) if y.size else float("nan"),
@@ -850,26 +1052,45 @@ def _metrics(part: pl.DataFrame, outcome: str, pmap: ProbabilityMap | None, alar
     }
     if alarm is not None:
         conf = red_band_confusion(part, outcome, red=alarm)
-        row.update(alarm_band=alarm, alarm_flagged=conf["flagged"], alarm_precision=conf["precision"],
-                   alarm_recall=conf["recall"], false_alarms=conf["false_alarms"], misses=conf["misses"])
+        row.update(
+            alarm_band=alarm,
+            alarm_flagged=conf["flagged"],
+            alarm_precision=conf["precision"],
+            alarm_recall=conf["recall"],
+            false_alarms=conf["false_alarms"],
+            misses=conf["misses"],
+            alarm_share=conf["flagged"] / part.height if part.height else float("nan"),
+        )
+        if watch is not None:
+            both = red_band_confusion(part.with_columns(pl.col("band").replace(watch, alarm)), outcome, red=alarm)
+            row.update(
+                watch_band=watch,
+                alarm_watch_flagged=both["flagged"],
+                alarm_watch_recall=both["recall"],
+                alarm_watch_share=both["flagged"] / part.height if part.height else float("nan"),
+            )
     cut = cutoff_for_precision(y, s, target_precision, outcome) if y.size else None
-    row.update(precision_target=target_precision,
-               precision_cutoff=cut.cutoff if cut else float("nan"),
-               precision_cutoff_recall=cut.recall if cut else float("nan"))
+    row.update(
+        precision_target=target_precision,
+        precision_cutoff=cut.cutoff if cut else float("nan"),
+        precision_cutoff_recall=cut.recall if cut else float("nan"),
+    )
     row.update(_capacity(scored, outcome, capacity))
     return row
 
 
 def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[str, Any]:
-    """Flag the ``capacity`` riskiest accounts on every holdout date; pool what that catches.
+    """Flag the ``capacity`` riskiest accounts in every snapshot period of the holdout; pool what that catches.
 
-    Default capacity: a tenth of the accounts on a date.
+    The period follows the dates (a week for weekly snapshots, a month for monthly ones, the whole
+    holdout for one snapshot per account). Default capacity: a tenth of the accounts in a period.
     """
     flagged = hits = 0
     cutoffs: list[float] = []
     ks: list[int] = []
-    # one small numpy call per snapshot date (a dozen or so), never per row
-    for (_,), day in scored.sort("as_of").group_by("as_of", maintain_order=True):
+    period = _period_key(scored)
+    # one small numpy call per snapshot period (a dozen or so), never per row
+    for _, day in scored.with_columns(_period=period).sort("_period", "as_of").group_by("_period", maintain_order=True):
         k = capacity if capacity is not None else max(1, round(0.1 * day.height))
         c = cutoff_for_capacity(day["score"], k, y=day[outcome].cast(pl.Float64), outcome=outcome)
         if c is None:
@@ -879,10 +1100,28 @@ def _capacity(scored: pl.DataFrame, outcome: str, capacity: int | None) -> dict[
         flagged += c.flagged
         hits += round(c.precision * c.flagged)
     events = int(scored[outcome].sum()) if scored.height else 0
-    return {"capacity_k": int(np.median(ks)) if ks else 0,
-            "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
-            "capacity_precision": hits / flagged if flagged else float("nan"),
-            "capacity_recall": hits / events if events else float("nan")}
+    return {
+        "capacity_k": int(np.median(ks)) if ks else 0,
+        "capacity_cutoff": float(np.median(cutoffs)) if cutoffs else float("nan"),
+        "capacity_precision": hits / flagged if flagged else float("nan"),
+        "capacity_recall": hits / events if events else float("nan"),
+    }
+
+
+def _period_key(frame: pl.DataFrame) -> pl.Expr:
+    """The snapshot period of each row: its week, its month, or one period for a cross-section."""
+    kind = "single" if is_cross_sectional(frame) else cadence_of(frame["as_of"])
+    if kind in ("single", "quarterly"):
+        return pl.lit(0) if kind == "single" else pl.col("as_of").dt.truncate("1q")
+    return pl.col("as_of").dt.truncate({"daily": "1d", "weekly": "1w", "monthly": "1mo"}[kind])
+
+
+def _period_word(frame: pl.DataFrame) -> str:
+    if is_cross_sectional(frame):
+        return "extract"
+    return {"daily": "day", "weekly": "week", "monthly": "month", "quarterly": "quarter"}.get(
+        cadence_of(frame["as_of"]), "week"
+    )
 
 
 def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, weeks: int) -> pl.DataFrame:
@@ -890,27 +1129,40 @@ def _trajectories(scored: pl.DataFrame, events: pl.DataFrame, outcome: str, week
 
     Accounts without the event are lined up on the last snapshot date of the data instead.
     """
-    first = (events.lazy().filter(pl.col("event") == outcome)
-             .group_by("account_id").agg(_event=pl.col("date").min()))
+    first = events.lazy().filter(pl.col("event") == outcome).group_by("account_id").agg(_event=pl.col("date").min())
     last = scored["as_of"].max()
     yes = outcome
     no = "retained" if outcome == "churned" else f"not {outcome}"
-    t = (scored.lazy().select("account_id", "as_of", "score")
-         .join(first.with_columns(pl.col("account_id").cast(scored.schema["account_id"])), on="account_id", how="left")
-         .with_columns(group=pl.when(pl.col("_event").is_not_null()).then(pl.lit(yes)).otherwise(pl.lit(no)),
-                       _ref=pl.coalesce("_event", pl.lit(last)))
-         .with_columns(weeks_before=((pl.col("_ref") - pl.col("as_of")).dt.total_days() / 7).ceil().cast(pl.Int64))
-         .filter(pl.col("score").is_not_null(), pl.col("weeks_before").is_between(0, weeks),
-                 # with the event: only the run-up to it; without: the last `weeks` weeks of data
-                 (pl.col("as_of") < pl.col("_ref")) | pl.col("_event").is_null())
-         .group_by("group", "weeks_before")
-         .agg(mean_score=pl.col("score").mean(), sd=pl.col("score").std(), accounts=pl.col("account_id").n_unique(),
-              n=pl.len())
-         .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
-         .with_columns(score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half"))
-         .drop("sd", "half")
-         .sort("group", "weeks_before")
-         .collect())
+    t = (
+        scored.lazy()
+        .select("account_id", "as_of", "score")
+        .join(first.with_columns(pl.col("account_id").cast(scored.schema["account_id"])), on="account_id", how="left")
+        .with_columns(
+            group=pl.when(pl.col("_event").is_not_null()).then(pl.lit(yes)).otherwise(pl.lit(no)),
+            _ref=pl.coalesce("_event", pl.lit(last)),
+        )
+        .with_columns(weeks_before=((pl.col("_ref") - pl.col("as_of")).dt.total_days() / 7).ceil().cast(pl.Int64))
+        .filter(
+            pl.col("score").is_not_null(),
+            pl.col("weeks_before").is_between(0, weeks),
+            # with the event: only the run-up to it; without: the last `weeks` weeks of data
+            (pl.col("as_of") < pl.col("_ref")) | pl.col("_event").is_null(),
+        )
+        .group_by("group", "weeks_before")
+        .agg(
+            mean_score=pl.col("score").mean(),
+            sd=pl.col("score").std(),
+            accounts=pl.col("account_id").n_unique(),
+            n=pl.len(),
+        )
+        .with_columns(half=1.96 * pl.col("sd").fill_null(0.0) / pl.col("n").sqrt())
+        .with_columns(
+            score_lower=pl.col("mean_score") - pl.col("half"), score_upper=pl.col("mean_score") + pl.col("half")
+        )
+        .drop("sd", "half")
+        .sort("group", "weeks_before")
+        .collect()
+    )
     return t
 
 
@@ -943,6 +1195,36 @@ class Evaluation:
     test_events: int
     train_dates: tuple[date, date]
     test_dates: tuple[date, date]
+    # how the holdout was drawn: "time" (split date), "kfold" (grouped, stratified CV) or "random" (grouped)
+    method: str = "time"
+    folds: int | None = None
+    # what "within" means when it is not the horizon (one snapshot per account: the observation window)
+    window: str | None = None
+    period: str = "week"
+
+    @property
+    def within(self) -> str:
+        return self.window or horizon_words(self.horizon)
+
+    def design(self) -> str:
+        """One line: the outcome, its window and how the holdout was drawn."""
+        if self.method == "kfold":
+            how = (
+                f"{self.folds}-fold cross-validation, stratified by {self.outcome} and grouped by account "
+                "(every row is scored by the fold that did not see it)"
+            )
+        elif self.method == "random":
+            how = "random holdout of 30% of accounts, grouped by account"
+        else:
+            how = f"time split at {self.split}"
+        return f"Backtest: {self.outcome} within {self.within}, {how}"
+
+    # one row per pair of models on the same rows: paired AUC difference and the verdict
+    comparisons: pl.DataFrame = field(default_factory=lambda: _comparison_frame([]))
+    # model -> how its training window overlaps the holdout (only with allow_overlap=True)
+    overlaps: dict[str, str] = field(default_factory=dict)
+    # what a reader must not miss (an AUC below 0.5, ...), one sentence each
+    warnings: list[str] = field(default_factory=list)
 
     def to_frame(self) -> pl.DataFrame:
         """One row per model: discrimination, calibration, alarm band and cut-off figures."""
@@ -956,11 +1238,39 @@ class Evaluation:
         """The name of the model with the highest ``metric`` on the holdout."""
         return self.table.sort(metric, descending=True, nulls_last=True)["model"][0]
 
+    @property
+    def verdicts(self) -> list[str]:
+        """One sentence per pair of models: which ranks the events better, or that no difference shows."""
+        return self.comparisons["verdict"].to_list() if self.comparisons.height else []
+
+    def catch_lines(self) -> list[str]:
+        """Per model: the share of the holdout's events its alarm band catches, and with the next band."""
+        noun = _event_noun(self.outcome)
+        out = []
+        for r in self.table.iter_rows(named=True):
+            if r.get("alarm_band") is None or r.get("alarm_recall") is None:
+                continue
+            text = (
+                f"{r['model']}: {r['alarm_band']} catches {_pct(r['alarm_recall'])} of {noun} "
+                f"(flagging {_pct(r.get('alarm_share'))} of snapshots)"
+            )
+            if r.get("watch_band") is not None:
+                text += (
+                    f"; {r['alarm_band']} plus {r['watch_band']} {_pct(r.get('alarm_watch_recall'))} "
+                    f"(flagging {_pct(r.get('alarm_watch_share'))})"
+                )
+            out.append(text)
+        return out
+
     def summary(self) -> Summary:
-        """Readable text: the split, then one block per model, then the head-to-head verdict."""
-        verb = horizon_words(self.horizon)
-        lines = [
-            f"Backtest: {self.outcome} within {verb}, time split at {self.split}",
+        """Readable text: overlap banners, the design, the verdicts, what the alarm bands catch and any
+        warning first; then the split, one block per model and the breakdown."""
+        lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in self.overlaps.items()]
+        lines.append(self.design())
+        lines += [f"  {v}" for v in self.verdicts]
+        lines += [f"  {c}" for c in self.catch_lines()]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [
             f"  train {self.train_rows:,} snapshots ({self.train_events:,} with the event), as_of "
             f"{self.train_dates[0]} .. {self.train_dates[1]}",
             f"  test  {self.test_rows:,} snapshots ({self.test_events:,} with the event), as_of "
@@ -969,20 +1279,30 @@ class Evaluation:
         ]
         for r in self.table.iter_rows(named=True):
             lines.append(f"{r['model']}  (hash {r['model_hash']})")
-            lines.append(f"  AUC {r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]   PR-AUC {r['pr_auc']:.3f}"
-                         f"   top-decile lift {r['lift_top10']:.2f} (captures {r['capture_top10']:.0%} of events)")
-            lines.append(f"  Brier {r['brier']:.4f}   calibration error {r['ece']:.4f}   scored {r['scored']:.0%} of rows")
+            lines.append(
+                f"  AUC {r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]   PR-AUC {r['pr_auc']:.3f}"
+                f"   top-decile lift {r['lift_top10']:.2f} (captures {r['capture_top10']:.0%} of events)"
+            )
+            lines.append(
+                f"  Brier {r['brier']:.4f}   calibration error {r['ece']:.4f}   scored {r['scored']:.0%} of rows"
+            )
             if r.get("alarm_band") is not None:
-                lines.append(f"  {r['alarm_band']} band: precision {_pct(r['alarm_precision'])}, recall "
-                             f"{_pct(r['alarm_recall'])}, {r['false_alarms']:,} false alarms, {r['misses']:,} misses")
+                lines.append(
+                    f"  {r['alarm_band']} band: precision {_pct(r['alarm_precision'])}, recall "
+                    f"{_pct(r['alarm_recall'])}, {r['false_alarms']:,} false alarms, {r['misses']:,} misses"
+                )
             if math.isnan(r["precision_cutoff"]):
                 lines.append(f"  no cut-off reaches {r['precision_target']:.0%} precision")
             else:
-                lines.append(f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
-                             f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})")
-            lines.append(f"  capacity of {r['capacity_k']} accounts per week: score {_flag_op(self.outcome)} "
-                         f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
-                         f"recall {_pct(r['capacity_recall'])})")
+                lines.append(
+                    f"  cut-off for {r['precision_target']:.0%} precision: score {_flag_op(self.outcome)} "
+                    f"{r['precision_cutoff']:.1f} (recall {_pct(r['precision_cutoff_recall'])})"
+                )
+            lines.append(
+                f"  capacity of {r['capacity_k']} accounts per {self.period}: score {_flag_op(self.outcome)} "
+                f"{r['capacity_cutoff']:.1f} (precision {_pct(r['capacity_precision'])}, "
+                f"recall {_pct(r['capacity_recall'])})"
+            )
             pm = self.probability_maps.get(r["model"])
             if pm is not None and pm.fitted:
                 lines.append(f"  reading the score: {pm.explain(30)}; {pm.explain(70)}")
@@ -991,16 +1311,20 @@ class Evaluation:
             ranked = self.table.sort("auc", descending=True, nulls_last=True)
             a, b = ranked.row(0, named=True), ranked.row(1, named=True)
             overlap = a["auc_lower"] <= b["auc_upper"]
-            lines.append(f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
-                         f"{'; the intervals overlap' if overlap else ''})")
+            lines.append(
+                f"Best by AUC: {a['model']} ({a['auc']:.3f} vs {b['auc']:.3f} for {b['model']}"
+                f"{'; the separate intervals overlap' if overlap else ''}); paired on the same rows:"
+            )
+            lines += [f"  {v}" for v in self.verdicts]
         if self.by is not None:
             lines.append(f"\nAUC by {self.by}:")
-            piv = (self.segments.select("model", self.by, "auc")
-                   .pivot(on="model", index=self.by, values="auc"))
+            piv = self.segments.select("model", self.by, "auc").pivot(on="model", index=self.by, values="auc")
+            width = max([12, *(len(str(v)) for v in piv[self.by].to_list())])
             for r in piv.iter_rows(named=True):
-                cells = "   ".join(f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -"
-                                   for m in self.models)
-                lines.append(f"  {r[self.by]:<12} {cells}")
+                cells = "   ".join(
+                    f"{m} {r[m]:.3f}" if r[m] is not None and not math.isnan(r[m]) else f"{m} -" for m in self.models
+                )
+                lines.append(f"  {str(r[self.by]):<{width}} {cells}")
         return Summary("\n".join(lines).rstrip())
 
     def __str__(self) -> str:
@@ -1008,42 +1332,38 @@ class Evaluation:
 
     def _repr_html_(self) -> str:
         """In a notebook: the split and the head-to-head tables (charts via :meth:`charts`)."""
-        import html
+        from healthscore.render import evaluation as report  # render sits above analysis: HTML on request
 
-        head = (f"<p><b>Backtest: {html.escape(self.outcome)} within {horizon_words(self.horizon)}</b>, split at "
-                f"{self.split}: test {self.test_rows:,} snapshots ({self.test_events:,} with the event), "
-                f"train {self.train_rows:,}.</p>")
-        return head + html_table(self.table, _KEY_COLUMNS) + html_table(self.table, _ALARM_COLUMNS)
+        return report.repr_html(self)
 
     def charts(self) -> dict[str, Any]:
         """The report's charts: ``roc``, ``reliability``, ``bands``, ``lift``, ``trajectories``, ``comparison``."""
-        return {
-            "roc": roc_chart(self.roc),
-            "reliability": reliability_chart(self.reliability),
-            "bands": band_rate_chart(self.bands, self.band_orders, self.outcome),
-            "lift": lift_chart(self.gains),
-            "trajectories": trajectory_chart(self.trajectories, self.outcome),
-            "comparison": comparison_chart(self.segments, self.by),
-        }
+        from healthscore.viz import evaluation as ev_charts  # viz sits above analysis: charts are drawn on request
+
+        return ev_charts.charts(self)
 
     def to_html(self, path: str | os.PathLike[str] | None = None, title: str | None = None) -> str:
         """A static, self-contained HTML report (charts as inline SVG, no scripts, no network).
 
         Written atomically when ``path`` is given; the HTML is returned either way.
         """
-        return _report_html(self, path, title)
+        from healthscore.render import evaluation as report  # render sits above analysis: HTML on request
+
+        return report.report_html(self, path, title=title)
 
     def save(self, folder: str | os.PathLike[str]) -> list[str]:
         """Write the report and its tables into ``folder``: ``evaluation.html``, ``evaluation.csv``
         (model x metrics), ``evaluation_segments.csv``, ``evaluation_bands.csv`` and one
         ``probability_<model>.json`` per model. Every file is written atomically."""
-        from healthscore.io import files
 
         folder = os.fspath(folder)
         paths = [os.path.join(folder, "evaluation.html")]
         self.to_html(paths[0])
-        for name, frame in [("evaluation.csv", self.table), ("evaluation_segments.csv", self.segments),
-                            ("evaluation_bands.csv", self.bands)]:
+        for name, frame in [
+            ("evaluation.csv", self.table),
+            ("evaluation_segments.csv", self.segments),
+            ("evaluation_bands.csv", self.bands),
+        ]:
             paths.append(os.path.join(folder, name))
             files.write_csv(frame, paths[-1])
         return paths + self.save_probability_maps(folder)
@@ -1060,20 +1380,161 @@ class Evaluation:
 
 def key_table_text(ev: Evaluation) -> str:
     """The head-to-head table as fixed-width text (what the command line prints)."""
-    head = (f"{'model':<24} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
-            f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}")
-    lines = [f"{ev.outcome} within {horizon_words(ev.horizon)}; holdout {ev.test_dates[0]} .. {ev.test_dates[1]}: "
-             f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event", head, "-" * len(head)]
+    w = max([5, *(len(m) for m in ev.models)])  # full model names: never cut
+    head = (
+        f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
+        f"{'Brier':>7} {'ECE':>7} {'alarm prec':>10} {'alarm rec':>9}"
+    )
+    lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in ev.overlaps.items()]
+    lines += [
+        ev.design(),
+        f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
+        f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event",
+        head,
+        "-" * len(head),
+    ]
     for r in ev.table.iter_rows(named=True):
         ci = f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
-        lines.append(f"{r['model'][:24]:<24} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
-                     f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
-                     f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}")
-    return "\n".join(lines)
+        lines.append(
+            f"{r['model']:<{w}} {ci:<22} {r['pr_auc']:>7.3f} {r['lift_top10']:>8.2f} "
+            f"{_pct(r['capture_top10']):>8} {r['brier']:>7.4f} {r['ece']:>7.4f} "
+            f"{_pct(r.get('alarm_precision')):>10} {_pct(r.get('alarm_recall')):>9}"
+        )
+    tail = ev.verdicts + ev.catch_lines() + [f"warning: {x}" for x in ev.warnings]
+    return "\n".join(lines + ([""] + tail if tail else []))
+
+
+_NOUNS = {
+    "churned": ("churners", "churn"),
+    "expanded": ("expanding accounts", "expansion"),
+    "contracted": ("contracting accounts", "contraction"),
+}
+
+
+def _event_noun(outcome: str, *, plural: bool = True) -> str:
+    """Who has the event ("churners") or the event itself ("churn"), for sentences."""
+    people, thing = _NOUNS.get(outcome, (f"accounts with {outcome!r}", repr(outcome)))
+    return people if plural else thing
+
+
+def _verdict(a: str, b: str, d: Difference, outcome: str, confidence: float) -> tuple[str, str, Difference, str]:
+    """Order the pair so a measurable difference reads in favour of the better model, and say it."""
+    if math.isnan(d.lower):
+        return a, b, d, f"{a} vs {b}: no paired interval (too few events or accounts on the shared rows)"
+    if d.lower > 0 or d.upper < 0:
+        if d.upper < 0:
+            a, b, d = b, a, Difference(-d.estimate, -d.upper, -d.lower, d.p_value)
+        return (
+            a,
+            b,
+            d,
+            (
+                f"{a} ranks {_event_noun(outcome)} better than {b}: AUC {d.estimate:+.3f} "
+                f"[{d.lower:+.3f}, {d.upper:+.3f}]"
+            ),
+        )
+    return (
+        a,
+        b,
+        d,
+        (
+            f"no measurable difference between {a} and {b} (AUC difference {d.estimate:+.3f} "
+            f"[{d.lower:+.3f}, {d.upper:+.3f}], {confidence:.0%} paired interval)"
+        ),
+    )
+
+
+def _comparison_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    schema = {
+        "model_a": pl.Utf8,
+        "model_b": pl.Utf8,
+        "rows": pl.Int64,
+        "events": pl.Int64,
+        "auc_a": pl.Float64,
+        "auc_b": pl.Float64,
+        "auc_difference": pl.Float64,
+        "auc_difference_lower": pl.Float64,
+        "auc_difference_upper": pl.Float64,
+        "p_value": pl.Float64,
+        "verdict": pl.Utf8,
+    }
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+
+
+def compare_models(frame: pl.DataFrame, outcome: str, *, confidence: float = 0.95) -> pl.DataFrame:
+    """Every pair of models head to head on the rows both scored: paired AUC difference and verdict.
+
+    ``frame`` holds ``account_id``, ``outcome`` and one score column per model (higher is
+    healthier), named after the model; a pair is compared on the rows where both have a score,
+    clustered by account (:func:`auc_difference`).
+
+    >>> f = pl.DataFrame({"account_id": list("abcdefgh"), "churned": [0, 0, 1, 1, 0, 1, 0, 1],
+    ...                   "good": [9, 8, 2, 1, 9, 2, 7, 3], "same": [9, 8, 2, 1, 9, 2, 7, 3]})
+    >>> compare_models(f, "churned")["verdict"][0]
+    'no measurable difference between good and same (AUC difference +0.000 [+0.000, +0.000], 95% paired interval)'
+    """
+    names = [c for c in frame.columns if c not in ("account_id", outcome)]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = frame.filter(pl.col(a).is_not_null(), pl.col(b).is_not_null())
+            y = both[outcome].cast(pl.Float64).to_numpy()
+            ra, rb = risk_of(both[a], outcome), risk_of(both[b], outcome)
+            d = auc_difference(y, ra, rb, confidence=confidence, groups=both["account_id"])
+            auc_a, auc_b = auc(y, ra), auc(y, rb)
+            ma, mb, dd, text = _verdict(a, b, d, outcome, confidence)
+            if ma != a:
+                auc_a, auc_b = auc_b, auc_a
+            rows.append(
+                {
+                    "model_a": ma,
+                    "model_b": mb,
+                    "rows": both.height,
+                    "events": int(y.sum()),
+                    "auc_a": auc_a,
+                    "auc_b": auc_b,
+                    "auc_difference": dd.estimate,
+                    "auc_difference_lower": dd.lower,
+                    "auc_difference_upper": dd.upper,
+                    "p_value": dd.p_value,
+                    "verdict": text,
+                }
+            )
+    return _comparison_frame(rows)
+
+
+def _reversed_warnings(table: pl.DataFrame, outcome: str) -> list[str]:
+    """A model whose AUC is below 0.5 ranks the wrong way round: say so, with the likely cause."""
+    more = "more" if event_is_low_score(outcome) else "less"
+    out = []
+    for r in table.iter_rows(named=True):
+        a = r["auc"]
+        if a is None or math.isnan(a) or a >= 0.5:
+            continue
+        sure = "; its whole interval is below 0.5" if r["auc_upper"] is not None and r["auc_upper"] < 0.5 else ""
+        out.append(
+            f"{r['model']} has AUC {a:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}], below 0.5{sure}: "
+            f"a higher score goes with {more} {_event_noun(outcome, plural=False)}: is a direction "
+            "reversed? (a metric's direction, the outcome, or a score that reads higher = riskier)"
+        )
+    return out
+
+
+def _overlap(name: str, model: Any, split: date, test_end: date, data_end: date) -> str | None:
+    """How a fitted model's training window reaches into the holdout, or None when it does not."""
+    window = getattr(model, "training_window", None)
+    if window is None:
+        return None
+    first, until = window
+    if until < split or first > data_end:
+        return None
+    return (
+        f"fitted on snapshots from {first} with outcomes seen until {until}; the holdout is snapshots "
+        f"{split} .. {test_end} with outcomes until {data_end}"
+    )
 
 
 def _slug(name: str) -> str:
-    import re
 
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
@@ -1094,14 +1555,27 @@ def evaluate(
     outcome: str = "churned",
     horizon: str = "90d",
     split: date | str | None = None,
-    by: str | None = "segment",
+    by: str | None = "auto",
     probability: Literal["isotonic", "logistic"] = "isotonic",
     target_precision: float = 0.2,
     capacity: int | None = None,
     train_share: float = 0.7,
     trajectory_weeks: int = 26,
+    folds: int = 5,
+    seed: int = 0,
+    allow_overlap: bool = False,
+    confidence: float = 0.95,
 ) -> Evaluation:
-    """Backtest one or more score models on the same time-split holdout.
+    """Backtest one or more score models on the same holdout: a time split, or cross-validation
+    when there is one snapshot per account.
+
+    ``split``: a date (the first test date; training rows end a horizon earlier), ``"kfold"``
+    (``folds``-fold cross-validation, stratified by the outcome and grouped by account, scikit-learn's
+    StratifiedGroupKFold; each row's probability comes from the map fitted without its fold),
+    ``"random"`` (a random 30% of accounts held out) or None: a time split 70% into the labelled
+    range, or ``"kfold"`` for a one-row-per-customer extract (its outcome window is the observation
+    window, and there is no later time to test on). ``by="auto"`` breaks results down by
+    ``segment`` when the snapshots have it.
 
     Labels every snapshot point-in-time (``label_outcomes``), splits by time (:func:`time_split`),
     scores each model on all snapshots (so trend metrics see their history), fits each model's
@@ -1115,30 +1589,83 @@ def evaluate(
     ready-made score frame (``account_id``, ``as_of``, ``score`` higher-is-healthier, optional
     ``band``), so a score from any other tool can be held against the same holdout.
 
+    Every pair of models is compared on the rows both scored with a paired, account-clustered
+    DeLong interval of the AUC difference (``comparisons``, with a one-sentence verdict at
+    ``confidence``); a model whose AUC is below 0.5 gets a warning. A fitted model whose
+    ``[fitted]`` training window reaches into the holdout is refused (it saw the weeks it would
+    be judged on) unless ``allow_overlap=True``, which marks the summary and every chart.
+
     >>> import healthscore as hs
     >>> p = hs.make_portfolio(n_accounts=300, n_weeks=52, seed=1)
     >>> ev = evaluate(p.snapshots, p.events, hs.load_model(hs.datasets.sample_dir() / "model.toml"))
     >>> ev.models, 0.5 < ev.table["auc"][0] <= 1.0
     (['health'], True)
     """
-    from healthscore.analysis.fitting import label_outcomes
-    from healthscore.core.scoring import score as score_frame
 
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
     ev = events.collect() if isinstance(events, pl.LazyFrame) else events
+    if by == "auto":
+        by = "segment" if "segment" in snaps.columns else None
     if by is not None and by not in snaps.columns:
-        raise EvaluationError(f"cannot break the backtest down by {by!r}: the snapshots have no such column "
-                              f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column")
+        raise EvaluationError(
+            f"cannot break the backtest down by {by!r}: the snapshots have no such column "
+            f"(they have {', '.join(snaps.columns[:15])}...); pass by=None or another column"
+        )
     named = _named_models(models)
     if "event" in ev.columns and not (ev["event"] == outcome).any():
         known = ", ".join(sorted(str(e) for e in ev["event"].drop_nulls().unique())) or "none"
-        raise EvaluationError(f"the events table holds no {outcome!r} event (it holds: {known}); "
-                              "pick one of those as the outcome")
+        raise EvaluationError(
+            f"the events table holds no {outcome!r} event (it holds: {known}); pick one of those as the outcome"
+        )
+    cross = is_cross_sectional(snaps)
+    method = split if split in ("kfold", "random", "time") else "time" if split is not None or not cross else "kfold"
     labelled = label_outcomes(snaps, ev, outcome=outcome, horizon=horizon)
-    train, test, split_date = time_split(labelled, horizon=horizon, split=split, train_share=train_share)
-    if int(test[outcome].sum()) == 0:
-        raise EvaluationError(f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
-                              "move the split earlier or use a longer history")
+    window = (
+        (
+            f"the observation window (as_of .. {observation_end(snaps, ev, outcome)}; one snapshot per account, "
+            "so that window is the horizon)"
+        )
+        if cross
+        else None
+    )
+    fold_of: pl.DataFrame | None = None
+    if method == "time":
+        train, test, split_date = time_split(
+            labelled, horizon=horizon, split=None if split == "time" else split, train_share=train_share
+        )
+        if int(test[outcome].sum()) == 0:
+            raise EvaluationError(
+                f"the test rows (as_of {split_date} and later) hold no {outcome!r} event: "
+                "move the split earlier or use a longer history"
+            )
+    else:
+        train, test, fold_of = _grouped_split(labelled, outcome, method, folds, seed)
+        split_date = None
+    data_end = snaps["as_of"].max()
+    first_test = split_date if split_date is not None else test["as_of"].min()
+    overlaps = {
+        name: how
+        for name, m in named.items()
+        if (how := _overlap(name, m, first_test, test["as_of"].max(), data_end)) is not None
+    }
+    if overlaps and not allow_overlap:
+        name, how = next(iter(overlaps.items()))
+        after = named[name].training_window[1] + timedelta(days=1)
+        source = getattr(named[name], "source", None)
+        if split_date is None:
+            fix = "evaluate it on accounts it was not fitted on, "
+        else:
+            later = (
+                f"evaluate after its training window with split='{after}' (--split {after}), "
+                if after <= labelled["as_of"].max()
+                else ""
+            )
+            fix = f"{later}refit it on the weeks before the holdout (healthscore fit --until {split_date}), "
+        raise EvaluationError(
+            f"model {name!r}{f' ({source.name})' if source is not None else ''} saw the holdout: it was {how}, "
+            f"so its AUC would flatter it. To fix it, {fix}or accept the overlap with allow_overlap=True "
+            "(--allow-overlap), which marks the summary and every figure"
+        )
     keys = ["account_id", "as_of"]
     attrs = [by] if by is not None else []
     label_cols = [*keys, *attrs, outcome]
@@ -1149,6 +1676,7 @@ def evaluate(
     pmaps: dict[str, ProbabilityMap] = {}
     orders: dict[str, list[str]] = {}
     fraction = 0.1
+    paired = test_l.select(*keys, outcome).sort(keys)
     for name, model in named.items():
         scored = _scores_of(model, snaps, score_frame, name)
         tr = train_l.join(scored, on=keys, how="left")
@@ -1159,15 +1687,25 @@ def evaluate(
             pmaps[name] = pm
         except ValueError:  # no events among scored training rows: report without probabilities
             pm = None
-        alarm = _alarm_band(model, outcome)
+        if fold_of is not None and pm is not None:
+            te = _out_of_fold(te.join(fold_of, on=keys, how="left"), outcome, probability, horizon)
+        # a score frame without bands has no alarm band to judge (not one that catches nothing)
+        alarm = _alarm_band(model, outcome) if te["band"].null_count() < te.height else None
+        watch = _watch_band(model, alarm, outcome)
         stamp = {"model": name, "model_hash": str(getattr(model, "hash", "") or "")}
-        rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction)})
+        rows.append({**stamp, **_metrics(te, outcome, pm, alarm, target_precision, capacity, fraction, watch)})
+        paired = paired.join(te.select(*keys, pl.col("score").alias(name)), on=keys, how="left")
         parts = [("(all)", te)]
         if by is not None:
             parts += [(str(k[0]), g) for k, g in te.sort(by).group_by(by, maintain_order=True) if k[0] is not None]
         for seg, g in parts:
-            seg_rows.append({"model": name, by or "segment": seg,
-                             **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction)})
+            seg_rows.append(
+                {
+                    "model": name,
+                    by or "segment": seg,
+                    **_metrics(g, outcome, pm, alarm, target_precision, capacity, fraction),
+                }
+            )
         order = [b.name for b in sorted(getattr(model, "bands", []) or [], key=lambda b: b.lower)]
         orders[name] = order
         if te["band"].null_count() < te.height:  # a score frame without bands has no band table
@@ -1176,7 +1714,8 @@ def evaluate(
         y = ok[outcome].cast(pl.Float64).to_numpy()
         risk = risk_of(ok["score"], outcome)
         if pm is not None:
-            rel_t.append(reliability_curve(y, pm.predict(ok["score"])).with_columns(model=pl.lit(name)))
+            prob = ok["_prob"].to_numpy() if "_prob" in ok.columns else pm.predict(ok["score"])
+            rel_t.append(reliability_curve(y, prob).with_columns(model=pl.lit(name)))
         roc_t.append(roc_points(y, risk).with_columns(model=pl.lit(name)))
         gain_t.append(gains_curve(y, risk).with_columns(model=pl.lit(name)))
         traj_t.append(_trajectories(scored, ev, outcome, trajectory_weeks).with_columns(model=pl.lit(name)))
@@ -1187,270 +1726,82 @@ def evaluate(
         f = pl.concat(parts, how="diagonal_relaxed")
         return f.select("model", *[c for c in f.columns if c != "model"])
 
+    table = pl.DataFrame(rows)
     return Evaluation(
-        outcome=outcome, horizon=horizon, split=split_date, by=by,
-        table=pl.DataFrame(rows), segments=pl.DataFrame(seg_rows),
-        bands=stack(band_t), reliability=stack(rel_t), roc=stack(roc_t), gains=stack(gain_t),
-        trajectories=stack(traj_t), probability_maps=pmaps, band_orders=orders,
-        train_rows=train.height, test_rows=test.height,
-        train_events=int(train[outcome].sum()), test_events=int(test[outcome].sum()),
+        outcome=outcome,
+        horizon=horizon,
+        split=split_date,
+        by=by,
+        table=table,
+        segments=pl.DataFrame(seg_rows),
+        bands=stack(band_t),
+        reliability=stack(rel_t),
+        roc=stack(roc_t),
+        gains=stack(gain_t),
+        trajectories=stack(traj_t),
+        probability_maps=pmaps,
+        band_orders=orders,
+        train_rows=train.height,
+        test_rows=test.height,
+        train_events=int(train[outcome].sum()),
+        test_events=int(test[outcome].sum()),
         train_dates=(train["as_of"].min(), train["as_of"].max()),
         test_dates=(test["as_of"].min(), test["as_of"].max()),
+        method=method,
+        folds=folds if method == "kfold" else None,
+        window=window,
+        period=_period_word(test),
+        comparisons=compare_models(paired.drop("as_of"), outcome, confidence=confidence),
+        overlaps=overlaps,
+        warnings=_reversed_warnings(table, outcome),
     )
 
 
-# ---------------------------------------------------------------- charts (tidy frame in, chart out)
-def _alt() -> Any:
-    import altair as alt
+def _grouped_split(
+    labelled: pl.DataFrame, outcome: str, method: str, folds: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(train, test, fold of each row): all rows with their fold for k-fold, a 70/30 split of accounts for random."""
+    from sklearn.model_selection import (  # scikit-learn is loaded only when a model is fitted
+        GroupShuffleSplit,
+        StratifiedGroupKFold,
+    )
 
-    from healthscore.viz import charts  # noqa: F401  (registers and enables the healthscore theme)
-
-    return alt
-
-
-# model legends sit under the chart: a browser's font can be wider than the one the SVG was laid
-# out with, and a legend at the right edge would then be clipped
-_MODEL_LEGEND = {"orient": "bottom", "direction": "vertical", "labelLimit": 400}
-
-
-def _diagonal(alt: Any, x: str, y: str) -> Any:
-    return (alt.Chart(pl.DataFrame({x: [0.0, 1.0], y: [0.0, 1.0]}))
-            .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1).encode(x=f"{x}:Q", y=f"{y}:Q"))
-
-
-def roc_chart(roc: pl.DataFrame) -> Any:
-    """ROC curves, one line per model, against the chance diagonal (frame from :func:`roc_points`)."""
-    alt = _alt()
-    lines = alt.Chart(roc).mark_line(strokeWidth=2).encode(
-        x=alt.X("fpr:Q", title="false positive rate (share of non-events flagged)"),
-        y=alt.Y("tpr:Q", title="true positive rate (share of events caught)"),
-        color=alt.Color("model:N", title="model", legend=_MODEL_LEGEND),
-        tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")])
-    return (_diagonal(alt, "fpr", "tpr") + lines).properties(title="ROC on the holdout", width=360, height=300)
-
-
-def reliability_chart(rel: pl.DataFrame) -> Any:
-    """Observed against predicted probability per bin, Wilson error bars; the diagonal is perfect calibration."""
-    alt = _alt()
-    base = alt.Chart(rel).encode(
-        x=alt.X("mean_predicted:Q", title="predicted probability (map fitted on training rows)"),
-        color=alt.Color("model:N", title="model"))
-    top = max(float(rel["observed_upper"].max() or 0.0), float(rel["mean_predicted"].max() or 0.0), 0.05) if rel.height else 1.0
-    diag = (alt.Chart(pl.DataFrame({"mean_predicted": [0.0, top], "observed": [0.0, top]}))
-            .mark_line(strokeDash=[4, 4], color="#888", strokeWidth=1)
-            .encode(x="mean_predicted:Q", y="observed:Q"))
-    pts = base.mark_line(point=True).encode(
-        y=alt.Y("observed:Q", title="observed event rate"),
-        tooltip=["model:N", "count:Q", alt.Tooltip("mean_predicted:Q", format=".3f"),
-                 alt.Tooltip("observed:Q", format=".3f")])
-    bars = base.mark_errorbar().encode(y=alt.Y("observed_lower:Q", title="observed event rate"), y2="observed_upper:Q")
-    return (diag + bars + pts).properties(title="Reliability: predicted vs observed", width=360, height=300)
+    rows = labelled.sort("account_id", "as_of")
+    y = rows[outcome].cast(pl.Int8).to_numpy()
+    groups = rows["account_id"].to_numpy()
+    n_events, n_accounts = int(y.sum()), rows["account_id"].n_unique()
+    if n_events == 0:
+        raise EvaluationError(f"no labelled snapshot has the {outcome!r} event: nothing to evaluate against")
+    if method == "random":
+        tr_idx, te_idx = next(GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=seed).split(rows, y, groups))
+        train, test = rows[np.sort(tr_idx)], rows[np.sort(te_idx)]
+        if int(test[outcome].sum()) == 0:
+            raise EvaluationError(f"the random holdout holds no {outcome!r} event: use more accounts or split='kfold'")
+        return train, test, None
+    if folds < 2 or folds > min(n_events, n_accounts):
+        raise EvaluationError(
+            f"{folds}-fold cross-validation needs 2 to {min(n_events, n_accounts)} folds (one "
+            f"event and one account per fold at least): choose folds in that range"
+        )
+    fold = np.empty(rows.height, dtype=np.int32)
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, te_idx) in enumerate(cv.split(np.zeros(rows.height), y, groups)):
+        fold[te_idx] = k
+    fold_of = rows.select("account_id", "as_of").with_columns(pl.Series("_fold", fold))
+    return rows, rows, fold_of
 
 
-def band_rate_chart(bands: pl.DataFrame, orders: Mapping[str, list[str]] | None = None, outcome: str = "churned") -> Any:
-    """Event rate per band with Wilson 95% error bars, one panel per model; bars in band colours
-    and each band's name on the axis beside its bar."""
-    alt = _alt()
-    from healthscore.viz.charts import band_scale
-
-    names: list[str] = []
-    for order in (orders or {}).values():
-        names += [n for n in order if n not in names]
-    names += [n for n in bands["band"].unique(maintain_order=True).to_list() if n not in names] if bands.height else []
-    x = alt.X("band:N", sort=names, title="band")
-    base = alt.Chart().encode(x=x)
-    bars = base.mark_bar().encode(
-        y=alt.Y("rate:Q", title=f"share {outcome} within horizon", axis=alt.Axis(format="%")),
-        color=alt.Color("band:N", scale=band_scale(names), title="band"),
-        tooltip=["model:N", "band:N", "count:Q", "events:Q", alt.Tooltip("rate:Q", format=".1%"),
-                 alt.Tooltip("rate_lower:Q", format=".1%"), alt.Tooltip("rate_upper:Q", format=".1%")])
-    err = base.mark_errorbar(color="#333").encode(y=alt.Y("rate_lower:Q", title=f"share {outcome} within horizon"),
-                                                  y2="rate_upper:Q")
-    label = base.mark_text(dy=-8, fontSize=10).encode(y="rate_upper:Q", text=alt.Text("rate:Q", format=".1%"))
-    models = bands["model"].unique(maintain_order=True).to_list() if bands.height else []
-    return (alt.layer(bars, err, label, data=bands).properties(width=200, height=240)
-            .facet(column=alt.Column("model:N", title=None, sort=models))
-            .properties(title=f"{outcome.capitalize()} rate by band (95% Wilson interval)"))
-
-
-def lift_chart(gains: pl.DataFrame) -> Any:
-    """Cumulative gains: share of events captured when working the riskiest share of accounts."""
-    alt = _alt()
-    lines = alt.Chart(gains).mark_line(strokeWidth=2).encode(
-        x=alt.X("flagged:Q", title="share of accounts worked, riskiest first", axis=alt.Axis(format="%")),
-        y=alt.Y("captured:Q", title="share of events captured", axis=alt.Axis(format="%")),
-        color=alt.Color("model:N", title="model", legend=_MODEL_LEGEND),
-        tooltip=["model:N", alt.Tooltip("flagged:Q", format=".0%"), alt.Tooltip("captured:Q", format=".0%"),
-                 alt.Tooltip("lift:Q", format=".2f")])
-    decile = alt.Chart(pl.DataFrame({"flagged": [0.1]})).mark_rule(color="#bbb").encode(x="flagged:Q")
-    return (_diagonal(alt, "flagged", "captured") + decile + lines).properties(
-        title="Gains: events caught, riskiest first", width=360, height=300)
-
-
-def trajectory_chart(traj: pl.DataFrame, outcome: str = "churned") -> Any:
-    """Mean score by weeks before the event, with 95% bands, for accounts with and without it."""
-    alt = _alt()
-    x = alt.X("weeks_before:Q", title=f"weeks before {outcome} / data end",
-              scale=alt.Scale(reverse=True))
-    base = alt.Chart().encode(x=x, color=alt.Color("group:N", title="accounts"))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("score_lower:Q", title="mean score"), y2="score_upper:Q")
-    line = base.mark_line(strokeWidth=2).encode(
-        y="mean_score:Q",
-        tooltip=["group:N", "weeks_before:Q", alt.Tooltip("mean_score:Q", format=".1f"), "accounts:Q"])
-    models = traj["model"].unique(maintain_order=True).to_list() if traj.height else []
-    return (alt.layer(band, line, data=traj).properties(width=300, height=240)
-            .facet(column=alt.Column("model:N", title=None, sort=models))
-            .properties(title=f"Score trajectories before {outcome}"))
-
-
-def comparison_chart(segments: pl.DataFrame, by: str | None = "segment") -> Any:
-    """Head to head: AUC with its 95% interval per model, overall and per segment."""
-    alt = _alt()
-    col = by or "segment"
-    order = segments[col].unique(maintain_order=True).to_list() if segments.height else []
-    models = segments["model"].unique(maintain_order=True).to_list() if segments.height else []
-    lows = segments["auc_lower"].fill_nan(None).drop_nulls() if segments.height else pl.Series([0.5])
-    domain = [min(0.5, math.floor(float(lows.min() if lows.len() else 0.5) * 10) / 10), 1.0]
-    # one explicit scale for every layer, else the 0.5 rule's default scale drags the axis to zero
-    x_scale = alt.Scale(domain=domain, nice=False)
-    legend = alt.Legend(**_MODEL_LEGEND)
-    base = alt.Chart(segments).encode(
-        y=alt.Y(f"{col}:N", sort=order, title=None, axis=alt.Axis(labelLimit=200)),
-        yOffset=alt.YOffset("model:N", sort=models),
-        color=alt.Color("model:N", title="model", sort=models, legend=legend))
-    bars = base.mark_rule(strokeWidth=2).encode(
-        x=alt.X("auc_lower:Q", title="AUC (95% CI, clustered by account)", scale=x_scale,
-                axis=alt.Axis(format=".1f", tickMinStep=0.1)),
-        x2="auc_upper:Q")
-    pts = base.mark_point(filled=True, size=60).encode(
-        x=alt.X("auc:Q", scale=x_scale),
-        tooltip=["model:N", f"{col}:N", alt.Tooltip("auc:Q", format=".3f"),
-                 alt.Tooltip("auc_lower:Q", format=".3f"), alt.Tooltip("auc_upper:Q", format=".3f"),
-                 "events:Q", "rows:Q"])
-    half = (alt.Chart(pl.DataFrame({"auc": [0.5]})).mark_rule(strokeDash=[4, 4], color="#888")
-            .encode(x=alt.X("auc:Q", scale=x_scale)))
-    return (half + bars + pts).properties(title="Model comparison on the same holdout", width=420,
-                                          height=alt.Step(14), padding={"left": 12, "right": 8, "top": 4,
-                                                                        "bottom": 4})
-
-
-# ---------------------------------------------------------------- HTML report (edge)
-_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
-    # column -> (heading, format)
-    "model": ("model", "s"), "segment": ("segment", "s"), "rows": ("rows", ",d"), "accounts": ("accounts", ",d"),
-    "events": ("events", ",d"), "event_rate": ("event rate", ".1%"), "scored": ("scored", ".0%"),
-    "auc": ("AUC", ".3f"), "auc_lower": ("AUC low", ".3f"), "auc_upper": ("AUC high", ".3f"),
-    "pr_auc": ("PR-AUC", ".3f"), "lift_top10": ("top-decile lift", ".2f"), "capture_top10": ("captured", ".0%"),
-    "brier": ("Brier", ".4f"), "ece": ("ECE", ".4f"), "alarm_band": ("alarm band", "s"),
-    "alarm_precision": ("alarm precision", ".0%"), "alarm_recall": ("alarm recall", ".0%"),
-    "false_alarms": ("false alarms", ",d"), "misses": ("misses", ",d"),
-    "precision_cutoff": ("cut-off @ target", ".1f"), "precision_cutoff_recall": ("recall @ target", ".0%"),
-    "capacity_k": ("capacity", ",d"), "capacity_cutoff": ("capacity cut-off", ".1f"),
-    "capacity_precision": ("capacity precision", ".0%"), "capacity_recall": ("capacity recall", ".0%"),
-    "band": ("band", "s"), "count": ("rows", ",d"), "rate": ("rate", ".1%"), "rate_lower": ("low", ".1%"),
-    "rate_upper": ("high", ".1%"), "alarm_flagged": ("flagged", ",d"), "precision_target": ("precision target", ".0%"),
-}
-
-
-def _cell(value: Any, fmt: str) -> str:
-    import html
-
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if fmt == "s" or isinstance(value, str):
-        return html.escape(str(value))
-    try:
-        return format(value, fmt)
-    except (ValueError, TypeError):
-        return html.escape(str(value))
-
-
-def html_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A small frame as an HTML table with readable headings and formats (report output).
-
-    >>> html_table(pl.DataFrame({"model": ["a<b"], "auc": [0.71234]}))
-    '<table class="metrics"><thead><tr><th>model</th><th>AUC</th></tr></thead><tbody><tr><td>a&lt;b</td><td>0.712</td></tr></tbody></table>'
-    """
-    import html
-
-    cols = [c for c in (columns or frame.columns) if c in frame.columns]
-    specs = [_TABLE_COLUMNS.get(c, (c, "s" if frame.schema[c] == pl.Utf8 else ".3g")) for c in cols]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in specs)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v, f)}</td>" for v, (_, f) in zip(row, specs)) + "</tr>"
-                   for row in frame.select(cols).iter_rows())
-    return f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-_KEY_COLUMNS = ["model", "rows", "events", "event_rate", "auc", "auc_lower", "auc_upper", "pr_auc",
-                "lift_top10", "capture_top10"]
-_CALIBRATION_COLUMNS = ["model", "brier", "ece", "scored"]
-_ALARM_COLUMNS = ["model", "alarm_band", "alarm_flagged", "alarm_precision", "alarm_recall", "false_alarms", "misses"]
-_CUTOFF_COLUMNS = ["model", "precision_target", "precision_cutoff", "precision_cutoff_recall", "capacity_k",
-                   "capacity_cutoff", "capacity_precision", "capacity_recall"]
-_SEGMENT_COLUMNS = ["model", "segment", "rows", "events", "event_rate", "auc", "auc_lower", "auc_upper",
-                    "lift_top10", "alarm_precision", "alarm_recall"]
-
-
-def _report_html(ev: Evaluation, path: str | os.PathLike[str] | None, title: str | None) -> str:
-    """Assemble the report as a notebook of outputs and render it with the shared report template."""
-    import nbformat
-    import vl_convert
-
-    from healthscore.render.reports import export_html
-
-    title = title or f"Backtest: {ev.outcome} within {horizon_words(ev.horizon)}"
-    nb = nbformat.v4.new_notebook()
-
-    def md(text: str) -> None:
-        nb.cells.append(nbformat.v4.new_markdown_cell(text))
-
-    def show(data: dict[str, str]) -> None:
-        cell = nbformat.v4.new_code_cell("")
-        cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
-        nb.cells.append(cell)
-
-    def chart(c: Any) -> None:
-        # SVG rendered here, offline, so the page carries no script and fetches nothing
-        show({"image/svg+xml": vl_convert.vegalite_to_svg(c.to_dict())})
-
-    charts = ev.charts()
-    md(f"# {title}\n\nEvery model scored on the same holdout: snapshots from {ev.test_dates[0]} to "
-       f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). The backtest itself "
-       f"fits only the score-to-probability maps, on earlier snapshots ({ev.train_dates[0]} to "
-       f"{ev.train_dates[1]}, {ev.train_rows:,} rows) whose {horizon_words(ev.horizon)} outcome window closes "
-       f"by the split date {ev.split}. A model fitted elsewhere is only fairly compared when it was fitted on "
-       "those weeks too, never on the holdout.")
-    md("## Head to head")
-    show({"text/html": html_table(ev.table, _KEY_COLUMNS)})
-    chart(charts["comparison"])
-    md("## Ranking: ROC and gains\n\nThe further a curve bows towards the top left, the better the score "
-       "ranks accounts that go on to have the event above those that do not.")
-    chart(charts["roc"])
-    chart(charts["lift"])
-    md(f"## Bands\n\nThe {ev.outcome} rate of each band on the holdout, with 95% Wilson intervals. Bands "
-       "should separate clearly; a band whose interval overlaps its neighbour adds little.")
-    chart(charts["bands"])
-    show({"text/html": html_table(ev.bands, ["model", "band", "count", "events", "rate", "rate_lower", "rate_upper"])})
-    md("### Alarms and cut-offs\n\nFalse alarms are flagged accounts without the event, misses are events outside "
-       "the alarm band. The precision cut-off flags as many accounts as possible while keeping precision at the "
-       "target; the capacity cut-off fits the weekly number of accounts a CS team can work.")
-    show({"text/html": html_table(ev.table, _ALARM_COLUMNS)})
-    show({"text/html": html_table(ev.table, _CUTOFF_COLUMNS)})
-    if ev.reliability.height:
-        md("## Calibration\n\nEach score is read as a probability through a map fitted on the training rows. "
-           "Points on the diagonal mean the stated probabilities come true on the holdout.")
-        chart(charts["reliability"])
-        show({"text/html": html_table(ev.table, _CALIBRATION_COLUMNS)})
-        lines = [f"- **{name}**: {pm.explain(30)}; {pm.explain(70)}" for name, pm in ev.probability_maps.items()]
-        md("\n".join(lines))
-    md(f"## Score trajectories\n\nMean score over the weeks before the {ev.outcome} event, against accounts "
-       "without it lined up on the last week of the data. An early, clear gap is what gives a CSM time to act.")
-    chart(charts["trajectories"])
-    if ev.by is not None:
-        md(f"## By {ev.by}")
-        seg = ev.segments.rename({ev.by: "segment"}) if ev.by != "segment" else ev.segments
-        show({"text/html": html_table(seg, _SEGMENT_COLUMNS)})
-    md("<p class=\"muted\">AUC intervals: DeLong, with placement values summed per account (clustered), since "
-       "weekly snapshots of one account are not independent. Generated by healthscore; model hashes: "
-       + ", ".join(f"{r['model']} {r['model_hash']}" for r in ev.table.iter_rows(named=True)) + ".</p>")
-    return export_html(nb, path, title=title)
+def _out_of_fold(te: pl.DataFrame, outcome: str, probability: str, horizon: str) -> pl.DataFrame:
+    """Each row's probability from the map fitted on the other folds (``_prob``)."""
+    prob = np.full(te.height, np.nan)
+    fold = te["_fold"].to_numpy()
+    score = te["score"].to_numpy()
+    for k in np.unique(fold):
+        rest = te.filter(pl.col("_fold") != k)
+        try:
+            pm = ProbabilityMap(method=probability, outcome=outcome, horizon=horizon).fit(rest["score"], rest[outcome])
+        except ValueError:  # a fold whose complement has no scored event: those rows stay without one
+            continue
+        mine = fold == k
+        prob[mine] = pm.predict(score[mine])
+    return te.with_columns(pl.Series("_prob", prob, nan_to_null=False)).drop("_fold")

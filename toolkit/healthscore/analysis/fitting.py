@@ -11,131 +11,89 @@ itself; the events table contributes the label and nothing else.
 >>> label_outcomes(snaps, events, outcome="expanded", horizon="28d")["expanded"].to_list()
 [True, False]
 """
+
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
+from healthscore.analysis.monitoring import reference_from
+from healthscore.core.calibration import calibrate_expr
+from healthscore.core.extract import is_cross_sectional, observation_end
+from healthscore.core.labels import _input_error, label_outcomes
+from healthscore.core.scoring import calibrate, combine
+from healthscore.io.fingerprint import data_hash
 from healthscore.results import Summary
-from healthscore.spec.outcomes import parse_horizon, resolve_outcome
+from healthscore.spec.outcomes import horizon_days, parse_horizon, resolve_outcome
 
-__all__ = ["label_outcomes", "parse_horizon", "fit_logit", "LogitResult", "fit_weights", "WeightFit",
-           "leakage_check", "training_rows", "segment_lr_test", "SegmentTest"]
-
-def _input_error(source: str, message: str, fix: str, column: str | None = None) -> Exception:
-    """A ValidationError naming the table (and column) at fault and what to do about it."""
-    from healthscore.io.snapshots import Problem, ValidationError
-    return ValidationError(source, [Problem("fitting", column, message, fix)])
-
-
-def _require(frame: pl.DataFrame, columns: list[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise _input_error(what, f"lacks column(s) {missing}; it has {frame.columns[:12]}",
-                           f"Rename the columns or pass a {what} table with {columns}", column=missing[0])
-
-
-def _as_date(frame: pl.DataFrame, column: str, what: str) -> pl.DataFrame:
-    dtype = frame.schema[column]
-    if dtype == pl.Date:
-        return frame
-    if isinstance(dtype, pl.Datetime):
-        return frame.with_columns(pl.col(column).dt.date())
-    raise _input_error(what, f"must be a date, not {dtype}",
-                       f"Parse it first, e.g. pl.col({column!r}).str.to_date()", column=column)
+__all__ = [
+    "label_outcomes",
+    "parse_horizon",
+    "fit_logit",
+    "LogitResult",
+    "fit_weights",
+    "WeightFit",
+    "leakage_check",
+    "training_rows",
+    "segment_lr_test",
+    "SegmentTest",
+    "fitted_record",
+]
 
 
-def label_outcomes(
+def fitted_record(
     snapshots: pl.DataFrame | pl.LazyFrame,
-    events: pl.DataFrame | pl.LazyFrame,
+    rows: pl.DataFrame,
+    model: Any,
     *,
-    outcome: str = "churned",
-    horizon: str = "90d",
-    cadence: Literal["weekly", "monthly"] = "weekly",
+    method: str,
+    outcome: str,
+    horizon: str,
     data_end: date | None = None,
-    terminal: bool | None = None,
-) -> pl.DataFrame:
-    """Label each snapshot by whether ``outcome`` happens in ``(as_of, as_of + horizon]``.
+    labelled: bool = False,
+) -> dict[str, Any]:
+    """What a fit learned from, for the fitted model's ``[fitted]`` table.
 
-    Rules, so the labels are point-in-time and unbiased:
-
-    * the event must fall strictly after ``as_of`` and on or before ``as_of + horizon``;
-    * terminal outcomes (``churned`` by default, see ``terminal``): snapshots on or after the
-      account's first such event are dropped; non-terminal outcomes (``expanded``) label each
-      snapshot by the next event after it and keep going;
-    * censored rows are dropped: those with ``as_of + horizon`` past the end of the data, which
-      is the last snapshot ``as_of`` unless ``data_end`` is given;
-    * ``cadence="monthly"`` keeps one snapshot per account and calendar month (the last one),
-      for fits that want fewer, less dependent rows.
-
-    The result holds the snapshot columns unchanged plus one Boolean column named ``outcome``,
-    sorted by ``account_id`` and ``as_of``. Nothing else from the future is joined on.
+    ``snapshots`` are the snapshots the fit was given (their hash covers the keys and the
+    columns the model reads), ``rows`` the labelled rows it fitted on (first and last
+    ``as_of``). ``observed_until`` is the last day whose events the labels could see: the data
+    end (``data_end``, else the last snapshot), or for rows labelled elsewhere (``labelled``)
+    the last ``as_of`` plus the horizon.
 
     >>> import datetime as dt, polars as pl
-    >>> snaps = pl.DataFrame({"account_id": ["a"] * 4,
-    ...     "as_of": [dt.date(2024, 1, 1) + dt.timedelta(weeks=k) for k in range(4)]})
-    >>> ev = pl.DataFrame({"account_id": ["a"], "date": [dt.date(2024, 1, 10)], "event": ["churned"]})
-    >>> label_outcomes(snaps, ev, horizon="7d", data_end=dt.date(2024, 3, 1))["churned"].to_list()
-    [False, True]
+    >>> snaps = pl.DataFrame({"account_id": ["a"] * 3, "as_of": [dt.date(2024, 1, d) for d in (1, 8, 15)]})
+    >>> r = fitted_record(snaps, snaps.head(2), None, method="weights", outcome="churned", horizon="7d")
+    >>> r["first_as_of"], r["last_as_of"], r["observed_until"], r["rows"]
+    (datetime.date(2024, 1, 1), datetime.date(2024, 1, 8), datetime.date(2024, 1, 15), 2)
     """
-    if cadence not in ("weekly", "monthly"):
-        raise _input_error("cadence", f"cadence {cadence!r} is not known",
-                           "Use 'weekly' (every snapshot) or 'monthly' (the last snapshot of each month)")
-    horizon = parse_horizon(horizon)
-    if terminal is None:
-        terminal = resolve_outcome(outcome).terminal
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
-    ev = events.collect() if isinstance(events, pl.LazyFrame) else events
-    _require(snaps, ["account_id", "as_of"], "snapshots")
-    _require(ev, ["account_id", "date", "event"], "events")
-    if outcome in snaps.columns:
-        raise _input_error("snapshots", f"already has a column named after the outcome {outcome!r}",
-                           "Outcomes come from the events table only: drop or rename that column so no "
-                           "label can leak into the features", column=outcome)
-    snaps = _as_date(snaps, "as_of", "snapshots")
-    ev = _as_date(ev, "date", "events")
-    if snaps.is_empty():
-        return snaps.with_columns(pl.lit(None, pl.Boolean).alias(outcome)).clear()
-
-    if data_end is None:
-        data_end = snaps["as_of"].max()
-    ev = (ev.lazy()
-          .filter(pl.col("event") == outcome)
-          .select(pl.col("account_id").cast(snaps.schema["account_id"]), pl.col("date"))
-          .drop_nulls()
-          .unique()
-          .sort("account_id", "date")
-          .collect())
-    if ev.is_empty():
-        warnings.warn(f"the events table holds no {outcome!r} event: every label is False", stacklevel=2)
-
-    rows = snaps.lazy()
-    if cadence == "monthly":
-        rows = (rows.sort("account_id", "as_of")
-                .filter(pl.col("as_of") == pl.col("as_of").max()
-                        .over("account_id", pl.col("as_of").dt.truncate("1mo"))))
-    end = pl.col("as_of").dt.offset_by(horizon)
-    rows = rows.with_columns(_next_after=pl.col("as_of").dt.offset_by("1d")).sort("account_id", "_next_after")
-    # forward as-of join on as_of + 1 day: the first event strictly after as_of
-    labelled = rows.join_asof(ev.lazy().rename({"date": "_event"}), left_on="_next_after", right_on="_event",
-                              by="account_id", strategy="forward", check_sortedness=False)
-    if terminal:
-        first = ev.group_by("account_id").agg(_first=pl.col("date").min()).lazy()
-        labelled = (labelled.join(first, on="account_id", how="left")
-                    .filter(pl.col("_first").is_null() | (pl.col("as_of") < pl.col("_first"))))
-    out = (labelled
-           .filter(end <= pl.lit(data_end))
-           .with_columns(pl.col("_event").is_not_null().and_(pl.col("_event") <= end).alias(outcome))
-           .select(*snaps.columns, outcome)
-           .sort("account_id", "as_of")
-           .collect())
-    return out
+    wanted = ["account_id", "as_of", *(getattr(model, "columns", None) or [])]
+    cols = [c for c in dict.fromkeys(wanted) if c in snaps.columns]
+    first, last = rows["as_of"].min(), rows["as_of"].max()
+    if data_end is not None:
+        until = data_end
+    elif labelled:
+        until = last + timedelta(days=horizon_days(horizon)) if last is not None else None
+    else:
+        until = snaps["as_of"].max()
+    record = {
+        "method": method,
+        "outcome": outcome,
+        "horizon": parse_horizon(horizon),
+        "data_hash": data_hash(snaps, cols),
+        "rows": int(rows.height),
+        "first_as_of": first,
+        "last_as_of": last,
+        "observed_until": until,
+        "fitted_at": date.today(),
+    }
+    return {k: v for k, v in record.items() if v is not None}
 
 
 # ---------------------------------------------------------------- logistic fits
@@ -185,16 +143,26 @@ class LogitResult:
     def table(self) -> pl.DataFrame:
         """One row per term: coefficient, clustered SE, z, p, 95% CI, naive SE."""
         t = self.terms_
-        return pl.DataFrame({
-            "term": t,
-            "coef": [self.params_[k] for k in t],
-            "se": [self.bse_[k] for k in t],
-            "p_value": [self.pvalues_[k] for k in t],
-            "coef_lower": [self.conf_int_[k][0] for k in t],
-            "coef_upper": [self.conf_int_[k][1] for k in t],
-            "naive_se": [self.naive_bse_[k] for k in t],
-        }, schema={"term": pl.Utf8, "coef": pl.Float64, "se": pl.Float64, "p_value": pl.Float64,
-                   "coef_lower": pl.Float64, "coef_upper": pl.Float64, "naive_se": pl.Float64})
+        return pl.DataFrame(
+            {
+                "term": t,
+                "coef": [self.params_[k] for k in t],
+                "se": [self.bse_[k] for k in t],
+                "p_value": [self.pvalues_[k] for k in t],
+                "coef_lower": [self.conf_int_[k][0] for k in t],
+                "coef_upper": [self.conf_int_[k][1] for k in t],
+                "naive_se": [self.naive_bse_[k] for k in t],
+            },
+            schema={
+                "term": pl.Utf8,
+                "coef": pl.Float64,
+                "se": pl.Float64,
+                "p_value": pl.Float64,
+                "coef_lower": pl.Float64,
+                "coef_upper": pl.Float64,
+                "naive_se": pl.Float64,
+            },
+        )
 
     def design(self, frame: pl.DataFrame) -> np.ndarray:
         """The design matrix (``const`` first) this fit would build from ``frame``: same fills,
@@ -202,7 +170,7 @@ class LogitResult:
         cols = [pl.lit(1.0).alias("const")]
         for term in self.terms_[1:]:
             if term in self.na_indicators_:
-                src = term[len("na_"):]
+                src = term[len("na_") :]
                 cols.append(pl.col(src).is_null().cast(pl.Float64).alias(term))
             else:
                 e = pl.col(term).cast(pl.Float64).fill_null(self.fill_values_.get(term, 0.0))
@@ -219,10 +187,12 @@ class LogitResult:
     def summary(self) -> Summary:
         """A readable report: the fit, each term, and every note about the data."""
         kind = "clustered by account" if self.inference_ else "none (penalised fit)"
-        head = [f"Logistic regression of {self.outcome!r}: {self.n_obs_:,} rows, {self.n_events_:,} events, "
-                f"{self.n_groups_:,} accounts",
-                f"fit: {'maximum likelihood' if self.penalty_ is None else self.penalty_.upper() + ' penalised'}"
-                f"{'' if self.alpha_ is None else f' (alpha={self.alpha_:g})'}; standard errors: {kind}"]
+        head = [
+            f"Logistic regression of {self.outcome!r}: {self.n_obs_:,} rows, {self.n_events_:,} events, "
+            f"{self.n_groups_:,} accounts",
+            f"fit: {'maximum likelihood' if self.penalty_ is None else self.penalty_.upper() + ' penalised'}"
+            f"{'' if self.alpha_ is None else f' (alpha={self.alpha_:g})'}; standard errors: {kind}",
+        ]
         if self.fallback_:
             head.append(f"fallback: {self.fallback_}")
         lines = [f"{'term':<28}{'coef':>11}{'se':>11}{'p':>10}  95% CI"]
@@ -249,24 +219,38 @@ def _outcome_array(frame: pl.DataFrame, outcome: str) -> np.ndarray:
     if dtype.is_numeric():
         bad = frame.filter(~pl.col(outcome).is_in([0, 1]))
         if bad.height:
-            raise _input_error("training rows", f"holds values other than 0/1, e.g. {bad[outcome][0]}",
-                               "Pass a Boolean or 0/1 outcome column", column=outcome)
+            raise _input_error(
+                "training rows",
+                f"holds values other than 0/1, e.g. {bad[outcome][0]}",
+                "Pass a Boolean or 0/1 outcome column",
+                column=outcome,
+            )
         return frame[outcome].cast(pl.Float64).to_numpy()
-    raise _input_error("training rows", f"is {dtype}, not Boolean", "Pass a Boolean or 0/1 outcome column",
-                       column=outcome)
+    raise _input_error(
+        "training rows", f"is {dtype}, not Boolean", "Pass a Boolean or 0/1 outcome column", column=outcome
+    )
 
 
-def _prepare(frame: pl.DataFrame, features: list[str], outcome: str, na_threshold: float,
-             standardize: bool) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _prepare(
+    frame: pl.DataFrame, features: list[str], outcome: str, na_threshold: float, standardize: bool
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Fill nulls, add N/A indicators, drop unusable columns. Returns the design frame and notes."""
     missing = [c for c in [*features, outcome] if c not in frame.columns]
     if missing:
-        raise _input_error("training rows", f"lacks column(s) {missing}",
-                           "Name existing columns in features/outcome", column=missing[0])
+        raise _input_error(
+            "training rows",
+            f"lacks column(s) {missing}",
+            "Name existing columns in features/outcome",
+            column=missing[0],
+        )
     not_numeric = [c for c in features if not frame.schema[c].is_numeric() and frame.schema[c] != pl.Boolean]
     if not_numeric:
-        raise _input_error("training rows", f"feature is {frame.schema[not_numeric[0]]}, not numeric",
-                           "Encode it as numbers (e.g. 0/1 indicators) or leave it out", column=not_numeric[0])
+        raise _input_error(
+            "training rows",
+            f"feature is {frame.schema[not_numeric[0]]}, not numeric",
+            "Encode it as numbers (e.g. 0/1 indicators) or leave it out",
+            column=not_numeric[0],
+        )
     stats = frame.select(
         *[pl.col(c).cast(pl.Float64).mean().alias(f"mean|{c}") for c in features],
         *[pl.col(c).cast(pl.Float64).std().alias(f"std|{c}") for c in features],
@@ -305,9 +289,14 @@ def _separation_checks(design: pl.DataFrame, y: np.ndarray) -> list[str]:
     if design.width == 0:
         return found
     # one pass: min and max of every column among events and among non-events
-    by_class = (design.with_columns(pl.Series("_y", y > 0.5))
-                .group_by("_y").agg(*[pl.col(c).min().alias(f"min|{c}") for c in design.columns],
-                                    *[pl.col(c).max().alias(f"max|{c}") for c in design.columns]))
+    by_class = (
+        design.with_columns(pl.Series("_y", y > 0.5))
+        .group_by("_y")
+        .agg(
+            *[pl.col(c).min().alias(f"min|{c}") for c in design.columns],
+            *[pl.col(c).max().alias(f"max|{c}") for c in design.columns],
+        )
+    )
     if by_class.height < 2:
         return found
     pos = by_class.filter(pl.col("_y")).row(0, named=True)
@@ -323,10 +312,14 @@ def _separation_checks(design: pl.DataFrame, y: np.ndarray) -> list[str]:
         # every event on one side of a threshold (ties allowed); for a two-level feature such as
         # an indicator this is the same as a level with no event or with nothing but events
         if st[f"pmin|{c}"] >= st[f"nmax|{c}"] or st[f"pmax|{c}"] <= st[f"nmin|{c}"]:
-            how = ("a level of it has no event or only events (an empty or pure cell)" if st[f"two|{c}"]
-                   else "every event lies on one side of a threshold")
-            found.append(f"quasi-separation: {c} alone separates the outcome ({how}), "
-                         "so its coefficient runs off to infinity")
+            how = (
+                "a level of it has no event or only events (an empty or pure cell)"
+                if st[f"two|{c}"]
+                else "every event lies on one side of a threshold"
+            )
+            found.append(
+                f"quasi-separation: {c} alone separates the outcome ({how}), so its coefficient runs off to infinity"
+            )
     return found
 
 
@@ -343,7 +336,8 @@ def _matrix(design: pl.DataFrame) -> np.ndarray:
 def _cluster_cov(res: Any, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """CRV1 clustered covariance from statsmodels' own score and Hessian, as statsmodels computes
     it for ``cov_type="cluster"`` (same small-sample correction), but without re-deriving both."""
-    from scipy.sparse import csr_array
+    from scipy.sparse import csr_array  # scipy.stats is loaded only when a test statistic is computed
+
     X = res.model.exog
     nobs, k = X.shape
     # per-account sums of the score (y - p) x: an account x row matrix holding each row's
@@ -358,13 +352,22 @@ def _cluster_cov(res: Any, codes: np.ndarray, n_groups: int) -> np.ndarray:
 
 def _attach_cluster_cov(res: Any, codes: np.ndarray, n_groups: int) -> None:
     """Make ``res`` report clustered inference, as statsmodels' own ``cov_type="cluster"`` does."""
-    from statsmodels.base.covtype import descriptions
+    from statsmodels.base.covtype import (
+        descriptions,  # statsmodels takes about a second to import; only fits and tests need it
+    )
+
     res = getattr(res, "_results", res)  # set on the results, not on their wrapper
     res._cache = {}  # bse, pvalues, ... are cached from the textbook covariance
     res.cov_params_default = _cluster_cov(res, codes, n_groups)
     res.cov_type = "cluster"
-    res.cov_kwds = {"use_t": res.use_t, "adjust_df": True, "groups": codes, "use_correction": True,
-                    "description": descriptions["cluster"], "scaling_factor": None}
+    res.cov_kwds = {
+        "use_t": res.use_t,
+        "adjust_df": True,
+        "groups": codes,
+        "use_correction": True,
+        "description": descriptions["cluster"],
+        "scaling_factor": None,
+    }
     res.n_groups = n_groups
     res.df_resid_inference = n_groups - 1
 
@@ -374,7 +377,7 @@ def _logit_model(y: np.ndarray, X: np.ndarray) -> Any:
     blocks of rows as products of sqrt(W)X with itself, so each block stays in cache (about
     twice as fast as statsmodels' one transposed product on a million rows). Rank is checked
     by the caller."""
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels takes about a second to import; only fits and tests need it
 
     class _Logit(sm.Logit):
         def hessian(self, params: np.ndarray) -> np.ndarray:
@@ -383,7 +386,7 @@ def _logit_model(y: np.ndarray, X: np.ndarray) -> Any:
             sw = np.sqrt(p * (1 - p))
             out = np.zeros((X.shape[1], X.shape[1]))
             for start in range(0, X.shape[0], _BLOCK):  # a loop over blocks of rows, not rows
-                xw = X[start:start + _BLOCK] * sw[start:start + _BLOCK, None]
+                xw = X[start : start + _BLOCK] * sw[start : start + _BLOCK, None]
                 out += xw.T @ xw
             return -out
 
@@ -394,7 +397,7 @@ def _logit_model(y: np.ndarray, X: np.ndarray) -> Any:
 def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
     """Unpenalised Newton fit. On big data Newton starts from a fit on a random subsample and
     takes two full steps, then we check convergence in units of standard errors."""
-    from statsmodels.tools.sm_exceptions import (
+    from statsmodels.tools.sm_exceptions import (  # statsmodels is loaded only when a model is fitted
         ConvergenceWarning,
         PerfectSeparationWarning,
     )
@@ -420,8 +423,7 @@ def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
         warnings.simplefilter("always")
         # statsmodels' perfect-prediction check runs after every step; on big data once at the end
         quiet = {"callback": lambda *_: None} if start is not None else {}
-        res = model.fit(method="newton", disp=False, maxiter=steps, start_params=start, warn_convergence=False,
-                        **quiet)
+        res = model.fit(method="newton", disp=False, maxiter=steps, start_params=start, warn_convergence=False, **quiet)
         if quiet:
             model._check_perfect_pred(res.params)
         if start is not None and not res.mle_retvals["converged"]:
@@ -435,27 +437,31 @@ def _mle(X: np.ndarray, y: np.ndarray, maxiter: int) -> tuple[Any, list[str]]:
                 res.mle_retvals["converged"] = True
                 res.mle_retvals["convergence"] = "remaining Newton step below 1e-4 standard errors"
             else:
-                res = model.fit(method="newton", disp=False, maxiter=maxiter, start_params=res.params,
-                                warn_convergence=False)
+                res = model.fit(
+                    method="newton", disp=False, maxiter=maxiter, start_params=res.params, warn_convergence=False
+                )
     for w in caught:
         if issubclass(w.category, PerfectSeparationWarning):
             problems.append("quasi-separation: statsmodels reports perfect separation or prediction")
         elif issubclass(w.category, ConvergenceWarning) or "overflow" in str(w.message):
             problems.append(f"quasi-separation suspected: {w.message}")
     if not res.mle_retvals.get("converged", True):
-        problems.append(f"quasi-separation suspected: the maximum-likelihood fit did not converge "
-                        f"in {maxiter} Newton steps")
+        problems.append(
+            f"quasi-separation suspected: the maximum-likelihood fit did not converge in {maxiter} Newton steps"
+        )
     return res, list(dict.fromkeys(problems))
 
 
 def _penalised(X: np.ndarray, y: np.ndarray, penalty: str, alpha: float) -> Any:
     """Elastic-net GLM fit on standardised columns (the intercept is never penalised)."""
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels takes about a second to import; only fits and tests need it
+
     weights = np.full(X.shape[1], alpha)
     weights[0] = 0.0
     model = sm.GLM(y, X, family=sm.families.Binomial())
-    return model.fit_regularized(method="elastic_net", alpha=weights,
-                                 L1_wt=1.0 if penalty == "l1" else 0.0, maxiter=200)
+    return model.fit_regularized(
+        method="elastic_net", alpha=weights, L1_wt=1.0 if penalty == "l1" else 0.0, maxiter=200
+    )
 
 
 def fit_logit(
@@ -504,17 +510,29 @@ def fit_logit(
         frame = frame.collect()
     features = list(dict.fromkeys(features))
     if outcome not in frame.columns:
-        raise _input_error("training rows", f"lacks the outcome column {outcome!r}",
-                           "Label the rows first with label_outcomes()", column=outcome)
+        raise _input_error(
+            "training rows",
+            f"lacks the outcome column {outcome!r}",
+            "Label the rows first with label_outcomes()",
+            column=outcome,
+        )
     if groups is not None and groups not in frame.columns:
-        raise _input_error("training rows", f"lacks the cluster column {groups!r}",
-                           "Pass groups= the account key column, or groups=None", column=groups)
+        raise _input_error(
+            "training rows",
+            f"lacks the cluster column {groups!r}",
+            "Pass groups= the account key column, or groups=None",
+            column=groups,
+        )
     frame = frame.filter(pl.col(outcome).is_not_null())
     y = _outcome_array(frame, outcome)
     n, n_events = len(y), int(y.sum())
     if n_events == 0 or n_events == n:
-        raise _input_error("training rows", f"every one of the {n:,} rows has the same outcome",
-                           "Use a longer history or horizon so both outcomes occur", column=outcome)
+        raise _input_error(
+            "training rows",
+            f"every one of the {n:,} rows has the same outcome",
+            "Use a longer history or horizon so both outcomes occur",
+            column=outcome,
+        )
     scaled = standardize or penalty is not None
     design, info = _prepare(frame, features, outcome, na_threshold, scaled)
     terms = ["const", *design.columns]
@@ -526,9 +544,11 @@ def fit_logit(
         codes, n_groups = np.arange(n), n
     rank = np.linalg.matrix_rank(X[: min(n, 50_000)] if n > 50_000 else X)
     if rank < X.shape[1]:
-        raise _input_error("training rows", f"the {len(terms) - 1} features are linearly dependent "
-                           f"(rank {rank} of {X.shape[1]})",
-                           "Leave out one of each group of features that add up to another (see the VIF)")
+        raise _input_error(
+            "training rows",
+            f"the {len(terms) - 1} features are linearly dependent (rank {rank} of {X.shape[1]})",
+            "Leave out one of each group of features that add up to another (see the VIF)",
+        )
 
     separation = _separation_checks(design, y)
     res, fallback, fit_penalty, fit_alpha = None, None, penalty, alpha
@@ -540,15 +560,20 @@ def fit_logit(
             separation.append(f"quasi-separation suspected: the maximum-likelihood fit failed ({exc})")
         if res is not None and not separation:
             sd = [0.0, *(info["sd"][t] for t in terms[1:])]
-            huge = [t for t, b, s, c in zip(terms, res.bse, sd, res.params)
-                    if t != "const" and (not np.isfinite(b) or b * s > _HUGE_SE_PER_SD
-                                         or abs(c * s) > _HUGE_COEF_PER_SD)]
-            separation += [f"quasi-separation: {t} has a huge standard error or coefficient "
-                           "(the likelihood does not pin it down)" for t in huge]
+            huge = [
+                t
+                for t, b, s, c in zip(terms, res.bse, sd, res.params)
+                if t != "const" and (not np.isfinite(b) or b * s > _HUGE_SE_PER_SD or abs(c * s) > _HUGE_COEF_PER_SD)
+            ]
+            separation += [
+                f"quasi-separation: {t} has a huge standard error or coefficient (the likelihood does not pin it down)"
+                for t in huge
+            ]
         if separation:
             if on_separation == "raise":
-                raise _input_error("training rows", "; ".join(separation),
-                                   "Drop or merge the feature, or fit with penalty='l2'")
+                raise _input_error(
+                    "training rows", "; ".join(separation), "Drop or merge the feature, or fit with penalty='l2'"
+                )
             if on_separation == "l2" or res is None:
                 fallback = "L2-penalised fit because of quasi-separation (no valid standard errors)"
                 fit_penalty, fit_alpha = "l2", alpha
@@ -584,21 +609,33 @@ def fit_logit(
         bse = naive = pvals = np.full(len(terms), np.nan)
         ci = np.full((len(terms), 2), np.nan)
     return LogitResult(
-        outcome=outcome, features=features, terms_=terms,
-        params_=dict(zip(terms, params.tolist())), bse_=dict(zip(terms, bse.tolist())),
+        outcome=outcome,
+        features=features,
+        terms_=terms,
+        params_=dict(zip(terms, params.tolist())),
+        bse_=dict(zip(terms, bse.tolist())),
         naive_bse_=dict(zip(terms, naive.tolist())),
         conf_int_={t: (float(lo), float(hi)) for t, (lo, hi) in zip(terms, ci)},
-        pvalues_=dict(zip(terms, pvals.tolist())), result_=res, n_obs_=n, n_events_=n_events,
-        n_groups_=n_groups, penalty_=fit_penalty, alpha_=fit_alpha if fit_penalty else None,
-        inference_=inference, fill_values_=info["fill"], na_indicators_=info["na"],
-        center_=info["center"], scale_=info["scale"], dropped_=info["dropped"],
-        separation_=separation, fallback_=fallback,
+        pvalues_=dict(zip(terms, pvals.tolist())),
+        result_=res,
+        n_obs_=n,
+        n_events_=n_events,
+        n_groups_=n_groups,
+        penalty_=fit_penalty,
+        alpha_=fit_alpha if fit_penalty else None,
+        inference_=inference,
+        fill_values_=info["fill"],
+        na_indicators_=info["na"],
+        center_=info["center"],
+        scale_=info["scale"],
+        dropped_=info["dropped"],
+        separation_=separation,
+        fallback_=fallback,
     )
 
 
 # ---------------------------------------------------------------- leakage
-def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
-                  auc_limit: float = 0.95) -> pl.DataFrame:
+def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str, auc_limit: float = 0.95) -> pl.DataFrame:
     """Flag features that predict ``outcome`` (almost) perfectly on their own.
 
     No honest health signal measured at ``as_of`` separates next quarter's churners from the
@@ -612,7 +649,7 @@ def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
     >>> leakage_check(df, ["x"], "y")["leak"].to_list()
     [True]
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # scikit-learn is loaded only when a model is fitted
 
     rows = []
     for c in features:
@@ -625,8 +662,11 @@ def leakage_check(frame: pl.DataFrame, features: list[str], outcome: str,
         auc = max(auc, 1.0 - auc)
         separated = bool(_separation_checks(part.select(c), y.astype(float)))
         rows.append((c, auc, separated, separated or auc >= auc_limit))
-    return pl.DataFrame(rows, schema={"feature": pl.Utf8, "auc_alone": pl.Float64, "separated": pl.Boolean,
-                                      "leak": pl.Boolean}, orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={"feature": pl.Utf8, "auc_alone": pl.Float64, "separated": pl.Boolean, "leak": pl.Boolean},
+        orient="row",
+    )
 
 
 # ---------------------------------------------------------------- weight fitting
@@ -640,8 +680,37 @@ def is_adverse(outcome: str) -> bool:
 def _orientation(model: Any, features: str) -> dict[str, float]:
     """+1 where a larger feature value means healthier, -1 where it means less healthy: sub-scores
     are always oriented (100 is good); raw columns follow the metric's direction."""
-    return {m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" else 1.0
-            for m in model.metrics}
+    # a categorical metric enters a raw fit as its level scores, which are oriented already
+    return {
+        m.name: -1.0 if features == "raw" and m.direction == "lower_is_better" and m.method != "categorical" else 1.0
+        for m in model.metrics
+    }
+
+
+def _raw_numeric(model: Any, cols: dict[str, str], schema: pl.Schema) -> list[pl.Expr]:
+    """Raw columns a regression can take: yes/no as 0/1, a categorical metric as its level scores.
+
+    A text column with no categorical calibration cannot be fitted raw: the error says so.
+    """
+
+    exprs = []
+    for m in model.metrics:
+        col = cols.get(m.name)
+        if col is None:
+            continue
+        if m.method == "categorical":
+            exprs.append(calibrate_expr(col, m.method, m.params, m.direction))
+        elif schema[col] == pl.Boolean:
+            exprs.append(pl.col(col).cast(pl.Float64))
+        elif schema[col] == pl.Utf8:
+            raise _input_error(
+                "snapshots",
+                f"column {col!r} of metric {m.name} holds text",
+                "Give the metric a categorical calibration (its levels become scores), or fit "
+                "on sub-scores (features='subscores')",
+                column=col,
+            )
+    return exprs
 
 
 def _feature_columns(model: Any, features: str) -> dict[str, str]:
@@ -654,18 +723,25 @@ def _feature_columns(model: Any, features: str) -> dict[str, str]:
             if m.column not in out.values():
                 out[m.name] = m.column
         return out
-    raise _input_error("fit_weights", f"features={features!r} is not known",
-                       "Use 'subscores' (the model's calibrated 0..100 sub-scores) or 'raw' (raw columns)")
+    raise _input_error(
+        "fit_weights",
+        f"features={features!r} is not known",
+        "Use 'subscores' (the model's calibrated 0..100 sub-scores) or 'raw' (raw columns)",
+    )
 
 
 def _vif(X: np.ndarray, terms: list[str]) -> dict[str, float]:
-    from statsmodels.stats.outliers_influence import variance_inflation_factor
+    from statsmodels.stats.outliers_influence import (
+        variance_inflation_factor,  # statsmodels takes about a second to import; only fits and tests need it
+    )
+
     with np.errstate(divide="ignore", invalid="ignore"):
         return {t: float(variance_inflation_factor(X, j)) for j, t in enumerate(terms) if j > 0}
 
 
-def _collinear_groups(X: np.ndarray, terms: list[str], vif: dict[str, float], corr_limit: float,
-                      vif_limit: float) -> list[list[str]]:
+def _collinear_groups(
+    X: np.ndarray, terms: list[str], vif: dict[str, float], corr_limit: float, vif_limit: float
+) -> list[list[str]]:
     """Groups of features that move together: |correlation| above ``corr_limit`` links two
     features; a feature with a VIF above ``vif_limit`` joins its most correlated partner."""
     names = terms[1:]
@@ -717,6 +793,10 @@ class WeightFit:
     drop_insignificant: bool = False
     # the history the fit learned from: save_suggested takes the model's monitoring reference on it
     history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    # what "within" means when it is not the horizon (one snapshot per account: the observation window)
+    window: str | None = None
+    # what the fit learned from (``fitted_record``): the suggested model carries it as ``[fitted]``
+    fitted: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ report
     def summary(self) -> Summary:
@@ -725,7 +805,7 @@ class WeightFit:
         unit = "per 10 points" if self.features == "subscores" else "per SD"
         want = "lower" if self.adverse else "raise"
         head = [
-            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.horizon}",
+            f"Weight fit of model {self.model.name!r} v{self.model.version} on {self.outcome!r} within {self.window or self.horizon}",
             f"{lg.n_obs_:,} snapshots of {lg.n_groups_:,} accounts, {lg.n_events_:,} events; "
             + ("standard errors clustered by account" if lg.inference_ else "penalised fit: no valid standard errors"),
             f"a healthy metric should {want} the odds of {self.outcome!r}: odds ratio {unit} "
@@ -738,10 +818,16 @@ class WeightFit:
             if r["coef"] is None:
                 body.append(f"{r['metric']:<24}{'-':>10}{'-':>18}{'-':>14}{'-':>9}{'-':>7}  {r['flags']}")
                 continue
-            ci = "-" if r["or_lower"] is None or r["or_lower"] != r["or_lower"] else f"{r['or_lower']:.2f}-{r['or_upper']:.2f}"
+            ci = (
+                "-"
+                if r["or_lower"] is None or r["or_lower"] != r["or_lower"]
+                else f"{r['or_lower']:.2f}-{r['or_upper']:.2f}"
+            )
             vif = "-" if r["vif"] is None else f"{r['vif']:.1f}"
-            body.append(f"{r['metric']:<24}{r['coef']:>10.4f}{r['odds_ratio']:>18.3f}{ci:>14}"
-                        f"{_fmt_p(r['p_value']):>9}{vif:>7}  {r['flags']}")
+            body.append(
+                f"{r['metric']:<24}{r['coef']:>10.4f}{r['odds_ratio']:>18.3f}{ci:>14}"
+                f"{_fmt_p(r['p_value']):>9}{vif:>7}  {r['flags']}"
+            )
         tail = ([""] + [f"! {f}" for f in self.flags]) if self.flags else []
         return Summary("\n".join(head + body + tail))
 
@@ -768,40 +854,104 @@ class WeightFit:
         so each is the metric's share of the score in percent; a category's weight is the sum of
         its metrics' shares.
         """
-        basis = self.basis or self.logit
+        rows = self._strengths()
+        strength = {m: s for m, _, s, fixed, _ in rows if fixed is None}
+        total = sum(strength.values())
+        if total <= 0:
+            raise _input_error(
+                "fit_weights",
+                f"no metric has an effect in the healthy direction on {self.outcome!r}",
+                "Keep the current weights; try a longer history, a longer horizon or penalty='l2'",
+            )
+        floors = sum(fixed for _, _, _, fixed, _ in rows if fixed is not None)
+        budget = max(100.0 - floors, 0.0)
+        out = [
+            (m, c, round(budget * strength[m] / total, 1) if fixed is None else float(fixed), why)
+            for m, c, _, fixed, why in rows
+        ]
+        return pl.DataFrame(
+            out, schema={"metric": pl.Utf8, "category": pl.Utf8, "weight": pl.Float64, "reason": pl.Utf8}, orient="row"
+        )
+
+    def _good(self, metric: str, coef: float) -> float:
+        """A coefficient as the change in log-odds in the healthy direction per 10 points (per SD raw)."""
         step = 10.0 if self.features == "subscores" else 1.0
+        return (-coef if self.adverse else coef) * step * _orientation(self.model, self.features)[metric]
+
+    def _strengths(self) -> list[tuple[str, str, float, float | None, str]]:
+        """Per metric: (metric, category, strength, fixed weight or None when free, reason)."""
+        basis = self.basis or self.logit
         how = "per 10 points" if self.features == "subscores" else "per SD"
-        rows = []
+        rows: list[tuple[str, str, float, float | None, str]] = []
         for r in self.table.iter_rows(named=True):
             f = r["feature"]
             if f not in basis.params_:
                 rows.append((r["metric"], r["category"], 0.0, self.floor, "could not be fitted: set to the floor"))
                 continue
             coef, p = basis.params_[f], basis.pvalues_[f]
-            good = (-coef if self.adverse else coef) * step * _orientation(self.model, self.features)[r["metric"]]
+            good = self._good(r["metric"], coef)
             if good <= 0:
                 rows.append((r["metric"], r["category"], 0.0, self.floor, "wrong sign: set to the floor"))
             elif basis.inference_ and not (p <= self.significance):
                 if self.drop_insignificant:
-                    rows.append((r["metric"], r["category"], good, self.floor,
-                                 f"not significant (p={p:.2f}): set to the floor"))
+                    rows.append(
+                        (r["metric"], r["category"], good, self.floor, f"not significant (p={p:.2f}): set to the floor")
+                    )
                 else:
-                    rows.append((r["metric"], r["category"], good, None,
-                                 f"proportional to its effect {how} (not significant, p={p:.2f})"))
+                    rows.append(
+                        (
+                            r["metric"],
+                            r["category"],
+                            good,
+                            None,
+                            f"proportional to its effect {how} (not significant, p={p:.2f})",
+                        )
+                    )
             else:
                 rows.append((r["metric"], r["category"], good, None, f"proportional to its effect {how}"))
-        strength = {m: s for m, _, s, fixed, _ in rows if fixed is None}
-        total = sum(strength.values())
-        if total <= 0:
-            raise _input_error(
-                "fit_weights", f"no metric has an effect in the healthy direction on {self.outcome!r}",
-                "Keep the current weights; try a longer history, a longer horizon or penalty='l2'")
-        floors = sum(fixed for _, _, _, fixed, _ in rows if fixed is not None)
-        budget = max(100.0 - floors, 0.0)
-        out = [(m, c, round(budget * strength[m] / total, 1) if fixed is None else float(fixed), why)
-               for m, c, _, fixed, why in rows]
-        return pl.DataFrame(out, schema={"metric": pl.Utf8, "category": pl.Utf8, "weight": pl.Float64,
-                                         "reason": pl.Utf8}, orient="row")
+        return rows
+
+    def suggested_shares(self) -> pl.DataFrame:
+        """Each metric's suggested share of the score in percent, with an interval in the same unit.
+
+        ``share`` is the suggested model's :meth:`~healthscore.spec.model.ScoreModel.weight_shares`
+        (the one rule for shares). ``share_lower``/``share_upper`` put the ends of the coefficient's
+        95% interval (from the same fit as the suggestion) through the same rule, the other metrics
+        held at their estimates; an effect whose interval reaches the unhealthy side gets 0 there.
+        Null where the fit gives no interval (a penalised fit, a metric that could not be fitted).
+        """
+        shares = self.suggested_model().weight_shares()
+        basis = self.basis or self.logit
+        rows = self._strengths()
+        total = sum(s for _, _, s, fixed, _ in rows if fixed is None)
+        budget = max(100.0 - sum(fixed for _, _, _, fixed, _ in rows if fixed is not None), 0.0)
+        feature = dict(self.table.select("metric", "feature").iter_rows())
+        out = []
+        for m in self.model.metrics:
+            point = shares[m.name]
+            f = feature.get(m.name)
+            row = next((r for r in rows if r[0] == m.name), None)
+            if row is None or f not in basis.params_ or f not in basis.conf_int_ or not basis.inference_:
+                out.append((m.name, m.category, point, None, None))
+                continue
+            others = total - (row[2] if row[3] is None else 0.0)
+            ends = []
+            for coef in basis.conf_int_[f]:
+                g = max(self._good(m.name, coef), 0.0)
+                ends.append(budget * g / (g + others) if g + others > 0 else 0.0)
+            # the suggested weights are rounded to 0.1: keep the point inside its own interval
+            out.append((m.name, m.category, point, min(*ends, point), max(*ends, point)))
+        return pl.DataFrame(
+            out,
+            schema={
+                "metric": pl.Utf8,
+                "category": pl.Utf8,
+                "share": pl.Float64,
+                "share_lower": pl.Float64,
+                "share_upper": pl.Float64,
+            },
+            orient="row",
+        )
 
     def suggested_model(self) -> Any:
         """A new ScoreModel with the suggested metric and category weights and a bumped version."""
@@ -810,7 +960,7 @@ class WeightFit:
         names = {m.name for m in self.model.metrics}
         for m in names - set(metrics):  # metrics that shared a raw column with another
             metrics[m] = self.floor
-        cats = (w.group_by("category").agg(pl.col("weight").sum()).sort("category"))
+        cats = w.group_by("category").agg(pl.col("weight").sum()).sort("category")
         categories = {c: round(v, 1) for c, v in cats.iter_rows()}
         categories.update({c: 0.0 for c in self.model.categories if c not in categories})
         new = self.model.with_weights(metrics=metrics, categories=categories)
@@ -819,7 +969,7 @@ class WeightFit:
             # silently replace them for its accounts (segment_lr_test says whether to split)
             new = replace(new, variants=[replace(v, weights={}, categories={}) for v in new.variants])
             new.validate()
-        return new.bump_version()
+        return new.bump_version().with_fitted(self.fitted)
 
     def comparison(self) -> pl.DataFrame:
         """Current against suggested weights: each metric's effective share of the score (metric
@@ -827,24 +977,50 @@ class WeightFit:
         new = self.suggested_model()
         reasons = dict(self.suggested_weights().select("metric", "reason").iter_rows())
         cur, sug = self.model.weight_shares(), new.weight_shares()
-        rows = [(m.name, m.category, m.weight, round(cur[m.name], 1), n.weight, round(sug[m.name], 1),
-                 round(sug[m.name] - cur[m.name], 1), reasons.get(m.name, "shares its raw column"))
-                for m, n in zip(self.model.metrics, new.metrics)]
-        return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "current_weight": pl.Float64,
-                                          "current_share": pl.Float64, "suggested_weight": pl.Float64,
-                                          "suggested_share": pl.Float64, "change": pl.Float64,
-                                          "reason": pl.Utf8}, orient="row")
+        rows = [
+            (
+                m.name,
+                m.category,
+                m.weight,
+                round(cur[m.name], 1),
+                n.weight,
+                round(sug[m.name], 1),
+                round(sug[m.name] - cur[m.name], 1),
+                reasons.get(m.name, "shares its raw column"),
+            )
+            for m, n in zip(self.model.metrics, new.metrics)
+        ]
+        return pl.DataFrame(
+            rows,
+            schema={
+                "metric": pl.Utf8,
+                "category": pl.Utf8,
+                "current_weight": pl.Float64,
+                "current_share": pl.Float64,
+                "suggested_weight": pl.Float64,
+                "suggested_share": pl.Float64,
+                "change": pl.Float64,
+                "reason": pl.Utf8,
+            },
+            orient="row",
+        )
 
     def comparison_text(self) -> str:
         """:meth:`comparison` as a readable table."""
         t = self.comparison()
         lines = [f"{'metric':<24}{'category':<14}{'current %':>10}{'suggested %':>13}{'change':>8}  reason"]
-        lines += [f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['suggested_share']:>13.1f}"
-                  f"{r['change']:>+8.1f}  {r['reason']}" for r in t.iter_rows(named=True)]
+        lines += [
+            f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['suggested_share']:>13.1f}"
+            f"{r['change']:>+8.1f}  {r['reason']}"
+            for r in t.iter_rows(named=True)
+        ]
         if self.basis is not None:
-            lines += ["", "Suggested weights come from a refit in which each N/A sub-score is filled the way the "
-                          "score fills it", "(its category's score, else the overall score), so their p-values "
-                          "and signs can differ from the table above."]
+            lines += [
+                "",
+                "Suggested weights come from a refit in which each N/A sub-score is filled the way the score fills it",
+                "(its category's score, else the overall score), so their p-values "
+                "and signs can differ from the table above.",
+            ]
         return "\n".join(lines)
 
     def save_suggested(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -860,18 +1036,24 @@ class WeightFit:
         model = self.suggested_model()
         if self.history is not None:
             # monitoring builds on this module's labels: imported here to keep the import graph acyclic
-            from healthscore.analysis.monitoring import reference_from
 
             snapshots, events = self.history
-            model = model.with_reference(reference_from(snapshots, events, model, outcome=self.outcome,
-                                                        horizon=self.horizon))
+            model = model.with_reference(
+                reference_from(snapshots, events, model, outcome=self.outcome, horizon=self.horizon)
+            )
         return model.save(target)
 
 
-def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame, model: Any,
-                  outcome: str = "churned", horizon: str = "90d", features: str = "subscores",
-                  cadence: Literal["weekly", "monthly"] = "weekly", data_end: date | None = None
-                  ) -> tuple[pl.DataFrame, dict[str, str]]:
+def training_rows(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame,
+    model: Any,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    features: str = "subscores",
+    cadence: Literal["weekly", "monthly"] = "weekly",
+    data_end: date | None = None,
+) -> tuple[pl.DataFrame, dict[str, str]]:
     """Labelled rows ready to fit, and the metric -> column map of the features.
 
     Sub-scores are calibrated on the full history first (trend metrics need the weeks before
@@ -879,16 +1061,19 @@ def training_rows(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame |
     """
     cols = _feature_columns(model, features)
     if features == "subscores":
-        from healthscore.core.scoring import calibrate
         frame = calibrate(snapshots, model)
     else:
         frame = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
         missing = [c for c in cols.values() if c not in frame.columns]
         if missing:
-            raise _input_error("snapshots", f"lacks the raw metric column(s) {missing}",
-                               "Pass snapshots with every metric column of the model", column=missing[0])
-    return label_outcomes(frame, events, outcome=outcome, horizon=horizon, cadence=cadence,
-                          data_end=data_end), cols
+            raise _input_error(
+                "snapshots",
+                f"lacks the raw metric column(s) {missing}",
+                "Pass snapshots with every metric column of the model",
+                column=missing[0],
+            )
+        frame = frame.with_columns(_raw_numeric(model, cols, frame.schema))
+    return label_outcomes(frame, events, outcome=outcome, horizon=horizon, cadence=cadence, data_end=data_end), cols
 
 
 def fit_weights(
@@ -933,21 +1118,36 @@ def fit_weights(
     rows, cols = training_rows(snapshots, events, model, outcome, horizon, features, cadence, data_end)
     feats = list(cols.values())
     if rows.is_empty():
-        raise _input_error("snapshots", f"no snapshot can be labelled for {outcome!r} within {horizon}",
-                           "The history must be longer than the horizon: pass more weeks or a shorter horizon")
+        raise _input_error(
+            "snapshots",
+            f"no snapshot can be labelled for {outcome!r} within {horizon}",
+            "The history must be longer than the horizon: pass more weeks or a shorter horizon",
+        )
     flags: list[str] = []
     leak = leakage_check(rows, feats, outcome)
     for r in leak.filter(pl.col("leak")).iter_rows(named=True):
         how = "separates it" if r["separated"] else f"has AUC {r['auc_alone']:.3f} on its own"
-        flags.append(f"possible leakage: {r['feature']} {how}; a signal measured at as_of should not know "
-                     "the future so well. Check how the column is built before trusting any weight")
-    fit = fit_logit(rows, feats, outcome, groups="account_id", penalty=penalty, alpha=alpha,
-                    standardize=features == "raw", na_threshold=na_threshold)
+        flags.append(
+            f"possible leakage: {r['feature']} {how}; a signal measured at as_of should not know "
+            "the future so well. Check how the column is built before trusting any weight"
+        )
+    fit = fit_logit(
+        rows,
+        feats,
+        outcome,
+        groups="account_id",
+        penalty=penalty,
+        alpha=alpha,
+        standardize=features == "raw",
+        na_threshold=na_threshold,
+    )
     n_feat = len(fit.terms_) - 1
     epv = fit.n_events_ / max(n_feat, 1)
     if epv < min_epv:
-        msg = (f"too few events: {fit.n_events_} events for {n_feat} features is {epv:.1f} events per variable "
-               f"(below {min_epv:g}); estimates are unstable. Use a longer history, fewer metrics or penalty='l2'")
+        msg = (
+            f"too few events: {fit.n_events_} events for {n_feat} features is {epv:.1f} events per variable "
+            f"(below {min_epv:g}); estimates are unstable. Use a longer history, fewer metrics or penalty='l2'"
+        )
         flags.append(msg)
         warnings.warn(msg, stacklevel=2)
     flags += fit.separation_
@@ -960,20 +1160,53 @@ def fit_weights(
     by_feature = {f: m for m, f in cols.items()}
     for g in groups:
         names = [by_feature.get(t, t) for t in g]
-        flags.append(f"collinear group {names}: these move together, so their separate weights are unreliable; "
-                     "consider merging them into one metric")
+        flags.append(
+            f"collinear group {names}: these move together, so their separate weights are unreliable; "
+            "consider merging them into one metric"
+        )
     table = _metric_table(model, cols, fit, vif, groups, leak, adverse, significance, features)
-    wf = WeightFit(model=model, outcome=outcome, horizon=parse_horizon(horizon), features=features, logit=fit,
-                   table=table, flags=flags, groups=groups, leakage=leak, adverse=adverse,
-                   significance=significance, floor=floor, drop_insignificant=drop_insignificant,
-                   history=(snapshots, events))
+    snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    if is_cross_sectional(snaps):
+        end = data_end or observation_end(
+            snaps, events.collect() if isinstance(events, pl.LazyFrame) else events, outcome
+        )
+        window = f"the observation window (as_of .. {end}; one snapshot per account, so that window is the horizon)"
+    else:
+        window, end = None, None
+    wf = WeightFit(
+        model=model,
+        outcome=outcome,
+        horizon=parse_horizon(horizon),
+        features=features,
+        logit=fit,
+        table=table,
+        flags=flags,
+        groups=groups,
+        leakage=leak,
+        adverse=adverse,
+        significance=significance,
+        floor=floor,
+        drop_insignificant=drop_insignificant,
+        history=(snapshots, events),
+        window=window,
+        fitted=fitted_record(
+            snapshots,
+            rows,
+            model,
+            method="weights",
+            outcome=outcome,
+            horizon=horizon,
+            data_end=end if window is not None else data_end,
+        ),
+    )
     if features == "subscores" and fit.inference_:
         wf.basis = _score_consistent_fit(wf, rows, outcome, penalty, alpha)
     return wf
 
 
-def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penalty: str | None,
-                          alpha: float | None) -> LogitResult | None:
+def _score_consistent_fit(
+    wf: WeightFit, rows: pl.DataFrame, outcome: str, penalty: str | None, alpha: float | None
+) -> LogitResult | None:
     """Refit with each N/A sub-score filled as the score fills it under the first suggestion.
 
     The score leaves an N/A metric out and renormalises: the same as giving it its category's
@@ -981,14 +1214,16 @@ def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penal
     column mean instead, which is right for estimating effects but not for weights that will be
     used through that renormalisation. None when no first suggestion exists.
     """
-    from healthscore.core.scoring import combine
     try:
         first = wf.suggested_model()
     except Exception:
         return None
     scored = combine(rows, first)
-    fills = [pl.col(f"sub_{m.name}").fill_null(pl.col(f"cat_{m.category}")).fill_null(pl.col("score"))
-             for m in wf.model.metrics if f"cat_{m.category}" in scored.columns]
+    fills = [
+        pl.col(f"sub_{m.name}").fill_null(pl.col(f"cat_{m.category}")).fill_null(pl.col("score"))
+        for m in wf.model.metrics
+        if f"cat_{m.category}" in scored.columns
+    ]
     filled = scored.with_columns(fills).drop_nulls("score")
     feats = [f for f in wf.table["feature"].to_list() if f in filled.columns]
     with warnings.catch_warnings():
@@ -999,9 +1234,17 @@ def _score_consistent_fit(wf: WeightFit, rows: pl.DataFrame, outcome: str, penal
             return None
 
 
-def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[str, float],
-                  groups: list[list[str]], leak: pl.DataFrame, adverse: bool, significance: float,
-                  features: str) -> pl.DataFrame:
+def _metric_table(
+    model: Any,
+    cols: dict[str, str],
+    fit: LogitResult,
+    vif: dict[str, float],
+    groups: list[list[str]],
+    leak: pl.DataFrame,
+    adverse: bool,
+    significance: float,
+    features: str,
+) -> pl.DataFrame:
     step = 10.0 if features == "subscores" else 1.0
     healthy = _orientation(model, features)
     leaks = set(leak.filter(pl.col("leak"))["feature"].to_list())
@@ -1012,8 +1255,21 @@ def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[
             continue
         f = cols[m.name]
         if f not in fit.params_:
-            rows.append((m.name, m.category, f, None, None, None, None, None, None, None,
-                         f"dropped: {fit.dropped_.get(f, 'not fitted')}"))
+            rows.append(
+                (
+                    m.name,
+                    m.category,
+                    f,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"dropped: {fit.dropped_.get(f, 'not fitted')}",
+                )
+            )
             continue
         coef, p = fit.params_[f], fit.pvalues_[f]
         lo, hi = fit.conf_int_[f]
@@ -1029,12 +1285,38 @@ def _metric_table(model: Any, cols: dict[str, str], fit: LogitResult, vif: dict[
             flags.append("quasi-separation")
         if f in leaks:
             flags.append("possible leakage")
-        rows.append((m.name, m.category, f, coef, fit.bse_[f], float(np.exp(step * coef)), float(np.exp(step * lo)),
-                     float(np.exp(step * hi)), p, vif.get(f), ", ".join(flags)))
-    return pl.DataFrame(rows, schema={"metric": pl.Utf8, "category": pl.Utf8, "feature": pl.Utf8,
-                                      "coef": pl.Float64, "se": pl.Float64, "odds_ratio": pl.Float64,
-                                      "or_lower": pl.Float64, "or_upper": pl.Float64, "p_value": pl.Float64,
-                                      "vif": pl.Float64, "flags": pl.Utf8}, orient="row")
+        rows.append(
+            (
+                m.name,
+                m.category,
+                f,
+                coef,
+                fit.bse_[f],
+                float(np.exp(step * coef)),
+                float(np.exp(step * lo)),
+                float(np.exp(step * hi)),
+                p,
+                vif.get(f),
+                ", ".join(flags),
+            )
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "metric": pl.Utf8,
+            "category": pl.Utf8,
+            "feature": pl.Utf8,
+            "coef": pl.Float64,
+            "se": pl.Float64,
+            "odds_ratio": pl.Float64,
+            "or_lower": pl.Float64,
+            "or_upper": pl.Float64,
+            "p_value": pl.Float64,
+            "vif": pl.Float64,
+            "flags": pl.Utf8,
+        },
+        orient="row",
+    )
 
 
 # ---------------------------------------------------------------- segments
@@ -1065,8 +1347,10 @@ class SegmentTest:
     def summary(self) -> Summary:
         """The verdict, the test statistic, and each segment's size."""
         lines = [self.verdict, f"LR = {self.lr:.2f} on {self.df} degrees of freedom, p = {self.pvalue:.3g}", ""]
-        lines += [f"{r[self.by]:<16}{r['rows']:>9,} rows{r['events']:>7,} events  log-likelihood {r['loglik']:.1f}"
-                  for r in self.table.iter_rows(named=True)]
+        lines += [
+            f"{r[self.by]:<16}{r['rows']:>9,} rows{r['events']:>7,} events  log-likelihood {r['loglik']:.1f}"
+            for r in self.table.iter_rows(named=True)
+        ]
         return Summary("\n".join(lines + [f"note: {n}" for n in self.notes]))
 
 
@@ -1097,18 +1381,26 @@ def segment_lr_test(
     >>> t.df > 0 and 0 <= t.pvalue <= 1
     True
     """
-    from scipy.stats import chi2
+    from scipy.stats import chi2  # scipy.stats is loaded only when a test statistic is computed
 
     rows, cols = training_rows(snapshots, events, model, outcome, horizon, features, cadence)
     if by not in rows.columns:
-        raise _input_error("snapshots", f"has no segment column {by!r}",
-                           "Name an attribute column such as 'touch_model' or 'segment'", column=by)
+        raise _input_error(
+            "snapshots",
+            f"has no segment column {by!r}",
+            "Name an attribute column such as 'touch_model' or 'segment'",
+            column=by,
+        )
     rows = rows.filter(pl.col(by).is_not_null())
     feats = list(cols.values())
     levels = sorted(rows[by].unique().to_list(), key=str)
     if len(levels) < 2:
-        raise _input_error("snapshots", f"has {len(levels)} value(s) of {by!r}: nothing to compare",
-                           "Pick a column with at least two segments", column=by)
+        raise _input_error(
+            "snapshots",
+            f"has {len(levels)} value(s) of {by!r}: nothing to compare",
+            "Pick a column with at least two segments",
+            column=by,
+        )
     kw = dict(groups="account_id", na_threshold=na_threshold, on_separation="keep")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1129,6 +1421,18 @@ def segment_lr_test(
         verdict += "; treat with care: some fits show quasi-separation"
     table = pl.DataFrame(
         [(str(v), f.n_obs_, f.n_events_, float(f.result_.llf)) for v, f in fits.items()],
-        schema={by: pl.Utf8, "rows": pl.Int64, "events": pl.Int64, "loglik": pl.Float64}, orient="row")
-    return SegmentTest(by=by, outcome=outcome, lr=lr, df=df, pvalue=p, pooled=pooled, segments=fits,
-                       table=table, verdict=verdict, notes=notes)
+        schema={by: pl.Utf8, "rows": pl.Int64, "events": pl.Int64, "loglik": pl.Float64},
+        orient="row",
+    )
+    return SegmentTest(
+        by=by,
+        outcome=outcome,
+        lr=lr,
+        df=df,
+        pvalue=p,
+        pooled=pooled,
+        segments=fits,
+        table=table,
+        verdict=verdict,
+        notes=notes,
+    )

@@ -21,6 +21,7 @@ by more than chance explains.
 >>> round(psi([0.5, 0.5], [0.6, 0.4]), 4)     # (0.6-0.5)*ln(0.6/0.5) + (0.4-0.5)*ln(0.4/0.5)
 0.0405
 """
+
 from __future__ import annotations
 
 import json
@@ -36,23 +37,40 @@ from scipy.special import rel_entr
 from statsmodels.stats.proportion import proportion_confint
 
 from healthscore.analysis.evaluation import ProbabilityMap, auc_ci, expected_calibration_error, risk_of
-from healthscore.analysis.fitting import label_outcomes
+from healthscore.core.labels import label_outcomes
 from healthscore.core.scoring import score as score_frame
 from healthscore.errors import HealthscoreError
 from healthscore.results import Summary
 from healthscore.spec.model import ScoreModel
 from healthscore.spec.outcomes import horizon_words, parse_horizon
 
-__all__ = ["psi", "reference_bins", "binned_shares", "reference_from", "monitor", "Monitoring",
-           "MonitoringError", "PSI_WATCH", "PSI_DRIFT", "ALERT_COLUMNS"]
+__all__ = [
+    "psi",
+    "reference_bins",
+    "binned_shares",
+    "reference_from",
+    "monitor",
+    "Monitoring",
+    "MonitoringError",
+    "PSI_WATCH",
+    "PSI_DRIFT",
+    "ALERT_COLUMNS",
+]
 
 PSI_WATCH = 0.1  # from here on a distribution has moved enough to watch
 PSI_DRIFT = 0.25  # above this the population is no longer the one the model was fitted on
 EPSILON = 1e-4  # share given to an empty bin, so a bin empty on one side counts without dividing by zero
 SCORE = "score"  # the variable name of the score in the drift table
 ALERT_COLUMNS: dict[str, Any] = {
-    "account_id": pl.String, "rule": pl.String, "kind": pl.String, "severity": pl.String, "owner": pl.String,
-    "action": pl.String, "fired_at": pl.Date, "evidence": pl.String, "model_hash": pl.String,
+    "account_id": pl.String,
+    "rule": pl.String,
+    "kind": pl.String,
+    "severity": pl.String,
+    "owner": pl.String,
+    "action": pl.String,
+    "fired_at": pl.Date,
+    "evidence": pl.String,
+    "model_hash": pl.String,
 }
 _KEYS = ["account_id", "as_of"]
 
@@ -62,8 +80,9 @@ class MonitoringError(HealthscoreError, ValueError):
 
 
 # ---------------------------------------------------------------- PSI and bins
-def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, *,
-        epsilon: float = EPSILON) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, *, epsilon: float = EPSILON
+) -> float:
     """Population stability index of ``actual`` against ``expected`` shares (or counts) per bin.
 
     ``sum((a - e) * ln(a / e))``, computed as the symmetric relative entropy
@@ -117,8 +136,9 @@ def reference_bins(values: pl.Series, *, n_bins: int = 10) -> dict[str, Any]:
         cats = present.cast(pl.String).value_counts(sort=True, name="n")
         out["categories"] = [str(c) for c in cats[present.name]]
         counts = cats["n"].to_numpy()
-    out["shares"] = [round(float(c) / x_total, 6) for c in counts] if (x_total := float(counts.sum())) else \
-        [0.0] * int(counts.size)
+    out["shares"] = (
+        [round(float(c) / x_total, 6) for c in counts] if (x_total := float(counts.sum())) else [0.0] * int(counts.size)
+    )
     return out
 
 
@@ -172,8 +192,9 @@ def _as_day(value: date | str, what: str) -> date:
         raise MonitoringError(f"{what} {value!r} is not a date: write it as YYYY-MM-DD") from None
 
 
-def _scored(snapshots: pl.DataFrame, events: pl.DataFrame | None, model: ScoreModel, outcome: str,
-            horizon: str) -> pl.DataFrame:
+def _scored(
+    snapshots: pl.DataFrame, events: pl.DataFrame | None, model: ScoreModel, outcome: str, horizon: str
+) -> pl.DataFrame:
     """Keys, each metric's raw column, the score and (with events) the point-in-time label.
 
     Every snapshot is scored with its full history (trend metrics need the weeks before) and
@@ -181,8 +202,9 @@ def _scored(snapshots: pl.DataFrame, events: pl.DataFrame | None, model: ScoreMo
     """
     missing = [c for c in _KEYS if c not in snapshots.columns]
     if missing:
-        raise MonitoringError(f"snapshots: missing key column(s) {missing}; every snapshot row needs "
-                              "account_id and as_of")
+        raise MonitoringError(
+            f"snapshots: missing key column(s) {missing}; every snapshot row needs account_id and as_of"
+        )
     if snapshots.is_empty():
         raise MonitoringError("snapshots: the table is empty; pass the snapshots to monitor")
     model.check_columns(snapshots.columns)
@@ -192,8 +214,9 @@ def _scored(snapshots: pl.DataFrame, events: pl.DataFrame | None, model: ScoreMo
     rows = raw.join(scores, on=_KEYS, how="left")
     if events is not None:
         definition = model.outcome(outcome)
-        labels = label_outcomes(snapshots.select(_KEYS), events, outcome=outcome, horizon=horizon,
-                                terminal=definition.terminal)
+        labels = label_outcomes(
+            snapshots.select(_KEYS), events, outcome=outcome, horizon=horizon, terminal=definition.terminal
+        )
         rows = rows.join(labels.rename({outcome: "_label"}), on=_KEYS, how="left")
     else:
         rows = rows.with_columns(pl.lit(None, pl.Boolean).alias("_label"))
@@ -204,17 +227,28 @@ def _auc(rows: pl.DataFrame, model: ScoreModel, outcome: str, confidence: float)
     """AUC of the score on the labelled, scored rows, clustered by account."""
     part = rows.filter(pl.col("_label").is_not_null() & pl.col("score").is_not_null())
     y = part["_label"].cast(pl.Float64).to_numpy()
-    ci = auc_ci(y, risk_of(part["score"], model.outcome(outcome)), confidence=confidence,
-                groups=part["account_id"])
-    return {"labelled_rows": part.height, "events": int(y.sum()), "auc": ci.estimate,
-            "auc_lower": ci.lower, "auc_upper": ci.upper}
+    ci = auc_ci(y, risk_of(part["score"], model.outcome(outcome)), confidence=confidence, groups=part["account_id"])
+    return {
+        "labelled_rows": part.height,
+        "events": int(y.sum()),
+        "auc": ci.estimate,
+        "auc_lower": ci.lower,
+        "auc_upper": ci.upper,
+    }
 
 
 # ---------------------------------------------------------------- reference
-def reference_from(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame | None,
-                   model: ScoreModel, *, outcome: str = "churned", horizon: str = "90d",
-                   period: tuple[date | str, date | str] | None = None, n_bins: int = 10,
-                   confidence: float = 0.95) -> dict[str, Any]:
+def reference_from(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame | None,
+    model: ScoreModel,
+    *,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    period: tuple[date | str, date | str] | None = None,
+    n_bins: int = 10,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
     """The monitoring reference of ``model`` on ``period`` (first and last ``as_of``; default: all
     snapshots): plain data to store with ``model.with_reference(...)``.
 
@@ -237,20 +271,33 @@ def reference_from(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame 
         first, last = _as_day(period[0], "period start"), _as_day(period[1], "period end")
         rows = rows.filter(pl.col("as_of").is_between(first, last))
         if rows.is_empty():
-            raise MonitoringError(f"no snapshot falls in the reference period {first} .. {last}; the data "
-                                  f"runs {snaps['as_of'].min()} .. {snaps['as_of'].max()}")
+            raise MonitoringError(
+                f"no snapshot falls in the reference period {first} .. {last}; the data "
+                f"runs {snaps['as_of'].min()} .. {snaps['as_of'].max()}"
+            )
         first, last = rows["as_of"].min(), rows["as_of"].max()
     ref: dict[str, Any] = {
-        "outcome": outcome, "horizon": horizon, "first_as_of": first.isoformat(), "last_as_of": last.isoformat(),
-        "rows": rows.height, "accounts": rows["account_id"].n_unique(), "model_hash": model.hash,
+        "outcome": outcome,
+        "horizon": horizon,
+        "first_as_of": first.isoformat(),
+        "last_as_of": last.isoformat(),
+        "rows": rows.height,
+        "accounts": rows["account_id"].n_unique(),
+        "model_hash": model.hash,
         "confidence": confidence,
     }
     if events is not None:
-        ref.update({k: v for k, v in _auc(rows, model, outcome, confidence).items()
-                    if not (isinstance(v, float) and math.isnan(v))})
+        ref.update(
+            {
+                k: v
+                for k, v in _auc(rows, model, outcome, confidence).items()
+                if not (isinstance(v, float) and math.isnan(v))
+            }
+        )
     ref["score"] = reference_bins(rows["score"], n_bins=n_bins)
-    ref["metrics"] = {m.name: {"column": m.column, **reference_bins(rows[m.column], n_bins=n_bins)}
-                      for m in model.metrics}
+    ref["metrics"] = {
+        m.name: {"column": m.column, **reference_bins(rows[m.column], n_bins=n_bins)} for m in model.metrics
+    }
     return ref
 
 
@@ -268,8 +315,14 @@ class Finding:
     detail: str = ""  # what else changed (the N/A share), appended when findings are gathered
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "period": self.period, "variable": self.variable, "measure": self.measure,
-                "value": None if math.isnan(self.value) else round(self.value, 4), "text": self.text}
+        return {
+            "level": self.level,
+            "period": self.period,
+            "variable": self.variable,
+            "measure": self.measure,
+            "value": None if math.isnan(self.value) else round(self.value, 4),
+            "text": self.text,
+        }
 
 
 @dataclass
@@ -320,8 +373,7 @@ class Monitoring:
                 continue
             what = "the score" if variable == SCORE else variable
             verb = "drifted" if level == "refit" else "moved"
-            out.append(f"{what} {verb}: PSI " + ", ".join(f"{f.value:.2f} in {f.period}" for f in fs)
-                       + fs[-1].detail)
+            out.append(f"{what} {verb}: PSI " + ", ".join(f"{f.value:.2f} in {f.period}" for f in fs) + fs[-1].detail)
         return out
 
     def headline(self) -> str:
@@ -331,33 +383,46 @@ class Monitoring:
             return "refit recommended: " + "; ".join(_shorten(refit, 6))
         if watch:
             return "watch, no refit needed yet: " + "; ".join(_shorten(watch, 6))
-        return (f"stable: every metric and the score stay within PSI {PSI_WATCH:g} of the reference"
-                + (" and the AUC holds" if self.performance["auc"].is_not_nan().any() else ""))
+        return f"stable: every metric and the score stay within PSI {PSI_WATCH:g} of the reference" + (
+            " and the AUC holds" if self.performance["auc"].is_not_nan().any() else ""
+        )
 
     def summary(self) -> Summary:
         """Plain words first (the verdict and why), then the reference and the period table."""
         ref = self.reference
         lines = [self.headline(), ""]
-        lines.append(f"model {self.model_name} {self.model_version} (hash {self.model_hash}); {self.outcome} within "
-                     f"{horizon_words(self.horizon)}")
-        auc_text = (f", AUC {ref['auc']:.3f} [{ref['auc_lower']:.3f}, {ref['auc_upper']:.3f}]"
-                    if "auc_lower" in ref and "auc_upper" in ref else "")
+        lines.append(
+            f"model {self.model_name} {self.model_version} (hash {self.model_hash}); {self.outcome} within "
+            f"{horizon_words(self.horizon)}"
+        )
+        auc_text = (
+            f", AUC {ref['auc']:.3f} [{ref['auc_lower']:.3f}, {ref['auc_upper']:.3f}]"
+            if "auc_lower" in ref and "auc_upper" in ref
+            else ""
+        )
         lines.append(f"reference: {ref['first_as_of']} .. {ref['last_as_of']}, {ref['rows']:,} snapshots{auc_text}")
-        lines.append(f"rules: PSI above {PSI_DRIFT:g} is drift (refit), {PSI_WATCH:g} to {PSI_DRIFT:g} is worth "
-                     f"watching; a period whose AUC interval lies wholly below the reference interval means "
-                     f"the score ranks worse (refit); periods with fewer than {self.min_rows} rows are shown, "
-                     "not judged")
+        lines.append(
+            f"rules: PSI above {PSI_DRIFT:g} is drift (refit), {PSI_WATCH:g} to {PSI_DRIFT:g} is worth "
+            f"watching; a period whose AUC interval lies wholly below the reference interval means "
+            f"the score ranks worse (refit); periods with fewer than {self.min_rows} rows are shown, "
+            "not judged"
+        )
         lines += ["", f"{'period':<10}{'rows':>8}{'score PSI':>11}  {'largest metric PSI':<34}{'AUC [interval]'}"]
         for r in self.to_frame().iter_rows(named=True):
             worst = f"{r['max_metric_psi']:.3f} {r['max_metric'] or ''}" if r["max_metric"] else "-"
-            auc = (f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
-                   if not _nan(r["auc_lower"]) else (f"{r['auc']:.3f}" if not _nan(r["auc"]) else "- (no labels)"))
+            auc = (
+                f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
+                if not _nan(r["auc_lower"])
+                else (f"{r['auc']:.3f}" if not _nan(r["auc"]) else "- (no labels)")
+            )
             lines.append(f"{r['period']:<10}{r['rows']:>8,}{_num(r['score_psi']):>11}  {worst:<34}{auc}")
         if self.performance["ece"].is_not_nan().any():
             lines += ["", "calibration (probability map of the model):"]
             for r in self.performance.filter(pl.col("ece").is_not_nan()).iter_rows(named=True):
-                lines.append(f"  {r['period']:<10} predicted {r['mean_predicted']:.1%}, observed {r['observed']:.1%} "
-                             f"[{r['observed_lower']:.1%}, {r['observed_upper']:.1%}], ECE {r['ece']:.4f}")
+                lines.append(
+                    f"  {r['period']:<10} predicted {r['mean_predicted']:.1%}, observed {r['observed']:.1%} "
+                    f"[{r['observed_lower']:.1%}, {r['observed_upper']:.1%}], ECE {r['ece']:.4f}"
+                )
         watch = self.reasons("watch")
         if watch and self.refit:
             lines += ["", "also worth watching: " + "; ".join(_shorten(watch, 8))]
@@ -374,21 +439,27 @@ class Monitoring:
         """One row per period: rows, score PSI, the metric with the largest PSI, AUC with its
         interval, calibration and the period's status."""
         metrics = self.drift.filter(pl.col("variable") != SCORE)
-        worst = (metrics.filter(pl.col("psi").is_not_nan())
-                 .sort(["period", "psi", "variable"], descending=[False, True, False])
-                 .group_by("period", maintain_order=True)
-                 .agg(max_metric=pl.col("variable").first(), max_metric_psi=pl.col("psi").first()))
-        score = self.drift.filter(pl.col("variable") == SCORE).select("period", score_psi="psi",
-                                                                      score_na_share="na_share")
+        worst = (
+            metrics.filter(pl.col("psi").is_not_nan())
+            .sort(["period", "psi", "variable"], descending=[False, True, False])
+            .group_by("period", maintain_order=True)
+            .agg(max_metric=pl.col("variable").first(), max_metric_psi=pl.col("psi").first())
+        )
+        score = self.drift.filter(pl.col("variable") == SCORE).select(
+            "period", score_psi="psi", score_na_share="na_share"
+        )
         status = {p: "stable" for p in self.performance["period"].to_list()}
         for f in self.findings:
             if f.level == "refit" or status.get(f.period) == "stable":
                 status[f.period] = "refit recommended" if f.level == "refit" else "watch"
-        out = (self.performance.select("period", "period_start", "period_end", "rows")
-               .join(score, on="period", how="left").join(worst, on="period", how="left")
-               .join(self.performance.drop("period_start", "period_end", "rows"), on="period", how="left")
-               .with_columns(status=pl.col("period").replace_strict(status, default="stable"))
-               .sort("period_start"))
+        out = (
+            self.performance.select("period", "period_start", "period_end", "rows")
+            .join(score, on="period", how="left")
+            .join(worst, on="period", how="left")
+            .join(self.performance.drop("period_start", "period_end", "rows"), on="period", how="left")
+            .with_columns(status=pl.col("period").replace_strict(status, default="stable"))
+            .sort("period_start")
+        )
         return out
 
     def charts(self) -> dict[str, Any]:
@@ -397,8 +468,10 @@ class Monitoring:
         # viz sits above analysis: charts are drawn on request
         from healthscore.viz.monitoring import auc_chart, psi_chart
 
-        return {"psi": psi_chart(self.drift, watch=PSI_WATCH, drift=PSI_DRIFT),
-                "auc": auc_chart(self.performance, self.reference)}
+        return {
+            "psi": psi_chart(self.drift, watch=PSI_WATCH, drift=PSI_DRIFT),
+            "auc": auc_chart(self.performance, self.reference),
+        }
 
     def drift_alerts(self, *, rule: str = "model_drift", owner: str = "CS operations") -> pl.DataFrame:
         """Alerts on the model itself, in the alerts-table shape: no row when stable, else one row
@@ -417,17 +490,32 @@ class Monitoring:
         if self.refit:
             action = "refit the model: " + "; ".join(_shorten(self.reasons(level), 4))
         else:
-            action = ("refit the model: not needed yet; check at the next run whether these keep moving: "
-                      + "; ".join(_shorten(self.reasons(level), 4)))
-        evidence = {"verdict": self.verdict, "model": self.model_name, "model_version": self.model_version,
-                    "outcome": self.outcome, "horizon": self.horizon,
-                    "reference_period": [self.reference["first_as_of"], self.reference["last_as_of"]],
-                    "reference_auc": _jsonable([self.reference.get("auc"), self.reference.get("auc_lower"),
-                                                self.reference.get("auc_upper")]),
-                    "findings": [f.to_dict() for f in self.findings]}
-        row = {"account_id": None, "rule": rule, "kind": "model_drift", "severity": "high" if self.refit else "medium",
-               "owner": owner, "action": action, "fired_at": fired,
-               "evidence": json.dumps(evidence, sort_keys=True), "model_hash": self.model_hash}
+            action = "refit the model: not needed yet; check at the next run whether these keep moving: " + "; ".join(
+                _shorten(self.reasons(level), 4)
+            )
+        evidence = {
+            "verdict": self.verdict,
+            "model": self.model_name,
+            "model_version": self.model_version,
+            "outcome": self.outcome,
+            "horizon": self.horizon,
+            "reference_period": [self.reference["first_as_of"], self.reference["last_as_of"]],
+            "reference_auc": _jsonable(
+                [self.reference.get("auc"), self.reference.get("auc_lower"), self.reference.get("auc_upper")]
+            ),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+        row = {
+            "account_id": None,
+            "rule": rule,
+            "kind": "model_drift",
+            "severity": "high" if self.refit else "medium",
+            "owner": owner,
+            "action": action,
+            "fired_at": fired,
+            "evidence": json.dumps(evidence, sort_keys=True),
+            "model_hash": self.model_hash,
+        }
         return pl.DataFrame([row], schema=ALERT_COLUMNS)
 
     @staticmethod
@@ -469,14 +557,24 @@ def _check_reference(reference: Mapping[str, Any], model: ScoreModel) -> None:
     need = ["first_as_of", "last_as_of", "score", "metrics"]
     missing = [k for k in need if k not in reference]
     if missing:
-        raise MonitoringError(f"the reference lacks {missing}; rebuild it with reference_from(...) "
-                              "or 'healthscore monitor --set-reference'")
+        raise MonitoringError(
+            f"the reference lacks {missing}; rebuild it with reference_from(...) "
+            "or 'healthscore monitor --set-reference'"
+        )
 
 
-def monitor(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame | None,
-            model: ScoreModel, *, reference: Mapping[str, Any] | None = None, by: str = "quarter",
-            outcome: str | None = None, horizon: str | None = None, min_rows: int = 200,
-            confidence: float | None = None) -> Monitoring:
+def monitor(
+    snapshots: pl.DataFrame | pl.LazyFrame,
+    events: pl.DataFrame | pl.LazyFrame | None,
+    model: ScoreModel,
+    *,
+    reference: Mapping[str, Any] | None = None,
+    by: str = "quarter",
+    outcome: str | None = None,
+    horizon: str | None = None,
+    min_rows: int = 200,
+    confidence: float | None = None,
+) -> Monitoring:
     """Hold ``snapshots`` (and the outcomes in ``events``) against the model's reference, period by period.
 
     ``reference`` defaults to the model's ``[reference]`` table; outcome, horizon and the interval's
@@ -493,9 +591,11 @@ def monitor(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.La
     """
     reference = dict(reference if reference is not None else (model.reference or {}))
     if not reference:
-        raise MonitoringError(f"model {model.name!r} has no [reference] table: set one with "
-                              "'healthscore monitor --set-reference' (or model.with_reference(reference_from(...))) "
-                              "from the period the model was fitted on")
+        raise MonitoringError(
+            f"model {model.name!r} has no [reference] table: set one with "
+            "'healthscore monitor --set-reference' (or model.with_reference(reference_from(...))) "
+            "from the period the model was fitted on"
+        )
     _check_reference(reference, model)
     outcome = outcome or str(reference.get("outcome", "churned"))
     horizon = parse_horizon(horizon or str(reference.get("horizon", "90d")))
@@ -503,11 +603,15 @@ def monitor(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.La
     notes: list[str] = []
     same_target = outcome == reference.get("outcome") and horizon == reference.get("horizon")
     if events is not None and not same_target:
-        notes.append(f"the reference AUC is for {reference.get('outcome')} within {reference.get('horizon')}, "
-                     f"this run checks {outcome} within {horizon}: AUCs are not compared")
+        notes.append(
+            f"the reference AUC is for {reference.get('outcome')} within {reference.get('horizon')}, "
+            f"this run checks {outcome} within {horizon}: AUCs are not compared"
+        )
     if reference.get("model_hash") not in (None, model.hash):
-        notes.append(f"the reference was taken with model hash {reference.get('model_hash')}, this model is "
-                     f"{model.hash}: the score's reference bins came from another definition; set a new reference")
+        notes.append(
+            f"the reference was taken with model hash {reference.get('model_hash')}, this model is "
+            f"{model.hash}: the score's reference bins came from another definition; set a new reference"
+        )
     rows = _scored(_frame(snapshots), None if events is None else _frame(events), model, outcome, horizon)
     start, label = _period_expr(by)
     rows = rows.with_columns(start.alias("_start"), label.alias("period"))
@@ -534,53 +638,142 @@ def monitor(snapshots: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.La
             actual, na = binned_shares(part[column], bins)
             value = psi(_expected(bins), actual)
             ref_na = float(bins.get("na_share", 0.0))
-            status = ("drift" if value > PSI_DRIFT else "watch" if value >= PSI_WATCH else "stable") \
-                if judged and not math.isnan(value) else "too few rows"
-            drift_rows.append({"period": period, "variable": name, "column": column, "rows": part.height,
-                               "psi": value, "na_share": na, "ref_na_share": ref_na, "na_change": na - ref_na,
-                               "status": status})
+            status = (
+                ("drift" if value > PSI_DRIFT else "watch" if value >= PSI_WATCH else "stable")
+                if judged and not math.isnan(value)
+                else "too few rows"
+            )
+            drift_rows.append(
+                {
+                    "period": period,
+                    "variable": name,
+                    "column": column,
+                    "rows": part.height,
+                    "psi": value,
+                    "na_share": na,
+                    "ref_na_share": ref_na,
+                    "na_change": na - ref_na,
+                    "status": status,
+                }
+            )
             if status in ("drift", "watch"):
                 what = "the score" if name == SCORE else name
                 na_text = f"N/A {ref_na:.0%} -> {na:.0%}" if abs(na - ref_na) >= 0.05 else ""
-                findings.append(Finding("refit" if status == "drift" else "watch", period, name, "psi", value,
-                                        f"{what} {'drifted' if status == 'drift' else 'moved'} in {period} "
-                                        f"(PSI {value:.2f}{', ' + na_text if na_text else ''})",
-                                        detail=f" ({na_text})" if na_text else ""))
-        perf = {"period": period, "period_start": part["as_of"].min(), "period_end": part["as_of"].max(),
-                "rows": part.height, "accounts": part["account_id"].n_unique(),
-                **_auc(part, model, outcome, confidence),
-                "ref_auc": ref_auc, "ref_auc_lower": ref_lo, "ref_auc_upper": ref_hi}
+                findings.append(
+                    Finding(
+                        "refit" if status == "drift" else "watch",
+                        period,
+                        name,
+                        "psi",
+                        value,
+                        f"{what} {'drifted' if status == 'drift' else 'moved'} in {period} "
+                        f"(PSI {value:.2f}{', ' + na_text if na_text else ''})",
+                        detail=f" ({na_text})" if na_text else "",
+                    )
+                )
+        perf = {
+            "period": period,
+            "period_start": part["as_of"].min(),
+            "period_end": part["as_of"].max(),
+            "rows": part.height,
+            "accounts": part["account_id"].n_unique(),
+            **_auc(part, model, outcome, confidence),
+            "ref_auc": ref_auc,
+            "ref_auc_lower": ref_lo,
+            "ref_auc_upper": ref_hi,
+        }
         perf.update(_calibration(part, pmap, confidence))
         below = bool(ref_ok and judged and not math.isnan(perf["auc_upper"]) and perf["auc_upper"] < ref_lo)
         perf["auc_below_reference"] = below
         if below:
-            findings.append(Finding("refit", period, SCORE, "auc", perf["auc"],
-                                    f"AUC in {period} {perf['auc']:.3f} [{perf['auc_lower']:.3f}, "
-                                    f"{perf['auc_upper']:.3f}] fell below the reference {ref_auc:.3f} "
-                                    f"[{ref_lo:.3f}, {ref_hi:.3f}]"))
-        cal_off = (not math.isnan(perf["observed_lower"]) and judged
-                   and not perf["observed_lower"] <= perf["mean_predicted"] <= perf["observed_upper"])
+            findings.append(
+                Finding(
+                    "refit",
+                    period,
+                    SCORE,
+                    "auc",
+                    perf["auc"],
+                    f"AUC in {period} {perf['auc']:.3f} [{perf['auc_lower']:.3f}, "
+                    f"{perf['auc_upper']:.3f}] fell below the reference {ref_auc:.3f} "
+                    f"[{ref_lo:.3f}, {ref_hi:.3f}]",
+                )
+            )
+        cal_off = (
+            not math.isnan(perf["observed_lower"])
+            and judged
+            and not perf["observed_lower"] <= perf["mean_predicted"] <= perf["observed_upper"]
+        )
         if cal_off:
-            findings.append(Finding("watch", period, SCORE, "calibration", perf["observed"],
-                                    f"in {period} {perf['observed']:.1%} had the outcome where the probability "
-                                    f"map predicted {perf['mean_predicted']:.1%}"))
+            findings.append(
+                Finding(
+                    "watch",
+                    period,
+                    SCORE,
+                    "calibration",
+                    perf["observed"],
+                    f"in {period} {perf['observed']:.1%} had the outcome where the probability "
+                    f"map predicted {perf['mean_predicted']:.1%}",
+                )
+            )
         perf_rows.append(perf)
 
-    drift = pl.DataFrame(drift_rows, schema={
-        "period": pl.String, "variable": pl.String, "column": pl.String, "rows": pl.Int64, "psi": pl.Float64,
-        "na_share": pl.Float64, "ref_na_share": pl.Float64, "na_change": pl.Float64, "status": pl.String})
-    performance = pl.DataFrame(perf_rows, schema={
-        "period": pl.String, "period_start": pl.Date, "period_end": pl.Date, "rows": pl.Int64, "accounts": pl.Int64,
-        "labelled_rows": pl.Int64, "events": pl.Int64, "auc": pl.Float64, "auc_lower": pl.Float64,
-        "auc_upper": pl.Float64, "ref_auc": pl.Float64, "ref_auc_lower": pl.Float64, "ref_auc_upper": pl.Float64,
-        "mean_predicted": pl.Float64, "observed": pl.Float64, "observed_lower": pl.Float64,
-        "observed_upper": pl.Float64, "ece": pl.Float64, "auc_below_reference": pl.Boolean})
+    drift = pl.DataFrame(
+        drift_rows,
+        schema={
+            "period": pl.String,
+            "variable": pl.String,
+            "column": pl.String,
+            "rows": pl.Int64,
+            "psi": pl.Float64,
+            "na_share": pl.Float64,
+            "ref_na_share": pl.Float64,
+            "na_change": pl.Float64,
+            "status": pl.String,
+        },
+    )
+    performance = pl.DataFrame(
+        perf_rows,
+        schema={
+            "period": pl.String,
+            "period_start": pl.Date,
+            "period_end": pl.Date,
+            "rows": pl.Int64,
+            "accounts": pl.Int64,
+            "labelled_rows": pl.Int64,
+            "events": pl.Int64,
+            "auc": pl.Float64,
+            "auc_lower": pl.Float64,
+            "auc_upper": pl.Float64,
+            "ref_auc": pl.Float64,
+            "ref_auc_lower": pl.Float64,
+            "ref_auc_upper": pl.Float64,
+            "mean_predicted": pl.Float64,
+            "observed": pl.Float64,
+            "observed_lower": pl.Float64,
+            "observed_upper": pl.Float64,
+            "ece": pl.Float64,
+            "auc_below_reference": pl.Boolean,
+        },
+    )
     if events is not None and performance["auc"].is_nan().all():
-        notes.append(f"no period has labelled rows: {outcome} within {horizon_words(horizon)} needs snapshots "
-                     "at least a horizon before the end of the data")
-    return Monitoring(model_name=model.name, model_version=model.version, model_hash=model.hash, outcome=outcome,
-                      horizon=horizon, by=by, reference=reference, drift=drift, performance=performance,
-                      findings=findings, notes=notes, min_rows=min_rows)
+        notes.append(
+            f"no period has labelled rows: {outcome} within {horizon_words(horizon)} needs snapshots "
+            "at least a horizon before the end of the data"
+        )
+    return Monitoring(
+        model_name=model.name,
+        model_version=model.version,
+        model_hash=model.hash,
+        outcome=outcome,
+        horizon=horizon,
+        by=by,
+        reference=reference,
+        drift=drift,
+        performance=performance,
+        findings=findings,
+        notes=notes,
+        min_rows=min_rows,
+    )
 
 
 def _probability_map(model: ScoreModel, outcome: str, horizon: str, notes: list[str]) -> ProbabilityMap | None:
@@ -606,5 +799,10 @@ def _calibration(part: pl.DataFrame, pmap: ProbabilityMap | None, confidence: fl
     y = lab["_label"].cast(pl.Float64).to_numpy()
     p = pmap.predict(lab["score"])
     lo, hi = proportion_confint(y.sum(), y.size, alpha=1.0 - confidence, method="wilson")
-    return {"mean_predicted": float(p.mean()), "observed": float(y.mean()), "observed_lower": float(lo),
-            "observed_upper": float(hi), "ece": expected_calibration_error(y, p)}
+    return {
+        "mean_predicted": float(p.mean()),
+        "observed": float(y.mean()),
+        "observed_lower": float(lo),
+        "observed_upper": float(hi),
+        "ece": expected_calibration_error(y, p),
+    }

@@ -1,10 +1,17 @@
 """One account's scorecard content as tidy frames (:class:`Scorecard`), peer figures, and the
 cached readers a warm kernel uses to render many accounts. ``render.scorecard`` turns it into HTML.
+
+A scorecard is built for one audience. The customer version holds only what the model marks
+``audience = "customer"`` (metrics, categories, actions, account fields), in the customer's words,
+and no model hash or variant name; the internal version holds everything. Values stay numbers
+here: ``render`` formats them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,13 +20,32 @@ from typing import Any
 
 import polars as pl
 
+from healthscore.core.scoring import ScoresError
 from healthscore.results import Summary
-from healthscore.spec.palette import NA_COLOUR, band_colour
+from healthscore.spec.model import load_model
+from healthscore.spec.palette import NA_COLOUR, band_colour, safe_colour
 
 TREND_WEEKS = 26
-CHANGE_SNAPSHOTS = 4          # "since last month" on weekly snapshots
-MIN_COHORT = 5                # fewer peers than this and percentiles would point at individuals
+CHANGE_DAYS = 30  # "since last month": against the snapshot nearest 30 days earlier
+MIN_COHORT = 5  # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
+MAX_ACTIONS = 3  # next steps shown, those that would recover the most points first
+
+
+def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
+    """Points each metric would add to the score at a sub-score of 100: its effective weight (the
+    model's base weights, renormalised over the metrics present, as scoring does) times its gap."""
+    present = [m for m in model.metrics if cur.get(f"sub_{m.name}") is not None]
+    in_cat: dict[str, float] = {}
+    for m in present:
+        in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+    cat_w = {c: getattr(model.categories.get(c), "weight", 1.0) for c in in_cat if in_cat[c] > 0}
+    total = sum(cat_w.values())
+    return {
+        m.name: (cat_w[m.category] / total) * (m.weight / in_cat[m.category]) * (100 - cur[f"sub_{m.name}"])
+        for m in present
+        if total > 0 and m.category in cat_w
+    }
 
 
 @dataclass
@@ -27,9 +53,13 @@ class Scorecard:
     """The content of one account's scorecard as tidy frames; ``scorecard_sections`` renders it.
 
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
-    ``metrics`` (metric, label, value as shown, category, raw, sub_score, description, status, colour),
+    ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
-    None when the cohort is too small, ``actions`` (metric, label, action).
+    None when the cohort is too small, ``actions`` (metric, label, action, points: what reaching 100 would add; at most
+    ``MAX_ACTIONS``, most points first). ``fields`` are the
+    account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
+    customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
+    it), and ``internal_fields`` is None.
     """
 
     account_id: str
@@ -56,7 +86,15 @@ class Scorecard:
     model_hash: str
     variant: str | None
     bands: list[tuple[str, float, float, str, str]]
-    internal: dict[str, Any] | None = field(default=None)
+    audience: str = "customer"
+    report_id: str = ""
+    fields: list[tuple[str, Any, str]] = field(default_factory=list)
+    internal_fields: list[tuple[str, Any, str]] | None = field(default=None)
+
+    @property
+    def internal(self) -> dict[str, Any] | None:
+        """The internal-only fields by label (None on a customer scorecard)."""
+        return None if self.internal_fields is None else {k: v for k, v, _ in self.internal_fields}
 
     def summary(self) -> Summary:
         """A few readable lines: who, when, score and band, what pulls it down."""
@@ -67,7 +105,10 @@ class Scorecard:
             lines.append("red metrics: " + ", ".join(reds))
         if self.peers is not None:
             lines.append(f"peer cohort {self.peer_cohort}: {self.peer_size} accounts")
-        lines.append(f"model {self.model_name} v{self.model_version} ({self.model_hash})")
+        if self.audience == "internal":
+            lines.append(f"model {self.model_name} v{self.model_version} ({self.model_hash})")
+        else:
+            lines.append(f"customer scorecard, report {self.report_id}")
         return Summary("\n".join(lines))
 
 
@@ -98,7 +139,6 @@ def load_scores(path: str | os.PathLike[str]) -> pl.DataFrame:
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, mtime_ns: int) -> Any:
-    from healthscore.spec.model import load_model
     return load_model(path)
 
 
@@ -123,48 +163,77 @@ def peer_figures(scores: pl.DataFrame, by: str = "segment") -> pl.DataFrame:
     [0.0, 25.0, 50.0, 75.0, 100.0]
     """
     if by not in scores.columns:
-        raise ValueError(f"scores have no column {by!r} to form peer cohorts; choose one of "
-                         f"{[c for c in scores.columns if scores[c].dtype == pl.String][:8]}")
+        raise ValueError(
+            f"scores have no column {by!r} to form peer cohorts; choose one of "
+            f"{[c for c in scores.columns if scores[c].dtype == pl.String][:8]}"
+        )
     measures = ["score"] + sorted(c for c in scores.columns if c.startswith("cat_"))
-    long = (scores.select("account_id", "as_of", pl.col(by).cast(pl.String).alias("cohort"), *measures)
-            .unpivot(index=["account_id", "as_of", "cohort"], on=measures, variable_name="measure")
-            .drop_nulls("value"))
+    long = (
+        scores.select("account_id", "as_of", pl.col(by).cast(pl.String).alias("cohort"), *measures)
+        .unpivot(index=["account_id", "as_of", "cohort"], on=measures, variable_name="measure")
+        .drop_nulls("value")
+    )
     grp = ["as_of", "cohort", "measure"]
     n = pl.len().over(grp)
-    return (long.with_columns(
-                percentile=pl.when(n > 1)
-                .then((pl.col("value").rank("average").over(grp) - 1) / (n - 1) * 100)
-                .otherwise(None),
-                cohort_size=n.cast(pl.Int64),
-                cohort_median=pl.col("value").median().over(grp))
-            .drop("value")
-            .sort("account_id", "as_of", "measure"))
+    return (
+        long.with_columns(
+            percentile=pl.when(n > 1)
+            .then((pl.col("value").rank("average").over(grp) - 1) / (n - 1) * 100)
+            .otherwise(None),
+            cohort_size=n.cast(pl.Int64),
+            cohort_median=pl.col("value").median().over(grp),
+        )
+        .drop("value")
+        .sort("account_id", "as_of", "measure")
+    )
 
 
 def _band_table(model: Any) -> list[tuple[str, float, float, str, str]]:
-    return [(b.name, float(b.lower), float(b.upper), b.colour or _band_colour(b.name), b.meaning or "")
-            for b in sorted(model.bands, key=lambda b: b.lower)]
+    return [
+        (b.name, float(b.lower), float(b.upper), safe_colour(b.colour or _band_colour(b.name)), b.meaning or "")
+        for b in sorted(model.bands, key=lambda b: b.lower)
+    ]
 
 
 def _band_colour(name: str | None) -> str:
     return NA_COLOUR if name is None else band_colour(name)
 
 
-def _label(obj: Any, fallback: str) -> str:
-    return (getattr(obj, "label", None) or fallback.replace("_", " ")).strip()
+def _label(obj: Any, fallback: str, customer: bool = False) -> str:
+    text = (getattr(obj, "customer_label", "") if customer else "") or getattr(obj, "label", None)
+    return (text or fallback.replace("_", " ")).strip()
 
 
-def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: dt.date | str | None = None,
-                   variant: str | None = None, internal: bool = False,
-                   cohort: pl.DataFrame | None = None, peer_by: str = "segment",
-                   probabilities: Any = None,
-                   snapshots: pl.DataFrame | None = None) -> Scorecard:
+def report_id(model_hash: str, account_id: str, as_of: dt.date, variant: str | None) -> str:
+    """A short id naming one scorecard (model, account, date, variant) without revealing them.
+
+    >>> len(report_id("abc", "a1", dt.date(2026, 1, 5), None))
+    10
+    """
+    key = "|".join([str(model_hash), account_id, as_of.isoformat(), str(variant or "")])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
+
+
+def scorecard_data(
+    scores: pl.DataFrame,
+    model: Any,
+    account_id: str,
+    *,
+    as_of: dt.date | str | None = None,
+    variant: str | None = None,
+    internal: bool = False,
+    cohort: pl.DataFrame | None = None,
+    peer_by: str = "segment",
+    probabilities: Any = None,
+    snapshots: pl.DataFrame | None = None,
+) -> Scorecard:
     """Build one account's :class:`Scorecard` from a score frame (``hs.score`` output) and its model.
 
     ``as_of`` defaults to the account's latest snapshot; ``cohort`` is a ``peer_figures`` frame
     (computed from ``scores`` when None). Raw metric values come from the score frame when it
     carries the metric columns, else from ``snapshots``. ``probabilities`` (internal only) is a
     fitted ``evaluation.ProbabilityMap`` that reads the score as a probability of the outcome.
+    ``internal=False`` builds the customer scorecard: customer-audience content only.
     Raises ``ValueError`` naming the account when it has no rows.
 
     >>> # see tests/test_scorecards.py for complete examples on a sample portfolio
@@ -174,16 +243,33 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     if variant not in (None, "", "default") and "variant" in rows.columns:
         rows = rows.filter(pl.col("variant") == variant)
     if rows.is_empty():
-        raise ValueError(f"account {account_id!r} has no rows in the scores"
-                         + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
-                         + "; check the account id (see the account_id column of the scores file)")
+        raise ValueError(
+            f"account {account_id!r} has no rows in the scores"
+            + (f" for variant {variant!r}" if variant not in (None, "", "default") else "")
+            + "; check the account id (see the account_id column of the scores file)"
+        )
     rows = rows.sort("as_of")
+    repeated = rows.filter(pl.col("as_of").is_duplicated())
+    if repeated.height:
+        raise ScoresError(
+            f"account {account_id!r} has {repeated.height} score rows for as_of "
+            f"{repeated['as_of'][0]} (one expected); keep one score row per account and date "
+            "(score the snapshots again without the repeats)"
+        )
+    stamped = rows["model_hash"].drop_nulls().unique().sort().to_list() if "model_hash" in rows.columns else []
+    if any(h != model.hash for h in stamped):
+        raise ScoresError(
+            f"the scores of account {account_id!r} were produced by model hash "
+            f"{', '.join(stamped)}, but the model {model.name} {model.version} has hash "
+            f"{model.hash}; pass the model that produced the scores, or score again with this one"
+        )
     if as_of is not None:
         as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
         rows = rows.filter(pl.col("as_of") <= as_of)
         if rows.is_empty():
             raise ValueError(f"account {account_id!r} has no snapshot on or before {as_of}")
     cur = rows.row(-1, named=True)
+    customer = not internal
     bands = _band_table(model)
     band_info = {b[0]: b for b in bands}
 
@@ -192,11 +278,13 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
     trend = rows.filter(pl.col("as_of") > start).select("as_of", "score", "band")
 
     # categories (in model order)
+    shown_cats = {n: c for n, c in model.categories.items() if internal or getattr(c, "audience", "") == "customer"}
+    shown_metrics = [m for m in model.metrics if internal or getattr(m, "audience", "") == "customer"]
     cats = []
-    for name, cat in model.categories.items():
+    for name, cat in shown_cats.items():
         col = f"cat_{name}"
         if col in rows.columns:
-            cats.append({"category": name, "label": _label(cat, name), "score": cur[col]})
+            cats.append({"category": name, "label": _label(cat, name, customer), "score": cur[col]})
     categories = pl.DataFrame(cats, schema={"category": pl.String, "label": pl.String, "score": pl.Float64})
     categories = categories.with_columns(band=model.band_of(pl.col("score")))
 
@@ -207,40 +295,78 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         if snap.height:
             raw_row = snap.row(0, named=True) | {k: v for k, v in cur.items() if k not in snap.columns}
     mrows = []
-    for m in model.metrics:
+    for m in shown_metrics:
         col = f"sub_{m.name}"
-        raw = raw_row.get(m.column)
-        raw = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
-        mrows.append({"metric": m.name, "label": _label(m, m.name), "value": _value_text(raw, m.method),
-                      "category": _label(model.categories.get(m.category), m.category)
-                      if m.category in model.categories else m.category,
-                      "raw": raw,
-                      "sub_score": cur.get(col), "description": m.description or "",
-                      "action": m.action or ""})
-    metrics = pl.DataFrame(mrows, schema={"metric": pl.String, "label": pl.String, "value": pl.String,
-                                          "category": pl.String,
-                                          "raw": pl.Float64, "sub_score": pl.Float64,
-                                          "description": pl.String, "action": pl.String})
+        value = raw_row.get(m.column)
+        raw = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        # a level's own text (a categorical or yes/no column) is shown as written, with its label if any
+        level = _level_text(value, m) if isinstance(value, (str, bool)) or m.method == "categorical" else None
+        if customer:
+            label, description, action = m.customer_text()
+        else:
+            label, description, action = _label(m, m.name), m.description or "", m.action or ""
+        cat = shown_cats.get(m.category)
+        mrows.append(
+            {
+                "metric": m.name,
+                "label": label,
+                "category": _label(cat, m.category, customer) if cat is not None else "",
+                "raw": raw,
+                "level": level,
+                "method": m.method,
+                "unit": getattr(m, "unit", "") or "",
+                "sub_score": cur.get(col),
+                "description": description,
+                "action": action,
+            }
+        )
+    metrics = pl.DataFrame(
+        mrows,
+        schema={
+            "metric": pl.String,
+            "label": pl.String,
+            "category": pl.String,
+            "raw": pl.Float64,
+            "level": pl.String,
+            "method": pl.String,
+            "unit": pl.String,
+            "sub_score": pl.Float64,
+            "description": pl.String,
+            "action": pl.String,
+        },
+    )
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
     colours = {name: colour for name, _, _, colour, _ in bands} | {NOT_APPLICABLE: NA_COLOUR}
     metrics = metrics.with_columns(colour=pl.col("status").replace_strict(colours, default=NA_COLOUR))
     categories = categories.with_columns(
-        colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR))
+        colour=pl.col("band").replace_strict(colours, default=NA_COLOUR).fill_null(NA_COLOUR)
+    )
 
     # what changed: drivers of the score change summed over the last few snapshots
-    recent = rows.tail(CHANGE_SNAPSHOTS)
-    prev_rows = rows.head(max(rows.height - CHANGE_SNAPSHOTS, 0))
+    prev_rows = rows.filter(pl.col("as_of") < cur["as_of"])
+    if prev_rows.height:
+        # the snapshot nearest CHANGE_DAYS before the current one, whatever the cadence
+        target = cur["as_of"] - dt.timedelta(days=CHANGE_DAYS)
+        gap = (pl.col("as_of") - pl.lit(target)).dt.total_days().abs()
+        base = prev_rows.with_columns(_gap=gap).sort("_gap", "as_of", descending=[False, True])["as_of"][0]
+        prev_rows = prev_rows.filter(pl.col("as_of") <= base)
+    recent = rows.filter(pl.col("as_of") > (prev_rows["as_of"].max() if prev_rows.height else dt.date.min))
     previous = prev_rows.row(-1, named=True) if prev_rows.height else None
-    drv = [f"drvchg_{m.name}" for m in model.metrics if f"drvchg_{m.name}" in rows.columns]
+    drv = [f"drvchg_{m.name}" for m in shown_metrics if f"drvchg_{m.name}" in rows.columns]
     labels = dict(zip(metrics["metric"], metrics["label"]))
-    changes = (recent.select(pl.col(drv).fill_null(0).sum())
-               .unpivot(variable_name="metric", value_name="points")
-               .with_columns(pl.col("metric").str.strip_prefix("drvchg_"))
-               .with_columns(label=pl.col("metric").replace_strict(labels, default=None))
-               .filter(pl.col("points").abs() >= 0.05)
-               .sort(pl.col("points").abs(), "metric", descending=[True, False])
-               .select("metric", "label", "points")) if (drv and previous is not None) else \
-        pl.DataFrame(schema={"metric": pl.String, "label": pl.String, "points": pl.Float64})
+    changes = (
+        (
+            recent.select(pl.col(drv).fill_null(0).sum())
+            .unpivot(variable_name="metric", value_name="points")
+            .with_columns(pl.col("metric").str.strip_prefix("drvchg_"))
+            .with_columns(label=pl.col("metric").replace_strict(labels, default=None))
+            .filter(pl.col("points").abs() >= 0.05)
+            .sort(pl.col("points").abs(), "metric", descending=[True, False])
+            .select("metric", "label", "points")
+        )
+        if (drv and previous is not None)
+        else pl.DataFrame(schema={"metric": pl.String, "label": pl.String, "points": pl.Float64})
+    )
 
     # peers: anonymised percentiles, only for a cohort of MIN_COHORT or more
     peers, peer_cohort, peer_size = None, None, 0
@@ -251,60 +377,85 @@ def scorecard_data(scores: pl.DataFrame, model: Any, account_id: str, *, as_of: 
         peer_cohort = cur[peer_by]
         peer_size = int(size_row["cohort_size"][0]) if size_row.height else 0
         if peer_size >= MIN_COHORT:
-            cat_labels = {f"cat_{n}": _label(c, n) for n, c in model.categories.items()}
+            cat_labels = {f"cat_{n}": _label(c, n, customer) for n, c in shown_cats.items()}
             order = {m: i for i, m in enumerate(["score", *cat_labels])}  # overall first, then model order
-            peers = (mine.filter(pl.col("cohort_size") >= MIN_COHORT)
-                     .with_columns(label=pl.col("measure").replace_strict(
-                         {"score": "Overall score"} | cat_labels, default=None),
-                         order=pl.col("measure").replace_strict(order, default=len(order)))
-                     .drop_nulls("label")
-                     .sort("order")
-                     .select("measure", "label", "percentile", "cohort_median"))
+            peers = (
+                mine.filter(pl.col("cohort_size") >= MIN_COHORT)
+                .with_columns(
+                    label=pl.col("measure").replace_strict({"score": "Overall score"} | cat_labels, default=None),
+                    order=pl.col("measure").replace_strict(order, default=len(order)),
+                )
+                .drop_nulls("label")
+                .sort("order")
+                .select("measure", "label", "percentile", "cohort_median")
+            )
 
     reds = {b[0] for b in bands[:1]}  # the lowest band is the one that asks for action
-    actions = (metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
-               .select("metric", "label", "action"))
+    gain = _recoverable_points(model, cur)
+    actions = (
+        metrics.filter(pl.col("status").is_in(list(reds)) & (pl.col("action") != ""))
+        .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
+        .sort("points", "metric", descending=[True, False])
+        .head(MAX_ACTIONS)
+        .select("metric", "label", "action", "points")
+    )
 
-    internal_fields = None
-    if internal:
-        internal_fields = {k: cur.get(k) for k in ("csm", "arr", "renewal_date", "segment", "lifecycle_stage")
-                           if k in rows.columns}
-        if probabilities is not None and cur.get("score") is not None:
-            outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
-            key = f"{outcome} probability ({getattr(probabilities, 'horizon', '')})"
-            internal_fields[key] = float(probabilities.predict([cur["score"]])[0])
+    fields: list[tuple[str, Any, str]] = []
+    internal_fields: list[tuple[str, Any, str]] | None = [] if internal else None
+    for f in getattr(model, "fields", []):
+        if f.column not in rows.columns:
+            continue
+        if f.audience == "customer":
+            label = (f.customer_label if customer else "") or f.label or f.column.replace("_", " ")
+            fields.append((label, cur.get(f.column), f.format))
+        elif internal_fields is not None:
+            internal_fields.append((f.label or f.column.replace("_", " "), cur.get(f.column), f.format))
+    if internal_fields is not None and probabilities is not None and cur.get("score") is not None:
+        outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
+        key = f"{outcome.capitalize()} probability ({getattr(probabilities, 'horizon', '')})"
+        internal_fields.append((key, float(probabilities.predict([cur["score"]])[0]), "percent"))
 
     band = cur.get("band")
+    model_hash = str(cur.get("model_hash") or model.hash)
     return Scorecard(
-        account_id=account_id, company_name=str(cur.get("company_name") or account_id),
-        as_of=cur["as_of"], score=cur.get("score"), band=band,
+        account_id=account_id,
+        company_name=str(cur.get("company_name") or account_id),
+        as_of=cur["as_of"],
+        score=cur.get("score"),
+        band=band,
         band_colour=band_info[band][3] if band in band_info else _band_colour(band),
         band_meaning=band_info[band][4] if band in band_info else "",
-        coverage=cur.get("coverage"), null_reason=cur.get("null_reason"),
+        # the reason names the missing metrics, some of them internal
+        coverage=cur.get("coverage"),
+        null_reason=cur.get("null_reason") if internal else None,
         previous_score=previous.get("score") if previous else None,
         previous_as_of=previous["as_of"] if previous else None,
-        trend=trend, categories=categories, metrics=metrics.drop("action"), changes=changes, peers=peers,
-        peer_cohort=peer_cohort, peer_size=peer_size, actions=actions,
-        model_name=str(cur.get("model_name") or model.name), model_version=str(cur.get("model_version") or model.version),
-        model_hash=str(cur.get("model_hash") or model.hash), variant=cur.get("variant"),
-        bands=bands, internal=internal_fields)
+        trend=trend,
+        categories=categories,
+        metrics=metrics.drop("action"),
+        changes=changes,
+        peers=peers,
+        peer_cohort=peer_cohort,
+        peer_size=peer_size,
+        actions=actions,
+        model_name=str(cur.get("model_name") or model.name) if internal else "",
+        model_version=str(cur.get("model_version") or model.version) if internal else "",
+        model_hash=model_hash if internal else "",
+        variant=cur.get("variant") if internal else None,
+        bands=bands,
+        audience="internal" if internal else "customer",
+        report_id=report_id(model_hash, account_id, cur["as_of"], cur.get("variant")),
+        fields=fields,
+        internal_fields=internal_fields,
+    )
 
 
-# ===================================================================== scorecards: rendering
-
-
-def _num(x: float | None, digits: int = 0) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def _level_text(value: Any, metric: Any) -> str:
+    """A categorical or yes/no value as text: the level's label from the model when it has one."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{x:,.{digits}f}"
-
-
-def _value_text(x: float | None, method: str = "") -> str:
-    """A raw metric value as the report shows it: yes/no for booleans, few decimals otherwise."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if method == "boolean":
-        return "yes" if x else "no"
-    if abs(x) >= 100 or float(x).is_integer():
-        return f"{x:,.0f}"
-    return f"{x:,.2f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    labels = (metric.params or {}).get("labels") or {}
+    key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return str(labels.get(key, key))

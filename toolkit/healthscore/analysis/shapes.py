@@ -27,6 +27,7 @@ score is a linear function of the fitted log-odds.
 >>> fit.model.metric("seats_deployed_ratio").method
 'steps'
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,11 @@ from scipy.optimize import isotonic_regression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from healthscore.analysis.fitting import LogitResult, _input_error, fit_logit, label_outcomes
+from healthscore.analysis.fitting import LogitResult, fit_logit, fitted_record
+from healthscore.analysis.monitoring import reference_from
 from healthscore.core.calibration import _equal_frequency_edges
+from healthscore.core.labels import _input_error, label_outcomes
+from healthscore.core.scoring import calibrate
 from healthscore.results import Summary
 from healthscore.spec.model import ScoreModel
 from healthscore.spec.outcomes import horizon_days, parse_horizon, resolve_outcome
@@ -66,12 +70,12 @@ class _Encoding:
 
     metric: str
     kind: Literal["bins", "levels", "fixed"]
-    labels: list[str]                 # one per column (a bin's range, a level, "sub-score")
-    index: np.ndarray                 # per row: column within the block (bins/levels)
-    value: np.ndarray | None = None   # fixed: the sub-score / 100 (0 where missing)
+    labels: list[str]  # one per column (a bin's range, a level, "sub-score")
+    index: np.ndarray  # per row: column within the block (bins/levels)
+    value: np.ndarray | None = None  # fixed: the sub-score / 100 (0 where missing)
     edges: list[float] = field(default_factory=list)
-    levels: list[str] = field(default_factory=list)   # level of each level column
-    pooled: list[str] = field(default_factory=list)   # rare levels put in the pooled column
+    levels: list[str] = field(default_factory=list)  # level of each level column
+    pooled: list[str] = field(default_factory=list)  # rare levels put in the pooled column
     has_null: bool = False
     counts: np.ndarray | None = None
     events: np.ndarray | None = None
@@ -129,8 +133,14 @@ def _encode(metric: Any, rows: pl.DataFrame, y: np.ndarray, n_bins: int, min_row
     if metric.method in _FIXED_METHODS:
         sub = rows[f"sub_{metric.name}"].cast(pl.Float64).to_numpy()
         null = ~np.isfinite(sub)
-        enc = _Encoding(metric.name, "fixed", ["sub-score", "missing"], null.astype(np.int64),
-                        value=np.where(null, 0.0, sub / 100.0), has_null=bool(null.any()))
+        enc = _Encoding(
+            metric.name,
+            "fixed",
+            ["sub-score", "missing"],
+            null.astype(np.int64),
+            value=np.where(null, 0.0, sub / 100.0),
+            has_null=bool(null.any()),
+        )
     elif metric.method in _LEVEL_METHODS or not (col.dtype.is_numeric() or col.dtype == pl.Boolean):
         text = _level_text(col)
         if metric.method == "boolean":  # anything but 0/1 counts as missing, as the boolean method reads it
@@ -142,18 +152,26 @@ def _encode(metric: Any, rows: pl.DataFrame, y: np.ndarray, n_bins: int, min_row
         labels = keep + ([_OTHER] if rare else [])
         pos = {k: i for i, k in enumerate(keep)}
         null_col = len(labels)
-        idx = (text.replace_strict(pos, default=len(keep), return_dtype=pl.Int64).fill_null(null_col)
-               .to_numpy().astype(np.int64))
-        enc = _Encoding(metric.name, "levels", labels, idx, levels=keep, pooled=rare,
-                        has_null=bool((idx == null_col).any()))
+        idx = (
+            text.replace_strict(pos, default=len(keep), return_dtype=pl.Int64)
+            .fill_null(null_col)
+            .to_numpy()
+            .astype(np.int64)
+        )
+        enc = _Encoding(
+            metric.name, "levels", labels, idx, levels=keep, pooled=rare, has_null=bool((idx == null_col).any())
+        )
     else:
         v = col.cast(pl.Float64).to_numpy()
         null = ~np.isfinite(v)
         finite = v[~null]
         if finite.size == 0:
-            raise _input_error("training rows", f"has no value of {metric.column!r} in any training row",
-                               f"Leave metric {metric.name!r} out of the model or pass rows where it is measured",
-                               column=metric.column)
+            raise _input_error(
+                "training rows",
+                f"has no value of {metric.column!r} in any training row",
+                f"Leave metric {metric.name!r} out of the model or pass rows where it is measured",
+                column=metric.column,
+            )
         edges = _bin_edges(finite, y[~null], n_bins, min_rows)
         idx = np.searchsorted(np.asarray(edges), np.nan_to_num(v), side="right").astype(np.int64)
         bounds = [-math.inf, *edges, math.inf]
@@ -206,8 +224,9 @@ def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int]
 
 
 # ---------------------------------------------------------------- cross-validation
-def _folds(as_of: np.ndarray, accounts: np.ndarray, k: int, horizon_days: int,
-           seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(
+    as_of: np.ndarray, accounts: np.ndarray, k: int, horizon_days: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Forward-chaining folds that respect time and accounts.
 
     The weeks are cut into ``k + 1`` consecutive blocks; fold ``j`` validates on block ``j``
@@ -239,8 +258,16 @@ def _logistic(alpha: float, n: int, warm: LogisticRegression | None = None) -> L
     return clf
 
 
-def _choose_alpha(X: sparse.csr_matrix, y: np.ndarray, as_of: np.ndarray, accounts: np.ndarray,
-                  alphas: Sequence[float], folds: int, horizon_days: int, seed: int) -> tuple[float, pl.DataFrame]:
+def _choose_alpha(
+    X: sparse.csr_matrix,
+    y: np.ndarray,
+    as_of: np.ndarray,
+    accounts: np.ndarray,
+    alphas: Sequence[float],
+    folds: int,
+    horizon_days: int,
+    seed: int,
+) -> tuple[float, pl.DataFrame]:
     n = X.shape[0]
     rng = np.random.default_rng(seed)
     keep = np.arange(n)
@@ -261,8 +288,9 @@ def _choose_alpha(X: sparse.csr_matrix, y: np.ndarray, as_of: np.ndarray, accoun
                 warm = _logistic(a, tr.size, warm).fit(X[tr], y[tr])
             p = warm.predict_proba(X[va])[:, 1]
             rows.append((a, j, float(log_loss(y[va], p, labels=[0, 1])), int(va.size)))
-    table = pl.DataFrame(rows, schema={"alpha": pl.Float64, "fold": pl.Int64, "log_loss": pl.Float64,
-                                       "rows": pl.Int64}, orient="row")
+    table = pl.DataFrame(
+        rows, schema={"alpha": pl.Float64, "fold": pl.Int64, "log_loss": pl.Float64, "rows": pl.Int64}, orient="row"
+    )
     if table.is_empty():
         return float(np.median(alphas)), table
     mean = table.group_by("alpha").agg(pl.col("log_loss").mean()).sort("log_loss", "alpha")
@@ -286,8 +314,9 @@ def _unimodal(c: np.ndarray, w: np.ndarray) -> np.ndarray:
     best, best_sse = c, math.inf
     for t in range(1, c.size - 1):
         for valley in (True, False):
-            fit = np.concatenate([_isotonic(c[:t + 1], w[:t + 1], not valley),
-                                  _isotonic(c[t + 1:], w[t + 1:], valley)])
+            fit = np.concatenate(
+                [_isotonic(c[: t + 1], w[: t + 1], not valley), _isotonic(c[t + 1 :], w[t + 1 :], valley)]
+            )
             sse = float(np.sum(w * (c - fit) ** 2))
             if sse < best_sse:
                 best, best_sse = fit, sse
@@ -297,9 +326,9 @@ def _unimodal(c: np.ndarray, w: np.ndarray) -> np.ndarray:
 @dataclass
 class _Curve:
     metric: str
-    logit: np.ndarray          # per column of the block: the fitted log-odds term
-    chosen: np.ndarray         # per column: the curve used (monotone projection or the free one)
-    shape: str                 # "monotone", "u-shape", "flat", "levels", "fixed"
+    logit: np.ndarray  # per column of the block: the fitted log-odds term
+    chosen: np.ndarray  # per column: the curve used (monotone projection or the free one)
+    shape: str  # "monotone", "u-shape", "flat", "levels", "fixed"
     rises: bool | None = None  # bins: does the event risk rise with the value?
     bent: np.ndarray | None = None  # bins: the closest U-shaped (or mirrored) curve
 
@@ -332,18 +361,28 @@ class ShapeFit:
     logit: LogitResult | None
     n_rows: int
     n_events: int
+    # the history it learned from (save adds the monitoring reference on it) and the model it started from
+    history: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    original: ScoreModel | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> Summary:
         """The fit, one line per metric, then every flag."""
-        lines = [f"Learned shapes for {self.outcome!r} within {self.horizon}: {self.n_rows:,} rows, "
-                 f"{self.n_events:,} events; penalty {self.alpha:g} per row (chosen by time-and-account "
-                 "cross-validation)", "",
-                 f"{'metric':<24}{'shape':<11}{'direction':<18}{'share %':>8}{'p':>10}  flags"]
+        lines = [
+            f"Learned shapes for {self.outcome!r} within {self.horizon}: {self.n_rows:,} rows, "
+            f"{self.n_events:,} events; penalty {self.alpha:g} per row (chosen by time-and-account "
+            "cross-validation)",
+            "",
+            f"{'metric':<24}{'shape':<11}{'direction':<18}{'share %':>8}{'p':>10}  flags",
+        ]
         for r in self.table.iter_rows(named=True):
-            p = "n/a" if r["p_value"] is None or math.isnan(r["p_value"]) else (
-                "<0.0001" if r["p_value"] < 1e-4 else f"{r['p_value']:.4f}")
-            lines.append(f"{r['metric']:<24}{r['shape']:<11}{r['direction']:<18}{r['share']:>8.1f}{p:>10}  "
-                         f"{r['flags']}")
+            p = (
+                "n/a"
+                if r["p_value"] is None or math.isnan(r["p_value"])
+                else ("<0.0001" if r["p_value"] < 1e-4 else f"{r['p_value']:.4f}")
+            )
+            lines.append(
+                f"{r['metric']:<24}{r['shape']:<11}{r['direction']:<18}{r['share']:>8.1f}{p:>10}  {r['flags']}"
+            )
         if self.flags:
             lines += [""] + [f"note: {f}" for f in self.flags]
         return Summary("\n".join(lines))
@@ -352,12 +391,66 @@ class ShapeFit:
         """The per-metric table."""
         return self.table
 
+    def comparison(self) -> pl.DataFrame:
+        """The starting model against the fitted one: each metric's calibration method and its share
+        of the score in percent (metric weight within its category times the category's share)."""
+        before = self.original or self.model
+        cur, new = before.weight_shares(), self.model.weight_shares()
+        shape = dict(self.table.select("metric", "shape").iter_rows())
+        rows = [
+            (
+                m.name,
+                m.category,
+                m.method,
+                round(cur[m.name], 1),
+                n.method,
+                round(new[m.name], 1),
+                round(new[m.name] - cur[m.name], 1),
+                shape.get(m.name, ""),
+            )
+            for m, n in zip(before.metrics, self.model.metrics)
+        ]
+        return pl.DataFrame(
+            rows,
+            schema={
+                "metric": pl.Utf8,
+                "category": pl.Utf8,
+                "current_method": pl.Utf8,
+                "current_share": pl.Float64,
+                "fitted_method": pl.Utf8,
+                "fitted_share": pl.Float64,
+                "change": pl.Float64,
+                "shape": pl.Utf8,
+            },
+            orient="row",
+        )
+
+    def comparison_text(self) -> str:
+        """:meth:`comparison` as a readable table (the layout of the weight fit's)."""
+        lines = [f"{'metric':<24}{'category':<14}{'current %':>10}{'fitted %':>10}{'change':>8}  calibration"]
+        lines += [
+            f"{r['metric']:<24}{r['category']:<14}{r['current_share']:>10.1f}{r['fitted_share']:>10.1f}"
+            f"{r['change']:>+8.1f}  {r['current_method']} -> {r['fitted_method']} ({r['shape']})"
+            for r in self.comparison().iter_rows(named=True)
+        ]
+        return "\n".join(lines)
+
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the fitted model to a new TOML file (refuses to replace one unless ``overwrite``)."""
+        """Write the fitted model to a new TOML file (refuses to replace one unless ``overwrite``).
+
+        Like the weight fit's file it carries ``[fitted]`` (what it learned from) and, when the fit
+        read an events table, a ``[reference]`` table for ``healthscore monitor``.
+        """
         target = Path(path)
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose a new file name or pass overwrite=True")
-        return self.model.save(target)
+        model = self.model
+        if self.history is not None:
+            snapshots, events = self.history
+            model = model.with_reference(
+                reference_from(snapshots, events, model, outcome=self.outcome, horizon=self.horizon)
+            )
+        return model.save(target)
 
     def __repr__(self) -> str:
         return f"ShapeFit({self.outcome!r}, {self.table.height} metrics, n={self.n_rows})"
@@ -398,27 +491,38 @@ def fit_shapes(
     adverse = resolve_outcome(outcome, getattr(model, "outcomes", None) or None).adverse
     fixed = [m for m in model.metrics if m.method in _FIXED_METHODS]
     snaps = snapshots.collect() if isinstance(snapshots, pl.LazyFrame) else snapshots
+    given = snaps
     if fixed:
-        from healthscore.core.scoring import calibrate  # only trend/goal metrics need their sub-scores
         subs = calibrate(snaps, model).select("account_id", "as_of", *[f"sub_{m.name}" for m in fixed])
         snaps = snaps.join(subs, on=["account_id", "as_of"], how="left")
     if events is None:
         if outcome not in snaps.columns:
-            raise _input_error("training rows", f"have no outcome column {outcome!r}",
-                               "Pass the events table, or rows labelled with label_outcomes", column=outcome)
+            raise _input_error(
+                "training rows",
+                f"have no outcome column {outcome!r}",
+                "Pass the events table, or rows labelled with label_outcomes",
+                column=outcome,
+            )
         rows = snaps
     else:
         rows = label_outcomes(snaps, events, outcome=outcome, horizon=horizon, cadence=cadence, data_end=data_end)
     rows = rows.filter(pl.col(outcome).is_not_null())
     if rows.is_empty():
-        raise _input_error("snapshots", f"no snapshot can be labelled for {outcome!r} within {horizon}",
-                           "The history must be longer than the horizon: pass more weeks or a shorter horizon")
+        raise _input_error(
+            "snapshots",
+            f"no snapshot can be labelled for {outcome!r} within {horizon}",
+            "The history must be longer than the horizon: pass more weeks or a shorter horizon",
+        )
     model.check_columns(rows.columns)
     y = rows[outcome].cast(pl.Float64).to_numpy()
     n, n_events = y.size, int(y.sum())
     if n_events == 0 or n_events == n:
-        raise _input_error("training rows", f"hold {n_events} {outcome!r} events in {n} rows: nothing to learn",
-                           "Use a longer history or another outcome", column=outcome)
+        raise _input_error(
+            "training rows",
+            f"hold {n_events} {outcome!r} events in {n} rows: nothing to learn",
+            "Use a longer history or another outcome",
+            column=outcome,
+        )
     min_rows = int(min_bin_size if min_bin_size is not None else max(50, n // 100))
     encs = [_encode(m, rows, y, n_bins, min_rows) for m in model.metrics]
     X, starts = _design(encs, n)
@@ -430,12 +534,14 @@ def fit_shapes(
         warnings.simplefilter("ignore")
         joint = _logistic(alpha, n).fit(X, y)
     coef = joint.coef_[0]
-    raw = [coef[s:s + e.width] for s, e in zip(starts, encs)]
+    raw = [coef[s : s + e.width] for s, e in zip(starts, encs)]
 
     flags: list[str] = []
     if model.variants:
-        flags.append(f"variants {[v.name for v in model.variants]} are left out of the fitted model: its curves "
-                     "and weights apply to every account; fit each segment on its own rows to get variants")
+        flags.append(
+            f"variants {[v.name for v in model.variants]} are left out of the fitted model: its curves "
+            "and weights apply to every account; fit each segment on its own rows to get variants"
+        )
     sign = 1.0 if adverse else -1.0  # risk = sign * log-odds term: higher risk is worse
     # first pass: monotone curves (direction from the data) plus the non-monotone remainders
     curves: list[_Curve] = []
@@ -472,21 +578,30 @@ def fit_shapes(
         p_mono = _p(test, f"s__{e.metric}")
         p_u = _p(test, f"u__{e.metric}")
         # the data's direction for the metric: higher values healthier when risk falls with the value
-        data_dir = None if cv_.shape == "flat" else (
-            "lower_is_better" if (cv_.rises if sign > 0 else not cv_.rises) else "higher_is_better")
+        data_dir = (
+            None
+            if cv_.shape == "flat"
+            else ("lower_is_better" if (cv_.rises if sign > 0 else not cv_.rises) else "higher_is_better")
+        )
         significant = p_mono <= significance
         if data_dir is not None and data_dir != stated[e.metric]:
             if significant:
                 lo, hi = _rate_ends(e)
-                msg = (f"wrong sign: {e.metric} is stated {stated[e.metric]}, but the data say {data_dir} "
-                       f"({outcome} rate {lo:.1%} in its lowest bin vs {hi:.1%} in its highest; the learned "
-                       f"curve's term has p={_fmt_p(p_mono)} with the other metrics held fixed). ")
+                msg = (
+                    f"wrong sign: {e.metric} is stated {stated[e.metric]}, but the data say {data_dir} "
+                    f"({outcome} rate {lo:.1%} in its lowest bin vs {hi:.1%} in its highest; the learned "
+                    f"curve's term has p={_fmt_p(p_mono)} with the other metrics held fixed). "
+                )
                 if follow_data:
-                    msg += (f"The fitted curve follows the data: flip its direction to {data_dir} in your "
-                            "model once you know why (or fix how the column is built)")
+                    msg += (
+                        f"The fitted curve follows the data: flip its direction to {data_dir} in your "
+                        "model once you know why (or fix how the column is built)"
+                    )
                 else:
-                    msg += (f"Its stated direction is held, so its curve is about flat; flip its direction "
-                            f"to {data_dir} to use it")
+                    msg += (
+                        f"Its stated direction is held, so its curve is about flat; flip its direction "
+                        f"to {data_dir} to use it"
+                    )
                 flags.append(msg)
                 if not follow_data:
                     cv_.chosen[:k] = _isotonic(cv_.logit[:k], e.counts[:k].astype(float), cv_.rises is False)
@@ -498,15 +613,42 @@ def fit_shapes(
             cv_.chosen[:k] = cv_.bent[:k]
             cv_.shape = "u-shape"
             best = int(np.argmin(sign * cv_.bent[:k]))
-            flags.append(f"{e.metric}: not monotone (its U-shaped part has p={_fmt_p(p_u)}, below {u_level:.2g} "
-                         f"after correcting for {round(significance / u_level)} metrics tried); kept as a "
-                         f"U-shaped curve with the lowest risk at {e.labels[best]}")
+            flags.append(
+                f"{e.metric}: not monotone (its U-shaped part has p={_fmt_p(p_u)}, below {u_level:.2g} "
+                f"after correcting for {round(significance / u_level)} metrics tried); kept as a "
+                f"U-shaped curve with the lowest risk at {e.labels[best]}"
+            )
 
     feats = {f"s__{e.metric}": _row_values(e, cv_.chosen) for e, cv_ in zip(encs, curves)}
     final = _stage_two(rows, feats, outcome)
     fitted, table, curve_rows = _build(model, encs, curves, final, sign, significance, stated, flags, outcome)
-    return ShapeFit(model=fitted, outcome=outcome, horizon=horizon, table=table, curves=curve_rows, cv=cv,
-                    alpha=alpha, flags=flags, logit=final, n_rows=n, n_events=n_events)
+    fitted = fitted.with_fitted(
+        fitted_record(
+            given,
+            rows,
+            model,
+            method="shapes",
+            outcome=outcome,
+            horizon=horizon,
+            data_end=data_end,
+            labelled=events is None,
+        )
+    )
+    return ShapeFit(
+        model=fitted,
+        outcome=outcome,
+        horizon=horizon,
+        table=table,
+        curves=curve_rows,
+        cv=cv,
+        alpha=alpha,
+        flags=flags,
+        logit=final,
+        n_rows=n,
+        n_events=n_events,
+        history=(snapshots, events) if events is not None else None,
+        original=model,
+    )
 
 
 def _fmt_p(p: float) -> str:
@@ -539,9 +681,17 @@ def _p(fit: LogitResult | None, term: str) -> float:
     return float(fit.pvalues_[term])
 
 
-def _build(model: ScoreModel, encs: list[_Encoding], curves: list[_Curve], final: LogitResult | None,
-           sign: float, significance: float, stated: dict[str, str], flags: list[str],
-           outcome: str) -> tuple[ScoreModel, pl.DataFrame, pl.DataFrame]:
+def _build(
+    model: ScoreModel,
+    encs: list[_Encoding],
+    curves: list[_Curve],
+    final: LogitResult | None,
+    sign: float,
+    significance: float,
+    stated: dict[str, str],
+    flags: list[str],
+    outcome: str,
+) -> tuple[ScoreModel, pl.DataFrame, pl.DataFrame]:
     metrics, table, curve_rows = [], [], []
     weights: dict[str, float] = {}
     for m, e, cv_ in zip(model.metrics, encs, curves):
@@ -559,8 +709,10 @@ def _build(model: ScoreModel, encs: list[_Encoding], curves: list[_Curve], final
             weight = span if good else 0.0
             scores_out: list[float] = []
             if not good and span > 0:
-                flags.append(f"wrong sign: {m.name} keeps its own {m.method} calibration, but a higher sub-score "
-                             f"goes with more {outcome} here; its weight is set to 0 until you check it")
+                flags.append(
+                    f"wrong sign: {m.name} keeps its own {m.method} calibration, but a higher sub-score "
+                    f"goes with more {outcome} here; its weight is set to 0 until you check it"
+                )
         else:
             lo, hi = float(risk.min()), float(risk.max())
             span = hi - lo
@@ -578,16 +730,20 @@ def _build(model: ScoreModel, encs: list[_Encoding], curves: list[_Curve], final
                     direction = "higher_is_better" if body[-1] >= body[0] else "lower_is_better"
                 else:
                     params = {"edges": e.edges, "scores": scores_out}
-                    direction = ("lower_is_better" if (ups < 0).any() else
-                                 "higher_is_better" if (ups > 0).any() else m.direction)
+                    direction = (
+                        "lower_is_better" if (ups < 0).any() else "higher_is_better" if (ups > 0).any() else m.direction
+                    )
             elif m.method == "boolean" and set(e.levels) <= {"0", "1"}:
                 method = "boolean"
                 level = dict(zip(e.levels, scores_out))
-                params = {"true_score": level.get("1", na_score or 50.0), "false_score": level.get("0", na_score or 50.0)}
+                params = {
+                    "true_score": level.get("1", na_score or 50.0),
+                    "false_score": level.get("0", na_score or 50.0),
+                }
                 direction = "higher_is_better" if params["true_score"] >= params["false_score"] else "lower_is_better"
             else:
                 method = "categorical"
-                mapping = dict(zip(e.levels, scores_out[:len(e.levels)]))
+                mapping = dict(zip(e.levels, scores_out[: len(e.levels)]))
                 if e.pooled:
                     mapping.update({lv: scores_out[len(e.levels)] for lv in e.pooled})
                 params = {"map": mapping}
@@ -596,8 +752,9 @@ def _build(model: ScoreModel, encs: list[_Encoding], curves: list[_Curve], final
                 direction = m.direction
         weights[m.name] = round(weight, 6)
         na_policy = f"score:{round(na_score, 2):g}" if na_score is not None else m.na_policy
-        metrics.append(replace(m, method=method, params=params, direction=direction, weight=round(weight, 6),
-                               na_policy=na_policy))
+        metrics.append(
+            replace(m, method=method, params=params, direction=direction, weight=round(weight, 6), na_policy=na_policy)
+        )
         p = _p(final, term)
         row_flags = []
         if any(f.startswith(f"wrong sign: {m.name} ") for f in flags):
@@ -607,30 +764,78 @@ def _build(model: ScoreModel, encs: list[_Encoding], curves: list[_Curve], final
         if weight == 0:
             row_flags.append("no weight")
         ci = final.conf_int_.get(term, (float("nan"), float("nan"))) if final is not None else (math.nan, math.nan)
-        table.append((m.name, m.category, cv_.shape, stated[m.name], direction, weight, beta,
-                      float(final.bse_.get(term, math.nan)) if final is not None else math.nan,
-                      ci[0], ci[1], p, ", ".join(row_flags)))
+        table.append(
+            (
+                m.name,
+                m.category,
+                cv_.shape,
+                stated[m.name],
+                direction,
+                weight,
+                beta,
+                float(final.bse_.get(term, math.nan)) if final is not None else math.nan,
+                ci[0],
+                ci[1],
+                p,
+                ", ".join(row_flags),
+            )
+        )
         if e.kind != "fixed":
             for j, label in enumerate(e.labels):
-                curve_rows.append((m.name, label, int(e.counts[j]), int(e.events[j]),
-                                   float(e.events[j] / e.counts[j]) if e.counts[j] else math.nan,
-                                   float(cv_.logit[j]), float(curve[j]), float(scores[j]) if e.kind != "fixed" else None))
+                curve_rows.append(
+                    (
+                        m.name,
+                        label,
+                        int(e.counts[j]),
+                        int(e.events[j]),
+                        float(e.events[j] / e.counts[j]) if e.counts[j] else math.nan,
+                        float(cv_.logit[j]),
+                        float(curve[j]),
+                        float(scores[j]) if e.kind != "fixed" else None,
+                    )
+                )
     total = sum(weights.values())
     if total <= 0:
-        raise _input_error("training rows", "no metric carries any signal: every learned curve is flat",
-                           "Check the outcome and the horizon, or use a longer history")
+        raise _input_error(
+            "training rows",
+            "no metric carries any signal: every learned curve is flat",
+            "Check the outcome and the horizon, or use a longer history",
+        )
     cat_w = {c: sum(weights[m.name] for m in model.metrics if m.category == c) for c in model.categories}
     cats = {c: replace(cat, weight=round(cat_w[c], 6)) for c, cat in model.categories.items()}
     fitted = replace(model, metrics=metrics, categories=cats, variants=[], probability=None).bump_version()
     fitted.validate()
-    tab = pl.DataFrame(table, schema={"metric": pl.Utf8, "category": pl.Utf8, "shape": pl.Utf8,
-                                      "stated_direction": pl.Utf8, "direction": pl.Utf8, "weight": pl.Float64,
-                                      "coef": pl.Float64, "se": pl.Float64, "coef_lower": pl.Float64,
-                                      "coef_upper": pl.Float64, "p_value": pl.Float64, "flags": pl.Utf8},
-                       orient="row")
+    tab = pl.DataFrame(
+        table,
+        schema={
+            "metric": pl.Utf8,
+            "category": pl.Utf8,
+            "shape": pl.Utf8,
+            "stated_direction": pl.Utf8,
+            "direction": pl.Utf8,
+            "weight": pl.Float64,
+            "coef": pl.Float64,
+            "se": pl.Float64,
+            "coef_lower": pl.Float64,
+            "coef_upper": pl.Float64,
+            "p_value": pl.Float64,
+            "flags": pl.Utf8,
+        },
+        orient="row",
+    )
     tab = tab.with_columns(share=100.0 * pl.col("weight") / total)
-    curves_t = pl.DataFrame(curve_rows, schema={"metric": pl.Utf8, "bin": pl.Utf8, "rows": pl.Int64,
-                                                "events": pl.Int64, "event_rate": pl.Float64,
-                                                "joint_logit": pl.Float64, "logit": pl.Float64,
-                                                "score": pl.Float64}, orient="row")
+    curves_t = pl.DataFrame(
+        curve_rows,
+        schema={
+            "metric": pl.Utf8,
+            "bin": pl.Utf8,
+            "rows": pl.Int64,
+            "events": pl.Int64,
+            "event_rate": pl.Float64,
+            "joint_logit": pl.Float64,
+            "logit": pl.Float64,
+            "score": pl.Float64,
+        },
+        orient="row",
+    )
     return fitted, tab, curves_t

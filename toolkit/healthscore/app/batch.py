@@ -1,5 +1,6 @@
 """Batch rendering: scorecards for many accounts in warm kernels (pages, index, manifest) and
 the cohort review, each an executed notebook exported as a static page."""
+
 from __future__ import annotations
 
 import copy
@@ -7,51 +8,122 @@ import datetime as dt
 import hashlib
 import json
 import os
+import queue
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nbformat
 import polars as pl
 
 from healthscore import resources
-from healthscore.analysis.scorecard import _band_colour, _num, load_scores, peer_figures
+from healthscore.analysis.scorecard import _band_colour, load_scores, peer_figures
+from healthscore.core.scoring import check_scores
 from healthscore.io import files
+from healthscore.render import formats as fmt
+from healthscore.render.html import badge, escape
 from healthscore.render.reports import (
     TEMPLATE_NAME,
     TEMPLATES,
     _html_exporter,
     export_html,
 )
-from healthscore.render.scorecard import _badge, _e
 from healthscore.results import Summary
+from healthscore.spec.model import load_model
 
 NOTEBOOK = resources.notebook("scorecard")
 MANIFEST_COLUMNS = {
-    "account_id": pl.String, "company_name": pl.String, "status": pl.String, "file": pl.String,
-    "model_hash": pl.String, "data_hash": pl.String, "notebook_hash": pl.String, "as_of": pl.String,
-    "seconds": pl.Float64, "error": pl.String,
+    "account_id": pl.String,
+    "company_name": pl.String,
+    "status": pl.String,
+    "file": pl.String,
+    "model_hash": pl.String,
+    "data_hash": pl.String,
+    "notebook_hash": pl.String,
+    "as_of": pl.String,
+    "seconds": pl.Float64,
+    "error": pl.String,
+    "score": pl.Float64,
+    "band": pl.String,
 }
 _DONE = ("rendered", "unchanged")
+# names an account page may never take (compared without case): the folder's own files, and the
+# device names Windows refuses as file names
+RESERVED = frozenset(
+    {"index", "manifest", "con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
+_PAGE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.html")
 _PROTO = "@@healthscore "  # marks protocol lines in a worker's output
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_name(account_id: str) -> str:
-    """A file name for an account id that cannot leave its folder or collide with another id.
+    """A file name for an account id that cannot leave its folder, take a reserved name
+    (``index``, ``manifest``, ...) or collide with another id.
 
     >>> safe_name("ACME-001")
     'ACME-001'
     >>> safe_name("../x")            # path characters are replaced and a short hash keeps it unique
     'x-d6b96a97'
+    >>> safe_name("index")           # the folder's own index page is never overwritten
+    'index-1bc04b52'
     """
     base = _SAFE.sub("_", account_id).strip("._")[:80] or "account"
-    if base == account_id:
+    if base == account_id and base.lower() not in RESERVED:
         return base
+    return _hashed_name(account_id)
+
+
+def _hashed_name(account_id: str) -> str:
+    base = _SAFE.sub("_", account_id).strip("._")[:80] or "account"
     return f"{base}-{hashlib.sha256(account_id.encode()).hexdigest()[:8]}"
+
+
+def page_files(ids: list[str], earlier: dict[str, str] | None = None) -> dict[str, str]:
+    """The page file of each account: ``safe_name`` + ``.html``, unique without regard to case
+    (``ACME`` and ``acme`` would share one file on macOS and Windows, and in a zip).
+
+    ``earlier`` maps the accounts of earlier runs in the folder to their files: they keep them,
+    so links stay valid, and a new account never takes one. An account whose plain name clashes
+    gets the hashed form (name plus a short hash of the exact id).
+
+    >>> page_files(["ACME", "acme", "b"])
+    {'ACME': 'ACME-a8308e8e.html', 'acme': 'acme-822b33ad.html', 'b': 'b.html'}
+    >>> page_files(["acme"], earlier={"ACME": "ACME.html"})
+    {'acme': 'acme-822b33ad.html'}
+    """
+    earlier = {a: f for a, f in (earlier or {}).items() if f and _PAGE.fullmatch(f) and f[:-5].lower() not in RESERVED}
+    out: dict[str, str] = {}
+    taken: dict[str, str] = {}  # lower-case file -> account
+    for aid, f in earlier.items():
+        if taken.setdefault(f.lower(), aid) == aid:
+            if aid in ids:
+                out[aid] = f
+    new = [a for a in ids if a not in out]
+    plain = {a: safe_name(a) + ".html" for a in new}
+    counts: dict[str, int] = {}
+    for f in plain.values():
+        counts[f.lower()] = counts.get(f.lower(), 0) + 1
+    for aid in new:
+        f = plain[aid]
+        if counts[f.lower()] > 1 or taken.get(f.lower(), aid) != aid:
+            f = _hashed_name(aid) + ".html"
+        if taken.get(f.lower(), aid) != aid:
+            raise ValueError(
+                f"account ids {taken[f.lower()]!r} and {aid!r} map to the same page file {f!r}; "
+                "write them into different folders"
+            )
+        taken[f.lower()] = aid
+        out[aid] = f
+    return {a: out[a] for a in ids}
 
 
 def _sha(*parts: bytes) -> str:
@@ -71,7 +143,7 @@ def _select_accounts(scores: pl.DataFrame, accounts: str | list[str]) -> list[st
             col, value = (s.strip() for s in spec.split("=", 1))
             if col not in scores.columns:
                 raise ValueError(f"--accounts {spec!r}: the scores have no column {col!r}")
-            ids = (scores.filter(pl.col(col).cast(pl.String) == value)["account_id"].unique().sort().to_list())
+            ids = scores.filter(pl.col(col).cast(pl.String) == value)["account_id"].unique().sort().to_list()
             if not ids:
                 raise ValueError(f"--accounts {spec!r}: no account has {col} = {value!r}")
             return ids
@@ -83,7 +155,8 @@ def _rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        import psutil
+        import psutil  # optional: memory figures only
+
         return psutil.Process(pid).memory_info().rss / 2**20
     except Exception:  # the process is gone or psutil is missing: no figure rather than a crash
         return None
@@ -99,29 +172,43 @@ class WarmKernel:
     """
 
     # cheaper than %reset (which runs a full garbage collection: ~0.5 s with altair loaded)
-    _CLEAR = ("_ip = get_ipython()\n"
-              "for _k in [k for k in _ip.user_ns if not k.startswith('_') and k not in _ip.user_ns_hidden]:\n"
-              "    del _ip.user_ns[_k]")
+    _CLEAR = (
+        "_ip = get_ipython()\n"
+        "for _k in [k for k in _ip.user_ns if not k.startswith('_') and k not in _ip.user_ns_hidden]:\n"
+        "    del _ip.user_ns[_k]"
+    )
 
     # run once per kernel: the imports and the chart engine's start-up (~1 s) are paid before the
     # first account, while the parent is still preparing
-    _WARM_UP = ("import altair, vl_convert\n"
-                "from healthscore import reports\n"
-                "vl_convert.vegalite_to_svg({'mark': 'point', 'data': {'values': [{'x': 1}]},\n"
-                "                            'encoding': {'x': {'field': 'x', 'type': 'quantitative'}}})")
+    _WARM_UP = (
+        "import altair, vl_convert\n"
+        "from healthscore import reports\n"
+        "vl_convert.vegalite_to_svg({'mark': 'point', 'data': {'values': [{'x': 1}]},\n"
+        "                            'encoding': {'x': {'field': 'x', 'type': 'quantitative'}}})"
+    )
 
-    def __init__(self, notebook: str | os.PathLike[str] = NOTEBOOK, *, timeout: int = 300,
-                 cwd: str | os.PathLike[str] | None = None, warm_up: bool = True,
-                 while_starting: Any = None) -> None:
+    def __init__(
+        self,
+        notebook: str | os.PathLike[str] = NOTEBOOK,
+        *,
+        timeout: int = 300,
+        cwd: str | os.PathLike[str] | None = None,
+        warm_up: bool = True,
+        while_starting: Any = None,
+    ) -> None:
         """``while_starting`` (a callable) runs while the kernel process boots."""
-        from nbclient import NotebookClient
-        from papermill.iorw import load_notebook_node
+        from nbclient import NotebookClient  # the notebook client is needed only to run a notebook
+        from papermill.iorw import load_notebook_node  # papermill is needed only to run a notebook
 
         self.template = load_notebook_node(str(notebook))  # adds the metadata papermill relies on
         kernel = self.template.metadata.get("kernelspec", {}).get("name", "python3")
-        self.client = NotebookClient(nbformat.v4.new_notebook(), timeout=timeout, kernel_name=kernel,
-                                     resources={"metadata": {"path": str(cwd or os.getcwd())}},
-                                     extra_arguments=["--HistoryManager.enabled=False"])
+        self.client = NotebookClient(
+            nbformat.v4.new_notebook(),
+            timeout=timeout,
+            kernel_name=kernel,
+            resources={"metadata": {"path": str(cwd or os.getcwd())}},
+            extra_arguments=["--HistoryManager.enabled=False"],
+        )
         self._warm_up = warm_up
         self._start(while_starting)
 
@@ -146,8 +233,11 @@ class WarmKernel:
 
         Raises nbclient's ``CellExecutionError`` when a cell fails; the kernel is restarted when it
         died or timed out, so the next run starts clean."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-        from papermill.parameterize import parameterize_notebook
+        from nbclient.exceptions import (  # the notebook client is needed only to run a notebook
+            CellTimeoutError,
+            DeadKernelError,
+        )
+        from papermill.parameterize import parameterize_notebook  # papermill is needed only to run a notebook
 
         nb = parameterize_notebook(copy.deepcopy(self.template), parameters)
         reset = nbformat.v4.new_code_cell(self._CLEAR)
@@ -178,7 +268,7 @@ class WarmKernel:
 
 def _render_one(kernel: WarmKernel, task: dict[str, Any]) -> dict[str, Any]:
     """Run and export one account; never raises (the error goes into the manifest row)."""
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError  # the notebook client is needed only to run a notebook
 
     t0 = time.perf_counter()
     row = {"account_id": task["account_id"], "status": "rendered", "file": task["file"], "error": None}
@@ -223,23 +313,32 @@ class _Worker:
     """The parent's handle on one worker process; a thread turns its output into events."""
 
     def __init__(self, wid: int, notebook: str, timeout: int, log: Path, events: Any) -> None:
-        import subprocess
-        import threading
 
         self.wid, self.task = wid, None
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from healthscore.app.batch import _worker_main; _worker_main()",
-             notebook, str(timeout), os.getcwd()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+            [
+                sys.executable,
+                "-c",
+                "from healthscore.app.batch import _worker_main; _worker_main()",
+                notebook,
+                str(timeout),
+                os.getcwd(),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
         threading.Thread(target=self._read, args=(events,), daemon=True).start()
 
     def _read(self, events: Any) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(_PROTO):
-                events.put((self, json.loads(line[len(_PROTO):])))
+                events.put((self, json.loads(line[len(_PROTO) :])))
         events.put((self, {"kind": "eof"}))
 
     def send(self, task: dict[str, Any]) -> None:
@@ -287,17 +386,18 @@ class ScorecardRun:
     def summary(self) -> Summary:
         counts = dict(self.manifest.group_by("status").len().iter_rows())
         parts = [f"{counts.get(s, 0)} {s}" for s in ("rendered", "unchanged", "failed")]
-        lines = [f"scorecards in {self.out_dir}: " + ", ".join(parts) + f" in {self.seconds:.1f} s",
-                 f"open {self.out_dir / 'index.html'}"]
+        lines = [
+            f"scorecards in {self.out_dir}: " + ", ".join(parts) + f" in {self.seconds:.1f} s",
+            f"open {self.out_dir / 'index.html'}",
+        ]
         for r in self.failed.head(10).iter_rows(named=True):
             lines.append(f"  failed {r['account_id']}: {r['error']}")
         return Summary("\n".join(lines))
 
 
-def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
-                    inputs: Path) -> tuple[Path, Any, Path]:
-    """Paths the notebook can read: frames and model objects are written beside the reports."""
-    from healthscore.spec.model import load_model
+def _prepare_inputs(scores: pl.DataFrame | str | os.PathLike[str], model: Any, inputs: Path) -> tuple[Path, Any, Path]:
+    """Paths the notebook can read: frames and model objects are written into the private work
+    folder ``inputs`` (never into the shared output folder)."""
 
     if isinstance(scores, pl.DataFrame):
         scores_path = inputs / "scores.parquet"
@@ -320,46 +420,90 @@ def _read_manifest(path: Path) -> pl.DataFrame:
         return pl.DataFrame(schema=MANIFEST_COLUMNS)
     try:
         old = pl.read_csv(path, schema_overrides=MANIFEST_COLUMNS, infer_schema=False)
-        return old.select([pl.col(c).cast(t) if c in old.columns else pl.lit(None, t).alias(c)
-                           for c, t in MANIFEST_COLUMNS.items()])
+        old = old.select(
+            [pl.col(c).cast(t) if c in old.columns else pl.lit(None, t).alias(c) for c, t in MANIFEST_COLUMNS.items()]
+        )
     except Exception:  # an unreadable manifest only costs a full re-render
         return pl.DataFrame(schema=MANIFEST_COLUMNS)
+    # a row still pending belongs to a batch that was stopped before the account finished
+    pending = pl.col("status") == "pending"
+    return (
+        old.drop_nulls("account_id")
+        .unique("account_id", keep="last", maintain_order=True)
+        .with_columns(
+            pl.when(pending).then(pl.lit("failed")).otherwise(pl.col("status")).alias("status"),
+            pl.when(pending)
+            .then(pl.lit("interrupted: the batch stopped before this account finished; run it again"))
+            .otherwise(pl.col("error"))
+            .alias("error"),
+        )
+    )
 
 
 def _index_html(manifest: pl.DataFrame, latest: pl.DataFrame, title: str) -> str:
     rows = []
     table = manifest.join(latest, on="account_id", how="left").sort("company_name", "account_id", nulls_last=True)
     for r in table.iter_rows(named=True):
-        from urllib.parse import quote
         name = r["company_name"] or r["account_id"]
-        link = (f'<a href="{_e(quote(r["file"]))}">{_e(name)}</a>' if r["status"] in _DONE else _e(name))
+        # file names come from safe_name (letters, digits, . _ -): a relative link, never a scheme
+        link = f'<a href="{escape(quote(r["file"]))}">{escape(name)}</a>' if r["status"] in _DONE else escape(name)
         status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
-        rows.append(f'<tr><td>{link}</td><td>{_e(r["account_id"])}</td><td class="num">{_num(r["score"])}</td>'
-                    f'<td>{_badge(r["band"], _band_colour(r["band"])) if r["band"] else "–"}</td>'
-                    f"<td>{_e(status)}</td></tr>")
-    body = (f"<h1>{_e(title)}</h1><p class=\"muted\">{manifest.height} accounts · internal list, "
-            "share each scorecard on its own.</p><table><thead><tr><th>Account</th><th>ID</th>"
-            '<th class="num">Score</th><th>Band</th><th>Report</th></tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "", outputs=[nbformat.v4.new_output("display_data", data={"text/html": body})])])
+        rows.append(
+            f"<tr><td>{link}</td><td>{escape(r['account_id'])}</td>"
+            f'<td class="num">{escape(fmt.points(r["score"]))}</td>'
+            f"<td>{badge(r['band'], _band_colour(r['band'])) if r['band'] else fmt.MISSING}</td>"
+            f"<td>{escape(status)}</td></tr>"
+        )
+    body = (
+        f'<h1>{escape(title)}</h1><p class="muted">{fmt.count(manifest.height)} accounts · internal list, '
+        "share each scorecard on its own.</p><table><thead><tr><th>Account</th><th>ID</th>"
+        '<th class="num">Score</th><th>Band</th><th>Report</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", data={"text/html": body})])
+        ]
+    )
     return export_html(nb, None, title=title)
 
 
-def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
-                      accounts: str | list[str] = "all", out_dir: str | os.PathLike[str] = "build/scorecards",
-                      *, internal: bool = False, workers: int = 2, as_of: str | dt.date | None = None,
-                      variant: str | None = None, peer_by: str = "segment",
-                      probabilities: str | os.PathLike[str] | None = None,
-                      snapshots: pl.DataFrame | str | os.PathLike[str] | None = None,
-                      notebook: str | os.PathLike[str] = NOTEBOOK, timeout: int = 300,
-                      progress: bool = True, force: bool = False) -> ScorecardRun:
+def render_scorecards(
+    scores: pl.DataFrame | str | os.PathLike[str],
+    model: Any,
+    accounts: str | list[str] = "all",
+    out_dir: str | os.PathLike[str] = "build/scorecards",
+    *,
+    internal: bool = False,
+    workers: int = 2,
+    as_of: str | dt.date | None = None,
+    variant: str | None = None,
+    peer_by: str = "segment",
+    probabilities: str | os.PathLike[str] | None = None,
+    snapshots: pl.DataFrame | str | os.PathLike[str] | None = None,
+    notebook: str | os.PathLike[str] = NOTEBOOK,
+    timeout: int = 300,
+    progress: bool = True,
+    force: bool = False,
+    wait: float = 30.0,
+) -> ScorecardRun:
     """Render one static HTML scorecard per account with the scorecard notebook.
 
     Each of ``workers`` processes keeps one kernel warm and runs the notebook for account after
     account (parameters injected as papermill does), then exports the HTML in process. Writes
-    ``out_dir/<account>.html``, ``out_dir/index.html`` and ``out_dir/manifest.csv`` (account_id,
-    company_name, status, file, model_hash, data_hash, notebook_hash, as_of, seconds, error).
+    ``out_dir/<account>.html`` (see :func:`page_files`), ``out_dir/index.html`` and
+    ``out_dir/manifest.csv`` (account_id, company_name, status, file, model_hash, data_hash,
+    notebook_hash, as_of, seconds, error, score, band). The manifest and the index cover every
+    account in the folder: rows of earlier runs stay, and an account rendered again replaces its
+    row. ``run.manifest`` holds this run's rows.
+
+    The folder is meant for sharing: the batch's own inputs and worker logs live in a private
+    temporary folder that is removed at the end, and half-written files of killed runs are
+    removed at the start. A second batch into the same folder waits up to ``wait`` seconds for
+    the first, then stops with :class:`healthscore.io.files.FolderBusyError`. Scores produced by
+    another model than ``model``, or with one (account_id, as_of) twice, are refused
+    (:class:`healthscore.core.scoring.ScoresError`).
     ``snapshots`` (optional) supplies raw metric values for the metric table when the scores do not
     carry them. Accounts already rendered from the same model, data and notebook (and report
     settings) are skipped unless ``force``.
@@ -370,81 +514,215 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
         run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")
         print(run.summary())
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scores_path, model_obj, model_path = _prepare_inputs(scores, model, out / ".inputs")
+    with (
+        files.folder_lock(out, timeout=wait, what="scorecard batch"),
+        tempfile.TemporaryDirectory(prefix="healthscore-scorecards-") as work,
+    ):
+        _tidy_folder(out)
+        return _render_into(
+            out,
+            Path(work),
+            t_start,
+            scores,
+            model,
+            accounts,
+            internal=internal,
+            workers=workers,
+            as_of=as_of,
+            variant=variant,
+            peer_by=peer_by,
+            probabilities=probabilities,
+            snapshots=snapshots,
+            notebook=notebook,
+            timeout=timeout,
+            progress=progress,
+            force=force,
+        )
+
+
+def _checked_earlier(row: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's manifest row; a page name that is unsafe or reserved (an older version
+    could write an account called ``index`` over the index page) no longer counts as rendered."""
+    f = row.get("file") or ""
+    if row.get("status") in _DONE and (not _PAGE.fullmatch(f) or f[:-5].lower() in RESERVED):
+        return {
+            **row,
+            "status": "failed",
+            "error": f"its page {f!r} clashes with the folder's own files; render this account again",
+        }
+    return row
+
+
+def _tidy_folder(out: Path) -> None:
+    """Before a batch writes: remove the half-written files of killed runs, and the private
+    inputs folder that earlier versions kept inside the shared folder (every account's peer
+    percentiles, worker logs)."""
+    files.clean_stale_temporaries(out, older_than=0)  # we hold the folder's lock: nobody else writes
+    legacy = out / ".inputs"
+    if legacy.is_dir() and not legacy.is_symlink():
+        shutil.rmtree(legacy, ignore_errors=True)
+
+
+def _log_tail(logs: list[Path], lines: int = 3) -> str:
+    tails = []
+    for log in logs:
+        try:
+            text = [t for t in log.read_text(errors="replace").splitlines() if t.strip()]
+        except OSError:
+            continue
+        if text:
+            tails.append(" | ".join(text[-lines:]))
+    return ("; worker output: " + " || ".join(tails))[:2000] if tails else ""
+
+
+def _render_into(
+    out: Path,
+    work: Path,
+    t_start: float,
+    scores: Any,
+    model: Any,
+    accounts: Any,
+    *,
+    internal: bool,
+    workers: int,
+    as_of: Any,
+    variant: str | None,
+    peer_by: str,
+    probabilities: Any,
+    snapshots: Any,
+    notebook: Any,
+    timeout: int,
+    progress: bool,
+    force: bool,
+) -> ScorecardRun:
+    from tqdm.auto import tqdm  # progress bars are loaded only for long runs
+
+    scores_path, model_obj, model_path = _prepare_inputs(scores, model, work)
     snapshots_path = None
     if isinstance(snapshots, pl.DataFrame):
-        snapshots_path = (out / ".inputs" / "snapshots.parquet").resolve()
+        snapshots_path = (work / "snapshots.parquet").resolve()
         files.write_parquet(snapshots, snapshots_path)
     elif snapshots is not None:
         snapshots_path = Path(snapshots).resolve()
         if not snapshots_path.is_file():
             raise FileNotFoundError(f"{snapshots}: no such snapshots file")
     frame = load_scores(scores_path)
+    check_scores(
+        frame,
+        model_obj,
+        scores_source="the scores frame" if isinstance(scores, pl.DataFrame) else f"scores {scores}",
+        model_source=f"model {model}" if isinstance(model, (str, os.PathLike)) else "the model given",
+    )
     ids = _select_accounts(frame, accounts)
     as_of_s = None if as_of is None else str(as_of)
 
     # peers once for the whole batch (aggregates only), instead of once per kernel; written below,
     # once the workers are starting
-    cohort_path = (out / ".inputs" / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
+    cohort_path = (work / f"peers-{peer_by}.parquet").resolve() if peer_by in frame.columns else None
 
     template_bytes = b"".join(p.read_bytes() for p in sorted((TEMPLATES / TEMPLATE_NAME).iterdir()) if p.is_file())
     settings = repr((internal, as_of_s, variant, peer_by, str(probabilities))).encode()
     model_hash = str(model_obj.hash)
-    data_hash = _sha(scores_path.read_bytes(), Path(probabilities).read_bytes() if probabilities else b"",
-                     snapshots_path.read_bytes() if snapshots_path else b"")
+    data_hash = _sha(
+        scores_path.read_bytes(),
+        Path(probabilities).read_bytes() if probabilities else b"",
+        snapshots_path.read_bytes() if snapshots_path else b"",
+    )
     # the notebook, the template, this module's code and the report settings: any change re-renders
     notebook_hash = _sha(Path(notebook).read_bytes(), template_bytes, Path(__file__).read_bytes(), settings)
 
-    latest = (frame.filter(pl.col("account_id").is_in(ids))
-              .filter(pl.col("as_of") <= dt.date.fromisoformat(as_of_s)) if as_of_s else
-              frame.filter(pl.col("account_id").is_in(ids)))
-    latest = (latest.sort("account_id", "as_of").group_by("account_id").last()
-              .select("account_id", *[c for c in ("company_name", "score", "band") if c in frame.columns]))
+    latest = (
+        frame.filter(pl.col("account_id").is_in(ids)).filter(pl.col("as_of") <= dt.date.fromisoformat(as_of_s))
+        if as_of_s
+        else frame.filter(pl.col("account_id").is_in(ids))
+    )
+    latest = (
+        latest.sort("account_id", "as_of")
+        .group_by("account_id")
+        .last()
+        .select("account_id", *[c for c in ("company_name", "score", "band") if c in frame.columns])
+    )
     for c in ("company_name", "score", "band"):
         if c not in latest.columns:
             latest = latest.with_columns(pl.lit(None, pl.Float64 if c == "score" else pl.String).alias(c))
     names = dict(zip(latest["account_id"], latest["company_name"]))
+    shown = {r["account_id"]: (r["score"], r["band"]) for r in latest.iter_rows(named=True)}
 
     manifest_path = out / "manifest.csv"
+    # rows of earlier runs stay (keyed by account; this run's row replaces an account's old one)
     previous = {r["account_id"]: r for r in _read_manifest(manifest_path).iter_rows(named=True)}
+    page = page_files(ids, {a: r["file"] for a, r in previous.items()})
     rows: dict[str, dict[str, Any]] = {}
     tasks = []
     for aid in ids:
-        file = safe_name(aid) + ".html"
+        file = page[aid]
         stamp = {"model_hash": model_hash, "data_hash": data_hash, "notebook_hash": notebook_hash}
-        base = {"account_id": aid, "company_name": names.get(aid), "file": file, "as_of": as_of_s,
-                "error": None, **stamp}
+        score_now, band_now = shown.get(aid, (None, None))
+        base = {
+            "account_id": aid,
+            "company_name": names.get(aid),
+            "file": file,
+            "as_of": as_of_s,
+            "error": None,
+            "score": score_now,
+            "band": band_now,
+            **stamp,
+        }
         old = previous.get(aid)
-        if (not force and old is not None and old["status"] in _DONE and (out / file).is_file()
-                and all(old[k] == v for k, v in stamp.items()) and old["as_of"] == as_of_s):
+        if (
+            not force
+            and old is not None
+            and old["status"] in _DONE
+            and (out / file).is_file()
+            and old["file"] == file
+            and all(old[k] == v for k, v in stamp.items())
+            and old["as_of"] == as_of_s
+        ):
             rows[aid] = {**base, "status": "unchanged", "seconds": 0.0}
             continue
         rows[aid] = {**base, "status": "pending", "seconds": None}
-        params = {"account_id": aid, "as_of": as_of_s, "scores": str(scores_path), "model": str(model_path),
-                  "variant": variant, "internal": internal, "cohort": str(cohort_path) if cohort_path else None,
-                  "peer_by": peer_by, "probabilities": str(Path(probabilities).resolve()) if probabilities else None,
-                  "snapshots": str(snapshots_path) if snapshots_path else None}
-        tasks.append({"index": len(tasks), "account_id": aid, "file": file, "out_dir": str(out),
-                      "title": f"{names.get(aid) or aid}: health scorecard", "parameters": params})
+        params = {
+            "account_id": aid,
+            "as_of": as_of_s,
+            "scores": str(scores_path),
+            "model": str(model_path),
+            "variant": variant,
+            "internal": internal,
+            "cohort": str(cohort_path) if cohort_path else None,
+            "peer_by": peer_by,
+            "probabilities": str(Path(probabilities).resolve()) if probabilities else None,
+            "snapshots": str(snapshots_path) if snapshots_path else None,
+        }
+        tasks.append(
+            {
+                "index": len(tasks),
+                "account_id": aid,
+                "file": file,
+                "out_dir": str(out),
+                "title": f"{names.get(aid) or aid}: health scorecard",
+                "parameters": params,
+            }
+        )
+
+    def merged() -> pl.DataFrame:
+        """Earlier runs' rows in their order, updated by this run's, then this run's new ones."""
+        order = list(previous) + [a for a in ids if a not in previous]
+        table = [rows.get(a) or _checked_earlier(previous[a]) for a in order]
+        return pl.DataFrame([{c: r.get(c) for c in MANIFEST_COLUMNS} for r in table], schema=MANIFEST_COLUMNS)
 
     def write_manifest() -> pl.DataFrame:
-        m = pl.DataFrame([rows[a] for a in ids], schema=MANIFEST_COLUMNS)
-        files.write_csv(m, manifest_path)
-        return m
+        files.write_csv(merged(), manifest_path)
+        return pl.DataFrame([rows[a] for a in ids], schema=MANIFEST_COLUMNS)
 
     memory: list[dict[str, Any]] = []
     if tasks:
-        import queue
-
         events: queue.Queue = queue.Queue()
         n_workers = max(1, min(int(workers), len(tasks)))
-        pool = [_Worker(w, str(Path(notebook).resolve()), timeout, out / ".inputs" / f"worker-{w}.log", events)
-                for w in range(n_workers)]
+        logs = [work / f"worker-{w}.log" for w in range(n_workers)]
+        pool = [_Worker(w, str(Path(notebook).resolve()), timeout, logs[w], events) for w in range(n_workers)]
         todo = list(reversed(tasks))
         live, remaining = n_workers, len(tasks)
         bar = tqdm(total=len(tasks), desc="scorecards", unit="report", disable=not progress)
@@ -464,9 +742,14 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                 if msg["kind"] == "done":
                     row = msg["row"]
                     worker.task = None
-                    memory.append({"report": len(memory) + 1, "worker": worker.wid,
-                                   "worker_rss_mb": row.get("worker_rss_mb"),
-                                   "kernel_rss_mb": row.get("kernel_rss_mb")})
+                    memory.append(
+                        {
+                            "report": len(memory) + 1,
+                            "worker": worker.wid,
+                            "worker_rss_mb": row.get("worker_rss_mb"),
+                            "kernel_rss_mb": row.get("kernel_rss_mb"),
+                        }
+                    )
                     finish(row["account_id"], status=row["status"], seconds=row["seconds"], error=row["error"])
                 if msg["kind"] in ("ready", "done"):
                     if todo:
@@ -476,8 +759,12 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                 elif msg["kind"] in ("dead", "eof"):
                     live -= msg["kind"] == "eof"
                     if worker.task is not None:  # the account it was rendering goes down with it
-                        finish(worker.task["account_id"], status="failed", seconds=None,
-                               error=msg.get("error") or "worker process stopped")
+                        finish(
+                            worker.task["account_id"],
+                            status="failed",
+                            seconds=None,
+                            error=msg.get("error") or "worker process stopped",
+                        )
                         worker.task = None
         finally:
             bar.close()
@@ -485,26 +772,42 @@ def render_scorecards(scores: pl.DataFrame | str | os.PathLike[str], model: Any,
                 w.close()
         for r in rows.values():
             if r["status"] == "pending":
-                r.update(status="failed", error="not rendered: no worker could start a kernel "
-                                                f"(see {out / '.inputs'}/worker-*.log)")
+                r.update(status="failed", error="not rendered: no worker could start a kernel" + _log_tail(logs))
     manifest = write_manifest()
-    files.write_text(out / "index.html", _index_html(manifest, latest, "Customer health scorecards"))
-    return ScorecardRun(out_dir=out, manifest=manifest,
-                        memory=pl.DataFrame(memory, schema={"report": pl.Int64, "worker": pl.Int64,
-                                                            "worker_rss_mb": pl.Float64,
-                                                            "kernel_rss_mb": pl.Float64}),
-                        seconds=time.perf_counter() - t_start)
+    folder = merged()  # the index lists every account in the folder, from this run and earlier ones
+    files.write_text(
+        out / "index.html",
+        _index_html(
+            folder.drop("score", "band"), folder.select("account_id", "score", "band"), "Customer health scorecards"
+        ),
+    )
+    return ScorecardRun(
+        out_dir=out,
+        manifest=manifest,
+        memory=pl.DataFrame(
+            memory,
+            schema={"report": pl.Int64, "worker": pl.Int64, "worker_rss_mb": pl.Float64, "kernel_rss_mb": pl.Float64},
+        ),
+        seconds=time.perf_counter() - t_start,
+    )
 
 
 # ===================================================================== cohort review
 REVIEW_NOTEBOOK = resources.notebook("cohort_review")
 
 
-def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.PathLike[str], *,
-                  events: str | os.PathLike[str] | pl.DataFrame | None = None,
-                  model: str | os.PathLike[str] | None = None, by: str = "segment",
-                  date_from: str | None = None, date_to: str | None = None, horizon: str = "90d",
-                  timeout: int = 900) -> Path:
+def render_review(
+    data: str | os.PathLike[str] | pl.DataFrame,
+    out: str | os.PathLike[str],
+    *,
+    events: str | os.PathLike[str] | pl.DataFrame | None = None,
+    model: str | os.PathLike[str] | None = None,
+    by: str = "segment",
+    date_from: str | None = None,
+    date_to: str | None = None,
+    horizon: str = "90d",
+    timeout: int = 900,
+) -> Path:
     """Run ``notebooks/cohort_review.ipynb`` with papermill and write the leadership cohort review
     as one static HTML file with no code: executive summary first, then the detail.
 
@@ -516,12 +819,12 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
         render_review("data/snapshots.parquet", "review.html", events="data/events.parquet",
                       model="data/model.toml", by="segment")
     """
-    import tempfile
+    import papermill as pm  # papermill is needed only to run a notebook
+    from papermill.exceptions import PapermillExecutionError  # papermill is needed only to run a notebook
 
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
+    _check_review_scores(data, model)
     with tempfile.TemporaryDirectory(prefix="hs-review-") as tmp:
+
         def _path(value: Any, name: str) -> str | None:
             if value is None:
                 return None
@@ -533,21 +836,60 @@ def render_review(data: str | os.PathLike[str] | pl.DataFrame, out: str | os.Pat
                 raise FileNotFoundError(f"{value}: no such file (the {name} for the cohort review)")
             return str(Path(value).resolve())
 
-        params = {"data": _path(data, "data"), "events": _path(events, "events"), "model": _path(model, "model"),
-                  "by": by, "date_from": None if date_from is None else str(date_from),
-                  "date_to": None if date_to is None else str(date_to), "horizon": horizon}
+        params = {
+            "data": _path(data, "data"),
+            "events": _path(events, "events"),
+            "model": _path(model, "model"),
+            "by": by,
+            "date_from": None if date_from is None else str(date_from),
+            "date_to": None if date_to is None else str(date_to),
+            "horizon": horizon,
+        }
         try:
-            nb = pm.execute_notebook(str(REVIEW_NOTEBOOK), str(Path(tmp) / "review.ipynb"), parameters=params,
-                                     kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-                                     cwd=str(REVIEW_NOTEBOOK.parent),
-                                     # a local kernel on loopback: its start-up warning about TCP is noise
-                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            nb = pm.execute_notebook(
+                str(REVIEW_NOTEBOOK),
+                str(Path(tmp) / "review.ipynb"),
+                parameters=params,
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=timeout,
+                cwd=str(REVIEW_NOTEBOOK.parent),
+                # a local kernel on loopback: its start-up warning about TCP is noise
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
         except PapermillExecutionError as exc:
             # the notebook's error names the file, column or setting; show it without the traceback
             raise ValueError(f"the cohort review could not be built: {exc.ename}: {exc.evalue}") from None
-    export_html(nbformat.from_dict(nb), out, title="Cohort review by " + " x ".join(
-        b.strip().replace("_", " ") for b in by.split(",")))
+    export_html(
+        nbformat.from_dict(nb),
+        out,
+        title="Cohort review by " + " x ".join(b.strip().replace("_", " ") for b in by.split(",")),
+    )
     return Path(out)
+
+
+def _check_review_scores(data: Any, model: Any) -> None:
+    """A score frame handed to the review must come from ``model`` (when given) and hold each
+    (account_id, as_of) once; snapshots are scored inside the notebook and need no check."""
+
+    if isinstance(data, pl.DataFrame):
+        lf, label = data.lazy(), "the review data"
+    else:
+        path = Path(data)
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in {".parquet", ".pq", ".csv"}:
+            return  # the notebook reports what it cannot read
+        lf = pl.scan_parquet(path) if suffix != ".csv" else pl.scan_csv(path, infer_schema=False)
+        label = f"--data {data}"
+    columns = lf.collect_schema().names()
+    if "score" not in columns:
+        return
+    if "as_of" in columns and lf.collect_schema()["as_of"] == pl.String:
+        lf = lf.with_columns(pl.col("as_of").str.strip_chars())
+    score_model = load_model(model) if model is not None else None
+    check_scores(
+        lf, score_model, scores_source=label, model_source=f"--model {model}" if model is not None else "the model"
+    )
 
 
 def one_per_band(scores: pl.DataFrame, bands: tuple[str, ...] = ("green", "yellow", "red")) -> list[str]:

@@ -12,6 +12,7 @@ times; a client error (4xx other than 408/429) is not retried and the alert stay
 ...            "action": "Call them.", "as_of": "2026-11-16"})
 '[high] A1: entered_red (2026-11-16) -> CSM: Call them.'
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ class Delivery:
         return not self.pending
 
     def summary(self) -> str:
-        line = (f"webhook: {len(self.delivered)} delivered, {len(self.pending)} waiting in the outbox, "
-                f"{len(self.skipped)} already delivered before")
+        line = (
+            f"webhook: {len(self.delivered)} delivered, {len(self.pending)} waiting in the outbox, "
+            f"{len(self.skipped)} already delivered before"
+        )
         if self.errors:
             first = next(iter(self.errors.items()))
             line += f" (last error for {first[0]}: {first[1]})"
@@ -60,8 +63,10 @@ class Delivery:
 
 def text_line(alert: Mapping[str, Any]) -> str:
     """One readable line for a chat message."""
-    return (f"[{alert.get('severity', '')}] {alert.get('account_id', '')}: {alert.get('rule', '')} "
-            f"({alert.get('as_of', '')}) -> {alert.get('owner', '')}: {alert.get('action', '')}")
+    return (
+        f"[{alert.get('severity', '')}] {alert.get('account_id', '')}: {alert.get('rule', '')} "
+        f"({alert.get('as_of', '')}) -> {alert.get('owner', '')}: {alert.get('action', '')}"
+    )
 
 
 def read_outbox(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -88,16 +93,28 @@ def _write_outbox(path: Path, entries: list[dict[str, Any]]) -> None:
 
 
 def _post(url: str, body: bytes, key: str, timeout: float) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "healthscore-alerts"})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "healthscore-alerts"},
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
         return int(response.status)
 
 
-def deliver_alerts(alerts: Iterable[Mapping[str, Any]], url: str, outbox: str | os.PathLike[str], *,
-                   timeout: float = 10.0, retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
-                   sleep: Callable[[float], None] = time.sleep) -> Delivery:
+def deliver_alerts(
+    alerts: Iterable[Mapping[str, Any]],
+    url: str,
+    outbox: str | os.PathLike[str],
+    *,
+    timeout: float = 10.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+    max_backoff: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
     """Post every undelivered alert of the outbox (oldest first), then the given ``alerts``.
 
     ``alerts`` are records (dicts) with at least ``alert_id``; ones already in the outbox are not
@@ -145,7 +162,7 @@ def deliver_alerts(alerts: Iterable[Mapping[str, Any]], url: str, outbox: str | 
                 entry["last_error"] = None
                 break
             if attempt < retries:
-                sleep(min(max_backoff, backoff * 2 ** attempt))
+                sleep(min(max_backoff, backoff * 2**attempt))
         _write_outbox(path, entries)
         if entry.get("delivered"):
             result.delivered.append(key)

@@ -40,6 +40,7 @@ Rules, stated once:
 >>> build_snapshots(spec, today=dt.date(2025, 2, 1))["logins_7d"].to_list()
 [2]
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -83,27 +84,41 @@ class Build:
     notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return (f"Build({self.snapshots.height} snapshots of {self.snapshots['account_id'].n_unique()} accounts, "
-                f"{self.events.height} outcome events)")
+        return (
+            f"Build({self.snapshots.height} snapshots of {self.snapshots['account_id'].n_unique()} accounts, "
+            f"{self.events.height} outcome events)"
+        )
 
 
 # ============================================================================ public API
-def build_snapshots(spec: MetricSpec | str | os.PathLike[str], *, engine: str = "polars",
-                    grid: str | Sequence[dt.date] | None = None, today: dt.date | None = None,
-                    progress: bool = False) -> pl.DataFrame:
+def build_snapshots(
+    spec: MetricSpec | str | os.PathLike[str],
+    *,
+    engine: str = "polars",
+    grid: str | Sequence[dt.date] | None = None,
+    today: dt.date | None = None,
+    progress: bool = False,
+) -> pl.DataFrame:
     """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date."""
     return build(spec, engine=engine, grid=grid, today=today, progress=progress).snapshots
 
 
-def build_outcomes(spec: MetricSpec | str | os.PathLike[str], *, engine: str = "polars",
-                   today: dt.date | None = None) -> pl.DataFrame:
+def build_outcomes(
+    spec: MetricSpec | str | os.PathLike[str], *, engine: str = "polars", today: dt.date | None = None
+) -> pl.DataFrame:
     """Outcome events (``account_id, date, event``) derived by the rules of ``[outcomes]``."""
     return build(spec, engine=engine, today=today, metrics=False).events
 
 
-def build(spec: MetricSpec | str | os.PathLike[str], *, engine: str = "polars",
-          grid: str | Sequence[dt.date] | None = None, today: dt.date | None = None,
-          progress: bool = False, metrics: bool = True) -> Build:
+def build(
+    spec: MetricSpec | str | os.PathLike[str],
+    *,
+    engine: str = "polars",
+    grid: str | Sequence[dt.date] | None = None,
+    today: dt.date | None = None,
+    progress: bool = False,
+    metrics: bool = True,
+) -> Build:
     """Snapshots and outcome events in one pass over the raw data."""
     if not isinstance(spec, MetricSpec):
         spec = load_spec(spec)
@@ -125,8 +140,7 @@ def build(spec: MetricSpec | str | os.PathLike[str], *, engine: str = "polars",
         bar.update()
         bar.set_postfix_str("outcomes and grid")
         firsts = runner.account_days() if spec.source.events is not None else _empty_days()
-        activity = (runner.activity_days() if any(r.source == "activity" for r in spec.outcomes)
-                    else _empty_days())
+        activity = runner.activity_days() if any(r.source == "activity" for r in spec.outcomes) else _empty_days()
         starts = _starts(firsts, subs, universe)
         observed = _observed_until(firsts, subs, accounts, today)
         events, dead = _outcomes(spec, subs, accounts, activity, observed)
@@ -162,8 +176,10 @@ class _Problem:
 def _raise(problems: list[_Problem]) -> None:
     if problems:
         n = len(problems)
-        raise BuildError(f"{n} problem{'s' * (n != 1)} in the raw data; nothing was written:\n"
-                         + "\n".join(f"  - {p.render()}" for p in problems))
+        raise BuildError(
+            f"{n} problem{'s' * (n != 1)} in the raw data; nothing was written:\n"
+            + "\n".join(f"  - {p.render()}" for p in problems)
+        )
 
 
 def _show(value: Any) -> str:
@@ -171,8 +187,10 @@ def _show(value: Any) -> str:
 
 
 def _examples(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
-    return [", ".join(f"{c}={_show(r[c])}" for c in columns if c in r)
-            for r in frame.head(MAX_EXAMPLES).iter_rows(named=True)]
+    return [
+        ", ".join(f"{c}={_show(r[c])}" for c in columns if c in r)
+        for r in frame.head(MAX_EXAMPLES).iter_rows(named=True)
+    ]
 
 
 # ============================================================================ subscriptions, accounts
@@ -182,8 +200,15 @@ def _as_date(frame: pl.DataFrame, name: str, source: str, problems: list[_Proble
         parsed = pl.col(name).str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
         bad = frame.filter(pl.col(name).is_not_null() & (pl.col(name).str.strip_chars() != "") & parsed.is_null())
         if bad.height:
-            problems.append(_Problem(source, name, f"{bad.height} value(s) are not dates",
-                                     "Write dates as YYYY-MM-DD.", _examples(bad, ["account_id", name])))
+            problems.append(
+                _Problem(
+                    source,
+                    name,
+                    f"{bad.height} value(s) are not dates",
+                    "Write dates as YYYY-MM-DD.",
+                    _examples(bad, ["account_id", name]),
+                )
+            )
         frame = frame.with_columns(parsed.alias(name))
     elif isinstance(dtype, pl.Datetime):
         frame = frame.with_columns(pl.col(name).dt.date())
@@ -195,22 +220,31 @@ def _as_date(frame: pl.DataFrame, name: str, source: str, problems: list[_Proble
     if required:
         missing = frame.filter(pl.col(name).is_null())
         if missing.height:
-            problems.append(_Problem(source, name, f"{missing.height} row(s) have no {name}",
-                                     f"Every row needs a {name} date; fill them in or drop the rows.",
-                                     _examples(missing, ["account_id"])))
+            problems.append(
+                _Problem(
+                    source,
+                    name,
+                    f"{missing.height} row(s) have no {name}",
+                    f"Every row needs a {name} date; fill them in or drop the rows.",
+                    _examples(missing, ["account_id"]),
+                )
+            )
     return frame
 
 
-def _rename(frame: pl.DataFrame, spec: MetricSpec, roles: Sequence[str], source: str,
-            required: Sequence[str]) -> pl.DataFrame:
+def _rename(
+    frame: pl.DataFrame, spec: MetricSpec, roles: Sequence[str], source: str, required: Sequence[str]
+) -> pl.DataFrame:
     # a mapped name is looked for first; a table that already uses the logical name keeps it
     mapping = {spec.source.col(r): r for r in roles if spec.source.col(r) in frame.columns}
     mapping.update({r: r for r in roles if r in frame.columns and r not in mapping.values()})
     missing = [r for r in required if r not in mapping.values()]
     if missing:
-        raise BuildError(f"{source}: column(s) {', '.join(repr(spec.source.col(r)) for r in missing)} missing "
-                         f"(columns present: {', '.join(frame.columns[:15])}). Rename them, or map them in "
-                         "[source.columns] of the spec or with --map " + ", ".join(f"{r}=<column>" for r in missing))
+        raise BuildError(
+            f"{source}: column(s) {', '.join(repr(spec.source.col(r)) for r in missing)} missing "
+            f"(columns present: {', '.join(frame.columns[:15])}). Rename them, or map them in "
+            "[source.columns] of the spec or with --map " + ", ".join(f"{r}=<column>" for r in missing)
+        )
     return frame.rename(mapping)
 
 
@@ -221,7 +255,8 @@ def _read_subscriptions(spec: MetricSpec, today: dt.date) -> pl.DataFrame | None
     source = str(ref)
     raw = read_table(ref.path, ref.table, wanted="subscriptions")
     need_mrr = any(m.column == "mrr" and m.kind == "subscription" for m in spec.metrics) or any(
-        r.source == "mrr" for r in spec.outcomes)
+        r.source == "mrr" for r in spec.outcomes
+    )
     need_seats = any((m.kind == "subscription" and m.column == "seats") or m.per == "seat" for m in spec.metrics)
     required = ["account_id", "start"] + (["mrr"] if need_mrr else []) + (["seats"] if need_seats else [])
     subs = _rename(raw, spec, ["account_id", "start", "end", "mrr", "seats"], source, required)
@@ -231,8 +266,14 @@ def _read_subscriptions(spec: MetricSpec, today: dt.date) -> pl.DataFrame | None
     subs = subs.with_columns(pl.col("account_id").cast(pl.String))
     nulls = subs.filter(pl.col("account_id").is_null())
     if nulls.height:
-        problems.append(_Problem(source, spec.source.col("account_id"), f"{nulls.height} row(s) have no account",
-                                 "Fill in the account of every subscription."))
+        problems.append(
+            _Problem(
+                source,
+                spec.source.col("account_id"),
+                f"{nulls.height} row(s) have no account",
+                "Fill in the account of every subscription.",
+            )
+        )
     subs = _as_date(subs, "start", source, problems, required=True)
     subs = _as_date(subs, "end", source, problems, required=False)
     for c in ("mrr", "seats"):
@@ -242,37 +283,76 @@ def _read_subscriptions(spec: MetricSpec, today: dt.date) -> pl.DataFrame | None
         as_num = pl.col(c).cast(pl.Float64, strict=False)
         bad = subs.filter(pl.col(c).is_not_null() & as_num.is_null())
         if bad.height:
-            problems.append(_Problem(source, spec.source.col(c), f"{bad.height} value(s) are not numbers",
-                                     "Write plain numbers (no currency signs).", _examples(bad, ["account_id", c])))
+            problems.append(
+                _Problem(
+                    source,
+                    spec.source.col(c),
+                    f"{bad.height} value(s) are not numbers",
+                    "Write plain numbers (no currency signs).",
+                    _examples(bad, ["account_id", c]),
+                )
+            )
         subs = subs.with_columns(as_num.alias(c))
         neg = subs.filter((pl.col(c) < 0) | pl.col(c).is_nan() | pl.col(c).is_infinite())
         if neg.height:
-            problems.append(_Problem(source, spec.source.col(c), f"{neg.height} negative or non-finite value(s)",
-                                     f"{c} cannot be negative; correct the export.", _examples(neg, ["account_id", c])))
+            problems.append(
+                _Problem(
+                    source,
+                    spec.source.col(c),
+                    f"{neg.height} negative or non-finite value(s)",
+                    f"{c} cannot be negative; correct the export.",
+                    _examples(neg, ["account_id", c]),
+                )
+            )
         if (c == "mrr" and need_mrr) or (c == "seats" and need_seats):
             empty = subs.filter(pl.col(c).is_null())
             if empty.height:
-                problems.append(_Problem(source, spec.source.col(c), f"{empty.height} subscription(s) without {c}",
-                                         f"Fill in {c} (0 for a free plan).", _examples(empty, ["account_id", "start"])))
+                problems.append(
+                    _Problem(
+                        source,
+                        spec.source.col(c),
+                        f"{empty.height} subscription(s) without {c}",
+                        f"Fill in {c} (0 for a free plan).",
+                        _examples(empty, ["account_id", "start"]),
+                    )
+                )
     _raise(problems)
     backwards = subs.filter(pl.col("end") < pl.col("start"))
     if backwards.height:
-        problems.append(_Problem(source, spec.source.col("end"), f"{backwards.height} subscription(s) end before "
-                                 "they start", "Swap or correct start and end (end is the first day without the "
-                                 "subscription).", _examples(backwards, ["account_id", "start", "end"])))
+        problems.append(
+            _Problem(
+                source,
+                spec.source.col("end"),
+                f"{backwards.height} subscription(s) end before they start",
+                "Swap or correct start and end (end is the first day without the subscription).",
+                _examples(backwards, ["account_id", "start", "end"]),
+            )
+        )
     future = subs.filter(pl.col("start") > today)
     if future.height:
-        problems.append(_Problem(source, spec.source.col("start"), f"{future.height} subscription(s) start after "
-                                 f"today ({today})", "Remove planned subscriptions or fix the dates.",
-                                 _examples(future, ["account_id", "start"])))
+        problems.append(
+            _Problem(
+                source,
+                spec.source.col("start"),
+                f"{future.height} subscription(s) start after today ({today})",
+                "Remove planned subscriptions or fix the dates.",
+                _examples(future, ["account_id", "start"]),
+            )
+        )
     ordered = subs.sort("account_id", "start", "end", nulls_last=True)
     prev_end = pl.col("end").fill_null(_FAR).shift(1).over("account_id", order_by=["start", "end"])
     overlap = ordered.with_columns(prev_end.alias("__prev_end")).filter(pl.col("start") < pl.col("__prev_end"))
     if overlap.height:
-        problems.append(_Problem(source, None, f"{overlap.height} subscription(s) overlap an earlier one of the "
-                                 "same account", "Keep one row per period: end the earlier subscription on the day "
-                                 "the next one starts (a change of plan is a new row), or add their MRR into one row.",
-                                 _examples(overlap, ["account_id", "start", "end"])))
+        problems.append(
+            _Problem(
+                source,
+                None,
+                f"{overlap.height} subscription(s) overlap an earlier one of the same account",
+                "Keep one row per period: end the earlier subscription on the day "
+                "the next one starts (a change of plan is a new row), or add their MRR into one row.",
+                _examples(overlap, ["account_id", "start", "end"]),
+            )
+        )
     _raise(problems)
     return ordered.select("account_id", "start", "end", "mrr", "seats")
 
@@ -291,32 +371,60 @@ def _read_accounts(spec: MetricSpec) -> pl.DataFrame | None:
     fields = [m for m in spec.metrics if m.kind == "field"]
     for m in fields:
         if m.column not in accounts.columns:
-            problems.append(_Problem(source, m.column, f"is missing (metric {m.name})",
-                                     f"Columns present: {', '.join(accounts.columns[:15])}; fix field = in the spec."))
+            problems.append(
+                _Problem(
+                    source,
+                    m.column,
+                    f"is missing (metric {m.name})",
+                    f"Columns present: {', '.join(accounts.columns[:15])}; fix field = in the spec.",
+                )
+            )
     has_time = "changed_at" in accounts.columns
     if has_time:
         accounts = _as_date(accounts, "changed_at", source, problems, required=True)
         dup = accounts.filter(pl.struct("account_id", "changed_at").is_duplicated())
         if dup.height:
-            problems.append(_Problem(source, "changed_at", f"{dup.height} rows share an account and change date",
-                                     "Keep one row per account and day (the state at the end of that day).",
-                                     _examples(dup, ["account_id", "changed_at"])))
+            problems.append(
+                _Problem(
+                    source,
+                    "changed_at",
+                    f"{dup.height} rows share an account and change date",
+                    "Keep one row per account and day (the state at the end of that day).",
+                    _examples(dup, ["account_id", "changed_at"]),
+                )
+            )
     else:
         dup = accounts.filter(pl.col("account_id").is_duplicated())
         if dup.height:
-            problems.append(_Problem(source, "account_id", f"{dup.height} rows repeat an account and there is no "
-                                     "changed_at column", "Add a changed_at (or as_of) column with the date each "
-                                     "row became true, or keep one row per account.", _examples(dup, ["account_id"])))
+            problems.append(
+                _Problem(
+                    source,
+                    "account_id",
+                    f"{dup.height} rows repeat an account and there is no changed_at column",
+                    "Add a changed_at (or as_of) column with the date each "
+                    "row became true, or keep one row per account.",
+                    _examples(dup, ["account_id"]),
+                )
+            )
         for m in fields:
             if not m.static:
-                problems.append(_Problem(source, m.column, f"cannot be read point in time (metric {m.name}): the "
-                                         "table has no changed_at or as_of column", "Add a changed_at column with the "
-                                         "date each value became true, or set static = true on the metric if the "
-                                         "field never changes (e.g. industry)."))
+                problems.append(
+                    _Problem(
+                        source,
+                        m.column,
+                        f"cannot be read point in time (metric {m.name}): the table has no changed_at or as_of column",
+                        "Add a changed_at column with the "
+                        "date each value became true, or set static = true on the metric if the "
+                        "field never changes (e.g. industry).",
+                    )
+                )
     for r in spec.outcomes:
         if r.source == "accounts" and r.column not in accounts.columns:
-            problems.append(_Problem(source, r.column, f"is missing (outcome {r.name})",
-                                     "Fix field = in [outcomes." + r.name + "]."))
+            problems.append(
+                _Problem(
+                    source, r.column, f"is missing (outcome {r.name})", "Fix field = in [outcomes." + r.name + "]."
+                )
+            )
     _raise(problems)
     return accounts
 
@@ -343,8 +451,9 @@ class _Engine:
     def activity_days(self) -> pl.DataFrame:
         raise NotImplementedError
 
-    def metrics(self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None,
-                starts: pl.DataFrame) -> pl.DataFrame:
+    def metrics(
+        self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, starts: pl.DataFrame
+    ) -> pl.DataFrame:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -366,28 +475,45 @@ class _Engine:
             need.append("user_id")
         missing = [r for r in need if src.col(r) not in columns]
         if missing:
-            raise BuildError(f"{src.events}: column(s) {', '.join(repr(src.col(r)) for r in missing)} missing "
-                             f"(columns present: {', '.join(list(columns)[:15])}). Rename them in the file, or map "
-                             "them in [source.columns] or with --map " + ", ".join(f"{r}=<column>" for r in missing))
+            raise BuildError(
+                f"{src.events}: column(s) {', '.join(repr(src.col(r)) for r in missing)} missing "
+                f"(columns present: {', '.join(list(columns)[:15])}). Rename them in the file, or map "
+                "them in [source.columns] or with --map " + ", ".join(f"{r}=<column>" for r in missing)
+            )
 
     def _report(self, counts: dict[str, int], examples: dict[str, list[str]], today: dt.date) -> list[str]:
         src = self.spec.source
         name = str(src.events)
         problems: list[_Problem] = []
         texts = {
-            "bad_account": (src.col("account_id"), "event(s) without an account", "Fill in the account of every event."),
+            "bad_account": (
+                src.col("account_id"),
+                "event(s) without an account",
+                "Fill in the account of every event.",
+            ),
             "bad_event": (src.col("event"), "event(s) without an event type", "Fill in the event type."),
-            "bad_time": (src.col("time"), "time(s) missing or not readable",
-                         "Write times as ISO 8601 (2025-03-02 14:05:00, optionally with an offset such as +01:00)."),
-            "mixed_zone": (src.col("time"), "time(s) are ambiguous: some have a time-zone offset and some do not",
-                           "Export every time with its offset, or every time in one local zone without offsets."),
-            "future": (src.col("time"), f"event(s) dated after today ({today})",
-                       "Fix the clock or time zone of the export, or remove planned events."),
+            "bad_time": (
+                src.col("time"),
+                "time(s) missing or not readable",
+                "Write times as ISO 8601 (2025-03-02 14:05:00, optionally with an offset such as +01:00).",
+            ),
+            "mixed_zone": (
+                src.col("time"),
+                "time(s) are ambiguous: some have a time-zone offset and some do not",
+                "Export every time with its offset, or every time in one local zone without offsets.",
+            ),
+            "future": (
+                src.col("time"),
+                f"event(s) dated after today ({today})",
+                "Fix the clock or time zone of the export, or remove planned events.",
+            ),
             "bad_value": (src.col("value"), "value(s) are not numbers", "Write plain numbers or leave the cell empty."),
             "nonfinite": (src.col("value"), "value(s) are infinite or NaN", "Replace them or leave the cell empty."),
-            "negative": (src.col("value"), "negative value(s) in events summed or averaged as amounts",
-                         "Correct the export, or set allow_negative = true on the metric if negative values are real "
-                         "(refunds)."),
+            "negative": (
+                src.col("value"),
+                "negative value(s) in events summed or averaged as amounts",
+                "Correct the export, or set allow_negative = true on the metric if negative values are real (refunds).",
+            ),
         }
         for key, n in counts.items():
             if key in texts and n:
@@ -397,9 +523,11 @@ class _Engine:
         notes = []
         if counts.get("unknown"):
             other = self.spec.source.subscriptions or self.spec.source.accounts
-            notes.append(f"{name}: {counts['unknown']:,} event(s) of accounts not in {other} were left out "
-                         f"(e.g. {'; '.join(examples.get('unknown', []))}). Add those accounts to {other}, or remove "
-                         "their events.")
+            notes.append(
+                f"{name}: {counts['unknown']:,} event(s) of accounts not in {other} were left out "
+                f"(e.g. {'; '.join(examples.get('unknown', []))}). Add those accounts to {other}, or remove "
+                "their events."
+            )
         return notes
 
 
@@ -430,19 +558,24 @@ class _PolarsEngine(_Engine):
                 mixed = ok & ~aware
             if n_aware and not n_naive:
                 s = s.str.replace(r"([+-]\d{2})$", "${1}:00").str.replace(r"([+-]\d{2})(\d{2})$", "${1}:${2}")
-                parsed = (s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC")
-                          .dt.convert_time_zone(src.timezone).dt.replace_time_zone(None))
+                parsed = (
+                    s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC")
+                    .dt.convert_time_zone(src.timezone)
+                    .dt.replace_time_zone(None)
+                )
             else:
                 parsed = s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
-            ts = pl.when(ok).then(parsed)
+            ts: pl.Expr = pl.when(ok).then(parsed)
         elif isinstance(dtype, pl.Datetime):
             ts = t.dt.convert_time_zone(src.timezone).dt.replace_time_zone(None) if dtype.time_zone else t
             ts = ts.dt.cast_time_unit("us")
         elif dtype == pl.Date:
             ts = t.cast(pl.Datetime("us"))
         else:
-            raise BuildError(f"{ref}: column '{src.col('time')}' has type {dtype}; store event times as ISO text "
-                             "or as a timestamp column")
+            raise BuildError(
+                f"{ref}: column '{src.col('time')}' has type {dtype}; store event times as ISO text "
+                "or as a timestamp column"
+            )
         vname, uname = src.col("value"), src.col("user_id")
         value = pl.col(vname) if vname in schema.names() else pl.lit(None, pl.Float64)
         user = pl.col(uname).cast(pl.String) if uname in schema.names() else pl.lit(None, pl.String)
@@ -464,17 +597,24 @@ class _PolarsEngine(_Engine):
             "bad_time": pl.col("ts").is_null() & ~pl.col("__mixed"),
             "mixed_zone": pl.col("__mixed"),
             "future": pl.col("date") > today,
-            "bad_value": (pl.col("value_text").is_not_null() & v.is_null()) if vname in schema.names()
-            and schema[vname] == pl.String else pl.lit(False),
+            "bad_value": (pl.col("value_text").is_not_null() & v.is_null())
+            if vname in schema.names() and schema[vname] == pl.String
+            else pl.lit(False),
             "nonfinite": v.is_nan() | v.is_infinite(),
             "negative": (v < 0) & (pl.lit(True) if neg_all else pl.col("event").is_in(neg_events)),
         }
         if universe is not None:
             flags["unknown"] = pl.col("account_id").is_not_null() & ~pl.col("account_id").is_in(
-                universe["account_id"].implode())
-        counts = staged.select([f.fill_null(False).sum().alias(k) for k, f in flags.items()]).collect().row(0, named=True)
-        examples = {k: _examples(staged.filter(flags[k].fill_null(False)).head(MAX_EXAMPLES).collect(), _EXAMPLE_COLS)
-                    for k, n in counts.items() if n}
+                universe["account_id"].implode()
+            )
+        counts = (
+            staged.select([f.fill_null(False).sum().alias(k) for k, f in flags.items()]).collect().row(0, named=True)
+        )
+        examples = {
+            k: _examples(staged.filter(flags[k].fill_null(False)).head(MAX_EXAMPLES).collect(), _EXAMPLE_COLS)
+            for k, n in counts.items()
+            if n
+        }
         notes = self._report(counts, examples, today)
         clean = staged.drop("time_text", "value_text", "__mixed")
         if universe is not None:
@@ -483,17 +623,20 @@ class _PolarsEngine(_Engine):
         return notes
 
     def account_days(self) -> pl.DataFrame:
-        return (self.events.group_by("account_id").agg(pl.col("date").min().alias("first"),
-                                                       pl.col("date").max().alias("last"))
-                .collect().sort("account_id"))
+        return (
+            self.events.group_by("account_id")
+            .agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
+            .collect()
+            .sort("account_id")
+        )
 
     def activity_days(self) -> pl.DataFrame:
         return self.events.select("account_id", "date").unique().collect().sort("account_id", "date")
 
-    def metrics(self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None,
-                starts: pl.DataFrame) -> pl.DataFrame:
-        return polars_metrics(self.spec, self.events if self.spec.source.events else None, grid, subs, accounts,
-                              starts)
+    def metrics(
+        self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, starts: pl.DataFrame
+    ) -> pl.DataFrame:
+        return polars_metrics(self.spec, self.events if self.spec.source.events else None, grid, subs, accounts, starts)
 
 
 class _DuckDBEngine(_Engine):
@@ -520,9 +663,10 @@ class _DuckDBEngine(_Engine):
         if ttype == "VARCHAR":
             ok = exp.RegexpLike(this=t, expression=lit(ISO_TIME))
             aware = exp.RegexpLike(this=t, expression=lit(OFFSET))
-            probe = exp.select(exp.Sum(this=sqlgen.case(aware, lit(1), lit(0))).as_("a"),
-                               exp.Sum(this=sqlgen.case(exp.And(this=ok, expression=exp.Not(this=aware)),
-                                                        lit(1), lit(0))).as_("n")).from_(raw)
+            probe = exp.select(
+                exp.Sum(this=sqlgen.case(aware, lit(1), lit(0))).as_("a"),
+                exp.Sum(this=sqlgen.case(exp.And(this=ok, expression=exp.Not(this=aware)), lit(1), lit(0))).as_("n"),
+            ).from_(raw)
             n_aware, n_naive = (x or 0 for x in s.run(probe).row(0))
             kind = "text_aware" if n_aware and not n_naive else "text_naive"
             if n_aware and n_naive:
@@ -534,66 +678,113 @@ class _DuckDBEngine(_Engine):
         elif ttype == "DATE":
             kind = "date"
         else:
-            raise BuildError(f"{ref}: column '{src.col('time')}' has type {ttype}; store event times as ISO text "
-                             "or as a timestamp column")
+            raise BuildError(
+                f"{ref}: column '{src.col('time')}' has type {ttype}; store event times as ISO text "
+                "or as a timestamp column"
+            )
         staged = sqlgen.stage_events(raw, self.spec, physical, time_kind=kind, extra={"__mixed": mixed})
         neg_all, neg_events = self._negative_events()
         v = col("value")
-        is_null = lambda e: exp.Is(this=e, expression=exp.null())  # noqa: E731
+
+        def is_null(e: exp.Expression) -> exp.Expression:
+            return exp.Is(this=e, expression=exp.null())
+
         flags: dict[str, exp.Expression] = {
             "bad_account": is_null(col("account_id")),
             "bad_event": is_null(col("event")),
             "bad_time": exp.And(this=is_null(col("ts")), expression=exp.Not(this=col("__mixed"))),
             "mixed_zone": col("__mixed"),
-            "future": exp.GT(this=col("date"), expression=exp.Cast(this=lit(today.isoformat()),
-                                                                   to=exp.DataType.build("DATE"))),
+            "future": exp.GT(
+                this=col("date"), expression=exp.Cast(this=lit(today.isoformat()), to=exp.DataType.build("DATE"))
+            ),
             "bad_value": exp.And(this=exp.Not(this=is_null(col("value_text"))), expression=is_null(v))
-            if physical.get(src.col("value"), "").upper() == "VARCHAR" else exp.false(),
+            if physical.get(src.col("value"), "").upper() == "VARCHAR"
+            else exp.false(),
             "nonfinite": exp.Or(this=exp.IsNan(this=v), expression=exp.IsInf(this=v)),
-            "negative": exp.And(this=exp.LT(this=v, expression=lit(0)),
-                                expression=exp.true() if neg_all else
-                                (exp.In(this=col("event"), expressions=[lit(e) for e in neg_events])
-                                 if neg_events else exp.false())),
+            "negative": exp.And(
+                this=exp.LT(this=v, expression=lit(0)),
+                expression=exp.true()
+                if neg_all
+                else (
+                    exp.In(this=col("event"), expressions=[lit(e) for e in neg_events]) if neg_events else exp.false()
+                ),
+            ),
         }
         known = None
         if universe is not None:
             known = s.register(universe, "universe")
             in_universe = exp.In(this=col("account_id"), query=exp.select(col("account_id")).from_(known).subquery())
-            flags["unknown"] = exp.And(this=exp.Not(this=is_null(col("account_id"))),
-                                       expression=exp.Not(this=in_universe))
-        counts_q = exp.select(*[exp.Sum(this=sqlgen.case(f, lit(1), lit(0))).as_(k) for k, f in flags.items()]) \
-            .from_(staged.subquery("staged_events"))
+            flags["unknown"] = exp.And(
+                this=exp.Not(this=is_null(col("account_id"))), expression=exp.Not(this=in_universe)
+            )
+        counts_q = exp.select(*[exp.Sum(this=sqlgen.case(f, lit(1), lit(0))).as_(k) for k, f in flags.items()]).from_(
+            staged.subquery("staged_events")
+        )
         counts = {k: int(v or 0) for k, v in s.run(counts_q).row(0, named=True).items()}
-        examples = {k: _examples(s.run(exp.select(*[col(c) for c in _EXAMPLE_COLS])
-                                       .from_(staged.subquery("staged_events")).where(flags[k]).limit(MAX_EXAMPLES)),
-                                 _EXAMPLE_COLS) for k, n in counts.items() if n}
+        examples = {
+            k: _examples(
+                s.run(
+                    exp.select(*[col(c) for c in _EXAMPLE_COLS])
+                    .from_(staged.subquery("staged_events"))
+                    .where(flags[k])
+                    .limit(MAX_EXAMPLES)
+                ),
+                _EXAMPLE_COLS,
+            )
+            for k, n in counts.items()
+            if n
+        }
         notes = self._report(counts, examples, today)
-        clean = exp.select(*[col(c) for c in ("account_id", "ts", "date", "event", "value", "user_id")]) \
-            .from_(staged.subquery("staged_events"))
+        clean = exp.select(*[col(c) for c in ("account_id", "ts", "date", "event", "value", "user_id")]).from_(
+            staged.subquery("staged_events")
+        )
         if known is not None:
-            clean = clean.where(exp.In(this=col("account_id"), query=exp.select(col("account_id")).from_(known).subquery()))
+            clean = clean.where(
+                exp.In(this=col("account_id"), query=exp.select(col("account_id")).from_(known).subquery())
+            )
         self.events = clean.subquery("events")
         return notes
 
     def account_days(self) -> pl.DataFrame:
-        q = exp.select(col("account_id"), exp.Min(this=col("date")).as_("first"), exp.Max(this=col("date")).as_("last")) \
-            .from_(self.events).group_by(col("account_id"))
+        q = (
+            exp.select(col("account_id"), exp.Min(this=col("date")).as_("first"), exp.Max(this=col("date")).as_("last"))
+            .from_(self.events)
+            .group_by(col("account_id"))
+        )
         return self.session.run(q).sort("account_id")
 
     def activity_days(self) -> pl.DataFrame:
         q = exp.select(col("account_id"), col("date")).distinct().from_(self.events)
         return self.session.run(q).sort("account_id", "date")
 
-    def metrics(self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None,
-                starts: pl.DataFrame) -> pl.DataFrame:
+    def metrics(
+        self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, starts: pl.DataFrame
+    ) -> pl.DataFrame:
         s = self.session
-        events = self.events if self.spec.source.events else s.register(
-            pl.DataFrame(schema={"account_id": pl.String, "ts": pl.Datetime("us"), "date": pl.Date,
-                                 "event": pl.String, "value": pl.Float64, "user_id": pl.String}), "events")
-        inputs = Inputs(events=events, grid=s.register(grid.select("account_id", "as_of"), "grid"),
-                        subscriptions=s.register(subs, "subscriptions") if subs is not None else None,
-                        accounts=s.register(accounts, "accounts") if accounts is not None else None,
-                        starts=s.register(starts, "starts"))
+        events = (
+            self.events
+            if self.spec.source.events
+            else s.register(
+                pl.DataFrame(
+                    schema={
+                        "account_id": pl.String,
+                        "ts": pl.Datetime("us"),
+                        "date": pl.Date,
+                        "event": pl.String,
+                        "value": pl.Float64,
+                        "user_id": pl.String,
+                    }
+                ),
+                "events",
+            )
+        )
+        inputs = Inputs(
+            events=events,
+            grid=s.register(grid.select("account_id", "as_of"), "grid"),
+            subscriptions=s.register(subs, "subscriptions") if subs is not None else None,
+            accounts=s.register(accounts, "accounts") if accounts is not None else None,
+            starts=s.register(starts, "starts"),
+        )
         out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect="duckdb"))
         return _conform(out, self.spec, grid)
 
@@ -602,12 +793,18 @@ def _conform(frame: pl.DataFrame, spec: MetricSpec, grid: pl.DataFrame) -> pl.Da
     """Same column types from both engines."""
     casts: list[pl.Expr] = [pl.col("account_id").cast(pl.String), pl.col("as_of").cast(pl.Date)]
     for m in spec.metrics:
-        if (m.kind == "agg" and m.agg in ("count", "active_days", "distinct_users")) or m.kind in ("days_since", "tenure"):
+        if (m.kind == "agg" and m.agg in ("count", "active_days", "distinct_users")) or m.kind in (
+            "days_since",
+            "tenure",
+        ):
             casts.append(pl.col(m.name).cast(pl.Int64))
         elif m.kind != "field":
             casts.append(pl.col(m.name).cast(pl.Float64))
-    return frame.with_columns(casts).select("account_id", "as_of", *[m.name for m in spec.metrics]) \
+    return (
+        frame.with_columns(casts)
+        .select("account_id", "as_of", *[m.name for m in spec.metrics])
         .sort("account_id", "as_of")
+    )
 
 
 # ============================================================================ polars metrics
@@ -623,8 +820,14 @@ def _filter(event: str | None) -> pl.Expr:
     return pl.lit(True) if event is None else pl.col("event") == event
 
 
-def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataFrame,
-                   subs: pl.DataFrame | None, accounts: pl.DataFrame | None, starts: pl.DataFrame) -> pl.DataFrame:
+def polars_metrics(
+    spec: MetricSpec,
+    events: pl.LazyFrame | None,
+    grid: pl.DataFrame,
+    subs: pl.DataFrame | None,
+    accounts: pl.DataFrame | None,
+    starts: pl.DataFrame,
+) -> pl.DataFrame:
     """The polars engine's metric columns for the grid rows (see the module docstring for the meaning)."""
     g = grid.lazy().select("account_id", "as_of")
     parts: list[pl.LazyFrame] = []
@@ -632,21 +835,39 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
     prev: dict[str, pl.Expr] = {}
     changed = {m.inputs[0] for m in spec.metrics if m.kind == "change"}
     daily: dict[str | None, pl.LazyFrame] = {}
-    ev = events if events is not None else pl.LazyFrame(schema={
-        "account_id": pl.String, "ts": pl.Datetime("us"), "date": pl.Date, "event": pl.String,
-        "value": pl.Float64, "user_id": pl.String})
+    ev = (
+        events
+        if events is not None
+        else pl.LazyFrame(
+            schema={
+                "account_id": pl.String,
+                "ts": pl.Datetime("us"),
+                "date": pl.Date,
+                "event": pl.String,
+                "value": pl.Float64,
+                "user_id": pl.String,
+            }
+        )
+    )
 
     def daily_for(event: str | None) -> pl.LazyFrame:
         if event not in daily:
-            order = dict(order_by="date")
-            daily[event] = (ev.filter(_filter(event)).group_by("account_id", "date")
-                            .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("value").sum().alias("s"),
-                                 pl.col("value").count().cast(pl.Int64).alias("nv"))
-                            .with_columns(pl.col("n").cum_sum().over("account_id", **order).alias("cn"),
-                                          pl.col("s").cum_sum().over("account_id", **order).alias("cs"),
-                                          pl.col("nv").cum_sum().over("account_id", **order).alias("cnv"),
-                                          (pl.col("n") > 0).cast(pl.Int64).cum_sum().over("account_id", **order).alias("cd"),
-                                          pl.col("date").alias("last_date")))
+            daily[event] = (
+                ev.filter(_filter(event))
+                .group_by("account_id", "date")
+                .agg(
+                    pl.len().cast(pl.Int64).alias("n"),
+                    pl.col("value").sum().alias("s"),
+                    pl.col("value").count().cast(pl.Int64).alias("nv"),
+                )
+                .with_columns(
+                    pl.col("n").cum_sum().over("account_id", order_by="date").alias("cn"),
+                    pl.col("s").cum_sum().over("account_id", order_by="date").alias("cs"),
+                    pl.col("nv").cum_sum().over("account_id", order_by="date").alias("cnv"),
+                    (pl.col("n") > 0).cast(pl.Int64).cum_sum().over("account_id", order_by="date").alias("cd"),
+                    pl.col("date").alias("last_date"),
+                )
+            )
         return daily[event]
 
     k = 0
@@ -665,6 +886,7 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
         def window_value(m: Any, lo: int | None, hi: int) -> pl.Expr:
             def diff(c: str) -> pl.Expr:
                 return at(c, hi) - (at(c, lo) if lo is not None else 0)
+
             if m.agg == "count":
                 return diff("cn")
             if m.agg == "active_days":
@@ -687,24 +909,34 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
             user_windows.setdefault((None, m.window_days), []).append(f"__users_{m.name}")
     for (event, window), names in user_windows.items():
         k += 1
-        u = (ev.filter(_filter(event) & pl.col("user_id").is_not_null()).select("account_id", "user_id", "date")
-             .unique())
+        u = ev.filter(_filter(event) & pl.col("user_id").is_not_null()).select("account_id", "user_id", "date").unique()
         if window is None:
             deltas = u.group_by("account_id", "user_id").agg(pl.col("date").min()).with_columns(pl.lit(1).alias("dl"))
         else:
-            gap = (pl.col("date") - pl.col("date").shift(1).over(["account_id", "user_id"], order_by="date")
-                   ).dt.total_days()
-            spells = (u.with_columns((gap.is_null() | (gap >= window)).cast(pl.Int64).alias("__new"))
-                      .with_columns(pl.col("__new").cum_sum().over(["account_id", "user_id"], order_by="date")
-                                    .alias("__spell"))
-                      .group_by("account_id", "user_id", "__spell")
-                      .agg(pl.col("date").min().alias("a"), pl.col("date").max().alias("b")))
-            deltas = pl.concat([
-                spells.select("account_id", pl.col("a").alias("date"), pl.lit(1).alias("dl")),
-                spells.select("account_id", (pl.col("b") + pl.duration(days=window)).alias("date"),
-                              pl.lit(-1).alias("dl"))])
-        present = (deltas.group_by("account_id", "date").agg(pl.col("dl").sum())
-                   .with_columns(pl.col("dl").cum_sum().over("account_id", order_by="date").alias("users")))
+            gap = (
+                pl.col("date") - pl.col("date").shift(1).over(["account_id", "user_id"], order_by="date")
+            ).dt.total_days()
+            spells = (
+                u.with_columns((gap.is_null() | (gap >= window)).cast(pl.Int64).alias("__new"))
+                .with_columns(
+                    pl.col("__new").cum_sum().over(["account_id", "user_id"], order_by="date").alias("__spell")
+                )
+                .group_by("account_id", "user_id", "__spell")
+                .agg(pl.col("date").min().alias("a"), pl.col("date").max().alias("b"))
+            )
+            deltas = pl.concat(
+                [
+                    spells.select("account_id", pl.col("a").alias("date"), pl.lit(1).alias("dl")),
+                    spells.select(
+                        "account_id", (pl.col("b") + pl.duration(days=window)).alias("date"), pl.lit(-1).alias("dl")
+                    ),
+                ]
+            )
+        present = (
+            deltas.group_by("account_id", "date")
+            .agg(pl.col("dl").sum())
+            .with_columns(pl.col("dl").cum_sum().over("account_id", order_by="date").alias("users"))
+        )
         real = [n for n in names if not n.startswith("__users_")]
         parts.append(_asof(g, present, 0, ["users"], f"__{k}_0"))
         if any(n in changed for n in real) and window:
@@ -717,11 +949,16 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
     for m in spec.metrics:
         if m.kind == "agg" and m.agg == "last":
             k += 1
-            per_time = (ev.filter(_filter(m.event) & pl.col("value").is_not_null())
-                        .group_by("account_id", "ts").agg(pl.col("value").max(), pl.col("date").first()))
-            per_day = (per_time.group_by("account_id", "date")
-                       .agg(pl.col("value").sort_by("ts").last().alias("v"))
-                       .with_columns(pl.col("date").alias("d")))
+            per_time = (
+                ev.filter(_filter(m.event) & pl.col("value").is_not_null())
+                .group_by("account_id", "ts")
+                .agg(pl.col("value").max(), pl.col("date").first())
+            )
+            per_day = (
+                per_time.group_by("account_id", "date")
+                .agg(pl.col("value").sort_by("ts").last().alias("v"))
+                .with_columns(pl.col("date").alias("d"))
+            )
             parts.append(_asof(g, per_day, 0, ["v", "d"], f"__{k}"))
             found = pl.col(f"v__{k}")
             if m.window_days is not None:
@@ -733,26 +970,44 @@ def polars_metrics(spec: MetricSpec, events: pl.LazyFrame | None, grid: pl.DataF
             exprs[m.name] = (pl.col("as_of") - pl.col(f"last_date__{k}")).dt.total_days().cast(pl.Int64)
 
     if any(m.kind == "tenure" for m in spec.metrics):
-        parts.append(g.join(starts.lazy().select("account_id", pl.col("start").alias("__start")), on="account_id",
-                            how="left"))
-    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription"} |
-                      ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set()))
+        parts.append(
+            g.join(starts.lazy().select("account_id", pl.col("start").alias("__start")), on="account_id", how="left")
+        )
+    sub_cols = sorted(
+        {m.column for m in spec.metrics if m.kind == "subscription" and m.column is not None}
+        | ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set())
+    )
     if sub_cols and subs is not None:
         active = pl.col("end").is_null() | (pl.col("end") > pl.col("as_of"))
-        parts.append(g.join(subs.lazy(), on="account_id", how="inner").filter(pl.col("start") <= pl.col("as_of"))
-                     .group_by("account_id", "as_of")
-                     .agg([pl.when(active).then(pl.col(c).cast(pl.Float64)).otherwise(0.0).sum().alias(f"__sub_{c}")
-                           for c in sub_cols]))
+        parts.append(
+            g.join(subs.lazy(), on="account_id", how="inner")
+            .filter(pl.col("start") <= pl.col("as_of"))
+            .group_by("account_id", "as_of")
+            .agg(
+                [
+                    pl.when(active).then(pl.col(c).cast(pl.Float64)).otherwise(0.0).sum().alias(f"__sub_{c}")
+                    for c in sub_cols
+                ]
+            )
+        )
     for m in spec.metrics:
         if m.kind == "field" and accounts is not None:
             k += 1
             a = accounts.lazy().filter(pl.col(m.column or "").is_not_null())
             if m.static:
-                parts.append(g.join(a.select("account_id", pl.col(m.column or "").alias(f"__f{k}")), on="account_id",
-                                    how="left"))
+                parts.append(
+                    g.join(a.select("account_id", pl.col(m.column or "").alias(f"__f{k}")), on="account_id", how="left")
+                )
             else:
-                parts.append(_asof(g, a.select("account_id", pl.col("changed_at").alias("date"),
-                                                pl.col(m.column or "").alias("fv")), 0, ["fv"], f"__f{k}"))
+                parts.append(
+                    _asof(
+                        g,
+                        a.select("account_id", pl.col("changed_at").alias("date"), pl.col(m.column or "").alias("fv")),
+                        0,
+                        ["fv"],
+                        f"__f{k}",
+                    )
+                )
             exprs[m.name] = pl.col(f"fv__f{k}") if not m.static else pl.col(f"__f{k}")
 
     frame = g
@@ -802,8 +1057,9 @@ def _starts(firsts: pl.DataFrame, subs: pl.DataFrame | None, universe: pl.DataFr
     return frame.sort("account_id")
 
 
-def _observed_until(firsts: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None,
-                    today: dt.date) -> dt.date:
+def _observed_until(
+    firsts: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, today: dt.date
+) -> dt.date:
     """The last day the raw data speaks for: the latest event, subscription start or past end, or CRM change."""
     dates: list[dt.date | None] = []
     if firsts.height and "last" in firsts.columns:
@@ -821,42 +1077,64 @@ def _spells(subs: pl.DataFrame, gap: int) -> pl.DataFrame:
     """Subscriptions merged into active spells (at most ``gap`` days between them)."""
     ordered = subs.sort("account_id", "start")
     run_end = pl.col("end").fill_null(_FAR).cum_max().shift(1).over("account_id", order_by="start")
-    spells = (ordered.with_columns(run_end.alias("__run_end"))
-              .with_columns((pl.col("__run_end").is_null() |
-                             ((pl.col("start") - pl.col("__run_end")).dt.total_days() > gap)).alias("__new"))
-              .with_columns(pl.col("__new").cast(pl.Int64).cum_sum().over("account_id", order_by="start").alias("spell")))
+    spells = (
+        ordered.with_columns(run_end.alias("__run_end"))
+        .with_columns(
+            (pl.col("__run_end").is_null() | ((pl.col("start") - pl.col("__run_end")).dt.total_days() > gap)).alias(
+                "__new"
+            )
+        )
+        .with_columns(pl.col("__new").cast(pl.Int64).cum_sum().over("account_id", order_by="start").alias("spell"))
+    )
     return spells.drop("__run_end", "__new")
 
 
-def _outcomes(spec: MetricSpec, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, activity: pl.DataFrame,
-              observed: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _outcomes(
+    spec: MetricSpec,
+    subs: pl.DataFrame | None,
+    accounts: pl.DataFrame | None,
+    activity: pl.DataFrame,
+    observed: dt.date,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Outcome events and the dead periods of terminal outcomes (account_id, date, until)."""
     events: list[pl.DataFrame] = []
     dead: list[pl.DataFrame] = []
     schema = {"account_id": pl.String, "date": pl.Date, "until": pl.Date}
     for rule in spec.outcomes:
         found = _derive(rule, subs, accounts, activity, observed).select(
-            pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), pl.col("until").cast(pl.Date))
+            pl.col("account_id").cast(pl.String), pl.col("date").cast(pl.Date), pl.col("until").cast(pl.Date)
+        )
         found = found.filter(pl.col("date") <= observed)
         events.append(found.select("account_id", "date", pl.lit(rule.name).alias("event")))
         if rule.outcome.terminal:
             dead.append(found)
-    ev = (pl.concat(events).unique() if events else
-          pl.DataFrame(schema={"account_id": pl.String, "date": pl.Date, "event": pl.String}))
-    return (ev.sort("account_id", "date", "event"),
-            pl.concat(dead) if dead else pl.DataFrame(schema=schema))
+    ev = (
+        pl.concat(events).unique()
+        if events
+        else pl.DataFrame(schema={"account_id": pl.String, "date": pl.Date, "event": pl.String})
+    )
+    return (ev.sort("account_id", "date", "event"), pl.concat(dead) if dead else pl.DataFrame(schema=schema))
 
 
-def _derive(rule: OutcomeRule, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, activity: pl.DataFrame,
-            observed: dt.date) -> pl.DataFrame:
+def _derive(
+    rule: OutcomeRule,
+    subs: pl.DataFrame | None,
+    accounts: pl.DataFrame | None,
+    activity: pl.DataFrame,
+    observed: dt.date,
+) -> pl.DataFrame:
     if rule.source == "subscriptions":
         assert subs is not None
-        spells = (_spells(subs, rule.gap_days).group_by("account_id", "spell")
-                  .agg(pl.col("start").min(), pl.col("end").fill_null(_FAR).max().alias("end")))
+        spells = (
+            _spells(subs, rule.gap_days)
+            .group_by("account_id", "spell")
+            .agg(pl.col("start").min(), pl.col("end").fill_null(_FAR).max().alias("end"))
+        )
         nxt = pl.col("start").shift(-1).over("account_id", order_by="spell")
         out = spells.with_columns(nxt.alias("until")).filter(
-            (pl.col("end") < _FAR) & (pl.col("until").is_not_null() |
-                                      (pl.col("end") + pl.duration(days=rule.gap_days) <= observed)))
+            (pl.col("end") < _FAR)
+            & (pl.col("until").is_not_null() | (pl.col("end") + pl.duration(days=rule.gap_days) <= observed))
+        )
         return out.select("account_id", pl.col("end").alias("date"), "until")
     if rule.source == "mrr":
         assert subs is not None and rule.threshold is not None
@@ -865,37 +1143,48 @@ def _derive(rule: OutcomeRule, subs: pl.DataFrame | None, accounts: pl.DataFrame
         hit = rel > rule.threshold if rule.threshold > 0 else rel < rule.threshold
         out = _spells(subs, rule.gap_days).with_columns(hit.alias("__hit"))
         return out.filter(pl.col("__hit").fill_null(False)).select(
-            "account_id", pl.col("start").alias("date"), pl.lit(None, pl.Date).alias("until"))
+            "account_id", pl.col("start").alias("date"), pl.lit(None, pl.Date).alias("until")
+        )
     if rule.source == "activity":
         assert rule.days is not None
         nxt = pl.col("date").shift(-1).over("account_id", order_by="date")
         days = pl.duration(days=rule.days)
         out = activity.with_columns(nxt.alias("until")).filter(
             ((pl.col("until") - pl.col("date")).dt.total_days() > rule.days)
-            | (pl.col("until").is_null() & (pl.col("date") + days <= observed)))
+            | (pl.col("until").is_null() & (pl.col("date") + days <= observed))
+        )
         return out.select("account_id", (pl.col("date") + days).alias("date"), "until")
     assert accounts is not None and rule.column is not None
     c = pl.col(rule.column)
     dtype = accounts.schema[rule.column]
     if rule.value is None:
         if dtype == pl.String:
-            fixed, problems = accounts.select("account_id", rule.column), []
+            fixed = accounts.select("account_id", rule.column)
+            problems: list[_Problem] = []
             fixed = _as_date(fixed, rule.column, "accounts", problems, required=False)
             _raise(problems)
         elif dtype in (pl.Date,) or isinstance(dtype, pl.Datetime):
             fixed = accounts.select("account_id", c.cast(pl.Date))
         else:
-            raise BuildError(f"accounts: column '{rule.column}' (outcome {rule.name}) holds {dtype}, not dates; "
-                             "set value = \"<the value that means it happened>\" in [outcomes." + rule.name + "]")
-        return fixed.drop_nulls().unique().select("account_id", pl.col(rule.column).alias("date"),
-                                                  pl.lit(None, pl.Date).alias("until"))
+            raise BuildError(
+                f"accounts: column '{rule.column}' (outcome {rule.name}) holds {dtype}, not dates; "
+                'set value = "<the value that means it happened>" in [outcomes.' + rule.name + "]"
+            )
+        return (
+            fixed.drop_nulls()
+            .unique()
+            .select("account_id", pl.col(rule.column).alias("date"), pl.lit(None, pl.Date).alias("until"))
+        )
     if "changed_at" not in accounts.columns:
-        raise BuildError(f"accounts: outcome {rule.name} looks for {rule.column} = {rule.value!r}, but the table has "
-                         "no changed_at column to date it; add one, or give a churn-date column as field")
+        raise BuildError(
+            f"accounts: outcome {rule.name} looks for {rule.column} = {rule.value!r}, but the table has "
+            "no changed_at column to date it; add one, or give a churn-date column as field"
+        )
     is_val = (c.cast(pl.String) == str(rule.value)).fill_null(False)
     before = is_val.shift(1).over("account_id", order_by="changed_at").fill_null(False)
-    return accounts.filter(is_val & ~before).select("account_id", pl.col("changed_at").alias("date"),
-                                                   pl.lit(None, pl.Date).alias("until"))
+    return accounts.filter(is_val & ~before).select(
+        "account_id", pl.col("changed_at").alias("date"), pl.lit(None, pl.Date).alias("until")
+    )
 
 
 def _grid(spec: MetricSpec, starts: pl.DataFrame, dead: pl.DataFrame, end: dt.date) -> pl.DataFrame:
@@ -907,8 +1196,12 @@ def _grid(spec: MetricSpec, starts: pl.DataFrame, dead: pl.DataFrame, end: dt.da
     first = g.start or starts["start"].min()
     assert isinstance(first, dt.date)
     if g.every == "anniversary":
-        rows = (starts.with_columns(pl.date_ranges(pl.col("start"), pl.lit(end), interval="1mo").alias("as_of"))
-                .explode("as_of").filter(pl.col("as_of") > pl.col("start")).drop_nulls("as_of"))
+        rows = (
+            starts.with_columns(pl.date_ranges(pl.col("start"), pl.lit(end), interval="1mo").alias("as_of"))
+            .explode("as_of")
+            .filter(pl.col("as_of") > pl.col("start"))
+            .drop_nulls("as_of")
+        )
         if g.start:
             rows = rows.filter(pl.col("as_of") >= g.start)
         rows = rows.select("account_id", "as_of")
@@ -922,14 +1215,22 @@ def _grid(spec: MetricSpec, starts: pl.DataFrame, dead: pl.DataFrame, end: dt.da
                 first = first + dt.timedelta(days=(7 - first.weekday()) % 7)
             if unit == "mo" and g.start is None and first.day != 1:
                 first = (first.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-            dates = (pl.date_range(first, end, interval=f"{n}{unit}", eager=True).to_list() if first <= end else [])
+            dates = pl.date_range(first, end, interval=f"{n}{unit}", eager=True).to_list() if first <= end else []
         if not dates:
             return empty
-        rows = (starts.join(pl.DataFrame({"as_of": dates}, schema={"as_of": pl.Date}), how="cross")
-                .filter(pl.col("as_of") >= pl.col("start")).select("account_id", "as_of"))
+        rows = (
+            starts.join(pl.DataFrame({"as_of": dates}, schema={"as_of": pl.Date}), how="cross")
+            .filter(pl.col("as_of") >= pl.col("start"))
+            .select("account_id", "as_of")
+        )
     if dead.height:
-        gone = (rows.join(dead, on="account_id", how="inner")
-                .filter((pl.col("as_of") >= pl.col("date")) & (pl.col("until").is_null() | (pl.col("as_of") < pl.col("until"))))
-                .select("account_id", "as_of").unique())
+        gone = (
+            rows.join(dead, on="account_id", how="inner")
+            .filter(
+                (pl.col("as_of") >= pl.col("date")) & (pl.col("until").is_null() | (pl.col("as_of") < pl.col("until")))
+            )
+            .select("account_id", "as_of")
+            .unique()
+        )
         rows = rows.join(gone, on=["account_id", "as_of"], how="anti")
     return rows.unique().sort("account_id", "as_of")

@@ -15,16 +15,18 @@ transform: :func:`fit_params` computes the learned entries once from a reference
 returns plain lists and floats that are stored in the score model, and :func:`calibrate_expr`
 only ever uses those frozen entries, so scores never drift when the population changes.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 
+from healthscore.io.snapshots import FALSE_WORDS, TRUE_WORDS
 from healthscore.spec.calibration import (
     _DEFAULTS,
     DIRECTIONS,
@@ -45,6 +47,8 @@ __all__ = [
     "fit_params",
     "describe",
     "fit_calibration",
+    "fit_levels",
+    "shrunk_rates",
 ]
 
 
@@ -78,7 +82,7 @@ def _interp(x: pl.Expr, xs: Sequence[float], ys: Sequence[float], *, cheap: bool
             # product stays within |y1 - y0|. A spacing too small to divide by acts as a step.
             slope = (y1 - y0) / (x1 - x0) if x1 - x0 >= 1e-300 else 0.0
             expr = expr.when(x < x1).then(y0 + (x - x0) * slope if slope else pl.lit(y0))
-        return expr.when(x.is_not_null()).then(pl.lit(ys[-1]))
+        return cast(pl.Expr, expr.when(x.is_not_null()).then(pl.lit(ys[-1])))
     xa, ya = np.asarray(xs), np.asarray(ys)
 
     def interp(s: pl.Series) -> pl.Series:
@@ -95,7 +99,7 @@ def _steps(x: pl.Expr, edges: Sequence[float], scores: Sequence[float]) -> pl.Ex
         expr: Any = pl
         for edge, score in zip(edges, scores):
             expr = expr.when(x < edge).then(pl.lit(score))
-        return expr.when(x.is_not_null()).then(pl.lit(scores[-1]))
+        return cast(pl.Expr, expr.when(x.is_not_null()).then(pl.lit(scores[-1])))
     ea, sa = np.asarray(edges), np.asarray(scores)
 
     def lookup(s: pl.Series) -> pl.Series:
@@ -163,12 +167,29 @@ def _goal(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     length = (due - start).dt.total_days().cast(pl.Float64)
     share = pl.when(length > 0).then((elapsed / length).clip(0.0, 1.0)).when(elapsed > 0).then(1.0)
     expected = float(q["target"]) * share
-    attainment = value / expected
+    attainment = ratio(value, expected)
     zero, full = float(q["zero_at"]), float(q["full_at"])
     score = ((attainment - zero) / (full - zero) * 100.0).clip(0.0, 100.0)
     min_expected = float(q.get("min_expected", 0.02 * float(q["target"])))
     # before or on the start day, or too little expected yet -> null (documented above)
     return pl.when((elapsed > 0) & (expected > 0) & (expected >= min_expected)).then(_flip(score, direction))
+
+
+def ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    """``numerator / denominator`` computed as ``numerator * (1 / denominator)``, always.
+
+    polars divides by a column that happens to be constant (e.g. a ``when/then`` whose mask is
+    all true) as a multiplication by its reciprocal, and by a varying column exactly; the same
+    row could then differ in its last bit with the rows scored beside it. Written this way
+    every row is rounded the same way whatever its neighbours.
+
+    >>> df = pl.DataFrame({"a": [625.0, 625.0], "b": [7.0, 7.0], "m": [True, False]})
+    >>> constant = df.head(1).select(ratio(pl.col("a"), pl.when(pl.col("m")).then(7.0).otherwise(1.0)))
+    >>> varying = df.select(ratio(pl.col("a"), pl.when(pl.col("m")).then(7.0).otherwise(1.0)))
+    >>> constant.item() == varying.item(0, 0)
+    True
+    """
+    return numerator * (pl.lit(1.0) / denominator)
 
 
 def _trend(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
@@ -269,10 +290,17 @@ def _boolean(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
     >>> df.select(calibrate_expr("champion_left", "boolean", {"true_score": 0, "false_score": 100},
     ...                          "lower_is_better"))["champion_left"].to_list()
     [100.0, 0.0, None, None]
+    >>> pl.DataFrame({"Partner": ["Yes", "No", None]}).select(
+    ...     calibrate_expr("Partner", "boolean", {"true_score": 100, "false_score": 0}))["Partner"].to_list()
+    [100.0, 0.0, None]
     """
-    x = _clean(pl.col(col))
-    return (pl.when(x == 1.0).then(pl.lit(float(p["true_score"])))
-            .when(x == 0.0).then(pl.lit(float(p["false_score"]))))
+    raw = pl.col(col)
+    x = _clean(raw.cast(pl.Float64, strict=False))
+    # Booleans and Yes/No text too: a CRM extract's yes/no column reads the same as 1/0
+    text = raw.cast(pl.Utf8, strict=False).str.strip_chars().str.to_lowercase()
+    yes = (x == 1.0) | text.is_in(list(TRUE_WORDS))
+    no = (x == 0.0) | text.is_in(list(FALSE_WORDS))
+    return pl.when(yes).then(pl.lit(float(p["true_score"]))).when(no).then(pl.lit(float(p["false_score"])))
 
 
 def _level_key(key: Any) -> tuple[float | None, str]:
@@ -308,7 +336,7 @@ def _categorical(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
         num, text = _level_key(key)
         hit = (as_num == num) if num is not None else (as_text == text)
         expr = expr.when(hit).then(pl.lit(float(score)))
-    return expr.otherwise(pl.lit(None, dtype=pl.Float64))
+    return cast(pl.Expr, expr.otherwise(pl.lit(None, dtype=pl.Float64)))
 
 
 def _monotone_bins(col: str, p: Mapping[str, Any], direction: str) -> pl.Expr:
@@ -338,8 +366,7 @@ _TRANSFORMS = {
 }
 
 
-def calibrate_expr(column: str, method: str, params: Mapping[str, Any],
-                   direction: str = "higher_is_better") -> pl.Expr:
+def calibrate_expr(column: str, method: str, params: Mapping[str, Any], direction: str = "higher_is_better") -> pl.Expr:
     """Expression scoring ``column`` 0..100 (100 = best) with ``method``; named after ``column``.
 
     Null where the raw value is null, NaN or infinite. Raises ``ValueError`` with the
@@ -359,15 +386,20 @@ def calibrate_expr(column: str, method: str, params: Mapping[str, Any],
 
 
 def _finite_values(values: pl.Series, what: str = "values") -> np.ndarray:
-    arr = values.cast(pl.Float64, strict=False).to_numpy()
+    arr: np.ndarray = values.cast(pl.Float64, strict=False).to_numpy()
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         raise ValueError(f"cannot fit: no finite {what} in column {values.name!r}")
     return arr
 
 
-def fit_params(method: str, values: pl.Series, params: Mapping[str, Any] | None = None,
-               direction: str = "higher_is_better", outcome: pl.Series | None = None) -> dict[str, Any]:
+def fit_params(
+    method: str,
+    values: pl.Series,
+    params: Mapping[str, Any] | None = None,
+    direction: str = "higher_is_better",
+    outcome: pl.Series | None = None,
+) -> dict[str, Any]:
     """Learn the data-derived entries of ``method`` from a reference population.
 
     Returns a copy of ``params`` with the fitted entries filled in (plain floats and lists, ready
@@ -406,7 +438,93 @@ def fit_params(method: str, values: pl.Series, params: Mapping[str, Any] | None 
         params.setdefault("clip", _DEFAULTS["log_z"]["clip"])
     elif method == "monotone_bins":
         params.update(_fit_monotone_bins(values, outcome, params, direction))
+    elif method == "categorical" and "map" not in params:
+        params.update(fit_levels(values, outcome, params))
     return params
+
+
+OTHER_LEVEL = "(other)"
+
+
+def shrunk_rates(events: np.ndarray, counts: np.ndarray, prior_weight: float) -> tuple[np.ndarray, float]:
+    """Event rate per group shrunk towards the overall rate: ``(k + m p) / (n + m)``.
+
+    ``m`` (``prior_weight``) is how many rows of the overall rate ``p`` each group is given: a
+    group of a few rows stays near ``p``, a large one keeps its own rate (a beta prior's posterior
+    mean). Returns the rates and ``p``.
+
+    >>> rates, p = shrunk_rates(np.array([1.0, 30.0]), np.array([2, 100]), prior_weight=10)
+    >>> round(p, 4), [round(float(r), 4) for r in rates]
+    (0.3039, [0.3366, 0.3004])
+    """
+    p = float(events.sum() / counts.sum())
+    return (events + prior_weight * p) / (counts + prior_weight), p
+
+
+def fit_levels(values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Learn a categorical metric's level scores from the event rate of each level.
+
+    Each level's rate is shrunk towards the overall rate (:func:`shrunk_rates`, ``prior_weight``
+    rows, default 20); levels with fewer than ``min_level_rows`` rows (default 30) are pooled and
+    share one rate (key ``"(other)"`` in ``rates``). Scores read the rate against the overall rate
+    ``p`` on a fixed scale, so a level as risky as the book scores 50: for a bad outcome
+    (``outcome_is = "bad"``) ``100 - 50 * rate / p`` (no events 100, twice the book's rate or more 0),
+    for a good one ``50 * rate / p``. A column that barely separates churners stays near 50 instead
+    of being stretched to 0..100. Empty cells are not a level.
+
+    >>> v = pl.Series("plan", ["a"] * 40 + ["b"] * 40 + ["c"] * 4)
+    >>> y = pl.Series([True] * 4 + [False] * 36 + [True] * 20 + [False] * 20 + [True] + [False] * 3)
+    >>> fit_levels(v, y, {"prior_weight": 0, "min_level_rows": 30})["map"]
+    {'a': 83.2, 'b': 16.0, 'c': 58.0}
+    """
+    params = dict(params or {})
+    if outcome is None:
+        raise ValueError(
+            "categorical levels are learned from an outcome: pass outcome=<0/1 or Boolean series>, "
+            "or give the level scores as map = {level = score}"
+        )
+    if len(outcome) != len(values):
+        raise ValueError(f"categorical: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
+    m = float(params.get("prior_weight", _DEFAULTS["categorical"]["prior_weight"]))
+    min_rows = int(params.get("min_level_rows", _DEFAULTS["categorical"]["min_level_rows"]))
+    good = params.get("outcome_is", _DEFAULTS["categorical"]["outcome_is"]) == "good"
+    text = values.cast(pl.Utf8) if values.dtype != pl.Boolean else values.cast(pl.Utf8)
+    frame = (
+        pl.DataFrame({"level": text, "y": outcome.cast(pl.Float64, strict=False)})
+        .drop_nulls()
+        .group_by("level")
+        .agg(n=pl.len(), k=pl.col("y").sum())
+        .sort("level")
+    )
+    if frame.is_empty():
+        raise ValueError(f"cannot learn the levels of {values.name!r}: no row has both a level and an outcome")
+    rare = frame["n"].to_numpy() < min_rows
+    kept = frame.filter(~pl.Series(rare))
+    pooled = frame.filter(pl.Series(rare))
+    groups = kept["level"].to_list()
+    counts = kept["n"].to_numpy().astype(float)
+    events = kept["k"].to_numpy().astype(float)
+    # rare levels are one group: "(other)", with the pooled counts (empty when none is rare)
+    counts = np.append(counts, float(pooled["n"].sum()))
+    events = np.append(events, float(pooled["k"].sum()))
+    rates, overall = shrunk_rates(events, counts, m)
+
+    def score(r: float) -> float:
+        # relative risk on a fixed scale: the overall rate scores 50, twice it 0, no events 100
+        rel = r / overall if overall > 0 else 1.0
+        return round(float(np.clip(50.0 * rel if good else 100.0 - 50.0 * rel, 0.0, 100.0)), 6)
+
+    level_rate = {g: float(r) for g, r in zip(groups, rates)}
+    level_rate.update({lvl: float(rates[-1]) for lvl in pooled["level"].to_list()})
+    level_count = dict(zip(frame["level"].to_list(), (int(n) for n in frame["n"].to_list())))
+    return {
+        "map": {lvl: score(r) for lvl, r in sorted(level_rate.items())},
+        "rates": {
+            **{lvl: round(r, 6) for lvl, r in sorted(level_rate.items())},
+            OTHER_LEVEL: round(float(rates[-1]), 6),
+        },
+        "counts": level_count,
+    }
 
 
 def _bin_counts(v: np.ndarray, y: np.ndarray, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -439,8 +557,9 @@ def _equal_frequency_edges(v: np.ndarray, n_bins: int) -> list[float]:
     return edges
 
 
-def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any],
-                       direction: str) -> dict[str, Any]:
+def _fit_monotone_bins(
+    values: pl.Series, outcome: pl.Series | None, params: Mapping[str, Any], direction: str
+) -> dict[str, Any]:
     """Quantile bins, merged until each holds ``min_bin_size`` rows and risk is monotone.
 
     Monotonicity comes from isotonic regression of the bins' event rates (weighted by their
@@ -449,12 +568,14 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
     100 and the highest 0; for a good one (``"good"``, e.g. expanded) the other way round. When
     the metric carries no monotone signal at all a single bin remains and everyone scores 50.
     """
-    from sklearn.isotonic import IsotonicRegression
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn is loaded only when a model is fitted
 
     if outcome is None:
         raise ValueError("monotone_bins needs an outcome: pass outcome=<0/1 or Boolean series> to fit_params")
     if len(outcome) != len(values):
-        raise ValueError(f"monotone_bins: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length")
+        raise ValueError(
+            f"monotone_bins: values ({len(values)} rows) and outcome ({len(outcome)} rows) differ in length"
+        )
     v = values.cast(pl.Float64, strict=False).to_numpy()
     y = outcome.cast(pl.Float64, strict=False).to_numpy()
     keep = np.isfinite(v) & np.isfinite(y)
@@ -507,7 +628,9 @@ def _fit_monotone_bins(values: pl.Series, outcome: pl.Series | None, params: Map
 # a whole model
 
 
-def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.Series | str | None = None) -> ScoreModel:
+def fit_calibration(
+    model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.Series | str | None = None
+) -> ScoreModel:
     """A new model with the data-derived calibrations (percentile, log_z, monotone bins) fitted.
 
     The fitted parameters are frozen into the model, so ``save`` stores them and scores do
@@ -518,21 +641,27 @@ def fit_calibration(model: ScoreModel, snapshots: pl.DataFrame, *, outcome: pl.S
     if isinstance(outcome, str):
         outcome = snapshots[outcome]
     if outcome is not None and len(outcome) != snapshots.height:
-        raise ModelError(f"{model._where()}fit_calibration: outcome has {len(outcome)} values "
-                         f"but snapshots have {snapshots.height} rows")
+        raise ModelError(
+            f"{model._where()}fit_calibration: outcome has {len(outcome)} values "
+            f"but snapshots have {snapshots.height} rows"
+        )
     model.check_columns(snapshots.columns)
     frame = snapshots if outcome is None else snapshots.with_columns(outcome.alias("__outcome"))
 
     def fit(m: Metric, params: dict[str, Any], rows: pl.DataFrame) -> dict[str, Any]:
         method = METHODS[m.method]
         out = rows["__outcome"] if "__outcome" in rows.columns else None
-        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins":
+        learns_levels = m.method == "categorical" and "map" not in params
+        if getattr(method, "needs_outcome", False) or m.method == "monotone_bins" or learns_levels:
             if out is None:
-                raise ModelError(f"{model._where()}metric {m.name}: method {m.method} is fitted against "
-                                 "an outcome; pass outcome= to fit_calibration")
+                raise ModelError(
+                    f"{model._where()}metric {m.name}: method {m.method} is fitted against "
+                    "an outcome; pass outcome= to fit_calibration"
+                )
         try:
-            return _plain(fit_params(m.method, rows[m.column], params,
-                                                 direction=m.direction, outcome=out))
+            return cast(
+                dict[str, Any], _plain(fit_params(m.method, rows[m.column], params, direction=m.direction, outcome=out))
+            )
         except ValueError as exc:
             raise ModelError(f"{model._where()}metric {m.name}: {exc}") from None
 

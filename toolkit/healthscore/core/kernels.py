@@ -15,8 +15,9 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = ["wilson_interval"]
 
 
-def wilson_interval(successes: Sequence[float] | np.ndarray, totals: Sequence[float] | np.ndarray, *,
-                    confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(
+    successes: Sequence[float] | np.ndarray, totals: Sequence[float] | np.ndarray, *, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval for each rate ``successes / totals`` (statsmodels); NaN where the total is 0."""
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(totals, dtype=np.float64)

@@ -19,6 +19,7 @@ ending N days earlier, null when prev is 0, null or below ``min_base``.
 >>> "logins_7d" in snapshot_query(spec).sql("duckdb")
 True
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,13 +70,20 @@ def _try_cast(e: exp.Expression, to: str) -> exp.TryCast:
 
 def _div(a: exp.Expression, b: exp.Expression) -> exp.Expression:
     """a / b as a double, null when b is 0 or null."""
-    return exp.Div(this=_cast(a, "DOUBLE"),
-                   expression=exp.Nullif(this=_cast(b, "DOUBLE"), expression=exp.Literal.number(0)))
+    return exp.Div(
+        this=_cast(a, "DOUBLE"), expression=exp.Nullif(this=_cast(b, "DOUBLE"), expression=exp.Literal.number(0))
+    )
 
 
 # ------------------------------------------------------------------------ staging
-def stage_events(raw: exp.Expression, spec: MetricSpec, physical: Iterable[str], *, time_kind: str,
-                 extra: dict[str, exp.Expression] | None = None) -> exp.Select:
+def stage_events(
+    raw: exp.Expression,
+    spec: MetricSpec,
+    physical: Iterable[str],
+    *,
+    time_kind: str,
+    extra: dict[str, exp.Expression] | None = None,
+) -> exp.Select:
     """Map a raw events relation to the logical columns (account_id, ts, date, event, value, user_id)
     plus the raw text of time and value for error messages, and any ``extra`` columns of the raw row.
 
@@ -94,8 +102,9 @@ def stage_events(raw: exp.Expression, spec: MetricSpec, physical: Iterable[str],
     elif time_kind == "text_naive":
         ts = case(exp.RegexpLike(this=t, expression=lit(ISO_TIME)), _try_cast(t, "TIMESTAMP"))
     else:
-        ts = exp.AtTimeZone(this=case(exp.RegexpLike(this=t, expression=lit(ISO_TIME)), _try_cast(t, "TIMESTAMPTZ")),
-                            zone=zone)
+        ts = exp.AtTimeZone(
+            this=case(exp.RegexpLike(this=t, expression=lit(ISO_TIME)), _try_cast(t, "TIMESTAMPTZ")), zone=zone
+        )
     value = col(src.col("value")) if src.col("value") in have else exp.null()
     user = col(src.col("user_id")) if src.col("user_id") in have else exp.null()
     inner = exp.select(
@@ -155,11 +164,16 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     tree itself is dialect-neutral sqlglot and renders with ``.sql(dialect)``.
     """
     del dialect  # the tree is the same for every dialect; kept so callers state their target
-    inputs = inputs or Inputs(exp.to_table("events"), exp.to_table("grid"), exp.to_table("subscriptions"),
-                              exp.to_table("accounts"), exp.to_table("account_starts"))
+    inputs = inputs or Inputs(
+        exp.to_table("events"),
+        exp.to_table("grid"),
+        exp.to_table("subscriptions"),
+        exp.to_table("accounts"),
+        exp.to_table("account_starts"),
+    )
     ctes: list[tuple[str, exp.Select]] = []
-    value_of: dict[str, exp.Expression] = {}      # metric -> expression in the final select
-    prev_of: dict[str, exp.Expression] = {}       # metric -> previous-window value (for change_of)
+    value_of: dict[str, exp.Expression] = {}  # metric -> expression in the final select
+    prev_of: dict[str, exp.Expression] = {}  # metric -> previous-window value (for change_of)
     joins: list[str] = []
     changed = _changed(spec)
     gkey = [col("account_id", "g"), col("as_of", "g")]
@@ -168,12 +182,19 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     ctes.append(("grid_rows", exp.select(col("account_id"), col("as_of")).from_(inputs.grid)))
 
     def windowed(source: str, window: int | None, span: int | None, extra: list[exp.Expression]) -> exp.Select:
-        on = [exp.EQ(this=col("account_id", "d"), expression=col("account_id", "g")),
-              exp.LTE(this=col("date", "d"), expression=as_of)] + extra
+        on: list[exp.Expression] = [
+            exp.EQ(this=col("account_id", "d"), expression=col("account_id", "g")),
+            exp.LTE(this=col("date", "d"), expression=as_of),
+            *extra,
+        ]
         if span is not None:
             on.append(exp.GT(this=col("date", "d"), expression=days_before(as_of, span)))
-        return (exp.select(*gkey).from_(exp.alias_(exp.to_table("grid_rows"), "g"))
-                .join(exp.alias_(exp.to_table(source), "d"), on=_and(*on), join_type="left").group_by(*gkey))
+        return (
+            exp.select(*gkey)
+            .from_(exp.alias_(exp.to_table("grid_rows"), "g"))
+            .join(exp.alias_(exp.to_table(source), "d"), on=_and(*on), join_type="left")
+            .group_by(*gkey)
+        )
 
     def in_window(window: int | None, offset: int = 0) -> exp.Expression:
         upper = exp.LTE(this=col("date", "d"), expression=days_before(as_of, offset) if offset else as_of)
@@ -187,13 +208,22 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     def daily_for(event: str | None, names: list[str]) -> str:
         if event not in daily:
             name = f"daily_{len(daily) + 1}"
-            q = (exp.select(col("account_id"), col("date"), exp.Count(this=exp.Star()).as_("n"),
-                            exp.Sum(this=col("value")).as_("s"), exp.Count(this=col("value")).as_("nv"))
-                 .from_(inputs.events).group_by(col("account_id"), col("date")))
+            q = (
+                exp.select(
+                    col("account_id"),
+                    col("date"),
+                    exp.Count(this=exp.Star()).as_("n"),
+                    exp.Sum(this=col("value")).as_("s"),
+                    exp.Count(this=col("value")).as_("nv"),
+                )
+                .from_(inputs.events)
+                .group_by(col("account_id"), col("date"))
+            )
             if event is not None:
                 q = q.where(exp.EQ(this=col("event"), expression=lit(event)))
-            q.add_comments([f"events per account and day, event = {event!r}" if event else
-                            "events per account and day, any event"])
+            q.add_comments(
+                [f"events per account and day, event = {event!r}" if event else "events per account and day, any event"]
+            )
             ctes.append((name, q))
             daily[event] = name
         return daily[event]
@@ -211,8 +241,7 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
                 if cond is None:
                     continue
                 if m.agg == "count":
-                    e: exp.Expression = exp.Coalesce(this=exp.Sum(this=case(cond, col("n", "d"))),
-                                                     expressions=[lit(0)])
+                    e: exp.Expression = exp.Coalesce(this=exp.Sum(this=case(cond, col("n", "d"))), expressions=[lit(0)])
                 elif m.agg == "active_days":
                     e = exp.Count(this=case(cond, lit(1)))
                 elif m.agg == "sum":
@@ -239,9 +268,17 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     for i, ((event, window), names) in enumerate(user_windows.items(), 1):
         if event not in users_src:
             uname = f"users_{len(users_src) + 1}"
-            q = (exp.select(col("account_id"), col("date"), col("user_id")).distinct().from_(inputs.events)
-                 .where(_and(exp.Not(this=exp.Is(this=col("user_id"), expression=exp.null())),
-                             *([] if event is None else [exp.EQ(this=col("event"), expression=lit(event))]))))
+            q = (
+                exp.select(col("account_id"), col("date"), col("user_id"))
+                .distinct()
+                .from_(inputs.events)
+                .where(
+                    _and(
+                        exp.Not(this=exp.Is(this=col("user_id"), expression=exp.null())),
+                        *([] if event is None else [exp.EQ(this=col("event"), expression=lit(event))]),
+                    )
+                )
+            )
             q.add_comments([f"users active per account and day, event = {event!r}"])
             ctes.append((uname, q))
             users_src[event] = uname
@@ -250,11 +287,20 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
         span = None if window is None else (2 * window if need_prev else window)
         q = windowed(users_src[event], window, span, [])
         name = f"usr_{i}"
-        for tag, cond in (("", in_window(window)), ("__prev", in_window(window, window) if need_prev and window else None)):
+        for tag, cond in (
+            ("", in_window(window)),
+            ("__prev", in_window(window, window) if need_prev and window else None),
+        ):
             if cond is not None:
-                q = q.select(exp.Count(this=exp.Distinct(expressions=[case(cond, col("user_id", "d"))])).as_("users" + tag))
-        q.add_comments([f"distinct users, window {window or 'all'} days, event = {event!r}: "
-                        + ", ".join(n.removeprefix("__users_") for n in names)])
+                q = q.select(
+                    exp.Count(this=exp.Distinct(expressions=[case(cond, col("user_id", "d"))])).as_("users" + tag)
+                )
+        q.add_comments(
+            [
+                f"distinct users, window {window or 'all'} days, event = {event!r}: "
+                + ", ".join(n.removeprefix("__users_") for n in names)
+            ]
+        )
         ctes.append((name, q))
         joins.append(name)
         for n in names:
@@ -265,17 +311,26 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     # last value: one value per account, event filter and time (the largest), then the latest in the window
     for i, m in enumerate([m for m in spec.metrics if m.kind == "agg" and m.agg == "last"], 1):
         sname = f"lastsrc_{i}"
-        conds = [exp.Not(this=exp.Is(this=col("value"), expression=exp.null()))]
+        conds: list[exp.Expression] = [exp.Not(this=exp.Is(this=col("value"), expression=exp.null()))]
         if m.event is not None:
             conds.append(exp.EQ(this=col("event"), expression=lit(m.event)))
-        q = (exp.select(col("account_id"), col("ts"), exp.Max(this=col("date")).as_("date"),
-                        exp.Max(this=col("value")).as_("value"))
-             .from_(inputs.events).where(_and(*conds)).group_by(col("account_id"), col("ts")))
+        q = (
+            exp.select(
+                col("account_id"),
+                col("ts"),
+                exp.Max(this=col("date")).as_("date"),
+                exp.Max(this=col("value")).as_("value"),
+            )
+            .from_(inputs.events)
+            .where(_and(*conds))
+            .group_by(col("account_id"), col("ts"))
+        )
         q.add_comments([f"{m.name}: one value per account and time (the largest)"])
         ctes.append((sname, q))
         name = f"last_{i}"
         q = windowed(sname, m.window_days, m.window_days, []).select(
-            exp.ArgMax(this=col("value", "d"), expression=col("ts", "d")).as_(m.name))
+            exp.ArgMax(this=col("value", "d"), expression=col("ts", "d")).as_(m.name)
+        )
         q.add_comments([f"{m.name}: latest value, window {m.window_days or 'all'} days"])
         ctes.append((name, q))
         joins.append(name)
@@ -286,7 +341,8 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
         src = daily_for(m.event, [m.name])
         name = f"since_{i}"
         q = windowed(src, None, None, []).select(
-            exp.DateDiff(this=as_of, expression=exp.Max(this=col("date", "d")), unit=exp.var("DAY")).as_(m.name))
+            exp.DateDiff(this=as_of, expression=exp.Max(this=col("date", "d")), unit=exp.var("DAY")).as_(m.name)
+        )
         q.add_comments([f"{m.name}: days since the latest {m.event!r} on or before as_of"])
         ctes.append((name, q))
         joins.append(name)
@@ -296,11 +352,15 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     tenure = [m for m in spec.metrics if m.kind == "tenure"]
     if tenure:
         starts = inputs.starts if inputs.starts is not None else exp.to_table("account_starts")
-        q = (exp.select(*gkey, exp.DateDiff(this=as_of, expression=col("start", "s"), unit=exp.var("DAY"))
-                        .as_("tenure"))
-             .from_(exp.alias_(exp.to_table("grid_rows"), "g"))
-             .join(exp.alias_(starts, "s"), on=exp.EQ(this=col("account_id", "s"), expression=col("account_id", "g")),
-                   join_type="left"))
+        q = (
+            exp.select(*gkey, exp.DateDiff(this=as_of, expression=col("start", "s"), unit=exp.var("DAY")).as_("tenure"))
+            .from_(exp.alias_(exp.to_table("grid_rows"), "g"))
+            .join(
+                exp.alias_(starts, "s"),
+                on=exp.EQ(this=col("account_id", "s"), expression=col("account_id", "g")),
+                join_type="left",
+            )
+        )
         q.add_comments(["days since the account's start: " + ", ".join(m.name for m in tenure)])
         ctes.append(("tenure", q))
         joins.append("tenure")
@@ -308,20 +368,37 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
             value_of[m.name] = col("tenure", "tenure")
 
     # subscriptions at as_of
-    sub_cols = sorted({m.column for m in spec.metrics if m.kind == "subscription"} |
-                      ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set()))
+    sub_cols = sorted(
+        {m.column for m in spec.metrics if m.kind == "subscription" and m.column is not None}
+        | ({"seats"} if any(m.per == "seat" for m in spec.metrics) else set())
+    )
     if sub_cols:
         subs = inputs.subscriptions if inputs.subscriptions is not None else exp.to_table("subscriptions")
-        active = exp.Or(this=exp.Is(this=col("end", "s"), expression=exp.null()),
-                        expression=exp.GT(this=col("end", "s"), expression=as_of))
-        q = (exp.select(*gkey).from_(exp.alias_(exp.to_table("grid_rows"), "g"))
-             .join(exp.alias_(subs, "s"), on=_and(exp.EQ(this=col("account_id", "s"), expression=col("account_id", "g")),
-                                                  exp.LTE(this=col("start", "s"), expression=as_of)), join_type="left")
-             .group_by(*gkey))
+        active = exp.Or(
+            this=exp.Is(this=col("end", "s"), expression=exp.null()),
+            expression=exp.GT(this=col("end", "s"), expression=as_of),
+        )
+        q = (
+            exp.select(*gkey)
+            .from_(exp.alias_(exp.to_table("grid_rows"), "g"))
+            .join(
+                exp.alias_(subs, "s"),
+                on=_and(
+                    exp.EQ(this=col("account_id", "s"), expression=col("account_id", "g")),
+                    exp.LTE(this=col("start", "s"), expression=as_of),
+                ),
+                join_type="left",
+            )
+            .group_by(*gkey)
+        )
         for c in sub_cols:
             q = q.select(exp.Sum(this=case(active, _cast(col(c, "s"), "DOUBLE"), lit(0.0))).as_(c))
-        q.add_comments(["subscriptions active at as_of (start <= as_of < end): "
-                        + ", ".join(m.name for m in spec.metrics if m.kind == "subscription" or m.per == "seat")])
+        q.add_comments(
+            [
+                "subscriptions active at as_of (start <= as_of < end): "
+                + ", ".join(m.name for m in spec.metrics if m.kind == "subscription" or m.per == "seat")
+            ]
+        )
         ctes.append(("subs_at", q))
         joins.append("subs_at")
         for m in spec.metrics:
@@ -333,23 +410,37 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
     for i, m in enumerate([m for m in spec.metrics if m.kind == "field"], 1):
         accounts = inputs.accounts if inputs.accounts is not None else exp.to_table("accounts")
         name = f"field_{i}"
-        on = [exp.EQ(this=col("account_id", "a"), expression=col("account_id", "g")),
-              exp.Not(this=exp.Is(this=col(m.column or "", "a"), expression=exp.null()))]
+        on = [
+            exp.EQ(this=col("account_id", "a"), expression=col("account_id", "g")),
+            exp.Not(this=exp.Is(this=col(m.column or "", "a"), expression=exp.null())),
+        ]
         if m.static:
             pick: exp.Expression = exp.Max(this=col(m.column or "", "a"))
         else:
             on.append(exp.LTE(this=col("changed_at", "a"), expression=as_of))
             pick = exp.ArgMax(this=col(m.column or "", "a"), expression=col("changed_at", "a"))
-        q = (exp.select(*gkey, pick.as_(m.name)).from_(exp.alias_(exp.to_table("grid_rows"), "g"))
-             .join(exp.alias_(accounts, "a"), on=_and(*on), join_type="left").group_by(*gkey))
-        q.add_comments([f"{m.name}: " + ("the account's value of " + repr(m.column) if m.static else
-                                         f"latest non-empty {m.column!r} changed on or before as_of")])
+        q = (
+            exp.select(*gkey, pick.as_(m.name))
+            .from_(exp.alias_(exp.to_table("grid_rows"), "g"))
+            .join(exp.alias_(accounts, "a"), on=_and(*on), join_type="left")
+            .group_by(*gkey)
+        )
+        q.add_comments(
+            [
+                f"{m.name}: "
+                + (
+                    "the account's value of " + repr(m.column)
+                    if m.static
+                    else f"latest non-empty {m.column!r} changed on or before as_of"
+                )
+            ]
+        )
         ctes.append((name, q))
         joins.append(name)
         value_of[m.name] = col(m.name, name)
 
     # final select: derived metrics from the columns above
-    final: list[exp.Expression] = [col("account_id", "g"), col("as_of", "g")]
+    final: list[exp.Expr] = [col("account_id", "g"), col("as_of", "g")]  # aliases are exp.Expr in sqlglot's hints
     for m in spec.metrics:
         if m.kind == "ratio":
             e = _div(value_of[m.inputs[0]], value_of[m.inputs[1]])
@@ -358,14 +449,19 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
             e = _div(value_of[m.inputs[0]], den)
         elif m.kind == "change":
             cur, prev = value_of[m.inputs[0]], prev_of[m.inputs[0]]
-            e = exp.Div(this=exp.Paren(this=exp.Sub(this=_cast(cur, "DOUBLE"), expression=_cast(prev, "DOUBLE"))),
-                        expression=exp.Nullif(this=_cast(prev, "DOUBLE"), expression=lit(0)))
+            e = exp.Div(
+                this=exp.Paren(this=exp.Sub(this=_cast(cur, "DOUBLE"), expression=_cast(prev, "DOUBLE"))),
+                expression=exp.Nullif(this=_cast(prev, "DOUBLE"), expression=lit(0)),
+            )
             if m.min_base is not None:
                 e = case(exp.GTE(this=prev, expression=lit(m.min_base)), e)
         else:
             e = value_of[m.name]
-            if m.kind in ("agg",) and m.agg in ("count", "active_days", "distinct_users") or m.kind in (
-                    "days_since", "tenure"):
+            if (
+                m.kind in ("agg",)
+                and m.agg in ("count", "active_days", "distinct_users")
+                or m.kind in ("days_since", "tenure")
+            ):
                 e = _cast(e, "BIGINT")
             elif m.kind in ("agg", "subscription"):
                 e = _cast(e, "DOUBLE")
@@ -373,9 +469,14 @@ def snapshot_query(spec: MetricSpec, inputs: Inputs | None = None, *, dialect: s
         final.append(e.as_(m.name) if m.kind in ("ratio", "per", "change") else e.as_(m.name))
     query = exp.select(*final).from_(exp.alias_(exp.to_table("grid_rows"), "g"))
     for name in joins:
-        query = query.join(exp.alias_(exp.to_table(name), name),
-                           on=_and(exp.EQ(this=col("account_id", name), expression=col("account_id", "g")),
-                                   exp.EQ(this=col("as_of", name), expression=col("as_of", "g"))), join_type="left")
+        query = query.join(
+            exp.alias_(exp.to_table(name), name),
+            on=_and(
+                exp.EQ(this=col("account_id", name), expression=col("account_id", "g")),
+                exp.EQ(this=col("as_of", name), expression=col("as_of", "g")),
+            ),
+            join_type="left",
+        )
     query = query.order_by(col("account_id", "g"), col("as_of", "g"))
     for name, q in ctes:
         query = query.with_(name, as_=q)

@@ -15,6 +15,16 @@ from healthscore.datasets.portfolio import (
     portfolio_summary_line,
     sample_dir,
 )
+from healthscore.datasets.raw import RawLayer
 
-__all__ = ["METRICS", "SAMPLE_ARGS", "Portfolio", "Truth", "load_sample", "make_portfolio",
-           "portfolio_summary_line", "sample_dir"]
+__all__ = [
+    "METRICS",
+    "SAMPLE_ARGS",
+    "Portfolio",
+    "Truth",
+    "load_sample",
+    "make_portfolio",
+    "portfolio_summary_line",
+    "sample_dir",
+    "RawLayer",
+]

@@ -14,12 +14,14 @@ True
 >>> sorted(p.events["event"].unique().to_list()) <= ["churned", "contracted", "expanded"]
 True
 """
+
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from healthscore import resources
+from healthscore.datasets.raw import RawLayer, raw_layer
 from healthscore.io import files
 from healthscore.results import Summary
 
@@ -38,42 +41,96 @@ __all__ = ["Portfolio", "Truth", "make_portfolio", "sample_dir", "load_sample", 
 # the metric (see _REFERENCE), sign included; a null value contributes nothing (it counts as the
 # reference mean). Zero means the metric has no effect of its own.
 METRICS: dict[str, tuple[str, str, float, float, str]] = {
-    "active_users": ("usage", "higher_is_better", 0.0, 0.0,
-                     "distinct weekly active users (mostly reflects account size; no effect of its own)"),
-    "seat_utilization": ("usage", "higher_is_better", -0.30, 0.45,
-                         "active users / seats purchased, 0..1.5"),
-    "login_days": ("usage", "higher_is_better", -0.25, 0.10,
-                   "days with any login in the week, 0..7 (collinear with active users)"),
-    "key_feature_adoption": ("usage", "higher_is_better", -0.25, 0.25,
-                             "share of the 10 key features used in the last 30 days, 0..1"),
-    "api_calls": ("usage", "higher_is_better", -0.15, 0.25,
-                  "API calls in the week; effect per SD of log1p(calls), none without an integration"),
-    "tickets_opened": ("support", "lower_is_better", 0.0, 0.0,
-                       "support tickets opened in the week (no effect of its own)"),
-    "high_sev_tickets": ("support", "lower_is_better", 0.15, -0.10,
-                         "severity-1/2 tickets opened in the week"),
-    "csat": ("support", "higher_is_better", -0.15, 0.0,
-             "mean CSAT 1..5 of tickets closed in the week (null without tickets or answers)"),
-    "nps": ("sentiment", "higher_is_better", -0.30, 0.15,
-            "NPS answer 0..10 in the week (sparse; unhappy accounts answer less)"),
-    "exec_sponsor_engaged": ("relationship", "higher_is_better", -0.20, 0.25,
-                             "1 if an executive sponsor met us in the last 90 days"),
-    "champion_left": ("relationship", "lower_is_better", 0.30, -0.25,
-                      "1 if the champion left in the last 90 days"),
-    "csm_assessment": ("relationship", "higher_is_better", -0.25, 0.15,
-                       "CSM's 1..5 assessment (high-touch accounts only)"),
-    "days_invoice_overdue": ("commercial", "lower_is_better", 0.20, -0.15,
-                             "days the oldest open invoice is overdue"),
-    "seats_deployed_ratio": ("commercial", "higher_is_better", -0.20, 0.30,
-                             "seats provisioned / seats purchased, 0..1.2"),
-    "goal_progress": ("outcomes", "higher_is_better", -0.20, 0.20,
-                      "share of the success-plan goal achieved, 0..1.2"),
-    "email_ctr": ("engagement", "higher_is_better", 0.0, 0.0,
-                  "click-through rate of CS emails in the last 30 days (no effect)"),
-    "community_posts": ("engagement", "higher_is_better", 0.0, 0.0,
-                        "community posts in the last 30 days (no effect)"),
-    "training_completions": ("engagement", "higher_is_better", 0.0, 0.0,
-                             "training modules completed in the last 30 days (no effect)"),
+    "active_users": (
+        "usage",
+        "higher_is_better",
+        0.0,
+        0.0,
+        "distinct weekly active users (mostly reflects account size; no effect of its own)",
+    ),
+    "seat_utilization": ("usage", "higher_is_better", -0.30, 0.45, "active users / seats purchased, 0..1.5"),
+    "login_days": (
+        "usage",
+        "higher_is_better",
+        -0.25,
+        0.10,
+        "days with any login in the week, 0..7 (collinear with active users)",
+    ),
+    "key_feature_adoption": (
+        "usage",
+        "higher_is_better",
+        -0.25,
+        0.25,
+        "share of the 10 key features used in the last 30 days, 0..1",
+    ),
+    "api_calls": (
+        "usage",
+        "higher_is_better",
+        -0.15,
+        0.25,
+        "API calls in the week; effect per SD of log1p(calls), none without an integration",
+    ),
+    "tickets_opened": (
+        "support",
+        "lower_is_better",
+        0.0,
+        0.0,
+        "support tickets opened in the week (no effect of its own)",
+    ),
+    "high_sev_tickets": ("support", "lower_is_better", 0.15, -0.10, "severity-1/2 tickets opened in the week"),
+    "csat": (
+        "support",
+        "higher_is_better",
+        -0.15,
+        0.0,
+        "mean CSAT 1..5 of tickets closed in the week (null without tickets or answers)",
+    ),
+    "nps": (
+        "sentiment",
+        "higher_is_better",
+        -0.30,
+        0.15,
+        "NPS answer 0..10 in the week (sparse; unhappy accounts answer less)",
+    ),
+    "exec_sponsor_engaged": (
+        "relationship",
+        "higher_is_better",
+        -0.20,
+        0.25,
+        "1 if an executive sponsor met us in the last 90 days",
+    ),
+    "champion_left": ("relationship", "lower_is_better", 0.30, -0.25, "1 if the champion left in the last 90 days"),
+    "csm_assessment": (
+        "relationship",
+        "higher_is_better",
+        -0.25,
+        0.15,
+        "CSM's 1..5 assessment (high-touch accounts only)",
+    ),
+    "days_invoice_overdue": ("commercial", "lower_is_better", 0.20, -0.15, "days the oldest open invoice is overdue"),
+    "seats_deployed_ratio": (
+        "commercial",
+        "higher_is_better",
+        -0.20,
+        0.30,
+        "seats provisioned / seats purchased, 0..1.2",
+    ),
+    "goal_progress": ("outcomes", "higher_is_better", -0.20, 0.20, "share of the success-plan goal achieved, 0..1.2"),
+    "email_ctr": (
+        "engagement",
+        "higher_is_better",
+        0.0,
+        0.0,
+        "click-through rate of CS emails in the last 30 days (no effect)",
+    ),
+    "community_posts": ("engagement", "higher_is_better", 0.0, 0.0, "community posts in the last 30 days (no effect)"),
+    "training_completions": (
+        "engagement",
+        "higher_is_better",
+        0.0,
+        0.0,
+        "training modules completed in the last 30 days (no effect)",
+    ),
 }
 
 # Reference mean and SD used to standardise each metric inside the hazards. They are fixed
@@ -113,9 +170,12 @@ _BASE_RATES: dict[tuple[str, str], tuple[float, float]] = {
 }
 # latent health mean per (segment, touch model)
 _HEALTH_MEAN = {
-    ("enterprise", "high"): 0.35, ("enterprise", "digital"): 0.05,
-    ("mid_market", "high"): 0.2, ("mid_market", "digital"): -0.05,
-    ("smb", "high"): 0.05, ("smb", "digital"): -0.25,
+    ("enterprise", "high"): 0.35,
+    ("enterprise", "digital"): 0.05,
+    ("mid_market", "high"): 0.2,
+    ("mid_market", "digital"): -0.05,
+    ("smb", "high"): 0.05,
+    ("smb", "digital"): -0.25,
 }
 # log-odds terms that are not metrics: name -> (churn, expansion, description)
 _OTHER_TERMS: dict[str, tuple[float, float, str]] = {
@@ -163,14 +223,23 @@ _NONLINEAR_ARG = ", truth='nonlinear'"
 _NONLINEAR_CHURN_SCALE = 2.0  # base annual churn x this: more events for the curves to show in
 # grid on which truth.curves records each curve (raw units)
 _CURVE_GRID: dict[str, np.ndarray] = {
-    "active_users": np.linspace(0, 1000, 41), "seat_utilization": np.linspace(0, 1.5, 61),
-    "login_days": np.arange(8.0), "key_feature_adoption": np.linspace(0, 1, 11),
-    "api_calls": np.round(np.expm1(np.linspace(0, 10, 41)), 1), "tickets_opened": np.arange(7.0),
-    "high_sev_tickets": np.arange(5.0), "csat": np.linspace(1, 5, 41), "nps": np.arange(11.0),
-    "exec_sponsor_engaged": np.array([0.0, 1.0]), "champion_left": np.array([0.0, 1.0]),
-    "csm_assessment": np.arange(1.0, 6.0), "days_invoice_overdue": np.arange(0.0, 91.0, 1.0),
-    "seats_deployed_ratio": np.linspace(0, 1.2, 49), "goal_progress": np.linspace(0, 1.2, 49),
-    "email_ctr": np.linspace(0, 0.4, 41), "community_posts": np.arange(6.0),
+    "active_users": np.linspace(0, 1000, 41),
+    "seat_utilization": np.linspace(0, 1.5, 61),
+    "login_days": np.arange(8.0),
+    "key_feature_adoption": np.linspace(0, 1, 11),
+    "api_calls": np.round(np.expm1(np.linspace(0, 10, 41)), 1),
+    "tickets_opened": np.arange(7.0),
+    "high_sev_tickets": np.arange(5.0),
+    "csat": np.linspace(1, 5, 41),
+    "nps": np.arange(11.0),
+    "exec_sponsor_engaged": np.array([0.0, 1.0]),
+    "champion_left": np.array([0.0, 1.0]),
+    "csm_assessment": np.arange(1.0, 6.0),
+    "days_invoice_overdue": np.arange(0.0, 91.0, 1.0),
+    "seats_deployed_ratio": np.linspace(0, 1.2, 49),
+    "goal_progress": np.linspace(0, 1.2, 49),
+    "email_ctr": np.linspace(0, 0.4, 41),
+    "community_posts": np.arange(6.0),
     "training_completions": np.arange(7.0),
 }
 
@@ -188,7 +257,7 @@ def _nonlinear_churn(metrics: dict[str, np.ndarray], seg: np.ndarray) -> np.ndar
             continue
         curve = _NONLINEAR[m][1]
         x = np.asarray(metrics[m], dtype=float)
-        term = curve(np.nan_to_num(x)) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+        term = curve(np.nan_to_num(x)) - curve(np.array(_curve_centre(m)))
         if m in _NONLINEAR_BY_SEGMENT:
             term = term * np.asarray(_NONLINEAR_BY_SEGMENT[m])[seg]
         out[k] = np.where(np.isnan(x), 0.0, term)
@@ -203,7 +272,7 @@ def _truth_curves() -> pl.DataFrame:
         grid = _CURVE_GRID[m].astype(float)
         if m in _NONLINEAR:
             curve = _NONLINEAR[m][1]
-            base = curve(grid) - curve(np.array(_curve_centre(m)))  # type: ignore[operator]
+            base = curve(grid) - curve(np.array(_curve_centre(m)))
         else:
             base = np.zeros_like(grid)
         factors = [("all", 1.0)] + list(zip(SEGMENTS, _NONLINEAR_BY_SEGMENT.get(m, ())))
@@ -212,10 +281,10 @@ def _truth_curves() -> pl.DataFrame:
     return pl.concat(parts)
 
 
-_PHI = 0.9          # weekly persistence of the latent health
-_SIGMA = 0.3        # weekly innovation of the latent health
-_BURN_IN = 13       # weeks simulated before the first snapshot: fills the 90-day indicators
-_WINDOW_90D = 13    # "last 90 days" in weeks
+_PHI = 0.9  # weekly persistence of the latent health
+_SIGMA = 0.3  # weekly innovation of the latent health
+_BURN_IN = 13  # weeks simulated before the first snapshot: fills the 90-day indicators
+_WINDOW_90D = 13  # "last 90 days" in weeks
 
 
 @dataclass(frozen=True)
@@ -244,27 +313,57 @@ class Portfolio:
     origin: str | None = None  # how it was generated, e.g. "make_portfolio(n_accounts=2000, ...)"
 
     # data files written by save() (besides README.md), in a fixed order
-    FILES = ("snapshots.parquet", "events.parquet", "accounts.parquet", "truth_effects.csv",
-             "truth_latent.parquet", "truth_segment_churn.csv", "truth_other_terms.csv",
-             "latest_week.csv")
+    FILES = (
+        "snapshots.parquet",
+        "events.parquet",
+        "accounts.parquet",
+        "truth_effects.csv",
+        "truth_latent.parquet",
+        "truth_segment_churn.csv",
+        "truth_other_terms.csv",
+        "latest_week.csv",
+    )
+
+    @cached_property
+    def raw(self) -> RawLayer:
+        """The raw layer behind the snapshots: event log, subscriptions, CRM change log and the metric
+        spec that rebuilds the event-derived columns exactly (computed on first use, then kept).
+
+        >>> make_portfolio(n_accounts=10, n_weeks=3, seed=2).raw.subscriptions["seats"].min() >= 3
+        True
+        """
+        found = re.search(r"seed=(\d+)", self.origin or "")
+        return raw_layer(self.snapshots, self.events, seed=int(found.group(1)) if found else 0)
 
     def summary(self) -> Summary:
         """A few lines: accounts by segment, ARR, weeks, annualised churn and expansion rates."""
         s = portfolio_stats(self)
-        lines = [f"{s['accounts']} accounts, {s['weeks']} weekly snapshots "
-                 f"({s['first']} .. {s['last']}), {s['rows']} rows; latest ARR {s['arr']:,.0f}"]
+        lines = [
+            f"{s['accounts']} accounts, {s['weeks']} weekly snapshots "
+            f"({s['first']} .. {s['last']}), {s['rows']} rows; latest ARR {s['arr']:,.0f}"
+        ]
         for seg, n in s["by_segment"].items():
             lines.append(f"  {seg:<11} {n:>6} accounts")
-        lines.append(f"annual logo churn {s['churn_rate']:.1%}, accounts expanding per year "
-                     f"{s['expansion_rate']:.1%}, contracting {s['contraction_rate']:.1%}")
+        lines.append(
+            f"annual logo churn {s['churn_rate']:.1%}, accounts expanding per year "
+            f"{s['expansion_rate']:.1%}, contracting {s['contraction_rate']:.1%}"
+        )
         return Summary("\n".join(lines))
 
     def save(self, folder: str | os.PathLike[str]) -> list[Path]:
         """Write every table and a ``README.md`` data dictionary into ``folder`` atomically;
         returns the paths written."""
         folder = Path(folder)
-        tables = [self.snapshots, self.events, self.accounts, self.truth.effects, self.truth.latent,
-                  self.truth.segment_churn, self.truth.other_terms, latest_week(self.snapshots)]
+        tables = [
+            self.snapshots,
+            self.events,
+            self.accounts,
+            self.truth.effects,
+            self.truth.latent,
+            self.truth.segment_churn,
+            self.truth.other_terms,
+            latest_week(self.snapshots),
+        ]
         for name, frame in zip(self.FILES, tables, strict=True):
             (files.write_parquet if name.endswith(".parquet") else files.write_csv)(frame, folder / name)
         extra = []
@@ -280,35 +379,41 @@ class Portfolio:
         folder = Path(folder)
         missing = [n for n in cls.FILES if not (folder / n).exists()]
         if missing:
-            raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}; "
-                                    f"run 'healthscore sample --out {folder}' to regenerate")
-        truth = Truth(effects=pl.read_csv(folder / "truth_effects.csv"),
-                      latent=pl.read_parquet(folder / "truth_latent.parquet"),
-                      segment_churn=pl.read_csv(folder / "truth_segment_churn.csv"),
-                      other_terms=pl.read_csv(folder / "truth_other_terms.csv"),
-                      curves=pl.read_csv(folder / "truth_curves.csv") if (folder / "truth_curves.csv").exists()
-                      else None,
-                      kind="nonlinear" if (folder / "truth_curves.csv").exists() else "linear")
+            raise FileNotFoundError(
+                f"{folder}: missing {', '.join(missing)}; run 'healthscore sample --out {folder}' to regenerate"
+            )
+        truth = Truth(
+            effects=pl.read_csv(folder / "truth_effects.csv"),
+            latent=pl.read_parquet(folder / "truth_latent.parquet"),
+            segment_churn=pl.read_csv(folder / "truth_segment_churn.csv"),
+            other_terms=pl.read_csv(folder / "truth_other_terms.csv"),
+            curves=pl.read_csv(folder / "truth_curves.csv") if (folder / "truth_curves.csv").exists() else None,
+            kind="nonlinear" if (folder / "truth_curves.csv").exists() else "linear",
+        )
         readme = folder / "README.md"
         found = re.search(r"`(make_portfolio\([^`]*\))`", readme.read_text()) if readme.exists() else None
-        return cls(snapshots=pl.read_parquet(folder / "snapshots.parquet"),
-                   accounts=pl.read_parquet(folder / "accounts.parquet"),
-                   events=pl.read_parquet(folder / "events.parquet"), truth=truth,
-                   origin=found.group(1) if found else None)
+        return cls(
+            snapshots=pl.read_parquet(folder / "snapshots.parquet"),
+            accounts=pl.read_parquet(folder / "accounts.parquet"),
+            events=pl.read_parquet(folder / "events.parquet"),
+            truth=truth,
+            origin=found.group(1) if found else None,
+        )
 
 
 def latest_week(snapshots: pl.DataFrame) -> pl.DataFrame:
     """The latest snapshot of every account (churned accounts keep their last week)."""
-    return (snapshots.sort("account_id", "as_of")
-            .group_by("account_id", maintain_order=True).last())
+    return snapshots.sort("account_id", "as_of").group_by("account_id", maintain_order=True).last()
 
 
 def portfolio_summary_line(p: Portfolio) -> str:
     """One line: accounts by segment, latest ARR, annual churn and expansion rates."""
     s = portfolio_stats(p)
     segs = ", ".join(f"{k} {v}" for k, v in s["by_segment"].items())
-    return (f"{s['accounts']} accounts ({segs}) over {s['weeks']} weeks, ARR {s['arr'] / 1e6:.1f}M; "
-            f"annual churn {s['churn_rate']:.1%}, expanding {s['expansion_rate']:.1%}")
+    return (
+        f"{s['accounts']} accounts ({segs}) over {s['weeks']} weeks, ARR {s['arr'] / 1e6:.1f}M; "
+        f"annual churn {s['churn_rate']:.1%}, expanding {s['expansion_rate']:.1%}"
+    )
 
 
 def portfolio_stats(p: Portfolio) -> dict:
@@ -321,8 +426,11 @@ def portfolio_stats(p: Portfolio) -> dict:
     latest = latest_week(snaps)
     by_seg = latest.group_by("segment").len().sort("segment")
     return {
-        "accounts": snaps["account_id"].n_unique(), "weeks": weeks, "rows": snaps.height,
-        "first": snaps["as_of"].min(), "last": snaps["as_of"].max(),
+        "accounts": snaps["account_id"].n_unique(),
+        "weeks": weeks,
+        "rows": snaps.height,
+        "first": snaps["as_of"].min(),
+        "last": snaps["as_of"].max(),
         "arr": float(latest.filter(pl.col("as_of") == snaps["as_of"].max())["arr"].sum()),
         "by_segment": dict(zip(by_seg["segment"].to_list(), by_seg["len"].to_list())),
         "churn_rate": count.get("churned", 0) / max(exposure_years, 1e-9),
@@ -332,24 +440,156 @@ def portfolio_stats(p: Portfolio) -> dict:
 
 
 # ----------------------------------------------------------------------------- names
-_NAME_A = ["Blue", "North", "Iron", "Silver", "Cedar", "Bright", "Stone", "Red", "Oak", "Clear",
-           "Swift", "Golden", "River", "Summit", "Pine", "Harbor", "Falcon", "Maple", "Copper",
-           "Green", "Granite", "Lake", "Star", "Cobalt", "Echo", "Prairie", "Atlas", "Willow",
-           "Amber", "Coral", "Orchid", "Birch", "Delta", "Vista", "Polar", "Crescent", "Ember",
-           "Sierra", "Meadow", "Beacon"]
-_NAME_B = ["field", "stone", "wave", "bridge", "point", "gate", "line", "path", "works", "crest",
-           "brook", "forge", "ridge", "light", "view", "wood", "peak", "port", "spring", "mark",
-           "vale", "shore", "well", "haven", "stream", "rock", "side", "wind", "moor", "bay"]
-_NAME_C = ["Analytics", "Logistics", "Health", "Systems", "Labs", "Foods", "Energy", "Media",
-           "Partners", "Robotics", "Finance", "Supply", "Networks", "Retail", "Studios", "Bio"]
-_SUFFIX = {"North America": ["Inc", "LLC", "Corp"], "EMEA": ["Ltd", "GmbH", "SA", "BV"],
-           "APAC": ["Pte Ltd", "Pty Ltd", "KK"], "LATAM": ["SA", "Ltda", "SRL"]}
-_FIRST = ["Alex", "Maria", "Sam", "Priya", "Jordan", "Chen", "Fatima", "Lukas", "Ana", "Tom",
-          "Aisha", "Diego", "Hannah", "Kenji", "Olivia", "Mateo", "Sofia", "Noah", "Leila", "Ivan"]
-_LAST = ["Rivera", "Okafor", "Schmidt", "Patel", "Nguyen", "Kowalski", "Haddad", "Silva", "Berg",
-         "Tanaka", "Murphy", "Costa", "Novak", "Adeyemi", "Larsen", "Moreau", "Reyes", "Kim"]
-INDUSTRIES = ["software", "financial services", "healthcare", "manufacturing", "retail",
-              "education", "media", "logistics"]
+_NAME_A = [
+    "Blue",
+    "North",
+    "Iron",
+    "Silver",
+    "Cedar",
+    "Bright",
+    "Stone",
+    "Red",
+    "Oak",
+    "Clear",
+    "Swift",
+    "Golden",
+    "River",
+    "Summit",
+    "Pine",
+    "Harbor",
+    "Falcon",
+    "Maple",
+    "Copper",
+    "Green",
+    "Granite",
+    "Lake",
+    "Star",
+    "Cobalt",
+    "Echo",
+    "Prairie",
+    "Atlas",
+    "Willow",
+    "Amber",
+    "Coral",
+    "Orchid",
+    "Birch",
+    "Delta",
+    "Vista",
+    "Polar",
+    "Crescent",
+    "Ember",
+    "Sierra",
+    "Meadow",
+    "Beacon",
+]
+_NAME_B = [
+    "field",
+    "stone",
+    "wave",
+    "bridge",
+    "point",
+    "gate",
+    "line",
+    "path",
+    "works",
+    "crest",
+    "brook",
+    "forge",
+    "ridge",
+    "light",
+    "view",
+    "wood",
+    "peak",
+    "port",
+    "spring",
+    "mark",
+    "vale",
+    "shore",
+    "well",
+    "haven",
+    "stream",
+    "rock",
+    "side",
+    "wind",
+    "moor",
+    "bay",
+]
+_NAME_C = [
+    "Analytics",
+    "Logistics",
+    "Health",
+    "Systems",
+    "Labs",
+    "Foods",
+    "Energy",
+    "Media",
+    "Partners",
+    "Robotics",
+    "Finance",
+    "Supply",
+    "Networks",
+    "Retail",
+    "Studios",
+    "Bio",
+]
+_SUFFIX = {
+    "North America": ["Inc", "LLC", "Corp"],
+    "EMEA": ["Ltd", "GmbH", "SA", "BV"],
+    "APAC": ["Pte Ltd", "Pty Ltd", "KK"],
+    "LATAM": ["SA", "Ltda", "SRL"],
+}
+_FIRST = [
+    "Alex",
+    "Maria",
+    "Sam",
+    "Priya",
+    "Jordan",
+    "Chen",
+    "Fatima",
+    "Lukas",
+    "Ana",
+    "Tom",
+    "Aisha",
+    "Diego",
+    "Hannah",
+    "Kenji",
+    "Olivia",
+    "Mateo",
+    "Sofia",
+    "Noah",
+    "Leila",
+    "Ivan",
+]
+_LAST = [
+    "Rivera",
+    "Okafor",
+    "Schmidt",
+    "Patel",
+    "Nguyen",
+    "Kowalski",
+    "Haddad",
+    "Silva",
+    "Berg",
+    "Tanaka",
+    "Murphy",
+    "Costa",
+    "Novak",
+    "Adeyemi",
+    "Larsen",
+    "Moreau",
+    "Reyes",
+    "Kim",
+]
+INDUSTRIES = [
+    "software",
+    "financial services",
+    "healthcare",
+    "manufacturing",
+    "retail",
+    "education",
+    "media",
+    "logistics",
+]
 REGIONS = ["North America", "EMEA", "APAC", "LATAM"]
 
 
@@ -362,8 +602,10 @@ def _company_names(rng: np.random.Generator, region: np.ndarray) -> list[str]:
     b, c = np.divmod(rest, len(_NAME_C))
     pick = rng.integers(0, 12, size=n)
     suffixes = [_SUFFIX[r] for r in REGIONS]
-    return [f"{_NAME_A[i]}{_NAME_B[j]} {_NAME_C[k]} {suffixes[r][p % len(suffixes[r])]}"
-            for i, j, k, r, p in zip(a, b, c, region, pick)]
+    return [
+        f"{_NAME_A[i]}{_NAME_B[j]} {_NAME_C[k]} {suffixes[r][p % len(suffixes[r])]}"
+        for i, j, k, r, p in zip(a, b, c, region, pick)
+    ]
 
 
 def _csm_pool(n_csm: int) -> list[str]:
@@ -420,7 +662,7 @@ class _Book:
     integrated: np.ndarray
     names: list[str]
     csm_names: list[str]
-    pools: list[np.ndarray]   # CSM indices per segment (high touch), then the digital team
+    pools: list[np.ndarray]  # CSM indices per segment (high touch), then the digital team
 
     def draw_csm(self, rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
         """A CSM index for each account in ``mask`` (-1 elsewhere and for digital SMB)."""
@@ -452,13 +694,19 @@ def _draw_book(rng: np.random.Generator, n: int, end: np.datetime64) -> _Book:
     sizes.append(max(1, -(-int(((seg < 2) & (touch == 1)).sum()) // 150)))
     bounds = np.cumsum([0, *sizes])
     pools = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    return _Book(seg, touch, industry, region, start, seats, price, integrated, names,
-                 _csm_pool(int(bounds[-1])), pools)
+    return _Book(
+        seg, touch, industry, region, start, seats, price, integrated, names, _csm_pool(int(bounds[-1])), pools
+    )
 
 
-def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
-                   end: date = date(2026, 11, 16), progress: bool = False,
-                   truth: Literal["linear", "nonlinear"] = "linear") -> Portfolio:
+def make_portfolio(
+    n_accounts: int = 2000,
+    n_weeks: int = 52,
+    seed: int = 7,
+    end: date = date(2026, 11, 16),
+    progress: bool = False,
+    truth: Literal["linear", "nonlinear"] = "linear",
+) -> Portfolio:
     """Generate a sample portfolio whose true effects are known.
 
     ``end`` is the last snapshot date (moved back to a Monday); snapshots are weekly. Accounts
@@ -493,7 +741,8 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
     events: list[np.ndarray] = []
     steps = range(-_BURN_IN, n_weeks)  # week 0 is the first snapshot
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # progress bars are loaded only for long runs
+
         steps = tqdm(steps, desc="simulating weeks", unit="week")
     for wk in steps:
         day = first64 + np.timedelta64(7 * wk, "D")
@@ -505,8 +754,10 @@ def make_portfolio(n_accounts: int = 2000, n_weeks: int = 52, seed: int = 7,
             cols.setdefault(k, []).append(v)
         events.append(sim.outcomes(day, zs))
     data = {k: np.concatenate(v) for k, v in cols.items()}
-    origin = (f"make_portfolio(n_accounts={n_accounts}, n_weeks={n_weeks}, seed={seed}, "
-              f"end=date({end.year}, {end.month}, {end.day}){_NONLINEAR_ARG if sim.nonlinear else ''})")
+    origin = (
+        f"make_portfolio(n_accounts={n_accounts}, n_weeks={n_weeks}, seed={seed}, "
+        f"end=date({end.year}, {end.month}, {end.day}){_NONLINEAR_ARG if sim.nonlinear else ''})"
+    )
     return _assemble(sim.book, data, np.concatenate(events, axis=1), first64, origin, sim.nonlinear)
 
 
@@ -524,12 +775,16 @@ class _Simulation:
         self.csm = book.draw_csm(rng, np.ones(n, dtype=bool))
         # latent health: AR(1) around an account mean that depends on segment and touch model
         self.mu = _lookup(_HEALTH_MEAN, book.seg, book.touch) + rng.normal(0, 0.5, n)
-        self.h = self.mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI ** 2), n)
-        self.eff_dr = rng.normal(0, 0.4, n)   # how fully an account provisions its seats
-        self.eff_kf = rng.normal(0, 0.4, n)   # how broadly it uses the key features
+        self.h = self.mu + rng.normal(0, _SIGMA / np.sqrt(1 - _PHI**2), n)
+        self.eff_dr = rng.normal(0, 0.4, n)  # how fully an account provisions its seats
+        self.eff_kf = rng.normal(0, 0.4, n)  # how broadly it uses the key features
         scale = (_NONLINEAR_CHURN_SCALE, 1.0) if nonlinear else (1.0, 1.0)
-        self.base = np.stack([_weekly_logit(scale[i] * _lookup({k: v[i] for k, v in _BASE_RATES.items()},
-                                                               book.seg, book.touch)) for i in (0, 1)])
+        self.base = np.stack(
+            [
+                _weekly_logit(scale[i] * _lookup({k: v[i] for k, v in _BASE_RATES.items()}, book.seg, book.touch))
+                for i in (0, 1)
+            ]
+        )
         self.coef = np.array([[v[2] for v in METRICS.values()], [v[3] for v in METRICS.values()]])
         self.other = np.array([[v[0] for v in _OTHER_TERMS.values()], [v[1] for v in _OTHER_TERMS.values()]])
         self.ref = np.array(list(_REFERENCE.values()))  # [metric, (mean, sd)] in METRICS order
@@ -563,11 +818,13 @@ class _Simulation:
         # invoices: an overdue invoice gets paid or ages another week; healthier accounts pay sooner
         pay = rng.random(n) < _sigmoid(0.3 + 0.8 * h)
         new_over = rng.random(n) < _sigmoid(-3.8 - 0.7 * h)
-        self.overdue = np.where(self.overdue > 0, np.where(pay, 0.0, self.overdue + 7),
-                                np.where(new_over, rng.integers(1, 15, n), 0.0))
+        self.overdue = np.where(
+            self.overdue > 0, np.where(pay, 0.0, self.overdue + 7), np.where(new_over, rng.integers(1, 15, n), 0.0)
+        )
         revisit = rng.random(n) < 0.3  # CSMs revisit their assessment every few weeks
-        self.assessment = np.where(revisit, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5),
-                                   self.assessment)
+        self.assessment = np.where(
+            revisit, np.clip(np.round(3 + 0.9 * h + rng.normal(0, 0.5, n)), 1, 5), self.assessment
+        )
 
     def observe(self, wk: int, day: np.datetime64) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """This week's snapshot rows (accounts that are customers) and the standardised signals."""
@@ -585,8 +842,9 @@ class _Simulation:
         logins = rng.binomial(7, _sigmoid(0.2 + 0.9 * u + 0.3 * z[0]))
         kfa = rng.binomial(10, _sigmoid(-0.2 + 0.7 * h + self.eff_kf)) / 10.0
         spike = rng.random(n) < 0.03  # batch jobs: rare weeks with many times the usual calls
-        calls = np.round(np.exp(0.9 * np.log1p(deployed) + 2.5 + 0.5 * h + 0.8 * z[1])
-                         * np.where(spike, np.exp(2 + z[2]), 1.0))
+        calls = np.round(
+            np.exp(0.9 * np.log1p(deployed) + 2.5 + 0.5 * h + 0.8 * z[1]) * np.where(spike, np.exp(2 + z[2]), 1.0)
+        )
         tickets = rng.poisson(0.04 * np.sqrt(seats) * np.exp(-0.35 * h) * np.where(young, 2.0, 1.0))
         high_sev = rng.binomial(tickets, _sigmoid(-1.8 - 0.5 * h))
         csat_seen = (tickets > 0) & (rng.random(n) < _sigmoid(0.5 + 0.8 * h))
@@ -617,19 +875,29 @@ class _Simulation:
         seen = np.stack([np.log1p(v) if m == "api_calls" else v for m, v in metrics.items()]).astype(float)
         zs = np.nan_to_num((seen - self.ref[:, :1]) / self.ref[:, 1:], nan=0.0)
         to_renewal = (renewal - day).astype(np.int64)
-        self.aux = {"near_renewal": to_renewal <= 56, "young": young,
-                    "handover": (wk - self.last_handover) < _WINDOW_90D,
-                    "champion_left": metrics["champion_left"]}
+        self.aux = {
+            "near_renewal": to_renewal <= 56,
+            "young": young,
+            "handover": (wk - self.last_handover) < _WINDOW_90D,
+            "champion_left": metrics["champion_left"],
+        }
         if self.nonlinear:
             self.aux["churn_terms"] = _nonlinear_churn(metrics, self.book.seg)
 
         i = np.flatnonzero(self.alive & self.started)
-        stage = np.where(young, 0, np.where((tenure >= 270) & (to_renewal <= 90), 3,
-                                            np.where(tenure < 365, 1, 2)))
-        week = {"_i": i, "_wk": np.full(len(i), wk), "_csm": self.csm[i], "_stage": stage[i],
-                "_health": h[i], "arr": self.arr[i], "seats_purchased": seats[i],
-                "renewal_date": renewal[i], "goal_start": goal_start[i],
-                "goal_due": goal_start[i] + np.timedelta64(182, "D")}
+        stage = np.where(young, 0, np.where((tenure >= 270) & (to_renewal <= 90), 3, np.where(tenure < 365, 1, 2)))
+        week = {
+            "_i": i,
+            "_wk": np.full(len(i), wk),
+            "_csm": self.csm[i],
+            "_stage": stage[i],
+            "_health": h[i],
+            "arr": self.arr[i],
+            "seats_purchased": seats[i],
+            "renewal_date": renewal[i],
+            "goal_start": goal_start[i],
+            "goal_due": goal_start[i] + np.timedelta64(182, "D"),
+        }
         week.update({m: v[i].astype(float) for m, v in metrics.items()})
         return week, zs
 
@@ -646,8 +914,14 @@ class _Simulation:
         churn = row & (rng.random(n) < _sigmoid(lp[0]))
         expand = row & ~churn & (rng.random(n) < _sigmoid(lp[1]))
         cut = np.minimum(np.maximum(1, np.round(seats * rng.uniform(0.1, 0.3, n))), seats - 1).astype(np.int64)
-        contract = (row & ~churn & ~expand & aux["near_renewal"] & (cut > 0)
-                    & (rng.random(n) < _sigmoid(_contraction_logit(zs))))
+        contract = (
+            row
+            & ~churn
+            & ~expand
+            & aux["near_renewal"]
+            & (cut > 0)
+            & (rng.random(n) < _sigmoid(_contraction_logit(zs)))
+        )
         add = np.maximum(1, np.round(seats * rng.uniform(0.08, 0.4, n))).astype(np.int64)
         when = day.astype(np.int64) + rng.integers(1, 7, n)  # dated within the next six days
         j = np.flatnonzero(churn)
@@ -671,10 +945,21 @@ def _contraction_logit(zs: np.ndarray) -> np.ndarray:
 EVENTS = ("churned", "expanded", "contracted")
 _OUTSIDE_REASONS = ("budget cuts", "switched to a competitor", "acquired", "project ended")
 # metric index -> churn reason when that metric pushed the hazard up most
-_REASON_OF_METRIC = {1: "low adoption", 2: "low adoption", 3: "low adoption", 4: "low adoption",
-                     6: "support experience", 7: "support experience", 8: "unhappy with the product",
-                     9: "no executive sponsor", 10: "champion left", 11: "relationship",
-                     12: "budget / non-payment", 13: "low adoption", 14: "goals not met"}
+_REASON_OF_METRIC = {
+    1: "low adoption",
+    2: "low adoption",
+    3: "low adoption",
+    4: "low adoption",
+    6: "support experience",
+    7: "support experience",
+    8: "unhappy with the product",
+    9: "no executive sponsor",
+    10: "champion left",
+    11: "relationship",
+    12: "budget / non-payment",
+    13: "low adoption",
+    14: "goals not met",
+}
 REASONS = tuple(dict.fromkeys([*_REASON_OF_METRIC.values(), *_OUTSIDE_REASONS]))
 
 
@@ -682,28 +967,38 @@ def _churn_reason(rng: np.random.Generator, contrib: np.ndarray, champ_left: np.
     """Reason codes (index into REASONS): mostly the metric that pushed churn up most, sometimes
     an outside reason the data cannot see."""
     k = contrib.shape[1]
-    named = np.array([REASONS.index(_REASON_OF_METRIC.get(m, "low adoption"))
-                      for m in range(contrib.shape[0])])[np.argmax(contrib, axis=0)]
+    named = np.array([REASONS.index(_REASON_OF_METRIC.get(m, "low adoption")) for m in range(contrib.shape[0])])[
+        np.argmax(contrib, axis=0)
+    ]
     outside = np.array([REASONS.index(r) for r in _OUTSIDE_REASONS])[rng.integers(0, 4, k)]
     strong = (contrib.max(axis=0, initial=0.0) > 0.25) & (rng.random(k) < 0.75)
     out = np.where(strong, named, outside)
     return np.where((champ_left > 0) & (rng.random(k) < 0.6), REASONS.index("champion left"), out)
 
 
-def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
-              first64: np.datetime64, origin: str, nonlinear: bool = False) -> Portfolio:
+def _assemble(
+    book: _Book,
+    data: dict[str, np.ndarray],
+    events: np.ndarray,
+    first64: np.datetime64,
+    origin: str,
+    nonlinear: bool = False,
+) -> Portfolio:
     n = len(book.seg)
     width = max(5, len(str(n)))  # zero-padded ids sort like their numbers
     ids = pl.Series("account_id", np.arange(1, n + 1)).cast(pl.String).str.zfill(width)
     ids = ("A" + ids).alias("account_id")
-    attrs = pl.DataFrame([
-        ids, pl.Series("company_name", book.names),
-        pl.Series(SEGMENTS).gather(book.seg).alias("segment"),
-        pl.Series(TOUCH).gather(book.touch).alias("touch_model"),
-        pl.Series(INDUSTRIES).gather(book.industry).alias("industry"),
-        pl.Series(REGIONS).gather(book.region).alias("region"),
-        pl.Series("contract_start", book.start),
-    ])
+    attrs = pl.DataFrame(
+        [
+            ids,
+            pl.Series("company_name", book.names),
+            pl.Series(SEGMENTS).gather(book.seg).alias("segment"),
+            pl.Series(TOUCH).gather(book.touch).alias("touch_model"),
+            pl.Series(INDUSTRIES).gather(book.industry).alias("industry"),
+            pl.Series(REGIONS).gather(book.region).alias("region"),
+            pl.Series("contract_start", book.start),
+        ]
+    )
     order = np.lexsort((data["_wk"], data["_i"]))  # account, then week
     raw = pl.DataFrame({k: v[order] for k, v in data.items()}, nan_to_null=True)
     first = first64.astype(object)
@@ -714,73 +1009,117 @@ def _assemble(book: _Book, data: dict[str, np.ndarray], events: np.ndarray,
         lifecycle_stage=pl.Series(STAGES).gather(raw["_stage"]),
     )
     snaps = snaps.select(
-        "account_id", "as_of", "company_name", "segment", "touch_model", "industry", "region", "csm",
-        "lifecycle_stage", pl.col("arr").cast(pl.Float64), pl.col("seats_purchased").cast(pl.Int64),
-        "contract_start", *[pl.col(c).cast(pl.Date) for c in ("renewal_date", "goal_start", "goal_due")],
+        "account_id",
+        "as_of",
+        "company_name",
+        "segment",
+        "touch_model",
+        "industry",
+        "region",
+        "csm",
+        "lifecycle_stage",
+        pl.col("arr").cast(pl.Float64),
+        pl.col("seats_purchased").cast(pl.Int64),
+        "contract_start",
+        *[pl.col(c).cast(pl.Date) for c in ("renewal_date", "goal_start", "goal_due")],
         *[pl.col(m).cast(pl.Float64).round(4) for m in METRICS],
     )
     latent = snaps.select("account_id", "as_of").with_columns(health=raw["_health"].round(6))
 
-    ev = pl.DataFrame({"_i": events[0], "date": events[1], "_e": events[2], "_d": events[3]},
-                      schema={"_i": pl.Int64, "date": pl.Int64, "_e": pl.Int64, "_d": pl.Int64})
+    ev = pl.DataFrame(
+        {"_i": events[0], "date": events[1], "_e": events[2], "_d": events[3]},
+        schema={"_i": pl.Int64, "date": pl.Int64, "_e": pl.Int64, "_d": pl.Int64},
+    )
     reasons = pl.Series(REASONS).gather(ev["_d"].clip(0, len(REASONS) - 1))  # used for churn only
     ev = ev.select(
         account_id=ids.gather(ev["_i"]),
         date=pl.col("date").cast(pl.Int32).cast(pl.Date),
         event=pl.Series(EVENTS).gather(ev["_e"]),
-        details=pl.when(pl.col("_e") == 0).then(reasons)
-        .when(pl.col("_e") == 1).then(pl.format("+{} seats", pl.col("_d")))
+        details=pl.when(pl.col("_e") == 0)
+        .then(reasons)
+        .when(pl.col("_e") == 1)
+        .then(pl.format("+{} seats", pl.col("_d")))
         .otherwise(pl.format("-{} seats", pl.col("_d"))),
     ).sort("date", "account_id", "event")
-    return Portfolio(snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev,
-                     truth=_truth(latent, nonlinear), origin=origin)
+    return Portfolio(
+        snapshots=snaps, accounts=_accounts_table(snaps, ev), events=ev, truth=_truth(latent, nonlinear), origin=origin
+    )
 
 
 def _accounts_table(snaps: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
     """One row per account: attributes as of its latest snapshot, first/last week, churn date."""
     churned = ev.filter(pl.col("event") == "churned").select("account_id", churn_date="date")
     span = snaps.group_by("account_id").agg(first_as_of=pl.col("as_of").min())
-    return (latest_week(snaps)
-            .select("account_id", "company_name", "segment", "touch_model", "industry", "region",
-                    "csm", "arr", "seats_purchased", "contract_start", "renewal_date", last_as_of="as_of")
-            .join(span, on="account_id")
-            .join(churned, on="account_id", how="left")
-            .with_columns(status=pl.when(pl.col("churn_date").is_null()).then(pl.lit("active"))
-                          .otherwise(pl.lit("churned")))
-            .sort("account_id"))
+    return (
+        latest_week(snaps)
+        .select(
+            "account_id",
+            "company_name",
+            "segment",
+            "touch_model",
+            "industry",
+            "region",
+            "csm",
+            "arr",
+            "seats_purchased",
+            "contract_start",
+            "renewal_date",
+            last_as_of="as_of",
+        )
+        .join(span, on="account_id")
+        .join(churned, on="account_id", how="left")
+        .with_columns(
+            status=pl.when(pl.col("churn_date").is_null()).then(pl.lit("active")).otherwise(pl.lit("churned"))
+        )
+        .sort("account_id")
+    )
 
 
 def _truth(latent: pl.DataFrame, nonlinear: bool = False) -> Truth:
-    effects = pl.DataFrame({
-        "metric": list(METRICS),
-        "category": [v[0] for v in METRICS.values()],
-        "direction": [v[1] for v in METRICS.values()],
-        "churn_coef": [v[2] for v in METRICS.values()],
-        "expansion_coef": [v[3] for v in METRICS.values()],
-        "description": [v[4] for v in METRICS.values()],
-    })
+    effects = pl.DataFrame(
+        {
+            "metric": list(METRICS),
+            "category": [v[0] for v in METRICS.values()],
+            "direction": [v[1] for v in METRICS.values()],
+            "churn_coef": [v[2] for v in METRICS.values()],
+            "expansion_coef": [v[3] for v in METRICS.values()],
+            "description": [v[4] for v in METRICS.values()],
+        }
+    )
     keys = [(s, t) for s in SEGMENTS for t in TOUCH]
-    segment_churn = pl.DataFrame({
-        "segment": [s for s, _ in keys], "touch_model": [t for _, t in keys],
-        "base_annual_churn": [_BASE_RATES[k][0] for k in keys],
-        "base_annual_expansion": [_BASE_RATES[k][1] for k in keys],
-        "health_mean": [_HEALTH_MEAN[k] for k in keys],
-    })
-    other = pl.DataFrame({
-        "term": list(_OTHER_TERMS),
-        "churn_coef": [v[0] for v in _OTHER_TERMS.values()],
-        "expansion_coef": [v[1] for v in _OTHER_TERMS.values()],
-        "description": [v[2] for v in _OTHER_TERMS.values()],
-    })
+    segment_churn = pl.DataFrame(
+        {
+            "segment": [s for s, _ in keys],
+            "touch_model": [t for _, t in keys],
+            "base_annual_churn": [_BASE_RATES[k][0] for k in keys],
+            "base_annual_expansion": [_BASE_RATES[k][1] for k in keys],
+            "health_mean": [_HEALTH_MEAN[k] for k in keys],
+        }
+    )
+    other = pl.DataFrame(
+        {
+            "term": list(_OTHER_TERMS),
+            "churn_coef": [v[0] for v in _OTHER_TERMS.values()],
+            "expansion_coef": [v[1] for v in _OTHER_TERMS.values()],
+            "description": [v[2] for v in _OTHER_TERMS.values()],
+        }
+    )
     if not nonlinear:
         return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other)
     # the churn coefficients do not apply: churn follows truth.curves (expansion stays linear)
     effects = effects.with_columns(
         churn_coef=pl.lit(None, pl.Float64),
-        churn_shape=pl.Series([_NONLINEAR[m][0] if m in _NONLINEAR else "none" for m in METRICS]))
+        churn_shape=pl.Series([_NONLINEAR[m][0] if m in _NONLINEAR else "none" for m in METRICS]),
+    )
     segment_churn = segment_churn.with_columns(pl.col("base_annual_churn") * _NONLINEAR_CHURN_SCALE)
-    return Truth(effects=effects, latent=latent, segment_churn=segment_churn, other_terms=other,
-                 curves=_truth_curves(), kind="nonlinear")
+    return Truth(
+        effects=effects,
+        latent=latent,
+        segment_churn=segment_churn,
+        other_terms=other,
+        curves=_truth_curves(),
+        kind="nonlinear",
+    )
 
 
 # ----------------------------------------------------------------------------- data dictionary
@@ -815,8 +1154,12 @@ _ATTRIBUTE_DOCS = [
     ("industry", "Utf8", "one of " + ", ".join(f"`{i}`" for i in INDUSTRIES)),
     ("region", "Utf8", "one of " + ", ".join(f"`{r}`" for r in REGIONS)),
     ("csm", "Utf8", "CSM that week; changes for some accounts; null for digital SMB accounts"),
-    ("lifecycle_stage", "Utf8", "`onboarding` (first 13 weeks), `renewal` (renewal at most 90 days "
-                                "away, after 9 months), `adoption` (first year), `mature`"),
+    (
+        "lifecycle_stage",
+        "Utf8",
+        "`onboarding` (first 13 weeks), `renewal` (renewal at most 90 days "
+        "away, after 9 months), `adoption` (first year), `mature`",
+    ),
     ("arr", "Float64", "annual recurring revenue that week, in dollars (moves with seat changes)"),
     ("seats_purchased", "Int64", "seats under contract that week"),
     ("contract_start", "Date", "first day of the first contract (annual contracts renew on its anniversary)"),
@@ -846,12 +1189,19 @@ def data_dictionary(p: Portfolio) -> str:
     st = portfolio_stats(p)
     made = f"`{p.origin}`" if p.origin else "an unknown call"
     reasons = ", ".join(f"`{r}`" for r in REASONS)
-    metric_rows = [[f"`{m}`", cat, direction.replace("_", " "), _UNITS[m][0], _UNITS[m][1], text]
-                   for m, (cat, direction, _c, _e, text) in METRICS.items()]
-    truth_rows = [[f"`{m}`", f"{c:+.2f}", f"{e:+.2f}", f"{_REFERENCE[m][0]:g}", f"{_REFERENCE[m][1]:g}"]
-                  for m, (_c, _d, c, e, _x) in METRICS.items()]
-    base_rows = [[s, t, f"{_BASE_RATES[(s, t)][0]:.1%}", f"{_BASE_RATES[(s, t)][1]:.1%}",
-                  f"{_HEALTH_MEAN[(s, t)]:+.2f}"] for s in SEGMENTS for t in TOUCH]
+    metric_rows = [
+        [f"`{m}`", cat, direction.replace("_", " "), _UNITS[m][0], _UNITS[m][1], text]
+        for m, (cat, direction, _c, _e, text) in METRICS.items()
+    ]
+    truth_rows = [
+        [f"`{m}`", f"{c:+.2f}", f"{e:+.2f}", f"{_REFERENCE[m][0]:g}", f"{_REFERENCE[m][1]:g}"]
+        for m, (_c, _d, c, e, _x) in METRICS.items()
+    ]
+    base_rows = [
+        [s, t, f"{_BASE_RATES[(s, t)][0]:.1%}", f"{_BASE_RATES[(s, t)][1]:.1%}", f"{_HEALTH_MEAN[(s, t)]:+.2f}"]
+        for s in SEGMENTS
+        for t in TOUCH
+    ]
     other_rows = [[f"`{k}`", f"{c:+.2f}", f"{e:+.2f}", d] for k, (c, e, d) in _OTHER_TERMS.items()]
     contraction = " ".join(f"{c:+.1f} x z({m})" for m, c in _CONTRACTION[1].items())
     return f"""# Sample portfolio: data dictionary
@@ -862,9 +1212,9 @@ simulated, the true effect of every signal on churn and on expansion is known, s
 models, fits and backtests built with healthscore can be checked against it. The same call
 always writes the same bytes.
 
-{st['accounts']:,} accounts, {st['rows']:,} snapshot rows over {st['weeks']} weeks ({st['first']} to {st['last']}).
-Observed rates: {st['churn_rate']:.1%} logo churn and {st['expansion_rate']:.1%} of accounts expanding
-per account-year, {st['contraction_rate']:.1%} contracting.
+{st["accounts"]:,} accounts, {st["rows"]:,} snapshot rows over {st["weeks"]} weeks ({st["first"]} to {st["last"]}).
+Observed rates: {st["churn_rate"]:.1%} logo churn and {st["expansion_rate"]:.1%} of accounts expanding
+per account-year, {st["contraction_rate"]:.1%} contracting.
 
 ```python
 from healthscore.datasets import load_sample      # this folder, or the same data regenerated
@@ -874,16 +1224,21 @@ p.snapshots, p.events, p.accounts, p.truth.effects
 
 ## Files
 
-{_table(["file", "contents"], [
-    ["`snapshots.parquet`", "one row per account and week: attributes and the 18 raw signals"],
-    ["`events.parquet`", "outcomes: churned, expanded, contracted (never stored on a snapshot)"],
-    ["`accounts.parquet`", "one row per account: attributes at its latest snapshot, churn date, status"],
-    ["`latest_week.csv`", "the latest snapshot of every account, for spreadsheets"],
-    ["`truth_effects.csv`", "true effect of each signal on churn and on expansion"],
-    ["`truth_segment_churn.csv`", "base annual churn and expansion per segment and touch model"],
-    ["`truth_other_terms.csv`", "the other terms of the hazards (renewal, new contract, CSM handover)"],
-    ["`truth_latent.parquet`", "`account_id`, `as_of`, `health`: the hidden health behind the signals"],
-])}
+{
+        _table(
+            ["file", "contents"],
+            [
+                ["`snapshots.parquet`", "one row per account and week: attributes and the 18 raw signals"],
+                ["`events.parquet`", "outcomes: churned, expanded, contracted (never stored on a snapshot)"],
+                ["`accounts.parquet`", "one row per account: attributes at its latest snapshot, churn date, status"],
+                ["`latest_week.csv`", "the latest snapshot of every account, for spreadsheets"],
+                ["`truth_effects.csv`", "true effect of each signal on churn and on expansion"],
+                ["`truth_segment_churn.csv`", "base annual churn and expansion per segment and touch model"],
+                ["`truth_other_terms.csv`", "the other terms of the hazards (renewal, new contract, CSM handover)"],
+                ["`truth_latent.parquet`", "`account_id`, `as_of`, `health`: the hidden health behind the signals"],
+            ],
+        )
+    }
 
 ## Snapshots: attributes
 
@@ -900,12 +1255,17 @@ All Float64. A null means "not measured or not applicable"; it is never a stand-
 
 ## Events
 
-{_table(["column", "type", "meaning"], [
-    ["`account_id`", "Utf8", "the account"],
-    ["`date`", "Date", "day of the event, 1 to 6 days after the snapshot it followed"],
-    ["`event`", "Utf8", "`churned` (at most once, last event of the account), `expanded`, `contracted`"],
-    ["`details`", "Utf8", f"churn reason ({reasons}); `+N seats` or `-N seats` for seat changes"],
-])}
+{
+        _table(
+            ["column", "type", "meaning"],
+            [
+                ["`account_id`", "Utf8", "the account"],
+                ["`date`", "Date", "day of the event, 1 to 6 days after the snapshot it followed"],
+                ["`event`", "Utf8", "`churned` (at most once, last event of the account), `expanded`, `contracted`"],
+                ["`details`", "Utf8", f"churn reason ({reasons}); `+N seats` or `-N seats` for seat changes"],
+            ],
+        )
+    }
 
 The churn reason names the signal that pushed the churn hazard up most that week when that push
 was large (three times in four), the champion leaving (most of the time when it happened), or

@@ -17,12 +17,14 @@ guessed by a reader.
 [{'x': 1}]
 >>> s.close()
 """
+
 from __future__ import annotations
 
 import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -40,15 +42,26 @@ class SourceError(HealthscoreError, ValueError):
 
 def _kind(path: Path) -> str:
     s = path.suffix.lower()
-    return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv",
-            ".duckdb": "duckdb", ".ddb": "duckdb", ".db": "sqlite", ".sqlite": "sqlite",
-            ".sqlite3": "sqlite"}.get(s, "unknown")
+    return {
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".csv": "csv",
+        ".tsv": "csv",
+        ".txt": "csv",
+        ".duckdb": "duckdb",
+        ".ddb": "duckdb",
+        ".db": "sqlite",
+        ".sqlite": "sqlite",
+        ".sqlite3": "sqlite",
+    }.get(s, "unknown")
 
 
 def _exists(path: Path, what: str) -> None:
     if not path.exists():
-        raise SourceError(f"{path}: no such file ({what}). Fix the path in [source] of the metric spec "
-                          "(relative paths start at the spec's folder).")
+        raise SourceError(
+            f"{path}: no such file ({what}). Fix the path in [source] of the metric spec "
+            "(relative paths start at the spec's folder)."
+        )
 
 
 def table_names(path: Path) -> list[str]:
@@ -56,26 +69,29 @@ def table_names(path: Path) -> list[str]:
     if _kind(path) == "duckdb":
         with duckdb.connect(str(path), read_only=True) as con:
             return [r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()]
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [r[0] for r in con.execute("select name from sqlite_master where type = 'table'").fetchall()]
+        return [r[0] for r in db.execute("select name from sqlite_master where type = 'table'").fetchall()]
     finally:
-        con.close()
+        db.close()
 
 
 def _pick(path: Path, table: str | None, wanted: str) -> str:
     tables = table_names(path)
     if table:
         if table not in tables:
-            raise SourceError(f"{path}: has no table {table!r} (tables: {', '.join(tables) or 'none'}); "
-                              "fix table = ... in [source]")
+            raise SourceError(
+                f"{path}: has no table {table!r} (tables: {', '.join(tables) or 'none'}); fix table = ... in [source]"
+            )
         return table
     if wanted in tables:
         return wanted
     if len(tables) == 1:
         return tables[0]
-    raise SourceError(f"{path}: holds {len(tables)} tables ({', '.join(tables) or 'none'}); name one in [source] "
-                      f"as {{ path = \"{path.name}\", table = \"...\" }}")
+    raise SourceError(
+        f"{path}: holds {len(tables)} tables ({', '.join(tables) or 'none'}); name one in [source] "
+        f'as {{ path = "{path.name}", table = "..." }}'
+    )
 
 
 def _read_sqlite_arrow(path: Path, table: str) -> pa.Table:
@@ -135,8 +151,11 @@ class DuckDBSession:
         if kind == "parquet":
             return exp.Table(this=exp.Anonymous(this="read_parquet", expressions=[lit]))
         if kind == "csv":
-            args: list[exp.Expression] = [lit, exp.EQ(this=exp.column("all_varchar"), expression=exp.true()),
-                                          exp.EQ(this=exp.column("header"), expression=exp.true())]
+            args: list[exp.Expression] = [
+                lit,
+                exp.EQ(this=exp.column("all_varchar"), expression=exp.true()),
+                exp.EQ(this=exp.column("header"), expression=exp.true()),
+            ]
             if path.suffix.lower() == ".tsv":
                 args.append(exp.EQ(this=exp.column("delim"), expression=exp.Literal.string("\t")))
             return exp.Table(this=exp.Anonymous(this="read_csv", expressions=args))
@@ -167,10 +186,12 @@ class DuckDBSession:
     def run(self, query: exp.Expression) -> pl.DataFrame:
         """Run a sqlglot expression tree and return the result as a polars frame."""
         try:
-            return self.con.sql(query.sql("duckdb")).pl()
+            return cast(pl.DataFrame, self.con.sql(query.sql("duckdb")).pl())
         except duckdb.Error as exc:
-            raise SourceError(f"DuckDB could not run the build query: {exc}. Check the column types of the raw "
-                              "tables; report it if they are right.") from exc
+            raise SourceError(
+                f"DuckDB could not run the build query: {exc}. Check the column types of the raw "
+                "tables; report it if they are right."
+            ) from exc
 
     def close(self) -> None:
         self.con.close()

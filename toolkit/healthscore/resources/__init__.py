@@ -14,8 +14,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["folder", "sample_dir", "sample_model", "starter_models", "starter_model", "notebook",
-           "report_templates"]
+__all__ = ["folder", "sample_dir", "sample_model", "starter_models", "starter_model", "notebook", "report_templates"]
 
 
 def folder(*parts: str) -> Path:

@@ -31,6 +31,7 @@ to watch only some accounts.
 >>> problems, rules[0].kind, rules[0].cooldown_days
 ([], 'enters_band', 14)
 """
+
 from __future__ import annotations
 
 import math
@@ -109,8 +110,19 @@ class AlertRule:
         out: dict[str, Any] = {"name": self.name}
         if self.kind not in ("all", "any"):
             out["kind"] = self.kind
-        for key in ("band", "points", "within", "metric", "column", "op", "value", "change", "over",
-                    "equals", "at_least"):
+        for key in (
+            "band",
+            "points",
+            "within",
+            "metric",
+            "column",
+            "op",
+            "value",
+            "change",
+            "over",
+            "equals",
+            "at_least",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -124,8 +136,9 @@ class AlertRule:
         return out
 
 
-def parse_alert_rules(raw: Any, *, bands: Iterable[str], metrics: Iterable[str], categories: Iterable[str],
-                      has_probability: bool) -> tuple[list[AlertRule], list[str]]:
+def parse_alert_rules(
+    raw: Any, *, bands: Iterable[str], metrics: Iterable[str], categories: Iterable[str], has_probability: bool
+) -> tuple[list[AlertRule], list[str]]:
     """Read the ``[[alerts]]`` tables; return the rules and every problem as ``alerts[i] (name).key: ...``.
 
     The caller (the score model loader) adds the file name and raises one error with all problems.
@@ -155,14 +168,23 @@ def parse_alert_rules(raw: Any, *, bands: Iterable[str], metrics: Iterable[str],
     for rule in rules:
         for part in rule.rules:
             if part not in names:
-                problems.append(f"alerts ({rule.name}).{rule.kind}: no rule called {part!r}; "
-                                f"name rules defined in this model: {sorted(names - {rule.name})}")
+                problems.append(
+                    f"alerts ({rule.name}).{rule.kind}: no rule called {part!r}; "
+                    f"name rules defined in this model: {sorted(names - {rule.name})}"
+                )
     problems += _cycles(rules)
     return rules, problems
 
 
-def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: list[str], categories: list[str],
-               has_probability: bool, problems: list[str]) -> AlertRule | None:
+def _parse_one(
+    entry: Mapping[str, Any],
+    at: str,
+    bands: list[str],
+    metrics: list[str],
+    categories: list[str],
+    has_probability: bool,
+    problems: list[str],
+) -> AlertRule | None:
     start = len(problems)
     kind = entry.get("kind")
     combos = [k for k in ("all", "any") if k in entry]
@@ -176,8 +198,9 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
         return None
     allowed = _COMMON | _KIND_KEYS[kind]
     for extra in sorted(set(entry) - allowed):
-        problems.append(f"{at}{extra}: not a setting of a {kind!r} rule (it takes {sorted(_KIND_KEYS[kind])} "
-                        f"and {sorted(_COMMON)})")
+        problems.append(
+            f"{at}{extra}: not a setting of a {kind!r} rule (it takes {sorted(_KIND_KEYS[kind])} and {sorted(_COMMON)})"
+        )
 
     def text(key: str, required: bool = True, default: str | None = None) -> str | None:
         value = entry.get(key, default)
@@ -204,14 +227,13 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
     def duration(key: str, default: str | None = None, allow_zero: bool = False) -> str | None:
         value = entry.get(key, default)
         if value is None:
-            problems.append(f"{at}{key}: required, e.g. {key} = \"4w\" or \"28d\"")
+            problems.append(f'{at}{key}: required, e.g. {key} = "4w" or "28d"')
             return None
         try:
             return parse_horizon(str(value), allow_zero=allow_zero)
         except OutcomeError:
             none = ' ("0d" for none)' if allow_zero else ""
-            problems.append(f"{at}{key}: {value!r} is not a duration; write days or weeks such as \"28d\" or "
-                            f"\"4w\"{none}")
+            problems.append(f'{at}{key}: {value!r} is not a duration; write days or weeks such as "28d" or "4w"{none}')
             return None
 
     name = text("name")
@@ -227,14 +249,16 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
     description = text("description", required=False, default="") or ""
     audience = entry.get("audience", "internal")
     if audience != "internal":
-        problems.append(f"{at}audience: alerts are for the account team only; write audience = \"internal\" "
-                        f"or leave it out (got {audience!r})")
+        problems.append(
+            f'{at}audience: alerts are for the account team only; write audience = "internal" '
+            f"or leave it out (got {audience!r})"
+        )
     cooldown = duration("cooldown", default="0d", allow_zero=True)
 
     filt: dict[str, tuple[Any, ...]] = {}
     raw_filter = entry.get("filter", {})
     if not isinstance(raw_filter, Mapping):
-        problems.append(f"{at}filter: expected a table such as filter = {{ lifecycle_stage = \"renewal\" }}")
+        problems.append(f'{at}filter: expected a table such as filter = {{ lifecycle_stage = "renewal" }}')
     else:
         for col, values in raw_filter.items():
             vals = tuple(values) if isinstance(values, list) else (values,)
@@ -256,16 +280,21 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
     elif kind in ("threshold", "trend"):
         metric, column = entry.get("metric"), entry.get("column")
         if (metric is None) == (column is None):
-            problems.append(f"{at}metric: give exactly one of metric = (a metric, a category or \"score\") "
-                            "or column = (a column of the scores)")
+            problems.append(
+                f'{at}metric: give exactly one of metric = (a metric, a category or "score") '
+                "or column = (a column of the scores)"
+            )
         if metric is not None:
             if not isinstance(metric, str) or metric not in ("score", *metrics, *categories):
-                problems.append(f"{at}metric: {metric!r} is not \"score\", a metric ({', '.join(metrics)}) or a "
-                                f"category ({', '.join(categories)}); for a data column write column = ...")
+                problems.append(
+                    f'{at}metric: {metric!r} is not "score", a metric ({", ".join(metrics)}) or a '
+                    f"category ({', '.join(categories)}); for a data column write column = ..."
+                )
         if column is not None and not isinstance(column, str):
             problems.append(f"{at}column: expected a column name, got {column!r}")
-        fields.update(metric=metric if isinstance(metric, str) else None,
-                      column=column if isinstance(column, str) else None)
+        fields.update(
+            metric=metric if isinstance(metric, str) else None, column=column if isinstance(column, str) else None
+        )
         if kind == "threshold":
             op = entry.get("op")
             if op not in OPS:
@@ -274,28 +303,34 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
         else:
             change = number("change")
             if change is not None and (change == 0 or change < -1):
-                problems.append(f"{at}change: {change:g} must be a relative change other than 0 and not below -1, "
-                                "e.g. -0.30 for a fall of 30%")
+                problems.append(
+                    f"{at}change: {change:g} must be a relative change other than 0 and not below -1, "
+                    "e.g. -0.30 for a fall of 30%"
+                )
             fields.update(change=change, over=duration("over"))
     elif kind in ("event", "flag"):
         fields["column"] = text("column")
         if kind == "event":
             if "equals" not in entry:
-                problems.append(f"{at}equals: required, the value that marks the event (e.g. equals = 1); "
-                                "for any true/non-zero value use kind = \"flag\"")
+                problems.append(
+                    f"{at}equals: required, the value that marks the event (e.g. equals = 1); "
+                    'for any true/non-zero value use kind = "flag"'
+                )
             fields["equals"] = entry.get("equals")
     elif kind == "probability":
         at_least = number("at_least")
         if at_least is not None and not 0 < at_least < 1:
             problems.append(f"{at}at_least: {at_least:g} must be a probability between 0 and 1")
         if not has_probability:
-            problems.append(f"{at}kind: a probability rule reads the model's [probability] map, and this model "
-                            "has none; freeze one with 'healthscore evaluate --freeze' or remove the rule")
+            problems.append(
+                f"{at}kind: a probability rule reads the model's [probability] map, and this model "
+                "has none; freeze one with 'healthscore evaluate --freeze' or remove the rule"
+            )
         fields["at_least"] = at_least
     else:
         parts = entry.get(kind)
         if not isinstance(parts, list) or len(parts) < 2 or not all(isinstance(p, str) for p in parts):
-            problems.append(f"{at}{kind}: expected a list of two or more rule names, e.g. {kind} = [\"a\", \"b\"]")
+            problems.append(f'{at}{kind}: expected a list of two or more rule names, e.g. {kind} = ["a", "b"]')
             parts = []
         elif name in parts:
             problems.append(f"{at}{kind}: a rule cannot include itself")
@@ -304,9 +339,18 @@ def _parse_one(entry: Mapping[str, Any], at: str, bands: list[str], metrics: lis
         fields["rules"] = tuple(parts)
     if len(problems) > start:
         return None
-    return AlertRule(name=name or "", kind=kind, severity=severity or "", owner=owner or "", action=action or "",
-                     cooldown=cooldown or "0d", audience="internal", description=description, filter=filt,
-                     **fields)
+    return AlertRule(
+        name=name or "",
+        kind=kind,
+        severity=severity or "",
+        owner=owner or "",
+        action=action or "",
+        cooldown=cooldown or "0d",
+        audience="internal",
+        description=description,
+        filter=filt,
+        **fields,
+    )
 
 
 def _cycles(rules: list[AlertRule]) -> list[str]:
@@ -314,12 +358,15 @@ def _cycles(rules: list[AlertRule]) -> list[str]:
     parts = {r.name: r.rules for r in rules}
     out: list[str] = []
     for rule in rules:
-        stack, seen = list(rule.rules), set()
+        stack = list(rule.rules)
+        seen: set[str] = set()
         while stack:
             name = stack.pop()
             if name == rule.name:
-                out.append(f"alerts ({rule.name}).{rule.kind}: the rule includes itself through {sorted(seen)}; "
-                           "combinations must not form a loop")
+                out.append(
+                    f"alerts ({rule.name}).{rule.kind}: the rule includes itself through {sorted(seen)}; "
+                    "combinations must not form a loop"
+                )
                 break
             if name not in seen:
                 seen.add(name)

@@ -7,6 +7,7 @@ description of a calibration. The expressions that compute sub-scores live in
 >>> describe("thresholds", {"points": [[0, 0], [5, 100]]}, unit="days")
 '0 at 0 days or less, 100 at 5 days or more, linear in between'
 """
+
 from __future__ import annotations
 
 import difflib
@@ -43,10 +44,24 @@ class Method:
         return self.required | self.optional
 
 
-def _m(name: str, required: Sequence[str], optional: Sequence[str] = (), *, fitted_keys: Sequence[str] = (),
-       needs_history: bool = False, summary: str = "") -> Method:
-    return Method(name, frozenset(required), frozenset(optional), fitted=bool(fitted_keys),
-                  needs_history=needs_history, fitted_keys=frozenset(fitted_keys), summary=summary)
+def _m(
+    name: str,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    *,
+    fitted_keys: Sequence[str] = (),
+    needs_history: bool = False,
+    summary: str = "",
+) -> Method:
+    return Method(
+        name,
+        frozenset(required),
+        frozenset(optional),
+        fitted=bool(fitted_keys),
+        needs_history=needs_history,
+        fitted_keys=frozenset(fitted_keys),
+        summary=summary,
+    )
 
 
 METHODS: dict[str, Method] = {
@@ -54,19 +69,48 @@ METHODS: dict[str, Method] = {
     for m in (
         _m("thresholds", ["points"], ["monotone"], summary="piecewise linear between [raw, score] breakpoints"),
         _m("steps", ["edges", "scores"], ["monotone"], summary="step function: one score per interval between edges"),
-        _m("goal", ["start_column", "due_column"], ["target", "date_column", "full_at", "zero_at", "min_expected"],
-           summary="attainment against a goal pro-rated to the elapsed part of its period"),
-        _m("trend", ["window", "points"], ["min_base", "account_column", "date_column"], needs_history=True,
-           summary="relative change of the mean over the last window against the window before"),
-        _m("percentile", ["quantiles"], ["n_quantiles"], fitted_keys=["quantiles"],
-           summary="percentile within a frozen reference population"),
-        _m("log_z", ["center", "scale"], ["clip"], fitted_keys=["center", "scale"],
-           summary="z-score of log1p(value) against a frozen reference, clipped"),
+        _m(
+            "goal",
+            ["start_column", "due_column"],
+            ["target", "date_column", "full_at", "zero_at", "min_expected"],
+            summary="attainment against a goal pro-rated to the elapsed part of its period",
+        ),
+        _m(
+            "trend",
+            ["window", "points"],
+            ["min_base", "account_column", "date_column"],
+            needs_history=True,
+            summary="relative change of the mean over the last window against the window before",
+        ),
+        _m(
+            "percentile",
+            ["quantiles"],
+            ["n_quantiles"],
+            fitted_keys=["quantiles"],
+            summary="percentile within a frozen reference population",
+        ),
+        _m(
+            "log_z",
+            ["center", "scale"],
+            ["clip"],
+            fitted_keys=["center", "scale"],
+            summary="z-score of log1p(value) against a frozen reference, clipped",
+        ),
         _m("boolean", ["true_score", "false_score"], summary="1/true and 0/false each get a score"),
-        _m("categorical", ["map"], ["labels"], summary="each level (as a string) maps to a score"),
-        _m("monotone_bins", ["edges", "scores"], ["n_bins", "min_bin_size", "outcome_is", "rates", "counts"],
-           fitted_keys=["edges", "scores"],
-           summary="bins fitted against an outcome so that risk is monotone in the metric"),
+        _m(
+            "categorical",
+            ["map"],
+            ["labels", "prior_weight", "min_level_rows", "outcome_is", "rates", "counts"],
+            fitted_keys=["map"],
+            summary="each level (as a string) maps to a score, given or learned from the event rate per level",
+        ),
+        _m(
+            "monotone_bins",
+            ["edges", "scores"],
+            ["n_bins", "min_bin_size", "outcome_is", "rates", "counts"],
+            fitted_keys=["edges", "scores"],
+            summary="bins fitted against an outcome so that risk is monotone in the metric",
+        ),
     )
 }
 
@@ -77,6 +121,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "percentile": {"n_quantiles": 101},
     "log_z": {"clip": 2.5},
     "monotone_bins": {"n_bins": 10, "min_bin_size": 50, "outcome_is": "bad"},
+    "categorical": {"prior_weight": 20.0, "min_level_rows": 30, "outcome_is": "bad"},
 }
 
 
@@ -120,17 +165,24 @@ def _check_direction(name: str, scores: Sequence[float], direction: str | None) 
         return []
     diffs = np.diff(np.asarray(scores, dtype=float))
     if direction == "higher_is_better" and (diffs < 0).any():
-        return [f"'{name}' scores go down although direction is higher_is_better; "
-                "make them non-decreasing or set direction = \"lower_is_better\""]
+        return [
+            f"'{name}' scores go down although direction is higher_is_better; "
+            'make them non-decreasing or set direction = "lower_is_better"'
+        ]
     if direction == "lower_is_better" and (diffs > 0).any():
-        return [f"'{name}' scores go up although direction is lower_is_better; "
-                "make them non-increasing or set direction = \"higher_is_better\""]
+        return [
+            f"'{name}' scores go up although direction is lower_is_better; "
+            'make them non-increasing or set direction = "higher_is_better"'
+        ]
     return []
 
 
 def _check_points(name: str, points: Any, direction: str | None) -> list[str]:
-    if (not _is_seq(points) or len(points) < 2
-            or not all(_is_seq(p) and len(p) == 2 and all(_is_num(v) for v in p) for p in points)):
+    if (
+        not _is_seq(points)
+        or len(points) < 2
+        or not all(_is_seq(p) and len(p) == 2 and all(_is_num(v) for v in p) for p in points)
+    ):
         return [f"'{name}' must be a list of at least two [raw, score] pairs of numbers, got {points!r}"]
     raws, scores = [p[0] for p in points], [p[1] for p in points]
     msgs = _check_increasing(f"'{name}' raw values", raws) + _check_scores(f"'{name}' scores", scores)
@@ -153,8 +205,9 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
         msgs += _check_increasing("'edges'", edges, min_len=0)
         msgs += _check_scores("'scores'", scores)
         if not msgs and len(scores) != len(edges) + 1:
-            msgs.append(f"'scores' needs one more entry than 'edges' (len(edges) = {len(edges)}, "
-                        f"len(scores) = {len(scores)})")
+            msgs.append(
+                f"'scores' needs one more entry than 'edges' (len(edges) = {len(edges)}, len(scores) = {len(scores)})"
+            )
         if not msgs:
             msgs += _check_direction("scores", scores, direction)
     elif method == "goal":
@@ -194,8 +247,10 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
         if not msgs and direction is not None:
             t, f = float(p["true_score"]), float(p["false_score"])
             if (direction == "higher_is_better" and t < f) or (direction == "lower_is_better" and t > f):
-                msgs.append(f"'true_score' ({t:g}) and 'false_score' ({f:g}) disagree with direction "
-                            f"{direction}; swap them or change the direction")
+                msgs.append(
+                    f"'true_score' ({t:g}) and 'false_score' ({f:g}) disagree with direction "
+                    f"{direction}; swap them or change the direction"
+                )
     elif method == "categorical":
         mapping = p["map"]
         if not isinstance(mapping, Mapping) or not mapping:
@@ -217,8 +272,9 @@ def _check_method_values(method: str, p: Mapping[str, Any], direction: str | Non
     return msgs
 
 
-def check_params(method: str, params: Mapping[str, Any], direction: str | None = None, *,
-                 require_fitted: bool = True) -> list[str]:
+def check_params(
+    method: str, params: Mapping[str, Any], direction: str | None = None, *, require_fitted: bool = True
+) -> list[str]:
     """Problems with ``params`` for ``method``, as plain messages; an empty list means fine.
 
     ``direction`` (optional) also checks that scores given in the parameters agree with it.
@@ -262,15 +318,21 @@ def check_params(method: str, params: Mapping[str, Any], direction: str | None =
 def _check_fit_settings(params: Mapping[str, Any]) -> list[str]:
     """Settings that steer fitting (present before and after a fit)."""
     msgs = []
-    ints = {"n_quantiles": 2, "n_bins": 2, "min_bin_size": 1}
+    ints = {"n_quantiles": 2, "n_bins": 2, "min_bin_size": 1, "min_level_rows": 1}
+    if "prior_weight" in params and (not _is_num(params["prior_weight"]) or params["prior_weight"] < 0):
+        msgs.append(
+            f"'prior_weight' must be a number >= 0 (rows of the overall rate added to each level), "
+            f"got {params['prior_weight']!r}"
+        )
     for key, low in ints.items():
         if key in params and (not _is_int(params[key]) or params[key] < low):
             msgs.append(f"'{key}' must be an integer >= {low}, got {params[key]!r}")
     if "clip" in params and (not _is_num(params["clip"]) or params["clip"] <= 0):
         msgs.append(f"'clip' must be a positive number, got {params['clip']!r}")
     if "outcome_is" in params and params["outcome_is"] not in ("bad", "good"):
-        msgs.append(f"'outcome_is' must be \"bad\" (e.g. churned) or \"good\" (e.g. expanded), "
-                    f"got {params['outcome_is']!r}")
+        msgs.append(
+            f'\'outcome_is\' must be "bad" (e.g. churned) or "good" (e.g. expanded), got {params["outcome_is"]!r}'
+        )
     return msgs
 
 
@@ -331,21 +393,24 @@ def describe(method: str, params: Mapping[str, Any], direction: str = "higher_is
         return _describe_steps(p["edges"], p["scores"], unit) + " (bins fitted against the outcome)"
     if method == "goal":
         q = {**_DEFAULTS["goal"], **p}
-        return (f"progress against a goal of {_fmt(q['target'], unit)} pro-rated from {q['start_column']} to "
-                f"{q['due_column']}: 0 at {q['zero_at']:.0%} of the expected progress, 100 at "
-                f"{q['full_at']:.0%} or more" + (" (reversed)" if lower else ""))
+        return (
+            f"progress against a goal of {_fmt(q['target'], unit)} pro-rated from {q['start_column']} to "
+            f"{q['due_column']}: 0 at {q['zero_at']:.0%} of the expected progress, 100 at "
+            f"{q['full_at']:.0%} or more" + (" (reversed)" if lower else "")
+        )
     if method == "trend":
         q = {**_DEFAULTS["trend"], **p}
-        return (f"change of the mean over the last {q['window']} snapshots against the {q['window']} before: "
-                + _describe_points(q["points"], "", pct=True))
+        return (
+            f"change of the mean over the last {q['window']} snapshots against the {q['window']} before: "
+            + _describe_points(q["points"], "", pct=True)
+        )
     if method == "percentile":
         if "quantiles" not in p:
             return "percentile in a reference population (not fitted yet)"
         qs = p["quantiles"]
         median = float(np.interp(0.5, np.linspace(0, 1, len(qs)), qs))
         best = "lowest" if lower else "highest"
-        return (f"percentile in the reference population (median {_fmt(median, unit)}); "
-                f"the {best} values score 100")
+        return f"percentile in the reference population (median {_fmt(median, unit)}); the {best} values score 100"
     if method == "log_z":
         if "center" not in p or "scale" not in p:
             return "log-scale z-score against a reference population (not fitted yet)"
@@ -353,12 +418,15 @@ def describe(method: str, params: Mapping[str, Any], direction: str = "higher_is
         c, s = float(p["center"]), float(p["scale"])
         low, mid, high = (math.expm1(c - clip * s), math.expm1(c), math.expm1(c + clip * s))
         a, b = (100, 0) if lower else (0, 100)
-        return (f"{a} at {_fmt(low, unit)} or less, 50 at {_fmt(mid, unit)}, {b} at {_fmt(high, unit)} or more, "
-                "on a log scale")
+        return (
+            f"{a} at {_fmt(low, unit)} or less, 50 at {_fmt(mid, unit)}, {b} at {_fmt(high, unit)} or more, "
+            "on a log scale"
+        )
     if method == "boolean":
         return f"yes: {_fmt(p['true_score'])}, no: {_fmt(p['false_score'])}"
     if method == "categorical":
         labels = {str(k): v for k, v in p.get("labels", {}).items()}
-        return "; ".join(f"{k}{f' ({labels[str(k)]})' if str(k) in labels else ''}: {_fmt(v)}"
-                         for k, v in p["map"].items())
+        return "; ".join(
+            f"{k}{f' ({labels[str(k)]})' if str(k) in labels else ''}: {_fmt(v)}" for k, v in p["map"].items()
+        )
     raise ValueError(check_params(method, p)[0])

@@ -22,9 +22,11 @@ so an event at T 23:59 counts at T. Nothing dated after T is used for a snapshot
 >>> spec.metrics[0].window_days, spec.grid.every
 (28, '1w')
 """
+
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -35,8 +37,19 @@ from typing import Any
 from healthscore.errors import HealthscoreError
 from healthscore.spec.outcomes import Outcome, parse_outcomes
 
-__all__ = ["MetricSpec", "Metric", "Source", "Grid", "OutcomeRule", "SpecError", "load_spec", "parse_spec",
-           "AGGS", "COLUMN_ROLES", "parse_window"]
+__all__ = [
+    "MetricSpec",
+    "Metric",
+    "Source",
+    "Grid",
+    "OutcomeRule",
+    "SpecError",
+    "load_spec",
+    "parse_spec",
+    "AGGS",
+    "COLUMN_ROLES",
+    "parse_window",
+]
 
 
 class SpecError(HealthscoreError, ValueError):
@@ -46,8 +59,16 @@ class SpecError(HealthscoreError, ValueError):
 AGGS = ("count", "sum", "mean", "distinct_users", "active_days", "last")
 # logical column -> default physical name, per table
 COLUMN_ROLES: dict[str, str] = {
-    "account_id": "account_id", "time": "time", "event": "event", "value": "value", "user_id": "user_id",
-    "start": "start", "end": "end", "mrr": "mrr", "seats": "seats", "changed_at": "changed_at",
+    "account_id": "account_id",
+    "time": "time",
+    "event": "event",
+    "value": "value",
+    "user_id": "user_id",
+    "start": "start",
+    "end": "end",
+    "mrr": "mrr",
+    "seats": "seats",
+    "changed_at": "changed_at",
 }
 _WINDOW = re.compile(r"^\s*(\d+)\s*(d|w)\s*$")
 _EVERY = re.compile(r"^\s*(\d+)\s*(w|mo|d)\s*$")
@@ -69,8 +90,9 @@ def parse_window(text: str, where: str, *, allow_zero: bool = False) -> int:
     """
     m = _WINDOW.match(str(text))
     if not m or (int(m.group(1)) == 0 and not allow_zero):
-        raise SpecError(f"{where} = {text!r} is not a window: write a positive number of days or weeks, "
-                        "e.g. '28d' or '4w'")
+        raise SpecError(
+            f"{where} = {text!r} is not a window: write a positive number of days or weeks, e.g. '28d' or '4w'"
+        )
     return int(m.group(1)) * (7 if m.group(2) == "w" else 1)
 
 
@@ -179,8 +201,9 @@ class MetricSpec:
         """The same spec with some column names overridden (``{"account_id": "customerID"}``)."""
         unknown = sorted(set(mapping) - set(COLUMN_ROLES))
         if unknown:
-            raise SpecError(f"column mapping: unknown logical column(s) {unknown}; "
-                            f"map one of {', '.join(COLUMN_ROLES)}")
+            raise SpecError(
+                f"column mapping: unknown logical column(s) {unknown}; map one of {', '.join(COLUMN_ROLES)}"
+            )
         return replace(self, source=replace(self.source, columns={**self.source.columns, **mapping}))
 
     def with_grid(self, grid: str | Sequence[dt.date] | Grid) -> MetricSpec:
@@ -188,18 +211,20 @@ class MetricSpec:
         if isinstance(grid, Grid):
             return replace(self, grid=grid)
         if isinstance(grid, str):
-            return replace(self, grid=_parse_grid({"every": grid, "start": self.grid.start, "end": self.grid.end},
-                                                  self.origin))
+            return replace(
+                self, grid=_parse_grid({"every": grid, "start": self.grid.start, "end": self.grid.end}, self.origin)
+            )
         return replace(self, grid=_parse_grid({"dates": list(grid)}, self.origin))
 
 
 # ------------------------------------------------------------------------- parsing
-def load_spec(path: str | Path) -> MetricSpec:
+def load_spec(path: str | os.PathLike[str]) -> MetricSpec:
     """Read and validate a metric spec TOML file; relative table paths are resolved from its folder."""
     p = Path(path)
     if not p.exists():
-        raise SpecError(f"{p}: no such metric spec file. Give the path of a TOML file with [source], [grid] "
-                        "and [[metrics]] tables.")
+        raise SpecError(
+            f"{p}: no such metric spec file. Give the path of a TOML file with [source], [grid] and [[metrics]] tables."
+        )
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -232,36 +257,41 @@ def _parse_table_ref(value: Any, where: str, base: Path) -> TableRef:
     elif isinstance(value, Mapping) and isinstance(value.get("path"), str):
         extra = sorted(set(value) - {"path", "table"})
         if extra:
-            raise SpecError(f"{where} has unknown key(s) {extra}; write {{ path = \"...\", table = \"...\" }}")
+            raise SpecError(f'{where} has unknown key(s) {extra}; write {{ path = "...", table = "..." }}')
         ref = TableRef(base / value["path"], value.get("table"))
     else:
-        raise SpecError(f"{where} must be a file name (\"events.parquet\") or {{ path = \"x.duckdb\", table = \"events\" }}")
+        raise SpecError(f'{where} must be a file name ("events.parquet") or {{ path = "x.duckdb", table = "events" }}')
     _ = ref.kind  # an unknown suffix is reported now, not at build time
     return ref
 
 
 def _parse_source(src: Any, origin: str, base: Path) -> Source:
     if not isinstance(src, Mapping):
-        raise SpecError(f"{origin}: [source] is missing; add [source] with events = \"events.parquet\"")
+        raise SpecError(f'{origin}: [source] is missing; add [source] with events = "events.parquet"')
     allowed = {"events", "subscriptions", "accounts", "columns", "timezone"}
     unknown = sorted(set(src) - allowed)
     if unknown:
         raise SpecError(f"{origin}: [source] has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     if "events" not in src and "subscriptions" not in src:
-        raise SpecError(f"{origin}: [source] needs events = \"<file>\" (and optionally subscriptions, accounts)")
-    refs = {k: _parse_table_ref(src[k], f"{origin}: source.{k}", base) for k in ("events", "subscriptions", "accounts")
-            if k in src}
+        raise SpecError(f'{origin}: [source] needs events = "<file>" (and optionally subscriptions, accounts)')
+    refs = {
+        k: _parse_table_ref(src[k], f"{origin}: source.{k}", base)
+        for k in ("events", "subscriptions", "accounts")
+        if k in src
+    }
     cols = src.get("columns", {})
     if not isinstance(cols, Mapping) or not all(isinstance(v, str) for v in cols.values()):
-        raise SpecError(f"{origin}: [source.columns] must map logical names to column names, "
-                        "e.g. account_id = \"customer\"")
+        raise SpecError(
+            f'{origin}: [source.columns] must map logical names to column names, e.g. account_id = "customer"'
+        )
     bad = sorted(set(cols) - set(COLUMN_ROLES))
     if bad:
-        raise SpecError(f"{origin}: source.columns has unknown logical column(s) {bad}; "
-                        f"map one of {', '.join(COLUMN_ROLES)}")
+        raise SpecError(
+            f"{origin}: source.columns has unknown logical column(s) {bad}; map one of {', '.join(COLUMN_ROLES)}"
+        )
     tz = src.get("timezone", "UTC")
     if not isinstance(tz, str) or not tz:
-        raise SpecError(f"{origin}: source.timezone must be a time zone name such as \"UTC\" or \"Europe/Berlin\"")
+        raise SpecError(f'{origin}: source.timezone must be a time zone name such as "UTC" or "Europe/Berlin"')
     return Source(refs.get("events"), refs.get("subscriptions"), refs.get("accounts"), dict(cols), tz)
 
 
@@ -278,7 +308,7 @@ def _date(value: Any, where: str) -> dt.date:
 
 def _parse_grid(g: Any, origin: str) -> Grid:
     if not isinstance(g, Mapping):
-        raise SpecError(f"{origin}: [grid] must be a table, e.g. [grid] every = \"1w\"")
+        raise SpecError(f'{origin}: [grid] must be a table, e.g. [grid] every = "1w"')
     unknown = sorted(set(g) - {"every", "dates", "start", "end"})
     if unknown:
         raise SpecError(f"{origin}: [grid] has unknown key(s) {unknown}; allowed: every, dates, start, end")
@@ -297,8 +327,10 @@ def _parse_grid(g: Any, origin: str) -> Grid:
     if every != "anniversary":
         m = _EVERY.match(every)
         if not m or int(m.group(1)) == 0:
-            raise SpecError(f"{origin}: grid.every = {every!r} is not understood; write \"1w\", \"2w\", \"1mo\", "
-                            "\"7d\", \"anniversary\", or give dates = [...]")
+            raise SpecError(
+                f'{origin}: grid.every = {every!r} is not understood; write "1w", "2w", "1mo", '
+                '"7d", "anniversary", or give dates = [...]'
+            )
         every = f"{int(m.group(1))}{m.group(2)}"
     return Grid(every, (), start, end)
 
@@ -316,8 +348,16 @@ _METRIC_KEYS = {
 
 
 def _kind(m: Mapping[str, Any]) -> str | None:
-    for key, kind in (("ratio", "ratio"), ("per", "per"), ("change_of", "change"), ("days_since", "days_since"),
-                      ("tenure", "tenure"), ("subscription", "subscription"), ("field", "field"), ("agg", "agg")):
+    for key, kind in (
+        ("ratio", "ratio"),
+        ("per", "per"),
+        ("change_of", "change"),
+        ("days_since", "days_since"),
+        ("tenure", "tenure"),
+        ("subscription", "subscription"),
+        ("field", "field"),
+        ("agg", "agg"),
+    ):
         if key in m:
             return kind
     return None
@@ -331,26 +371,34 @@ def _parse_metric(m: Any, where: str, earlier: Mapping[str, Metric]) -> Metric:
         raise SpecError(f"{where}.name = {name!r}: give each metric a name made of letters, digits and _")
     where = f"{where} ({name})"
     if name in earlier or name in ("account_id", "as_of"):
-        raise SpecError(f"{where}: the name {name!r} is used twice; metric names must be unique and not "
-                        "account_id or as_of")
+        raise SpecError(
+            f"{where}: the name {name!r} is used twice; metric names must be unique and not account_id or as_of"
+        )
     kind = _kind(m)
     if kind is None:
-        raise SpecError(f"{where}: say what the metric is: agg = \"count\" (with event, window), ratio = [a, b], "
-                        "per = \"seat\" with of, change_of, days_since, tenure = true, subscription = \"mrr\" "
-                        "or field = \"plan\"")
+        raise SpecError(
+            f'{where}: say what the metric is: agg = "count" (with event, window), ratio = [a, b], '
+            'per = "seat" with of, change_of, days_since, tenure = true, subscription = "mrr" '
+            'or field = "plan"'
+        )
     unknown = sorted(set(m) - _METRIC_KEYS[kind])
     if unknown:
-        raise SpecError(f"{where}: key(s) {unknown} do not belong to a {kind} metric; allowed: "
-                        f"{sorted(_METRIC_KEYS[kind])}")
+        raise SpecError(
+            f"{where}: key(s) {unknown} do not belong to a {kind} metric; allowed: {sorted(_METRIC_KEYS[kind])}"
+        )
 
     def ref(other: Any, key: str, kinds: tuple[str, ...] | None = None) -> Metric:
         if other not in earlier:
-            raise SpecError(f"{where}.{key} = {other!r} names no metric defined above it; define {other!r} "
-                            "first (metrics may only refer to earlier ones)")
+            raise SpecError(
+                f"{where}.{key} = {other!r} names no metric defined above it; define {other!r} "
+                "first (metrics may only refer to earlier ones)"
+            )
         target = earlier[other]
         if kinds and target.kind not in kinds:
-            raise SpecError(f"{where}.{key} = {other!r}: that metric is a {target.kind} metric; "
-                            f"{key} needs one of: {', '.join(kinds)}")
+            raise SpecError(
+                f"{where}.{key} = {other!r}: that metric is a {target.kind} metric; "
+                f"{key} needs one of: {', '.join(kinds)}"
+            )
         return target
 
     if kind == "agg":
@@ -368,36 +416,46 @@ def _parse_metric(m: Any, where: str, earlier: Mapping[str, Metric]) -> Metric:
     if kind == "ratio":
         pair = m["ratio"]
         if not (isinstance(pair, list) and len(pair) == 2):
-            raise SpecError(f"{where}.ratio must be two metric names: ratio = [\"numerator\", \"denominator\"]")
+            raise SpecError(f'{where}.ratio must be two metric names: ratio = ["numerator", "denominator"]')
         for p in pair:
             ref(p, "ratio")
         return Metric(name, "ratio", inputs=(pair[0], pair[1]))
     if kind == "per":
         per = m["per"]
         if per not in ("seat", "active_user"):
-            raise SpecError(f"{where}.per = {per!r}: use per = \"seat\" or per = \"active_user\"")
+            raise SpecError(f'{where}.per = {per!r}: use per = "seat" or per = "active_user"')
         if "of" not in m:
-            raise SpecError(f"{where}: per needs of = \"<metric>\", the metric to divide")
+            raise SpecError(f'{where}: per needs of = "<metric>", the metric to divide')
         target = ref(m["of"], "of")
         if per == "active_user" and (target.kind != "agg" or target.window_days is None):
-            raise SpecError(f"{where}: per = \"active_user\" divides by the distinct users in the window of "
-                            f"{target.name!r}, which has no window; point of at a metric with a window")
+            raise SpecError(
+                f'{where}: per = "active_user" divides by the distinct users in the window of '
+                f"{target.name!r}, which has no window; point of at a metric with a window"
+            )
         return Metric(name, "per", per=per, inputs=(target.name,), window_days=target.window_days)
     if kind == "change":
         target = ref(m["change_of"], "change_of", ("agg",))
         if target.agg == "last" or target.window_days is None:
-            raise SpecError(f"{where}.change_of = {target.name!r}: a change compares two windows, so the metric "
-                            "needs a window and agg count, sum, mean, distinct_users or active_days")
+            raise SpecError(
+                f"{where}.change_of = {target.name!r}: a change compares two windows, so the metric "
+                "needs a window and agg count, sum, mean, distinct_users or active_days"
+            )
         min_base = m.get("min_base")
-        if min_base is not None and (isinstance(min_base, bool) or not isinstance(min_base, (int, float))
-                                     or min_base < 0):
+        if min_base is not None and (
+            isinstance(min_base, bool) or not isinstance(min_base, (int, float)) or min_base < 0
+        ):
             raise SpecError(f"{where}.min_base must be a number >= 0 (the smallest previous-window value kept)")
-        return Metric(name, "change", inputs=(target.name,), min_base=None if min_base is None else float(min_base),
-                      window_days=target.window_days)
+        return Metric(
+            name,
+            "change",
+            inputs=(target.name,),
+            min_base=None if min_base is None else float(min_base),
+            window_days=target.window_days,
+        )
     if kind == "days_since":
         ev = m["days_since"]
         if not isinstance(ev, str) or not ev:
-            raise SpecError(f"{where}.days_since must be an event name, e.g. days_since = \"login\"")
+            raise SpecError(f'{where}.days_since must be an event name, e.g. days_since = "login"')
         return Metric(name, "days_since", event=ev)
     if kind == "tenure":
         if m["tenure"] is not True:
@@ -406,7 +464,7 @@ def _parse_metric(m: Any, where: str, earlier: Mapping[str, Metric]) -> Metric:
     if kind == "subscription":
         col = m["subscription"]
         if col not in ("mrr", "seats"):
-            raise SpecError(f"{where}.subscription = {col!r}: use \"mrr\" or \"seats\"")
+            raise SpecError(f'{where}.subscription = {col!r}: use "mrr" or "seats"')
         return Metric(name, "subscription", column=col)
     fld = m["field"]
     if not isinstance(fld, str) or not fld:
@@ -420,28 +478,38 @@ def _parse_metric(m: Any, where: str, earlier: Mapping[str, Metric]) -> Metric:
 def _parse_outcome_rules(table: Any, origin: str) -> tuple[OutcomeRule, ...]:
     if not isinstance(table, Mapping):
         raise SpecError(f"{origin}: [outcomes] must hold tables such as [outcomes.churned]")
-    meanings = parse_outcomes({n: {k: v for k, v in (t.items() if isinstance(t, Mapping) else [])
-                                   if k in _OUTCOME_MEANING} if isinstance(t, Mapping) else t
-                               for n, t in table.items()}, source=origin)
+    meanings = parse_outcomes(
+        {
+            n: {k: v for k, v in (t.items() if isinstance(t, Mapping) else []) if k in _OUTCOME_MEANING}
+            if isinstance(t, Mapping)
+            else t
+            for n, t in table.items()
+        },
+        source=origin,
+    )
     rules: list[OutcomeRule] = []
     for name, t in table.items():
         where = f"{origin}: outcomes.{name}"
         frm = t.get("from")
         if frm not in _OUTCOME_FROM:
-            raise SpecError(f"{where}.from = {frm!r}: say where the outcome comes from: "
-                            f"{', '.join(repr(k) for k in _OUTCOME_FROM)}")
+            raise SpecError(
+                f"{where}.from = {frm!r}: say where the outcome comes from: {', '.join(repr(k) for k in _OUTCOME_FROM)}"
+            )
         unknown = sorted(set(t) - _OUTCOME_MEANING - {"from"} - _OUTCOME_FROM[frm])
         if unknown:
-            raise SpecError(f"{where}: key(s) {unknown} do not apply to from = {frm!r}; allowed: "
-                            f"{sorted(_OUTCOME_FROM[frm])}")
+            raise SpecError(
+                f"{where}: key(s) {unknown} do not apply to from = {frm!r}; allowed: {sorted(_OUTCOME_FROM[frm])}"
+            )
         rule = OutcomeRule(meanings[name], frm)
         if frm == "subscriptions":
             rule = replace(rule, gap_days=parse_window(t.get("gap", "7d"), f"{where}.gap", allow_zero=True))
         elif frm == "mrr":
             thr = t.get("threshold")
             if isinstance(thr, bool) or not isinstance(thr, (int, float)) or thr == 0 or not -1 < thr:
-                raise SpecError(f"{where}.threshold must be a relative MRR change: 0.1 for a rise of more than "
-                                "10 %, -0.1 for a fall of more than 10 %")
+                raise SpecError(
+                    f"{where}.threshold must be a relative MRR change: 0.1 for a rise of more than "
+                    "10 %, -0.1 for a fall of more than 10 %"
+                )
             rule = replace(rule, threshold=float(thr))
         elif frm == "activity":
             days = t.get("days")
@@ -451,8 +519,10 @@ def _parse_outcome_rules(table: Any, origin: str) -> tuple[OutcomeRule, ...]:
         else:
             col = t.get("field", t.get("column"))
             if not isinstance(col, str):
-                raise SpecError(f"{where}: from = \"accounts\" needs field = \"<column>\": a date column (the "
-                                "churn date), or a column with value = \"<the value that means it happened>\"")
+                raise SpecError(
+                    f'{where}: from = "accounts" needs field = "<column>": a date column (the '
+                    'churn date), or a column with value = "<the value that means it happened>"'
+                )
             rule = replace(rule, column=col, value=t.get("value"))
         rules.append(rule)
     return tuple(rules)
@@ -460,15 +530,23 @@ def _parse_outcome_rules(table: Any, origin: str) -> tuple[OutcomeRule, ...]:
 
 def _check_sources(spec: MetricSpec) -> None:
     kinds = {m.kind for m in spec.metrics}
-    needs_subs = ("subscription" in kinds or any(m.per == "seat" for m in spec.metrics)
-                  or any(r.source in ("subscriptions", "mrr") for r in spec.outcomes))
+    needs_subs = (
+        "subscription" in kinds
+        or any(m.per == "seat" for m in spec.metrics)
+        or any(r.source in ("subscriptions", "mrr") for r in spec.outcomes)
+    )
     if needs_subs and spec.source.subscriptions is None:
-        raise SpecError(f"{spec.origin}: a metric or outcome uses subscriptions, but [source] has no "
-                        "subscriptions = \"<file>\"; add it")
+        raise SpecError(
+            f"{spec.origin}: a metric or outcome uses subscriptions, but [source] has no "
+            'subscriptions = "<file>"; add it'
+        )
     needs_events = any(m.kind in ("agg", "days_since") for m in spec.metrics) or any(
-        r.source == "activity" for r in spec.outcomes)
+        r.source == "activity" for r in spec.outcomes
+    )
     if needs_events and spec.source.events is None:
-        raise SpecError(f"{spec.origin}: a metric or outcome uses events, but [source] has no events = \"<file>\"")
+        raise SpecError(f'{spec.origin}: a metric or outcome uses events, but [source] has no events = "<file>"')
     if ("field" in kinds or any(r.source == "accounts" for r in spec.outcomes)) and spec.source.accounts is None:
-        raise SpecError(f"{spec.origin}: a field metric or outcome reads the accounts table, but [source] has no "
-                        "accounts = \"<file>\"; add it")
+        raise SpecError(
+            f"{spec.origin}: a field metric or outcome reads the accounts table, but [source] has no "
+            'accounts = "<file>"; add it'
+        )

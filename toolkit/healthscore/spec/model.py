@@ -28,6 +28,7 @@ change any of that. ``templates/models/*.toml`` documents the file format with c
 >>> model.with_weights(metrics={"logins": 2}).hash != model.hash
 True
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,9 @@ import tomllib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import tomlkit
@@ -57,24 +59,78 @@ from healthscore.spec.outcomes import (
     parse_outcomes,
     resolve_outcome,
 )
-from healthscore.spec.palette import band_colour
+from healthscore.spec.palette import band_colour, parse_colour
 
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_BANDS: tuple[tuple[str, float, float, str, str], ...] = (
-    ("red", 0.0, 40.0, "#D55E00", "at risk: act now"),
-    ("yellow", 40.0, 70.0, "#E69F00", "watch: something is slipping"),
-    ("green", 70.0, 100.0, "#009E73", "healthy"),
+    ("red", 0.0, 40.0, "#A6192E", "at risk: act now"),
+    ("yellow", 40.0, 70.0, "#B07800", "watch: something is slipping"),
+    ("green", 70.0, 100.0, "#0F7B8A", "healthy"),
 )
-_METRIC_KEYS = {"name", "column", "category", "direction", "method", "params", "weight", "na_policy",
-                "description", "action", "label", "unit", "range"}
+_METRIC_KEYS = {
+    "name",
+    "column",
+    "category",
+    "direction",
+    "method",
+    "params",
+    "weight",
+    "na_policy",
+    "description",
+    "action",
+    "label",
+    "unit",
+    "range",
+    "audience",
+    "action_audience",
+    "customer_label",
+    "customer_description",
+    "customer_action",
+}
 # Weights are relative; beyond this range a sum of weights loses precision or overflows.
 MAX_WEIGHT = 1e6
 MIN_POSITIVE_WEIGHT = 1e-6
 # a stated unit implies the range of the raw values
 UNIT_RANGES = {"ratio": (0.0, 1.0), "percent": (0.0, 100.0)}
+AUDIENCES = ("customer", "internal")
+_CATEGORY_KEYS = {"weight", "label", "audience", "customer_label"}
+_FIELD_KEYS = {"label", "audience", "format", "customer_label"}
+FIELD_FORMATS = ("text", "money", "date", "percent", "count", "days", "number")
+# the account fields a report shows when a model has no [report.fields] table: all internal
+DEFAULT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("csm", "CSM", "text"),
+    ("arr", "ARR", "money"),
+    ("renewal_date", "Renewal date", "date"),
+    ("segment", "Segment", "text"),
+    ("lifecycle_stage", "Lifecycle stage", "text"),
+)
 _MODEL_KEYS = {"name", "version", "description", "min_coverage"}
-_DEFINITION_KEYS = {"model", "categories", "metrics", "bands", "variants", "probability", "reference",
-                    "outcomes", "alerts"}
+_DEFINITION_KEYS = {
+    "model",
+    "categories",
+    "metrics",
+    "bands",
+    "variants",
+    "probability",
+    "reference",
+    "fitted",
+    "outcomes",
+    "alerts",
+    "report",
+}
+# what a fitted model records about its fit (``[fitted]``); the dates are TOML dates
+FITTED_KEYS = (
+    "method",
+    "outcome",
+    "horizon",
+    "data_hash",
+    "rows",
+    "first_as_of",
+    "last_as_of",
+    "observed_until",
+    "fitted_at",
+)
+_FITTED_DATES = ("first_as_of", "last_as_of", "observed_until", "fitted_at")
 _VARIANT_KEYS = {"name", "description", "filter", "weights", "categories", "params", "disabled"}
 _BAND_KEYS = {"name", "lower", "upper", "colour", "meaning"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,10 +160,29 @@ class Metric:
     unit: str = ""
     value_range: tuple[float, float] | None = None
 
+    # who may read it: "customer" (the customer scorecard) or "internal" (the team only, the default)
+    audience: str = "internal"
+    action_audience: str = "internal"
+    customer_label: str = ""
+    customer_description: str = ""
+    customer_action: str = ""
+
     @property
     def expected_range(self) -> tuple[float, float] | None:
         """The range raw values should fall in: ``range`` if stated, else the one the unit implies."""
         return self.value_range or UNIT_RANGES.get(self.unit)
+
+    @property
+    def for_customer(self) -> bool:
+        """Shown on customer scorecards."""
+        return self.audience == "customer"
+
+    def customer_text(self) -> tuple[str, str, str]:
+        """(label, description, action) in the customer's words; the action is empty unless a
+        ``customer_action`` is written or ``action_audience = "customer"``."""
+        label = self.customer_label or self.label or self.name.replace("_", " ")
+        action = self.customer_action or (self.action if self.action_audience == "customer" else "")
+        return label, self.customer_description or self.description, action
 
     @property
     def na_score(self) -> float | None:
@@ -124,6 +199,20 @@ class Category:
     name: str
     weight: float = 1.0
     label: str = ""
+    audience: str = "internal"
+    customer_label: str = ""
+
+
+@dataclass(frozen=True)
+class ReportField:
+    """An account attribute a scorecard may show (CSM, ARR, renewal date...), with its audience
+    and its display format (one of :data:`FIELD_FORMATS`)."""
+
+    column: str
+    label: str = ""
+    audience: str = "internal"
+    format: str = "text"
+    customer_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,10 +272,17 @@ class ScoreModel:
     # decile bins and shares, N/A shares, AUC with its interval), written by
     # ``analysis.monitoring.reference_from``; plain data that watches the score, so outside the hash
     reference: dict[str, Any] | None = None
+    # what a fitted model was fitted on (``[fitted]``: method, outcome, horizon, data hash, training
+    # window, fitting date), written by the fits; plain data about its history, so outside the hash
+    fitted: dict[str, Any] | None = None
     # outcomes this model is used with beyond the standard three (``[outcomes.<name>]``)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     # early-warning rules (``[[alerts]]``); they read scores and never change one, so no hash
     alerts: list[AlertRule] = field(default_factory=list)
+    # account fields reports may show, with their audience (``[report.fields.<column>]``)
+    fields: list[ReportField] = field(
+        default_factory=lambda: [ReportField(*f[:2], "internal", f[2]) for f in DEFAULT_FIELDS]
+    )
     source: Path | None = field(default=None, compare=False)
     # the TOML text the model was loaded from and where the definition sits in it
     _text: str | None = field(default=None, compare=False, repr=False)
@@ -196,21 +292,44 @@ class ScoreModel:
     def definition(self) -> dict[str, Any]:
         """The parts of the model that change a score, as plain data (what the hash covers).
 
-        Version, descriptions, labels, actions, band colours and meanings are left out: editing
-        them never changes a score, so it never changes the hash.
+        Version, descriptions, labels, actions, audiences, report fields, band colours and meanings
+        are left out: editing them never changes a score, so it never changes the hash.
         """
-        return _canonical({
-            "name": self.name,
-            "min_coverage": self.min_coverage,
-            "categories": {c.name: c.weight for c in self.categories.values()},
-            "metrics": [{"name": m.name, "column": m.column, "category": m.category,
-                         "direction": m.direction, "method": m.method, "params": m.params,
-                         "weight": m.weight, "na_policy": m.na_policy} for m in self.metrics],
-            "bands": [[b.name, b.lower, b.upper] for b in self.bands],
-            "variants": [{"name": v.name, "filter": v.filter, "weights": v.weights,
-                          "categories": v.categories, "params": v.params,
-                          "disabled": sorted(v.disabled)} for v in self.variants],
-        })
+        return cast(
+            dict[str, Any],
+            _canonical(
+                {
+                    "name": self.name,
+                    "min_coverage": self.min_coverage,
+                    "categories": {c.name: c.weight for c in self.categories.values()},
+                    "metrics": [
+                        {
+                            "name": m.name,
+                            "column": m.column,
+                            "category": m.category,
+                            "direction": m.direction,
+                            "method": m.method,
+                            "params": m.params,
+                            "weight": m.weight,
+                            "na_policy": m.na_policy,
+                        }
+                        for m in self.metrics
+                    ],
+                    "bands": [[b.name, b.lower, b.upper] for b in self.bands],
+                    "variants": [
+                        {
+                            "name": v.name,
+                            "filter": v.filter,
+                            "weights": v.weights,
+                            "categories": v.categories,
+                            "params": v.params,
+                            "disabled": sorted(v.disabled),
+                        }
+                        for v in self.variants
+                    ],
+                }
+            ),
+        )
 
     @property
     def hash(self) -> str:
@@ -284,8 +403,13 @@ class ScoreModel:
         in_cat: dict[str, float] = {}
         for m in self.metrics:
             in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
-        return {m.name: 100.0 * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
-                * self.categories[m.category].weight / cat_total for m in self.metrics}
+        return {
+            m.name: 100.0
+            * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
+            * self.categories[m.category].weight
+            / cat_total
+            for m in self.metrics
+        }
 
     def band_of(self, score: pl.Expr | str) -> pl.Expr:
         """Band name of a score expression (null stays null).
@@ -342,8 +466,9 @@ class ScoreModel:
         return replace(self, metrics=metrics, categories=cats, variants=[])
 
     # ------------------------------------------------------------ changes -> new models
-    def with_weights(self, metrics: Mapping[str, float] | None = None,
-                     categories: Mapping[str, float] | None = None) -> ScoreModel:
+    def with_weights(
+        self, metrics: Mapping[str, float] | None = None, categories: Mapping[str, float] | None = None
+    ) -> ScoreModel:
         """A new model with some metric and/or category weights replaced.
 
         >>> m = ScoreModel("m", "1", [Metric("a", "a", "u", params={"points": [[0, 0], [1, 100]]})], {"u": Category("u")},
@@ -359,8 +484,10 @@ class ScoreModel:
         new = replace(
             self,
             metrics=[replace(m, weight=float(metrics[m.name])) if m.name in metrics else m for m in self.metrics],
-            categories={k: replace(c, weight=float(categories[k])) if k in categories else c
-                        for k, c in self.categories.items()})
+            categories={
+                k: replace(c, weight=float(categories[k])) if k in categories else c for k, c in self.categories.items()
+            },
+        )
         new.validate()
         return new
 
@@ -375,8 +502,12 @@ class ScoreModel:
     def with_params(self, metric: str, params: Mapping[str, Any]) -> ScoreModel:
         """A new model where ``metric``'s calibration parameters are updated with ``params``."""
         self.metric(metric)
-        new = replace(self, metrics=[replace(m, params={**m.params, **_plain(dict(params))})
-                                     if m.name == metric else m for m in self.metrics])
+        new = replace(
+            self,
+            metrics=[
+                replace(m, params={**m.params, **_plain(dict(params))}) if m.name == metric else m for m in self.metrics
+            ],
+        )
         new.validate()
         return new
 
@@ -402,11 +533,42 @@ class ScoreModel:
         """
         return replace(self, reference=None if reference is None else _plain(dict(reference)))
 
+    def with_fitted(self, fitted: Mapping[str, Any] | None) -> ScoreModel:
+        """A copy that records what it was fitted on (``None`` removes the record). It is saved as the
+        ``[fitted]`` table and, like ``[reference]``, leaves the hash unchanged. Dates may be given
+        as ``date`` objects or ISO text; they are kept as dates.
+
+        >>> m = ScoreModel("m", "1", [], {}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> f = m.with_fitted({"method": "weights", "first_as_of": "2024-01-01", "observed_until": "2024-06-30"})
+        >>> f.training_window, f.hash == m.hash
+        ((datetime.date(2024, 1, 1), datetime.date(2024, 6, 30)), True)
+        """
+        if fitted is None:
+            return replace(self, fitted=None)
+        problems = _fitted_problems(fitted)
+        if problems:
+            raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
+        return replace(self, fitted=_fitted_plain(fitted))
+
+    @property
+    def training_window(self) -> tuple[date, date] | None:
+        """First snapshot and last day of outcomes the model was fitted on (``[fitted]``), else None.
+
+        The window ends on ``observed_until``: the fit read events up to that day, so any holdout
+        that starts on or before it was partly seen.
+        """
+        f = self.fitted or {}
+        first, last = f.get("first_as_of"), f.get("observed_until") or f.get("last_as_of")
+        return (first, last) if isinstance(first, date) and isinstance(last, date) else None
+
     def bump_version(self) -> ScoreModel:
         """A new model whose version's last number is one higher ("1.2.3" -> "1.2.4", "v7" -> "v8")."""
         match = re.search(r"(\d+)(?!.*\d)", self.version)
-        version = (self.version[:match.start()] + str(int(match.group(1)) + 1) + self.version[match.end():]
-                   if match else f"{self.version}.1")
+        version = (
+            self.version[: match.start()] + str(int(match.group(1)) + 1) + self.version[match.end() :]
+            if match
+            else f"{self.version}.1"
+        )
         return replace(self, version=version)
 
     # ------------------------------------------------------------ checks
@@ -434,8 +596,9 @@ class ScoreModel:
             problems.append(f"(the data has columns: {', '.join(sorted(have))})")
             raise ModelError("\n".join(f"{self._where()}{p}" for p in problems))
 
-    def check_data(self, data: pl.DataFrame | pl.LazyFrame, *, source: str = "snapshots",
-                   warn: bool = True) -> list[str]:
+    def check_data(
+        self, data: pl.DataFrame | pl.LazyFrame, *, source: str = "snapshots", warn: bool = True
+    ) -> list[str]:
         """Check snapshots against the model before scoring.
 
         Raises :class:`ModelError` when a column the model reads is missing or holds dates or text
@@ -460,15 +623,22 @@ class ScoreModel:
             if m.column in ("account_id", "as_of"):
                 problems.append(f"{at} is a key column, not a measurement; point the metric at a numeric column")
             elif dtype.is_temporal():
-                problems.append(f"{at} holds dates ({dtype}); a metric needs numbers, e.g. days since that date "
-                                "computed in the export")
+                problems.append(
+                    f"{at} holds dates ({dtype}); a metric needs numbers, e.g. days since that date "
+                    "computed in the export"
+                )
+            elif dtype == pl.String and m.method in ("categorical", "boolean"):
+                continue  # levels and yes/no words are text by nature; their calibration reads them
             elif dtype == pl.String:
                 if isinstance(data, pl.DataFrame):
                     values = data.get_column(m.column).drop_nulls()
                     if values.len():
                         shown = ", ".join(repr(v) for v in values.unique(maintain_order=True).head(5).to_list())
-                        problems.append(f"{at} holds text (values such as {shown}); a metric needs numbers: "
-                                        "correct the cells, or point the metric at a numeric column")
+                        problems.append(
+                            f"{at} holds text (values such as {shown}); a metric needs numbers: "
+                            "correct the cells, point the metric at a numeric column, or give it "
+                            'method = "categorical" (level scores)'
+                        )
                 else:
                     problems.append(f"{at} holds text; a metric needs numbers")
             elif dtype.is_numeric():
@@ -480,29 +650,50 @@ class ScoreModel:
         if not isinstance(data, pl.DataFrame) or not numeric:
             return []
         found: list[str] = []
-        stats = data.select(*[pl.struct(
-            pl.col(m.column).count().alias("n"),
-            pl.col(m.column).min().cast(pl.Float64).alias("lo"), pl.col(m.column).max().cast(pl.Float64).alias("hi"),
-            *([(~pl.col(m.column).is_between(*m.expected_range)).sum().alias("out")] if m.expected_range else []),
-            (pl.col(m.column) > 1.5).sum().alias("above1"),
-        ).alias(m.name) for m in numeric]).row(0, named=True)
+        stats = data.select(
+            *[
+                pl.struct(
+                    pl.col(m.column).count().alias("n"),
+                    pl.col(m.column).min().cast(pl.Float64).alias("lo"),
+                    pl.col(m.column).max().cast(pl.Float64).alias("hi"),
+                    *(
+                        [(~pl.col(m.column).is_between(*m.expected_range)).sum().alias("out")]
+                        if m.expected_range
+                        else []
+                    ),
+                    (pl.col(m.column) > 1.5).sum().alias("above1"),
+                ).alias(m.name)
+                for m in numeric
+            ]
+        ).row(0, named=True)
         for m in numeric:
             st = stats[m.name]
             where = f"{source}: column {m.column!r} (metric {m.name})"
             if m.expected_range and st.get("out"):
                 lo, hi = m.expected_range
                 unit = f" (unit {m.unit})" if m.unit and not m.value_range else ""
-                hint = (" They look like percentages: divide by 100, or state unit = \"percent\" and calibrate "
-                        "in percent." if m.expected_range == (0.0, 1.0) and st["hi"] is not None and st["hi"] <= 100
-                        else " Check the export's unit, or correct the model's range.")
-                found.append(f"{where}: {st['out']} of {st['n']} values are outside [{lo:g}, {hi:g}]{unit} "
-                             f"(seen {st['lo']:g} to {st['hi']:g}).{hint}")
-            elif (not m.expected_range and m.method == "thresholds" and st["n"]
-                  and _points_are_ratios(m.params) and st["above1"] > st["n"] / 2):
-                found.append(f"{where}: {st['above1']} of {st['n']} values are above 1 (seen {st['lo']:g} to "
-                             f"{st['hi']:g}) but the calibration points are ratios between 0 and 1, so almost every "
-                             "value gets the top sub-score. If the export sends percentages, divide by 100; state "
-                             "unit = \"ratio\" or range = [lo, hi] in the model to check this exactly.")
+                hint = (
+                    ' They look like percentages: divide by 100, or state unit = "percent" and calibrate in percent.'
+                    if m.expected_range == (0.0, 1.0) and st["hi"] is not None and st["hi"] <= 100
+                    else " Check the export's unit, or correct the model's range."
+                )
+                found.append(
+                    f"{where}: {st['out']} of {st['n']} values are outside [{lo:g}, {hi:g}]{unit} "
+                    f"(seen {st['lo']:g} to {st['hi']:g}).{hint}"
+                )
+            elif (
+                not m.expected_range
+                and m.method == "thresholds"
+                and st["n"]
+                and _points_are_ratios(m.params)
+                and st["above1"] > st["n"] / 2
+            ):
+                found.append(
+                    f"{where}: {st['above1']} of {st['n']} values are above 1 (seen {st['lo']:g} to "
+                    f"{st['hi']:g}) but the calibration points are ratios between 0 and 1, so almost every "
+                    "value gets the top sub-score. If the export sends percentages, divide by 100; state "
+                    'unit = "ratio" or range = [lo, hi] in the model to check this exactly.'
+                )
         if warn:
             for text in found:
                 warnings.warn(DataWarning(text), stacklevel=2)
@@ -517,8 +708,12 @@ class ScoreModel:
     def fit_calibration(self, snapshots: pl.DataFrame, outcome: pl.Series | str | None = None) -> ScoreModel:
         """Deprecated: use ``hs.fit_calibration(model, snapshots, outcome=...)``; this method goes in
         the next release."""
-        warnings.warn("ScoreModel.fit_calibration moved to healthscore.fit_calibration(model, snapshots, "
-                      "outcome=...); the method goes in the next release", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "ScoreModel.fit_calibration moved to healthscore.fit_calibration(model, snapshots, "
+            "outcome=...); the method goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         # the one-release shim: core sits above spec, so it is looked up at call time
         core = importlib.import_module("healthscore.core.calibration")
         return core.fit_calibration(self, snapshots, outcome=outcome)  # type: ignore[no-any-return]
@@ -575,7 +770,9 @@ def load_models(path: str | os.PathLike[str]) -> dict[str, ScoreModel]:
             raise ModelError(f"{path.name}: with [models.<name>] tables, put {sorted(extra)} inside each model")
         if not isinstance(data["models"], dict) or not data["models"]:
             raise ModelError(f"{path.name}: models: expected one or more [models.<name>] tables")
-        defs = {key: (("models", key), value) for key, value in data["models"].items()}
+        defs: dict[str | None, tuple[tuple[str, ...], Any]] = {
+            key: (("models", key), value) for key, value in data["models"].items()
+        }
     else:
         defs = {None: ((), data)}
     models: dict[str, ScoreModel] = {}
@@ -600,12 +797,11 @@ def load_model(path: str | os.PathLike[str], name: str | None = None) -> ScoreMo
     return models[name]
 
 
-def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_name: str,
-           text: str) -> ScoreModel:
+def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_name: str, text: str) -> ScoreModel:
     where = f"{path.name}: {'.'.join(prefix) + '.' if prefix else ''}"
     problems: list[str] = []
 
-    def need(container: dict, key: str, kind: type | tuple, at: str, default: Any = ...) -> Any:
+    def need(container: dict[str, Any], key: str, kind: type | tuple[type, ...], at: str, default: Any = ...) -> Any:
         if key not in container:
             if default is ...:
                 problems.append(f"{at}{key}: required")
@@ -624,7 +820,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         problems.append(f"{key}: unknown section (expected one of {sorted(_DEFINITION_KEYS)})")
     head = table.get("model", {})
     if not isinstance(head, dict):
-        head, _ = {}, problems.append("model: expected a [model] table")
+        problems.append("model: expected a [model] table")
+        head = {}
     for key in set(head) - _MODEL_KEYS:
         problems.append(f"model.{key}: unknown key (expected one of {sorted(_MODEL_KEYS)})")
     name = need(head, "name", str, "model.", default_name)
@@ -635,7 +832,8 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
     categories: dict[str, Category] = {}
     raw_cats = table.get("categories", {})
     if not isinstance(raw_cats, dict):
-        raw_cats, _ = {}, problems.append("categories: expected [categories.<name>] tables")
+        problems.append("categories: expected [categories.<name>] tables")
+        raw_cats = {}
     for cname, ctab in raw_cats.items():
         at = f"categories.{cname}."
         if isinstance(ctab, (int, float)) and not isinstance(ctab, bool):
@@ -643,63 +841,123 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
         if not isinstance(ctab, dict):
             problems.append(f"categories.{cname}: expected a table with weight and label")
             continue
-        for key in set(ctab) - {"weight", "label"}:
-            problems.append(f"{at}{key}: unknown key (expected weight, label)")
-        categories[cname] = Category(cname, float(need(ctab, "weight", (int, float), at, 1.0) or 0.0),
-                                     need(ctab, "label", str, at, ""))
+        for key in set(ctab) - _CATEGORY_KEYS:
+            problems.append(f"{at}{key}: unknown key (expected one of {sorted(_CATEGORY_KEYS)})")
+        categories[cname] = Category(
+            cname,
+            float(need(ctab, "weight", (int, float), at, 1.0) or 0.0),
+            need(ctab, "label", str, at, ""),
+            need(ctab, "audience", str, at, "internal"),
+            need(ctab, "customer_label", str, at, ""),
+        )
 
     metrics: list[Metric] = []
     for i, at, mtab in _entries(table, "metrics", _METRIC_KEYS, problems):
         mname = need(mtab, "name", str, at)
         weight = need(mtab, "weight", (int, float), at, 1.0)
-        metrics.append(Metric(
-            name=mname or f"metric_{i}",
-            column=need(mtab, "column", str, at, mname) or "",
-            category=need(mtab, "category", str, at) or "",
-            direction=need(mtab, "direction", str, at, "higher_is_better"),
-            method=need(mtab, "method", str, at) or "",
-            params=need(mtab, "params", dict, at, {}),
-            weight=float(weight if weight is not None else 0.0),
-            na_policy=need(mtab, "na_policy", str, at, "exclude"),
-            description=need(mtab, "description", str, at, ""),
-            action=need(mtab, "action", str, at, ""),
-            label=need(mtab, "label", str, at, ""),
-            unit=need(mtab, "unit", str, at, ""),
-            value_range=_range(mtab.get("range"), problems, f"{at}range"),
-        ))
+        metrics.append(
+            Metric(
+                name=mname or f"metric_{i}",
+                column=need(mtab, "column", str, at, mname) or "",
+                category=need(mtab, "category", str, at) or "",
+                direction=need(mtab, "direction", str, at, "higher_is_better"),
+                method=need(mtab, "method", str, at) or "",
+                params=need(mtab, "params", dict, at, {}),
+                weight=float(weight if weight is not None else 0.0),
+                na_policy=need(mtab, "na_policy", str, at, "exclude"),
+                description=need(mtab, "description", str, at, ""),
+                action=need(mtab, "action", str, at, ""),
+                label=need(mtab, "label", str, at, ""),
+                unit=need(mtab, "unit", str, at, ""),
+                value_range=_range(mtab.get("range"), problems, f"{at}range"),
+                audience=need(mtab, "audience", str, at, "internal"),
+                action_audience=need(mtab, "action_audience", str, at, "internal"),
+                customer_label=need(mtab, "customer_label", str, at, ""),
+                customer_description=need(mtab, "customer_description", str, at, ""),
+                customer_action=need(mtab, "customer_action", str, at, ""),
+            )
+        )
 
     bands: list[Band] = [] if "bands" in table else [Band(*b) for b in DEFAULT_BANDS]
     for i, at, btab in _entries(table, "bands", _BAND_KEYS, problems):
         bname = need(btab, "name", str, at) or f"band_{i}"
-        bands.append(Band(bname, float(need(btab, "lower", (int, float), at, 0.0) or 0.0),
-                          float(need(btab, "upper", (int, float), at, 0.0) or 0.0),
-                          need(btab, "colour", str, at, "") or _default_colour(bname),
-                          need(btab, "meaning", str, at, "")))
+        bands.append(
+            Band(
+                bname,
+                float(need(btab, "lower", (int, float), at, 0.0) or 0.0),
+                float(need(btab, "upper", (int, float), at, 0.0) or 0.0),
+                need(btab, "colour", str, at, "") or _default_colour(bname),
+                need(btab, "meaning", str, at, ""),
+            )
+        )
 
     variants: list[Variant] = []
     for i, at, vtab in _entries(table, "variants", _VARIANT_KEYS, problems):
         filt = need(vtab, "filter", dict, at) or {}
-        variants.append(Variant(
-            name=need(vtab, "name", str, at) or f"variant_{i}",
-            filter={k: list(v) if isinstance(v, list) else [v] for k, v in filt.items()},
-            description=need(vtab, "description", str, at, ""),
-            weights={k: float(v) for k, v in (need(vtab, "weights", dict, at, {}) or {}).items()
-                     if _is_number(v, problems, f"{at}weights.{k}")},
-            categories={k: float(v) for k, v in (need(vtab, "categories", dict, at, {}) or {}).items()
-                        if _is_number(v, problems, f"{at}categories.{k}")},
-            params=need(vtab, "params", dict, at, {}) or {},
-            disabled=list(need(vtab, "disabled", list, at, []) or []),
-        ))
+        variants.append(
+            Variant(
+                name=need(vtab, "name", str, at) or f"variant_{i}",
+                filter={k: list(v) if isinstance(v, list) else [v] for k, v in filt.items()},
+                description=need(vtab, "description", str, at, ""),
+                weights={
+                    k: float(v)
+                    for k, v in (need(vtab, "weights", dict, at, {}) or {}).items()
+                    if _is_number(v, problems, f"{at}weights.{k}")
+                },
+                categories={
+                    k: float(v)
+                    for k, v in (need(vtab, "categories", dict, at, {}) or {}).items()
+                    if _is_number(v, problems, f"{at}categories.{k}")
+                },
+                params=need(vtab, "params", dict, at, {}) or {},
+                disabled=list(need(vtab, "disabled", list, at, []) or []),
+            )
+        )
+
+    fields = [ReportField(*f[:2], "internal", f[2]) for f in DEFAULT_FIELDS]
+    report = table.get("report")
+    if report is not None:
+        raw_fields = report.get("fields", {}) if isinstance(report, dict) else None
+        if not isinstance(raw_fields, dict) or set(report) - {"fields"}:
+            problems.append("report: expected [report.fields.<column>] tables (label, audience, format)")
+            raw_fields = {}
+        fields = []
+        for col, ftab in raw_fields.items():
+            at = f"report.fields.{col}."
+            if not isinstance(ftab, dict):
+                problems.append(f"report.fields.{col}: expected a table with label, audience and format")
+                continue
+            for key in set(ftab) - _FIELD_KEYS:
+                problems.append(f"{at}{key}: unknown key (expected one of {sorted(_FIELD_KEYS)})")
+            fields.append(
+                ReportField(
+                    col,
+                    need(ftab, "label", str, at, ""),
+                    need(ftab, "audience", str, at, "internal"),
+                    need(ftab, "format", str, at, "text"),
+                    need(ftab, "customer_label", str, at, ""),
+                )
+            )
 
     probability = table.get("probability")
     if probability is not None and not isinstance(probability, dict):
-        probability, _ = None, problems.append("probability: expected a [probability] table "
-                                               "(written by 'healthscore evaluate --freeze')")
+        problems.append("probability: expected a [probability] table (written by 'healthscore evaluate --freeze')")
+        probability = None
 
     reference = table.get("reference")
     if reference is not None and not isinstance(reference, dict):
-        reference, _ = None, problems.append("reference: expected a [reference] table "
-                                             "(written by 'healthscore monitor --set-reference')")
+        problems.append("reference: expected a [reference] table (written by 'healthscore monitor --set-reference')")
+        reference = None
+
+    fitted = table.get("fitted")
+    if fitted is not None:
+        if not isinstance(fitted, dict):
+            problems.append("fitted: expected a [fitted] table (written by 'healthscore fit')")
+            fitted = None
+        else:
+            fitted_problems = _fitted_problems(fitted)
+            problems += fitted_problems
+            fitted = None if fitted_problems else _fitted_plain(fitted)
 
     outcomes: dict[str, Outcome] = {}
     if table.get("outcomes") is not None:
@@ -709,25 +967,42 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
             problems.append(str(exc).removeprefix(f"{path.name}: "))
 
     alerts, alert_problems = parse_alert_rules(
-        table.get("alerts"), bands=[b.name for b in bands], metrics=[m.name for m in metrics],
-        categories=list(categories), has_probability=isinstance(probability, dict))
+        table.get("alerts"),
+        bands=[b.name for b in bands],
+        metrics=[m.name for m in metrics],
+        categories=list(categories),
+        has_probability=isinstance(probability, dict),
+    )
     problems += alert_problems
 
     if problems:
         raise ModelError("\n".join(where + p for p in problems))
     model = ScoreModel(
-        name=name, version=str(version), metrics=metrics, categories=categories,
-        bands=sorted(bands, key=lambda b: b.lower), min_coverage=float(min_coverage),
-        description=description, variants=variants, source=path,
-        probability=_plain(dict(probability)) if probability is not None else None, outcomes=outcomes,
+        name=name,
+        version=str(version),
+        metrics=metrics,
+        categories=categories,
+        bands=sorted(bands, key=lambda b: b.lower),
+        min_coverage=float(min_coverage),
+        description=description,
+        variants=variants,
+        source=path,
+        probability=_plain(dict(probability)) if probability is not None else None,
+        outcomes=outcomes,
         reference=_plain(dict(reference)) if reference is not None else None,
-        alerts=alerts, _text=text, _prefix=prefix)
+        fitted=fitted,
+        alerts=alerts,
+        fields=fields,
+        _text=text,
+        _prefix=prefix,
+    )
     model.validate()
     return model
 
 
-def _entries(table: dict[str, Any], key: str, allowed: set[str],
-             problems: list[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def _entries(
+    table: dict[str, Any], key: str, allowed: set[str], problems: list[str]
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """Each table of the array ``[[key]]`` as (1-based index, key path prefix, table).
 
     Reports (in ``problems``) an array that is not one of tables and keys not in ``allowed``.
@@ -774,15 +1049,17 @@ def _problems(model: ScoreModel) -> list[str]:
         if not _NAME_RE.match(m.name):
             out.append(f"{at}.name: {m.name!r} must be letters, digits and underscores (it becomes sub_{m.name})")
         if m.category not in model.categories:
-            out.append(f"{at}.category: unknown category {m.category!r}; "
-                       f"declare [categories.{m.category}] or use one of {sorted(model.categories)}")
+            out.append(
+                f"{at}.category: unknown category {m.category!r}; "
+                f"declare [categories.{m.category}] or use one of {sorted(model.categories)}"
+            )
         if m.direction not in DIRECTIONS:
             out.append(f"{at}.direction: {m.direction!r} must be one of {list(DIRECTIONS)}")
         problem = _weight_problem(m.weight)
         if problem:
             out.append(f"{at}.weight: {problem}")
         if m.unit and m.unit not in UNIT_RANGES and not re.fullmatch(r"[A-Za-z_ %/$-]{1,30}", m.unit):
-            out.append(f"{at}.unit: {m.unit!r}: use \"ratio\" (0..1), \"percent\" (0..100) or a short word such as \"days\"")
+            out.append(f'{at}.unit: {m.unit!r}: use "ratio" (0..1), "percent" (0..100) or a short word such as "days"')
         if m.value_range is not None:
             lo, hi = m.value_range
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -795,11 +1072,30 @@ def _problems(model: ScoreModel) -> list[str]:
                 except ValueError:
                     ok = False
             if not ok:
-                out.append(f"{at}.na_policy: {m.na_policy!r} must be \"exclude\" or \"score:<0..100>\"")
+                out.append(f'{at}.na_policy: {m.na_policy!r} must be "exclude" or "score:<0..100>"')
         if m.method not in calibration.METHODS:
             out.append(f"{at}.method: unknown method {m.method!r}; use one of {sorted(calibration.METHODS)}")
         else:
             out += [f"{at}.params: {msg}" for msg in _param_problems(m.method, m.params, m.direction)]
+    for cat in model.categories.values():
+        if cat.audience not in AUDIENCES:
+            out.append(f'categories.{cat.name}.audience: {cat.audience!r} must be "customer" or "internal"')
+    for i, m in enumerate(model.metrics, 1):
+        at = f"metrics[{i}] ({m.name})"
+        for key in ("audience", "action_audience"):
+            if getattr(m, key) not in AUDIENCES:
+                out.append(f'{at}.{key}: {getattr(m, key)!r} must be "customer" or "internal"')
+        mcat = model.categories.get(m.category)
+        if m.audience == "customer" and mcat is not None and mcat.audience != "customer":
+            out.append(
+                f"{at}.audience: a customer metric in the internal category {m.category!r}; set "
+                f'audience = "customer" in [categories.{m.category}] or keep the metric internal'
+            )
+    for f in model.fields:
+        if f.audience not in AUDIENCES:
+            out.append(f'report.fields.{f.column}.audience: {f.audience!r} must be "customer" or "internal"')
+        if f.format not in FIELD_FORMATS:
+            out.append(f"report.fields.{f.column}.format: {f.format!r} must be one of {list(FIELD_FORMATS)}")
     if model.metrics and all(m.weight == 0 for m in model.metrics):
         out.append("metrics: all metric weights are zero; give at least one a positive weight")
     out += _band_problems(model.bands)
@@ -812,7 +1108,7 @@ def _problems(model: ScoreModel) -> list[str]:
             out.append(f"{at}.name: {v.name!r} is used twice or reserved; variant names must be unique")
         vnames.add(v.name)
         if not v.filter:
-            out.append(f"{at}.filter: empty; say which accounts it applies to, e.g. filter = {{segment = \"smb\"}}")
+            out.append(f'{at}.filter: empty; say which accounts it applies to, e.g. filter = {{segment = "smb"}}')
         for col in v.filter:
             if col in metric_cols:
                 out.append(f"{at}.filter.{col}: {col!r} is a metric column; filter on account attributes")
@@ -826,25 +1122,56 @@ def _problems(model: ScoreModel) -> list[str]:
         for cname in v.categories:
             if cname not in model.categories:
                 out.append(f"{at}.categories.{cname}: unknown category {cname!r}")
-        for table, weights in (("weights", v.weights), ("categories", v.categories)):
+        for section, weights in (("weights", v.weights), ("categories", v.categories)):
             for key, w in weights.items():
                 problem = _weight_problem(w)
                 if problem:
-                    out.append(f"{at}.{table}.{key}: {problem}")
+                    out.append(f"{at}.{section}.{key}: {problem}")
         if not out or not any(s.startswith(at) for s in out):
             resolved = model.resolve(v.name)
-            if all(m.weight == 0 for m in resolved.metrics) or all(
-                    c.weight == 0 for c in resolved.categories.values()):
+            if all(m.weight == 0 for m in resolved.metrics) or all(c.weight == 0 for c in resolved.categories.values()):
                 out.append(f"{at}: all weights are zero in this variant")
             for m in resolved.metrics:
                 if m.name in v.params and m.method in calibration.METHODS:
-                    out += [f"{at}.params.{m.name}: {msg}"
-                            for msg in _param_problems(m.method, m.params, m.direction)]
+                    out += [f"{at}.params.{m.name}: {msg}" for msg in _param_problems(m.method, m.params, m.direction)]
+    return out
+
+
+def _fitted_plain(fitted: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[fitted]`` record as plain data, its dates as ``date`` objects, keys in a fixed order."""
+    data = _plain(dict(fitted))
+    for key in _FITTED_DATES:
+        value = data.get(key)
+        if isinstance(value, datetime):
+            data[key] = value.date()
+        elif isinstance(value, str):
+            data[key] = date.fromisoformat(value)
+    order = {k: i for i, k in enumerate(FITTED_KEYS)}
+    return dict(sorted(data.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def _fitted_problems(fitted: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a ``[fitted]`` record (dates that are not dates, a window that runs backwards)."""
+    out: list[str] = []
+    data = _plain(dict(fitted))
+    for key in _FITTED_DATES:
+        value = data.get(key)
+        if value is None or isinstance(value, date):
+            continue
+        try:
+            date.fromisoformat(str(value))
+        except ValueError:
+            out.append(f"fitted.{key}: {value!r} is not a date; write it as YYYY-MM-DD")
+    if not out:
+        plain = _fitted_plain(data)
+        first, last = plain.get("first_as_of"), plain.get("observed_until")
+        if isinstance(first, date) and isinstance(last, date) and last < first:
+            out.append(f"fitted.observed_until: {last} is before first_as_of {first}; the window must run forwards")
     return out
 
 
 def _points_are_ratios(params: Mapping[str, Any]) -> bool:
-    points = params.get("points")
+    points: Any = params.get("points")  # may be anything from the file; bad shapes fail below
     try:
         xs = [float(p[0]) for p in points]
     except (TypeError, ValueError, IndexError):
@@ -861,16 +1188,18 @@ def _weight_problem(weight: float) -> str | None:
     if weight > MAX_WEIGHT:
         return f"{weight:g} is too large (at most {MAX_WEIGHT:g}); weights are relative, so scale them all down"
     if 0 < weight < MIN_POSITIVE_WEIGHT:
-        return (f"{weight:g} is too small (0, or at least {MIN_POSITIVE_WEIGHT:g}); weights are relative, so "
-                "scale them all up, or use 0 to switch the metric off")
+        return (
+            f"{weight:g} is too small (0, or at least {MIN_POSITIVE_WEIGHT:g}); weights are relative, so "
+            "scale them all up, or use 0 to switch the metric off"
+        )
     return None
 
 
 def _param_problems(method: str, params: dict[str, Any], direction: str) -> list[str]:
     """Parameter problems from the calibration module; fitted entries may still be missing."""
 
-    direction = direction if direction in DIRECTIONS else None
-    return list(calibration.check_params(method, params, direction, require_fitted=False))
+    known = direction if direction in DIRECTIONS else None
+    return list(calibration.check_params(method, params, known, require_fitted=False))
 
 
 def _band_problems(bands: list[Band]) -> list[str]:
@@ -880,6 +1209,12 @@ def _band_problems(bands: list[Band]) -> list[str]:
     names = [b.name for b in bands]
     for name in {n for n in names if names.count(n) > 1}:
         out.append(f"bands: band name {name!r} is used twice")
+    for i, b in enumerate(bands, 1):
+        if b.colour:
+            try:
+                parse_colour(b.colour)
+            except ValueError as exc:
+                out.append(f"bands[{i}] ({b.name}).colour: {exc}")
     ordered = sorted(enumerate(bands, 1), key=lambda ib: ib[1].lower)
     for i, b in ordered:
         if b.upper <= b.lower:
@@ -891,11 +1226,15 @@ def _band_problems(bands: list[Band]) -> list[str]:
         out.append(f"bands[{ordered[-1][0]}] ({last.name}).upper: bands must end at 100, not {last.upper:g}")
     for (_, a), (j, b) in zip(ordered, ordered[1:]):
         if b.lower > a.upper:
-            out.append(f"bands[{j}] ({b.name}).lower: gap between {a.name} (ends {a.upper:g}) and "
-                       f"{b.name} (starts {b.lower:g}); bands must cover 0..100 without gaps")
+            out.append(
+                f"bands[{j}] ({b.name}).lower: gap between {a.name} (ends {a.upper:g}) and "
+                f"{b.name} (starts {b.lower:g}); bands must cover 0..100 without gaps"
+            )
         elif b.lower < a.upper:
-            out.append(f"bands[{j}] ({b.name}).lower: {b.name} (starts {b.lower:g}) overlaps {a.name} "
-                       f"(ends {a.upper:g}); each band must start where the previous one ends")
+            out.append(
+                f"bands[{j}] ({b.name}).lower: {b.name} (starts {b.lower:g}) overlaps {a.name} "
+                f"(ends {a.upper:g}); each band must start where the previous one ends"
+            )
     return out
 
 
@@ -936,13 +1275,44 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         _set(ctab, "weight", cat.weight)
         if cat.label or "label" in ctab:
             _set(ctab, "label", cat.label)
+        if cat.audience != "internal" or "audience" in ctab:
+            _set(ctab, "audience", cat.audience)
+        if cat.customer_label or "customer_label" in ctab:
+            _set(ctab, "customer_label", cat.customer_label)
 
     _write_aot(table, "metrics", [_metric_dict(m) for m in model.metrics], key="name")
     if "bands" in table or [(b.name, b.lower, b.upper) for b in model.bands] != [b[:3] for b in DEFAULT_BANDS]:
-        _write_aot(table, "bands", [{"name": b.name, "lower": b.lower, "upper": b.upper, "colour": b.colour,
-                                     "meaning": b.meaning} for b in model.bands], key=None)
+        _write_aot(
+            table,
+            "bands",
+            [
+                {"name": b.name, "lower": b.lower, "upper": b.upper, "colour": b.colour, "meaning": b.meaning}
+                for b in model.bands
+            ],
+            key=None,
+        )
     if model.variants or "variants" in table:
         _write_aot(table, "variants", [_variant_dict(v) for v in model.variants], key="name")
+    default_fields = [ReportField(*f[:2], "internal", f[2]) for f in DEFAULT_FIELDS]
+    if model.fields != default_fields or "report" in table:
+        report = table.get("report")
+        if report is None:
+            report = tomlkit.table(is_super_table=True)
+            table["report"] = report
+        ftabs = report.get("fields")
+        if ftabs is None:
+            ftabs = tomlkit.table(is_super_table=True)
+            report["fields"] = ftabs
+        for col in [k for k in ftabs if k not in {f.column for f in model.fields}]:
+            del ftabs[col]
+        for f in model.fields:
+            if f.column not in ftabs:
+                ftabs[f.column] = tomlkit.table()
+            ftab = ftabs[f.column]
+            for key in ("label", "audience", "format", "customer_label"):
+                value = getattr(f, key)
+                if value != {"audience": "internal", "format": "text"}.get(key, "") or key in ftab:
+                    _set(ftab, key, value)
     if model.probability is None:
         table.pop("probability", None)
     elif "probability" not in table or _plain(table["probability"]) != model.probability:
@@ -959,6 +1329,14 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
         for key, value in model.reference.items():
             ref[key] = value
         table["reference"] = ref
+    if model.fitted is None:
+        table.pop("fitted", None)
+    elif "fitted" not in table or _plain(table["fitted"]) != model.fitted:
+        fit = tomlkit.table()
+        fit.comment("what this model was fitted on; healthscore evaluate refuses a holdout inside this window")
+        for key, value in model.fitted.items():
+            fit[key] = value
+        table["fitted"] = fit
     # [[alerts]] tables already in the file stay exactly as written; a model built in code writes its own
     if model.alerts and "alerts" not in table:
         aot = tomlkit.aot()
@@ -968,26 +1346,73 @@ def _write_into(doc: Any, model: ScoreModel) -> None:
                 entry[key] = value
             aot.append(entry)
         table["alerts"] = aot
+    elif model.alerts:
+        # a rule's numeric setting tuned in code (threshold value, drop points, probability) is written
+        # into its own entry; everything else in the entry stays as written
+        rules = {r.name: r for r in model.alerts}
+        for entry in table["alerts"]:
+            tuned = rules.get(_plain(entry.get("name")))
+            for key in ("value", "points", "at_least"):
+                if tuned is not None and key in entry and getattr(tuned, key) is not None:
+                    _set(entry, key, float(getattr(tuned, key)))
 
 
 def _metric_dict(m: Metric) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": m.name, "column": m.column, "category": m.category, "direction": m.direction,
-                         "method": m.method, "weight": m.weight, "na_policy": m.na_policy,
-                         "label": m.label, "description": m.description, "action": m.action,
-                         "unit": m.unit, "range": list(m.value_range) if m.value_range else None,
-                         "params": m.params}
+    d: dict[str, Any] = {
+        "name": m.name,
+        "column": m.column,
+        "category": m.category,
+        "direction": m.direction,
+        "method": m.method,
+        "weight": m.weight,
+        "na_policy": m.na_policy,
+        "label": m.label,
+        "description": m.description,
+        "action": m.action,
+        "unit": m.unit,
+        "range": list(m.value_range) if m.value_range else None,
+        "audience": m.audience,
+        "action_audience": m.action_audience,
+        "customer_label": m.customer_label,
+        "customer_description": m.customer_description,
+        "customer_action": m.customer_action,
+        "params": m.params,
+    }
     return d
 
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
-    return {"name": v.name, "description": v.description,
-            "filter": {k: vals[0] if len(vals) == 1 else vals for k, vals in v.filter.items()},
-            "weights": v.weights, "categories": v.categories, "params": v.params, "disabled": v.disabled}
+    return {
+        "name": v.name,
+        "description": v.description,
+        "filter": {k: vals[0] if len(vals) == 1 else vals for k, vals in v.filter.items()},
+        "weights": v.weights,
+        "categories": v.categories,
+        "params": v.params,
+        "disabled": v.disabled,
+    }
 
 
-_OPTIONAL_DEFAULTS = {"na_policy": "exclude", "label": "", "description": "", "action": "", "unit": "", "range": None,
-                      "direction": "higher_is_better", "weights": {}, "categories": {}, "params": {},
-                      "disabled": [], "colour": "", "meaning": ""}
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "na_policy": "exclude",
+    "label": "",
+    "description": "",
+    "action": "",
+    "unit": "",
+    "range": None,
+    "audience": "internal",
+    "action_audience": "internal",
+    "customer_label": "",
+    "customer_description": "",
+    "customer_action": "",
+    "direction": "higher_is_better",
+    "weights": {},
+    "categories": {},
+    "params": {},
+    "disabled": [],
+    "colour": "",
+    "meaning": "",
+}
 
 
 def _write_aot(table: Any, name: str, rows: list[dict[str, Any]], key: str | None) -> None:
@@ -1042,7 +1467,7 @@ def _set(table: Any, key: str, value: Any) -> None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return _canonical(a) == _canonical(b)
+    return bool(_canonical(a) == _canonical(b))
 
 
 def _num(value: float, old: Any) -> Any:
@@ -1083,7 +1508,7 @@ def _canonical(value: Any) -> Any:
     return str(value)
 
 
-def _kind(kind: type | tuple) -> str:
+def _kind(kind: type | tuple[type, ...]) -> str:
     names = {str: "text", int: "a number", float: "a number", dict: "a table", list: "a list"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
@@ -1099,8 +1524,11 @@ def _is_number(value: Any, problems: list[str], at: str) -> bool:
 def _range(value: Any, problems: list[str], at: str) -> tuple[float, float] | None:
     if value is None:
         return None
-    if (not isinstance(value, list) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+    ):
         problems.append(f"{at}: expected [lower, upper], e.g. range = [0, 1], got {value!r}")
         return None
     return float(value[0]), float(value[1])
@@ -1108,4 +1536,3 @@ def _range(value: Any, problems: list[str], at: str) -> tuple[float, float] | No
 
 def _default_colour(name: str) -> str:
     return band_colour(name)
-

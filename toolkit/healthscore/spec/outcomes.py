@@ -23,8 +23,16 @@ from typing import Any
 
 from healthscore.errors import HealthscoreError
 
-__all__ = ["Outcome", "OutcomeError", "STANDARD_OUTCOMES", "resolve_outcome", "parse_outcomes",
-           "parse_horizon", "horizon_days", "horizon_words"]
+__all__ = [
+    "Outcome",
+    "OutcomeError",
+    "STANDARD_OUTCOMES",
+    "resolve_outcome",
+    "parse_outcomes",
+    "parse_horizon",
+    "horizon_days",
+    "horizon_words",
+]
 
 
 class OutcomeError(HealthscoreError, ValueError):
@@ -57,8 +65,7 @@ STANDARD_OUTCOMES: dict[str, Outcome] = {
     "expanded": Outcome("expanded", adverse=False, terminal=False, description="the account paid more"),
 }
 
-_KEYS = {"adverse", "terminal", "description", "from", "gap", "threshold", "days", "column", "field", "value",
-         "label"}
+_KEYS = {"adverse", "terminal", "description", "from", "gap", "threshold", "days", "column", "field", "value", "label"}
 
 
 def parse_outcomes(table: Mapping[str, Any], *, source: str = "model") -> dict[str, Outcome]:
@@ -76,16 +83,18 @@ def parse_outcomes(table: Mapping[str, Any], *, source: str = "model") -> dict[s
             raise OutcomeError(f"{source}: [outcomes.{name}] must be a table with adverse = true|false")
         unknown = sorted(set(spec) - _KEYS)
         if unknown:
-            raise OutcomeError(f"{source}: [outcomes.{name}] has unknown key(s) {unknown}; "
-                               f"allowed: {sorted(_KEYS)}")
+            raise OutcomeError(f"{source}: [outcomes.{name}] has unknown key(s) {unknown}; allowed: {sorted(_KEYS)}")
         if not isinstance(spec.get("adverse"), bool):
-            raise OutcomeError(f"{source}: [outcomes.{name}] needs adverse = true (churn-like, a low score warns) "
-                               "or adverse = false (expansion-like, a high score signals it)")
+            raise OutcomeError(
+                f"{source}: [outcomes.{name}] needs adverse = true (churn-like, a low score warns) "
+                "or adverse = false (expansion-like, a high score signals it)"
+            )
         terminal = spec.get("terminal", False)
         if not isinstance(terminal, bool):
             raise OutcomeError(f"{source}: [outcomes.{name}].terminal must be true or false")
-        out[str(name)] = Outcome(str(name), adverse=spec["adverse"], terminal=terminal,
-                                 description=str(spec.get("description", "")))
+        out[str(name)] = Outcome(
+            str(name), adverse=spec["adverse"], terminal=terminal, description=str(spec.get("description", ""))
+        )
     return out
 
 
@@ -102,8 +111,10 @@ def resolve_outcome(outcome: str | Outcome, definitions: Mapping[str, Outcome] |
     known = {**STANDARD_OUTCOMES, **(definitions or {})}
     if outcome in known:
         return known[outcome]
-    raise OutcomeError(f"outcome {outcome!r} is not defined; defined: {', '.join(sorted(known))}. "
-                       f"Define it in the model as [outcomes.{outcome}] with adverse = true or false")
+    raise OutcomeError(
+        f"outcome {outcome!r} is not defined; defined: {', '.join(sorted(known))}. "
+        f"Define it in the model as [outcomes.{outcome}] with adverse = true or false"
+    )
 
 
 _HORIZON = re.compile(r"^\s*(\d+)\s*(d|w|mo)\s*$")
@@ -119,8 +130,10 @@ def parse_horizon(horizon: str, *, allow_zero: bool = False) -> str:
     """
     m = _HORIZON.match(str(horizon))
     if not m or (int(m.group(1)) == 0 and not allow_zero):
-        raise OutcomeError(f"horizon {horizon!r} is not understood: write a positive number of days, "
-                           "weeks or calendar months, e.g. '90d', '13w' or '3mo'")
+        raise OutcomeError(
+            f"horizon {horizon!r} is not understood: write a positive number of days, "
+            "weeks or calendar months, e.g. '90d', '13w' or '3mo'"
+        )
     return f"{int(m.group(1))}{m.group(2)}"
 
 

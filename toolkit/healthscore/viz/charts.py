@@ -1,11 +1,12 @@
 """One chart theme for every healthscore chart; band colours come from :mod:`healthscore.spec.palette`.
 
 >>> band_colour("red")
-'#D55E00'
+'#A6192E'
 >>> import altair as alt
 >>> alt.theme.active == THEME_NAME or enable_theme() is None
 True
 """
+
 from __future__ import annotations
 
 import altair as alt
@@ -18,8 +19,17 @@ from healthscore.spec.palette import (
     band_colour,
 )
 
-__all__ = ["THEME_NAME", "BAND_COLOURS", "EXTRA_COLOURS", "SERIES_COLOURS", "NA_COLOUR", "band_colour", "band_scale",
-           "enable_theme"]
+__all__ = [
+    "THEME_NAME",
+    "BAND_COLOURS",
+    "EXTRA_COLOURS",
+    "SERIES_COLOURS",
+    "NA_COLOUR",
+    "band_colour",
+    "band_scale",
+    "enable_theme",
+    "with_banner",
+]
 
 THEME_NAME = "healthscore"
 
@@ -28,7 +38,7 @@ def band_scale(names: list[str], colours: list[str] | None = None) -> alt.Scale:
     """An altair colour scale mapping band names to their colours, in the given order.
 
     >>> band_scale(["red", "green"]).to_dict()["range"]
-    ['#D55E00', '#009E73']
+    ['#A6192E', '#0F7B8A']
     """
     colours = colours or [band_colour(n, EXTRA_COLOURS[i % len(EXTRA_COLOURS)]) for i, n in enumerate(names)]
     return alt.Scale(domain=list(names), range=list(colours))
@@ -47,6 +57,41 @@ def _theme() -> alt.theme.ThemeConfig:
             "range": {"category": SERIES_COLOURS},
         }
     }
+
+
+def with_banner(chart: alt.TopLevelMixin, text: str, colour: str | None = None) -> alt.VConcatChart:
+    """The chart under a one-line banner in the alarm colour (red unless ``colour`` is given), for
+    a warning that must travel with the figure, e.g. that a model saw the holdout it is judged on.
+
+    >>> c = alt.Chart().mark_point()
+    >>> spec = with_banner(c, "overlap: this model saw the holdout").to_dict()
+    >>> spec["vconcat"][0]["mark"]["color"], spec["vconcat"][0]["data"]["values"][0]["text"]
+    ('#D55E00', 'overlap: this model saw the holdout')
+    """
+    banner = (
+        alt.Chart(alt.Data(values=[{"text": text}]))
+        .mark_text(
+            color=colour or band_colour("red"),
+            fontSize=14,
+            fontWeight="bold",
+            align="left",
+            baseline="middle",
+            x=0,
+            y=10,
+            limit=1000,
+        )
+        .encode(text="text:N")
+        .properties(height=20, width=400)
+    )
+    # top-level-only settings (padding, autosize) move from the chart to the concatenation
+    inner = chart.copy(deep=False)  # type: ignore[attr-defined]  # altair's stubs omit copy() on charts
+    top = {}
+    for key in ("padding", "autosize", "background"):
+        value = getattr(inner, key, alt.Undefined)
+        if value is not alt.Undefined:
+            top[key] = value
+            setattr(inner, key, alt.Undefined)
+    return alt.vconcat(banner, inner, **top)
 
 
 def enable_theme() -> None:

@@ -7,6 +7,7 @@
 >>> _mapping(args.map)
 {'account_id': 'customerID'}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from healthscore.app.commands.options import add_map_arg, parse_map
 from healthscore.core.build import ENGINES, BuildWarning, build
 from healthscore.errors import UsageError
 from healthscore.io import files
@@ -23,35 +25,39 @@ __all__ = ["add_build"]
 
 
 def add_build(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="build snapshots and outcome events from raw events and subscriptions",
-                       description="Read the raw tables named in a metric spec (events; subscriptions and a CRM "
-                                   "table when given), and write one snapshot row per account and observation "
-                                   "date with every metric of the spec, point in time. Nothing is written when "
-                                   "the raw data has problems: they are listed with examples and the fix.",
-                       epilog="example: healthscore build --spec metrics.toml --out build/snapshots.parquet "
-                              "--events-out build/events.parquet --grid 1w --map account_id=customerID",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", type=Path, required=True, help="metric spec TOML ([source], [grid], [[metrics]], [outcomes])")
+    p = sub.add_parser(
+        "build",
+        help="build snapshots and outcome events from raw events and subscriptions",
+        description="Read the raw tables named in a metric spec (events; subscriptions and a CRM "
+        "table when given), and write one snapshot row per account and observation "
+        "date with every metric of the spec, point in time. Nothing is written when "
+        "the raw data has problems: they are listed with examples and the fix.",
+        epilog="example: healthscore build --spec metrics.toml --out build/snapshots.parquet "
+        "--events-out build/events.parquet --grid 1w --map account_id=customerID",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--spec", type=Path, required=True, help="metric spec TOML ([source], [grid], [[metrics]], [outcomes])"
+    )
     p.add_argument("--out", type=Path, required=True, help="snapshots file to write (.parquet or .csv)")
     p.add_argument("--events-out", type=Path, help="outcome events file to write (.parquet or .csv)")
     p.add_argument("--grid", help="observation dates: 1w, 2w, 1mo, anniversary (default: the spec's [grid])")
-    p.add_argument("--engine", choices=ENGINES, default="polars",
-                   help="polars (in memory, default) or duckdb (reads files in place, spills to disk)")
-    p.add_argument("--map", action="append", default=[], metavar="ROLE=COLUMN",
-                   help="column name in the raw files, overriding [source.columns]; repeat, e.g. "
-                        "--map account_id=customerID --map time=ts")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="polars",
+        help="polars (in memory, default) or duckdb (reads files in place, spills to disk)",
+    )
+    add_map_arg(
+        p,
+        "column name in the raw files, overriding [source.columns]; repeat, e.g. "
+        "--map account_id=customerID --map time=ts",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build)
 
 
-def _mapping(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        role, sep, column = item.partition("=")
-        if not sep or not role.strip() or not column.strip():
-            raise UsageError(f"--map {item!r}: write ROLE=COLUMN, e.g. --map account_id=customerID")
-        out[role.strip()] = column.strip()
-    return out
+_mapping = parse_map  # one --map parser for every command
 
 
 def _writer(path: Path, flag: str):
@@ -77,8 +83,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if write_events is not None:
         write_events(result.events, args.events_out)
     snaps = result.snapshots
-    print(f"built {snaps.height:,} snapshots of {snaps['account_id'].n_unique():,} accounts "
-          f"({len(spec.metrics)} metrics, engine {args.engine}) -> {args.out}")
+    print(
+        f"built {snaps.height:,} snapshots of {snaps['account_id'].n_unique():,} accounts "
+        f"({len(spec.metrics)} metrics, engine {args.engine}) -> {args.out}"
+    )
     if write_events is not None:
         print(f"wrote {result.events.height:,} outcome events -> {args.events_out}")
     return 0
