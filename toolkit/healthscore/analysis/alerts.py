@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from healthscore.analysis.cohorts import wilson_interval
 from healthscore.analysis.evaluation import ProbabilityMap
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.alerts import AlertRule, order_rules
@@ -1018,6 +1019,8 @@ def backtest_alerts(
     # On an account without an event of the outcome the label reads only the date (no event: false; the
     # horizon must end by the last snapshot), so those rows are labelled once per date.
     fired_rows = np.flatnonzero(np.bincount(at, minlength=len(book.codes))) if at.size else at
+    # labelled as the whole history would be (a panel, or one row per account), not as these rows alone
+    one_row_each = is_cross_sectional(pl.DataFrame({"account_id": book.codes}))
     ev_codes = ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event")
     with_event = np.zeros(len(book.accounts), bool)
     with_event[ev["__code"].drop_nulls().to_numpy()] = True
@@ -1035,6 +1038,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
+            cross_sectional=one_row_each,
         )
         observable[labels["__row"].to_numpy()] = True
         label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
@@ -1050,6 +1054,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
+            cross_sectional=one_row_each,
         )
         observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
     seen = np.flatnonzero(observable[at])
