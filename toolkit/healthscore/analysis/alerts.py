@@ -9,8 +9,11 @@ stopped: running week by week with the state gives the same alerts as one pass o
 :func:`alert_history` is that one pass; :func:`backtest_alerts` checks every rule against what
 happened afterwards (precision, churners caught, lead time, alerts per CSM per week).
 
-Every condition is computed for the whole history at once with polars expressions; the cool-down is
+Every condition is computed for the whole history at once in one polars query; the cool-down is
 followed with numpy along the chain of alert starts, one step per alert, for all accounts together.
+The prepared history (sorted rows, each rule's condition) is kept while the caller holds the scores
+frame, so :func:`alerts` and :func:`backtest_alerts` on the same scores and rules prepare it once; it
+is reused only when the frame's rows (hashed) are unchanged.
 
 >>> import datetime as dt, polars as pl
 >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
@@ -41,6 +44,7 @@ import pyarrow as pa
 
 from healthscore.analysis.cohorts import wilson_interval
 from healthscore.analysis.evaluation import ProbabilityMap
+from healthscore.core.extract import is_cross_sectional
 from healthscore.core.labels import label_outcomes
 from healthscore.results import Summary
 from healthscore.spec.alerts import AlertRule, order_rules
@@ -265,7 +269,7 @@ def _digest(frame: pl.DataFrame, wanted: list[str]) -> str:
     cols = [c for c in dict.fromkeys(wanted) if c in frame.columns]
     part = frame.select(cols)
     rows = part.hash_rows(seed=11).to_numpy()
-    return f"{part.schema}{part.height}:" + hashlib.blake2b(rows.tobytes(), digest_size=20).hexdigest()
+    return f"{part.schema}{part.height}:" + hashlib.blake2b(np.ascontiguousarray(rows), digest_size=20).hexdigest()
 
 
 def _run(
@@ -298,11 +302,20 @@ def _run(
     n = len(codes)
     last_rows = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True]) if n else np.zeros(0, np.int64)
     # the rows reported: every row of the window with a state, else the run date's (or all rows)
-    report = None if report_all or state_date is not None else np.flatnonzero(days >= _day(run_date))
+    report = (
+        None
+        if report_all or state_date is not None
+        else np.flatnonzero(days >= _day(run_date))
+        if run_date is not None
+        else np.zeros(0, np.int64)
+    )
 
     extra = ["csm"] if "csm" in book.frame.columns else []
-    parts: list[pl.DataFrame] = []
-    states: list[pl.DataFrame] = []
+    names = [r.name for r in rules]
+    # per rule, numpy only: the rows reported and each account's last row (for the state), the day each
+    # row's alert was new, whether it is new in this run (its id is hashed) or known from the state
+    rep_rows, rep_status, need_rows, need_rule, fired, fresh, known, init_ids = [], [], [], [], [], [], [], []
+    last_open, last_held, carried = [], [], []
     for rule_ix, rule in enumerate(rules):
         h = book.holds[rule.name] if sel is None else book.holds[rule.name][sel]
         init = _initial(book, state, rule) if state is not None else None
@@ -311,51 +324,63 @@ def _run(
             prev = _before(h, first_row, None, codes)
         else:
             prev, is_new = _starts(codes, days, first_row, h, rule.cooldown_days, init["open"], init["first"])
-        new_at = np.flatnonzero(is_new)
         shown = h | prev
         rows = np.flatnonzero(shown) if report is None else report[shown[report]]
-        # the day each alert was new and its id: for the rows reported and each account's last row (the state)
-        fired, ids, known = _fired(book, rule.name, codes, days, new_at, np.concatenate([rows, last_rows]), init)
-        if rows.size:
-            status = np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8)
-            evidence = book.evidence[rule.name]
-            cols = dict.fromkeys(["account_id", "as_of", *extra, *evidence.meta.root_names()])
-            taken = book.frame.select(list(cols))[rows if sel is None else sel[rows]]
-            part = taken.select(
-                pl.lit(rule_ix, pl.Int32).alias("__rule"),
-                pl.lit(_SEVERITY_ORDER.get(rule.severity, 9), pl.Int8).alias("__sev"),
-                pl.Series("__code", codes[rows]),
-                pl.col("account_id"),
-                pl.col("as_of"),
-                *[pl.col(c) for c in extra],
-                evidence.struct.json_encode().alias("evidence"),
-                ids.slice(0, rows.size),
-                _to_date(pl.Series("fired_at", fired[: rows.size], dtype=pl.Int64)),
-                pl.Series("__status", status).replace_strict(_STATUS, return_dtype=pl.String).alias("status"),
-            )
-            parts.append(part)
-        at = slice(rows.size, None)
-        states.append(
-            _next_state(
-                book,
-                codes,
-                days,
-                h,
-                last_rows,
-                fired[at],
-                ids.slice(rows.size),
-                known[at],
-                init,
-                state,
-                rule,
-                run_date,
-                model.hash,
-            )
+        rep_rows.append(rows)
+        rep_status.append(np.where(is_new[rows], _NEW, np.where(h[rows], _ONGOING, _RESOLVED)).astype(np.int8))
+        need = np.concatenate([rows, last_rows])
+        latest = _latest(np.flatnonzero(is_new), need, codes)
+        new_here = latest >= 0
+        earlier = _NO_DAY if init is None else init["first"][codes[need]]
+        need_rows.append(need)
+        need_rule.append(np.full(len(need), rule_ix, np.int32))
+        fired.append(np.where(new_here, days[np.maximum(latest, 0)], earlier))
+        fresh.append(new_here)
+        known.append(new_here if init is None else new_here | init["has"][codes[need]])
+        init_ids.append(
+            pl.repeat(None, len(need), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[need])
         )
+        held = _latest(np.flatnonzero(h), last_rows, codes)
+        before = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
+        last_held.append(np.where(held >= 0, days[np.maximum(held, 0)], before))
+        last_open.append(h[last_rows])
+        if state is not None:
+            carried.append(_carried(book, codes, state, rule, run_date, model.hash))
+    need_at, rule_at = np.concatenate(need_rows), np.concatenate(need_rule)
+    fired_at, fresh_at, known_at = np.concatenate(fired), np.concatenate(fresh), np.concatenate(known)
+    ids = pl.concat(init_ids)
+    if fresh_at.any():  # every alert new in this run hashed once, all rules together
+        ids = ids.scatter(
+            np.flatnonzero(fresh_at),
+            _alert_ids(book.accounts, codes[need_at[fresh_at]], fired_at[fresh_at], rule_at[fresh_at], names),
+        )
+    ids = ids.alias("alert_id")
+    is_report = np.concatenate([np.r_[np.ones(len(r), bool), np.zeros(len(last_rows), bool)] for r in rep_rows])
 
     columns = ALERT_COLUMNS + extra
-    if parts:
-        table = pl.concat(parts, how="vertical_relaxed")
+    rows = need_at[is_report]
+    if rows.size:
+        book_rows = rows if sel is None else sel[rows]
+        which = rule_at[is_report]
+        evidence = []
+        for rule_ix, rule in enumerate(rules):  # each rule's evidence on its own rows
+            mine = book_rows[which == rule_ix]
+            if mine.size:
+                expr = book.evidence[rule.name]
+                roots = list(dict.fromkeys(["as_of", *expr.meta.root_names()]))
+                evidence.append(
+                    book.frame.select(roots)[mine].select(expr.struct.json_encode().alias("evidence")).to_series()
+                )
+        severity = np.array([_SEVERITY_ORDER.get(r.severity, 9) for r in rules], np.int8)
+        table = book.frame.select("account_id", "as_of", *extra)[book_rows].with_columns(
+            pl.Series("__rule", which),
+            pl.Series("__sev", severity[which]),
+            pl.Series("__code", codes[rows]),
+            pl.concat(evidence),
+            ids.filter(pl.Series(is_report)),
+            _to_date(pl.Series("fired_at", fired_at[is_report], dtype=pl.Int64)),
+            pl.Series("status", np.concatenate(rep_status)).replace_strict(_STATUS, return_dtype=pl.String),
+        )
         # integer keys sort far faster than text: date, severity, account, rule as in the model; the
         # rule's texts are added after the sort, so they are never moved around
         table = table.sort("as_of", "__sev", "__code", "__rule")
@@ -374,11 +399,44 @@ def _run(
         ).select(columns)
     else:
         table = pl.DataFrame(schema={**_alert_schema(), **({"csm": pl.String} if extra else {})})
+
+    # the state: each account's last row with an alert, open or within its rule's cool-down
+    last = ~is_report & known_at
+    run_day = _day(run_date) if run_date is not None else 0
+    cooldown = np.array([r.cooldown_days for r in rules], np.int64)
+    opened, held_last = np.concatenate(last_open), np.concatenate(last_held)
+    state_of_last = known_at[~is_report]
+    keep = state_of_last & (opened | (fired_at[~is_report] + cooldown[rule_at[~is_report]] > run_day))
+    pick = np.flatnonzero(last)[keep[state_of_last]]
+    rows_state = (
+        pl.DataFrame(
+            {
+                "rule": pl.Series(rule_at[pick]).replace_strict(dict(enumerate(names)), return_dtype=pl.String),
+                "account_id": book.accounts.gather(codes[need_at[pick]]),
+                "alert_id": ids.gather(pick),
+                "open": opened[keep],
+                "__first": fired_at[pick],
+                "__last": held_last[keep],
+            }
+        )
+        .with_columns(
+            _days_to_date("__first").alias("first_fired"),
+            _days_to_date("__last").alias("last_fired"),
+        )
+        .with_columns(
+            pl.col("first_fired").alias("last_notified"),
+            pl.lit(run_date, pl.Date).alias("as_of"),
+            pl.lit(model.hash).alias("model_hash"),
+        )
+    )
     marker = pl.DataFrame(
         {"as_of": [run_date], "model_hash": [model.hash]}, schema={"as_of": pl.Date, "model_hash": pl.String}
     )
     new_state = (
-        pl.concat([s.select(list(STATE_SCHEMA)) for s in states] + [marker], how="diagonal_relaxed")
+        pl.concat(
+            [s.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA) for s in [rows_state, *carried]] + [marker],
+            how="diagonal_relaxed",
+        )
         .select(list(STATE_SCHEMA))
         .cast(STATE_SCHEMA)
     )
@@ -777,26 +835,6 @@ def _latest(positions: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.nd
     return np.where((j >= 0) & (codes[found] == codes[rows]), found, -1)
 
 
-def _fired(
-    book: _Book,
-    rule: str,
-    codes: np.ndarray,
-    days: np.ndarray,
-    new_at: np.ndarray,
-    rows: np.ndarray,
-    init: dict[str, Any] | None,
-) -> tuple[np.ndarray, pl.Series, np.ndarray]:
-    """Day each row's alert was new, its id (null where the account has had no alert) and whether it has one."""
-    latest = _latest(new_at, rows, codes)
-    fresh = latest >= 0
-    fired = np.where(fresh, days[np.maximum(latest, 0)], _NO_DAY if init is None else init["first"][codes[rows]])
-    ids = pl.repeat(None, len(rows), dtype=pl.String, eager=True) if init is None else init["id"].gather(codes[rows])
-    known = fresh.copy() if init is None else fresh | init["has"][codes[rows]]
-    if fresh.any():
-        ids = ids.scatter(np.flatnonzero(fresh), _alert_ids(book.accounts, codes[rows][fresh], fired[fresh], rule))
-    return fired, ids.alias("alert_id"), known
-
-
 def alert_id(account_id: str, rule: str, fired: dt.date | str) -> str:
     """The stable id of an alert: a 64-bit FNV-1a hash of ``account|rule|YYYY-MM-DD`` (the account,
     the rule and the date it was new) as 16 hex digits; the same on every machine and version.
@@ -823,9 +861,14 @@ def _fnv1a64(texts: pl.Series) -> np.ndarray:
     lengths = np.diff(start)
     h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(int(lengths.max())):
-            live = np.flatnonzero(lengths > j)
-            h[live] = (h[live] ^ raw[start[live] + j].astype(np.uint64)) * _FNV_PRIME
+        for width in np.unique(lengths[lengths > 0]):  # texts of one length together: plain column steps
+            group = np.flatnonzero(lengths == width)
+            columns = np.ascontiguousarray(raw[start[group][:, None] + np.arange(width)].T)
+            part = h[group]
+            for column in columns:
+                part ^= column
+                part *= _FNV_PRIME
+            h[group] = part
     return h
 
 
@@ -836,68 +879,42 @@ def _hex(h: np.ndarray) -> pl.Series:
     return pl.Series(np.ascontiguousarray(digits).view("S16").ravel()).cast(pl.String)
 
 
-def _alert_ids(accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rule: str) -> pl.Series:
-    """The ids of alerts (account number, day new) of one rule; each distinct alert hashed once."""
-    keys = codes * np.int64(100_000_000) + (fired + 10_000_000)
-    uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
+def _alert_ids(
+    accounts: pl.Series, codes: np.ndarray, fired: np.ndarray, rules: np.ndarray, names: list[str]
+) -> pl.Series:
+    """The ids of alerts (account number, day new, rule position); each distinct alert hashed once."""
+    if len(names) < 2**8 and (codes.max(initial=0) < 2**30) and np.abs(fired).max(initial=0) < 2**24:
+        keys = (rules.astype(np.int64) << 55) | (codes << 25) | (fired + 2**24)  # one integer per alert
+    else:
+        keys = np.stack([rules.astype(np.int64), codes, fired], axis=1)
+    uniq, where, inverse = np.unique(keys, axis=0 if keys.ndim == 2 else None, return_index=True, return_inverse=True)
     texts = (
-        pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where]})
+        pl.DataFrame({"a": accounts.gather(codes[where]), "d": fired[where], "r": rules[where]})
         .select(
-            pl.concat_str(pl.col("a"), pl.lit(f"|{rule}|"), pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String))
+            pl.concat_str(
+                pl.col("a"),
+                pl.lit("|"),
+                pl.col("r").replace_strict(dict(enumerate(names)), return_dtype=pl.String),
+                pl.lit("|"),
+                pl.col("d").cast(pl.Int32).cast(pl.Date).cast(pl.String),
+            )
         )
         .to_series()
     )
     return _hex(_fnv1a64(texts)).gather(inverse.ravel())
 
 
-def _next_state(
-    book: _Book,
-    codes: np.ndarray,
-    days: np.ndarray,
-    h: np.ndarray,
-    last_rows: np.ndarray,
-    fired: np.ndarray,
-    ids: pl.Series,
-    has: np.ndarray,
-    init: dict[str, Any] | None,
-    state: pl.DataFrame | None,
-    rule: AlertRule,
-    run_date: dt.date | None,
-    model_hash: str,
+def _carried(
+    book: _Book, codes: np.ndarray, state: pl.DataFrame, rule: AlertRule, run_date: dt.date | None, model_hash: str
 ) -> pl.DataFrame:
-    """Open alerts and alerts still within their cool-down after this run, for one rule (from each
-    account's last row: the day its alert was new, the alert id and whether it has one)."""
-    if len(last_rows):
-        held = _latest(np.flatnonzero(h), last_rows, codes)
-        earlier = np.full(len(last_rows), _NO_DAY, np.int64) if init is None else init["last"][codes[last_rows]]
-        last = np.where(held >= 0, days[np.maximum(held, 0)], earlier)
-        rows = pl.DataFrame(
-            {
-                "account_id": book.accounts.gather(codes[last_rows][has]),
-                "alert_id": ids.filter(pl.Series(has)),
-                "open": h[last_rows][has],
-                "__first": fired[has],
-                "__last": last[has],
-            },
-            schema_overrides={"account_id": pl.String, "alert_id": pl.String},
-        )
-        rows = rows.with_columns(
-            pl.lit(rule.name).alias("rule"),
-            _days_to_date("__first").alias("first_fired"),
-            _days_to_date("__last").alias("last_fired"),
-        ).with_columns(pl.col("first_fired").alias("last_notified"))
-    else:
-        rows = pl.DataFrame(schema=STATE_SCHEMA)
-    rows = rows.with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
-    rows = rows.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
-    if state is not None:
-        seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
-        carried = state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode())).with_columns(
-            pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash")
-        )
-        rows = pl.concat([rows, carried.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)])
+    """The state rows of one rule for accounts without rows in this run, kept while open or cooling down."""
+    seen = book.accounts.gather(np.unique(codes)) if len(codes) else pl.Series([], dtype=pl.String)
     keep = pl.col("open") | (pl.col("last_notified") + pl.duration(days=rule.cooldown_days) > pl.lit(run_date))
-    return rows.filter(keep)
+    return (
+        state.filter(pl.col("rule") == rule.name, ~pl.col("account_id").is_in(seen.implode()))
+        .with_columns(pl.lit(run_date, pl.Date).alias("as_of"), pl.lit(model_hash).alias("model_hash"))
+        .filter(keep)
+    )
 
 
 def _days_to_date(col: str) -> pl.Expr:
@@ -997,11 +1014,13 @@ def backtest_alerts(
         .join(numbers, on="account_id", how="left")
     )
     firings, at, which = _firings(book, rules)
-    first, last = _date(int(book.days.min())), _date(int(book.days.max()))
+    first, last = (_date(int(book.days.min())), _date(int(book.days.max()))) if len(book.days) else (None, None)
     # a label belongs to the account and date: label each row with a firing once, then every firing on it.
     # On an account without an event of the outcome the label reads only the date (no event: false; the
     # horizon must end by the last snapshot), so those rows are labelled once per date.
     fired_rows = np.flatnonzero(np.bincount(at, minlength=len(book.codes))) if at.size else at
+    # labelled as the whole history would be (a panel, or one row per account), not as these rows alone
+    one_row_each = is_cross_sectional(pl.DataFrame({"account_id": book.codes}))
     ev_codes = ev.select(pl.col("__code").fill_null(-1).alias("account_id"), "date", "event")
     with_event = np.zeros(len(book.accounts), bool)
     with_event[ev["__code"].drop_nulls().to_numpy()] = True
@@ -1019,7 +1038,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
-            cross_sectional=False,  # firings are points on a history, even one per account
+            cross_sectional=one_row_each,
         )
         observable[labels["__row"].to_numpy()] = True
         label[labels["__row"].to_numpy()] = labels[outcome].to_numpy()
@@ -1035,7 +1054,7 @@ def backtest_alerts(
             horizon=horizon,
             data_end=last,
             terminal=definition.terminal,
-            cross_sectional=False,  # firings are points on a history, even one per account
+            cross_sectional=one_row_each,
         )
         observable[rows] = np.isin(book.days[rows], labels["__day"].to_numpy())
     seen = np.flatnonzero(observable[at])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from healthscore.analysis.alerts import AlertColumnsError, alerts, backtest_alerts, line_of, threshold_for_capacity
+from healthscore.analysis.alerts import alerts, backtest_alerts, line_of, threshold_for_capacity
 from healthscore.app.notify import deliver_alerts
 from healthscore.core.scoring import score
 from healthscore.errors import UsageError
@@ -80,12 +80,8 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.name)
     scores = _read_scores(args.scores)
     snaps = read_snapshots(args.snapshots) if args.snapshots else None
-    try:
-        return _alerts_or_backtest(args, model, scores, snaps)
-    except AlertColumnsError as exc:
-        if snaps is None:  # the fix is a flag: --snapshots
-            raise UsageError(str(exc)) from None
-        raise
+    # a column the rules read missing from the data is a data problem (exit 1); its message names --snapshots
+    return _alerts_or_backtest(args, model, scores, snaps)
 
 
 def _alerts_or_backtest(
