@@ -13,6 +13,7 @@ from healthscore.analysis import evaluation as E
 from healthscore.app import cli
 from healthscore.datasets.portfolio import sample_dir
 from healthscore.io.fingerprint import data_hash
+from healthscore.spec.palette import band_colour
 
 MODEL = sample_dir() / "model.toml"
 
@@ -142,7 +143,7 @@ def test_allow_overlap_marks_every_chart_and_the_first_summary_line(book, fits):
     for name, chart in charts.items():
         top = chart.to_dict()["vconcat"][0]
         assert top["data"]["values"][0]["text"] == "overlap: this model saw the holdout (seen)", name
-        assert top["mark"]["color"] == "#D55E00", name
+        assert top["mark"]["color"] == band_colour("red"), name
     clean = E.evaluate(book.snapshots, book.events, hs.load_model(MODEL)).charts()
     assert all("vconcat" not in c.to_dict() for c in clean.values())
 

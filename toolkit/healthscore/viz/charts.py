@@ -65,8 +65,8 @@ def with_banner(chart: alt.TopLevelMixin, text: str, colour: str | None = None) 
 
     >>> c = alt.Chart().mark_point()
     >>> spec = with_banner(c, "overlap: this model saw the holdout").to_dict()
-    >>> spec["vconcat"][0]["mark"]["color"], spec["vconcat"][0]["data"]["values"][0]["text"]
-    ('#D55E00', 'overlap: this model saw the holdout')
+    >>> spec["vconcat"][0]["mark"]["color"] == band_colour("red"), spec["vconcat"][0]["data"]["values"][0]["text"]
+    (True, 'overlap: this model saw the holdout')
     """
     banner = (
         alt.Chart(alt.Data(values=[{"text": text}]))
