@@ -317,7 +317,7 @@ def test_monthly_snapshots_since_last_month_is_30_days():
     model = _tenure_model()
     scores, dates = _monthly_scores(model)
     assert cadence_of(scores["as_of"]) == "monthly"
-    card = scorecard_data(scores, model, "a", peer_by="none")
+    card = scorecard_data(scores, model, "a", peer_by="none", internal=True)  # the metric is internal
     # one month of change (5 tenure points of 72 = 6.9 score points), not four
     assert card.changes["points"].sum() == pytest.approx(100 * 5 / 72, abs=0.05)
 

@@ -53,7 +53,7 @@ from healthscore.errors import DataWarning, HealthscoreError, UsageError
 from healthscore.io import files, snapshots
 from healthscore.io.files import write_text
 from healthscore.io.snapshots import check_events, read_events, read_snapshots, warn_problems
-from healthscore.io.stream import scan_snapshots
+from healthscore.io.stream import SnapshotScan, scan_snapshots
 from healthscore.spec.model import ScoreModel, load_model
 from healthscore.spec.outcomes import horizon_days, parse_horizon
 
@@ -357,7 +357,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.name)
     # read and scored part by part (whole accounts), written as it goes: memory follows a part,
     # not the file; with --as-of only the dates that day needs are read
-    scan = scan_snapshots(str(args.data), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None))
+    if getattr(args, "map", None) or getattr(args, "observed_until", None):
+        # an extract with its own column names or no as_of: read and mapped whole, then scored in parts
+        scan = SnapshotScan.of_frame(_snapshots(args, args.data), str(args.data))
+    else:
+        scan = scan_snapshots(
+            str(args.data), sheet=getattr(args, "sheet", None), timezone=getattr(args, "timezone", None)
+        )
     _check_model_against(model, scan.typed(), args.data)
     done = scoring.score_to_file(
         scan, model, args.out, overrides=args.overrides, as_of=args.as_of, progress=sys.stderr.isatty()
