@@ -296,15 +296,30 @@ def test_fit_then_adopt(tuner, portfolio):
     label = tuner.suggestion_labels["api_calls"].value
     share, lo, hi = sug.shares["api_calls"]
     assert f"fit {share:.1f}%" in label and (math.isnan(lo) or f"[{lo:.1f}, {hi:.1f}]" in label)
-    # adopting one metric gives it exactly the suggested share (other weights kept)
-    name = max(
-        (n for n in sug.shares if n in ("seat_utilization", "csat", "champion_left")), key=lambda n: sug.shares[n][0]
-    )
+    # adopting one metric gives it exactly the suggested share (other weights kept) when its category
+    # holds that much; otherwise the status says why and nothing changes
+    total = sum(c.weight for c in tuner.model.categories.values())
+
+    def room(n):
+        return 100 * tuner.model.categories[tuner.model.metric(n).category].weight / total
+
+    several = [
+        n for n in sug.shares if sum(m.category == tuner.model.metric(n).category for m in tuner.model.metrics) > 1
+    ]
+    fits = [n for n in several if 0 < sug.shares[n][0] < room(n)]
+    too_big = [n for n in several if sug.shares[n][0] >= room(n)]
+    assert fits
+    name = max(fits, key=lambda n: sug.shares[n][0])
     tuner.adopt_buttons[name].click()
     assert tuner.state["shares"][name] == pytest.approx(sug.shares[name][0], abs=1e-9)
+    if too_big:
+        before_click = tuner.model
+        tuner.adopt_buttons[too_big[0]].click()
+        assert tuner.model == before_click
+        assert "raise that category's weight first" in html.unescape(tuner.status.value)
     before = tuner.model
     if not tuner.adopt_all():  # blocked by a coverage drop: confirm, as the user would
-        assert tuner.model == before and tuner.state["coverage_drop"] <= MAX_COVERAGE_DROP
+        assert tuner.model == before and "hs-coverage-warning" in tuner.adopt_warning.value
         assert tuner.adopt_all(confirm=True)
     for n, w in sug.weights.items():
         assert tuner.metric_sliders[n].value == pytest.approx(w)
@@ -632,7 +647,10 @@ def test_alert_setting_moves_the_backtest_and_is_saved(tmp_path, portfolio):
     assert row(now, "low_seat_utilization")["alerts"] > row(start, "low_seat_utilization")["alerts"]
     assert row(now, "entered_red") == row(start, "entered_red")
     table = tuner.alerts.table_html.value
-    assert f"{row(now, 'low_seat_utilization')['alerts']:,} ({row(start, 'low_seat_utilization')['alerts']:,})" in table
+    assert (
+        f"<span class='hs-alert-alerts'>{row(now, 'low_seat_utilization')['alerts']:,}</span> "
+        f"({row(start, 'low_seat_utilization')['alerts']:,})"
+    ) in table
     tuner.undo()
     assert tuner.alerts.sliders["low_seat_utilization"].value == 25
     tuner.alerts.sliders["score_drop"].value = 10

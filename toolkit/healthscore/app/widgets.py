@@ -1369,9 +1369,9 @@ class AlertsPanel:
 
 
 def _fmt_cell(v: Any, form: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return fmt.percent(v) if form == "pct" else form.format(v)
+    if fmt.missing(v):
+        return fmt.MISSING
+    return fmt.percent(v, 1) if form == "pct" else form.format(v)
 
 
 # ---------------------------------------------------------------- the tuner
