@@ -116,8 +116,8 @@ def test_fit_evaluate_review_scorecards(crm, starter, tmp_path, capsys):
     capsys.readouterr()
     snaps = read_snapshots(str(crm), columns={"account_id": "customerID"}, as_of=AS_OF)
     account = snaps.filter(pl.col("Contract") == "Two year")["account_id"][0]
-    card = scorecard_data(pl.read_parquet(scores), load_model(fitted), account, snapshots=snaps)
-    values = dict(zip(card.metrics["metric"], card.metrics["value"]))
+    card = scorecard_data(pl.read_parquet(scores), load_model(fitted), account, snapshots=snaps, internal=True)
+    values = dict(zip(card.metrics["metric"], card.metrics["level"]))
     assert values["contract"] == "Two year"
     assert values["partner"] in ("yes", "no")
 
