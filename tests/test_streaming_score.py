@@ -14,6 +14,7 @@ import pytest
 from healthscore import resources
 from healthscore.app import cli
 from healthscore.core import scoring
+from healthscore.io import stream
 from healthscore.io.snapshots import ValidationError, read_snapshots
 from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import DEFAULT_BANDS, Band, Category, Metric, ScoreModel
@@ -45,6 +46,12 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> None:
     assert a.schema == b.schema
     assert a.height == b.height
     assert a.equals(b, null_equal=True)  # bit for bit: no tolerance
+
+
+@pytest.fixture(autouse=True)
+def _stream_every_binary_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the command reads small files whole; these tests exercise the part-by-part path on small files
+    monkeypatch.setattr(stream, "STREAM_FROM_BYTES", 0)
 
 
 def test_history_rows_follows_the_trend_window(model):
