@@ -1236,7 +1236,9 @@ class CohortReview:
             else f"From {self.date_from} to {self.date_to}"
         )
         lost_text = f", with ARR {_money(lost)} ({_pct(lost / arr if arr else float('nan'))} of ARR)" if arr else ""
-        out = [f"{span}, {k:,} of the {n:,} accounts in the book at the start {noun} ({_pct(k / n if n else 0)}){lost_text}."]
+        out = [
+            f"{span}, {k:,} of the {n:,} accounts in the book at the start {noun} ({_pct(k / n if n else 0)}){lost_text}."
+        ]
         if not k:
             return out
         rows = list(bo.iter_rows(named=True))
@@ -1245,13 +1247,14 @@ class CohortReview:
         text = (
             f"{first['band'][:1].upper()}{first['band'][1:]} held {_pct(first['accounts_share'])} of accounts "
             f"({_pct(first['arr_share'])} of ARR) at the start {link} {_pct(first['churned_share'])} of the "
-            f"accounts that {noun}"
-            + (f" ({_pct(first['arr_lost_share'])} of the ARR lost)" if arr else "")
+            f"accounts that {noun}" + (f" ({_pct(first['arr_lost_share'])} of the ARR lost)" if arr else "")
         )
         if rest:
             r = rest[0]
             text += f"; {r['band']} {_pct(r['accounts_share'])} of accounts and {_pct(r['churned_share'])} of them"
-            text += "".join(f"; {r['band']} {_pct(r['accounts_share'])} and {_pct(r['churned_share'])}" for r in rest[1:])
+            text += "".join(
+                f"; {r['band']} {_pct(r['accounts_share'])} and {_pct(r['churned_share'])}" for r in rest[1:]
+            )
         out.append(text + ".")
         share = first["churned_share"] or 0.0
         if share < 0.5:

@@ -66,9 +66,8 @@ def band_outcomes_table(review: CohortReview) -> str:
         },
     )
     pct = {c: "percent" for c in frame.columns if c.startswith(("share", "churn rate"))}
-    caption = (
-        f"Bands as of {review.date_from}, the start of the period; churn "
-        + (f"after it (the observation window)." if review.single_date else f"from then to {review.date_to}.")
+    caption = f"Bands as of {review.date_from}, the start of the period; churn " + (
+        "after it (the observation window)." if review.single_date else f"from then to {review.date_to}."
     )
     return f'<p class="muted">{escape(caption)}</p>' + table(frame, formats=pct, css="hs-table headline")
 
@@ -98,6 +97,7 @@ def executive_summary(review: CohortReview) -> str:
 
 
 APPENDIX_POINTER = "The tests behind this, with what each one asks, are in the appendix."
+
 
 def paragraph(text: str) -> str:
     """One paragraph of plain words (escaped)."""
@@ -179,9 +179,11 @@ MEASURES = {
 
 def glossary(entries: dict[str, str] = GLOSSARY) -> str:
     """Terms with a one-line plain gloss each, as a definition list made of paragraphs."""
-    return '<ul class="glossary">' + "".join(
-        f"<li><strong>{escape(term)}</strong>: {escape(text)}</li>" for term, text in entries.items()
-    ) + "</ul>"
+    return (
+        '<ul class="glossary">'
+        + "".join(f"<li><strong>{escape(term)}</strong>: {escape(text)}</li>" for term, text in entries.items())
+        + "</ul>"
+    )
 
 
 def significance_table(review: CohortReview, kind: str = "omnibus") -> str:
