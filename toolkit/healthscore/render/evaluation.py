@@ -155,9 +155,10 @@ def verdict_html(ev: Evaluation) -> str:
     return "".join(parts) + "</section>"
 
 
-def catch_html(ev: Evaluation) -> str:
+def catch_html(ev: Evaluation, *, with_table: bool = True) -> str:
     """What the alarm band, and the alarm band with the next one, catch: the share of the holdout's
-    events inside them and the share of accounts they flag, in a sentence and a small table."""
+    events inside them and the share of accounts they flag, in a sentence and (``with_table``) a small
+    table."""
     noun = event_noun(ev.outcome)
     rows: list[dict[str, Any]] = []
     for r in ev.table.iter_rows(named=True):
@@ -187,8 +188,11 @@ def catch_html(ev: Evaluation) -> str:
     )
     if ev.table.height == 1:
         frame = frame.drop("model")
+    lead = f"<h2>What the bands catch</h2><p>{escape(' '.join(_catch_sentences(ev, noun)))}</p>"
+    if not with_table:
+        return lead
     return (
-        f"<h2>What the bands catch</h2><p>{escape(' '.join(_catch_sentences(ev, noun)))}</p>"
+        lead
         + html_table(
             frame,
             headings={"caught": f"share of {noun} caught", "flagged": "share of accounts flagged"},
@@ -239,7 +243,13 @@ def repr_html(ev: Evaluation) -> str:
         f"{escape(ev.split)}: test {ev.test_rows:,} snapshots ({ev.test_events:,} with the event), "
         f"train {ev.train_rows:,}.</p>"
     )
-    return verdict_html(ev) + catch_html(ev) + head + table(ev.table, _KEY_COLUMNS) + table(ev.table, _ALARM_COLUMNS)
+    return (
+        verdict_html(ev)
+        + catch_html(ev, with_table=False)
+        + head
+        + table(ev.table, _KEY_COLUMNS)
+        + table(ev.table, _ALARM_COLUMNS)
+    )
 
 
 def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
