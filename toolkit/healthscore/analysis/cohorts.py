@@ -382,6 +382,49 @@ class CohortComparison:
             )
         return out
 
+    def plain_findings(self) -> tuple[str, list[str]]:
+        """Whether cohorts differ, in plain words with no test names (:meth:`describe` has them): a
+        lead sentence and up to three findings."""
+        cmp = self
+        sig = cmp.significant()
+        dim = cmp.dimension.replace("_", " ")
+        if sig.height:
+            names = sorted({_TEST_TOPICS.get(m, m.replace("_", " ")) for m in sig.get_column("metric").to_list()})
+            lead = (
+                f"{dim.capitalize()} cohorts differ significantly (more than chance would explain) in: "
+                f"{', '.join(names)}."
+            )
+        else:
+            lead = f"No significant differences between {dim} cohorts: the gaps below could be chance."
+        s = cmp.cohorts
+        tests = {r["metric"]: r for r in cmp.tests.filter(pl.col("kind") == "omnibus").iter_rows(named=True)}
+        out: list[str] = []
+        rated = s.filter(pl.col("labelled") > 0) if "labelled" in s.columns else s.clear()
+        if rated.filter(~pl.col("small")).height >= 2:
+            rated = rated.filter(~pl.col("small"))
+        per = horizon_words(cmp.horizon) if cmp.horizon != "observation window" else "the observation window"
+        if rated.height >= 2:
+            hi = rated.sort("churn_rate", descending=True).row(0, named=True)
+            lo = rated.sort("churn_rate").row(0, named=True)
+            real = tests.get(cmp.outcome, {}).get("significant")
+            out.append(
+                f"{cmp._who(hi['cohort'], start=True)} churn at {_pct(hi['churn_rate'])} per {per} vs "
+                f"{_pct(lo['churn_rate'])} for {cmp._who(lo['cohort'])}"
+                + ("." if real else " (a gap this size could be chance).")
+            )
+        ranked = s.filter(pl.col("score_median").is_not_null()).sort("score_median", descending=True)
+        if ranked.height >= 2:
+            top, bottom = ranked.row(0, named=True), ranked.row(-1, named=True)
+            out.append(
+                f"Median score {top['score_median']:.0f} for {top['cohort']} vs {bottom['score_median']:.0f} "
+                f"for {bottom['cohort']}."
+            )
+        if cmp.bands and f"share_{cmp.bands[0]}" in s.columns and s.height >= 2:
+            col = f"share_{cmp.bands[0]}"
+            r = s.sort(col, descending=True).row(0, named=True)
+            out.append(f"The largest share in {cmp.bands[0]}: {r['cohort']} with {_pct(r[col])}.")
+        return lead, out
+
     def _who(self, cohort: str, start: bool = False) -> str:
         if self.by == ["handovers"]:
             return f"{'A' if start else 'a'}ccounts with {cohort}"
@@ -1136,6 +1179,11 @@ class CSMView:
         """Findings about handovers, followed by the note on how to read this view."""
         return self.handovers.describe()[:3] + [self.note]
 
+    def plain(self) -> list[str]:
+        """Findings about handovers in plain words (no test names), then the note on reading this view."""
+        lead, found = self.handovers.plain_findings()
+        return [lead, *found[:2], self.note]
+
     def charts(self) -> dict[str, Any]:
         """The handover comparison's charts, named ``handovers_<name>``."""
         return {f"handovers_{k}": v for k, v in self.handovers.charts().items()}
@@ -1251,7 +1299,10 @@ class CohortReview:
         )
         if rest:
             r = rest[0]
-            text += f"; {r['band']} {_pct(r['accounts_share'])} of accounts and {_pct(r['churned_share'])} of them"
+            text += (
+                f"; {r['band']} {_pct(r['accounts_share'])} of accounts and {_pct(r['churned_share'])} of the "
+                f"accounts that {noun}"
+            )
             text += "".join(
                 f"; {r['band']} {_pct(r['accounts_share'])} and {_pct(r['churned_share'])}" for r in rest[1:]
             )
@@ -1317,46 +1368,8 @@ class CohortReview:
 
     def differences(self) -> tuple[str, list[str]]:
         """Whether cohorts differ, in plain words (the tests behind it are in the appendix): a lead
-        sentence and up to three findings."""
-        cmp = self.comparison
-        sig = cmp.significant()
-        dim = cmp.dimension.replace("_", " ")
-        if sig.height:
-            names = sorted({_TEST_TOPICS.get(m, m.replace("_", " ")) for m in sig.get_column("metric").to_list()})
-            lead = (
-                f"{dim.capitalize()} cohorts differ significantly (more than chance would explain) in: "
-                f"{', '.join(names)}."
-            )
-        else:
-            lead = f"No significant differences between {dim} cohorts: the gaps below could be chance."
-        s = cmp.cohorts
-        tests = {r["metric"]: r for r in cmp.tests.filter(pl.col("kind") == "omnibus").iter_rows(named=True)}
-        out: list[str] = []
-        rated = s.filter(pl.col("labelled") > 0) if "labelled" in s.columns else s.clear()
-        if rated.filter(~pl.col("small")).height >= 2:
-            rated = rated.filter(~pl.col("small"))
-        per = horizon_words(cmp.horizon) if cmp.horizon != "observation window" else "the observation window"
-        if rated.height >= 2:
-            hi = rated.sort("churn_rate", descending=True).row(0, named=True)
-            lo = rated.sort("churn_rate").row(0, named=True)
-            real = tests.get(cmp.outcome, {}).get("significant")
-            out.append(
-                f"{cmp._who(hi['cohort'], start=True)} churn at {_pct(hi['churn_rate'])} per {per} vs "
-                f"{_pct(lo['churn_rate'])} for {cmp._who(lo['cohort'])}"
-                + ("." if real else " (a gap this size could be chance).")
-            )
-        ranked = s.filter(pl.col("score_median").is_not_null()).sort("score_median", descending=True)
-        if ranked.height >= 2:
-            top, bottom = ranked.row(0, named=True), ranked.row(-1, named=True)
-            out.append(
-                f"Median score {top['score_median']:.0f} for {top['cohort']} vs {bottom['score_median']:.0f} "
-                f"for {bottom['cohort']}."
-            )
-        if cmp.bands and f"share_{cmp.bands[0]}" in s.columns and s.height >= 2:
-            col = f"share_{cmp.bands[0]}"
-            r = s.sort(col, descending=True).row(0, named=True)
-            out.append(f"The largest share in {cmp.bands[0]}: {r['cohort']} with {_pct(r[col])}.")
-        return lead, out
+        sentence and up to three findings (:meth:`CohortComparison.plain_findings`)."""
+        return self.comparison.plain_findings()
 
     def data_quality(self) -> list[str]:
         """Problems in the data a reader must fix before trusting part of the review."""

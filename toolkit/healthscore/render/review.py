@@ -217,6 +217,7 @@ def appendix(review: CohortReview) -> str:
         + "<h3>Significant differences between pairs of cohorts</h3>"
         + f"<p>After correction for multiple tests ({escape(cmp.correction)}).</p>"
         + significance_table(review, "pairwise")
+        + (describe(review.csm.describe()[:-1], "Handovers: the findings with their tests") if review.csm else "")
         + "</section>"
     )
 
@@ -281,6 +282,6 @@ def review_sections(review: CohortReview) -> list[str]:
     else:
         parts.append(MOVEMENT_INTRO + movers_table(review))
     if review.csm is not None:
-        parts.append("<h2>CSM portfolios and handovers</h2>" + describe(review.csm.describe()) + csm_table(review))
+        parts.append("<h2>CSM portfolios and handovers</h2>" + describe(review.csm.plain()) + csm_table(review))
     parts.append(appendix(review))
     return parts
