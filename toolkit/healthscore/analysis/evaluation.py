@@ -1452,7 +1452,7 @@ class Evaluation:
 
 
 def key_table_text(ev: Evaluation) -> str:
-    """The head-to-head table as fixed-width text (what the command line prints)."""
+    """The head-to-head table as fixed-width text (what the command line prints), the verdict first."""
     w = max([5, *(len(m) for m in ev.models)])  # full model names: never cut
     head = (
         f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
@@ -1461,6 +1461,7 @@ def key_table_text(ev: Evaluation) -> str:
     lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in ev.overlaps.items()]
     lines += [
         ev.design(),
+        f"verdict: {ev.recommendation()}",
         f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
         f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event",
         head,

@@ -124,9 +124,9 @@ GLOSSARY: dict[str, str] = {
     "not, as the likelier of the two; 0.5 is a coin toss, 1.0 a perfect ranking.",
     "paired interval": "the range the true AUC difference between two models most likely lies in, measured "
     "on the same accounts; a difference counts only when the interval leaves out zero.",
-    "top-decile lift": "how many times more often the event happens among the worst-scored tenth of accounts "
+    "top-decile lift": "how many times more often the event happens among the tenth of accounts the score marks as likeliest to have it "
     "than across the whole book.",
-    "captured": "the share of all events that fall among the worst-scored tenth of accounts.",
+    "captured": "the share of all events that fall among the tenth of accounts the score marks as likeliest to have the event.",
     "alarm precision and recall": "of the accounts the alarm band flags, the share that had the event "
     "(precision); of the accounts that had the event, the share the band flagged (recall).",
     "calibration": "whether a score read as a probability comes true: of accounts given 20%, about 20 in "
@@ -146,7 +146,7 @@ def verdict_html(ev: Evaluation) -> str:
     parts = [
         f'<section class="verdict" id="verdict"><h2>Verdict</h2><p><strong>{escape(ev.recommendation())}</strong></p>'
     ]
-    if len(ev.verdicts) > 0 and ev.table.height > 1:
+    if ev.table.height > 2:  # with two models the verdict already gives their interval
         parts.append("<ul>" + "".join(f"<li>{escape(v)}</li>" for v in ev.verdicts) + "</ul>")
     notes = [f"warning: {w}" for w in ev.warnings] + [
         f"overlap: {name} saw the holdout ({how})" for name, how in ev.overlaps.items()
