@@ -178,3 +178,33 @@ def test_printed_review_keeps_headings_with_content_and_starts_the_appendix_on_a
     assert "thead { display: table-header-group; }" in prints
     assert re.search(r"section\.appendix, section\.glossary \{ break-before: page;", prints)
     assert page.index('<section class="summary"') < page.index('<section class="appendix"')
+
+
+@pytest.mark.browser
+def test_print_rules_apply_in_a_browser(review, tmp_path):
+    from tests.test_scorecard_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_fail
+
+    _browser_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    outputs = [
+        nbformat.v4.new_output("display_data", data={"text/html": p}) for p in review_html.review_sections(review)
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=outputs)])
+    path = tmp_path / "review.html"
+    reports.export_html(nb, path, title="Cohort review")
+    style = "(el, p) => getComputedStyle(el).getPropertyValue(p)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(path.as_uri())
+            page.emulate_media(media="print")
+            assert page.locator("section.appendix").evaluate(style, "break-before") == "page"
+            assert page.locator("h2").first.evaluate(style, "break-after") == "avoid"
+            assert page.locator("section.summary tbody tr").first.evaluate(style, "break-inside") == "avoid"
+            assert page.locator("section.summary thead").evaluate(style, "display") == "table-header-group"
+            pdf = page.pdf(format="A4")
+            assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) >= 2  # the appendix starts a page of its own
+        finally:
+            browser.close()

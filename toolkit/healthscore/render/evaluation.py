@@ -124,9 +124,10 @@ GLOSSARY: dict[str, str] = {
     "not, as the likelier of the two; 0.5 is a coin toss, 1.0 a perfect ranking.",
     "paired interval": "the range the true AUC difference between two models most likely lies in, measured "
     "on the same accounts; a difference counts only when the interval leaves out zero.",
-    "top-decile lift": "how many times more often the event happens among the tenth of accounts the score marks as likeliest to have it "
-    "than across the whole book.",
-    "captured": "the share of all events that fall among the tenth of accounts the score marks as likeliest to have the event.",
+    "top-decile lift": "how many times more often the event happens among the tenth of accounts the score "
+    "marks as likeliest to have it than across the whole book.",
+    "captured": "the share of all events that fall among the tenth of accounts the score marks as likeliest "
+    "to have the event.",
     "alarm precision and recall": "of the accounts the alarm band flags, the share that had the event "
     "(precision); of the accounts that had the event, the share the band flagged (recall).",
     "calibration": "whether a score read as a probability comes true: of accounts given 20%, about 20 in "
