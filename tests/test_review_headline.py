@@ -208,3 +208,38 @@ def test_print_rules_apply_in_a_browser(review, tmp_path):
             assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) >= 2  # the appendix starts a page of its own
         finally:
             browser.close()
+
+
+def test_one_snapshot_date_counts_churn_over_the_observation_window():
+    day = dt.date(2026, 3, 2)
+    scores = pl.DataFrame(
+        {
+            "account_id": ["a", "b", "c", "d", "e"],
+            "as_of": [day] * 5,
+            "segment": ["smb"] * 5,
+            "arr": [5.0, 5.0, 10.0, 10.0, 20.0],
+            "score": [20.0, 50.0, 60.0, 80.0, 90.0],
+            "band": ["red", "yellow", "yellow", "green", "green"],
+        }
+    )
+    events = pl.DataFrame(
+        {
+            "account_id": ["a", "c", "e"],
+            "date": [day + dt.timedelta(days=d) for d in (40, 200, 400)],
+            "event": "churned",
+        }
+    )
+    got = band_outcomes(scores, events, day)
+    # by hand: every later churn counts (a, c, e); ARR lost 5 + 10 + 20 = 35 of 50
+    assert got.select("band", "churned", "arr_lost").rows() == [
+        ("red", 1, 5.0),
+        ("yellow", 1, 10.0),
+        ("green", 1, 20.0),
+    ]
+    assert got["churned_share"].to_list() == pytest.approx([1 / 3] * 3)
+    assert got["arr_lost_share"].to_list() == pytest.approx([5 / 35, 10 / 35, 20 / 35])
+    review = cohort_review(scores, events, by="segment")
+    assert review.headline()[0] == (
+        f"In the observation window after {day}, 3 of the 5 accounts in the book at the start churned (60%), "
+        "with ARR 35 (70% of ARR)."
+    )

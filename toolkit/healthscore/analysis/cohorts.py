@@ -1538,7 +1538,11 @@ def cohort_review(
             )
         except ValueError:  # no snapshot followed by a full horizon before date_to
             deciles = None
-    has_outcome = events is not None and events.filter(pl.col("event") == comparison.outcome).height > 0
+    has_outcome = (
+        "band" in frame.columns
+        and events is not None
+        and events.filter(pl.col("event") == comparison.outcome).height > 0
+    )
     outcomes = band_outcomes(frame, events, d0, d1, outcome=comparison.outcome) if has_outcome else None
     return CohortReview(
         by=by,
@@ -1648,7 +1652,8 @@ def band_outcomes(
 ) -> pl.DataFrame:
     """The book at ``start`` by band, and where the ``outcome`` over the period came from.
 
-    The book is each account's snapshot at ``start`` (accounts already gone are left out); an
+    The book is each account's latest snapshot on or before ``start`` (as in :func:`cross_section`:
+    accounts already gone are left out); an
     account counts as churned when it has an ``outcome`` event after ``start`` and on or before
     ``end`` (with a single snapshot date, ``end`` equal to ``start``: any later event, the
     observation window). Lost ARR is the start ARR of the accounts that churned. One row per band,
@@ -1666,7 +1671,7 @@ def band_outcomes(
     _require(scores, ["account_id", "as_of", "score", "band"], "the score frame")
     d0 = _snap_date(scores, start, "start")
     d1 = _snap_date(scores, end, "end") if end is not None else d0
-    book = cross_section(scores, d0, events).filter(pl.col("as_of") == d0)
+    book = cross_section(scores, d0, events)
     arr = pl.col("arr").cast(pl.Float64).fill_null(0.0) if "arr" in book.columns else pl.lit(0.0)
     book = book.select("account_id", band=pl.col("band").cast(pl.Utf8).fill_null(UNSCORED), arr=arr)
     churned = pl.DataFrame(schema={"account_id": book.schema["account_id"]})
