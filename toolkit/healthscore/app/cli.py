@@ -1017,9 +1017,10 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
         "review",
         help="write the leadership cohort review as one static HTML file",
         description="Run notebooks/cohort_review.ipynb and export a self-contained HTML report with no code: "
-        "an executive summary first (portfolio health, ARR at risk, the biggest movements, which "
-        "cohorts differ significantly), then cohort tables and tests, score trends, the band "
-        "migration matrix, the biggest movers with their drivers, and CSM portfolios and handovers.",
+        "a plain-words summary first (where the period's churn came from by band at its start, the book "
+        "now, the biggest movements, which cohorts differ, data-quality findings), then cohort tables, "
+        "score trends, the band migration matrix, the biggest movers with their drivers, CSM portfolios "
+        "and handovers, and an appendix with the statistical tests.",
         epilog="example: healthscore review --data data/snapshots.parquet --events data/events.parquet "
         "--model data/model.toml --by segment,touch_model --from 2026-08-17 --out build/review.html",
     )
