@@ -31,6 +31,7 @@ CHANGE_DAYS = 30  # "since last month": against the snapshot nearest 30 days ear
 MIN_COHORT = 5  # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
 MAX_ACTIONS = 3  # next steps shown, those that would recover the most points first
+JOINT_OWNER = "your team with your CSM"  # who does a step whose metric names no action_owner
 
 
 def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
@@ -56,7 +57,7 @@ class Scorecard:
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
     ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
-    None when the cohort is too small, ``actions`` (metric, label, action, points: what reaching 100 would add; at most
+    None when the cohort is too small, ``actions`` (metric, label, action, owner, points: what reaching 100 would add; at most
     ``MAX_ACTIONS``, most points first). ``fields`` are the
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
     customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
@@ -338,6 +339,7 @@ def scorecard_data(
                 "sub_score": cur.get(col),
                 "description": description,
                 "action": action,
+                "owner": m.action_owner or JOINT_OWNER,
             }
         )
     metrics = pl.DataFrame(
@@ -353,6 +355,7 @@ def scorecard_data(
             "sub_score": pl.Float64,
             "description": pl.String,
             "action": pl.String,
+            "owner": pl.String,
         },
     )
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
@@ -417,7 +420,7 @@ def scorecard_data(
         .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
         .sort("points", "metric", descending=[True, False])
         .head(MAX_ACTIONS)
-        .select("metric", "label", "action", "points")
+        .select("metric", "label", "action", "owner", "points")
     )
 
     fields: list[tuple[str, Any, str]] = []
@@ -452,7 +455,7 @@ def scorecard_data(
         previous_as_of=previous["as_of"] if previous else None,
         trend=trend,
         categories=categories,
-        metrics=metrics.drop("action"),
+        metrics=metrics.drop("action", "owner"),
         changes=changes,
         peers=peers,
         peer_cohort=peer_cohort,

@@ -164,7 +164,8 @@ def _actions_html(card: Scorecard) -> str:
     if card.actions.is_empty():
         return title + "<p>No measure is in the red band: keep doing what works.</p>"
     items = "".join(
-        f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): {_e(r['action'])}</li>"
+        f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): {_e(r['action'])}"
+        f" <span class='owner'>Who: {_e(r['owner'])}.</span></li>"
         for r in card.actions.iter_rows(named=True)
     )
     return title + f"<p>The steps that would raise your score the most, first:</p><ol>{items}</ol>"
