@@ -906,19 +906,20 @@ def polars_metrics(
             | {w for _, w in groups if w}
             | {2 * w for (_, w), ms in groups.items() if w and any(m.name in changed for m in ms)}
         )
-        # the cumulative totals at as_of - shift, for every shift, joined onto the grid rows in turn
-        frame_w = g
+        # the cumulative totals at as_of - shift, for every shift, joined onto the grid rows in turn;
+        # eager frames, each sorted once by date (as_of - shift keeps the order of as_of)
+        table = wide.collect().sort("date")
+        frame_w = grid.select("account_id", "as_of").sort("as_of")
         for sh in shifts:
-            right = wide.select(
+            right = table.select(
                 "account_id", pl.col("date").alias("__k"), *[pl.col(c).alias(f"{c}@{sh}") for c in cum_cols]
             )
             frame_w = (
                 frame_w.with_columns((pl.col("as_of") - pl.duration(days=sh)).alias("__k"))
-                .sort("__k")
-                .join_asof(right.sort("__k"), on="__k", by="account_id", strategy="backward", check_sortedness=False)
+                .join_asof(right, on="__k", by="account_id", strategy="backward", check_sortedness=False)
                 .drop("__k")
             )
-        parts.append(frame_w)
+        parts.append(frame_w.lazy())
 
         for (event, window), metrics in groups.items():
             i = slot[event]
