@@ -429,6 +429,8 @@ def bench_build(n_events: int | None = None) -> list[Result]:
                         "baseline_accounts": b.get("accounts", n_accounts),
                         "total_s": round(o["elapsed"], 2),
                         "baseline_total_s": round(b["elapsed"], 2),
+                        "cpu_s": round(o["cpu"], 2),
+                        "baseline_cpu_s": round(b["cpu"], 2) if "events" not in b else None,
                         "peak_rss_mib": round(o["peak"]),
                         "baseline_peak_rss_mib": round(b["peak"]),
                     },
