@@ -293,7 +293,12 @@ def _check_frame(frame) -> pl.DataFrame:
 def _featuretools_grow(folder: Path) -> dict[str, Any]:
     """Featuretools on account subsets growing 4x while the next one fits in the time budget."""
     counts = (
-        pl.scan_parquet(folder / "events.parquet").group_by("account_id").len().collect().sample(fraction=1.0, seed=3)
+        pl.scan_parquet(folder / "events.parquet")
+        .group_by("account_id")
+        .len()
+        .collect()
+        .sort("account_id")
+        .sample(fraction=1.0, seed=3)
     )
     total_events = int(counts["len"].sum())
     cum = counts["len"].cum_sum()
