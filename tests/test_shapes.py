@@ -109,19 +109,26 @@ def _learned_vs_truth(p, fit, metric: str, train: pl.DataFrame) -> tuple[float, 
     return float(spearmanr(-sub, truth["churn_logit"].to_numpy()).statistic), truth.with_columns(sub=sub)
 
 
-# smooth monotone truths on a grid fine enough to rank (booleans and two-valued counts have no rank)
-MONOTONE = [
+# every metric with a real effect whose truth has a rank on its grid (booleans, two-valued counts
+# and the capped high_sev_tickets have too few distinct values): the issue's goal is Spearman >= 0.9
+TRACKED = [
     "seat_utilization",
     "login_days",
     "key_feature_adoption",
     "api_calls",
     "csat",
+    "nps",
     "csm_assessment",
     "goal_progress",
+    "days_invoice_overdue",  # a mass at 0, then a jump and a slope
+    pytest.param(
+        "seats_deployed_ratio",  # a U with its minimum at 0.8 and a steep, thinly populated right arm
+        marks=pytest.mark.xfail(strict=True, reason="issue goal not met yet: Spearman 0.88 < 0.9"),
+    ),
 ]
 
 
-@pytest.mark.parametrize("metric", MONOTONE)
+@pytest.mark.parametrize("metric", TRACKED)
 def test_learned_curve_tracks_the_true_curve(world, metric) -> None:
     p, train, _test, fit = world
     rho, _ = _learned_vs_truth(p, fit, metric, train)
