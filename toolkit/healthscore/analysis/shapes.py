@@ -16,8 +16,8 @@
    validate on later weeks of the others);
 3. each curve is made monotone (isotonic regression, direction from the data) unless the data
    clearly say it is not: a curve with one turn inside the data (a U or a hump) is kept only
-   when both of its arms are significant (corrected for the metrics tried) and it predicts the
-   cross-validation rows better than the monotone curve;
+   when it predicts the cross-validation rows better than the monotone curve and both of its
+   arms are significant (corrected for every metric whose curve has such a turn);
 4. the weights come from a logistic regression of the outcome on the calibrated sub-scores,
    with standard errors clustered by account; a metric whose significant direction contradicts
    the model's stated direction is flagged with the evidence, never silently dropped.
@@ -147,7 +147,7 @@ def _bin_edges(v: np.ndarray, y: np.ndarray, n_bins: int, min_rows: int) -> list
     [3.0, 6.0, 9.0, 34.0]
     """
     edges = _quantile_edges(v, n_bins, min_rows)
-    levels = np.unique(v)
+    levels, level_rows = np.unique(v, return_counts=True)  # the loops below read levels, not rows
     lo, hi = np.quantile(v, [0.01, 0.99])
     width = (hi - lo) / n_bins
     if width > 0:
@@ -161,7 +161,8 @@ def _bin_edges(v: np.ndarray, y: np.ndarray, n_bins: int, min_rows: int) -> list
                     cuts.append(float(at))
         edges = sorted(set(edges) | set(cuts))
     while edges:
-        counts = np.bincount(np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1)
+        at = np.searchsorted(np.asarray(edges), levels, side="right")
+        counts = np.bincount(at, weights=level_rows, minlength=len(edges) + 1)
         i = int(np.argmin(counts))
         if counts[i] >= min_rows:
             break
@@ -704,7 +705,8 @@ def fit_shapes(
     # from the turn, zero on the other side) replace the monotone term in a second weight fit
     arms: dict[str, np.ndarray] = dict(feats)
     turns: dict[str, int] = {}
-    for e, cv_ in zip(encs, curves):
+    tried = 0  # metrics with a turn inside the data, validated or not: the Bonferroni count
+    for i, (e, cv_) in enumerate(zip(encs, curves)):
         k = len(e.edges) + 1
         if e.kind != "bins" or k < 4:
             continue
@@ -712,6 +714,10 @@ def fit_shapes(
         bent[:k] = _unimodal(cv_.logit[:k], e.counts[:k].astype(float))
         turn = _turn(bent[:k])
         if turn is None:
+            continue
+        tried += 1
+        # tested only when the turn predicts the cross-validation rows better than the monotone curve
+        if not _bent_validates(X, y, fold_fits, e, starts[i], steps[i]):
             continue
         cv_.bent = bent
         turns[e.metric] = turn
@@ -726,20 +732,15 @@ def fit_shapes(
 
     stated = {m.name: m.direction for m in model.metrics}
     # a U-shape must be clear: both arms significant, corrected for the metrics tried (Bonferroni)
-    u_level = significance / max(1, len(turns))
-    for i, (e, cv_) in enumerate(zip(encs, curves)):
+    u_level = significance / max(1, tried)
+    for e, cv_ in zip(encs, curves):
         if e.kind != "bins":
             continue
         k = len(e.edges) + 1
         if e.metric in turns and cv_.bent is not None:
             p_l, p_r = _p(test_u, f"l__{e.metric}"), _p(test_u, f"r__{e.metric}")
             b_l, b_r = _coef(test_u, f"l__{e.metric}"), _coef(test_u, f"r__{e.metric}")
-            if (
-                b_l > 0
-                and b_r > 0
-                and max(p_l, p_r) <= u_level
-                and _bent_validates(X, y, fold_fits, e, starts[i], steps[i])
-            ):
+            if b_l > 0 and b_r > 0 and max(p_l, p_r) <= u_level:
                 cv_.chosen[:k] = cv_.bent[:k]
                 cv_.shape = "u-shape"
                 best = int(np.argmin(sign * cv_.bent[:k]))
@@ -747,7 +748,7 @@ def fit_shapes(
                 flags.append(
                     f"{e.metric}: not monotone (both arms of its {what} curve are significant, p="
                     f"{_fmt_p(p_l)} below and p={_fmt_p(p_r)} above {e.labels[turns[e.metric]]}, under "
-                    f"{u_level:.2g} after correcting for {len(turns)} metrics tried); kept with the lowest "
+                    f"{u_level:.2g} after correcting for {tried} metrics tried); kept with the lowest "
                     f"risk at {e.labels[best]}"
                 )
                 continue
