@@ -47,8 +47,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 from scipy import sparse
-from scipy.optimize import isotonic_regression
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import isotonic_regression, minimize
+from scipy.special import expit
 from sklearn.metrics import log_loss
 
 from healthscore.analysis.fitting import LogitResult, fit_logit, fitted_record
@@ -258,58 +258,106 @@ def _range_label(a: float, b: float) -> str:
     return f"{a:g} to < {b:g}"
 
 
-def _steps(e: _Encoding) -> np.ndarray:
-    """How a block's fitted coefficients become one log-odds term per column (bin, level).
+def _penalty(e: _Encoding) -> np.ndarray:
+    """The rows of a block's penalty: the fit pays ``alpha * |P @ coef|^2 / 2`` for the block.
 
-    Levels and kept calibrations: one coefficient each (the identity), so the penalty pulls each
-    towards the overall rate. Bins of a number: one coefficient per step between neighbouring
-    bins, counted from the bin that holds the median row, so the penalty pulls each bin towards
-    its neighbours rather than towards the middle: a thin bin at the edge of the data follows the
-    curve beside it instead of being flattened, and many narrow bins stay smooth. The missing
-    value keeps a coefficient of its own, shrunk towards the median bin.
+    Levels and kept calibrations: each coefficient on its own, so the penalty pulls each towards
+    the overall rate. Bins of a number: each step between neighbouring bins, so the penalty pulls
+    a bin towards its neighbours rather than towards the middle: a thin bin at the edge of the
+    data follows the curve beside it instead of being flattened, and narrow bins stay smooth. The
+    bin holding the median row pins the block's level, and the missing value is pulled towards it.
 
     >>> e = _Encoding("m", "bins", ["a", "b", "c"], np.zeros(0, dtype=np.int64), counts=np.array([1, 5, 1]))
-    >>> _steps(e)
-    array([[-1.,  0.],
-           [ 0.,  0.],
-           [ 0.,  1.]])
+    >>> _penalty(e)
+    array([[-1.,  1.,  0.],
+           [ 0., -1.,  1.],
+           [ 0.,  1.,  0.]])
     """
     if e.kind != "bins":
         return np.eye(e.width)
     k = len(e.labels) - (1 if e.has_null else 0)
     counts = e.counts[:k] if e.counts is not None else np.ones(k)
     ref = int(np.searchsorted(np.cumsum(counts), counts.sum() / 2.0))
-    t = np.zeros((e.width, k - 1 + (1 if e.has_null else 0)))
-    for b in range(k):
-        t[b, ref:b] = 1.0  # steps ref+1..b (column j-1 is the step into bin j)
-        t[b, b:ref] = -1.0  # steps b+1..ref, walked back
+    p = np.zeros((e.width, e.width))
+    for j in range(1, k):
+        p[j - 1, j - 1], p[j - 1, j] = -1.0, 1.0
+    p[k - 1, ref] = 1.0
     if e.has_null:
-        t[k, k - 1] = 1.0
-    return t
+        p[k, ref], p[k, k] = -1.0, 1.0
+    return p
 
 
-def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int], list[np.ndarray]]:
+def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int], sparse.csr_matrix]:
     """The joint sparse design (one block of columns per metric), each block's first column and
-    its :func:`_steps` matrix (coefficients of the block -> term per bin or level)."""
-    cols, data, steps = [], [], []
+    the penalty's quadratic form ``P.T @ P`` (block by block, see :func:`_penalty`)."""
+    starts, cols, data, pen = [], [], [], []
     offset = 0
     for e in encs:
+        starts.append(offset)
         if e.kind == "fixed":
             cols += [np.full(n, offset, dtype=np.int64), offset + 1 + np.zeros(n, dtype=np.int64)]
             data += [e.value, e.index.astype(np.float64)]
         else:
             cols.append(offset + e.index)
             data.append(np.ones(n))
-        steps.append(_steps(e))
+        p = _penalty(e)
+        pen.append(p.T @ p)
         offset += e.width
     k = len(cols)
     indices = np.column_stack(cols).ravel() if cols else np.zeros(0, dtype=np.int64)
     values = np.column_stack(data).ravel() if data else np.zeros(0)
-    onehot = sparse.csr_matrix((values, indices.astype(np.int32), np.arange(0, n * k + 1, k)), shape=(n, offset))
-    X = (onehot @ sparse.block_diag(steps, format="csr")).tocsr() if steps else onehot
-    X.eliminate_zeros()
-    starts = np.concatenate([[0], np.cumsum([t.shape[1] for t in steps])]).astype(int).tolist()[:-1]
-    return X, starts, steps
+    X = sparse.csr_matrix((values, indices.astype(np.int32), np.arange(0, n * k + 1, k)), shape=(n, offset))
+    return X, starts, sparse.block_diag(pen, format="csr") if pen else sparse.csr_matrix((0, 0))
+
+
+@dataclass
+class _Logit:
+    """A logistic regression with the penalty ``alpha * w @ Q @ w / 2`` on the mean log-loss.
+
+    With ``Q`` the identity it is scikit-learn's L2 ``LogisticRegression(C=1 / (alpha * n))``
+    (a test holds the two equal); ``Q`` from :func:`_penalty` smooths neighbouring bins.
+    """
+
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(
+        cls,
+        X: sparse.csr_matrix,
+        y: np.ndarray,
+        Q: sparse.csr_matrix,
+        alpha: float,
+        warm: _Logit | None = None,
+        tol: float = 1e-5,
+    ) -> _Logit:
+        n, d = X.shape
+        XT = X.T.tocsr()  # one transpose, reused by every gradient
+
+        def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+            coef, b = w[:d], w[d]
+            eta = X @ coef + b
+            qw = Q @ coef
+            loss = float(np.mean(np.logaddexp(0.0, eta) - y * eta)) + 0.5 * alpha * float(coef @ qw)
+            r = (expit(eta) - y) / n
+            return loss, np.concatenate([XT @ r + alpha * qw, [r.sum()]])
+
+        if warm is not None:
+            x0 = np.concatenate([warm.coef, [warm.intercept]])
+        else:
+            m = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+            x0 = np.concatenate([np.zeros(d), [math.log(m / (1 - m))]])
+        res = minimize(
+            loss_grad,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 300, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+        )
+        return cls(res.x[:d].copy(), float(res.x[d]))
+
+    def predict(self, X: sparse.csr_matrix) -> np.ndarray:
+        return expit(X @ self.coef + self.intercept)
 
 
 # ---------------------------------------------------------------- cross-validation
@@ -339,14 +387,6 @@ def _folds(
     return out
 
 
-def _logistic(alpha: float, n: int, warm: LogisticRegression | None = None) -> LogisticRegression:
-    clf = LogisticRegression(C=1.0 / (alpha * max(n, 1)), max_iter=300, tol=1e-5)
-    if warm is not None:
-        clf.set_params(warm_start=True)
-        clf.coef_, clf.intercept_ = warm.coef_.copy(), warm.intercept_.copy()
-    return clf
-
-
 @dataclass
 class _FoldFit:
     """One cross-validation fold's joint fit: coefficients, intercept, its validation rows."""
@@ -359,6 +399,7 @@ class _FoldFit:
 def _choose_alpha(
     X: sparse.csr_matrix,
     y: np.ndarray,
+    Q: sparse.csr_matrix,
     as_of: np.ndarray,
     accounts: np.ndarray,
     alphas: Sequence[float],
@@ -383,12 +424,11 @@ def _choose_alpha(
         if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2:
             continue
         warm = None
+        Xtr, Xva = X[tr], X[va]
         for a in sorted(alphas, reverse=True):  # strong to weak penalty, each warm-started
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                warm = _logistic(a, tr.size, warm).fit(X[tr], y[tr])
-            p = warm.predict_proba(X[va])[:, 1]
-            fits[(a, j)] = _FoldFit(warm.coef_[0].copy(), float(warm.intercept_[0]), va)
+            warm = _Logit.fit(Xtr, y[tr], Q, a, warm)
+            p = warm.predict(Xva)
+            fits[(a, j)] = _FoldFit(warm.coef, warm.intercept, va)
             rows.append((a, j, float(log_loss(y[va], p, labels=[0, 1])), int(va.size)))
     table = pl.DataFrame(
         rows, schema={"alpha": pl.Float64, "fold": pl.Int64, "log_loss": pl.Float64, "rows": pl.Int64}, orient="row"
@@ -440,9 +480,7 @@ def _turn(bent: np.ndarray) -> int | None:
     return None
 
 
-def _bent_validates(
-    X: sparse.csr_matrix, y: np.ndarray, fold_fits: list[_FoldFit], e: _Encoding, start: int, steps: np.ndarray
-) -> bool:
+def _bent_validates(X: sparse.csr_matrix, y: np.ndarray, fold_fits: list[_FoldFit], e: _Encoding, start: int) -> bool:
     """Does the one-turn curve predict the validation rows better than the monotone one?
 
     In every cross-validation fold the metric's curve learned on the training rows is projected
@@ -456,7 +494,7 @@ def _bent_validates(
     w = e.counts[:k].astype(float)
     loss_mono = loss_bent = 0.0
     for f in fold_fits:
-        term = steps @ f.coef[start : start + steps.shape[1]]
+        term = f.coef[start : start + e.width]
         mono, bent = term.copy(), term.copy()
         mono[:k] = _monotone(term[:k], w)[0]
         bent[:k] = _unimodal(term[:k], w)
@@ -670,16 +708,13 @@ def fit_shapes(
         )
     min_rows = int(min_bin_size if min_bin_size is not None else max(50, n // 100))
     encs = [_encode(m, rows, y, n_bins, min_rows) for m in model.metrics]
-    X, starts, steps = _design(encs, n)
+    X, starts, Q = _design(encs, n)
     as_of = rows["as_of"].to_numpy()
     accounts = rows["account_id"].to_numpy()
     hdays = horizon_days(horizon)
-    alpha, cv, fold_fits = _choose_alpha(X, y, as_of, accounts, alphas, folds, hdays, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        joint = _logistic(alpha, n).fit(X, y)
-    coef = joint.coef_[0]
-    raw = [t @ coef[s : s + t.shape[1]] for s, t in zip(starts, steps)]
+    alpha, cv, fold_fits = _choose_alpha(X, y, Q, as_of, accounts, alphas, folds, hdays, seed)
+    coef = _Logit.fit(X, y, Q, alpha).coef
+    raw = [coef[s : s + e.width] for s, e in zip(starts, encs)]
 
     flags: list[str] = []
     if model.variants:
@@ -717,7 +752,7 @@ def fit_shapes(
             continue
         tried += 1
         # tested only when the turn predicts the cross-validation rows better than the monotone curve
-        if not _bent_validates(X, y, fold_fits, e, starts[i], steps[i]):
+        if not _bent_validates(X, y, fold_fits, e, starts[i]):
             continue
         cv_.bent = bent
         turns[e.metric] = turn
