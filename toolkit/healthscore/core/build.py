@@ -914,34 +914,78 @@ def polars_metrics(
         return daily[event]
 
     k = 0
-    for (event, window), metrics in sqlgen.event_groups(spec).items():
-        k += 1
-        d = daily_for(event)
-        cols = ["cn", "cs", "cnv", "cd"]
-        need_prev = any(m.name in changed for m in metrics) and window is not None
-        shifts = [0] + ([window] if window else []) + ([2 * window] if need_prev and window else [])
+    groups = sqlgen.event_groups(spec)
+    if groups:
+        # one pass over the events: per account and day, the totals of every event filter side by side
+        filters = sorted({event for event, _ in groups}, key=lambda e: (e is not None, e or ""))
+        slot = {event: i for i, event in enumerate(filters)}
+        kinds = {(slot[event], m.agg) for (event, _), ms in groups.items() for m in ms}
+        flags: list[pl.Expr] = []
+        sums: list[pl.Expr] = []
+        cums: list[pl.Expr] = []
+        for i, event in enumerate(filters):
+            hit = _filter(event)
+            flags.append(hit.cast(pl.Int64).alias(f"__n{i}"))
+            sums.append(pl.col(f"__n{i}").sum().alias(f"n{i}"))
+            cums.append(pl.col(f"n{i}").cum_sum().alias(f"cn{i}"))
+            if (i, "active_days") in kinds:
+                cums.append((pl.col(f"n{i}") > 0).cast(pl.Int64).cum_sum().alias(f"cd{i}"))
+            if (i, "sum") in kinds or (i, "mean") in kinds:
+                flags.append(pl.when(hit).then(pl.col("value")).alias(f"__v{i}"))
+                sums.append(pl.col(f"__v{i}").sum().alias(f"s{i}"))
+                cums.append(pl.col(f"s{i}").cum_sum().alias(f"cs{i}"))
+            if (i, "mean") in kinds:
+                sums.append(pl.col(f"__v{i}").count().cast(pl.Int64).alias(f"nv{i}"))
+                cums.append(pl.col(f"nv{i}").cum_sum().alias(f"cnv{i}"))
+        wide = (
+            ev.select("account_id", "date", *flags)
+            .group_by("account_id", "date")
+            .agg(sums)
+            .select("account_id", "date", *[c.over("account_id", order_by="date") for c in cums])
+        )
+        cum_cols = [c.meta.output_name() for c in cums]
+        shifts = sorted(
+            {0}
+            | {w for _, w in groups if w}
+            | {2 * w for (_, w), ms in groups.items() if w and any(m.name in changed for m in ms)}
+        )
+        # the cumulative totals at as_of - shift, for every shift, joined onto the grid rows in turn;
+        # eager frames, each sorted once by date (as_of - shift keeps the order of as_of)
+        table = wide.collect().sort("date")
+        frame_w = grid.select("account_id", "as_of").sort("as_of")
         for sh in shifts:
-            parts.append(_asof(g, d, sh, cols, f"__{k}_{sh}"))
+            right = table.select(
+                "account_id", pl.col("date").alias("__k"), *[pl.col(c).alias(f"{c}@{sh}") for c in cum_cols]
+            )
+            frame_w = (
+                frame_w.with_columns((pl.col("as_of") - pl.duration(days=sh)).alias("__k"))
+                .join_asof(right, on="__k", by="account_id", strategy="backward", check_sortedness=False)
+                .drop("__k")
+            )
+        parts.append(frame_w.lazy())
 
-        def at(c: str, sh: int, k: int = k) -> pl.Expr:
-            return pl.col(f"{c}__{k}_{sh}").fill_null(0)
+        for (event, window), metrics in groups.items():
+            i = slot[event]
 
-        def window_value(m: Any, lo: int | None, hi: int) -> pl.Expr:
-            def diff(c: str) -> pl.Expr:
-                return at(c, hi) - (at(c, lo) if lo is not None else 0)
+            def at(c: str, sh: int, i: int = i) -> pl.Expr:
+                return pl.col(f"{c}{i}@{sh}").fill_null(0)
 
-            if m.agg == "count":
-                return diff("cn")
-            if m.agg == "active_days":
-                return diff("cd")
-            if m.agg == "sum":
-                return diff("cs").cast(pl.Float64)
-            return pl.when(diff("cnv") > 0).then(diff("cs") / diff("cnv"))
+            def window_value(m: Any, lo: int | None, hi: int) -> pl.Expr:
+                def diff(c: str) -> pl.Expr:
+                    return at(c, hi) - (at(c, lo) if lo is not None else 0)
 
-        for m in metrics:
-            exprs[m.name] = window_value(m, window, 0)
-            if m.name in changed and window:
-                prev[m.name] = window_value(m, 2 * window, window)
+                if m.agg == "count":
+                    return diff("cn")
+                if m.agg == "active_days":
+                    return diff("cd")
+                if m.agg == "sum":
+                    return diff("cs").cast(pl.Float64)
+                return pl.when(diff("cnv") > 0).then(diff("cs") / diff("cnv"))
+
+            for m in metrics:
+                exprs[m.name] = window_value(m, window, 0)
+                if m.name in changed and window:
+                    prev[m.name] = window_value(m, 2 * window, window)
 
     # distinct users: merged presence intervals per user, +1 at the start, -1 at the end
     user_windows: dict[tuple[str | None, int | None], list[str]] = {}
