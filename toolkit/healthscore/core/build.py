@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import warnings
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,12 +58,13 @@ from tqdm.auto import tqdm
 from healthscore.core import sqlgen
 from healthscore.core.sqlgen import ISO_TIME, OFFSET, Inputs, col, lit
 from healthscore.errors import HealthscoreError
-from healthscore.io.engines import DuckDBSession, read_table, scan_table
+from healthscore.io.engines import DuckDBSession, SparkBuildSession, read_table, scan_table
+from healthscore.io.runners import spark_session
 from healthscore.spec.metrics import Grid, MetricSpec, OutcomeRule, load_spec
 
 __all__ = ["build_snapshots", "build_outcomes", "build", "Build", "BuildError", "BuildWarning", "ENGINES"]
 
-ENGINES = ("polars", "duckdb")
+ENGINES = ("polars", "duckdb", "spark")
 MAX_EXAMPLES = 5
 _FAR = dt.date(9999, 12, 31)
 
@@ -118,8 +120,14 @@ def build(
     today: dt.date | None = None,
     progress: bool = False,
     metrics: bool = True,
+    session: Any = None,
 ) -> Build:
-    """Snapshots and outcome events in one pass over the raw data."""
+    """Snapshots and outcome events in one pass over the raw data.
+
+    ``engine="spark"`` reads the event log with Spark and runs the DuckDB engine's SQL as Spark
+    SQL on ``session`` (default: a local session, see :func:`healthscore.io.runners.spark_session`);
+    subscriptions and accounts, one row per account or contract, are read in process.
+    """
     if not isinstance(spec, MetricSpec):
         spec = load_spec(spec)
     if grid is not None:
@@ -128,7 +136,13 @@ def build(
         raise BuildError(f"engine {engine!r} is not known; use one of {', '.join(ENGINES)}")
     today = today or dt.date.today()
     bar = tqdm(total=5, desc=f"build ({engine})", unit="step", disable=not progress, leave=False)
-    runner: _Engine = _PolarsEngine(spec) if engine == "polars" else _DuckDBEngine(spec)
+    runner: _Engine
+    if engine == "polars":
+        runner = _PolarsEngine(spec)
+    elif engine == "duckdb":
+        runner = _DuckDBEngine(spec)
+    else:
+        runner = _SparkEngine(spec, session)
     try:
         bar.set_postfix_str("subscriptions and accounts")
         subs = _read_subscriptions(spec, today)
@@ -642,6 +656,8 @@ class _PolarsEngine(_Engine):
 class _DuckDBEngine(_Engine):
     """DuckDB: the sqlgen query over the files read in place."""
 
+    dialect = "duckdb"
+
     def __init__(self, spec: MetricSpec) -> None:
         super().__init__(spec)
         self.session = DuckDBSession()
@@ -700,7 +716,13 @@ class _DuckDBEngine(_Engine):
             "bad_value": exp.And(this=exp.Not(this=is_null(col("value_text"))), expression=is_null(v))
             if physical.get(src.col("value"), "").upper() == "VARCHAR"
             else exp.false(),
-            "nonfinite": exp.Or(this=exp.IsNan(this=v), expression=exp.IsInf(this=v)),
+            # infinity spelled as a cast, which every dialect reads (Spark has no isinf)
+            "nonfinite": exp.Or(
+                this=exp.IsNan(this=v),
+                expression=exp.In(
+                    this=v, expressions=[sqlgen._cast(lit(x), "DOUBLE") for x in ("Infinity", "-Infinity")]
+                ),
+            ),
             "negative": exp.And(
                 this=exp.LT(this=v, expression=lit(0)),
                 expression=exp.true()
@@ -785,8 +807,29 @@ class _DuckDBEngine(_Engine):
             accounts=s.register(accounts, "accounts") if accounts is not None else None,
             starts=s.register(starts, "starts"),
         )
-        out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect="duckdb"))
+        out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect=self.dialect))
         return _conform(out, self.spec, grid)
+
+
+class _SparkEngine(_DuckDBEngine):
+    """Spark: the DuckDB engine's trees rendered as Spark SQL over files Spark reads itself."""
+
+    dialect = "spark"
+
+    def __init__(self, spec: MetricSpec, session: Any = None) -> None:  # noqa: D107
+        _Engine.__init__(self, spec)
+        if spec.source.events is not None and _kind_of(spec.source.events.path) not in ("parquet", "csv"):
+            raise BuildError(
+                f"{spec.source.events}: the Spark engine reads Parquet or CSV event logs; export the "
+                "table to Parquet or use --engine duckdb"
+            )
+        self.session = SparkBuildSession(session if session is not None else spark_session())  # type: ignore[assignment]
+
+
+def _kind_of(path: Path) -> str:
+    return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}.get(
+        path.suffix.lower(), "other"
+    )
 
 
 def _conform(frame: pl.DataFrame, spec: MetricSpec, grid: pl.DataFrame) -> pl.DataFrame:
