@@ -46,9 +46,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -816,7 +816,7 @@ class _SparkEngine(_DuckDBEngine):
 
     dialect = "spark"
 
-    def __init__(self, spec: MetricSpec, session: Any = None) -> None:  # noqa: D107
+    def __init__(self, spec: MetricSpec, session: Any = None) -> None:
         _Engine.__init__(self, spec)
         if spec.source.events is not None and _kind_of(spec.source.events.path) not in ("parquet", "csv"):
             raise BuildError(

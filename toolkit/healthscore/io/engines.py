@@ -266,7 +266,9 @@ class SparkBuildSession:
     def schema(self, relation: exp.Expression) -> dict[str, str]:
         """Column name -> type, spelled as DuckDB spells it."""
         df = self.spark.sql(exp.select("*").from_(relation).limit(0).sql("spark"))
-        return {f.name: _SPARK_TYPES.get(f.dataType.simpleString(), f.dataType.simpleString().upper()) for f in df.schema}
+        return {
+            f.name: _SPARK_TYPES.get(f.dataType.simpleString(), f.dataType.simpleString().upper()) for f in df.schema
+        }
 
     def run(self, query: exp.Expression) -> pl.DataFrame:
         """Run a sqlglot expression tree as Spark SQL; the result comes back as a polars frame."""
