@@ -100,9 +100,11 @@ def build_snapshots(
     grid: str | Sequence[dt.date] | None = None,
     today: dt.date | None = None,
     progress: bool = False,
+    session: Any = None,
 ) -> pl.DataFrame:
-    """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date."""
-    return build(spec, engine=engine, grid=grid, today=today, progress=progress).snapshots
+    """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date;
+    ``session`` is the Spark session for ``engine="spark"`` (see :func:`build`)."""
+    return build(spec, engine=engine, grid=grid, today=today, progress=progress, session=session).snapshots
 
 
 def build_outcomes(
