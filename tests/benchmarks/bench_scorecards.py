@@ -81,7 +81,7 @@ def _naive(account: str, scores: Path, snaps: Path, model: Path, out: Path) -> N
 
 
 def _ours(ids: list[str], scores: Path, snaps: Path, model: Path, out: Path):
-    from healthscore.render.reports import render_scorecards
+    from healthscore.app.batch import render_scorecards
 
     t0 = time.perf_counter()
     run = render_scorecards(scores, model, ids, out, snapshots=snaps, workers=2, progress=False)
