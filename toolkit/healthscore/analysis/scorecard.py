@@ -460,6 +460,8 @@ def scorecard_data(
             alerts_fired = account_alert_history(rows, model, snapshots=account_snaps)
         except AlertError as exc:
             alert_note = f"The alert rules could not run on this account's data: {exc}"
+        if not getattr(model, "alerts", None):
+            alert_note = "The health model has no alert rules."
         overrides = override_history(rows)
 
     band = cur.get("band")

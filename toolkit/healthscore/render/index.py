@@ -50,13 +50,14 @@ INDEX_CSV_COLUMNS = [
 _CSS = """
 main.report.index { max-width: 1180px; }
 .find { display: flex; flex-wrap: wrap; align-items: center; gap: .5rem; margin: .8rem 0 .4rem; }
+.find[hidden] { display: none; }
 .find input { font: inherit; padding: .3rem .5rem; border: 1px solid var(--muted); border-radius: 4px;
               min-width: 16rem; max-width: 100%; }
 table.hs-index th button { font: inherit; font-weight: 600; color: inherit; background: none; border: 0;
                            padding: 0; cursor: pointer; text-align: inherit; }
 table.hs-index th button:disabled { cursor: default; }
-table.hs-index th[aria-sort=ascending] button::after { content: " \\2191"; }
-table.hs-index th[aria-sort=descending] button::after { content: " \\2193"; }
+table.hs-index th[aria-sort=ascending]::after { content: " \\2191"; }
+table.hs-index th[aria-sort=descending]::after { content: " \\2193"; }
 table.hs-index td.fall { color: var(--red); font-weight: 600; }
 @media print { .find { display: none; } }
 """

@@ -209,7 +209,7 @@ def _alerts_html(card: Scorecard) -> str:
     if card.alert_history is None:
         return title + f'<p class="muted">{_e(card.alert_note or "No alert history for this account.")}</p>'
     if card.alert_history.is_empty():
-        return title + '<p class="muted">No alert has fired for this account.</p>'
+        return title + f'<p class="muted">{_e(card.alert_note or "No alert has fired for this account.")}</p>'
     body = "".join(
         f'<tr data-alert="{_e(r["rule"])}"><td data-label="Fired">{_e(fmt.date(r["fired_at"], style="short"))}</td>'
         f'<td data-label="Rule">{_e(r["rule"])}</td><td data-label="Severity">{_e(r["severity"])}</td>'
