@@ -15,14 +15,16 @@ import numpy as np
 import polars as pl
 import pytest
 from healthscore.analysis import scorecard as cards
+from healthscore.analysis.evaluation import ProbabilityMap
 from healthscore.app import batch as batch_run
+from healthscore.app import cli
 from healthscore.render import formats as fmt
 from healthscore.render import html as safe_html
 from healthscore.render import scorecard as card_html
 from healthscore.render.index import INDEX_CSV_COLUMNS, index_page
 
 from tests.test_scorecard_browser import CHROMIUM, CHROMIUM_ARGS, _browser_or_fail
-from tests.test_scorecards import MODEL_TOML
+from tests.test_scorecards import MODEL_TOML, _hand_snapshots
 
 D0, D1 = dt.date(2026, 3, 2), dt.date(2026, 3, 9)
 
@@ -334,14 +336,10 @@ def test_index_sorts_and_filters_in_a_browser_offline(folder):
 
 # ----------------------------------------------------------------------------- internal view
 def _hand(model):
-    from tests.test_scorecards import _hand_snapshots
-
     return _hand_snapshots().with_columns(renewal_date=pl.lit(dt.date(2026, 9, 1)))
 
 
 def test_internal_view_shows_renewal_overrides_and_probability_interval(model):
-    from healthscore.analysis.evaluation import ProbabilityMap
-
     snaps = _hand(model)
     weeks = sorted(snaps.filter(pl.col("account_id") == "a")["as_of"].to_list())
     overrides = pl.DataFrame(
@@ -384,8 +382,6 @@ def test_internal_view_shows_renewal_overrides_and_probability_interval(model):
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_demo_scorecards_show_the_alert_history(tmp_path):
-    from healthscore.app import cli
-
     line = cli._demo_scorecards(tmp_path)
     out = tmp_path / "scorecards"
     manifest = pl.read_csv(out / "manifest.csv")
