@@ -132,6 +132,25 @@ def test_missing_columns_read_as_blank(model, tmp_path):
     assert _table(page)[0]["cells"][5:8] == [fmt.MISSING, fmt.MISSING, fmt.MISSING]
 
 
+def test_index_takes_account_columns_from_the_snapshots_when_the_scores_lack_them(model):
+    snaps = _history().drop("score", "band")
+    bare = _history().drop("csm", "arr", "renewal_date", "company_name")
+    manifest = pl.DataFrame(
+        {"account_id": EXPECTED, "status": ["rendered"] * len(EXPECTED), "file": [f"{a}.html" for a in EXPECTED]}
+    ).with_columns(
+        [pl.lit(None, pl.String).alias(c) for c in ("company_name", "error", "band")]
+        + [pl.lit(None, pl.Float64).alias("score")]
+    )
+    rows, failed = batch_run.index_tables(manifest, bare, model, current=EXPECTED, snapshots=snaps)
+    assert rows["account_id"].to_list() == EXPECTED and failed.is_empty()
+    full = cards.accounts_by_risk(_history(), model)
+    assert rows.drop("page").equals(full, null_equal=True)
+    assert rows["page"].to_list() == [f"{a}.html" for a in EXPECTED]
+    # without the snapshots the same accounts, the columns blank, the order by band and change
+    blank, _ = batch_run.index_tables(manifest, bare, model, current=EXPECTED)
+    assert blank["csm"].null_count() == blank.height and blank["account_id"].head(1).to_list() == ["r_big_fall"]
+
+
 class _Rows(HTMLParser):
     """The body rows of the index table: account id (data-account) and each cell's text."""
 

@@ -448,8 +448,18 @@ def _read_manifest(path: Path) -> pl.DataFrame:
 INDEX_TITLE = "Customer health scorecards"
 
 
+# account columns the index shows beside the score (CONTRACTS: snapshot attributes)
+ACCOUNT_COLUMNS = ("company_name", "csm", "arr", "renewal_date")
+
+
 def index_tables(
-    folder: pl.DataFrame, scores: pl.DataFrame, model: Any, *, current: list[str], as_of: str | None = None
+    folder: pl.DataFrame,
+    scores: pl.DataFrame,
+    model: Any,
+    *,
+    current: list[str],
+    as_of: str | None = None,
+    snapshots: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The rows of the folder's index, riskiest first (see ``accounts_by_risk``), with each
     account's ``page`` (null when it has none), and the accounts that failed (account_id,
@@ -457,8 +467,19 @@ def index_tables(
 
     ``folder`` is the folder's manifest (every account rendered into it); accounts of this run
     (``current``) are described from ``scores``; accounts only earlier runs rendered keep the
-    score and band their manifest row recorded, and blanks for the rest.
+    score and band their manifest row recorded, and blanks for the rest. Account columns the
+    scores lack (CSM, ARR, renewal date, company name) are taken from ``snapshots`` when given.
     """
+    wanted = [c for c in ACCOUNT_COLUMNS if c not in scores.columns]
+    if (
+        snapshots is not None
+        and {"account_id", "as_of"} <= set(snapshots.columns)
+        and snapshots.schema["as_of"] == scores.schema["as_of"]
+    ):
+        wanted = [c for c in wanted if c in snapshots.columns]
+        if wanted:
+            extra = snapshots.select("account_id", "as_of", *wanted).unique(["account_id", "as_of"], keep="last")
+            scores = scores.join(extra, on=["account_id", "as_of"], how="left")
     here = [a for a in current if a in set(scores["account_id"].unique().to_list())]
     risk = accounts_by_risk(scores, model, accounts=here, as_of=as_of)
     earlier = folder.filter(~pl.col("account_id").is_in(risk["account_id"].to_list()))
@@ -800,7 +821,8 @@ def _render_into(
                 r.update(status="failed", error="not rendered: no worker could start a kernel" + _log_tail(logs))
     manifest = write_manifest()
     folder = merged()  # the index lists every account in the folder, from this run and earlier ones
-    rows, failed = index_tables(folder, frame, model_obj, current=ids, as_of=as_of_s)
+    raw = load_scores(snapshots_path) if snapshots_path is not None else None
+    rows, failed = index_tables(folder, frame, model_obj, current=ids, as_of=as_of_s, snapshots=raw)
     write_index(out, rows, failed, model_obj)
     return ScorecardRun(
         out_dir=out,
