@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from healthscore.analysis import scorecard as cards
 from healthscore.app import batch as batch_run
+from healthscore.render import monitoring as render_monitoring
 from healthscore.render import reports
 from healthscore.render import scorecard as card_html
 from healthscore.spec.model import ModelError
@@ -207,6 +208,13 @@ def pages(hostile):
     ev = hs.evaluate(hostile["snapshots"], hostile["events"], {"hostile": model}, horizon="90d", by="segment")
     ev.to_html(folder / "evaluation.html", title=HOSTILE[0])
     out["evaluation"] = folder / "evaluation.html"
+    snaps = hostile["snapshots"]
+    reference = hs.reference_from(
+        snaps, hostile["events"], model, horizon="90d", period=(snaps["as_of"].min(), snaps["as_of"].median())
+    )
+    monitored = hs.monitor(snaps, hostile["events"], model, reference=reference, min_rows=20)
+    render_monitoring.monitoring_report(monitored, folder / "monitoring.html", title=HOSTILE[0])
+    out["monitoring"] = folder / "monitoring.html"
     return out
 
 
@@ -296,10 +304,10 @@ def test_hostile_pages_in_chromium(pages, hostile):
                     if kind == "index":  # our own script did run: it shows the search box
                         assert page.locator("#hs-search").is_visible(), bypass
                     assert "\u202e" not in text and "\u2066" not in text, kind
-                    if kind != "evaluation":  # wide faceted charts scale down; text must wrap
+                    if kind not in ("evaluation", "monitoring"):  # wide faceted charts scale down; text must wrap
                         assert width <= 1000, (kind, bypass, width)
                     page.close()
                 context.close()
         finally:
             browser.close()
-    assert len(results) == 2 * len(pages) == 10
+    assert len(results) == 2 * len(pages) == 12

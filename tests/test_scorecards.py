@@ -7,6 +7,7 @@ plain substring search.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import json
@@ -178,7 +179,9 @@ def test_scorecard_data_on_known_values(hand, model):
     # drivers of the change: logins 0.5*20 - 0.25*100, adoption 0.5*50 - 0.25*50, csat 0 - 0.5*100
     assert ch == pytest.approx({"logins": -15.0, "adoption": 12.5, "csat": -50.0})
     assert sum(ch.values()) == pytest.approx(card.score - card.previous_score)
-    assert card.actions.rows() == [("logins", "Login days", "Agree a weekly routine with the team lead.", 40.0)]
+    assert card.actions.rows() == [
+        ("logins", "Login days", "Agree a weekly routine with the team lead.", cards.JOINT_OWNER, 40.0)
+    ]
     assert card.trend.height == 6 and card.trend["score"].to_list()[0] == pytest.approx(87.5)
     assert dict(zip(card.categories["category"], card.categories["score"])) == {"usage": 35.0, "support": None}
     assert card.model_hash == "" and card.variant is None and len(card.report_id) == 10  # customer card
@@ -635,4 +638,21 @@ def test_next_steps_are_at_most_three_and_ranked_by_points(hand, model):
         # equal-weight metrics: reaching 100 adds half of the 80-point gap
         row = card.actions.row(0, named=True)
         assert row["metric"] == "logins" and row["points"] == pytest.approx(40.0)
-        assert "(up to 40 points)" in "".join(card_html.scorecard_sections(card))
+        page = "".join(card_html.scorecard_sections(card))
+        assert "(up to 40 points)" in page and "Who: your team with your CSM." in page
+
+
+def test_a_step_names_its_owner_from_the_model(hand, model, tmp_path):
+    """``action_owner`` puts who does the step beside it; it survives a save and never moves the hash."""
+    snaps, scores = hand
+    owned = dataclasses.replace(
+        model,
+        metrics=[dataclasses.replace(m, action_owner="your admin <b>& your CSM</b>") for m in model.metrics],
+    )
+    assert owned.hash == model.hash
+    card = cards.scorecard_data(scores, owned, "a", snapshots=snaps)
+    assert card.actions["owner"].to_list() == ["your admin <b>& your CSM</b>"]
+    page = "".join(card_html.scorecard_sections(card))
+    assert "Who: your admin &lt;b&gt;&amp; your CSM&lt;/b&gt;." in page
+    path = owned.save(tmp_path / "owned.toml")
+    assert {m.action_owner for m in hs.load_model(path).metrics} == {"your admin <b>& your CSM</b>"}

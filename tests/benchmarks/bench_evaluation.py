@@ -63,7 +63,7 @@ def bench_holdout_auc_vs_gradient_boosting() -> list[Result]:
     snaps, events = sample.snapshots, sample.events
     hand = hs.load_model(sample_dir() / "model.toml")
     labelled = hs.label_outcomes(snaps, events, outcome="churned", horizon=HORIZON)
-    train, test, split = E.time_split(labelled, HORIZON)
+    train, test, split = E.time_split(labelled, horizon=HORIZON)
     fitted, how = _fitted_model(snaps, events, hand, split)
 
     keys = ["account_id", "as_of"]

@@ -75,6 +75,8 @@ _EXPORTS: dict[str, str] = {
     "suggest_breakpoints": "healthscore.analysis.cohorts",
     "csm_view": "healthscore.analysis.cohorts",
     "cohort_review": "healthscore.analysis.cohorts",
+    "band_outcomes": "healthscore.analysis.cohorts",
+    "metric_labels": "healthscore.analysis.cohorts",
     "render_review": "healthscore.app.batch",
     "AlertRule": "healthscore.spec.alerts",
     "alerts": "healthscore.analysis.alerts",

@@ -48,7 +48,7 @@ from healthscore.io.snapshots import read_events, read_snapshots
 from healthscore.io.tables import load_scores
 from healthscore.results import Summary
 from healthscore.spec.model import load_model
-from healthscore.spec.outcomes import parse_horizon, resolve_outcome
+from healthscore.spec.outcomes import horizon_words, parse_horizon, resolve_outcome
 
 KEYS = ["account_id", "as_of"]
 DERIVED = ("signup_quarter", "arr_band", "handovers")
@@ -58,6 +58,10 @@ NONE_LABEL = "(none)"
 ARR_BREAKS = [10_000.0, 50_000.0, 100_000.0, 250_000.0]
 ARR_LABELS = ["under 10k", "10k-50k", "50k-100k", "100k-250k", "250k and over"]
 HANDOVER_LABELS = ["0 handovers", "1 handover", "2+ handovers"]
+# what the accounts did, for sentences ("... of the accounts that churned")
+_OUTCOME_NOUNS = {"churned": "churned", "contracted": "contracted", "expanded": "expanded"}
+# the topic of each omnibus test in plain words
+_TEST_TOPICS = {"score": "health score", "band_mix": "band mix", "churned": "churn rate", "expanded": "expansion rate"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -158,7 +162,9 @@ def with_derived(scores: pl.DataFrame) -> pl.DataFrame:
     out = scores.with_columns(exprs) if exprs else scores
     if "csm" in cols and "handovers" not in cols:
         # a handover is a change of the (last known) CSM from one snapshot to the next
-        ffill = pl.col("csm").forward_fill().over("account_id", order_by="as_of")
+        # an unassigned CSM (null, blank, "(unassigned)") is a gap in the data, not a new CSM
+        named = pl.when(is_unassigned("csm")).then(None).otherwise(pl.col("csm").cast(pl.Utf8))
+        ffill = named.forward_fill().over("account_id", order_by="as_of")
         out = (
             out.sort(KEYS)
             .with_columns(_csm_ff=ffill)
@@ -375,6 +381,49 @@ class CohortComparison:
                 f"{' ...' if small.height > 5 else ''}); their figures are uncertain."
             )
         return out
+
+    def plain_findings(self) -> tuple[str, list[str]]:
+        """Whether cohorts differ, in plain words with no test names (:meth:`describe` has them): a
+        lead sentence and up to three findings."""
+        cmp = self
+        sig = cmp.significant()
+        dim = cmp.dimension.replace("_", " ")
+        if sig.height:
+            names = sorted({_TEST_TOPICS.get(m, m.replace("_", " ")) for m in sig.get_column("metric").to_list()})
+            lead = (
+                f"{dim.capitalize()} cohorts differ significantly (more than chance would explain) in: "
+                f"{', '.join(names)}."
+            )
+        else:
+            lead = f"No significant differences between {dim} cohorts: the gaps below could be chance."
+        s = cmp.cohorts
+        tests = {r["metric"]: r for r in cmp.tests.filter(pl.col("kind") == "omnibus").iter_rows(named=True)}
+        out: list[str] = []
+        rated = s.filter(pl.col("labelled") > 0) if "labelled" in s.columns else s.clear()
+        if rated.filter(~pl.col("small")).height >= 2:
+            rated = rated.filter(~pl.col("small"))
+        per = horizon_words(cmp.horizon) if cmp.horizon != "observation window" else "the observation window"
+        if rated.height >= 2:
+            hi = rated.sort("churn_rate", descending=True).row(0, named=True)
+            lo = rated.sort("churn_rate").row(0, named=True)
+            real = tests.get(cmp.outcome, {}).get("significant")
+            out.append(
+                f"{cmp._who(hi['cohort'], start=True)} churn at {_pct(hi['churn_rate'])} per {per} vs "
+                f"{_pct(lo['churn_rate'])} for {cmp._who(lo['cohort'])}"
+                + ("." if real else " (a gap this size could be chance).")
+            )
+        ranked = s.filter(pl.col("score_median").is_not_null()).sort("score_median", descending=True)
+        if ranked.height >= 2:
+            top, bottom = ranked.row(0, named=True), ranked.row(-1, named=True)
+            out.append(
+                f"Median score {top['score_median']:.0f} for {top['cohort']} vs {bottom['score_median']:.0f} "
+                f"for {bottom['cohort']}."
+            )
+        if cmp.bands and f"share_{cmp.bands[0]}" in s.columns and s.height >= 2:
+            col = f"share_{cmp.bands[0]}"
+            r = s.sort(col, descending=True).row(0, named=True)
+            out.append(f"The largest share in {cmp.bands[0]}: {r['cohort']} with {_pct(r[col])}.")
+        return lead, out
 
     def _who(self, cohort: str, start: bool = False) -> str:
         if self.by == ["handovers"]:
@@ -889,12 +938,14 @@ def biggest_movers(
     n: int = 10,
     direction: Literal["both", "down", "up"] = "both",
     top_drivers: int = 3,
+    labels: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """The ``n`` accounts whose score changed most between two dates, with the metrics behind the
     change (difference of their ``drv_`` contributions, which sums to the score change).
 
     Columns: ``account_id``, name/segment when present, ``score_start``, ``score_end``, ``change``,
-    ``band_start``, ``band_end``, ``top_driver``, ``top_driver_points``, ``drivers`` (text).
+    ``band_start``, ``band_end``, ``top_driver``, ``top_driver_points``, ``drivers`` (text: each
+    metric by its label in ``labels`` when given, else by its name).
     """
     if direction not in ("both", "down", "up"):
         raise ValueError(f"direction must be 'both', 'down' or 'up', not {direction!r}")
@@ -927,7 +978,11 @@ def biggest_movers(
         .agg(
             top_driver=pl.col("metric").first(),
             top_driver_points=pl.col("points").first(),
-            drivers=pl.format("{} {}", pl.col("metric"), pl.col("points").round(1).cast(pl.Utf8)).str.join(", "),
+            drivers=pl.format(
+                "{} {}",
+                pl.col("metric").replace(labels or {}),
+                pl.col("points").round(1).cast(pl.Utf8),
+            ).str.join(", "),
         )
     )
     return out.join(contrib, on="account_id", how="left").sort(
@@ -1100,10 +1155,34 @@ class CSMView:
     portfolio: pl.DataFrame
     handovers: CohortComparison
     note: str = PROCESS_NOTE
+    # accounts (and their ARR) with no CSM in the data: left out of ``portfolio``, reported as a finding
+    unassigned: int = 0
+    unassigned_arr: float = 0.0
+    accounts: int = 0
+
+    @property
+    def unassigned_share(self) -> float:
+        """The share of accounts with no CSM in the data (NaN for an empty book)."""
+        return self.unassigned / self.accounts if self.accounts else float("nan")
+
+    def data_quality(self) -> list[str]:
+        """Data-quality findings, one plain sentence each: accounts with no CSM in the data."""
+        if not self.unassigned:
+            return []
+        return [
+            f"{_pct(self.unassigned_share)} of accounts ({self.unassigned:,} of {self.accounts:,}, ARR "
+            f"{_money(self.unassigned_arr)}) have no CSM in the data: fix the CRM export. They are left "
+            "out of the per-CSM table."
+        ]
 
     def describe(self) -> list[str]:
         """Findings about handovers, followed by the note on how to read this view."""
         return self.handovers.describe()[:3] + [self.note]
+
+    def plain(self) -> list[str]:
+        """Findings about handovers in plain words (no test names), then the note on reading this view."""
+        lead, found = self.handovers.plain_findings()
+        return [lead, *found[:2], self.note]
 
     def charts(self) -> dict[str, Any]:
         """The handover comparison's charts, named ``handovers_<name>``."""
@@ -1127,9 +1206,11 @@ def csm_view(
     worst = bands[0] if bands else None
     arr = pl.col("arr") if "arr" in snap.columns else pl.lit(None, pl.Float64)
     in_worst = (pl.col("band") == worst).fill_null(False) if worst else pl.lit(False)
+    snap = snap.with_columns(_arr=arr, _worst=in_worst, _none=is_unassigned("csm"))
+    nobody = snap.filter(pl.col("_none"))
     portfolio = (
-        snap.with_columns(_arr=arr, _worst=in_worst)
-        .group_by(pl.col("csm").fill_null("(unassigned)"))
+        snap.filter(~pl.col("_none"))
+        .group_by(pl.col("csm").cast(pl.Utf8))
         .agg(
             accounts=pl.len(),
             arr=pl.col("_arr").sum(),
@@ -1142,7 +1223,13 @@ def csm_view(
         .sort("csm")
     )
     handovers = compare_cohorts(frame, by="handovers", events=events, as_of=when, horizon=horizon, min_size=min_size)
-    return CSMView(portfolio=portfolio, handovers=handovers)
+    return CSMView(
+        portfolio=portfolio,
+        handovers=handovers,
+        unassigned=nobody.height,
+        unassigned_arr=float(nobody.get_column("_arr").sum() or 0.0),
+        accounts=snap.height,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -1164,32 +1251,98 @@ class CohortReview:
     score_deciles: pl.DataFrame | None = None
     # why movement (trend, migration, movers) is left out, e.g. a single snapshot date
     movement_note: str | None = None
+    # the book at the start of the period by band, and where the period's churn came from
+    band_outcomes: pl.DataFrame | None = None
+    # metric name -> its label in the score model (what the first screen shows)
+    labels: dict[str, str] = field(default_factory=dict)
 
-    def executive_summary(self) -> str:
-        """Markdown: portfolio health, ARR at risk, the biggest movements, significant differences."""
+    def label(self, name: str) -> str:
+        """A metric's label from the score model (its name in words when the model is not known).
+
+        The first screen of the review shows labels, never column names."""
+        return self.labels.get(name) or name.replace("_", " ")
+
+    @property
+    def single_date(self) -> bool:
+        return self.movement_note is not None
+
+    def headline(self) -> list[str]:
+        """Where the period's churn came from, by band at the start of the period: plain sentences,
+        the honest headline of the review (a small red band can hold a large share of churn, or not)."""
+        bo = self.band_outcomes
+        noun = _OUTCOME_NOUNS.get(self.comparison.outcome, f"had the outcome {self.comparison.outcome!r}")
+        if bo is None:
+            return [
+                "No outcome events were given, so the review cannot say where churn came from: pass the "
+                "events to see it."
+            ]
+        n, k = int(bo["accounts"].sum()), int(bo["churned"].sum())
+        arr, lost = float(bo["arr"].sum()), float(bo["arr_lost"].sum())
+        span = (
+            f"In the observation window after {self.date_from}"
+            if self.single_date
+            else f"From {self.date_from} to {self.date_to}"
+        )
+        lost_text = f", with ARR {_money(lost)} ({_pct(lost / arr if arr else float('nan'))} of ARR)" if arr else ""
+        out = [
+            f"{span}, {k:,} of the {n:,} accounts in the book at the start {noun} ({_pct(k / n if n else 0)}){lost_text}."
+        ]
+        if not k:
+            return out
+        rows = list(bo.iter_rows(named=True))
+        first, rest = rows[0], rows[1:]
+        link = "but" if (first["churned_share"] or 0) > (first["accounts_share"] or 0) else "and"
+        text = (
+            f"{first['band'][:1].upper()}{first['band'][1:]} held {_pct(first['accounts_share'])} of accounts "
+            f"({_pct(first['arr_share'])} of ARR) at the start {link} {_pct(first['churned_share'])} of the "
+            f"accounts that {noun}" + (f" ({_pct(first['arr_lost_share'])} of the ARR lost)" if arr else "")
+        )
+        if rest:
+            r = rest[0]
+            text += (
+                f"; {r['band']} {_pct(r['accounts_share'])} of accounts and {_pct(r['churned_share'])} of the "
+                f"accounts that {noun}"
+            )
+            text += "".join(
+                f"; {r['band']} {_pct(r['accounts_share'])} and {_pct(r['churned_share'])}" for r in rest[1:]
+            )
+        out.append(text + ".")
+        share = first["churned_share"] or 0.0
+        if share < 0.5:
+            out.append(
+                f"A watch list of {first['band']} accounts alone would have missed {_pct(1 - share)} of the "
+                f"accounts that {noun}."
+            )
+        out.append(
+            "Share of each band's accounts that "
+            + noun
+            + ": "
+            + ", ".join(f"{r['band']} {_pct(r['churn_rate'])}" for r in rows)
+            + "."
+        )
+        return out
+
+    def book_now(self) -> list[str]:
+        """The book at the end of the period in plain sentences: size, score, band mix, ARR in the worst band."""
         p = self.portfolio
         worst = p["worst_band"]
-        change = (
-            "" if self.movement_note else f" ({p['score_change']:+.1f} points of mean score since {self.date_from})"
-        )
-        lines = [
-            f"**Portfolio health on {self.date_to}.** {p['accounts']:,} accounts, ARR {_money(p['arr'])}; "
-            f"median score {p['score_median']:.0f}{change}. Band mix: "
-            + ", ".join(f"{b} {_pct(s)}" for b, s in p["band_shares"].items())
-            + "."
+        change = "" if self.single_date else f" ({p['score_change']:+.1f} points of mean score since {self.date_from})"
+        return [
+            f"{p['accounts']:,} accounts, ARR {_money(p['arr'])}; median score {p['score_median']:.0f}{change}.",
+            "Band mix now: " + ", ".join(f"{b} {_pct(s)}" for b, s in p["band_shares"].items()) + ".",
+            f"ARR in {worst} now (the ARR at risk if only {worst} counts): {_money(p['arr_at_risk'])} "
+            f"({_pct(p['arr_at_risk_share'])} of ARR) across {p['accounts_at_risk']:,} accounts.",
         ]
-        lines.append(
-            f"**ARR at risk** (ARR in {worst}): {_money(p['arr_at_risk'])} "
-            f"({_pct(p['arr_at_risk_share'])} of ARR) across {p['accounts_at_risk']:,} accounts."
-        )
+
+    def movements(self) -> list[str]:
+        """How accounts moved over the period, with the metric labels behind the largest drops."""
+        p = self.portfolio
         if self.movement_note:
-            lines.append(f"**Movements.** {self.movement_note}")
-            return self._significance(lines)
-        lines.append(
-            f"**Movements since {self.date_from}.** {p['moved_down']:,} accounts moved to a worse band "
-            f"(ARR {_money(p['arr_moved_down'])}), {p['moved_up']:,} to a better one; "
-            f"{p['into_worst']:,} newly in {worst}."
-        )
+            return [self.movement_note]
+        out = [
+            f"{p['moved_down']:,} accounts moved to a worse band (ARR {_money(p['arr_moved_down'])}), "
+            f"{p['moved_up']:,} to a better one; {p['into_worst']:,} newly in {p['worst_band']}."
+        ]
         shift = (
             self.trend.filter(pl.col("as_of").is_in([self.date_from, self.date_to]))
             .group_by("cohort")
@@ -1201,28 +1354,54 @@ class CohortReview:
         shift = shift.filter(~pl.col("cohort").is_in(small.implode()))  # small cohorts swing by chance
         if shift.height:
             r = shift.row(0, named=True)
-            lines[-1] += f" The largest cohort shift: {r['cohort']}, {r['change']:+.1f} points of mean score."
+            out.append(f"The largest cohort shift: {r['cohort']}, {r['change']:+.1f} points of mean score.")
         down = self.movers.filter(pl.col("change") < 0).head(3)
         if down.height:
             who = [
                 f"{r.get('company_name') or r['account_id']} ({r['change']:+.0f}"
-                + (f", mostly {r['top_driver']}" if r.get("top_driver") else "")
+                + (f", mostly {self.label(r['top_driver'])}" if r.get("top_driver") else "")
                 + ")"
                 for r in down.iter_rows(named=True)
             ]
-            lines.append("Largest drops: " + "; ".join(who) + ".")
-        return self._significance(lines)
+            out.append("Largest drops: " + "; ".join(who) + ".")
+        return out
 
-    def _significance(self, lines: list[str]) -> str:
-        sig = self.comparison.significant()
-        dim = self.comparison.dimension.replace("_", " ")
-        if sig.height:
-            names = ", ".join(sorted(set(sig.get_column("metric").str.replace("_", " ").to_list())))
-            lines.append(f"**{dim.capitalize()} cohorts differ significantly** in: {names}.")
-        else:
-            lines.append(f"**No significant differences** between {dim} cohorts after correction for multiple tests.")
-        bullets = ["- " + s for s in self.comparison.describe()[:3]]
-        return "\n\n".join(lines) + "\n\n" + "\n".join(bullets)
+    def differences(self) -> tuple[str, list[str]]:
+        """Whether cohorts differ, in plain words (the tests behind it are in the appendix): a lead
+        sentence and up to three findings (:meth:`CohortComparison.plain_findings`)."""
+        return self.comparison.plain_findings()
+
+    def data_quality(self) -> list[str]:
+        """Problems in the data a reader must fix before trusting part of the review."""
+        return self.csm.data_quality() if self.csm is not None else []
+
+    def first_screen(self) -> list[tuple[str, str, list[str]]]:
+        """The executive summary as ``(key, lead, sentences)`` blocks in reading order, plain words
+        only: the honest headline, the book now, movements, cohort differences, data quality."""
+        lead, found = self.differences()
+        blocks = [
+            ("headline", f"Portfolio health on {self.date_to}.", self.headline()),
+            ("now", "The book now.", self.book_now()),
+            (
+                "movements",
+                "Movements." if self.single_date else f"Movements since {self.date_from}.",
+                self.movements(),
+            ),
+            ("differences", lead, found),
+        ]
+        if self.data_quality():
+            blocks.append(("data_quality", "Data quality.", self.data_quality()))
+        return blocks
+
+    def executive_summary(self) -> str:
+        """Markdown: the first screen of the review in plain words (see :meth:`first_screen`)."""
+        parts = []
+        for key, lead, sentences in self.first_screen():
+            if key == "differences":
+                parts.append(f"**{lead}**" + ("\n\n" + "\n".join("- " + s for s in sentences) if sentences else ""))
+            else:
+                parts.append(f"**{lead}** " + " ".join(sentences))
+        return "\n\n".join(parts)
 
     def heading(self) -> str:
         """Markdown title block: dimension, period, model stamp when the frame carries one."""
@@ -1274,12 +1453,14 @@ def cohort_review(
     date_to: str | dt.date | None = None,
     horizon: str = "90d",
     movers: int = 10,
+    labels: dict[str, str] | None = None,
 ) -> CohortReview:
     """Build the leadership cohort review between ``date_from`` (default: the snapshot 13 weeks,
     91 days, before ``date_to``, whatever the cadence) and ``date_to`` (default: the last snapshot).
 
     With a single snapshot date (a one-row-per-customer extract) there is no movement to show:
-    trend, migration and movers are left out and ``movement_note`` says why."""
+    trend, migration and movers are left out and ``movement_note`` says why. ``labels`` maps metric
+    names to the words the review shows for them (:func:`metric_labels` of the score model)."""
     by = [b for b in ([by] if isinstance(by, str) else list(by)) if b]
     if not by:  # no dimension: the portfolio as one cohort
         scores, by = scores.with_columns(pl.lit(WHOLE_PORTFOLIO).alias("portfolio")), ["portfolio"]
@@ -1307,7 +1488,7 @@ def cohort_review(
         trend = score_trend(window, by)
         long = migration_long(frame, d0, d1)
         matrix = band_migration(frame, d0, d1)
-        mv = biggest_movers(frame, d0, d1, n=movers)
+        mv = biggest_movers(frame, d0, d1, n=movers, labels=labels)
     else:
         trend, matrix, mv = pl.DataFrame(), pl.DataFrame(), pl.DataFrame()
         long = pl.DataFrame(schema={"from_band": pl.Utf8, "to_band": pl.Utf8, "accounts": pl.Int64, "arr": pl.Float64})
@@ -1357,6 +1538,12 @@ def cohort_review(
             )
         except ValueError:  # no snapshot followed by a full horizon before date_to
             deciles = None
+    has_outcome = (
+        "band" in frame.columns
+        and events is not None
+        and events.filter(pl.col("event") == comparison.outcome).height > 0
+    )
+    outcomes = band_outcomes(frame, events, d0, d1, outcome=comparison.outcome) if has_outcome else None
     return CohortReview(
         by=by,
         date_from=d0,
@@ -1370,6 +1557,8 @@ def cohort_review(
         csm=csm,
         score_deciles=deciles,
         movement_note=note,
+        band_outcomes=outcomes,
+        labels=dict(labels or {}),
     )
 
 
@@ -1416,4 +1605,114 @@ def review_from_files(
     """:func:`cohort_review` from file paths; ``by`` may name several attributes joined by commas."""
     scores, ev = load_review_inputs(data, events, model)
     dims = [b.strip() for b in by.split(",") if b.strip()] if isinstance(by, str) else list(by)
-    return cohort_review(scores, ev, by=dims, date_from=date_from or None, date_to=date_to or None, horizon=horizon)
+    labels = metric_labels(load_model(model)) if model else None
+    return cohort_review(
+        scores, ev, by=dims, date_from=date_from or None, date_to=date_to or None, horizon=horizon, labels=labels
+    )
+
+
+def metric_labels(model: Any) -> dict[str, str]:
+    """Metric name (and column) -> the label the score model gives it; the name in words when the
+    model has no label for it.
+
+    >>> from healthscore import resources
+    >>> metric_labels(load_model(resources.sample_model()))["seat_utilization"]
+    'Seat utilisation'
+    """
+    out: dict[str, str] = {}
+    for m in model.metrics:
+        label = m.label or m.name.replace("_", " ")
+        out.setdefault(m.column, label)
+        out[m.name] = label
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the honest headline: where the period's churn came from, by band at the start
+UNASSIGNED_CSM = ("", "(unassigned)", "unassigned")
+
+
+def is_unassigned(column: str = "csm") -> pl.Expr:
+    """True where the CSM is missing: null, blank, or written as ``(unassigned)``/``unassigned``.
+
+    >>> pl.DataFrame({"csm": ["Ann", None, "  ", "(Unassigned)"]}).select(is_unassigned())["csm"].to_list()
+    [False, True, True, True]
+    """
+    text = pl.col(column).cast(pl.Utf8)
+    return text.is_null() | text.str.strip_chars().str.to_lowercase().is_in(UNASSIGNED_CSM)
+
+
+def band_outcomes(
+    scores: pl.DataFrame,
+    events: pl.DataFrame | None,
+    start: str | dt.date,
+    end: str | dt.date | None = None,
+    *,
+    outcome: str = "churned",
+) -> pl.DataFrame:
+    """The book at ``start`` by band, and where the ``outcome`` over the period came from.
+
+    The book is each account's latest snapshot on or before ``start`` (as in :func:`cross_section`:
+    accounts already gone are left out); an
+    account counts as churned when it has an ``outcome`` event after ``start`` and on or before
+    ``end`` (with a single snapshot date, ``end`` equal to ``start``: any later event, the
+    observation window). Lost ARR is the start ARR of the accounts that churned. One row per band,
+    worst first (accounts without a band as ``unscored``, last): ``accounts``, ``accounts_share``,
+    ``arr``, ``arr_share``, ``churned``, ``churned_share`` (of all churned accounts), ``arr_lost``,
+    ``arr_lost_share`` (of all lost ARR) and ``churn_rate`` (of the band's own accounts).
+
+    >>> d0, d1 = dt.date(2026, 1, 5), dt.date(2026, 4, 6)
+    >>> s = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "as_of": [d0] * 4,
+    ...     "score": [20.0, 50, 60, 90], "band": ["red", "yellow", "yellow", "green"], "arr": [1.0, 2, 3, 4]})
+    >>> e = pl.DataFrame({"account_id": ["a", "c"], "date": [dt.date(2026, 2, 1)] * 2, "event": ["churned"] * 2})
+    >>> band_outcomes(s, e, d0, d1).select("band", "accounts_share", "churned_share", "arr_lost_share").rows()
+    [('red', 0.25, 0.5, 0.25), ('yellow', 0.5, 0.5, 0.75), ('green', 0.25, 0.0, 0.0)]
+    """
+    _require(scores, ["account_id", "as_of", "score", "band"], "the score frame")
+    d0 = _snap_date(scores, start, "start")
+    d1 = _snap_date(scores, end, "end") if end is not None else d0
+    book = cross_section(scores, d0, events)
+    arr = pl.col("arr").cast(pl.Float64).fill_null(0.0) if "arr" in book.columns else pl.lit(0.0)
+    book = book.select("account_id", band=pl.col("band").cast(pl.Utf8).fill_null(UNSCORED), arr=arr)
+    churned = pl.DataFrame(schema={"account_id": book.schema["account_id"]})
+    if events is not None and events.height:
+        window = (pl.col("date") > d0) & ((pl.col("date") <= d1) if d1 > d0 else pl.lit(True))
+        churned = (
+            events.filter((pl.col("event") == outcome) & window)
+            .select(pl.col("account_id").cast(book.schema["account_id"]))
+            .unique()
+        )
+    book = book.with_columns(_out=pl.col("account_id").is_in(churned.get_column("account_id").implode()))
+    order = [b for b in _band_order(scores) if b != UNSCORED]
+    present = book.get_column("band").unique().to_list()
+    names = [b for b in order if b in present] + sorted(set(present) - set(order) - {UNSCORED})
+    names += [UNSCORED] if UNSCORED in present else []
+    per = (
+        book.group_by("band")
+        .agg(
+            accounts=pl.len().cast(pl.Int64),
+            arr=pl.col("arr").sum(),
+            churned=pl.col("_out").sum().cast(pl.Int64),
+            arr_lost=pl.col("arr").filter(pl.col("_out")).sum(),
+        )
+        .with_columns(pl.col("band").cast(pl.Enum(names)))
+        .sort("band")
+        .with_columns(pl.col("band").cast(pl.Utf8))
+    )
+
+    def share(col: str) -> pl.Expr:
+        total = pl.col(col).sum()
+        return pl.when(total > 0).then(pl.col(col) / total).otherwise(None)
+
+    return per.select(
+        "band",
+        "accounts",
+        share("accounts").alias("accounts_share"),
+        "arr",
+        share("arr").alias("arr_share"),
+        "churned",
+        share("churned").alias("churned_share"),
+        "arr_lost",
+        share("arr_lost").alias("arr_lost_share"),
+        (pl.col("churned") / pl.col("accounts")).alias("churn_rate"),
+    )

@@ -1225,6 +1225,8 @@ class Evaluation:
     overlaps: dict[str, str] = field(default_factory=dict)
     # what a reader must not miss (an AUC below 0.5, ...), one sentence each
     warnings: list[str] = field(default_factory=list)
+    # the level of the paired head-to-head intervals
+    confidence: float = 0.95
 
     def to_frame(self) -> pl.DataFrame:
         """One row per model: discrimination, calibration, alarm band and cut-off figures."""
@@ -1242,6 +1244,77 @@ class Evaluation:
     def verdicts(self) -> list[str]:
         """One sentence per pair of models: which ranks the events better, or that no difference shows."""
         return self.comparisons["verdict"].to_list() if self.comparisons.height else []
+
+    def recommendation(self) -> str:
+        """The verdict in one sentence: which model to use and how sure. A difference between two
+        models counts only when its paired interval excludes zero; one model is judged against chance
+        (its AUC interval against 0.5); a model that ranks the wrong way round is never recommended."""
+        noun = _event_noun(self.outcome)
+        level = f"{self.confidence:.0%}"
+        rows = {r["model"]: r for r in self.table.iter_rows(named=True)}
+        if not rows:
+            return "No model could be evaluated on this holdout."
+
+        def sure(m: str) -> str:
+            r = rows[m]
+            return f"AUC {r['auc']:.3f}, {level} interval {r['auc_lower']:.3f} to {r['auc_upper']:.3f}"
+
+        def chance(m: str) -> str | None:
+            r = rows[m]
+            if r["auc"] is None or math.isnan(r["auc"]):
+                return f"{m} could not be judged (too few {noun} or accounts on the holdout)."
+            if r["auc_upper"] < 0.5:
+                return (
+                    f"Do not use {m}: it ranks {noun} worse than chance ({sure(m)}); check whether a "
+                    "direction is reversed."
+                )
+            if r["auc_lower"] <= 0.5:
+                return f"{m} does not rank {noun} measurably better than chance ({sure(m)}): do not rely on it yet."
+            return None
+
+        if len(rows) == 1:
+            (m,) = rows
+            return chance(m) or f"Use {m}: it ranks {noun} above the other accounts more often than chance ({sure(m)})."
+        c = self.comparisons.filter(
+            pl.col("auc_difference_lower").is_not_nan() & pl.col("auc_difference_lower").is_not_null()
+        )
+        won = c.filter(pl.col("auc_difference_lower") > 0)  # oriented: model_a is the better one
+        beaten = set(won["model_b"].to_list())
+        best = [m for m in rows if m not in beaten]
+        if len(best) == 1:
+            m = best[0]
+            mine = won.filter(pl.col("model_a") == m).sort("auc_difference_lower")
+            others = [x for x in rows if x != m]
+            if mine.height == len(others):
+                closest = mine.row(0, named=True)
+                why = (
+                    f"it ranks {noun} measurably better than {_words(others)} (AUC difference "
+                    f"{closest['auc_difference']:+.3f}, {level} paired interval "
+                    f"{closest['auc_difference_lower']:+.3f} to {closest['auc_difference_upper']:+.3f} against "
+                    f"{closest['model_b']})"
+                )
+            else:
+                why = f"no other model ranks {noun} measurably better, and each of the others is measurably beaten"
+            return chance(m) or f"Use {m}: {why}."
+        if not best:  # no pair could be compared
+            return f"No measurable difference could be shown between {_words(list(rows))}: too few {noun} to compare."
+        pair = c.filter(pl.col("model_a").is_in(best) & pl.col("model_b").is_in(best))
+        interval = ""
+        if len(best) == 2 and pair.height:
+            r = pair.row(0, named=True)
+            interval = (
+                f" (AUC difference {r['auc_difference']:+.3f}, {level} paired interval "
+                f"{r['auc_difference_lower']:+.3f} to {r['auc_difference_upper']:+.3f})"
+            )
+        text = (
+            f"No measurable difference between {_words(best)}{interval}: either will do, so keep the simpler "
+            "one or the one the team already uses."
+        )
+        worse = [m for m in rows if m not in best]
+        if worse:
+            text += f" {_words(worse)} {'ranks' if len(worse) == 1 else 'rank'} {noun} measurably worse."
+        doubts = [d for d in (chance(m) for m in best) if d]
+        return " ".join([text, *doubts])
 
     def catch_lines(self) -> list[str]:
         """Per model: the share of the holdout's events its alarm band catches, and with the next band."""
@@ -1379,7 +1452,7 @@ class Evaluation:
 
 
 def key_table_text(ev: Evaluation) -> str:
-    """The head-to-head table as fixed-width text (what the command line prints)."""
+    """The head-to-head table as fixed-width text (what the command line prints), the verdict first."""
     w = max([5, *(len(m) for m in ev.models)])  # full model names: never cut
     head = (
         f"{'model':<{w}} {'AUC [95% CI]':<22} {'PR-AUC':>7} {'lift@10%':>8} {'captured':>8} "
@@ -1388,6 +1461,7 @@ def key_table_text(ev: Evaluation) -> str:
     lines = [f"overlap: this model saw the holdout: {name} ({how})" for name, how in ev.overlaps.items()]
     lines += [
         ev.design(),
+        f"verdict: {ev.recommendation()}",
         f"holdout as_of {ev.test_dates[0]} .. {ev.test_dates[1]}: "
         f"{ev.test_rows:,} snapshots, {ev.test_events:,} with the event",
         head,
@@ -1411,10 +1485,22 @@ _NOUNS = {
 }
 
 
-def _event_noun(outcome: str, *, plural: bool = True) -> str:
-    """Who has the event ("churners") or the event itself ("churn"), for sentences."""
+def _words(names: list[str]) -> str:
+    """Names as a list in words: ``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def event_noun(outcome: str, *, plural: bool = True) -> str:
+    """Who has the event ("churners") or the event itself ("churn"), for sentences.
+
+    >>> event_noun("churned"), event_noun("churned", plural=False)
+    ('churners', 'churn')
+    """
     people, thing = _NOUNS.get(outcome, (f"accounts with {outcome!r}", repr(outcome)))
     return people if plural else thing
+
+
+_event_noun = event_noun
 
 
 def _verdict(a: str, b: str, d: Difference, outcome: str, confidence: float) -> tuple[str, str, Difference, str]:
@@ -1754,6 +1840,7 @@ def evaluate(
         comparisons=compare_models(paired.drop("as_of"), outcome, confidence=confidence),
         overlaps=overlaps,
         warnings=_reversed_warnings(table, outcome),
+        confidence=confidence,
     )
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import polars as pl
 
 from healthscore.analysis.alerts import AlertError, alert_history
-from healthscore.core.scoring import ScoresError
+from healthscore.core.scoring import ScoresError, score
+from healthscore.datasets.portfolio import load_sample
 from healthscore.io.tables import _cached_table as _cached_table  # the readers moved to io; kept importable here
 from healthscore.io.tables import load_scores as load_scores
 from healthscore.results import Summary
@@ -70,6 +71,7 @@ OVERRIDE_COLUMNS: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "author": pl.String(),
 }
+JOINT_OWNER = "your team with your CSM"  # who does a step whose metric names no action_owner
 
 
 def _recoverable_points(model: Any, cur: dict[str, Any]) -> dict[str, float]:
@@ -95,7 +97,7 @@ class Scorecard:
     Frames: ``trend`` (as_of, score, band), ``categories`` (category, label, score, band, colour),
     ``metrics`` (metric, label, category, raw, method, unit, sub_score, description, status, colour),
     ``changes`` (metric, label, points), ``peers`` (measure, label, percentile, cohort_median) or
-    None when the cohort is too small, ``actions`` (metric, label, action, points: what reaching 100 would add; at most
+    None when the cohort is too small, ``actions`` (metric, label, action, owner, points: what reaching 100 would add; at most
     ``MAX_ACTIONS``, most points first). ``fields`` are the
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
     customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
@@ -166,6 +168,25 @@ class Scorecard:
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str, mtime_ns: int) -> Any:
     return load_model(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_sample_scores(path: str, mtime_ns: int) -> pl.DataFrame:
+    return score(load_sample().snapshots, _cached_model(path, mtime_ns))
+
+
+def sample_scores(model: str | os.PathLike[str]) -> pl.DataFrame:
+    """The bundled sample portfolio scored with the model file ``model`` (about a second; cached per
+    file version): what the scorecard notebook shows when it is opened without a score file.
+
+    >>> from healthscore import resources
+    >>> sample_scores(resources.sample_model()).filter(pl.col("account_id") == "A00001")["band"].drop_nulls().len() > 0
+    True
+    """
+    p = Path(model)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such model file")
+    return _cached_sample_scores(str(p.resolve()), p.stat().st_mtime_ns)
 
 
 def load_scorecard_model(path: str | os.PathLike[str]) -> Any:
@@ -344,6 +365,7 @@ def scorecard_data(
                 "sub_score": cur.get(col),
                 "description": description,
                 "action": action,
+                "owner": m.action_owner or JOINT_OWNER,
             }
         )
     metrics = pl.DataFrame(
@@ -359,6 +381,7 @@ def scorecard_data(
             "sub_score": pl.Float64,
             "description": pl.String,
             "action": pl.String,
+            "owner": pl.String,
         },
     )
     metrics = metrics.with_columns(status=model.band_of(pl.col("sub_score")).fill_null(NOT_APPLICABLE))
@@ -423,7 +446,7 @@ def scorecard_data(
         .with_columns(points=pl.col("metric").replace_strict(gain, default=0.0, return_dtype=pl.Float64))
         .sort("points", "metric", descending=[True, False])
         .head(MAX_ACTIONS)
-        .select("metric", "label", "action", "points")
+        .select("metric", "label", "action", "owner", "points")
     )
 
     fields: list[tuple[str, Any, str]] = []
@@ -481,7 +504,7 @@ def scorecard_data(
         previous_as_of=previous["as_of"] if previous else None,
         trend=trend,
         categories=categories,
-        metrics=metrics.drop("action"),
+        metrics=metrics.drop("action", "owner"),
         changes=changes,
         peers=peers,
         peer_cohort=peer_cohort,

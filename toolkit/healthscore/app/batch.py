@@ -32,6 +32,7 @@ from healthscore.analysis.scorecard import (
     order_by_risk,
     peer_figures,
 )
+from healthscore.app import pdf as pdf_print
 from healthscore.core.scoring import check_scores
 from healthscore.io import files
 from healthscore.render.index import index_csv_frame, index_page
@@ -58,6 +59,8 @@ MANIFEST_COLUMNS = {
     "error": pl.String,
     "score": pl.Float64,
     "band": pl.String,
+    "pdf": pl.String,
+    "paper": pl.String,
 }
 _DONE = ("rendered", "unchanged")
 # names an account page may never take (compared without case): the folder's own files, and the
@@ -395,6 +398,10 @@ class ScorecardRun:
             f"scorecards in {self.out_dir}: " + ", ".join(parts) + f" in {self.seconds:.1f} s",
             f"open {self.out_dir / 'index.html'}",
         ]
+        printed = self.manifest.drop_nulls("pdf")
+        if printed.height:
+            papers = ", ".join(sorted(set(printed["paper"].drop_nulls())))
+            lines.insert(1, f"{printed.height} PDF{'s' if printed.height != 1 else ''} ({papers}) beside the pages")
         for r in self.failed.head(10).iter_rows(named=True):
             lines.append(f"  failed {r['account_id']}: {r['error']}")
         return Summary("\n".join(lines))
@@ -445,6 +452,15 @@ def _read_manifest(path: Path) -> pl.DataFrame:
     )
 
 
+def pdf_file(page: str) -> str:
+    """The PDF beside an account's page: the same safe name with ``.pdf``.
+
+    >>> pdf_file("ACME-001.html")
+    'ACME-001.pdf'
+    """
+    return page[: -len(".html")] + ".pdf" if page.endswith(".html") else page + ".pdf"
+
+
 INDEX_TITLE = "Customer health scorecards"
 
 
@@ -462,7 +478,7 @@ def index_tables(
     snapshots: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The rows of the folder's index, riskiest first (see ``accounts_by_risk``), with each
-    account's ``page`` (null when it has none), and the accounts that failed (account_id,
+    account's ``page`` and ``pdf`` (null when it has none), and the accounts that failed (account_id,
     company_name, error).
 
     ``folder`` is the folder's manifest (every account rendered into it); accounts of this run
@@ -492,8 +508,15 @@ def index_tables(
         ]
     )
     rows = order_by_risk(pl.concat([risk, old], how="vertical"), model.band_order)
+    done = pl.col("status").is_in(list(_DONE))
+    printed = pl.col("pdf") if "pdf" in folder.columns else pl.lit(None, pl.String)
     pages = folder.select(
-        "account_id", page=pl.when(pl.col("status").is_in(list(_DONE))).then(pl.col("file")).otherwise(None)
+        "account_id",
+        page=pl.when(done).then(pl.col("file")).otherwise(None),
+        # a PDF counts only when it is the one printed beside this page
+        pdf=pl.when(done & (printed == (pl.col("file").str.replace(r"\.html$", "") + ".pdf")))
+        .then(printed)
+        .otherwise(None),
     )
     rows = rows.join(pages, on="account_id", how="left", maintain_order="left")
     names = rows.select("account_id", name=pl.col("company_name"))
@@ -532,6 +555,8 @@ def render_scorecards(
     progress: bool = True,
     force: bool = False,
     wait: float = 30.0,
+    pdf: bool = False,
+    paper: str = "a4",
 ) -> ScorecardRun:
     """Render one static HTML scorecard per account with the scorecard notebook.
 
@@ -555,12 +580,21 @@ def render_scorecards(
     settings) are skipped unless ``force``.
     A failing account is recorded as ``failed`` and the others still complete.
 
+    ``pdf=True`` also prints each page to ``out_dir/<account>.pdf`` (see :func:`pdf_file`) with
+    headless Chromium, on ``paper`` (``a4`` or ``letter``), listed in the manifest's ``pdf`` and
+    ``paper`` columns. Without a browser it raises :class:`healthscore.app.pdf.BrowserMissing`
+    before anything is rendered or written.
+
     Example (a batch takes seconds per account, so it is shown rather than run here)::
 
         run = render_scorecards("scores.parquet", "model.toml", "segment=smb", "build/cards")
         print(run.summary())
     """
     t_start = time.perf_counter()
+    chromium = None
+    if pdf:  # a wrong paper or a missing browser stops here, before any folder or file is written
+        pdf_print.paper_format(paper)
+        chromium = pdf_print.require_chromium()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (
@@ -586,6 +620,8 @@ def render_scorecards(
             timeout=timeout,
             progress=progress,
             force=force,
+            paper=paper if chromium is not None else None,
+            chromium=chromium,
         )
 
 
@@ -643,6 +679,8 @@ def _render_into(
     timeout: int,
     progress: bool,
     force: bool,
+    paper: str | None = None,
+    chromium: Path | None = None,
 ) -> ScorecardRun:
     from tqdm.auto import tqdm  # progress bars are loaded only for long runs
 
@@ -715,6 +753,8 @@ def _render_into(
             "error": None,
             "score": score_now,
             "band": band_now,
+            "pdf": None,
+            "paper": None,
             **stamp,
         }
         old = previous.get(aid)
@@ -727,7 +767,10 @@ def _render_into(
             and all(old[k] == v for k, v in stamp.items())
             and old["as_of"] == as_of_s
         ):
+            kept = old.get("pdf") == pdf_file(file) and (out / pdf_file(file)).is_file()
             rows[aid] = {**base, "status": "unchanged", "seconds": 0.0}
+            if kept:  # the PDF of the unchanged page still holds
+                rows[aid].update(pdf=old["pdf"], paper=old.get("paper"))
             continue
         rows[aid] = {**base, "status": "pending", "seconds": None}
         params = {
@@ -819,6 +862,13 @@ def _render_into(
         for r in rows.values():
             if r["status"] == "pending":
                 r.update(status="failed", error="not rendered: no worker could start a kernel" + _log_tail(logs))
+    if chromium is not None and paper is not None:
+        _print_pages(out, rows, ids, paper, chromium)
+    else:  # a page rendered again without --pdf: its old PDF would no longer match it
+        for aid in ids:
+            old = previous.get(aid)
+            if rows[aid]["status"] == "rendered" and old is not None and old.get("pdf") == pdf_file(rows[aid]["file"]):
+                (out / pdf_file(rows[aid]["file"])).unlink(missing_ok=True)
     manifest = write_manifest()
     folder = merged()  # the index lists every account in the folder, from this run and earlier ones
     raw = load_scores(snapshots_path) if snapshots_path is not None else None
@@ -833,6 +883,33 @@ def _render_into(
         ),
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _print_pages(out: Path, rows: dict[str, dict[str, Any]], ids: list[str], paper: str, chromium: Path) -> None:
+    """Print the PDF beside each page of this run (an unchanged page keeps a PDF already printed on
+    the same paper); a page that cannot be printed marks its account failed."""
+    name = pdf_print.paper_format(paper)
+    todo = []
+    for aid in ids:
+        r = rows[aid]
+        if r["status"] not in _DONE:
+            continue
+        target = pdf_file(r["file"])
+        if r["status"] == "unchanged" and r.get("pdf") == target and r.get("paper") == name:
+            continue
+        todo.append(aid)
+    try:
+        results = pdf_print.print_pdfs(
+            [(out / rows[a]["file"], out / pdf_file(rows[a]["file"])) for a in todo], paper=paper, chromium=chromium
+        )
+    except Exception as exc:  # the browser did not start: every page of this run goes without its PDF
+        first = (str(exc).strip().splitlines() or [""])[0]
+        results = [f"PDF not printed: the browser {chromium} did not start: {type(exc).__name__}: {first}"] * len(todo)
+    for aid, error in zip(todo, results):
+        if error is None:
+            rows[aid].update(pdf=pdf_file(rows[aid]["file"]), paper=name)
+        else:
+            rows[aid].update(status="failed", error=error, pdf=None, paper=None)
 
 
 # ===================================================================== cohort review

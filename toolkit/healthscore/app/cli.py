@@ -29,7 +29,7 @@ from healthscore.analysis.cohorts import DERIVED
 from healthscore.analysis.evaluation import time_split
 from healthscore.analysis.fitting import fit_weights
 from healthscore.analysis.shapes import ShapeFit, fit_shapes
-from healthscore.app import batch
+from healthscore.app import batch, pdf
 from healthscore.app.commands.alerts import add_alerts, check_alert_models, demo_lines, evaluation_backtest
 from healthscore.app.commands.build import add_build
 from healthscore.app.commands.init import add_init
@@ -892,7 +892,10 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
         "recommended actions. Writes DIR/<account>.html, DIR/index.html and DIR/manifest.csv; "
         "the index and the manifest list every account rendered into DIR over all runs. "
         "Accounts already rendered from the same model, data and notebook are skipped. The scores "
-        "must come from --model. Exit 1 when any account failed (see the manifest).",
+        "must come from --model. With --pdf each page is also printed to DIR/<account>.pdf (one page, "
+        "its print layout, A4 or --paper letter) with headless Chromium, found on PATH or named by "
+        f"{pdf.ENV}; without a browser the command stops before rendering (exit 2). "
+        "Exit 1 when any account failed (see the manifest).",
         epilog="example: healthscore scorecards --model data/model.toml --scores build/scores.parquet "
         "--snapshots data/snapshots.parquet --accounts segment=enterprise --out build/scorecards",
     )
@@ -922,6 +925,17 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes, one warm kernel each (default 2)")
     p.add_argument("--force", action="store_true", help="render every account again, even when unchanged")
     p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print each page to DIR/<account>.pdf, one page each, with headless Chromium "
+        "(Debian: apt-get install chromium); listed in the manifest",
+    )
+    p.add_argument(
+        "--paper",
+        choices=sorted(pdf.PAPERS),
+        help="paper size of the PDFs: a4 (default) or letter; needs --pdf",
+    )
+    p.add_argument(
         "--wait",
         type=float,
         default=30.0,
@@ -935,6 +949,10 @@ def _add_scorecards(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_scorecards(args: argparse.Namespace) -> int:
 
+    if args.paper is not None and not args.pdf:
+        raise UsageError(f"--paper {args.paper}: the paper size is for the PDFs; add --pdf, or drop --paper")
+    if args.pdf:  # no browser: stop before reading or rendering anything
+        pdf.require_chromium()
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
     if args.as_of:
@@ -984,6 +1002,8 @@ def _cmd_scorecards(args: argparse.Namespace) -> int:
             snapshots=_snapshots(args, args.snapshots) if args.map and args.snapshots else args.snapshots,
             force=args.force,
             wait=args.wait,
+            pdf=args.pdf,
+            paper=args.paper or "a4",
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -997,9 +1017,10 @@ def _add_review(sub: argparse._SubParsersAction) -> None:
         "review",
         help="write the leadership cohort review as one static HTML file",
         description="Run notebooks/cohort_review.ipynb and export a self-contained HTML report with no code: "
-        "an executive summary first (portfolio health, ARR at risk, the biggest movements, which "
-        "cohorts differ significantly), then cohort tables and tests, score trends, the band "
-        "migration matrix, the biggest movers with their drivers, and CSM portfolios and handovers.",
+        "a plain-words summary first (where the period's churn came from by band at its start, the book "
+        "now, the biggest movements, which cohorts differ, data-quality findings), then cohort tables, "
+        "score trends, the band migration matrix, the biggest movers with their drivers, CSM portfolios "
+        "and handovers, and an appendix with the statistical tests.",
         epilog="example: healthscore review --data data/snapshots.parquet --events data/events.parquet "
         "--model data/model.toml --by segment,touch_model --from 2026-08-17 --out build/review.html",
     )

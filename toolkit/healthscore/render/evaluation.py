@@ -13,14 +13,15 @@ import nbformat
 import polars as pl
 import vl_convert
 
-from healthscore.analysis.evaluation import Evaluation
+from healthscore.analysis.evaluation import Evaluation, event_noun
+from healthscore.render import formats as fmt
 from healthscore.render.html import escape
 from healthscore.render.html import table as html_table
 from healthscore.render.reports import export_html
 from healthscore.spec.outcomes import horizon_words
 from healthscore.viz import evaluation as ev_charts
 
-__all__ = ["table", "repr_html", "report_html"]
+__all__ = ["table", "repr_html", "report_html", "verdict_html", "catch_html", "glossary_html", "GLOSSARY"]
 
 _TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     # column -> (heading, format)
@@ -85,11 +86,12 @@ _KEY_COLUMNS = [
     "auc",
     "auc_lower",
     "auc_upper",
-    "pr_auc",
     "lift_top10",
     "capture_top10",
 ]
-_CALIBRATION_COLUMNS = ["model", "brier", "ece", "scored"]
+# the technical figures come after the plain ones
+_MORE_COLUMNS = ["model", "pr_auc", "brier", "ece", "scored"]
+_CALIBRATION_COLUMNS = _MORE_COLUMNS
 _ALARM_COLUMNS = ["model", "alarm_band", "alarm_flagged", "alarm_precision", "alarm_recall", "false_alarms", "misses"]
 _CUTOFF_COLUMNS = [
     "model",
@@ -116,14 +118,139 @@ _SEGMENT_COLUMNS = [
 ]
 
 
+# one plain sentence per term the report uses
+GLOSSARY: dict[str, str] = {
+    "AUC": "the chance that the score puts an account that went on to have the event ahead of one that did "
+    "not, as the likelier of the two; 0.5 is a coin toss, 1.0 a perfect ranking.",
+    "paired interval": "the range the true AUC difference between two models most likely lies in, measured "
+    "on the same accounts; a difference counts only when the interval leaves out zero.",
+    "top-decile lift": "how many times more often the event happens among the tenth of accounts the score "
+    "marks as likeliest to have it than across the whole book.",
+    "captured": "the share of all events that fall among the tenth of accounts the score marks as likeliest "
+    "to have the event.",
+    "alarm precision and recall": "of the accounts the alarm band flags, the share that had the event "
+    "(precision); of the accounts that had the event, the share the band flagged (recall).",
+    "calibration": "whether a score read as a probability comes true: of accounts given 20%, about 20 in "
+    "100 should have the event.",
+    "PR-AUC": "the average precision across every cut-off, which rewards finding the few accounts with the "
+    "event without flagging many others; compare it with the event rate, what a random score gets.",
+    "Brier": "the mean squared gap between the stated probability and what happened (0 is perfect, lower is better).",
+    "ECE": "expected calibration error: the average gap between stated and observed rates across probability "
+    "bins (0 is perfect).",
+    "Wilson interval": "the range a band's true event rate most likely lies in; wide when the band is small.",
+}
+
+
+def verdict_html(ev: Evaluation) -> str:
+    """The verdict first: which model to use and how sure, the head-to-head sentences behind it,
+    and any warning (an AUC below 0.5, a model that saw the holdout)."""
+    parts = [
+        f'<section class="verdict" id="verdict"><h2>Verdict</h2><p><strong>{escape(ev.recommendation())}</strong></p>'
+    ]
+    if ev.table.height > 2:  # with two models the verdict already gives their interval
+        parts.append("<ul>" + "".join(f"<li>{escape(v)}</li>" for v in ev.verdicts) + "</ul>")
+    notes = [f"warning: {w}" for w in ev.warnings] + [
+        f"overlap: {name} saw the holdout ({how})" for name, how in ev.overlaps.items()
+    ]
+    parts += [f'<div class="note finding"><p>{escape(n)}</p></div>' for n in notes]
+    return "".join(parts) + "</section>"
+
+
+def catch_html(ev: Evaluation, *, with_table: bool = True) -> str:
+    """What the alarm band, and the alarm band with the next one, catch: the share of the holdout's
+    events inside them and the share of accounts they flag, in a sentence and (``with_table``) a small
+    table."""
+    noun = event_noun(ev.outcome)
+    rows: list[dict[str, Any]] = []
+    for r in ev.table.iter_rows(named=True):
+        if r.get("alarm_band") is None or r.get("alarm_recall") is None:
+            continue
+        rows.append(
+            {
+                "model": r["model"],
+                "bands": r["alarm_band"],
+                "caught": r["alarm_recall"],
+                "flagged": r.get("alarm_share"),
+            }
+        )
+        if r.get("watch_band") is not None:
+            rows.append(
+                {
+                    "model": r["model"],
+                    "bands": f"{r['alarm_band']} plus {r['watch_band']}",
+                    "caught": r.get("alarm_watch_recall"),
+                    "flagged": r.get("alarm_watch_share"),
+                }
+            )
+    if not rows:
+        return ""
+    frame = pl.DataFrame(
+        rows, schema={"model": pl.String, "bands": pl.String, "caught": pl.Float64, "flagged": pl.Float64}
+    )
+    if ev.table.height == 1:
+        frame = frame.drop("model")
+    lead = f"<h2>What the bands catch</h2><p>{escape(' '.join(_catch_sentences(ev, noun)))}</p>"
+    if not with_table:
+        return lead
+    return (
+        lead
+        + html_table(
+            frame,
+            headings={"caught": f"share of {noun} caught", "flagged": "share of accounts flagged"},
+            formats={"caught": "percent", "flagged": "percent"},
+            css="metrics",
+        )
+        + '<p class="muted">Shares over every account snapshot of the holdout: the share flagged is the part '
+        "of the book a CS team would be working on a typical date.</p>"
+    )
+
+
+def _catch_sentences(ev: Evaluation, noun: str) -> list[str]:
+    out = []
+    for r in ev.table.iter_rows(named=True):
+        if r.get("alarm_band") is None or r.get("alarm_recall") is None:
+            continue
+        who = f"With {r['model']}, " if ev.table.height > 1 else ""
+        text = (
+            f"{who}{r['alarm_band']} catches {_share(r['alarm_recall'])} of {noun} while flagging "
+            f"{_share(r.get('alarm_share'))} of accounts"
+        )
+        if r.get("watch_band") is not None:
+            text += (
+                f"; {r['alarm_band']} plus {r['watch_band']} catches {_share(r.get('alarm_watch_recall'))} while "
+                f"flagging {_share(r.get('alarm_watch_share'))}"
+            )
+        out.append(text + ".")
+    return out
+
+
+def _share(x: Any) -> str:
+    return fmt.percent(x) if x is not None else fmt.MISSING
+
+
+def glossary_html() -> str:
+    """The glossary at the end of the report: one plain sentence per term."""
+    return (
+        '<section class="glossary" id="glossary"><h2>Glossary</h2><ul class="glossary">'
+        + "".join(f"<li><strong>{escape(k)}</strong>: {escape(v)}</li>" for k, v in GLOSSARY.items())
+        + "</ul></section>"
+    )
+
+
 def repr_html(ev: Evaluation) -> str:
-    """What a notebook shows for an evaluation: the split and the head-to-head tables."""
+    """What a notebook shows for an evaluation: the verdict, what the bands catch, then the tables."""
     head = (
         f"<p><b>Backtest: {escape(ev.outcome)} within {escape(horizon_words(ev.horizon))}</b>, split at "
         f"{escape(ev.split)}: test {ev.test_rows:,} snapshots ({ev.test_events:,} with the event), "
         f"train {ev.train_rows:,}.</p>"
     )
-    return head + table(ev.table, _KEY_COLUMNS) + table(ev.table, _ALARM_COLUMNS)
+    return (
+        verdict_html(ev)
+        + catch_html(ev, with_table=False)
+        + head
+        + table(ev.table, _KEY_COLUMNS)
+        + table(ev.table, _ALARM_COLUMNS)
+    )
 
 
 def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
@@ -146,6 +273,10 @@ def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, t
 
     charts = ev_charts.charts(ev)
     show({"text/html": f"<h1>{escape(title)}</h1>"})
+    show({"text/html": verdict_html(ev)})
+    catch = catch_html(ev)
+    if catch:
+        show({"text/html": catch})
     md(
         f"Every model scored on the same holdout: snapshots from {ev.test_dates[0]} to "
         f"{ev.test_dates[1]} ({ev.test_rows:,} rows, {ev.test_events:,} with the event). The backtest itself "
@@ -154,8 +285,7 @@ def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, t
         f"by the split date {ev.split}. A model fitted elsewhere is only fairly compared when it was fitted on "
         "those weeks too, never on the holdout."
     )
-    md("## Head to head")
-    show({"text/html": table(ev.table, _KEY_COLUMNS)})
+    show({"text/html": "<h2>Head to head</h2>" + table(ev.table, _KEY_COLUMNS)})
     chart(charts["comparison"])
     md(
         "## Ranking: ROC and gains\n\nThe further a curve bows towards the top left, the better the score "
@@ -182,7 +312,6 @@ def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, t
             "Points on the diagonal mean the stated probabilities come true on the holdout."
         )
         chart(charts["reliability"])
-        show({"text/html": table(ev.table, _CALIBRATION_COLUMNS)})
         show(
             {
                 "text/html": "<ul>"
@@ -193,6 +322,13 @@ def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, t
                 + "</ul>"
             }
         )
+    show(
+        {
+            "text/html": "<h2>Further measures</h2><p>PR-AUC, the Brier score and the calibration error (ECE), "
+            "with the share of rows each model scored; each is explained in the glossary.</p>"
+            + table(ev.table, _MORE_COLUMNS)
+        }
+    )
     md(
         f"## Score trajectories\n\nMean score over the weeks before the {ev.outcome} event, against accounts "
         "without it lined up on the last week of the data. An early, clear gap is what gives a CSM time to act."
@@ -211,4 +347,5 @@ def report_html(ev: Evaluation, path: str | os.PathLike[str] | None = None, *, t
             + ".</p>"
         }
     )
+    show({"text/html": glossary_html()})
     return export_html(nb, path, title=title)

@@ -45,6 +45,7 @@ INDEX_CSV_COLUMNS = [
     "renewal_date",
     "days_to_renewal",
     "page",
+    "pdf",
 ]
 
 _CSS = """
@@ -92,6 +93,10 @@ def _renewal(date: dt.date | None, days: int | None) -> str:
     return f"{text} ({fmt.count(-days)} {'day' if days == -1 else 'days'} ago)"
 
 
+def _pdf_link(pdf: str | None) -> str:
+    return f' · <a href="{escape(quote(pdf))}">PDF</a>' if pdf else ""
+
+
 def _row(r: Mapping[str, Any], ranks: Mapping[str, int], colours: Mapping[str, str]) -> str:
     name = r.get("company_name") or r["account_id"]
     page = r.get("page")
@@ -111,7 +116,9 @@ def _row(r: Mapping[str, Any], ranks: Mapping[str, int], colours: Mapping[str, s
         f"<td>{escape(r.get('csm') or fmt.MISSING)}</td>",
         f'<td class="num" data-sort="{_number(r.get("arr"))}">{escape(fmt.money(r.get("arr")))}</td>',
         f'<td data-sort="{"" if days is None else escape(days)}">{escape(_renewal(r.get("renewal_date"), days))}</td>',
-        f'<td><a href="{escape(quote(page))}">open</a></td>' if page else '<td class="muted">not rendered</td>',
+        f'<td><a href="{escape(quote(page))}">open</a>{_pdf_link(r.get("pdf"))}</td>'
+        if page
+        else '<td class="muted">not rendered</td>',
     ]
     return f'<tr data-account="{escape(r["account_id"])}">' + "".join(cells) + "</tr>"
 
@@ -140,7 +147,8 @@ def index_page(
     failed: pl.DataFrame | None = None,
 ) -> str:
     """The index page as HTML: ``rows`` in the order given (``accounts_by_risk`` order, with a
-    ``page`` column naming each account's page, null when it has none); columns it lacks read
+    ``page`` column naming each account's page and ``pdf`` its printed copy, null when it has
+    none); columns it lacks read
     as blank. ``band_order`` runs worst band first (it is the sort key of the band column);
     ``colours`` maps band names to colours; ``failed`` (account_id, company_name, error) lists
     the accounts that could not be rendered, below the table.
@@ -148,8 +156,8 @@ def index_page(
     ranks = {name: i for i, name in enumerate(band_order)}
     palette = {k: colour(v, NA_COLOUR) for k, v in (colours or {}).items()}
     present = rows.with_columns(
-        [pl.lit(None).alias(c) for c in INDEX_CSV_COLUMNS if c not in rows.columns and c != "page"]
-        + ([pl.lit(None, pl.String).alias("page")] if "page" not in rows.columns else [])
+        [pl.lit(None).alias(c) for c in INDEX_CSV_COLUMNS if c not in rows.columns and c not in ("page", "pdf")]
+        + [pl.lit(None, pl.String).alias(c) for c in ("page", "pdf") if c not in rows.columns]
     )
     head = "".join(
         f'<th{" class=num" if num else ""}><button type="button" data-col="{i}" data-kind="{kind}" disabled>'

@@ -20,6 +20,7 @@ from healthscore.analysis.scorecard import (
     load_scorecard_model,
     load_scores,
     peer_figures,
+    sample_scores,
     scorecard_data,
 )
 from healthscore.render import formats as fmt
@@ -165,7 +166,8 @@ def _actions_html(card: Scorecard) -> str:
     if card.actions.is_empty():
         return title + "<p>No measure is in the red band: keep doing what works.</p>"
     items = "".join(
-        f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): {_e(r['action'])}</li>"
+        f"<li><strong>{_e(r['label'])}</strong> (up to {_e(fmt.points_phrase(r['points']))}): {_e(r['action'])}"
+        f" <span class='owner'>Who: {_e(r['owner'])}.</span></li>"
         for r in card.actions.iter_rows(named=True)
     )
     return title + f"<p>The steps that would raise your score the most, first:</p><ol>{items}</ol>"
@@ -283,6 +285,11 @@ def _cached_peers(path: str, mtime_ns: int, size: int, by: str) -> pl.DataFrame:
     return peer_figures(_cached_table(path, mtime_ns, size), by=by)
 
 
+def _sample_peers(model: str, by: str) -> pl.DataFrame | None:
+    frame = sample_scores(model)
+    return peer_figures(frame, by=by) if by in frame.columns else None
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_probability_map(path: str) -> Any:
     return ProbabilityMap.load(path)
@@ -291,7 +298,7 @@ def _cached_probability_map(path: str) -> Any:
 def scorecard(
     account_id: str,
     *,
-    scores: str | os.PathLike[str],
+    scores: str | os.PathLike[str] | None,
     model: str | os.PathLike[str],
     as_of: str | dt.date | None = None,
     variant: str | None = None,
@@ -306,16 +313,21 @@ def scorecard(
     Files are read once per kernel and reused for the next account (a warm kernel renders many).
     ``cohort`` is an optional ``peer_figures`` file; without it peers are computed from the scores.
     ``snapshots`` (optional) supplies the raw metric values when the scores do not carry them.
+    ``scores=None`` scores the bundled sample with ``model`` (the notebook as opened).
     """
-    frame = load_scores(scores)
-    st = Path(scores).stat()
-    figures = (
-        load_scores(cohort)
-        if cohort
-        else _cached_peers(str(Path(scores).resolve()), st.st_mtime_ns, st.st_size, peer_by)
-        if peer_by in frame.columns
-        else None
-    )
+    if scores is None:
+        frame = sample_scores(model)
+        figures = load_scores(cohort) if cohort else _sample_peers(str(Path(model).resolve()), peer_by)
+    else:
+        frame = load_scores(scores)
+        st = Path(scores).stat()
+        figures = (
+            load_scores(cohort)
+            if cohort
+            else _cached_peers(str(Path(scores).resolve()), st.st_mtime_ns, st.st_size, peer_by)
+            if peer_by in frame.columns
+            else None
+        )
     probs = _cached_probability_map(str(Path(probabilities).resolve())) if (internal and probabilities) else None
     score_model = load_scorecard_model(model)
     if internal and probs is None and getattr(score_model, "probability", None):

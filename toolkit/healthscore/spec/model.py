@@ -86,6 +86,7 @@ _METRIC_KEYS = {
     "customer_label",
     "customer_description",
     "customer_action",
+    "action_owner",
 }
 # Weights are relative; beyond this range a sum of weights loses precision or overflows.
 MAX_WEIGHT = 1e6
@@ -166,6 +167,9 @@ class Metric:
     customer_label: str = ""
     customer_description: str = ""
     customer_action: str = ""
+    # who does the step, named for the reader of the card (e.g. "your admin with your CSM"); a step
+    # without one reads as a joint step of the customer's team and the CSM
+    action_owner: str = ""
 
     @property
     def expected_range(self) -> tuple[float, float] | None:
@@ -875,6 +879,7 @@ def _parse(table: dict[str, Any], path: Path, prefix: tuple[str, ...], default_n
                 customer_label=need(mtab, "customer_label", str, at, ""),
                 customer_description=need(mtab, "customer_description", str, at, ""),
                 customer_action=need(mtab, "customer_action", str, at, ""),
+                action_owner=need(mtab, "action_owner", str, at, ""),
             )
         )
 
@@ -1376,6 +1381,7 @@ def _metric_dict(m: Metric) -> dict[str, Any]:
         "customer_label": m.customer_label,
         "customer_description": m.customer_description,
         "customer_action": m.customer_action,
+        "action_owner": m.action_owner,
         "params": m.params,
     }
     return d
@@ -1405,6 +1411,7 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "customer_label": "",
     "customer_description": "",
     "customer_action": "",
+    "action_owner": "",
     "direction": "higher_is_better",
     "weights": {},
     "categories": {},
