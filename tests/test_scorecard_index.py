@@ -144,11 +144,40 @@ def test_index_takes_account_columns_from_the_snapshots_when_the_scores_lack_the
     rows, failed = batch_run.index_tables(manifest, bare, model, current=EXPECTED, snapshots=snaps)
     assert rows["account_id"].to_list() == EXPECTED and failed.is_empty()
     full = cards.accounts_by_risk(_history(), model)
-    assert rows.drop("page").equals(full, null_equal=True)
+    assert rows.drop("page", "pdf").equals(full, null_equal=True)
     assert rows["page"].to_list() == [f"{a}.html" for a in EXPECTED]
     # without the snapshots the same accounts, the columns blank, the order by band and change
     blank, _ = batch_run.index_tables(manifest, bare, model, current=EXPECTED)
     assert blank["csm"].null_count() == blank.height and blank["account_id"].head(1).to_list() == ["r_big_fall"]
+
+
+def test_index_links_the_pdf_printed_beside_a_page(model, tmp_path):
+    ids = ["r_big_fall", "g_fall", "y_big_fall"]
+    manifest = pl.DataFrame(
+        {
+            "account_id": ids,
+            "status": ["rendered", "unchanged", "failed"],
+            "file": [f"{a}.html" for a in ids],
+            # g_fall's PDF is not the one beside its page: it is not linked
+            "pdf": ["r_big_fall.pdf", "other.pdf", "y_big_fall.pdf"],
+            "error": [None, None, "ValueError: stopped"],
+        }
+    ).with_columns(pl.lit(None, pl.String).alias("company_name"), pl.lit(None, pl.Float64).alias("score"))
+    rows, failed = batch_run.index_tables(manifest, _history(), model, current=ids)
+    batch_run.write_index(tmp_path, rows, failed, model)
+    csv = pl.read_csv(tmp_path / "index.csv", infer_schema=False)
+    assert dict(zip(csv["account_id"], csv["pdf"])) == {
+        "r_big_fall": "r_big_fall.pdf",
+        "g_fall": None,
+        "y_big_fall": None,
+    }
+    links = {r["account"]: r["links"] for r in _table((tmp_path / "index.html").read_text())}
+    assert links == {
+        "r_big_fall": ["r_big_fall.html", "r_big_fall.html", "r_big_fall.pdf"],
+        "y_big_fall": [],
+        "g_fall": ["g_fall.html", "g_fall.html"],
+    }
+    assert failed.rows() == [("y_big_fall", "Y Big Fall", "ValueError: stopped")]
 
 
 class _Rows(HTMLParser):
@@ -236,14 +265,14 @@ def test_index_csv_holds_the_page_rows_in_the_same_order(folder):
             assert cells[7].startswith(fmt.date(c["renewal_date"], style="short"))
         if c["page"] is None:
             assert r["links"] == [] and cells[8] == "not rendered"
-        else:
-            assert r["links"] == [c["page"], c["page"]]
+        else:  # no PDF was printed in this folder
+            assert r["links"] == [c["page"], c["page"]] and c["pdf"] is None
     # the failed account has no page and is listed under the table with its error
     assert csv.filter(pl.col("account_id") == folder["failed"])["page"].to_list() == [None]
     assert "Not rendered (1)" in page and "ValueError: the notebook stopped" in page
     # the page's order is the risk order of the scores
     assert csv["rank"].to_list() == list(range(1, csv.height + 1))
-    assert csv.drop("page").equals(
+    assert csv.drop("page", "pdf").equals(
         cards.accounts_by_risk(folder["scores"], folder["model"]).with_columns(pl.col("as_of")), null_equal=True
     )
 

@@ -502,7 +502,7 @@ def index_tables(
     old = earlier.select(
         [
             pl.col(c).cast(t, strict=False)
-            if c in ("account_id", "company_name", "score", "band")
+            if c in ("account_id", "company_name", "score", "band") and c in earlier.columns
             else pl.lit(None, t).alias(c)
             for c, t in INDEX_COLUMNS.items()
         ]
