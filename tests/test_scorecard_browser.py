@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from healthscore.analysis import scorecard as cards
 from healthscore.app import batch as batch_run
+from healthscore.app import pdf
 from healthscore.render import reports
 from healthscore.render import scorecard as card_html
 
@@ -23,16 +24,7 @@ from tests.test_scorecards import MODEL_TOML
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", *pdf.ARGS]  # the quiet browser the PDF printer uses
 
 # the model of the scorecard tests plus a relationship area with a yes/no metric
 MODEL = (

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import healthscore as hs
 import pytest
+from healthscore.app import pdf
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,16 +57,7 @@ CLIPPED_JS = """
   return out;
 }
 """
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+FLAGS = ["--headless", "--no-sandbox", *pdf.ARGS]  # the quiet browser the PDF printer uses
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

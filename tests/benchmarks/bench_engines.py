@@ -1,4 +1,10 @@
-"""The same score on three engines: polars (in process), DuckDB (in process, SQL) and Spark local[2].
+"""The same score, and the same snapshot build, on three engines: polars (in process), DuckDB (in
+process, SQL) and Spark local[2].
+
+Build: the event log of ``bench_build`` (10 trailing-window metrics on 52 weekly dates) at each size
+of ``HS_BENCH_ENGINE_EVENTS`` (default ``1000000``; add ``10000000,100000000`` for the larger runs),
+built into snapshots by each engine from the Parquet file; an engine that needs more than 10 minutes
+at one size is not run at the larger ones.
 
 The bundled sample (81,153 snapshots) is repeated with fresh account ids up to each size. Every run
 happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process and, for Spark, of the
@@ -54,10 +60,36 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _run(engine: str, n: int) -> dict:
+_BUILD_CHILD = textwrap.dedent("""
+    import datetime as dt, json, resource, sys, time, warnings
+    from pathlib import Path
+    from tests.benchmarks.bench_build import _spec
+    from healthscore.core.build import build_snapshots
+    engine, folder = sys.argv[1], Path(sys.argv[2])
+    kw = {}
+    if engine == "spark":
+        from healthscore.io.runners import spark_session
+        kw["session"] = spark_session("local[2]", shuffle_partitions=4)
+        kw["session"].sparkContext.setLogLevel("ERROR")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = build_snapshots(_spec(folder), engine=engine, today=dt.date(2026, 1, 1), **kw)
+    seconds = time.perf_counter() - t0
+    if engine == "spark":
+        kw["session"].stop()
+        time.sleep(1)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + kids) / 1024}))
+""")
+LIMIT = 600.0  # seconds: an engine slower than this at one size is not run at the larger ones
+
+
+def _run(engine: str, n: int, child: str = _CHILD, arg: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "toolkit"), str(ROOT)])}
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, engine, str(n)],
+        [sys.executable, "-c", child, engine, arg or str(n)],
         capture_output=True,
         text=True,
         env=env,
@@ -67,7 +99,7 @@ def _run(engine: str, n: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _chart(points: list[dict], out: Path) -> None:
+def _chart(points: list[dict], out: Path, *, what: str = "score", unit: str = "snapshot rows") -> None:
     import altair as alt
     import polars as pl
 
@@ -76,11 +108,11 @@ def _chart(points: list[dict], out: Path) -> None:
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="snapshot rows"),
-            y=alt.Y("seconds:Q", scale=alt.Scale(type="log"), title="seconds to score"),
+            x=alt.X("rows:Q", scale=alt.Scale(type="log"), title=unit),
+            y=alt.Y("seconds:Q", scale=alt.Scale(type="log"), title=f"seconds to {what}"),
             color=alt.Color("engine:N", title="engine"),
         )
-        .properties(title="Scoring time by engine (log-log)", width=420, height=300)
+        .properties(title=f"Time to {what} by engine (log-log)", width=420, height=300)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     chart.save(str(out.with_suffix(".html")))
@@ -126,6 +158,59 @@ def bench_engines() -> list[Result]:
     return results
 
 
+def bench_engine_build() -> list[Result]:
+    import tempfile
+
+    from tests.benchmarks.bench_build import generate
+
+    sizes = [int(s) for s in os.environ.get("HS_BENCH_ENGINE_EVENTS", "1000000").split(",")]
+    points, results = [], []
+    too_slow: dict[str, int] = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="hs-bench-engines-") as tmp:
+            generate(Path(tmp) / "events.parquet", n)
+            runs = {}
+            for engine in ENGINES:
+                if engine in too_slow:
+                    results.append(
+                        Result(
+                            "engines",
+                            f"{engine} build {n:,} events",
+                            None,
+                            None,
+                            None,
+                            "report",
+                            None,
+                            detail={"skipped": f"over {LIMIT:.0f} s at {too_slow[engine]:,} events"},
+                        )
+                    )
+                    continue
+                runs[engine] = r = _run(engine, n, _BUILD_CHILD, tmp)
+                if r["seconds"] > LIMIT:
+                    too_slow[engine] = n
+            base = runs["polars"]["seconds"] if "polars" in runs else None
+            for engine, r in runs.items():
+                points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
+                results.append(
+                    Result(
+                        benchmark="engines",
+                        measure=f"{engine} build {n:,} events",
+                        ours=r["seconds"],
+                        baseline=base,
+                        ratio=base / r["seconds"] if base else None,
+                        goal="report (polars = 1)",
+                        ok=None,
+                        detail={
+                            "events_per_second": n / r["seconds"],
+                            "peak_mb": round(r["peak_mb"]),
+                            "snapshot_rows": r["rows"],
+                        },
+                    )
+                )
+    _chart(points, ROOT / "build" / "bench_engines_build", what="build snapshots", unit="events")
+    return results
+
+
 if __name__ == "__main__":
-    for r in bench_engines():
+    for r in bench_engine_build() + bench_engines():
         print(r.measure, f"{r.ours:.2f} s", r.detail)

@@ -3,15 +3,21 @@
 :func:`fit_shapes` reads history the way :func:`~healthscore.analysis.fitting.fit_weights` does
 (point-in-time labels), but it does not take the model's calibrations as given. It learns them:
 
-1. every number is cut into bins of about equal size (a missing value is its own bin); every
-   categorical or Boolean metric keeps its levels, rare levels pooled into one;
+1. every number is cut into bins of about equal size (a missing value is its own bin; a value
+   holding a bin's share of the rows or more, such as 0 days overdue, is a bin of its own and
+   the other values share the remaining bins; bins much wider than the others, in the thin
+   tails, are split where the rows allow); every categorical or Boolean metric keeps its
+   levels, rare levels pooled into one;
 2. one penalised logistic regression learns all bins of all metrics at once, so each curve is
    the metric's own effect with the others held fixed (not a shadow of the latent health they
-   share). The penalty shrinks every bin towards the overall rate, more for thin bins; its
-   strength is chosen by cross-validation that respects time and accounts (train on earlier
-   weeks of some accounts, validate on later weeks of the others);
+   share). For numbers the penalty is on the steps between neighbouring bins, so a thin bin
+   follows its neighbours (levels shrink towards the overall rate); its strength is chosen by
+   cross-validation that respects time and accounts (train on earlier weeks of some accounts,
+   validate on later weeks of the others);
 3. each curve is made monotone (isotonic regression, direction from the data) unless the data
-   clearly say it is not: a U-shape is kept only when its non-monotone part is significant;
+   clearly say it is not: a curve with one turn inside the data (a U or a hump) is kept only
+   when it predicts the cross-validation rows better than the monotone curve and both of its
+   arms are significant (corrected for every metric whose curve has such a turn);
 4. the weights come from a logistic regression of the outcome on the calibrated sub-scores,
    with standard errors clustered by account; a metric whose significant direction contradicts
    the model's stated direction is flagged with the evidence, never silently dropped.
@@ -41,8 +47,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 from scipy import sparse
-from scipy.optimize import isotonic_regression
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import isotonic_regression, minimize
+from scipy.special import expit
 from sklearn.metrics import log_loss
 
 from healthscore.analysis.fitting import LogitResult, fit_logit, fitted_record
@@ -85,29 +91,78 @@ class _Encoding:
         return len(self.labels)
 
 
-def _quantile_edges(v: np.ndarray, n_bins: int) -> list[float]:
+def _quantile_edges(v: np.ndarray, n_bins: int, min_rows: int = 1) -> list[float]:
     """Edges of up to ``n_bins`` bins of about equal size; a value never straddles two bins.
 
-    Vectorised counterpart of :func:`healthscore.core.calibration._equal_frequency_edges` for
-    data with many distinct values (a mass point may leave fewer bins than asked).
+    A value that holds a bin's share of the rows or more (a mass point, such as 0 days overdue)
+    gets a bin of its own, and the bins it would have swallowed go to the other values: the rest
+    is cut into equal-frequency bins, so the values beside a mass point keep their resolution.
+    A run of values between mass points gets no more bins than it has ``min_rows`` rows for.
 
     >>> _quantile_edges(np.arange(100.0), 4)
     [25.0, 50.0, 75.0]
+    >>> _quantile_edges(np.r_[np.zeros(900), np.arange(1.0, 101.0)], 5)
+    [1.0, 26.0, 51.0, 76.0]
     """
     levels, counts = np.unique(v, return_counts=True)
     if levels.size <= n_bins:
         return _equal_frequency_edges(v, n_bins)
-    cum = np.cumsum(counts)
-    at = np.searchsorted(cum, v.size * np.arange(1, n_bins) / n_bins, side="left") + 1
-    at = np.unique(at[at < levels.size])
-    return [float(levels[i]) for i in at]
+    heavy = np.zeros(levels.size, dtype=bool)
+    while True:  # a level may turn heavy once the heavier ones are set apart
+        bins_left = n_bins - int(heavy.sum())
+        rest = int(counts[~heavy].sum())
+        new = ~heavy & (counts * max(bins_left, 1) >= rest)
+        if bins_left <= 1 or not new.any():
+            break
+        heavy |= new
+    edges: set[int] = set()  # edge i means "a bin starts at levels[i]"
+    for i in np.flatnonzero(heavy):
+        edges.update((int(i), int(i) + 1))
+    # the runs of light levels between heavy ones share the bins left, in proportion to their rows
+    light = np.flatnonzero(~heavy)
+    rest = int(counts[light].sum())
+    bins_left = max(n_bins - int(heavy.sum()), 1)
+    if light.size:
+        runs = np.split(light, np.flatnonzero(np.diff(light) > 1) + 1)
+        for run in runs:
+            c = counts[run]
+            k = max(1, min(int(round(bins_left * c.sum() / rest)), int(c.sum()) // max(min_rows, 1)))
+            cum = np.cumsum(c)
+            at = np.searchsorted(cum, c.sum() * np.arange(1, k) / k, side="left") + 1
+            edges.update(int(run[0] + a) for a in at if 0 < a < run.size)
+    return [float(levels[i]) for i in sorted(edges) if 0 < i < levels.size]
 
 
 def _bin_edges(v: np.ndarray, y: np.ndarray, n_bins: int, min_rows: int) -> list[float]:
-    """Equal-frequency edges, then neighbours merged until every bin holds ``min_rows`` rows."""
-    edges = _quantile_edges(v, n_bins)
+    """Equal-frequency edges (:func:`_quantile_edges`), wide bins split, then neighbours merged
+    until every bin holds ``min_rows`` rows.
+
+    Equal-frequency bins are wide where the data are thin (the tails), which is often where a
+    curve bends most. So a bin wider than ``1/n_bins`` of the range of the central 98% of the
+    values is cut into pieces of about that width (at values that occur); the pieces that end up
+    thinner than ``min_rows`` rows are merged back with their neighbours.
+
+    >>> v = np.r_[np.repeat(np.arange(10.0), 90), np.arange(10.0, 110.0)]  # a long thin tail
+    >>> _bin_edges(v, np.zeros(v.size), 4, 40)
+    [3.0, 6.0, 9.0, 34.0]
+    """
+    edges = _quantile_edges(v, n_bins, min_rows)
+    levels, level_rows = np.unique(v, return_counts=True)  # the loops below read levels, not rows
+    lo, hi = np.quantile(v, [0.01, 0.99])
+    width = (hi - lo) / n_bins
+    if width > 0:
+        bounds = [float(levels[0]), *edges, float(levels[-1])]
+        cuts: list[float] = []
+        for a, b in zip(bounds, bounds[1:]):
+            pieces = int(np.floor((b - a) / width))
+            for j in range(1, pieces):
+                at = levels[np.searchsorted(levels, a + j * (b - a) / pieces)]
+                if a < at < b:
+                    cuts.append(float(at))
+        edges = sorted(set(edges) | set(cuts))
     while edges:
-        counts = np.bincount(np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1)
+        at = np.searchsorted(np.asarray(edges), levels, side="right")
+        counts = np.bincount(at, weights=level_rows, minlength=len(edges) + 1)
         i = int(np.argmin(counts))
         if counts[i] >= min_rows:
             break
@@ -203,9 +258,39 @@ def _range_label(a: float, b: float) -> str:
     return f"{a:g} to < {b:g}"
 
 
-def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int]]:
-    """The joint sparse design (one block of columns per metric) and each block's first column."""
-    starts, cols, data = [], [], []
+def _penalty(e: _Encoding) -> np.ndarray:
+    """The rows of a block's penalty: the fit pays ``alpha * |P @ coef|^2 / 2`` for the block.
+
+    Levels and kept calibrations: each coefficient on its own, so the penalty pulls each towards
+    the overall rate. Bins of a number: each step between neighbouring bins, so the penalty pulls
+    a bin towards its neighbours rather than towards the middle: a thin bin at the edge of the
+    data follows the curve beside it instead of being flattened, and narrow bins stay smooth. The
+    bin holding the median row pins the block's level, and the missing value is pulled towards it.
+
+    >>> e = _Encoding("m", "bins", ["a", "b", "c"], np.zeros(0, dtype=np.int64), counts=np.array([1, 5, 1]))
+    >>> _penalty(e)
+    array([[-1.,  1.,  0.],
+           [ 0., -1.,  1.],
+           [ 0.,  1.,  0.]])
+    """
+    if e.kind != "bins":
+        return np.eye(e.width)
+    k = len(e.labels) - (1 if e.has_null else 0)
+    counts = e.counts[:k] if e.counts is not None else np.ones(k)
+    ref = int(np.searchsorted(np.cumsum(counts), counts.sum() / 2.0))
+    p = np.zeros((e.width, e.width))
+    for j in range(1, k):
+        p[j - 1, j - 1], p[j - 1, j] = -1.0, 1.0
+    p[k - 1, ref] = 1.0
+    if e.has_null:
+        p[k, ref], p[k, k] = -1.0, 1.0
+    return p
+
+
+def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int], sparse.csr_matrix]:
+    """The joint sparse design (one block of columns per metric), each block's first column and
+    the penalty's quadratic form ``P.T @ P`` (block by block, see :func:`_penalty`)."""
+    starts, cols, data, pen = [], [], [], []
     offset = 0
     for e in encs:
         starts.append(offset)
@@ -215,12 +300,64 @@ def _design(encs: list[_Encoding], n: int) -> tuple[sparse.csr_matrix, list[int]
         else:
             cols.append(offset + e.index)
             data.append(np.ones(n))
+        p = _penalty(e)
+        pen.append(p.T @ p)
         offset += e.width
     k = len(cols)
     indices = np.column_stack(cols).ravel() if cols else np.zeros(0, dtype=np.int64)
     values = np.column_stack(data).ravel() if data else np.zeros(0)
     X = sparse.csr_matrix((values, indices.astype(np.int32), np.arange(0, n * k + 1, k)), shape=(n, offset))
-    return X, starts
+    return X, starts, sparse.block_diag(pen, format="csr") if pen else sparse.csr_matrix((0, 0))
+
+
+@dataclass
+class _Logit:
+    """A logistic regression with the penalty ``alpha * w @ Q @ w / 2`` on the mean log-loss.
+
+    With ``Q`` the identity it is scikit-learn's L2 ``LogisticRegression(C=1 / (alpha * n))``
+    (a test holds the two equal); ``Q`` from :func:`_penalty` smooths neighbouring bins.
+    """
+
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(
+        cls,
+        X: sparse.csr_matrix,
+        y: np.ndarray,
+        Q: sparse.csr_matrix,
+        alpha: float,
+        warm: _Logit | None = None,
+        tol: float = 1e-5,
+    ) -> _Logit:
+        n, d = X.shape
+        XT = X.T.tocsr()  # one transpose, reused by every gradient
+
+        def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+            coef, b = w[:d], w[d]
+            eta = X @ coef + b
+            qw = Q @ coef
+            loss = float(np.mean(np.logaddexp(0.0, eta) - y * eta)) + 0.5 * alpha * float(coef @ qw)
+            r = (expit(eta) - y) / n
+            return loss, np.concatenate([XT @ r + alpha * qw, [r.sum()]])
+
+        if warm is not None:
+            x0 = np.concatenate([warm.coef, [warm.intercept]])
+        else:
+            m = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+            x0 = np.concatenate([np.zeros(d), [math.log(m / (1 - m))]])
+        res = minimize(
+            loss_grad,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 300, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+        )
+        return cls(res.x[:d].copy(), float(res.x[d]))
+
+    def predict(self, X: sparse.csr_matrix) -> np.ndarray:
+        return expit(X @ self.coef + self.intercept)
 
 
 # ---------------------------------------------------------------- cross-validation
@@ -250,24 +387,28 @@ def _folds(
     return out
 
 
-def _logistic(alpha: float, n: int, warm: LogisticRegression | None = None) -> LogisticRegression:
-    clf = LogisticRegression(C=1.0 / (alpha * max(n, 1)), max_iter=300, tol=1e-5)
-    if warm is not None:
-        clf.set_params(warm_start=True)
-        clf.coef_, clf.intercept_ = warm.coef_.copy(), warm.intercept_.copy()
-    return clf
+@dataclass
+class _FoldFit:
+    """One cross-validation fold's joint fit: coefficients, intercept, its validation rows."""
+
+    coef: np.ndarray
+    intercept: float
+    rows: np.ndarray
 
 
 def _choose_alpha(
     X: sparse.csr_matrix,
     y: np.ndarray,
+    Q: sparse.csr_matrix,
     as_of: np.ndarray,
     accounts: np.ndarray,
     alphas: Sequence[float],
     folds: int,
     horizon_days: int,
     seed: int,
-) -> tuple[float, pl.DataFrame]:
+) -> tuple[float, pl.DataFrame, list[_FoldFit]]:
+    """The penalty with the least validation log-loss, the table behind it, and each fold's fit
+    at that penalty (to validate shapes on rows the fit has not seen)."""
     n = X.shape[0]
     rng = np.random.default_rng(seed)
     keep = np.arange(n)
@@ -277,24 +418,26 @@ def _choose_alpha(
         keep = np.flatnonzero(take[code])
     splits = _folds(as_of[keep], accounts[keep], folds, horizon_days, seed)
     rows = []
+    fits: dict[tuple[float, int], _FoldFit] = {}
     for j, (tr, va) in enumerate(splits):
         tr, va = keep[tr], keep[va]
         if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2:
             continue
         warm = None
+        Xtr, Xva = X[tr], X[va]
         for a in sorted(alphas, reverse=True):  # strong to weak penalty, each warm-started
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                warm = _logistic(a, tr.size, warm).fit(X[tr], y[tr])
-            p = warm.predict_proba(X[va])[:, 1]
+            warm = _Logit.fit(Xtr, y[tr], Q, a, warm)
+            p = warm.predict(Xva)
+            fits[(a, j)] = _FoldFit(warm.coef, warm.intercept, va)
             rows.append((a, j, float(log_loss(y[va], p, labels=[0, 1])), int(va.size)))
     table = pl.DataFrame(
         rows, schema={"alpha": pl.Float64, "fold": pl.Int64, "log_loss": pl.Float64, "rows": pl.Int64}, orient="row"
     )
     if table.is_empty():
-        return float(np.median(alphas)), table
+        return float(np.median(alphas)), table, []
     mean = table.group_by("alpha").agg(pl.col("log_loss").mean()).sort("log_loss", "alpha")
-    return float(mean["alpha"][0]), table
+    best = float(mean["alpha"][0])
+    return best, table, [f for (a, _j), f in sorted(fits.items()) if a == best]
 
 
 # ---------------------------------------------------------------- curves
@@ -321,6 +464,46 @@ def _unimodal(c: np.ndarray, w: np.ndarray) -> np.ndarray:
             if sse < best_sse:
                 best, best_sse = fit, sse
     return best
+
+
+def _turn(bent: np.ndarray) -> int | None:
+    """The bin where a one-turn curve turns, when the turn is inside (both arms move), else None.
+
+    >>> _turn(np.array([2.0, 1.0, 0.0, 1.0])), _turn(np.array([2.0, 1.0, 0.0, 0.0]))
+    (2, None)
+    """
+    for t in (int(np.argmin(bent)), int(np.argmax(bent))):
+        if 0 < t < bent.size - 1 and np.ptp(bent[: t + 1]) > 1e-6 and np.ptp(bent[t:]) > 1e-6:
+            # the arms must both leave the turn the same way (a valley or a peak)
+            if (bent[0] - bent[t]) * (bent[-1] - bent[t]) > 0:
+                return t
+    return None
+
+
+def _bent_validates(X: sparse.csr_matrix, y: np.ndarray, fold_fits: list[_FoldFit], e: _Encoding, start: int) -> bool:
+    """Does the one-turn curve predict the validation rows better than the monotone one?
+
+    In every cross-validation fold the metric's curve learned on the training rows is projected
+    both ways (monotone, one turn); each projection replaces the metric's term in that fold's
+    log-odds of its validation rows (later weeks of other accounts). The turn is kept only when
+    its total validation log-loss is the lower one. Without folds there is nothing to check.
+    """
+    if not fold_fits:
+        return True
+    k = len(e.edges) + 1
+    w = e.counts[:k].astype(float)
+    loss_mono = loss_bent = 0.0
+    for f in fold_fits:
+        term = f.coef[start : start + e.width]
+        mono, bent = term.copy(), term.copy()
+        mono[:k] = _monotone(term[:k], w)[0]
+        bent[:k] = _unimodal(term[:k], w)
+        idx = e.index[f.rows]
+        base = X[f.rows] @ f.coef + f.intercept - term[idx]
+        yv = y[f.rows]
+        loss_mono += float(log_loss(yv, 1.0 / (1.0 + np.exp(-(base + mono[idx]))), labels=[0, 1], normalize=False))
+        loss_bent += float(log_loss(yv, 1.0 / (1.0 + np.exp(-(base + bent[idx]))), labels=[0, 1], normalize=False))
+    return loss_bent < loss_mono
 
 
 @dataclass
@@ -525,15 +708,12 @@ def fit_shapes(
         )
     min_rows = int(min_bin_size if min_bin_size is not None else max(50, n // 100))
     encs = [_encode(m, rows, y, n_bins, min_rows) for m in model.metrics]
-    X, starts = _design(encs, n)
+    X, starts, Q = _design(encs, n)
     as_of = rows["as_of"].to_numpy()
     accounts = rows["account_id"].to_numpy()
     hdays = horizon_days(horizon)
-    alpha, cv = _choose_alpha(X, y, as_of, accounts, alphas, folds, hdays, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        joint = _logistic(alpha, n).fit(X, y)
-    coef = joint.coef_[0]
+    alpha, cv, fold_fits = _choose_alpha(X, y, Q, as_of, accounts, alphas, folds, hdays, seed)
+    coef = _Logit.fit(X, y, Q, alpha).coef
     raw = [coef[s : s + e.width] for s, e in zip(starts, encs)]
 
     flags: list[str] = []
@@ -555,28 +735,59 @@ def fit_shapes(
         chosen[:k] = mono
         shape = "flat" if np.ptp(mono) < 1e-9 else "monotone"
         curves.append(_Curve(e.metric, c, chosen, shape, rises))
-    feats: dict[str, np.ndarray] = {}
-    for e, cv_ in zip(encs, curves):
-        feats[f"s__{e.metric}"] = _row_values(e, cv_.chosen)
+    feats: dict[str, np.ndarray] = {f"s__{e.metric}": _row_values(e, cv_.chosen) for e, cv_ in zip(encs, curves)}
+    # U candidates: the closest curve with one turn inside the data; its two arms (each measured
+    # from the turn, zero on the other side) replace the monotone term in a second weight fit
+    arms: dict[str, np.ndarray] = dict(feats)
+    turns: dict[str, int] = {}
+    tried = 0  # metrics with a turn inside the data, validated or not: the Bonferroni count
+    for i, (e, cv_) in enumerate(zip(encs, curves)):
         k = len(e.edges) + 1
-        if e.kind == "bins" and k >= 4:
-            bent = cv_.logit.copy()
-            bent[:k] = _unimodal(cv_.logit[:k], e.counts[:k].astype(float))
-            cv_.bent = bent
-            rest = bent - cv_.chosen
-            if np.ptp(rest[:k]) > 1e-6:
-                feats[f"u__{e.metric}"] = _row_values(e, rest)
+        if e.kind != "bins" or k < 4:
+            continue
+        bent = cv_.logit.copy()
+        bent[:k] = _unimodal(cv_.logit[:k], e.counts[:k].astype(float))
+        turn = _turn(bent[:k])
+        if turn is None:
+            continue
+        tried += 1
+        # tested only when the turn predicts the cross-validation rows better than the monotone curve
+        if not _bent_validates(X, y, fold_fits, e, starts[i]):
+            continue
+        cv_.bent = bent
+        turns[e.metric] = turn
+        left, right = bent - bent[turn], bent - bent[turn]
+        left[turn:k], right[: turn + 1] = 0.0, 0.0
+        left[k:], right[k:] = 0.0, 0.0  # the missing value stays with the monotone term's test
+        del arms[f"s__{e.metric}"]
+        arms[f"l__{e.metric}"] = _row_values(e, left)
+        arms[f"r__{e.metric}"] = _row_values(e, right)
     test = _stage_two(rows, feats, outcome)
+    test_u = _stage_two(rows, arms, outcome) if turns else None
 
     stated = {m.name: m.direction for m in model.metrics}
-    # a U-shape must be clear: its test is corrected for the number of metrics tried (Bonferroni)
-    u_level = significance / max(1, sum(1 for k in feats if k.startswith("u__")))
+    # a U-shape must be clear: both arms significant, corrected for the metrics tried (Bonferroni)
+    u_level = significance / max(1, tried)
     for e, cv_ in zip(encs, curves):
         if e.kind != "bins":
             continue
         k = len(e.edges) + 1
+        if e.metric in turns and cv_.bent is not None:
+            p_l, p_r = _p(test_u, f"l__{e.metric}"), _p(test_u, f"r__{e.metric}")
+            b_l, b_r = _coef(test_u, f"l__{e.metric}"), _coef(test_u, f"r__{e.metric}")
+            if b_l > 0 and b_r > 0 and max(p_l, p_r) <= u_level:
+                cv_.chosen[:k] = cv_.bent[:k]
+                cv_.shape = "u-shape"
+                best = int(np.argmin(sign * cv_.bent[:k]))
+                what = "U-shaped" if best == turns[e.metric] else "hump-shaped"
+                flags.append(
+                    f"{e.metric}: not monotone (both arms of its {what} curve are significant, p="
+                    f"{_fmt_p(p_l)} below and p={_fmt_p(p_r)} above {e.labels[turns[e.metric]]}, under "
+                    f"{u_level:.2g} after correcting for {tried} metrics tried); kept with the lowest "
+                    f"risk at {e.labels[best]}"
+                )
+                continue
         p_mono = _p(test, f"s__{e.metric}")
-        p_u = _p(test, f"u__{e.metric}")
         # the data's direction for the metric: higher values healthier when risk falls with the value
         data_dir = (
             None
@@ -609,15 +820,6 @@ def fit_shapes(
             else:  # not established: the stated direction guards the curve
                 cv_.chosen[:k] = _isotonic(cv_.logit[:k], e.counts[:k].astype(float), not cv_.rises)
                 cv_.shape = "flat" if np.ptp(cv_.chosen[:k]) < 1e-9 else "monotone"
-        if p_u <= u_level and cv_.bent is not None:
-            cv_.chosen[:k] = cv_.bent[:k]
-            cv_.shape = "u-shape"
-            best = int(np.argmin(sign * cv_.bent[:k]))
-            flags.append(
-                f"{e.metric}: not monotone (its U-shaped part has p={_fmt_p(p_u)}, below {u_level:.2g} "
-                f"after correcting for {round(significance / u_level)} metrics tried); kept as a "
-                f"U-shaped curve with the lowest risk at {e.labels[best]}"
-            )
 
     feats = {f"s__{e.metric}": _row_values(e, cv_.chosen) for e, cv_ in zip(encs, curves)}
     final = _stage_two(rows, feats, outcome)
@@ -673,6 +875,12 @@ def _stage_two(rows: pl.DataFrame, feats: dict[str, np.ndarray], outcome: str) -
             return fit_logit(frame, names, outcome, groups="account_id", na_threshold=1.0, on_separation="keep")
         except (ValueError, np.linalg.LinAlgError):
             return None
+
+
+def _coef(fit: LogitResult | None, term: str) -> float:
+    if fit is None or term not in fit.params_:
+        return float("nan")
+    return float(fit.params_[term])
 
 
 def _p(fit: LogitResult | None, term: str) -> float:

@@ -48,6 +48,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -57,12 +58,13 @@ from tqdm.auto import tqdm
 from healthscore.core import sqlgen
 from healthscore.core.sqlgen import ISO_TIME, OFFSET, Inputs, col, lit
 from healthscore.errors import HealthscoreError
-from healthscore.io.engines import DuckDBSession, read_table, scan_table
+from healthscore.io.engines import DuckDBSession, SparkBuildSession, read_table, scan_table
+from healthscore.io.runners import spark_session
 from healthscore.spec.metrics import Grid, MetricSpec, OutcomeRule, load_spec
 
 __all__ = ["build_snapshots", "build_outcomes", "build", "Build", "BuildError", "BuildWarning", "ENGINES"]
 
-ENGINES = ("polars", "duckdb")
+ENGINES = ("polars", "duckdb", "spark")
 MAX_EXAMPLES = 5
 _FAR = dt.date(9999, 12, 31)
 
@@ -98,9 +100,11 @@ def build_snapshots(
     grid: str | Sequence[dt.date] | None = None,
     today: dt.date | None = None,
     progress: bool = False,
+    session: Any = None,
 ) -> pl.DataFrame:
-    """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date."""
-    return build(spec, engine=engine, grid=grid, today=today, progress=progress).snapshots
+    """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date;
+    ``session`` is the Spark session for ``engine="spark"`` (see :func:`build`)."""
+    return build(spec, engine=engine, grid=grid, today=today, progress=progress, session=session).snapshots
 
 
 def build_outcomes(
@@ -118,8 +122,14 @@ def build(
     today: dt.date | None = None,
     progress: bool = False,
     metrics: bool = True,
+    session: Any = None,
 ) -> Build:
-    """Snapshots and outcome events in one pass over the raw data."""
+    """Snapshots and outcome events in one pass over the raw data.
+
+    ``engine="spark"`` reads the event log with Spark and runs the DuckDB engine's SQL as Spark
+    SQL on ``session`` (default: a local session, see :func:`healthscore.io.runners.spark_session`);
+    subscriptions and accounts, one row per account or contract, are read in process.
+    """
     if not isinstance(spec, MetricSpec):
         spec = load_spec(spec)
     if grid is not None:
@@ -128,7 +138,13 @@ def build(
         raise BuildError(f"engine {engine!r} is not known; use one of {', '.join(ENGINES)}")
     today = today or dt.date.today()
     bar = tqdm(total=5, desc=f"build ({engine})", unit="step", disable=not progress, leave=False)
-    runner: _Engine = _PolarsEngine(spec) if engine == "polars" else _DuckDBEngine(spec)
+    runner: _Engine
+    if engine == "polars":
+        runner = _PolarsEngine(spec)
+    elif engine == "duckdb":
+        runner = _DuckDBEngine(spec)
+    else:
+        runner = _SparkEngine(spec, session)
     try:
         bar.set_postfix_str("subscriptions and accounts")
         subs = _read_subscriptions(spec, today)
@@ -642,6 +658,8 @@ class _PolarsEngine(_Engine):
 class _DuckDBEngine(_Engine):
     """DuckDB: the sqlgen query over the files read in place."""
 
+    dialect = "duckdb"
+
     def __init__(self, spec: MetricSpec) -> None:
         super().__init__(spec)
         self.session = DuckDBSession()
@@ -700,7 +718,13 @@ class _DuckDBEngine(_Engine):
             "bad_value": exp.And(this=exp.Not(this=is_null(col("value_text"))), expression=is_null(v))
             if physical.get(src.col("value"), "").upper() == "VARCHAR"
             else exp.false(),
-            "nonfinite": exp.Or(this=exp.IsNan(this=v), expression=exp.IsInf(this=v)),
+            # infinity spelled as a cast, which every dialect reads (Spark has no isinf)
+            "nonfinite": exp.Or(
+                this=exp.IsNan(this=v),
+                expression=exp.In(
+                    this=v, expressions=[sqlgen._cast(lit(x), "DOUBLE") for x in ("Infinity", "-Infinity")]
+                ),
+            ),
             "negative": exp.And(
                 this=exp.LT(this=v, expression=lit(0)),
                 expression=exp.true()
@@ -785,8 +809,29 @@ class _DuckDBEngine(_Engine):
             accounts=s.register(accounts, "accounts") if accounts is not None else None,
             starts=s.register(starts, "starts"),
         )
-        out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect="duckdb"))
+        out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect=self.dialect))
         return _conform(out, self.spec, grid)
+
+
+class _SparkEngine(_DuckDBEngine):
+    """Spark: the DuckDB engine's trees rendered as Spark SQL over files Spark reads itself."""
+
+    dialect = "spark"
+
+    def __init__(self, spec: MetricSpec, session: Any = None) -> None:
+        _Engine.__init__(self, spec)
+        if spec.source.events is not None and _kind_of(spec.source.events.path) not in ("parquet", "csv"):
+            raise BuildError(
+                f"{spec.source.events}: the Spark engine reads Parquet or CSV event logs; export the "
+                "table to Parquet or use --engine duckdb"
+            )
+        self.session = SparkBuildSession(session if session is not None else spark_session())  # type: ignore[assignment]
+
+
+def _kind_of(path: Path) -> str:
+    return {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}.get(
+        path.suffix.lower(), "other"
+    )
 
 
 def _conform(frame: pl.DataFrame, spec: MetricSpec, grid: pl.DataFrame) -> pl.DataFrame:
@@ -871,34 +916,78 @@ def polars_metrics(
         return daily[event]
 
     k = 0
-    for (event, window), metrics in sqlgen.event_groups(spec).items():
-        k += 1
-        d = daily_for(event)
-        cols = ["cn", "cs", "cnv", "cd"]
-        need_prev = any(m.name in changed for m in metrics) and window is not None
-        shifts = [0] + ([window] if window else []) + ([2 * window] if need_prev and window else [])
+    groups = sqlgen.event_groups(spec)
+    if groups:
+        # one pass over the events: per account and day, the totals of every event filter side by side
+        filters = sorted({event for event, _ in groups}, key=lambda e: (e is not None, e or ""))
+        slot = {event: i for i, event in enumerate(filters)}
+        kinds = {(slot[event], m.agg) for (event, _), ms in groups.items() for m in ms}
+        flags: list[pl.Expr] = []
+        sums: list[pl.Expr] = []
+        cums: list[pl.Expr] = []
+        for i, event in enumerate(filters):
+            hit = _filter(event)
+            flags.append(hit.cast(pl.Int64).alias(f"__n{i}"))
+            sums.append(pl.col(f"__n{i}").sum().alias(f"n{i}"))
+            cums.append(pl.col(f"n{i}").cum_sum().alias(f"cn{i}"))
+            if (i, "active_days") in kinds:
+                cums.append((pl.col(f"n{i}") > 0).cast(pl.Int64).cum_sum().alias(f"cd{i}"))
+            if (i, "sum") in kinds or (i, "mean") in kinds:
+                flags.append(pl.when(hit).then(pl.col("value")).alias(f"__v{i}"))
+                sums.append(pl.col(f"__v{i}").sum().alias(f"s{i}"))
+                cums.append(pl.col(f"s{i}").cum_sum().alias(f"cs{i}"))
+            if (i, "mean") in kinds:
+                sums.append(pl.col(f"__v{i}").count().cast(pl.Int64).alias(f"nv{i}"))
+                cums.append(pl.col(f"nv{i}").cum_sum().alias(f"cnv{i}"))
+        wide = (
+            ev.select("account_id", "date", *flags)
+            .group_by("account_id", "date")
+            .agg(sums)
+            .select("account_id", "date", *[c.over("account_id", order_by="date") for c in cums])
+        )
+        cum_cols = [c.meta.output_name() for c in cums]
+        shifts = sorted(
+            {0}
+            | {w for _, w in groups if w}
+            | {2 * w for (_, w), ms in groups.items() if w and any(m.name in changed for m in ms)}
+        )
+        # the cumulative totals at as_of - shift, for every shift, joined onto the grid rows in turn;
+        # eager frames, each sorted once by date (as_of - shift keeps the order of as_of)
+        table = wide.collect().sort("date")
+        frame_w = grid.select("account_id", "as_of").sort("as_of")
         for sh in shifts:
-            parts.append(_asof(g, d, sh, cols, f"__{k}_{sh}"))
+            right = table.select(
+                "account_id", pl.col("date").alias("__k"), *[pl.col(c).alias(f"{c}@{sh}") for c in cum_cols]
+            )
+            frame_w = (
+                frame_w.with_columns((pl.col("as_of") - pl.duration(days=sh)).alias("__k"))
+                .join_asof(right, on="__k", by="account_id", strategy="backward", check_sortedness=False)
+                .drop("__k")
+            )
+        parts.append(frame_w.lazy())
 
-        def at(c: str, sh: int, k: int = k) -> pl.Expr:
-            return pl.col(f"{c}__{k}_{sh}").fill_null(0)
+        for (event, window), metrics in groups.items():
+            i = slot[event]
 
-        def window_value(m: Any, lo: int | None, hi: int) -> pl.Expr:
-            def diff(c: str) -> pl.Expr:
-                return at(c, hi) - (at(c, lo) if lo is not None else 0)
+            def at(c: str, sh: int, i: int = i) -> pl.Expr:
+                return pl.col(f"{c}{i}@{sh}").fill_null(0)
 
-            if m.agg == "count":
-                return diff("cn")
-            if m.agg == "active_days":
-                return diff("cd")
-            if m.agg == "sum":
-                return diff("cs").cast(pl.Float64)
-            return pl.when(diff("cnv") > 0).then(diff("cs") / diff("cnv"))
+            def window_value(m: Any, lo: int | None, hi: int) -> pl.Expr:
+                def diff(c: str) -> pl.Expr:
+                    return at(c, hi) - (at(c, lo) if lo is not None else 0)
 
-        for m in metrics:
-            exprs[m.name] = window_value(m, window, 0)
-            if m.name in changed and window:
-                prev[m.name] = window_value(m, 2 * window, window)
+                if m.agg == "count":
+                    return diff("cn")
+                if m.agg == "active_days":
+                    return diff("cd")
+                if m.agg == "sum":
+                    return diff("cs").cast(pl.Float64)
+                return pl.when(diff("cnv") > 0).then(diff("cs") / diff("cnv"))
+
+            for m in metrics:
+                exprs[m.name] = window_value(m, window, 0)
+                if m.name in changed and window:
+                    prev[m.name] = window_value(m, 2 * window, window)
 
     # distinct users: merged presence intervals per user, +1 at the start, -1 at the end
     user_windows: dict[tuple[str | None, int | None], list[str]] = {}

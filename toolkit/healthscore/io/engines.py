@@ -4,6 +4,8 @@ Two sides:
 
 * polars: :func:`scan_table` gives a lazy frame over a Parquet or CSV file (read in place, in
   batches); a DuckDB or SQLite table is read through DuckDB / sqlite3 into memory.
+* Spark: :class:`SparkBuildSession` does the same on a Spark session (files read by Spark, the
+  trees rendered as Spark SQL), so the builder's DuckDB steps run unchanged on a cluster.
 * DuckDB: :class:`DuckDBSession` opens an in-memory DuckDB that spills to a private temporary
   folder (out of core), turns each raw table into a sqlglot relation that reads the file in place
   (``read_parquet``, ``read_csv``, an attached DuckDB file), registers small polars frames, and runs
@@ -24,7 +26,7 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -33,7 +35,7 @@ from sqlglot import exp
 
 from healthscore.errors import HealthscoreError
 
-__all__ = ["SourceError", "scan_table", "read_table", "DuckDBSession", "table_names"]
+__all__ = ["SourceError", "scan_table", "read_table", "DuckDBSession", "SparkBuildSession", "table_names"]
 
 
 class SourceError(HealthscoreError, ValueError):
@@ -202,3 +204,85 @@ class DuckDBSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Spark type names as the builder's checks spell them (DuckDB's names)
+_SPARK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",  # Spark's TIMESTAMP is an instant
+    "timestamp_ntz": "TIMESTAMP",
+    "date": "DATE",
+    "double": "DOUBLE",
+    "float": "FLOAT",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "smallint": "SMALLINT",
+    "tinyint": "TINYINT",
+    "boolean": "BOOLEAN",
+}
+
+
+class SparkBuildSession:
+    """The :class:`DuckDBSession` interface on a Spark session: raw Parquet and CSV files are read
+    by Spark (in place, in parallel), small frames are registered as temporary views, and sqlglot
+    trees run as Spark SQL. ``close()`` drops the views it made; the session stays open.
+
+    Only Parquet and CSV sources: a DuckDB or SQLite file lives on one machine, so read it with
+    the polars or DuckDB engine instead.
+    """
+
+    def __init__(self, session: object) -> None:
+        self.spark: Any = session
+        self._views: list[str] = []
+        self._tmp = tempfile.mkdtemp(prefix="healthscore-spark-")
+
+    def _view(self, frame: Any, name: str) -> exp.Table:
+        view = f"hs_{name}_{len(self._views) + 1}"
+        frame.createOrReplaceTempView(view)
+        self._views.append(view)
+        return exp.to_table(view)
+
+    def relation(self, path: Path, table: str | None = None, *, wanted: str = "events") -> exp.Expression:
+        """A view over the raw file, read by Spark (CSV as text, like the other engines)."""
+        _exists(path, wanted)
+        kind = _kind(path)
+        if kind == "parquet":
+            return self._view(self.spark.read.parquet(str(path)), wanted)
+        if kind == "csv":
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            reader = self.spark.read.option("header", "true").option("inferSchema", "false").option("sep", sep)
+            return self._view(reader.csv(str(path)), wanted)
+        raise SourceError(
+            f"{path}: the Spark engine reads Parquet and CSV files; for a {path.suffix} file use "
+            "--engine polars or --engine duckdb (or export the table to Parquet)"
+        )
+
+    def register(self, frame: pl.DataFrame, name: str) -> exp.Table:
+        """Make a polars frame visible to Spark SQL (through Parquet, so dates and doubles keep their bits)."""
+        path = Path(self._tmp) / f"{name}_{len(self._views) + 1}.parquet"
+        frame.write_parquet(path)
+        return self._view(self.spark.read.parquet(str(path)), name)
+
+    def schema(self, relation: exp.Expression) -> dict[str, str]:
+        """Column name -> type, spelled as DuckDB spells it."""
+        df = self.spark.sql(exp.select("*").from_(relation).limit(0).sql("spark"))
+        return {
+            f.name: _SPARK_TYPES.get(f.dataType.simpleString(), f.dataType.simpleString().upper()) for f in df.schema
+        }
+
+    def run(self, query: exp.Expression) -> pl.DataFrame:
+        """Run a sqlglot expression tree as Spark SQL; the result comes back as a polars frame."""
+        try:
+            arrow = self.spark.sql(query.sql("spark")).toArrow()
+        except Exception as exc:  # py4j and Spark analysis errors share no base class importable without pyspark
+            raise SourceError(
+                f"Spark could not run the build query: {str(exc).splitlines()[0]}. Check the column "
+                "types of the raw tables; report it if they are right."
+            ) from None
+        return cast(pl.DataFrame, pl.from_arrow(arrow))
+
+    def close(self) -> None:
+        for view in self._views:
+            self.spark.catalog.dropTempView(view)
+        self._views.clear()
+        shutil.rmtree(self._tmp, ignore_errors=True)

@@ -46,7 +46,8 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         "--engine",
         choices=ENGINES,
         default="polars",
-        help="polars (in memory, default) or duckdb (reads files in place, spills to disk)",
+        help="polars (in memory, default), duckdb (reads files in place, spills to disk) or spark "
+        "(a local Spark session reads the Parquet or CSV event log; needs the spark extra and Java 17)",
     )
     add_map_arg(
         p,
