@@ -1,5 +1,6 @@
 """The customer scorecard carries customer-audience content only: scanned for every internal label,
-description, action and field value of the bundled sample model, it has zero hits."""
+description, action and field value of the bundled sample model, and for the account's alert
+history (the rules fired and the actions they ask of the team), it has zero hits."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def test_customer_scorecard_has_no_internal_content(sample):
     latest = scores.filter(pl.col("account_id").is_in(accounts) & (pl.col("as_of") == pl.col("as_of").max()))
     assert len(accounts) >= 5 and {"red", "green"} <= set(latest["band"].drop_nulls())
     assert "digital" in set(latest["variant"])
-    checked = 0
+    checked, alerted = 0, 0
     for account in accounts:
         card = cards.scorecard_data(scores, model, account, snapshots=snaps)
         page = "".join(card_html.scorecard_sections(card))
@@ -79,18 +80,23 @@ def test_customer_scorecard_has_no_internal_content(sample):
         row = scores.filter(pl.col("account_id") == account).sort("as_of").row(-1, named=True)
         phrases, cells = _internal_terms(model, row)
         assert phrases and cells
-        hits = [p for p in phrases if p in text] + [c for c in cells if f">{html.escape(c)}<" in page]
+        # the account's alert history: its heading, each rule fired and the action asked of the team
+        internal_card = cards.scorecard_data(scores, model, account, snapshots=snaps, internal=True)
+        fired = internal_card.alert_history
+        assert fired is not None and card.alert_history is None
+        alert_terms = ["Alert history", *fired["rule"].unique().to_list(), *fired["action"].unique().to_list()]
+        hits = [p for p in phrases + alert_terms if p in text] + [c for c in cells if f">{html.escape(c)}<" in page]
+        hits += [f"data-alert={r}" for r in fired["rule"].unique() if f'data-alert="{r}"' in page]
         assert hits == [], (account, hits)
         assert f"Report {card.report_id}" in text
         # the internal version of the same card shows them: the scan would have found a leak
-        inside = html.unescape(
-            "".join(
-                card_html.scorecard_sections(
-                    cards.scorecard_data(scores, model, account, snapshots=snaps, internal=True)
-                )
-            )
-        )
+        inside_page = "".join(card_html.scorecard_sections(internal_card))
+        inside = html.unescape(inside_page)
         assert model.hash in inside and "Internal only" in inside
         assert any(m.label in inside for m in model.metrics if m.audience == "internal")
+        assert all(t in inside for t in alert_terms), account
+        assert inside_page.count("<tr data-alert=") == fired.height
+        alerted += fired.height > 0
         checked += 1
     assert checked == len(accounts)
+    assert alerted >= 3  # most picked accounts had alerts to hide: the alert part of the scan is not empty

@@ -9,6 +9,7 @@ Needs Debian's ``/usr/bin/chromium`` (see tests/test_scorecard_browser.py).
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 from pathlib import Path
 
@@ -122,6 +123,13 @@ lower = 70
 upper = 100
 colour = "#0f0"
 meaning = {_toml(h[3])}
+[[alerts]]
+name = "entered_low_band"
+kind = "enters_band"
+band = {_toml(h[16])}
+severity = "high"
+owner = "CSM"
+action = {_toml(h[12])}
 [report.fields.csm]
 label = {_toml(h[1])}
 [report.fields.segment]
@@ -192,8 +200,9 @@ def pages(hostile):
             "error": [None] * (latest.height - 1) + [HOSTILE[0]],
         }
     )
-    index = batch_run._index_html(manifest, latest.select("account_id", "company_name", "score", "band"), HOSTILE[1])
-    (folder / "index.html").write_text(index)
+    manifest = manifest.with_columns(score=pl.lit(None, pl.Float64), band=pl.lit(None, pl.String))
+    rows, failed = batch_run.index_tables(manifest, scores, model, current=latest["account_id"].to_list())
+    batch_run.write_index(folder, rows, failed, model, title=HOSTILE[1])
     out["index"] = folder / "index.html"
     out["review"] = batch_run.render_review(scores, folder / "review.html", events=hostile["events"], by="segment")
     ev = hs.evaluate(hostile["snapshots"], hostile["events"], {"hostile": model}, horizon="90d", by="segment")
@@ -220,6 +229,12 @@ def test_every_page_carries_the_policy_and_no_live_markup(pages):
     for kind, path in pages.items():
         page = path.read_text()
         assert reports.safe_html.has_csp(page), kind
+        if kind == "index":
+            # the index carries exactly one script, ours, byte for byte; nothing else may be live
+            own = reports.safe_html.script_tag(reports.safe_html.TABLE_SCRIPT)
+            assert page.count(own) == 1
+            assert reports.safe_html.csp(reports.safe_html.TABLE_SCRIPT) in html.unescape(page.split("</head>")[0])
+            page = page.replace(own, "")
         low = page.lower()
         assert "<script" not in low and "<iframe" not in low and "<object" not in low and "<embed" not in low, kind
         parser = _Markup()
@@ -246,6 +261,11 @@ def test_hostile_pages_in_chromium(pages, hostile):
         f"<html><head>{reports.safe_html.csp_meta()}</head><body><p>control</p>"
         f"<script>window.{FLAG}=1</script></body></html>"
     )
+    control_index = hostile["folder"] / "control-index.html"
+    control_index.write_text(
+        f"<html><head>{reports.safe_html.csp_meta(reports.safe_html.TABLE_SCRIPT)}</head><body><p>control</p>"
+        f"<script>window.{FLAG}=1</script>{reports.safe_html.script_tag(reports.safe_html.TABLE_SCRIPT)}</body></html>"
+    )
     results = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -256,6 +276,10 @@ def test_hostile_pages_in_chromium(pages, hostile):
                 probe.goto(control.as_uri())
                 ran = probe.evaluate(f"() => window.{FLAG} === undefined ? null : window.{FLAG}")
                 assert ran == (1 if bypass else None), (bypass, ran)  # the policy alone stops it
+                # the index's policy allows our one script by its hash, and still no other
+                probe.goto(control_index.as_uri())
+                ran = probe.evaluate(f"() => window.{FLAG} === undefined ? null : window.{FLAG}")
+                assert ran == (1 if bypass else None), (bypass, ran)
                 probe.close()
                 for kind, path in pages.items():
                     page = context.new_page()
@@ -277,6 +301,8 @@ def test_hostile_pages_in_chromium(pages, hostile):
                     assert dialogs == [], (kind, bypass, dialogs)
                     assert requests == [path.as_uri()], (kind, bypass, requests)
                     assert f"window.{FLAG}" in text, kind  # the payloads are shown as text, not dropped
+                    if kind == "index":  # our own script did run: it shows the search box
+                        assert page.locator("#hs-search").is_visible(), bypass
                     assert "\u202e" not in text and "\u2066" not in text, kind
                     if kind not in ("evaluation", "monitoring"):  # wide faceted charts scale down; text must wrap
                         assert width <= 1000, (kind, bypass, width)

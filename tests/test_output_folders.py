@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -277,7 +279,7 @@ def test_folder_over_two_runs(book, model_path, tmp_path):
     index = (out / "index.html").read_text()
     assert "Customer health scorecards" in index and "Company index" in index
     assert "Company index" in (out / pages["index"]).read_text()
-    shared = {"index.html", "manifest.csv", *pages.values()}
+    shared = {"index.html", "index.csv", "manifest.csv", *pages.values()}
     assert {p.name for p in out.iterdir()} == shared
 
     # a second run of one account: a crashed run's leftovers and an old inputs folder are in the
@@ -313,6 +315,10 @@ def test_folder_over_two_runs(book, model_path, tmp_path):
     for f in pages.values():
         assert f'href="{f}"' in index
     assert f"{len(IDS)} accounts" in index
+    # the index lists both runs' accounts, the CSV beside it the same rows in the same order
+    listed = pl.read_csv(out / "index.csv", infer_schema=False)
+    assert sorted(listed["account_id"].to_list()) == sorted(IDS)
+    assert re.findall(r'<tr data-account="([^"]*)"', index) == [html.escape(a) for a in listed["account_id"]]
     assert {p.name for p in out.iterdir()} == shared  # no temp file, no inputs, no lock, no logs
     assert _work_dirs() == before  # the private work folders are gone too
 
@@ -337,3 +343,5 @@ def test_two_batches_at_once_keep_every_row(book, model_path, tmp_path):
     on_disk = pl.read_csv(out / "manifest.csv")
     assert sorted(on_disk["account_id"].to_list()) == sorted(["index", "ACME", "acme", "plain"])
     assert set(on_disk["status"]) == {"rendered"}
+    listed = pl.read_csv(out / "index.csv", infer_schema=False)
+    assert sorted(listed["account_id"].to_list()) == sorted(["index", "ACME", "acme", "plain"])

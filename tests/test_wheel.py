@@ -53,6 +53,7 @@ def test_wheel_carries_the_resources(wheel: Path) -> None:
         "healthscore/resources/notebooks/scorecard.ipynb",
         "healthscore/resources/notebooks/cohort_review.ipynb",
         "healthscore/resources/templates/report/index.html.j2",
+        "healthscore/resources/templates/index/table.js",  # read when the renderer is imported
         "healthscore/resources/templates/models/general_saas.toml",
         "healthscore/py.typed",
     ]:

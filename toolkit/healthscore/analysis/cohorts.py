@@ -40,12 +40,12 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from healthscore.analysis.scorecard import load_scores
 from healthscore.core.extract import is_cross_sectional
 from healthscore.core.kernels import wilson_interval
 from healthscore.core.labels import label_outcomes
 from healthscore.core.scoring import score
 from healthscore.io.snapshots import read_events, read_snapshots
+from healthscore.io.tables import load_scores
 from healthscore.results import Summary
 from healthscore.spec.model import load_model
 from healthscore.spec.outcomes import horizon_words, parse_horizon, resolve_outcome

@@ -20,8 +20,11 @@ from typing import Any
 
 import polars as pl
 
+from healthscore.analysis.alerts import AlertError, alert_history
 from healthscore.core.scoring import ScoresError, score
 from healthscore.datasets.portfolio import load_sample
+from healthscore.io.tables import _cached_table as _cached_table  # the readers moved to io; kept importable here
+from healthscore.io.tables import load_scores as load_scores
 from healthscore.results import Summary
 from healthscore.spec.model import load_model
 from healthscore.spec.palette import NA_COLOUR, band_colour, safe_colour
@@ -31,6 +34,43 @@ CHANGE_DAYS = 30  # "since last month": against the snapshot nearest 30 days ear
 MIN_COHORT = 5  # fewer peers than this and percentiles would point at individuals
 NOT_APPLICABLE = "not applicable"
 MAX_ACTIONS = 3  # next steps shown, those that would recover the most points first
+# account columns an internal view shows when the data holds them (CONTRACTS: snapshot attributes)
+ACCOUNT_COLUMNS: dict[str, tuple[str, str]] = {
+    "csm": ("CSM", "text"),
+    "arr": ("ARR", "money"),
+    "renewal_date": ("Renewal date", "date"),
+}
+INDEX_COLUMNS: dict[str, pl.DataType] = {
+    "rank": pl.Int64(),
+    "account_id": pl.String(),
+    "company_name": pl.String(),
+    "as_of": pl.Date(),
+    "band": pl.String(),
+    "score": pl.Float64(),
+    "score_change": pl.Float64(),
+    "csm": pl.String(),
+    "arr": pl.Float64(),
+    "renewal_date": pl.Date(),
+    "days_to_renewal": pl.Int64(),
+}
+ALERT_HISTORY_COLUMNS: dict[str, pl.DataType] = {
+    "fired_at": pl.Date(),
+    "rule": pl.String(),
+    "severity": pl.String(),
+    "owner": pl.String(),
+    "action": pl.String(),
+    "status": pl.String(),
+    "resolved_on": pl.Date(),
+}
+OVERRIDE_COLUMNS: dict[str, pl.DataType] = {
+    "from_date": pl.Date(),
+    "to_date": pl.Date(),
+    "target": pl.String(),
+    "value": pl.Float64(),
+    "computed_score": pl.Float64(),
+    "reason": pl.String(),
+    "author": pl.String(),
+}
 JOINT_OWNER = "your team with your CSM"  # who does a step whose metric names no action_owner
 
 
@@ -62,6 +102,13 @@ class Scorecard:
     account fields shown (label, value, format). ``audience`` is ``customer`` or ``internal``; a
     customer scorecard has no ``model_hash``, ``variant`` or ``null_reason`` (``report_id`` names
     it), and ``internal_fields`` is None.
+
+    Internal only (None on a customer scorecard): ``probability_interval`` (lower, upper,
+    confidence) of the outcome probability in ``internal_fields``; ``alert_history`` (one row per
+    alert fired for this account up to ``as_of``, newest first: fired_at, rule, severity, owner,
+    action, status ``open`` or ``resolved``, resolved_on), with ``alert_note`` saying why it is
+    None when the rules could not run; ``overrides`` (from_date, to_date, target, value,
+    computed_score, reason, author: each manual override applied to the score).
     """
 
     account_id: str
@@ -92,6 +139,10 @@ class Scorecard:
     report_id: str = ""
     fields: list[tuple[str, Any, str]] = field(default_factory=list)
     internal_fields: list[tuple[str, Any, str]] | None = field(default=None)
+    probability_interval: tuple[float, float, float] | None = None
+    alert_history: pl.DataFrame | None = None
+    alert_note: str = ""
+    overrides: pl.DataFrame | None = None
 
     @property
     def internal(self) -> dict[str, Any] | None:
@@ -112,31 +163,6 @@ class Scorecard:
         else:
             lines.append(f"customer scorecard, report {self.report_id}")
         return Summary("\n".join(lines))
-
-
-def _read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file; pass the scores written by 'healthscore score'")
-    if p.suffix.lower() in {".parquet", ".pq"}:
-        return pl.read_parquet(p)
-    if p.suffix.lower() == ".csv":
-        return pl.read_csv(p, try_parse_dates=True, infer_schema_length=10_000)
-    raise ValueError(f"{p}: cannot read '{p.suffix}' files; use .parquet or .csv")
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_table(path: str, mtime_ns: int, size: int) -> pl.DataFrame:
-    return _read_table(path)
-
-
-def load_scores(path: str | os.PathLike[str]) -> pl.DataFrame:
-    """Read a score frame (Parquet or CSV); cached per file version, so a warm kernel that renders
-    many accounts reads it once."""
-    st = Path(path).stat() if Path(path).is_file() else None
-    if st is None:
-        return _read_table(path)  # raises the clear error
-    return _cached_table(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -433,10 +459,33 @@ def scorecard_data(
             fields.append((label, cur.get(f.column), f.format))
         elif internal_fields is not None:
             internal_fields.append((f.label or f.column.replace("_", " "), cur.get(f.column), f.format))
-    if internal_fields is not None and probabilities is not None and cur.get("score") is not None:
-        outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
-        key = f"{outcome.capitalize()} probability ({getattr(probabilities, 'horizon', '')})"
-        internal_fields.append((key, float(probabilities.predict([cur["score"]])[0]), "percent"))
+    probability_interval = None
+    alerts_fired, alert_note, overrides = None, "", None
+    if internal_fields is not None:
+        shown_columns = {f.column for f in getattr(model, "fields", [])}
+        for column, (label, kind) in ACCOUNT_COLUMNS.items():
+            if column in rows.columns and column not in shown_columns:
+                internal_fields.append((label, cur.get(column), kind))
+        renewal = _as_date(cur.get("renewal_date"))
+        if renewal is not None:
+            internal_fields.append(("Days to renewal", (renewal - cur["as_of"]).days, "count"))
+        if probabilities is not None and cur.get("score") is not None:
+            outcome = getattr(probabilities, "outcome", "churned").replace("churned", "churn")
+            key = f"{outcome.capitalize()} probability ({getattr(probabilities, 'horizon', '')})"
+            internal_fields.append((key, float(probabilities.predict([cur["score"]])[0]), "percent"))
+            lower, upper = (float(v[0]) for v in probabilities.predict_interval([cur["score"]]))
+            if not (math.isnan(lower) or math.isnan(upper)):
+                confidence = float(getattr(probabilities, "confidence", 0.95))
+                probability_interval = (lower, upper, confidence)
+                internal_fields.append((f"{key}, {confidence:.0%} interval", (lower, upper), "percent_range"))
+        account_snaps = snapshots.filter(pl.col("account_id") == account_id) if snapshots is not None else None
+        try:
+            alerts_fired = account_alert_history(rows, model, snapshots=account_snaps)
+        except AlertError as exc:
+            alert_note = f"The alert rules could not run on this account's data: {exc}"
+        if not getattr(model, "alerts", None):
+            alert_note = "The health model has no alert rules."
+        overrides = override_history(rows)
 
     band = cur.get("band")
     model_hash = str(cur.get("model_hash") or model.hash)
@@ -470,6 +519,10 @@ def scorecard_data(
         report_id=report_id(model_hash, account_id, cur["as_of"], cur.get("variant")),
         fields=fields,
         internal_fields=internal_fields,
+        probability_interval=probability_interval,
+        alert_history=alerts_fired,
+        alert_note=alert_note,
+        overrides=overrides,
     )
 
 
@@ -482,3 +535,203 @@ def _level_text(value: Any, metric: Any) -> str:
     labels = (metric.params or {}).get("labels") or {}
     key = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     return str(labels.get(key, key))
+
+
+def _as_date(value: Any) -> dt.date | None:
+    """A date from a date, datetime or ISO text; None when it is none of those."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            return None
+    return None
+
+
+def account_alert_history(rows: pl.DataFrame, model: Any, *, snapshots: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The alerts the model's ``[[alerts]]`` rules fired for the accounts in ``rows`` (a score
+    history, usually one account's up to the scorecard date), newest first: fired_at, rule,
+    severity, owner, action, status (``open`` or ``resolved``), resolved_on.
+
+    Rules that read data columns the scores lack take them from ``snapshots``; when neither has
+    them :class:`healthscore.analysis.alerts.AlertError` says which.
+
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> from healthscore.spec.alerts import AlertRule
+    >>> rule = AlertRule("entered_red", "enters_band", "high", "CSM", "Call them.", band="red")
+    >>> model = ScoreModel("m", "1", [Metric("a", "a", "u", params={"points": [[0, 0], [1, 100]]})],
+    ...                    {"u": Category("u")}, [Band(*b[:3]) for b in DEFAULT_BANDS], alerts=[rule])
+    >>> weeks = [dt.date(2026, 1, 5) + dt.timedelta(weeks=k) for k in range(4)]
+    >>> rows = pl.DataFrame({"account_id": ["A1"] * 4, "as_of": weeks, "score": [55.0, 35.0, 30.0, 60.0]})
+    >>> account_alert_history(rows, model).select("fired_at", "rule", "status", "resolved_on").rows()
+    [(datetime.date(2026, 1, 12), 'entered_red', 'resolved', datetime.date(2026, 1, 26))]
+    """
+    if not getattr(model, "alerts", None) or rows.is_empty():
+        return pl.DataFrame(schema=ALERT_HISTORY_COLUMNS)
+    history = alert_history(rows, model, snapshots=snapshots)
+    if history.is_empty():
+        return pl.DataFrame(schema=ALERT_HISTORY_COLUMNS)
+    last = history.sort("alert_id", "as_of").group_by("alert_id").last()
+    return (
+        last.with_columns(
+            status=pl.when(pl.col("status") == "resolved").then(pl.lit("resolved")).otherwise(pl.lit("open")),
+            resolved_on=pl.when(pl.col("status") == "resolved").then(pl.col("as_of")).otherwise(None),
+        )
+        .select(list(ALERT_HISTORY_COLUMNS))
+        .cast(ALERT_HISTORY_COLUMNS)
+        .sort(["fired_at", "severity", "rule"], descending=[True, False, False])
+    )
+
+
+def override_history(rows: pl.DataFrame) -> pl.DataFrame:
+    """The manual overrides applied to an account's scores (the ``override_*`` audit columns of
+    the score frame): one row per distinct override, with the first and last date it applied,
+    newest first. Empty when the scores carry no override.
+
+    >>> rows = pl.DataFrame({"as_of": [dt.date(2026, 1, 5), dt.date(2026, 1, 12), dt.date(2026, 1, 19)],
+    ...     "override_target": [None, "overall", "overall"], "override_value": [None, 20.0, 20.0],
+    ...     "override_computed_score": [None, 64.0, 61.0], "override_reason": [None, "lost sponsor"] * 1 + ["lost sponsor"],
+    ...     "override_author": [None, "kim", "kim"]})
+    >>> override_history(rows).select("from_date", "to_date", "target", "value", "author").rows()
+    [(datetime.date(2026, 1, 12), datetime.date(2026, 1, 19), 'overall', 20.0, 'kim')]
+    """
+    if "override_target" not in rows.columns:
+        return pl.DataFrame(schema=OVERRIDE_COLUMNS)
+    source = {
+        "value": "override_value",
+        "computed_score": "override_computed_score",
+        "reason": "override_reason",
+        "author": "override_author",
+    }
+    applied = rows.filter(pl.col("override_target").is_not_null()).select(
+        "as_of",
+        pl.col("override_target").cast(pl.String).alias("target"),
+        *[
+            (pl.col(col) if col in rows.columns else pl.lit(None)).cast(OVERRIDE_COLUMNS[name]).alias(name)
+            for name, col in source.items()
+        ],
+    )
+    if applied.is_empty():
+        return pl.DataFrame(schema=OVERRIDE_COLUMNS)
+    key = ["target", "value", "reason", "author"]
+    return (
+        applied.sort("as_of")
+        .group_by(key, maintain_order=True)
+        .agg(
+            from_date=pl.col("as_of").first(),
+            to_date=pl.col("as_of").last(),
+            computed_score=pl.col("computed_score").last(),
+        )
+        .select(list(OVERRIDE_COLUMNS))
+        .cast(OVERRIDE_COLUMNS)
+        .sort("from_date", "target", descending=[True, False])
+    )
+
+
+def accounts_by_risk(
+    scores: pl.DataFrame,
+    model: Any,
+    *,
+    accounts: list[str] | None = None,
+    as_of: dt.date | str | None = None,
+) -> pl.DataFrame:
+    """Each account's latest score row (on or before ``as_of``), riskiest first, for an internal
+    list of accounts: the band (worst first, in the model's band order), then the score change
+    since the previous score (biggest fall first), then ARR (largest first), then days to renewal
+    (soonest first); blanks go last at every step, and the account id breaks the remaining ties.
+
+    Columns: rank, account_id, company_name, as_of, band, score, score_change, csm, arr,
+    renewal_date, days_to_renewal. A column the scores do not hold (``csm``, ``arr``,
+    ``renewal_date``, ``company_name``) is null, never an error.
+
+    >>> from healthscore.spec.model import ScoreModel, Metric, Category, Band, DEFAULT_BANDS
+    >>> model = ScoreModel("m", "1", [Metric("a", "a", "u", params={"points": [[0, 0], [1, 100]]})],
+    ...                    {"u": Category("u")}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+    >>> d0, d1 = dt.date(2026, 1, 5), dt.date(2026, 1, 12)
+    >>> scores = pl.DataFrame({"account_id": ["g", "g", "r1", "r1", "r2", "r2"], "as_of": [d0, d1] * 3,
+    ...     "score": [80.0, 75.0, 30.0, 35.0, 38.0, 20.0], "band": ["green", "green", "red", "red", "red", "red"]})
+    >>> accounts_by_risk(scores, model).select("rank", "account_id", "score_change").rows()
+    [(1, 'r2', -18.0), (2, 'r1', 5.0), (3, 'g', -5.0)]
+    """
+    frame = scores
+    if accounts is not None:
+        frame = frame.filter(pl.col("account_id").is_in(list(accounts)))
+    if as_of is not None:
+        day = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        frame = frame.filter(pl.col("as_of") <= day)
+    change = (
+        pl.col("score_change_1")
+        if "score_change_1" in frame.columns
+        else pl.col("score") - pl.col("score").shift(1).over("account_id", order_by="as_of")
+    )
+
+    def column(name: str) -> pl.Expr:
+        if name not in frame.columns:
+            return pl.lit(None, INDEX_COLUMNS[name]).alias(name)
+        return pl.col(name).cast(INDEX_COLUMNS[name], strict=False).alias(name)
+
+    renewal = pl.col("renewal_date")
+    if "renewal_date" in frame.columns and frame.schema["renewal_date"] == pl.String:
+        renewal = renewal.str.strip_chars().str.slice(0, 10).str.to_date(strict=False)
+    latest = (
+        frame.sort("account_id", "as_of")
+        .with_columns(score_change=change.cast(pl.Float64))
+        .group_by("account_id", maintain_order=True)
+        .last()
+        .select(
+            pl.col("account_id").cast(pl.String),
+            column("company_name"),
+            pl.col("as_of"),
+            column("band"),
+            column("score"),
+            pl.col("score_change"),
+            column("csm"),
+            column("arr"),
+            (renewal.cast(pl.Date, strict=False) if "renewal_date" in frame.columns else column("renewal_date")).alias(
+                "renewal_date"
+            ),
+        )
+    )
+    latest = latest.with_columns(
+        days_to_renewal=(pl.col("renewal_date") - pl.col("as_of")).dt.total_days(),
+        rank=pl.lit(None, pl.Int64),
+    )
+    return order_by_risk(latest.select(list(INDEX_COLUMNS)).cast(INDEX_COLUMNS), model.band_order)
+
+
+def order_by_risk(rows: pl.DataFrame, band_order: list[str]) -> pl.DataFrame:
+    """``rows`` (the columns of :func:`accounts_by_risk`) sorted riskiest first and ranked from 1:
+    band in ``band_order`` (worst first; a band the model does not know comes after the known
+    ones, no band last), then score change (biggest fall first), ARR (largest first), days to
+    renewal (soonest first), account id; blanks last at every step.
+
+    >>> rows = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "band": ["green", None, "red", "red"],
+    ...     "score_change": [-9.0, -20.0, 2.0, 2.0], "arr": [1.0, 1.0, 5.0, None], "days_to_renewal": [1, 1, 9, 1]})
+    >>> order_by_risk(rows, ["red", "yellow", "green"]).select("rank", "account_id").rows()
+    [(1, 'c'), (2, 'd'), (3, 'a'), (4, 'b')]
+    """
+    order = {name: i for i, name in enumerate(band_order)}
+    keys = {"score_change": pl.Float64, "arr": pl.Float64, "days_to_renewal": pl.Int64}
+    frame = rows.with_columns(
+        [pl.lit(None, dtype).alias(c) for c, dtype in keys.items() if c not in rows.columns]
+        + [pl.lit(None, pl.String).alias("band")] * ("band" not in rows.columns)
+    )
+    rank = (
+        pl.when(pl.col("band").is_null())
+        .then(None)
+        .otherwise(pl.col("band").replace_strict(order, default=len(order), return_dtype=pl.Int64))
+    )
+    ordered = (
+        frame.with_columns(_band_rank=rank)
+        .sort(
+            ["_band_rank", "score_change", "arr", "days_to_renewal", "account_id"],
+            descending=[False, False, True, False, False],
+            nulls_last=True,
+        )
+        .drop("_band_rank")
+        .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
+    )
+    return ordered.select(["rank", *[c for c in ordered.columns if c != "rank"]])

@@ -19,18 +19,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import nbformat
 import polars as pl
 
 from healthscore import resources
-from healthscore.analysis.scorecard import _band_colour, load_scores, peer_figures
+from healthscore.analysis.scorecard import (
+    INDEX_COLUMNS,
+    _band_table,
+    accounts_by_risk,
+    load_scores,
+    order_by_risk,
+    peer_figures,
+)
 from healthscore.app import pdf as pdf_print
 from healthscore.core.scoring import check_scores
 from healthscore.io import files
-from healthscore.render import formats as fmt
-from healthscore.render.html import badge, escape
+from healthscore.render.index import index_csv_frame, index_page
 from healthscore.render.reports import (
     TEMPLATE_NAME,
     TEMPLATES,
@@ -456,35 +461,80 @@ def pdf_file(page: str) -> str:
     return page[: -len(".html")] + ".pdf" if page.endswith(".html") else page + ".pdf"
 
 
-def _index_html(manifest: pl.DataFrame, latest: pl.DataFrame, title: str) -> str:
-    rows = []
-    table = manifest.join(latest, on="account_id", how="left").sort("company_name", "account_id", nulls_last=True)
-    for r in table.iter_rows(named=True):
-        name = r["company_name"] or r["account_id"]
-        # file names come from safe_name (letters, digits, . _ -): a relative link, never a scheme
-        link = f'<a href="{escape(quote(r["file"]))}">{escape(name)}</a>' if r["status"] in _DONE else escape(name)
-        if r["status"] in _DONE and r.get("pdf") and r["pdf"] == pdf_file(r["file"]):
-            link += f' <a href="{escape(quote(r["pdf"]))}">(PDF)</a>'
-        status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
-        rows.append(
-            f"<tr><td>{link}</td><td>{escape(r['account_id'])}</td>"
-            f'<td class="num">{escape(fmt.points(r["score"]))}</td>'
-            f"<td>{badge(r['band'], _band_colour(r['band'])) if r['band'] else fmt.MISSING}</td>"
-            f"<td>{escape(status)}</td></tr>"
-        )
-    body = (
-        f'<h1>{escape(title)}</h1><p class="muted">{fmt.count(manifest.height)} accounts · internal list, '
-        "share each scorecard on its own.</p><table><thead><tr><th>Account</th><th>ID</th>"
-        '<th class="num">Score</th><th>Band</th><th>Report</th></tr></thead><tbody>'
-        + "".join(rows)
-        + "</tbody></table>"
-    )
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("display_data", data={"text/html": body})])
+INDEX_TITLE = "Customer health scorecards"
+
+
+# account columns the index shows beside the score (CONTRACTS: snapshot attributes)
+ACCOUNT_COLUMNS = ("company_name", "csm", "arr", "renewal_date")
+
+
+def index_tables(
+    folder: pl.DataFrame,
+    scores: pl.DataFrame,
+    model: Any,
+    *,
+    current: list[str],
+    as_of: str | None = None,
+    snapshots: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows of the folder's index, riskiest first (see ``accounts_by_risk``), with each
+    account's ``page`` and ``pdf`` (null when it has none), and the accounts that failed (account_id,
+    company_name, error).
+
+    ``folder`` is the folder's manifest (every account rendered into it); accounts of this run
+    (``current``) are described from ``scores``; accounts only earlier runs rendered keep the
+    score and band their manifest row recorded, and blanks for the rest. Account columns the
+    scores lack (CSM, ARR, renewal date, company name) are taken from ``snapshots`` when given.
+    """
+    wanted = [c for c in ACCOUNT_COLUMNS if c not in scores.columns]
+    if (
+        snapshots is not None
+        and {"account_id", "as_of"} <= set(snapshots.columns)
+        and snapshots.schema["as_of"] == scores.schema["as_of"]
+    ):
+        wanted = [c for c in wanted if c in snapshots.columns]
+        if wanted:
+            extra = snapshots.select("account_id", "as_of", *wanted).unique(["account_id", "as_of"], keep="last")
+            scores = scores.join(extra, on=["account_id", "as_of"], how="left")
+    here = [a for a in current if a in set(scores["account_id"].unique().to_list())]
+    risk = accounts_by_risk(scores, model, accounts=here, as_of=as_of)
+    earlier = folder.filter(~pl.col("account_id").is_in(risk["account_id"].to_list()))
+    old = earlier.select(
+        [
+            pl.col(c).cast(t, strict=False)
+            if c in ("account_id", "company_name", "score", "band") and c in earlier.columns
+            else pl.lit(None, t).alias(c)
+            for c, t in INDEX_COLUMNS.items()
         ]
     )
-    return export_html(nb, None, title=title)
+    rows = order_by_risk(pl.concat([risk, old], how="vertical"), model.band_order)
+    done = pl.col("status").is_in(list(_DONE))
+    printed = pl.col("pdf") if "pdf" in folder.columns else pl.lit(None, pl.String)
+    pages = folder.select(
+        "account_id",
+        page=pl.when(done).then(pl.col("file")).otherwise(None),
+        # a PDF counts only when it is the one printed beside this page
+        pdf=pl.when(done & (printed == (pl.col("file").str.replace(r"\.html$", "") + ".pdf")))
+        .then(printed)
+        .otherwise(None),
+    )
+    rows = rows.join(pages, on="account_id", how="left", maintain_order="left")
+    names = rows.select("account_id", name=pl.col("company_name"))
+    failed = (
+        folder.filter(pl.col("status") == "failed")
+        .join(names, on="account_id", how="left", maintain_order="left")
+        .select("account_id", pl.coalesce("company_name", "name").alias("company_name"), "error")
+    )
+    return rows, failed
+
+
+def write_index(out: Path, rows: pl.DataFrame, failed: pl.DataFrame, model: Any, title: str = INDEX_TITLE) -> None:
+    """``index.html`` (sortable, searchable, riskiest first) and ``index.csv`` (the same rows in
+    the same order) into ``out``, each written atomically."""
+    colours = {name: swatch for name, _, _, swatch, _ in _band_table(model)}
+    page = index_page(rows, title=title, band_order=model.band_order, colours=colours, failed=failed)
+    files.write_text(out / "index.html", page)
+    files.write_csv(index_csv_frame(rows), out / "index.csv")
 
 
 def render_scorecards(
@@ -512,7 +562,8 @@ def render_scorecards(
 
     Each of ``workers`` processes keeps one kernel warm and runs the notebook for account after
     account (parameters injected as papermill does), then exports the HTML in process. Writes
-    ``out_dir/<account>.html`` (see :func:`page_files`), ``out_dir/index.html`` and
+    ``out_dir/<account>.html`` (see :func:`page_files`), ``out_dir/index.html`` (internal: the
+    accounts riskiest first, sortable and searchable), ``out_dir/index.csv`` (its rows) and
     ``out_dir/manifest.csv`` (account_id, company_name, status, file, model_hash, data_hash,
     notebook_hash, as_of, seconds, error, score, band). The manifest and the index cover every
     account in the folder: rows of earlier runs stay, and an account rendered again replaces its
@@ -820,12 +871,9 @@ def _render_into(
                 (out / pdf_file(rows[aid]["file"])).unlink(missing_ok=True)
     manifest = write_manifest()
     folder = merged()  # the index lists every account in the folder, from this run and earlier ones
-    files.write_text(
-        out / "index.html",
-        _index_html(
-            folder.drop("score", "band"), folder.select("account_id", "score", "band"), "Customer health scorecards"
-        ),
-    )
+    raw = load_scores(snapshots_path) if snapshots_path is not None else None
+    rows, failed = index_tables(folder, frame, model_obj, current=ids, as_of=as_of_s, snapshots=raw)
+    write_index(out, rows, failed, model_obj)
     return ScorecardRun(
         out_dir=out,
         manifest=manifest,

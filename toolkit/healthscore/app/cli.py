@@ -1152,6 +1152,7 @@ def _demo_scorecards(out: Path) -> str:
         model_path,
         ids,
         out / "scorecards",
+        internal=True,  # the account team's view: alert history, CSM, ARR and renewal on each card
         progress=False,
         snapshots=snapshots if snapshots.is_file() else load_sample().snapshots,
     )

@@ -7,7 +7,9 @@
   no ``on*`` attributes);
 * :func:`colour` for the only CSS value built from a model (a validated ``#rrggbb``);
 * :data:`CSP`, the Content-Security-Policy every exported report carries: no script of any kind,
-  nothing loaded from anywhere (images only as ``data:``).
+  nothing loaded from anywhere (images only as ``data:``). One exception, :func:`csp` with
+  ``script=``: a page may run one inline script of ours (:data:`TABLE_SCRIPT`, which sorts and
+  filters a table), allowed by its SHA-256 hash and nothing else.
 
 >>> escape('<b onclick="x">Acme & Co</b>')
 '&lt;b onclick=&quot;x&quot;&gt;Acme &amp; Co&lt;/b&gt;'
@@ -17,6 +19,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html as _html
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +30,16 @@ import mistune
 import nh3
 import polars as pl
 
+from healthscore import resources
 from healthscore.render import formats
 from healthscore.spec.palette import NA_COLOUR, safe_colour
 
 __all__ = [
     "CSP",
+    "TABLE_SCRIPT",
+    "csp",
     "csp_meta",
+    "script_tag",
     "has_csp",
     "escape",
     "table",
@@ -55,28 +63,67 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def csp_meta() -> str:
-    """The ``<meta>`` tag that puts :data:`CSP` on a page (first thing in ``<head>``).
+# the one script a page of ours may carry: sorts a table by a clicked header and filters its rows
+# by typed text, using text and data-* attributes only (never markup, never a request)
+TABLE_SCRIPT = resources.folder("templates", "index", "table.js").read_text(encoding="utf-8")
+_OWN_SCRIPTS = (TABLE_SCRIPT,)
+
+
+def _script_hash(script: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def csp(script: str | None = None) -> str:
+    """The page policy: :data:`CSP`, or with ``script`` the same policy that lets exactly that
+    inline script run (allowed by its SHA-256 hash; every other script stays blocked).
+
+    >>> csp() == CSP
+    True
+    >>> [part for part in csp("x()").split("; ") if part.startswith("script-src")]
+    ["script-src 'sha256-D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI='"]
+    """
+    if script is None:
+        return CSP
+    return CSP.replace("script-src 'none'", f"script-src {_script_hash(script)}")
+
+
+def csp_meta(script: str | None = None) -> str:
+    """The ``<meta>`` tag that puts :func:`csp` on a page (first thing in ``<head>``).
 
     >>> csp_meta().startswith('<meta http-equiv="Content-Security-Policy" content="default-src')
     True
     """
-    return f'<meta http-equiv="Content-Security-Policy" content="{_html.escape(CSP, quote=True)}">'
+    return f'<meta http-equiv="Content-Security-Policy" content="{_html.escape(csp(script), quote=True)}">'
+
+
+def script_tag(script: str) -> str:
+    """``script`` as an inline ``<script>`` element, byte for byte (its hash must match the policy).
+
+    >>> script_tag("go()")
+    '<script>go()</script>'
+    """
+    if re.search(r"</script", script, re.IGNORECASE):
+        raise ValueError("an inline script may not contain '</script'")
+    return f"<script>{script}</script>"
 
 
 _CSP_META = re.compile(r"<meta\b[^>]*>", re.IGNORECASE)
 
 
 def has_csp(page: str) -> bool:
-    """True when ``page`` carries :data:`CSP` in a ``<meta>`` tag inside its ``<head>``.
+    """True when ``page`` carries :data:`CSP` in a ``<meta>`` tag inside its ``<head>``, or the
+    policy that allows only one of our own scripts (:data:`TABLE_SCRIPT`) by its hash.
 
     >>> has_csp("<html><head>" + csp_meta() + "</head><body></body></html>"), has_csp("<p>hi</p>")
     (True, False)
+    >>> has_csp("<head>" + csp_meta(TABLE_SCRIPT) + "</head>"), has_csp("<head>" + csp_meta("x()") + "</head>")
+    (True, False)
     """
     head = page.split("</head>", 1)[0] if "</head>" in page else ""
+    allowed = {CSP} | {csp(s) for s in _OWN_SCRIPTS}
     for tag in _CSP_META.findall(head):
         tag = _html.unescape(tag)
-        if 'http-equiv="Content-Security-Policy"' in tag and f'content="{CSP}"' in tag:
+        if 'http-equiv="Content-Security-Policy"' in tag and any(f'content="{p}"' in tag for p in allowed):
             return True
     return False
 

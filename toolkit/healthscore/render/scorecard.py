@@ -35,6 +35,8 @@ def _badge(name: str | None, swatch: str, css: str = "band") -> str:
 
 
 def _field_value(value: Any, kind: str) -> str:
+    if kind == "percent_range" and isinstance(value, tuple) and len(value) == 2:
+        return f"{fmt.percent(value[0], 0)} to {fmt.percent(value[1], 0)}"
     if fmt.missing(value) or value == "":
         return fmt.MISSING
     if kind in ("money", "percent", "count", "days", "number", "date"):
@@ -187,7 +189,62 @@ def _internal_html(card: Scorecard) -> str:
         f"<tr><th>{_e(label)}</th><td>{_e(_field_value(value, kind))}</td></tr>"
         for label, value, kind in card.internal_fields
     )
-    return '<section class="internal"><h2>Internal only: do not share</h2><table>' + rows + "</table></section>"
+    return (
+        '<section class="internal"><h2>Internal only: do not share</h2><table>'
+        + rows
+        + "</table>"
+        + _alerts_html(card)
+        + _overrides_html(card)
+        + "</section>"
+    )
+
+
+def _alert_status(row: dict[str, Any]) -> str:
+    if row["status"] == "resolved":
+        return f"resolved {fmt.date(row['resolved_on'], style='short')}" if row["resolved_on"] else "resolved"
+    return "open"
+
+
+def _alerts_html(card: Scorecard) -> str:
+    """The alerts fired for this account (internal view only), newest first."""
+    title = "<h3>Alert history</h3>"
+    if card.alert_history is None:
+        return title + f'<p class="muted">{_e(card.alert_note or "No alert history for this account.")}</p>'
+    if card.alert_history.is_empty():
+        return title + f'<p class="muted">{_e(card.alert_note or "No alert has fired for this account.")}</p>'
+    body = "".join(
+        f'<tr data-alert="{_e(r["rule"])}"><td data-label="Fired">{_e(fmt.date(r["fired_at"], style="short"))}</td>'
+        f'<td data-label="Rule">{_e(r["rule"])}</td><td data-label="Severity">{_e(r["severity"])}</td>'
+        f'<td data-label="Owner">{_e(r["owner"])}</td><td data-label="Action">{_e(r["action"])}</td>'
+        f'<td data-label="Status">{_e(_alert_status(r))}</td></tr>'
+        for r in card.alert_history.iter_rows(named=True)
+    )
+    return (
+        title + '<table class="stack alerts"><thead><tr><th>Fired</th><th>Rule</th><th>Severity</th><th>Owner</th>'
+        "<th>Action</th><th>Status</th></tr></thead><tbody>" + body + "</tbody></table>"
+    )
+
+
+def _overrides_html(card: Scorecard) -> str:
+    """Manual overrides applied to this account's score (internal view only)."""
+    if card.overrides is None or card.overrides.is_empty():
+        return ""
+    body = []
+    for r in card.overrides.iter_rows(named=True):
+        since = fmt.date(r["from_date"], style="short")
+        until = fmt.date(r["to_date"], style="short")
+        when = since if since == until else f"{since} to {until}"
+        body.append(
+            f'<tr><td data-label="Applied">{_e(when)}</td><td data-label="What">{_e(r["target"])}</td>'
+            f'<td class="num" data-label="Set to">{_e(fmt.points(r["value"]))}</td>'
+            f'<td class="num" data-label="Computed score">{_e(fmt.points(r["computed_score"]))}</td>'
+            f'<td data-label="Reason">{_e(r["reason"])}</td><td data-label="By">{_e(r["author"])}</td></tr>'
+        )
+    return (
+        '<h3>Score overrides</h3><table class="stack"><thead><tr><th>Applied</th><th>What</th>'
+        '<th class="num">Set to</th><th class="num">Computed score</th><th>Reason</th><th>By</th></tr></thead>'
+        "<tbody>" + "".join(body) + "</tbody></table>"
+    )
 
 
 def _footer_html(card: Scorecard) -> str:
