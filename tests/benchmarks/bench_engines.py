@@ -25,6 +25,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from tests.benchmarks import Result
@@ -87,6 +89,7 @@ LIMIT = 600.0  # seconds: an engine slower than this at one size is not run at t
 
 
 def _run(engine: str, n: int, child: str = _CHILD, arg: str | None = None) -> dict:
+    """One engine at one size in a fresh process; a failure comes back as its last error line."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "toolkit"), str(ROOT)])}
     proc = subprocess.run(
         [sys.executable, "-c", child, engine, arg or str(n)],
@@ -94,9 +97,84 @@ def _run(engine: str, n: int, child: str = _CHILD, arg: str | None = None) -> di
         text=True,
         env=env,
         timeout=3600,
-        check=True,
     )
+    if proc.returncode != 0:
+        lines = [x for x in proc.stderr.splitlines() if "Error" in x or "Exception" in x] or proc.stderr.splitlines()
+        return {"error": (lines[-1] if lines else f"exit {proc.returncode}")[:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sizes(variable: str, default: str) -> list[int]:
+    return [int(x) for x in os.environ.get(variable, default).split(",")]
+
+
+def _each_engine(
+    what: str, n: int, unit: str, run: Callable[[str, int], dict], stopped: dict[str, str], results: list[Result]
+) -> dict[str, dict]:
+    runs: dict[str, dict] = {}
+    for engine in ENGINES:
+        if engine in stopped:
+            results.append(
+                Result(
+                    "engines",
+                    f"{engine} {what} {n:,} {unit}",
+                    None,
+                    None,
+                    None,
+                    "report",
+                    None,
+                    detail={"skipped": stopped[engine]},
+                )
+            )
+            continue
+        r = run(engine, n)
+        if "error" in r:
+            stopped[engine] = f"failed at {n:,} {unit}: {r['error']}"
+            results.append(
+                Result("engines", f"{engine} {what} {n:,} {unit}", None, None, None, "report", None, detail=r)
+            )
+            continue
+        runs[engine] = r
+        if r["seconds"] > LIMIT:
+            stopped[engine] = f"over {LIMIT:.0f} s at {n:,} {unit}"
+    return runs
+
+
+def _measure(
+    what: str,
+    sizes: list[int],
+    unit: str,
+    run: Callable[[str, int], dict],
+    around: Callable[[int], AbstractContextManager[object]] = lambda n: nullcontext(),
+) -> tuple[list[Result], list[dict]]:
+    """Every engine at every size (polars = 1 at each size), each size inside ``around(n)``; an engine
+    that failed or took more than :data:`LIMIT` seconds at one size is not run at the larger ones."""
+    points: list[dict] = []
+    results: list[Result] = []
+    stopped: dict[str, str] = {}
+    for n in sizes:
+        with around(n):
+            runs = _each_engine(what, n, unit, run, stopped, results)
+        base = runs["polars"]["seconds"] if "polars" in runs else None
+        for engine, r in runs.items():
+            points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
+            results.append(
+                Result(
+                    benchmark="engines",
+                    measure=f"{engine} {what} {n:,} {unit}",
+                    ours=r["seconds"],
+                    baseline=base,
+                    ratio=base / r["seconds"] if base else None,
+                    goal="report (polars = 1)",
+                    ok=None,
+                    detail={
+                        f"{unit}_per_second": n / r["seconds"],
+                        "peak_mb": round(r["peak_mb"]),
+                        "out_rows": r["rows"],
+                    },
+                )
+            )
+    return results, points
 
 
 def _chart(points: list[dict], out: Path, *, what: str = "score", unit: str = "snapshot rows") -> None:
@@ -123,30 +201,12 @@ def _chart(points: list[dict], out: Path, *, what: str = "score", unit: str = "s
 
 
 def bench_engines() -> list[Result]:
-    sizes = [int(s) for s in os.environ.get("HS_BENCH_ENGINE_ROWS", "10000,100000,1000000").split(",")]
-    points, results = [], []
-    for n in sizes:
-        runs = {engine: _run(engine, n) for engine in ENGINES}
-        base = runs["polars"]["seconds"]
-        for engine, r in runs.items():
-            points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
-            results.append(
-                Result(
-                    benchmark="engines",
-                    measure=f"{engine} score {n:,} rows",
-                    ours=r["seconds"],
-                    baseline=base,
-                    ratio=base / r["seconds"],
-                    goal="report (polars = 1)",
-                    ok=None,
-                    detail={"rows_per_second": n / r["seconds"], "peak_mb": round(r["peak_mb"]), "rows": r["rows"]},
-                )
-            )
-    spark_fixed = min(p["seconds"] for p in points if p["engine"] == "spark")
+    results, points = _measure("score", _sizes("HS_BENCH_ENGINE_ROWS", "10000,100000,1000000"), "rows", _run)
+    spark_fixed = min((p["seconds"] for p in points if p["engine"] == "spark"), default=None)
     results.append(
         Result(
             benchmark="engines",
-            measure=f"spark fixed cost ({min(sizes):,} rows)",
+            measure="spark fixed cost (smallest size)",
             ours=spark_fixed,
             baseline=None,
             ratio=None,
@@ -163,50 +223,22 @@ def bench_engine_build() -> list[Result]:
 
     from tests.benchmarks.bench_build import generate
 
-    sizes = [int(s) for s in os.environ.get("HS_BENCH_ENGINE_EVENTS", "1000000").split(",")]
-    points, results = [], []
-    too_slow: dict[str, int] = {}
-    for n in sizes:
+    folder: dict[str, str] = {}
+
+    @contextmanager
+    def event_log(n: int):  # one generated log per size, shared by the engines
         with tempfile.TemporaryDirectory(prefix="hs-bench-engines-") as tmp:
             generate(Path(tmp) / "events.parquet", n)
-            runs = {}
-            for engine in ENGINES:
-                if engine in too_slow:
-                    results.append(
-                        Result(
-                            "engines",
-                            f"{engine} build {n:,} events",
-                            None,
-                            None,
-                            None,
-                            "report",
-                            None,
-                            detail={"skipped": f"over {LIMIT:.0f} s at {too_slow[engine]:,} events"},
-                        )
-                    )
-                    continue
-                runs[engine] = r = _run(engine, n, _BUILD_CHILD, tmp)
-                if r["seconds"] > LIMIT:
-                    too_slow[engine] = n
-            base = runs["polars"]["seconds"] if "polars" in runs else None
-            for engine, r in runs.items():
-                points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
-                results.append(
-                    Result(
-                        benchmark="engines",
-                        measure=f"{engine} build {n:,} events",
-                        ours=r["seconds"],
-                        baseline=base,
-                        ratio=base / r["seconds"] if base else None,
-                        goal="report (polars = 1)",
-                        ok=None,
-                        detail={
-                            "events_per_second": n / r["seconds"],
-                            "peak_mb": round(r["peak_mb"]),
-                            "snapshot_rows": r["rows"],
-                        },
-                    )
-                )
+            folder["path"] = tmp
+            yield
+
+    results, points = _measure(
+        "build",
+        _sizes("HS_BENCH_ENGINE_EVENTS", "1000000"),
+        "events",
+        lambda engine, n: _run(engine, n, _BUILD_CHILD, folder["path"]),
+        around=event_log,
+    )
     _chart(points, ROOT / "build" / "bench_engines_build", what="build snapshots", unit="events")
     return results
 
