@@ -57,8 +57,12 @@ def run_duckdb(
             con.close()
 
 
-def spark_session(master: str = "local[2]", *, shuffle_partitions: int = 4) -> Any:
+def spark_session(master: str = "local[2]", *, shuffle_partitions: int = 4, driver_memory: str = "4g") -> Any:
     """A Spark session for local work (``local[2]``: two cores, few shuffle partitions).
+
+    ``driver_memory`` is the JVM heap of the driver, which in local mode also runs the tasks
+    (Spark's own default, 1g, runs out at about a million snapshot rows); it takes effect only when
+    no Spark JVM is running yet.
 
     Needs the ``spark`` extra (``pip install 'healthscore[spark]'``) and Java 17 or newer.
     """
@@ -71,6 +75,7 @@ def spark_session(master: str = "local[2]", *, shuffle_partitions: int = 4) -> A
         SparkSession.builder.master(master)
         .appName("healthscore")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.driver.memory", driver_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
