@@ -7,8 +7,8 @@ built into snapshots by each engine from the Parquet file; an engine that needs 
 at one size is not run at the larger ones.
 
 The bundled sample (81,153 snapshots) is repeated with fresh account ids up to each size. Every run
-happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process and, for Spark, of the
-JVM it starts) belongs to that run alone; the seconds cover scoring from an in-memory polars frame to a
+happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process plus, for Spark, the VmHWM of
+the JVM it starts, read before the session stops) belongs to that run alone; the seconds cover scoring from an in-memory polars frame to a
 polars frame of results (for Spark: Parquet in, Arrow out, query planning included). Polars at the
 same size is the baseline. Spark's time at the smallest size is its fixed cost (JVM start excluded,
 query planning and the job included). A log-log chart of rows against seconds goes to
@@ -37,6 +37,7 @@ ENGINES = ("polars", "duckdb", "spark")
 _CHILD = textwrap.dedent("""
     import json, resource, sys, time
     import polars as pl
+    import psutil
     import healthscore as hs
     from healthscore.core.sqlscore import score_with
     engine, n = sys.argv[1], int(sys.argv[2])
@@ -53,17 +54,22 @@ _CHILD = textwrap.dedent("""
     t0 = time.perf_counter()
     out = score_with(engine, snaps, model, **kw)
     seconds = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    jvm = 0  # the Spark JVM's own peak (VmHWM), read while it still runs
+    for kid in psutil.Process().children(recursive=True):
+        try:
+            jvm += next(int(x.split()[1]) for x in open(f"/proc/{kid.pid}/status") if x.startswith("VmHWM"))
+        except (OSError, StopIteration):
+            pass
     if engine == "spark":
         kw["session"].stop()
-        time.sleep(1)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + kids) / 1024}))
+    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
 """)
 
 
 _BUILD_CHILD = textwrap.dedent("""
     import datetime as dt, json, resource, sys, time, warnings
+    import psutil
     from pathlib import Path
     from tests.benchmarks.bench_build import _spec
     from healthscore.core.build import build_snapshots
@@ -78,12 +84,16 @@ _BUILD_CHILD = textwrap.dedent("""
         warnings.simplefilter("ignore")
         out = build_snapshots(_spec(folder), engine=engine, today=dt.date(2026, 1, 1), **kw)
     seconds = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    jvm = 0  # the Spark JVM's own peak (VmHWM), read while it still runs
+    for kid in psutil.Process().children(recursive=True):
+        try:
+            jvm += next(int(x.split()[1]) for x in open(f"/proc/{kid.pid}/status") if x.startswith("VmHWM"))
+        except (OSError, StopIteration):
+            pass
     if engine == "spark":
         kw["session"].stop()
-        time.sleep(1)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + kids) / 1024}))
+    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
 """)
 LIMIT = 600.0  # seconds: an engine slower than this at one size is not run at the larger ones
 
