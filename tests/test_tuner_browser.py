@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import healthscore as hs
+import nbformat
 import pytest
 from healthscore.app import pdf
 
@@ -85,7 +86,18 @@ def _lab_root(tmp: Path) -> Path:
     """A folder laid out like the repository: notebooks/ + a small data/ sample."""
     (tmp / "notebooks").mkdir(parents=True)
     (tmp / "data").mkdir()
-    shutil.copy(ROOT / "notebooks" / "tune_weights.ipynb", tmp / "notebooks")
+    # the user's own files, written into the parameter cell as a user would (relative to the notebook)
+    nb = nbformat.read(ROOT / "notebooks" / "tune_weights.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    own = {"snapshots": "../data/snapshots.parquet", "events": "../data/events.parquet", "model": "../data/model.toml"}
+    lines = cell.source.splitlines()
+    for i, line in enumerate(lines):
+        name = line.split("=", 1)[0].strip()
+        if name in own:
+            lines[i] = f'{name} = "{own.pop(name)}"'
+    assert not own, f"the parameter cell no longer sets {sorted(own)}"
+    cell.source = "\n".join(lines)
+    nbformat.write(nb, tmp / "notebooks" / "tune_weights.ipynb")
     shutil.copy(ROOT / "data" / "model.toml", tmp / "data")
     p = hs.datasets.make_portfolio(n_accounts=200, n_weeks=40, seed=5)
     p.snapshots.write_parquet(tmp / "data" / "snapshots.parquet")
