@@ -225,6 +225,16 @@ def test_undo_and_reset_restore_exact_state(tuner):
 
 
 # ---------------------------------------------------------------- save
+def test_a_new_version_of_the_bundled_model_goes_to_the_working_folder(tmp_path, portfolio, monkeypatch):
+    """Package data is never written: the bundled sample's next version lands where the user works."""
+    monkeypatch.chdir(tmp_path)
+    tuner = WeightTuner(portfolio.snapshots, portfolio.events, hs.load_model(hs.resources.sample_model()))
+    tuner.metric_sliders["login_days"].value = 4.5
+    path = tuner.save()
+    assert path.parent == tmp_path and path.name.startswith("model_v") and path.exists()
+    assert not list(hs.resources.sample_dir().glob("model_v*.toml"))
+
+
 def test_save_writes_a_new_version_and_overwrites_only_after_confirmation(tmp_path, portfolio):
     path = tmp_path / "model.toml"
     shutil.copy(MODEL_FILE, path)

@@ -1579,7 +1579,7 @@ class WeightTuner:
             icon="save",
             button_style="success",
             layout=W.Layout(width="190px"),
-            tooltip="write model_vX.Y.Z.toml next to the model file; the original stays",
+            tooltip="write model_vX.Y.Z.toml next to the model file (the working folder for the bundled sample); the original stays",
         )
         self.save_button.add_class("hs-save")
         self.overwrite_button = W.Button(description="overwrite the original ...", layout=W.Layout(width="210px"))
@@ -1898,12 +1898,15 @@ class WeightTuner:
 
     # ------------------------------------------------------------ save
     def versioned_path(self, version: str | None = None) -> Path:
-        """Where "save as new version" writes: ``<stem>_v<version>.toml`` next to the model's file."""
+        """Where "save as new version" writes: ``<stem>_v<version>.toml`` next to the model's file, or in
+        the working folder when the model is the package's bundled sample (package data is never written)."""
         if self.start.source is None:
             raise ModelError("this model was not loaded from a file: give save() a path")
         version = version or replace(self.model, version=self._last_version).bump_version().version
         src = self.start.source
-        return src.with_name(f"{src.stem}_v{version}{src.suffix or '.toml'}")
+        bundled = resources.folder().resolve()
+        home = Path.cwd() if src.resolve().is_relative_to(bundled) else src.parent
+        return home / f"{src.stem}_v{version}{src.suffix or '.toml'}"
 
     def _ask_overwrite(self) -> None:
         if self.start.source is None:
