@@ -34,67 +34,63 @@ from tests.benchmarks import Result
 ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ("polars", "duckdb", "spark")
 
-_CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+# each child: the engine's session (for Spark), then the timed work, then the shared tail
+_SESSION = """
+import json, resource, sys, time
+import psutil
+engine = sys.argv[1]
+kw = {}
+if engine == "spark":
+    from healthscore.io.runners import spark_session
+    kw["session"] = spark_session("local[2]", shuffle_partitions=4)
+    kw["session"].sparkContext.setLogLevel("ERROR")
+"""
+_TAIL = """
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+jvm = 0  # the Spark JVM's own peak (VmHWM), read while it still runs
+for kid in psutil.Process().children(recursive=True):
+    try:
+        jvm += next(int(x.split()[1]) for x in open(f"/proc/{kid.pid}/status") if x.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        pass
+if engine == "spark":
+    kw["session"].stop()
+print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
+"""
+_CHILD = (
+    _SESSION
+    + textwrap.dedent("""
     import polars as pl
-    import psutil
     import healthscore as hs
     from healthscore.core.sqlscore import score_with
-    engine, n = sys.argv[1], int(sys.argv[2])
+    n = int(sys.argv[2])
     base = hs.load_sample().snapshots
     reps = -(-n // base.height)
     snaps = pl.concat([base.with_columns(pl.col("account_id") + f"-{i}") for i in range(reps)]).head(n)
     snaps = snaps.sort("account_id", "as_of")
     model = hs.load_model(hs.resources.sample_model())
-    kw = {}
-    if engine == "spark":
-        from healthscore.io.runners import spark_session
-        kw["session"] = spark_session("local[2]", shuffle_partitions=4)
-        kw["session"].sparkContext.setLogLevel("ERROR")
     t0 = time.perf_counter()
     out = score_with(engine, snaps, model, **kw)
     seconds = time.perf_counter() - t0
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    jvm = 0  # the Spark JVM's own peak (VmHWM), read while it still runs
-    for kid in psutil.Process().children(recursive=True):
-        try:
-            jvm += next(int(x.split()[1]) for x in open(f"/proc/{kid.pid}/status") if x.startswith("VmHWM"))
-        except (OSError, StopIteration):
-            pass
-    if engine == "spark":
-        kw["session"].stop()
-    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
 """)
-
-
-_BUILD_CHILD = textwrap.dedent("""
-    import datetime as dt, json, resource, sys, time, warnings
-    import psutil
+    + _TAIL
+)
+_BUILD_CHILD = (
+    _SESSION
+    + textwrap.dedent("""
+    import datetime as dt, warnings
     from pathlib import Path
     from tests.benchmarks.bench_build import _spec
     from healthscore.core.build import build_snapshots
-    engine, folder = sys.argv[1], Path(sys.argv[2])
-    kw = {}
-    if engine == "spark":
-        from healthscore.io.runners import spark_session
-        kw["session"] = spark_session("local[2]", shuffle_partitions=4)
-        kw["session"].sparkContext.setLogLevel("ERROR")
+    folder = Path(sys.argv[2])
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = build_snapshots(_spec(folder), engine=engine, today=dt.date(2026, 1, 1), **kw)
     seconds = time.perf_counter() - t0
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    jvm = 0  # the Spark JVM's own peak (VmHWM), read while it still runs
-    for kid in psutil.Process().children(recursive=True):
-        try:
-            jvm += next(int(x.split()[1]) for x in open(f"/proc/{kid.pid}/status") if x.startswith("VmHWM"))
-        except (OSError, StopIteration):
-            pass
-    if engine == "spark":
-        kw["session"].stop()
-    print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
 """)
+    + _TAIL
+)
 LIMIT = 600.0  # seconds: an engine slower than this at one size is not run at the larger ones
 
 
