@@ -14,31 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from healthscore.io.snapshots import CONTRACT_SIGNALS
 
 from tests.benchmarks import Result, timeit
 
 HORIZON = "90d"
-# the raw signals of the snapshot contract (toolkit/CONTRACTS.md)
-RAW_SIGNALS = [
-    "active_users",
-    "seat_utilization",
-    "login_days",
-    "key_feature_adoption",
-    "api_calls",
-    "tickets_opened",
-    "high_sev_tickets",
-    "csat",
-    "nps",
-    "exec_sponsor_engaged",
-    "champion_left",
-    "csm_assessment",
-    "days_invoice_overdue",
-    "seats_deployed_ratio",
-    "goal_progress",
-    "email_ctr",
-    "community_posts",
-    "training_completions",
-]
+RAW_SIGNALS = CONTRACT_SIGNALS  # the raw signals of the snapshot contract
 
 
 def _fitted_model(snapshots: pl.DataFrame, events: pl.DataFrame, model, split) -> tuple[object, str]:

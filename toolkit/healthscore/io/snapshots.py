@@ -38,32 +38,30 @@ EVENT_COLUMNS = ("account_id", "date", "event")
 MAX_EXAMPLES = 5
 _ROW = "__row__"
 
+# The raw signals of the snapshot contract (toolkit/CONTRACTS.md), as the sample portfolio names them.
+CONTRACT_SIGNALS = (
+    "active_users",
+    "seat_utilization",
+    "login_days",
+    "key_feature_adoption",
+    "api_calls",
+    "tickets_opened",
+    "high_sev_tickets",
+    "csat",
+    "nps",
+    "exec_sponsor_engaged",
+    "champion_left",
+    "csm_assessment",
+    "days_invoice_overdue",
+    "seats_deployed_ratio",
+    "goal_progress",
+    "email_ctr",
+    "community_posts",
+    "training_completions",
+)
 # Columns that can never be negative in the sample portfolio's vocabulary; a user passes
 # ``nonnegative=`` to name their own. Name patterns catch the common count-like columns.
-KNOWN_NONNEGATIVE = frozenset(
-    {
-        "active_users",
-        "seat_utilization",
-        "login_days",
-        "key_feature_adoption",
-        "api_calls",
-        "tickets_opened",
-        "high_sev_tickets",
-        "csat",
-        "nps",
-        "exec_sponsor_engaged",
-        "champion_left",
-        "csm_assessment",
-        "days_invoice_overdue",
-        "seats_deployed_ratio",
-        "goal_progress",
-        "email_ctr",
-        "community_posts",
-        "training_completions",
-        "arr",
-        "seats_purchased",
-    }
-)
+KNOWN_NONNEGATIVE = frozenset((*CONTRACT_SIGNALS, "arr", "seats_purchased"))
 _NONNEGATIVE_PATTERN = re.compile(r"(_count|_days|_users|_tickets|_calls|_ratio|_rate|_seats|^seats_|^num_|^n_)")
 # a date, optionally with a midnight time as pandas and many databases write it ("2026-03-02 00:00:00")
 _MIDNIGHT_DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
