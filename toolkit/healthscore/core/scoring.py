@@ -262,15 +262,25 @@ def _per_variant(model: ScoreModel, values: dict[str | None, float]) -> pl.Expr:
     return cast(pl.Expr, chain.otherwise(pl.lit(default, dtype=pl.Float64)))
 
 
-def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr], dict[str, pl.Expr]]:
-    """Per metric: raw weight; per category: weight; per metric: nominal share of the total weight."""
+PerVariant = dict[str, dict[str | None, float]]  # name -> {variant (None = default): value}
+
+
+def weight_table(model: ScoreModel) -> tuple[PerVariant, PerVariant, PerVariant]:
+    """Per variant: each metric's raw weight, each category's weight and each metric's nominal share
+    of the total weight (0 where its category holds no weight). The one rule every engine follows.
+
+    >>> import healthscore as hs
+    >>> metric_w, cat_w, share = weight_table(hs.load_model(hs.resources.sample_model()))
+    >>> round(sum(v[None] for v in share.values()), 9)
+    1.0
+    """
     resolved: dict[str | None, ScoreModel] = {
         None: model.resolve(None),
         **{v.name: model.resolve(v.name) for v in model.variants},
     }
-    metric_w: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
-    cat_w: dict[str, dict[str | None, float]] = {c: {} for c in model.categories}
-    share: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
+    metric_w: PerVariant = {m.name: {} for m in model.metrics}
+    cat_w: PerVariant = {c: {} for c in model.categories}
+    share: PerVariant = {m.name: {} for m in model.metrics}
     for key, r in resolved.items():
         in_cat = {c: sum(m.weight for m in r.metrics if m.category == c) for c in r.categories}
         total = sum(cat.weight for c, cat in r.categories.items() if in_cat[c] > 0)
@@ -280,6 +290,12 @@ def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr],
             metric_w[m.name][key] = m.weight
             ok = total > 0 and in_cat[m.category] > 0
             share[m.name][key] = r.categories[m.category].weight / total * m.weight / in_cat[m.category] if ok else 0.0
+    return metric_w, cat_w, share
+
+
+def _weights(model: ScoreModel) -> tuple[dict[str, pl.Expr], dict[str, pl.Expr], dict[str, pl.Expr]]:
+    """Per metric: raw weight; per category: weight; per metric: nominal share, as expressions."""
+    metric_w, cat_w, share = weight_table(model)
     return (
         {k: _per_variant(model, v) for k, v in metric_w.items()},
         {k: _per_variant(model, v) for k, v in cat_w.items()},

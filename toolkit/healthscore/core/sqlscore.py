@@ -438,20 +438,8 @@ def _per_variant(values: dict[str | None, float]) -> exp.Expression:
 def _weights(
     model: ScoreModel,
 ) -> tuple[dict[str, exp.Expression], dict[str, exp.Expression], dict[str, exp.Expression]]:
-    """Metric weights, category weights and nominal shares, as ``core.scoring._weights`` computes them."""
-    resolved = {None: model.resolve(None), **{v.name: model.resolve(v.name) for v in model.variants}}
-    metric_w: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
-    cat_w: dict[str, dict[str | None, float]] = {c: {} for c in model.categories}
-    share: dict[str, dict[str | None, float]] = {m.name: {} for m in model.metrics}
-    for key, r in resolved.items():
-        in_cat = {c: sum(m.weight for m in r.metrics if m.category == c) for c in r.categories}
-        total = sum(cat.weight for c, cat in r.categories.items() if in_cat[c] > 0)
-        for c, cat in r.categories.items():
-            cat_w[c][key] = cat.weight
-        for m in r.metrics:
-            metric_w[m.name][key] = m.weight
-            ok = total > 0 and in_cat[m.category] > 0
-            share[m.name][key] = r.categories[m.category].weight / total * m.weight / in_cat[m.category] if ok else 0.0
+    """Metric weights, category weights and nominal shares (:func:`core.scoring.weight_table`) as SQL."""
+    metric_w, cat_w, share = scoring.weight_table(model)
     return (
         {k: _per_variant(v) for k, v in metric_w.items()},
         {k: _per_variant(v) for k, v in cat_w.items()},
