@@ -282,14 +282,12 @@ def weight_table(model: ScoreModel) -> tuple[PerVariant, PerVariant, PerVariant]
     cat_w: PerVariant = {c: {} for c in model.categories}
     share: PerVariant = {m.name: {} for m in model.metrics}
     for key, r in resolved.items():
-        in_cat = {c: sum(m.weight for m in r.metrics if m.category == c) for c in r.categories}
-        total = sum(cat.weight for c, cat in r.categories.items() if in_cat[c] > 0)
+        shares = r.nominal_shares()
         for c, cat in r.categories.items():
             cat_w[c][key] = cat.weight
         for m in r.metrics:
             metric_w[m.name][key] = m.weight
-            ok = total > 0 and in_cat[m.category] > 0
-            share[m.name][key] = r.categories[m.category].weight / total * m.weight / in_cat[m.category] if ok else 0.0
+            share[m.name][key] = shares[m.name]
     return metric_w, cat_w, share
 
 

@@ -398,20 +398,40 @@ class ScoreModel:
             return "red" if "red" in names else names[0]
         return names[-1]
 
-    def weight_shares(self) -> dict[str, float]:
-        """Each metric's share of the overall score in percent when every metric is present.
+    def _share_parts(self) -> tuple[dict[str, float], float]:
+        """Weight per category and the total over categories whose metrics carry weight."""
+        in_cat = {c: sum(m.weight for m in self.metrics if m.category == c) for c in self.categories}
+        return in_cat, sum(cat.weight for c, cat in self.categories.items() if in_cat[c] > 0)
 
-        The one rule for turning category and metric weights into shares (fit, tuner and reports).
+    def nominal_shares(self) -> dict[str, float]:
+        """Each metric's fraction of the overall score when every metric is present (0 to 1), in the
+        order of operations the scoring engines use.
+
+        The one rule for turning category and metric weights into shares: a category whose metrics
+        carry no weight drops out, so the shares of a model with any weight add up to 1.
+
+        >>> m = ScoreModel("m", "1", [Metric("a", "a", "x", weight=1), Metric("b", "b", "y", weight=0)],
+        ...                {"x": Category(1.0), "y": Category(3.0)}, [Band(*b[:3]) for b in DEFAULT_BANDS])
+        >>> m.nominal_shares(), m.weight_shares()
+        ({'a': 1.0, 'b': 0.0}, {'a': 100.0, 'b': 0.0})
         """
-        cat_total = sum(c.weight for c in self.categories.values()) or 1.0
-        in_cat: dict[str, float] = {}
-        for m in self.metrics:
-            in_cat[m.category] = in_cat.get(m.category, 0.0) + m.weight
+        in_cat, total = self._share_parts()
         return {
-            m.name: 100.0
-            * (m.weight / in_cat[m.category] if in_cat[m.category] else 0.0)
-            * self.categories[m.category].weight
-            / cat_total
+            m.name: self.categories[m.category].weight / total * m.weight / in_cat[m.category]
+            if total > 0 and in_cat[m.category] > 0
+            else 0.0
+            for m in self.metrics
+        }
+
+    def weight_shares(self) -> dict[str, float]:
+        """The same shares in percent, for the fit, the tuner and the reports. The metric's part of its
+        category comes first, so a category's only metric shows its category's share to the last bit
+        whatever its own weight."""
+        in_cat, total = self._share_parts()
+        return {
+            m.name: 100.0 * (m.weight / in_cat[m.category]) * self.categories[m.category].weight / total
+            if total > 0 and in_cat[m.category] > 0
+            else 0.0
             for m in self.metrics
         }
 
