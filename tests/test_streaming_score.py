@@ -140,6 +140,27 @@ def test_a_repeated_snapshot_is_reported_like_read_snapshots(book, model, tmp_pa
         )
     assert str(parts.value) == str(whole.value)
     assert "duplicate" in str(parts.value) or "share an (account_id, as_of)" in str(parts.value)
+    # the file split into parts is removed with the half-written scores
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
+
+
+def test_each_part_reads_its_own_split_not_the_whole_file(book, model, tmp_path, monkeypatch):
+    folder, snaps = book
+    reads: list[int] = []
+    original = stream.SnapshotScan.read
+
+    def counting(self, predicate, **kw):
+        reads.append(self.lazy.select(pl.len()).collect().item())
+        return original(self, predicate, **kw)
+
+    monkeypatch.setattr(stream.SnapshotScan, "read", counting)
+    done = scoring.score_to_file(
+        scan_snapshots(folder / "snapshots.parquet"), model, tmp_path / "s.parquet", rows_per_part=400
+    )
+    assert len(reads) > 3 and max(reads) < snaps.height / 2  # each read sees one part's rows only
+    assert sum(reads) == snaps.height
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]  # the split is gone
+    _same(pl.read_parquet(done.path), scoring.score(snaps, model))
 
 
 def test_as_of_reads_only_the_history_it_needs(model, tmp_path):

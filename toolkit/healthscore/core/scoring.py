@@ -40,6 +40,7 @@ import functools
 import math
 import operator
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -919,16 +920,26 @@ def score_to_file(
         raise ModelError(f"{scan.source}: no snapshot to score")
 
     n_rows, n_accounts, latest = 0, 0, []
-    with files.atomic_path(target) as tmp:
+    with (
+        files.atomic_path(target) as tmp,
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp") as split_dir,
+    ):
+        # a large file is split by part once, so that each part reads its own rows, not the whole file
+        keep = None if window is None else (window | pl.col("account_id").cast(pl.String).is_in(list(short)))
+        scans = scan.split([ids for ids, _ in todo], Path(split_dir), keep=keep) if len(todo) > 1 else [scan]
         writer = _PartWriter(tmp, target.suffix)
         try:
-            for ids, predicate in tqdm(
-                todo, desc=f"scoring {model.name}", unit="part", disable=not progress or len(todo) < 2
+            for (ids, predicate), source in tqdm(
+                zip(todo, scans, strict=True),
+                total=len(todo),
+                desc=f"scoring {model.name}",
+                unit="part",
+                disable=not progress or len(todo) < 2,
             ):
-                part = scan.read(predicate)
+                part = source.read(predicate)
                 older = [a for a in ids if a in short]
                 if older and start is not None:
-                    earlier = scan.read(
+                    earlier = source.read(
                         pl.col("account_id").cast(pl.String).is_in(older) & (day < start), allow_empty=True
                     )
                     if earlier.height:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ STALE_SECONDS = 3600.0
 
 def clean_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float = STALE_SECONDS) -> list[Path]:
     """Remove the ``.<name>.<random>.tmp`` files that :func:`atomic_path` leaves when a process is
-    killed mid-write. Only files older than ``older_than`` seconds go (0: all), so a write still
+    killed mid-write (and the folders of the same name that a streaming score splits into). Only files older than ``older_than`` seconds go (0: all), so a write still
     under way in another process is left alone. Returns the paths removed.
 
     >>> import tempfile, pathlib
@@ -106,8 +107,8 @@ def clean_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float
     now, removed = time.time(), []
     for p in sorted(root.glob(".*.tmp")):
         try:
-            if p.is_file() and now - p.stat().st_mtime >= older_than:
-                p.unlink()
+            if now - p.stat().st_mtime >= older_than:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()  # folders: a split of a large file
                 removed.append(p)
         except FileNotFoundError:  # another process finished or removed it meanwhile
             continue

@@ -13,9 +13,10 @@ URIs) are read and validated whole, then served in the same parts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +92,7 @@ class SnapshotScan:
         try:
             part = self.lazy.filter(predicate).collect()
         except (pl.exceptions.PolarsError, OSError) as exc:  # damage found part-way through a large file
-            raise snap._fail(
-                self.source,
-                "file",
-                f"cannot be read: {snap._short(exc)}",
-                "Export the file again; if it was copied, check the copy is complete",
-            ) from None
+            raise self._damaged(exc) from None
         if self.validated:
             return part
         label, offset = snap._row_label(self.source)
@@ -119,6 +115,49 @@ class SnapshotScan:
         if "as_of" in part.columns and isinstance(part.schema["as_of"], pl.Datetime):
             part, _ = snap._typed_dates(part, "as_of", self.timezone, offset)
         return snap._finish(part, problems, self.source, label, KEYS)
+
+    def _damaged(self, exc: Exception) -> ValidationError:
+        return snap._fail(
+            self.source,
+            "file",
+            f"cannot be read: {snap._short(exc)}",
+            "Export the file again; if it was copied, check the copy is complete",
+        )
+
+    def split(self, parts: Sequence[Sequence[str]], folder: Path, *, keep: pl.Expr | None = None) -> list[SnapshotScan]:
+        """The table written once, in one streaming pass, into a folder of Parquet files per part
+        of accounts (only the rows matching ``keep``, when given), and a scan of each part in the
+        order of ``parts``: reading one part then reads its own files, not the whole table again.
+        A table already in memory is served as it is.
+
+        >>> import polars as pl, datetime as dt, tempfile, pathlib
+        >>> frame = pl.DataFrame({"account_id": ["a", "b", "c"], "as_of": [dt.date(2026, 1, 5)] * 3, "x": [1, 2, 3]})
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.parquet"
+        >>> frame.write_parquet(path)
+        >>> scan = SnapshotScan("s.parquet", pl.scan_parquet(path, row_index_name=snap._ROW))
+        >>> [p.read(pl.lit(True))["x"].to_list() for p in scan.split([["b", "a"], ["c"]], path.parent / "parts")]
+        [[1, 2], [3]]
+        """
+        if self.validated:
+            return [self] * len(parts)
+        index = pl.DataFrame(
+            {"__key": [a for ids in parts for a in ids], "__part": [k for k, ids in enumerate(parts) for _ in ids]},
+            schema={"__key": pl.String, "__part": pl.UInt32},
+        )
+        rows = self.lazy if keep is None else self.lazy.filter(keep)
+        rows = rows.with_columns(pl.col("account_id").cast(pl.String).alias("__key"))
+        try:
+            rows.join(index.lazy(), on="__key", how="inner", maintain_order="left").drop("__key").sink_parquet(
+                pl.PartitionBy(folder, key="__part", include_key=False), mkdir=True
+            )
+        except (pl.exceptions.PolarsError, OSError) as exc:  # damage found part-way through a large file
+            raise self._damaged(exc) from None
+        return [
+            dataclasses.replace(
+                self, lazy=pl.scan_parquet(folder / f"__part={k}" / "*.parquet", hive_partitioning=False)
+            )
+            for k in range(len(parts))
+        ]
 
 
 def _as_date(dtype: pl.DataType) -> pl.Expr:
