@@ -8,9 +8,11 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import polars as pl
 import pytest
+from healthscore.core import build as build_module
 from healthscore.core import sqlgen
 from healthscore.core.build import BuildError, BuildWarning, build, build_outcomes, build_snapshots
 from healthscore.errors import HealthscoreError
@@ -230,7 +232,10 @@ def test_engines_equal_brute_force(data):
             warnings.simplefilter("ignore", BuildWarning)
             got_polars = build_snapshots(spec, engine="polars", today=TODAY)
             got_duckdb = build_snapshots(spec, engine="duckdb", today=TODAY)
+            with mock.patch.object(build_module, "EVENTS_PER_PART", 7):  # a log of 7+ events goes in parts
+                got_parts = build_snapshots(spec, engine="polars", today=TODAY)
     _assert_close(got_polars, expected)
+    assert got_parts.equals(got_polars, null_equal=True)  # in parts of accounts or whole: bit for bit
     _assert_close(got_duckdb, expected)
     # counts are integers and exact
     for name in ("posts_28d", "users_28d", "active_days_28d", "tenure_days"):
@@ -619,3 +624,30 @@ def test_cli_build_writes_both_files_and_maps_columns(golden: Path, capsys):
     # b's subscription ended Jan 18, but the data ends Jan 20: the 7-day gap is not yet confirmed, no churn
     assert pl.read_csv(golden / "out" / "events.csv").columns == ["account_id", "date", "event"]
     assert pl.read_csv(golden / "out" / "events.csv").height == 0
+
+
+def test_a_large_log_is_built_in_parts_of_accounts_with_the_same_result(tmp_path: Path, monkeypatch):
+    """The sample's raw layer (every metric kind) built whole and in parts of accounts: the same
+    snapshots and outcome events, and the split is removed afterwards."""
+    import healthscore as hs
+
+    spec = hs.make_portfolio(n_accounts=60, n_weeks=20, seed=9).raw.save(tmp_path / "raw")
+    today = dt.date(2027, 6, 1)
+    whole = build(spec, engine="polars", today=today)
+    monkeypatch.setattr(build_module, "EVENTS_PER_PART", 5_000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    splits: list[int] = []
+    original = build_module.split_by_account
+
+    def split(rows, parts, folder):
+        splits.append(len(parts))
+        return original(rows, parts, folder)
+
+    monkeypatch.setattr(build_module, "split_by_account", split)
+    parts = build(spec, engine="polars", today=today)
+    assert parts.snapshots.equals(whole.snapshots, null_equal=True)
+    assert parts.events.equals(whole.events)
+    assert whole.snapshots["account_id"].n_unique() == 60 and whole.snapshots.width > 8
+    assert splits and splits[0] > 2  # the log really was split
+    assert list((tmp_path / "scratch").iterdir()) == []

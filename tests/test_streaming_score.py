@@ -144,8 +144,12 @@ def test_a_repeated_snapshot_is_reported_like_read_snapshots(book, model, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
 
 
-def test_each_part_reads_its_own_split_not_the_whole_file(book, model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("folders", [16, 2])
+def test_each_part_reads_its_own_split_not_the_whole_file(book, model, tmp_path, monkeypatch, folders):
+    """A part reads its own rows of the file split once (a folder each, or several parts to a
+    folder when there are more parts than folders)."""
     folder, snaps = book
+    monkeypatch.setattr(stream, "MAX_SPLITS", folders)
     reads: list[int] = []
     original = stream.SnapshotScan.read
 

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,15 @@ from healthscore.core.sqlgen import ISO_TIME, OFFSET, Inputs, col, lit
 from healthscore.errors import HealthscoreError
 from healthscore.io.engines import DuckDBSession, SparkBuildSession, read_table, scan_table
 from healthscore.io.runners import spark_session
+from healthscore.io.stream import split_by_account
 from healthscore.spec.metrics import Grid, MetricSpec, OutcomeRule, load_spec
 
 __all__ = ["build_snapshots", "build_outcomes", "build", "Build", "BuildError", "BuildWarning", "ENGINES"]
 
 ENGINES = ("polars", "duckdb", "spark")
 MAX_EXAMPLES = 5
+# the polars engine computes the metrics of a larger log one part of the accounts at a time
+EVENTS_PER_PART = 10_000_000
 _FAR = dt.date(9999, 12, 31)
 
 
@@ -164,6 +168,7 @@ def build(
         grid_rows = _grid(spec, starts, dead, spec.grid.end or observed)
         bar.update()
         bar.set_postfix_str(f"{len(spec.metrics)} metrics on {grid_rows.height:,} rows")
+        runner.step = bar.set_postfix_str
         snaps = runner.metrics(grid_rows, subs, accounts, starts) if metrics else grid_rows
         bar.update()
     finally:
@@ -457,6 +462,7 @@ def _universe(subs: pl.DataFrame | None, accounts: pl.DataFrame | None) -> pl.Da
 class _Engine:
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec
+        self.step: Callable[[str], object] = lambda text: None  # what the progress bar says
 
     def stage(self, today: dt.date, universe: pl.DataFrame | None) -> list[str]:
         raise NotImplementedError
@@ -553,6 +559,8 @@ _EXAMPLE_COLS = ["account_id", "time_text", "event", "value_text"]
 class _PolarsEngine(_Engine):
     """Lazy polars: cumulative sums per account and day, read at each as_of with as-of joins."""
 
+    n_events = 0  # rows of the event log, counted by the checks in stage()
+
     def stage(self, today: dt.date, universe: pl.DataFrame | None) -> list[str]:
         src = self.spec.source
         ref = src.events
@@ -623,11 +631,17 @@ class _PolarsEngine(_Engine):
             flags["unknown"] = pl.col("account_id").is_not_null() & ~pl.col("account_id").is_in(
                 universe["account_id"].implode()
             )
+        # one streaming pass over the whole log: its memory follows a batch, not the file
         counts = (
-            staged.select([f.fill_null(False).sum().alias(k) for k, f in flags.items()]).collect().row(0, named=True)
+            staged.select(pl.len().alias("__events"), *[f.fill_null(False).sum().alias(k) for k, f in flags.items()])
+            .collect(engine="streaming")
+            .row(0, named=True)
         )
+        self.n_events = counts.pop("__events")
         examples = {
-            k: _examples(staged.filter(flags[k].fill_null(False)).head(MAX_EXAMPLES).collect(), _EXAMPLE_COLS)
+            k: _examples(
+                staged.filter(flags[k].fill_null(False)).head(MAX_EXAMPLES).collect(engine="streaming"), _EXAMPLE_COLS
+            )
             for k, n in counts.items()
             if n
         }
@@ -642,17 +656,35 @@ class _PolarsEngine(_Engine):
         return (
             self.events.group_by("account_id")
             .agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
-            .collect()
+            .collect(engine="streaming")
             .sort("account_id")
         )
 
     def activity_days(self) -> pl.DataFrame:
-        return self.events.select("account_id", "date").unique().collect().sort("account_id", "date")
+        return self.events.select("account_id", "date").unique().collect(engine="streaming").sort("account_id", "date")
 
     def metrics(
         self, grid: pl.DataFrame, subs: pl.DataFrame | None, accounts: pl.DataFrame | None, starts: pl.DataFrame
     ) -> pl.DataFrame:
-        return polars_metrics(self.spec, self.events if self.spec.source.events else None, grid, subs, accounts, starts)
+        """The metrics of all accounts at once, or, for a log of more than :data:`EVENTS_PER_PART`
+        events, of one part of the accounts at a time: the log is split by account in one pass,
+        so memory follows a part, not the log (each account's metrics read its own events only)."""
+        events = self.events if self.spec.source.events else None
+        ids = grid.get_column("account_id").unique().sort()
+        n_parts = min(ids.len(), -(-self.n_events // EVENTS_PER_PART))
+        if events is None or n_parts < 2:
+            return polars_metrics(self.spec, events, grid, subs, accounts, starts)
+        size = -(-ids.len() // n_parts)
+        parts = [ids.slice(k, size) for k in range(0, ids.len(), size)]
+        done = []
+        with tempfile.TemporaryDirectory(prefix="healthscore-build-") as folder:
+            self.step(f"splitting {self.n_events:,} events into {len(parts)} parts of accounts")
+            scans = split_by_account(events, [p.to_list() for p in parts], Path(folder))
+            for k, (part, scan) in enumerate(zip(parts, scans, strict=True)):
+                self.step(f"metrics of accounts, part {k + 1} of {len(parts)}")
+                mine = pl.col("account_id").is_in(part.implode())
+                done.append(polars_metrics(self.spec, scan, grid.filter(mine), subs, accounts, starts.filter(mine)))
+        return pl.concat(done).sort("account_id", "as_of")
 
 
 class _DuckDBEngine(_Engine):

@@ -140,24 +140,50 @@ class SnapshotScan:
         """
         if self.validated:
             return [self] * len(parts)
-        index = pl.DataFrame(
-            {"__key": [a for ids in parts for a in ids], "__part": [k for k, ids in enumerate(parts) for _ in ids]},
-            schema={"__key": pl.String, "__part": pl.UInt32},
-        )
-        rows = self.lazy if keep is None else self.lazy.filter(keep)
-        rows = rows.with_columns(pl.col("account_id").cast(pl.String).alias("__key"))
         try:
-            rows.join(index.lazy(), on="__key", how="inner", maintain_order="left").drop("__key").sink_parquet(
-                pl.PartitionBy(folder, key="__part", include_key=False), mkdir=True
-            )
+            scans = split_by_account(self.lazy if keep is None else self.lazy.filter(keep), parts, folder)
         except (pl.exceptions.PolarsError, OSError) as exc:  # damage found part-way through a large file
             raise self._damaged(exc) from None
-        return [
-            dataclasses.replace(
-                self, lazy=pl.scan_parquet(folder / f"__part={k}" / "*.parquet", hive_partitioning=False)
-            )
-            for k in range(len(parts))
-        ]
+        return [dataclasses.replace(self, lazy=lazy) for lazy in scans]
+
+
+# at most this many folders when a table is split by account (see split_by_account)
+MAX_SPLITS = 16
+
+def split_by_account(rows: pl.LazyFrame, parts: Sequence[Sequence[str]], folder: Path) -> list[pl.LazyFrame]:
+    """``rows`` written in one streaming pass into at most :data:`MAX_SPLITS` folders of Parquet
+    files, each holding whole consecutive parts of accounts (``account_id`` as text in ``parts``;
+    rows of other accounts are dropped) in their stored order, and a lazy scan of each part's
+    rows in the order of ``parts``.
+
+    >>> import tempfile, pathlib
+    >>> rows = pl.LazyFrame({"account_id": [3, 1, 2, 1], "x": [1, 2, 3, 4]})
+    >>> [p.collect()["x"].to_list() for p in split_by_account(rows, [["1"], ["2", "3"]], pathlib.Path(tempfile.mkdtemp()))]
+    [[2, 4], [1, 3]]
+    """
+    # the writer holds a buffer per open folder, so their number, not the table's size, sets the memory
+    folders = min(len(parts), MAX_SPLITS)
+    home = [k * folders // len(parts) for k in range(len(parts))]
+    index = pl.DataFrame(
+        {"__key": [a for ids in parts for a in ids], "__split": [home[k] for k, ids in enumerate(parts) for _ in ids]},
+        schema={"__key": pl.String, "__split": pl.UInt32},
+    )
+    (
+        rows.with_columns(pl.col("account_id").cast(pl.String).alias("__key"))
+        .join(index.lazy(), on="__key", how="inner", maintain_order="left")
+        .drop("__key")
+        .sink_parquet(pl.PartitionBy(folder, key="__split", include_key=False), mkdir=True)
+    )
+    empty = pl.LazyFrame(schema=rows.collect_schema())  # a folder without rows has no file
+    scans = [
+        pl.scan_parquet(folder / f"__split={j}" / "*.parquet", hive_partitioning=False)
+        if (folder / f"__split={j}").is_dir()
+        else empty
+        for j in range(folders)
+    ]
+    if folders == len(parts):
+        return scans
+    return [scans[home[k]].filter(pl.col("account_id").cast(pl.String).is_in(list(ids))) for k, ids in enumerate(parts)]
 
 
 def _as_date(dtype: pl.DataType) -> pl.Expr:
