@@ -618,7 +618,14 @@ def test_cli_build_writes_both_files_and_maps_columns(golden: Path, capsys):
     assert main(args) == 1  # the events use customerID: a data problem
     assert "--map account_id=<column>" in capsys.readouterr().err
     assert not (golden / "out" / "snaps.parquet").exists()
-    assert main(args + ["--map", "account_id=customerID", "--engine", "duckdb"]) == 0
+    # a memory limit for an engine that has none, or one that is not a size: the error says so
+    assert main(args + ["--map", "account_id=customerID", "--memory-limit", "1GB"]) == 1
+    assert "duckdb engine only" in capsys.readouterr().err
+    assert main(args + ["--map", "account_id=customerID", "--engine", "duckdb", "--memory-limit", "lots"]) == 1
+    assert "write it like 4GB" in capsys.readouterr().err
+    assert not (golden / "out" / "snaps.parquet").exists()
+    limited = ["--engine", "duckdb", "--memory-limit", "256MB"]
+    assert main(args + ["--map", "account_id=customerID", *limited]) == 0
     snaps = pl.read_parquet(golden / "out" / "snaps.parquet")
     assert snaps.filter(pl.col("account_id") == "a")["posts_7d"].to_list() == [2, 2, 0]
     # b's subscription ended Jan 18, but the data ends Jan 20: the 7-day gap is not yet confirmed, no churn

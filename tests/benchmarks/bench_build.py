@@ -68,9 +68,7 @@ def _days(m: dict[str, str]) -> int:
     return int(m["window"].rstrip("d"))
 
 
-def generate(
-    path: Path, n_events: int, seed: int = 7, chunk: int = 5_000_000, *, accounts: int | None = None
-) -> int:
+def generate(path: Path, n_events: int, seed: int = 7, chunk: int = 5_000_000, *, accounts: int | None = None) -> int:
     """Write an event log of ``n_events`` rows (made in chunks, so 50M stays small) over ``accounts``
     accounts (default: one per :data:`EVENTS_PER_ACCOUNT` events); returns the accounts."""
     rng = np.random.default_rng(seed)

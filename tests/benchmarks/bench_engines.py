@@ -2,9 +2,9 @@
 process, SQL) and Spark local[2].
 
 Build: the event log of ``bench_build`` (10 trailing-window metrics on 52 weekly dates) at each size
-of ``HS_BENCH_ENGINE_EVENTS`` (default ``1000000``; add ``10000000,100000000`` for the larger runs),
-built into snapshots by each engine from the Parquet file; an engine that needs more than 10 minutes
-at one size is not run at the larger ones.
+of ``HS_BENCH_ENGINE_EVENTS`` (default ``1000000,10000000,100000000``), built into snapshots by each
+engine from the Parquet file; an engine that needs more than 10 minutes at one size is not run at
+the larger ones (Spark local[2] stops after 10M).
 
 The bundled sample (81,153 snapshots) is repeated with fresh account ids up to each size. Every run
 happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process plus, for Spark, the VmHWM of
@@ -14,8 +14,9 @@ same size is the baseline. Spark's time at the smallest size is its fixed cost (
 query planning and the job included). A log-log chart of rows against seconds goes to
 ``build/bench_engines.html`` (and ``.png`` when vl-convert is installed).
 
-Sizes: ``HS_BENCH_ENGINE_ROWS`` (comma-separated, default ``10000,100000,1000000``); the 10M size
-needs about 20 GB for polars and several minutes on Spark, so it is opt-in.
+Sizes: ``HS_BENCH_ENGINE_ROWS`` (comma-separated, default ``10000,100000,1000000``). Here every engine
+scores a frame in memory and returns one, so 10M rows need about 20 GB for polars and are opt-in;
+scoring a file larger than memory, part by part, is measured at 20M rows by ``bench_memory``.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def bench_engine_build() -> list[Result]:
 
     results, points = _measure(
         "build",
-        _sizes("HS_BENCH_ENGINE_EVENTS", "1000000"),
+        _sizes("HS_BENCH_ENGINE_EVENTS", "1000000,10000000,100000000"),
         "events",
         lambda engine, n: _run(engine, n, _BUILD_CHILD, folder["path"]),
         around=event_log,

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -105,10 +106,13 @@ def build_snapshots(
     today: dt.date | None = None,
     progress: bool = False,
     session: Any = None,
+    memory_limit: str | None = None,
 ) -> pl.DataFrame:
     """Snapshots (``account_id, as_of`` and one column per metric), sorted by account and date;
-    ``session`` is the Spark session for ``engine="spark"`` (see :func:`build`)."""
-    return build(spec, engine=engine, grid=grid, today=today, progress=progress, session=session).snapshots
+    ``session`` and ``memory_limit`` as for :func:`build`."""
+    return build(
+        spec, engine=engine, grid=grid, today=today, progress=progress, session=session, memory_limit=memory_limit
+    ).snapshots
 
 
 def build_outcomes(
@@ -127,8 +131,13 @@ def build(
     progress: bool = False,
     metrics: bool = True,
     session: Any = None,
+    memory_limit: str | None = None,
 ) -> Build:
     """Snapshots and outcome events in one pass over the raw data.
+
+    ``memory_limit`` (``engine="duckdb"``, e.g. ``"4GB"``) caps DuckDB's memory: beyond it DuckDB
+    spills to a temporary folder, so a log larger than memory still builds (default: DuckDB's own,
+    80% of the machine's memory).
 
     ``engine="spark"`` reads the event log with Spark and runs the DuckDB engine's SQL as Spark
     SQL on ``session`` (default: a local session, see :func:`healthscore.io.runners.spark_session`);
@@ -140,13 +149,17 @@ def build(
         spec = spec.with_grid(grid)
     if engine not in ENGINES:
         raise BuildError(f"engine {engine!r} is not known; use one of {', '.join(ENGINES)}")
+    if memory_limit is not None and engine != "duckdb":
+        raise BuildError(f"a memory limit applies to the duckdb engine only; drop it for engine {engine!r}")
+    if memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit.strip(), re.I):
+        raise BuildError(f"memory limit {memory_limit!r} is not a size; write it like 4GB or 512MB")
     today = today or dt.date.today()
     bar = tqdm(total=5, desc=f"build ({engine})", unit="step", disable=not progress, leave=False)
     runner: _Engine
     if engine == "polars":
         runner = _PolarsEngine(spec)
     elif engine == "duckdb":
-        runner = _DuckDBEngine(spec)
+        runner = _DuckDBEngine(spec, memory_limit=memory_limit)
     else:
         runner = _SparkEngine(spec, session)
     try:
@@ -692,9 +705,9 @@ class _DuckDBEngine(_Engine):
 
     dialect = "duckdb"
 
-    def __init__(self, spec: MetricSpec) -> None:
+    def __init__(self, spec: MetricSpec, *, memory_limit: str | None = None) -> None:
         super().__init__(spec)
-        self.session = DuckDBSession()
+        self.session = DuckDBSession(memory_limit=memory_limit)
 
     def close(self) -> None:
         self.session.close()

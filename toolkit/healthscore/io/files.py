@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator

@@ -150,6 +150,7 @@ class SnapshotScan:
 # at most this many folders when a table is split by account (see split_by_account)
 MAX_SPLITS = 16
 
+
 def split_by_account(rows: pl.LazyFrame, parts: Sequence[Sequence[str]], folder: Path) -> list[pl.LazyFrame]:
     """``rows`` written in one streaming pass into at most :data:`MAX_SPLITS` folders of Parquet
     files, each holding whole consecutive parts of accounts (``account_id`` as text in ``parts``;

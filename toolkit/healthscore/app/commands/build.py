@@ -49,6 +49,12 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         help="polars (in memory, default), duckdb (reads files in place, spills to disk) or spark "
         "(a local Spark session reads the Parquet or CSV event log; needs the spark extra and Java 17)",
     )
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="with --engine duckdb: the most memory DuckDB may use, e.g. 4GB; beyond it DuckDB spills "
+        "to a temporary folder (default: 80%% of this machine's memory)",
+    )
     add_map_arg(
         p,
         "column name in the raw files, overriding [source.columns]; repeat, e.g. "
@@ -75,7 +81,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         spec = spec.with_columns(_mapping(args.map))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BuildWarning)
-        result = build(spec, engine=args.engine, grid=args.grid, progress=not args.no_progress)
+        result = build(
+            spec, engine=args.engine, grid=args.grid, progress=not args.no_progress, memory_limit=args.memory_limit
+        )
     for w in caught:
         if issubclass(w.category, BuildWarning):
             print(f"healthscore: warning: {w.message}", file=sys.stderr)
