@@ -234,8 +234,10 @@ def test_engines_equal_brute_force(data):
             got_duckdb = build_snapshots(spec, engine="duckdb", today=TODAY)
             with mock.patch.object(build_module, "EVENTS_PER_PART", 7):  # a log of 7+ events goes in parts
                 got_parts = build_snapshots(spec, engine="polars", today=TODAY)
+                got_duckdb_parts = build_snapshots(spec, engine="duckdb", today=TODAY)
     _assert_close(got_polars, expected)
     assert got_parts.equals(got_polars, null_equal=True)  # in parts of accounts or whole: bit for bit
+    _assert_close(got_duckdb_parts, expected)
     _assert_close(got_duckdb, expected)
     # counts are integers and exact
     for name in ("posts_28d", "users_28d", "active_days_28d", "tenure_days"):
@@ -655,6 +657,9 @@ def test_a_large_log_is_built_in_parts_of_accounts_with_the_same_result(tmp_path
     parts = build(spec, engine="polars", today=today)
     assert parts.snapshots.equals(whole.snapshots, null_equal=True)
     assert parts.events.equals(whole.events)
+    duck = build(spec, engine="duckdb", today=today)  # DuckDB in parts too (no split: it reads the log again)
+    _assert_close(duck.snapshots, whole.snapshots)
+    assert duck.events.equals(whole.events)
     assert whole.snapshots["account_id"].n_unique() == 60 and whole.snapshots.width > 8
     assert splits and splits[0] > 2  # the log really was split
     assert list((tmp_path / "scratch").iterdir()) == []

@@ -473,9 +473,21 @@ def _universe(subs: pl.DataFrame | None, accounts: pl.DataFrame | None) -> pl.Da
 
 # ============================================================================ engines
 class _Engine:
+    n_events = 0  # rows of the event log, counted by the checks in stage()
+
     def __init__(self, spec: MetricSpec) -> None:
         self.spec = spec
         self.step: Callable[[str], object] = lambda text: None  # what the progress bar says
+
+    def _parts(self, grid: pl.DataFrame) -> list[pl.Series]:
+        """The grid's accounts (sorted) in parts of about :data:`EVENTS_PER_PART` events, or one part;
+        each account's metrics read its own events only, so a part can be built on its own."""
+        ids = grid.get_column("account_id").unique().sort()
+        n_parts = min(ids.len(), -(-self.n_events // EVENTS_PER_PART))
+        if self.spec.source.events is None or n_parts < 2:
+            return [ids]
+        size = -(-ids.len() // n_parts)
+        return [ids.slice(k, size) for k in range(0, ids.len(), size)]
 
     def stage(self, today: dt.date, universe: pl.DataFrame | None) -> list[str]:
         raise NotImplementedError
@@ -571,8 +583,6 @@ _EXAMPLE_COLS = ["account_id", "time_text", "event", "value_text"]
 
 class _PolarsEngine(_Engine):
     """Lazy polars: cumulative sums per account and day, read at each as_of with as-of joins."""
-
-    n_events = 0  # rows of the event log, counted by the checks in stage()
 
     def stage(self, today: dt.date, universe: pl.DataFrame | None) -> list[str]:
         src = self.spec.source
@@ -681,14 +691,11 @@ class _PolarsEngine(_Engine):
     ) -> pl.DataFrame:
         """The metrics of all accounts at once, or, for a log of more than :data:`EVENTS_PER_PART`
         events, of one part of the accounts at a time: the log is split by account in one pass,
-        so memory follows a part, not the log (each account's metrics read its own events only)."""
+        so memory follows a part, not the log."""
         events = self.events if self.spec.source.events else None
-        ids = grid.get_column("account_id").unique().sort()
-        n_parts = min(ids.len(), -(-self.n_events // EVENTS_PER_PART))
-        if events is None or n_parts < 2:
+        parts = self._parts(grid)
+        if events is None or len(parts) < 2:
             return polars_metrics(self.spec, events, grid, subs, accounts, starts)
-        size = -(-ids.len() // n_parts)
-        parts = [ids.slice(k, size) for k in range(0, ids.len(), size)]
         done = []
         with tempfile.TemporaryDirectory(prefix="healthscore-build-") as folder:
             self.step(f"splitting {self.n_events:,} events into {len(parts)} parts of accounts")
@@ -786,10 +793,12 @@ class _DuckDBEngine(_Engine):
             flags["unknown"] = exp.And(
                 this=exp.Not(this=is_null(col("account_id"))), expression=exp.Not(this=in_universe)
             )
-        counts_q = exp.select(*[exp.Sum(this=sqlgen.case(f, lit(1), lit(0))).as_(k) for k, f in flags.items()]).from_(
-            staged.subquery("staged_events")
-        )
+        counts_q = exp.select(
+            exp.Count(this=exp.Star()).as_("n_events"),
+            *[exp.Sum(this=sqlgen.case(f, lit(1), lit(0))).as_(k) for k, f in flags.items()],
+        ).from_(staged.subquery("staged_events"))
         counts = {k: int(v or 0) for k, v in s.run(counts_q).row(0, named=True).items()}
+        self.n_events = counts.pop("n_events")
         examples = {
             k: _examples(
                 s.run(
@@ -847,15 +856,34 @@ class _DuckDBEngine(_Engine):
                 "events",
             )
         )
-        inputs = Inputs(
-            events=events,
-            grid=s.register(grid.select("account_id", "as_of"), "grid"),
-            subscriptions=s.register(subs, "subscriptions") if subs is not None else None,
-            accounts=s.register(accounts, "accounts") if accounts is not None else None,
-            starts=s.register(starts, "starts"),
-        )
-        out = s.run(sqlgen.snapshot_query(self.spec, inputs, dialect=self.dialect))
-        return _conform(out, self.spec, grid)
+        subs_t = s.register(subs, "subscriptions") if subs is not None else None
+        accounts_t = s.register(accounts, "accounts") if accounts is not None else None
+        # DuckDB runs a large log one part of the accounts at a time (each part reads the log again,
+        # keeping its own accounts' events), so its memory follows a part; Spark spreads the work itself
+        parts = self._parts(grid) if self.dialect == "duckdb" else [grid.get_column("account_id")]
+        done = []
+        for k, part in enumerate(parts):
+            if len(parts) > 1:
+                self.step(f"metrics of accounts, part {k + 1} of {len(parts)}")
+            mine = pl.col("account_id").is_in(part.implode())
+            own = events
+            if len(parts) > 1:
+                ids = exp.select(col("account_id")).from_(s.register(part.to_frame(), "part"))
+                own = (
+                    exp.select("*")
+                    .from_(events)
+                    .where(exp.In(this=col("account_id"), query=ids.subquery()))
+                    .subquery("events")
+                )
+            inputs = Inputs(
+                events=own,
+                grid=s.register(grid.filter(mine).select("account_id", "as_of"), "grid"),
+                subscriptions=subs_t,
+                accounts=accounts_t,
+                starts=s.register(starts.filter(mine), "starts"),
+            )
+            done.append(s.run(sqlgen.snapshot_query(self.spec, inputs, dialect=self.dialect)))
+        return _conform(pl.concat(done), self.spec, grid)
 
 
 class _SparkEngine(_DuckDBEngine):

@@ -189,6 +189,13 @@ class DuckDBSession:
         """Run a sqlglot expression tree and return the result as a polars frame."""
         try:
             return cast(pl.DataFrame, self.con.sql(query.sql("duckdb")).pl())
+        except duckdb.OutOfMemoryException:
+            limit = self.con.execute("select current_setting('memory_limit')").fetchone()
+            raise SourceError(
+                f"DuckDB needed more memory than its limit ({limit[0] if limit else '?'}) allows for the build "
+                "query. Raise it (--memory-limit), or build with the polars engine, which splits a large "
+                "log by account"
+            ) from None
         except duckdb.Error as exc:
             raise SourceError(
                 f"DuckDB could not run the build query: {exc}. Check the column types of the raw "
