@@ -46,7 +46,8 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         "--engine",
         choices=ENGINES,
         default="polars",
-        help="polars (in memory, default), duckdb (reads files in place, spills to disk) or spark "
+        help="polars (default; a log of more than 10M events is built one part of the accounts at a time), "
+        "duckdb (reads the files in place, spills to disk beyond --memory-limit) or spark "
         "(a local Spark session reads the Parquet or CSV event log; needs the spark extra and Java 17)",
     )
     p.add_argument(
