@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 
 import healthscore as hs
+import polars as pl
 import pytest
 from healthscore.core.scoring import score
 from healthscore.core.sqlscore import score_with
@@ -44,6 +45,11 @@ def test_spark_equals_polars_on_the_sample(spark, tmp_path):
     frame = spark.read.parquet(str(path))
     got = score_with("spark", frame, model, session=spark)
     assert_same_scores(expected, got)
+    # file in, folder out: the rows stay in Spark
+    from healthscore.core.sqlscore import score_file_with
+
+    out = score_file_with("spark", path, model, tmp_path / "scores", session=spark)
+    assert_same_scores(expected, pl.read_parquet(out / "*.parquet").sort("account_id", "as_of"))
 
 
 def test_spark_builds_the_same_snapshots_and_outcomes_as_polars(spark, tmp_path):

@@ -53,6 +53,25 @@ def test_duckdb_as_of_keeps_the_latest_date_and_its_history(sample):
     assert_same_scores(expected, got)
 
 
+def test_duckdb_scores_a_file_into_a_file_under_a_memory_limit(sample, tmp_path):
+    """File in, file out: DuckDB reads the snapshots in place and writes the scores without them
+    passing through this process; under a small memory limit it spills and gives the same scores."""
+    snaps, model, expected = sample
+    snaps.write_parquet(tmp_path / "snaps.parquet")
+    out = sqlscore.score_file_with(
+        "duckdb", tmp_path / "snaps.parquet", model, tmp_path / "scores.parquet", memory_limit="256MB"
+    )
+    assert_same_scores(expected, pl.read_parquet(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet", "snaps.parquet"]
+    with pytest.raises(SqlScoreError, match="use polars, duckdb or spark"):
+        sqlscore.score_file_with("postgres", tmp_path / "snaps.parquet", model, tmp_path / "x.parquet")
+    with pytest.raises(hs.HealthscoreError, match="DuckDB"):  # a setting DuckDB refuses: an error, no file
+        sqlscore.score_file_with(
+            "duckdb", tmp_path / "snaps.parquet", model, tmp_path / "x.parquet", memory_limit="lots"
+        )
+    assert not (tmp_path / "x.parquet").exists()
+
+
 # ---------------------------------------------------------------- every method, random data
 def _model() -> ScoreModel:
     q = [float(v) for v in range(0, 150, 10)]  # 15 quantiles: the long (numpy) interpolation path

@@ -6,17 +6,18 @@ of ``HS_BENCH_ENGINE_EVENTS`` (default ``1000000,10000000,100000000``), built in
 engine from the Parquet file; an engine that needs more than 10 minutes at one size is not run at
 the larger ones (Spark local[2] stops after 10M).
 
-The bundled sample (81,153 snapshots) is repeated with fresh account ids up to each size. Every run
-happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process plus, for Spark, the VmHWM of
-the JVM it starts, read before the session stops) belongs to that run alone; the seconds cover scoring from an in-memory polars frame to a
-polars frame of results (for Spark: Parquet in, Arrow out, query planning included). Polars at the
-same size is the baseline. Spark's time at the smallest size is its fixed cost (JVM start excluded,
-query planning and the job included). A log-log chart of rows against seconds goes to
-``build/bench_engines.html`` (and ``.png`` when vl-convert is installed).
+Score: the bundled sample (81,153 snapshots) repeated with fresh account ids up to each size of
+``HS_BENCH_ENGINE_ROWS`` (default ``100000,1000000,10000000``), written once to a Parquet file that
+each engine scores into a Parquet file, as data larger than memory is scored: polars part by part
+(``score_to_file``), DuckDB over the file in place under a 4 GB memory limit, Spark into a folder.
 
-Sizes: ``HS_BENCH_ENGINE_ROWS`` (comma-separated, default ``10000,100000,1000000``). Here every engine
-scores a frame in memory and returns one, so 10M rows need about 20 GB for polars and are opt-in;
-scoring a file larger than memory, part by part, is measured at 20M rows by ``bench_memory``.
+Every run happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process plus, for
+Spark, the VmHWM of the JVM it starts, read before the session stops) belongs to that run alone.
+Polars at the same size is the baseline. Spark's time at the smallest size is its fixed cost (JVM
+start excluded, query planning and the job included). An engine whose time at one size, scaled to
+the next size, passes 10 minutes is not run at the larger ones. Log-log charts of rows against
+seconds go to ``build/bench_engines.html`` and ``build/bench_engines_build.html`` (and ``.png``
+when vl-convert is installed).
 """
 
 from __future__ import annotations
@@ -56,23 +57,26 @@ for kid in psutil.Process().children(recursive=True):
         pass
 if engine == "spark":
     kw["session"].stop()
-print(json.dumps({"seconds": seconds, "rows": out.height, "peak_mb": (own + jvm) / 1024}))
+rows = out.item() if out.shape == (1, 1) and out.columns == ["len"] else out.height
+print(json.dumps({"seconds": seconds, "rows": rows, "peak_mb": (own + jvm) / 1024}))
 """
 _CHILD = (
     _SESSION
     + textwrap.dedent("""
+    import tempfile
+    from pathlib import Path
     import polars as pl
     import healthscore as hs
-    from healthscore.core.sqlscore import score_with
-    n = int(sys.argv[2])
-    base = hs.load_sample().snapshots
-    reps = -(-n // base.height)
-    snaps = pl.concat([base.with_columns(pl.col("account_id") + f"-{i}") for i in range(reps)]).head(n)
-    snaps = snaps.sort("account_id", "as_of")
+    from healthscore.core.sqlscore import score_file_with
+    source = Path(sys.argv[2])
     model = hs.load_model(hs.resources.sample_model())
-    t0 = time.perf_counter()
-    out = score_with(engine, snaps, model, **kw)
-    seconds = time.perf_counter() - t0
+    if engine == "duckdb":
+        kw["memory_limit"] = "4GB"
+    with tempfile.TemporaryDirectory(prefix="hs-bench-score-") as tmp:
+        t0 = time.perf_counter()
+        done = score_file_with(engine, source, model, Path(tmp) / "scores.parquet", **kw)
+        seconds = time.perf_counter() - t0
+        out = pl.scan_parquet(done / "*.parquet" if done.is_dir() else done).select(pl.len()).collect()
 """)
     + _TAIL
 )
@@ -116,7 +120,13 @@ def _sizes(variable: str, default: str) -> list[int]:
 
 
 def _each_engine(
-    what: str, n: int, unit: str, run: Callable[[str, int], dict], stopped: dict[str, str], results: list[Result]
+    what: str,
+    n: int,
+    unit: str,
+    run: Callable[[str, int], dict],
+    stopped: dict[str, str],
+    results: list[Result],
+    next_n: int | None = None,
 ) -> dict[str, dict]:
     runs: dict[str, dict] = {}
     for engine in ENGINES:
@@ -144,6 +154,8 @@ def _each_engine(
         runs[engine] = r
         if r["seconds"] > LIMIT:
             stopped[engine] = f"over {LIMIT:.0f} s at {n:,} {unit}"
+        elif next_n and r["seconds"] * next_n / n > LIMIT:  # cost grows at least in proportion to size
+            stopped[engine] = f"{r['seconds']:.0f} s at {n:,} {unit}: {next_n:,} would take over {LIMIT:.0f} s"
     return runs
 
 
@@ -159,9 +171,9 @@ def _measure(
     points: list[dict] = []
     results: list[Result] = []
     stopped: dict[str, str] = {}
-    for n in sizes:
+    for i, n in enumerate(sizes):
         with around(n):
-            runs = _each_engine(what, n, unit, run, stopped, results)
+            runs = _each_engine(what, n, unit, run, stopped, results, sizes[i + 1] if i + 1 < len(sizes) else None)
         base = runs["polars"]["seconds"] if "polars" in runs else None
         for engine, r in runs.items():
             points.append({"engine": engine, "rows": n, "seconds": r["seconds"]})
@@ -208,7 +220,32 @@ def _chart(points: list[dict], out: Path, *, what: str = "score", unit: str = "s
 
 
 def bench_engines() -> list[Result]:
-    results, points = _measure("score", _sizes("HS_BENCH_ENGINE_ROWS", "10000,100000,1000000"), "rows", _run)
+    import tempfile
+
+    folder: dict[str, str] = {}
+
+    @contextmanager
+    def snapshot_file(n: int):  # the sample repeated with fresh account ids up to n rows, written once
+        import healthscore as hs
+        import polars as pl
+
+        base = hs.load_sample().snapshots
+        reps = -(-n // base.height)
+        with tempfile.TemporaryDirectory(prefix="hs-bench-engines-") as tmp:
+            path = Path(tmp) / "snapshots.parquet"
+            pl.concat([base.lazy().with_columns(pl.col("account_id") + f"-{i}") for i in range(reps)]).head(
+                n
+            ).sink_parquet(path)
+            folder["path"] = str(path)
+            yield
+
+    results, points = _measure(
+        "score",
+        _sizes("HS_BENCH_ENGINE_ROWS", "100000,1000000,10000000"),
+        "rows",
+        lambda engine, n: _run(engine, n, _CHILD, folder["path"]),
+        around=snapshot_file,
+    )
     spark_fixed = min((p["seconds"] for p in points if p["engine"] == "spark"), default=None)
     results.append(
         Result(

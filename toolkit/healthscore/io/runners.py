@@ -14,6 +14,7 @@ Query generation lives in ``healthscore.core.sqlscore``; this module only connec
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,16 @@ import polars as pl
 
 from healthscore.errors import HealthscoreError
 
-__all__ = ["ENGINES", "EngineError", "run_duckdb", "run_spark", "run_postgres", "spark_session"]
+__all__ = [
+    "ENGINES",
+    "EngineError",
+    "run_duckdb",
+    "run_duckdb_to_file",
+    "run_spark",
+    "run_spark_to_folder",
+    "run_postgres",
+    "spark_session",
+]
 
 ENGINES = ("polars", "duckdb", "spark", "postgres")
 
@@ -55,6 +65,59 @@ def run_duckdb(
             con.unregister(name)
         if connection is None:
             con.close()
+
+
+def run_duckdb_to_file(
+    sql: str,
+    tables: Mapping[str, str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    memory_limit: str | None = None,
+) -> None:
+    """Run ``sql`` on DuckDB over Parquet files read in place (view name -> path) and write the
+    result to the Parquet file ``out``: no row passes through this process, and DuckDB spills to a
+    temporary folder beyond ``memory_limit`` (e.g. ``"4GB"``), so both may be larger than memory.
+
+    >>> import polars as pl, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); pl.DataFrame({"x": [1.5, 2.5]}).write_parquet(d / "t.parquet")
+    >>> run_duckdb_to_file("SELECT SUM(x) AS total FROM t", {"t": d / "t.parquet"}, d / "out.parquet")
+    >>> pl.read_parquet(d / "out.parquet")["total"].to_list()
+    [4.0]
+    """
+    with tempfile.TemporaryDirectory(prefix="healthscore-duckdb-") as tmp:
+        con = None
+        try:
+            settings = {"temp_directory": tmp, **({"memory_limit": memory_limit} if memory_limit else {})}
+            con = duckdb.connect(config=settings)
+            for name, path in tables.items():
+                con.read_parquet(str(path)).create_view(name)
+            con.sql(sql).write_parquet(str(out), compression="zstd")
+        except duckdb.OutOfMemoryException:
+            raise EngineError(
+                f"DuckDB needed more memory than its limit ({memory_limit or 'default'}) allows; raise the limit"
+            ) from None
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB refused the query or its settings: {exc}") from None
+        finally:
+            if con is not None:
+                con.close()
+
+
+def run_spark_to_folder(
+    sql: str, tables: Mapping[str, str | os.PathLike[str]], out: str | os.PathLike[str], *, session: Any = None
+) -> None:
+    """Run ``sql`` with Spark SQL over Parquet files or folders (view name -> path) and write the
+    result to ``out`` as a folder of Parquet files, Spark's own way: the rows stay in Spark."""
+    spark = session if session is not None else spark_session()
+    for name, path in tables.items():
+        spark.read.parquet(str(path)).createOrReplaceTempView(name)
+    try:
+        spark.sql(sql).write.mode("overwrite").parquet(str(out))
+    except Exception as exc:  # py4j and Spark analysis errors share no base class importable without pyspark
+        raise EngineError(f"Spark refused the query: {str(exc).splitlines()[0]}") from None
+    finally:
+        for name in tables:
+            spark.catalog.dropTempView(name)
 
 
 def spark_session(master: str = "local[2]", *, shuffle_partitions: int = 4, driver_memory: str = "4g") -> Any:
