@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "scan_snapshots": "healthscore.io.stream",
     "FolderBusyError": "healthscore.io.files",
     "score_with": "healthscore.core.sqlscore",
+    "score_file_with": "healthscore.core.sqlscore",
     "score_sql": "healthscore.core.sqlscore",
     "score_query": "healthscore.core.sqlscore",
     "fit_logit": "healthscore.analysis.fitting",
