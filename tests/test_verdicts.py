@@ -183,8 +183,8 @@ def test_red_and_red_plus_yellow_catch_rates_lead_the_summary(book):
     assert r["alarm_watch_share"] == pytest.approx(test.filter(pl.col("band") != "green").height / test.height)
     line = str(ev.summary()).splitlines()[1]
     assert line == (
-        f"  clear: red catches {red:.0%} of churners (flagging {r['alarm_share']:.0%} of snapshots); "
-        f"red plus yellow {red_yellow:.0%} (flagging {r['alarm_watch_share']:.0%})"
+        f"  With clear, red catches {red:.0%} of churners while flagging {r['alarm_share']:.0%} of snapshots; "
+        f"red plus yellow catches {red_yellow:.0%} while flagging {r['alarm_watch_share']:.0%}."
     )
 
 

@@ -1316,23 +1316,26 @@ class Evaluation:
         doubts = [d for d in (chance(m) for m in best) if d]
         return " ".join([text, *doubts])
 
-    def catch_lines(self) -> list[str]:
-        """Per model: the share of the holdout's events its alarm band catches, and with the next band."""
+    def catch_lines(self, *, named: bool = True) -> list[str]:
+        """Per model, one sentence: the share of the holdout's events its alarm band catches, and
+        with the next band, beside the share of snapshots each flags (``named``: lead with the
+        model's name). The summary and the report both say it in these words."""
         noun = _event_noun(self.outcome)
         out = []
         for r in self.table.iter_rows(named=True):
             if r.get("alarm_band") is None or r.get("alarm_recall") is None:
                 continue
+            who = f"With {r['model']}, " if named else ""
             text = (
-                f"{r['model']}: {r['alarm_band']} catches {_pct(r['alarm_recall'])} of {noun} "
-                f"(flagging {_pct(r.get('alarm_share'))} of snapshots)"
+                f"{who}{r['alarm_band']} catches {_pct(r['alarm_recall'])} "
+                f"of {noun} while flagging {_pct(r.get('alarm_share'))} of snapshots"
             )
             if r.get("watch_band") is not None:
                 text += (
-                    f"; {r['alarm_band']} plus {r['watch_band']} {_pct(r.get('alarm_watch_recall'))} "
-                    f"(flagging {_pct(r.get('alarm_watch_share'))})"
+                    f"; {r['alarm_band']} plus {r['watch_band']} catches {_pct(r.get('alarm_watch_recall'))} "
+                    f"while flagging {_pct(r.get('alarm_watch_share'))}"
                 )
-            out.append(text)
+            out.append(text + ".")
         return out
 
     def summary(self) -> Summary:

@@ -14,7 +14,6 @@ import polars as pl
 import vl_convert
 
 from healthscore.analysis.evaluation import Evaluation, event_noun
-from healthscore.render import formats as fmt
 from healthscore.render.html import escape
 from healthscore.render.html import table as html_table
 from healthscore.render.reports import export_html
@@ -189,43 +188,20 @@ def catch_html(ev: Evaluation, *, with_table: bool = True) -> str:
     )
     if ev.table.height == 1:
         frame = frame.drop("model")
-    lead = f"<h2>What the bands catch</h2><p>{escape(' '.join(_catch_sentences(ev, noun)))}</p>"
+    lead = f"<h2>What the bands catch</h2><p>{escape(' '.join(ev.catch_lines(named=ev.table.height > 1)))}</p>"
     if not with_table:
         return lead
     return (
         lead
         + html_table(
             frame,
-            headings={"caught": f"share of {noun} caught", "flagged": "share of accounts flagged"},
+            headings={"caught": f"share of {noun} caught", "flagged": "share of snapshots flagged"},
             formats={"caught": "percent", "flagged": "percent"},
             css="metrics",
         )
         + '<p class="muted">Shares over every account snapshot of the holdout: the share flagged is the part '
         "of the book a CS team would be working on a typical date.</p>"
     )
-
-
-def _catch_sentences(ev: Evaluation, noun: str) -> list[str]:
-    out = []
-    for r in ev.table.iter_rows(named=True):
-        if r.get("alarm_band") is None or r.get("alarm_recall") is None:
-            continue
-        who = f"With {r['model']}, " if ev.table.height > 1 else ""
-        text = (
-            f"{who}{r['alarm_band']} catches {_share(r['alarm_recall'])} of {noun} while flagging "
-            f"{_share(r.get('alarm_share'))} of accounts"
-        )
-        if r.get("watch_band") is not None:
-            text += (
-                f"; {r['alarm_band']} plus {r['watch_band']} catches {_share(r.get('alarm_watch_recall'))} while "
-                f"flagging {_share(r.get('alarm_watch_share'))}"
-            )
-        out.append(text + ".")
-    return out
-
-
-def _share(x: Any) -> str:
-    return fmt.percent(x) if x is not None else fmt.MISSING
 
 
 def glossary_html() -> str:
