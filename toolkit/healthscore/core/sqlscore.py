@@ -39,6 +39,7 @@ from healthscore.core import calibration, scoring
 from healthscore.core.scoring import _EPS, _OUTPUT_SCALARS, AUDIT_COLUMNS, KEYS
 from healthscore.errors import HealthscoreError
 from healthscore.io import files, runners
+from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import Metric, ModelError, ScoreModel
 
 __all__ = ["DIALECTS", "SqlScoreError", "score_query", "score_sql", "score_with", "output_columns"]
@@ -992,8 +993,6 @@ def score_file_with(
     >>> (a["band"] == b["band"]).all() and ((a["score"] - b["score"]).abs().max() or 0.0) < 1e-9
     True
     """
-    from healthscore.io.stream import scan_snapshots
-
     target = Path(out)
     if engine == "polars":
         scoring.score_to_file(scan_snapshots(source), model, target, as_of=as_of)
