@@ -69,7 +69,7 @@ __all__ = ["build_snapshots", "build_outcomes", "build", "Build", "BuildError", 
 
 ENGINES = ("polars", "duckdb", "spark")
 MAX_EXAMPLES = 5
-# the polars engine computes the metrics of a larger log one part of the accounts at a time
+# the polars and DuckDB engines build the metrics of a larger log one part of the accounts at a time
 EVENTS_PER_PART = 10_000_000
 _FAR = dt.date(9999, 12, 31)
 
@@ -860,14 +860,14 @@ class _DuckDBEngine(_Engine):
         accounts_t = s.register(accounts, "accounts") if accounts is not None else None
         # DuckDB runs a large log one part of the accounts at a time (each part reads the log again,
         # keeping its own accounts' events), so its memory follows a part; Spark spreads the work itself
-        parts = self._parts(grid) if self.dialect == "duckdb" else [grid.get_column("account_id")]
+        parts = self._parts(grid) if self.dialect == "duckdb" else [grid.get_column("account_id").unique()]
         done = []
         for k, part in enumerate(parts):
+            own, own_grid, own_starts = events, grid, starts
             if len(parts) > 1:
                 self.step(f"metrics of accounts, part {k + 1} of {len(parts)}")
-            mine = pl.col("account_id").is_in(part.implode())
-            own = events
-            if len(parts) > 1:
+                mine = pl.col("account_id").is_in(part.implode())
+                own_grid, own_starts = grid.filter(mine), starts.filter(mine)
                 ids = exp.select(col("account_id")).from_(s.register(part.to_frame(), "part"))
                 own = (
                     exp.select("*")
@@ -877,10 +877,10 @@ class _DuckDBEngine(_Engine):
                 )
             inputs = Inputs(
                 events=own,
-                grid=s.register(grid.filter(mine).select("account_id", "as_of"), "grid"),
+                grid=s.register(own_grid.select("account_id", "as_of"), "grid"),
                 subscriptions=subs_t,
                 accounts=accounts_t,
-                starts=s.register(starts.filter(mine), "starts"),
+                starts=s.register(own_starts, "starts"),
             )
             done.append(s.run(sqlgen.snapshot_query(self.spec, inputs, dialect=self.dialect)))
         return _conform(pl.concat(done), self.spec, grid)
