@@ -92,8 +92,9 @@ STALE_SECONDS = 3600.0
 
 def clean_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float = STALE_SECONDS) -> list[Path]:
     """Remove the ``.<name>.<random>.tmp`` files that :func:`atomic_path` leaves when a process is
-    killed mid-write (and the folders of the same name that a streaming score splits into). Only files older than ``older_than`` seconds go (0: all), so a write still
-    under way in another process is left alone. Returns the paths removed.
+    killed mid-write, and the folders of that name a streaming score splits a large file into.
+    Only those older than ``older_than`` seconds go (0: all), so a write still under way in
+    another process is left alone. Returns the paths removed.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
