@@ -99,8 +99,9 @@ def clean_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / ".a.html.x1y2.tmp").write_text("half"); _ = (d / "a.html").write_text("whole")
+    >>> (d / ".s.parquet.k3j4.tmp" / "__split=0").mkdir(parents=True)
     >>> [p.name for p in clean_stale_temporaries(d, older_than=0)], sorted(p.name for p in d.iterdir())
-    (['.a.html.x1y2.tmp'], ['a.html'])
+    (['.a.html.x1y2.tmp', '.s.parquet.k3j4.tmp'], ['a.html'])
     """
     root = Path(folder)
     if not root.is_dir():
