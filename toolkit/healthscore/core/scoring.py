@@ -924,18 +924,15 @@ def score_to_file(
         files.atomic_path(target) as tmp,
         tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp") as split_dir,
     ):
+        bar = tqdm(total=len(todo), desc=f"scoring {model.name}", unit="part", disable=not progress or len(todo) < 2)
         # a large file is split by part once, so that each part reads its own rows, not the whole file
+        bar.set_postfix_str("splitting the file by account")
         keep = None if window is None else (window | pl.col("account_id").cast(pl.String).is_in(list(short)))
         scans = scan.split([ids for ids, _ in todo], Path(split_dir), keep=keep) if len(todo) > 1 else [scan]
+        bar.set_postfix_str("")
         writer = _PartWriter(tmp, target.suffix)
         try:
-            for (ids, predicate), source in tqdm(
-                zip(todo, scans, strict=True),
-                total=len(todo),
-                desc=f"scoring {model.name}",
-                unit="part",
-                disable=not progress or len(todo) < 2,
-            ):
+            for (ids, predicate), source in zip(todo, scans, strict=True):
                 part = source.read(predicate)
                 older = [a for a in ids if a in short]
                 if older and start is not None:
@@ -958,8 +955,10 @@ def score_to_file(
                     .select("account_id", "as_of", "score", "band")
                 )
                 del scored
+                bar.update()
         finally:
             writer.close()
+            bar.close()
     return ScoredFile(target, n_rows, n_accounts, pl.concat(latest).sort("account_id"), cutoff)
 
 
