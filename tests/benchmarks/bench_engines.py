@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -220,33 +221,44 @@ def _chart(points: list[dict], out: Path, *, what: str = "score", unit: str = "s
         pass
 
 
-def bench_engines() -> list[Result]:
-    import tempfile
-
-    folder: dict[str, str] = {}
+def _per_size(
+    what: str, sizes: list[int], unit: str, child: str, make: Callable[[Path, int], Path]
+) -> tuple[list[Result], list[dict]]:
+    """:func:`_measure` with each size's data made once by ``make(folder, n)`` in a temporary
+    folder, and handed to every engine's child as its argument."""
+    made: dict[str, str] = {}
 
     @contextmanager
-    def snapshot_file(n: int):  # the sample repeated with fresh account ids up to n rows, written once
-        import healthscore as hs
-        import polars as pl
-
-        base = hs.load_sample().snapshots
-        reps = -(-n // base.height)
+    def data(n: int):
         with tempfile.TemporaryDirectory(prefix="hs-bench-engines-") as tmp:
-            path = Path(tmp) / "snapshots.parquet"
-            pl.concat([base.lazy().with_columns(pl.col("account_id") + f"-{i}") for i in range(reps)]).head(
-                n
-            ).sink_parquet(path)
-            folder["path"] = str(path)
+            made["arg"] = str(make(Path(tmp), n))
             yield
 
-    results, points = _measure(
-        "score",
-        _sizes("HS_BENCH_ENGINE_ROWS", "100000,1000000,10000000,100000000"),
-        "rows",
-        lambda engine, n: _run(engine, n, _CHILD, folder["path"]),
-        around=snapshot_file,
-    )
+    return _measure(what, sizes, unit, lambda engine, n: _run(engine, n, child, made["arg"]), around=data)
+
+
+def _snapshot_file(folder: Path, n: int) -> Path:
+    """The sample repeated with fresh account ids up to ``n`` rows, as one Parquet file."""
+    import healthscore as hs
+    import polars as pl
+
+    base = hs.load_sample().snapshots
+    path = folder / "snapshots.parquet"
+    copies = [base.lazy().with_columns(pl.col("account_id") + f"-{i}") for i in range(-(-n // base.height))]
+    pl.concat(copies).head(n).sink_parquet(path)
+    return path
+
+
+def _event_log(folder: Path, n: int) -> Path:
+    from tests.benchmarks.bench_build import generate
+
+    generate(folder / "events.parquet", n)
+    return folder
+
+
+def bench_engines() -> list[Result]:
+    sizes = _sizes("HS_BENCH_ENGINE_ROWS", "100000,1000000,10000000,100000000")
+    results, points = _per_size("score", sizes, "rows", _CHILD, _snapshot_file)
     spark_fixed = min((p["seconds"] for p in points if p["engine"] == "spark"), default=None)
     results.append(
         Result(
@@ -264,26 +276,8 @@ def bench_engines() -> list[Result]:
 
 
 def bench_engine_build() -> list[Result]:
-    import tempfile
-
-    from tests.benchmarks.bench_build import generate
-
-    folder: dict[str, str] = {}
-
-    @contextmanager
-    def event_log(n: int):  # one generated log per size, shared by the engines
-        with tempfile.TemporaryDirectory(prefix="hs-bench-engines-") as tmp:
-            generate(Path(tmp) / "events.parquet", n)
-            folder["path"] = tmp
-            yield
-
-    results, points = _measure(
-        "build",
-        _sizes("HS_BENCH_ENGINE_EVENTS", "1000000,10000000,100000000"),
-        "events",
-        lambda engine, n: _run(engine, n, _BUILD_CHILD, folder["path"]),
-        around=event_log,
-    )
+    sizes = _sizes("HS_BENCH_ENGINE_EVENTS", "1000000,10000000,100000000")
+    results, points = _per_size("build", sizes, "events", _BUILD_CHILD, _event_log)
     _chart(points, ROOT / "build" / "bench_engines_build", what="build snapshots", unit="events")
     return results
 
