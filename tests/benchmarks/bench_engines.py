@@ -3,13 +3,13 @@ process, SQL) and Spark local[2].
 
 Build: the event log of ``bench_build`` (10 trailing-window metrics on 52 weekly dates) at each size
 of ``HS_BENCH_ENGINE_EVENTS`` (default ``1000000,10000000,100000000``), built into snapshots by each
-engine from the Parquet file; an engine that needs more than 10 minutes at one size is not run at
-the larger ones (Spark local[2] stops after 10M).
+engine from the Parquet file.
 
 Score: the bundled sample (81,153 snapshots) repeated with fresh account ids up to each size of
-``HS_BENCH_ENGINE_ROWS`` (default ``100000,1000000,10000000,100000000``), written once to a Parquet file that
-each engine scores into a Parquet file, as data larger than memory is scored: polars part by part
-(``score_to_file``), DuckDB over the file in place under a 4 GB memory limit, Spark into a folder.
+``HS_BENCH_ENGINE_ROWS`` (default ``100000,1000000,10000000,100000000``), written once to a Parquet
+file that each engine scores into a Parquet file, as data larger than memory is scored: polars part
+by part (``score_to_file``), DuckDB over the file in place under a 4 GB memory limit, Spark into a
+folder.
 
 Every run happens in a fresh subprocess, so its peak memory (``ru_maxrss`` of the process plus, for
 Spark, the VmHWM of the JVM it starts, read before the session stops) belongs to that run alone.
