@@ -70,6 +70,16 @@ def test_duckdb_scores_a_file_into_a_file_under_a_memory_limit(sample, tmp_path)
             "duckdb", tmp_path / "snaps.parquet", model, tmp_path / "x.parquet", memory_limit="lots"
         )
     assert not (tmp_path / "x.parquet").exists()
+    # a missing file, a file that is not Parquet, a limit for an engine without one: errors that say so
+    (tmp_path / "snaps.csv").write_text("account_id,as_of\na,2026-01-05\n")
+    for engine, source, kw, words in [
+        ("duckdb", tmp_path / "missing.parquet", {}, "no such file"),
+        ("duckdb", tmp_path / "snaps.csv", {}, "cannot be read as Parquet"),
+        ("polars", tmp_path / "snaps.parquet", {"memory_limit": "1GB"}, "duckdb engine only"),
+    ]:
+        with pytest.raises(SqlScoreError, match=words):
+            sqlscore.score_file_with(engine, source, model, tmp_path / "x.parquet", **kw)
+    assert not (tmp_path / "x.parquet").exists()
 
 
 # ---------------------------------------------------------------- every method, random data

@@ -42,7 +42,7 @@ from healthscore.io import files, runners
 from healthscore.io.stream import scan_snapshots
 from healthscore.spec.model import Metric, ModelError, ScoreModel
 
-__all__ = ["DIALECTS", "SqlScoreError", "score_query", "score_sql", "score_with", "output_columns"]
+__all__ = ["DIALECTS", "SqlScoreError", "score_query", "score_sql", "score_with", "score_file_with", "output_columns"]
 
 DIALECTS = ("duckdb", "spark", "postgres", "snowflake", "bigquery")
 _DOUBLE_MAX = "1.7976931348623157e308"
@@ -994,12 +994,22 @@ def score_file_with(
     True
     """
     target = Path(out)
+    if engine not in ("polars", "duckdb", "spark"):
+        raise SqlScoreError(f"engine {engine!r} does not score files; use polars, duckdb or spark")
+    if memory_limit is not None and engine != "duckdb":
+        raise SqlScoreError(f"memory_limit applies to the duckdb engine only; drop it for engine {engine!r}")
+    if not Path(source).exists():
+        raise SqlScoreError(f"{source}: no such file; give the snapshot Parquet file to score")
     if engine == "polars":
         scoring.score_to_file(scan_snapshots(source), model, target, as_of=as_of)
         return target
-    if engine not in ("duckdb", "spark"):
-        raise SqlScoreError(f"engine {engine!r} does not score files; use polars, duckdb or spark")
-    schema = pl.scan_parquet(source).collect_schema()
+    try:
+        schema = pl.scan_parquet(source).collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SqlScoreError(
+            f"{source}: cannot be read as Parquet ({str(exc).splitlines()[0]}); the {engine} engine scores "
+            "Parquet files: convert it, or score it with the polars engine"
+        ) from None
     sql = score_sql(model, dialect=engine, table="snapshots", columns=schema, as_of=as_of, pretty=False)
     if engine == "spark":
         runners.run_spark_to_folder(sql, {"snapshots": source}, target, session=session)
