@@ -858,23 +858,27 @@ class _DuckDBEngine(_Engine):
         )
         subs_t = s.register(subs, "subscriptions") if subs is not None else None
         accounts_t = s.register(accounts, "accounts") if accounts is not None else None
-        # DuckDB runs a large log one part of the accounts at a time (each part reads the log again,
-        # keeping its own accounts' events), so its memory follows a part; Spark spreads the work itself
+        # DuckDB builds a large log one part of the accounts at a time, from a copy of the log split
+        # by account in one pass, so its memory follows a part; Spark spreads the work itself
         parts = self._parts(grid) if self.dialect == "duckdb" else [grid.get_column("account_id").unique()]
+        own_events: list[exp.Expression] = [events]
+        if len(parts) > 1:
+            self.step(f"splitting {self.n_events:,} events into {len(parts)} parts of accounts")
+            index = pl.concat(
+                [p.to_frame().with_columns(pl.lit(k, pl.Int64).alias("__part")) for k, p in enumerate(parts)]
+            )
+            keyed = (
+                exp.select("*").from_(events).join(s.register(index, "parts"), using=["account_id"], join_type="inner")
+            )
+            columns = ["account_id", "ts", "date", "event", "value", "user_id"]
+            own_events = s.split(keyed, "__part", len(parts), columns)
         done = []
         for k, part in enumerate(parts):
-            own, own_grid, own_starts = events, grid, starts
+            own, own_grid, own_starts = own_events[0], grid, starts
             if len(parts) > 1:
                 self.step(f"metrics of accounts, part {k + 1} of {len(parts)}")
                 mine = pl.col("account_id").is_in(part.implode())
-                own_grid, own_starts = grid.filter(mine), starts.filter(mine)
-                ids = exp.select(col("account_id")).from_(s.register(part.to_frame(), "part"))
-                own = (
-                    exp.select("*")
-                    .from_(events)
-                    .where(exp.In(this=col("account_id"), query=ids.subquery()))
-                    .subquery("events")
-                )
+                own, own_grid, own_starts = own_events[k], grid.filter(mine), starts.filter(mine)
             inputs = Inputs(
                 events=own,
                 grid=s.register(own_grid.select("account_id", "as_of"), "grid"),

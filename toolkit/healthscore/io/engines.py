@@ -179,6 +179,26 @@ class DuckDBSession:
         self.con.register(view, frame.to_arrow())
         return exp.to_table(view)
 
+    def split(self, query: exp.Select, key: str, parts: int, columns: list[str]) -> list[exp.Expression]:
+        """Write ``query``'s rows once, in one pass, into a Parquet folder per value of its column
+        ``key`` (0 .. parts - 1) under this session's temporary folder; returns a relation of
+        ``columns`` for each part, named ``events`` (an empty part reads as no rows)."""
+        folder = Path(self._tmp) / f"split{self._n}"
+        self._n += 1
+        try:
+            self.con.sql(query.sql("duckdb")).write_parquet(str(folder), partition_by=[key])
+        except duckdb.Error as exc:
+            raise SourceError(f"DuckDB could not split the event log by account: {exc}") from None
+        out: list[exp.Expression] = []
+        for k in range(parts):
+            where = folder / f"{key}={k}"
+            if not where.is_dir():
+                out.append(exp.select(*columns).from_(query.subquery("q")).where(exp.false()).subquery("events"))
+                continue
+            files = exp.Anonymous(this="read_parquet", expressions=[exp.Literal.string(str(where / "*.parquet"))])
+            out.append(exp.select(*columns).from_(exp.Table(this=files)).subquery("events"))
+        return out
+
     def schema(self, relation: exp.Expression) -> dict[str, str]:
         """Column name -> DuckDB type of a relation."""
         q = exp.select("*").from_(relation).limit(0)
