@@ -18,6 +18,7 @@ from healthscore.datasets.portfolio import (
     make_portfolio,
     sample_dir,
 )
+from healthscore.io.snapshots import CONTRACT_SIGNALS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -39,6 +40,7 @@ ATTRIBUTES = {
     "goal_start": pl.Date,
     "goal_due": pl.Date,
 }
+# golden: the snapshot contract's raw signals, written out here so that a change to either list fails
 CONTRACT_METRICS = [
     "active_users",
     "seat_utilization",
@@ -107,6 +109,8 @@ def test_snapshot_columns_and_types_follow_the_contract(small: Portfolio) -> Non
     expected = {**ATTRIBUTES, **{m: pl.Float64 for m in CONTRACT_METRICS}}
     assert list(small.snapshots.schema.items()) == list(expected.items())
     assert list(METRICS) == CONTRACT_METRICS
+    # the contract's own list in the io layer (what checks and benchmarks read) names the same signals
+    assert list(CONTRACT_SIGNALS) == CONTRACT_METRICS
     assert dict(small.events.schema) == {
         "account_id": pl.String,
         "date": pl.Date,
